@@ -1,0 +1,30 @@
+namespace BatchRunner.Core;
+
+/// <summary>How a container's main process ended, as observed by the runtime.</summary>
+/// <param name="ExitCode">The exit code; 128+N when killed by signal N (shell convention).</param>
+/// <param name="Signal">The signal that killed the process, if any.</param>
+/// <param name="OomKilled">True when the job's memory cgroup recorded an OOM kill (any process in it).</param>
+public sealed record ExitResult(int ExitCode, int? Signal, bool OomKilled)
+{
+    public bool Successful => ExitCode == 0 && !OomKilled;
+}
+
+/// <summary>
+/// Resources a container used, read from its cgroup before the cgroup is removed. A null field was
+/// not measured (the controller or file is absent on this host), which is not the same as zero.
+/// </summary>
+public sealed record ResourceUsage
+{
+    public double? CpuSeconds { get; init; }
+    public double? CpuUserSeconds { get; init; }
+    public double? CpuSystemSeconds { get; init; }
+    public long? CpuThrottledPeriods { get; init; }
+    public double? CpuThrottledSeconds { get; init; }
+    public long? MemoryBytes { get; init; }
+    public long? MaxMemoryBytes { get; init; }
+    public long? OomKills { get; init; }
+    public long? Pids { get; init; }
+    public long? PidsLimitHits { get; init; }
+
+    public static readonly ResourceUsage Empty = new();
+}

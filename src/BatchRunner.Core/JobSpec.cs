@@ -1,0 +1,47 @@
+namespace BatchRunner.Core;
+
+/// <summary>
+/// A validated, normalised job specification: what the worker needs to run the job. Built from the
+/// API's request by <see cref="JobSpecValidator"/>; stored as JSON with the job and never changed after
+/// submission.
+/// </summary>
+public sealed record JobSpec
+{
+    public string? Name { get; init; }
+    /// <summary>The image reference as the user wrote it (normalised by the image layer when pulled).</summary>
+    public required string Image { get; init; }
+    /// <summary>Replaces the image's entrypoint and cmd when set.</summary>
+    public IReadOnlyList<string>? Command { get; init; }
+    /// <summary>Replaces the image's cmd (kept after its entrypoint, or after <see cref="Command"/>).</summary>
+    public IReadOnlyList<string>? Args { get; init; }
+    public IReadOnlyDictionary<string, string> Env { get; init; } = new Dictionary<string, string>();
+    public string? WorkingDir { get; init; }
+    /// <summary>"uid", "uid:gid", "name" or "name:group"; resolved against the image's /etc/passwd.</summary>
+    public string? User { get; init; }
+    public required ResourceRequest Resources { get; init; }
+    public int TimeoutSeconds { get; init; }
+    public string Queue { get; init; } = JobDefaults.Queue;
+    public IReadOnlyDictionary<string, string> Labels { get; init; } = new Dictionary<string, string>();
+}
+
+/// <summary>Resources a job asks for; they become cgroup limits of its container.</summary>
+public sealed record ResourceRequest
+{
+    /// <summary>CPUs, may be fractional: 0.5 = half a CPU's time per period (CFS quota).</summary>
+    public double Cpus { get; init; }
+    public long MemoryBytes { get; init; }
+    public int Pids { get; init; }
+}
+
+public static class JobDefaults
+{
+    public const string Queue = "default";
+    public const double Cpus = 1.0;
+    public const long MemoryBytes = 512L * 1024 * 1024;
+    public const int Pids = 1024;
+    public const int TimeoutSeconds = 3600;
+    public const int MaxTimeoutSeconds = 7 * 24 * 3600;
+    public const double MaxCpus = 1024;
+    /// <summary>Below this a job cannot even start a shell reliably.</summary>
+    public const long MinMemoryBytes = 4L * 1024 * 1024;
+}

@@ -1,0 +1,45 @@
+namespace BatchRunner.Core;
+
+/// <summary>
+/// The states of a job, as the HTTP API v1 names them. These strings are a public contract:
+/// add new ones, never rename or remove one.
+/// </summary>
+/// <remarks>
+/// Lifecycle: queued → starting (pulling the image, preparing the rootfs) → running → one of the final
+/// states. A job may also go from queued or starting straight to a final state (cancelled, or failed
+/// because its image could not be pulled).
+/// </remarks>
+public static class JobState
+{
+    public const string Queued = "queued";
+    public const string Starting = "starting";
+    public const string Running = "running";
+    public const string Succeeded = "succeeded";
+    public const string Failed = "failed";
+    public const string Cancelled = "cancelled";
+
+    public static readonly IReadOnlyList<string> All = [Queued, Starting, Running, Succeeded, Failed, Cancelled];
+
+    public static bool IsFinal(string state) => state is Succeeded or Failed or Cancelled;
+
+    public static bool IsKnown(string state) => All.Contains(state);
+}
+
+/// <summary>Why a job ended the way it did (the API's <c>reason</c> field). Public contract, like <see cref="JobState"/>.</summary>
+public static class FailureReason
+{
+    /// <summary>The container's main process exited with a non-zero code.</summary>
+    public const string ExitCode = "exit_code";
+    /// <summary>The kernel's OOM killer killed a process in the job's memory cgroup.</summary>
+    public const string OomKilled = "oom_killed";
+    /// <summary>The job ran longer than its <c>timeoutSeconds</c> and was killed.</summary>
+    public const string TimedOut = "timed_out";
+    /// <summary>The image could not be resolved, downloaded or unpacked.</summary>
+    public const string ImagePullFailed = "image_pull_failed";
+    /// <summary>The container could not be created or started (bad command, runtime error).</summary>
+    public const string StartFailed = "start_failed";
+    /// <summary>A user cancelled the job (state <c>cancelled</c>).</summary>
+    public const string Cancelled = "cancelled";
+    /// <summary>The worker running the job died or lost contact.</summary>
+    public const string NodeLost = "node_lost";
+}

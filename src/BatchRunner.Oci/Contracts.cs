@@ -1,0 +1,81 @@
+// The narrow surface of BatchRunner.Oci that the server uses. Implementations live beside this file.
+namespace BatchRunner.Oci;
+
+/// <summary>Credentials for one registry host ("127.0.0.1:5000", "docker.io", "ghcr.io"). Never logged.</summary>
+public sealed record RegistryCredential(string Registry, string? Username = null, string? Password = null, string? IdentityToken = null)
+{
+    public override string ToString() => $"RegistryCredential {{ Registry = {Registry}, Username = {Username}, Password = *** }}";
+}
+
+public sealed class ImageStoreOptions
+{
+    /// <summary>Root of the digest-addressed content store and unpacked layers (e.g. DATA/images).</summary>
+    public required string Root { get; init; }
+    public IReadOnlyList<RegistryCredential> Credentials { get; init; } = [];
+    /// <summary>Registries reached over plain HTTP. Loopback registries always are, as Docker does.</summary>
+    public IReadOnlyList<string> InsecureRegistries { get; init; } = [];
+    public int MaxParallelDownloads { get; init; } = 4;
+    /// <summary>OS/architecture to pick from an image index (defaults to this node's).</summary>
+    public string Os { get; init; } = "linux";
+    public string Architecture { get; init; } = RuntimeArchitecture();
+
+    public static string RuntimeArchitecture() => System.Runtime.InteropServices.RuntimeInformation.OSArchitecture switch
+    {
+        System.Runtime.InteropServices.Architecture.X64 => "amd64",
+        System.Runtime.InteropServices.Architecture.Arm64 => "arm64",
+        System.Runtime.InteropServices.Architecture.Arm => "arm",
+        System.Runtime.InteropServices.Architecture.S390x => "s390x",
+        System.Runtime.InteropServices.Architecture.Ppc64le => "ppc64le",
+        var a => a.ToString().ToLowerInvariant(),
+    };
+}
+
+/// <summary>The parts of an image's config that decide how its container runs.</summary>
+public sealed record ImageConfig(
+    IReadOnlyList<string> Env,
+    IReadOnlyList<string>? Entrypoint,
+    IReadOnlyList<string>? Cmd,
+    string? WorkingDir,
+    string? User);
+
+/// <summary>An image that is fully present on disk: every layer downloaded, verified and unpacked.</summary>
+/// <param name="ManifestDigest">Digest of the (platform) manifest: what <c>imageDigest</c> reports.</param>
+/// <param name="LayerPaths">Unpacked layer directories, bottom layer first. Shared by all jobs: read-only.</param>
+public sealed record PreparedImage(
+    ImageReference Reference,
+    string ManifestDigest,
+    ImageConfig Config,
+    IReadOnlyList<string> LayerPaths,
+    long SizeBytes);
+
+public sealed record PullProgress(long BytesDone, long BytesTotal);
+
+/// <summary>
+/// A pull failed in a way the user should read: the message names the image and what the registry
+/// said ("image 127.0.0.1:5000/demo/busybox:nope: manifest unknown (HTTP 404)").
+/// </summary>
+public sealed class ImagePullException(string message, Exception? inner = null, bool transient = false) : Exception(message, inner)
+{
+    /// <summary>True for failures that may pass on retry (5xx, dropped connection), false for 4xx, bad digests.</summary>
+    public bool Transient { get; } = transient;
+}
+
+/// <summary>
+/// Pulls images into the digest-addressed store and unpacks their layers once each.
+/// Safe to call concurrently; a second pull of a present image downloads nothing.
+/// </summary>
+public interface IImageStore
+{
+    Task<PreparedImage> PullAsync(ImageReference reference, IProgress<PullProgress>? progress, CancellationToken ct);
+}
+
+/// <summary>
+/// Stacks unpacked layers into a writable root filesystem with overlayfs.
+/// The returned mount owns the upper/work directories and the mount point: disposing it unmounts and removes them.
+/// </summary>
+public interface ISnapshotter
+{
+    /// <param name="lowerDirs">Bottom layer first (the order of <see cref="PreparedImage.LayerPaths"/>).</param>
+    /// <param name="workDir">An empty directory owned by the caller; the mount creates rootfs/, upper/, work/ in it.</param>
+    Task<RootfsMount> MountAsync(IReadOnlyList<string> lowerDirs, string workDir, CancellationToken ct);
+}

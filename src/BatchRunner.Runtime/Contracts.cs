@@ -1,0 +1,67 @@
+// The narrow surface of BatchRunner.Runtime that the server uses. Implementations live beside this file.
+using BatchRunner.Core;
+
+namespace BatchRunner.Runtime;
+
+/// <summary>What to run and under which limits. Knows nothing of images or jobs: only a rootfs path.</summary>
+public sealed record ContainerSpec
+{
+    /// <summary>Runtime container id; also names its cgroup. Must start with the owner's prefix ("br-").</summary>
+    public required string Id { get; init; }
+    public required string RootfsPath { get; init; }
+    public required IReadOnlyList<string> Args { get; init; }
+    public IReadOnlyList<string> Env { get; init; } = [];
+    public string Cwd { get; init; } = "/";
+    public uint Uid { get; init; }
+    public uint Gid { get; init; }
+    public IReadOnlyList<uint> AdditionalGids { get; init; } = [];
+    public string Hostname { get; init; } = "batchrunner";
+    /// <summary>CPU time per period (CFS quota = Cpus × period). Null: unlimited.</summary>
+    public double? Cpus { get; init; }
+    /// <summary>Memory limit; swap is disabled (memory+swap = memory). Null: unlimited.</summary>
+    public long? MemoryLimitBytes { get; init; }
+    public long? PidsLimit { get; init; }
+    public bool ReadonlyRootfs { get; init; }
+    public IReadOnlyList<BindMount> Mounts { get; init; } = [];
+}
+
+public sealed record BindMount(string Source, string Destination, bool ReadOnly);
+
+/// <summary>Files that receive the container's stdout and stderr (created or appended).</summary>
+public sealed record ContainerIo(string StdoutPath, string StderrPath);
+
+/// <summary>An OCI runtime (runc, crun) driving containers from bundles.</summary>
+public interface IContainerRuntime
+{
+    /// <summary>"runc" or "crun".</summary>
+    string Name { get; }
+    string Version { get; }
+
+    /// <summary>
+    /// Writes an OCI bundle (config.json) into <paramref name="bundleDir"/> and starts the container.
+    /// Returns once the container's process runs. On failure everything it created is removed and a
+    /// <see cref="ContainerStartException"/> says why.
+    /// </summary>
+    Task<IRunningContainer> StartAsync(ContainerSpec spec, string bundleDir, ContainerIo io, CancellationToken ct);
+
+    /// <summary>Kills and deletes every container (and its cgroup) whose id starts with <paramref name="idPrefix"/>.
+    /// Called at worker start to remove what a crashed worker left behind. Returns the ids removed.</summary>
+    Task<IReadOnlyList<string>> CleanupOrphansAsync(string idPrefix, CancellationToken ct);
+}
+
+/// <summary>
+/// A started container. Disposing it kills it if still running, deletes it from the runtime (which
+/// removes its cgroup) and removes the bundle directory: it is the one owner of those resources.
+/// </summary>
+public interface IRunningContainer : IAsyncDisposable
+{
+    string Id { get; }
+    /// <summary>Completes when the container's main process has exited. Cancelling <paramref name="ct"/> stops waiting, not the container.</summary>
+    Task<ExitResult> WaitAsync(CancellationToken ct);
+    /// <summary>SIGKILL to every process of the container. Idempotent.</summary>
+    Task KillAsync(CancellationToken ct);
+    /// <summary>Usage from the cgroup; valid while running and after exit until disposal.</summary>
+    ResourceUsage ReadUsage();
+}
+
+public sealed class ContainerStartException(string message, Exception? inner = null) : Exception(message, inner);
