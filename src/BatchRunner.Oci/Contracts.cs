@@ -48,6 +48,17 @@ public sealed record PreparedImage(
     IReadOnlyList<string> LayerPaths,
     long SizeBytes);
 
+/// <summary>When to contact the registry (Kubernetes' imagePullPolicy).</summary>
+public enum PullPolicy
+{
+    /// <summary>Use the locally resolved image when the reference was pulled before; otherwise pull.</summary>
+    IfNotPresent,
+    /// <summary>Always re-resolve the tag at the registry (blobs already present are not downloaded again).</summary>
+    Always,
+    /// <summary>Never contact the registry; fail when the image is not present.</summary>
+    Never,
+}
+
 public sealed record PullProgress(long BytesDone, long BytesTotal);
 
 /// <summary>
@@ -66,7 +77,7 @@ public sealed class ImagePullException(string message, Exception? inner = null, 
 /// </summary>
 public interface IImageStore
 {
-    Task<PreparedImage> PullAsync(ImageReference reference, IProgress<PullProgress>? progress, CancellationToken ct);
+    Task<PreparedImage> PullAsync(ImageReference reference, PullPolicy policy, IProgress<PullProgress>? progress, CancellationToken ct);
 }
 
 /// <summary>
