@@ -1,0 +1,166 @@
+using System.Security.Cryptography;
+using BatchRunner.Oci.Registry;
+
+namespace BatchRunner.Oci.Store;
+
+/// <summary>Opens a blob's bytes starting at an offset; the returned response says where it really starts.</summary>
+public delegate Task<BlobResponse> BlobOpener(long offset, CancellationToken ct);
+
+/// <summary>
+/// Digest-addressed blobs under <c>{root}/blobs/sha256/&lt;hex&gt;</c>.
+/// </summary>
+/// <remarks>
+/// A blob path exists only with verified content: downloads go to <c>{root}/blobs/tmp/&lt;hex&gt;.partial</c> (same
+/// filesystem) while being hashed, and are renamed into place after the digest matched. A partial left by an
+/// interrupted download is resumed with an HTTP Range request. Callers must not download the same digest twice at
+/// once (<see cref="ImageStore"/> single-flights per digest).
+/// </remarks>
+public sealed class ContentStore
+{
+    private const int MaxStreamAttempts = 4;
+
+    public ContentStore(string root)
+    {
+        Root = root;
+        Directory.CreateDirectory(Path.Combine(root, "blobs", "sha256"));
+        Directory.CreateDirectory(TempDir);
+    }
+
+    public string Root { get; }
+    private string TempDir => Path.Combine(Root, "blobs", "tmp");
+
+    /// <summary>Path of a blob (present or not). Throws <see cref="FormatException"/> for anything but sha256:&lt;64 hex&gt;.</summary>
+    public string BlobPath(string digest) => Path.Combine(Root, "blobs", "sha256", Digests.Hex(digest));
+
+    public string PartialPath(string digest) => Path.Combine(TempDir, Digests.Hex(digest) + ".partial");
+
+    public bool Contains(string digest) => File.Exists(BlobPath(digest));
+
+    public Task<byte[]> ReadAllBytesAsync(string digest, CancellationToken ct) => File.ReadAllBytesAsync(BlobPath(digest), ct);
+
+    public FileStream OpenRead(string digest) =>
+        new(BlobPath(digest), FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16, FileOptions.Asynchronous | FileOptions.SequentialScan);
+
+    /// <summary>Stores small content already in memory (manifests, configs) after checking its digest.</summary>
+    public async Task PutAsync(string digest, ReadOnlyMemory<byte> content, CancellationToken ct)
+    {
+        var path = BlobPath(digest);
+        if (File.Exists(path)) return;
+        var actual = Digests.Sha256(content.Span);
+        if (actual != digest) throw new InvalidDataException($"content hashes to {actual}, not {digest}");
+        var tmp = Path.Combine(TempDir, $"{Digests.Hex(digest)}.{Guid.NewGuid():N}.put");
+        try
+        {
+            await File.WriteAllBytesAsync(tmp, content.ToArray(), ct);
+            File.Move(tmp, path, overwrite: true);
+        }
+        finally
+        {
+            File.Delete(tmp);
+        }
+    }
+
+    /// <summary>
+    /// Downloads a blob unless present, hashing as it streams; a dropped stream resumes from the bytes already
+    /// written. Returns the blob's size.
+    /// </summary>
+    /// <param name="image">For error messages.</param>
+    /// <param name="onBytes">Called with each chunk's size (including bytes recovered from a partial file).</param>
+    public async Task<long> DownloadAsync(string digest, long? expectedSize, BlobOpener open, string image, Action<long>? onBytes, CancellationToken ct)
+    {
+        var path = BlobPath(digest);
+        if (File.Exists(path)) return new FileInfo(path).Length;
+
+        var partial = PartialPath(digest);
+        try
+        {
+            return await DownloadToPartialAsync(digest, expectedSize, open, image, onBytes, partial, path, ct);
+        }
+        catch (ImagePullException e) when (!e.Transient)
+        {
+            // Bad content (too long, wrong digest): never resume from it. A transient failure keeps the partial
+            // so the next attempt continues with a Range request.
+            File.Delete(partial);
+            throw;
+        }
+    }
+
+    private static async Task<long> DownloadToPartialAsync(
+        string digest, long? expectedSize, BlobOpener open, string image, Action<long>? onBytes, string partial, string path, CancellationToken ct)
+    {
+        using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        await using (var file = new FileStream(partial, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None, 1 << 16, FileOptions.Asynchronous))
+        {
+            // Re-hash what an earlier, interrupted download left, then continue after it.
+            var buffer = new byte[1 << 16];
+            if (file.Length > 0 && (expectedSize is null || file.Length < expectedSize))
+            {
+                int n;
+                while ((n = await file.ReadAsync(buffer, ct)) > 0) hash.AppendData(buffer, 0, n);
+                onBytes?.Invoke(file.Length);
+            }
+            else
+            {
+                file.SetLength(0);
+            }
+
+            for (var attempt = 1; ; attempt++)
+            {
+                try
+                {
+                    using var blob = await open(file.Length, ct);
+                    if (blob.StartOffset != file.Length)
+                    {
+                        // The registry ignored Range: start over.
+                        if (blob.StartOffset != 0) throw new IOException($"registry resumed at {blob.StartOffset}, not {file.Length}");
+                        onBytes?.Invoke(-file.Length);
+                        file.SetLength(0);
+                        file.Position = 0;
+                        hash.GetHashAndReset();
+                    }
+                    file.Position = file.Length;
+                    int n;
+                    while ((n = await blob.Content.ReadAsync(buffer, ct)) > 0)
+                    {
+                        await file.WriteAsync(buffer.AsMemory(0, n), ct);
+                        hash.AppendData(buffer, 0, n);
+                        onBytes?.Invoke(n);
+                        if (expectedSize is { } max && file.Length > max)
+                            throw new ImagePullException($"blob {digest} of image {image} is larger than its manifest says ({max} bytes)");
+                    }
+                    break;
+                }
+                catch (IOException e) when (attempt < MaxStreamAttempts && !ct.IsCancellationRequested)
+                {
+                    // Connection dropped mid-body: the next attempt asks for the rest (Range from file.Length).
+                    _ = e;
+                }
+                catch (IOException e) when (!ct.IsCancellationRequested)
+                {
+                    throw new ImagePullException($"image {image}: download of blob {digest} kept failing: {e.Message}", e, transient: true);
+                }
+            }
+            await file.FlushAsync(ct);
+        }
+
+        var actual = Digests.FromHash(hash.GetHashAndReset());
+        if (actual != digest)
+        {
+            throw new ImagePullException($"digest mismatch for blob {digest} of image {image} (downloaded content hashes to {actual})");
+        }
+        var size = new FileInfo(partial).Length;
+        if (expectedSize is { } expected && size != expected)
+        {
+            throw new ImagePullException($"size mismatch for blob {digest} of image {image}: {size} bytes, manifest says {expected}");
+        }
+        File.Move(partial, path, overwrite: true);
+        return size;
+    }
+
+    /// <summary>Removes leftovers of downloads that were interrupted more than <paramref name="olderThan"/> ago.</summary>
+    public void CleanTemp(TimeSpan olderThan)
+    {
+        foreach (var f in new DirectoryInfo(TempDir).EnumerateFiles())
+            if (DateTime.UtcNow - f.LastWriteTimeUtc > olderThan) f.Delete();
+    }
+}

@@ -1,0 +1,464 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using BatchRunner.Oci.Layers;
+using BatchRunner.Oci.Registry;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace BatchRunner.Oci.Store;
+
+/// <summary>
+/// Pulls images into a digest-addressed store and unpacks each layer once, for every job that uses it.
+/// </summary>
+/// <remarks>
+/// <para>Layout under <see cref="ImageStoreOptions.Root"/>:
+/// <c>blobs/sha256/&lt;hex&gt;</c> verified manifests, configs and layer blobs (<see cref="ContentStore"/>);
+/// <c>layers/sha256/&lt;layer-digest-hex&gt;</c> unpacked layers, read-only for jobs;
+/// <c>layers/tmp/</c> layers being unpacked; <c>images/&lt;key&gt;.json</c> reference → manifest digest and last use,
+/// so a restarted process keeps its cache.</para>
+/// <para>Guarantees: a layer directory exists only complete and with its diff id verified (unpacked into
+/// <c>layers/tmp/</c>, then renamed); a blob path exists only with verified content. Concurrent pulls share one
+/// download and one unpack per digest. With <see cref="PullPolicy.IfNotPresent"/> an image pulled before is served
+/// from memory or disk without any network.</para>
+/// <para>Nothing here deletes images: garbage collection can use <see cref="ListImages"/> (last use per reference)
+/// and must not remove a layer while a pull or a job uses it.</para>
+/// </remarks>
+public sealed partial class ImageStore : IImageStore, IDisposable
+{
+    private const int MaxManifestDepth = 2;
+    // Writing last-use times on every job would put a file write on the hot path; minute precision is plenty for GC.
+    private static readonly TimeSpan LastUsedResolution = TimeSpan.FromMinutes(1);
+    private static readonly TimeSpan ProgressInterval = TimeSpan.FromMilliseconds(100);
+    private static readonly JsonSerializerOptions Json = new()
+    {
+        PropertyNameCaseInsensitive = true,
+        DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
+    };
+
+    private readonly ImageStoreOptions _options;
+    private readonly ILogger _logger;
+    private readonly RegistryClient _registry;
+    private readonly SingleFlight _flights = new();
+    private readonly SemaphoreSlim _downloadSlots;
+    private readonly ConcurrentDictionary<string, (PreparedImage Image, DateTime LastUsedWritten)> _resolved = new();
+
+    /// <param name="httpHandler">Transport for tests (see <see cref="RegistryClient"/>); null for the default.</param>
+    public ImageStore(ImageStoreOptions options, ILogger<ImageStore>? logger = null, HttpMessageHandler? httpHandler = null)
+    {
+        if (options.MaxParallelDownloads < 1) throw new ArgumentOutOfRangeException(nameof(options), "MaxParallelDownloads must be at least 1");
+        _options = options;
+        _logger = (ILogger?)logger ?? NullLogger.Instance;
+        _registry = new RegistryClient(options, httpHandler, _logger);
+        _downloadSlots = new SemaphoreSlim(options.MaxParallelDownloads);
+        Content = new ContentStore(options.Root);
+        Directory.CreateDirectory(LayersDir);
+        Directory.CreateDirectory(ImagesDir);
+        // Left by a process that died mid-unpack: never complete, never used (only renamed dirs are).
+        if (Directory.Exists(LayersTempDir)) DeleteTree(LayersTempDir);
+        Directory.CreateDirectory(LayersTempDir);
+    }
+
+    public ContentStore Content { get; }
+    /// <summary>Parent of the unpacked layers; a snapshotter can mount with lowerdirs relative to it to keep options short.</summary>
+    public string LayersDir => Path.Combine(_options.Root, "layers", "sha256");
+    private string LayersTempDir => Path.Combine(_options.Root, "layers", "tmp");
+    private string ImagesDir => Path.Combine(_options.Root, "images");
+
+    /// <summary>Where the layer with this (compressed) blob digest is unpacked.</summary>
+    public string LayerPath(string layerDigest) => Path.Combine(LayersDir, Digests.Hex(layerDigest));
+
+    public void Dispose()
+    {
+        _registry.Dispose();
+        _downloadSlots.Dispose();
+    }
+
+    public async Task<PreparedImage> PullAsync(ImageReference reference, PullPolicy policy, IProgress<PullProgress>? progress, CancellationToken ct)
+    {
+        var key = reference.ToString();
+        if (policy != PullPolicy.Always && _resolved.TryGetValue(key, out var hit) && hit.Image.LayerPaths.All(Directory.Exists))
+        {
+            TouchLastUsed(key, hit.Image, hit.LastUsedWritten);
+            return hit.Image;
+        }
+
+        var sw = Stopwatch.StartNew();
+        var tracker = new ProgressTracker(progress);
+        var allowNetwork = policy != PullPolicy.Never;
+        var (manifestDigest, manifest) = await ResolveManifestAsync(reference, policy, ct);
+        var image = await PrepareAsync(reference, manifestDigest, manifest, allowNetwork, tracker, ct);
+        tracker.Complete();
+
+        var now = DateTime.UtcNow;
+        await WriteRecordAsync(new ImageRecord(key, manifestDigest, now), ct);
+        _resolved[key] = (image, now);
+        LogPrepared(_logger, key, manifestDigest, image.LayerPaths.Count, sw.ElapsedMilliseconds);
+        return image;
+    }
+
+    /// <summary>Every image reference resolved so far, with its manifest digest and last use (for GC and listings).</summary>
+    public IReadOnlyList<ImageRecord> ListImages()
+    {
+        var result = new List<ImageRecord>();
+        foreach (var file in Directory.EnumerateFiles(ImagesDir, "*.json"))
+        {
+            try
+            {
+                if (JsonSerializer.Deserialize<ImageRecord>(File.ReadAllBytes(file), Json) is { } r) result.Add(r);
+            }
+            catch (Exception e) when (e is JsonException or IOException) { /* half-written by a crash: ignore */ }
+        }
+        return result;
+    }
+
+    // ---- manifests -------------------------------------------------------------------------------------------------
+
+    private async Task<(string Digest, Manifest Manifest)> ResolveManifestAsync(ImageReference reference, PullPolicy policy, CancellationToken ct)
+    {
+        // Digests are immutable, so a stored manifest (by record or by digest reference) needs no registry round trip
+        // unless the policy asks to re-resolve a tag.
+        if (policy != PullPolicy.Always || reference.Digest is not null)
+        {
+            var known = ReadRecord(reference.ToString())?.ManifestDigest ?? reference.Digest;
+            if (known is not null && Digests.IsValid(known) && Content.Contains(known))
+            {
+                var stored = await Content.ReadAllBytesAsync(known, ct);
+                var local = ParseManifestOrIndex(reference, MediaTypeOf(stored), stored);
+                if (local is Manifest m) return (known, m);
+                if (local is Index idx)
+                {
+                    var platformDigest = SelectPlatform(reference, idx.Manifests, _options.Os, _options.Architecture).Digest;
+                    if (Content.Contains(platformDigest))
+                    {
+                        var bytes = await Content.ReadAllBytesAsync(platformDigest, ct);
+                        if (ParseManifestOrIndex(reference, MediaTypeOf(bytes), bytes) is Manifest pm) return (platformDigest, pm);
+                    }
+                }
+            }
+            if (policy == PullPolicy.Never)
+                throw new ImagePullException($"image {reference} is not present locally and the pull policy is Never");
+        }
+
+        var fetched = await _registry.GetManifestAsync(reference, reference.ManifestReference, ct);
+        for (var depth = 0; ; depth++)
+        {
+            await Content.PutAsync(fetched.Digest, fetched.Content, ct);
+            var parsed = ParseManifestOrIndex(reference, fetched.MediaType, fetched.Content);
+            if (parsed is Manifest manifest) return (fetched.Digest, manifest);
+            if (depth >= MaxManifestDepth) throw new ImagePullException($"image {reference}: image indexes nest too deeply");
+
+            var chosen = SelectPlatform(reference, ((Index)parsed).Manifests, _options.Os, _options.Architecture);
+            if (Content.Contains(chosen.Digest))
+            {
+                var bytes = await Content.ReadAllBytesAsync(chosen.Digest, ct);
+                fetched = new FetchedManifest(chosen.MediaType ?? MediaTypeOf(bytes), chosen.Digest, bytes);
+            }
+            else
+            {
+                fetched = await _registry.GetManifestAsync(reference, chosen.Digest, ct);
+            }
+        }
+    }
+
+    private static string MediaTypeOf(byte[] content)
+    {
+        try
+        {
+            using var doc = JsonDocument.Parse(content);
+            if (doc.RootElement.TryGetProperty("mediaType", out var mt) && mt.ValueKind == JsonValueKind.String) return mt.GetString()!;
+            return doc.RootElement.TryGetProperty("manifests", out _) ? MediaTypes.OciIndex : MediaTypes.OciManifest;
+        }
+        catch (JsonException) { return ""; }
+    }
+
+    private static object ParseManifestOrIndex(ImageReference reference, string mediaType, byte[] content)
+    {
+        if (mediaType is MediaTypes.DockerSchema1 or MediaTypes.DockerSchema1Signed)
+            throw new ImagePullException($"image {reference}: Docker schema 1 manifests are not supported; push the image again with a current client");
+        if (!MediaTypes.IsIndex(mediaType) && !MediaTypes.IsManifest(mediaType))
+            throw new ImagePullException($"image {reference}: unsupported manifest media type '{mediaType}' (expected an OCI or Docker schema 2 image)");
+        try
+        {
+            if (MediaTypes.IsIndex(mediaType))
+            {
+                var index = JsonSerializer.Deserialize<Index>(content, Json);
+                if (index?.Manifests is null) throw new JsonException("no manifests");
+                return index;
+            }
+            var manifest = JsonSerializer.Deserialize<Manifest>(content, Json);
+            if (manifest?.Config is null || manifest.Layers is null) throw new JsonException("no config or layers");
+            return manifest;
+        }
+        catch (JsonException e)
+        {
+            throw new ImagePullException($"image {reference}: malformed manifest: {e.Message}", e);
+        }
+    }
+
+    /// <summary>
+    /// Picks the manifest for os/architecture from an index, variant-aware: arm64 prefers v8 (or none), arm prefers v7,
+    /// other architectures prefer no variant.
+    /// </summary>
+    internal static Descriptor SelectPlatform(ImageReference reference, IReadOnlyList<Descriptor> manifests, string os, string architecture)
+    {
+        var wantedVariant = architecture switch { "arm64" => "v8", "arm" => "v7", _ => null };
+        var candidates = manifests
+            .Where(d => d.Platform is { } p &&
+                        string.Equals(p.Os, os, StringComparison.OrdinalIgnoreCase) &&
+                        string.Equals(p.Architecture, architecture, StringComparison.OrdinalIgnoreCase) &&
+                        (d.MediaType is null || MediaTypes.IsManifest(d.MediaType) || MediaTypes.IsIndex(d.MediaType)))
+            .ToList();
+        var chosen = candidates.FirstOrDefault(d => wantedVariant is not null && d.Platform!.Variant == wantedVariant)
+                     ?? candidates.FirstOrDefault(d => string.IsNullOrEmpty(d.Platform!.Variant))
+                     ?? candidates.FirstOrDefault();
+        if (chosen is not null) return chosen;
+
+        var available = manifests
+            .Where(d => d.Platform is { } p && p.Os != "unknown")
+            .Select(d => $"{d.Platform!.Os}/{d.Platform.Architecture}{(string.IsNullOrEmpty(d.Platform.Variant) ? "" : "/" + d.Platform.Variant)}")
+            .Distinct()
+            .ToList();
+        throw new ImagePullException(
+            $"image {reference} has no {os}/{architecture} variant (available: {(available.Count == 0 ? "none" : string.Join(", ", available))})");
+    }
+
+    // ---- config and layers -----------------------------------------------------------------------------------------
+
+    private async Task<PreparedImage> PrepareAsync(
+        ImageReference reference, string manifestDigest, Manifest manifest, bool allowNetwork, ProgressTracker tracker, CancellationToken ct)
+    {
+        var image = reference.ToString();
+        if (!MediaTypes.IsConfig(manifest.Config!.MediaType ?? MediaTypes.OciConfig))
+            throw new ImagePullException($"image {image}: config media type '{manifest.Config.MediaType}' is not a container image (an artifact?)");
+        foreach (var layer in manifest.Layers!)
+        {
+            var mt = layer.MediaType ?? "";
+            if (MediaTypes.IsForeignLayer(mt))
+                throw new ImagePullException($"image {image}: layer {layer.Digest} is a foreign (non-distributable) layer ({mt}), which BatchRunner does not download");
+            if (!MediaTypes.IsSupportedLayer(mt))
+                throw new ImagePullException($"image {image}: layer {layer.Digest} has unsupported media type '{mt}'");
+            if (!Digests.IsValid(layer.Digest))
+                throw new ImagePullException($"image {image}: layer digest '{layer.Digest}' is not sha256:<hex>");
+        }
+        if (!Digests.IsValid(manifest.Config.Digest))
+            throw new ImagePullException($"image {image}: config digest '{manifest.Config.Digest}' is not sha256:<hex>");
+
+        var missing = new List<Descriptor>();
+        if (!Content.Contains(manifest.Config.Digest)) missing.Add(manifest.Config);
+        missing.AddRange(manifest.Layers.Where(l => !Directory.Exists(LayerPath(l.Digest)) && !Content.Contains(l.Digest)));
+        tracker.AddTotal(missing.Sum(d => Math.Max(0, d.Size)));
+
+        await EnsureBlobAsync(reference, manifest.Config, allowNetwork, tracker, ct);
+        var (config, diffIds) = ParseConfig(image, await Content.ReadAllBytesAsync(manifest.Config.Digest, ct));
+        if (diffIds.Count != manifest.Layers.Count)
+            throw new ImagePullException($"image {image}: config lists {diffIds.Count} diff ids for {manifest.Layers.Count} layers");
+
+        await Task.WhenAll(manifest.Layers.Select((layer, i) => EnsureLayerAsync(reference, layer, diffIds[i], allowNetwork, tracker, ct)));
+
+        return new PreparedImage(
+            reference,
+            manifestDigest,
+            config,
+            manifest.Layers.Select(l => LayerPath(l.Digest)).ToList(),
+            manifest.Layers.Sum(l => l.Size));
+    }
+
+    private static (ImageConfig Config, IReadOnlyList<string> DiffIds) ParseConfig(string image, byte[] content)
+    {
+        try
+        {
+            var file = JsonSerializer.Deserialize<ConfigFile>(content, Json) ?? throw new JsonException("empty");
+            var c = file.Config;
+            var config = new ImageConfig(
+                c?.Env ?? [],
+                c?.Entrypoint,
+                c?.Cmd,
+                string.IsNullOrEmpty(c?.WorkingDir) ? null : c.WorkingDir,
+                string.IsNullOrEmpty(c?.User) ? null : c.User);
+            return (config, file.Rootfs?.DiffIds ?? []);
+        }
+        catch (JsonException e)
+        {
+            throw new ImagePullException($"image {image}: malformed image config: {e.Message}", e);
+        }
+    }
+
+    private Task EnsureBlobAsync(ImageReference reference, Descriptor blob, bool allowNetwork, ProgressTracker tracker, CancellationToken ct)
+    {
+        if (Content.Contains(blob.Digest)) return Task.CompletedTask;
+        if (!allowNetwork)
+            throw new ImagePullException($"image {reference} is not present locally (blob {blob.Digest} missing) and the pull policy is Never");
+
+        var joined = false;
+        return RunAsync();
+
+        async Task RunAsync()
+        {
+            await _flights.RunAsync("blob:" + blob.Digest, async fct =>
+            {
+                if (Content.Contains(blob.Digest)) return;
+                await _downloadSlots.WaitAsync(fct);
+                try
+                {
+                    var sw = Stopwatch.StartNew();
+                    var size = await Content.DownloadAsync(
+                        blob.Digest, blob.Size > 0 ? blob.Size : null,
+                        (offset, oct) => _registry.OpenBlobAsync(reference, blob.Digest, offset, oct),
+                        reference.ToString(), tracker.Add, fct);
+                    LogDownloaded(_logger, reference.ToString(), blob.Digest, size, sw.ElapsedMilliseconds);
+                }
+                finally
+                {
+                    _downloadSlots.Release();
+                }
+            }, ct, () => joined = true);
+            // Someone else's download carried the bytes; count them here once it is done.
+            if (joined) tracker.Add(Math.Max(0, blob.Size));
+        }
+    }
+
+    private async Task EnsureLayerAsync(ImageReference reference, Descriptor layer, string diffId, bool allowNetwork, ProgressTracker tracker, CancellationToken ct)
+    {
+        var target = LayerPath(layer.Digest);
+        if (Directory.Exists(target)) return;
+        await EnsureBlobAsync(reference, layer, allowNetwork, tracker, ct);
+        await _flights.RunAsync("layer:" + layer.Digest, async fct =>
+        {
+            if (Directory.Exists(target)) return;
+            var sw = Stopwatch.StartNew();
+            // Short temp name in the same filesystem: the rename below is atomic, so jobs only ever see whole layers.
+            var tmp = Path.Combine(LayersTempDir, Digests.Hex(layer.Digest)[..16] + "-" + Guid.NewGuid().ToString("N")[..8]);
+            Directory.CreateDirectory(tmp);
+            try
+            {
+                LayerUnpackResult result;
+                await using (var blob = Content.OpenRead(layer.Digest))
+                {
+                    try
+                    {
+                        result = await LayerUnpacker.UnpackAsync(blob, layer.MediaType!, tmp, new LayerUnpackOptions(), fct);
+                    }
+                    catch (NotSupportedException e)
+                    {
+                        throw new ImagePullException($"image {reference}: layer {layer.Digest} cannot be unpacked: {e.Message}", e);
+                    }
+                    catch (InvalidDataException e)
+                    {
+                        throw new ImagePullException($"image {reference}: layer {layer.Digest} cannot be unpacked: {e.Message}", e);
+                    }
+                }
+                if (!string.Equals(result.DiffId, diffId, StringComparison.Ordinal))
+                    throw new ImagePullException(
+                        $"image {reference}: layer {layer.Digest} unpacks to diff id {result.DiffId}, but the image config says {diffId}");
+                Directory.Move(tmp, target);
+                LogUnpacked(_logger, reference.ToString(), layer.Digest, result.UncompressedBytes, sw.ElapsedMilliseconds);
+            }
+            catch
+            {
+                DeleteTree(tmp);
+                throw;
+            }
+        }, ct);
+    }
+
+    // ---- records ---------------------------------------------------------------------------------------------------
+
+    private string RecordPath(string reference) =>
+        Path.Combine(ImagesDir, Digests.Hex(Digests.Sha256(System.Text.Encoding.UTF8.GetBytes(reference)))[..32] + ".json");
+
+    private ImageRecord? ReadRecord(string reference)
+    {
+        var path = RecordPath(reference);
+        try
+        {
+            var r = JsonSerializer.Deserialize<ImageRecord>(File.ReadAllBytes(path), Json);
+            return r?.Reference == reference ? r : null;
+        }
+        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException or JsonException) { return null; }
+    }
+
+    private async Task WriteRecordAsync(ImageRecord record, CancellationToken ct)
+    {
+        var path = RecordPath(record.Reference);
+        var tmp = path + "." + Guid.NewGuid().ToString("N")[..8] + ".tmp";
+        await File.WriteAllBytesAsync(tmp, JsonSerializer.SerializeToUtf8Bytes(record, Json), ct);
+        File.Move(tmp, path, overwrite: true);
+    }
+
+    private void TouchLastUsed(string key, PreparedImage image, DateTime lastWritten)
+    {
+        var now = DateTime.UtcNow;
+        if (now - lastWritten < LastUsedResolution) return;
+        _resolved[key] = (image, now);
+        try
+        {
+            var path = RecordPath(key);
+            var tmp = path + "." + Guid.NewGuid().ToString("N")[..8] + ".tmp";
+            File.WriteAllBytes(tmp, JsonSerializer.SerializeToUtf8Bytes(new ImageRecord(key, image.ManifestDigest, now), Json));
+            File.Move(tmp, path, overwrite: true);
+        }
+        catch (IOException e)
+        {
+            // Losing a last-use update only makes GC a little eager; the pull itself succeeded.
+            LogRecordWriteFailed(_logger, key, e.Message);
+        }
+    }
+
+    private static void DeleteTree(string path)
+    {
+        try { Directory.Delete(path, recursive: true); }
+        catch (DirectoryNotFoundException) { }
+    }
+
+    // ---- progress --------------------------------------------------------------------------------------------------
+
+    private sealed class ProgressTracker(IProgress<PullProgress>? progress)
+    {
+        private long _done, _total, _lastReportTicks;
+
+        public void AddTotal(long bytes) => Interlocked.Add(ref _total, bytes);
+
+        public void Add(long bytes)
+        {
+            var done = Interlocked.Add(ref _done, bytes);
+            if (progress is null) return;
+            var now = Environment.TickCount64;
+            var last = Interlocked.Read(ref _lastReportTicks);
+            if (now - last < ProgressInterval.TotalMilliseconds || Interlocked.CompareExchange(ref _lastReportTicks, now, last) != last) return;
+            progress.Report(new PullProgress(done, Math.Max(done, Interlocked.Read(ref _total))));
+        }
+
+        public void Complete()
+        {
+            var total = Interlocked.Read(ref _total);
+            progress?.Report(new PullProgress(Math.Max(total, Interlocked.Read(ref _done)), total));
+        }
+    }
+
+    // ---- JSON shapes (OCI image spec; Docker schema 2 uses the same field names) ---------------------------------
+
+    /// <summary>Reference → manifest digest, as stored under images/.</summary>
+    public sealed record ImageRecord(string Reference, string ManifestDigest, DateTime LastUsedUtc);
+
+    internal sealed record Platform(string? Architecture, string? Os, string? Variant);
+    internal sealed record Descriptor(string? MediaType, string Digest, long Size, Platform? Platform);
+    internal sealed record Index(IReadOnlyList<Descriptor> Manifests);
+    internal sealed record Manifest(Descriptor? Config, IReadOnlyList<Descriptor>? Layers);
+    internal sealed record ConfigFile(ContainerConfig? Config, RootFs? Rootfs);
+    internal sealed record ContainerConfig(List<string>? Env, List<string>? Entrypoint, List<string>? Cmd, string? WorkingDir, string? User);
+    internal sealed record RootFs([property: JsonPropertyName("diff_ids")] List<string>? DiffIds);
+
+    [LoggerMessage(EventId = 4201, Level = LogLevel.Information, Message = "Prepared image {Image} ({Digest}, {LayerCount} layers) in {ElapsedMs} ms")]
+    private static partial void LogPrepared(ILogger logger, string image, string digest, int layerCount, long elapsedMs);
+
+    [LoggerMessage(EventId = 4202, Level = LogLevel.Information, Message = "Downloaded blob {Digest} of {Image}: {Bytes} bytes in {ElapsedMs} ms")]
+    private static partial void LogDownloaded(ILogger logger, string image, string digest, long bytes, long elapsedMs);
+
+    [LoggerMessage(EventId = 4203, Level = LogLevel.Information, Message = "Unpacked layer {Digest} of {Image}: {Bytes} bytes in {ElapsedMs} ms")]
+    private static partial void LogUnpacked(ILogger logger, string image, string digest, long bytes, long elapsedMs);
+
+    [LoggerMessage(EventId = 4204, Level = LogLevel.Warning, Message = "Could not record last use of {Image}: {Reason}")]
+    private static partial void LogRecordWriteFailed(ILogger logger, string image, string reason);
+}
