@@ -1,0 +1,105 @@
+using System.Diagnostics;
+
+namespace BatchRunner.Runtime.Cgroups;
+
+/// <summary>
+/// Removes cgroups that the runtime no longer knows (a crashed worker, a failed delete): kills their
+/// processes, waits until they are empty, then rmdirs them, children first.
+/// </summary>
+public sealed class CgroupCleaner(CgroupVersion version, string root = CgroupVersionDetector.DefaultRoot)
+{
+    /// <summary>Directories named <paramref name="name"/> under /PARENT in every hierarchy (v1: one per
+    /// controller mount, the unified mount included on hybrid hosts; v2: one).</summary>
+    public IReadOnlyList<string> FindDirs(string parent, Func<string, bool> nameMatches)
+    {
+        var found = new List<string>();
+        var seen = new HashSet<string>(StringComparer.Ordinal);
+        IEnumerable<string> hierarchies = version == CgroupVersion.V2 ? [root] : SafeEnumerate(root);
+        foreach (var h in hierarchies)
+        {
+            var parentDir = Path.Combine(h, parent);
+            if (!Directory.Exists(parentDir)) continue;
+            // "cpu" and "cpuacct" are often symlinks to one "cpu,cpuacct" mount: visit it once.
+            var real = new DirectoryInfo(h).ResolveLinkTarget(true)?.FullName ?? h;
+            if (!seen.Add(real)) continue;
+            foreach (var dir in SafeEnumerate(parentDir))
+                if (nameMatches(Path.GetFileName(dir))) found.Add(dir);
+        }
+        return found;
+    }
+
+    /// <summary>Removes every cgroup under /PARENT whose name starts with <paramref name="prefix"/>, except
+    /// those in <paramref name="keep"/>. Returns the distinct names removed (or attempted).</summary>
+    public async Task<IReadOnlyList<string>> RemoveLeftoversAsync(string parent, string prefix, IReadOnlySet<string> keep, TimeSpan timeout, CancellationToken ct)
+    {
+        var dirs = FindDirs(parent, n => n.StartsWith(prefix, StringComparison.Ordinal) && !keep.Contains(n));
+        foreach (var dir in dirs) await RemoveAsync(dir, timeout, ct);
+        return dirs.Select(Path.GetFileName).Distinct().OrderBy(n => n, StringComparer.Ordinal).ToList()!;
+    }
+
+    /// <summary>Removes the cgroup named <paramref name="name"/> under /PARENT in every hierarchy.</summary>
+    public async Task RemoveAsync(string parent, string name, TimeSpan timeout, CancellationToken ct)
+    {
+        foreach (var dir in FindDirs(parent, n => n == name)) await RemoveAsync(dir, timeout, ct);
+    }
+
+    /// <summary>Kills the processes of one cgroup directory (and its children) and removes it.
+    /// Throws <see cref="IOException"/> when it is still busy after <paramref name="timeout"/>.</summary>
+    public static async Task RemoveAsync(string dir, TimeSpan timeout, CancellationToken ct)
+    {
+        var sw = Stopwatch.StartNew();
+        var delay = 5;
+        while (true)
+        {
+            Thaw(dir);
+            var pids = CgroupStats.ReadProcsRecursive(dir);
+            foreach (var pid in pids) Native.kill(pid, Native.SIGKILL);
+            if (pids.Count == 0 && TryRemoveTree(dir)) return;
+            if (sw.Elapsed > timeout)
+                throw new IOException($"cgroup {dir} is still busy after {timeout.TotalSeconds:0.#} s ({pids.Count} processes left)");
+            await Task.Delay(delay, ct);
+            delay = Math.Min(delay * 2, 100);
+        }
+    }
+
+    // A frozen (v1 freezer) cgroup does not deliver SIGKILL until thawed.
+    private static void Thaw(string dir)
+    {
+        var state = Path.Combine(dir, "freezer.state");
+        try
+        {
+            if (File.Exists(state) && File.ReadAllText(state).Trim() != "THAWED") File.WriteAllText(state, "THAWED");
+        }
+        catch (IOException) { }
+        catch (UnauthorizedAccessException) { }
+        var v2 = Path.Combine(dir, "cgroup.freeze");
+        try
+        {
+            if (File.Exists(v2) && File.ReadAllText(v2).Trim() == "1") File.WriteAllText(v2, "0");
+        }
+        catch (IOException) { }
+        catch (UnauthorizedAccessException) { }
+    }
+
+    // cgroupfs directories hold only kernel files: rmdir (not a recursive delete) removes one once it
+    // has no processes and no child cgroups.
+    private static bool TryRemoveTree(string dir)
+    {
+        if (!Directory.Exists(dir)) return true;
+        try
+        {
+            foreach (var child in Directory.EnumerateDirectories(dir)) if (!TryRemoveTree(child)) return false;
+            Directory.Delete(dir, recursive: false);
+            return true;
+        }
+        catch (DirectoryNotFoundException) { return true; }
+        catch (IOException) { return false; }
+    }
+
+    private static IEnumerable<string> SafeEnumerate(string dir)
+    {
+        try { return Directory.EnumerateDirectories(dir).ToList(); }
+        catch (IOException) { return []; }
+        catch (UnauthorizedAccessException) { return []; }
+    }
+}

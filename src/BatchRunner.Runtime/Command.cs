@@ -1,0 +1,43 @@
+using System.Diagnostics;
+
+namespace BatchRunner.Runtime;
+
+internal sealed record CommandResult(int ExitCode, string Stdout, string Stderr)
+{
+    public bool Ok => ExitCode == 0;
+    /// <summary>stderr, else stdout, trimmed: what to put in an error message.</summary>
+    public string Message => (Stderr.Trim().Length > 0 ? Stderr : Stdout).Trim();
+}
+
+/// <summary>Runs a short-lived helper command (runc state/kill/delete/list, --version) and captures its output.</summary>
+internal static class Command
+{
+    public static async Task<CommandResult> RunAsync(string path, IEnumerable<string> args, TimeSpan timeout, CancellationToken ct)
+    {
+        var psi = new ProcessStartInfo(path)
+        {
+            UseShellExecute = false,
+            RedirectStandardInput = true,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+        };
+        foreach (var a in args) psi.ArgumentList.Add(a);
+        using var p = Process.Start(psi) ?? throw new InvalidOperationException($"could not start {path}");
+        p.StandardInput.Close();
+        var stdout = p.StandardOutput.ReadToEndAsync(CancellationToken.None);
+        var stderr = p.StandardError.ReadToEndAsync(CancellationToken.None);
+        using var cts = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        cts.CancelAfter(timeout);
+        try
+        {
+            await p.WaitForExitAsync(cts.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            try { p.Kill(entireProcessTree: true); } catch (InvalidOperationException) { }
+            ct.ThrowIfCancellationRequested();
+            throw new TimeoutException($"{Path.GetFileName(path)} {string.Join(' ', psi.ArgumentList)} did not finish within {timeout.TotalSeconds:0.#} s");
+        }
+        return new CommandResult(p.ExitCode, await stdout, await stderr);
+    }
+}

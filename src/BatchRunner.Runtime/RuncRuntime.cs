@@ -1,0 +1,318 @@
+using System.Diagnostics;
+using System.Text.Json;
+using System.Text.RegularExpressions;
+using BatchRunner.Runtime.Cgroups;
+using BatchRunner.Runtime.Spec;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace BatchRunner.Runtime;
+
+public sealed record RuncRuntimeOptions
+{
+    /// <summary>Absolute path of the runtime binary (runc, or a crun whose `run` accepts --keep).</summary>
+    public required string BinaryPath { get; init; }
+    public string Name { get; init; } = "runc";
+    public string Version { get; init; } = "unknown";
+    /// <summary>The runtime's --root: a state dir of our own, so `list` shows only BatchRunner's containers.</summary>
+    public string StateRoot { get; init; } = "/run/batchrunner/runc";
+    public string CgroupRoot { get; init; } = CgroupVersionDetector.DefaultRoot;
+    /// <summary>Null: detected from /proc/self/mountinfo.</summary>
+    public CgroupVersion? CgroupVersion { get; init; }
+    /// <summary>How long `run` may take to bring the container to "running".</summary>
+    public TimeSpan StartTimeout { get; init; } = TimeSpan.FromSeconds(30);
+    /// <summary>How long a kill may take before the container's processes are gone.</summary>
+    public TimeSpan KillTimeout { get; init; } = TimeSpan.FromSeconds(10);
+    /// <summary>Limit for helper commands (state, kill, delete, list).</summary>
+    public TimeSpan CommandTimeout { get; init; } = TimeSpan.FromSeconds(30);
+    /// <summary>Options applied after the defaults of <see cref="SpecBuilder.ForContainer"/> (seccomp, devices, ...).</summary>
+    public IReadOnlyList<SpecOpt> ExtraSpecOptions { get; init; } = [];
+}
+
+/// <summary>
+/// Drives runc (or a CLI-compatible runtime) per container with `run --keep`: the `run` process is our
+/// child for the container's whole life, exits with the container's status (128+N for signal N), and
+/// --keep leaves the container "stopped" with its cgroup intact so OOM kills and final usage can be read
+/// before <see cref="IRunningContainer.DisposeAsync"/> deletes it. The container's stdout/stderr are the
+/// job's files themselves: output never passes through this process.
+/// </summary>
+public sealed partial class RuncRuntime : IContainerRuntime
+{
+    internal const string ConfigFile = "config.json";
+    internal const string LogFile = "runc.log";
+
+    private readonly RuncRuntimeOptions _options;
+    private readonly ILogger _logger;
+
+    public RuncRuntime(RuncRuntimeOptions options, ILogger<RuncRuntime>? logger = null)
+    {
+        if (!Path.IsPathFullyQualified(options.BinaryPath)) throw new ArgumentException($"runtime binary \"{options.BinaryPath}\" must be an absolute path", nameof(options));
+        _options = options;
+        _logger = (ILogger?)logger ?? NullLogger.Instance;
+        CgroupVersion = options.CgroupVersion ?? CgroupVersionDetector.Detect(options.CgroupRoot);
+        Cleaner = new CgroupCleaner(CgroupVersion, options.CgroupRoot);
+    }
+
+    /// <summary>A runtime for what <see cref="RuntimeDetector"/> chose.</summary>
+    public static RuncRuntime FromSelection(RuntimeSelection selection, string stateRoot, ILogger<RuncRuntime>? logger = null) =>
+        new(new RuncRuntimeOptions { BinaryPath = selection.Path, Name = selection.Name, Version = selection.Version, StateRoot = stateRoot }, logger);
+
+    public string Name => _options.Name;
+    public string Version => _options.Version;
+    public string BinaryPath => _options.BinaryPath;
+    public string StateRoot => _options.StateRoot;
+    public CgroupVersion CgroupVersion { get; }
+    internal RuncRuntimeOptions Options => _options;
+    internal CgroupCleaner Cleaner { get; }
+    internal ILogger Logger => _logger;
+
+    [GeneratedRegex("^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")]
+    private static partial Regex IdPattern();
+
+    public ICgroupStatsReader StatsReader(string containerId) =>
+        CgroupStats.For(CgroupVersion, SpecBuilder.CgroupsPathFor(containerId), _options.CgroupRoot);
+
+    public async Task<IRunningContainer> StartAsync(ContainerSpec spec, string bundleDir, ContainerIo io, CancellationToken ct)
+    {
+        if (!IdPattern().IsMatch(spec.Id)) throw new ContainerStartException($"invalid container id \"{spec.Id}\": use letters, digits, '_', '.', '-'");
+        bundleDir = Path.GetFullPath(bundleDir);
+        _logger.Starting(spec.Id, Name, bundleDir);
+        var sw = Stopwatch.StartNew();
+        Process runc;
+        try
+        {
+            var config = SpecBuilder.ForContainer(spec, _options.ExtraSpecOptions);
+            Directory.CreateDirectory(bundleDir);
+            Directory.CreateDirectory(_options.StateRoot);
+            await File.WriteAllTextAsync(Path.Combine(bundleDir, ConfigFile), config.ToJson(), ct);
+            File.Delete(Path.Combine(bundleDir, LogFile));
+            // Create the output files here so that a bad path is our precise error, not the shell's.
+            foreach (var f in new[] { io.StdoutPath, io.StderrPath }) new FileStream(f, FileMode.Append, FileAccess.Write).Dispose();
+            runc = LaunchRun(spec.Id, bundleDir, io);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException or System.ComponentModel.Win32Exception)
+        {
+            RemoveBundle(bundleDir);
+            _logger.StartFailed(spec.Id, e.Message);
+            throw new ContainerStartException($"container {spec.Id}: {e.Message}", e);
+        }
+
+        try
+        {
+            await WaitUntilStartedAsync(spec.Id, runc, ct);
+        }
+        catch (Exception e)
+        {
+            await AbortStartAsync(spec.Id, bundleDir, runc);
+            if (e is OperationCanceledException && ct.IsCancellationRequested) throw;
+            _logger.StartFailed(spec.Id, e.Message);
+            throw e as ContainerStartException ?? new ContainerStartException($"container {spec.Id}: {e.Message}", e);
+        }
+
+        if (runc.HasExited)
+        {
+            // Gone before we saw it running: a very short job, or a failed start. runc logs an error for
+            // the latter (a job's own exit status is not an error), so the log decides, not the exit code.
+            var errors = ReadLogErrors(bundleDir);
+            if (errors.Count > 0)
+            {
+                var reason = string.Join("; ", errors);
+                await AbortStartAsync(spec.Id, bundleDir, runc);
+                _logger.StartFailed(spec.Id, reason);
+                throw new ContainerStartException($"{Name} could not start container {spec.Id}: {reason}");
+            }
+        }
+        _logger.Started(spec.Id, sw.Elapsed.TotalMilliseconds);
+        return new RuncContainer(this, spec.Id, bundleDir, runc);
+    }
+
+    // `sh -c 'exec runc ...'` with redirections: runc (and, through it, the container) gets the job's
+    // files as fds 1 and 2 and /dev/null as fd 0. No pipe to this process exists, so a chatty job costs
+    // us nothing and the files can be read while it runs. The shell is replaced by runc (exec), so the
+    // child's exit status is runc's.
+    private Process LaunchRun(string id, string bundleDir, ContainerIo io)
+    {
+        var psi = new ProcessStartInfo("/bin/sh") { UseShellExecute = false };
+        psi.ArgumentList.Add("-c");
+        psi.ArgumentList.Add("exec \"$0\" \"$@\" >>\"$BR_STDOUT\" 2>>\"$BR_STDERR\" </dev/null");
+        psi.ArgumentList.Add(_options.BinaryPath);
+        foreach (var a in new[] { "--root", _options.StateRoot, "--log", Path.Combine(bundleDir, LogFile), "--log-format", "json", "run", "--keep", "--bundle", bundleDir, id })
+            psi.ArgumentList.Add(a);
+        psi.Environment["BR_STDOUT"] = Path.GetFullPath(io.StdoutPath);
+        psi.Environment["BR_STDERR"] = Path.GetFullPath(io.StderrPath);
+        return Process.Start(psi) ?? throw new IOException($"could not start {_options.BinaryPath}");
+    }
+
+    private async Task WaitUntilStartedAsync(string id, Process runc, CancellationToken ct)
+    {
+        var sw = Stopwatch.StartNew();
+        var delay = TimeSpan.FromMilliseconds(2);
+        var exited = runc.WaitForExitAsync(CancellationToken.None);
+        while (!runc.HasExited)
+        {
+            var status = await StateAsync(id, ct);
+            if (status == "running") return;
+            if (status == "stopped")
+            {
+                // The container's init is gone; `run` exits right after (and a failed start has then
+                // written its error to the log): wait for it so the caller can tell the two apart.
+                using var cts = CancellationTokenSource.CreateLinkedTokenSource(ct);
+                cts.CancelAfter(_options.StartTimeout);
+                await runc.WaitForExitAsync(cts.Token);
+                return;
+            }
+            if (sw.Elapsed > _options.StartTimeout)
+                throw new ContainerStartException($"container {id} did not start within {_options.StartTimeout.TotalSeconds:0.#} s (state: {status ?? "unknown"})");
+            await Task.WhenAny(exited, Task.Delay(delay, ct));
+            ct.ThrowIfCancellationRequested();
+            delay = TimeSpan.FromMilliseconds(Math.Min(delay.TotalMilliseconds * 2, 50));
+        }
+    }
+
+    private async Task AbortStartAsync(string id, string bundleDir, Process runc)
+    {
+        try
+        {
+            if (!runc.HasExited) await KillAsync(id, CancellationToken.None);
+            await DeleteAsync(id, CancellationToken.None);
+            if (!runc.HasExited)
+            {
+                using var cts = new CancellationTokenSource(_options.KillTimeout);
+                try { await runc.WaitForExitAsync(cts.Token); }
+                catch (OperationCanceledException) { runc.Kill(); }
+            }
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            _logger.CleanupIncomplete(id, e.Message);
+        }
+        finally
+        {
+            RemoveBundle(bundleDir);
+            runc.Dispose();
+        }
+    }
+
+    /// <summary>The error messages runc wrote to --log (JSON lines with level and msg).</summary>
+    internal static IReadOnlyList<string> ReadLogErrors(string bundleDir)
+    {
+        var path = Path.Combine(bundleDir, LogFile);
+        var errors = new List<string>();
+        if (!File.Exists(path)) return errors;
+        foreach (var line in File.ReadLines(path))
+        {
+            if (string.IsNullOrWhiteSpace(line)) continue;
+            try
+            {
+                using var doc = JsonDocument.Parse(line);
+                var level = doc.RootElement.TryGetProperty("level", out var l) ? l.GetString() : null;
+                var msg = doc.RootElement.TryGetProperty("msg", out var m) ? m.GetString() : null;
+                if (level is "error" or "fatal" or "panic" && !string.IsNullOrEmpty(msg)) errors.Add(msg);
+            }
+            catch (JsonException)
+            {
+                errors.Add(line.Trim()); // not JSON: a runtime without --log-format json support; keep the text
+            }
+        }
+        return errors;
+    }
+
+    /// <summary>`state ID`: "creating", "created", "running", "paused", "stopped", or null when unknown.</summary>
+    internal async Task<string?> StateAsync(string id, CancellationToken ct)
+    {
+        var r = await Command.RunAsync(_options.BinaryPath, ["--root", _options.StateRoot, "state", id], _options.CommandTimeout, ct);
+        if (!r.Ok) return null;
+        try
+        {
+            using var doc = JsonDocument.Parse(r.Stdout);
+            return doc.RootElement.TryGetProperty("status", out var s) ? s.GetString() : null;
+        }
+        catch (JsonException) { return null; }
+    }
+
+    /// <summary>SIGKILL to every process of the container; a container that is gone or stopped is not an error.</summary>
+    internal async Task KillAsync(string id, CancellationToken ct)
+    {
+        _logger.Killing(id);
+        var r = await Command.RunAsync(_options.BinaryPath, ["--root", _options.StateRoot, "kill", "--all", id, "KILL"], _options.CommandTimeout, ct);
+        if (!r.Ok && !IsGone(r.Message))
+            throw new InvalidOperationException($"{Name} kill {id} failed: {r.Message}");
+    }
+
+    /// <summary>`delete --force ID` (removes the container's state and its cgroup); a missing container is not an error.</summary>
+    internal async Task DeleteAsync(string id, CancellationToken ct)
+    {
+        var r = await Command.RunAsync(_options.BinaryPath, ["--root", _options.StateRoot, "delete", "--force", id], _options.CommandTimeout, ct);
+        if (!r.Ok && !IsGone(r.Message))
+            throw new InvalidOperationException($"{Name} delete {id} failed: {r.Message}");
+        _logger.Deleted(id);
+    }
+
+    private static bool IsGone(string message) =>
+        message.Contains("not running", StringComparison.OrdinalIgnoreCase)
+        || message.Contains("does not exist", StringComparison.OrdinalIgnoreCase)
+        || message.Contains("not exist", StringComparison.OrdinalIgnoreCase)
+        || message.Contains("no such file", StringComparison.OrdinalIgnoreCase);
+
+    /// <summary>Removes what StartAsync wrote (config.json, the runtime's log) and the directory if it is
+    /// then empty. Never recursive: the directory may hold the job's output files or a mounted rootfs.</summary>
+    internal static void RemoveBundle(string bundleDir)
+    {
+        foreach (var f in new[] { ConfigFile, LogFile })
+        {
+            try { File.Delete(Path.Combine(bundleDir, f)); }
+            catch (DirectoryNotFoundException) { }
+        }
+        try
+        {
+            if (Directory.Exists(bundleDir) && !Directory.EnumerateFileSystemEntries(bundleDir).Any()) Directory.Delete(bundleDir);
+        }
+        catch (IOException) { }
+    }
+
+    public sealed record ListedContainer(string Id, int Pid, string Status, string Bundle);
+
+    /// <summary>`list --format json` of our state root.</summary>
+    public async Task<IReadOnlyList<ListedContainer>> ListAsync(CancellationToken ct)
+    {
+        if (!Directory.Exists(_options.StateRoot)) return [];
+        var r = await Command.RunAsync(_options.BinaryPath, ["--root", _options.StateRoot, "list", "--format", "json"], _options.CommandTimeout, ct);
+        if (!r.Ok) throw new InvalidOperationException($"{Name} list failed: {r.Message}");
+        var list = new List<ListedContainer>();
+        var text = r.Stdout.Trim();
+        if (text.Length == 0 || text == "null") return list;
+        using var doc = JsonDocument.Parse(text);
+        foreach (var e in doc.RootElement.EnumerateArray())
+        {
+            list.Add(new ListedContainer(
+                e.GetProperty("id").GetString()!,
+                e.TryGetProperty("pid", out var pid) && pid.ValueKind == JsonValueKind.Number ? pid.GetInt32() : 0,
+                e.TryGetProperty("status", out var st) ? st.GetString() ?? "" : "",
+                e.TryGetProperty("bundle", out var b) ? b.GetString() ?? "" : ""));
+        }
+        return list;
+    }
+
+    public async Task<IReadOnlyList<string>> CleanupOrphansAsync(string idPrefix, CancellationToken ct)
+    {
+        if (string.IsNullOrEmpty(idPrefix)) throw new ArgumentException("an id prefix is required: it protects other owners' containers", nameof(idPrefix));
+        var removed = new SortedSet<string>(StringComparer.Ordinal);
+        foreach (var c in await ListAsync(ct))
+        {
+            if (!c.Id.StartsWith(idPrefix, StringComparison.Ordinal)) continue;
+            if (c.Status != "stopped") await KillAsync(c.Id, ct);
+            await DeleteAsync(c.Id, ct);
+            if (c.Bundle.Length > 0) RemoveBundle(c.Bundle);
+            _logger.OrphanRemoved(c.Id, c.Status);
+            removed.Add(c.Id);
+        }
+        // Cgroups the runtime no longer knows: a delete that failed half-way, a state root removed by hand,
+        // or a container whose `run` was killed before it recorded its state.
+        var leftovers = await Cleaner.RemoveLeftoversAsync(SpecBuilder.CgroupParent, idPrefix, new HashSet<string>(), _options.KillTimeout, ct);
+        foreach (var name in leftovers)
+        {
+            if (removed.Add(name)) _logger.LeftoverCgroupRemoved(name);
+        }
+        return removed.ToList();
+    }
+}

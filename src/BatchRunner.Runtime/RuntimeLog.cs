@@ -1,0 +1,33 @@
+using Microsoft.Extensions.Logging;
+
+namespace BatchRunner.Runtime;
+
+internal static partial class RuntimeLog
+{
+    [LoggerMessage(EventId = 3001, Level = LogLevel.Debug, Message = "Starting container {ContainerId} with {Runtime} (bundle {BundleDir})")]
+    public static partial void Starting(this ILogger logger, string containerId, string runtime, string bundleDir);
+
+    [LoggerMessage(EventId = 3002, Level = LogLevel.Information, Message = "Container {ContainerId} running after {StartMs:0.0} ms")]
+    public static partial void Started(this ILogger logger, string containerId, double startMs);
+
+    [LoggerMessage(EventId = 3003, Level = LogLevel.Warning, Message = "Container {ContainerId} failed to start: {Reason}")]
+    public static partial void StartFailed(this ILogger logger, string containerId, string reason);
+
+    [LoggerMessage(EventId = 3004, Level = LogLevel.Information, Message = "Container {ContainerId} exited with code {ExitCode} (signal {Signal}, OOM-killed {OomKilled})")]
+    public static partial void Exited(this ILogger logger, string containerId, int exitCode, int? signal, bool oomKilled);
+
+    [LoggerMessage(EventId = 3005, Level = LogLevel.Information, Message = "Killing container {ContainerId}")]
+    public static partial void Killing(this ILogger logger, string containerId);
+
+    [LoggerMessage(EventId = 3006, Level = LogLevel.Warning, Message = "Cleanup of container {ContainerId} incomplete: {Reason}")]
+    public static partial void CleanupIncomplete(this ILogger logger, string containerId, string reason);
+
+    [LoggerMessage(EventId = 3007, Level = LogLevel.Warning, Message = "Removed orphaned container {ContainerId} (status {Status})")]
+    public static partial void OrphanRemoved(this ILogger logger, string containerId, string status);
+
+    [LoggerMessage(EventId = 3008, Level = LogLevel.Warning, Message = "Removed leftover cgroup {ContainerId} unknown to the runtime")]
+    public static partial void LeftoverCgroupRemoved(this ILogger logger, string containerId);
+
+    [LoggerMessage(EventId = 3009, Level = LogLevel.Debug, Message = "Container {ContainerId} deleted")]
+    public static partial void Deleted(this ILogger logger, string containerId);
+}
