@@ -5,7 +5,7 @@ namespace BatchRunner.Core;
 /// API's request by <see cref="JobSpecValidator"/>; stored as JSON with the job and never changed after
 /// submission.
 /// </summary>
-public sealed record JobSpec
+public sealed partial record JobSpec
 {
     public string? Name { get; init; }
     /// <summary>The image reference as the user wrote it (normalised by the image layer when pulled).</summary>
@@ -22,10 +22,21 @@ public sealed record JobSpec
     public int TimeoutSeconds { get; init; }
     public string Queue { get; init; } = JobDefaults.Queue;
     public IReadOnlyDictionary<string, string> Labels { get; init; } = new Dictionary<string, string>();
+    /// <summary>When the worker contacts the registry: <see cref="ImagePullPolicy"/>.</summary>
+    public string PullPolicy { get; init; } = ImagePullPolicy.IfNotPresent;
+}
+
+/// <summary>Per-job image pull policy, as Kubernetes names it.</summary>
+public static class ImagePullPolicy
+{
+    public const string Always = "always";
+    public const string IfNotPresent = "ifNotPresent";
+    public const string Never = "never";
+    public static readonly IReadOnlyList<string> All = [Always, IfNotPresent, Never];
 }
 
 /// <summary>Resources a job asks for; they become cgroup limits of its container.</summary>
-public sealed record ResourceRequest
+public sealed partial record ResourceRequest
 {
     /// <summary>CPUs, may be fractional: 0.5 = half a CPU's time per period (CFS quota).</summary>
     public double Cpus { get; init; }

@@ -117,12 +117,14 @@ public static partial class JobSpecValidator
             }
         }
 
-        if (errors.Count > 0) return ValidationResult.Invalid(errors);
+        var pullPolicy = s.PullPolicy ?? ImagePullPolicy.IfNotPresent;
+        if (!ImagePullPolicy.All.Contains(pullPolicy))
+            Add("pullPolicy", $"pullPolicy must be one of {string.Join(", ", ImagePullPolicy.All)}");
 
-        return ValidationResult.Valid(new JobSpec
+        var spec = new JobSpec
         {
             Name = string.IsNullOrWhiteSpace(s.Name) ? null : s.Name,
-            Image = s.Image!.Trim(),
+            Image = s.Image?.Trim() ?? "",
             Command = s.Command,
             Args = s.Args,
             Env = s.Env ?? new Dictionary<string, string>(),
@@ -132,8 +134,25 @@ public static partial class JobSpecValidator
             TimeoutSeconds = timeout,
             Queue = queue,
             Labels = s.Labels ?? new Dictionary<string, string>(),
-        });
+            PullPolicy = pullPolicy,
+        };
+
+        // Feature areas validate their own fields and set them on the spec (each in its own file).
+        ValidateIsolation(s, Add, ref spec);
+        ValidateGpus(s, Add, ref spec);
+        ValidateScheduling(s, Add, ref spec);
+
+        return errors.Count > 0 ? ValidationResult.Invalid(errors) : ValidationResult.Valid(spec);
     }
+
+    /// <summary>Isolation fields: network, capabilities, inputs, volumes, shm, ulimits (issue: isolation and limits).</summary>
+    static partial void ValidateIsolation(JobSubmission s, Action<string, string> add, ref JobSpec spec);
+
+    /// <summary>GPU fields (issue: GPUs).</summary>
+    static partial void ValidateGpus(JobSubmission s, Action<string, string> add, ref JobSpec spec);
+
+    /// <summary>Scheduling fields: retries, node selectors (issue: scheduling).</summary>
+    static partial void ValidateScheduling(JobSubmission s, Action<string, string> add, ref JobSpec spec);
 
     private static bool TryMemory(JsonElement m, out long bytes, out string why)
     {

@@ -6,7 +6,7 @@ namespace BatchRunner.Core;
 /// A job as a user submits it (the body of <c>POST /api/v1/jobs</c>), before validation. Fields are
 /// loosely typed where the API accepts several forms (<c>memory</c>: "64Mi" or 67108864).
 /// </summary>
-public sealed record JobSubmission
+public sealed partial record JobSubmission
 {
     public string? Name { get; init; }
     public string? Image { get; init; }
@@ -19,9 +19,11 @@ public sealed record JobSubmission
     public int? TimeoutSeconds { get; init; }
     public string? Queue { get; init; }
     public Dictionary<string, string>? Labels { get; init; }
+    /// <summary>always | ifNotPresent (default) | never.</summary>
+    public string? PullPolicy { get; init; }
 }
 
-public sealed record ResourceSubmission
+public sealed partial record ResourceSubmission
 {
     public double? Cpus { get; init; }
     /// <summary>A quantity string ("64Mi", "2Gi", "512M") or a JSON integer of bytes.</summary>
