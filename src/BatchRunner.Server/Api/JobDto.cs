@@ -1,0 +1,67 @@
+using BatchRunner.Core;
+using BatchRunner.Server.Storage;
+
+namespace BatchRunner.Server.Api;
+
+/// <summary>A job as the HTTP API v1 shows it. Field names and state strings are a public contract.</summary>
+public sealed record JobDto(
+    Guid Id,
+    string? Name,
+    string Image,
+    string? ImageDigest,
+    string Queue,
+    string State,
+    string? Reason,
+    string? Message,
+    int? ExitCode,
+    int Attempt,
+    DateTimeOffset CreatedAt,
+    DateTimeOffset? StartedAt,
+    DateTimeOffset? FinishedAt,
+    IReadOnlyList<string>? Command,
+    IReadOnlyList<string>? Args,
+    string? WorkingDir,
+    string? User,
+    // Env values may hold secrets: only the names are shown.
+    IReadOnlyList<string> EnvNames,
+    ResourcesDto Resources,
+    int TimeoutSeconds,
+    IReadOnlyDictionary<string, string> Labels,
+    UsageDto? Usage,
+    PullProgressRecord? PullProgress,
+    string? Node,
+    IReadOnlyList<OutputDto> Outputs,
+    string PullPolicy)
+{
+    public static JobDto From(JobRecord j) => new(
+        j.Id, j.Name, j.Image, j.ImageDigest, j.Queue, j.State, j.Reason, j.Message, j.ExitCode, j.Attempt,
+        j.CreatedAt, j.StartedAt, j.FinishedAt,
+        j.Spec.Command, j.Spec.Args, j.Spec.WorkingDir, j.Spec.User, j.Spec.Env.Keys.Order().ToList(),
+        new ResourcesDto(j.Spec.Resources.Cpus, Quantity.FormatBytes(j.Spec.Resources.MemoryBytes), j.Spec.Resources.MemoryBytes, j.Spec.Resources.Pids),
+        j.Spec.TimeoutSeconds, j.Spec.Labels,
+        j.Usage is null ? null : UsageDto.From(j.Usage),
+        j.PullProgress, j.Node,
+        j.Outputs.Select(o => new OutputDto(o.Path, o.Size, o.Sha256)).ToList(),
+        j.Spec.PullPolicy);
+}
+
+public sealed record ResourcesDto(double Cpus, string Memory, long MemoryBytes, int Pids);
+
+/// <summary>Measured usage; a null field was not measured on this host.</summary>
+public sealed record UsageDto(
+    double? CpuSeconds,
+    double? CpuUserSeconds,
+    double? CpuSystemSeconds,
+    long? MaxMemoryBytes,
+    long? CpuThrottledPeriods,
+    double? CpuThrottledSeconds,
+    long? OomKills,
+    long? PidsLimitHits)
+{
+    public static UsageDto From(ResourceUsage u) => new(
+        u.CpuSeconds, u.CpuUserSeconds, u.CpuSystemSeconds, u.MaxMemoryBytes, u.CpuThrottledPeriods, u.CpuThrottledSeconds, u.OomKills, u.PidsLimitHits);
+}
+
+public sealed record OutputDto(string Path, long Size, string Sha256);
+
+public sealed record JobListDto(IReadOnlyList<JobDto> Items, string? NextCursor);

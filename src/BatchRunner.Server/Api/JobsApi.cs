@@ -1,0 +1,182 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using BatchRunner.Core;
+using BatchRunner.Oci;
+using BatchRunner.Server.Execution;
+using BatchRunner.Server.Hosting;
+using BatchRunner.Server.Observability;
+using BatchRunner.Server.Storage;
+using Hangfire;
+using Hangfire.States;
+using Microsoft.AspNetCore.Http.HttpResults;
+using Microsoft.Extensions.Options;
+
+namespace BatchRunner.Server.Api;
+
+/// <summary>HTTP API v1 for jobs. A public contract: extend it, never rename or remove paths or fields.</summary>
+public static class JobsApi
+{
+    public const int DefaultPageSize = 50;
+    public const int MaxPageSize = 1000;
+
+    private static readonly JsonSerializerOptions SubmissionJson = new(JsonSerializerDefaults.Web)
+    {
+        // A misspelt field ("memroy") must be an error, not a silently ignored setting.
+        UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow,
+    };
+
+    public static RouteGroupBuilder MapJobsApiV1(this IEndpointRouteBuilder app)
+    {
+        var api = app.MapGroup("/api/v1/jobs").WithTags("Jobs").RequireApiKey();
+        api.MapPost("/", SubmitAsync).WithName("SubmitJob").Accepts<JobSubmission>("application/json");
+        api.MapGet("/", ListAsync).WithName("ListJobs");
+        api.MapGet("/{id}", GetAsync).WithName("GetJob");
+        api.MapPost("/{id}/cancel", CancelAsync).WithName("CancelJob");
+        api.MapGet("/{id}/logs", LogsAsync).WithName("GetJobLogs");
+        api.MapGet("/{id}/outputs", ListOutputsAsync).WithName("ListJobOutputs");
+        api.MapGet("/{id}/outputs/{**path}", GetOutputAsync).WithName("GetJobOutput");
+        return api;
+    }
+
+    public static async Task<Results<Created<JobDto>, ValidationProblem, ProblemHttpResult>> SubmitAsync(
+        HttpRequest request, JobStore store, IBackgroundJobClient hangfire, IOptions<BatchRunnerOptions> options, CancellationToken ct)
+    {
+        JobSubmission? submission;
+        try
+        {
+            submission = await JsonSerializer.DeserializeAsync<JobSubmission>(request.Body, SubmissionJson, ct);
+        }
+        catch (JsonException e)
+        {
+            var field = string.IsNullOrEmpty(e.Path) || e.Path == "$" ? "body" : e.Path.TrimStart('$', '.');
+            return TypedResults.ValidationProblem(
+                new Dictionary<string, string[]> { [field] = [JsonErrorMessage(e)] },
+                title: "The job spec is not valid JSON of the expected shape");
+        }
+
+        var result = JobSpecValidator.Validate(submission);
+        var errors = result.Errors.ToDictionary(e => e.Key, e => e.Value);
+        if (!string.IsNullOrWhiteSpace(submission?.Image) && !ImageReference.TryParse(submission.Image, out _, out var refError))
+            errors["image"] = [refError ?? "invalid image reference"];
+        var queue = submission?.Queue ?? JobDefaults.Queue;
+        if (!errors.ContainsKey("queue") && !options.Value.Queues.Contains(queue))
+            errors["queue"] = [$"unknown queue \"{queue}\"; configured queues: {string.Join(", ", options.Value.Queues)}"];
+        if (errors.Count > 0)
+            return TypedResults.ValidationProblem(errors, title: "The job spec is invalid");
+
+        var spec = result.Spec!;
+        var job = new JobRecord
+        {
+            Id = Guid.CreateVersion7(),
+            Name = spec.Name,
+            Image = spec.Image,
+            Queue = spec.Queue,
+            Spec = spec,
+            State = JobState.Queued,
+            CreatedAt = DateTimeOffset.UtcNow,
+        };
+        await store.InsertAsync(job, ct);
+        var hangfireId = hangfire.Create<JobPerformer>(
+            p => p.RunAsync(job.Id, job.Name ?? job.Image, CancellationToken.None), new EnqueuedState(spec.Queue));
+        await store.SetHangfireJobIdAsync(job.Id, hangfireId, CancellationToken.None);
+        BatchRunnerMetrics.JobsSubmitted.WithLabels(spec.Queue).Inc();
+        return TypedResults.Created($"/api/v1/jobs/{job.Id}", JobDto.From(job with { HangfireJobId = hangfireId }));
+    }
+
+    private static string JsonErrorMessage(JsonException e)
+    {
+        var m = e.Message;
+        // System.Text.Json appends "Path: ... | LineNumber: ..." — the field is reported separately.
+        var cut = m.IndexOf(" Path:", StringComparison.Ordinal);
+        return cut > 0 ? m[..cut] : m;
+    }
+
+    public static async Task<Results<Ok<JobListDto>, ValidationProblem>> ListAsync(
+        JobStore store, string? state, int? limit, string? cursor, CancellationToken ct)
+    {
+        var errors = new Dictionary<string, string[]>();
+        if (state is not null && !JobState.IsKnown(state))
+            errors["state"] = [$"unknown state \"{state}\"; one of {string.Join(", ", JobState.All)}"];
+        if (limit is < 1 or > MaxPageSize)
+            errors["limit"] = [$"limit must be between 1 and {MaxPageSize}"];
+        if (cursor is not null && !JobStore.TryValidateCursor(cursor))
+            errors["cursor"] = ["invalid cursor: pass the nextCursor of a previous page"];
+        if (errors.Count > 0) return TypedResults.ValidationProblem(errors);
+
+        var (items, next) = await store.ListAsync(state, limit ?? DefaultPageSize, cursor, ct);
+        return TypedResults.Ok(new JobListDto(items.Select(JobDto.From).ToList(), next));
+    }
+
+    public static async Task<Results<Ok<JobDto>, ProblemHttpResult>> GetAsync(string id, JobStore store, CancellationToken ct)
+    {
+        var job = await FindAsync(id, store, ct);
+        return job is null ? NotFound(id) : TypedResults.Ok(JobDto.From(job));
+    }
+
+    public static async Task<Results<Accepted<JobDto>, ProblemHttpResult>> CancelAsync(
+        string id, JobStore store, IBackgroundJobClient hangfire, CancellationToken ct)
+    {
+        if (!Guid.TryParse(id, out var jobId)) return NotFound(id);
+        var (result, hangfireId) = await store.RequestCancelAsync(jobId, ct);
+        switch (result)
+        {
+            case JobStore.CancelResult.NotFound:
+                return NotFound(id);
+            case JobStore.CancelResult.AlreadyFinal:
+                var final = await store.GetAsync(jobId, ct);
+                return TypedResults.Problem(statusCode: StatusCodes.Status409Conflict, title: "The job has already ended",
+                    detail: $"job {id} is {final?.State}; only queued, starting or running jobs can be cancelled");
+        }
+        // Deleting the Hangfire job removes a queued one from its queue, and fires the cancellation
+        // token of a running one on whichever worker runs it (checked every CancellationCheckInterval).
+        if (hangfireId is not null) hangfire.Delete(hangfireId);
+        if (result == JobStore.CancelResult.CancelledWhileQueued)
+        {
+            var q = (await store.GetAsync(jobId, ct))!;
+            BatchRunnerMetrics.JobsFinished.WithLabels(q.Queue, JobState.Cancelled, FailureReason.Cancelled).Inc();
+        }
+        var job = await store.GetAsync(jobId, ct);
+        return TypedResults.Accepted($"/api/v1/jobs/{id}", JobDto.From(job!));
+    }
+
+    public static async Task<Results<Ok<IReadOnlyList<OutputDto>>, ProblemHttpResult>> ListOutputsAsync(string id, JobStore store, CancellationToken ct)
+    {
+        var job = await FindAsync(id, store, ct);
+        if (job is null) return NotFound(id);
+        return TypedResults.Ok<IReadOnlyList<OutputDto>>(job.Outputs.Select(o => new OutputDto(o.Path, o.Size, o.Sha256)).ToList());
+    }
+
+    public static async Task<IResult> GetOutputAsync(string id, string path, JobStore store, DataPaths paths, CancellationToken ct)
+    {
+        var job = await FindAsync(id, store, ct);
+        if (job is null) return NotFound(id);
+        // Only files recorded when the job ended are served; they were regular files, never symlinks.
+        var file = job.Outputs.FirstOrDefault(o => o.Path == path);
+        if (file is null)
+            return TypedResults.Problem(statusCode: 404, title: "No such output",
+                detail: $"job {id} has no output file \"{path}\"" + (JobState.IsFinal(job.State) ? "" : " (outputs are listed when the job ends)"));
+        var full = Path.Combine(paths.Outputs(job.Id), file.Path);
+        if (!OutputScanner.IsRegularFile(full))
+            return TypedResults.Problem(statusCode: 404, title: "No such output", detail: $"output \"{path}\" of job {id} is no longer on this node");
+        return TypedResults.PhysicalFile(full, "application/octet-stream", Path.GetFileName(file.Path), enableRangeProcessing: true);
+    }
+
+    public static async Task<IResult> LogsAsync(
+        string id, string? stream, bool? follow, HttpContext http, JobStore store, DataPaths paths, CancellationToken ct)
+    {
+        if (stream is not (null or "stdout" or "stderr" or "all"))
+            return TypedResults.ValidationProblem(new Dictionary<string, string[]> { ["stream"] = ["stream must be stdout or stderr (omit it for both)"] });
+        var job = await FindAsync(id, store, ct);
+        if (job is null) return NotFound(id);
+        var files = new List<string>();
+        if (stream is null or "all" or "stdout") files.Add(paths.Stdout(job.Id));
+        if (stream is null or "all" or "stderr") files.Add(paths.Stderr(job.Id));
+        return new LogStreamResult(job.Id, files, follow == true, store);
+    }
+
+    private static async Task<JobRecord?> FindAsync(string id, JobStore store, CancellationToken ct) =>
+        Guid.TryParse(id, out var jobId) ? await store.GetAsync(jobId, ct) : null;
+
+    private static ProblemHttpResult NotFound(string id) =>
+        TypedResults.Problem(statusCode: StatusCodes.Status404NotFound, title: "Job not found", detail: $"no job with id \"{id}\"");
+}

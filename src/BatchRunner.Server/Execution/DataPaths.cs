@@ -1,0 +1,19 @@
+namespace BatchRunner.Server.Execution;
+
+/// <summary>
+/// The layout of the data directory. Job directories (logs, outputs) outlive their containers; run
+/// directories (overlay rootfs, bundle) exist only while a container does and are swept at start-up.
+/// </summary>
+public sealed class DataPaths(string root)
+{
+    public string Root { get; } = root;
+    public string Images => Path.Combine(Root, "images");
+    public string RunRoot => Path.Combine(Root, "run");
+    public string RuntimeState => Path.Combine(Root, "runtime");
+    public string JobDir(Guid id) => Path.Combine(Root, "jobs", id.ToString("N"));
+    public string Outputs(Guid id) => Path.Combine(JobDir(id), "outputs");
+    public string Stdout(Guid id) => Path.Combine(JobDir(id), "stdout.log");
+    public string Stderr(Guid id) => Path.Combine(JobDir(id), "stderr.log");
+    public string RunDir(string containerId) => Path.Combine(RunRoot, containerId);
+
+}

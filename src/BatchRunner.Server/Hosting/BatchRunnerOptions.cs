@@ -1,0 +1,91 @@
+namespace BatchRunner.Server.Hosting;
+
+/// <summary>
+/// Configuration section "BatchRunner". Every key can also be set with an environment variable
+/// (BATCHRUNNER_DATA_DIR, BATCHRUNNER_API_KEY, ...: see <see cref="EnvironmentShortcuts"/>).
+/// </summary>
+public sealed class BatchRunnerOptions
+{
+    public const string Section = "BatchRunner";
+
+    /// <summary>Where jobs' logs and outputs, the image cache, the embedded PostgreSQL and the API key live.</summary>
+    public string DataDir { get; set; } = DefaultDataDir();
+
+    /// <summary>Bearer key for the API. Unset: read DATA/api-key, or generate and store one on first start.</summary>
+    public string? ApiKey { get; set; }
+
+    /// <summary>Npgsql connection string. Unset: BatchRunner runs its own PostgreSQL in DATA/postgres.</summary>
+    public string? ConnectionString { get; set; }
+
+    /// <summary>all (API + worker, the default), api, or worker.</summary>
+    public string Role { get; set; } = "all";
+
+    /// <summary>Jobs this worker process runs at once.</summary>
+    public int Workers { get; set; } = Math.Max(2, Environment.ProcessorCount);
+
+    /// <summary>Queues this worker takes jobs from, in priority order; submission accepts only these names.</summary>
+    public List<string> Queues { get; set; } = ["default"];
+
+    /// <summary>Name of this worker node (default: the host name).</summary>
+    public string NodeName { get; set; } = Environment.MachineName;
+
+    /// <summary>auto (crun on pure cgroup v2 hosts where it works, else runc), runc, crun, or a path to a runtime binary.</summary>
+    public string Runtime { get; set; } = "auto";
+
+    /// <summary>Registry credentials, per registry host ("127.0.0.1:5000", "docker.io").</summary>
+    public List<RegistryCredentialOptions> Registries { get; set; } = [];
+
+    /// <summary>A Docker config.json whose "auths" are used as registry credentials (default: none).</summary>
+    public string? DockerConfigPath { get; set; }
+
+    /// <summary>Registries reached over plain HTTP (loopback registries always are).</summary>
+    public List<string> InsecureRegistries { get; set; } = [];
+
+    public bool RunsApi => Role is "all" or "api";
+    public bool RunsWorker => Role is "all" or "worker";
+
+    public static string DefaultDataDir() =>
+        Environment.UserName == "root" || Environment.GetEnvironmentVariable("USER") == "root"
+            ? "/var/lib/batchrunner"
+            : Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.LocalApplicationData), "batchrunner");
+
+    public void Validate()
+    {
+        if (Role is not ("all" or "api" or "worker"))
+            throw new InvalidOperationException($"BatchRunner:Role must be all, api or worker, not \"{Role}\"");
+        if (Workers < 1) throw new InvalidOperationException("BatchRunner:Workers must be at least 1");
+        if (!Path.IsPathRooted(DataDir)) DataDir = Path.GetFullPath(DataDir);
+    }
+}
+
+public sealed class RegistryCredentialOptions
+{
+    public string Registry { get; set; } = "";
+    public string? Username { get; set; }
+    public string? Password { get; set; }
+    public string? IdentityToken { get; set; }
+}
+
+/// <summary>Short environment variable names for the settings people set most.</summary>
+public static class EnvironmentShortcuts
+{
+    public static readonly IReadOnlyDictionary<string, string> Map = new Dictionary<string, string>
+    {
+        ["BATCHRUNNER_DATA_DIR"] = "BatchRunner:DataDir",
+        ["BATCHRUNNER_API_KEY"] = "BatchRunner:ApiKey",
+        ["BATCHRUNNER_CONNECTION_STRING"] = "BatchRunner:ConnectionString",
+        ["BATCHRUNNER_ROLE"] = "BatchRunner:Role",
+        ["BATCHRUNNER_WORKERS"] = "BatchRunner:Workers",
+        ["BATCHRUNNER_NODE_NAME"] = "BatchRunner:NodeName",
+        ["BATCHRUNNER_RUNTIME"] = "BatchRunner:Runtime",
+        ["BATCHRUNNER_DOCKER_CONFIG"] = "BatchRunner:DockerConfigPath",
+        ["BATCHRUNNER_URLS"] = "urls",
+    };
+
+    public static IEnumerable<KeyValuePair<string, string?>> Read()
+    {
+        foreach (var (env, key) in Map)
+            if (Environment.GetEnvironmentVariable(env) is { Length: > 0 } v)
+                yield return new(key, v);
+    }
+}

@@ -1,0 +1,208 @@
+using System.Diagnostics;
+using Microsoft.Extensions.Logging;
+using Npgsql;
+
+namespace BatchRunner.Server.Storage;
+
+/// <summary>
+/// The PostgreSQL cluster BatchRunner runs itself when no connection string is configured: initialised
+/// on first start in DATA/postgres, listening only on a Unix socket in DATA/postgres-run (no TCP port),
+/// run as the <c>postgres</c> user (the server refuses root), stopped on shutdown.
+/// </summary>
+/// <remarks>
+/// pg_ctl daemonises the postmaster, so a cluster can outlive a crashed BatchRunner; start-up finds it
+/// running (pg_ctl status) and adopts it instead of failing on the stale lock.
+/// </remarks>
+public sealed partial class EmbeddedPostgres : IAsyncDisposable
+{
+    public const string DatabaseName = "batchrunner";
+    private const int Port = 5432; // only names the socket file; nothing listens on TCP
+
+    private readonly string _bin;
+    private readonly string _dataDir;
+    private readonly string _socketDir;
+    private readonly string _logFile;
+    private readonly string? _runAs;
+    private readonly ILogger _log;
+    private int _stopped;
+
+    private EmbeddedPostgres(string bin, string root, string? runAs, ILogger log)
+    {
+        _bin = bin;
+        _dataDir = Path.Combine(root, "postgres");
+        _socketDir = Path.Combine(root, "postgres-run");
+        _logFile = Path.Combine(root, "postgres.log");
+        _runAs = runAs;
+        _log = log;
+    }
+
+    public string ConnectionString => new NpgsqlConnectionStringBuilder
+    {
+        Host = _socketDir,
+        Port = Port,
+        Username = "postgres",
+        Database = DatabaseName,
+        // Hangfire's workers, its long-polling listener and the API share the pool.
+        MaxPoolSize = 100,
+    }.ConnectionString;
+
+    /// <summary>Initialises (first run), starts or adopts the cluster and makes sure the database exists.</summary>
+    public static async Task<EmbeddedPostgres> StartAsync(string dataRoot, ILogger log, CancellationToken ct)
+    {
+        var bin = FindServerBinaries() ?? throw new InvalidOperationException(
+            "embedded PostgreSQL: no server binaries found in /usr/lib/postgresql/*/bin (install the 'postgresql' package, " +
+            "run scripts/install-deps.sh, or set BATCHRUNNER_CONNECTION_STRING to use an existing database)");
+        var runAs = Environment.UserName == "root" ? "postgres" : null;
+        var pg = new EmbeddedPostgres(bin, dataRoot, runAs, log);
+        await pg.StartCoreAsync(ct);
+        return pg;
+    }
+
+    public static string? FindServerBinaries() =>
+        Directory.Exists("/usr/lib/postgresql")
+            ? Directory.GetDirectories("/usr/lib/postgresql")
+                .Select(d => Path.Combine(d, "bin"))
+                .Where(b => File.Exists(Path.Combine(b, "initdb")) && File.Exists(Path.Combine(b, "pg_ctl")))
+                .OrderByDescending(b => int.TryParse(Path.GetFileName(Path.GetDirectoryName(b)), out var v) ? v : 0)
+                .FirstOrDefault()
+            : null;
+
+    private async Task StartCoreAsync(CancellationToken ct)
+    {
+        Directory.CreateDirectory(_dataDir);
+        Directory.CreateDirectory(_socketDir);
+        if (_runAs is not null)
+        {
+            EnsureTraversable(Path.GetDirectoryName(_dataDir)!);
+            await RunAsync("chown", ["-R", $"{_runAs}:{_runAs}", _dataDir, _socketDir], ct);
+            File.SetUnixFileMode(_dataDir, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+            // Only the postgres user (and root) may reach the socket: auth is "trust" on it.
+            File.SetUnixFileMode(_socketDir, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+            if (!File.Exists(_logFile)) File.WriteAllText(_logFile, "");
+            await RunAsync("chown", [$"{_runAs}:{_runAs}", _logFile], ct);
+        }
+
+        if (!File.Exists(Path.Combine(_dataDir, "PG_VERSION")))
+        {
+            LogInitialising(_log, _dataDir);
+            await RunPgAsync("initdb", ["-D", _dataDir, "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-locale", "--no-sync"], ct);
+        }
+
+        var status = await RunPgAsync("pg_ctl", ["-D", _dataDir, "status"], ct, allowFailure: true);
+        if (status.ExitCode == 0)
+        {
+            LogAdopted(_log, _dataDir);
+        }
+        else
+        {
+            var sw = Stopwatch.StartNew();
+            var opts = $"-k {_socketDir} -p {Port} -c listen_addresses='' -c max_connections=200 -c fsync=on";
+            var r = await RunPgAsync("pg_ctl", ["-D", _dataDir, "-l", _logFile, "-w", "-t", "60", "-o", opts, "start"], ct, allowFailure: true);
+            if (r.ExitCode != 0)
+                throw new InvalidOperationException($"embedded PostgreSQL did not start (pg_ctl exit {r.ExitCode}): {r.Output.Trim()} — see {_logFile}: {TailLog()}");
+            LogStarted(_log, _dataDir, sw.ElapsedMilliseconds);
+        }
+
+        await EnsureDatabaseAsync(ct);
+    }
+
+    private async Task EnsureDatabaseAsync(CancellationToken ct)
+    {
+        var admin = new NpgsqlConnectionStringBuilder(ConnectionString) { Database = "postgres", Pooling = false }.ConnectionString;
+        await using var conn = new NpgsqlConnection(admin);
+        await conn.OpenAsync(ct);
+        await using var check = new NpgsqlCommand("select 1 from pg_database where datname = @n", conn);
+        check.Parameters.AddWithValue("n", DatabaseName);
+        if (await check.ExecuteScalarAsync(ct) is null)
+        {
+            await using var create = new NpgsqlCommand($"create database \"{DatabaseName}\"", conn);
+            try { await create.ExecuteNonQueryAsync(ct); }
+            catch (PostgresException e) when (e.SqlState == PostgresErrorCodes.DuplicateDatabase) { }
+        }
+    }
+
+    public async Task StopAsync()
+    {
+        if (Interlocked.Exchange(ref _stopped, 1) == 1) return;
+        try
+        {
+            await RunPgAsync("pg_ctl", ["-D", _dataDir, "-m", "fast", "-w", "-t", "30", "stop"], CancellationToken.None, allowFailure: true);
+            LogStopped(_log, _dataDir);
+        }
+        catch (Exception e)
+        {
+            LogStopFailed(_log, e, _dataDir);
+        }
+    }
+
+    public ValueTask DisposeAsync() => new(StopAsync());
+
+    private string TailLog()
+    {
+        try
+        {
+            var lines = File.ReadAllLines(_logFile);
+            return string.Join(" | ", lines.TakeLast(5));
+        }
+        catch { return "(no log)"; }
+    }
+
+    /// <summary>The postgres user must be able to reach its data directory: every parent needs o+x.</summary>
+    private static void EnsureTraversable(string dir)
+    {
+        for (var d = dir; !string.IsNullOrEmpty(d) && d != "/"; d = Path.GetDirectoryName(d))
+        {
+            var mode = File.GetUnixFileMode(d);
+            if ((mode & UnixFileMode.OtherExecute) == 0)
+                throw new InvalidOperationException(
+                    $"embedded PostgreSQL: the postgres user cannot enter {d} (mode {Convert.ToString((int)mode, 8)}); " +
+                    $"choose a data directory outside it (BATCHRUNNER_DATA_DIR) or run chmod o+x {d}");
+        }
+    }
+
+    private Task<(int ExitCode, string Output)> RunPgAsync(string tool, IReadOnlyList<string> args, CancellationToken ct, bool allowFailure = false)
+    {
+        var exe = Path.Combine(_bin, tool);
+        return _runAs is null
+            ? RunAsync(exe, args, ct, allowFailure)
+            : RunAsync("runuser", ["-u", _runAs, "--", exe, .. args], ct, allowFailure);
+    }
+
+    private static async Task<(int ExitCode, string Output)> RunAsync(string exe, IReadOnlyList<string> args, CancellationToken ct, bool allowFailure = false)
+    {
+        var psi = new ProcessStartInfo(exe)
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            RedirectStandardInput = false,
+            UseShellExecute = false,
+            // A cwd the postgres user can read, whatever ours is.
+            WorkingDirectory = "/",
+        };
+        foreach (var a in args) psi.ArgumentList.Add(a);
+        using var p = Process.Start(psi) ?? throw new InvalidOperationException($"cannot start {exe}");
+        // pg_ctl start runs the postmaster with its output sent to the log file (-l), so these pipes close when pg_ctl exits.
+        var stdout = p.StandardOutput.ReadToEndAsync(ct);
+        var stderr = p.StandardError.ReadToEndAsync(ct);
+        await p.WaitForExitAsync(ct);
+        var output = await stdout + await stderr;
+        if (p.ExitCode != 0 && !allowFailure)
+            throw new InvalidOperationException($"{Path.GetFileName(exe)} {string.Join(' ', args)} failed (exit {p.ExitCode}): {output.Trim()}");
+        return (p.ExitCode, output);
+    }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Initialising embedded PostgreSQL cluster in {DataDir}")]
+    private static partial void LogInitialising(ILogger log, string dataDir);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Embedded PostgreSQL in {DataDir} was already running; adopted it")]
+    private static partial void LogAdopted(ILogger log, string dataDir);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Embedded PostgreSQL started in {DataDir} ({ElapsedMs} ms)")]
+    private static partial void LogStarted(ILogger log, string dataDir, long elapsedMs);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Embedded PostgreSQL in {DataDir} stopped")]
+    private static partial void LogStopped(ILogger log, string dataDir);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Stopping embedded PostgreSQL in {DataDir} failed")]
+    private static partial void LogStopFailed(ILogger log, Exception e, string dataDir);
+}

@@ -1,0 +1,103 @@
+using System.Net.Http.Headers;
+using System.Net.Http.Json;
+using System.Text.Json;
+using BatchRunner.Server.Hosting;
+using BatchRunner.Testing;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.Extensions.DependencyInjection;
+
+namespace BatchRunner.Server.Tests;
+
+/// <summary>
+/// One real BatchRunner (API + worker in one process) on a free loopback port, with its embedded
+/// PostgreSQL in a temp data directory, real runc, and real registries: an open one holding the busybox
+/// image, and two with basic auth (credentials configured for one of them only).
+/// </summary>
+public sealed class ServerFixture : IAsyncLifetime
+{
+    public const string ApiKey = "test-key-7d1c0e";
+    public const string RegistryUser = "puller";
+    public const string RegistryPassword = "s3cret-pw";
+
+    public WebApplication App { get; private set; } = null!;
+    public HttpClient Client { get; private set; } = null!;
+    public HttpClient Anonymous { get; private set; } = null!;
+    public string DataDir { get; } = Path.Combine("/tmp", "br-server-tests-" + Guid.NewGuid().ToString("N")[..8]);
+    public TestRegistry Registry { get; private set; } = null!;
+    public TestRegistry AuthRegistry { get; private set; } = null!;
+    public TestRegistry UnconfiguredAuthRegistry { get; private set; } = null!;
+    public string Busybox { get; private set; } = null!;
+    public string AuthBusybox { get; private set; } = null!;
+    public string UnconfiguredAuthBusybox { get; private set; } = null!;
+
+    public static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web);
+
+    public async Task InitializeAsync()
+    {
+        Registry = await TestRegistry.StartAsync();
+        AuthRegistry = await TestRegistry.StartAsync(RegistryUser, RegistryPassword);
+        UnconfiguredAuthRegistry = await TestRegistry.StartAsync(RegistryUser, RegistryPassword);
+        Busybox = await TestImages.PushBusyboxAsync(Registry);
+        AuthBusybox = await TestImages.PushBusyboxAsync(AuthRegistry);
+        UnconfiguredAuthBusybox = await TestImages.PushBusyboxAsync(UnconfiguredAuthRegistry);
+
+        App = await BatchRunnerApp.BuildAsync([
+            "--urls", "http://127.0.0.1:0",
+            $"--BatchRunner:DataDir={DataDir}",
+            $"--BatchRunner:ApiKey={ApiKey}",
+            "--BatchRunner:Workers=4",
+            $"--BatchRunner:Registries:0:Registry={AuthRegistry.Host}",
+            $"--BatchRunner:Registries:0:Username={RegistryUser}",
+            $"--BatchRunner:Registries:0:Password={RegistryPassword}",
+            "--Logging:LogLevel:Default=Warning",
+            "--Logging:LogLevel:BatchRunner=Information",
+        ]);
+        await App.StartAsync();
+        var address = App.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
+        Client = new HttpClient { BaseAddress = new Uri(address), Timeout = TimeSpan.FromSeconds(60) };
+        Client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", ApiKey);
+        Anonymous = new HttpClient { BaseAddress = new Uri(address) };
+    }
+
+    public async Task DisposeAsync()
+    {
+        Client?.Dispose();
+        Anonymous?.Dispose();
+        if (App is not null)
+        {
+            await App.StopAsync();
+            await App.DisposeAsync();
+        }
+        foreach (var r in new[] { Registry, AuthRegistry, UnconfiguredAuthRegistry })
+            if (r is not null) await r.DisposeAsync();
+        try { if (Directory.Exists(DataDir)) Directory.Delete(DataDir, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+    }
+
+    public async Task<JsonElement> SubmitAsync(object spec)
+    {
+        var response = await Client.PostAsJsonAsync("/api/v1/jobs", spec, Json);
+        var body = await response.Content.ReadAsStringAsync();
+        Assert.True(response.StatusCode == System.Net.HttpStatusCode.Created, $"submit: {(int)response.StatusCode} {body}");
+        return JsonDocument.Parse(body).RootElement.Clone();
+    }
+
+    public async Task<JsonElement> GetJobAsync(string id)
+    {
+        var body = await Client.GetStringAsync($"/api/v1/jobs/{id}");
+        return JsonDocument.Parse(body).RootElement.Clone();
+    }
+
+    public Task<JsonElement> WaitForStateAsync(string id, Func<string, bool> done, TimeSpan timeout) =>
+        Poll.UntilAsync(() => GetJobAsync(id), j => done(j.GetProperty("state").GetString()!), timeout, $"job {id} state", 100);
+
+    public Task<JsonElement> WaitForFinalAsync(string id, TimeSpan? timeout = null) =>
+        WaitForStateAsync(id, s => s is "succeeded" or "failed" or "cancelled", timeout ?? TimeSpan.FromSeconds(60));
+}
+
+[CollectionDefinition(Name)]
+public sealed class ServerCollection : ICollectionFixture<ServerFixture>
+{
+    public const string Name = "server";
+}
