@@ -26,6 +26,7 @@ public sealed partial class JobExecutor(
     IContainerRuntime runtime,
     DataPaths paths,
     NodeIdentity node,
+    JobTelemetry telemetry,
     ILogger<JobExecutor> log)
 {
     private enum StopCause { None, Timeout, Cancelled, Shutdown }
@@ -156,6 +157,7 @@ public sealed partial class JobExecutor(
             var startedAt = DateTimeOffset.UtcNow;
             await store.MarkRunningAsync(jobId, attempt, startedAt, CancellationToken.None);
             BatchRunnerMetrics.JobsRunning.Inc();
+            var tracking = telemetry.TrackContainer(job, node.Name, cspec, container);
             try
             {
                 var exitTask = container.WaitAsync(CancellationToken.None);
@@ -179,6 +181,7 @@ public sealed partial class JobExecutor(
             }
             finally
             {
+                tracking.Dispose();
                 BatchRunnerMetrics.JobsRunning.Dec();
             }
         }

@@ -75,6 +75,7 @@ public static partial class BatchRunnerApp
         services.AddSingleton(paths);
         services.AddSingleton(node);
         services.AddSingleton<JobStore>();
+        services.AddSingleton<Observability.JobTelemetry>();
         services.AddProblemDetails();
         services.AddOpenApi();
 
