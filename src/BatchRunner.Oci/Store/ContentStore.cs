@@ -157,6 +157,18 @@ public sealed class ContentStore
         return size;
     }
 
+    /// <summary>
+    /// Starts a blob whose digest is learnt from its bytes (an imported archive's files): they are written to
+    /// <c>blobs/tmp/</c> while hashed, and reach <c>blobs/sha256/</c> only through <see cref="BlobIngest.Commit"/>.
+    /// </summary>
+    public BlobIngest BeginIngest() => new(this, Path.Combine(TempDir, $"ingest-{Guid.NewGuid():N}"));
+
+    /// <summary>Removes the spool files of imports that a crashed process left (only imports write <c>ingest-*</c>).</summary>
+    public void CleanIngests()
+    {
+        foreach (var f in new DirectoryInfo(TempDir).EnumerateFiles("ingest-*")) f.Delete();
+    }
+
     /// <summary>Removes leftovers of downloads that were interrupted more than <paramref name="olderThan"/> ago.</summary>
     public void CleanTemp(TimeSpan olderThan)
     {

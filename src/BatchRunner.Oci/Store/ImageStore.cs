@@ -22,8 +22,10 @@ namespace BatchRunner.Oci.Store;
 /// <c>layers/tmp/</c>, then renamed); a blob path exists only with verified content. Concurrent pulls share one
 /// download and one unpack per digest. With <see cref="PullPolicy.IfNotPresent"/> an image pulled before is served
 /// from memory or disk without any network.</para>
-/// <para>Nothing here deletes images: garbage collection can use <see cref="ListImages"/> (last use per reference)
-/// and must not remove a layer while a pull or a job uses it.</para>
+/// <para>Images leave the store only through <see cref="DeleteAsync"/> and <see cref="GarbageCollectAsync"/>
+/// (ImageStore.Gc.cs), which never remove what a pull or import in progress has pinned (<see cref="ContentPins"/>)
+/// nor what an image the caller says is in use references. <see cref="ImportAsync(Stream, string, CancellationToken)"/>
+/// (ImageStore.Import.cs) registers images from an archive, for hosts without a registry.</para>
 /// </remarks>
 public sealed partial class ImageStore : IImageStore, IDisposable
 {
@@ -31,7 +33,7 @@ public sealed partial class ImageStore : IImageStore, IDisposable
     // Writing last-use times on every job would put a file write on the hot path; minute precision is plenty for GC.
     private static readonly TimeSpan LastUsedResolution = TimeSpan.FromMinutes(1);
     private static readonly TimeSpan ProgressInterval = TimeSpan.FromMilliseconds(100);
-    private static readonly JsonSerializerOptions Json = new()
+    internal static readonly JsonSerializerOptions Json = new()
     {
         PropertyNameCaseInsensitive = true,
         DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
@@ -41,6 +43,7 @@ public sealed partial class ImageStore : IImageStore, IDisposable
     private readonly ILogger _logger;
     private readonly RegistryClient _registry;
     private readonly SingleFlight _flights = new();
+    private readonly ContentPins _pins = new();
     private readonly SemaphoreSlim _downloadSlots;
     private readonly ConcurrentDictionary<string, (PreparedImage Image, DateTime LastUsedWritten)> _resolved = new();
 
@@ -56,8 +59,10 @@ public sealed partial class ImageStore : IImageStore, IDisposable
         Directory.CreateDirectory(LayersDir);
         Directory.CreateDirectory(ImagesDir);
         // Left by a process that died mid-unpack: never complete, never used (only renamed dirs are).
-        if (Directory.Exists(LayersTempDir)) DeleteTree(LayersTempDir);
+        // Also holds layer directories GC moved aside and had not finished deleting.
+        if (Directory.Exists(LayersTempDir)) TreeRemover.Remove(LayersTempDir);
         Directory.CreateDirectory(LayersTempDir);
+        Content.CleanIngests();
     }
 
     public ContentStore Content { get; }
@@ -87,8 +92,10 @@ public sealed partial class ImageStore : IImageStore, IDisposable
         var sw = Stopwatch.StartNew();
         var tracker = new ProgressTracker(progress);
         var allowNetwork = policy != PullPolicy.Never;
-        var (manifestDigest, manifest) = await ResolveManifestAsync(reference, policy, ct);
-        var image = await PrepareAsync(reference, manifestDigest, manifest, allowNetwork, tracker, ct);
+        // Held until the record is written: from then on the record keeps the image's content from GC.
+        using var lease = _pins.Acquire();
+        var (manifestDigest, manifest) = await ResolveManifestAsync(reference, policy, lease, ct);
+        var image = await PrepareAsync(reference, manifestDigest, manifest, allowNetwork, tracker, lease, ct);
         tracker.Complete();
 
         var now = DateTime.UtcNow;
@@ -115,13 +122,15 @@ public sealed partial class ImageStore : IImageStore, IDisposable
 
     // ---- manifests -------------------------------------------------------------------------------------------------
 
-    private async Task<(string Digest, Manifest Manifest)> ResolveManifestAsync(ImageReference reference, PullPolicy policy, CancellationToken ct)
+    private async Task<(string Digest, Manifest Manifest)> ResolveManifestAsync(
+        ImageReference reference, PullPolicy policy, ContentPins.Lease lease, CancellationToken ct)
     {
         // Digests are immutable, so a stored manifest (by record or by digest reference) needs no registry round trip
         // unless the policy asks to re-resolve a tag.
         if (policy != PullPolicy.Always || reference.Digest is not null)
         {
             var known = ReadRecord(reference.ToString())?.ManifestDigest ?? reference.Digest;
+            if (known is not null && Digests.IsValid(known)) lease.Pin(known);
             if (known is not null && Digests.IsValid(known) && Content.Contains(known))
             {
                 var stored = await Content.ReadAllBytesAsync(known, ct);
@@ -130,6 +139,7 @@ public sealed partial class ImageStore : IImageStore, IDisposable
                 if (local is Index idx)
                 {
                     var platformDigest = SelectPlatform(reference, idx.Manifests, _options.Os, _options.Architecture).Digest;
+                    lease.Pin(platformDigest);
                     if (Content.Contains(platformDigest))
                     {
                         var bytes = await Content.ReadAllBytesAsync(platformDigest, ct);
@@ -144,12 +154,14 @@ public sealed partial class ImageStore : IImageStore, IDisposable
         var fetched = await _registry.GetManifestAsync(reference, reference.ManifestReference, ct);
         for (var depth = 0; ; depth++)
         {
+            lease.Pin(fetched.Digest);
             await Content.PutAsync(fetched.Digest, fetched.Content, ct);
             var parsed = ParseManifestOrIndex(reference, fetched.MediaType, fetched.Content);
             if (parsed is Manifest manifest) return (fetched.Digest, manifest);
             if (depth >= MaxManifestDepth) throw new ImagePullException($"image {reference}: image indexes nest too deeply");
 
             var chosen = SelectPlatform(reference, ((Index)parsed).Manifests, _options.Os, _options.Architecture);
+            lease.Pin(chosen.Digest);
             if (Content.Contains(chosen.Digest))
             {
                 var bytes = await Content.ReadAllBytesAsync(chosen.Digest, ct);
@@ -162,7 +174,7 @@ public sealed partial class ImageStore : IImageStore, IDisposable
         }
     }
 
-    private static string MediaTypeOf(byte[] content)
+    internal static string MediaTypeOf(byte[] content)
     {
         try
         {
@@ -173,7 +185,7 @@ public sealed partial class ImageStore : IImageStore, IDisposable
         catch (JsonException) { return ""; }
     }
 
-    private static object ParseManifestOrIndex(ImageReference reference, string mediaType, byte[] content)
+    internal static object ParseManifestOrIndex(ImageReference reference, string mediaType, byte[] content)
     {
         if (mediaType is MediaTypes.DockerSchema1 or MediaTypes.DockerSchema1Signed)
             throw new ImagePullException($"image {reference}: Docker schema 1 manifests are not supported; push the image again with a current client");
@@ -227,7 +239,8 @@ public sealed partial class ImageStore : IImageStore, IDisposable
     // ---- config and layers -----------------------------------------------------------------------------------------
 
     private async Task<PreparedImage> PrepareAsync(
-        ImageReference reference, string manifestDigest, Manifest manifest, bool allowNetwork, ProgressTracker tracker, CancellationToken ct)
+        ImageReference reference, string manifestDigest, Manifest manifest, bool allowNetwork, ProgressTracker tracker,
+        ContentPins.Lease lease, CancellationToken ct)
     {
         var image = reference.ToString();
         if (!MediaTypes.IsConfig(manifest.Config!.MediaType ?? MediaTypes.OciConfig))
@@ -244,6 +257,9 @@ public sealed partial class ImageStore : IImageStore, IDisposable
         }
         if (!Digests.IsValid(manifest.Config.Digest))
             throw new ImagePullException($"image {image}: config digest '{manifest.Config.Digest}' is not sha256:<hex>");
+        // Before any existence check, so GC cannot remove what this pull has just found present.
+        lease.Pin(manifest.Config.Digest);
+        foreach (var layer in manifest.Layers) lease.Pin(layer.Digest);
 
         var missing = new List<Descriptor>();
         if (!Content.Contains(manifest.Config.Digest)) missing.Add(manifest.Config);
@@ -265,7 +281,7 @@ public sealed partial class ImageStore : IImageStore, IDisposable
             manifest.Layers.Sum(l => l.Size));
     }
 
-    private static (ImageConfig Config, IReadOnlyList<string> DiffIds) ParseConfig(string image, byte[] content)
+    internal static (ImageConfig Config, IReadOnlyList<string> DiffIds) ParseConfig(string image, byte[] content)
     {
         try
         {
@@ -385,6 +401,8 @@ public sealed partial class ImageStore : IImageStore, IDisposable
         var tmp = path + "." + Guid.NewGuid().ToString("N")[..8] + ".tmp";
         await File.WriteAllBytesAsync(tmp, JsonSerializer.SerializeToUtf8Bytes(record, Json), ct);
         File.Move(tmp, path, overwrite: true);
+        // After the rename and before the writer unpins: see ContentPins for why this order makes GC safe.
+        _pins.RecordsChanged();
     }
 
     private void TouchLastUsed(string key, PreparedImage image, DateTime lastWritten)
@@ -395,6 +413,8 @@ public sealed partial class ImageStore : IImageStore, IDisposable
         try
         {
             var path = RecordPath(key);
+            // A record deleted meanwhile (DeleteAsync, GC) must stay deleted: touching must not bring it back.
+            if (!File.Exists(path)) return;
             var tmp = path + "." + Guid.NewGuid().ToString("N")[..8] + ".tmp";
             File.WriteAllBytes(tmp, JsonSerializer.SerializeToUtf8Bytes(new ImageRecord(key, image.ManifestDigest, now), Json));
             File.Move(tmp, path, overwrite: true);
@@ -406,11 +426,7 @@ public sealed partial class ImageStore : IImageStore, IDisposable
         }
     }
 
-    private static void DeleteTree(string path)
-    {
-        try { Directory.Delete(path, recursive: true); }
-        catch (DirectoryNotFoundException) { }
-    }
+    private static void DeleteTree(string path) => TreeRemover.Remove(path);
 
     // ---- progress --------------------------------------------------------------------------------------------------
 
