@@ -96,6 +96,20 @@ public sealed class LayerUnpackerFacts : IDisposable
         Assert.Equal("box\n", File.ReadAllText(_box["etc/hostname"]));
     }
 
+    [Fact]
+    public async Task UnpackAsync_AcceptsATarWithoutEndOfArchiveBlocks_AsUmociInsertWritesThem()
+    {
+        var full = new LayerTar().Dir("usr/").File("usr/numpy.py", "x = 1\n").ToTar();
+        Assert.All(full[^1024..], b => Assert.Equal(0, b));
+        var tar = full[..^1024];
+
+        var result = await Unpack(LayerTar.Gzip(tar), LayerUnpacker.OciLayerGzip);
+
+        Assert.Equal(Sha256(tar), result.DiffId);
+        Assert.Equal(tar.Length, result.UncompressedBytes);
+        Assert.Equal("x = 1\n", File.ReadAllText(_box["usr/numpy.py"]));
+    }
+
     [Theory]
     [InlineData(LayerUnpacker.DockerLayerGzip)]
     [InlineData(LayerUnpacker.OciLayerGzip)]

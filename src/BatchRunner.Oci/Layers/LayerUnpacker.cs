@@ -74,7 +74,7 @@ public static class LayerUnpacker
         using var digesting = new DigestingReadStream(decompressed ?? blob, options.MaxUncompressedBytes);
         // Tar headers are read 512 bytes at a time; the buffer turns those into few decompressor calls, while
         // file data (read in 1 MiB chunks) bypasses it.
-        using var buffered = new BufferedStream(digesting, 64 * 1024);
+        using var buffered = new BufferedStream(new EndOfArchiveStream(digesting), 64 * 1024);
         using var writer = new TreeWriter(targetDir, options);
         long entries = 0;
         try

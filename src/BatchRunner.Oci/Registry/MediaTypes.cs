@@ -30,5 +30,5 @@ public static class MediaTypes
         mediaType == DockerForeignLayer || mediaType.StartsWith(OciNondistributablePrefix, StringComparison.Ordinal);
 
     public static bool IsSupportedLayer(string mediaType) =>
-        mediaType is OciLayerTar or OciLayerGzip or OciLayerZstd or DockerLayerGzip;
+        Layers.LayerUnpacker.IsSupportedMediaType(mediaType);
 }
