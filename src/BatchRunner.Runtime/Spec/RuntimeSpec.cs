@@ -16,6 +16,7 @@ public sealed class RuntimeSpec
     public string? Hostname { get; set; }
     public List<MountSpec>? Mounts { get; set; }
     public LinuxSpec? Linux { get; set; }
+    public HooksSpec? Hooks { get; set; }
     public Dictionary<string, string>? Annotations { get; set; }
 
     private static readonly JsonSerializerOptions JsonOptions = new()
@@ -85,11 +86,23 @@ public sealed class LinuxSpec
 {
     public List<NamespaceSpec>? Namespaces { get; set; }
     public string? CgroupsPath { get; set; }
+    /// <summary>Device nodes the runtime creates in the container's /dev (opening them still needs an allow rule in Resources.Devices).</summary>
+    public List<LinuxDeviceSpec>? Devices { get; set; }
     public ResourcesSpec? Resources { get; set; }
     public List<string>? MaskedPaths { get; set; }
     public List<string>? ReadonlyPaths { get; set; }
     /// <summary>linux.seccomp; kept as raw JSON until a profile model is needed (a seccomp option sets it).</summary>
     public JsonObject? Seccomp { get; set; }
+    public List<IdMappingSpec>? UidMappings { get; set; }
+    public List<IdMappingSpec>? GidMappings { get; set; }
+}
+
+/// <summary>One range of a user namespace's id map.</summary>
+public sealed class IdMappingSpec
+{
+    public uint ContainerId { get; set; }
+    public uint HostId { get; set; }
+    public uint Size { get; set; }
 }
 
 public sealed class NamespaceSpec
@@ -127,6 +140,9 @@ public sealed class CpuSpec
     public long? Quota { get; set; }
     public ulong? Period { get; set; }
     public ulong? Shares { get; set; }
+    /// <summary>cpuset.cpus ("0-1").</summary>
+    public string? Cpus { get; set; }
+    public string? Mems { get; set; }
 }
 
 public sealed class PidsSpec

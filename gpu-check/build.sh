@@ -1,0 +1,34 @@
+#!/bin/bash
+# Builds, on a machine with the .NET SDK, what run.sh needs on the GPU machine (which has no SDK and no
+# package registries): a self-contained single-file GpuProbe, and this machine's runc plus the shared
+# libraries it needs that a minimal host may lack. Output: gpu-check/out/ (git-ignored), ~45 MB.
+#   gpu-check/build.sh               probe + runc
+#   gpu-check/build.sh --with-server also a self-contained BatchRunner server in out/server (~100 MB more:
+#                                    too big for a 64 MiB transfer limit; only when the copy has no limit)
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+REPO=$(cd "$HERE/.." && pwd)
+OUTDIR="$HERE/out"
+rm -rf "$OUTDIR/probe" "$OUTDIR/runc"
+mkdir -p "$OUTDIR/runc"
+
+dotnet publish "$HERE/GpuProbe/GpuProbe.csproj" -c Release -r linux-x64 --self-contained \
+  -p:PublishSingleFile=true -p:EnableCompressionInSingleFile=true -p:DebugType=none \
+  -o "$OUTDIR/probe"
+
+RUNC=$(command -v runc || echo /usr/sbin/runc)
+cp "$(readlink -f "$RUNC")" "$OUTDIR/runc/runc"
+"$OUTDIR/runc/runc" --version | head -1
+# Debian's runc is dynamically linked (libseccomp.so.2, libc). runc re-executes itself for `runc init` with
+# a minimal environment, so LD_LIBRARY_PATH would not reach it: run.sh installs the copy into /usr/local/lib
+# only when the GPU machine lacks libseccomp.so.2.
+if ldd "$OUTDIR/runc/runc" >/dev/null 2>&1; then
+  ldd "$OUTDIR/runc/runc" | awk '/libseccomp/ {print $3}' | while read -r lib; do cp -L "$lib" "$OUTDIR/runc/"; done
+fi
+ls -l "$OUTDIR/runc"
+
+if [[ "${1:-}" == "--with-server" ]]; then
+  dotnet publish "$REPO/src/BatchRunner.Server/BatchRunner.Server.csproj" -c Release -r linux-x64 --self-contained \
+    -p:DebugType=none -o "$OUTDIR/server"
+fi
+du -sh "$OUTDIR"/*
