@@ -31,7 +31,10 @@ public sealed record JobDto(
     PullProgressRecord? PullProgress,
     string? Node,
     IReadOnlyList<OutputDto> Outputs,
-    string PullPolicy)
+    string PullPolicy,
+    IReadOnlyDictionary<string, string> NodeSelector,
+    RetryPolicy Retry,
+    IReadOnlyList<AttemptDto>? Attempts = null)
 {
     public static JobDto From(JobRecord j) => new(
         j.Id, j.Name, j.Image, j.ImageDigest, j.Queue, j.State, j.Reason, j.Message, j.ExitCode, j.Attempt,
@@ -42,8 +45,17 @@ public sealed record JobDto(
         j.Usage is null ? null : UsageDto.From(j.Usage),
         j.PullProgress, j.Node,
         j.Outputs.Select(o => new OutputDto(o.Path, o.Size, o.Sha256)).ToList(),
-        j.Spec.PullPolicy);
+        j.Spec.PullPolicy,
+        j.Spec.NodeSelector,
+        j.Spec.Retry);
+
+    public JobDto WithAttempts(IReadOnlyList<JobStore.AttemptRecord> attempts) =>
+        this with { Attempts = attempts.Select(a => new AttemptDto(a.Attempt, a.Node, a.State, a.Reason, a.Message, a.ExitCode, a.StartedAt, a.FinishedAt)).ToList() };
 }
+
+/// <summary>One run of a job on a node.</summary>
+public sealed record AttemptDto(int Attempt, string Node, string State, string? Reason, string? Message, int? ExitCode,
+    DateTimeOffset StartedAt, DateTimeOffset? FinishedAt);
 
 public sealed record ResourcesDto(double Cpus, string Memory, long MemoryBytes, int Pids);
 

@@ -23,8 +23,26 @@ public sealed class BatchRunnerOptions
     /// <summary>Jobs this worker process runs at once.</summary>
     public int Workers { get; set; } = Math.Max(2, Environment.ProcessorCount);
 
-    /// <summary>Queues this worker takes jobs from, in priority order; submission accepts only these names.</summary>
-    public List<string> Queues { get; set; } = ["default"];
+    /// <summary>
+    /// Queues this worker takes jobs from, highest priority first; submission accepts only these names.
+    /// (An array, so configuring it replaces the default instead of appending to it.)
+    /// </summary>
+    public string[] Queues { get; set; } = ["default"];
+
+    /// <summary>Cluster-wide limits on jobs starting or running at once, per queue (queue → limit).</summary>
+    public Dictionary<string, int> QueueLimits { get; set; } = [];
+
+    /// <summary>What this node offers to jobs. Unset parts: the machine's CPUs and memory.</summary>
+    public CapacityOptions Capacity { get; set; } = new();
+
+    /// <summary>Labels jobs can select this node by (nodeSelector).</summary>
+    public Dictionary<string, string> Labels { get; set; } = [];
+
+    /// <summary>Seconds between node heartbeats; a node is dead after three missed ones.</summary>
+    public int HeartbeatSeconds { get; set; } = 5;
+
+    /// <summary>On SIGTERM, how long running jobs may go on before they are stopped and requeued.</summary>
+    public int ShutdownGraceSeconds { get; set; } = 30;
 
     /// <summary>Name of this worker node (default: the host name).</summary>
     public string NodeName { get; set; } = Environment.MachineName;
@@ -37,6 +55,9 @@ public sealed class BatchRunnerOptions
 
     /// <summary>A Docker config.json whose "auths" are used as registry credentials (default: none).</summary>
     public string? DockerConfigPath { get; set; }
+
+    /// <summary>Network modes, capabilities, datasets, user namespaces and input limits of this node's jobs.</summary>
+    public IsolationOptions Isolation { get; set; } = new();
 
     /// <summary>Registries reached over plain HTTP (loopback registries always are).</summary>
     public List<string> InsecureRegistries { get; set; } = [];
@@ -54,8 +75,19 @@ public sealed class BatchRunnerOptions
         if (Role is not ("all" or "api" or "worker"))
             throw new InvalidOperationException($"BatchRunner:Role must be all, api or worker, not \"{Role}\"");
         if (Workers < 1) throw new InvalidOperationException("BatchRunner:Workers must be at least 1");
+        if (Queues.Length == 0) throw new InvalidOperationException("BatchRunner:Queues must name at least one queue");
+        if (HeartbeatSeconds < 1) throw new InvalidOperationException("BatchRunner:HeartbeatSeconds must be at least 1");
+        if (ShutdownGraceSeconds < 0) throw new InvalidOperationException("BatchRunner:ShutdownGraceSeconds must not be negative");
+        Isolation.Validate();
         if (!Path.IsPathRooted(DataDir)) DataDir = Path.GetFullPath(DataDir);
     }
+}
+
+public sealed class CapacityOptions
+{
+    public double? Cpus { get; set; }
+    /// <summary>A quantity ("8Gi") or bytes.</summary>
+    public string? Memory { get; set; }
 }
 
 public sealed class RegistryCredentialOptions
@@ -77,6 +109,9 @@ public static class EnvironmentShortcuts
         ["BATCHRUNNER_ROLE"] = "BatchRunner:Role",
         ["BATCHRUNNER_WORKERS"] = "BatchRunner:Workers",
         ["BATCHRUNNER_NODE_NAME"] = "BatchRunner:NodeName",
+        ["BATCHRUNNER_CPUS"] = "BatchRunner:Capacity:Cpus",
+        ["BATCHRUNNER_MEMORY"] = "BatchRunner:Capacity:Memory",
+        ["BATCHRUNNER_SHUTDOWN_GRACE_SECONDS"] = "BatchRunner:ShutdownGraceSeconds",
         ["BATCHRUNNER_RUNTIME"] = "BatchRunner:Runtime",
         ["BATCHRUNNER_DOCKER_CONFIG"] = "BatchRunner:DockerConfigPath",
         ["BATCHRUNNER_URLS"] = "urls",

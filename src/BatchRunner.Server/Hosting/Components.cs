@@ -28,6 +28,15 @@ internal static partial class Components
         }, sp.GetRequiredService<ILogger<ImageStore>>());
     }
 
+    public static Nodes.NodeCapacity Capacity(BatchRunnerOptions options)
+    {
+        long? memory = null;
+        if (!string.IsNullOrWhiteSpace(options.Capacity.Memory))
+            memory = Core.Quantity.TryParseBytes(options.Capacity.Memory, out var m) ? m
+                : throw new InvalidOperationException($"BatchRunner:Capacity:Memory \"{options.Capacity.Memory}\" is not a quantity");
+        return Nodes.NodeCapacity.FromMachine(options.Capacity.Cpus, memory);
+    }
+
     public static ISnapshotter CreateSnapshotter(IServiceProvider sp) => new OverlaySnapshotter(sp.GetRequiredService<ILogger<OverlaySnapshotter>>());
 
     /// <summary>Picks the OCI runtime once at start-up; the choice and why are logged and shown in /healthz.</summary>
@@ -39,7 +48,7 @@ internal static partial class Components
     }
 
     public static IContainerRuntime CreateRuntime(RuntimeSelection selection, DataPaths paths, IServiceProvider sp) =>
-        RuncRuntime.FromSelection(selection, paths.RuntimeState, sp.GetRequiredService<ILogger<RuncRuntime>>());
+        new RuncRuntime(RuntimeOptionsFor(selection, paths, IsolationOf(sp)), sp.GetRequiredService<ILogger<RuncRuntime>>());
 
     [LoggerMessage(Level = LogLevel.Information, Message = "OCI runtime: {Name} {Version} ({Path}): {Reason}")]
     private static partial void LogRuntime(ILogger log, string name, string version, string path, string reason);

@@ -121,6 +121,13 @@ public sealed partial class EmbeddedPostgres : IAsyncDisposable
         }
     }
 
+    /// <summary>Starts a stopped cluster again (after <see cref="StopAsync"/>): used to test database outages.</summary>
+    public async Task RestartAsync(CancellationToken ct = default)
+    {
+        await StartCoreAsync(ct);
+        Interlocked.Exchange(ref _stopped, 0);
+    }
+
     public async Task StopAsync()
     {
         if (Interlocked.Exchange(ref _stopped, 1) == 1) return;

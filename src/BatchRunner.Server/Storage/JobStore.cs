@@ -18,12 +18,50 @@ public sealed class JobStore(NpgsqlDataSource db)
         "id, name, image, image_digest, queue, spec, state, reason, message, exit_code, attempt, created_at, " +
         "started_at, finished_at, usage, pull_progress, hangfire_job_id, cancel_requested, node";
 
-    public async Task InsertAsync(JobRecord job, CancellationToken ct)
+    /// <summary>
+    /// Inserts a new job. With an idempotency key, a key seen before returns the id of the job it created
+    /// (and whether the request matched the first one) instead, in the same transaction.
+    /// </summary>
+    public async Task<(Guid Id, bool Created, bool SameRequest)> InsertAsync(JobRecord job, string? idempotencyKey, string requestHash, CancellationToken ct)
     {
-        await using var cmd = db.CreateCommand("""
+        await using var conn = await db.OpenConnectionAsync(ct);
+        await using var tx = await conn.BeginTransactionAsync(ct);
+        if (idempotencyKey is not null)
+        {
+            // Serialise concurrent requests with the same key.
+            await using var lk = new NpgsqlCommand("select pg_advisory_xact_lock(hashtext('batchrunner.idem:' || @k))", conn, tx);
+            lk.Parameters.AddWithValue("k", idempotencyKey);
+            await lk.ExecuteNonQueryAsync(ct);
+            await using var find = new NpgsqlCommand("select job_id, request_hash from batchrunner.idempotency_keys where key = @k", conn, tx);
+            find.Parameters.AddWithValue("k", idempotencyKey);
+            await using (var rd = await find.ExecuteReaderAsync(ct))
+            {
+                if (await rd.ReadAsync(ct))
+                    return (rd.GetGuid(0), false, rd.GetString(1) == requestHash);
+            }
+        }
+        await using (var cmd = new NpgsqlCommand("""
             insert into batchrunner.jobs (id, name, image, queue, spec, state, created_at)
             values (@id, @name, @image, @queue, @spec, @state, @created)
-            """);
+            """, conn, tx))
+        {
+            AddInsert(cmd, job);
+            await cmd.ExecuteNonQueryAsync(ct);
+        }
+        if (idempotencyKey is not null)
+        {
+            await using var key = new NpgsqlCommand("insert into batchrunner.idempotency_keys (key, job_id, request_hash) values (@k, @id, @h)", conn, tx);
+            key.Parameters.AddWithValue("k", idempotencyKey);
+            key.Parameters.AddWithValue("id", job.Id);
+            key.Parameters.AddWithValue("h", requestHash);
+            await key.ExecuteNonQueryAsync(ct);
+        }
+        await tx.CommitAsync(ct);
+        return (job.Id, true, true);
+    }
+
+    private static void AddInsert(NpgsqlCommand cmd, JobRecord job)
+    {
         cmd.Parameters.AddWithValue("id", job.Id);
         cmd.Parameters.AddWithValue("name", (object?)job.Name ?? DBNull.Value);
         cmd.Parameters.AddWithValue("image", job.Image);
@@ -31,7 +69,6 @@ public sealed class JobStore(NpgsqlDataSource db)
         cmd.Parameters.Add(new NpgsqlParameter("spec", NpgsqlDbType.Jsonb) { Value = JsonSerializer.Serialize(job.Spec, Json) });
         cmd.Parameters.AddWithValue("state", job.State);
         cmd.Parameters.AddWithValue("created", job.CreatedAt);
-        await cmd.ExecuteNonQueryAsync(ct);
     }
 
     public async Task SetHangfireJobIdAsync(Guid id, string hangfireJobId, CancellationToken ct)
@@ -122,31 +159,59 @@ public sealed class JobStore(NpgsqlDataSource db)
         return (new DateTimeOffset(ticks, TimeSpan.Zero), new Guid(bytes.AsSpan(8)));
     }
 
+    public sealed record AttemptStart(int Attempt, int LostAttempts);
+
     /// <summary>
-    /// Starts a new attempt: the job goes to <c>starting</c> and its attempt number is bumped. An attempt
-    /// still open from a run that never reported back (its worker died) is closed as <c>node_lost</c>.
-    /// Returns null when the job is final or a cancel was requested: nothing must run.
+    /// Starts a new attempt on this node instance: the job goes to <c>starting</c> and its attempt number
+    /// is bumped. Allowed only when the job is queued, or when the instance running its current attempt
+    /// is no longer alive (that attempt is closed as node_lost) — so two attempts never run at once.
+    /// With a queue limit, also only while fewer than that many jobs of the queue start or run.
+    /// Returns null when nothing must run now (final, cancelled, running elsewhere, or queue full: see <paramref name="queueFull"/>).
     /// </summary>
-    public async Task<int?> BeginAttemptAsync(Guid id, string node, CancellationToken ct)
+    public async Task<AttemptStart?> BeginAttemptAsync(Guid id, string node, Guid instance, string queue, int? queueLimit,
+        Action? queueFull, CancellationToken ct)
     {
         await using var conn = await db.OpenConnectionAsync(ct);
         await using var tx = await conn.BeginTransactionAsync(ct);
+        if (queueLimit is { } limit)
+        {
+            // Serialises admissions per queue so the count below cannot be raced past the limit.
+            await using var lk = new NpgsqlCommand("select pg_advisory_xact_lock(hashtext('batchrunner.queue:' || @q))", conn, tx);
+            lk.Parameters.AddWithValue("q", queue);
+            await lk.ExecuteNonQueryAsync(ct);
+            await using var count = new NpgsqlCommand(
+                "select count(*) from batchrunner.jobs where queue = @q and state in ('starting', 'running') and id <> @id", conn, tx);
+            count.Parameters.AddWithValue("q", queue);
+            count.Parameters.AddWithValue("id", id);
+            if ((long)(await count.ExecuteScalarAsync(ct))! >= limit)
+            {
+                queueFull?.Invoke();
+                return null;
+            }
+        }
         int attempt;
-        await using (var cmd = new NpgsqlCommand("""
-            update batchrunner.jobs set attempt = attempt + 1, state = 'starting', node = @node,
-                   reason = null, message = null, exit_code = null, pull_progress = null
-             where id = @id and state in ('queued', 'starting', 'running') and not cancel_requested
+        await using (var cmd = new NpgsqlCommand($"""
+            update batchrunner.jobs j set attempt = attempt + 1, state = 'starting', node = @node, node_instance = @inst,
+                   reason = null, message = null, exit_code = null, pull_progress = null, not_before = null
+             where id = @id and not cancel_requested
+               and (state = 'queued'
+                    or (state in ('starting', 'running')
+                        and not exists (select 1 from batchrunner.nodes n
+                                         where n.name = j.node and n.instance_id is not distinct from j.node_instance
+                                           and {Nodes.NodeStore.AliveCondition})))
             returning attempt
             """, conn, tx))
         {
             cmd.Parameters.AddWithValue("id", id);
             cmd.Parameters.AddWithValue("node", node);
+            cmd.Parameters.AddWithValue("inst", instance);
             if (await cmd.ExecuteScalarAsync(ct) is not int a) return null;
             attempt = a;
         }
+        int lost;
         await using (var cmd = new NpgsqlCommand("""
             update batchrunner.attempts set state = 'failed', reason = 'node_lost', finished_at = now(),
-                   message = 'the worker running this attempt stopped reporting'
+                   message = 'the node running this attempt stopped reporting'
              where job_id = @id and finished_at is null;
             insert into batchrunner.attempts (job_id, attempt, node, state, started_at) values (@id, @a, @node, 'starting', now());
             """, conn, tx))
@@ -156,8 +221,75 @@ public sealed class JobStore(NpgsqlDataSource db)
             cmd.Parameters.AddWithValue("node", node);
             await cmd.ExecuteNonQueryAsync(ct);
         }
+        await using (var cmd = new NpgsqlCommand("select count(*) from batchrunner.attempts where job_id = @id and reason = 'node_lost'", conn, tx))
+        {
+            cmd.Parameters.AddWithValue("id", id);
+            lost = (int)(long)(await cmd.ExecuteScalarAsync(ct))!;
+        }
         await tx.CommitAsync(ct);
-        return attempt;
+        return new AttemptStart(attempt, lost);
+    }
+
+    /// <summary>
+    /// The attempt failed and will be tried again after <paramref name="delay"/>: the attempt keeps its
+    /// outcome, the job goes back to queued with a message saying when and why.
+    /// </summary>
+    public async Task<bool> RetryLaterAsync(Guid id, int attempt, JobOutcome o, TimeSpan delay, CancellationToken ct)
+    {
+        await using var conn = await db.OpenConnectionAsync(ct);
+        await using var tx = await conn.BeginTransactionAsync(ct);
+        await using (var cmd = new NpgsqlCommand("""
+            update batchrunner.jobs set state = 'queued', message = @msg, not_before = now() + @delay, usage = @u, pull_progress = null
+             where id = @id and attempt = @a and state in ('starting', 'running')
+            """, conn, tx))
+        {
+            AddOutcome(cmd, id, attempt, o);
+            cmd.Parameters.AddWithValue("msg", $"attempt {attempt} failed ({o.Reason}: {o.Message}); retrying in {delay.TotalSeconds:0.#}s");
+            cmd.Parameters.AddWithValue("delay", delay);
+            if (await cmd.ExecuteNonQueryAsync(ct) == 0) return false;
+        }
+        await using (var cmd = new NpgsqlCommand("""
+            update batchrunner.attempts set state = @s, reason = @r, message = @m, exit_code = @e, finished_at = now()
+             where job_id = @id and attempt = @a
+            """, conn, tx))
+        {
+            AddOutcome(cmd, id, attempt, o);
+            await cmd.ExecuteNonQueryAsync(ct);
+        }
+        await tx.CommitAsync(ct);
+        return true;
+    }
+
+    /// <summary>A job whose node was lost and that has no retries left ends failed / node_lost.</summary>
+    public async Task<bool> FailLostAsync(Guid id, int attempt, string message, CancellationToken ct)
+    {
+        await using var cmd = db.CreateCommand("""
+            update batchrunner.jobs set state = 'failed', reason = 'node_lost', message = @m, finished_at = now(), pull_progress = null
+             where id = @id and attempt = @a and state in ('queued', 'starting', 'running')
+            """);
+        cmd.Parameters.AddWithValue("id", id);
+        cmd.Parameters.AddWithValue("a", attempt);
+        cmd.Parameters.AddWithValue("m", message);
+        return await cmd.ExecuteNonQueryAsync(ct) == 1;
+    }
+
+    public sealed record AttemptRecord(int Attempt, string Node, string State, string? Reason, string? Message, int? ExitCode,
+        DateTimeOffset StartedAt, DateTimeOffset? FinishedAt);
+
+    public async Task<IReadOnlyList<AttemptRecord>> GetAttemptsAsync(Guid id, CancellationToken ct)
+    {
+        await using var cmd = db.CreateCommand("""
+            select attempt, node, state, reason, message, exit_code, started_at, finished_at
+              from batchrunner.attempts where job_id = @id order by attempt
+            """);
+        cmd.Parameters.AddWithValue("id", id);
+        var result = new List<AttemptRecord>();
+        await using var rd = await cmd.ExecuteReaderAsync(ct);
+        while (await rd.ReadAsync(ct))
+            result.Add(new AttemptRecord(rd.GetInt32(0), rd.GetString(1), rd.GetString(2), rd.IsDBNull(3) ? null : rd.GetString(3),
+                rd.IsDBNull(4) ? null : rd.GetString(4), rd.IsDBNull(5) ? null : rd.GetInt32(5),
+                rd.GetFieldValue<DateTimeOffset>(6), rd.IsDBNull(7) ? null : rd.GetFieldValue<DateTimeOffset>(7)));
+        return result;
     }
 
     public async Task SetPullProgressAsync(Guid id, int attempt, long done, long total, CancellationToken ct)
@@ -253,7 +385,7 @@ public sealed class JobStore(NpgsqlDataSource db)
         await using var cmd = db.CreateCommand("""
             update batchrunner.jobs set state = 'queued', pull_progress = null
              where id = @id and attempt = @a and state in ('starting', 'running');
-            update batchrunner.attempts set state = 'failed', reason = 'node_lost', message = @m, finished_at = now()
+            update batchrunner.attempts set state = 'failed', reason = 'requeued', message = @m, finished_at = now()
              where job_id = @id and attempt = @a and finished_at is null;
             """);
         cmd.Parameters.AddWithValue("id", id);

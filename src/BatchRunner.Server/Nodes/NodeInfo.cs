@@ -1,0 +1,15 @@
+namespace BatchRunner.Server.Nodes;
+
+/// <summary>A node as GET /api/v1/nodes shows it.</summary>
+public sealed record NodeInfo(
+    string Name,
+    IReadOnlyDictionary<string, string> Labels,
+    NodeCapacity Capacity,
+    IReadOnlyList<string> Queues,
+    bool Alive,
+    DateTimeOffset StartedAt,
+    DateTimeOffset HeartbeatAt,
+    NodeAllocation Allocated,
+    IReadOnlyList<Guid> RunningJobs);
+
+public sealed record NodeAllocation(double Cpus, long MemoryBytes, int Gpus);

@@ -1,0 +1,149 @@
+using BatchRunner.Core;
+using BatchRunner.Server.Execution;
+using BatchRunner.Server.Hosting;
+using BatchRunner.Server.Storage;
+using Hangfire;
+using Microsoft.Extensions.Options;
+
+namespace BatchRunner.Server.Nodes;
+
+/// <summary>
+/// This worker's membership in the cluster: registers the node record at start, heartbeats it, and on
+/// every beat looks for attempts whose node died (its heartbeat is older than its lease) and hands
+/// their jobs back to the queue. A worker that cannot heartbeat for two intervals fences itself: its
+/// containers are killed (<see cref="Fenced"/>) before any other node can consider it dead, so two
+/// attempts of one job never run at once.
+/// </summary>
+public sealed partial class NodeRegistry(
+    NodeStore nodes,
+    JobStore jobs,
+    NodeIdentity node,
+    NodeResources resources,
+    IBackgroundJobClient hangfire,
+    IOptions<BatchRunnerOptions> options,
+    ILogger<NodeRegistry> log) : BackgroundService
+{
+    private readonly BatchRunnerOptions _options = options.Value;
+    private CancellationTokenSource _fenced = new();
+    private long _lastBeatTicks = Environment.TickCount64;
+
+    public Guid Instance { get; } = Guid.NewGuid();
+
+    /// <summary>Cancelled while this node cannot prove it is alive; running attempts must stop.</summary>
+    public CancellationToken Fenced => _fenced.Token;
+
+    public TimeSpan Interval => TimeSpan.FromSeconds(_options.HeartbeatSeconds);
+    public TimeSpan Lease => Interval * 3;
+
+    public override async Task StartAsync(CancellationToken ct)
+    {
+        await Durably.RunAsync(c => nodes.RegisterAsync(node.Name, Instance, _options.Labels, resources.Capacity,
+            _options.Queues, Lease, c), ct, TimeSpan.FromMinutes(2));
+        LogRegistered(log, node.Name, resources.Capacity.Cpus, Quantity.FormatBytes(resources.Capacity.MemoryBytes), resources.Capacity.Gpus);
+        await base.StartAsync(ct);
+    }
+
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        using var timer = new PeriodicTimer(Interval);
+        do
+        {
+            try
+            {
+                if (!await nodes.HeartbeatAsync(node.Name, Instance, stoppingToken))
+                {
+                    // Another process registered under our name: it owns the node now.
+                    LogTakenOver(log, node.Name);
+                    await nodes.RegisterAsync(node.Name, Instance, _options.Labels, resources.Capacity, _options.Queues, Lease, stoppingToken);
+                }
+                Interlocked.Exchange(ref _lastBeatTicks, Environment.TickCount64);
+                if (_fenced.IsCancellationRequested)
+                {
+                    LogUnfenced(log, node.Name);
+                    _fenced = new CancellationTokenSource();
+                }
+                await ReapAsync(stoppingToken);
+                await RescueStrandedAsync(stoppingToken);
+            }
+            catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested) { return; }
+            catch (Exception e)
+            {
+                LogBeatFailed(log, e, node.Name);
+                var silent = TimeSpan.FromMilliseconds(Environment.TickCount64 - Interlocked.Read(ref _lastBeatTicks));
+                if (silent >= Interval * 2 && !_fenced.IsCancellationRequested)
+                {
+                    LogFencing(log, node.Name, silent.TotalSeconds);
+                    await _fenced.CancelAsync();
+                }
+            }
+        } while (await WaitNextAsync(timer, stoppingToken));
+    }
+
+    private static async Task<bool> WaitNextAsync(PeriodicTimer timer, CancellationToken ct)
+    {
+        try { return await timer.WaitForNextTickAsync(ct); }
+        catch (OperationCanceledException) { return false; }
+    }
+
+    /// <summary>Jobs of dead nodes: retried through the queue when their policy allows, else failed.</summary>
+    private async Task ReapAsync(CancellationToken ct)
+    {
+        foreach (var lost in await nodes.ReapLostAttemptsAsync(ct))
+        {
+            var lostCount = (await jobs.GetAttemptsAsync(lost.JobId, ct)).Count(a => a.Reason == FailureReason.NodeLost);
+            if (lost.Spec.Retry.ShouldRetry(lostCount, FailureReason.NodeLost, null, infrastructureFailure: true))
+            {
+                if (lost.HangfireJobId is not null) hangfire.Requeue(lost.HangfireJobId);
+                LogRequeuedLost(log, lost.JobId, lost.Attempt, lost.Node);
+            }
+            else
+            {
+                await jobs.FailLostAsync(lost.JobId, lost.Attempt, $"node {lost.Node} was lost {lostCount} times; no retries left", ct);
+                if (lost.HangfireJobId is not null) hangfire.Delete(lost.HangfireJobId);
+                LogFailedLost(log, lost.JobId, lost.Attempt, lost.Node);
+            }
+        }
+    }
+
+    /// <summary>A job accepted by an API that died before creating its Hangfire message is enqueued here.</summary>
+    private async Task RescueStrandedAsync(CancellationToken ct)
+    {
+        foreach (var (id, queue, name) in await nodes.StrandedQueuedJobsAsync(TimeSpan.FromSeconds(30), ct))
+        {
+            var hf = hangfire.Create<JobPerformer>(p => p.RunAsync(id, name, CancellationToken.None), new Hangfire.States.EnqueuedState(queue));
+            await jobs.SetHangfireJobIdAsync(id, hf, ct);
+            LogRescued(log, id);
+        }
+    }
+
+    public override async Task StopAsync(CancellationToken ct)
+    {
+        await base.StopAsync(ct);
+        try { await nodes.MarkStoppedAsync(node.Name, Instance, ct); }
+        catch (Exception e) when (Durably.IsTransient(e)) { /* the lease expires on its own */ }
+    }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Node {Node} registered: {Cpus} CPUs, {Memory} memory, {Gpus} GPUs")]
+    private static partial void LogRegistered(ILogger log, string node, double cpus, string memory, int gpus);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Node {Node}: heartbeat failed")]
+    private static partial void LogBeatFailed(ILogger log, Exception e, string node);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Node {Node}: another process had registered this node name; registering again")]
+    private static partial void LogTakenOver(ILogger log, string node);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "Node {Node}: no heartbeat for {Seconds:0.#}s; fencing: running containers are stopped and their jobs requeued")]
+    private static partial void LogFencing(ILogger log, string node, double seconds);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Node {Node}: heartbeats succeed again; no longer fenced")]
+    private static partial void LogUnfenced(ILogger log, string node);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Job {JobId}: node {Node} lost during attempt {Attempt}; requeued")]
+    private static partial void LogRequeuedLost(ILogger log, Guid jobId, int attempt, string node);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Job {JobId}: node {Node} lost during attempt {Attempt}; no retries left, failed")]
+    private static partial void LogFailedLost(ILogger log, Guid jobId, int attempt, string node);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Job {JobId}: accepted but never enqueued (its API process died); enqueued now")]
+    private static partial void LogRescued(ILogger log, Guid jobId);
+}

@@ -1,0 +1,165 @@
+using System.Net;
+using System.Text.Json;
+using BatchRunner.Testing;
+
+namespace BatchRunner.Server.Tests.Cluster;
+
+/// <summary>
+/// Several worker processes on one PostgreSQL: resource-aware admission, crash recovery without losing
+/// or doubling a job, database restarts and graceful shutdown. Real processes, runc and PostgreSQL.
+/// </summary>
+[Collection(ClusterCollection.Name)]
+public sealed class ClusterFacts
+{
+    private static string State(JsonElement j) => j.GetProperty("state").GetString()!;
+
+    private static List<JsonElement> Attempts(JsonElement j) => j.GetProperty("attempts").EnumerateArray().ToList();
+
+    [Fact]
+    public async Task TwoOneCpuWorkers_RunFourOneCpuJobs_NeverTwoAtOnceOnANode()
+    {
+        await using var c = await TestCluster.StartAsync();
+        await c.StartNodeAsync("api", role: "api");
+        await c.StartNodeAsync("w1", cpus: 1, workers: 2);
+        await c.StartNodeAsync("w2", cpus: 1, workers: 2);
+
+        var ids = new List<string>();
+        for (int i = 0; i < 4; i++)
+            ids.Add(await c.SubmitAsync(new { image = c.Busybox, command = new[] { "sleep", "1" }, resources = new { cpus = 1, memory = "32Mi" } }));
+
+        var runs = new List<(string Node, DateTimeOffset Start, DateTimeOffset End)>();
+        foreach (var id in ids)
+        {
+            var done = await c.WaitFinalAsync(id);
+            Assert.Equal("succeeded", State(done));
+            var a = Assert.Single(Attempts(done));
+            runs.Add((a.GetProperty("node").GetString()!, a.GetProperty("startedAt").GetDateTimeOffset(), a.GetProperty("finishedAt").GetDateTimeOffset()));
+        }
+        // Within one node, attempts never overlap: 1 CPU of capacity admits one 1-CPU job at a time.
+        foreach (var node in runs.GroupBy(r => r.Node))
+        {
+            var ordered = node.OrderBy(r => r.Start).ToList();
+            for (int i = 1; i < ordered.Count; i++)
+                Assert.True(ordered[i].Start >= ordered[i - 1].End, $"{node.Key} ran two jobs at once: {ordered[i - 1]} and {ordered[i]}");
+        }
+        Assert.Equal(2, runs.Select(r => r.Node).Distinct().Count());
+
+        var nodes = JsonDocument.Parse(await c.Api.GetStringAsync("/api/v1/nodes")).RootElement;
+        Assert.Equal(["w1", "w2"], nodes.EnumerateArray().Select(n => n.GetProperty("name").GetString()).Order());
+        Assert.All(nodes.EnumerateArray(), n => Assert.Equal(1, n.GetProperty("capacity").GetProperty("cpus").GetDouble()));
+    }
+
+    [Fact]
+    public async Task KilledWorker_JobIsRetriedOnAnother_AndNothingOfItRemainsAfterRestart()
+    {
+        await using var c = await TestCluster.StartAsync();
+        await c.StartNodeAsync("api", role: "api");
+        var w1 = await c.StartNodeAsync("w1");
+        var id = await c.SubmitAsync(new { image = c.Busybox, command = new[] { "/bin/sh", "-c", "sleep 8; echo done" } });
+        await c.WaitAsync(id, j => State(j) == "running", TimeSpan.FromSeconds(30), "running on w1");
+        var containerDir = Path.Combine(w1.DataDir, "run");
+        var firstContainer = Directory.GetDirectories(containerDir).Select(Path.GetFileName).Single()!;
+        await c.StartNodeAsync("w2");
+        Assert.Equal("running", State(await c.GetJobAsync(id)));
+
+        w1.Kill();
+        await w1.WaitForExitAsync(TimeSpan.FromSeconds(10));
+
+        var done = await c.WaitFinalAsync(id, TimeSpan.FromSeconds(60));
+        Assert.Equal("succeeded", State(done));
+        var attempts = Attempts(done);
+        Assert.Equal(2, attempts.Count);
+        Assert.Equal("w1", attempts[0].GetProperty("node").GetString());
+        Assert.Equal("node_lost", attempts[0].GetProperty("reason").GetString());
+        Assert.Equal("w2", attempts[1].GetProperty("node").GetString());
+        Assert.Equal("succeeded", attempts[1].GetProperty("state").GetString());
+        // The first attempt's container was stopped by the watchdog when w1 died: it never ran beside the retry.
+        Assert.True(attempts[0].GetProperty("finishedAt").GetDateTimeOffset() <= attempts[1].GetProperty("startedAt").GetDateTimeOffset());
+        var state = Path.Combine(w1.DataDir, "runtime");
+        var running = await ExternalCommand.RunAsync("runc", ["--root", state, "list", "--format", "json"]);
+        Assert.DoesNotContain("\"running\"", running);
+
+        // Restart w1: its janitor removes the first attempt's container, mount and cgroup.
+        await w1.StartAsync();
+        Assert.DoesNotContain(firstContainer, await ExternalCommand.RunAsync("runc", ["--root", state, "list", "-q"]));
+        Assert.DoesNotContain(File.ReadAllLines("/proc/self/mountinfo"), l => l.Contains(firstContainer));
+        foreach (var controller in new[] { "memory", "cpu", "pids", "cpuacct", "devices", "freezer" })
+            Assert.False(Directory.Exists($"/sys/fs/cgroup/{controller}/batchrunner/{firstContainer}"), $"{controller} cgroup remains");
+        Assert.False(Directory.Exists(Path.Combine(containerDir, firstContainer)));
+    }
+
+    [Fact]
+    public async Task PostgresRestart_UnderLoad_LosesNoJob_AndTheApiAnswers503Meanwhile()
+    {
+        await using var c = await TestCluster.StartAsync();
+        await c.StartNodeAsync("n1", role: "all", cpus: 2, workers: 4);
+        var ids = new List<string>();
+        for (int i = 0; i < 20; i++)
+            ids.Add(await c.SubmitAsync(new
+            {
+                image = c.Busybox,
+                command = new[] { "/bin/sh", "-c", $"sleep 0.5; echo {i} > /outputs/n.txt" },
+                resources = new { cpus = 0.25, memory = "16Mi" },
+            }));
+        await c.WaitAsync(ids[0], j => State(j) is "running" or "succeeded", TimeSpan.FromSeconds(30), "first job started");
+
+        await c.Postgres.StopAsync();
+        var during = await c.Api.GetAsync("/api/v1/jobs");
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, during.StatusCode);
+        Assert.True(during.Headers.RetryAfter is not null, "503 carries Retry-After");
+        await c.Postgres.RestartAsync();
+
+        for (int i = 0; i < ids.Count; i++)
+        {
+            var done = await c.WaitFinalAsync(ids[i], TimeSpan.FromSeconds(120));
+            Assert.Equal("succeeded", State(done));
+            Assert.Equal($"{i}\n", await c.Api.GetStringAsync($"/api/v1/jobs/{ids[i]}/outputs/n.txt"));
+        }
+    }
+
+    [Fact]
+    public async Task Sigterm_LetsARunningJobFinishWithinTheGracePeriod()
+    {
+        await using var c = await TestCluster.StartAsync();
+        await c.StartNodeAsync("api", role: "api");
+        var w1 = await c.StartNodeAsync("w1", graceSeconds: 20);
+        var id = await c.SubmitAsync(new { image = c.Busybox, command = new[] { "/bin/sh", "-c", "sleep 3; echo finished" } });
+        await c.WaitAsync(id, j => State(j) == "running", TimeSpan.FromSeconds(30), "running");
+
+        w1.Terminate();
+        await w1.WaitForExitAsync(TimeSpan.FromSeconds(30));
+
+        var done = await c.GetJobAsync(id);
+        Assert.Equal("succeeded", State(done));
+        Assert.Single(Attempts(done));
+    }
+
+    [Fact]
+    public async Task Sigterm_RequeuesAJobThatOutlivesTheGracePeriod_AndItCompletesLater()
+    {
+        await using var c = await TestCluster.StartAsync();
+        await c.StartNodeAsync("api", role: "api");
+        var w1 = await c.StartNodeAsync("w1", graceSeconds: 1);
+        var id = await c.SubmitAsync(new { image = c.Busybox, command = new[] { "sleep", "4" } });
+        await c.WaitAsync(id, j => State(j) == "running", TimeSpan.FromSeconds(30), "running");
+
+        w1.Terminate();
+        await w1.WaitForExitAsync(TimeSpan.FromSeconds(30));
+        Assert.Equal("queued", State(await c.GetJobAsync(id)));
+        Assert.Empty(await ExternalCommand.RunAsync("runc", ["--root", Path.Combine(w1.DataDir, "runtime"), "list", "-q"]));
+
+        await c.StartNodeAsync("w2");
+        var done = await c.WaitFinalAsync(id);
+        Assert.Equal("succeeded", State(done));
+        var attempts = Attempts(done);
+        Assert.Equal(2, attempts.Count);
+        Assert.Equal("requeued", attempts[0].GetProperty("reason").GetString());
+        Assert.Equal("w2", attempts[1].GetProperty("node").GetString());
+    }
+}
+
+[CollectionDefinition(Name, DisableParallelization = true)]
+public sealed class ClusterCollection
+{
+    public const string Name = "cluster";
+}

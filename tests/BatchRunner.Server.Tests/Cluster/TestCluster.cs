@@ -1,0 +1,197 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Http.Headers;
+using System.Net.Http.Json;
+using System.Net.Sockets;
+using System.Text.Json;
+using BatchRunner.Server.Storage;
+using BatchRunner.Testing;
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace BatchRunner.Server.Tests.Cluster;
+
+/// <summary>
+/// Several real BatchRunner processes (the published apphost next to the tests) sharing one real
+/// PostgreSQL, like workers on several machines: each node has its own data directory, its own runc
+/// state and its own cgroups. Nodes can be killed (SIGKILL, SIGTERM) and restarted.
+/// </summary>
+public sealed class TestCluster : IAsyncDisposable
+{
+    public const string ApiKey = "cluster-key-5f2a";
+    public static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web);
+
+    private readonly List<NodeProcess> _nodes = [];
+
+    private TestCluster(string root, EmbeddedPostgres pg, TestRegistry registry, string busybox)
+    {
+        Root = root;
+        Postgres = pg;
+        Registry = registry;
+        Busybox = busybox;
+    }
+
+    public string Root { get; }
+    public EmbeddedPostgres Postgres { get; }
+    public TestRegistry Registry { get; }
+    public string Busybox { get; }
+    public HttpClient Api { get; private set; } = null!;
+
+    public static async Task<TestCluster> StartAsync()
+    {
+        var root = Path.Combine("/tmp", "br-cluster-" + Guid.NewGuid().ToString("N")[..8]);
+        Directory.CreateDirectory(root);
+        var pg = await EmbeddedPostgres.StartAsync(Path.Combine(root, "db"), NullLogger.Instance, CancellationToken.None);
+        var registry = await TestRegistry.StartAsync();
+        var busybox = await TestImages.PushBusyboxAsync(registry);
+        return new TestCluster(root, pg, registry, busybox);
+    }
+
+    /// <summary>Starts a node process and waits until it answers /healthz.</summary>
+    public async Task<NodeProcess> StartNodeAsync(string name, string role = "worker", double cpus = 2, int workers = 2,
+        int graceSeconds = 30, params string[] extra)
+    {
+        var node = new NodeProcess(this, name, role, cpus, workers, graceSeconds, extra);
+        _nodes.Add(node);
+        await node.StartAsync();
+        if (role is "all" or "api" && Api is null)
+        {
+            Api = new HttpClient { BaseAddress = new Uri(node.Url), Timeout = TimeSpan.FromSeconds(30) };
+            Api.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", ApiKey);
+        }
+        return node;
+    }
+
+    public async Task<string> SubmitAsync(object spec)
+    {
+        var r = await Api.PostAsJsonAsync("/api/v1/jobs", spec, Json);
+        var body = await r.Content.ReadAsStringAsync();
+        Assert.True(r.StatusCode == HttpStatusCode.Created, $"submit: {(int)r.StatusCode} {body}");
+        return JsonDocument.Parse(body).RootElement.GetProperty("id").GetString()!;
+    }
+
+    public async Task<JsonElement> GetJobAsync(string id) =>
+        JsonDocument.Parse(await Api.GetStringAsync($"/api/v1/jobs/{id}")).RootElement.Clone();
+
+    public Task<JsonElement> WaitAsync(string id, Func<JsonElement, bool> done, TimeSpan timeout, string what) =>
+        Poll.UntilAsync(() => GetJobAsync(id), done, timeout, $"job {id}: {what}", 100);
+
+    public Task<JsonElement> WaitFinalAsync(string id, TimeSpan? timeout = null) =>
+        WaitAsync(id, j => j.GetProperty("state").GetString() is "succeeded" or "failed" or "cancelled", timeout ?? TimeSpan.FromSeconds(90), "final state");
+
+    public async ValueTask DisposeAsync()
+    {
+        Api?.Dispose();
+        foreach (var n in _nodes) await n.DisposeAsync();
+        // Whatever a killed node left and no restart removed: containers, then mounts.
+        foreach (var n in _nodes)
+        {
+            var state = Path.Combine(n.DataDir, "runtime");
+            if (!Directory.Exists(state)) continue;
+            var ids = await ExternalCommand.RunAsync("runc", ["--root", state, "list", "-q"]);
+            foreach (var id in ids.Split('\n', StringSplitOptions.RemoveEmptyEntries))
+                await ExternalCommand.RunAsync("runc", ["--root", state, "delete", "--force", id.Trim()]);
+        }
+        BatchRunner.Oci.Snapshots.MountCleanup.UnmountAllUnder(Root);
+        await Postgres.StopAsync();
+        await Registry.DisposeAsync();
+        try { Directory.Delete(Root, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+    }
+
+    internal static int FreePort()
+    {
+        using var l = new TcpListener(IPAddress.Loopback, 0);
+        l.Start();
+        return ((IPEndPoint)l.LocalEndpoint).Port;
+    }
+}
+
+/// <summary>One BatchRunner process of a <see cref="TestCluster"/>.</summary>
+public sealed class NodeProcess : IAsyncDisposable
+{
+    private readonly TestCluster _cluster;
+    private readonly string[] _args;
+    private Process? _process;
+
+    internal NodeProcess(TestCluster cluster, string name, string role, double cpus, int workers, int graceSeconds, string[] extra)
+    {
+        _cluster = cluster;
+        Name = name;
+        Port = TestCluster.FreePort();
+        DataDir = Path.Combine(cluster.Root, "nodes", name);
+        _args =
+        [
+            "--urls", Url,
+            $"--BatchRunner:DataDir={DataDir}",
+            $"--BatchRunner:ConnectionString={cluster.Postgres.ConnectionString}",
+            $"--BatchRunner:ApiKey={TestCluster.ApiKey}",
+            $"--BatchRunner:Role={role}",
+            $"--BatchRunner:NodeName={name}",
+            $"--BatchRunner:Workers={workers}",
+            $"--BatchRunner:Capacity:Cpus={cpus}",
+            "--BatchRunner:HeartbeatSeconds=1",
+            $"--BatchRunner:ShutdownGraceSeconds={graceSeconds}",
+            "--Logging:LogLevel:Default=Warning",
+            "--Logging:LogLevel:BatchRunner=Information",
+            .. extra,
+        ];
+    }
+
+    public string Name { get; }
+    public int Port { get; }
+    public string Url => $"http://127.0.0.1:{Port}";
+    public string DataDir { get; }
+    public string LogFile => Path.Combine(_cluster.Root, $"{Name}.log");
+    public int Pid => _process?.Id ?? 0;
+    public bool HasExited => _process is null || _process.HasExited;
+
+    public async Task StartAsync()
+    {
+        var exe = Path.Combine(AppContext.BaseDirectory, "batchrunner");
+        // stdout/stderr go to a file through the shell so that a killed node leaves its log behind.
+        var psi = new ProcessStartInfo("/bin/sh") { UseShellExecute = false, RedirectStandardInput = true };
+        psi.ArgumentList.Add("-c");
+        psi.ArgumentList.Add("exec \"$0\" \"$@\" >>\"$BR_LOG\" 2>&1");
+        psi.ArgumentList.Add(exe);
+        foreach (var a in _args) psi.ArgumentList.Add(a);
+        psi.Environment["BR_LOG"] = LogFile;
+        psi.Environment.Remove("BATCHRUNNER_API_KEY");
+        _process = Process.Start(psi)!;
+        _process.StandardInput.Close();
+        using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(2) };
+        await Poll.UntilAsync(async () =>
+        {
+            if (_process.HasExited) throw new InvalidOperationException($"node {Name} exited with {_process.ExitCode}: {Log()}");
+            try { return (await http.GetAsync($"{Url}/healthz")).StatusCode == HttpStatusCode.OK; }
+            catch (HttpRequestException) { return false; }
+            catch (TaskCanceledException) { return false; }
+        }, ok => ok, TimeSpan.FromSeconds(60), $"node {Name} /healthz", 100);
+    }
+
+    public void Kill() => Signal(9);
+
+    public void Terminate() => Signal(15);
+
+    private void Signal(int sig)
+    {
+        if (_process is { HasExited: false }) Tmds.Linux.LibC.kill(_process.Id, sig);
+    }
+
+    public async Task WaitForExitAsync(TimeSpan timeout)
+    {
+        using var cts = new CancellationTokenSource(timeout);
+        await _process!.WaitForExitAsync(cts.Token);
+    }
+
+    public string Log() => File.Exists(LogFile) ? string.Join('\n', File.ReadLines(LogFile).TakeLast(60)) : "(no log)";
+
+    public async ValueTask DisposeAsync()
+    {
+        if (_process is { HasExited: false })
+        {
+            Terminate();
+            try { await WaitForExitAsync(TimeSpan.FromSeconds(30)); }
+            catch (OperationCanceledException) { Kill(); await _process.WaitForExitAsync(); }
+        }
+        _process?.Dispose();
+    }
+}

@@ -1,0 +1,130 @@
+using System.Net;
+using System.Net.Http.Json;
+using System.Text.Json;
+
+namespace BatchRunner.Server.Tests;
+
+/// <summary>Admission at submission, retries, queue limits, idempotent submission, the nodes API.</summary>
+[Collection(ServerCollection.Name)]
+public sealed class SchedulingFacts(ServerFixture f)
+{
+    private static string State(JsonElement j) => j.GetProperty("state").GetString()!;
+
+    [Fact]
+    public async Task Submit_Refuses_AJobNoLiveNodeCanRun_NamingTheResource()
+    {
+        var response = await f.Client.PostAsJsonAsync("/api/v1/jobs", new { image = f.Busybox, resources = new { cpus = 64, memory = "1Ti" } });
+        var text = await response.Content.ReadAsStringAsync();
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        var errors = JsonDocument.Parse(text).RootElement.GetProperty("errors");
+        Assert.Contains("largest live node has 2", errors.GetProperty("resources.cpus")[0].GetString());
+        Assert.Contains("largest live node has 4Gi", errors.GetProperty("resources.memory")[0].GetString());
+    }
+
+    [Fact]
+    public async Task Submit_Refuses_ANodeSelectorNoLiveNodeMatches_AndAcceptsOneThatMatches()
+    {
+        var bad = await f.Client.PostAsJsonAsync("/api/v1/jobs", new { image = f.Busybox, nodeSelector = new { zone = "b" } });
+        Assert.Equal(HttpStatusCode.BadRequest, bad.StatusCode);
+        Assert.Contains("zone=b", await bad.Content.ReadAsStringAsync());
+
+        var id = (await f.SubmitAsync(new { image = f.Busybox, command = new[] { "true" }, nodeSelector = new { zone = "a" } })).GetProperty("id").GetString()!;
+        Assert.Equal("succeeded", State(await f.WaitForFinalAsync(id)));
+    }
+
+    [Fact]
+    public async Task SameIdempotencyKey_ReturnsTheSameJob_AndADifferentSpecConflicts()
+    {
+        var key = Guid.NewGuid().ToString();
+        var spec = new { image = f.Busybox, command = new[] { "true" } };
+        async Task<HttpResponseMessage> Post(object body)
+        {
+            using var req = new HttpRequestMessage(HttpMethod.Post, "/api/v1/jobs") { Content = JsonContent.Create(body) };
+            req.Headers.Add("Idempotency-Key", key);
+            return await f.Client.SendAsync(req);
+        }
+        var first = await Post(spec);
+        Assert.Equal(HttpStatusCode.Created, first.StatusCode);
+        var second = await Post(spec);
+        Assert.Equal(HttpStatusCode.OK, second.StatusCode);
+        var id1 = JsonDocument.Parse(await first.Content.ReadAsStringAsync()).RootElement.GetProperty("id").GetString();
+        var id2 = JsonDocument.Parse(await second.Content.ReadAsStringAsync()).RootElement.GetProperty("id").GetString();
+        Assert.Equal(id1, id2);
+        var third = await Post(new { image = f.Busybox, command = new[] { "false" } });
+        Assert.Equal(HttpStatusCode.Conflict, third.StatusCode);
+        await f.WaitForFinalAsync(id1!);
+    }
+
+    [Fact]
+    public async Task FailedAttempt_IsRetried_WhenItsExitCodeIsListed_AndEveryAttemptIsRecorded()
+    {
+        // Fails the first time (leaving a marker in its outputs), succeeds the second.
+        var id = (await f.SubmitAsync(new
+        {
+            image = f.Busybox,
+            command = new[] { "/bin/sh", "-c", "if [ -f /outputs/tried ]; then echo second; exit 0; fi; touch /outputs/tried; exit 3" },
+            retry = new { limit = 2, onExitCodes = new[] { 3 }, backoffSeconds = 0 },
+        })).GetProperty("id").GetString()!;
+        var done = await f.WaitForFinalAsync(id);
+        Assert.Equal("succeeded", State(done));
+        Assert.Equal(2, done.GetProperty("attempt").GetInt32());
+        var attempts = done.GetProperty("attempts").EnumerateArray().ToList();
+        Assert.Equal(2, attempts.Count);
+        Assert.Equal("exit_code", attempts[0].GetProperty("reason").GetString());
+        Assert.Equal(3, attempts[0].GetProperty("exitCode").GetInt32());
+        Assert.Equal("succeeded", attempts[1].GetProperty("state").GetString());
+    }
+
+    [Fact]
+    public async Task FailedAttempt_IsNotRetried_ByDefault_AndRetriesStopAtTheLimit()
+    {
+        var once = (await f.SubmitAsync(new { image = f.Busybox, command = new[] { "/bin/sh", "-c", "exit 4" } })).GetProperty("id").GetString()!;
+        var limited = (await f.SubmitAsync(new
+        {
+            image = f.Busybox,
+            command = new[] { "/bin/sh", "-c", "exit 4" },
+            retry = new { limit = 2, onReasons = new[] { "exit_code" }, backoffSeconds = 0 },
+        })).GetProperty("id").GetString()!;
+        var a = await f.WaitForFinalAsync(once);
+        Assert.Equal(1, a.GetProperty("attempts").GetArrayLength());
+        var b = await f.WaitForFinalAsync(limited);
+        Assert.Equal("failed", State(b));
+        Assert.Equal(3, b.GetProperty("attempts").GetArrayLength());
+    }
+
+    [Fact]
+    public async Task QueueLimit_RunsOneJobOfTheQueueAtATime()
+    {
+        var ids = new List<string>();
+        for (int i = 0; i < 3; i++)
+            ids.Add((await f.SubmitAsync(new { image = f.Busybox, command = new[] { "sleep", "0.5" }, queue = "limited", resources = new { cpus = 0.1 } }))
+                .GetProperty("id").GetString()!);
+        var runs = new List<(DateTimeOffset Start, DateTimeOffset End)>();
+        foreach (var id in ids)
+        {
+            var done = await f.WaitForFinalAsync(id);
+            Assert.Equal("succeeded", State(done));
+            var a = done.GetProperty("attempts")[0];
+            runs.Add((a.GetProperty("startedAt").GetDateTimeOffset(), a.GetProperty("finishedAt").GetDateTimeOffset()));
+        }
+        runs.Sort();
+        for (int i = 1; i < runs.Count; i++) Assert.True(runs[i].Start >= runs[i - 1].End, $"overlap: {runs[i - 1]} {runs[i]}");
+    }
+
+    [Fact]
+    public async Task Nodes_ListsThisNode_WithCapacityAndRunningJobs()
+    {
+        var id = (await f.SubmitAsync(new { image = f.Busybox, command = new[] { "sleep", "2" }, resources = new { cpus = 0.5, memory = "64Mi" } }))
+            .GetProperty("id").GetString()!;
+        await f.WaitForStateAsync(id, s => s == "running", TimeSpan.FromSeconds(30));
+        var nodes = JsonDocument.Parse(await f.Client.GetStringAsync("/api/v1/nodes")).RootElement;
+        var node = Assert.Single(nodes.EnumerateArray());
+        Assert.Equal(2, node.GetProperty("capacity").GetProperty("cpus").GetDouble());
+        Assert.Equal("a", node.GetProperty("labels").GetProperty("zone").GetString());
+        Assert.True(node.GetProperty("alive").GetBoolean());
+        Assert.Contains(id, node.GetProperty("runningJobs").EnumerateArray().Select(j => j.GetString()));
+        Assert.True(node.GetProperty("allocated").GetProperty("cpus").GetDouble() >= 0.5);
+        await f.WaitForFinalAsync(id);
+        Assert.Equal(HttpStatusCode.Unauthorized, (await f.Anonymous.GetAsync("/api/v1/nodes")).StatusCode);
+    }
+}
