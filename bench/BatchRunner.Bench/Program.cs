@@ -1,13 +1,17 @@
 using BatchRunner.Bench;
 
 // dotnet run -c Release --project bench/BatchRunner.Bench -- pull [--rounds N]
+// dotnet run -c Release --project bench/BatchRunner.Bench -- load [--jobs N] [--clients N] [--seconds N] [--rate N]
 var command = args.FirstOrDefault();
 var rounds = args.SkipWhile(a => a != "--rounds").Skip(1).Select(int.Parse).FirstOrDefault(5);
 switch (command)
 {
     case "pull":
         return await PullBench.RunAsync(rounds);
+    case "load":
+        int Arg(string name, int fallback) => args.SkipWhile(a => a != name).Skip(1).Select(int.Parse).FirstOrDefault(fallback);
+        return await LoadBench.RunAsync(Arg("--jobs", 10_000), Arg("--clients", 8), Arg("--seconds", 20), Arg("--rate", 60));
     default:
-        Console.Error.WriteLine("usage: BatchRunner.Bench pull [--rounds N]");
+        Console.Error.WriteLine("usage: BatchRunner.Bench pull [--rounds N] | load [--jobs N] [--clients N] [--seconds N] [--rate N]");
         return 2;
 }
