@@ -4,7 +4,7 @@ using BatchRunner.Core;
 namespace BatchRunner.Runtime;
 
 /// <summary>What to run and under which limits. Knows nothing of images or jobs: only a rootfs path.</summary>
-public sealed record ContainerSpec
+public sealed partial record ContainerSpec
 {
     /// <summary>Runtime container id; also names its cgroup. Must start with the owner's prefix ("br-").</summary>
     public required string Id { get; init; }

@@ -20,8 +20,11 @@ internal sealed class RuncContainer : IRunningContainer
     private ResourceUsage? _finalUsage;
     private int _disposed;
 
-    public RuncContainer(RuncRuntime runtime, string id, string bundleDir, Process run)
+    private readonly Network.NetworkAttachment? _network;
+
+    public RuncContainer(RuncRuntime runtime, string id, string bundleDir, Process run, Network.NetworkAttachment? network = null)
     {
+        _network = network;
         _runtime = runtime;
         Id = id;
         _bundleDir = bundleDir;
@@ -92,6 +95,9 @@ internal sealed class RuncContainer : IRunningContainer
         {
             RuntimeLog.CleanupIncomplete(_runtime.Logger, Id, e.Message);
         }
+        // After delete: the namespace's last process is gone, so DEL sees a quiet interface.
+        if (_network is not null && _runtime.BridgeNetwork is { } bridge)
+            await bridge.DetachAsync(_network.ContainerId, CancellationToken.None);
         RuncRuntime.RemoveBundle(_bundleDir);
         _run.Dispose();
     }

@@ -65,7 +65,10 @@ public sealed class SpecBuilderFacts
         Assert.Contains("/proc/acpi", Strings(linux.GetProperty("maskedPaths")));
         Assert.Contains("/proc/sys", Strings(linux.GetProperty("readonlyPaths")));
         Assert.Contains("/proc/sysrq-trigger", Strings(linux.GetProperty("readonlyPaths")));
-        Assert.False(linux.TryGetProperty("seccomp", out _));
+        // The default seccomp profile (a denylist over the native architecture; SeccompProfiles).
+        Assert.Equal("SCMP_ACT_ALLOW", linux.GetProperty("seccomp").GetProperty("defaultAction").GetString());
+        Assert.Contains(linux.GetProperty("seccomp").GetProperty("syscalls").EnumerateArray(),
+            r => r.GetProperty("names").EnumerateArray().Any(n => n.GetString() == "unshare"));
     }
 
     [Fact]

@@ -45,6 +45,7 @@ public static class SpecBuilder
         if (c.Cpus is { } cpus) opts.Add(SpecOpts.WithCpus(cpus));
         if (c.MemoryLimitBytes is { } mem) opts.Add(SpecOpts.WithMemoryLimit(mem));
         if (c.PidsLimit is { } pids) opts.Add(SpecOpts.WithPidsLimit(pids));
+        opts.AddRange(SpecOpts.ForIsolation(c));
         opts.AddRange(extra);
         return Build(opts);
     }

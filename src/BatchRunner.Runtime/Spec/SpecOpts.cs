@@ -9,7 +9,7 @@ namespace BatchRunner.Runtime.Spec;
 public delegate void SpecOpt(RuntimeSpec spec);
 
 /// <summary>Small composable options that build a container's config.json.</summary>
-public static class SpecOpts
+public static partial class SpecOpts
 {
     /// <summary>CFS period used for CPU limits; quota = round(cpus × period).</summary>
     public const ulong CpuPeriodMicros = 100_000;
@@ -27,6 +27,8 @@ public static class SpecOpts
     [
         "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
         "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi",
+        // Docker masks it too: RAPL energy counters are a power side channel (CVE-2020-8694).
+        "/sys/devices/virtual/powercap",
     ];
 
     /// <summary>Paths made read-only in the container (runc spec defaults).</summary>
@@ -153,7 +155,12 @@ public static class SpecOpts
         var quota = (long)Math.Round(cpus * CpuPeriodMicros, MidpointRounding.AwayFromZero);
         if (quota < MinCpuQuotaMicros)
             throw new ArgumentOutOfRangeException(nameof(cpus), cpus, string.Create(CultureInfo.InvariantCulture, $"cpus {cpus} is below the kernel's minimum of {MinCpuQuotaMicros / (double)CpuPeriodMicros}"));
-        return s => Resources(s).Cpu = new CpuSpec { Quota = quota, Period = CpuPeriodMicros };
+        return s =>
+        {
+            var cpu = Resources(s).Cpu ??= new CpuSpec();
+            cpu.Quota = quota;
+            cpu.Period = CpuPeriodMicros;
+        };
     }
 
     /// <summary>Memory limit with swap off: memory+swap is set to the same value.</summary>
@@ -182,7 +189,7 @@ public static class SpecOpts
 
     public static SpecOpt WithReadonlyPaths(IEnumerable<string> paths) => s => Linux(s).ReadonlyPaths = [.. paths];
 
-    /// <summary>Sets linux.seccomp to a profile in OCI JSON form (no default profile is applied yet).</summary>
+    /// <summary>Sets linux.seccomp to a profile in OCI JSON form, replacing the default one (<see cref="SeccompProfiles"/>).</summary>
     public static SpecOpt WithSeccomp(System.Text.Json.Nodes.JsonObject profile) => s => Linux(s).Seccomp = profile;
 
     public static SpecOpt WithAnnotation(string key, string value) => s => (s.Annotations ??= [])[key] = value;

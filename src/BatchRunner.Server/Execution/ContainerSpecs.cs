@@ -13,7 +13,10 @@ public static class ContainerSpecs
 {
     public const string DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-    public static ContainerSpec For(string containerId, JobSpec spec, ImageConfig image, string rootfs, string outputsDir)
+    /// <param name="inputsDir">The job's uploaded inputs, mounted read-only at /inputs when the directory exists.</param>
+    /// <param name="datasets">The worker's datasets (name → host dir); a volume naming another one is an <see cref="ArgumentException"/>.</param>
+    public static ContainerSpec For(string containerId, JobSpec spec, ImageConfig image, string rootfs, string outputsDir,
+        string? inputsDir = null, IReadOnlyDictionary<string, string>? datasets = null)
     {
         var args = Args(spec, image);
         var user = UserResolver.Resolve(rootfs, spec.User ?? image.User);
@@ -30,8 +33,38 @@ public static class ContainerSpecs
             Cpus = spec.Resources.Cpus,
             MemoryLimitBytes = spec.Resources.MemoryBytes,
             PidsLimit = spec.Resources.Pids,
-            Mounts = [new BindMount(outputsDir, "/outputs", ReadOnly: false)],
+            Mounts = Mounts(spec, outputsDir, inputsDir, datasets),
+            ReadonlyRootfs = spec.RootfsReadonly,
+            Capabilities = spec.Capabilities,
+            Rlimits = spec.Ulimits.ToDictionary(u => Ulimits.RlimitName(u.Key), u => (ulong)u.Value),
+            ShmSizeBytes = spec.ShmSizeBytes,
+            CpuShares = spec.Resources.CpuShares is { } shares ? (ulong)shares : null,
+            Cpuset = spec.Resources.Cpuset,
+            Network = spec.Network switch
+            {
+                NetworkModes.Host => ContainerNetworkMode.Host,
+                NetworkModes.Bridge => ContainerNetworkMode.Bridge,
+                _ => ContainerNetworkMode.None,
+            },
         };
+    }
+
+    /// <summary>/outputs (rw), /inputs (ro, when there are inputs) and the datasets (ro). Every bind is
+    /// nosuid and nodev (<see cref="BindMount"/>).</summary>
+    public static IReadOnlyList<BindMount> Mounts(JobSpec spec, string outputsDir, string? inputsDir, IReadOnlyDictionary<string, string>? datasets)
+    {
+        var mounts = new List<BindMount> { new(outputsDir, "/outputs", ReadOnly: false) };
+        if (inputsDir is not null && Directory.Exists(inputsDir)) mounts.Add(new BindMount(inputsDir, "/inputs", ReadOnly: true));
+        foreach (var v in spec.Volumes)
+        {
+            if (datasets is null || !datasets.TryGetValue(v.Dataset, out var hostDir))
+                throw new ArgumentException($"dataset \"{v.Dataset}\" is not configured on this node" +
+                    (datasets is { Count: > 0 } ? $" (configured: {string.Join(", ", datasets.Keys.Order())})" : " (it has none)"));
+            if (!Directory.Exists(hostDir))
+                throw new ArgumentException($"dataset \"{v.Dataset}\" is configured as {hostDir}, which does not exist on this node");
+            mounts.Add(new BindMount(hostDir, v.Path, ReadOnly: true));
+        }
+        return mounts;
     }
 
     public static IReadOnlyList<string> Args(JobSpec spec, ImageConfig image)

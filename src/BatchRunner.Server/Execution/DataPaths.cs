@@ -15,5 +15,11 @@ public sealed class DataPaths(string root)
     public string Stdout(Guid id) => Path.Combine(JobDir(id), "stdout.log");
     public string Stderr(Guid id) => Path.Combine(JobDir(id), "stderr.log");
     public string RunDir(string containerId) => Path.Combine(RunRoot, containerId);
+    /// <summary>Files given at submission, mounted read-only at /inputs; absent when there were none.</summary>
+    public string Inputs(Guid id) => Path.Combine(JobDir(id), "inputs");
+    /// <summary>Uploads being received and unpacked; moved to <see cref="Inputs"/> once the job exists.</summary>
+    public string InputsStaging => Path.Combine(Root, "inputs-staging");
+    /// <summary>Admin-configured datasets: name → host directory (BatchRunner:Isolation:Datasets).</summary>
+    public IReadOnlyDictionary<string, string> Datasets { get; init; } = new Dictionary<string, string>();
 
 }

@@ -1,0 +1,102 @@
+using BatchRunner.Runtime.Network;
+using BatchRunner.Runtime.Spec;
+
+namespace BatchRunner.Runtime;
+
+public sealed partial record RuncRuntimeOptions
+{
+    /// <summary>Whether containers may share the host's network namespace (<see cref="ContainerNetworkMode.Host"/>).
+    /// Off by default: a job on the host network reaches every service bound to the host's loopback.</summary>
+    public bool AllowHostNetwork { get; init; }
+
+    /// <summary>The bridge network; null: <see cref="ContainerNetworkMode.Bridge"/> is refused.</summary>
+    public BridgeNetworkOptions? Bridge { get; init; }
+
+    /// <summary>Capabilities a container may be given; null: any (the caller is trusted to have checked).</summary>
+    public IReadOnlyList<string>? AllowedCapabilities { get; init; }
+
+    /// <summary>Remap every container's ids into this unprivileged host range; null: no user namespace.</summary>
+    public UserNamespaceOptions? UserNamespace { get; init; }
+}
+
+/// <summary>
+/// Container ids 0..Size-1 are host ids HostUidStart.. (HostGidStart.. for groups): the container's root
+/// is an unprivileged host user. The range should be one no host account uses (as /etc/subuid ranges are).
+/// </summary>
+public sealed record UserNamespaceOptions(uint HostUidStart, uint HostGidStart, uint Size = 65536);
+
+public sealed partial class RuncRuntime
+{
+    private CniBridgeNetwork? _bridge;
+
+    internal CniBridgeNetwork? BridgeNetwork =>
+        _options.Bridge is null ? null : _bridge ??= new CniBridgeNetwork(_options.Bridge, _logger);
+
+    /// <summary>
+    /// Checks <paramref name="spec"/> against what this runtime allows and creates what the container
+    /// needs before it starts: its bridge network namespace, the ownership a user namespace needs.
+    /// Returns the spec options that point at them; the caller owns the returned attachment.
+    /// </summary>
+    private async Task<(List<SpecOpt> Options, NetworkAttachment? Network)> PrepareIsolationAsync(ContainerSpec spec, CancellationToken ct)
+    {
+        if (spec.Network == ContainerNetworkMode.Host && !_options.AllowHostNetwork)
+            throw new ContainerStartException($"container {spec.Id}: host network is not allowed on this node");
+        if (_options.AllowedCapabilities is { } allowed && spec.Capabilities.FirstOrDefault(c => !allowed.Contains(c)) is { } denied)
+            throw new ContainerStartException($"container {spec.Id}: capability {denied} is not allowed on this node");
+
+        var opts = new List<SpecOpt>();
+        if (_options.UserNamespace is { } userns)
+        {
+            if (spec.Uid >= userns.Size || spec.Gid >= userns.Size)
+                throw new ContainerStartException($"container {spec.Id}: user {spec.Uid}:{spec.Gid} lies outside the node's user namespace of {userns.Size} ids");
+            opts.Add(SpecOpts.WithUserNamespace(userns.HostUidStart, userns.HostGidStart, userns.Size));
+            // The mapped root must own the root directory (an overlay copies it up: the image is unchanged),
+            // and the job's mapped user its writable mounts.
+            Chown(spec.RootfsPath, userns.HostUidStart, userns.HostGidStart);
+            foreach (var m in spec.Mounts.Where(m => !m.ReadOnly))
+                Chown(m.Source, userns.HostUidStart + spec.Uid, userns.HostGidStart + spec.Gid);
+        }
+
+        NetworkAttachment? network = null;
+        if (spec.Network == ContainerNetworkMode.Bridge)
+        {
+            var bridge = BridgeNetwork ?? throw new ContainerStartException($"container {spec.Id}: bridge network is not configured on this node");
+            network = await bridge.AttachAsync(spec.Id, ct);
+            opts.Add(SpecOpts.WithNetworkNamespacePath(network.NetnsPath));
+        }
+        // sysfs can only be mounted by a user namespace that owns the network namespace; the bridge's
+        // (made before the container) and the host's are not owned by the container's: bind the host's
+        // /sys read-only instead (as rootless engines do).
+        if (_options.UserNamespace is not null && spec.Network is ContainerNetworkMode.Bridge or ContainerNetworkMode.Host)
+            opts.Add(BindHostSys);
+        return (opts, network);
+    }
+
+    /// <summary>Turns the /sys mount into a read-only bind of the host's, in place: mounts below it
+    /// (/sys/fs/cgroup) must still come after it.</summary>
+    private static void BindHostSys(RuntimeSpec s)
+    {
+        foreach (var m in s.Mounts?.Where(m => m.Destination == "/sys") ?? [])
+        {
+            m.Type = "bind";
+            m.Source = "/sys";
+            m.Options = ["rbind", "ro", "nosuid", "noexec", "nodev"];
+        }
+    }
+
+    private async Task ReleaseNetworkAsync(NetworkAttachment? network)
+    {
+        if (network is null || BridgeNetwork is not { } bridge) return;
+        await bridge.DetachAsync(network.ContainerId, CancellationToken.None);
+    }
+
+    private static unsafe void Chown(string path, uint uid, uint gid)
+    {
+        var bytes = System.Text.Encoding.UTF8.GetBytes(path + "\0");
+        fixed (byte* p = bytes)
+        {
+            if (Tmds.Linux.LibC.chown(p, uid, gid) != 0)
+                throw new ContainerStartException($"chown {path} to {uid}:{gid} for the user namespace failed (errno {System.Runtime.InteropServices.Marshal.GetLastPInvokeError()})");
+        }
+    }
+}

@@ -1,0 +1,38 @@
+using BatchRunner.Runtime;
+using BatchRunner.Runtime.Network;
+using BatchRunner.Server.Execution;
+using Microsoft.Extensions.Options;
+
+namespace BatchRunner.Server.Hosting;
+
+internal static partial class Components
+{
+    /// <summary>The runtime with this node's isolation settings: host network only where allowed, the
+    /// bridge network where allowed, the capability allow-list, optional user-namespace remapping.</summary>
+    public static RuncRuntimeOptions RuntimeOptionsFor(RuntimeSelection selection, DataPaths paths, IsolationOptions iso) => new()
+    {
+        BinaryPath = selection.Path,
+        Name = selection.Name,
+        Version = selection.Version,
+        StateRoot = paths.RuntimeState,
+        AllowHostNetwork = iso.AllowedNetworkModes.Contains(Core.NetworkModes.Host),
+        AllowedCapabilities = iso.NormalizedCapabilities,
+        Bridge = iso.AllowedNetworkModes.Contains(Core.NetworkModes.Bridge)
+            ? new BridgeNetworkOptions
+            {
+                BridgeName = iso.Bridge.Name,
+                NetworkName = iso.Bridge.Network,
+                Subnet = iso.Bridge.Subnet,
+                IsolateContainers = iso.Bridge.IsolateJobs,
+                IpMasq = iso.Bridge.IpMasq,
+                PluginDir = iso.Bridge.PluginDir,
+                StateDir = iso.Bridge.StateDir ?? Path.Combine("/run/batchrunner/cni", iso.Bridge.Network),
+            }
+            : null,
+        UserNamespace = iso.UserNamespace.Enabled
+            ? new UserNamespaceOptions(iso.UserNamespace.HostUidStart, iso.UserNamespace.HostGidStart, iso.UserNamespace.Size)
+            : null,
+    };
+
+    private static IsolationOptions IsolationOf(IServiceProvider sp) => sp.GetRequiredService<IOptions<BatchRunnerOptions>>().Value.Isolation;
+}

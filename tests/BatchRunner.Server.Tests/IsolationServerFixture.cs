@@ -1,0 +1,128 @@
+using System.Net.Http.Headers;
+using System.Net.Http.Json;
+using System.Text.Json;
+using BatchRunner.Server.Hosting;
+using BatchRunner.Testing;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.Extensions.DependencyInjection;
+
+namespace BatchRunner.Server.Tests;
+
+/// <summary>
+/// A BatchRunner whose node allows every network mode (host included), with a bridge of its own
+/// (own name, a /24 in 10.0.0.0/8, own state dir, no NAT: nothing in these tests leaves the host),
+/// a dataset "testdata" and small input limits. Separate data dir and embedded PostgreSQL.
+/// </summary>
+public sealed class IsolationServerFixture : IAsyncLifetime
+{
+    public const string ApiKey = "iso-key-5b2e";
+    public const long MaxInputBytes = 4L << 20;
+    public const string DatasetFile = "labels.txt";
+    public const string DatasetContent = "cat\ndog\n";
+
+    private readonly string _tag = Guid.NewGuid().ToString("N")[..6];
+    public WebApplication App { get; private set; } = null!;
+    public HttpClient Client { get; private set; } = null!;
+    public string DataDir { get; }
+    public string DatasetDir { get; }
+    public string BridgeName => "brs" + _tag;
+    public string BridgeState => "/run/batchrunner-server-tests/cni-" + _tag;
+    public string Subnet { get; } = $"10.{Random.Shared.Next(100, 250)}.{Random.Shared.Next(0, 255)}.0/24";
+    public TestRegistry Registry { get; private set; } = null!;
+    public string Busybox { get; private set; } = null!;
+
+    public IsolationServerFixture()
+    {
+        DataDir = Path.Combine("/tmp", "br-iso-tests-" + _tag);
+        DatasetDir = Path.Combine("/tmp", "br-iso-dataset-" + _tag);
+    }
+
+    public async Task InitializeAsync()
+    {
+        Directory.CreateDirectory(DatasetDir);
+        await File.WriteAllTextAsync(Path.Combine(DatasetDir, DatasetFile), DatasetContent);
+        Registry = await TestRegistry.StartAsync();
+        Busybox = await TestImages.PushBusyboxAsync(Registry);
+        App = await BatchRunnerApp.BuildAsync([
+            "--urls", "http://127.0.0.1:0",
+            $"--BatchRunner:DataDir={DataDir}",
+            $"--BatchRunner:ApiKey={ApiKey}",
+            $"--BatchRunner:NodeName=iso-{_tag}",
+            "--BatchRunner:Workers=4",
+            "--BatchRunner:Isolation:AllowedNetworkModes:0=none",
+            "--BatchRunner:Isolation:AllowedNetworkModes:1=host",
+            "--BatchRunner:Isolation:AllowedNetworkModes:2=bridge",
+            $"--BatchRunner:Isolation:Bridge:Name={BridgeName}",
+            $"--BatchRunner:Isolation:Bridge:Network=brs-{_tag}",
+            $"--BatchRunner:Isolation:Bridge:Subnet={Subnet}",
+            $"--BatchRunner:Isolation:Bridge:StateDir={BridgeState}",
+            "--BatchRunner:Isolation:Bridge:IpMasq=false",
+            $"--BatchRunner:Isolation:Datasets:testdata={DatasetDir}",
+            $"--BatchRunner:Isolation:MaxInputBytes={MaxInputBytes}",
+            "--BatchRunner:Isolation:MaxInputEntries=100",
+            "--Logging:LogLevel:Default=Warning",
+            "--Logging:LogLevel:BatchRunner=Information",
+        ]);
+        await App.StartAsync();
+        var address = App.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
+        Client = new HttpClient { BaseAddress = new Uri(address), Timeout = TimeSpan.FromSeconds(60) };
+        Client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", ApiKey);
+    }
+
+    public async Task DisposeAsync()
+    {
+        Client?.Dispose();
+        if (App is not null)
+        {
+            await App.StopAsync();
+            await App.DisposeAsync();
+        }
+        if (Registry is not null) await Registry.DisposeAsync();
+        try { await ExternalCommand.RunAsync("ip", ["link", "delete", BridgeName]); } catch (InvalidOperationException) { }
+        foreach (var d in new[] { DataDir, DatasetDir, BridgeState })
+            try { if (Directory.Exists(d)) Directory.Delete(d, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+    }
+
+    public async Task<HttpResponseMessage> PostAsync(object spec) => await Client.PostAsJsonAsync("/api/v1/jobs", spec, ServerFixture.Json);
+
+    public async Task<string> SubmitAsync(object spec)
+    {
+        var response = await PostAsync(spec);
+        var body = await response.Content.ReadAsStringAsync();
+        Assert.True(response.StatusCode == System.Net.HttpStatusCode.Created, $"submit: {(int)response.StatusCode} {body}");
+        return JsonDocument.Parse(body).RootElement.GetProperty("id").GetString()!;
+    }
+
+    public async Task<JsonElement> GetJobAsync(string id) =>
+        JsonDocument.Parse(await Client.GetStringAsync($"/api/v1/jobs/{id}")).RootElement.Clone();
+
+    public Task<JsonElement> WaitForFinalAsync(string id, TimeSpan? timeout = null) =>
+        Poll.UntilAsync(() => GetJobAsync(id), j => j.GetProperty("state").GetString() is "succeeded" or "failed" or "cancelled",
+            timeout ?? TimeSpan.FromSeconds(60), $"job {id} to end", 100);
+
+    public Task<string> StdoutAsync(string id) => Client.GetStringAsync($"/api/v1/jobs/{id}/logs?stream=stdout");
+
+    /// <summary>Submits, waits for the end, asserts success and returns stdout.</summary>
+    public async Task<string> RunAsync(object spec)
+    {
+        var id = await SubmitAsync(spec);
+        var done = await WaitForFinalAsync(id);
+        var stdout = await StdoutAsync(id);
+        Assert.True(done.GetProperty("state").GetString() == "succeeded",
+            $"{done}\nstdout: {stdout}\nstderr: {await Client.GetStringAsync($"/api/v1/jobs/{id}/logs?stream=stderr")}");
+        return stdout;
+    }
+}
+
+/// <remarks>
+/// Not run in parallel with other collections: Hangfire keeps process-wide state (JobStorage.Current,
+/// set while a server is configured), so servers built at the same moment in one test process can end
+/// up enqueueing into each other's storage, and their jobs then stay queued forever.
+/// </remarks>
+[CollectionDefinition(Name, DisableParallelization = true)]
+public sealed class IsolationServerCollection : ICollectionFixture<IsolationServerFixture>
+{
+    public const string Name = "isolation-server";
+}
