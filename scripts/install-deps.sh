@@ -2,9 +2,11 @@
 # Installs the system packages BatchRunner needs on Debian (12+) / Ubuntu.
 #
 #   scripts/install-deps.sh            runtime deps: runc, crun, PostgreSQL server,
-#                                      iproute2, ca-certificates
+#                                      iproute2, CNI plugins, iptables, ca-certificates
 #   scripts/install-deps.sh --test     also what the test suites use: docker-registry,
-#                                      skopeo, umoci, busybox-static, apache2-utils
+#                                      skopeo, umoci, busybox-static, apache2-utils,
+#                                      prometheus (real-Prometheus test), docker-compose
+#                                      (validates docker-compose.yml; needs no engine)
 #   scripts/install-deps.sh --no-dotnet   skip the .NET SDK check
 #
 # Idempotent: every dependency is checked by the command or file it provides, and
@@ -20,7 +22,7 @@ for arg in "$@"; do
     case "$arg" in
         --test) with_test=1 ;;
         --no-dotnet) check_dotnet=0 ;;
-        -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "install-deps: unknown argument: $arg (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -45,6 +47,8 @@ checks=(
     "crun|have_cmd crun"
     "postgresql|have_glob '/usr/lib/postgresql/*/bin/initdb' && have_glob '/usr/lib/postgresql/*/bin/postgres' && have_glob '/usr/lib/postgresql/*/bin/pg_ctl' && id -u postgres"
     "iproute2|have_cmd ip"
+    "containernetworking-plugins|test -x /usr/lib/cni/bridge && test -x /usr/lib/cni/host-local && test -x /usr/lib/cni/firewall"
+    "iptables|have_cmd iptables"
     "ca-certificates|test -s /etc/ssl/certs/ca-certificates.crt"
 )
 if [ "$with_test" = 1 ]; then
@@ -54,6 +58,8 @@ if [ "$with_test" = 1 ]; then
         "umoci|have_cmd umoci"
         "busybox-static|have_dpkg busybox-static && test -x /bin/busybox"
         "apache2-utils|have_cmd htpasswd"
+        "prometheus|have_cmd prometheus"
+        "docker-compose|have_cmd docker-compose && python3 -c 'import yaml'"
     )
 fi
 

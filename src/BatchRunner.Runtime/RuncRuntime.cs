@@ -8,7 +8,7 @@ using Microsoft.Extensions.Logging.Abstractions;
 
 namespace BatchRunner.Runtime;
 
-public sealed record RuncRuntimeOptions
+public sealed partial record RuncRuntimeOptions
 {
     /// <summary>Absolute path of the runtime binary (runc, or a crun whose `run` accepts --keep).</summary>
     public required string BinaryPath { get; init; }
@@ -77,11 +77,27 @@ public sealed partial class RuncRuntime : IContainerRuntime
         if (!IdPattern().IsMatch(spec.Id)) throw new ContainerStartException($"invalid container id \"{spec.Id}\": use letters, digits, '_', '.', '-'");
         bundleDir = Path.GetFullPath(bundleDir);
         _logger.Starting(spec.Id, Name, bundleDir);
+        // The network namespace (bridge mode) exists before the container and is owned by it once started.
+        var (isolation, network) = await PrepareIsolationAsync(spec, ct);
+        try
+        {
+            List<SpecOpt> gpus = spec.Gpus is { Devices.Count: > 0 } g ? [Gpus.GpuSpecOpts.WithGpus(g)] : [];
+            return await StartPreparedAsync(spec, bundleDir, io, [.. isolation, .. gpus, .. _options.ExtraSpecOptions], network, ct);
+        }
+        catch
+        {
+            await ReleaseNetworkAsync(network);
+            throw;
+        }
+    }
+
+    private async Task<IRunningContainer> StartPreparedAsync(ContainerSpec spec, string bundleDir, ContainerIo io, List<SpecOpt> extra, Network.NetworkAttachment? network, CancellationToken ct)
+    {
         var sw = Stopwatch.StartNew();
         Process runc;
         try
         {
-            var config = SpecBuilder.ForContainer(spec, _options.ExtraSpecOptions);
+            var config = SpecBuilder.ForContainer(spec, extra);
             Directory.CreateDirectory(bundleDir);
             Directory.CreateDirectory(_options.StateRoot);
             await File.WriteAllTextAsync(Path.Combine(bundleDir, ConfigFile), config.ToJson(), ct);
@@ -123,7 +139,7 @@ public sealed partial class RuncRuntime : IContainerRuntime
             }
         }
         _logger.Started(spec.Id, sw.Elapsed.TotalMilliseconds);
-        return new RuncContainer(this, spec.Id, bundleDir, runc);
+        return new RuncContainer(this, spec.Id, bundleDir, runc, network);
     }
 
     // `sh -c 'exec runc ...'` with redirections: runc (and, through it, the container) gets the job's
@@ -308,6 +324,9 @@ public sealed partial class RuncRuntime : IContainerRuntime
         }
         // Cgroups the runtime no longer knows: a delete that failed half-way, a state root removed by hand,
         // or a container whose `run` was killed before it recorded its state.
+        // Network namespaces, address leases and NAT rules of bridge-mode containers.
+        if (BridgeNetwork is { } bridge)
+            foreach (var id in await bridge.CleanupOrphansAsync(idPrefix, ct)) removed.Add(id);
         var leftovers = await Cleaner.RemoveLeftoversAsync(SpecBuilder.CgroupParent, idPrefix, new HashSet<string>(), _options.KillTimeout, ct);
         foreach (var name in leftovers)
         {

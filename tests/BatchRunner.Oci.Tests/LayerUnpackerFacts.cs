@@ -110,6 +110,22 @@ public sealed class LayerUnpackerFacts : IDisposable
         Assert.Equal("x = 1\n", File.ReadAllText(_box["usr/numpy.py"]));
     }
 
+    [Fact]
+    public async Task UnpackAsync_AcceptsATarWhoseLastBlockIsNotPadded()
+    {
+        var full = new LayerTar().File("a.txt", "37 bytes of content, not a full block").ToTar();
+        // Cut right after the file's 37 data bytes: no block padding, no end-of-archive blocks.
+        var content = System.Text.Encoding.ASCII.GetBytes("37 bytes of content, not a full block");
+        var end = full.AsSpan().IndexOf(content) + content.Length;
+        var tar = full[..end];
+        Assert.NotEqual(0, tar.Length % 512);
+
+        var result = await Unpack(LayerTar.Gzip(tar), LayerUnpacker.OciLayerGzip);
+
+        Assert.Equal(Sha256(tar), result.DiffId);
+        Assert.Equal("37 bytes of content, not a full block", File.ReadAllText(_box["a.txt"]));
+    }
+
     [Theory]
     [InlineData(LayerUnpacker.DockerLayerGzip)]
     [InlineData(LayerUnpacker.OciLayerGzip)]

@@ -1,10 +1,10 @@
 namespace BatchRunner.Oci.Layers;
 
 /// <summary>
-/// Supplies the two zero blocks that end a tar archive when a layer's tar stops without them (umoci
-/// insert writes such layers; GNU tar, Go and Python accept them, .NET's TarReader does not). Only
-/// added when the data ends on a 512-byte block boundary, and never hashed: the DiffID stays that of
-/// the real bytes, which the image config verifies.
+/// Supplies what a tar stream that stops early leaves out: the zero padding of its last block and the
+/// two zero blocks that end an archive (umoci insert writes such layers; GNU tar, Go and Python accept
+/// them, .NET's TarReader does not). Never hashed: the DiffID stays that of the real bytes, and the
+/// blob digest and the config's diff_ids are what vouch for the layer's integrity.
 /// </summary>
 internal sealed class EndOfArchiveStream(Stream inner) : Stream
 {
@@ -18,7 +18,7 @@ internal sealed class EndOfArchiveStream(Stream inner) : Stream
         {
             var n = inner.Read(buffer);
             if (n > 0) { _position += n; return n; }
-            _tailLeft = _position % Block == 0 ? 2 * Block : 0;
+            _tailLeft = (int)((Block - _position % Block) % Block) + 2 * Block;
         }
         var k = Math.Min(_tailLeft, buffer.Length);
         buffer[..k].Clear();

@@ -40,7 +40,8 @@ public sealed record JobDto(
         j.Id, j.Name, j.Image, j.ImageDigest, j.Queue, j.State, j.Reason, j.Message, j.ExitCode, j.Attempt,
         j.CreatedAt, j.StartedAt, j.FinishedAt,
         j.Spec.Command, j.Spec.Args, j.Spec.WorkingDir, j.Spec.User, j.Spec.Env.Keys.Order().ToList(),
-        new ResourcesDto(j.Spec.Resources.Cpus, Quantity.FormatBytes(j.Spec.Resources.MemoryBytes), j.Spec.Resources.MemoryBytes, j.Spec.Resources.Pids),
+        new ResourcesDto(j.Spec.Resources.Cpus, Quantity.FormatBytes(j.Spec.Resources.MemoryBytes), j.Spec.Resources.MemoryBytes, j.Spec.Resources.Pids,
+            j.Spec.Resources.Gpus, j.Spec.Resources.GpuModel),
         j.Spec.TimeoutSeconds, j.Spec.Labels,
         j.Usage is null ? null : UsageDto.From(j.Usage),
         j.PullProgress, j.Node,
@@ -57,7 +58,7 @@ public sealed record JobDto(
 public sealed record AttemptDto(int Attempt, string Node, string State, string? Reason, string? Message, int? ExitCode,
     DateTimeOffset StartedAt, DateTimeOffset? FinishedAt);
 
-public sealed record ResourcesDto(double Cpus, string Memory, long MemoryBytes, int Pids);
+public sealed record ResourcesDto(double Cpus, string Memory, long MemoryBytes, int Pids, int Gpus, string? GpuModel);
 
 /// <summary>Measured usage; a null field was not measured on this host.</summary>
 public sealed record UsageDto(
@@ -68,10 +69,11 @@ public sealed record UsageDto(
     long? CpuThrottledPeriods,
     double? CpuThrottledSeconds,
     long? OomKills,
-    long? PidsLimitHits)
+    long? PidsLimitHits,
+    GpuUsageSummary? Gpus)
 {
     public static UsageDto From(ResourceUsage u) => new(
-        u.CpuSeconds, u.CpuUserSeconds, u.CpuSystemSeconds, u.MaxMemoryBytes, u.CpuThrottledPeriods, u.CpuThrottledSeconds, u.OomKills, u.PidsLimitHits);
+        u.CpuSeconds, u.CpuUserSeconds, u.CpuSystemSeconds, u.MaxMemoryBytes, u.CpuThrottledPeriods, u.CpuThrottledSeconds, u.OomKills, u.PidsLimitHits, u.Gpus);
 }
 
 public sealed record OutputDto(string Path, long Size, string Sha256);

@@ -4,6 +4,7 @@ using BatchRunner.Core;
 using BatchRunner.Oci;
 using BatchRunner.Server.Execution;
 using BatchRunner.Server.Hosting;
+using BatchRunner.Server.Nodes;
 using BatchRunner.Server.Observability;
 using BatchRunner.Server.Storage;
 using Hangfire;
@@ -19,16 +20,10 @@ public static class JobsApi
     public const int DefaultPageSize = 50;
     public const int MaxPageSize = 1000;
 
-    private static readonly JsonSerializerOptions SubmissionJson = new(JsonSerializerDefaults.Web)
-    {
-        // A misspelt field ("memroy") must be an error, not a silently ignored setting.
-        UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow,
-    };
-
     public static RouteGroupBuilder MapJobsApiV1(this IEndpointRouteBuilder app)
     {
         var api = app.MapGroup("/api/v1/jobs").WithTags("Jobs").RequireApiKey();
-        api.MapPost("/", SubmitAsync).WithName("SubmitJob").Accepts<JobSubmission>("application/json");
+        api.MapPost("/", SubmitAsync).WithName("SubmitJob").Accepts<JobSubmission>("application/json", "multipart/form-data");
         api.MapGet("/", ListAsync).WithName("ListJobs");
         api.MapGet("/{id}", GetAsync).WithName("GetJob");
         api.MapPost("/{id}/cancel", CancelAsync).WithName("CancelJob");
@@ -38,21 +33,16 @@ public static class JobsApi
         return api;
     }
 
-    public static async Task<Results<Created<JobDto>, ValidationProblem, ProblemHttpResult>> SubmitAsync(
-        HttpRequest request, JobStore store, IBackgroundJobClient hangfire, IOptions<BatchRunnerOptions> options, CancellationToken ct)
+    public const string IdempotencyKeyHeader = "Idempotency-Key";
+
+    public static async Task<Results<Created<JobDto>, Ok<JobDto>, ValidationProblem, ProblemHttpResult>> SubmitAsync(
+        HttpRequest request, JobStore store, LiveNodes liveNodes, IBackgroundJobClient hangfire, IOptions<BatchRunnerOptions> options, CancellationToken ct)
     {
-        JobSubmission? submission;
-        try
-        {
-            submission = await JsonSerializer.DeserializeAsync<JobSubmission>(request.Body, SubmissionJson, ct);
-        }
-        catch (JsonException e)
-        {
-            var field = string.IsNullOrEmpty(e.Path) || e.Path == "$" ? "body" : e.Path.TrimStart('$', '.');
-            return TypedResults.ValidationProblem(
-                new Dictionary<string, string[]> { [field] = [JsonErrorMessage(e)] },
-                title: "The job spec is not valid JSON of the expected shape");
-        }
+        // JSON, or multipart with a spec part and input files (staged, not yet the job's); node policy checked.
+        var read = await JobSubmissionReader.ReadAsync(request, ct);
+        if (read.Invalid is { } invalid) return invalid;
+        if (read.Problem is { } problem) return problem;
+        JobSubmission? submission = read.Submission;
 
         var result = JobSpecValidator.Validate(submission);
         var errors = result.Errors.ToDictionary(e => e.Key, e => e.Value);
@@ -61,10 +51,17 @@ public static class JobsApi
         var queue = submission?.Queue ?? JobDefaults.Queue;
         if (!errors.ContainsKey("queue") && !options.Value.Queues.Contains(queue))
             errors["queue"] = [$"unknown queue \"{queue}\"; configured queues: {string.Join(", ", options.Value.Queues)}"];
+        string? idempotencyKey = request.Headers[IdempotencyKeyHeader].FirstOrDefault();
+        if (idempotencyKey is not null && (idempotencyKey.Length is 0 or > 255))
+            errors[IdempotencyKeyHeader] = ["the Idempotency-Key header must be 1-255 characters"];
         if (errors.Count > 0)
             return TypedResults.ValidationProblem(errors, title: "The job spec is invalid");
 
         var spec = result.Spec!;
+        // A job that no live node could ever run is refused now rather than queued forever.
+        var misfit = await liveNodes.WhyNoNodeFitsAsync(spec, spec.Resources.Gpus, ct);
+        if (misfit.Count > 0)
+            return TypedResults.ValidationProblem(misfit, title: "No live node can run this job");
         var job = new JobRecord
         {
             Id = Guid.CreateVersion7(),
@@ -75,20 +72,23 @@ public static class JobsApi
             State = JobState.Queued,
             CreatedAt = DateTimeOffset.UtcNow,
         };
-        await store.InsertAsync(job, ct);
+        var requestHash = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(JsonSerializer.SerializeToUtf8Bytes(spec, JobStore.Json)));
+        var (id, created, sameRequest) = await store.InsertAsync(job, idempotencyKey, requestHash, ct);
+        if (!created)
+        {
+            if (!sameRequest)
+                return TypedResults.Problem(statusCode: StatusCodes.Status409Conflict, title: "Idempotency-Key reused",
+                    detail: $"the Idempotency-Key \"{idempotencyKey}\" was used for a different job spec (job {id})");
+            var existing = await store.GetAsync(id, ct);
+            return TypedResults.Ok(JobDto.From(existing!));
+        }
+        // Inputs are in the job's directory before any worker can pick the job up.
+        JobSubmissionReader.CommitInputs(request, job.Id);
         var hangfireId = hangfire.Create<JobPerformer>(
             p => p.RunAsync(job.Id, job.Name ?? job.Image, CancellationToken.None), new EnqueuedState(spec.Queue));
         await store.SetHangfireJobIdAsync(job.Id, hangfireId, CancellationToken.None);
         BatchRunnerMetrics.JobsSubmitted.WithLabels(spec.Queue).Inc();
         return TypedResults.Created($"/api/v1/jobs/{job.Id}", JobDto.From(job with { HangfireJobId = hangfireId }));
-    }
-
-    private static string JsonErrorMessage(JsonException e)
-    {
-        var m = e.Message;
-        // System.Text.Json appends "Path: ... | LineNumber: ..." — the field is reported separately.
-        var cut = m.IndexOf(" Path:", StringComparison.Ordinal);
-        return cut > 0 ? m[..cut] : m;
     }
 
     public static async Task<Results<Ok<JobListDto>, ValidationProblem>> ListAsync(
@@ -110,7 +110,7 @@ public static class JobsApi
     public static async Task<Results<Ok<JobDto>, ProblemHttpResult>> GetAsync(string id, JobStore store, CancellationToken ct)
     {
         var job = await FindAsync(id, store, ct);
-        return job is null ? NotFound(id) : TypedResults.Ok(JobDto.From(job));
+        return job is null ? NotFound(id) : TypedResults.Ok(JobDto.From(job).WithAttempts(await store.GetAttemptsAsync(job.Id, ct)));
     }
 
     public static async Task<Results<Accepted<JobDto>, ProblemHttpResult>> CancelAsync(

@@ -4,9 +4,12 @@ using BatchRunner.Oci.Store;
 using BatchRunner.Runtime;
 using BatchRunner.Server.Api;
 using BatchRunner.Server.Execution;
+using BatchRunner.Server.Nodes;
+using BatchRunner.Server.Observability;
 using BatchRunner.Server.Storage;
 using Hangfire;
 using Hangfire.PostgreSql;
+using Hangfire.PostgreSql.Factories;
 using Microsoft.AspNetCore.Diagnostics;
 using Npgsql;
 using Prometheus;
@@ -24,6 +27,7 @@ public static partial class BatchRunnerApp
         // BATCHRUNNER_* shortcuts sit above appsettings and ASPNETCORE_*; command-line arguments stay on top.
         builder.Configuration.AddInMemoryCollection(EnvironmentShortcuts.Read());
         builder.Configuration.AddCommandLine(args);
+        builder.AddBatchRunnerLogging();
         if (string.IsNullOrEmpty(builder.Configuration["urls"])) builder.WebHost.UseUrls(DefaultUrl);
 
         var options = builder.Configuration.GetSection(BatchRunnerOptions.Section).Get<BatchRunnerOptions>() ?? new BatchRunnerOptions();
@@ -31,7 +35,7 @@ public static partial class BatchRunnerApp
         builder.Services.AddSingleton(Microsoft.Extensions.Options.Options.Create(options));
 
         Directory.CreateDirectory(options.DataDir);
-        using var bootLogs = LoggerFactory.Create(b => b.AddConsole());
+        using var bootLogs = LoggerFactory.Create(b => LoggingSetup.ConfigureBootLogging(b, builder.Configuration));
         var bootLog = bootLogs.CreateLogger("BatchRunner.Startup");
 
         // Storage: one code path whether the database is embedded or external.
@@ -55,7 +59,9 @@ public static partial class BatchRunnerApp
             builder.Services.AddSingleton(apiKey);
 
             var runtime = options.RunsWorker ? await Components.SelectRuntimeAsync(options, bootLog, ct) : null;
-            builder.AddBatchRunnerServices(options, connectionString, runtime);
+            var gpus = options.RunsWorker ? await Gpus.GpuNode.DiscoverAsync(options.Gpus, bootLog, ct) : null;
+            var gpuMetrics = gpus is null ? null : Gpus.GpuNode.MetricsSource(options.Gpus, gpus, bootLog);
+            builder.AddBatchRunnerServices(options, connectionString, runtime, gpus, gpuMetrics);
             var app = builder.Build();
             app.MapBatchRunner(options);
             return app;
@@ -67,49 +73,80 @@ public static partial class BatchRunnerApp
         }
     }
 
-    private static void AddBatchRunnerServices(this WebApplicationBuilder builder, BatchRunnerOptions options, string connectionString, RuntimeSelection? runtime)
+    private static void AddBatchRunnerServices(this WebApplicationBuilder builder, BatchRunnerOptions options, string connectionString,
+        RuntimeSelection? runtime, BatchRunner.Runtime.Gpus.GpuInventory? gpus, BatchRunner.Runtime.Gpus.IGpuMetricsSource? gpuMetrics)
     {
         var services = builder.Services;
-        var paths = new DataPaths(options.DataDir);
+        var paths = new DataPaths(options.DataDir) { Datasets = options.Isolation.Datasets };
         var node = NodeIdentity.For(options.NodeName, options.DataDir);
         services.AddSingleton(paths);
         services.AddSingleton(node);
         services.AddSingleton<JobStore>();
-        services.AddSingleton<Observability.JobTelemetry>();
+        services.AddBatchRunnerObservability(options);
         services.AddProblemDetails();
         services.AddOpenApi();
+        // Uploads of inputs that a crashed API process left half-received.
+        if (options.RunsApi) services.AddHostedService<InputStagingSweeper>();
 
+        // This process's own storage instance, registered before AddHangfire so that the job client, the
+        // server and the dashboard all use it rather than the static JobStorage.Current (two BatchRunner
+        // hosts in one process, as in tests, must not share one).
+        var storageOptions = new PostgreSqlStorageOptions
+        {
+            SchemaName = "hangfire",
+            PrepareSchemaIfNecessary = true,
+            // LISTEN/NOTIFY: a worker in another process picks a new job up in tens of milliseconds,
+            // not after the 15 s default poll.
+            EnableLongPolling = true,
+            QueuePollInterval = TimeSpan.FromSeconds(5),
+            // A fetched job stays invisible while its worker keeps it alive, however long it runs. A dead
+            // worker's jobs are handed back within seconds by NodeRegistry (node heartbeats), so this
+            // timeout is only the last resort and is long enough to ride out a database restart.
+            UseSlidingInvisibilityTimeout = true,
+            InvisibilityTimeout = TimeSpan.FromMinutes(5),
+        };
+        services.AddSingleton<JobStorage>(new PostgreSqlStorage(new NpgsqlConnectionFactory(connectionString, storageOptions), storageOptions));
         services.AddHangfire(cfg => cfg
             .SetDataCompatibilityLevel(CompatibilityLevel.Version_180)
             .UseSimpleAssemblyNameTypeSerializer()
             .UseRecommendedSerializerSettings()
-            .UsePostgreSqlStorage(c => c.UseNpgsqlConnection(connectionString), new PostgreSqlStorageOptions
-            {
-                SchemaName = "hangfire",
-                PrepareSchemaIfNecessary = true,
-                // LISTEN/NOTIFY: a worker in another process picks a new job up in tens of milliseconds,
-                // not after the 15 s default poll.
-                EnableLongPolling = true,
-                QueuePollInterval = TimeSpan.FromSeconds(5),
-                // A fetched job stays invisible while its worker heartbeats it, however long it runs; when
-                // the worker dies the job becomes visible again after this timeout, not after 30 minutes.
-                UseSlidingInvisibilityTimeout = true,
-                InvisibilityTimeout = TimeSpan.FromMinutes(1),
-            }));
+            // Jobs a node cannot run now, and retries with back-off, go back to the queue or the schedule.
+            .UseFilter(RescheduleFilter.Instance));
+
+        services.AddSingleton<NodeStore>();
+        services.AddSingleton<LiveNodes>();
 
         // The image cache of this node; the images API (import, list, delete) works on it too.
         services.AddSingleton(sp => Components.CreateImageStore(options, paths, sp));
 
         if (options.RunsWorker)
         {
-            services.AddSingleton<IImageStore>(sp => sp.GetRequiredService<ImageStore>());
+            services.AddSingleton<IImageStore>(sp => new InstrumentedImageStore(sp.GetRequiredService<ImageStore>()));
             services.AddSingleton<ISnapshotter>(sp => Components.CreateSnapshotter(sp));
             services.AddSingleton(runtime!);
             services.AddSingleton<IContainerRuntime>(sp => Components.CreateRuntime(runtime!, paths, sp));
             services.AddSingleton<JobExecutor>();
             services.AddTransient<JobPerformer>();
-            // Registered before the Hangfire server so it finishes before the first job is fetched.
+            services.AddSingleton(gpus!);
+            services.AddSingleton(new Gpus.GpuAllocator(gpus!.Gpus));
+            services.AddSingleton(sp => new Gpus.GpuMetricsPublisher(options.NodeName, gpus.Gpus));
+            services.AddSingleton(sp => new Gpus.GpuMonitor(gpuMetrics, sp.GetRequiredService<Gpus.GpuMetricsPublisher>(), TimeSpan.FromSeconds(Math.Max(1, options.Gpus.SampleSeconds)),
+                sp.GetRequiredService<ILogger<Gpus.GpuMonitor>>()));
+            services.AddHostedService(sp => sp.GetRequiredService<Gpus.GpuMonitor>());
+            services.AddSingleton<Gpus.GpuNode>();
+            services.AddSingleton(_ => new NodeResources(Components.Capacity(options) with
+            {
+                Gpus = gpus.Gpus.Count,
+                GpuModels = gpus.Gpus.Select(g => g.Model).Distinct().ToList(),
+            }));
+            services.AddSingleton<NodeRegistry>();
+            // Hosted services start in this order and stop in reverse: leftovers are removed and the node
+            // registered before the Hangfire server fetches the first job; on shutdown the Hangfire server
+            // (running jobs, grace period) stops first.
             services.AddHostedService<NodeJanitor>();
+            services.AddHostedService<ProcessWatchdog>();
+            services.AddHostedService(sp => sp.GetRequiredService<NodeRegistry>());
+            services.Configure<HostOptions>(h => h.ShutdownTimeout = TimeSpan.FromSeconds(options.ShutdownGraceSeconds + 20));
             services.AddHangfireServer(o =>
             {
                 o.ServerName = options.NodeName;
@@ -117,7 +154,9 @@ public static partial class BatchRunnerApp
                 o.Queues = options.Queues.ToArray();
                 // A cancel request reaches a running job within half a second.
                 o.CancellationCheckInterval = TimeSpan.FromMilliseconds(500);
-                o.ShutdownTimeout = TimeSpan.FromSeconds(30);
+                o.ShutdownTimeout = TimeSpan.FromSeconds(options.ShutdownGraceSeconds + 10);
+                // Retries with back-off and bounced jobs wait in the schedule: look at it every second.
+                o.SchedulePollingInterval = TimeSpan.FromSeconds(1);
             });
         }
     }
@@ -133,12 +172,9 @@ public static partial class BatchRunnerApp
         {
             app.MapOpenApi();
             app.MapJobsApiV1();
-            app.UseHangfireDashboard("/hangfire", new DashboardOptions
-            {
-                Authorization = [new DashboardApiKeyFilter(app.Services.GetRequiredService<ApiKey>())],
-                DashboardTitle = "BatchRunner",
-                DisplayStorageConnectionString = false,
-            });
+            app.MapNodesApiV1();
+            app.MapImagesApiV1();
+            app.UseBatchRunnerDashboard();
         }
     }
 
@@ -164,6 +200,9 @@ public static partial class BatchRunnerApp
             node = node.Name,
             database,
             runtime = runtime is null ? null : new { name = runtime.Name, version = runtime.Version, selection = sp.GetService<RuntimeSelection>()?.Reason },
+            gpus = sp.GetService<BatchRunner.Runtime.Gpus.GpuInventory>() is { } inv
+                ? new { count = inv.Gpus.Count, source = inv.Source, devices = inv.Gpus.Select(g => new { index = g.Index, uuid = g.Uuid, model = g.Model, memoryBytes = g.MemoryBytes }) }
+                : null,
         };
         return database == "ok" ? TypedResults.Ok(body) : TypedResults.Json(body, statusCode: StatusCodes.Status503ServiceUnavailable);
     }

@@ -38,6 +38,8 @@ public sealed class BatchRunnerOptions
     /// <summary>Labels jobs can select this node by (nodeSelector).</summary>
     public Dictionary<string, string> Labels { get; set; } = [];
 
+    public GpuOptions Gpus { get; set; } = new();
+
     /// <summary>Seconds between node heartbeats; a node is dead after three missed ones.</summary>
     public int HeartbeatSeconds { get; set; } = 5;
 

@@ -40,6 +40,7 @@ public sealed partial class NodeRegistry(
         await Durably.RunAsync(c => nodes.RegisterAsync(node.Name, Instance, _options.Labels, resources.Capacity,
             _options.Queues, Lease, c), ct, TimeSpan.FromMinutes(2));
         LogRegistered(log, node.Name, resources.Capacity.Cpus, Quantity.FormatBytes(resources.Capacity.MemoryBytes), resources.Capacity.Gpus);
+        Observability.NodeMetrics.SetCapacity(node.Name, resources.Capacity.Cpus, resources.Capacity.MemoryBytes, resources.Capacity.Gpus);
         await base.StartAsync(ct);
     }
 
