@@ -63,6 +63,8 @@ public static partial class BatchRunnerApp
             var gpuMetrics = gpus is null ? null : Gpus.GpuNode.MetricsSource(options.Gpus, gpus, bootLog);
             builder.AddBatchRunnerServices(options, connectionString, runtime, gpus, gpuMetrics);
             var app = builder.Build();
+            var hangfireLogs = HangfireLogging.Register(app.Services.GetRequiredService<ILoggerFactory>());
+            app.Lifetime.ApplicationStopped.Register(hangfireLogs.Dispose);
             app.MapBatchRunner(options);
             return app;
         }
@@ -110,6 +112,8 @@ public static partial class BatchRunnerApp
             .SetDataCompatibilityLevel(CompatibilityLevel.Version_180)
             .UseSimpleAssemblyNameTypeSerializer()
             .UseRecommendedSerializerSettings()
+            // Process-wide: forwards to a live host's loggers (see HangfireLogging).
+            .UseLogProvider(HangfireLogging.Provider)
             // Jobs a node cannot run now, and retries with back-off, go back to the queue or the schedule.
             .UseFilter(RescheduleFilter.Instance));
 
@@ -146,6 +150,8 @@ public static partial class BatchRunnerApp
             services.AddHostedService<NodeJanitor>();
             services.AddHostedService<ProcessWatchdog>();
             services.AddHostedService(sp => sp.GetRequiredService<NodeRegistry>());
+            services.AddSingleton<ImageCacheCollector>();
+            services.AddHostedService(sp => sp.GetRequiredService<ImageCacheCollector>());
             services.Configure<HostOptions>(h => h.ShutdownTimeout = TimeSpan.FromSeconds(options.ShutdownGraceSeconds + 20));
             services.AddHangfireServer(o =>
             {

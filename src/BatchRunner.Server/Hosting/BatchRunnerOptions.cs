@@ -40,6 +40,17 @@ public sealed class BatchRunnerOptions
 
     public GpuOptions Gpus { get; set; } = new();
 
+    /// <summary>Disk budget of this node's image cache ("50Gi"); unset: no automatic garbage collection.</summary>
+    public string? ImageCacheBudget { get; set; }
+
+    /// <summary>Seconds between image cache budget checks.</summary>
+    public int ImageCacheCheckSeconds { get; set; } = 60;
+
+    public long? ImageCacheBudgetBytes() =>
+        string.IsNullOrWhiteSpace(ImageCacheBudget) ? null
+        : Core.Quantity.TryParseBytes(ImageCacheBudget, out var b) ? b
+        : throw new InvalidOperationException($"BatchRunner:ImageCacheBudget \"{ImageCacheBudget}\" is not a quantity");
+
     /// <summary>Seconds between node heartbeats; a node is dead after three missed ones.</summary>
     public int HeartbeatSeconds { get; set; } = 5;
 
@@ -78,6 +89,7 @@ public sealed class BatchRunnerOptions
             throw new InvalidOperationException($"BatchRunner:Role must be all, api or worker, not \"{Role}\"");
         if (Workers < 1) throw new InvalidOperationException("BatchRunner:Workers must be at least 1");
         if (Queues.Length == 0) throw new InvalidOperationException("BatchRunner:Queues must name at least one queue");
+        _ = ImageCacheBudgetBytes();
         if (HeartbeatSeconds < 1) throw new InvalidOperationException("BatchRunner:HeartbeatSeconds must be at least 1");
         if (ShutdownGraceSeconds < 0) throw new InvalidOperationException("BatchRunner:ShutdownGraceSeconds must not be negative");
         Isolation.Validate();
@@ -114,6 +126,7 @@ public static class EnvironmentShortcuts
         ["BATCHRUNNER_CPUS"] = "BatchRunner:Capacity:Cpus",
         ["BATCHRUNNER_MEMORY"] = "BatchRunner:Capacity:Memory",
         ["BATCHRUNNER_SHUTDOWN_GRACE_SECONDS"] = "BatchRunner:ShutdownGraceSeconds",
+        ["BATCHRUNNER_IMAGE_CACHE_BUDGET"] = "BatchRunner:ImageCacheBudget",
         ["BATCHRUNNER_RUNTIME"] = "BatchRunner:Runtime",
         ["BATCHRUNNER_DOCKER_CONFIG"] = "BatchRunner:DockerConfigPath",
         ["BATCHRUNNER_URLS"] = "urls",

@@ -72,8 +72,18 @@ public sealed class TestCluster : IAsyncDisposable
     public async Task<JsonElement> GetJobAsync(string id) =>
         JsonDocument.Parse(await Api.GetStringAsync($"/api/v1/jobs/{id}")).RootElement.Clone();
 
-    public Task<JsonElement> WaitAsync(string id, Func<JsonElement, bool> done, TimeSpan timeout, string what) =>
-        Poll.UntilAsync(() => GetJobAsync(id), done, timeout, $"job {id}: {what}", 100);
+    public async Task<JsonElement> WaitAsync(string id, Func<JsonElement, bool> done, TimeSpan timeout, string what)
+    {
+        try
+        {
+            return await Poll.UntilAsync(() => GetJobAsync(id), done, timeout, $"job {id}: {what}", 100);
+        }
+        catch (TimeoutException e)
+        {
+            // The nodes' logs say why; they are gone once the cluster is disposed.
+            throw new TimeoutException(e.Message + "\n" + string.Join("\n", _nodes.Select(n => $"--- {n.Name} ---\n{n.Log()}")), e);
+        }
+    }
 
     public Task<JsonElement> WaitFinalAsync(string id, TimeSpan? timeout = null) =>
         WaitAsync(id, j => j.GetProperty("state").GetString() is "succeeded" or "failed" or "cancelled", timeout ?? TimeSpan.FromSeconds(90), "final state");
