@@ -65,20 +65,13 @@ public sealed class IsolationServerFixture : IAsyncLifetime
             "--Logging:LogLevel:Default=Warning",
             "--Logging:LogLevel:BatchRunner=Information",
         ]);
-        await App.StartAsync();
-        var address = App.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
-        Client = new HttpClient { BaseAddress = new Uri(address), Timeout = TimeSpan.FromSeconds(60) };
-        Client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", ApiKey);
+        (Client, _) = await InProcessHost.StartAsync(App, ApiKey);
     }
 
     public async Task DisposeAsync()
     {
         Client?.Dispose();
-        if (App is not null)
-        {
-            await App.StopAsync();
-            await App.DisposeAsync();
-        }
+        await InProcessHost.StopAsync(App);
         if (Registry is not null) await Registry.DisposeAsync();
         try { await ExternalCommand.RunAsync("ip", ["link", "delete", BridgeName]); } catch (InvalidOperationException) { }
         foreach (var d in new[] { DataDir, DatasetDir, BridgeState })

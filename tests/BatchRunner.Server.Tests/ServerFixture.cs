@@ -60,10 +60,7 @@ public sealed class ServerFixture : IAsyncLifetime
             "--Logging:LogLevel:Default=Warning",
             "--Logging:LogLevel:BatchRunner=Information",
         ]);
-        await App.StartAsync();
-        var address = App.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
-        Client = new HttpClient { BaseAddress = new Uri(address), Timeout = TimeSpan.FromSeconds(60) };
-        Client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", ApiKey);
+        (Client, var address) = await InProcessHost.StartAsync(App, ApiKey);
         Anonymous = new HttpClient { BaseAddress = new Uri(address) };
     }
 
@@ -71,11 +68,7 @@ public sealed class ServerFixture : IAsyncLifetime
     {
         Client?.Dispose();
         Anonymous?.Dispose();
-        if (App is not null)
-        {
-            await App.StopAsync();
-            await App.DisposeAsync();
-        }
+        await InProcessHost.StopAsync(App);
         foreach (var r in new[] { Registry, AuthRegistry, UnconfiguredAuthRegistry })
             if (r is not null) await r.DisposeAsync();
         try { if (Directory.Exists(DataDir)) Directory.Delete(DataDir, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }

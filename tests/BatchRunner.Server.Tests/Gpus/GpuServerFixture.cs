@@ -70,20 +70,13 @@ public sealed class GpuServerFixture : IAsyncLifetime
             "--BatchRunner:Gpus:SampleSeconds=1",
             "--Logging:LogLevel:Default=Warning",
         ]);
-        await App.StartAsync();
-        var address = App.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
-        Client = new HttpClient { BaseAddress = new Uri(address), Timeout = TimeSpan.FromSeconds(60) };
-        Client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", ApiKey);
+        (Client, _) = await InProcessHost.StartAsync(App, ApiKey);
     }
 
     public async Task DisposeAsync()
     {
         Client?.Dispose();
-        if (App is not null)
-        {
-            await App.StopAsync();
-            await App.DisposeAsync();
-        }
+        await InProcessHost.StopAsync(App);
         if (Registry is not null) await Registry.DisposeAsync();
         try { Directory.Delete(Dir, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
     }
