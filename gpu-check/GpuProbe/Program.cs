@@ -177,6 +177,40 @@ await Step("experiment-renamed-node", () =>
 });
 Save();
 
+// 6. cgroup limits and usage on this host's cgroup version (the GPU machine is pure cgroup v2, which
+//    the project's own machines are not): an OOM of a shell's child while the shell exits 0, and CPU
+//    seconds under a 0.5-CPU quota, read back through the same readers the server uses.
+await Step("cgroup-limits", async () =>
+{
+    var runtime = new RuncRuntime(new RuncRuntimeOptions { BinaryPath = opt.Runc, StateRoot = "/run/batchrunner-gpu-check/runc" });
+    Console.WriteLine($"cgroup version detected: {runtime.CgroupVersion}");
+    async Task<(BatchRunner.Core.ExitResult Exit, BatchRunner.Core.ResourceUsage Usage, double Seconds)> Run(string name, string script, double? cpus, long? memory)
+    {
+        var id = $"br-gpucheck-{name}";
+        await runtime.CleanupOrphansAsync(id, CancellationToken.None);
+        var spec = new ContainerSpec
+        {
+            Id = id, RootfsPath = rootfsInfo!.Path, Args = ["/bin/sh", "-c", script], Env = env,
+            ReadonlyRootfs = rootfsInfo.ReadOnly, Cpus = cpus, MemoryLimitBytes = memory, PidsLimit = 256,
+        };
+        var io = new ContainerIo(Path.Combine(opt.Out, $"{name}.stdout"), Path.Combine(opt.Out, $"{name}.stderr"));
+        var sw = Stopwatch.StartNew();
+        await using var c = await runtime.StartAsync(spec, Path.Combine(work, "bundles", id), io, CancellationToken.None);
+        var exit = await c.WaitAsync(CancellationToken.None);
+        var usage = c.ReadUsage();
+        Console.WriteLine($"--- {name}: {JsonSerializer.Serialize(exit)} {JsonSerializer.Serialize(usage)} in {sw.Elapsed.TotalSeconds:0.00} s");
+        return (exit, usage, sw.Elapsed.TotalSeconds);
+    }
+    var oom = await Run("oom", $"{py} -c 'a = bytearray(400 << 20); print(len(a))'; exit 0", null, 64L << 20);
+    if (!oom.Exit.OomKilled) throw new InvalidOperationException("the hog was not reported OOM-killed");
+    var cpu = await Run("cpu", $"{py} -c 'import time, threading\ndef spin():\n  t = time.time()\n  while time.time() - t < 3: pass\nts = [threading.Thread(target=spin) for _ in range(2)]\n[x.start() for x in ts]\n[x.join() for x in ts]'", 0.5, 256L << 20);
+    var perSecond = (cpu.Usage.CpuSeconds ?? 0) / cpu.Seconds;
+    Console.WriteLine($"CPU: {cpu.Usage.CpuSeconds:0.00} CPU-seconds over {cpu.Seconds:0.00} s = {perSecond:0.00} CPU per second under a 0.5 quota; throttled periods {cpu.Usage.CpuThrottledPeriods}");
+    if (perSecond is < 0.35 or > 0.65) throw new InvalidOperationException($"CPU per second {perSecond:0.00} is not near 0.5");
+    return new { oom = oom.Usage, cpu = cpu.Usage, cpuPerSecond = perSecond };
+});
+Save();
+
 nvml?.Dispose();
 if (rootfsInfo.Overlay is not null) await rootfsInfo.Overlay.DisposeAsync();
 else await Sh($"umount {rootfsInfo.Path}");
