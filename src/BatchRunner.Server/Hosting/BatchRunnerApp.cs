@@ -108,6 +108,9 @@ public static partial class BatchRunnerApp
             InvisibilityTimeout = TimeSpan.FromMinutes(5),
         };
         services.AddSingleton<JobStorage>(new PostgreSqlStorage(new NpgsqlConnectionFactory(connectionString, storageOptions), storageOptions));
+        // Likewise this host's own job activator: the static JobActivator.Current would resolve JobPerformer
+        // from whichever host configured Hangfire last, even after that host was disposed.
+        services.AddSingleton<JobActivator>(sp => new Hangfire.AspNetCore.AspNetCoreJobActivator(sp.GetRequiredService<IServiceScopeFactory>()));
         services.AddHangfire(cfg => cfg
             .SetDataCompatibilityLevel(CompatibilityLevel.Version_180)
             .UseSimpleAssemblyNameTypeSerializer()
