@@ -18,7 +18,9 @@ internal sealed class EndOfArchiveStream(Stream inner) : Stream
         {
             var n = inner.Read(buffer);
             if (n > 0) { _position += n; return n; }
-            _tailLeft = (int)((Block - _position % Block) % Block) + 2 * Block;
+            // Less than one header block is no archive at all (a compressed blob declared as plain tar, say):
+            // leave it to fail as such rather than padding it into an "empty" archive.
+            _tailLeft = _position < Block ? 0 : (int)((Block - _position % Block) % Block) + 2 * Block;
         }
         var k = Math.Min(_tailLeft, buffer.Length);
         buffer[..k].Clear();
