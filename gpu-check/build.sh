@@ -9,8 +9,8 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
 OUTDIR="$HERE/out"
-rm -rf "$OUTDIR/probe" "$OUTDIR/runc"
-mkdir -p "$OUTDIR/runc"
+rm -rf "$OUTDIR/probe" "$OUTDIR/runc" "$OUTDIR/crun"
+mkdir -p "$OUTDIR/runc" "$OUTDIR/crun/lib"
 
 dotnet publish "$HERE/GpuProbe/GpuProbe.csproj" -c Release -r linux-x64 --self-contained \
   -p:PublishSingleFile=true -p:EnableCompressionInSingleFile=true -p:DebugType=none \
@@ -26,6 +26,16 @@ if ldd "$OUTDIR/runc/runc" >/dev/null 2>&1; then
   ldd "$OUTDIR/runc/runc" | awk '/libseccomp/ {print $3}' | while read -r lib; do cp -L "$lib" "$OUTDIR/runc/"; done
 fi
 ls -l "$OUTDIR/runc"
+
+# crun (Debian 12: 1.8.1) and every shared library it links, for the `crun-*` steps on a pure cgroup v2
+# host; run.sh installs into /usr/local/lib only the libraries that machine lacks.
+CRUN=$(command -v crun || echo /usr/bin/crun)
+if [ -x "$CRUN" ]; then
+  cp "$(readlink -f "$CRUN")" "$OUTDIR/crun/crun"
+  ldd "$OUTDIR/crun/crun" | awk '$3 ~ /^\// {print $3}' | grep -v -E '/(libc|ld-linux[^/]*)\.so' | while read -r lib; do cp -L "$lib" "$OUTDIR/crun/lib/"; done
+  "$OUTDIR/crun/crun" --version | head -1
+  ls -l "$OUTDIR/crun/lib"
+fi
 
 if [[ "${1:-}" == "--with-server" ]]; then
   dotnet publish "$REPO/src/BatchRunner.Server/BatchRunner.Server.csproj" -c Release -r linux-x64 --self-contained \

@@ -32,6 +32,19 @@ if ! ldconfig -p | grep -q 'libseccomp.so.2 '; then
 fi
 "$RUNC" --version || { fail runc "runc does not run here"; exit 1; }
 
+echo "== crun"
+CRUN="$HERE/out/crun/crun"; CRUN_ARG=()
+if [ -x "$CRUN" ]; then
+  # Install only the libraries this machine lacks (ldd says "not found"), from the build machine's copies.
+  for lib in $(ldd "$CRUN" 2>/dev/null | awk '/not found/ {print $1}'); do
+    echo "installing $lib into /usr/local/lib"; cp "$HERE/out/crun/lib/$lib" /usr/local/lib/ || fail crun "no copy of $lib"
+  done
+  ldconfig
+  if "$CRUN" --version; then CRUN_ARG=(--crun "$CRUN"); else fail crun "crun does not run here"; fi
+else
+  echo "no crun in out/: the crun steps are skipped"
+fi
+
 echo "== python with torch"
 PY=""; PYPATH=""
 for p in /opt/torch/bin/python3 /opt/torch/bin/python /opt/torch/venv/bin/python3; do [ -x "$p" ] && { PY=$p; break; }; done
@@ -44,7 +57,7 @@ echo "python: $PY  PYTHONPATH: ${PYPATH:-<none>}"
 PYTHONPATH="$PYPATH" timeout 120 "$PY" -c 'import torch; print("host torch", torch.__version__, "cuda available", torch.cuda.is_available())' 2>&1 | tail -3
 
 echo "== probe"
-timeout 420 "$HERE/out/probe/GpuProbe" --runc "$RUNC" --out "$OUT" --python "$PY" ${PYPATH:+--pythonpath "$PYPATH"}
+timeout 420 "$HERE/out/probe/GpuProbe" --runc "$RUNC" --out "$OUT" --python "$PY" ${PYPATH:+--pythonpath "$PYPATH"} "${CRUN_ARG[@]}"
 rc=$?
 [ $rc -eq 124 ] && fail probe "GpuProbe ran past 420 s"
 echo "== done (probe exit $rc); results in $OUT"

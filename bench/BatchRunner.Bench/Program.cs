@@ -1,6 +1,8 @@
 using BatchRunner.Bench;
+using BatchRunner.Runtime;
 
 // dotnet run -c Release --project bench/BatchRunner.Bench -- pull [--rounds N]
+// dotnet run -c Release --project bench/BatchRunner.Bench -- start [--rounds N] [--runtime /usr/sbin/runc]
 // dotnet run -c Release --project bench/BatchRunner.Bench -- load [--jobs N] [--clients N] [--seconds N] [--rate N]
 var command = args.FirstOrDefault();
 var rounds = args.SkipWhile(a => a != "--rounds").Skip(1).Select(int.Parse).FirstOrDefault(5);
@@ -8,10 +10,13 @@ switch (command)
 {
     case "pull":
         return await PullBench.RunAsync(rounds);
+    case "start":
+        return await StartBench.RunAsync(args.Contains("--rounds") ? rounds : 40,
+            args.SkipWhile(a => a != "--runtime").Skip(1).FirstOrDefault() ?? RuntimeDetector.FindOnPath("runc") ?? "/usr/sbin/runc");
     case "load":
         int Arg(string name, int fallback) => args.SkipWhile(a => a != name).Skip(1).Select(int.Parse).FirstOrDefault(fallback);
         return await LoadBench.RunAsync(Arg("--jobs", 10_000), Arg("--clients", 8), Arg("--seconds", 20), Arg("--rate", 60));
     default:
-        Console.Error.WriteLine("usage: BatchRunner.Bench pull [--rounds N] | load [--jobs N] [--clients N] [--seconds N] [--rate N]");
+        Console.Error.WriteLine("usage: BatchRunner.Bench pull [--rounds N] | start [--rounds N] [--runtime PATH] | load [--jobs N] [--clients N] [--seconds N] [--rate N]");
         return 2;
 }

@@ -96,12 +96,13 @@ var torchScript = "import time, torch; print('torch', torch.__version__, 'cuda',
                   " print('device0', torch.cuda.get_device_name(0)); x=torch.randn(4096,4096,device='cuda'); print('sum', (x@x).sum().item());" +
                   " t=time.time(); n=0\nwhile time.time()-t<6:\n  y=x@x; n+=1\ntorch.cuda.synchronize(); print('matmuls', n, 'in 6 s')";
 
-async Task<ContainerRun> RunContainer(string name, IReadOnlyList<Gpu> gpus, string script, bool sample, TimeSpan limit)
+async Task<ContainerRun> RunContainer(string name, IReadOnlyList<Gpu> gpus, string script, bool sample, TimeSpan limit, string? binary = null)
 {
     var runtime = new RuncRuntime(new RuncRuntimeOptions
     {
-        BinaryPath = opt.Runc,
-        StateRoot = "/run/batchrunner-gpu-check/runc",
+        BinaryPath = binary ?? opt.Runc,
+        Name = Path.GetFileName(binary ?? opt.Runc),
+        StateRoot = $"/run/batchrunner-gpu-check/{Path.GetFileName(binary ?? opt.Runc)}",
         ExtraSpecOptions = [GpuSpecOpts.WithGpus(gpus, inventory!.Common)],
     });
     var id = $"br-gpucheck-{name}";
@@ -180,36 +181,117 @@ Save();
 // 6. cgroup limits and usage on this host's cgroup version (the GPU machine is pure cgroup v2, which
 //    the project's own machines are not): an OOM of a shell's child while the shell exits 0, and CPU
 //    seconds under a 0.5-CPU quota, read back through the same readers the server uses.
-await Step("cgroup-limits", async () =>
+async Task<object> CgroupLimits(string binary, string prefix)
 {
-    var runtime = new RuncRuntime(new RuncRuntimeOptions { BinaryPath = opt.Runc, StateRoot = "/run/batchrunner-gpu-check/runc" });
-    Console.WriteLine($"cgroup version detected: {runtime.CgroupVersion}");
+    var runtime = new RuncRuntime(new RuncRuntimeOptions { BinaryPath = binary, StateRoot = $"/run/batchrunner-gpu-check/{Path.GetFileName(binary)}" });
+    Console.WriteLine($"{binary}: cgroup version detected: {runtime.CgroupVersion}");
     async Task<(BatchRunner.Core.ExitResult Exit, BatchRunner.Core.ResourceUsage Usage, double Seconds)> Run(string name, string script, double? cpus, long? memory)
     {
-        var id = $"br-gpucheck-{name}";
+        var id = $"br-gpucheck-{prefix}{name}";
         await runtime.CleanupOrphansAsync(id, CancellationToken.None);
         var spec = new ContainerSpec
         {
             Id = id, RootfsPath = rootfsInfo!.Path, Args = ["/bin/sh", "-c", script], Env = env,
             ReadonlyRootfs = rootfsInfo.ReadOnly, Cpus = cpus, MemoryLimitBytes = memory, PidsLimit = 256,
         };
-        var io = new ContainerIo(Path.Combine(opt.Out, $"{name}.stdout"), Path.Combine(opt.Out, $"{name}.stderr"));
+        var io = new ContainerIo(Path.Combine(opt.Out, $"{prefix}{name}.stdout"), Path.Combine(opt.Out, $"{prefix}{name}.stderr"));
         var sw = Stopwatch.StartNew();
         await using var c = await runtime.StartAsync(spec, Path.Combine(work, "bundles", id), io, CancellationToken.None);
         var exit = await c.WaitAsync(CancellationToken.None);
         var usage = c.ReadUsage();
-        Console.WriteLine($"--- {name}: {JsonSerializer.Serialize(exit)} {JsonSerializer.Serialize(usage)} in {sw.Elapsed.TotalSeconds:0.00} s");
+        Console.WriteLine($"--- {prefix}{name}: {JsonSerializer.Serialize(exit)} {JsonSerializer.Serialize(usage)} in {sw.Elapsed.TotalSeconds:0.00} s");
         return (exit, usage, sw.Elapsed.TotalSeconds);
     }
     var oom = await Run("oom", $"{py} -c 'a = bytearray(400 << 20); print(len(a))'; exit 0", null, 64L << 20);
-    if (!oom.Exit.OomKilled) throw new InvalidOperationException("the hog was not reported OOM-killed");
+    if (!oom.Exit.OomKilled || oom.Exit.ExitCode != 0) throw new InvalidOperationException($"the hog was not reported OOM-killed with the shell's exit 0: {JsonSerializer.Serialize(oom.Exit)}");
     var cpu = await Run("cpu", $"{py} -c 'import time, threading\ndef spin():\n  t = time.time()\n  while time.time() - t < 3: pass\nts = [threading.Thread(target=spin) for _ in range(2)]\n[x.start() for x in ts]\n[x.join() for x in ts]'", 0.5, 256L << 20);
     var perSecond = (cpu.Usage.CpuSeconds ?? 0) / cpu.Seconds;
     Console.WriteLine($"CPU: {cpu.Usage.CpuSeconds:0.00} CPU-seconds over {cpu.Seconds:0.00} s = {perSecond:0.00} CPU per second under a 0.5 quota; throttled periods {cpu.Usage.CpuThrottledPeriods}");
     if (perSecond is < 0.35 or > 0.65) throw new InvalidOperationException($"CPU per second {perSecond:0.00} is not near 0.5");
-    return new { oom = oom.Usage, cpu = cpu.Usage, cpuPerSecond = perSecond };
-});
+    // A fork loop past the pids limit (256): the job's processes stay under it; the exit status is the init's.
+    var pids = await Run("pids", "i=0; while [ $i -lt 300 ]; do sleep 30 & i=$((i+1)); done 2>/dev/null; echo alive=$(ls /proc | grep -cE '^[0-9]+$'); exit 3", null, null);
+    var alive = File.ReadAllText(Path.Combine(opt.Out, $"{prefix}pids.stdout"));
+    Console.WriteLine($"pids: exit {pids.Exit.ExitCode}, {alive.Trim()}");
+    if (System.Text.RegularExpressions.Regex.Match(alive, @"alive=(\d+)") is { Success: true } m && int.Parse(m.Groups[1].Value) > 256)
+        throw new InvalidOperationException($"more processes than the pids limit: {alive.Trim()}");
+    return new { oom = oom.Usage, cpu = cpu.Usage, cpuPerSecond = perSecond, pids = pids.Usage };
+}
+await Step("cgroup-limits", () => CgroupLimits(opt.Runc, ""));
 Save();
+
+// 7. crun (only given --crun): crun is what "auto" picks on a pure v2 host; this host is one, the
+//    project's machines (hybrid cgroups, where crun refuses to run) are not. Detection, limits and usage,
+//    hardening, a GPU, and start latency against runc and against bare `run`.
+if (opt.Crun is { } crunPath)
+{
+    await Step("crun-detect", async () =>
+    {
+        var sel = await new RuntimeDetector(BatchRunner.Runtime.Cgroups.CgroupVersionDetector.Detect(),
+            n => n == "crun" ? crunPath : n == "runc" ? opt.Runc : null).DetectAsync("auto", CancellationToken.None);
+        Console.WriteLine($"auto: {sel.Name} {sel.Version} at {sel.Path}: {sel.Reason}");
+        return sel.Name == "crun" ? sel : throw new InvalidOperationException($"auto chose {sel.Name}: {sel.Reason}");
+    });
+    Save();
+    await Step("crun-cgroup-limits", () => CgroupLimits(crunPath, "crun-"));
+    Save();
+    await Step("crun-hardening", () => RunContainer("crun-hardening", [],
+        "grep -E '^(CapEff|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status; echo \"pid1=$(cat /proc/1/comm)\"; " +
+        "mount -t tmpfs x /mnt 2>&1; echo \"mount exit $?\"; unshare -U true 2>&1; echo \"unshare exit $?\"; ls /proc | grep -cE '^[0-9]+$'",
+        sample: false, TimeSpan.FromSeconds(60), crunPath).ContinueWith(t =>
+        {
+            var r = t.Result;
+            var missing = new[] { "CapEff:\t0000000000000000", "NoNewPrivs:\t1", "Seccomp:\t2", "pid1=sh" }.Where(w => !r.Stdout.Contains(w)).ToList();
+            var forbidden = new[] { "mount exit 0", "unshare exit 0" }.Where(r.Stdout.Contains).ToList();
+            return missing.Count + forbidden.Count == 0 ? r
+                : throw new InvalidOperationException($"crun container output lacks [{string.Join(", ", missing)}] or has [{string.Join(", ", forbidden)}]");
+        }));
+    Save();
+    await Step("crun-gpus-1", async () =>
+    {
+        var r = await RunContainer("crun-gpus1", [inventory.Gpus[0]],
+            $"ls /dev | grep nvidia; nvidia-smi -L; echo \"nvidia-smi exit $?\"; {py} -c \"import torch; print('available', torch.cuda.is_available(), torch.cuda.get_device_name(0))\"",
+            sample: false, TimeSpan.FromSeconds(120), crunPath);
+        var missing = new[] { "nvidia-smi exit 0", "available True" }.Where(x => !r.Stdout.Contains(x)).ToList();
+        return missing.Count == 0 ? r : throw new InvalidOperationException($"crun GPU container output lacks {string.Join(", ", missing)}");
+    });
+    Save();
+    await Step("start-latency", async () =>
+    {
+        // /bin/true, 20 rounds each, alternating: our driver (run --detach .. waitpid .. delete) and a bare
+        // `X run` of the same config.json, for runc and crun.
+        var result = new Dictionary<string, double>();
+        foreach (var bin in new[] { opt.Runc, crunPath })
+        {
+            var n = Path.GetFileName(bin);
+            var runtime = new RuncRuntime(new RuncRuntimeOptions { BinaryPath = bin, StateRoot = $"/run/batchrunner-gpu-check/lat-{n}" });
+            ContainerSpec Spec(string id) => new() { Id = id, RootfsPath = rootfsInfo!.Path, Args = ["/bin/true"], ReadonlyRootfs = rootfsInfo.ReadOnly, Cpus = 1, MemoryLimitBytes = 256 << 20, PidsLimit = 64 };
+            var ours = new List<double>(); var bare = new List<double>();
+            for (var i = -1; i < 20; i++)
+            {
+                var id = $"br-gpucheck-lat-{n}-{i + 1}";
+                var sw = Stopwatch.StartNew();
+                await using (var c = await runtime.StartAsync(Spec(id), Path.Combine(work, "bundles", id), new ContainerIo("/dev/null", "/dev/null"), CancellationToken.None))
+                    await c.WaitAsync(CancellationToken.None);
+                if (i >= 0) ours.Add(sw.Elapsed.TotalMilliseconds);
+                var bundle = Path.Combine(work, "bare", id);
+                Directory.CreateDirectory(bundle);
+                await File.WriteAllTextAsync(Path.Combine(bundle, "config.json"), SpecBuilder.ForContainer(Spec(id + "b")).ToJson());
+                sw.Restart();
+                var p = Process.Start(new ProcessStartInfo(bin, ["--root", $"/run/batchrunner-gpu-check/bare-{n}", "run", "--bundle", bundle, id + "b"]) { RedirectStandardInput = true })!;
+                p.StandardInput.Close();
+                await p.WaitForExitAsync();
+                if (i >= 0) bare.Add(sw.Elapsed.TotalMilliseconds);
+                if (p.ExitCode != 0) throw new InvalidOperationException($"bare {n} run exited {p.ExitCode}");
+            }
+            double Median(List<double> xs) => xs.Order().ElementAt(xs.Count / 2);
+            result[$"{n}-ours-ms"] = Median(ours);
+            result[$"{n}-bare-ms"] = Median(bare);
+            Console.WriteLine($"START {n}: ours {Median(ours):0.0} ms, bare run {Median(bare):0.0} ms, ratio {Median(ours) / Median(bare):0.00}");
+        }
+        return result;
+    });
+    Save();
+}
 
 nvml?.Dispose();
 if (rootfsInfo.Overlay is not null) await rootfsInfo.Overlay.DisposeAsync();
@@ -231,12 +313,12 @@ sealed record ContainerRun(int ExitCode, int? Signal, double Seconds, string Std
 
 sealed record RootfsInfo(string Path, string Kind, RootfsMount? Overlay, bool ReadOnly);
 
-sealed record Args(string Runc, string Out, string Python, string? PythonPath)
+sealed record Args(string Runc, string Out, string Python, string? PythonPath, string? Crun)
 {
     public static Args Parse(string[] a)
     {
         string? Get(string name) => Array.IndexOf(a, name) is var i and >= 0 && i + 1 < a.Length ? a[i + 1] : null;
         return new Args(Path.GetFullPath(Get("--runc") ?? "/usr/sbin/runc"), Get("--out") ?? Environment.GetEnvironmentVariable("OUT") ?? "out",
-            Get("--python") ?? "python3", Get("--pythonpath"));
+            Get("--python") ?? "python3", Get("--pythonpath"), Get("--crun") is { } c ? Path.GetFullPath(c) : null);
     }
 }

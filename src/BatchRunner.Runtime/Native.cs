@@ -14,8 +14,63 @@ internal static partial class Native
     public const int O_NOFOLLOW_ARM64 = 0x8000;
     public const int O_CLOEXEC = 0x80000;
 
+    public const int EINTR = 4;
+    public const int ECHILD = 10;
+    private const int PR_SET_CHILD_SUBREAPER = 36;
+
     [LibraryImport("libc", SetLastError = true)]
     public static partial int kill(int pid, int sig);
+
+    [LibraryImport("libc", SetLastError = true)]
+    private static partial int prctl(int option, nuint arg2, nuint arg3, nuint arg4, nuint arg5);
+
+    [LibraryImport("libc", SetLastError = true)]
+    private static partial int waitpid(int pid, out int status, int options);
+
+    /// <summary>Makes this process the reaper of its orphaned descendants (a container's init once the
+    /// runtime's `create` has exited), so their exit status can be collected with <see cref="WaitForExit"/>.</summary>
+    public static void BecomeChildSubreaper()
+    {
+        if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0)
+            throw new IOException($"prctl(PR_SET_CHILD_SUBREAPER) failed: errno {Marshal.GetLastPInvokeError()}");
+    }
+
+    private const int P_PID = 1;
+    private const int WEXITED = 4;
+    private const int WNOWAIT = 0x01000000;
+
+    [LibraryImport("libc", SetLastError = true)]
+    private static unsafe partial int waitid(int idtype, int id, byte* infop, int options);
+
+    /// <summary>Blocks until child <paramref name="pid"/> has exited, without reaping it: the pid stays
+    /// ours (a zombie) until <see cref="WaitForExit"/>, so a signal sent before then cannot hit another process.</summary>
+    public static unsafe void WaitUntilExited(int pid)
+    {
+        byte* info = stackalloc byte[128];
+        while (waitid(P_PID, pid, info, WEXITED | WNOWAIT) != 0)
+        {
+            var errno = Marshal.GetLastPInvokeError();
+            if (errno != EINTR) throw new IOException($"waitid({pid}) failed: errno {errno}");
+        }
+    }
+
+    /// <summary>Blocks until child <paramref name="pid"/> exits and reaps it: (exit code, null) or (128+N, N) for signal N.</summary>
+    public static (int Code, int? Signal) WaitForExit(int pid)
+    {
+        while (true)
+        {
+            var r = waitpid(pid, out var status, 0);
+            if (r == pid)
+            {
+                var sig = status & 0x7f;
+                if (sig == 0) return ((status >> 8) & 0xff, null);
+                return (128 + sig, sig);
+            }
+            var errno = Marshal.GetLastPInvokeError();
+            if (r < 0 && errno == EINTR) continue;
+            throw new IOException($"waitpid({pid}) failed: errno {errno}");
+        }
+    }
 
     [LibraryImport("libc", EntryPoint = "open", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     public static partial int open(string path, int flags);

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using BatchRunner.Core;
 using BatchRunner.Runtime.Cgroups;
 using BatchRunner.Runtime.Spec;
@@ -6,15 +5,15 @@ using BatchRunner.Runtime.Spec;
 namespace BatchRunner.Runtime;
 
 /// <summary>
-/// A container started by <see cref="RuncRuntime"/>. The `run --keep` child process lives as long as the
-/// container's main process; when it exits, the exit status and the cgroup's OOM-kill count are read
-/// once (the cgroup is kept until disposal) and make up the <see cref="ExitResult"/>.
+/// A container started by <see cref="RuncRuntime"/>. Its init is our child; when it exits, the exit
+/// status and the cgroup's OOM-kill count and usage are read once (the cgroup stays until `delete`, in
+/// disposal) and make up the <see cref="ExitResult"/>.
 /// </summary>
 internal sealed class RuncContainer : IRunningContainer
 {
     private readonly RuncRuntime _runtime;
     private readonly string _bundleDir;
-    private readonly Process _run;
+    private readonly ChildExit _init;
     private readonly ICgroupStatsReader _stats;
     private readonly Task<ExitResult> _exit;
     private ResourceUsage? _finalUsage;
@@ -22,13 +21,13 @@ internal sealed class RuncContainer : IRunningContainer
 
     private readonly Network.NetworkAttachment? _network;
 
-    public RuncContainer(RuncRuntime runtime, string id, string bundleDir, Process run, Network.NetworkAttachment? network = null)
+    public RuncContainer(RuncRuntime runtime, string id, string bundleDir, ChildExit init, Network.NetworkAttachment? network = null)
     {
         _network = network;
         _runtime = runtime;
         Id = id;
         _bundleDir = bundleDir;
-        _run = run;
+        _init = init;
         _stats = runtime.StatsReader(id);
         _exit = MonitorAsync();
     }
@@ -37,10 +36,7 @@ internal sealed class RuncContainer : IRunningContainer
 
     private async Task<ExitResult> MonitorAsync()
     {
-        await _run.WaitForExitAsync(CancellationToken.None);
-        var code = _run.ExitCode;
-        // runc exits 128+N when the container's process died of signal N.
-        int? signal = code is > 128 and <= 128 + 64 ? code - 128 : null;
+        var (code, signal) = await _init.Task;
         // The OOM killer may hit any process of the cgroup (a shell's child, say) while the main process
         // exits 0, and exit code 137 can be a plain `kill -9`: only the cgroup's counter is evidence.
         var oomKills = _stats.ReadOomKills();
@@ -54,7 +50,7 @@ internal sealed class RuncContainer : IRunningContainer
 
     public async Task KillAsync(CancellationToken ct)
     {
-        if (_run.HasExited) return;
+        if (_init.HasExited) return;
         await _runtime.KillAsync(Id, ct);
     }
 
@@ -67,16 +63,16 @@ internal sealed class RuncContainer : IRunningContainer
         var opts = _runtime.Options;
         try
         {
-            if (!_run.HasExited)
+            if (!_init.HasExited)
             {
                 try { await _runtime.KillAsync(Id, CancellationToken.None); }
                 catch (Exception e) when (e is InvalidOperationException or TimeoutException) { RuntimeLog.CleanupIncomplete(_runtime.Logger, Id, e.Message); }
-                using var cts = new CancellationTokenSource(opts.KillTimeout);
-                try { await _run.WaitForExitAsync(cts.Token); }
-                catch (OperationCanceledException)
+                try { await _init.Task.WaitAsync(opts.KillTimeout); }
+                catch (TimeoutException)
                 {
-                    // `run` did not exit: stop it; `delete --force` below kills what it left.
-                    _run.Kill();
+                    // The runtime's kill did not take: signal the init ourselves; `delete --force` below
+                    // kills what is left in the cgroup.
+                    _init.Kill();
                 }
             }
             await _exit; // records the final usage before the cgroup goes away
@@ -99,6 +95,5 @@ internal sealed class RuncContainer : IRunningContainer
         if (_network is not null && _runtime.BridgeNetwork is { } bridge)
             await bridge.DetachAsync(_network.ContainerId, CancellationToken.None);
         RuncRuntime.RemoveBundle(_bundleDir);
-        _run.Dispose();
     }
 }

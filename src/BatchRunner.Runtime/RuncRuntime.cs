@@ -10,7 +10,7 @@ namespace BatchRunner.Runtime;
 
 public sealed partial record RuncRuntimeOptions
 {
-    /// <summary>Absolute path of the runtime binary (runc, or a crun whose `run` accepts --keep).</summary>
+    /// <summary>Absolute path of the runtime binary (runc or crun).</summary>
     public required string BinaryPath { get; init; }
     public string Name { get; init; } = "runc";
     public string Version { get; init; } = "unknown";
@@ -19,7 +19,7 @@ public sealed partial record RuncRuntimeOptions
     public string CgroupRoot { get; init; } = CgroupVersionDetector.DefaultRoot;
     /// <summary>Null: detected from /proc/self/mountinfo.</summary>
     public CgroupVersion? CgroupVersion { get; init; }
-    /// <summary>How long `run` may take to bring the container to "running".</summary>
+    /// <summary>How long `run --detach` may take to start the container.</summary>
     public TimeSpan StartTimeout { get; init; } = TimeSpan.FromSeconds(30);
     /// <summary>How long a kill may take before the container's processes are gone.</summary>
     public TimeSpan KillTimeout { get; init; } = TimeSpan.FromSeconds(10);
@@ -30,16 +30,18 @@ public sealed partial record RuncRuntimeOptions
 }
 
 /// <summary>
-/// Drives runc (or a CLI-compatible runtime) per container with `run --keep`: the `run` process is our
-/// child for the container's whole life, exits with the container's status (128+N for signal N), and
-/// --keep leaves the container "stopped" with its cgroup intact so OOM kills and final usage can be read
-/// before <see cref="IRunningContainer.DisposeAsync"/> deletes it. The container's stdout/stderr are the
-/// job's files themselves: output never passes through this process.
+/// Drives runc or crun (any runtime with the OCI CLI: run --detach, kill, delete, list) per
+/// container with `run --detach` (create + start in one call). This process is a child subreaper, so
+/// once `run --detach` exits the container's init is our child: its exit status comes from waitpid (128+N for
+/// signal N), and its cgroup, which only `delete` removes, still holds the OOM-kill count and final
+/// usage when it has exited. Neither needs `run --keep`, which crun before 1.9 lacks. The container's
+/// stdout/stderr are the job's files themselves: output never passes through this process.
 /// </summary>
 public sealed partial class RuncRuntime : IContainerRuntime
 {
     internal const string ConfigFile = "config.json";
     internal const string LogFile = "runc.log";
+    internal const string PidFile = "init.pid";
 
     private readonly RuncRuntimeOptions _options;
     private readonly ILogger _logger;
@@ -94,7 +96,8 @@ public sealed partial class RuncRuntime : IContainerRuntime
     private async Task<IRunningContainer> StartPreparedAsync(ContainerSpec spec, string bundleDir, ContainerIo io, List<SpecOpt> extra, Network.NetworkAttachment? network, CancellationToken ct)
     {
         var sw = Stopwatch.StartNew();
-        Process runc;
+        var pidFile = Path.Combine(bundleDir, PidFile);
+        Process run;
         try
         {
             var config = SpecBuilder.ForContainer(spec, extra);
@@ -102,9 +105,10 @@ public sealed partial class RuncRuntime : IContainerRuntime
             Directory.CreateDirectory(_options.StateRoot);
             await File.WriteAllTextAsync(Path.Combine(bundleDir, ConfigFile), config.ToJson(), ct);
             File.Delete(Path.Combine(bundleDir, LogFile));
+            File.Delete(pidFile);
             // Create the output files here so that a bad path is our precise error, not the shell's.
             foreach (var f in new[] { io.StdoutPath, io.StderrPath }) new FileStream(f, FileMode.Append, FileAccess.Write).Dispose();
-            runc = LaunchRun(spec.Id, bundleDir, io);
+            run = LaunchRun(spec.Id, bundleDir, pidFile, io);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException or System.ComponentModel.Win32Exception)
         {
@@ -113,90 +117,88 @@ public sealed partial class RuncRuntime : IContainerRuntime
             throw new ContainerStartException($"container {spec.Id}: {e.Message}", e);
         }
 
+        // From here on the container may exist: every failure deletes it.
+        ChildExit exit;
         try
         {
-            await WaitUntilStartedAsync(spec.Id, runc, ct);
+            using (run)
+            {
+                using var cts = CancellationTokenSource.CreateLinkedTokenSource(ct);
+                cts.CancelAfter(_options.StartTimeout);
+                try { await run.WaitForExitAsync(cts.Token); }
+                catch (OperationCanceledException)
+                {
+                    try { run.Kill(); } catch (InvalidOperationException) { }
+                    if (ct.IsCancellationRequested) throw;
+                    throw new ContainerStartException($"{Name} run {spec.Id} did not finish within {_options.StartTimeout.TotalSeconds:0.#} s");
+                }
+                if (run.ExitCode != 0) throw new ContainerStartException($"{Name} could not start container {spec.Id}: {LogReason(bundleDir, run.ExitCode)}");
+            }
+            // `run --detach` has exited, so the container's init is now our child (we are its subreaper) and
+            // its pid cannot be reused before we reap it, even if it has already exited.
+            exit = ChildExit.Watch(ReadPid(pidFile));
         }
         catch (Exception e)
         {
-            await AbortStartAsync(spec.Id, bundleDir, runc);
+            await AbortStartAsync(spec.Id, bundleDir);
             if (e is OperationCanceledException && ct.IsCancellationRequested) throw;
             _logger.StartFailed(spec.Id, e.Message);
             throw e as ContainerStartException ?? new ContainerStartException($"container {spec.Id}: {e.Message}", e);
         }
-
-        if (runc.HasExited)
-        {
-            // Gone before we saw it running: a very short job, or a failed start. runc logs an error for
-            // the latter (a job's own exit status is not an error), so the log decides, not the exit code.
-            var errors = ReadLogErrors(bundleDir);
-            if (errors.Count > 0)
-            {
-                var reason = string.Join("; ", errors);
-                await AbortStartAsync(spec.Id, bundleDir, runc);
-                _logger.StartFailed(spec.Id, reason);
-                throw new ContainerStartException($"{Name} could not start container {spec.Id}: {reason}");
-            }
-        }
         _logger.Started(spec.Id, sw.Elapsed.TotalMilliseconds);
-        return new RuncContainer(this, spec.Id, bundleDir, runc, network);
+        return new RuncContainer(this, spec.Id, bundleDir, exit, network);
     }
 
-    // `sh -c 'exec runc ...'` with redirections: runc (and, through it, the container) gets the job's
-    // files as fds 1 and 2 and /dev/null as fd 0. No pipe to this process exists, so a chatty job costs
-    // us nothing and the files can be read while it runs. The shell is replaced by runc (exec), so the
-    // child's exit status is runc's.
-    private Process LaunchRun(string id, string bundleDir, ContainerIo io)
+    private string[] GlobalArgs(string bundleDir) =>
+        ["--root", _options.StateRoot, "--log", Path.Combine(bundleDir, LogFile), "--log-format", "json"];
+
+    private static string LogReason(string bundleDir, int exitCode)
     {
+        var errors = ReadLogErrors(bundleDir);
+        return errors.Count > 0 ? string.Join("; ", errors) : $"exit {exitCode}, nothing in its log";
+    }
+
+    private static int ReadPid(string pidFile)
+    {
+        var text = File.Exists(pidFile) ? File.ReadAllText(pidFile).Trim() : "";
+        return int.TryParse(text, out var pid) && pid > 0
+            ? pid
+            : throw new ContainerStartException($"the runtime wrote no pid to {pidFile}");
+    }
+
+    // `sh -c 'exec runc ... run --detach'` with redirections: the container's init inherits the job's files as
+    // fds 1 and 2 and /dev/null as fd 0. No pipe to this process exists, so a chatty job costs us nothing
+    // and the files can be read while it runs. The shell is replaced by the runtime (exec).
+    private Process LaunchRun(string id, string bundleDir, string pidFile, ContainerIo io)
+    {
+        EnsureSubreaper();
         var psi = new ProcessStartInfo("/bin/sh") { UseShellExecute = false };
         psi.ArgumentList.Add("-c");
         psi.ArgumentList.Add("exec \"$0\" \"$@\" >>\"$BR_STDOUT\" 2>>\"$BR_STDERR\" </dev/null");
         psi.ArgumentList.Add(_options.BinaryPath);
-        foreach (var a in new[] { "--root", _options.StateRoot, "--log", Path.Combine(bundleDir, LogFile), "--log-format", "json", "run", "--keep", "--bundle", bundleDir, id })
-            psi.ArgumentList.Add(a);
+        foreach (var a in GlobalArgs(bundleDir)) psi.ArgumentList.Add(a);
+        foreach (var a in new[] { "run", "--detach", "--bundle", bundleDir, "--pid-file", pidFile, id }) psi.ArgumentList.Add(a);
         psi.Environment["BR_STDOUT"] = Path.GetFullPath(io.StdoutPath);
         psi.Environment["BR_STDERR"] = Path.GetFullPath(io.StderrPath);
         return Process.Start(psi) ?? throw new IOException($"could not start {_options.BinaryPath}");
     }
 
-    private async Task WaitUntilStartedAsync(string id, Process runc, CancellationToken ct)
+    private static int s_subreaper;
+
+    // Process-wide and permanent: orphans of this process's children come to it. Only container inits are
+    // expected (the embedded PostgreSQL's postmaster too, which exits with the process).
+    private static void EnsureSubreaper()
     {
-        var sw = Stopwatch.StartNew();
-        var delay = TimeSpan.FromMilliseconds(2);
-        var exited = runc.WaitForExitAsync(CancellationToken.None);
-        while (!runc.HasExited)
-        {
-            var status = await StateAsync(id, ct);
-            if (status == "running") return;
-            if (status == "stopped")
-            {
-                // The container's init is gone; `run` exits right after (and a failed start has then
-                // written its error to the log): wait for it so the caller can tell the two apart.
-                using var cts = CancellationTokenSource.CreateLinkedTokenSource(ct);
-                cts.CancelAfter(_options.StartTimeout);
-                await runc.WaitForExitAsync(cts.Token);
-                return;
-            }
-            if (sw.Elapsed > _options.StartTimeout)
-                throw new ContainerStartException($"container {id} did not start within {_options.StartTimeout.TotalSeconds:0.#} s (state: {status ?? "unknown"})");
-            await Task.WhenAny(exited, Task.Delay(delay, ct));
-            ct.ThrowIfCancellationRequested();
-            delay = TimeSpan.FromMilliseconds(Math.Min(delay.TotalMilliseconds * 2, 50));
-        }
+        if (Interlocked.Exchange(ref s_subreaper, 1) == 0) Native.BecomeChildSubreaper();
     }
 
-    private async Task AbortStartAsync(string id, string bundleDir, Process runc)
+    // A failed `run` leaves nothing running, but a timed-out one may have: `delete --force` kills it. An
+    // init reparented to us then is a zombie no one reaps; that costs a process-table slot, nothing more.
+    private async Task AbortStartAsync(string id, string bundleDir)
     {
         try
         {
-            if (!runc.HasExited) await KillAsync(id, CancellationToken.None);
             await DeleteAsync(id, CancellationToken.None);
-            if (!runc.HasExited)
-            {
-                using var cts = new CancellationTokenSource(_options.KillTimeout);
-                try { await runc.WaitForExitAsync(cts.Token); }
-                catch (OperationCanceledException) { runc.Kill(); }
-            }
         }
         catch (Exception e) when (e is not OutOfMemoryException)
         {
@@ -205,7 +207,6 @@ public sealed partial class RuncRuntime : IContainerRuntime
         finally
         {
             RemoveBundle(bundleDir);
-            runc.Dispose();
         }
     }
 
@@ -231,19 +232,6 @@ public sealed partial class RuncRuntime : IContainerRuntime
             }
         }
         return errors;
-    }
-
-    /// <summary>`state ID`: "creating", "created", "running", "paused", "stopped", or null when unknown.</summary>
-    internal async Task<string?> StateAsync(string id, CancellationToken ct)
-    {
-        var r = await Command.RunAsync(_options.BinaryPath, ["--root", _options.StateRoot, "state", id], _options.CommandTimeout, ct);
-        if (!r.Ok) return null;
-        try
-        {
-            using var doc = JsonDocument.Parse(r.Stdout);
-            return doc.RootElement.TryGetProperty("status", out var s) ? s.GetString() : null;
-        }
-        catch (JsonException) { return null; }
     }
 
     /// <summary>SIGKILL to every process of the container; a container that is gone or stopped is not an error.</summary>
@@ -274,7 +262,7 @@ public sealed partial class RuncRuntime : IContainerRuntime
     /// then empty. Never recursive: the directory may hold the job's output files or a mounted rootfs.</summary>
     internal static void RemoveBundle(string bundleDir)
     {
-        foreach (var f in new[] { ConfigFile, LogFile })
+        foreach (var f in new[] { ConfigFile, LogFile, PidFile })
         {
             try { File.Delete(Path.Combine(bundleDir, f)); }
             catch (DirectoryNotFoundException) { }

@@ -54,6 +54,16 @@ public sealed class RuntimeDetectorFacts
     }
 
     [Fact]
+    public async Task DetectAsync_PicksCrun181_OnV2Host_ThoughItHasNoRunKeep()
+    {
+        // The real crun 1.8.1 binary, with the host declared pure v2 (where no probe container is needed).
+        var s = await new RuntimeDetector(CgroupVersion.V2, name => name == "crun" ? "/usr/bin/crun" : "/usr/sbin/runc").DetectAsync("auto", CancellationToken.None);
+        Assert.Equal("crun", s.Name);
+        Assert.Equal("1.8.1", s.Version);
+        Assert.Equal("/usr/bin/crun", s.Path);
+    }
+
+    [Fact]
     public async Task ProbeAsync_ReturnsNull_ForRuncOnThisHost() =>
         Assert.Null(await RuntimeDetector.ProbeAsync("/usr/sbin/runc", CancellationToken.None));
 }

@@ -5,8 +5,8 @@ using BatchRunner.Server.Execution;
 namespace BatchRunner.Server.Nodes;
 
 /// <summary>
-/// A worker killed outright (SIGKILL, OOM) cannot stop its containers, and `runc run` does not stop a
-/// container when its parent dies. This starts a tiny shell in its own session that waits for the
+/// A worker killed outright (SIGKILL, OOM) cannot stop its containers, and a detached container's init
+/// outlives its parent (the worker, its subreaper). This starts a tiny shell in its own session that waits for the
 /// worker process to end and then kills every container with this node's prefix, so a job whose worker
 /// died stops within about a second instead of running on beside its retry. The mounts, bundles and
 /// cgroups left behind are removed by <see cref="NodeJanitor"/> when the worker starts again.
