@@ -97,6 +97,46 @@ internal static partial class Native
         return (mode & S_IFMT) == S_IFREG;
     }
 
+    private struct OpenHow { public ulong Flags; public ulong Mode; public ulong Resolve; }
+    private const long SYS_openat2 = 437; // x86-64 and arm64 alike
+    private const ulong RESOLVE_NO_MAGICLINKS = 0x02, RESOLVE_IN_ROOT = 0x10;
+    private const int O_WRONLY = 1, O_CREAT = 0x40, O_DIRECTORY = 0x10000;
+
+    [LibraryImport("libc", SetLastError = true)]
+    private static unsafe partial long syscall(long number, int dirfd, byte* path, OpenHow* how, nuint size);
+
+    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int mkdirat(int dirfd, string path, uint mode);
+
+    private static unsafe int OpenInRoot(int rootFd, string path, int flags, uint mode)
+    {
+        var how = new OpenHow { Flags = (ulong)flags, Mode = mode, Resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS };
+        var bytes = System.Text.Encoding.UTF8.GetBytes(path + "\0");
+        fixed (byte* p = bytes) return (int)syscall(SYS_openat2, rootFd, p, &how, (nuint)sizeof(OpenHow));
+    }
+
+    /// <summary>
+    /// Makes sure the regular file <paramref name="relativePath"/> ("etc/hosts") exists in <paramref name="root"/>,
+    /// creating it (mode 0644, and a missing first-level directory, 0755) as this process. Every path is
+    /// resolved with openat2(RESOLVE_IN_ROOT): a symlink the image planted cannot lead outside the root.
+    /// Returns false (nothing created) when it cannot be done, e.g. the image has a directory there.
+    /// </summary>
+    public static bool EnsureFileInRoot(string root, string relativePath)
+    {
+        var rootFd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (rootFd < 0) return false;
+        try
+        {
+            var slash = relativePath.IndexOf('/');
+            if (slash > 0) mkdirat(rootFd, relativePath[..slash], 0b111_101_101); // EEXIST is fine; anything else shows below
+            var fd = OpenInRoot(rootFd, relativePath, O_WRONLY | O_CREAT | O_CLOEXEC, 0b110_100_100);
+            if (fd < 0) return false;
+            close(fd);
+            return true;
+        }
+        finally { close(rootFd); }
+    }
+
     public static int NoFollowFlag =>
         RuntimeInformation.ProcessArchitecture is Architecture.Arm64 or Architecture.Arm ? O_NOFOLLOW_ARM64 : O_NOFOLLOW;
 }

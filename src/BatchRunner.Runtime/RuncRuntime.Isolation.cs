@@ -17,6 +17,11 @@ public sealed partial record RuncRuntimeOptions
 
     /// <summary>Remap every container's ids into this unprivileged host range; null: no user namespace.</summary>
     public UserNamespaceOptions? UserNamespace { get; init; }
+
+    /// <summary>The host's resolver configuration, the source of host and bridge containers' /etc/resolv.conf.</summary>
+    public string HostResolvConf { get; init; } = "/etc/resolv.conf";
+    /// <summary>The host's /etc/hosts, the start of host-network containers' /etc/hosts.</summary>
+    public string HostHosts { get; init; } = "/etc/hosts";
 }
 
 /// <summary>
@@ -82,6 +87,43 @@ public sealed partial class RuncRuntime
             m.Source = "/sys";
             m.Options = ["rbind", "ro", "nosuid", "noexec", "nodev"];
         }
+    }
+
+    internal const string HostnameFile = "hostname", HostsFile = "hosts", ResolvConfFile = "resolv.conf";
+
+    /// <summary>
+    /// Writes the container's /etc/hostname, /etc/hosts and (host and bridge modes) /etc/resolv.conf into
+    /// its bundle and returns the option that binds them (per-container copies: a job may edit them).
+    /// </summary>
+    private SpecOpt WriteNameFiles(ContainerSpec spec, string bundleDir, NetworkAttachment? network)
+    {
+        Directory.CreateDirectory(bundleDir);
+        var host = spec.Network == ContainerNetworkMode.Host;
+        var files = new List<(string Name, string Destination, string Text)>
+        {
+            (HostnameFile, "/etc/hostname", NameFiles.Hostname(spec.Hostname)),
+            (HostsFile, "/etc/hosts", NameFiles.Hosts(spec.Hostname, network?.Address, host ? ReadOrNull(_options.HostHosts) : null)),
+        };
+        if (spec.Network != ContainerNetworkMode.None)
+        {
+            var resolv = NameFiles.ResolvConf(spec.Network, ReadOrNull(_options.HostResolvConf) ?? "", ReadOrNull(NameFiles.ResolvedUpstream),
+                _options.Bridge?.DnsServers, out var warning);
+            if (warning is not null) _logger.NameResolutionWarning(spec.Id, warning);
+            if (resolv is not null) files.Add((ResolvConfFile, "/etc/resolv.conf", resolv));
+        }
+        // In a user namespace the runtime creates missing mount points as the mapped root, which cannot
+        // write the image's root-owned /etc: create them here, confined to the rootfs. Where that is
+        // impossible (the image has a directory at /etc/hosts, say), the image's own file stays.
+        if (_options.UserNamespace is not null)
+            files.RemoveAll(f => !Native.EnsureFileInRoot(spec.RootfsPath, f.Destination.TrimStart('/')));
+        foreach (var f in files) File.WriteAllText(Path.Combine(bundleDir, f.Name), f.Text);
+        return SpecOpts.WithBindMounts(files.Select(f => new BindMount(Path.Combine(bundleDir, f.Name), f.Destination, ReadOnly: false)));
+    }
+
+    private static string? ReadOrNull(string path)
+    {
+        try { return File.ReadAllText(path); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return null; }
     }
 
     private async Task ReleaseNetworkAsync(NetworkAttachment? network)

@@ -84,7 +84,14 @@ public sealed partial class RuncRuntime : IContainerRuntime
         try
         {
             List<SpecOpt> gpus = spec.Gpus is { Devices.Count: > 0 } g ? [Gpus.GpuSpecOpts.WithGpus(g)] : [];
-            return await StartPreparedAsync(spec, bundleDir, io, [.. isolation, .. gpus, .. _options.ExtraSpecOptions], network, ct);
+            SpecOpt names;
+            try { names = WriteNameFiles(spec, bundleDir, network); }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                RemoveBundle(bundleDir);
+                throw new ContainerStartException($"container {spec.Id}: writing its /etc files failed: {e.Message}", e);
+            }
+            return await StartPreparedAsync(spec, bundleDir, io, [.. isolation, names, .. gpus, .. _options.ExtraSpecOptions], network, ct);
         }
         catch
         {
@@ -262,7 +269,7 @@ public sealed partial class RuncRuntime : IContainerRuntime
     /// then empty. Never recursive: the directory may hold the job's output files or a mounted rootfs.</summary>
     internal static void RemoveBundle(string bundleDir)
     {
-        foreach (var f in new[] { ConfigFile, LogFile, PidFile })
+        foreach (var f in new[] { ConfigFile, LogFile, PidFile, HostnameFile, HostsFile, ResolvConfFile })
         {
             try { File.Delete(Path.Combine(bundleDir, f)); }
             catch (DirectoryNotFoundException) { }

@@ -30,4 +30,7 @@ internal static partial class RuntimeLog
 
     [LoggerMessage(EventId = 3009, Level = LogLevel.Debug, Message = "Container {ContainerId} deleted")]
     public static partial void Deleted(this ILogger logger, string containerId);
+
+    [LoggerMessage(EventId = 3010, Level = LogLevel.Warning, Message = "Container {ContainerId}: {Warning}")]
+    public static partial void NameResolutionWarning(this ILogger logger, string containerId, string warning);
 }

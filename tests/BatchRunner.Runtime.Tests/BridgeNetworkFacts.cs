@@ -7,9 +7,10 @@ using BatchRunner.Testing;
 namespace BatchRunner.Runtime.Tests;
 
 /// <summary>
-/// Two bridge networks of this fixture's own (own bridge names, /24 subnets in 10.0.0.0/8 and state dirs):
-/// one isolating containers from each other (the default), one not. Traffic only flows between these
-/// namespaces and the bridges' gateway addresses on this host.
+/// Three bridge networks of this fixture's own (own bridge names, /24 subnets in 10.0.0.0/8 and state dirs):
+/// one isolating containers from each other (the default), one not, one with NAT for egress. Traffic only
+/// flows between these namespaces, the bridges' gateway addresses on this host and (NAT test) a network
+/// namespace on this host that plays the outside world at a 198.18.0.0/15 (benchmarking) address.
 /// </summary>
 public sealed class BridgeFixture : IAsyncLifetime
 {
@@ -18,6 +19,10 @@ public sealed class BridgeFixture : IAsyncLifetime
     public RuncRuntime Shared { get; }
     public BridgeNetworkOptions IsolatedNet { get; }
     public BridgeNetworkOptions SharedNet { get; }
+    public RuncRuntime Masq { get; }
+    public BridgeNetworkOptions MasqNet { get; }
+    /// <summary>The "host's" resolv.conf the Isolated runtime copies: a loopback stub plus a real-looking server.</summary>
+    public string HostResolvConf { get; }
 
     public BridgeFixture()
     {
@@ -33,8 +38,12 @@ public sealed class BridgeFixture : IAsyncLifetime
         };
         IsolatedNet = Net("iso", Random.Shared.Next(0, 127));
         SharedNet = Net("shared", Random.Shared.Next(128, 255)) with { IsolateContainers = false };
-        Isolated = new RuncRuntime(Runc.Runtime.Options with { Bridge = IsolatedNet });
+        MasqNet = Net("masq", Random.Shared.Next(0, 255)) with { Subnet = $"10.{octet - 50}.{Random.Shared.Next(0, 255)}.0/24", IpMasq = true };
+        HostResolvConf = Path.Combine(Runc.BaseDir, "host-resolv.conf");
+        File.WriteAllText(HostResolvConf, "# written by the test\nnameserver 127.0.0.53\nnameserver 192.0.2.53\nsearch corp.example\noptions edns0 trust-ad\n");
+        Isolated = new RuncRuntime(Runc.Runtime.Options with { Bridge = IsolatedNet, HostResolvConf = HostResolvConf, AllowHostNetwork = true });
         Shared = new RuncRuntime(Runc.Runtime.Options with { Bridge = SharedNet });
+        Masq = new RuncRuntime(Runc.Runtime.Options with { Bridge = MasqNet });
     }
 
     public Task InitializeAsync() => Task.CompletedTask;
@@ -43,7 +52,8 @@ public sealed class BridgeFixture : IAsyncLifetime
     {
         await Isolated.CleanupOrphansAsync(Runc.Prefix, CancellationToken.None);
         await Shared.CleanupOrphansAsync(Runc.Prefix, CancellationToken.None);
-        foreach (var net in new[] { IsolatedNet, SharedNet })
+        await Masq.CleanupOrphansAsync(Runc.Prefix, CancellationToken.None);
+        foreach (var net in new[] { IsolatedNet, SharedNet, MasqNet })
         {
             try { await ExternalCommand.RunAsync("ip", ["link", "delete", net.BridgeName]); } catch (InvalidOperationException) { }
             if (Directory.Exists(net.StateDir)) Directory.Delete(net.StateDir, recursive: true);
@@ -171,6 +181,84 @@ public sealed class BridgeNetworkFacts(BridgeFixture fx) : IClassFixture<BridgeF
         Assert.False(File.Exists(attachment.NetnsPath));
         Assert.Empty(Leases(fx.IsolatedNet, id));
         Assert.DoesNotContain(attachment.HostInterface!, HostVeths());
+    }
+
+    [Fact]
+    public async Task BridgeJob_GetsHostsHostnameAndResolvConf_WithoutLoopbackNameservers()
+    {
+        var spec = Bridge("ip -4 -o addr show eth0 | awk '{print $4}' | cut -d/ -f1; echo ==; cat /etc/hostname; echo ==; cat /etc/hosts; echo ==; cat /etc/resolv.conf");
+        var parts = (await RunToEndAsync(fx.Isolated, spec)).Split("==\n");
+        var address = parts[0].Trim();
+        Assert.Equal("batchrunner\n", parts[1]);
+        Assert.Contains("127.0.0.1\tlocalhost", parts[2]);
+        Assert.Contains($"{address}\tbatchrunner", parts[2]);
+        // The host's loopback stub is unreachable from the bridge: only the other server, and search/options, remain.
+        Assert.Equal("nameserver 192.0.2.53\nsearch corp.example\noptions edns0 trust-ad\n", parts[3]);
+    }
+
+    [Fact]
+    public async Task NoneAndHostJobs_GetTheirNameFiles_HostKeepsLoopbackNameservers()
+    {
+        // (The busybox rootfs is shared by the tests, not an overlay: other jobs' mount points may be left in it.)
+        var none = R.Spec(R.NewId(), "sh", "-c", "cat /etc/hosts; echo ==; cat /etc/resolv.conf 2>/dev/null | grep -c nameserver; true");
+        var noneOut = (await RunToEndAsync(fx.Isolated, none)).Split("==\n");
+        Assert.Contains("127.0.1.1\tbatchrunner", noneOut[0]);
+        Assert.Equal("0\n", noneOut[1]); // a job without a network gets no resolver configuration
+
+        var host = R.Spec(R.NewId(), "sh", "-c", "cat /etc/hosts; echo ==; cat /etc/resolv.conf") with { Network = ContainerNetworkMode.Host };
+        var hostOut = (await RunToEndAsync(fx.Isolated, host)).Split("==\n");
+        Assert.StartsWith(File.ReadAllText("/etc/hosts").TrimEnd('\n'), hostOut[0]);
+        Assert.EndsWith("127.0.1.1\tbatchrunner\n", hostOut[0]);
+        Assert.Equal("nameserver 127.0.0.53\nnameserver 192.0.2.53\nsearch corp.example\noptions edns0 trust-ad\n", hostOut[1]);
+    }
+
+    [Fact]
+    public async Task BridgeJob_EgressIsMasqueraded_ToTheHostsAddress()
+    {
+        // "Outside": a namespace behind a veth on this host, 198.18.N.2, reached through the host's routing
+        // (host side 198.18.N.1). With NAT the connection arrives from 198.18.N.1, never from the job's 10.x address.
+        var tag = Guid.NewGuid().ToString("N")[..6];
+        var ns = "br-test-out-" + tag;
+        var (hostIf, peerIf) = ("bro" + tag, "bri" + tag);
+        var n = Random.Shared.Next(0, 255);
+        string hostAddr = $"198.18.{n}.1", outsideAddr = $"198.18.{n}.2";
+        async Task Ip(params string[] args) => await ExternalCommand.RunAsync("ip", args);
+        await Ip("netns", "add", ns);
+        System.Diagnostics.Process? listener = null;
+        try
+        {
+            await Ip("link", "add", hostIf, "type", "veth", "peer", "name", peerIf);
+            await Ip("link", "set", peerIf, "netns", ns);
+            await Ip("addr", "add", hostAddr + "/30", "dev", hostIf);
+            await Ip("link", "set", hostIf, "up");
+            await Ip("-n", ns, "addr", "add", outsideAddr + "/30", "dev", peerIf);
+            await Ip("-n", ns, "link", "set", peerIf, "up");
+            await Ip("-n", ns, "link", "set", "lo", "up");
+            // No route back to the bridge's subnet: an un-NATed reply would be lost, as on the Internet.
+            listener = System.Diagnostics.Process.Start(new System.Diagnostics.ProcessStartInfo("ip", ["netns", "exec", ns, "busybox", "nc", "-l", "-p", "7100"])
+                { RedirectStandardOutput = true, RedirectStandardInput = true })!;
+            await Poll.UntilAsync(() => ExternalCommand.RunAsync("ip", ["netns", "exec", ns, "ss", "-Htln"]), s => s.Contains(":7100"), Deadline, "listener in the outside namespace");
+
+            var spec = Bridge($"ip -4 -o addr show eth0 | awk '{{print $4}}' | cut -d/ -f1; (echo hello-outside; sleep 3) | nc -w 5 {outsideAddr} 7100; echo nc=$?") with { };
+            await using var c = await StartAsync(fx.Masq, spec);
+            var established = await Poll.UntilAsync(() => ExternalCommand.RunAsync("ip", ["netns", "exec", ns, "ss", "-Htn", "state", "established"]),
+                s => s.Contains(":7100"), Deadline, "connection from the job");
+            var exit = await c.WaitAsync(new CancellationTokenSource(Deadline).Token);
+            var stdout = Stdout(spec);
+            var jobAddress = stdout.Split('\n')[0].Trim();
+            Assert.StartsWith(fx.MasqNet.Subnet[..^5], jobAddress);
+            Assert.True(established.Contains(hostAddr) && !established.Contains(jobAddress), $"job {jobAddress}, outside saw: {established}");
+            Assert.True(exit.Successful, File.ReadAllText(R.Io(spec.Id).StderrPath));
+            Assert.Contains("nc=0", stdout);
+            Assert.Equal("hello-outside", (await listener.StandardOutput.ReadLineAsync().WaitAsync(Deadline))?.Trim());
+        }
+        finally
+        {
+            if (listener is { HasExited: false }) listener.Kill();
+            listener?.Dispose();
+            try { await Ip("link", "delete", hostIf); } catch (InvalidOperationException) { }
+            await Ip("netns", "delete", ns);
+        }
     }
 
     private static IEnumerable<string> Leases(BridgeNetworkOptions net, string id)

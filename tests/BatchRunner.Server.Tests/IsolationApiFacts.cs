@@ -278,9 +278,11 @@ public sealed class IsolationApiFacts(IsolationServerFixture f)
         var stdoutB = await f.RunAsync(new
         {
             image = f.Busybox, network = "bridge",
-            command = new[] { "/bin/sh", "-c", $"ip -4 -o addr show eth0 | awk '{{print $4}}' | cut -d/ -f1; echo hi | nc -w 2 {addrA} 7000 && echo reached-a || echo isolated; ping -c1 -W1 {prefix}1 >/dev/null 2>&1; ip route | grep -c default" },
+            command = new[] { "/bin/sh", "-c", $"A=$(ip -4 -o addr show eth0 | awk '{{print $4}}' | cut -d/ -f1); echo $A; echo hi | nc -w 2 {addrA} 7000 && echo reached-a || echo isolated; ping -c1 -W1 {prefix}1 >/dev/null 2>&1; ip route | grep -c default; grep -c \"^$A[[:space:]]$(hostname)\" /etc/hosts; grep -c '^nameserver 127\\.' /etc/resolv.conf; true" },
         });
         var lines = stdoutB.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Equal("1", lines[3]); // its own /etc/hosts maps its hostname to its bridge address
+        Assert.Equal("0", lines[4]); // its /etc/resolv.conf exists and names no (unreachable) loopback resolver
         Assert.StartsWith(prefix, lines[0]);
         Assert.NotEqual(addrA, lines[0]);
         Assert.Equal("isolated", lines[1]);

@@ -27,6 +27,8 @@ public sealed record BridgeNetworkOptions
     public bool IsolateContainers { get; init; } = true;
     /// <summary>Masquerade traffic leaving the subnet (egress to the outside world).</summary>
     public bool IpMasq { get; init; } = true;
+    /// <summary>Nameservers for bridge containers' /etc/resolv.conf; empty: the host's, less loopback ones.</summary>
+    public IReadOnlyList<string> DnsServers { get; init; } = [];
     public TimeSpan PluginTimeout { get; init; } = TimeSpan.FromSeconds(30);
 }
 

@@ -25,6 +25,7 @@ internal static partial class Components
                 Subnet = iso.Bridge.Subnet,
                 IsolateContainers = iso.Bridge.IsolateJobs,
                 IpMasq = iso.Bridge.IpMasq,
+                DnsServers = iso.Bridge.DnsServers,
                 PluginDir = iso.Bridge.PluginDir,
                 StateDir = iso.Bridge.StateDir ?? Path.Combine("/run/batchrunner/cni", iso.Bridge.Network),
             }

@@ -42,6 +42,9 @@ public sealed class IsolationOptions
         foreach (var (name, dir) in Datasets)
             if (!Path.IsPathFullyQualified(dir))
                 throw new InvalidOperationException($"BatchRunner:Isolation:Datasets:{name}: \"{dir}\" must be an absolute host path");
+        foreach (var d in Bridge.DnsServers)
+            if (!System.Net.IPAddress.TryParse(d, out _))
+                throw new InvalidOperationException($"BatchRunner:Isolation:Bridge:DnsServers: \"{d}\" is not an IP address");
         if (Bridge.Name.Length is 0 or > 15) throw new InvalidOperationException("BatchRunner:Isolation:Bridge:Name must be 1-15 characters (a Linux interface name)");
         if (UserNamespace.Enabled && (UserNamespace.HostUidStart == 0 || UserNamespace.HostGidStart == 0 || UserNamespace.Size < 1))
             throw new InvalidOperationException("BatchRunner:Isolation:UserNamespace needs HostUidStart, HostGidStart > 0 and Size ≥ 1");
@@ -59,6 +62,9 @@ public sealed class BridgeOptions
     /// <summary>True (default): bridge jobs cannot reach each other, only the gateway and (NAT) the outside.</summary>
     public bool IsolateJobs { get; set; } = true;
     public bool IpMasq { get; set; } = true;
+    /// <summary>Nameservers written to bridge jobs' /etc/resolv.conf; empty: the host's, without loopback
+    /// ones (with systemd-resolved's upstream servers in place of its 127.0.0.53 stub).</summary>
+    public string[] DnsServers { get; set; } = [];
     public string PluginDir { get; set; } = "/usr/lib/cni";
     /// <summary>Address leases and cached CNI results (default /run/batchrunner/cni/NETWORK).</summary>
     public string? StateDir { get; set; }
