@@ -146,7 +146,17 @@ public static class JobsApi
         return TypedResults.Ok<IReadOnlyList<OutputDto>>(job.Outputs.Select(o => new OutputDto(o.Path, o.Size, o.Sha256)).ToList());
     }
 
-    public static async Task<IResult> GetOutputAsync(string id, string path, JobStore store, DataPaths paths, CancellationToken ct)
+    public static async Task<IResult> GetOutputAsync(string id, string path, HttpContext http, JobStore store, DataPaths paths, NodeIdentity node, CancellationToken ct)
+    {
+        var job = await FindAsync(id, store, ct);
+        if (job is null) return NotFound(id);
+        if (NodeFilesApi.RanElsewhere(job, node))
+            return new ForwardToNodeResult(job.Node!, $"{NodeFilesApi.Prefix}/{job.Id}/outputs/{Uri.EscapeDataString(path).Replace("%2F", "/")}");
+        return await LocalOutputAsync(id, path, store, paths, ct);
+    }
+
+    /// <summary>An output file from this node's data directory.</summary>
+    internal static async Task<IResult> LocalOutputAsync(string id, string path, JobStore store, DataPaths paths, CancellationToken ct)
     {
         var job = await FindAsync(id, store, ct);
         if (job is null) return NotFound(id);
@@ -157,15 +167,25 @@ public static class JobsApi
                 detail: $"job {id} has no output file \"{path}\"" + (JobState.IsFinal(job.State) ? "" : " (outputs are listed when the job ends)"));
         var full = Path.Combine(paths.Outputs(job.Id), file.Path);
         if (!OutputScanner.IsRegularFile(full))
-            return TypedResults.Problem(statusCode: 404, title: "No such output", detail: $"output \"{path}\" of job {id} is no longer on this node");
+            return TypedResults.Problem(statusCode: 404, title: "No such output", detail: $"output \"{path}\" of job {id} is no longer on node {job.Node}");
         return TypedResults.PhysicalFile(full, "application/octet-stream", Path.GetFileName(file.Path), enableRangeProcessing: true);
     }
 
     public static async Task<IResult> LogsAsync(
-        string id, string? stream, bool? follow, HttpContext http, JobStore store, DataPaths paths, CancellationToken ct)
+        string id, string? stream, bool? follow, HttpContext http, JobStore store, DataPaths paths, NodeIdentity node, CancellationToken ct)
     {
-        if (stream is not (null or "stdout" or "stderr" or "all"))
-            return TypedResults.ValidationProblem(new Dictionary<string, string[]> { ["stream"] = ["stream must be stdout or stderr (omit it for both)"] });
+        if (InvalidStream(stream) is { } invalid) return invalid;
+        var job = await FindAsync(id, store, ct);
+        if (job is null) return NotFound(id);
+        if (NodeFilesApi.RanElsewhere(job, node))
+            return new ForwardToNodeResult(job.Node!, $"{NodeFilesApi.Prefix}/{job.Id}/logs{http.Request.QueryString}");
+        return await LocalLogsAsync(id, stream, follow, store, paths, ct);
+    }
+
+    /// <summary>The log files in this node's data directory.</summary>
+    internal static async Task<IResult> LocalLogsAsync(string id, string? stream, bool? follow, JobStore store, DataPaths paths, CancellationToken ct)
+    {
+        if (InvalidStream(stream) is { } invalid) return invalid;
         var job = await FindAsync(id, store, ct);
         if (job is null) return NotFound(id);
         var files = new List<string>();
@@ -173,6 +193,10 @@ public static class JobsApi
         if (stream is null or "all" or "stderr") files.Add(paths.Stderr(job.Id));
         return new LogStreamResult(job.Id, files, follow == true, store);
     }
+
+    private static IResult? InvalidStream(string? stream) =>
+        stream is null or "stdout" or "stderr" or "all" ? null
+            : TypedResults.ValidationProblem(new Dictionary<string, string[]> { ["stream"] = ["stream must be stdout or stderr (omit it for both)"] });
 
     private static async Task<JobRecord?> FindAsync(string id, JobStore store, CancellationToken ct) =>
         Guid.TryParse(id, out var jobId) ? await store.GetAsync(jobId, ct) : null;

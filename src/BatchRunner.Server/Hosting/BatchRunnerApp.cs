@@ -122,6 +122,10 @@ public static partial class BatchRunnerApp
 
         services.AddSingleton<NodeStore>();
         services.AddSingleton<LiveNodes>();
+        // Logs and outputs stay on the node that ran the job; the API forwards requests for them there.
+        services.AddSingleton(sp => new NodeAddress(sp.GetRequiredService<Microsoft.AspNetCore.Hosting.Server.IServer>(), options.AdvertiseUrl));
+        services.AddSingleton<ClusterToken>();
+        services.AddHttpClient(Api.NodeFilesApi.HttpClientName, c => c.Timeout = Timeout.InfiniteTimeSpan);
 
         // The image cache of this node; the images API (import, list, delete) works on it too.
         services.AddSingleton(sp => Components.CreateImageStore(options, paths, sp));
@@ -176,6 +180,7 @@ public static partial class BatchRunnerApp
         app.UseHttpMetrics();
         app.MapMetrics();
         app.MapGet("/healthz", HealthAsync).WithTags("Health");
+        app.MapNodeFilesApi();
 
         if (options.RunsApi)
         {

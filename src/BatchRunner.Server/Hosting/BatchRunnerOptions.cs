@@ -17,6 +17,10 @@ public sealed class BatchRunnerOptions
     /// <summary>Npgsql connection string. Unset: BatchRunner runs its own PostgreSQL in DATA/postgres.</summary>
     public string? ConnectionString { get; set; }
 
+    /// <summary>The URL other nodes reach this one at (for the logs and outputs of the jobs it ran); unset:
+    /// the first address it listens on, a wildcard host replaced by the machine's host name.</summary>
+    public string? AdvertiseUrl { get; set; }
+
     /// <summary>all (API + worker, the default), api, or worker.</summary>
     public string Role { get; set; } = "all";
 
@@ -130,6 +134,7 @@ public static class EnvironmentShortcuts
         ["BATCHRUNNER_RUNTIME"] = "BatchRunner:Runtime",
         ["BATCHRUNNER_DOCKER_CONFIG"] = "BatchRunner:DockerConfigPath",
         ["BATCHRUNNER_URLS"] = "urls",
+        ["BATCHRUNNER_ADVERTISE_URL"] = "BatchRunner:AdvertiseUrl",
     };
 
     public static IEnumerable<KeyValuePair<string, string?>> Read()

@@ -20,6 +20,7 @@ public sealed partial class NodeRegistry(
     NodeIdentity node,
     NodeResources resources,
     IBackgroundJobClient hangfire,
+    NodeAddress address,
     IOptions<BatchRunnerOptions> options,
     ILogger<NodeRegistry> log) : BackgroundService
 {
@@ -51,7 +52,7 @@ public sealed partial class NodeRegistry(
         {
             try
             {
-                if (!await nodes.HeartbeatAsync(node.Name, Instance, stoppingToken))
+                if (!await nodes.HeartbeatAsync(node.Name, Instance, stoppingToken, address.Url))
                 {
                     // Another process registered under our name: it owns the node now.
                     LogTakenOver(log, node.Name);

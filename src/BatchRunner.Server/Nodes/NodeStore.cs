@@ -36,12 +36,40 @@ public sealed class NodeStore(NpgsqlDataSource db)
     }
 
     /// <summary>False when another instance has taken over this node name (this process must stop working).</summary>
-    public async Task<bool> HeartbeatAsync(string name, Guid instance, CancellationToken ct)
+    /// <summary>Renews the node's lease and records where it answers HTTP (<paramref name="apiUrl"/>; null: unchanged).</summary>
+    public async Task<bool> HeartbeatAsync(string name, Guid instance, CancellationToken ct, string? apiUrl = null)
     {
-        await using var cmd = db.CreateCommand("update batchrunner.nodes set heartbeat_at = now() where name = @n and instance_id = @i");
+        await using var cmd = db.CreateCommand("update batchrunner.nodes set heartbeat_at = now(), api_url = coalesce(@u, api_url) where name = @n and instance_id = @i");
         cmd.Parameters.AddWithValue("n", name);
         cmd.Parameters.AddWithValue("i", instance);
+        cmd.Parameters.Add(new NpgsqlParameter("u", NpgsqlDbType.Text) { Value = (object?)apiUrl ?? DBNull.Value });
         return await cmd.ExecuteNonQueryAsync(ct) == 1;
+    }
+
+    /// <summary>The node's HTTP address and whether its lease is current; null when no such node is recorded.</summary>
+    public async Task<(string? ApiUrl, bool Alive)?> GetApiUrlAsync(string name, CancellationToken ct)
+    {
+        await using var cmd = db.CreateCommand("""
+            select api_url, stopped_at is null and heartbeat_at > now() - make_interval(secs => lease_seconds)
+            from batchrunner.nodes where name = @n
+            """);
+        cmd.Parameters.AddWithValue("n", name);
+        await using var r = await cmd.ExecuteReaderAsync(ct);
+        if (!await r.ReadAsync(ct)) return null;
+        return (r.IsDBNull(0) ? null : r.GetString(0), r.GetBoolean(1));
+    }
+
+    /// <summary>The cluster setting <paramref name="name"/>, set to <paramref name="proposed"/> by whichever node asks first.</summary>
+    public async Task<string> GetOrAddSettingAsync(string name, string proposed, CancellationToken ct)
+    {
+        await using var cmd = db.CreateCommand("""
+            with added as (
+                insert into batchrunner.cluster_settings (name, value) values (@n, @v) on conflict (name) do nothing returning value)
+            select value from added union all select value from batchrunner.cluster_settings where name = @n limit 1
+            """);
+        cmd.Parameters.AddWithValue("n", name);
+        cmd.Parameters.AddWithValue("v", proposed);
+        return (string)(await cmd.ExecuteScalarAsync(ct))!;
     }
 
     public async Task MarkStoppedAsync(string name, Guid instance, CancellationToken ct)

@@ -16,6 +16,58 @@ public sealed class ClusterFacts
     private static List<JsonElement> Attempts(JsonElement j) => j.GetProperty("attempts").EnumerateArray().ToList();
 
     [Fact]
+    public async Task LogsAndOutputs_OfAWorkersJob_AreServedThroughTheApiNode()
+    {
+        await using var c = await TestCluster.StartAsync();
+        await c.StartNodeAsync("api", role: "api");
+        var w1 = await c.StartNodeAsync("w1");
+
+        // Follow a job while it runs on w1: the API node streams what w1 serves until the job ends.
+        var ticking = await c.SubmitAsync(new { image = c.Busybox, command = new[] { "sh", "-c", "for i in 1 2 3; do echo tick$i; sleep 0.5; done" } });
+        await c.WaitAsync(ticking, j => State(j) is "running" or "succeeded", TimeSpan.FromSeconds(60), "ticking job running");
+        Assert.Equal("tick1\ntick2\ntick3\n", await c.Api.GetStringAsync($"/api/v1/jobs/{ticking}/logs?follow=true"));
+
+        var id = await c.SubmitAsync(new
+        {
+            image = c.Busybox,
+            command = new[] { "sh", "-c", "echo out-line; echo err-line >&2; echo 42 > /outputs/answer.txt; mkdir /outputs/sub; echo nested > '/outputs/sub/a b.txt'" },
+        });
+        var done = await c.WaitFinalAsync(id);
+        Assert.Equal("succeeded", State(done));
+        Assert.Equal("w1", done.GetProperty("node").GetString());
+
+        Assert.Equal("out-line\nerr-line\n", await c.Api.GetStringAsync($"/api/v1/jobs/{id}/logs"));
+        Assert.Equal("err-line\n", await c.Api.GetStringAsync($"/api/v1/jobs/{id}/logs?stream=stderr"));
+        Assert.Equal("42\n", await c.Api.GetStringAsync($"/api/v1/jobs/{id}/outputs/answer.txt"));
+        Assert.Equal("nested\n", await c.Api.GetStringAsync($"/api/v1/jobs/{id}/outputs/sub/a%20b.txt"));
+        using (var ranged = new HttpRequestMessage(HttpMethod.Get, $"/api/v1/jobs/{id}/outputs/answer.txt"))
+        {
+            ranged.Headers.Range = new System.Net.Http.Headers.RangeHeaderValue(1, 1);
+            var r = await c.Api.SendAsync(ranged);
+            Assert.Equal(HttpStatusCode.PartialContent, r.StatusCode);
+            Assert.Equal("2", await r.Content.ReadAsStringAsync());
+        }
+        var missing = await c.Api.GetAsync($"/api/v1/jobs/{id}/outputs/nope.txt");
+        Assert.Equal(HttpStatusCode.NotFound, missing.StatusCode);
+        Assert.Contains("nope.txt", await missing.Content.ReadAsStringAsync());
+
+        // The node-to-node endpoint wants the cluster's token, not a user's API key.
+        using (var direct = new HttpClient())
+        {
+            direct.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", TestCluster.ApiKey);
+            Assert.Equal(HttpStatusCode.Forbidden, (await direct.GetAsync($"{w1.Url}/internal/v1/jobs/{id}/logs")).StatusCode);
+        }
+
+        // With w1 gone its files are out of reach: a clear error naming the node, not an empty log.
+        w1.Kill();
+        await w1.WaitForExitAsync(TimeSpan.FromSeconds(10));
+        var gone = await c.Api.GetAsync($"/api/v1/jobs/{id}/logs");
+        Assert.True(gone.StatusCode is HttpStatusCode.BadGateway or HttpStatusCode.ServiceUnavailable, $"{(int)gone.StatusCode}");
+        var detail = JsonDocument.Parse(await gone.Content.ReadAsStringAsync()).RootElement.GetProperty("detail").GetString();
+        Assert.Contains("node \"w1\"", detail);
+    }
+
+    [Fact]
     public async Task TwoOneCpuWorkers_RunFourOneCpuJobs_NeverTwoAtOnceOnANode()
     {
         await using var c = await TestCluster.StartAsync();
