@@ -7,12 +7,14 @@ namespace BatchRunner.Runtime;
 /// </summary>
 internal sealed class ChildExit
 {
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<int, byte> s_watched = new();
     private readonly object _gate = new();
     private bool _reaping;
 
     private ChildExit(int pid)
     {
         Pid = pid;
+        s_watched[pid] = 0;
         Task = System.Threading.Tasks.Task.Factory.StartNew(Wait, CancellationToken.None,
             TaskCreationOptions.LongRunning | TaskCreationOptions.DenyChildAttach, TaskScheduler.Default);
     }
@@ -23,6 +25,9 @@ internal sealed class ChildExit
     public Task<(int Code, int? Signal)> Task { get; }
 
     public static ChildExit Watch(int pid) => new(pid);
+
+    /// <summary>Whether a <see cref="ChildExit"/> owns <paramref name="pid"/> (the orphan reaper leaves it alone).</summary>
+    public static bool IsWatched(int pid) => s_watched.ContainsKey(pid);
 
     public bool HasExited => Task.IsCompleted;
 
@@ -39,6 +44,7 @@ internal sealed class ChildExit
     {
         Native.WaitUntilExited(Pid);
         lock (_gate) _reaping = true;
-        return Native.WaitForExit(Pid);
+        try { return Native.WaitForExit(Pid); }
+        finally { s_watched.TryRemove(Pid, out _); }
     }
 }

@@ -54,6 +54,11 @@ internal static partial class Native
         }
     }
 
+    private const int WNOHANG = 1;
+
+    /// <summary>Reaps child <paramref name="pid"/> if it has exited; never blocks.</summary>
+    public static bool TryReap(int pid) => waitpid(pid, out _, WNOHANG) == pid;
+
     /// <summary>Blocks until child <paramref name="pid"/> exits and reaps it: (exit code, null) or (128+N, N) for signal N.</summary>
     public static (int Code, int? Signal) WaitForExit(int pid)
     {

@@ -192,11 +192,13 @@ public sealed partial class RuncRuntime : IContainerRuntime
 
     private static int s_subreaper;
 
-    // Process-wide and permanent: orphans of this process's children come to it. Only container inits are
-    // expected (the embedded PostgreSQL's postmaster too, which exits with the process).
+    // Process-wide and permanent: orphans of this process's children come to it. Container inits are
+    // reaped by their ChildExit, any other adopted orphan by the OrphanReaper.
     private static void EnsureSubreaper()
     {
-        if (Interlocked.Exchange(ref s_subreaper, 1) == 0) Native.BecomeChildSubreaper();
+        if (Interlocked.Exchange(ref s_subreaper, 1) != 0) return;
+        Native.BecomeChildSubreaper();
+        OrphanReaper.Start();
     }
 
     // A failed `run` leaves nothing running, but a timed-out one may have: `delete --force` kills it. An

@@ -1,0 +1,35 @@
+using System.Diagnostics;
+
+namespace BatchRunner.Runtime.Tests;
+
+/// <summary>The worker is a child subreaper, so it adopts orphans that are not containers; they must not pile up as zombies.</summary>
+public sealed class OrphanReaperFacts
+{
+    [Fact]
+    public async Task AnAdoptedOrphan_IsReaped_AfterItWasAZombieForOneScan()
+    {
+        Native.BecomeChildSubreaper(); // what the runtime does before its first container
+        // sh starts a short sleep in the background and exits: the sleep is orphaned and adopted by us.
+        var psi = new ProcessStartInfo("/bin/sh", ["-c", "sleep 0.2 & echo $!"]) { RedirectStandardOutput = true };
+        using var sh = Process.Start(psi)!;
+        var orphan = int.Parse((await sh.StandardOutput.ReadLineAsync())!.Trim());
+        await sh.WaitForExitAsync();
+
+        await BatchRunner.Testing.Poll.UntilAsync(() => State(orphan) == "Z " + Environment.ProcessId, TimeSpan.FromSeconds(10), "the orphan, exited, as our zombie");
+        OrphanReaper.Scan(); // first sighting: .NET might still be about to reap a child of its own
+        Assert.Equal("Z " + Environment.ProcessId, State(orphan));
+        OrphanReaper.Scan(); // a zombie for a whole scan interval: an orphan no one else waits for
+        Assert.Null(State(orphan));
+    }
+
+    private static string? State(int pid)
+    {
+        try
+        {
+            var stat = File.ReadAllText($"/proc/{pid}/stat");
+            var rest = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+            return rest[0] + " " + rest[1];
+        }
+        catch (IOException) { return null; }
+    }
+}
