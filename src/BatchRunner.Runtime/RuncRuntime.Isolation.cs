@@ -54,6 +54,14 @@ public sealed partial class RuncRuntime
         {
             if (spec.Uid >= userns.Size || spec.Gid >= userns.Size)
                 throw new ContainerStartException($"container {spec.Id}: user {spec.Uid}:{spec.Gid} lies outside the node's user namespace of {userns.Size} ids");
+            // An image's /etc/group may add the user to any group; runc would only say "setgroups: invalid argument".
+            if (spec.AdditionalGids.Where(g => g >= userns.Size).Select(g => (uint?)g).FirstOrDefault() is { } group)
+                throw new ContainerStartException($"container {spec.Id}: supplementary group {group} of user {spec.Uid} lies outside the node's user namespace of {userns.Size} ids");
+            // runc mounts the rootfs from inside the new user namespace, as the mapped root: a directory above
+            // it that this host user may not search fails the start with a bare "permission denied".
+            if (FirstUnsearchableAncestor(spec.RootfsPath, userns.HostUidStart, userns.HostGidStart) is { } blocked)
+                throw new ContainerStartException($"container {spec.Id}: the user namespace's root (host uid {userns.HostUidStart}) cannot reach the rootfs: " +
+                    $"{blocked.Dir} (mode {Convert.ToString(blocked.Mode, 8)}, owner {blocked.Uid}:{blocked.Gid}) is not searchable by it; run chmod o+x {blocked.Dir} or move the data directory");
             opts.Add(SpecOpts.WithUserNamespace(userns.HostUidStart, userns.HostGidStart, userns.Size));
             // The mapped root must own the root directory (an overlay copies it up: the image is unchanged),
             // and the job's mapped user its writable mounts.
@@ -130,6 +138,25 @@ public sealed partial class RuncRuntime
     {
         if (network is null || BridgeNetwork is not { } bridge) return;
         await bridge.DetachAsync(network.ContainerId, CancellationToken.None);
+    }
+
+    /// <summary>The first directory above <paramref name="path"/> that host user <paramref name="uid"/>:<paramref name="gid"/>
+    /// (no supplementary groups) may not search, by its owner/group/other execute bits; null: none.</summary>
+    internal static unsafe (string Dir, uint Mode, uint Uid, uint Gid)? FirstUnsearchableAncestor(string path, uint uid, uint gid)
+    {
+        for (var dir = Path.GetDirectoryName(Path.GetFullPath(path)); !string.IsNullOrEmpty(dir); dir = Path.GetDirectoryName(dir))
+        {
+            Tmds.Linux.stat st;
+            var bytes = System.Text.Encoding.UTF8.GetBytes(dir + "\0");
+            fixed (byte* p = bytes)
+            {
+                if (Tmds.Linux.LibC.stat(p, &st) != 0) continue; // a missing directory is the runtime's error to report
+            }
+            var mode = (uint)st.st_mode & 0xFFF;
+            var x = st.st_uid == uid ? 0b001_000_000u : st.st_gid == gid ? 0b000_001_000u : 0b000_000_001u;
+            if ((mode & x) == 0) return (dir, mode, st.st_uid, st.st_gid);
+        }
+        return null;
     }
 
     private static unsafe void Chown(string path, uint uid, uint gid)

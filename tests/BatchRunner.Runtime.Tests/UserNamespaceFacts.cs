@@ -43,6 +43,19 @@ public sealed class UserNamespaceFacts(RuncFixture fx) : IClassFixture<RuncFixtu
         await c.KillAsync(CancellationToken.None);
     }
 
+    [Fact]
+    public async Task SupplementaryGroupOutsideTheRange_IsRefused_NamingIt()
+    {
+        // An image's /etc/group can add its user to any gid; runc alone reports only "setgroups: invalid argument".
+        var runtime = new RuncRuntime(fx.Runtime.Options with { UserNamespace = new UserNamespaceOptions(HostStart, HostStart, 65536) });
+        var spec = new ContainerSpec { Id = fx.NewId(), RootfsPath = fx.Rootfs, Uid = 1000, Gid = 1000, AdditionalGids = [70_000], Args = ["id"] };
+
+        var e = await Assert.ThrowsAsync<ContainerStartException>(() => runtime.StartAsync(spec, fx.BundleDir(spec.Id), fx.Io(spec.Id), CancellationToken.None));
+
+        Assert.Equal($"container {spec.Id}: supplementary group 70000 of user 1000 lies outside the node's user namespace of 65536 ids", e.Message);
+        Assert.False(File.Exists(Path.Combine(fx.BundleDir(spec.Id), "config.json")));
+    }
+
     private static uint StatUid(string path)
     {
         var r = ExternalCommand.RunAsync("stat", ["-c", "%u", path]).GetAwaiter().GetResult();

@@ -15,6 +15,8 @@ namespace BatchRunner.Testing;
 /// <item><c>layered</c>: busybox + a layer adding <see cref="LayeredKeptFile"/> and <see cref="LayeredDeletedFile"/>
 ///   + a layer that deletes <see cref="LayeredDeletedFile"/> (an <c>.wh.</c> whiteout) and adds <see cref="LayeredTopFile"/>.</item>
 /// </list>
+/// The <c>nobody</c> image (<see cref="PushNobodyAsync"/>) lives in a layout of its own, so that the shared
+/// layout keeps exactly the two images above (tests import it whole).
 /// </remarks>
 public static class TestImages
 {
@@ -26,7 +28,11 @@ public static class TestImages
     /// <summary>Added by layer 3 of the layered image, contains "three\n".</summary>
     public const string LayeredTopFile = "/opt/layer3.txt";
 
+    /// <summary>The User in the config of the image <see cref="PushNobodyAsync"/> pushes.</summary>
+    public const string NobodyUser = "65534:65534";
+
     private static readonly Lazy<Task<string>> Layout = new(BuildLayoutAsync, LazyThreadSafetyMode.ExecutionAndPublication);
+    private static readonly Lazy<Task<string>> NobodyLayout = new(BuildNobodyLayoutAsync, LazyThreadSafetyMode.ExecutionAndPublication);
 
     /// <summary>The OCI image layout dir (tags "busybox" and "layered"). Read-only for callers; removed at process exit.</summary>
     public static Task<string> LayoutAsync() => Layout.Value;
@@ -36,13 +42,23 @@ public static class TestImages
     public static Task<string> PushBusyboxAsync(TestRegistry reg, string name = "demo/busybox", string tag = "1", bool dockerFormat = false, CancellationToken ct = default) =>
         PushAsync(reg, "busybox", name, tag, dockerFormat, ct);
 
+    /// <summary>Pushes busybox with <see cref="NobodyUser"/> as its config's User (tag <c>nobody</c> of a layout of
+    /// its own); returns "HOST/NAME:TAG".</summary>
+    public static async Task<string> PushNobodyAsync(TestRegistry reg, string name = "demo/nobody", string tag = "1", CancellationToken ct = default)
+    {
+        var layout = await NobodyLayout.Value;
+        return await PushFromAsync(layout, reg, "nobody", name, tag, dockerFormat: false, ct);
+    }
+
     /// <summary>Pushes the three-layer image with a whiteout (see remarks); returns "HOST/NAME:TAG".</summary>
     public static Task<string> PushLayeredAsync(TestRegistry reg, string name = "demo/layered", string tag = "1", bool dockerFormat = false, CancellationToken ct = default) =>
         PushAsync(reg, "layered", name, tag, dockerFormat, ct);
 
-    private static async Task<string> PushAsync(TestRegistry reg, string layoutTag, string name, string tag, bool dockerFormat, CancellationToken ct)
+    private static async Task<string> PushAsync(TestRegistry reg, string layoutTag, string name, string tag, bool dockerFormat, CancellationToken ct) =>
+        await PushFromAsync(await LayoutAsync(), reg, layoutTag, name, tag, dockerFormat, ct);
+
+    private static async Task<string> PushFromAsync(string layout, TestRegistry reg, string layoutTag, string name, string tag, bool dockerFormat, CancellationToken ct)
     {
-        var layout = await LayoutAsync();
         var reference = $"{reg.Host}/{name}:{tag}";
         var args = new List<string> { "--insecure-policy", "copy", "--quiet", "--dest-tls-verify=false" };
         if (reg.RequiresAuth) { args.Add("--dest-creds"); args.Add($"{reg.Username}:{reg.Password}"); }
@@ -102,6 +118,21 @@ public static class TestImages
         return layout;
 
         static Task<string> Umoci(params string[] args) => ExternalCommand.RunAsync("umoci", args);
+    }
+
+    /// <summary>A copy of the shared layout's busybox image whose config names <see cref="NobodyUser"/>: same layer, new config.</summary>
+    private static async Task<string> BuildNobodyLayoutAsync()
+    {
+        var shared = await LayoutAsync();
+        var work = Directory.CreateTempSubdirectory("br-images-nobody-").FullName;
+        AppDomain.CurrentDomain.ProcessExit += (_, _) =>
+        {
+            try { Directory.Delete(work, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+        };
+        var layout = Path.Combine(work, "oci");
+        await ExternalCommand.RunAsync("cp", ["-a", shared, layout]);
+        await ExternalCommand.RunAsync("umoci", ["config", "--image", $"{layout}:busybox", "--tag", "nobody", "--config.user", NobodyUser]);
+        return layout;
     }
 
     private static string BusyboxHostBinary()

@@ -13,14 +13,26 @@ namespace BatchRunner.Server.Nodes;
 /// </summary>
 public sealed partial class ProcessWatchdog(RuntimeSelection runtime, DataPaths paths, NodeIdentity node, ILogger<ProcessWatchdog> log) : IHostedService
 {
+    // `list` creates a missing --root, parents included (mode 0700): with the data directory gone (removed
+    // after the worker stopped) there is nothing to kill, and nothing may be recreated.
     private const string Script = """
         while kill -0 "$BR_PID" 2>/dev/null; do sleep 0.5; done
+        [ -d "$BR_ROOT" ] || exit 0
         for id in $("$BR_RUNC" --root "$BR_ROOT" list -q 2>/dev/null); do
           case "$id" in "$BR_PREFIX"*) "$BR_RUNC" --root "$BR_ROOT" kill --all "$id" KILL 2>/dev/null;; esac
         done
         """;
 
     public Task StartAsync(CancellationToken ct)
+    {
+        using var p = Launch(Environment.ProcessId, runtime.Path, paths.RuntimeState, node.ContainerPrefix);
+        LogStarted(log, p?.Id ?? 0);
+        return Task.CompletedTask;
+    }
+
+    /// <summary>Starts the watchdog of process <paramref name="watchedPid"/>: once it has ended, every container of
+    /// <paramref name="stateRoot"/> whose id starts with <paramref name="containerPrefix"/> is killed.</summary>
+    public static Process? Launch(int watchedPid, string runtimePath, string stateRoot, string containerPrefix)
     {
         var psi = new ProcessStartInfo("setsid")
         {
@@ -30,14 +42,13 @@ public sealed partial class ProcessWatchdog(RuntimeSelection runtime, DataPaths 
             RedirectStandardError = false,
         };
         foreach (var a in new[] { "sh", "-c", Script }) psi.ArgumentList.Add(a);
-        psi.Environment["BR_PID"] = Environment.ProcessId.ToString();
-        psi.Environment["BR_RUNC"] = runtime.Path;
-        psi.Environment["BR_ROOT"] = paths.RuntimeState;
-        psi.Environment["BR_PREFIX"] = node.ContainerPrefix;
-        using var p = Process.Start(psi);
+        psi.Environment["BR_PID"] = watchedPid.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        psi.Environment["BR_RUNC"] = runtimePath;
+        psi.Environment["BR_ROOT"] = stateRoot;
+        psi.Environment["BR_PREFIX"] = containerPrefix;
+        var p = Process.Start(psi);
         p?.StandardInput.Close();
-        LogStarted(log, p?.Id ?? 0);
-        return Task.CompletedTask;
+        return p;
     }
 
     public Task StopAsync(CancellationToken ct) => Task.CompletedTask;
