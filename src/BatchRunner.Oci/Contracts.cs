@@ -7,11 +7,38 @@ public sealed record RegistryCredential(string Registry, string? Username = null
     public override string ToString() => $"RegistryCredential {{ Registry = {Registry}, Username = {Username}, Password = *** }}";
 }
 
+/// <summary>
+/// Where the registry client gets credentials it does not have in <see cref="ImageStoreOptions.Credentials"/>
+/// (a Docker config with credential helpers). Asked whenever a request needs credentials, so a source may return
+/// different ones over time (tokens expire); a source that runs programs should cache briefly.
+/// </summary>
+public interface IRegistryCredentialSource
+{
+    /// <param name="registry">The registry host as in image references ("127.0.0.1:5000", "docker.io").</param>
+    /// <returns>The credential, or null to pull anonymously.</returns>
+    /// <exception cref="RegistryCredentialException">The source could not tell (a helper is missing, failed or hung).</exception>
+    ValueTask<RegistryCredential?> GetAsync(string registry, CancellationToken ct);
+
+    /// <summary>The registry refused what <see cref="GetAsync"/> returned: drop any cached copy so that the next
+    /// call fetches it afresh.</summary>
+    void Invalidate(string registry);
+}
+
+/// <summary>A credential source failed. The message names the source and registry, never a secret.</summary>
+public sealed class RegistryCredentialException(string message, Exception? inner = null, bool transient = false) : Exception(message, inner)
+{
+    /// <summary>True when asking again may work (a helper timed out).</summary>
+    public bool Transient { get; } = transient;
+}
+
 public sealed class ImageStoreOptions
 {
     /// <summary>Root of the digest-addressed content store and unpacked layers (e.g. DATA/images).</summary>
     public required string Root { get; init; }
+    /// <summary>Explicit credentials; for a registry listed here <see cref="CredentialSource"/> is not asked.</summary>
     public IReadOnlyList<RegistryCredential> Credentials { get; init; } = [];
+    /// <summary>Asked for registries without an entry in <see cref="Credentials"/> (e.g. <see cref="Registry.DockerConfigCredentialSource"/>).</summary>
+    public IRegistryCredentialSource? CredentialSource { get; init; }
     /// <summary>Registries reached over plain HTTP. Loopback registries always are, as Docker does.</summary>
     public IReadOnlyList<string> InsecureRegistries { get; init; } = [];
     public int MaxParallelDownloads { get; init; } = 4;

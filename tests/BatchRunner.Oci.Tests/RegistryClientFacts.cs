@@ -175,14 +175,15 @@ public sealed class RegistryClientFacts : IDisposable
 
 /// <summary>
 /// An in-process registry at https://fake.test serving the TestImages OCI layout, with an optional token service at
-/// https://auth.fake.test (user alice, password pw) and optional blob redirects to https://storage.fake.test.
+/// https://auth.fake.test (user alice, password pw, or identity token idtok-1; anonymous too when asked, as Docker Hub)
+/// and optional blob redirects to https://storage.fake.test.
 /// </summary>
 internal sealed class FakeRegistry : HttpMessageHandler
 {
     public sealed record Seen(string Host, string Path, string Query, string? AuthScheme);
 
     private readonly string _layout;
-    private readonly bool _requireToken, _redirectBlobs;
+    private readonly bool _requireToken, _redirectBlobs, _anonymousTokens;
     private readonly string? _layerMediaType;
     private readonly bool _wrongDiffId;
     private readonly ConcurrentDictionary<string, byte[]> _extraBlobs = new();
@@ -190,8 +191,9 @@ internal sealed class FakeRegistry : HttpMessageHandler
     private readonly ConcurrentQueue<HttpStatusCode> _failures = new();
     private int _tokenGeneration = 1;
 
-    private FakeRegistry(string layout, bool requireToken, bool redirectBlobs, string? layerMediaType, bool wrongDiffId)
+    private FakeRegistry(string layout, bool requireToken, bool redirectBlobs, string? layerMediaType, bool wrongDiffId, bool anonymousTokens)
     {
+        _anonymousTokens = anonymousTokens;
         _wrongDiffId = wrongDiffId;
         _layout = layout;
         _requireToken = requireToken;
@@ -200,8 +202,9 @@ internal sealed class FakeRegistry : HttpMessageHandler
     }
 
     /// <param name="wrongDiffId">Serve a config whose rootfs.diff_ids do not match the layer.</param>
-    public static async Task<FakeRegistry> CreateAsync(bool requireToken = false, bool redirectBlobs = false, string? layerMediaType = null, bool wrongDiffId = false) =>
-        new(await TestImages.LayoutAsync(), requireToken, redirectBlobs, layerMediaType, wrongDiffId);
+    /// <param name="anonymousTokens">The token service also gives tokens to requests without credentials.</param>
+    public static async Task<FakeRegistry> CreateAsync(bool requireToken = false, bool redirectBlobs = false, string? layerMediaType = null, bool wrongDiffId = false, bool anonymousTokens = false) =>
+        new(await TestImages.LayoutAsync(), requireToken, redirectBlobs, layerMediaType, wrongDiffId, anonymousTokens);
 
     public IReadOnlyList<Seen> Requests => _requests.ToArray();
     public void RevokeTokens() => Interlocked.Increment(ref _tokenGeneration);
@@ -237,7 +240,8 @@ internal sealed class FakeRegistry : HttpMessageHandler
                 : new HttpResponseMessage(HttpStatusCode.Unauthorized) { Content = Json("""{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}""") };
         }
         var expected = Convert.ToBase64String(Encoding.UTF8.GetBytes("alice:pw"));
-        if (request.Headers.Authorization is not { Scheme: "Basic" } a || a.Parameter != expected)
+        var anonymous = _anonymousTokens && request.Headers.Authorization is null;
+        if (!anonymous && (request.Headers.Authorization is not { Scheme: "Basic" } a || a.Parameter != expected))
             return new HttpResponseMessage(HttpStatusCode.Unauthorized)
             {
                 Content = Json("""{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"""),

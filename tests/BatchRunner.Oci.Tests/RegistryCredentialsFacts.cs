@@ -19,7 +19,7 @@ public sealed class RegistryCredentialsFacts
             }
             """;
 
-        var creds = DockerConfigCredentials.Parse(json);
+        var creds = DockerConfigCredentials.Parse(json).Auths;
 
         Assert.Equal(3, creds.Count);
         Assert.Equal(new RegistryCredential("docker.io", "alice", "p4ss:with:colons"), creds[0]);
@@ -30,7 +30,86 @@ public sealed class RegistryCredentialsFacts
     [Fact]
     public void Load_ReturnsNothing_WhenFileIsMissing()
     {
-        Assert.Empty(DockerConfigCredentials.Load("/nonexistent/docker/config.json"));
+        var config = DockerConfigCredentials.Load("/nonexistent/docker/config.json");
+
+        Assert.Empty(config.Auths);
+        Assert.Null(config.CredsStore);
+        Assert.Empty(config.CredHelpers);
+    }
+
+    [Fact]
+    public void Parse_ReadsCredsStoreAndCredHelpers_WithNormalizedRegistryKeys()
+    {
+        var json = """
+            {
+              "auths": { "https://index.docker.io/v1/": {}, "ghcr.io": {} },
+              "credsStore": "pass",
+              "credHelpers": {
+                "123.dkr.ecr.eu-west-1.amazonaws.com": "ecr-login",
+                "https://GCR.io": "gcloud",
+                "index.docker.io": "desktop",
+                "blank.example": ""
+              }
+            }
+            """;
+
+        var config = DockerConfigCredentials.Parse(json);
+
+        Assert.Empty(config.Auths); // entries without a credential: "docker login" put the secret in the store
+        Assert.Equal("pass", config.CredsStore);
+        Assert.Equal(3, config.CredHelpers.Count);
+        Assert.Equal("ecr-login", config.CredHelpers["123.dkr.ecr.eu-west-1.amazonaws.com"]);
+        Assert.Equal("gcloud", config.CredHelpers["gcr.io"]);
+        Assert.Equal("desktop", config.CredHelpers["docker.io"]);
+    }
+
+    [Fact]
+    public void Resolve_PrefersCredHelperThenInlineAuthThenCredsStore()
+    {
+        var config = DockerConfigCredentials.Parse("""
+            {
+              "auths": {
+                "gcr.io": { "auth": "dTpw" },
+                "inline.example:5000": { "auth": "dTpw" },
+                "stored.example": {}
+              },
+              "credsStore": "pass",
+              "credHelpers": { "gcr.io": "gcloud" }
+            }
+            """);
+
+        Assert.Equal((null, "gcloud"), config.Resolve("gcr.io"));
+        Assert.Equal((new RegistryCredential("inline.example:5000", "u", "p"), null), config.Resolve("inline.example:5000"));
+        Assert.Equal((null, "pass"), config.Resolve("stored.example"));
+        Assert.Equal((null, "pass"), config.Resolve("never-logged-in.example"));
+    }
+
+    [Fact]
+    public void Resolve_GivesNeitherCredentialNorHelper_WhenConfigHasNoStore()
+    {
+        var config = DockerConfigCredentials.Parse("""{ "auths": { "a.example": { "auth": "dTpw" } }, "credHelpers": { "b.example": "gcloud" } }""");
+
+        Assert.Equal((null, null), config.Resolve("c.example"));
+        Assert.Equal((null, "gcloud"), config.Resolve("https://b.example/v1/"));
+    }
+
+    [Theory]
+    [InlineData("""{ "credsStore": "../../bin/sh" }""", "docker config: credsStore: \"../../bin/sh\" is not a credential helper name (docker-credential-<name>)")]
+    [InlineData("""{ "credHelpers": { "r.example": "a/b" } }""", "docker config: credHelpers.r.example: \"a/b\" is not a credential helper name (docker-credential-<name>)")]
+    [InlineData("""{ "credHelpers": { "r.example": "-v" } }""", "docker config: credHelpers.r.example: \"-v\" is not a credential helper name (docker-credential-<name>)")]
+    public void Parse_Throws_WhenHelperNameIsNotAPlainName(string json, string message)
+    {
+        var e = Assert.Throws<FormatException>(() => DockerConfigCredentials.Parse(json));
+
+        Assert.Equal(message, e.Message);
+    }
+
+    [Fact]
+    public void ServerUrlFor_IsDockersIndexUrlForDockerHub_AndTheHostOtherwise()
+    {
+        Assert.Equal("https://index.docker.io/v1/", CredentialHelper.ServerUrlFor("docker.io"));
+        Assert.Equal("127.0.0.1:5000", CredentialHelper.ServerUrlFor("127.0.0.1:5000"));
+        Assert.Equal("gcr.io", CredentialHelper.ServerUrlFor("gcr.io"));
     }
 
     [Fact]

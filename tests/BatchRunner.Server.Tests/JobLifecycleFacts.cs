@@ -149,6 +149,15 @@ public sealed class JobLifecycleFacts(ServerFixture f)
     }
 
     [Fact]
+    public async Task BasicAuthRegistry_Pulls_WithCredentialsFromDockerConfigCredHelper()
+    {
+        var id = (await f.SubmitAsync(new { image = f.HelperAuthBusybox, command = new[] { "/bin/sh", "-c", "echo helped" } })).GetProperty("id").GetString()!;
+        var done = await f.WaitForFinalAsync(id);
+        Assert.Equal("succeeded", done.GetProperty("state").GetString());
+        Assert.Equal("helped\n", await f.Client.GetStringAsync($"/api/v1/jobs/{id}/logs"));
+    }
+
+    [Fact]
     public async Task BasicAuthRegistry_FailsClearly_WithoutCredentials()
     {
         var id = (await f.SubmitAsync(new { image = f.UnconfiguredAuthBusybox, command = new[] { "true" } })).GetProperty("id").GetString()!;

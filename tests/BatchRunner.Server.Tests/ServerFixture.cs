@@ -13,7 +13,8 @@ namespace BatchRunner.Server.Tests;
 /// <summary>
 /// One real BatchRunner (API + worker in one process) on a free loopback port, with its embedded
 /// PostgreSQL in a temp data directory, real runc, and real registries: an open one holding the busybox
-/// image, and two with basic auth (credentials configured for one of them only).
+/// image, two with basic auth (credentials configured for one of them only), and one with basic auth whose
+/// credentials come from a Docker config's credHelpers entry (a docker-credential-* script in a temp dir).
 /// </summary>
 public sealed class ServerFixture : IAsyncLifetime
 {
@@ -28,9 +29,13 @@ public sealed class ServerFixture : IAsyncLifetime
     public TestRegistry Registry { get; private set; } = null!;
     public TestRegistry AuthRegistry { get; private set; } = null!;
     public TestRegistry UnconfiguredAuthRegistry { get; private set; } = null!;
+    public TestRegistry HelperAuthRegistry { get; private set; } = null!;
     public string Busybox { get; private set; } = null!;
     public string AuthBusybox { get; private set; } = null!;
     public string UnconfiguredAuthBusybox { get; private set; } = null!;
+    public string HelperAuthBusybox { get; private set; } = null!;
+    /// <summary>Holds the Docker config.json and the docker-credential-fixture helper.</summary>
+    public string DockerConfigDir { get; } = Directory.CreateTempSubdirectory("br-server-dockerconfig-").FullName;
 
     public static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web);
 
@@ -42,6 +47,9 @@ public sealed class ServerFixture : IAsyncLifetime
         Busybox = await TestImages.PushBusyboxAsync(Registry);
         AuthBusybox = await TestImages.PushBusyboxAsync(AuthRegistry);
         UnconfiguredAuthBusybox = await TestImages.PushBusyboxAsync(UnconfiguredAuthRegistry);
+        HelperAuthRegistry = await TestRegistry.StartAsync(RegistryUser, RegistryPassword);
+        HelperAuthBusybox = await TestImages.PushBusyboxAsync(HelperAuthRegistry);
+        var dockerConfig = WriteDockerConfigWithCredHelper();
 
         App = await BatchRunnerApp.BuildAsync([
             "--urls", "http://127.0.0.1:0",
@@ -57,6 +65,8 @@ public sealed class ServerFixture : IAsyncLifetime
             $"--BatchRunner:Registries:0:Registry={AuthRegistry.Host}",
             $"--BatchRunner:Registries:0:Username={RegistryUser}",
             $"--BatchRunner:Registries:0:Password={RegistryPassword}",
+            $"--BatchRunner:DockerConfigPath={dockerConfig}",
+            $"--BatchRunner:CredentialHelperPath={DockerConfigDir}",
             "--Logging:LogLevel:Default=Warning",
             "--Logging:LogLevel:BatchRunner=Information",
         ]);
@@ -69,9 +79,25 @@ public sealed class ServerFixture : IAsyncLifetime
         Client?.Dispose();
         Anonymous?.Dispose();
         await InProcessHost.StopAsync(App);
-        foreach (var r in new[] { Registry, AuthRegistry, UnconfiguredAuthRegistry })
+        foreach (var r in new[] { Registry, AuthRegistry, UnconfiguredAuthRegistry, HelperAuthRegistry })
             if (r is not null) await r.DisposeAsync();
+        try { Directory.Delete(DockerConfigDir, recursive: true); } catch (IOException) { }
         try { if (Directory.Exists(DataDir)) Directory.Delete(DataDir, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+    }
+
+    // credHelpers names a helper for HelperAuthRegistry only, so the other registries behave as without the file.
+    private string WriteDockerConfigWithCredHelper()
+    {
+        var helper = Path.Combine(DockerConfigDir, "docker-credential-fixture");
+        File.WriteAllText(helper, $$"""
+            #!/bin/sh
+            url=$(cat)
+            printf '{"ServerURL":"%s","Username":"{{RegistryUser}}","Secret":"{{RegistryPassword}}"}' "$url"
+            """);
+        File.SetUnixFileMode(helper, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        var config = Path.Combine(DockerConfigDir, "config.json");
+        File.WriteAllText(config, $$"""{ "credHelpers": { "{{HelperAuthRegistry.Host}}": "fixture" } }""");
+        return config;
     }
 
     public async Task<JsonElement> SubmitAsync(object spec)

@@ -40,6 +40,9 @@ public sealed class BlobResponse(HttpResponseMessage response, Stream content, l
 /// <para>Auth: anonymous first; on a 401 the <c>WWW-Authenticate</c> challenge decides: Bearer → a token from the realm
 /// (Basic credentials, or an identity token as OAuth2 refresh token, when configured), cached per registry and scope
 /// until shortly before expiry; Basic → the configured username and password. A request re-authenticates once.</para>
+/// <para>Credentials: <see cref="ImageStoreOptions.Credentials"/> for a registry listed there, else
+/// <see cref="ImageStoreOptions.CredentialSource"/>, asked each time a request needs one (it caches); a 401 tells the
+/// source to forget its answer. A source that fails fails the pull with its message.</para>
 /// <para>Failures become <see cref="ImagePullException"/> naming the image and the registry's reason; 5xx, 429 and
 /// dropped connections are retried a few times with backoff and are transient when they persist.
 /// Credentials never appear in logs or messages.</para>
@@ -244,18 +247,32 @@ public sealed partial class RegistryClient : IDisposable
     private static bool SameOrigin(Uri a, Uri b) =>
         a.Scheme == b.Scheme && a.Port == b.Port && string.Equals(a.Host, b.Host, StringComparison.OrdinalIgnoreCase);
 
-    private RegistryCredential? CredentialFor(string registry)
+    private RegistryCredential? ConfiguredCredential(string registry)
     {
         var normalized = DockerConfigCredentials.NormalizeRegistry(registry);
         return _options.Credentials.LastOrDefault(c =>
             DockerConfigCredentials.NormalizeRegistry(c.Registry).Equals(normalized, StringComparison.OrdinalIgnoreCase));
     }
 
+    private async ValueTask<RegistryCredential?> CredentialForAsync(ImageReference image, CancellationToken ct)
+    {
+        if (ConfiguredCredential(image.Registry) is { } configured) return configured;
+        if (_options.CredentialSource is not { } source) return null;
+        try
+        {
+            return await source.GetAsync(image.Registry, ct);
+        }
+        catch (RegistryCredentialException e)
+        {
+            throw new ImagePullException($"image {image}: {e.Message}", e, e.Transient);
+        }
+    }
+
     // The header for a request to the registry itself, from what earlier challenges taught us (null: anonymous).
     private async Task<AuthenticationHeaderValue?> AuthorizationAsync(ImageReference image, string scope, CancellationToken ct)
     {
         if (!_challenges.TryGetValue(image.Registry, out var challenge)) return null;
-        if (challenge.IsBasic) return BasicHeader(CredentialFor(image.Registry));
+        if (challenge.IsBasic) return BasicHeader(await CredentialForAsync(image, ct));
         if (!challenge.IsBearer) return null;
         var key = TokenKey(image.Registry, scope);
         if (_tokens.TryGetValue(key, out var cached) && cached.ExpiresAt > DateTimeOffset.UtcNow)
@@ -284,7 +301,7 @@ public sealed partial class RegistryClient : IDisposable
         if (challenge.IsBasic)
         {
             // Repeating only helps when we have credentials and did not send them already.
-            return BasicHeader(CredentialFor(image.Registry)) is not null && previous is not { IsBasic: true };
+            return previous is not { IsBasic: true } && BasicHeader(await CredentialForAsync(image, ct)) is not null;
         }
         if (challenge.IsBearer && challenge.Realm is not null)
         {
@@ -298,7 +315,7 @@ public sealed partial class RegistryClient : IDisposable
 
     private async Task<string> FetchTokenAsync(ImageReference image, AuthChallenge challenge, string scope, CancellationToken ct)
     {
-        var credential = CredentialFor(image.Registry);
+        var credential = await CredentialForAsync(image, ct);
         var query = new StringBuilder();
         if (challenge.Service is { } service) query.Append("service=").Append(Uri.EscapeDataString(service));
         query.Append(query.Length > 0 ? "&" : "").Append("scope=").Append(Uri.EscapeDataString(scope));
@@ -448,9 +465,12 @@ public sealed partial class RegistryClient : IDisposable
 
         var text = $"image {image}: {reason} (HTTP {status})";
         if (resp.StatusCode is HttpStatusCode.Unauthorized or HttpStatusCode.Forbidden)
-            text += CredentialFor(image.Registry) is null
+            text += await CredentialForAsync(image, ct) is null
                 ? $"; no credentials are configured for {image.Registry}"
                 : $"; the credentials configured for {image.Registry} were not accepted";
+        // A helper's credential may have been renewed since it was cached: the next request asks again.
+        if (resp.StatusCode == HttpStatusCode.Unauthorized && ConfiguredCredential(image.Registry) is null)
+            _options.CredentialSource?.Invalidate(image.Registry);
         var transient = status >= 500 || resp.StatusCode == HttpStatusCode.TooManyRequests;
         return new ImagePullException(text, transient: transient);
     }

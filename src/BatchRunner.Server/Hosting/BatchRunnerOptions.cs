@@ -70,8 +70,12 @@ public sealed class BatchRunnerOptions
     /// <summary>Registry credentials, per registry host ("127.0.0.1:5000", "docker.io").</summary>
     public List<RegistryCredentialOptions> Registries { get; set; } = [];
 
-    /// <summary>A Docker config.json whose "auths" are used as registry credentials (default: none).</summary>
+    /// <summary>A Docker config.json whose "auths", "credHelpers" and "credsStore" give registry credentials for
+    /// registries not in <see cref="Registries"/> (default: none). Helpers run when a pull needs credentials.</summary>
     public string? DockerConfigPath { get; set; }
+
+    /// <summary>Directories searched for docker-credential-* helpers, ':'-separated (default: the PATH of this process).</summary>
+    public string? CredentialHelperPath { get; set; }
 
     /// <summary>Network modes, capabilities, datasets, user namespaces and input limits of this node's jobs.</summary>
     public IsolationOptions Isolation { get; set; } = new();

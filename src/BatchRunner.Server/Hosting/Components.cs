@@ -16,16 +16,25 @@ internal static partial class Components
             .Where(r => !string.IsNullOrWhiteSpace(r.Registry))
             .Select(r => new RegistryCredential(r.Registry.Trim(), r.Username, r.Password, r.IdentityToken))
             .ToList();
-        // Explicit configuration wins over a Docker config.json entry for the same registry.
-        if (!string.IsNullOrWhiteSpace(options.DockerConfigPath))
-            credentials.AddRange(DockerConfigCredentials.Load(options.DockerConfigPath)
-                .Where(c => credentials.All(x => !string.Equals(x.Registry, c.Registry, StringComparison.OrdinalIgnoreCase))));
         return new ImageStore(new ImageStoreOptions
         {
             Root = paths.Images,
+            // Explicit configuration wins: the Docker config is asked only for registries not listed here.
             Credentials = credentials,
+            CredentialSource = DockerConfigSource(options, sp),
             InsecureRegistries = options.InsecureRegistries,
         }, sp.GetRequiredService<ILogger<ImageStore>>());
+    }
+
+    // The file is read once here; its credential helpers run when a pull needs them, so renewed tokens are seen.
+    private static DockerConfigCredentialSource? DockerConfigSource(BatchRunnerOptions options, IServiceProvider sp)
+    {
+        if (string.IsNullOrWhiteSpace(options.DockerConfigPath)) return null;
+        var config = DockerConfigCredentials.Load(options.DockerConfigPath);
+        var helpers = new CredentialHelper(
+            string.IsNullOrWhiteSpace(options.CredentialHelperPath) ? null : options.CredentialHelperPath,
+            logger: sp.GetRequiredService<ILogger<CredentialHelper>>());
+        return new DockerConfigCredentialSource(config, helpers);
     }
 
     public static Nodes.NodeCapacity Capacity(BatchRunnerOptions options)
