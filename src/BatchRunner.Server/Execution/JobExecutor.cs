@@ -49,6 +49,21 @@ public sealed partial class JobExecutor(
 
     public async Task ExecuteAsync(Guid jobId, CancellationToken hangfireToken)
     {
+        // One delivery of a job at a time in this process (Hangfire may deliver again while an attempt still
+        // runs here, e.g. after a requeue); a duplicate leaves the running attempt alone.
+        if (!_active.TryAdd(jobId, 0))
+        {
+            LogAlreadyRunningHere(log, jobId);
+            return;
+        }
+        try { await ExecuteOnceAsync(jobId, hangfireToken); }
+        finally { _active.TryRemove(jobId, out _); }
+    }
+
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<Guid, byte> _active = new();
+
+    private async Task ExecuteOnceAsync(Guid jobId, CancellationToken hangfireToken)
+    {
         var job = await Durably.RunAsync(c => store.GetAsync(jobId, c));
         if (job is null || JobState.IsFinal(job.State) || job.CancelRequested)
         {
@@ -151,7 +166,8 @@ public sealed partial class JobExecutor(
         switch (outcome.State)
         {
             case StateFenced:
-                // No writes: this node cannot reach the database. The next attempt closes this one as node_lost.
+                // No writes: this node cannot reach the database. The next attempt (here or on another node)
+                // closes this one as node_lost.
                 LogFenced(log, jobId, attempt);
                 throw new JobRescheduleException($"node {node.Name} was fenced");
             case JobState.Queued:
@@ -443,6 +459,9 @@ public sealed partial class JobExecutor(
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Job {JobId}: nothing to run (final, cancelled, or running on a live node)")]
     private static partial void LogNothingToRun(ILogger log, Guid jobId);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Job {JobId}: delivered again while an attempt of it runs in this process; leaving that one alone")]
+    private static partial void LogAlreadyRunningHere(ILogger log, Guid jobId);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Job {JobId}: attempt {Attempt} ended {State} {Reason}: {Message}")]
     private static partial void LogFinished(ILogger log, Guid jobId, int attempt, string state, string reason, string message);

@@ -189,29 +189,37 @@ public sealed class JobStore(NpgsqlDataSource db)
                 return null;
             }
         }
+        // A started attempt is taken over when its node instance is dead, or when it is the caller's own
+        // instance: the caller runs no attempt of this job (JobExecutor admits one delivery per job at a
+        // time), so that attempt was abandoned, e.g. stopped while this node was fenced.
         int attempt;
+        bool own;
         await using (var cmd = new NpgsqlCommand($"""
+            with prev as (select node_instance from batchrunner.jobs where id = @id for update)
             update batchrunner.jobs j set attempt = attempt + 1, state = 'starting', node = @node, node_instance = @inst,
                    reason = null, message = null, exit_code = null, pull_progress = null, not_before = null
-             where id = @id and not cancel_requested
-               and (state = 'queued'
-                    or (state in ('starting', 'running')
-                        and not exists (select 1 from batchrunner.nodes n
-                                         where n.name = j.node and n.instance_id is not distinct from j.node_instance
-                                           and {Nodes.NodeStore.AliveCondition})))
-            returning attempt
+              from prev
+             where j.id = @id and not j.cancel_requested
+               and (j.state = 'queued'
+                    or (j.state in ('starting', 'running')
+                        and (j.node_instance = @inst
+                             or not exists (select 1 from batchrunner.nodes n
+                                             where n.name = j.node and n.instance_id is not distinct from j.node_instance
+                                               and {Nodes.NodeStore.AliveCondition}))))
+            returning j.attempt, prev.node_instance is not distinct from @inst
             """, conn, tx))
         {
             cmd.Parameters.AddWithValue("id", id);
             cmd.Parameters.AddWithValue("node", node);
             cmd.Parameters.AddWithValue("inst", instance);
-            if (await cmd.ExecuteScalarAsync(ct) is not int a) return null;
-            attempt = a;
+            await using var r = await cmd.ExecuteReaderAsync(ct);
+            if (!await r.ReadAsync(ct)) return null;
+            attempt = r.GetInt32(0);
+            own = r.GetBoolean(1);
         }
         int lost;
         await using (var cmd = new NpgsqlCommand("""
-            update batchrunner.attempts set state = 'failed', reason = 'node_lost', finished_at = now(),
-                   message = 'the node running this attempt stopped reporting'
+            update batchrunner.attempts set state = 'failed', reason = 'node_lost', finished_at = now(), message = @msg
              where job_id = @id and finished_at is null;
             insert into batchrunner.attempts (job_id, attempt, node, state, started_at) values (@id, @a, @node, 'starting', now());
             """, conn, tx))
@@ -219,6 +227,9 @@ public sealed class JobStore(NpgsqlDataSource db)
             cmd.Parameters.AddWithValue("id", id);
             cmd.Parameters.AddWithValue("a", attempt);
             cmd.Parameters.AddWithValue("node", node);
+            cmd.Parameters.AddWithValue("msg", own
+                ? $"node {node} stopped this attempt while it could not reach the database (fenced)"
+                : "the node running this attempt stopped reporting");
             await cmd.ExecuteNonQueryAsync(ct);
         }
         await using (var cmd = new NpgsqlCommand("select count(*) from batchrunner.attempts where job_id = @id and reason = 'node_lost'", conn, tx))

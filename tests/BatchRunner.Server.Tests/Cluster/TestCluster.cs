@@ -81,7 +81,7 @@ public sealed class TestCluster : IAsyncDisposable
         catch (TimeoutException e)
         {
             // The nodes' logs say why; they are gone once the cluster is disposed.
-            throw new TimeoutException(e.Message + "\n" + string.Join("\n", _nodes.Select(n => $"--- {n.Name} ---\n{n.Log()}")), e);
+            throw new TimeoutException(e.Message + "\n" + string.Join("\n", _nodes.Select(n => $"--- {n.Name}: lines about the job ---\n{n.LogAbout(id)}\n--- {n.Name}: last lines ---\n{n.Log()}")), e);
         }
     }
 
@@ -193,6 +193,17 @@ public sealed class NodeProcess : IAsyncDisposable
     }
 
     public string Log() => File.Exists(LogFile) ? string.Join('\n', File.ReadLines(LogFile).TakeLast(60)) : "(no log)";
+
+    /// <summary>Every log entry that names <paramref name="text"/> (a job id), with its category line.</summary>
+    public string LogAbout(string text)
+    {
+        if (!File.Exists(LogFile)) return "(no log)";
+        var lines = File.ReadAllLines(LogFile);
+        var picked = new List<string>();
+        for (var i = 0; i < lines.Length; i++)
+            if (lines[i].Contains(text, StringComparison.Ordinal)) { if (i > 0) picked.Add(lines[i - 1]); picked.Add(lines[i]); }
+        return string.Join('\n', picked);
+    }
 
     public async ValueTask DisposeAsync()
     {
