@@ -50,6 +50,8 @@ internal static partial class Native
         while (waitid(P_PID, pid, info, WEXITED | WNOWAIT) != 0)
         {
             var errno = Marshal.GetLastPInvokeError();
+            if (errno == ECHILD)
+                throw new IOException($"the container's init (pid {pid}) is not a child of this process: was it started by another process, or is this process not a child subreaper?");
             if (errno != EINTR) throw new IOException($"waitid({pid}) failed: errno {errno}");
         }
     }
