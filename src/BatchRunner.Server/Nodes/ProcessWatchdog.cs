@@ -14,12 +14,14 @@ namespace BatchRunner.Server.Nodes;
 public sealed partial class ProcessWatchdog(RuntimeSelection runtime, DataPaths paths, NodeIdentity node, ILogger<ProcessWatchdog> log) : IHostedService
 {
     // `list` creates a missing --root, parents included (mode 0700): with the data directory gone (removed
-    // after the worker stopped) there is nothing to kill, and nothing may be recreated.
+    // after the worker stopped) there is nothing to kill, and nothing may be recreated. Checking first and
+    // then running `list` races with that removal, so the script enters the root and names it "." : once
+    // the directory is removed, the runtime cannot resolve "." (getwd fails) and creates nothing.
     private const string Script = """
         while kill -0 "$BR_PID" 2>/dev/null; do sleep 0.5; done
-        [ -d "$BR_ROOT" ] || exit 0
-        for id in $("$BR_RUNC" --root "$BR_ROOT" list -q 2>/dev/null); do
-          case "$id" in "$BR_PREFIX"*) "$BR_RUNC" --root "$BR_ROOT" kill --all "$id" KILL 2>/dev/null;; esac
+        cd "$BR_ROOT" 2>/dev/null || exit 0
+        for id in $("$BR_RUNC" --root . list -q 2>/dev/null); do
+          case "$id" in "$BR_PREFIX"*) "$BR_RUNC" --root . kill --all "$id" KILL 2>/dev/null;; esac
         done
         """;
 
