@@ -33,7 +33,7 @@ internal static class OrphanReaper
             foreach (var dir in Directory.EnumerateDirectories("/proc"))
             {
                 if (!int.TryParse(Path.GetFileName(dir), out var pid)) continue;
-                if (ReadStat(pid) is ('Z', var ppid) && ppid == self && !ChildExit.IsWatched(pid)) zombies.Add(pid);
+                if (ProcStat.Read(pid) is ('Z', var ppid) && ppid == self && !ChildExit.IsWatched(pid)) zombies.Add(pid);
             }
             var reaped = 0;
             foreach (var pid in zombies.Where(s_seen.Contains))
@@ -44,21 +44,6 @@ internal static class OrphanReaper
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
             return 0;
-        }
-    }
-
-    private static (char State, int Ppid)? ReadStat(int pid)
-    {
-        try
-        {
-            var stat = File.ReadAllText($"/proc/{pid}/stat");
-            // "pid (comm) S ppid ...": comm may hold spaces and parentheses, so parse after the last ')'.
-            var rest = stat[(stat.LastIndexOf(')') + 2)..].Split(' ', 3);
-            return (rest[0][0], int.Parse(rest[1]));
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException or FormatException or IndexOutOfRangeException or ArgumentOutOfRangeException)
-        {
-            return null;
         }
     }
 }

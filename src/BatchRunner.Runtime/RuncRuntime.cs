@@ -201,8 +201,8 @@ public sealed partial class RuncRuntime : IContainerRuntime
         OrphanReaper.Start();
     }
 
-    // A failed `run` leaves nothing running, but a timed-out one may have: `delete --force` kills it. An
-    // init reparented to us then is a zombie no one reaps; that costs a process-table slot, nothing more.
+    // A failed `run` leaves nothing running, but a timed-out one may have: `delete --force` kills it, and
+    // the OrphanReaper reaps its init, which no ChildExit watches.
     private async Task AbortStartAsync(string id, string bundleDir)
     {
         try

@@ -88,17 +88,7 @@ public sealed class CliWithoutKeepFacts : IAsyncLifetime
         Assert.Contains("/no/such/program", e.Message);
     }
 
-    private static int? ParentOf(int pid)
-    {
-        try
-        {
-            var stat = File.ReadAllText($"/proc/{pid}/stat");
-            // "pid (comm) state ppid ...": comm may contain spaces, so parse after the last ')'.
-            var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
-            return int.Parse(fields[1]);
-        }
-        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException or IOException) { return null; }
-    }
+    private static int? ParentOf(int pid) => ProcStat.Read(pid)?.Ppid;
 
     public Task InitializeAsync() => _fx.InitializeAsync();
 

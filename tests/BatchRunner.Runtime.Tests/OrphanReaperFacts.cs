@@ -22,14 +22,5 @@ public sealed class OrphanReaperFacts
         Assert.Null(State(orphan));
     }
 
-    private static string? State(int pid)
-    {
-        try
-        {
-            var stat = File.ReadAllText($"/proc/{pid}/stat");
-            var rest = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
-            return rest[0] + " " + rest[1];
-        }
-        catch (IOException) { return null; }
-    }
+    private static string? State(int pid) => ProcStat.Read(pid) is var (state, ppid) ? $"{state} {ppid}" : null;
 }

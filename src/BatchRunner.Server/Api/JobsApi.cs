@@ -146,20 +146,17 @@ public static class JobsApi
         return TypedResults.Ok<IReadOnlyList<OutputDto>>(job.Outputs.Select(o => new OutputDto(o.Path, o.Size, o.Sha256)).ToList());
     }
 
-    public static async Task<IResult> GetOutputAsync(string id, string path, HttpContext http, JobStore store, DataPaths paths, NodeIdentity node, CancellationToken ct)
-    {
-        var job = await FindAsync(id, store, ct);
-        if (job is null) return NotFound(id);
-        if (NodeFilesApi.RanElsewhere(job, node))
-            return new ForwardToNodeResult(job.Node!, $"{NodeFilesApi.Prefix}/{job.Id}/outputs/{Uri.EscapeDataString(path).Replace("%2F", "/")}");
-        return await LocalOutputAsync(id, path, store, paths, ct);
-    }
+    public static Task<IResult> GetOutputAsync(string id, string path, JobStore store, DataPaths paths, NodeIdentity node, CancellationToken ct) =>
+        ServeOutputAsync(id, path, store, paths, node, ct);
 
-    /// <summary>An output file from this node's data directory.</summary>
-    internal static async Task<IResult> LocalOutputAsync(string id, string path, JobStore store, DataPaths paths, CancellationToken ct)
+    /// <summary>An output file of the job: from this node's data directory, or (with <paramref name="forwardFrom"/>,
+    /// the public API) forwarded to the node that ran the job. The node endpoint passes null: it never forwards.</summary>
+    internal static async Task<IResult> ServeOutputAsync(string id, string path, JobStore store, DataPaths paths, NodeIdentity? forwardFrom, CancellationToken ct)
     {
         var job = await FindAsync(id, store, ct);
         if (job is null) return NotFound(id);
+        if (forwardFrom is not null && NodeFilesApi.RanElsewhere(job, forwardFrom))
+            return new ForwardToNodeResult(job.Node!, $"{NodeFilesApi.Prefix}/{job.Id}/outputs/{Uri.EscapeDataString(path).Replace("%2F", "/")}");
         // Only files recorded when the job ended are served; they were regular files, never symlinks.
         var file = job.Outputs.FirstOrDefault(o => o.Path == path);
         if (file is null)
@@ -171,32 +168,26 @@ public static class JobsApi
         return TypedResults.PhysicalFile(full, "application/octet-stream", Path.GetFileName(file.Path), enableRangeProcessing: true);
     }
 
-    public static async Task<IResult> LogsAsync(
-        string id, string? stream, bool? follow, HttpContext http, JobStore store, DataPaths paths, NodeIdentity node, CancellationToken ct)
-    {
-        if (InvalidStream(stream) is { } invalid) return invalid;
-        var job = await FindAsync(id, store, ct);
-        if (job is null) return NotFound(id);
-        if (NodeFilesApi.RanElsewhere(job, node))
-            return new ForwardToNodeResult(job.Node!, $"{NodeFilesApi.Prefix}/{job.Id}/logs{http.Request.QueryString}");
-        return await LocalLogsAsync(id, stream, follow, store, paths, ct);
-    }
+    public static Task<IResult> LogsAsync(
+        string id, string? stream, bool? follow, HttpContext http, JobStore store, DataPaths paths, NodeIdentity node, CancellationToken ct) =>
+        ServeLogsAsync(id, stream, follow, http.Request.QueryString.Value ?? "", store, paths, node, ct);
 
-    /// <summary>The log files in this node's data directory.</summary>
-    internal static async Task<IResult> LocalLogsAsync(string id, string? stream, bool? follow, JobStore store, DataPaths paths, CancellationToken ct)
+    /// <summary>The job's log files: from this node's data directory, or (with <paramref name="forwardFrom"/>)
+    /// forwarded, query included, to the node that ran the job.</summary>
+    internal static async Task<IResult> ServeLogsAsync(
+        string id, string? stream, bool? follow, string query, JobStore store, DataPaths paths, NodeIdentity? forwardFrom, CancellationToken ct)
     {
-        if (InvalidStream(stream) is { } invalid) return invalid;
+        if (stream is not (null or "stdout" or "stderr" or "all"))
+            return TypedResults.ValidationProblem(new Dictionary<string, string[]> { ["stream"] = ["stream must be stdout or stderr (omit it for both)"] });
         var job = await FindAsync(id, store, ct);
         if (job is null) return NotFound(id);
+        if (forwardFrom is not null && NodeFilesApi.RanElsewhere(job, forwardFrom))
+            return new ForwardToNodeResult(job.Node!, $"{NodeFilesApi.Prefix}/{job.Id}/logs{query}");
         var files = new List<string>();
         if (stream is null or "all" or "stdout") files.Add(paths.Stdout(job.Id));
         if (stream is null or "all" or "stderr") files.Add(paths.Stderr(job.Id));
         return new LogStreamResult(job.Id, files, follow == true, store);
     }
-
-    private static IResult? InvalidStream(string? stream) =>
-        stream is null or "stdout" or "stderr" or "all" ? null
-            : TypedResults.ValidationProblem(new Dictionary<string, string[]> { ["stream"] = ["stream must be stdout or stderr (omit it for both)"] });
 
     private static async Task<JobRecord?> FindAsync(string id, JobStore store, CancellationToken ct) =>
         Guid.TryParse(id, out var jobId) ? await store.GetAsync(jobId, ct) : null;

@@ -26,9 +26,9 @@ public static class NodeFilesApi
             return TypedResults.Problem(statusCode: StatusCodes.Status403Forbidden, title: "Forbidden", detail: "node-to-node endpoint");
         });
         api.MapGet("/{id}/logs", (string id, string? stream, bool? follow, JobStore store, DataPaths paths, CancellationToken ct) =>
-            JobsApi.LocalLogsAsync(id, stream, follow, store, paths, ct));
+            JobsApi.ServeLogsAsync(id, stream, follow, "", store, paths, forwardFrom: null, ct));
         api.MapGet("/{id}/outputs/{**path}", (string id, string path, JobStore store, DataPaths paths, CancellationToken ct) =>
-            JobsApi.LocalOutputAsync(id, path, store, paths, ct));
+            JobsApi.ServeOutputAsync(id, path, store, paths, forwardFrom: null, ct));
         return app;
     }
 
