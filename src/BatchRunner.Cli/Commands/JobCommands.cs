@@ -74,14 +74,7 @@ internal static class JobCommands
             using var request = new HttpRequestMessage(HttpMethod.Get, $"api/v1/jobs/{ApiClient.Escape(ctx.Get(id)!)}/logs" + (query.Count > 0 ? "?" + string.Join('&', query) : ""));
             using var response = await ctx.Api.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, ct);
             await using var body = await response.Content.ReadAsStreamAsync(ct);
-            var stdout = Console.OpenStandardOutput();
-            var buffer = new byte[16 * 1024];
-            int n;
-            while ((n = await body.ReadAsync(buffer, ct)) > 0)
-            {
-                await stdout.WriteAsync(buffer.AsMemory(0, n), ct);
-                await stdout.FlushAsync(ct);
-            }
+            await LiveCopy.CopyAsync(body, Console.OpenStandardOutput(), ct);
             return ExitCodes.Success;
         });
         return command;

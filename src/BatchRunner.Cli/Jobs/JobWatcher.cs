@@ -26,7 +26,8 @@ internal sealed class JobWatcher(ApiClient api, Terminal term)
         var current = job;
         await term.Err.Progress()
             .AutoClear(true)
-            .Columns(new SpinnerColumn(), new TaskDescriptionColumn { Alignment = Justify.Left }, new ProgressBarColumn(), new PercentageColumn(), new DownloadedColumn())
+            .Columns(new SpinnerColumn(), new TaskDescriptionColumn { Alignment = Justify.Left },
+                new PullColumn(new ProgressBarColumn()), new PullColumn(new PercentageColumn()), new PullColumn(new DownloadedColumn()))
             .StartAsync(async ctx =>
             {
                 var task = ctx.AddTask(Markup.Escape(current.State), maxValue: 1);
@@ -106,13 +107,7 @@ internal sealed class JobWatcher(ApiClient api, Terminal term)
             using var request = new HttpRequestMessage(HttpMethod.Get, $"api/v1/jobs/{ApiClient.Escape(id)}/logs?stream={stream}&follow=true");
             using var response = await api.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, ct);
             await using var body = await response.Content.ReadAsStreamAsync(ct);
-            var buffer = new byte[16 * 1024];
-            int n;
-            while ((n = await body.ReadAsync(buffer, ct)) > 0)
-            {
-                await target.WriteAsync(buffer.AsMemory(0, n), ct);
-                await target.FlushAsync(ct);
-            }
+            await LiveCopy.CopyAsync(body, target, ct);
         }
         catch (Exception e) when (e is HttpRequestException or IOException && !ct.IsCancellationRequested)
         {

@@ -13,11 +13,12 @@ public enum OutputFormat { Text, Json }
 /// </summary>
 internal sealed class Terminal
 {
-    public Terminal(OutputFormat format, IReadOnlyDictionary<string, string?> env)
+    /// <param name="interactive">Whether stderr is a terminal; detected when null.</param>
+    public Terminal(OutputFormat format, IReadOnlyDictionary<string, string?> env, bool? interactive = null)
     {
         Format = format;
         var term = env.GetValueOrDefault("TERM");
-        Interactive = !Console.IsErrorRedirected && term is not "dumb";
+        Interactive = interactive ?? (!Console.IsErrorRedirected && term is not "dumb");
         Color = Interactive && string.IsNullOrEmpty(env.GetValueOrDefault("NO_COLOR"));
         Err = AnsiConsole.Create(new AnsiConsoleSettings
         {
