@@ -30,7 +30,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --only) only="${2:?--only needs busybox or python-numpy}"; shift 2 ;;
         --build-only) build_only=1; shift ;;
-        -h|--help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "example-images: unknown argument: $1 (try --help)" >&2; exit 2 ;;
     esac
 done
