@@ -6,7 +6,8 @@
 #   scripts/install-deps.sh --test     also what the test suites use: docker-registry,
 #                                      skopeo, umoci, busybox-static, apache2-utils,
 #                                      prometheus (real-Prometheus test), docker-compose
-#                                      (validates docker-compose.yml; needs no engine)
+#                                      (validates docker-compose.yml; needs no engine),
+#                                      debootstrap (example images, scripts/example-images.sh)
 #   scripts/install-deps.sh --no-dotnet   skip the .NET SDK check
 #
 # Idempotent: every dependency is checked by the command or file it provides, and
@@ -22,7 +23,7 @@ for arg in "$@"; do
     case "$arg" in
         --test) with_test=1 ;;
         --no-dotnet) check_dotnet=0 ;;
-        -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "install-deps: unknown argument: $arg (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -60,6 +61,8 @@ if [ "$with_test" = 1 ]; then
         "apache2-utils|have_cmd htpasswd"
         "prometheus|have_cmd prometheus"
         "docker-compose|have_cmd docker-compose && python3 -c 'import yaml'"
+        # scripts/example-images.sh builds the examples' Python + numpy image with it (the CLI tests run that script)
+        "debootstrap|have_cmd debootstrap"
     )
 fi
 
