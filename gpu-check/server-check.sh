@@ -23,15 +23,33 @@
 set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
 OUT=${OUT:-$HERE/out/server-results}
-WORK=${WORK:-/tmp/br-server-check}
+WORK=$(realpath -m "${WORK:-/tmp/br-server-check}")
 ARCHIVE=${ARCHIVE:-$HERE/out/server-check.tar.xz}
 TORCH_DIR=${TORCH_DIR:-/opt/torch}
 TORCH_PYTHON=${TORCH_PYTHON:-$TORCH_DIR/.venv/bin/python3}
 PORT=${PORT:-18080}
 START=$(date +%s)
 PGBIN=""
+PGUSER=""
+SERVER_PID=""
+WORK_TMPFS=""
 mkdir -p "$OUT"
 exec > >(tee "$OUT/run.log") 2>&1
+stop_server() {
+  if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
+    echo "== stopping the server (SIGTERM)"
+    kill -TERM "$SERVER_PID"
+    for _ in $(seq 90); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.5; done
+    kill -0 "$SERVER_PID" 2>/dev/null && { echo "the server did not stop in 45 s: SIGKILL"; kill -KILL "$SERVER_PID"; }
+  fi
+  # A server that died leaves its PostgreSQL running (pg_ctl daemonises it).
+  if [ -n "$PGBIN" ] && [ -n "$PGUSER" ] && [ -f "$WORK/data/postgres/postmaster.pid" ]; then
+    LD_LIBRARY_PATH=$WORK/missing-lib runuser -u "$PGUSER" -- "$PGBIN/pg_ctl" -D "$WORK/data/postgres" -m fast -w -t 30 stop || true
+  fi
+  cp "$WORK/data/postgres.log" "$OUT/postgres.log" 2>/dev/null || true
+  if [ -n "$WORK_TMPFS" ]; then umount "$WORK" || echo "could not unmount the tmpfs on $WORK"; WORK_TMPFS=""; fi
+}
+trap stop_server EXIT
 fail() { echo "STEP $1: FAILED: $2"; echo "== server-check FAILED after $(( $(date +%s) - START )) s"; exit 1; }
 ok() { echo "STEP $1: OK${2:+: $2}"; }
 
@@ -51,12 +69,17 @@ fi
 if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then fail preconditions "port $PORT is taken (set PORT)"; fi
 
 echo "== unpack $ARCHIVE ($(stat -c %s "$ARCHIVE") bytes) into $WORK"
-# A previous run killed outright may have left mounts under WORK: never delete through them.
-if [ -d "$WORK" ]; then
-  findmnt -rn -o TARGET | grep -F "$WORK/" | sort -r | while read -r m; do umount -l "$m" || true; done
-  rm -rf --one-file-system "$WORK" || fail unpack "cannot empty $WORK"
-fi
+# A previous run killed outright may have left mounts under WORK: never delete through them. WORK itself may be
+# a mount point (the tmpfs below, or one the caller chose): it is emptied, not removed.
 mkdir -p "$WORK" && chmod 0755 "$WORK"
+findmnt -rn -o TARGET | awk -v w="$WORK" 'index($0, w "/") == 1' | sort -r | while read -r m; do umount -l "$m" || true; done
+find "$WORK" -mindepth 1 -maxdepth 1 -exec rm -rf --one-file-system {} + || fail unpack "cannot empty $WORK"
+# The jobs' overlays need an upper directory that is not on overlayfs, and the carried binaries an exec mount.
+if [ "$(stat -f -c %T "$WORK")" = overlayfs ]; then
+  mount -t tmpfs -o mode=0755,size=50% tmpfs "$WORK" || fail unpack "$WORK is on overlayfs and a tmpfs cannot be mounted there"
+  WORK_TMPFS=1; echo "$WORK is on overlayfs: using a tmpfs there"
+fi
+findmnt -T "$WORK" -no OPTIONS | tr ',' '\n' | grep -qx noexec && fail unpack "$WORK is on a noexec mount: set WORK to another directory"
 t=$(date +%s%N)
 # Python's tarfile and lzma, not xz: a minimal Ubuntu may lack xz-utils, and the venv's Python is there for sure.
 "$TORCH_PYTHON" -c '
@@ -108,21 +131,6 @@ id -u postgres >/dev/null 2>&1 || PGUSER=nobody
 echo "embedded PostgreSQL runs as: $PGUSER ($(id "$PGUSER"))"
 
 KEY=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
-SERVER_PID=""
-stop_server() {
-  if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
-    echo "== stopping the server (SIGTERM)"
-    kill -TERM "$SERVER_PID"
-    for _ in $(seq 90); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.5; done
-    kill -0 "$SERVER_PID" 2>/dev/null && { echo "the server did not stop in 45 s: SIGKILL"; kill -KILL "$SERVER_PID"; }
-  fi
-  # A server that died leaves its PostgreSQL running (pg_ctl daemonises it).
-  if [ -n "$PGBIN" ] && [ -f "$WORK/data/postgres/postmaster.pid" ]; then
-    LD_LIBRARY_PATH=$WORK/missing-lib runuser -u "$PGUSER" -- "$PGBIN/pg_ctl" -D "$WORK/data/postgres" -m fast -w -t 30 stop || true
-  fi
-  cp "$WORK/data/postgres.log" "$OUT/postgres.log" 2>/dev/null || true
-}
-trap stop_server EXIT
 
 echo "== start the server on 127.0.0.1:$PORT"
 GPU_ENV=()

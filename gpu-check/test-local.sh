@@ -2,6 +2,8 @@
 # Local rehearsal of the full-server GPU check, on a build machine without a GPU (as root, under the shared lock):
 #
 #   flock /work/test.lock gpu-check/test-local.sh [--rebuild]
+#   WORK_ON_OVERLAY=1 ...   WORK on an overlayfs mount, as on a host whose / is overlayfs (server-check.sh must
+#                           then put a tmpfs there: the jobs' overlays cannot have their upper dir on overlayfs)
 #
 # 1. Builds gpu-check/out/server-check.tar.xz (unless present, or with --rebuild) and checks it is under 64 MiB.
 # 2. Runs gpu-check/server-check.sh, unchanged, in a private mount namespace that looks like the GPU machine
@@ -80,6 +82,11 @@ for f in "$L"/libicu*.so.72* "$L"/libldap-2.5.so.0* "$L"/liblber-2.5.so.0* "$L"/
   if [ -e "$f" ] || [ -L "$f" ]; then mknod "$T/ovl/upper/$(basename "$f")" c 0 0; fi
 done
 mount -t overlay overlay -o "lowerdir=$L,upperdir=$T/ovl/upper,workdir=$T/ovl/work" "$L"
+if [ "${WORK_ON_OVERLAY:-}" = 1 ]; then
+  mkdir -p "$T/wl" "$T/wu" "$T/ww" "$T/work"
+  mount -t overlay overlay -o "lowerdir=$T/wl,upperdir=$T/wu,workdir=$T/ww" "$T/work"
+  echo "WORK is on overlayfs: $(stat -f -c %T "$T/work")"
+fi
 echo "rehearsal namespace: no PostgreSQL, no zoneinfo, no postgres user; hidden: $(ls "$T/ovl/upper" | tr '\n' ' ')"
 id postgres 2>/dev/null && { echo "the postgres user is still visible" >&2; exit 1; }
 set +e
@@ -87,13 +94,14 @@ set +e
 rc=$?
 # The server's own mounts (job rootfs overlays) live in this namespace: it must have removed them on shutdown.
 left=$(findmnt -rn -o TARGET | grep -F "$T/work/")
+[ "${WORK_ON_OVERLAY:-}" = 1 ] && [ "$(stat -f -c %T "$T/work")" != overlayfs ] && left="$left (the tmpfs on WORK)"
 [ -z "$left" ] || { echo "CHECK mounts: FAILED: left under WORK after the server stopped: $left"; rc=1; }
 exit $rc
 EOF
 
 rm -rf "$OUT"
 set +e
-env T="$T" HERE="$HERE" OUT="$OUT" WORK="$T/work" ARCHIVE="$ARCHIVE" TORCH_DIR="$T/torch" \
+env T="$T" HERE="$HERE" OUT="$OUT" WORK_ON_OVERLAY="${WORK_ON_OVERLAY:-}" WORK="$T/work" ARCHIVE="$ARCHIVE" TORCH_DIR="$T/torch" \
     GPU_CDI_DIR="$T/cdi" NVIDIA_SMI="$T/nvidia-smi" SERVER_CPUS=8 MATMUL_SECONDS=5 FAKE=1 \
     unshare --mount --propagation private bash "$T/namespace.sh"
 rc=$?
