@@ -87,6 +87,7 @@ public static partial class BatchRunnerApp
         services.AddSingleton(paths);
         services.AddSingleton(node);
         services.AddSingleton<JobStore>();
+        services.AddSingleton<JobNodeLiveness>();
         services.AddBatchRunnerObservability(options);
         services.AddProblemDetails();
         services.AddOpenApi();
