@@ -147,6 +147,9 @@ public sealed class UnitProcess : IAsyncDisposable
 
     public void Terminate() => Tmds.Linux.LibC.kill(_process.Id, 15);
 
+    /// <summary>SIGKILL to the main process only (a crash); the rest of its cgroup lives on until <see cref="KillCgroupAsync"/>.</summary>
+    public void KillMain() => Tmds.Linux.LibC.kill(_process.Id, 9);
+
     public async Task<int> WaitForExitAsync(TimeSpan timeout)
     {
         using var cts = new CancellationTokenSource(timeout);
