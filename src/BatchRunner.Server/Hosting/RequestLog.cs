@@ -56,7 +56,7 @@ public static partial class RequestLog
     public static void SetKeyId(HttpContext ctx, string keyId) => ctx.Features.Set(new KeyIdFeature(keyId));
 
     /// <summary>"/hangfire/*" for "/hangfire/jobs/details/7": the first segment, reduced to safe characters.</summary>
-    internal static string Unrouted(PathString path)
+    public static string Unrouted(PathString path)
     {
         var value = path.Value ?? "";
         if (value.Length <= 1) return "/";

@@ -206,11 +206,11 @@ public static class RepoScript
 {
     /// <param name="environment">When given, the whole environment (as a service manager gives it); else this process's.</param>
     public static async Task<(int ExitCode, string Stdout, string Stderr)> RunAsync(string file, IEnumerable<string> args,
-        IReadOnlyDictionary<string, string>? environment = null, TimeSpan? timeout = null)
+        IReadOnlyDictionary<string, string>? environment = null, TimeSpan? timeout = null, string workingDirectory = "/")
     {
         var psi = new ProcessStartInfo(file.StartsWith('/') ? file : System.IO.Path.Combine(RepoPaths.Root, file))
         {
-            UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = "/",
+            UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = workingDirectory,
         };
         foreach (var a in args) psi.ArgumentList.Add(a);
         if (environment is not null)
