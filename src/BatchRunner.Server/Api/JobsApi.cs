@@ -92,7 +92,7 @@ public static class JobsApi
     }
 
     public static async Task<Results<Ok<JobListDto>, ValidationProblem>> ListAsync(
-        JobStore store, string? state, int? limit, string? cursor, CancellationToken ct)
+        JobStore store, JobNodeLiveness liveness, string? state, int? limit, string? cursor, CancellationToken ct)
     {
         var errors = new Dictionary<string, string[]>();
         if (state is not null && !JobState.IsKnown(state))
@@ -104,17 +104,19 @@ public static class JobsApi
         if (errors.Count > 0) return TypedResults.ValidationProblem(errors);
 
         var (items, next) = await store.ListAsync(state, limit ?? DefaultPageSize, cursor, ct);
-        return TypedResults.Ok(new JobListDto(items.Select(JobDto.From).ToList(), next));
+        var alive = await liveness.GetAsync(items.Select(j => j.Id).ToList(), ct);
+        return TypedResults.Ok(new JobListDto(items.Select(j => JobDto.From(j).WithNodeAlive(alive)).ToList(), next));
     }
 
-    public static async Task<Results<Ok<JobDto>, ProblemHttpResult>> GetAsync(string id, JobStore store, CancellationToken ct)
+    public static async Task<Results<Ok<JobDto>, ProblemHttpResult>> GetAsync(string id, JobStore store, JobNodeLiveness liveness, CancellationToken ct)
     {
         var job = await FindAsync(id, store, ct);
-        return job is null ? NotFound(id) : TypedResults.Ok(JobDto.From(job).WithAttempts(await store.GetAttemptsAsync(job.Id, ct)));
+        if (job is null) return NotFound(id);
+        return TypedResults.Ok(JobDto.From(job).WithAttempts(await store.GetAttemptsAsync(job.Id, ct)).WithNodeAlive(await liveness.GetAsync([job.Id], ct)));
     }
 
     public static async Task<Results<Accepted<JobDto>, ProblemHttpResult>> CancelAsync(
-        string id, JobStore store, IBackgroundJobClient hangfire, CancellationToken ct)
+        string id, JobStore store, JobNodeLiveness liveness, IBackgroundJobClient hangfire, CancellationToken ct)
     {
         if (!Guid.TryParse(id, out var jobId)) return NotFound(id);
         var (result, hangfireId) = await store.RequestCancelAsync(jobId, ct);
@@ -136,7 +138,7 @@ public static class JobsApi
             BatchRunnerMetrics.JobsFinished.WithLabels(q.Queue, JobState.Cancelled, FailureReason.Cancelled).Inc();
         }
         var job = await store.GetAsync(jobId, ct);
-        return TypedResults.Accepted($"/api/v1/jobs/{id}", JobDto.From(job!));
+        return TypedResults.Accepted($"/api/v1/jobs/{id}", JobDto.From(job!).WithNodeAlive(await liveness.GetAsync([jobId], ct)));
     }
 
     public static async Task<Results<Ok<IReadOnlyList<OutputDto>>, ProblemHttpResult>> ListOutputsAsync(string id, JobStore store, CancellationToken ct)

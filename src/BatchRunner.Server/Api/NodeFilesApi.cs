@@ -22,7 +22,10 @@ public static class NodeFilesApi
         {
             var token = ctx.HttpContext.RequestServices.GetRequiredService<ClusterToken>();
             if (await token.MatchesAsync(ctx.HttpContext.Request.Headers[ClusterToken.Header].FirstOrDefault(), ctx.HttpContext.RequestAborted))
+            {
+                Hosting.RequestLog.SetKeyId(ctx.HttpContext, Hosting.RequestLog.NodeKeyId);
                 return await next(ctx);
+            }
             return TypedResults.Problem(statusCode: StatusCodes.Status403Forbidden, title: "Forbidden", detail: "node-to-node endpoint");
         });
         api.MapGet("/{id}/logs", (string id, string? stream, bool? follow, JobStore store, DataPaths paths, CancellationToken ct) =>

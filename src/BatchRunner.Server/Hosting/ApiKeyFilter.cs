@@ -11,7 +11,11 @@ public static class ApiKeyEndpointExtensions
         group.AddEndpointFilter(async (ctx, next) =>
         {
             var key = ctx.HttpContext.RequestServices.GetRequiredService<ApiKey>();
-            if (key.IsAuthorized(ctx.HttpContext)) return await next(ctx);
+            if (key.IsAuthorized(ctx.HttpContext))
+            {
+                RequestLog.SetKeyId(ctx.HttpContext, RequestLog.BootstrapKeyId);
+                return await next(ctx);
+            }
             ctx.HttpContext.Response.Headers.WWWAuthenticate = "Bearer realm=\"batchrunner\"";
             return TypedResults.Problem(statusCode: StatusCodes.Status401Unauthorized, title: "Unauthorized",
                 detail: "send the API key as \"Authorization: Bearer <key>\" (BATCHRUNNER_API_KEY or DATA/api-key)");
@@ -29,7 +33,11 @@ public sealed class DashboardApiKeyFilter(ApiKey key) : IDashboardAuthorizationF
     public bool Authorize(DashboardContext context)
     {
         var http = context.GetHttpContext();
-        if (key.IsAuthorized(http)) return true;
+        if (key.IsAuthorized(http))
+        {
+            RequestLog.SetKeyId(http, RequestLog.BootstrapKeyId);
+            return true;
+        }
         http.Response.Headers.WWWAuthenticate = "Basic realm=\"BatchRunner dashboard (password: the API key)\"";
         return false;
     }

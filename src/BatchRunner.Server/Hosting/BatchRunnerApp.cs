@@ -23,10 +23,13 @@ public static partial class BatchRunnerApp
 
     public static async Task<WebApplication> BuildAsync(string[] args, CancellationToken ct = default)
     {
-        var builder = WebApplication.CreateBuilder(args);
+        // appsettings.json is read from beside the executable, not from the working directory (a service
+        // starts in /, scripts/start.sh in the repository): the shipped defaults apply wherever it is run from.
+        var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = args, ContentRootPath = AppContext.BaseDirectory });
         // BATCHRUNNER_* shortcuts sit above appsettings and ASPNETCORE_*; command-line arguments stay on top.
         builder.Configuration.AddInMemoryCollection(EnvironmentShortcuts.Read());
         builder.Configuration.AddCommandLine(args);
+        builder.AddBatchRunnerSystemd();
         builder.AddBatchRunnerLogging();
         if (string.IsNullOrEmpty(builder.Configuration["urls"])) builder.WebHost.UseUrls(DefaultUrl);
 
@@ -84,6 +87,7 @@ public static partial class BatchRunnerApp
         services.AddSingleton(paths);
         services.AddSingleton(node);
         services.AddSingleton<JobStore>();
+        services.AddSingleton<JobNodeLiveness>();
         services.AddBatchRunnerObservability(options);
         services.AddProblemDetails();
         services.AddOpenApi();
@@ -176,6 +180,7 @@ public static partial class BatchRunnerApp
 
     private static void MapBatchRunner(this WebApplication app, BatchRunnerOptions options)
     {
+        app.UseBatchRunnerRequestLog();
         app.UseExceptionHandler(new ExceptionHandlerOptions { StatusCodeSelector = StatusFor, ExceptionHandler = WriteProblemAsync });
         app.UseHttpMetrics();
         app.MapMetrics();
