@@ -81,8 +81,8 @@ public sealed class MetricsFacts(ServerFixture f)
         // The busybox image was pulled by earlier jobs of this server: from now on every pull is a hit.
         Assert.True(m.Where("batchrunner_image_cache_hits_total").Single().Value + m.Where("batchrunner_image_cache_misses_total").Single().Value >= 1);
         Assert.True(m.Where("batchrunner_job_start_latency_seconds_count", ("queue", "default")).Single().Value >= 1);
-        Assert.True(m.Where("batchrunner_node_capacity_cpus").Any(s => s.Value >= 1));
-        Assert.True(m.Where("batchrunner_node_capacity_memory_bytes").Any(s => s.Value > 0));
+        Assert.Contains(m.Where("batchrunner_node_capacity_cpus"), s => s.Value >= 1);
+        Assert.Contains(m.Where("batchrunner_node_capacity_memory_bytes"), s => s.Value > 0);
     }
 
     [Fact]
