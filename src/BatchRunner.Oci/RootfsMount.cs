@@ -1,7 +1,7 @@
 using BatchRunner.Oci.Snapshots;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
-using static BatchRunner.Oci.Layers.Libc;
+using static BatchRunner.Native.Libc;
 
 namespace BatchRunner.Oci;
 

@@ -1,6 +1,6 @@
 using System.Text;
 using BatchRunner.Oci.Layers;
-using static BatchRunner.Oci.Layers.Libc;
+using static BatchRunner.Native.Libc;
 
 namespace BatchRunner.Oci.Snapshots;
 

@@ -305,7 +305,7 @@ public sealed partial class JobExecutor(
                 return (Failed(FailureReason.StartFailed, e.Message), false);
             }
             // The job's user must be able to write its outputs.
-            ChownOutputs(outputs, cspec.Uid, cspec.Gid);
+            HostFiles.Chown(outputs, cspec.Uid, cspec.Gid);
 
             try
             {
@@ -417,16 +417,6 @@ public sealed partial class JobExecutor(
         e is Npgsql.NpgsqlException || (e.InnerException is { } inner && IsDatabaseOutage(inner));
 
     private static JobOutcome Failed(string reason, string message) => new(JobState.Failed, reason, message, null, null, []);
-
-    private static unsafe void ChownOutputs(string dir, uint uid, uint gid)
-    {
-        var bytes = System.Text.Encoding.UTF8.GetBytes(dir + "\0");
-        fixed (byte* p = bytes)
-        {
-            if (Tmds.Linux.LibC.chown(p, uid, gid) != 0)
-                throw new IOException($"chown {dir} to {uid}:{gid} failed (errno {System.Runtime.InteropServices.Marshal.GetLastPInvokeError()})");
-        }
-    }
 
     private async Task SafeAsync(Func<Task> cleanup, Guid jobId, string what)
     {

@@ -35,16 +35,7 @@ public static class OutputScanner
     }
 
     /// <summary>FileInfo reports fifos and devices as files too; only plain files are outputs.</summary>
-    internal static unsafe bool IsRegularFile(string path)
-    {
-        Tmds.Linux.stat st;
-        var bytes = System.Text.Encoding.UTF8.GetBytes(path + "\0");
-        fixed (byte* p = bytes)
-        {
-            if (Tmds.Linux.LibC.lstat(p, &st) != 0) return false;
-        }
-        return (st.st_mode & Tmds.Linux.LibC.S_IFMT) == Tmds.Linux.LibC.S_IFREG;
-    }
+    internal static bool IsRegularFile(string path) => BatchRunner.Runtime.HostFiles.IsRegularFile(path);
 
     public static async Task<string> Sha256Async(string path, CancellationToken ct)
     {

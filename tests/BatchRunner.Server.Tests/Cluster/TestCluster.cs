@@ -183,7 +183,9 @@ public sealed class NodeProcess : IAsyncDisposable
 
     private void Signal(int sig)
     {
-        if (_process is { HasExited: false }) Tmds.Linux.LibC.kill(_process.Id, sig);
+        if (_process is not { HasExited: false }) return;
+        using var kill = Process.Start("kill", ["-s", sig.ToString(System.Globalization.CultureInfo.InvariantCulture), _process.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)])!;
+        kill.WaitForExit();
     }
 
     public async Task WaitForExitAsync(TimeSpan timeout)
