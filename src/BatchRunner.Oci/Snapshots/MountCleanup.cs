@@ -45,6 +45,13 @@ public static class MountCleanup
         return result;
     }
 
+    /// <summary>True when <paramref name="dir"/> or any path below it is a mount point now.</summary>
+    public static bool AnyMountAtOrUnder(string dir)
+    {
+        var root = (RealPath(dir) ?? Path.GetFullPath(dir)).TrimEnd('/');
+        return MountPoints().Any(p => p == root || p.StartsWith(root + "/", StringComparison.Ordinal));
+    }
+
     public static bool IsMountPoint(string path)
     {
         var real = RealPath(path) ?? Path.GetFullPath(path);

@@ -14,7 +14,7 @@ namespace BatchRunner.Server.Execution;
 /// Runs one attempt of one job on this node: admission → image → overlay rootfs → container → results
 /// → store. It owns every resource it creates for the attempt (capacity reservation, rootfs mount,
 /// bundle, container, cgroup) and releases them on every path; after a crash they are removed by
-/// <see cref="ProcessWatchdog"/> (containers) and <see cref="NodeJanitor"/> (the rest).
+/// the <see cref="ContainerWatchdog"/> (containers) and <see cref="NodeJanitor"/> (the rest).
 /// </summary>
 /// <remarks>
 /// Delivery is at least once (Hangfire). Every write is fenced by the attempt number, and a new attempt

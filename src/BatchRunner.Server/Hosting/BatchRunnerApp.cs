@@ -155,7 +155,6 @@ public static partial class BatchRunnerApp
             // registered before the Hangfire server fetches the first job; on shutdown the Hangfire server
             // (running jobs, grace period) stops first.
             services.AddHostedService<NodeJanitor>();
-            services.AddHostedService<ProcessWatchdog>();
             services.AddHostedService(sp => sp.GetRequiredService<NodeRegistry>());
             services.AddSingleton<ImageCacheCollector>();
             services.AddHostedService(sp => sp.GetRequiredService<ImageCacheCollector>());

@@ -1,10 +1,9 @@
 using System.Diagnostics;
-using BatchRunner.Server.Nodes;
 
-namespace BatchRunner.Server.Tests;
+namespace BatchRunner.Runtime.Tests;
 
 /// <summary>The watchdog shell that kills a dead worker's containers.</summary>
-public sealed class ProcessWatchdogFacts
+public sealed class ContainerWatchdogFacts
 {
     [Fact]
     public async Task Launch_RecreatesNothing_WhenTheDataDirIsGoneByTheTimeTheWorkerEnds()
@@ -15,7 +14,7 @@ public sealed class ProcessWatchdogFacts
         using var worker = Process.Start("true")!;
         await worker.WaitForExitAsync();
 
-        using var watchdog = ProcessWatchdog.Launch(worker.Id, "/usr/sbin/runc", Path.Combine(dataDir, "runtime"), "br-none-");
+        using var watchdog = ContainerWatchdog.Launch(worker.Id, "/usr/sbin/runc", Path.Combine(dataDir, "runtime"), "br-none-");
         await watchdog!.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(30));
 
         var created = Directory.Exists(dataDir);
@@ -39,7 +38,7 @@ public sealed class ProcessWatchdogFacts
         try
         {
             using var worker = Process.Start("sleep", "0.3")!;
-            using var watchdog = ProcessWatchdog.Launch(worker.Id, "/usr/sbin/runc", state, $"br-wd{tag}-");
+            using var watchdog = ContainerWatchdog.Launch(worker.Id, "/usr/sbin/runc", state, $"br-wd{tag}-");
             await watchdog!.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(30));
 
             var exit = await mine.WaitAsync(new CancellationTokenSource(TimeSpan.FromSeconds(10)).Token);

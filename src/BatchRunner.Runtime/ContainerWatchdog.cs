@@ -1,17 +1,19 @@
 using System.Diagnostics;
-using BatchRunner.Runtime;
-using BatchRunner.Server.Execution;
 
-namespace BatchRunner.Server.Nodes;
+namespace BatchRunner.Runtime;
 
 /// <summary>
 /// A worker killed outright (SIGKILL, OOM) cannot stop its containers, and a detached container's init
 /// outlives its parent (the worker, its subreaper). This starts a tiny shell in its own session that waits for the
 /// worker process to end and then kills every container with this node's prefix, so a job whose worker
 /// died stops within about a second instead of running on beside its retry. The mounts, bundles and
-/// cgroups left behind are removed by <see cref="NodeJanitor"/> when the worker starts again.
+/// cgroups left behind are removed when the worker starts again (<see cref="IContainerRuntime.CleanupOrphansAsync"/>).
 /// </summary>
-public sealed partial class ProcessWatchdog(RuntimeSelection runtime, DataPaths paths, NodeIdentity node, ILogger<ProcessWatchdog> log) : IHostedService
+/// <remarks>
+/// The watchdog runs in its own session and outlives the worker by design: it exits once it has killed the
+/// containers, or at once when it finds the state root gone.
+/// </remarks>
+public static class ContainerWatchdog
 {
     // `list` creates a missing --root, parents included (mode 0700): with the data directory gone (removed
     // after the worker stopped) there is nothing to kill, and nothing may be recreated. Checking first and
@@ -24,13 +26,6 @@ public sealed partial class ProcessWatchdog(RuntimeSelection runtime, DataPaths 
           case "$id" in "$BR_PREFIX"*) "$BR_RUNC" --root . kill --all "$id" KILL 2>/dev/null;; esac
         done
         """;
-
-    public Task StartAsync(CancellationToken ct)
-    {
-        using var p = Launch(Environment.ProcessId, runtime.Path, paths.RuntimeState, node.ContainerPrefix);
-        LogStarted(log, p?.Id ?? 0);
-        return Task.CompletedTask;
-    }
 
     /// <summary>Starts the watchdog of process <paramref name="watchedPid"/>: once it has ended, every container of
     /// <paramref name="stateRoot"/> whose id starts with <paramref name="containerPrefix"/> is killed.</summary>
@@ -52,9 +47,4 @@ public sealed partial class ProcessWatchdog(RuntimeSelection runtime, DataPaths 
         p?.StandardInput.Close();
         return p;
     }
-
-    public Task StopAsync(CancellationToken ct) => Task.CompletedTask;
-
-    [LoggerMessage(Level = LogLevel.Debug, Message = "Container watchdog started (pid {Pid})")]
-    private static partial void LogStarted(ILogger log, int pid);
 }
