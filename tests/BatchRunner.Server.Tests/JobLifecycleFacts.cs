@@ -1,7 +1,8 @@
 using System.Net;
 using System.Security.Cryptography;
 using System.Text.Json;
-using BatchRunner.Server.Execution;
+using BatchRunner.Server.Nodes;
+using BatchRunner.Server.Storage;
 using BatchRunner.Testing;
 using Microsoft.Extensions.DependencyInjection;
 

@@ -111,7 +111,7 @@ public sealed class UserNamespaceServerFixture : IAsyncLifetime
     /// <summary>The host pids in the cgroup of attempt 1 of job <paramref name="id"/> (cgroup v1 pids hierarchy, or v2).</summary>
     public IReadOnlyList<int> HostPidsOf(string id)
     {
-        var containerId = Execution.NodeIdentity.For(NodeName, DataDir).ContainerId(Guid.Parse(id), 1);
+        var containerId = Nodes.NodeIdentity.For(NodeName, DataDir).ContainerId(Guid.Parse(id), 1);
         var cgroup = Runtime.Spec.SpecBuilder.CgroupsPathFor(containerId).TrimStart('/');
         var procs = new[] { "/sys/fs/cgroup/pids", "/sys/fs/cgroup" }.Select(root => Path.Combine(root, cgroup, "cgroup.procs")).FirstOrDefault(File.Exists);
         return procs is null ? [] : File.ReadAllLines(procs).Where(l => l.Length > 0).Select(int.Parse).ToList();

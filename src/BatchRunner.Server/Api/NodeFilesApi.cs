@@ -1,4 +1,3 @@
-using BatchRunner.Server.Execution;
 using BatchRunner.Server.Nodes;
 using BatchRunner.Server.Storage;
 

@@ -5,6 +5,7 @@ using BatchRunner.Runtime;
 using BatchRunner.Server.Hosting;
 using BatchRunner.Server.Nodes;
 using BatchRunner.Server.Observability;
+using BatchRunner.Server.Scheduling;
 using BatchRunner.Server.Storage;
 using Microsoft.Extensions.Options;
 
@@ -91,16 +92,18 @@ public sealed partial class JobExecutor(
         PublishAllocation();
         try
         {
-            var queueFull = false;
             int? queueLimit = options.Value.QueueLimits.TryGetValue(job.Queue, out var l) ? l : null;
-            var start = await Durably.RunAsync(c => store.BeginAttemptAsync(jobId, node.Name, registry.Instance, job.Queue, queueLimit, () => queueFull = true, c));
-            if (start is null)
+            switch (await Durably.RunAsync(c => store.BeginAttemptAsync(jobId, node.Name, registry.Instance, job.Queue, queueLimit, c)))
             {
-                if (queueFull) throw new JobRescheduleException($"queue {job.Queue} is at its limit of {queueLimit} running jobs", TimeSpan.FromSeconds(1));
-                LogNothingToRun(log, jobId);
-                return;
+                case AttemptStart.QueueFull full:
+                    throw new JobRescheduleException($"queue {job.Queue} is at its limit of {full.Limit} running jobs", TimeSpan.FromSeconds(1));
+                case AttemptStart.NothingToRun:
+                    LogNothingToRun(log, jobId);
+                    return;
+                case AttemptStart.Started start:
+                    await RunAttemptAsync(job, start, assigned, hangfireToken);
+                    return;
             }
-            await RunAttemptAsync(job, start, assigned, hangfireToken);
         }
         finally
         {
@@ -132,7 +135,7 @@ public sealed partial class JobExecutor(
         return false;
     }
 
-    private async Task RunAttemptAsync(JobRecord job, JobStore.AttemptStart start, IReadOnlyList<BatchRunner.Runtime.Gpus.Gpu> assigned, CancellationToken hangfireToken)
+    private async Task RunAttemptAsync(JobRecord job, AttemptStart.Started start, IReadOnlyList<BatchRunner.Runtime.Gpus.Gpu> assigned, CancellationToken hangfireToken)
     {
         var jobId = job.Id;
         var attempt = start.Attempt;
@@ -155,7 +158,7 @@ public sealed partial class JobExecutor(
             {
                 (outcome, infrastructure) = await RunContainerAsync(job, attempt, assigned, signals);
             }
-            catch (Exception e) when (e is not OperationCanceledException and not JobRescheduleException && !IsDatabaseOutage(e))
+            catch (Exception e) when (e is not OperationCanceledException and not JobRescheduleException && !DatabaseErrors.IsOutage(e))
             {
                 // A bug or an unexpected host error must still end the job visibly, not leave it "running".
                 LogUnexpected(log, e, jobId, attempt);
@@ -260,7 +263,7 @@ public sealed partial class JobExecutor(
             // An HTTP timeout surfaces as a cancellation nobody asked for.
             return (Failed(FailureReason.ImagePullFailed, $"image {spec.Image}: {e.Message}"), true);
         }
-        catch (Exception e) when (e is not OperationCanceledException && !IsDatabaseOutage(e))
+        catch (Exception e) when (e is not OperationCanceledException && !DatabaseErrors.IsOutage(e))
         {
             // A corrupt or unsafe layer, a full disk: the image could not be made present.
             return (Failed(FailureReason.ImagePullFailed, $"image {spec.Image}: {e.Message}"), e is IOException);
@@ -411,10 +414,6 @@ public sealed partial class JobExecutor(
             // Shutdown: "queued" tells the caller to hand the job back to the queue.
             _ => new JobOutcome(JobState.Queued, null, "the worker shut down during the attempt; requeued", null, null, []),
         };
-
-    /// <summary>The database being away is retried (the job is re-delivered), not recorded as the job's failure.</summary>
-    private static bool IsDatabaseOutage(Exception e) =>
-        e is Npgsql.NpgsqlException || (e.InnerException is { } inner && IsDatabaseOutage(inner));
 
     private static JobOutcome Failed(string reason, string message) => new(JobState.Failed, reason, message, null, null, []);
 

@@ -1,5 +1,7 @@
 using BatchRunner.Oci.Snapshots;
 using BatchRunner.Runtime;
+using BatchRunner.Server.Nodes;
+using BatchRunner.Server.Storage;
 
 namespace BatchRunner.Server.Execution;
 

@@ -1,5 +1,4 @@
 using BatchRunner.Server.Api;
-using Hangfire.Dashboard;
 
 namespace BatchRunner.Server.Hosting;
 
@@ -17,20 +16,5 @@ public static class ApiKeyEndpointExtensions
                 detail: "send the API key as \"Authorization: Bearer <key>\" (BATCHRUNNER_API_KEY or DATA/api-key)");
         });
         return group;
-    }
-}
-
-/// <summary>
-/// The Hangfire dashboard shows job specs and logs, and can delete jobs: it takes the API key, as a
-/// bearer token or as the password of HTTP Basic auth (so a browser can log in with any user name).
-/// </summary>
-public sealed class DashboardApiKeyFilter(ApiKey key) : IDashboardAuthorizationFilter
-{
-    public bool Authorize(DashboardContext context)
-    {
-        var http = context.GetHttpContext();
-        if (key.IsAuthorized(http)) return true;
-        http.Response.Headers.WWWAuthenticate = "Basic realm=\"BatchRunner dashboard (password: the API key)\"";
-        return false;
     }
 }

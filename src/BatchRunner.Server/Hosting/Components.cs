@@ -4,6 +4,7 @@ using BatchRunner.Oci.Snapshots;
 using BatchRunner.Oci.Store;
 using BatchRunner.Runtime;
 using BatchRunner.Server.Execution;
+using BatchRunner.Server.Storage;
 
 namespace BatchRunner.Server.Hosting;
 
@@ -37,13 +38,13 @@ internal static partial class Components
         return new DockerConfigCredentialSource(config, helpers);
     }
 
-    public static Nodes.NodeCapacity Capacity(BatchRunnerOptions options)
+    public static NodeCapacity Capacity(BatchRunnerOptions options)
     {
         long? memory = null;
         if (!string.IsNullOrWhiteSpace(options.Capacity.Memory))
             memory = Core.Quantity.TryParseBytes(options.Capacity.Memory, out var m) ? m
                 : throw new InvalidOperationException($"BatchRunner:Capacity:Memory \"{options.Capacity.Memory}\" is not a quantity");
-        return Nodes.NodeCapacity.FromMachine(options.Capacity.Cpus, memory);
+        return NodeCapacity.FromMachine(options.Capacity.Cpus, memory);
     }
 
     public static ISnapshotter CreateSnapshotter(IServiceProvider sp) => new OverlaySnapshotter(sp.GetRequiredService<ILogger<OverlaySnapshotter>>());

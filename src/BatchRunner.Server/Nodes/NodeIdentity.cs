@@ -1,4 +1,4 @@
-namespace BatchRunner.Server.Execution;
+namespace BatchRunner.Server.Nodes;
 
 /// <summary>This worker's identity in the cluster.</summary>
 /// <param name="ContainerPrefix">

@@ -1,8 +1,8 @@
 using System.Runtime.CompilerServices;
-using BatchRunner.Server.Execution;
 using BatchRunner.Server.Hosting;
+using BatchRunner.Server.Nodes;
+using BatchRunner.Server.Storage;
 using Hangfire;
-using Npgsql;
 
 namespace BatchRunner.Server.Observability;
 
@@ -34,7 +34,7 @@ public static class ObservabilityServices
             RuntimeHelpers.RunClassConstructor(typeof(NodeMetrics).TypeHandle);
 
             var queues = options.Queues.Distinct(StringComparer.Ordinal).ToArray();
-            var jobs = new JobCountsCollector(sp.GetRequiredService<NpgsqlDataSource>(), queues);
+            var jobs = new JobCountsCollector(sp.GetRequiredService<JobStore>(), queues);
             var hangfire = new HangfireCollector(sp.GetRequiredService<JobStorage>(), queues);
             _hooks.Add(StorageGauges.Add(jobs, hangfire, log));
 

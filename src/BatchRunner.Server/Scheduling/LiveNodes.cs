@@ -1,29 +1,21 @@
-using System.Text.Json;
 using BatchRunner.Core;
 using BatchRunner.Server.Storage;
-using Npgsql;
 
-namespace BatchRunner.Server.Nodes;
+namespace BatchRunner.Server.Scheduling;
 
 /// <summary>
 /// The capacities of live nodes, for submission checks: a job that fits no live node is refused at
 /// once instead of waiting forever. Cached for two seconds so submission stays cheap under load.
 /// </summary>
-public sealed class LiveNodes(NpgsqlDataSource db)
+public sealed class LiveNodes(NodeStore nodes)
 {
     private static readonly TimeSpan CacheFor = TimeSpan.FromSeconds(2);
-    private (DateTime At, IReadOnlyList<(string Name, IReadOnlyDictionary<string, string> Labels, NodeCapacity Capacity)> Nodes)? _cache;
+    private (DateTime At, IReadOnlyList<LiveNode> Nodes)? _cache;
 
-    public async Task<IReadOnlyList<(string Name, IReadOnlyDictionary<string, string> Labels, NodeCapacity Capacity)>> GetAsync(CancellationToken ct)
+    public async Task<IReadOnlyList<LiveNode>> GetAsync(CancellationToken ct)
     {
         if (_cache is { } c && DateTime.UtcNow - c.At < CacheFor) return c.Nodes;
-        await using var cmd = db.CreateCommand($"select n.name, n.labels, n.capacity from batchrunner.nodes n where {NodeStore.AliveCondition}");
-        var list = new List<(string, IReadOnlyDictionary<string, string>, NodeCapacity)>();
-        await using (var rd = await cmd.ExecuteReaderAsync(ct))
-            while (await rd.ReadAsync(ct))
-                list.Add((rd.GetString(0),
-                    JsonSerializer.Deserialize<Dictionary<string, string>>(rd.GetString(1), JobStore.Json)!,
-                    JsonSerializer.Deserialize<NodeCapacity>(rd.GetString(2), JobStore.Json)!));
+        var list = await nodes.ListLiveAsync(ct);
         _cache = (DateTime.UtcNow, list);
         return list;
     }
@@ -31,14 +23,14 @@ public sealed class LiveNodes(NpgsqlDataSource db)
     /// <summary>Field → message when no live node could ever run <paramref name="spec"/>; empty when one could.</summary>
     public async Task<Dictionary<string, string[]>> WhyNoNodeFitsAsync(JobSpec spec, int gpus, CancellationToken ct)
     {
-        var nodes = await GetAsync(ct);
+        var live = await GetAsync(ct);
         var errors = new Dictionary<string, string[]>();
-        if (nodes.Count == 0)
+        if (live.Count == 0)
         {
             errors["resources"] = ["no live worker node: start a worker (role all or worker) against this database"];
             return errors;
         }
-        var selected = nodes.Where(n => spec.NodeSelector.All(kv => n.Labels.TryGetValue(kv.Key, out var v) && v == kv.Value)).ToList();
+        var selected = live.Where(n => spec.NodeSelector.All(kv => n.Labels.TryGetValue(kv.Key, out var v) && v == kv.Value)).ToList();
         if (selected.Count == 0)
         {
             errors["nodeSelector"] = [$"no live node has the labels {string.Join(", ", spec.NodeSelector.Select(kv => $"{kv.Key}={kv.Value}"))}"];

@@ -1,6 +1,7 @@
 using BatchRunner.Core;
+using BatchRunner.Server.Storage;
 
-namespace BatchRunner.Server.Nodes;
+namespace BatchRunner.Server.Scheduling;
 
 /// <summary>
 /// This node's free capacity. A job is admitted only when its whole request fits (CPU, memory), so the

@@ -1,4 +1,4 @@
-namespace BatchRunner.Server.Execution;
+namespace BatchRunner.Server.Storage;
 
 /// <summary>
 /// The layout of the data directory. Job directories (logs, outputs) outlive their containers; run

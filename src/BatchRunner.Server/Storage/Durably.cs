@@ -1,11 +1,9 @@
-using System.Net.Sockets;
-using Npgsql;
-
-namespace BatchRunner.Server.Execution;
+namespace BatchRunner.Server.Storage;
 
 /// <summary>
 /// Writes that must not be lost when the database restarts under a running job: retried with back-off
-/// until the database answers again (or the deadline passes).
+/// while <see cref="DatabaseErrors.IsOutage"/> says the database is away, until it answers again (or the
+/// deadline passes). Any other error is thrown at once.
 /// </summary>
 public static class Durably
 {
@@ -18,7 +16,7 @@ public static class Durably
         while (true)
         {
             try { return await write(ct); }
-            catch (Exception e) when (IsTransient(e) && DateTime.UtcNow < until && !ct.IsCancellationRequested)
+            catch (Exception e) when (DatabaseErrors.IsOutage(e) && DateTime.UtcNow < until && !ct.IsCancellationRequested)
             {
                 await Task.Delay(delay, ct);
                 delay = TimeSpan.FromMilliseconds(Math.Min(delay.TotalMilliseconds * 2, 2000));
@@ -28,12 +26,4 @@ public static class Durably
 
     public static Task RunAsync(Func<CancellationToken, Task> write, CancellationToken ct = default, TimeSpan? deadline = null) =>
         RunAsync(async c => { await write(c); return true; }, ct, deadline);
-
-    public static bool IsTransient(Exception e) => e switch
-    {
-        PostgresException pg => pg.IsTransient || pg.SqlState.StartsWith("57P", StringComparison.Ordinal) || pg.SqlState.StartsWith("08", StringComparison.Ordinal),
-        NpgsqlException n => true,
-        SocketException or TimeoutException or IOException => true,
-        _ => e.InnerException is { } inner && IsTransient(inner),
-    };
 }

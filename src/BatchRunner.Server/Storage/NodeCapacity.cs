@@ -1,6 +1,6 @@
 using BatchRunner.Core;
 
-namespace BatchRunner.Server.Nodes;
+namespace BatchRunner.Server.Storage;
 
 /// <summary>What a node offers to jobs. Published with the node record; admission never exceeds it.</summary>
 public sealed record NodeCapacity(double Cpus, long MemoryBytes, int Gpus)

@@ -1,4 +1,4 @@
-namespace BatchRunner.Server.Nodes;
+namespace BatchRunner.Server.Storage;
 
 /// <summary>A node as GET /api/v1/nodes shows it.</summary>
 public sealed record NodeInfo(
@@ -13,3 +13,6 @@ public sealed record NodeInfo(
     IReadOnlyList<Guid> RunningJobs);
 
 public sealed record NodeAllocation(double Cpus, long MemoryBytes, int Gpus);
+
+/// <summary>A live node as submission sees it: enough to tell whether a job could ever run there.</summary>
+public sealed record LiveNode(string Name, IReadOnlyDictionary<string, string> Labels, NodeCapacity Capacity);

@@ -1,10 +1,9 @@
 using System.Text.Json;
 using BatchRunner.Core;
-using BatchRunner.Server.Storage;
 using Npgsql;
 using NpgsqlTypes;
 
-namespace BatchRunner.Server.Nodes;
+namespace BatchRunner.Server.Storage;
 
 /// <summary>
 /// Node records in batchrunner.nodes. Liveness is judged by the database's clock: a node is alive
@@ -35,8 +34,8 @@ public sealed class NodeStore(NpgsqlDataSource db)
         await cmd.ExecuteNonQueryAsync(ct);
     }
 
-    /// <summary>False when another instance has taken over this node name (this process must stop working).</summary>
-    /// <summary>Renews the node's lease and records where it answers HTTP (<paramref name="apiUrl"/>; null: unchanged).</summary>
+    /// <summary>Renews the node's lease and records where it answers HTTP (<paramref name="apiUrl"/>; null: unchanged).
+    /// False when another instance has taken over this node name (this process must stop working).</summary>
     public async Task<bool> HeartbeatAsync(string name, Guid instance, CancellationToken ct, string? apiUrl = null)
     {
         await using var cmd = db.CreateCommand("update batchrunner.nodes set heartbeat_at = now(), api_url = coalesce(@u, api_url) where name = @n and instance_id = @i");
@@ -80,6 +79,20 @@ public sealed class NodeStore(NpgsqlDataSource db)
         await cmd.ExecuteNonQueryAsync(ct);
     }
 
+    /// <summary>Name, labels and capacity of every live node: what submission checks a job against.</summary>
+    public async Task<IReadOnlyList<LiveNode>> ListLiveAsync(CancellationToken ct)
+    {
+        await using var cmd = db.CreateCommand($"select n.name, n.labels, n.capacity from batchrunner.nodes n where {AliveCondition}");
+        var list = new List<LiveNode>();
+        await using var rd = await cmd.ExecuteReaderAsync(ct);
+        while (await rd.ReadAsync(ct))
+            list.Add(new LiveNode(rd.GetString(0),
+                JsonSerializer.Deserialize<Dictionary<string, string>>(rd.GetString(1), Json)!,
+                JsonSerializer.Deserialize<NodeCapacity>(rd.GetString(2), Json)!));
+        return list;
+    }
+
+    /// <summary>Node records with their allocation (what their starting and running jobs requested) and running jobs.</summary>
     public async Task<IReadOnlyList<NodeInfo>> ListAsync(bool aliveOnly, CancellationToken ct)
     {
         await using var cmd = db.CreateCommand($"""

@@ -1,7 +1,7 @@
 using System.Security.Cryptography;
 using BatchRunner.Server.Storage;
 
-namespace BatchRunner.Server.Execution;
+namespace BatchRunner.Server.Storage;
 
 /// <summary>
 /// Lists what a job left in its /outputs directory. Only regular files are recorded: a symlink a job
