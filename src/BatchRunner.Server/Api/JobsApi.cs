@@ -57,7 +57,7 @@ public static class JobsApi
 
         var spec = result.Spec!;
         // A job that no live node could ever run is refused now rather than queued forever.
-        var misfit = await liveNodes.WhyNoNodeFitsAsync(spec, spec.Resources.Gpus, ct);
+        var misfit = await liveNodes.WhyNoNodeFitsAsync(spec, ct);
         if (misfit.Count > 0)
             return TypedResults.ValidationProblem(misfit, title: "No live node can run this job");
         var job = new JobRecord

@@ -35,7 +35,7 @@ public sealed partial class JobExecutor(
     IContainerRuntime runtime,
     DataPaths paths,
     NodeIdentity node,
-    NodeResources resources,
+    NodeReservations reservations,
     NodeRegistry registry,
     Gpus.GpuNode gpus,
     JobTelemetry telemetry,
@@ -77,19 +77,15 @@ public sealed partial class JobExecutor(
         // Admission. A job this node can never run goes back for another node; one that fits but not now
         // waits briefly for capacity here, then goes back to its queue (keeping its place: Hangfire's
         // PostgreSQL queue is ordered by job id).
-        if (spec.NodeSelector.Any(kv => !options.Value.Labels.TryGetValue(kv.Key, out var v) || v != kv.Value))
-            throw new JobRescheduleException($"node {node.Name} does not match the job's nodeSelector", TimeSpan.FromSeconds(2));
-        if (resources.Capacity.WhyNeverFits(spec.Resources) is { } never)
+        if (NodeFit.WhyNever(spec, reservations.Offer(options.Value.Labels)) is { } never)
             throw new JobRescheduleException($"node {node.Name} can never run it: {never}", TimeSpan.FromSeconds(2));
-        if (!gpus.Allocator.CanEverFit(spec.Resources.Gpus, spec.Resources.GpuModel))
-            throw new JobRescheduleException($"node {node.Name} can never run it: {spec.Resources.Gpus} {spec.Resources.GpuModel} GPUs requested", TimeSpan.FromSeconds(2));
-        if (!TryAdmit(job, out var assigned))
+        var reservation = reservations.TryReserve(jobId, spec.Resources);
+        if (reservation is null)
         {
-            await resources.WaitForReleaseAsync(AdmissionWait, hangfireToken);
-            if (!TryAdmit(job, out assigned))
-                throw new JobRescheduleException($"node {node.Name} is full");
+            await reservations.WaitForReleaseAsync(AdmissionWait, hangfireToken);
+            reservation = reservations.TryReserve(jobId, spec.Resources) ?? throw new JobRescheduleException($"node {node.Name} is full");
         }
-        PublishAllocation();
+        var assigned = reservation.Gpus;
         try
         {
             int? queueLimit = options.Value.QueueLimits.TryGetValue(job.Queue, out var l) ? l : null;
@@ -108,31 +104,8 @@ public sealed partial class JobExecutor(
         finally
         {
             // Every exit path gives the node's capacity and GPUs back.
-            gpus.Allocator.Release(jobId);
-            resources.Release(jobId);
-            PublishAllocation();
+            reservations.Release(jobId);
         }
-    }
-
-    private void PublishAllocation()
-    {
-        var (cpus, memory, _) = resources.Allocated;
-        NodeMetrics.SetAllocated(node.Name, cpus, memory, gpus.Allocator.Gpus.Count - gpus.Allocator.FreeCount());
-    }
-
-    /// <summary>Reserves CPU, memory and GPUs together, or nothing.</summary>
-    private bool TryAdmit(JobRecord job, out IReadOnlyList<BatchRunner.Runtime.Gpus.Gpu> assigned)
-    {
-        assigned = [];
-        if (!resources.TryReserve(job.Id, job.Spec.Resources)) return false;
-        if (job.Spec.Resources.Gpus == 0) return true;
-        if (gpus.Allocator.TryAllocate(job.Id, job.Spec.Resources.Gpus, job.Spec.Resources.GpuModel) is { } got)
-        {
-            assigned = got;
-            return true;
-        }
-        resources.Release(job.Id);
-        return false;
     }
 
     private async Task RunAttemptAsync(JobRecord job, AttemptStart.Started start, IReadOnlyList<BatchRunner.Runtime.Gpus.Gpu> assigned, CancellationToken hangfireToken)

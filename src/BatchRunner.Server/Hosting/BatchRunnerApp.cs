@@ -118,17 +118,13 @@ public static partial class BatchRunnerApp
             services.AddTransient<JobPerformer>();
             services.AddTransient<IJobPerformer>(sp => sp.GetRequiredService<JobPerformer>());
             services.AddSingleton(gpus!);
-            services.AddSingleton(new Gpus.GpuAllocator(gpus!.Gpus));
-            services.AddSingleton(sp => new Gpus.GpuMetricsPublisher(options.NodeName, gpus.Gpus));
+            services.AddSingleton(sp => new Gpus.GpuMetricsPublisher(options.NodeName, gpus!.Gpus));
             services.AddSingleton(sp => new Gpus.GpuMonitor(gpuMetrics, sp.GetRequiredService<Gpus.GpuMetricsPublisher>(), TimeSpan.FromSeconds(Math.Max(1, options.Gpus.SampleSeconds)),
                 sp.GetRequiredService<ILogger<Gpus.GpuMonitor>>()));
             services.AddHostedService(sp => sp.GetRequiredService<Gpus.GpuMonitor>());
             services.AddSingleton<Gpus.GpuNode>();
-            services.AddSingleton(_ => new NodeResources(Components.Capacity(options) with
-            {
-                Gpus = gpus.Gpus.Count,
-                GpuModels = gpus.Gpus.Select(g => g.Model).Distinct().ToList(),
-            }));
+            // CPUs, memory and GPUs of this node, reserved together by the executor.
+            services.AddSingleton(_ => new NodeReservations(options.NodeName, Components.Capacity(options), gpus!.Gpus));
             services.AddSingleton<NodeRegistry>();
             // Hosted services start in this order and stop in reverse: leftovers are removed and the node
             // registered before the Hangfire server fetches the first job; on shutdown the Hangfire server

@@ -17,7 +17,7 @@ public sealed partial class NodeRegistry(
     NodeStore nodes,
     JobStore jobs,
     NodeIdentity node,
-    NodeResources resources,
+    NodeReservations resources,
     JobQueue queue,
     NodeAddress address,
     IOptions<BatchRunnerOptions> options,
@@ -40,7 +40,6 @@ public sealed partial class NodeRegistry(
         await Durably.RunAsync(c => nodes.RegisterAsync(node.Name, Instance, _options.Labels, resources.Capacity,
             _options.Queues, Lease, c), ct, TimeSpan.FromMinutes(2));
         LogRegistered(log, node.Name, resources.Capacity.Cpus, Quantity.FormatBytes(resources.Capacity.MemoryBytes), resources.Capacity.Gpus);
-        Observability.NodeMetrics.SetCapacity(node.Name, resources.Capacity.Cpus, resources.Capacity.MemoryBytes, resources.Capacity.Gpus);
         await base.StartAsync(ct);
     }
 

@@ -4,8 +4,8 @@ using BatchRunner.Server.Storage;
 namespace BatchRunner.Server.Scheduling;
 
 /// <summary>
-/// The capacities of live nodes, for submission checks: a job that fits no live node is refused at
-/// once instead of waiting forever. Cached for two seconds so submission stays cheap under load.
+/// The live nodes' records, for submission checks: a job that <see cref="NodeFit"/> says fits no live node is
+/// refused at once instead of waiting forever. Cached for two seconds so submission stays cheap under load.
 /// </summary>
 public sealed class LiveNodes(NodeStore nodes)
 {
@@ -21,29 +21,6 @@ public sealed class LiveNodes(NodeStore nodes)
     }
 
     /// <summary>Field → message when no live node could ever run <paramref name="spec"/>; empty when one could.</summary>
-    public async Task<Dictionary<string, string[]>> WhyNoNodeFitsAsync(JobSpec spec, int gpus, CancellationToken ct)
-    {
-        var live = await GetAsync(ct);
-        var errors = new Dictionary<string, string[]>();
-        if (live.Count == 0)
-        {
-            errors["resources"] = ["no live worker node: start a worker (role all or worker) against this database"];
-            return errors;
-        }
-        var selected = live.Where(n => spec.NodeSelector.All(kv => n.Labels.TryGetValue(kv.Key, out var v) && v == kv.Value)).ToList();
-        if (selected.Count == 0)
-        {
-            errors["nodeSelector"] = [$"no live node has the labels {string.Join(", ", spec.NodeSelector.Select(kv => $"{kv.Key}={kv.Value}"))}"];
-            return errors;
-        }
-        if (selected.Any(n => n.Capacity.WhyNeverFits(spec.Resources, gpus) is null)) return errors;
-        var maxCpus = selected.Max(n => n.Capacity.Cpus);
-        var maxMem = selected.Max(n => n.Capacity.MemoryBytes);
-        var maxGpus = selected.Max(n => n.Capacity.Gpus);
-        if (spec.Resources.Cpus > maxCpus) errors["resources.cpus"] = [$"{spec.Resources.Cpus} CPUs requested; the largest live node has {maxCpus}"];
-        if (spec.Resources.MemoryBytes > maxMem) errors["resources.memory"] = [$"{Quantity.FormatBytes(spec.Resources.MemoryBytes)} requested; the largest live node has {Quantity.FormatBytes(maxMem)}"];
-        if (gpus > maxGpus) errors["resources.gpus"] = [$"{gpus} GPUs requested; the largest live node has {maxGpus}"];
-        if (errors.Count == 0) errors["resources"] = ["no single live node has enough CPUs, memory and GPUs together for this job"];
-        return errors;
-    }
+    public async Task<Dictionary<string, string[]>> WhyNoNodeFitsAsync(JobSpec spec, CancellationToken ct) =>
+        NodeFit.WhyNoNodeFits(spec, (await GetAsync(ct)).Select(NodeOffer.Of).ToList());
 }

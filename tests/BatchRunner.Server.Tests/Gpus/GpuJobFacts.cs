@@ -78,6 +78,19 @@ public sealed class GpuJobFacts(GpuServerFixture f)
     }
 
     [Fact]
+    public async Task GpuModelNoNodeHas_Gets400NamingTheModels()
+    {
+        // Before submission and the executor asked one NodeFit, such a job was accepted and bounced between nodes forever.
+        var r = await f.Client.PostAsJsonAsync("/api/v1/jobs", new { image = f.Busybox, resources = new { gpus = 1, gpuModel = "H100" } }, Json);
+        Assert.Equal(HttpStatusCode.BadRequest, r.StatusCode);
+        var errors = JsonDocument.Parse(await r.Content.ReadAsStringAsync()).RootElement.GetProperty("errors");
+        Assert.Contains("(models: Test GPU)", errors.GetProperty("resources.gpuModel")[0].GetString());
+
+        var id = await SubmitAsync(new { image = f.Busybox, command = new[] { "true" }, resources = new { gpus = 1, gpuModel = "test gpu", cpus = 0.1 } });
+        Assert.Equal("succeeded", (await WaitAsync(id, s => s is "succeeded" or "failed" or "cancelled")).GetProperty("state").GetString());
+    }
+
+    [Fact]
     public async Task GpuFigures_AppearOnTheJob_AndInMetricsWhileItRuns()
     {
         var id = await SubmitAsync(new { image = f.Busybox, command = new[] { "sleep", "3" }, resources = new { gpus = 1, cpus = 0.1 } });
