@@ -10,7 +10,7 @@ namespace BatchRunner.Oci;
 /// Dispose is idempotent and may be retried after it failed. Directories are only deleted once the root is
 /// verified unmounted: a recursive delete of a still-mounted root would reach into the shared image layers.
 /// </remarks>
-public sealed partial class RootfsMount : IAsyncDisposable
+public sealed partial class RootfsMount : IRootfs
 {
     private static readonly TimeSpan BusyRetry = TimeSpan.FromSeconds(2);
     private readonly ILogger _logger;

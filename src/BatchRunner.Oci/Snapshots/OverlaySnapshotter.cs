@@ -17,6 +17,10 @@ public sealed partial class OverlaySnapshotter(ILogger<OverlaySnapshotter>? logg
 
     private readonly ILogger _logger = logger ?? (ILogger)NullLogger.Instance;
 
+    async Task<IRootfs> ISnapshotter.MountAsync(IReadOnlyList<string> lowerDirs, string workDir, CancellationToken ct) =>
+        await MountAsync(lowerDirs, workDir, ct);
+
+    /// <inheritdoc cref="ISnapshotter.MountAsync"/>
     public Task<RootfsMount> MountAsync(IReadOnlyList<string> lowerDirs, string workDir, CancellationToken ct)
     {
         ct.ThrowIfCancellationRequested();

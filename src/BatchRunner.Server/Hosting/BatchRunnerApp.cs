@@ -80,6 +80,7 @@ public static partial class BatchRunnerApp
         var node = NodeIdentity.For(options.NodeName, options.DataDir);
         services.AddSingleton(paths);
         services.AddSingleton(node);
+        services.AddSingleton(TimeProvider.System);
         services.AddBatchRunnerObservability(options);
         services.AddProblemDetails();
         services.AddOpenApi();
@@ -113,6 +114,12 @@ public static partial class BatchRunnerApp
             services.AddSingleton<ISnapshotter>(sp => Components.CreateSnapshotter(sp));
             services.AddSingleton(runtime!);
             services.AddSingleton<IContainerRuntime>(sp => Components.CreateRuntime(runtime!, paths, sp));
+            // The attempt's phases, in AttemptRunner's order; each owns one resource of an attempt.
+            services.AddSingleton<Execution.Phases.ImagePhase>();
+            services.AddSingleton<Execution.Phases.RootfsPhase>();
+            services.AddSingleton<Execution.Phases.ContainerPhase>();
+            services.AddSingleton<Execution.Phases.OutputsPhase>();
+            services.AddSingleton<AttemptRunner>();
             services.AddSingleton<JobExecutor>();
             // New messages name IJobPerformer; messages enqueued by older versions name JobPerformer itself.
             services.AddTransient<JobPerformer>();
@@ -126,6 +133,7 @@ public static partial class BatchRunnerApp
             // CPUs, memory and GPUs of this node, reserved together by the executor.
             services.AddSingleton(_ => new NodeReservations(options.NodeName, Components.Capacity(options), gpus!.Gpus));
             services.AddSingleton<NodeRegistry>();
+            services.AddSingleton<INodeFence>(sp => sp.GetRequiredService<NodeRegistry>());
             // Hosted services start in this order and stop in reverse: leftovers are removed and the node
             // registered before the Hangfire server fetches the first job; on shutdown the Hangfire server
             // (running jobs, grace period) stops first.

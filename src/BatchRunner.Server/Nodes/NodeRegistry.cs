@@ -21,7 +21,7 @@ public sealed partial class NodeRegistry(
     JobQueue queue,
     NodeAddress address,
     IOptions<BatchRunnerOptions> options,
-    ILogger<NodeRegistry> log) : BackgroundService
+    ILogger<NodeRegistry> log) : BackgroundService, INodeFence
 {
     private readonly BatchRunnerOptions _options = options.Value;
     private CancellationTokenSource _fenced = new();
