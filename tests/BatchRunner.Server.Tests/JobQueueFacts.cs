@@ -18,8 +18,8 @@ public sealed class JobQueueFacts(ServerFixture f)
     [Fact]
     public async Task Submit_EnqueuesAMessageNamingIJobPerformer()
     {
-        var id = (await f.SubmitAsync(new { image = f.Busybox, command = new[] { "true" } })).GetProperty("id").GetString()!;
-        await f.WaitForFinalAsync(id);
+        var id = (await f.Api.SubmitAsync(new { image = f.Busybox, command = new[] { "true" } })).GetProperty("id").GetString()!;
+        await f.Api.WaitForFinalAsync(id);
         var hangfireId = (await f.App.Services.GetRequiredService<JobStore>().GetAsync(Guid.Parse(id), CancellationToken.None))!.HangfireJobId!;
         using var connection = f.App.Services.GetRequiredService<JobStorage>().GetConnection();
         Assert.Equal(typeof(IJobPerformer), connection.GetJobData(hangfireId)!.Job.Type);
@@ -38,7 +38,7 @@ public sealed class JobQueueFacts(ServerFixture f)
             .Create<JobPerformer>(p => p.RunAsync(id, "old message", CancellationToken.None), new EnqueuedState("default"));
         await store.SetHangfireJobIdAsync(id, hangfireId, CancellationToken.None);
 
-        var done = await f.WaitForFinalAsync(id.ToString());
+        var done = await f.Api.WaitForFinalAsync(id.ToString());
         Assert.Equal("succeeded", done.GetProperty("state").GetString());
         Assert.Equal("old message\n", await f.Client.GetStringAsync($"/api/v1/jobs/{id}/logs?stream=stdout"));
         using var connection = f.App.Services.GetRequiredService<JobStorage>().GetConnection();

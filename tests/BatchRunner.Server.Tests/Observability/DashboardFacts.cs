@@ -14,14 +14,14 @@ public sealed class DashboardFacts(ServerFixture f)
     public async Task JobPage_ShowsTheBatchRunnerJob_AndAnEscapedLogTail()
     {
         var name = "dash-" + Guid.NewGuid().ToString("N")[..8];
-        var id = (await f.SubmitAsync(new
+        var id = (await f.Api.SubmitAsync(new
         {
             name,
             image = f.Busybox,
             command = new[] { "/bin/sh", "-c", "for i in $(seq 1 60); do echo line-$i; done; echo '<script>alert(1)</script>'; echo err-line >&2; echo 7 > /outputs/out.txt" },
             resources = new { cpus = 0.25, memory = "48Mi" },
         })).GetProperty("id").GetString()!;
-        var done = await f.WaitForFinalAsync(id);
+        var done = await f.Api.WaitForFinalAsync(id);
         Assert.Equal("succeeded", done.GetProperty("state").GetString());
         var hangfireId = (await f.App.Services.GetRequiredService<JobStore>().GetAsync(Guid.Parse(id), CancellationToken.None))!.HangfireJobId;
         Assert.NotNull(hangfireId);
