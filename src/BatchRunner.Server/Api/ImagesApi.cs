@@ -1,7 +1,6 @@
 using BatchRunner.Oci;
 using BatchRunner.Oci.Import;
 using BatchRunner.Oci.Store;
-using BatchRunner.Server.Hosting;
 using BatchRunner.Server.Storage;
 using Microsoft.AspNetCore.Http.Features;
 using Microsoft.AspNetCore.Http.HttpResults;

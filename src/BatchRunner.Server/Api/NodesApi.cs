@@ -1,4 +1,3 @@
-using BatchRunner.Server.Hosting;
 using BatchRunner.Server.Nodes;
 using BatchRunner.Server.Storage;
 using Microsoft.AspNetCore.Http.HttpResults;

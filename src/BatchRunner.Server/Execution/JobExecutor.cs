@@ -139,6 +139,8 @@ public sealed partial class JobExecutor(
             case AttemptEnd.Finished finished:
                 await FinishAsync(job, attempt, finished.Outcome);
                 return;
+            default:
+                throw new ArgumentOutOfRangeException(nameof(end), end, "an attempt end this executor cannot record");
         }
     }
 

@@ -46,8 +46,7 @@ public static partial class BatchRunnerApp
         }
         try
         {
-            var dataSource = await StorageServices.OpenAsync(connectionString, bootLog, ct);
-            builder.Services.AddBatchRunnerStorage(dataSource, connectionString);
+            await builder.Services.AddBatchRunnerStorageAsync(connectionString, bootLog, ct);
             if (embedded is not null) builder.Services.AddHostedService(_ => new EmbeddedPostgresLifetime(embedded));
 
             var apiKey = ApiKey.Resolve(options.ApiKey, options.DataDir);

@@ -8,25 +8,22 @@ namespace BatchRunner.Server.Storage;
 /// <summary>Opening the job database and registering what reads and writes it: every SQL statement BatchRunner runs is behind these services.</summary>
 public static class StorageServices
 {
-    /// <summary>Connects and applies the migrations (once per database, whichever process comes first).</summary>
-    public static async Task<NpgsqlDataSource> OpenAsync(string connectionString, ILogger log, CancellationToken ct)
+    /// <summary>
+    /// Connects to the job database, applies the migrations (once per database, whichever process comes first), and
+    /// registers the stores, this host's Hangfire queue and its storage.
+    /// </summary>
+    public static async Task AddBatchRunnerStorageAsync(this IServiceCollection services, string connectionString, ILogger log, CancellationToken ct)
     {
         var dataSource = NpgsqlDataSource.Create(connectionString);
         try
         {
             await Migrator.MigrateAsync(dataSource, log, ct);
-            return dataSource;
         }
         catch
         {
             await dataSource.DisposeAsync();
             throw;
         }
-    }
-
-    /// <summary>The stores, the Hangfire queue of this host and its storage.</summary>
-    public static IServiceCollection AddBatchRunnerStorage(this IServiceCollection services, NpgsqlDataSource dataSource, string connectionString)
-    {
         services.AddSingleton(dataSource);
         services.AddSingleton<JobStore>();
         services.AddSingleton<IAttemptStore>(sp => sp.GetRequiredService<JobStore>());
@@ -52,6 +49,5 @@ public static class StorageServices
             InvisibilityTimeout = TimeSpan.FromMinutes(5),
         };
         services.AddSingleton<JobStorage>(new PostgreSqlStorage(new NpgsqlConnectionFactory(connectionString, storageOptions), storageOptions));
-        return services;
     }
 }

@@ -1,6 +1,4 @@
-using BatchRunner.Server.Api;
-
-namespace BatchRunner.Server.Hosting;
+namespace BatchRunner.Server.Api;
 
 public static class ApiKeyEndpointExtensions
 {
