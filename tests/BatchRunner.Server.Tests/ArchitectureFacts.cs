@@ -28,6 +28,10 @@ public sealed partial class ArchitectureFacts
     [InlineData("Scheduling", "Nodes")]
     [InlineData("Observability", "Api")]
     [InlineData("Observability", "Execution")]
+    [InlineData("Workflows", "Api")]
+    [InlineData("Workflows", "Execution")]
+    [InlineData("Api", "Workflows")]
+    [InlineData("Execution", "Workflows")]
     public void Folder_DoesNotUse_AnotherFolder(string folder, string forbidden)
     {
         var violations = Uses.Value.Where(u => u.Folder == folder && u.UsedType is { } t && FolderOf(t) == forbidden)

@@ -36,7 +36,15 @@ public sealed record JobDto(
     RetryPolicy Retry,
     IReadOnlyList<AttemptDto>? Attempts = null,
     // Null when the job has no node; false when that node stopped heartbeating (see JobNodeLiveness).
-    bool? NodeAlive = null)
+    bool? NodeAlive = null,
+    // An array's parent: its size, parallelism and children per state.
+    ArrayDto? Array = null,
+    // An array's child: its parent and index.
+    Guid? ParentId = null,
+    int? ArrayIndex = null,
+    IReadOnlyList<DependencyDto>? DependsOn = null,
+    IReadOnlyList<InputsFromDto>? InputsFrom = null,
+    Guid? ScheduleId = null)
 {
     public static JobDto From(JobRecord j) => new(
         j.Id, j.Name, j.Image, j.ImageDigest, j.Queue, j.State, j.Reason, j.Message, j.ExitCode, j.Attempt,
@@ -50,7 +58,23 @@ public sealed record JobDto(
         j.Outputs.Select(o => new OutputDto(o.Path, o.Size, o.Sha256)).ToList(),
         j.Spec.PullPolicy,
         j.Spec.NodeSelector,
-        j.Spec.Retry);
+        j.Spec.Retry,
+        Array: j.IsArrayParent ? new ArrayDto(j.Spec.Array!.Size, j.Spec.Array.Parallelism, null) : null,
+        ParentId: j.ParentId,
+        ArrayIndex: j.ArrayIndex,
+        DependsOn: j.Spec.DependsOn.Select(d => new DependencyDto(d.Job, d.Condition)).ToList(),
+        InputsFrom: j.Spec.InputsFrom.Select(i => new InputsFromDto(i.Job, i.Path)).ToList(),
+        ScheduleId: j.ScheduleId);
+
+    /// <summary>An array parent's children per state (every state present, 0 when none).</summary>
+    public JobDto WithChildCounts(IReadOnlyDictionary<Guid, IReadOnlyDictionary<string, int>> counts) =>
+        Array is null ? this : this with
+        {
+            Array = Array with
+            {
+                Counts = JobState.All.ToDictionary(s => s, s => counts.TryGetValue(Id, out var c) && c.TryGetValue(s, out var n) ? n : 0),
+            },
+        };
 
     public JobDto WithNodeAlive(IReadOnlyDictionary<Guid, bool> alive) =>
         this with { NodeAlive = alive.TryGetValue(Id, out var a) ? a : null };
@@ -58,6 +82,13 @@ public sealed record JobDto(
     public JobDto WithAttempts(IReadOnlyList<JobStore.AttemptRecord> attempts) =>
         this with { Attempts = attempts.Select(a => new AttemptDto(a.Attempt, a.Node, a.State, a.Reason, a.Message, a.ExitCode, a.StartedAt, a.FinishedAt)).ToList() };
 }
+
+/// <summary>An array's parent: <c>size</c> children, at most <c>parallelism</c> at once; <c>counts</c>: children per state.</summary>
+public sealed record ArrayDto(int Size, int Parallelism, IReadOnlyDictionary<string, int>? Counts);
+
+public sealed record DependencyDto(Guid Job, string Condition);
+
+public sealed record InputsFromDto(Guid Job, string? Path);
 
 /// <summary>One run of a job on a node.</summary>
 public sealed record AttemptDto(int Attempt, string Node, string State, string? Reason, string? Message, int? ExitCode,

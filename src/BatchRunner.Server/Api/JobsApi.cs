@@ -24,6 +24,7 @@ public static class JobsApi
         api.MapPost("/", SubmitAsync).WithName("SubmitJob").Accepts<JobSubmission>("application/json", "multipart/form-data");
         api.MapGet("/", ListAsync).WithName("ListJobs");
         api.MapGet("/{id}", GetAsync).WithName("GetJob");
+        api.MapGet("/{id}/children", ChildrenAsync).WithName("ListJobChildren");
         api.MapPost("/{id}/cancel", CancelAsync).WithName("CancelJob");
         api.MapGet("/{id}/logs", LogsAsync).WithName("GetJobLogs");
         api.MapGet("/{id}/outputs", ListOutputsAsync).WithName("ListJobOutputs");
@@ -40,36 +41,15 @@ public static class JobsApi
         var read = await JobSubmissionReader.ReadAsync(request, ct);
         if (read.Invalid is { } invalid) return invalid;
         if (read.Problem is { } problem) return problem;
-        JobSubmission? submission = read.Submission;
 
-        var result = JobSpecValidator.Validate(submission);
-        var errors = result.Errors.ToDictionary(e => e.Key, e => e.Value);
-        if (!string.IsNullOrWhiteSpace(submission?.Image) && !ImageReference.TryParse(submission.Image, out _, out var refError))
-            errors["image"] = [refError ?? "invalid image reference"];
-        var queueName = submission?.Queue ?? JobDefaults.Queue;
-        if (!errors.ContainsKey("queue") && !options.Value.Queues.Contains(queueName))
-            errors["queue"] = [$"unknown queue \"{queueName}\"; configured queues: {string.Join(", ", options.Value.Queues)}"];
         string? idempotencyKey = request.Headers[IdempotencyKeyHeader].FirstOrDefault();
+        var headerErrors = new Dictionary<string, string[]>();
         if (idempotencyKey is not null && (idempotencyKey.Length is 0 or > 255))
-            errors[IdempotencyKeyHeader] = ["the Idempotency-Key header must be 1-255 characters"];
-        if (errors.Count > 0)
-            return TypedResults.ValidationProblem(errors, title: "The job spec is invalid");
+            headerErrors[IdempotencyKeyHeader] = ["the Idempotency-Key header must be 1-255 characters"];
+        var (spec, refused) = await JobSpecChecks.CheckAsync(read.Submission, "", options.Value, liveNodes, store, headerErrors, ct);
+        if (refused is not null) return refused;
 
-        var spec = result.Spec!;
-        // A job that no live node could ever run is refused now rather than queued forever.
-        var misfit = await liveNodes.WhyNoNodeFitsAsync(spec, ct);
-        if (misfit.Count > 0)
-            return TypedResults.ValidationProblem(misfit, title: "No live node can run this job");
-        var job = new JobRecord
-        {
-            Id = Guid.CreateVersion7(),
-            Name = spec.Name,
-            Image = spec.Image,
-            Queue = spec.Queue,
-            Spec = spec,
-            State = JobState.Queued,
-            CreatedAt = DateTimeOffset.UtcNow,
-        };
+        var job = JobRecord.New(spec!);
         var requestHash = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(JsonSerializer.SerializeToUtf8Bytes(spec, JobStore.Json)));
         var (id, created, sameRequest) = await store.InsertAsync(job, idempotencyKey, requestHash, ct);
         if (!created)
@@ -82,13 +62,17 @@ public static class JobsApi
         }
         // Inputs are in the job's directory before any worker can pick the job up.
         JobSubmissionReader.CommitInputs(request, job.Id);
-        var hangfireId = await queue.EnqueueAsync(job.Id, job.Name ?? job.Image, spec.Queue, CancellationToken.None);
-        BatchRunnerMetrics.JobsSubmitted.WithLabels(spec.Queue).Inc();
-        return TypedResults.Created($"/api/v1/jobs/{job.Id}", JobDto.From(job with { HangfireJobId = hangfireId }));
+        // Enqueued; or Awaiting while it waits for dependencies; or, for an array, the parent's message (its children get
+        // theirs from the dispatcher, within its parallelism).
+        var hangfireId = await queue.CreateForAsync(job, CancellationToken.None);
+        BatchRunnerMetrics.JobsSubmitted.WithLabels(spec!.Queue).Inc();
+        var dto = JobDto.From(job with { HangfireJobId = hangfireId });
+        if (job.IsArrayParent) dto = dto.WithChildCounts(new Dictionary<Guid, IReadOnlyDictionary<string, int>> { [job.Id] = new Dictionary<string, int> { [JobState.Queued] = spec.Array!.Size } });
+        return TypedResults.Created($"/api/v1/jobs/{job.Id}", dto);
     }
 
     public static async Task<Results<Ok<JobListDto>, ValidationProblem>> ListAsync(
-        JobStore store, JobNodeLiveness liveness, string? state, int? limit, string? cursor, CancellationToken ct)
+        JobStore store, JobNodeLiveness liveness, string? state, int? limit, string? cursor, string? schedule, CancellationToken ct)
     {
         var errors = new Dictionary<string, string[]>();
         if (state is not null && !JobState.IsKnown(state))
@@ -97,44 +81,92 @@ public static class JobsApi
             errors["limit"] = [$"limit must be between 1 and {MaxPageSize}"];
         if (cursor is not null && !JobStore.TryValidateCursor(cursor))
             errors["cursor"] = ["invalid cursor: pass the nextCursor of a previous page"];
+        Guid? scheduleId = null;
+        if (schedule is not null)
+        {
+            if (Guid.TryParse(schedule, out var sid)) scheduleId = sid;
+            else errors["schedule"] = [$"\"{schedule}\" is not a schedule id"];
+        }
         if (errors.Count > 0) return TypedResults.ValidationProblem(errors);
 
-        var (items, next) = await store.ListAsync(state, limit ?? DefaultPageSize, cursor, ct);
+        var (items, next) = await store.ListAsync(state, limit ?? DefaultPageSize, cursor, ct, scheduleId);
+        return TypedResults.Ok(new JobListDto(await DtosAsync(items, store, liveness, ct), next));
+    }
+
+    /// <summary>Jobs as the API shows them, with nodeAlive and (for arrays) children per state: two queries for the page.</summary>
+    private static async Task<IReadOnlyList<JobDto>> DtosAsync(IReadOnlyList<JobRecord> items, JobStore store, JobNodeLiveness liveness, CancellationToken ct)
+    {
         var alive = await liveness.GetAsync(items.Select(j => j.Id).ToList(), ct);
-        return TypedResults.Ok(new JobListDto(items.Select(j => JobDto.From(j).WithNodeAlive(alive)).ToList(), next));
+        var parents = items.Where(j => j.IsArrayParent).Select(j => j.Id).ToList();
+        var counts = await store.CountChildrenAsync(parents, ct);
+        return items.Select(j => JobDto.From(j).WithNodeAlive(alive).WithChildCounts(counts)).ToList();
     }
 
     public static async Task<Results<Ok<JobDto>, ProblemHttpResult>> GetAsync(string id, JobStore store, JobNodeLiveness liveness, CancellationToken ct)
     {
         var job = await FindAsync(id, store, ct);
         if (job is null) return NotFound(id);
-        return TypedResults.Ok(JobDto.From(job).WithAttempts(await store.GetAttemptsAsync(job.Id, ct)).WithNodeAlive(await liveness.GetAsync([job.Id], ct)));
+        var dto = (await DtosAsync([job], store, liveness, ct))[0];
+        return TypedResults.Ok(dto.WithAttempts(await store.GetAttemptsAsync(job.Id, ct)));
+    }
+
+    /// <summary>An array's children in index order: <c>?state=</c> filters, <c>nextCursor</c> pages.</summary>
+    public static async Task<Results<Ok<JobListDto>, ValidationProblem, ProblemHttpResult>> ChildrenAsync(
+        string id, JobStore store, JobNodeLiveness liveness, string? state, int? limit, string? cursor, CancellationToken ct)
+    {
+        var errors = new Dictionary<string, string[]>();
+        if (state is not null && !JobState.IsKnown(state))
+            errors["state"] = [$"unknown state \"{state}\"; one of {string.Join(", ", JobState.All)}"];
+        if (limit is < 1 or > MaxPageSize)
+            errors["limit"] = [$"limit must be between 1 and {MaxPageSize}"];
+        var after = -1;
+        if (cursor is not null && !TryDecodeIndexCursor(cursor, out after))
+            errors["cursor"] = ["invalid cursor: pass the nextCursor of a previous page"];
+        if (errors.Count > 0) return TypedResults.ValidationProblem(errors);
+        var parent = await FindAsync(id, store, ct);
+        if (parent is null) return NotFound(id);
+        if (!parent.IsArrayParent)
+            return TypedResults.Problem(statusCode: StatusCodes.Status404NotFound, title: "Not an array", detail: $"job {id} is not an array: it has no children");
+        var (items, next) = await store.ListChildrenAsync(parent.Id, state, limit ?? DefaultPageSize, after, ct);
+        return TypedResults.Ok(new JobListDto(await DtosAsync(items, store, liveness, ct), next is { } n ? EncodeIndexCursor(n) : null));
+    }
+
+    private static string EncodeIndexCursor(int index) =>
+        Convert.ToBase64String(System.Text.Encoding.ASCII.GetBytes($"i:{index}")).TrimEnd('=').Replace('+', '-').Replace('/', '_');
+
+    private static bool TryDecodeIndexCursor(string cursor, out int index)
+    {
+        index = -1;
+        var s = cursor.Replace('-', '+').Replace('_', '/');
+        s = s.PadRight(s.Length + (4 - s.Length % 4) % 4, '=');
+        try
+        {
+            var text = System.Text.Encoding.ASCII.GetString(Convert.FromBase64String(s));
+            return text.StartsWith("i:", StringComparison.Ordinal) && int.TryParse(text.AsSpan(2), System.Globalization.CultureInfo.InvariantCulture, out index) && index >= 0;
+        }
+        catch (FormatException) { return false; }
     }
 
     public static async Task<Results<Accepted<JobDto>, ProblemHttpResult>> CancelAsync(
         string id, JobStore store, JobNodeLiveness liveness, JobQueue queue, CancellationToken ct)
     {
-        if (!Guid.TryParse(id, out var jobId)) return NotFound(id);
-        var (result, hangfireId) = await store.RequestCancelAsync(jobId, ct);
-        switch (result)
+        var target = await FindAsync(id, store, ct);
+        if (target is null) return NotFound(id);
+        // An array's parent takes its children with it; queued ones leave their queue, running ones are killed within a second.
+        var outcome = await queue.CancelAsync(target.Id, ct);
+        switch (outcome.Result)
         {
             case JobStore.CancelResult.NotFound:
                 return NotFound(id);
             case JobStore.CancelResult.AlreadyFinal:
-                var final = await store.GetAsync(jobId, ct);
+                var final = await store.GetAsync(target.Id, ct);
                 return TypedResults.Problem(statusCode: StatusCodes.Status409Conflict, title: "The job has already ended",
-                    detail: $"job {id} is {final?.State}; only queued, starting or running jobs can be cancelled");
+                    detail: $"job {id} is {final?.State}; only waiting, queued, starting or running jobs can be cancelled");
         }
-        // Deleting the Hangfire job removes a queued one from its queue, and fires the cancellation
-        // token of a running one on whichever worker runs it (checked every CancellationCheckInterval).
-        if (hangfireId is not null) queue.Delete(hangfireId);
-        if (result == JobStore.CancelResult.CancelledWhileQueued)
-        {
-            var q = (await store.GetAsync(jobId, ct))!;
-            BatchRunnerMetrics.JobsFinished.WithLabels(q.Queue, JobState.Cancelled, FailureReason.Cancelled).Inc();
-        }
-        var job = await store.GetAsync(jobId, ct);
-        return TypedResults.Accepted($"/api/v1/jobs/{id}", JobDto.From(job!).WithNodeAlive(await liveness.GetAsync([jobId], ct)));
+        foreach (var (queueName, count) in outcome.CancelledNow)
+            BatchRunnerMetrics.JobsFinished.WithLabels(queueName, JobState.Cancelled, FailureReason.Cancelled).Inc(count);
+        var job = await store.GetAsync(target.Id, ct);
+        return TypedResults.Accepted($"/api/v1/jobs/{target.Id}", (await DtosAsync([job!], store, liveness, ct))[0]);
     }
 
     public static async Task<Results<Ok<IReadOnlyList<OutputDto>>, ProblemHttpResult>> ListOutputsAsync(string id, JobStore store, CancellationToken ct)
@@ -187,8 +219,16 @@ public static class JobsApi
         return new LogStreamResult(job.Id, files, follow == true, store);
     }
 
-    private static async Task<JobRecord?> FindAsync(string id, JobStore store, CancellationToken ct) =>
-        Guid.TryParse(id, out var jobId) ? await store.GetAsync(jobId, ct) : null;
+    /// <summary>A job by its id, or an array's child as <c>PARENT-ID:INDEX</c>.</summary>
+    private static async Task<JobRecord?> FindAsync(string id, JobStore store, CancellationToken ct)
+    {
+        if (Guid.TryParse(id, out var jobId)) return await store.GetAsync(jobId, ct);
+        var colon = id.LastIndexOf(':');
+        return colon > 0 && Guid.TryParse(id.AsSpan(0, colon), out var parent)
+               && int.TryParse(id.AsSpan(colon + 1), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var index)
+            ? await store.GetChildAsync(parent, index, ct)
+            : null;
+    }
 
     private static ProblemHttpResult NotFound(string id) =>
         TypedResults.Problem(statusCode: StatusCodes.Status404NotFound, title: "Job not found", detail: $"no job with id \"{id}\"");

@@ -11,8 +11,8 @@ namespace BatchRunner.Server.Api;
 /// </summary>
 public static class NodeFilesApi
 {
-    public const string HttpClientName = "node-files";
-    public const string Prefix = "/internal/v1/jobs";
+    public const string HttpClientName = NodeFilesClient.HttpClientName;
+    public const string Prefix = NodeFilesClient.Prefix;
 
     public static IEndpointRouteBuilder MapNodeFilesApi(this IEndpointRouteBuilder app)
     {

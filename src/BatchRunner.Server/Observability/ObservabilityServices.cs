@@ -36,7 +36,7 @@ public static class ObservabilityServices
             var queues = options.Queues.Distinct(StringComparer.Ordinal).ToArray();
             var jobs = new JobCountsCollector(sp.GetRequiredService<JobStore>(), queues);
             var hangfire = new HangfireCollector(sp.GetRequiredService<JobStorage>(), queues);
-            _hooks.Add(StorageGauges.Add(jobs, hangfire, log));
+            _hooks.Add(StorageGauges.Add(jobs, hangfire, new ArrayProgressCollector(sp.GetRequiredService<JobStore>()), log));
 
             if (options.RunsWorker)
             {

@@ -1,4 +1,5 @@
 using System.ComponentModel;
+using BatchRunner.Core;
 using Hangfire;
 using Hangfire.States;
 
@@ -23,21 +24,72 @@ public interface IJobPerformer
 
 /// <summary>
 /// The Hangfire side of a job's life: the message that makes a worker run it, removed on cancel, handed back
-/// when its node was lost. Hangfire delivers each message at least once; the job record fences every attempt.
+/// when its node was lost, and its state kept in line with the job's. Hangfire delivers each message at least once;
+/// the job record fences every attempt.
 /// </summary>
 /// <remarks>
-/// Messages enqueued before this type existed name <c>BatchRunner.Server.Execution.JobPerformer</c>, the class
-/// that implements <see cref="IJobPerformer"/>: it is kept, and registered, so that they still run.
+/// <para>What each BatchRunner state is in Hangfire: queued → Enqueued (an array's parent: <see cref="ArrayParentState"/>;
+/// its children get a message only when dispatched), waiting → Awaiting, a retry's back-off → Scheduled, starting and
+/// running → Processing, succeeded → Succeeded, failed → Failed (reason and message), cancelled → Deleted. A worker
+/// sets these for the jobs it runs; <see cref="SyncStatesAsync"/> for jobs that change outside a worker.</para>
+/// <para>Messages enqueued before this type existed name <c>BatchRunner.Server.Execution.JobPerformer</c>, the class
+/// that implements <see cref="IJobPerformer"/>: it is kept, and registered, so that they still run.</para>
 /// </remarks>
-public sealed class JobQueue(IBackgroundJobClient hangfire, JobStore store)
+public sealed class JobQueue(IBackgroundJobClient hangfire, JobStorage storage, JobStore store)
 {
     /// <summary>Creates the message for the stored job <paramref name="id"/> in <paramref name="queue"/> and records its
     /// Hangfire id on the job (what cancel deletes). Call once the job and its inputs are in place.</summary>
-    public async Task<string> EnqueueAsync(Guid id, string displayName, string queue, CancellationToken ct)
+    public Task<string> EnqueueAsync(Guid id, string displayName, string queue, CancellationToken ct) =>
+        CreateAsync(id, displayName, new EnqueuedState(queue), ct);
+
+    /// <summary>
+    /// Creates the message of a stored job in the Hangfire state its row calls for: Awaiting while it waits for
+    /// dependencies, <see cref="ArrayParentState"/> for an array's parent, Enqueued otherwise. The state may move on
+    /// before the message exists (a dependency ended meanwhile): the row's sync flag catches that up.
+    /// </summary>
+    public async Task<string> CreateForAsync(JobRecord job, CancellationToken ct) =>
+        await CreateAsync(job.Id, job.DisplayName, await InitialStateAsync(job.Id, job.State, job.Queue, job.Message, job.IsArrayParent ? job.Spec.Array : null, ct), ct);
+
+    /// <summary>As <see cref="CreateForAsync(JobRecord, CancellationToken)"/>, for a job found without a message.</summary>
+    public async Task<string> CreateForAsync(NodeStore.StrandedJob job, CancellationToken ct)
     {
-        var hangfireId = hangfire.Create<IJobPerformer>(p => p.RunAsync(id, displayName, CancellationToken.None), new EnqueuedState(queue));
+        ArraySpec? array = null;
+        if (job.IsArrayParent) array = (await store.GetAsync(job.Id, ct))?.Spec.Array;
+        return await CreateAsync(job.Id, job.DisplayName, await InitialStateAsync(job.Id, job.State, job.Queue, null, array, ct), ct);
+    }
+
+    private async Task<IState> InitialStateAsync(Guid id, string state, string queue, string? message, ArraySpec? array, CancellationToken ct)
+    {
+        if (state == JobState.Waiting) return HangfireStates.Awaiting(await AwaitingParentAsync(id, ct), queue, message);
+        return array is { } a ? new ArrayParentState(a.Size, a.Parallelism) : new EnqueuedState(queue);
+    }
+
+    private async Task<string> CreateAsync(Guid id, string displayName, IState state, CancellationToken ct)
+    {
+        var hangfireId = hangfire.Create<IJobPerformer>(p => p.RunAsync(id, displayName, CancellationToken.None), state);
         await store.SetHangfireJobIdAsync(id, hangfireId, ct);
         return hangfireId;
+    }
+
+    /// <summary>The parent Hangfire's Awaiting page shows for a waiting job: the first dependency that has a Hangfire
+    /// message, else the first dependency's BatchRunner id. BatchRunner, not Hangfire, moves the job on (see
+    /// <c>HangfireSetup</c>): the parent is for people to follow.</summary>
+    private async Task<string> AwaitingParentAsync(Guid id, CancellationToken ct)
+    {
+        var links = await store.DependencyLinksAsync(id, dependents: false, ct);
+        return links.FirstOrDefault(l => l.HangfireJobId is not null)?.HangfireJobId ?? links.FirstOrDefault()?.Job.ToString() ?? id.ToString();
+    }
+
+    /// <summary>
+    /// Cancels a job (<see cref="JobStore.RequestCancelAsync"/>: an array's children with it) and deletes the messages that
+    /// must stop: queued ones leave their queue, a running one's worker gets its cancellation token fired. The flag in the
+    /// row is the backstop of both (a worker checks it, a delivered cancelled job runs nothing).
+    /// </summary>
+    public async Task<JobStore.CancelOutcome> CancelAsync(Guid id, CancellationToken ct)
+    {
+        var outcome = await store.RequestCancelAsync(id, ct);
+        foreach (var hangfireId in outcome.HangfireJobIds) hangfire.Delete(hangfireId);
+        return outcome;
     }
 
     /// <summary>Removes a queued message, or fires the cancellation token of the worker running it.</summary>
@@ -45,4 +97,29 @@ public sealed class JobQueue(IBackgroundJobClient hangfire, JobStore store)
 
     /// <summary>Hands the message back to its queue (its node was lost).</summary>
     public void Requeue(string hangfireJobId) => hangfire.Requeue(hangfireJobId);
+
+    /// <summary>A job that failed outside a worker (its node was lost for good): Hangfire's Failed, with the reason.</summary>
+    public void Fail(string hangfireJobId, string reason, string message) => hangfire.ChangeState(hangfireJobId, HangfireStates.Failed(reason, message));
+
+    /// <summary>
+    /// Brings the Hangfire state of every job flagged by a transition made outside a worker (a dependency resolved, an
+    /// array ended) in line with its row. Idempotent: a message already in the right state is left alone, and a message
+    /// a worker holds (Processing) is never moved to Enqueued again. Returns how many were looked at.
+    /// </summary>
+    public Task<int> SyncStatesAsync(CancellationToken ct) => store.SyncHangfireStatesAsync(item =>
+    {
+        using var connection = storage.GetConnection();
+        var current = connection.GetStateData(item.HangfireJobId)?.Name;
+        IState? target = item.State switch
+        {
+            JobState.Queued or JobState.Running when current == AwaitingState.StateName =>
+                item.Array is { } a ? new ArrayParentState(a.Size, a.Parallelism) : new EnqueuedState(item.Queue),
+            JobState.Succeeded when current != SucceededState.StateName => HangfireStates.Succeeded(item.Message),
+            JobState.Failed when current != FailedState.StateName => HangfireStates.Failed(item.Reason, item.Message),
+            JobState.Cancelled when current != DeletedState.StateName => HangfireStates.Deleted(item.Reason, item.Message),
+            _ => null,
+        };
+        if (target is not null && current is not null) hangfire.ChangeState(item.HangfireJobId, target, current);
+        return Task.CompletedTask;
+    }, ct);
 }

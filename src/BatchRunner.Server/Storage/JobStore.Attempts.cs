@@ -115,7 +115,9 @@ public sealed partial class JobStore
         cmd.Parameters.AddWithValue("id", id);
         cmd.Parameters.AddWithValue("a", attempt);
         cmd.Parameters.AddWithValue("m", message);
-        return await cmd.ExecuteNonQueryAsync(ct) == 1;
+        if (await cmd.ExecuteNonQueryAsync(ct) != 1) return false;
+        signal?.Pulse();
+        return true;
     }
 
     public sealed record AttemptRecord(int Attempt, string Node, string State, string? Reason, string? Message, int? ExitCode,
@@ -157,17 +159,27 @@ public sealed partial class JobStore
         await cmd.ExecuteNonQueryAsync(ct);
     }
 
-    /// <summary>starting → running. False when the attempt was fenced off or the job cancelled meanwhile.</summary>
+    /// <summary>starting → running (and the job's array, if it was queued, with it). False when the attempt was fenced
+    /// off or the job cancelled meanwhile.</summary>
     public async Task<bool> MarkRunningAsync(Guid id, int attempt, DateTimeOffset startedAt, CancellationToken ct)
     {
+        // Data-modifying CTEs all run, referenced or not; the attempt and the parent follow only when the job moved.
         await using var cmd = db.CreateCommand("""
-            update batchrunner.jobs set state = 'running', started_at = @t where id = @id and attempt = @a and state = 'starting';
-            update batchrunner.attempts set state = 'running', started_at = @t where job_id = @id and attempt = @a;
+            with j as (
+                update batchrunner.jobs set state = 'running', started_at = @t
+                 where id = @id and attempt = @a and state = 'starting' returning parent_id),
+            a as (
+                update batchrunner.attempts set state = 'running', started_at = @t
+                 where job_id = @id and attempt = @a and exists (select 1 from j)),
+            p as (
+                update batchrunner.jobs set state = 'running', started_at = coalesce(started_at, @t)
+                 where id = (select parent_id from j) and state = 'queued')
+            select count(*) from j
             """);
         cmd.Parameters.AddWithValue("id", id);
         cmd.Parameters.AddWithValue("a", attempt);
         cmd.Parameters.AddWithValue("t", startedAt);
-        return await cmd.ExecuteNonQueryAsync(ct) > 1;
+        return (long)(await cmd.ExecuteScalarAsync(ct))! == 1;
     }
 
     /// <summary>Records the final outcome of an attempt (and its outputs) in one transaction. Fenced by attempt.</summary>
@@ -197,6 +209,8 @@ public sealed partial class JobStore
             await batch.ExecuteNonQueryAsync(ct);
         }
         await tx.CommitAsync(ct);
+        // An array or a dependent may move now.
+        signal?.Pulse();
         return true;
     }
 

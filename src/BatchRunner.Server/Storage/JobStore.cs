@@ -10,17 +10,18 @@ namespace BatchRunner.Server.Storage;
 /// BatchRunner's job records in PostgreSQL. Every write after submission is fenced by the attempt number
 /// (and by the job not being final), so a late write from an attempt that was given up is ignored.
 /// </summary>
-public sealed partial class JobStore(NpgsqlDataSource db) : IAttemptStore
+public sealed partial class JobStore(NpgsqlDataSource db, WorkflowSignal? signal = null) : IAttemptStore
 {
     internal static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web);
 
     private const string Columns =
         "id, name, image, image_digest, queue, spec, state, reason, message, exit_code, attempt, created_at, " +
-        "started_at, finished_at, usage, pull_progress, hangfire_job_id, cancel_requested, node";
+        "started_at, finished_at, usage, pull_progress, hangfire_job_id, cancel_requested, node, parent_id, array_index, schedule_id";
 
     /// <summary>
-    /// Inserts a new job. With an idempotency key, a key seen before returns the id of the job it created
-    /// (and whether the request matched the first one) instead, in the same transaction.
+    /// Inserts a new job, with its dependencies and, for an array, its children (undispatched), in one transaction.
+    /// With an idempotency key, a key seen before returns the id of the job it created (and whether the request matched
+    /// the first one) instead, in the same transaction.
     /// </summary>
     public async Task<(Guid Id, bool Created, bool SameRequest)> InsertAsync(JobRecord job, string? idempotencyKey, string requestHash, CancellationToken ct)
     {
@@ -40,14 +41,7 @@ public sealed partial class JobStore(NpgsqlDataSource db) : IAttemptStore
                     return (rd.GetGuid(0), false, rd.GetString(1) == requestHash);
             }
         }
-        await using (var cmd = new NpgsqlCommand("""
-            insert into batchrunner.jobs (id, name, image, queue, spec, state, created_at)
-            values (@id, @name, @image, @queue, @spec, @state, @created)
-            """, conn, tx))
-        {
-            AddInsert(cmd, job);
-            await cmd.ExecuteNonQueryAsync(ct);
-        }
+        await InsertRowsAsync(conn, tx, job, ct);
         if (idempotencyKey is not null)
         {
             await using var key = new NpgsqlCommand("insert into batchrunner.idempotency_keys (key, job_id, request_hash) values (@k, @id, @h)", conn, tx);
@@ -57,26 +51,50 @@ public sealed partial class JobStore(NpgsqlDataSource db) : IAttemptStore
             await key.ExecuteNonQueryAsync(ct);
         }
         await tx.CommitAsync(ct);
+        if (job.Spec.DependsOn.Count > 0 || job.IsArrayParent) signal?.Pulse();
         return (job.Id, true, true);
     }
 
-    private static void AddInsert(NpgsqlCommand cmd, JobRecord job)
+    /// <summary>The job's row, its dependencies and its children, in the caller's transaction.</summary>
+    internal static async Task InsertRowsAsync(NpgsqlConnection conn, NpgsqlTransaction tx, JobRecord job, CancellationToken ct)
     {
-        cmd.Parameters.AddWithValue("id", job.Id);
-        cmd.Parameters.AddWithValue("name", (object?)job.Name ?? DBNull.Value);
-        cmd.Parameters.AddWithValue("image", job.Image);
-        cmd.Parameters.AddWithValue("queue", job.Queue);
-        cmd.Parameters.Add(new NpgsqlParameter("spec", NpgsqlDbType.Jsonb) { Value = JsonSerializer.Serialize(job.Spec, Json) });
-        cmd.Parameters.AddWithValue("state", job.State);
-        cmd.Parameters.AddWithValue("created", job.CreatedAt);
+        await using (var cmd = new NpgsqlCommand("""
+            insert into batchrunner.jobs (id, name, image, queue, spec, state, message, created_at, array_size, schedule_id, hangfire_job_id)
+            values (@id, @name, @image, @queue, @spec, @state, @message, @created, @size, @schedule, @hangfire)
+            """, conn, tx))
+        {
+            cmd.Parameters.AddWithValue("id", job.Id);
+            cmd.Parameters.AddWithValue("name", (object?)job.Name ?? DBNull.Value);
+            cmd.Parameters.AddWithValue("image", job.Image);
+            cmd.Parameters.AddWithValue("queue", job.Queue);
+            cmd.Parameters.Add(new NpgsqlParameter("spec", NpgsqlDbType.Jsonb) { Value = JsonSerializer.Serialize(job.Spec, Json) });
+            cmd.Parameters.AddWithValue("state", job.State);
+            cmd.Parameters.Add(new NpgsqlParameter("message", NpgsqlDbType.Text) { Value = (object?)job.Message ?? DBNull.Value });
+            cmd.Parameters.AddWithValue("created", job.CreatedAt);
+            cmd.Parameters.Add(new NpgsqlParameter("size", NpgsqlDbType.Integer) { Value = job.IsArrayParent ? job.Spec.Array!.Size : DBNull.Value });
+            cmd.Parameters.Add(new NpgsqlParameter("schedule", NpgsqlDbType.Uuid) { Value = (object?)job.ScheduleId ?? DBNull.Value });
+            cmd.Parameters.Add(new NpgsqlParameter("hangfire", NpgsqlDbType.Text) { Value = (object?)job.HangfireJobId ?? DBNull.Value });
+            await cmd.ExecuteNonQueryAsync(ct);
+        }
+        await InsertDependenciesAsync(conn, tx, job, ct);
+        if (job.IsArrayParent) await InsertChildrenAsync(conn, tx, job, ct);
     }
 
     public async Task SetHangfireJobIdAsync(Guid id, string hangfireJobId, CancellationToken ct)
     {
-        await using var cmd = db.CreateCommand("update batchrunner.jobs set hangfire_job_id = @h where id = @id");
+        await using var cmd = db.CreateCommand("update batchrunner.jobs set hangfire_job_id = @h where id = @id returning hangfire_sync");
         cmd.Parameters.AddWithValue("id", id);
         cmd.Parameters.AddWithValue("h", hangfireJobId);
-        await cmd.ExecuteNonQueryAsync(ct);
+        // The job moved on before its message existed (a dependency ended meanwhile): the message must follow now.
+        if (await cmd.ExecuteScalarAsync(ct) is true) signal?.Pulse();
+    }
+
+    /// <summary>The run a schedule's Hangfire job started (its message is that job), if any.</summary>
+    public async Task<Guid?> ScheduledRunOfAsync(string hangfireJobId, CancellationToken ct)
+    {
+        await using var cmd = db.CreateCommand("select id from batchrunner.jobs where hangfire_job_id = @h and schedule_id is not null");
+        cmd.Parameters.AddWithValue("h", hangfireJobId);
+        return await cmd.ExecuteScalarAsync(ct) as Guid?;
     }
 
     public async Task<JobRecord?> GetAsync(Guid id, CancellationToken ct)
@@ -100,15 +118,21 @@ public sealed partial class JobStore(NpgsqlDataSource db) : IAttemptStore
         return job with { Outputs = outputs };
     }
 
-    /// <summary>Newest first; the cursor is opaque to clients (created_at and id of the last item).</summary>
-    public async Task<(IReadOnlyList<JobRecord> Items, string? NextCursor)> ListAsync(string? state, int limit, string? cursor, CancellationToken ct)
+    /// <summary>Top-level jobs (an array's children are listed under their parent), newest first; the cursor is opaque
+    /// to clients (created_at and id of the last item). <paramref name="schedule"/>: only that schedule's runs.</summary>
+    public async Task<(IReadOnlyList<JobRecord> Items, string? NextCursor)> ListAsync(string? state, int limit, string? cursor, CancellationToken ct, Guid? schedule = null)
     {
-        var sql = new StringBuilder($"select {Columns} from batchrunner.jobs where true");
+        var sql = new StringBuilder($"select {Columns} from batchrunner.jobs where parent_id is null");
         await using var cmd = db.CreateCommand();
         if (state is not null)
         {
             sql.Append(" and state = @state");
             cmd.Parameters.AddWithValue("state", state);
+        }
+        if (schedule is not null)
+        {
+            sql.Append(" and schedule_id = @schedule");
+            cmd.Parameters.AddWithValue("schedule", schedule.Value);
         }
         if (cursor is not null)
         {
@@ -161,35 +185,71 @@ public sealed partial class JobStore(NpgsqlDataSource db) : IAttemptStore
 
     public enum CancelResult { NotFound, AlreadyFinal, CancelledWhileQueued, Signalled }
 
+    /// <summary>What a cancel request did: <see cref="HangfireJobIds"/> are the messages to delete (queued ones leave their
+    /// queue, running ones get their cancellation token fired); <see cref="CancelledNow"/> jobs reached <c>cancelled</c> at once.</summary>
+    public sealed record CancelOutcome(CancelResult Result, IReadOnlyList<string> HangfireJobIds, IReadOnlyList<(string Queue, int Count)> CancelledNow);
+
     /// <summary>
-    /// A queued job is cancelled at once; a starting or running one is flagged, and its worker kills
-    /// the container when it sees the flag (through Hangfire's cancellation token).
+    /// A queued or waiting job is cancelled at once; a starting or running one is flagged, and its worker kills the
+    /// container when it sees the flag (through Hangfire's cancellation token). An array's parent is flagged and every
+    /// child not ended is cancelled the same way (undispatched ones at once, in the same statement); the parent ends
+    /// <c>cancelled</c> once no child runs any more (now, when none had started).
     /// </summary>
-    public async Task<(CancelResult Result, string? HangfireJobId)> RequestCancelAsync(Guid id, CancellationToken ct)
+    public async Task<CancelOutcome> RequestCancelAsync(Guid id, CancellationToken ct)
     {
-        await using var cmd = db.CreateCommand("""
-            with j as (select id, state from batchrunner.jobs where id = @id for update)
+        await using var conn = await db.OpenConnectionAsync(ct);
+        await using var tx = await conn.BeginTransactionAsync(ct);
+        string? before;
+        string? hangfireId;
+        bool parent;
+        string queue;
+        await using (var cmd = new NpgsqlCommand("""
+            with j as (select id, state, array_size is not null as parent from batchrunner.jobs where id = @id for update)
             update batchrunner.jobs t set
                    cancel_requested = true,
-                   state = case when j.state = 'queued' then 'cancelled' else t.state end,
-                   reason = case when j.state = 'queued' then 'cancelled' else t.reason end,
-                   message = case when j.state = 'queued' then 'cancelled before it started' else t.message end,
-                   finished_at = case when j.state = 'queued' then now() else t.finished_at end
+                   state = case when j.state = 'waiting' or (j.state = 'queued' and not j.parent) then 'cancelled' else t.state end,
+                   reason = case when j.state = 'waiting' or (j.state = 'queued' and not j.parent) then 'cancelled' else t.reason end,
+                   message = case when j.state = 'waiting' or (j.state = 'queued' and not j.parent) then 'cancelled before it started' else t.message end,
+                   finished_at = case when j.state = 'waiting' or (j.state = 'queued' and not j.parent) then now() else t.finished_at end
               from j where t.id = j.id and j.state not in ('succeeded', 'failed', 'cancelled')
-            returning j.state, t.hangfire_job_id
-            """);
-        cmd.Parameters.AddWithValue("id", id);
-        await using var rd = await cmd.ExecuteReaderAsync(ct);
-        if (await rd.ReadAsync(ct))
+            returning j.state, t.hangfire_job_id, j.parent, t.queue
+            """, conn, tx))
         {
-            var before = rd.GetString(0);
-            var hf = rd.IsDBNull(1) ? null : rd.GetString(1);
-            return (before == JobState.Queued ? CancelResult.CancelledWhileQueued : CancelResult.Signalled, hf);
+            cmd.Parameters.AddWithValue("id", id);
+            await using var rd = await cmd.ExecuteReaderAsync(ct);
+            if (!await rd.ReadAsync(ct))
+            {
+                await rd.CloseAsync();
+                await using var exists = new NpgsqlCommand("select 1 from batchrunner.jobs where id = @id", conn, tx);
+                exists.Parameters.AddWithValue("id", id);
+                return new(await exists.ExecuteScalarAsync(ct) is null ? CancelResult.NotFound : CancelResult.AlreadyFinal, [], []);
+            }
+            before = rd.GetString(0);
+            hangfireId = rd.IsDBNull(1) ? null : rd.GetString(1);
+            parent = rd.GetBoolean(2);
+            queue = rd.GetString(3);
         }
-        await rd.CloseAsync();
-        await using var exists = db.CreateCommand("select 1 from batchrunner.jobs where id = @id");
-        exists.Parameters.AddWithValue("id", id);
-        return (await exists.ExecuteScalarAsync(ct) is null ? CancelResult.NotFound : CancelResult.AlreadyFinal, null);
+        var immediate = before == JobState.Waiting || (before == JobState.Queued && !parent);
+        var deletes = new List<string>();
+        var cancelled = new List<(string, int)>();
+        if (immediate)
+        {
+            cancelled.Add((queue, 1));
+            if (hangfireId is not null) deletes.Add(hangfireId);
+        }
+        // A running array's parent is not: its Hangfire state follows when it ends, once its children have.
+        else if (!parent && hangfireId is not null) deletes.Add(hangfireId);
+        if (parent)
+        {
+            var (children, count) = await CancelChildrenAsync(conn, tx, id, FailureReason.Cancelled, $"cancelled with its array {id}", ct);
+            deletes.AddRange(children);
+            if (count > 0) cancelled.Add((queue, count));
+            // No child runs: the array ends now (cancelled).
+            cancelled.AddRange((await FinishArraysAsync(conn, tx, id, ct)).Select(e => (e.Queue, 1)));
+        }
+        await tx.CommitAsync(ct);
+        signal?.Pulse();
+        return new(immediate ? CancelResult.CancelledWhileQueued : CancelResult.Signalled, deletes, cancelled);
     }
 
     public async Task<bool> IsCancelRequestedAsync(Guid id, CancellationToken ct)
@@ -230,6 +290,9 @@ public sealed partial class JobStore(NpgsqlDataSource db) : IAttemptStore
             HangfireJobId = rd.IsDBNull(16) ? null : rd.GetString(16),
             CancelRequested = rd.GetBoolean(17),
             Node = rd.IsDBNull(18) ? null : rd.GetString(18),
+            ParentId = rd.IsDBNull(19) ? null : rd.GetGuid(19),
+            ArrayIndex = rd.IsDBNull(20) ? null : rd.GetInt32(20),
+            ScheduleId = rd.IsDBNull(21) ? null : rd.GetGuid(21),
         };
     }
 }

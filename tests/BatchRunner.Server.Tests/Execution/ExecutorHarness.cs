@@ -39,6 +39,7 @@ internal sealed class ExecutorHarness : IDisposable
         Reservations = new NodeReservations(node.Name, new NodeCapacity(4, 8L << 30, 0), []);
         var gpus = new GpuNode(GpuInventory.None, new GpuMonitor(null, new GpuMetricsPublisher(node.Name, []), TimeSpan.FromSeconds(5), NullLogger<GpuMonitor>.Instance));
         var runner = new AttemptRunner(
+            new InputsPhase(Store, Paths, node, NodeFiles, new ListLogger<InputsPhase>()),
             new ImagePhase(Images, Store),
             new RootfsPhase(Snapshotter),
             new ContainerPhase(Runtime, Store, Paths, node, _telemetry, gpus, options, Time, ContainerLog),
@@ -53,6 +54,8 @@ internal sealed class ExecutorHarness : IDisposable
     public FakeSnapshotter Snapshotter { get; } = new();
     public FakeContainerRuntime Runtime { get; } = new();
     public FakeAttemptStore Store { get; } = new();
+    /// <summary>Other nodes' job files, as <see cref="InputsPhase"/> fetches them.</summary>
+    public FakeNodeFiles NodeFiles { get; } = new();
     /// <summary>Starts at the real time; only <see cref="FakeTimeProvider.Advance"/> moves it (timeouts, the grace period, polls).</summary>
     public FakeTimeProvider Time { get; } = new(DateTimeOffset.UtcNow);
     public NodeReservations Reservations { get; }
@@ -108,6 +111,17 @@ internal sealed class ExecutorHarness : IDisposable
     {
         string Field(string name) => File.ReadLines("/proc/self/status").First(l => l.StartsWith(name, StringComparison.Ordinal)).Split('\t', StringSplitOptions.RemoveEmptyEntries)[1];
         return $"{Field("Uid:")}:{Field("Gid:")}";
+    }
+
+    /// <summary>Outputs held by other nodes: (node, job, path) → content.</summary>
+    public sealed class FakeNodeFiles : INodeFiles
+    {
+        public Dictionary<(string Node, Guid Job, string Path), byte[]> Files { get; } = [];
+
+        public Task<Stream> OpenOutputAsync(string node, Guid jobId, string path, CancellationToken ct) =>
+            Files.TryGetValue((node, jobId, path), out var bytes)
+                ? Task.FromResult<Stream>(new MemoryStream(bytes))
+                : throw new NodeFilesUnavailableException($"node \"{node}\" is unreachable", nodeDown: false);
     }
 
     private sealed class Fence(CancellationToken fenced) : INodeFence

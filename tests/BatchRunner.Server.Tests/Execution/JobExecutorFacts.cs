@@ -2,6 +2,7 @@ using BatchRunner.Core;
 using BatchRunner.Oci;
 using BatchRunner.Server.Execution;
 using BatchRunner.Server.Storage;
+using Hangfire.States;
 
 namespace BatchRunner.Server.Tests.Execution;
 
@@ -23,6 +24,20 @@ public sealed class JobExecutorFacts : IDisposable
         var run = _h.ExecuteAsync(id, hangfire);
         return (run, await _h.Runtime.WaitForStartAsync());
     }
+
+    /// <summary>A delivery that ended the job failed: the executor recorded it and leaves Hangfire's message Failed, with the
+    /// reason and message, never Succeeded (which Hangfire's dashboard once showed for every failed job).</summary>
+    private static async Task<FailedState> FailedAsync(Task delivery)
+    {
+        var e = await Assert.ThrowsAsync<JobStateException>(() => delivery);
+        var failed = Assert.IsType<FailedState>(e.State);
+        Assert.IsType<JobFailedException>(failed.Exception);
+        return failed;
+    }
+
+    /// <summary>A delivery that ended the job cancelled: its Hangfire message goes to Deleted.</summary>
+    private static async Task CancelledAsync(Task delivery) =>
+        Assert.IsType<DeletedState>((await Assert.ThrowsAsync<JobStateException>(() => delivery)).State);
 
     /// <summary>SIGTERM: returns once the running job has been granted its grace period.</summary>
     private async Task StopHostAsync()
@@ -73,8 +88,9 @@ public sealed class JobExecutorFacts : IDisposable
     {
         var id = _h.AddJob(ExecutorHarness.Job(retry: new RetrySubmission { Limit = 2, OnExitCodes = [3] }));
         _h.Runtime.OnStart = c => c.Exit(4);
-        await _h.ExecuteAsync(id);
+        var failed = await FailedAsync(_h.ExecuteAsync(id));
 
+        Assert.Equal("exit_code: exited with code 4", failed.Exception.Message);
         Assert.Equal(["Begin 1", "Running 1", "Finish 1 failed exit_code"], _h.Store.Writes);
         Assert.Equal("exited with code 4", Assert.Single(_h.Store.Outcomes).Message);
         _h.AssertNothingHeld();
@@ -101,7 +117,7 @@ public sealed class JobExecutorFacts : IDisposable
 
         var permanent = _h.AddJob(ExecutorHarness.Job());
         _h.Images.FailWith(new ImagePullException("image registry.test/job:1: manifest unknown (HTTP 404)"));
-        await _h.ExecuteAsync(permanent);
+        await FailedAsync(_h.ExecuteAsync(permanent));
 
         Assert.Equal(["Begin 1", "Retry 1 failed image_pull_failed 00:00:05", "Begin 1", "Finish 1 failed image_pull_failed"], _h.Store.Writes);
         Assert.Contains("manifest unknown", _h.Store.Job(permanent).Message);
@@ -116,7 +132,7 @@ public sealed class JobExecutorFacts : IDisposable
         var (run, container) = await RunningAsync(id);
 
         _h.Time.Advance(TimeSpan.FromSeconds(61));
-        await run.WaitAsync(Deadline);
+        await FailedAsync(run.WaitAsync(Deadline));
 
         Assert.True(container.Killed);
         Assert.Equal(["Begin 1", "Running 1", "Finish 1 failed timed_out"], _h.Store.Writes);
@@ -136,7 +152,7 @@ public sealed class JobExecutorFacts : IDisposable
         // What the cancel API does: set the flag, delete the Hangfire job (which fires the worker's token).
         _h.Store.RequestCancel();
         await hangfire.CancelAsync();
-        await run.WaitAsync(Deadline);
+        await CancelledAsync(run.WaitAsync(Deadline));
 
         Assert.Equal(["Begin 1", "Finish 1 cancelled cancelled"], _h.Store.Writes);
         Assert.Empty(_h.Runtime.Started);
@@ -152,7 +168,7 @@ public sealed class JobExecutorFacts : IDisposable
 
         _h.Store.RequestCancel();
         await hangfire.CancelAsync();
-        await run.WaitAsync(Deadline);
+        await CancelledAsync(run.WaitAsync(Deadline));
 
         Assert.True(container.Killed);
         Assert.Equal(["Begin 1", "Running 1", "Finish 1 cancelled cancelled"], _h.Store.Writes);
@@ -235,7 +251,7 @@ public sealed class JobExecutorFacts : IDisposable
     {
         var id = _h.AddJob(ExecutorHarness.Job());
         _h.Runtime.FailStart = _ => new BatchRunner.Runtime.ContainerStartException("exec: \"work\": executable file not found in $PATH");
-        await _h.ExecuteAsync(id);
+        await FailedAsync(_h.ExecuteAsync(id));
 
         Assert.Equal(["Begin 1", "Finish 1 failed start_failed"], _h.Store.Writes);
         Assert.Contains("executable file not found", _h.Store.Job(id).Message);
@@ -247,7 +263,7 @@ public sealed class JobExecutorFacts : IDisposable
     {
         var id = _h.AddJob(ExecutorHarness.Job());
         _h.Runtime.FailStart = _ => new InvalidOperationException("a bug in the runtime driver");
-        await _h.ExecuteAsync(id);
+        await FailedAsync(_h.ExecuteAsync(id));
 
         Assert.Equal(["Begin 1", "Finish 1 failed start_failed"], _h.Store.Writes);
         Assert.StartsWith("internal error on node", _h.Store.Job(id).Message);
@@ -261,7 +277,7 @@ public sealed class JobExecutorFacts : IDisposable
     {
         var id = _h.AddJob(ExecutorHarness.Job());
         _h.Store.LostAttempts = 4; // more than the default infrastructure retries (3)
-        await _h.ExecuteAsync(id);
+        await FailedAsync(_h.ExecuteAsync(id));
 
         Assert.Equal(["Begin 1", "Finish 1 failed node_lost"], _h.Store.Writes);
         Assert.Equal(0, _h.Images.Pulls);

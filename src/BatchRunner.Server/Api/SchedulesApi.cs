@@ -1,0 +1,216 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using BatchRunner.Core;
+using BatchRunner.Server.Hosting;
+using BatchRunner.Server.Observability;
+using BatchRunner.Server.Scheduling;
+using BatchRunner.Server.Storage;
+using Microsoft.AspNetCore.Http.HttpResults;
+using Microsoft.Extensions.Options;
+
+namespace BatchRunner.Server.Api;
+
+/// <summary>The body of <c>POST /api/v1/schedules</c> and (every field optional) of <c>PATCH</c>.</summary>
+public sealed record ScheduleSubmission
+{
+    public string? Name { get; init; }
+    public string? Cron { get; init; }
+    public string? TimeZone { get; init; }
+    public JobSubmission? Job { get; init; }
+    public string? Concurrency { get; init; }
+    public bool? Paused { get; init; }
+}
+
+/// <summary>A schedule as the API shows it.</summary>
+public sealed record ScheduleDto(
+    Guid Id, string Name, string Cron, string TimeZone, string Concurrency, bool Paused, ScheduleJobDto Job,
+    DateTimeOffset CreatedAt, DateTimeOffset UpdatedAt, DateTimeOffset? NextRunAt,
+    int Runs, DateTimeOffset? LastRunAt, Guid? LastJobId, string? LastJobState,
+    int SkippedRuns, DateTimeOffset? LastSkippedAt, string? LastSkipMessage)
+{
+    public static ScheduleDto From(ScheduleRecord s) => new(
+        s.Id, s.Name, s.Cron, s.TimeZone, s.Concurrency, s.Paused, ScheduleJobDto.From(s.Spec), s.CreatedAt, s.UpdatedAt,
+        s.Paused ? null : ScheduleCron.NextRun(s.Cron, s.TimeZone), s.Runs, s.LastRunAt, s.LastJobId, s.LastJobState,
+        s.SkippedRuns, s.LastSkippedAt, s.LastSkipMessage);
+}
+
+/// <summary>The job each run submits, as a job shows its spec (env values are not shown back).</summary>
+public sealed record ScheduleJobDto(
+    string? Name, string Image, IReadOnlyList<string>? Command, IReadOnlyList<string>? Args, IReadOnlyList<string> EnvNames,
+    string Queue, ResourcesDto Resources, int TimeoutSeconds, IReadOnlyDictionary<string, string> Labels, ArrayDto? Array,
+    IReadOnlyList<DependencyDto> DependsOn)
+{
+    public static ScheduleJobDto From(JobSpec s) => new(
+        s.Name, s.Image, s.Command, s.Args, s.Env.Keys.Order().ToList(), s.Queue,
+        new ResourcesDto(s.Resources.Cpus, Quantity.FormatBytes(s.Resources.MemoryBytes), s.Resources.MemoryBytes, s.Resources.Pids, s.Resources.Gpus, s.Resources.GpuModel),
+        s.TimeoutSeconds, s.Labels, s.Array is { } a ? new ArrayDto(a.Size, a.Parallelism, null) : null,
+        s.DependsOn.Select(d => new DependencyDto(d.Job, d.Condition)).ToList());
+}
+
+public sealed record ScheduleListDto(IReadOnlyList<ScheduleDto> Items);
+
+/// <summary>
+/// HTTP API v1 for schedules: recurring jobs on a cron (Hangfire's syntax, in a time zone), each run an ordinary job
+/// carrying <c>scheduleId</c> (<c>GET /api/v1/jobs?schedule=ID</c>). A public contract, like the jobs API.
+/// </summary>
+public static class SchedulesApi
+{
+    public const int MaxNameLength = 200;
+
+    private static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web)
+    {
+        // A misspelt field must be an error, not a silently ignored setting (in the job too).
+        UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow,
+    };
+
+    public static RouteGroupBuilder MapSchedulesApiV1(this IEndpointRouteBuilder app)
+    {
+        var api = app.MapGroup("/api/v1/schedules").WithTags("Schedules").RequireApiKey();
+        api.MapPost("/", CreateAsync).WithName("CreateSchedule").Accepts<ScheduleSubmission>("application/json");
+        api.MapGet("/", ListAsync).WithName("ListSchedules");
+        api.MapGet("/{id}", GetAsync).WithName("GetSchedule");
+        api.MapPatch("/{id}", UpdateAsync).WithName("UpdateSchedule").Accepts<ScheduleSubmission>("application/json");
+        api.MapDelete("/{id}", DeleteAsync).WithName("DeleteSchedule");
+        api.MapPost("/{id}/trigger", TriggerAsync).WithName("TriggerSchedule");
+        return api;
+    }
+
+    public static async Task<Results<Created<ScheduleDto>, ValidationProblem>> CreateAsync(
+        HttpRequest request, ScheduleStore schedules, ScheduleQueue recurring, JobStore jobs, LiveNodes liveNodes, IOptions<BatchRunnerOptions> options, CancellationToken ct)
+    {
+        var (body, invalid) = await ReadAsync(request, ct);
+        if (invalid is not null) return invalid;
+        var missing = new Dictionary<string, string[]>();
+        if (body!.Name is null) missing["name"] = ["name is required"];
+        if (body.Cron is null) missing["cron"] = ["cron is required, e.g. \"0 3 * * *\""];
+        if (body.Job is null) missing["job"] = ["job is required: the job spec each run submits"];
+        var now = DateTimeOffset.UtcNow;
+        var draft = new ScheduleRecord
+        {
+            Id = Guid.CreateVersion7(), Name = body.Name ?? "", Cron = body.Cron ?? "", TimeZone = body.TimeZone ?? "UTC",
+            Spec = null!, Concurrency = body.Concurrency ?? ScheduleConcurrency.Allow, Paused = body.Paused ?? false,
+            CreatedAt = now, UpdatedAt = now,
+        };
+        var (schedule, problem) = await CheckAsync(draft, body.Job, missing, jobs, liveNodes, options.Value, ct);
+        if (problem is not null) return problem;
+        await schedules.InsertAsync(schedule!, ct);
+        try { recurring.Register(schedule!); }
+        catch
+        {
+            await schedules.DeleteAsync(schedule!.Id, CancellationToken.None);
+            throw;
+        }
+        return TypedResults.Created($"/api/v1/schedules/{schedule!.Id}", ScheduleDto.From((await schedules.GetAsync(schedule.Id, ct))!));
+    }
+
+    public static async Task<Ok<ScheduleListDto>> ListAsync(ScheduleStore schedules, CancellationToken ct) =>
+        TypedResults.Ok(new ScheduleListDto((await schedules.ListAsync(ct)).Select(ScheduleDto.From).ToList()));
+
+    public static async Task<Results<Ok<ScheduleDto>, ProblemHttpResult>> GetAsync(string id, ScheduleStore schedules, CancellationToken ct) =>
+        await FindAsync(id, schedules, ct) is { } s ? TypedResults.Ok(ScheduleDto.From(s)) : NotFound(id);
+
+    /// <summary>Pauses or resumes (<c>paused</c>), or changes name, cron, time zone, concurrency or the job; what is not given stays.</summary>
+    public static async Task<Results<Ok<ScheduleDto>, ValidationProblem, ProblemHttpResult>> UpdateAsync(
+        string id, HttpRequest request, ScheduleStore schedules, ScheduleQueue recurring, JobStore jobs, LiveNodes liveNodes,
+        IOptions<BatchRunnerOptions> options, CancellationToken ct)
+    {
+        var existing = await FindAsync(id, schedules, ct);
+        if (existing is null) return NotFound(id);
+        var (body, invalid) = await ReadAsync(request, ct);
+        if (invalid is not null) return invalid;
+        var draft = existing with
+        {
+            Name = body!.Name ?? existing.Name,
+            Cron = body.Cron ?? existing.Cron,
+            TimeZone = body.TimeZone ?? existing.TimeZone,
+            Concurrency = body.Concurrency ?? existing.Concurrency,
+            Paused = body.Paused ?? existing.Paused,
+        };
+        var (schedule, problem) = await CheckAsync(draft, body.Job, [], jobs, liveNodes, options.Value, ct, keepSpec: body.Job is null ? existing.Spec : null);
+        if (problem is not null) return problem;
+        if (!await schedules.UpdateAsync(schedule!, ct)) return NotFound(id);
+        recurring.Register(schedule!);
+        return TypedResults.Ok(ScheduleDto.From((await schedules.GetAsync(schedule!.Id, ct))!));
+    }
+
+    /// <summary>Removes the schedule and its recurring job; its runs stay (and keep their <c>scheduleId</c>).</summary>
+    public static async Task<Results<NoContent, ProblemHttpResult>> DeleteAsync(string id, ScheduleStore schedules, ScheduleQueue recurring, CancellationToken ct)
+    {
+        if (await FindAsync(id, schedules, ct) is not { } s || !await schedules.DeleteAsync(s.Id, ct)) return NotFound(id);
+        recurring.Remove(s.Id);
+        return TypedResults.NoContent();
+    }
+
+    /// <summary>Starts a run now, by the schedule's concurrency rule (a paused schedule too): <c>201</c> with the job, or
+    /// <c>409</c> when forbid skipped it (the skip is recorded on the schedule).</summary>
+    public static async Task<Results<Created<JobDto>, ProblemHttpResult>> TriggerAsync(
+        string id, ScheduleStore schedules, JobQueue queue, CancellationToken ct)
+    {
+        if (await FindAsync(id, schedules, ct) is not { } s) return NotFound(id);
+        var run = await schedules.StartRunAsync(s.Id, hangfireJobId: null, r => JobRecord.New(r.Spec with { Name = r.Spec.Name ?? r.Name }), ct);
+        switch (run)
+        {
+            case ScheduleRun.Started started:
+                BatchRunnerMetrics.JobsSubmitted.WithLabels(started.Job.Queue).Inc();
+                if (started.Replaces is { } previous)
+                {
+                    var cancelled = await queue.CancelAsync(previous, CancellationToken.None);
+                    foreach (var (queueName, count) in cancelled.CancelledNow)
+                        BatchRunnerMetrics.JobsFinished.WithLabels(queueName, JobState.Cancelled, FailureReason.Cancelled).Inc(count);
+                }
+                var hangfireId = await queue.CreateForAsync(started.Job, CancellationToken.None);
+                return TypedResults.Created($"/api/v1/jobs/{started.Job.Id}", JobDto.From(started.Job with { HangfireJobId = hangfireId }));
+            case ScheduleRun.Skipped skipped:
+                return TypedResults.Problem(statusCode: StatusCodes.Status409Conflict, title: "Run skipped", detail: skipped.Message);
+            default:
+                return NotFound(id);
+        }
+    }
+
+    /// <summary>
+    /// The schedule as it would be stored, or the 400 naming every bad field: name, cron (Hangfire's syntax), time zone,
+    /// concurrency, and the job under <c>job.</c>, checked as a submitted job is (<see cref="JobSpecChecks"/>) but for inputs,
+    /// which a run cannot carry. <paramref name="keepSpec"/>: the job is unchanged (a PATCH without one).
+    /// </summary>
+    private static async Task<(ScheduleRecord? Schedule, ValidationProblem? Problem)> CheckAsync(
+        ScheduleRecord draft, JobSubmission? job, Dictionary<string, string[]> errors, JobStore jobs, LiveNodes liveNodes,
+        BatchRunnerOptions options, CancellationToken ct, JobSpec? keepSpec = null)
+    {
+        if (draft.Name.Length is 0 or > MaxNameLength || draft.Name.Any(char.IsControl))
+            errors.TryAdd("name", [$"name must be 1-{MaxNameLength} printable characters"]);
+        if (!errors.ContainsKey("cron") && ScheduleCron.TryParse(draft.Cron, out var cronError) is null) errors["cron"] = [cronError!];
+        if (ScheduleCron.TryTimeZone(draft.TimeZone, out var zoneError) is null) errors["timeZone"] = [zoneError!];
+        if (!ScheduleConcurrency.All.Contains(draft.Concurrency))
+            errors["concurrency"] = [$"concurrency must be one of {string.Join(", ", ScheduleConcurrency.All)}"];
+        if (keepSpec is not null)
+            return errors.Count > 0 ? (null, TypedResults.ValidationProblem(errors, title: "The schedule is invalid")) : (draft with { Spec = keepSpec }, null);
+        if (job is null)
+            return (null, TypedResults.ValidationProblem(errors, title: "The schedule is invalid"));
+        foreach (var (k, v) in JobSubmissionReader.NodePolicyErrors(job, options.Isolation)) errors["job." + k] = v;
+        var (spec, problem) = await JobSpecChecks.CheckAsync(job, "job.", options, liveNodes, jobs, errors, ct);
+        return problem is not null ? (null, problem) : (draft with { Spec = spec! }, null);
+    }
+
+    private static async Task<(ScheduleSubmission? Body, ValidationProblem? Invalid)> ReadAsync(HttpRequest request, CancellationToken ct)
+    {
+        try
+        {
+            var body = await JsonSerializer.DeserializeAsync<ScheduleSubmission>(request.Body, Json, ct);
+            return body is null
+                ? (null, TypedResults.ValidationProblem(new Dictionary<string, string[]> { ["body"] = ["a JSON object is required"] }))
+                : (body, null);
+        }
+        catch (JsonException e)
+        {
+            var path = string.IsNullOrEmpty(e.Path) || e.Path == "$" ? "body" : e.Path.TrimStart('$', '.');
+            var message = e.Message.IndexOf(" Path:", StringComparison.Ordinal) is var cut and > 0 ? e.Message[..cut] : e.Message;
+            return (null, TypedResults.ValidationProblem(new Dictionary<string, string[]> { [path] = [message] }, title: "The schedule is not valid JSON of the expected shape"));
+        }
+    }
+
+    private static async Task<ScheduleRecord?> FindAsync(string id, ScheduleStore schedules, CancellationToken ct) =>
+        Guid.TryParse(id, out var sid) ? await schedules.GetAsync(sid, ct) : null;
+
+    private static ProblemHttpResult NotFound(string id) =>
+        TypedResults.Problem(statusCode: StatusCodes.Status404NotFound, title: "Schedule not found", detail: $"no schedule with id \"{id}\"");
+}
