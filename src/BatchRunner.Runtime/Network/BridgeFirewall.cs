@@ -193,7 +193,8 @@ public sealed partial class BridgeFirewall(BridgeNetworkOptions options, ILogger
     private static async Task<CommandResult> RunAsync(string tool, IReadOnlyList<string> args, CancellationToken ct, string? stdin = null)
     {
         var path = ToolPath(tool) ?? throw Failed(tool, "not found: install iptables");
-        return await Command.RunAsync(path, args, ToolTimeout, ct, stdin);
+        try { return await Command.RunAsync(path, args, ToolTimeout, ct, stdin); }
+        catch (TimeoutException e) { throw Failed(tool, e.Message); } // a held xtables lock, say
     }
 
     private static ContainerStartException Failed(string what, string why) =>
