@@ -8,6 +8,7 @@
 #                                      prometheus (real-Prometheus test), docker-compose
 #                                      (validates docker-compose.yml; needs no engine),
 #                                      debootstrap (example images, scripts/example-images.sh)
+#                                      systemd (systemd-analyze verify of the unit), curl
 #   scripts/install-deps.sh --no-dotnet   skip the .NET SDK check
 #
 # Idempotent: every dependency is checked by the command or file it provides, and
@@ -63,6 +64,10 @@ if [ "$with_test" = 1 ]; then
         "docker-compose|have_cmd docker-compose && python3 -c 'import yaml'"
         # scripts/example-images.sh builds the examples' Python + numpy image with it (the CLI tests run that script)
         "debootstrap|have_cmd debootstrap"
+        # systemd-analyze verify checks the batchrunner.service unit (systemd need not be running).
+        "systemd|have_cmd systemd-analyze"
+        # The README's curl examples are run as written.
+        "curl|have_cmd curl"
     )
 fi
 

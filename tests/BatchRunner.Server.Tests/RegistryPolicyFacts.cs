@@ -1,6 +1,5 @@
 using System.Net;
 using System.Net.Http.Headers;
-using System.Net.Http.Json;
 using System.Text.Json;
 using BatchRunner.Testing;
 
@@ -13,15 +12,8 @@ namespace BatchRunner.Server.Tests;
 [Collection(ServerCollection.Name)]
 public sealed class RegistryPolicyFacts(ServerFixture f)
 {
-    private static async Task<JsonElement> RunAsync(HttpClient client, string image)
-    {
-        var submit = await client.PostAsJsonAsync("/api/v1/jobs", new { image, command = new[] { "/bin/sh", "-c", "echo ran" } });
-        var body = await submit.Content.ReadAsStringAsync();
-        Assert.True(submit.StatusCode == HttpStatusCode.Created, body);
-        var id = JsonDocument.Parse(body).RootElement.GetProperty("id").GetString()!;
-        return await Poll.UntilAsync(async () => JsonDocument.Parse(await client.GetStringAsync($"/api/v1/jobs/{id}")).RootElement.Clone(),
-            j => j.GetProperty("state").GetString() is "succeeded" or "failed" or "cancelled", TimeSpan.FromSeconds(60), $"job {id}", 100);
-    }
+    private static async Task<JsonElement> RunAsync(BatchRunnerClient api, string image) =>
+        await api.WaitForFinalAsync(await api.SubmitIdAsync(new { image, command = new[] { "/bin/sh", "-c", "echo ran" } }));
 
     private static void AssertRefused(JsonElement job, params string[] parts)
     {
@@ -41,9 +33,9 @@ public sealed class RegistryPolicyFacts(ServerFixture f)
             ["--BatchRunner:Workers=2", "--Logging:LogLevel:Default=Warning", "--Logging:LogLevel:Microsoft.Hosting.Lifetime=Information"]);
         var before = f.Registry.Log.Length;
 
-        AssertRefused(await RunAsync(server.Client, f.Busybox), $"registry {f.Registry.Host}: 127.0.0.1 is a loopback address");
-        AssertRefused(await RunAsync(server.Client, "169.254.169.254/latest/meta-data:1"), "169.254.169.254 is a cloud metadata address");
-        AssertRefused(await RunAsync(server.Client, $"localhost:{f.Registry.Port}/demo/busybox:1"), "localhost resolves to ", "a loopback address");
+        AssertRefused(await RunAsync(server.Api, f.Busybox), $"registry {f.Registry.Host}: 127.0.0.1 is a loopback address");
+        AssertRefused(await RunAsync(server.Api, "169.254.169.254/latest/meta-data:1"), "169.254.169.254 is a cloud metadata address");
+        AssertRefused(await RunAsync(server.Api, $"localhost:{f.Registry.Port}/demo/busybox:1"), "localhost resolves to ", "a loopback address");
         Assert.DoesNotContain("GET /v2/", f.Registry.Log[before..]); // refused before asking, not after
 
         // An import needs no registry: an image named after a loopback registry still runs.
@@ -53,14 +45,14 @@ public sealed class RegistryPolicyFacts(ServerFixture f)
             await using var body = File.OpenRead(tar);
             using var content = new StreamContent(body);
             content.Headers.ContentType = new MediaTypeHeaderValue("application/x-tar");
-            var imported = await server.Client.PostAsync("/api/v1/images?name=127.0.0.1:5999/imported/tool:busybox", content);
+            var imported = await server.Api.Http.PostAsync("/api/v1/images?name=127.0.0.1:5999/imported/tool:busybox", content);
             Assert.True(imported.StatusCode == HttpStatusCode.Created, await imported.Content.ReadAsStringAsync());
         }
         finally
         {
             File.Delete(tar);
         }
-        Assert.Equal("succeeded", (await RunAsync(server.Client, "127.0.0.1:5999/imported/tool:busybox")).GetProperty("state").GetString());
+        Assert.Equal("succeeded", (await RunAsync(server.Api, "127.0.0.1:5999/imported/tool:busybox")).GetProperty("state").GetString());
     }
 
     [Fact]
@@ -68,7 +60,7 @@ public sealed class RegistryPolicyFacts(ServerFixture f)
     {
         // The fixture names 127.0.0.1 (so its registries work) but not localhost: the address a name resolves to
         // is judged, and only an entry naming the host allows a special one.
-        var job = await RunAsync(f.Client, $"localhost:{f.Registry.Port}/demo/busybox:1");
+        var job = await RunAsync(f.Api, $"localhost:{f.Registry.Port}/demo/busybox:1");
         AssertRefused(job, "localhost resolves to ", "refused unless BatchRunner:AllowedRegistries names the host explicitly");
     }
 }

@@ -1,6 +1,5 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
-using System.Net.Http.Headers;
 using System.Text.RegularExpressions;
 using BatchRunner.Testing;
 
@@ -25,7 +24,7 @@ public sealed partial class ServerProcess : IAsyncDisposable
 
     public string DataDir { get; }
     public string Key { get; }
-    public HttpClient Client { get; private set; } = null!;
+    public BatchRunnerClient Api { get; private set; } = null!;
     /// <summary>stdout lines as they are, stderr lines prefixed "stderr: ".</summary>
     public IReadOnlyList<string> Lines => _lines.ToArray();
 
@@ -66,8 +65,7 @@ public sealed partial class ServerProcess : IAsyncDisposable
                 var m = server.Lines.Select(l => ListeningOn().Match(l)).FirstOrDefault(m => m.Success);
                 return Task.FromResult(m?.Groups[1].Value);
             }, a => a is not null, TimeSpan.FromSeconds(60), "batchrunner to listen", 100);
-            server.Client = new HttpClient { BaseAddress = new Uri(address!), Timeout = TimeSpan.FromSeconds(60) };
-            server.Client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", key);
+            server.Api = new BatchRunnerClient(address!, key);
             return server;
         }
         catch
@@ -88,7 +86,7 @@ public sealed partial class ServerProcess : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
-        Client?.Dispose();
+        Api?.Dispose();
         try { await StopAsync(); }
         catch (Exception e) when (e is OperationCanceledException or InvalidOperationException) { }
         if (!_process.HasExited)

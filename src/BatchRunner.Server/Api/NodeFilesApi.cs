@@ -1,4 +1,3 @@
-using BatchRunner.Server.Execution;
 using BatchRunner.Server.Nodes;
 using BatchRunner.Server.Storage;
 using Microsoft.AspNetCore.Http.Features;
@@ -26,7 +25,11 @@ public static class NodeFilesApi
             // The target exactly as it came (the signer signed what it sent), not the decoded path.
             var target = http.Features.Get<IHttpRequestFeature>()?.RawTarget is { Length: > 0 } raw ? raw : http.Request.Path + http.Request.QueryString;
             var check = await token.CheckAsync(http.Request.Headers[ClusterToken.Header].FirstOrDefault(), http.Request.Method, target, http.RequestAborted);
-            if (check == SignatureCheck.Valid) return await next(ctx);
+            if (check == SignatureCheck.Valid)
+            {
+                RequestLog.SetKeyId(http, RequestLog.NodeKeyId);
+                return await next(ctx);
+            }
             return TypedResults.Problem(statusCode: StatusCodes.Status403Forbidden, title: "Forbidden",
                 detail: $"node-to-node endpoint: {Describe(check)}");
         });

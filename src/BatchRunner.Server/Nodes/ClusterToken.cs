@@ -1,4 +1,5 @@
 using System.Security.Cryptography;
+using BatchRunner.Server.Storage;
 
 namespace BatchRunner.Server.Nodes;
 

@@ -1,4 +1,3 @@
-using System.Net.Http.Json;
 using System.Text.Json;
 using BatchRunner.Testing;
 
@@ -20,12 +19,8 @@ public sealed class JsonLogsFacts(ServerFixture f)
         await using var server = await ServerProcess.StartAsync("jsonlogs",
             ["--BatchRunner:Workers=1", "--Logging:LogLevel:Default=Information", .. TestRegistry.ServerArgs],
             new Dictionary<string, string> { ["BATCHRUNNER_LOG_FORMAT"] = "json" });
-        var http = server.Client;
-        var submit = await http.PostAsJsonAsync("/api/v1/jobs", new { name = "json-logs", image = f.Busybox, command = new[] { "/bin/sh", "-c", "echo hi" } });
-        Assert.True(submit.IsSuccessStatusCode, await submit.Content.ReadAsStringAsync());
-        var id = JsonDocument.Parse(await submit.Content.ReadAsStringAsync()).RootElement.GetProperty("id").GetString()!;
-        await Poll.UntilAsync(async () => JsonDocument.Parse(await http.GetStringAsync($"/api/v1/jobs/{id}")).RootElement.GetProperty("state").GetString(),
-            s => s is "succeeded" or "failed" or "cancelled", TimeSpan.FromSeconds(60), $"job {id}", 100);
+        var id = await server.Api.SubmitIdAsync(new { name = "json-logs", image = f.Busybox, command = new[] { "/bin/sh", "-c", "echo hi" } });
+        await server.Api.WaitForFinalAsync(id);
         // The executor logs the outcome after recording it: wait for that line.
         await Poll.UntilAsync(() => server.Lines.Any(l => l.Contains(id) && l.Contains("ended")), TimeSpan.FromSeconds(10), "the job's final log line");
 
