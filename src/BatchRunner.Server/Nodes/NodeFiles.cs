@@ -18,7 +18,7 @@ public sealed class NodeFilesUnavailableException(string message, bool nodeDown)
 
 /// <summary>
 /// <see cref="INodeFiles"/> over HTTP: the node's <c>/internal/v1/jobs/ID/outputs/PATH</c> endpoint (the one the public API
-/// forwards downloads to), at the address the node records with its heartbeat, with the cluster token.
+/// forwards downloads to), at the address the node records with its heartbeat, signed with the cluster's key.
 /// </summary>
 public sealed class NodeFilesClient(NodeStore nodes, ClusterToken token, IHttpClientFactory http) : INodeFiles
 {
@@ -33,7 +33,8 @@ public sealed class NodeFilesClient(NodeStore nodes, ClusterToken token, IHttpCl
             throw new NodeFilesUnavailableException($"node \"{node}\" holds the files, but its address is not known", nodeDown: target is null);
         var escaped = string.Join('/', path.Split('/').Select(Uri.EscapeDataString));
         using var request = new HttpRequestMessage(HttpMethod.Get, $"{url}{Prefix}/{jobId}/outputs/{escaped}");
-        request.Headers.TryAddWithoutValidation(ClusterToken.Header, await token.GetAsync(ct));
+        // Signed for exactly the target HttpClient sends (see RequestSignature).
+        request.Headers.TryAddWithoutValidation(ClusterToken.Header, await token.SignAsync(request.Method.Method, request.RequestUri!.PathAndQuery, ct));
         HttpResponseMessage response;
         try
         {
