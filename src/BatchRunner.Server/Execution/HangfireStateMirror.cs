@@ -6,16 +6,20 @@ using Hangfire.States;
 namespace BatchRunner.Server.Execution;
 
 /// <summary>
-/// Thrown by the performer to leave the job's Hangfire message in <see cref="State"/> instead of Succeeded: a job that
-/// failed goes to Failed, a cancelled one to Deleted, one that waits for dependencies to Awaiting, an array's parent to
-/// <see cref="ArrayParentState"/>. Not a failure of the performer: <see cref="HangfireStateMirrorFilter"/> elects the state.
+/// Thrown by the performer to leave the job's Hangfire message in <see cref="State"/> instead of Succeeded: a cancelled job
+/// goes to Deleted, one that waits for dependencies to Awaiting, an array's parent to <see cref="ArrayParentState"/> (a job
+/// that failed throws <see cref="JobFailedException"/> itself, which Hangfire's Failed state shows as it is). Not a failure of the performer: <see cref="HangfireStateMirrorFilter"/> elects the state.
 /// </summary>
 public sealed class JobStateException(IState state) : Exception(state.Reason)
 {
     public IState State { get; } = state;
 }
 
-/// <summary>Elects the <see cref="JobStateException.State"/> the performer asked for.</summary>
+/// <summary>
+/// Elects the <see cref="JobStateException.State"/> the performer asked for, and names a BatchRunner failure
+/// (<see cref="JobFailedException"/>) as such in Hangfire's Failed state. Hangfire's history keeps the candidate a filter
+/// replaced: that entry says it was no failure.
+/// </summary>
 public sealed class HangfireStateMirrorFilter : JobFilterAttribute, IElectStateFilter
 {
     /// <summary>Hangfire's filters are global: one instance, added once however many hosts a process builds.</summary>
@@ -23,7 +27,16 @@ public sealed class HangfireStateMirrorFilter : JobFilterAttribute, IElectStateF
 
     public void OnStateElection(ElectStateContext context)
     {
-        if (context.CandidateState is FailedState { Exception: JobStateException e }) context.CandidateState = e.State;
+        switch (context.CandidateState)
+        {
+            case FailedState { Exception: JobFailedException e } failed:
+                failed.Reason = HangfireStates.FailedReason(e.Reason);
+                break;
+            case FailedState { Exception: JobStateException e } failed:
+                failed.Reason = $"{HangfireStates.MirrorReason}: not a failure; its state follows";
+                context.CandidateState = e.State;
+                break;
+        }
     }
 }
 
@@ -52,9 +65,9 @@ internal static class HangfireStateMirror
             case JobState.Succeeded:
                 return;
             case JobState.Failed:
-                throw new JobStateException(HangfireStates.Failed(job.Reason, job.Message, redelivered
+                throw new JobFailedException(job.Reason, job.Message, redelivered
                     ? $"delivered again after it had ended ({job.FinishedAt:u}); BatchRunner does not run an ended job again: submit it anew"
-                    : null));
+                    : null);
             case JobState.Cancelled:
                 throw new JobStateException(HangfireStates.Deleted(job.Reason, job.Message));
             case JobState.Waiting:

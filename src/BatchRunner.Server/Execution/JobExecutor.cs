@@ -24,9 +24,10 @@ namespace BatchRunner.Server.Execution;
 /// <list type="bullet">
 /// <item>returns: the job succeeded (<see cref="AttemptEnd.Finished"/>, recorded unless a newer attempt or a final state
 /// exists), or it had already succeeded;</item>
-/// <item><see cref="JobStateException"/>: the job failed or was cancelled (recorded, or already so), waits for dependencies, or
-/// is an array's parent: its Hangfire message goes to the state that says so (<see cref="HangfireStateMirror"/>), never
-/// Succeeded;</item>
+/// <item><see cref="JobFailedException"/>: the job failed (recorded, or already so): Hangfire's Failed, with its reason and
+/// message (Hangfire's own retry is off for these jobs);</item>
+/// <item><see cref="JobStateException"/>: the job was cancelled, waits for dependencies, or is an array's parent: its Hangfire
+/// message goes to the state that says so (<see cref="HangfireStateMirror"/>), never Succeeded;</item>
 /// <item><see cref="JobRescheduleException"/>: this node cannot run it now (can never fit it, is full, the queue
 /// is at its limit), it failed and will be retried after a back-off (<see cref="AttemptEnd.Retry"/>), this node
 /// is fenced (<see cref="AttemptEnd.Fenced"/>: nothing recorded; the next attempt closes this one as node_lost), or the

@@ -45,7 +45,10 @@ public static class HangfireStates
     public const string MirrorReason = "BatchRunner job";
 
     public static FailedState Failed(string? reason, string? message, string? context = null) =>
-        new(new JobFailedException(reason, message, context)) { Reason = $"{MirrorReason} failed ({reason})" };
+        new(new JobFailedException(reason, message, context)) { Reason = FailedReason(reason) };
+
+    /// <summary>The state Reason of a BatchRunner job's Failed state.</summary>
+    public static string FailedReason(string? reason) => $"{MirrorReason} failed ({reason ?? "failed"})";
 
     public static DeletedState Deleted(string? reason, string? message) =>
         new(new Hangfire.ExceptionInfo(typeof(JobFailedException).FullName!, $"{reason ?? "cancelled"}: {message ?? "cancelled"}", null))

@@ -27,13 +27,7 @@ public sealed class JobExecutorFacts : IDisposable
 
     /// <summary>A delivery that ended the job failed: the executor recorded it and leaves Hangfire's message Failed, with the
     /// reason and message, never Succeeded (which Hangfire's dashboard once showed for every failed job).</summary>
-    private static async Task<FailedState> FailedAsync(Task delivery)
-    {
-        var e = await Assert.ThrowsAsync<JobStateException>(() => delivery);
-        var failed = Assert.IsType<FailedState>(e.State);
-        Assert.IsType<JobFailedException>(failed.Exception);
-        return failed;
-    }
+    private static async Task<JobFailedException> FailedAsync(Task delivery) => await Assert.ThrowsAsync<JobFailedException>(() => delivery);
 
     /// <summary>A delivery that ended the job cancelled: its Hangfire message goes to Deleted.</summary>
     private static async Task CancelledAsync(Task delivery) =>
@@ -90,7 +84,7 @@ public sealed class JobExecutorFacts : IDisposable
         _h.Runtime.OnStart = c => c.Exit(4);
         var failed = await FailedAsync(_h.ExecuteAsync(id));
 
-        Assert.Equal("exit_code: exited with code 4", failed.Exception.Message);
+        Assert.Equal("exit_code: exited with code 4", failed.Message);
         Assert.Equal(["Begin 1", "Running 1", "Finish 1 failed exit_code"], _h.Store.Writes);
         Assert.Equal("exited with code 4", Assert.Single(_h.Store.Outcomes).Message);
         _h.AssertNothingHeld();

@@ -34,11 +34,10 @@ public sealed class WorkflowExecutionFacts : IDisposable
             State = JobState.Failed, Reason = FailureReason.ExitCode, Message = "exited with code 3", Attempt = 1, FinishedAt = DateTimeOffset.UtcNow,
         });
 
-        var e = await Assert.ThrowsAsync<JobStateException>(() => _h.ExecuteAsync(id));
+        var e = await Assert.ThrowsAsync<JobFailedException>(() => _h.ExecuteAsync(id));
 
-        var failed = Assert.IsType<FailedState>(e.State);
-        Assert.Contains("exit_code: exited with code 3", failed.Exception.Message);
-        Assert.Contains("BatchRunner does not run an ended job again", failed.Exception.Message);
+        Assert.Contains("exit_code: exited with code 3", e.Message);
+        Assert.Contains("BatchRunner does not run an ended job again", e.Message);
         Assert.Empty(_h.Store.Writes);
         Assert.Empty(_h.Runtime.Started);
         Assert.Equal(1, _h.Store.Job(id).Attempt);
