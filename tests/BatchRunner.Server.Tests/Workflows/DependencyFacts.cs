@@ -110,7 +110,8 @@ public sealed class DependencyFacts(ServerFixture f)
         Assert.Equal(HttpStatusCode.Accepted, cancelled.StatusCode);
         Assert.Equal("cancelled", State(JsonDocument.Parse(await cancelled.Content.ReadAsStringAsync()).RootElement));
         Assert.Equal("dependency_failed", (await f.Api.WaitForFinalAsync(next, Deadline)).GetProperty("reason").GetString());
-        Assert.Equal("running", State(await f.Api.GetJobAsync(slow)));
+        // The dependency itself is untouched by its dependents' cancellation (it may still be starting on a busy machine).
+        Assert.Contains(State(await f.Api.GetJobAsync(slow)), new[] { "queued", "starting", "running" });
         await f.Api.CancelAsync(slow);
         await f.Api.WaitForFinalAsync(slow);
     }
