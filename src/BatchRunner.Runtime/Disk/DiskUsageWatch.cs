@@ -1,0 +1,90 @@
+namespace BatchRunner.Runtime.Disk;
+
+/// <summary>
+/// Samples a volume while its job runs: the peak of its usage, and whether it ever exceeded its limit. The kernel
+/// stops writes at the limit plus a small headroom (ENOSPC); this is how the attempt learns that it happened even when
+/// the job caught the error and exited 0, as the cgroup's OOM counter tells an OOM kill.
+/// </summary>
+/// <remarks>
+/// What it can miss: a job that fills its disk and frees it again within one interval, and a write refused
+/// as a whole (fallocate of more than is left) that never changed the usage. A full disk at the end is always seen:
+/// <see cref="StopAsync"/> reads once more.
+/// </remarks>
+public sealed class DiskUsageWatch : IAsyncDisposable
+{
+    public static readonly TimeSpan DefaultInterval = TimeSpan.FromMilliseconds(200);
+
+    private readonly IDiskVolume _volume;
+    private readonly CancellationTokenSource _stop = new();
+    private readonly Task _loop;
+    private readonly object _gate = new();
+    private long _peakUsedBytes;
+    private bool _overLimit;
+    private bool _outOfInodes;
+    private DiskUsage _last;
+
+    private DiskUsageWatch(IDiskVolume volume, TimeSpan interval, TimeProvider time)
+    {
+        _volume = volume;
+        Observe(volume.ReadUsage());
+        _loop = SampleAsync(interval, time);
+    }
+
+    /// <summary>Reads <paramref name="volume"/> now and then every <paramref name="interval"/> until stopped.</summary>
+    public static DiskUsageWatch Start(IDiskVolume volume, TimeSpan? interval = null, TimeProvider? time = null) =>
+        new(volume, interval ?? DefaultInterval, time ?? TimeProvider.System);
+
+    /// <summary>The highest usage seen so far.</summary>
+    public long PeakUsedBytes { get { lock (_gate) return _peakUsedBytes; } }
+
+    /// <summary>True once any reading was over the limit (or out of inodes).</summary>
+    public bool OverLimit { get { lock (_gate) return _overLimit; } }
+
+    /// <summary>The latest reading.</summary>
+    public DiskUsage Last { get { lock (_gate) return _last; } }
+
+    /// <summary>Stops sampling and reads once more (the final state, after the job's processes are gone).</summary>
+    public async Task<DiskUsageSummary> StopAsync()
+    {
+        await _stop.CancelAsync();
+        await _loop;
+        Observe(_volume.ReadUsage());
+        lock (_gate) return new DiskUsageSummary(_peakUsedBytes, _last.UsedBytes, _volume.LimitBytes, _overLimit, _outOfInodes);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await _stop.CancelAsync();
+        await _loop;
+        _stop.Dispose();
+    }
+
+    private void Observe(DiskUsage usage)
+    {
+        lock (_gate)
+        {
+            _last = usage;
+            _peakUsedBytes = Math.Max(_peakUsedBytes, usage.UsedBytes);
+            _overLimit |= usage.OverLimit;
+            _outOfInodes |= usage.FreeInodes <= 0;
+        }
+    }
+
+    private async Task SampleAsync(TimeSpan interval, TimeProvider time)
+    {
+        using var timer = new PeriodicTimer(interval, time);
+        try
+        {
+            while (await timer.WaitForNextTickAsync(_stop.Token))
+            {
+                try { Observe(_volume.ReadUsage()); }
+                catch (InvalidOperationException) { return; } // unmounted under us: nothing more to see
+            }
+        }
+        catch (OperationCanceledException) { }
+    }
+}
+
+/// <summary>What a job did with its disk: its peak and final usage, and whether it exceeded <paramref name="LimitBytes"/>.</summary>
+/// <param name="OutOfInodes">The limit was reached by the number of files rather than their size.</param>
+public sealed record DiskUsageSummary(long PeakUsedBytes, long FinalUsedBytes, long LimitBytes, bool OverLimit, bool OutOfInodes);
