@@ -1,4 +1,4 @@
-using static BatchRunner.Runtime.Disk.DiskNative;
+using static BatchRunner.Native.Libc;
 
 namespace BatchRunner.Runtime.Disk;
 
@@ -32,10 +32,10 @@ internal sealed class LoopDevice : IDisposable
     /// node in /dev, a kernel older than 5.8).</exception>
     public static LoopDevice Attach(string imagePath)
     {
-        var control = Open(ControlPath, O_RDWR);
+        var control = open(ControlPath, O_RDWR | O_CLOEXEC);
         if (control < 0)
             throw new IOException($"cannot open {ControlPath}: {Describe(Errno)}; per-job disk limits need loop devices (modprobe loop)");
-        var image = Open(imagePath, O_RDWR);
+        var image = open(imagePath, O_RDWR | O_CLOEXEC);
         if (image < 0)
         {
             var errno = Errno;
@@ -49,14 +49,14 @@ internal sealed class LoopDevice : IDisposable
             {
                 var number = GetFreeLoop(control);
                 if (number < 0) throw new IOException($"no free loop device: {Describe(Errno)}");
-                var fd = Open(DevicePathOf(number), O_RDWR);
+                var fd = open(DevicePathOf(number), O_RDWR | O_CLOEXEC);
                 if (fd < 0)
                 {
                     var errno = Errno;
                     throw new IOException($"cannot open {DevicePathOf(number)}: {Describe(errno)}" +
                         (errno == ENOENT ? "; /dev has no node for it (is /dev a devtmpfs?)" : ""));
                 }
-                if (Configure(fd, image, LO_FLAGS_AUTOCLEAR | LO_FLAGS_DIRECT_IO, imagePath) == 0) return new LoopDevice(number, fd);
+                if (ConfigureLoop(fd, image, LO_FLAGS_AUTOCLEAR | LO_FLAGS_DIRECT_IO, imagePath) == 0) return new LoopDevice(number, fd);
                 var failed = Errno;
                 close(fd);
                 if (failed == EBUSY) continue;
@@ -109,11 +109,11 @@ internal sealed class LoopDevice : IDisposable
         var done = new List<string>();
         foreach (var (number, _) in BackedUnder(dir))
         {
-            var fd = Open(DevicePathOf(number), O_RDWR);
+            var fd = open(DevicePathOf(number), O_RDWR | O_CLOEXEC);
             if (fd < 0) continue;
             try
             {
-                if (Clear(fd) == 0 || (Errno == EBUSY && SetAutoclear(fd) == 0)) done.Add(DevicePathOf(number));
+                if (ClearLoop(fd) == 0 || (Errno == EBUSY && SetLoopAutoclear(fd) == 0)) done.Add(DevicePathOf(number));
             }
             finally { close(fd); }
         }

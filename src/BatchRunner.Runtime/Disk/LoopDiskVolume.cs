@@ -1,5 +1,5 @@
 using Microsoft.Extensions.Logging;
-using static BatchRunner.Runtime.Disk.DiskNative;
+using static BatchRunner.Native.Libc;
 
 namespace BatchRunner.Runtime.Disk;
 
@@ -44,7 +44,7 @@ internal sealed partial class LoopDiskVolume : IDiskVolume
     public void ReleaseFreedSpace()
     {
         // FITRIM discards the free blocks; the loop device turns discards into holes punched in the image file.
-        var fd = Open(Path, O_RDONLY | O_DIRECTORY);
+        var fd = open(Path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (fd < 0) return;
         try
         {

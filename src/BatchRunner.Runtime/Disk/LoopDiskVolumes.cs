@@ -1,7 +1,7 @@
 using System.Diagnostics;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
-using static BatchRunner.Runtime.Disk.DiskNative;
+using static BatchRunner.Native.Libc;
 
 namespace BatchRunner.Runtime.Disk;
 

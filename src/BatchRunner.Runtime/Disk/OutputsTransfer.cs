@@ -1,5 +1,5 @@
 using Microsoft.Win32.SafeHandles;
-using static BatchRunner.Runtime.Disk.DiskNative;
+using static BatchRunner.Native.Libc;
 
 namespace BatchRunner.Runtime.Disk;
 
@@ -36,7 +36,7 @@ public static class OutputsTransfer
     public static OutputsTransferReport Move(string source, string target, Action? releaseFreedSpace = null, CancellationToken ct = default)
     {
         var run = new Transfer(releaseFreedSpace, ct);
-        var src = OpenAt(AT_FDCWD, source, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+        var src = openat(AT_FDCWD, source, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0);
         if (src < 0)
         {
             if (Errno != ENOENT) throw new IOException($"cannot open outputs {source}: {Describe(Errno)}");
@@ -47,7 +47,7 @@ public static class OutputsTransfer
         {
             if (mkdirat(AT_FDCWD, target, 0b111_000_000) != 0 && Errno != EEXIST)
                 throw new IOException($"cannot create {target}: {Describe(Errno)}");
-            var dst = OpenAt(AT_FDCWD, target, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+            var dst = openat(AT_FDCWD, target, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0);
             if (dst < 0) throw new IOException($"cannot open {target}: {Describe(Errno)}");
             try
             {
@@ -106,11 +106,11 @@ public static class OutputsTransfer
         private void CopySubdirectory(int src, int dst, string name, string rel, FileStatus st, int depth)
         {
             if (mkdirat(dst, name, 0b111_000_000) != 0) throw new IOException($"cannot create outputs directory {rel}: {Describe(Errno)}");
-            var s = OpenAt(src, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+            var s = openat(src, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0);
             if (s < 0) { _notKept.Add(new(rel, "unreadable")); return; }
             try
             {
-                var d = OpenAt(dst, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+                var d = openat(dst, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0);
                 if (d < 0) throw new IOException($"cannot open outputs directory {rel}: {Describe(Errno)}");
                 try
                 {
@@ -134,8 +134,8 @@ public static class OutputsTransfer
             }
             // O_NONBLOCK: should the entry have become a FIFO after the stat, opening it must not wait for a writer.
             // Read-write to punch copied blocks out; read-only still copies (the volume is then freed at the end).
-            var s = OpenAt(srcDir, name, O_RDWR | O_NOFOLLOW | O_NONBLOCK);
-            if (s < 0) s = OpenAt(srcDir, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK);
+            var s = openat(srcDir, name, O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0);
+            if (s < 0) s = openat(srcDir, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0);
             if (s < 0) { _notKept.Add(new(rel, "unreadable")); return; }
             using var source = new SafeFileHandle(s, ownsHandle: true);
             if (!TryStat(s, "", out var opened) || opened.Type != S_IFREG || opened.Inode != st.Inode)
@@ -143,7 +143,7 @@ public static class OutputsTransfer
                 _notKept.Add(new(rel, KindOf(opened.Type)));
                 return;
             }
-            var d = OpenAt(dstDir, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0b110_000_000);
+            var d = openat(dstDir, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0b110_000_000);
             if (d < 0) throw new IOException($"cannot create output {rel}: {Describe(Errno)}");
             using var target = new SafeFileHandle(d, ownsHandle: true);
             CopyData(s, d, opened.Size, rel);
@@ -154,34 +154,31 @@ public static class OutputsTransfer
         }
 
         /// <summary>Copies the data extents only (SEEK_DATA/SEEK_HOLE), punching each out of the source once copied.</summary>
-        private unsafe void CopyData(int src, int dst, long size, string rel)
+        private void CopyData(int src, int dst, long size, string rel)
         {
             var offset = 0L;
-            fixed (byte* buffer = _buffer)
+            while (offset < size)
             {
-                while (offset < size)
+                var data = NextData(src, offset);
+                if (data < 0) break; // ENXIO: nothing but a hole up to the end
+                var hole = Math.Min(NextHole(src, data), size);
+                for (var at = data; at < hole;)
                 {
-                    var data = NextData(src, offset);
-                    if (data < 0) break; // ENXIO: nothing but a hole up to the end
-                    var hole = Math.Min(NextHole(src, data), size);
-                    for (var at = data; at < hole;)
+                    ct.ThrowIfCancellationRequested();
+                    var read = pread(src, _buffer.AsSpan(0, (int)Math.Min(BufferBytes, hole - at)), at);
+                    if (read < 0) throw new IOException($"cannot read output {rel}: {Describe(Errno)}");
+                    if (read == 0) break;
+                    for (var done = 0; done < read;)
                     {
-                        ct.ThrowIfCancellationRequested();
-                        var read = pread(src, buffer, (nuint)Math.Min(BufferBytes, hole - at), at);
-                        if (read < 0) throw new IOException($"cannot read output {rel}: {Describe(Errno)}");
-                        if (read == 0) break;
-                        for (nint done = 0; done < read;)
-                        {
-                            var wrote = pwrite(dst, buffer + done, (nuint)(read - done), at + done);
-                            if (wrote < 0) throw new IOException($"cannot write output {rel}: {Describe(Errno)}");
-                            done += wrote;
-                        }
-                        PunchOut(src, at, read);
-                        at += read;
-                        _bytes += read;
+                        var wrote = pwrite(dst, _buffer.AsSpan(done, (int)read - done), at + done);
+                        if (wrote < 0) throw new IOException($"cannot write output {rel}: {Describe(Errno)}");
+                        done += (int)wrote;
                     }
-                    offset = hole;
+                    PunchOut(src, at, read);
+                    at += read;
+                    _bytes += read;
                 }
+                offset = hole;
             }
         }
 

@@ -1,27 +1,17 @@
 using System.Diagnostics;
-using System.Runtime.InteropServices;
+using System.Globalization;
+using BatchRunner.Native;
 
 namespace BatchRunner.Runtime.Tests.Disk;
 
-/// <summary>How the tests look at volumes from outside: mountinfo, sysfs, st_blocks, umount(8), losetup(8).</summary>
-internal static unsafe partial class DiskTestHost
+/// <summary>How the tests look at volumes from outside: mountinfo, sysfs, stat(1), umount(8), losetup(8).</summary>
+internal static class DiskTestHost
 {
-    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
-    private static partial int statx(int dirfd, string path, int flags, uint mask, byte* buffer);
-
     /// <summary>Bytes the host's filesystem has allocated to <paramref name="file"/> (st_blocks × 512).</summary>
-    public static long AllocatedBytes(string file)
-    {
-        byte* b = stackalloc byte[256];
-        if (statx(-100, file, 0x100, 0x7ff, b) != 0) throw new IOException($"statx {file}: errno {Marshal.GetLastPInvokeError()}");
-        return (long)*(ulong*)(b + 48) * 512;
-    }
+    public static long AllocatedBytes(string file) =>
+        long.Parse(Run("stat", "-c", "%b", file).Trim(), CultureInfo.InvariantCulture) * 512;
 
-    public static string? DeviceOf(string path)
-    {
-        byte* b = stackalloc byte[256];
-        return statx(-100, path, 0x100, 0x7ff, b) != 0 ? null : $"{*(uint*)(b + 136)}:{*(uint*)(b + 140)}";
-    }
+    public static string? DeviceOf(string path) => Libc.TryStat(Libc.AT_FDCWD, path, out var st) ? $"{st.DevMajor}:{st.DevMinor}" : null;
 
     public static bool IsMounted(string path) => MountLine(path) is not null;
 
@@ -47,6 +37,24 @@ internal static unsafe partial class DiskTestHost
         catch (IOException) { return ""; }
     }
 
+    public static Libc.FileStatus Stat(string path) =>
+        Libc.TryStat(Libc.AT_FDCWD, path, out var st) ? st : throw new IOException($"statx {path}: errno {Libc.Errno}");
+
+    public static void MakeCharDevice(string path, uint major, uint minor) =>
+        Check(Libc.mknodat(Libc.AT_FDCWD, path, Libc.S_IFCHR | 0b110_000_000, Libc.MakeDev(major, minor)), "mknod", path);
+
+    public static void MakeFifo(string path) => Check(Libc.mknodat(Libc.AT_FDCWD, path, Libc.S_IFIFO | 0b110_000_000, 0), "mkfifo", path);
+
+    public static void Link(string existing, string newPath) => Check(Libc.linkat(Libc.AT_FDCWD, existing, Libc.AT_FDCWD, newPath, 0), "link", newPath);
+
+    public static void Chown(string path, uint uid, uint gid) =>
+        Check(Libc.fchownat(Libc.AT_FDCWD, path, uid, gid, Libc.AT_SYMLINK_NOFOLLOW), "lchown", path);
+
+    private static void Check(int rc, string what, string path)
+    {
+        if (rc != 0) throw new IOException($"{what} {path}: {Libc.Describe(Libc.Errno)}");
+    }
+
     public static string Run(string file, params string[] args)
     {
         var psi = new ProcessStartInfo(file) { RedirectStandardError = true, RedirectStandardOutput = true };
@@ -57,46 +65,5 @@ internal static unsafe partial class DiskTestHost
         p.WaitForExit();
         if (p.ExitCode != 0) throw new InvalidOperationException($"{file} {string.Join(' ', args)} exited {p.ExitCode}: {err}");
         return output;
-    }
-}
-
-internal static unsafe partial class DiskTestHost
-{
-    public readonly record struct FileStat(uint Mode, uint Uid, uint Gid, ulong Inode, uint Nlink);
-
-    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
-    private static partial int mknod(string path, uint mode, ulong dev);
-
-    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
-    private static partial int lchown(string path, uint uid, uint gid);
-
-    public static FileStat Stat(string path)
-    {
-        byte* b = stackalloc byte[256];
-        if (statx(-100, path, 0x100, 0x7ff, b) != 0) throw new IOException($"statx {path}: errno {Marshal.GetLastPInvokeError()}");
-        return new FileStat(*(ushort*)(b + 28), *(uint*)(b + 20), *(uint*)(b + 24), *(ulong*)(b + 32), *(uint*)(b + 16));
-    }
-
-    public static void MakeCharDevice(string path, uint major, uint minor)
-    {
-        if (mknod(path, 0x2000 | 0b110_000_000, ((ulong)major << 8) | minor) != 0) throw new IOException($"mknod {path}: errno {Marshal.GetLastPInvokeError()}");
-    }
-
-    public static void MakeFifo(string path)
-    {
-        if (mknod(path, 0x1000 | 0b110_000_000, 0) != 0) throw new IOException($"mkfifo {path}: errno {Marshal.GetLastPInvokeError()}");
-    }
-
-    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
-    private static partial int link(string oldpath, string newpath);
-
-    public static void Link(string existing, string newPath)
-    {
-        if (link(existing, newPath) != 0) throw new IOException($"link {newPath}: errno {Marshal.GetLastPInvokeError()}");
-    }
-
-    public static void Chown(string path, uint uid, uint gid)
-    {
-        if (lchown(path, uid, gid) != 0) throw new IOException($"lchown {path}: errno {Marshal.GetLastPInvokeError()}");
     }
 }
