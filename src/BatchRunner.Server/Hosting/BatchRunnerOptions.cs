@@ -55,6 +55,15 @@ public sealed class BatchRunnerOptions
         : Core.Quantity.TryParseBytes(ImageCacheBudget, out var b) ? b
         : throw new InvalidOperationException($"BatchRunner:ImageCacheBudget \"{ImageCacheBudget}\" is not a quantity");
 
+    /// <summary>Per-job disk limits: enforced or not, the default and the largest resources.disk.</summary>
+    public DiskOptions Disk { get; set; } = new();
+
+    /// <summary>Free space the data directory keeps (a quantity): below it no new job starts, and pulls and imports
+    /// that would cross it are refused. Unset: the larger of 5% of its filesystem and 2Gi.</summary>
+    public string? MinFreeDisk { get; set; }
+
+    public long? MinFreeDiskBytes() => DiskOptions.Parse(MinFreeDisk, "MinFreeDisk");
+
     /// <summary>Seconds between node heartbeats; a node is dead after three missed ones.</summary>
     public int HeartbeatSeconds { get; set; } = 5;
 
@@ -101,6 +110,8 @@ public sealed class BatchRunnerOptions
         if (HeartbeatSeconds < 1) throw new InvalidOperationException("BatchRunner:HeartbeatSeconds must be at least 1");
         if (ShutdownGraceSeconds < 0) throw new InvalidOperationException("BatchRunner:ShutdownGraceSeconds must not be negative");
         Isolation.Validate();
+        Disk.Validate();
+        _ = MinFreeDiskBytes();
         if (!Path.IsPathRooted(DataDir)) DataDir = Path.GetFullPath(DataDir);
     }
 }
@@ -139,6 +150,9 @@ public static class EnvironmentShortcuts
         ["BATCHRUNNER_DOCKER_CONFIG"] = "BatchRunner:DockerConfigPath",
         ["BATCHRUNNER_URLS"] = "urls",
         ["BATCHRUNNER_ADVERTISE_URL"] = "BatchRunner:AdvertiseUrl",
+        ["BATCHRUNNER_MIN_FREE_DISK"] = "BatchRunner:MinFreeDisk",
+        ["BATCHRUNNER_DISK_DEFAULT"] = "BatchRunner:Disk:Default",
+        ["BATCHRUNNER_DISK_MAX"] = "BatchRunner:Disk:Max",
     };
 
     public static IEnumerable<KeyValuePair<string, string?>> Read()
