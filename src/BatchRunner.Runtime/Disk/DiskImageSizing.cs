@@ -3,9 +3,10 @@ namespace BatchRunner.Runtime.Disk;
 /// <summary>
 /// How big a job's ext4 image must be for the job to get its limit. The rule, for a limit L (rounded up to 4 KiB):
 /// <list type="bullet">
-/// <item>writers may take A = L + headroom. The headroom (8 MiB by default) is why exceeding the limit is never
+/// <item>writers may take A = L + headroom. The headroom (32 MiB by default) is why exceeding the limit is not
 /// missed: a writer that meets ENOSPC has used more than L, whatever the size of its last write (a refused write can
-/// leave up to about 2 MiB unused);</item>
+/// leave up to about 2 MiB unused), and stays past L for as long as writing the headroom takes, longer than the
+/// usage sampler's interval near the limit (<see cref="DiskUsageWatch"/>);</item>
 /// <item>the image is A plus what ext4 keeps for itself: its inode tables (256 bytes per 16 KiB of image, 1/64),
 /// bitmaps, group descriptors and superblock copies (a fraction of a percent), and the clusters the kernel holds back
 /// for metadata it must always be able to allocate (at most 16 MiB). No journal (the image is thrown away after a
@@ -18,7 +19,7 @@ namespace BatchRunner.Runtime.Disk;
 public static class DiskImageSizing
 {
     public const long BlockBytes = 4096;
-    public const long DefaultHeadroomBytes = 8L << 20;
+    public const long DefaultHeadroomBytes = 32L << 20;
 
     /// <summary>The kernel holds back min(2%, 4096 clusters) of an ext4 filesystem for metadata.</summary>
     private const long KernelReserveBytes = 4096 * BlockBytes;

@@ -2,17 +2,24 @@ namespace BatchRunner.Runtime.Disk;
 
 /// <summary>
 /// Samples a volume while its job runs: the peak of its usage, and whether it ever exceeded its limit. The kernel
-/// stops writes at the limit plus a small headroom (ENOSPC); this is how the attempt learns that it happened even when
+/// stops writes at the limit plus a headroom (ENOSPC); this is how the attempt learns that it happened even when
 /// the job caught the error and exited 0, as the cgroup's OOM counter tells an OOM kill.
 /// </summary>
 /// <remarks>
-/// What it can miss: a job that fills its disk and frees it again within one interval, and a write refused
-/// as a whole (fallocate of more than is left) that never changed the usage. A full disk at the end is always seen:
-/// <see cref="StopAsync"/> reads once more.
+/// ext4 counts no ENOSPC anywhere a caller can read, so the verdict comes from the usage itself. The watch looks
+/// again before a writer at <see cref="AssumedWriteBytesPerSecond"/> could fill what is left (every 200 ms with
+/// plenty left, down to every millisecond near the limit); a writer meets ENOSPC only after writing the headroom past
+/// the limit, which at that rate takes longer than the interval. What it can still miss: a job that passes its limit
+/// and frees the space again faster than that (or while the sampler is starved of CPU), and a write refused as a
+/// whole (fallocate of more than is left) that never changed the usage. A disk found over its limit at the end is
+/// always seen: <see cref="StopAsync"/> reads once more.
 /// </remarks>
 public sealed class DiskUsageWatch : IAsyncDisposable
 {
-    public static readonly TimeSpan DefaultInterval = TimeSpan.FromMilliseconds(200);
+    public static readonly TimeSpan MaxInterval = TimeSpan.FromMilliseconds(200);
+    public static readonly TimeSpan MinInterval = TimeSpan.FromMilliseconds(1);
+    /// <summary>Faster than page-cache writes measured here (2-3 GB/s); what the sampling interval is sized for.</summary>
+    public const long AssumedWriteBytesPerSecond = 8L << 30;
 
     private readonly IDiskVolume _volume;
     private readonly CancellationTokenSource _stop = new();
@@ -23,16 +30,23 @@ public sealed class DiskUsageWatch : IAsyncDisposable
     private bool _outOfInodes;
     private DiskUsage _last;
 
-    private DiskUsageWatch(IDiskVolume volume, TimeSpan interval, TimeProvider time)
+    private DiskUsageWatch(IDiskVolume volume, TimeSpan maxInterval, TimeProvider time)
     {
         _volume = volume;
         Observe(volume.ReadUsage());
-        _loop = SampleAsync(interval, time);
+        _loop = SampleAsync(maxInterval, time);
     }
 
-    /// <summary>Reads <paramref name="volume"/> now and then every <paramref name="interval"/> until stopped.</summary>
-    public static DiskUsageWatch Start(IDiskVolume volume, TimeSpan? interval = null, TimeProvider? time = null) =>
-        new(volume, interval ?? DefaultInterval, time ?? TimeProvider.System);
+    /// <summary>Reads <paramref name="volume"/> now and then again and again until stopped, at most <paramref name="maxInterval"/> apart.</summary>
+    public static DiskUsageWatch Start(IDiskVolume volume, TimeSpan? maxInterval = null, TimeProvider? time = null) =>
+        new(volume, maxInterval ?? MaxInterval, time ?? TimeProvider.System);
+
+    /// <summary>When to look again after a reading that left <paramref name="availableBytes"/>: before a fast writer could use it up.</summary>
+    public static TimeSpan NextInterval(long availableBytes, TimeSpan maxInterval)
+    {
+        var seconds = Math.Max(0, availableBytes) / (double)AssumedWriteBytesPerSecond;
+        return TimeSpan.FromSeconds(Math.Clamp(seconds, MinInterval.TotalSeconds, maxInterval.TotalSeconds));
+    }
 
     /// <summary>The highest usage seen so far.</summary>
     public long PeakUsedBytes { get { lock (_gate) return _peakUsedBytes; } }
@@ -70,13 +84,13 @@ public sealed class DiskUsageWatch : IAsyncDisposable
         }
     }
 
-    private async Task SampleAsync(TimeSpan interval, TimeProvider time)
+    private async Task SampleAsync(TimeSpan maxInterval, TimeProvider time)
     {
-        using var timer = new PeriodicTimer(interval, time);
         try
         {
-            while (await timer.WaitForNextTickAsync(_stop.Token))
+            while (true)
             {
+                await Task.Delay(NextInterval(Last.AvailableBytes, maxInterval), time, _stop.Token);
                 try { Observe(_volume.ReadUsage()); }
                 catch (InvalidOperationException) { return; } // unmounted under us: nothing more to see
             }

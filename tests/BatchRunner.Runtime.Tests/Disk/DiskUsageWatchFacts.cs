@@ -71,4 +71,12 @@ public sealed class DiskUsageWatchFacts
         Assert.True(summary.OverLimit);
         Assert.True(summary.OutOfInodes);
     }
+
+    [Theory]
+    [InlineData(100L << 30, 200)]
+    [InlineData(800L << 20, 97.65625)]
+    [InlineData(16L << 20, 1.953125)]
+    [InlineData(0L, 1)]
+    public void NextInterval_LooksAgainBeforeAFastWriterCouldFillWhatIsLeft(long availableBytes, double milliseconds) =>
+        Assert.Equal(milliseconds, DiskUsageWatch.NextInterval(availableBytes, DiskUsageWatch.MaxInterval).TotalMilliseconds, precision: 3);
 }
