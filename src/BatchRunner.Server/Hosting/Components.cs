@@ -26,6 +26,7 @@ internal static partial class Components
             CredentialSource = DockerConfigSource(options, sp),
             InsecureRegistries = options.InsecureRegistries,
             SpaceCheck = sp.GetRequiredService<NodeDisk>().WhyNoRoomFor,
+            RegistryPolicy = options.RegistryPolicy(),
         }, sp.GetRequiredService<ILogger<ImageStore>>());
     }
 
