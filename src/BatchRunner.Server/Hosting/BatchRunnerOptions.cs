@@ -165,6 +165,7 @@ public static class EnvironmentShortcuts
         ["BATCHRUNNER_MIN_FREE_DISK"] = "BatchRunner:MinFreeDisk",
         ["BATCHRUNNER_DISK_DEFAULT"] = "BatchRunner:Disk:Default",
         ["BATCHRUNNER_DISK_MAX"] = "BatchRunner:Disk:Max",
+        ["BATCHRUNNER_DISK_ENFORCE"] = "BatchRunner:Disk:Enforce",
     };
 
     public static IEnumerable<KeyValuePair<string, string?>> Read()
