@@ -38,6 +38,9 @@ public static partial class BatchRunnerApp
         using var bootLogs = LoggerFactory.Create(b => LoggingSetup.ConfigureBootLogging(b, builder.Configuration));
         var bootLog = bootLogs.CreateLogger("BatchRunner.Startup");
 
+        // When the machine runs out of memory, the kernel takes a job before this process or its database.
+        OomScores.ProtectThisProcess(bootLog);
+
         // Storage: one code path whether the database is embedded or external.
         EmbeddedPostgres? embedded = null;
         var connectionString = options.ConnectionString;
@@ -51,7 +54,18 @@ public static partial class BatchRunnerApp
             var dataSource = NpgsqlDataSource.Create(connectionString);
             await Migrator.MigrateAsync(dataSource, bootLog, ct);
             builder.Services.AddSingleton(dataSource);
-            if (embedded is not null) builder.Services.AddHostedService(_ => new EmbeddedPostgresLifetime(embedded));
+            builder.Services.AddSingleton<IDatabaseAvailability>(embedded is null ? ExternalDatabase.Instance : embedded);
+            if (embedded is not null)
+            {
+                builder.Services.AddSingleton(embedded);
+                builder.Services.AddHostedService(_ => new EmbeddedPostgresLifetime(embedded));
+                // Pooled connections to a dead postmaster would each fail once more after the restart.
+                embedded.Restarted += () =>
+                {
+                    dataSource.Clear();
+                    NpgsqlConnection.ClearAllPools();
+                };
+            }
 
             var apiKey = ApiKey.Resolve(options.ApiKey, options.DataDir);
             if (apiKey.Generated)
@@ -63,6 +77,7 @@ public static partial class BatchRunnerApp
             var gpuMetrics = gpus is null ? null : Gpus.GpuNode.MetricsSource(options.Gpus, gpus, bootLog);
             builder.AddBatchRunnerServices(options, connectionString, runtime, gpus, gpuMetrics);
             var app = builder.Build();
+            embedded?.UseLogger(app.Services.GetRequiredService<ILogger<EmbeddedPostgres>>());
             var hangfireLogs = HangfireLogging.Register(app.Services.GetRequiredService<ILoggerFactory>());
             app.Lifetime.ApplicationStopped.Register(hangfireLogs.Dispose);
             app.MapBatchRunner(options);
@@ -213,6 +228,7 @@ public static partial class BatchRunnerApp
             role = options.Role,
             node = node.Name,
             database,
+            embedded = sp.GetService<EmbeddedPostgres>() is { } pg ? EmbeddedHealth(pg.Status) : null,
             runtime = runtime is null ? null : new { name = runtime.Name, version = runtime.Version, selection = sp.GetService<RuntimeSelection>()?.Reason },
             gpus = sp.GetService<BatchRunner.Runtime.Gpus.GpuInventory>() is { } inv
                 ? new { count = inv.Gpus.Count, source = inv.Source, devices = inv.Gpus.Select(g => new { index = g.Index, uuid = g.Uuid, model = g.Model, memoryBytes = g.MemoryBytes }) }
@@ -220,6 +236,18 @@ public static partial class BatchRunnerApp
         };
         return database == "ok" ? TypedResults.Ok(body) : TypedResults.Json(body, statusCode: StatusCodes.Status503ServiceUnavailable);
     }
+
+    /// <summary>The embedded cluster's supervision as /healthz shows it (state in lower case, as API states are).</summary>
+    private static object EmbeddedHealth(Storage.Embedded.EmbeddedPostgresStatus s) => new
+    {
+        state = s.State.ToString().ToLowerInvariant(),
+        pid = s.Pid,
+        adopted = s.Adopted,
+        restarts = s.Restarts,
+        lastRestartCause = s.LastRestartCause,
+        lastRestartAt = s.LastRestartAt,
+        logDirectory = s.LogDirectory,
+    };
 
     /// <summary>The database being away is an outage (503, retry later), not a server bug (500).</summary>
     private static int StatusFor(Exception e) => IsDatabaseOutage(e) ? StatusCodes.Status503ServiceUnavailable : StatusCodes.Status500InternalServerError;
