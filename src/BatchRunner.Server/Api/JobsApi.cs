@@ -84,11 +84,34 @@ public static class JobsApi
         }
         // Inputs are in the job's directory before any worker can pick the job up.
         JobSubmissionReader.CommitInputs(request, job.Id);
-        var hangfireId = hangfire.Create<JobPerformer>(
-            p => p.RunAsync(job.Id, job.Name ?? job.Image, CancellationToken.None), new EnqueuedState(spec.Queue));
-        await store.SetHangfireJobIdAsync(job.Id, hangfireId, CancellationToken.None);
+        var hangfireId = await EnqueueAcceptedAsync(job, hangfire, store);
         BatchRunnerMetrics.JobsSubmitted.WithLabels(spec.Queue).Inc();
         return TypedResults.Created($"/api/v1/jobs/{job.Id}", JobDto.From(job with { HangfireJobId = hangfireId }));
+    }
+
+    /// <summary>How long a submission waits for the database to come back to enqueue a job it has already recorded.</summary>
+    private static readonly TimeSpan EnqueueDeadline = TimeSpan.FromSeconds(20);
+
+    /// <summary>
+    /// Creates the Hangfire message of a job whose row is committed. The job exists from the commit on, so a
+    /// database outage here must not become a 503 for a job that will run anyway: the enqueue is retried
+    /// while the database comes back (a duplicate message runs nothing: attempts are fenced), and if it is
+    /// still away after <see cref="EnqueueDeadline"/> the answer is 201 all the same and a worker enqueues
+    /// the job once the database is back (NodeRegistry.RescueStrandedAsync). So a 503 means nothing was created.
+    /// </summary>
+    private static async Task<string?> EnqueueAcceptedAsync(JobRecord job, IBackgroundJobClient hangfire, JobStore store)
+    {
+        try
+        {
+            var hangfireId = await Durably.RunAsync(_ => Task.FromResult(hangfire.Create<JobPerformer>(
+                p => p.RunAsync(job.Id, job.Name ?? job.Image, CancellationToken.None), new EnqueuedState(job.Queue))), deadline: EnqueueDeadline);
+            await Durably.RunAsync(c => store.SetHangfireJobIdAsync(job.Id, hangfireId, c), deadline: EnqueueDeadline);
+            return hangfireId;
+        }
+        catch (Exception e) when (Durably.IsTransient(e))
+        {
+            return null;
+        }
     }
 
     public static async Task<Results<Ok<JobListDto>, ValidationProblem>> ListAsync(
