@@ -155,11 +155,11 @@ public sealed class ClusterFacts
             }));
         await c.WaitAsync(ids[0], j => State(j) is "running" or "succeeded", TimeSpan.FromSeconds(30), "first job started");
 
-        await c.Postgres.StopAsync();
+        await c.Postgres!.StopAsync();
         var during = await c.Api.GetAsync("/api/v1/jobs");
         Assert.Equal(HttpStatusCode.ServiceUnavailable, during.StatusCode);
         Assert.True(during.Headers.RetryAfter is not null, "503 carries Retry-After");
-        await c.Postgres.RestartAsync();
+        await c.Postgres!.RestartAsync();
 
         for (int i = 0; i < ids.Count; i++)
         {
