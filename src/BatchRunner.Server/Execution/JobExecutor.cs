@@ -214,9 +214,20 @@ public sealed partial class JobExecutor(
     {
         if (s.Fenced.IsCancellationRequested) return StopCause.Fenced;
         if (s.Timeout.IsCancellationRequested) return StopCause.Timeout;
-        if (await Durably.RunAsync(c => store.IsCancelRequestedAsync(jobId, c), deadline: TimeSpan.FromSeconds(30))) return StopCause.Cancelled;
+        if (await CancelFlagAsync(jobId)) return StopCause.Cancelled;
         if (s.Stopping.IsCancellationRequested) return StopCause.Shutdown;
         return StopCause.None;
+    }
+
+    /// <summary>
+    /// The database's cancel flag, a backstop behind Hangfire's token. While the database is away it reads as
+    /// "not requested": an outage must never stop a running container (its result is recorded once the
+    /// database is back), and it used to, when the read gave up after 30 s and the exception unwound the attempt.
+    /// </summary>
+    private async Task<bool> CancelFlagAsync(Guid jobId)
+    {
+        try { return await Durably.RunAsync(c => store.IsCancelRequestedAsync(jobId, c), deadline: TimeSpan.FromSeconds(5)); }
+        catch (Exception e) when (Durably.IsTransient(e)) { return false; }
     }
 
     private async Task<(JobOutcome Outcome, bool Infrastructure)> RunContainerAsync(JobRecord job, int attempt,
