@@ -129,8 +129,8 @@ public sealed partial class EmbeddedPostgres : IAsyncDisposable, IDatabaseAvaila
     /// <summary>
     /// The postmaster's command line. <c>setsid</c> gives it a session of its own; <c>choom</c> lowers its
     /// oom_score_adj while still privileged (when this process may: CAP_SYS_RESOURCE); <c>setpriv</c> drops
-    /// to the postgres user. Each execs the next, so the
-    /// postmaster keeps the pid we started (it is our direct child: its exit is seen at once).
+    /// to the postgres user. Each execs the next, so the postmaster keeps the pid we started (it is our
+    /// direct child: its exit is seen at once).
     /// </summary>
     private ProcessStartInfo PostmasterCommand()
     {
@@ -145,7 +145,7 @@ public sealed partial class EmbeddedPostgres : IAsyncDisposable, IDatabaseAvaila
         return psi;
     }
 
-    internal static IEnumerable<string> PostmasterArguments(string dataDir, string socketDir) =>
+    private static IEnumerable<string> PostmasterArguments(string dataDir, string socketDir) =>
     [
         "-D", dataDir, "-k", socketDir, "-p", Port.ToString(System.Globalization.CultureInfo.InvariantCulture),
         "-c", "listen_addresses=", "-c", "max_connections=200", "-c", "fsync=on",
