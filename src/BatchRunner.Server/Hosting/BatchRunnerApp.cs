@@ -21,6 +21,9 @@ public static partial class BatchRunnerApp
 {
     public const string DefaultUrl = "http://127.0.0.1:8080";
 
+    /// <summary>The schema of Hangfire's tables, beside batchrunner's.</summary>
+    public const string HangfireSchema = "hangfire";
+
     public static async Task<WebApplication> BuildAsync(string[] args, CancellationToken ct = default)
     {
         var builder = WebApplication.CreateBuilder(args);
@@ -59,11 +62,13 @@ public static partial class BatchRunnerApp
             {
                 builder.Services.AddSingleton(embedded);
                 builder.Services.AddHostedService(_ => new EmbeddedPostgresLifetime(embedded));
-                // Pooled connections to a dead postmaster would each fail once more after the restart.
+                // Pooled connections to a dead postmaster would each fail once more after the restart, and
+                // Hangfire locks its holders could not release would block their jobs for ten minutes.
                 embedded.Restarted += () =>
                 {
                     dataSource.Clear();
                     NpgsqlConnection.ClearAllPools();
+                    _ = RemoveStaleHangfireLocksAsync(dataSource, embedded);
                 };
             }
 
@@ -78,6 +83,9 @@ public static partial class BatchRunnerApp
             builder.AddBatchRunnerServices(options, connectionString, runtime, gpus, gpuMetrics);
             var app = builder.Build();
             embedded?.UseLogger(app.Services.GetRequiredService<ILogger<EmbeddedPostgres>>());
+            // After a crash of the database (or of the whole machine) its Hangfire lock rows outlive their holders.
+            if (await HangfireLocks.RemoveTakenBeforeDatabaseStartAsync(dataSource, HangfireSchema, ct) is > 0 and var stale)
+                LogStaleLocks(bootLog, stale);
             var hangfireLogs = HangfireLogging.Register(app.Services.GetRequiredService<ILoggerFactory>());
             app.Lifetime.ApplicationStopped.Register(hangfireLogs.Dispose);
             app.MapBatchRunner(options);
@@ -110,7 +118,7 @@ public static partial class BatchRunnerApp
         // hosts in one process, as in tests, must not share one).
         var storageOptions = new PostgreSqlStorageOptions
         {
-            SchemaName = "hangfire",
+            SchemaName = HangfireSchema,
             PrepareSchemaIfNecessary = true,
             // LISTEN/NOTIFY: a worker in another process picks a new job up in tens of milliseconds,
             // not after the 15 s default poll.
@@ -236,6 +244,19 @@ public static partial class BatchRunnerApp
         };
         return database == "ok" ? TypedResults.Ok(body) : TypedResults.Json(body, statusCode: StatusCodes.Status503ServiceUnavailable);
     }
+
+    private static async Task RemoveStaleHangfireLocksAsync(NpgsqlDataSource dataSource, EmbeddedPostgres embedded)
+    {
+        try
+        {
+            var stale = await Durably.RunAsync(c => HangfireLocks.RemoveTakenBeforeDatabaseStartAsync(dataSource, HangfireSchema, c), deadline: TimeSpan.FromMinutes(1));
+            if (stale > 0) LogStaleLocks(embedded.Logger, stale);
+        }
+        catch (Exception e) when (Durably.IsTransient(e)) { /* down again: the next restart removes them */ }
+    }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Removed {Count} Hangfire locks taken before the database last started (their holders' connections died with it)")]
+    private static partial void LogStaleLocks(ILogger log, int count);
 
     /// <summary>The embedded cluster's supervision as /healthz shows it (state in lower case, as API states are).</summary>
     private static object EmbeddedHealth(Storage.Embedded.EmbeddedPostgresStatus s) => new

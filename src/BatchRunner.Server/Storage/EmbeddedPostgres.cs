@@ -92,6 +92,9 @@ public sealed partial class EmbeddedPostgres : IAsyncDisposable, IDatabaseAvaila
     /// still hold connections to the dead server and must be cleared.</summary>
     public event Action? Restarted;
 
+    /// <summary>Where it logs (the host's logger once <see cref="UseLogger"/> was called).</summary>
+    public ILogger Logger => _log;
+
     /// <summary>Logs through <paramref name="log"/> from now on (the host's logger, once the host is built).</summary>
     public void UseLogger(ILogger log)
     {

@@ -211,6 +211,25 @@ public sealed class EmbeddedPostgresRecoveryFacts(EmbeddedNodeFixture fx, ITestO
         }
     }
 
+    [Fact]
+    public async Task KilledPostmaster_VoidsHangfireLocksTakenBeforeIt_SoNoJobWaitsTenMinutesForItsOwnLock()
+    {
+        await fx.WaitHealthyAsync();
+        await using var db = NpgsqlDataSource.Create($"Host={Path.Combine(fx.Node.DataDir, "postgres-run")};Port=5432;Username=postgres;Database=batchrunner;Pooling=false");
+        // What a worker leaves when the database dies between taking a job's state lock and releasing it.
+        var resource = "job:stale-" + Guid.NewGuid().ToString("N")[..8] + ":state-lock";
+        await using (var take = db.CreateCommand($"insert into hangfire.lock (resource, acquired) values ('{resource}', now() at time zone 'UTC')"))
+            await take.ExecuteNonQueryAsync();
+
+        var killed = fx.KillPostmaster();
+        await fx.WaitApiBackAsync(killed, Stopwatch.StartNew(), ApiBackWithin);
+        await Poll.UntilAsync(async () =>
+        {
+            await using var count = db.CreateCommand($"select count(*) from hangfire.lock where resource = '{resource}'");
+            return (long)(await count.ExecuteScalarAsync())!;
+        }, n => n == 0, TimeSpan.FromSeconds(20), "the lock taken before the restart to be removed");
+    }
+
     private async Task<HashSet<string>> LiveNodeNamesAsync() =>
         JsonDocument.Parse(await fx.Cluster.Api.GetStringAsync("/api/v1/nodes")).RootElement.EnumerateArray()
             .Select(n => n.GetProperty("name").GetString()!).ToHashSet();
