@@ -2,12 +2,9 @@
 # Builds, on a machine with the .NET SDK, what run.sh needs on the GPU machine (which has no SDK and no
 # package registries): a self-contained single-file GpuProbe, and this machine's runc plus the shared
 # libraries it needs that a minimal host may lack. Output: gpu-check/out/ (git-ignored), ~45 MB.
-#   gpu-check/build.sh               probe + runc
-#   gpu-check/build.sh --with-server also a self-contained BatchRunner server in out/server (~100 MB more:
-#                                    too big for a 64 MiB transfer limit; only when the copy has no limit)
+# (The full-server check carries its own archive: gpu-check/build-server.sh.)
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
-REPO=$(cd "$HERE/.." && pwd)
 OUTDIR="$HERE/out"
 rm -rf "$OUTDIR/probe" "$OUTDIR/runc" "$OUTDIR/crun"
 mkdir -p "$OUTDIR/runc" "$OUTDIR/crun/lib"
@@ -37,8 +34,4 @@ if [ -x "$CRUN" ]; then
   ls -l "$OUTDIR/crun/lib"
 fi
 
-if [[ "${1:-}" == "--with-server" ]]; then
-  dotnet publish "$REPO/src/BatchRunner.Server/BatchRunner.Server.csproj" -c Release -r linux-x64 --self-contained \
-    -p:DebugType=none -o "$OUTDIR/server"
-fi
 du -sh "$OUTDIR"/*

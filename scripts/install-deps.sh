@@ -6,7 +6,9 @@
 #   scripts/install-deps.sh --test     also what the test suites use: docker-registry,
 #                                      skopeo, umoci, busybox-static, apache2-utils,
 #                                      prometheus (real-Prometheus test), docker-compose
-#                                      (validates docker-compose.yml; needs no engine)
+#                                      (validates docker-compose.yml; needs no engine),
+#                                      debootstrap (example images, scripts/example-images.sh)
+#                                      systemd (systemd-analyze verify of the unit), curl
 #   scripts/install-deps.sh --no-dotnet   skip the .NET SDK check
 #
 # Idempotent: every dependency is checked by the command or file it provides, and
@@ -22,7 +24,7 @@ for arg in "$@"; do
     case "$arg" in
         --test) with_test=1 ;;
         --no-dotnet) check_dotnet=0 ;;
-        -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "install-deps: unknown argument: $arg (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -60,6 +62,12 @@ if [ "$with_test" = 1 ]; then
         "apache2-utils|have_cmd htpasswd"
         "prometheus|have_cmd prometheus"
         "docker-compose|have_cmd docker-compose && python3 -c 'import yaml'"
+        # scripts/example-images.sh builds the examples' Python + numpy image with it (the CLI tests run that script)
+        "debootstrap|have_cmd debootstrap"
+        # systemd-analyze verify checks the batchrunner.service unit (systemd need not be running).
+        "systemd|have_cmd systemd-analyze"
+        # The README's curl examples are run as written.
+        "curl|have_cmd curl"
     )
 fi
 

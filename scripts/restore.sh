@@ -29,7 +29,7 @@ sock="$tmp/sock"
 mkdir "$sock"
 cp "$dump" "$tmp/restore.dump"
 if [ "$(id -u)" -eq 0 ]; then
-    chown -R postgres:postgres "$cluster" "$data/postgres-run" "$tmp"
+    chown -R "$pg_user:" "$cluster" "$data/postgres-run" "$tmp"
 fi
 chmod 700 "$cluster" "$data/postgres-run"
 cleanup() {

@@ -22,10 +22,14 @@ pg_bin() {
     echo "$best"
 }
 
-# as_postgres CMD...: runs CMD as the postgres user when we are root (the server and its socket belong to
-# postgres), else as ourselves (BatchRunner then runs the cluster as our user too).
+# The user the cluster runs as when BatchRunner runs as root (BATCHRUNNER_POSTGRES_USER, else postgres).
+pg_user="${BATCHRUNNER_POSTGRES_USER:-postgres}"
+
+# as_postgres CMD...: runs CMD as that user when we are root (the server and its socket belong to it),
+# else as ourselves (BatchRunner then runs the cluster as our user too). The database role is always
+# "postgres" (initdb -U postgres), whoever runs the server.
 as_postgres() {
-    if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+    if [ "$(id -u)" -eq 0 ]; then runuser -u "$pg_user" -- "$@"; else "$@"; fi
 }
 
 # parse_args USAGE ARGS...: "[-d DATA_DIR] OPERAND"; sets data (-d, else BATCHRUNNER_DATA_DIR, else

@@ -41,6 +41,9 @@ public sealed class ImageStoreOptions
     public IRegistryCredentialSource? CredentialSource { get; init; }
     /// <summary>Registries reached over plain HTTP. Loopback registries always are, as Docker does.</summary>
     public IReadOnlyList<string> InsecureRegistries { get; init; } = [];
+    /// <summary>Which registries pulls may contact (and the redirect and token hosts they send pulls to); default: any
+    /// host except loopback, link-local and cloud metadata addresses. Imports never contact a registry.</summary>
+    public Registry.RegistryPolicy RegistryPolicy { get; init; } = Registry.RegistryPolicy.PublicHosts;
     public int MaxParallelDownloads { get; init; } = 4;
     /// <summary>OS/architecture to pick from an image index (defaults to this node's).</summary>
     public string Os { get; init; } = "linux";
@@ -108,12 +111,22 @@ public interface IImageStore
 }
 
 /// <summary>
-/// Stacks unpacked layers into a writable root filesystem with overlayfs.
-/// The returned mount owns the upper/work directories and the mount point: disposing it unmounts and removes them.
+/// Stacks unpacked layers into a writable root filesystem (with overlayfs: <see cref="Snapshots.OverlaySnapshotter"/>).
+/// The returned root owns what the snapshotter created for it: disposing it removes them.
 /// </summary>
 public interface ISnapshotter
 {
     /// <param name="lowerDirs">Bottom layer first (the order of <see cref="PreparedImage.LayerPaths"/>).</param>
-    /// <param name="workDir">An empty directory owned by the caller; the mount creates rootfs/, upper/, work/ in it.</param>
-    Task<RootfsMount> MountAsync(IReadOnlyList<string> lowerDirs, string workDir, CancellationToken ct);
+    /// <param name="workDir">An empty directory owned by the caller; the snapshotter creates its directories (rootfs/, ...) in it.</param>
+    Task<IRootfs> MountAsync(IReadOnlyList<string> lowerDirs, string workDir, CancellationToken ct);
+}
+
+/// <summary>
+/// A writable root filesystem for one container. Disposing it unmounts it and removes the directories its
+/// snapshotter made (never the caller's work directory); dispose is idempotent and may be retried after it failed.
+/// </summary>
+public interface IRootfs : IAsyncDisposable
+{
+    /// <summary>The directory to give the runtime as the container's root.</summary>
+    string RootfsPath { get; }
 }

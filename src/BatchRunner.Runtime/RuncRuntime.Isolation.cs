@@ -1,5 +1,6 @@
 using BatchRunner.Runtime.Network;
 using BatchRunner.Runtime.Spec;
+using BatchRunner.Native;
 
 namespace BatchRunner.Runtime;
 
@@ -74,7 +75,10 @@ public sealed partial class RuncRuntime
         if (spec.Network == ContainerNetworkMode.Bridge)
         {
             var bridge = BridgeNetwork ?? throw new ContainerStartException($"container {spec.Id}: bridge network is not configured on this node");
-            network = await bridge.AttachAsync(spec.Id, ct);
+            // The same servers WriteNameFiles puts in resolv.conf: the bridge's host rules keep their port 53 open.
+            var nameservers = NameFiles.BridgeNameservers(ReadOrNull(_options.HostResolvConf) ?? "", ReadOrNull(NameFiles.ResolvedUpstream),
+                _options.Bridge?.DnsServers, out _);
+            network = await bridge.AttachAsync(spec.Id, nameservers, ct);
             opts.Add(SpecOpts.WithNetworkNamespacePath(network.NetnsPath));
         }
         // sysfs can only be mounted by a user namespace that owns the network namespace; the bridge's
@@ -123,7 +127,7 @@ public sealed partial class RuncRuntime
         // write the image's root-owned /etc: create them here, confined to the rootfs. Where that is
         // impossible (the image has a directory at /etc/hosts, say), the image's own file stays.
         if (_options.UserNamespace is not null)
-            files.RemoveAll(f => !Native.EnsureFileInRoot(spec.RootfsPath, f.Destination.TrimStart('/')));
+            files.RemoveAll(f => !Libc.EnsureFileInRoot(spec.RootfsPath, f.Destination.TrimStart('/')));
         foreach (var f in files) File.WriteAllText(Path.Combine(bundleDir, f.Name), f.Text);
         return SpecOpts.WithBindMounts(files.Select(f => new BindMount(Path.Combine(bundleDir, f.Name), f.Destination, ReadOnly: false)));
     }
@@ -142,30 +146,22 @@ public sealed partial class RuncRuntime
 
     /// <summary>The first directory above <paramref name="path"/> that host user <paramref name="uid"/>:<paramref name="gid"/>
     /// (no supplementary groups) may not search, by its owner/group/other execute bits; null: none.</summary>
-    internal static unsafe (string Dir, uint Mode, uint Uid, uint Gid)? FirstUnsearchableAncestor(string path, uint uid, uint gid)
+    internal static (string Dir, uint Mode, uint Uid, uint Gid)? FirstUnsearchableAncestor(string path, uint uid, uint gid)
     {
         for (var dir = Path.GetDirectoryName(Path.GetFullPath(path)); !string.IsNullOrEmpty(dir); dir = Path.GetDirectoryName(dir))
         {
-            Tmds.Linux.stat st;
-            var bytes = System.Text.Encoding.UTF8.GetBytes(dir + "\0");
-            fixed (byte* p = bytes)
-            {
-                if (Tmds.Linux.LibC.stat(p, &st) != 0) continue; // a missing directory is the runtime's error to report
-            }
-            var mode = (uint)st.st_mode & 0xFFF;
-            var x = st.st_uid == uid ? 0b001_000_000u : st.st_gid == gid ? 0b000_001_000u : 0b000_000_001u;
-            if ((mode & x) == 0) return (dir, mode, st.st_uid, st.st_gid);
+            // A missing directory is the runtime's error to report.
+            if (!Libc.TryStat(Libc.AT_FDCWD, dir, out var st, followTrailingSymlink: true)) continue;
+            var mode = st.Mode & 0xFFF;
+            var x = st.Uid == uid ? 0b001_000_000u : st.Gid == gid ? 0b000_001_000u : 0b000_000_001u;
+            if ((mode & x) == 0) return (dir, mode, st.Uid, st.Gid);
         }
         return null;
     }
 
-    private static unsafe void Chown(string path, uint uid, uint gid)
+    private static void Chown(string path, uint uid, uint gid)
     {
-        var bytes = System.Text.Encoding.UTF8.GetBytes(path + "\0");
-        fixed (byte* p = bytes)
-        {
-            if (Tmds.Linux.LibC.chown(p, uid, gid) != 0)
-                throw new ContainerStartException($"chown {path} to {uid}:{gid} for the user namespace failed (errno {System.Runtime.InteropServices.Marshal.GetLastPInvokeError()})");
-        }
+        if (Libc.chown(path, uid, gid) != 0)
+            throw new ContainerStartException($"chown {path} to {uid}:{gid} for the user namespace failed (errno {Libc.Errno})");
     }
 }

@@ -34,7 +34,9 @@ public sealed record JobDto(
     string PullPolicy,
     IReadOnlyDictionary<string, string> NodeSelector,
     RetryPolicy Retry,
-    IReadOnlyList<AttemptDto>? Attempts = null)
+    IReadOnlyList<AttemptDto>? Attempts = null,
+    // Null when the job has no node; false when that node stopped heartbeating (see JobNodeLiveness).
+    bool? NodeAlive = null)
 {
     public static JobDto From(JobRecord j) => new(
         j.Id, j.Name, j.Image, j.ImageDigest, j.Queue, j.State, j.Reason, j.Message, j.ExitCode, j.Attempt,
@@ -49,6 +51,9 @@ public sealed record JobDto(
         j.Spec.PullPolicy,
         j.Spec.NodeSelector,
         j.Spec.Retry);
+
+    public JobDto WithNodeAlive(IReadOnlyDictionary<Guid, bool> alive) =>
+        this with { NodeAlive = alive.TryGetValue(Id, out var a) ? a : null };
 
     public JobDto WithAttempts(IReadOnlyList<JobStore.AttemptRecord> attempts) =>
         this with { Attempts = attempts.Select(a => new AttemptDto(a.Attempt, a.Node, a.State, a.Reason, a.Message, a.ExitCode, a.StartedAt, a.FinishedAt)).ToList() };

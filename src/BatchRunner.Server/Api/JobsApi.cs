@@ -2,13 +2,11 @@ using System.Text.Json;
 using System.Text.Json.Serialization;
 using BatchRunner.Core;
 using BatchRunner.Oci;
-using BatchRunner.Server.Execution;
 using BatchRunner.Server.Hosting;
 using BatchRunner.Server.Nodes;
 using BatchRunner.Server.Observability;
+using BatchRunner.Server.Scheduling;
 using BatchRunner.Server.Storage;
-using Hangfire;
-using Hangfire.States;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.Extensions.Options;
 
@@ -36,7 +34,7 @@ public static class JobsApi
     public const string IdempotencyKeyHeader = "Idempotency-Key";
 
     public static async Task<Results<Created<JobDto>, Ok<JobDto>, ValidationProblem, ProblemHttpResult>> SubmitAsync(
-        HttpRequest request, JobStore store, LiveNodes liveNodes, IBackgroundJobClient hangfire, IOptions<BatchRunnerOptions> options, CancellationToken ct)
+        HttpRequest request, JobStore store, LiveNodes liveNodes, JobQueue queue, IOptions<BatchRunnerOptions> options, CancellationToken ct)
     {
         // JSON, or multipart with a spec part and input files (staged, not yet the job's); node policy checked.
         var read = await JobSubmissionReader.ReadAsync(request, ct);
@@ -48,9 +46,9 @@ public static class JobsApi
         var errors = result.Errors.ToDictionary(e => e.Key, e => e.Value);
         if (!string.IsNullOrWhiteSpace(submission?.Image) && !ImageReference.TryParse(submission.Image, out _, out var refError))
             errors["image"] = [refError ?? "invalid image reference"];
-        var queue = submission?.Queue ?? JobDefaults.Queue;
-        if (!errors.ContainsKey("queue") && !options.Value.Queues.Contains(queue))
-            errors["queue"] = [$"unknown queue \"{queue}\"; configured queues: {string.Join(", ", options.Value.Queues)}"];
+        var queueName = submission?.Queue ?? JobDefaults.Queue;
+        if (!errors.ContainsKey("queue") && !options.Value.Queues.Contains(queueName))
+            errors["queue"] = [$"unknown queue \"{queueName}\"; configured queues: {string.Join(", ", options.Value.Queues)}"];
         string? idempotencyKey = request.Headers[IdempotencyKeyHeader].FirstOrDefault();
         if (idempotencyKey is not null && (idempotencyKey.Length is 0 or > 255))
             errors[IdempotencyKeyHeader] = ["the Idempotency-Key header must be 1-255 characters"];
@@ -59,7 +57,7 @@ public static class JobsApi
 
         var spec = result.Spec!;
         // A job that no live node could ever run is refused now rather than queued forever.
-        var misfit = await liveNodes.WhyNoNodeFitsAsync(spec, spec.Resources.Gpus, ct);
+        var misfit = await liveNodes.WhyNoNodeFitsAsync(spec, ct);
         if (misfit.Count > 0)
             return TypedResults.ValidationProblem(misfit, title: "No live node can run this job");
         var job = new JobRecord
@@ -84,7 +82,8 @@ public static class JobsApi
         }
         // Inputs are in the job's directory before any worker can pick the job up.
         JobSubmissionReader.CommitInputs(request, job.Id);
-        var hangfireId = await EnqueueAcceptedAsync(job, hangfire, store);
+        // The job exists from the commit on: an outage now must not become a 503 for a job that will run anyway.
+        var hangfireId = await queue.EnqueueAcceptedAsync(job.Id, job.Name ?? job.Image, spec.Queue, EnqueueDeadline);
         BatchRunnerMetrics.JobsSubmitted.WithLabels(spec.Queue).Inc();
         return TypedResults.Created($"/api/v1/jobs/{job.Id}", JobDto.From(job with { HangfireJobId = hangfireId }));
     }
@@ -92,30 +91,8 @@ public static class JobsApi
     /// <summary>How long a submission waits for the database to come back to enqueue a job it has already recorded.</summary>
     private static readonly TimeSpan EnqueueDeadline = TimeSpan.FromSeconds(20);
 
-    /// <summary>
-    /// Creates the Hangfire message of a job whose row is committed. The job exists from the commit on, so a
-    /// database outage here must not become a 503 for a job that will run anyway: the enqueue is retried
-    /// while the database comes back (a duplicate message runs nothing: attempts are fenced), and if it is
-    /// still away after <see cref="EnqueueDeadline"/> the answer is 201 all the same and a worker enqueues
-    /// the job once the database is back (NodeRegistry.RescueStrandedAsync). So a 503 means nothing was created.
-    /// </summary>
-    private static async Task<string?> EnqueueAcceptedAsync(JobRecord job, IBackgroundJobClient hangfire, JobStore store)
-    {
-        try
-        {
-            var hangfireId = await Durably.RunAsync(_ => Task.FromResult(hangfire.Create<JobPerformer>(
-                p => p.RunAsync(job.Id, job.Name ?? job.Image, CancellationToken.None), new EnqueuedState(job.Queue))), deadline: EnqueueDeadline);
-            await Durably.RunAsync(c => store.SetHangfireJobIdAsync(job.Id, hangfireId, c), deadline: EnqueueDeadline);
-            return hangfireId;
-        }
-        catch (Exception e) when (Durably.IsTransient(e))
-        {
-            return null;
-        }
-    }
-
     public static async Task<Results<Ok<JobListDto>, ValidationProblem>> ListAsync(
-        JobStore store, string? state, int? limit, string? cursor, CancellationToken ct)
+        JobStore store, JobNodeLiveness liveness, string? state, int? limit, string? cursor, CancellationToken ct)
     {
         var errors = new Dictionary<string, string[]>();
         if (state is not null && !JobState.IsKnown(state))
@@ -127,17 +104,19 @@ public static class JobsApi
         if (errors.Count > 0) return TypedResults.ValidationProblem(errors);
 
         var (items, next) = await store.ListAsync(state, limit ?? DefaultPageSize, cursor, ct);
-        return TypedResults.Ok(new JobListDto(items.Select(JobDto.From).ToList(), next));
+        var alive = await liveness.GetAsync(items.Select(j => j.Id).ToList(), ct);
+        return TypedResults.Ok(new JobListDto(items.Select(j => JobDto.From(j).WithNodeAlive(alive)).ToList(), next));
     }
 
-    public static async Task<Results<Ok<JobDto>, ProblemHttpResult>> GetAsync(string id, JobStore store, CancellationToken ct)
+    public static async Task<Results<Ok<JobDto>, ProblemHttpResult>> GetAsync(string id, JobStore store, JobNodeLiveness liveness, CancellationToken ct)
     {
         var job = await FindAsync(id, store, ct);
-        return job is null ? NotFound(id) : TypedResults.Ok(JobDto.From(job).WithAttempts(await store.GetAttemptsAsync(job.Id, ct)));
+        if (job is null) return NotFound(id);
+        return TypedResults.Ok(JobDto.From(job).WithAttempts(await store.GetAttemptsAsync(job.Id, ct)).WithNodeAlive(await liveness.GetAsync([job.Id], ct)));
     }
 
     public static async Task<Results<Accepted<JobDto>, ProblemHttpResult>> CancelAsync(
-        string id, JobStore store, IBackgroundJobClient hangfire, CancellationToken ct)
+        string id, JobStore store, JobNodeLiveness liveness, JobQueue queue, CancellationToken ct)
     {
         if (!Guid.TryParse(id, out var jobId)) return NotFound(id);
         var (result, hangfireId) = await store.RequestCancelAsync(jobId, ct);
@@ -152,14 +131,14 @@ public static class JobsApi
         }
         // Deleting the Hangfire job removes a queued one from its queue, and fires the cancellation
         // token of a running one on whichever worker runs it (checked every CancellationCheckInterval).
-        if (hangfireId is not null) hangfire.Delete(hangfireId);
+        if (hangfireId is not null) queue.Delete(hangfireId);
         if (result == JobStore.CancelResult.CancelledWhileQueued)
         {
             var q = (await store.GetAsync(jobId, ct))!;
             BatchRunnerMetrics.JobsFinished.WithLabels(q.Queue, JobState.Cancelled, FailureReason.Cancelled).Inc();
         }
         var job = await store.GetAsync(jobId, ct);
-        return TypedResults.Accepted($"/api/v1/jobs/{id}", JobDto.From(job!));
+        return TypedResults.Accepted($"/api/v1/jobs/{id}", JobDto.From(job!).WithNodeAlive(await liveness.GetAsync([jobId], ct)));
     }
 
     public static async Task<Results<Ok<IReadOnlyList<OutputDto>>, ProblemHttpResult>> ListOutputsAsync(string id, JobStore store, CancellationToken ct)

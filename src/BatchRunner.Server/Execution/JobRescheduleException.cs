@@ -1,3 +1,4 @@
+using BatchRunner.Server.Storage;
 using Hangfire.Common;
 using Hangfire.States;
 
@@ -43,9 +44,7 @@ public sealed class RescheduleFilter : JobFilterAttribute, IElectStateFilter
     {
         JobRescheduleException { Delay: { } delay } r when delay > TimeSpan.Zero => new ScheduledState(delay) { Reason = r.Message },
         JobRescheduleException r => new EnqueuedState(queue) { Reason = r.Message },
-        _ when FromDatabase(e) && Durably.IsTransient(e) => new ScheduledState(OutageRetryDelay) { Reason = $"the database was away ({e.GetBaseException().Message}); delivered again" },
+        _ when DatabaseErrors.IsOutage(e) => new ScheduledState(OutageRetryDelay) { Reason = $"the database was away ({e.GetBaseException().Message}); delivered again" },
         _ => null,
     };
-
-    private static bool FromDatabase(Exception e) => e is Npgsql.NpgsqlException || (e.InnerException is { } inner && FromDatabase(inner));
 }

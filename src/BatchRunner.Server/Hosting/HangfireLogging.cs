@@ -53,7 +53,10 @@ public static class HangfireLogging
     {
         public bool Log(Hangfire.Logging.LogLevel logLevel, Func<string>? messageFunc, Exception? exception = null)
         {
-            try { return Current()?.GetLogger(name).Log(logLevel, messageFunc, exception) ?? false; }
+            // Hangfire writes some messages with "\r\n": a lone "\r" would stay in a journald entry (shown as
+            // "[blob data]") after the systemd console format has joined the lines.
+            var message = messageFunc is null ? null : new Func<string>(() => messageFunc().ReplaceLineEndings());
+            try { return Current()?.GetLogger(name).Log(logLevel, message, exception) ?? false; }
             catch (ObjectDisposedException) { return false; }
         }
     }

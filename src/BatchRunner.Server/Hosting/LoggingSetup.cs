@@ -6,7 +6,9 @@ namespace BatchRunner.Server.Hosting;
 /// Console logging: the default human-readable format, or one JSON object per line for log shippers
 /// (<c>Logging:Json=true</c> or <c>BATCHRUNNER_LOG_FORMAT=json</c>). JSON lines carry scopes, so every
 /// line written while a job runs has its <c>JobId</c> (the executor opens a <c>JobId</c> scope around each execution) whatever component
-/// wrote it: image store, runtime, executor.
+/// wrote it: image store, runtime, executor. Under systemd (<see cref="SystemdSetup"/>) the human-readable lines
+/// start with their syslog priority (<c>&lt;6&gt;</c> information, <c>&lt;4&gt;</c> warning, <c>&lt;3&gt;</c> error), which
+/// journald strips and records as the entry's PRIORITY; JSON lines stay JSON there too.
 /// </summary>
 public static class LoggingSetup
 {
@@ -21,6 +23,7 @@ public static class LoggingSetup
     public static WebApplicationBuilder AddBatchRunnerLogging(this WebApplicationBuilder builder)
     {
         if (JsonRequested(builder.Configuration)) builder.Logging.AddJsonConsole(ConfigureJson);
+        else if (SystemdSetup.UnderServiceManager) builder.Logging.AddSystemdConsole();
         return builder;
     }
 
@@ -28,6 +31,7 @@ public static class LoggingSetup
     public static void ConfigureBootLogging(ILoggingBuilder logging, IConfiguration config)
     {
         if (JsonRequested(config)) logging.AddJsonConsole(ConfigureJson);
+        else if (SystemdSetup.UnderServiceManager) logging.AddSystemdConsole();
         else logging.AddConsole();
     }
 

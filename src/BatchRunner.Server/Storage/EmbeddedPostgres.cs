@@ -8,8 +8,8 @@ namespace BatchRunner.Server.Storage;
 /// <summary>
 /// The PostgreSQL cluster BatchRunner runs itself when no connection string is configured: initialised
 /// on first start in DATA/postgres, listening only on a Unix socket in DATA/postgres-run (no TCP port),
-/// run as the <c>postgres</c> user (the server refuses root), supervised while BatchRunner runs (restarted
-/// when it dies: <see cref="PostgresSupervisor"/>), stopped on shutdown.
+/// run as the <c>postgres</c> user or <see cref="UserVariable"/>'s (the server refuses root), supervised while
+/// BatchRunner runs (restarted when it dies: <see cref="PostgresSupervisor"/>), stopped on shutdown.
 /// </summary>
 /// <remarks>
 /// The postmaster is BatchRunner's own child in a session of its own, so it outlives a crashed BatchRunner;
@@ -26,6 +26,7 @@ public sealed partial class EmbeddedPostgres : IAsyncDisposable, IDatabaseAvaila
     private readonly string _dataDir;
     private readonly string _socketDir;
     private readonly string? _runAs;
+    private string? _runAsGroup;
     private ILogger _log;
     private PostgresSupervisor? _supervisor;
 
@@ -51,26 +52,66 @@ public sealed partial class EmbeddedPostgres : IAsyncDisposable, IDatabaseAvaila
         MaxPoolSize = 100,
     }.ConnectionString;
 
+    /// <summary>Environment variable: the bin directory of the PostgreSQL server to run (initdb, pg_ctl, postgres),
+    /// e.g. binaries carried to a host without a PostgreSQL package. Unset: the newest /usr/lib/postgresql/*/bin.</summary>
+    public const string BinDirVariable = "BATCHRUNNER_POSTGRES_BIN";
+
+    /// <summary>Environment variable: the unprivileged user the cluster runs as when BatchRunner runs as root
+    /// (PostgreSQL refuses root). Unset: <c>postgres</c>.</summary>
+    public const string UserVariable = "BATCHRUNNER_POSTGRES_USER";
+
     /// <summary>Initialises (first run), starts or adopts the cluster and makes sure the database exists.</summary>
-    public static async Task<EmbeddedPostgres> StartAsync(string dataRoot, ILogger log, CancellationToken ct)
+    public static Task<EmbeddedPostgres> StartAsync(string dataRoot, ILogger log, CancellationToken ct) =>
+        StartAsync(dataRoot, Environment.GetEnvironmentVariable(BinDirVariable), Environment.GetEnvironmentVariable(UserVariable), log, ct);
+
+    /// <param name="binDir">The server's bin directory; null or empty: <see cref="FindServerBinaries(string?)"/> looks in /usr/lib/postgresql.</param>
+    /// <param name="user">Who runs the cluster when this process is root; null or empty: <c>postgres</c>.</param>
+    public static async Task<EmbeddedPostgres> StartAsync(string dataRoot, string? binDir, string? user, ILogger log, CancellationToken ct)
     {
-        var bin = FindServerBinaries() ?? throw new InvalidOperationException(
+        var bin = FindServerBinaries(binDir) ?? throw new InvalidOperationException(
             "embedded PostgreSQL: no server binaries found in /usr/lib/postgresql/*/bin (install the 'postgresql' package, " +
-            "run scripts/install-deps.sh, or set BATCHRUNNER_CONNECTION_STRING to use an existing database)");
-        var runAs = Environment.UserName == "root" ? "postgres" : null;
+            $"run scripts/install-deps.sh, set {BinDirVariable} to a server's bin directory, or set BATCHRUNNER_CONNECTION_STRING to use an existing database)");
+        var runAs = Environment.UserName == "root" ? await RunAsUserAsync(user, ct) : null;
         var pg = new EmbeddedPostgres(bin, dataRoot, runAs, log);
         await pg.StartCoreAsync(ct);
         return pg;
     }
 
-    public static string? FindServerBinaries() =>
-        Directory.Exists("/usr/lib/postgresql")
+    /// <summary>
+    /// <paramref name="configured"/> when given (it must hold initdb and pg_ctl: a wrong setting is an error, never a
+    /// silent fall-back to another server), else the newest /usr/lib/postgresql/*/bin, else null.
+    /// </summary>
+    public static string? FindServerBinaries(string? configured = null)
+    {
+        if (!string.IsNullOrWhiteSpace(configured))
+        {
+            var dir = Path.TrimEndingDirectorySeparator(Path.GetFullPath(configured));
+            return HasServerTools(dir) ? dir : throw new InvalidOperationException(
+                $"embedded PostgreSQL: {BinDirVariable}={configured} has no initdb and pg_ctl (it must name a PostgreSQL server's bin directory)");
+        }
+        return Directory.Exists("/usr/lib/postgresql")
             ? Directory.GetDirectories("/usr/lib/postgresql")
                 .Select(d => Path.Combine(d, "bin"))
-                .Where(b => File.Exists(Path.Combine(b, "initdb")) && File.Exists(Path.Combine(b, "pg_ctl")))
+                .Where(HasServerTools)
                 .OrderByDescending(b => int.TryParse(Path.GetFileName(Path.GetDirectoryName(b)), out var v) ? v : 0)
                 .FirstOrDefault()
             : null;
+    }
+
+    private static bool HasServerTools(string bin) => File.Exists(Path.Combine(bin, "initdb")) && File.Exists(Path.Combine(bin, "pg_ctl"));
+
+    /// <summary>The configured user (default postgres), checked to exist so that a host without it gets a message that says what to do.</summary>
+    private static async Task<string> RunAsUserAsync(string? configured, CancellationToken ct)
+    {
+        var user = string.IsNullOrWhiteSpace(configured) ? "postgres" : configured.Trim();
+        if (user is "root" or "0")
+            throw new InvalidOperationException($"embedded PostgreSQL: {UserVariable}={user}: PostgreSQL refuses to run as root; name an unprivileged user");
+        if ((await RunAsync("id", ["-u", user], ct, allowFailure: true)).ExitCode != 0)
+            throw new InvalidOperationException(
+                $"embedded PostgreSQL runs as the user \"{user}\" (PostgreSQL refuses root), but this host has no such user: " +
+                $"create it (useradd --system {user}) or set {UserVariable} to an existing unprivileged user");
+        return user;
+    }
 
     /// <summary>The cluster's data directory (DATA/postgres).</summary>
     public string DataDirectory => _dataDir;
@@ -109,10 +150,13 @@ public sealed partial class EmbeddedPostgres : IAsyncDisposable, IDatabaseAvaila
         if (_runAs is not null)
         {
             EnsureTraversable(Path.GetDirectoryName(_dataDir)!);
-            await RunAsync("chown", ["-R", $"{_runAs}:{_runAs}", _dataDir, _socketDir], ct);
+            // "user:" gives the user's login group, whatever its name (nobody's is nogroup on Debian and Ubuntu).
+            await RunAsync("chown", ["-R", $"{_runAs}:", _dataDir, _socketDir], ct);
             File.SetUnixFileMode(_dataDir, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
             // Only the postgres user (and root) may reach the socket: auth is "trust" on it.
             File.SetUnixFileMode(_socketDir, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+            // setpriv wants the group by name or number: the user's login group, whatever its name.
+            _runAsGroup = (await RunAsync("id", ["-g", _runAs], ct)).Output.Trim();
         }
 
         if (!File.Exists(Path.Combine(_dataDir, "PG_VERSION")))
@@ -142,7 +186,7 @@ public sealed partial class EmbeddedPostgres : IAsyncDisposable, IDatabaseAvaila
         if (BatchRunner.Runtime.OomScore.CanLower())
             foreach (var a in new[] { "choom", "-n", OomScoreAdj.ToString(System.Globalization.CultureInfo.InvariantCulture), "--" }) args.Add(a);
         if (_runAs is not null)
-            foreach (var a in new[] { "setpriv", $"--reuid={_runAs}", $"--regid={_runAs}", "--init-groups", "--" }) args.Add(a);
+            foreach (var a in new[] { "setpriv", $"--reuid={_runAs}", $"--regid={_runAsGroup}", "--init-groups", "--" }) args.Add(a);
         args.Add(Path.Combine(_bin, "postgres"));
         foreach (var a in PostmasterArguments(_dataDir, _socketDir)) args.Add(a);
         return psi;

@@ -11,10 +11,17 @@ namespace BatchRunner.Server.Storage;
 /// gone, and its holder's next command fails on its dead connection. So those rows are removed at start-up
 /// and after each restart of the embedded cluster.
 /// </summary>
-public static class HangfireLocks
+public static partial class HangfireLocks
 {
     /// <returns>How many stale locks were removed (0 when Hangfire's schema does not exist yet).</returns>
-    public static async Task<int> RemoveTakenBeforeDatabaseStartAsync(NpgsqlDataSource db, string schema, CancellationToken ct)
+    public static async Task<int> RemoveTakenBeforeDatabaseStartAsync(NpgsqlDataSource db, string schema, ILogger log, CancellationToken ct)
+    {
+        var removed = await RemoveAsync(db, schema, ct);
+        if (removed > 0) LogRemoved(log, removed);
+        return removed;
+    }
+
+    private static async Task<int> RemoveAsync(NpgsqlDataSource db, string schema, CancellationToken ct)
     {
         // "acquired" holds UTC without a time zone (Hangfire.PostgreSql writes DateTime.UtcNow).
         await using var cmd = db.CreateCommand($"""
@@ -23,4 +30,7 @@ public static class HangfireLocks
         try { return await cmd.ExecuteNonQueryAsync(ct); }
         catch (PostgresException e) when (e.SqlState is PostgresErrorCodes.UndefinedTable or PostgresErrorCodes.InvalidSchemaName) { return 0; }
     }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Removed {Count} Hangfire locks taken before the database last started (their holders' connections died with it)")]
+    private static partial void LogRemoved(ILogger log, int count);
 }

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using BatchRunner.Runtime;
 using System.Net;
 using System.Text.Json;
 using BatchRunner.Server.Storage.Embedded;
@@ -35,7 +36,7 @@ public sealed class EmbeddedNodeFixture : IAsyncLifetime
     {
         var pid = PostmasterPid();
         Assert.True(PostgresProcesses.RunsIn(pid, PgData), $"postmaster {pid} runs in {PgData}");
-        Assert.Equal(0, Tmds.Linux.LibC.kill(pid, 9));
+        Assert.True(HostProcesses.Signal(pid, HostProcesses.SIGKILL), $"kill -9 {pid}");
         return pid;
     }
 
@@ -50,7 +51,7 @@ public sealed class EmbeddedNodeFixture : IAsyncLifetime
         {
             var pid = PostmasterPid();
             if (pid == killed || !PostgresProcesses.RunsIn(pid, PgData)) return HttpStatusCode.ServiceUnavailable;
-            try { return (await Cluster.Api.GetAsync("/api/v1/jobs?limit=1")).StatusCode; }
+            try { return (await Cluster.Api.Http.GetAsync("/api/v1/jobs?limit=1")).StatusCode; }
             catch (HttpRequestException) { return HttpStatusCode.BadGateway; }
         }, s => s == HttpStatusCode.OK, timeout, "the API to answer 200 again", 20);
         return since.Elapsed;

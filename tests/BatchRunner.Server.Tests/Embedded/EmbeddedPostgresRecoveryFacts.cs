@@ -4,7 +4,7 @@ using System.Net;
 using System.Net.Http.Json;
 using System.Text.Json;
 using BatchRunner.Runtime;
-using BatchRunner.Server.Nodes;
+using BatchRunner.Server.Storage;
 using BatchRunner.Server.Storage.Embedded;
 using BatchRunner.Server.Tests.Cluster;
 using BatchRunner.Testing;
@@ -33,7 +33,7 @@ public sealed class EmbeddedPostgresRecoveryFacts(EmbeddedNodeFixture fx, ITestO
     private async Task<(string Id, int RestartsBefore)> StartWaitingJobAsync(string name)
     {
         var before = Restarts(await fx.WaitHealthyAsync());
-        var id = await fx.Cluster.SubmitAsync(new
+        var id = await fx.Cluster.Api.SubmitIdAsync(new
         {
             name,
             image = fx.Cluster.Busybox,
@@ -74,7 +74,7 @@ public sealed class EmbeddedPostgresRecoveryFacts(EmbeddedNodeFixture fx, ITestO
         var attempt = Assert.Single(Attempts(done));
         Assert.Equal("succeeded", attempt.GetProperty("state").GetString());
         Assert.Equal("solo", attempt.GetProperty("node").GetString());
-        Assert.Equal("done\n", await c.Api.GetStringAsync($"/api/v1/jobs/{id}/logs"));
+        Assert.Equal("done\n", await c.Api.Http.GetStringAsync($"/api/v1/jobs/{id}/logs"));
 
         // The restart is visible: its cause in /healthz, the counter in /metrics.
         var health = await fx.EmbeddedHealthAsync();
@@ -82,7 +82,7 @@ public sealed class EmbeddedPostgresRecoveryFacts(EmbeddedNodeFixture fx, ITestO
         Assert.Equal(before + 1, Restarts(health));
         Assert.Equal($"postmaster (pid {killed}) killed by signal 9 (SIGKILL)", health.GetProperty("lastRestartCause").GetString());
         Assert.Equal(fx.PostmasterPid(), health.GetProperty("pid").GetInt32());
-        var metrics = await c.Api.GetStringAsync("/metrics");
+        var metrics = await c.Api.Http.GetStringAsync("/metrics");
         Assert.Contains($"batchrunner_embedded_postgres_restarts_total {before + 1}\n", metrics);
         Assert.Contains("batchrunner_embedded_postgres_up 1\n", metrics);
 
@@ -96,7 +96,7 @@ public sealed class EmbeddedPostgresRecoveryFacts(EmbeddedNodeFixture fx, ITestO
         if (OomScore.CanLower())
         {
             Assert.Equal(Hosting.OomScores.Server, serverOom);
-            Assert.Equal(Storage.EmbeddedPostgres.OomScoreAdj, postgresOom);
+            Assert.Equal(BatchRunner.Server.Storage.EmbeddedPostgres.OomScoreAdj, postgresOom);
         }
     }
 
@@ -113,7 +113,7 @@ public sealed class EmbeddedPostgresRecoveryFacts(EmbeddedNodeFixture fx, ITestO
         while (since.Elapsed < TimeSpan.FromSeconds(3))
         {
             var pid = fx.PostmasterPid();
-            if (pid != 0 && !killed.Contains(pid) && PostgresProcesses.RunsIn(pid, fx.PgData) && Tmds.Linux.LibC.kill(pid, 9) == 0)
+            if (pid != 0 && !killed.Contains(pid) && PostgresProcesses.RunsIn(pid, fx.PgData) && HostProcesses.Signal(pid, HostProcesses.SIGKILL))
                 killed.Add(pid);
             await Task.Delay(10);
         }
@@ -128,7 +128,7 @@ public sealed class EmbeddedPostgresRecoveryFacts(EmbeddedNodeFixture fx, ITestO
 
         var health = await fx.EmbeddedHealthAsync();
         Assert.True(Restarts(health) - before >= killed.Count, $"restarts {Restarts(health) - before} for {killed.Count} postmasters killed");
-        var after = await c.SubmitAsync(new { image = c.Busybox, command = new[] { "true" }, resources = new { cpus = 0.25, memory = "16Mi" } });
+        var after = await c.Api.SubmitIdAsync(new { image = c.Busybox, command = new[] { "true" }, resources = new { cpus = 0.25, memory = "16Mi" } });
         Assert.Equal("succeeded", State(await c.WaitFinalAsync(after, TimeSpan.FromSeconds(60))));
     }
 
@@ -144,8 +144,8 @@ public sealed class EmbeddedPostgresRecoveryFacts(EmbeddedNodeFixture fx, ITestO
         for (int i = 0; i < 50; i++)
         {
             var name = $"burst-{tag}-{i}";
-            requests.Add(Task.Run(async () => answers[name] = await c.Api.PostAsJsonAsync("/api/v1/jobs",
-                new { name, image = c.Busybox, command = new[] { "true" }, resources = new { cpus = 0.1, memory = "16Mi" } }, TestCluster.Json)));
+            requests.Add(Task.Run(async () => answers[name] = await c.Api.PostJobAsync(
+                new { name, image = c.Busybox, command = new[] { "true" }, resources = new { cpus = 0.1, memory = "16Mi" } })));
             if (i == 10) killed = fx.KillPostmaster();
             await Task.Delay(40);
         }
@@ -175,7 +175,7 @@ public sealed class EmbeddedPostgresRecoveryFacts(EmbeddedNodeFixture fx, ITestO
         }
         // Nothing of a refused submission exists: no job by its name, now or later (a job row without a
         // Hangfire message would be enqueued by a worker after 30 s, so there must be no row at all).
-        var listed = JsonDocument.Parse(await c.Api.GetStringAsync("/api/v1/jobs?limit=1000")).RootElement.GetProperty("items")
+        var listed = JsonDocument.Parse(await c.Api.Http.GetStringAsync("/api/v1/jobs?limit=1000")).RootElement.GetProperty("items")
             .EnumerateArray().Select(j => j.TryGetProperty("name", out var n) ? n.GetString() : null).ToHashSet();
         Assert.All(refused, name => Assert.DoesNotContain(name, listed));
         Assert.All(accepted, name => Assert.Contains(name, listed));
@@ -231,7 +231,7 @@ public sealed class EmbeddedPostgresRecoveryFacts(EmbeddedNodeFixture fx, ITestO
     }
 
     private async Task<HashSet<string>> LiveNodeNamesAsync() =>
-        JsonDocument.Parse(await fx.Cluster.Api.GetStringAsync("/api/v1/nodes")).RootElement.EnumerateArray()
+        JsonDocument.Parse(await fx.Cluster.Api.Http.GetStringAsync("/api/v1/nodes")).RootElement.EnumerateArray()
             .Select(n => n.GetProperty("name").GetString()!).ToHashSet();
 
     [Fact]
@@ -239,7 +239,7 @@ public sealed class EmbeddedPostgresRecoveryFacts(EmbeddedNodeFixture fx, ITestO
     {
         var c = fx.Cluster;
         await fx.WaitHealthyAsync();
-        var id = await c.SubmitAsync(new
+        var id = await c.Api.SubmitIdAsync(new
         {
             name = "backed-up",
             image = c.Busybox,
@@ -266,7 +266,7 @@ public sealed class EmbeddedPostgresRecoveryFacts(EmbeddedNodeFixture fx, ITestO
                                           "createdAt", "startedAt", "finishedAt", "resources", "usage", "outputs", "node", "attempts" })
                 Assert.Equal(original.GetProperty(field).GetRawText(), copy.GetProperty(field).GetRawText());
             Assert.Equal("out-line\nerr-line\n", await api.GetStringAsync($"/api/v1/jobs/{id}/logs"));
-            Assert.Equal(await c.Api.GetStringAsync($"/api/v1/jobs/{id}/outputs"), await api.GetStringAsync($"/api/v1/jobs/{id}/outputs"));
+            Assert.Equal(await c.Api.Http.GetStringAsync($"/api/v1/jobs/{id}/outputs"), await api.GetStringAsync($"/api/v1/jobs/{id}/outputs"));
             Assert.Equal("nested\n", await api.GetStringAsync($"/api/v1/jobs/{id}/outputs/sub/b.txt"));
         }
         finally

@@ -1,5 +1,5 @@
+using BatchRunner.Runtime;
 using System.Diagnostics;
-using BatchRunner.Server.Observability;
 
 namespace BatchRunner.Server.Storage.Embedded;
 
@@ -13,8 +13,8 @@ public sealed record EmbeddedPostgresStatus(
 /// <summary>
 /// Keeps the embedded cluster's postmaster running: starts it (or adopts the one a crashed BatchRunner
 /// left), watches it, and when it dies starts it again with back-off; PostgreSQL's crash recovery then
-/// replays the WAL. Every restart is logged with its cause, counted in
-/// <c>batchrunner_embedded_postgres_restarts_total</c> and shown in /healthz.
+/// replays the WAL. Every restart is logged with its cause and counted in <see cref="Status"/> (which
+/// /healthz and <c>batchrunner_embedded_postgres_restarts_total</c> show).
 /// </summary>
 /// <remarks>
 /// Guarantees:
@@ -39,7 +39,7 @@ internal sealed partial class PostgresSupervisor : IAsyncDisposable
     private static readonly TimeSpan FirstStartDeadline = TimeSpan.FromSeconds(60);
     private static readonly TimeSpan ReadyTimeout = TimeSpan.FromMinutes(10);
     private static readonly TimeSpan StopTimeout = TimeSpan.FromSeconds(30);
-    private const int SIGINT = 2, SIGQUIT = 3, SIGKILL = 9;
+    private const int SIGINT = HostProcesses.SIGINT, SIGQUIT = HostProcesses.SIGQUIT, SIGKILL = HostProcesses.SIGKILL;
 
     private readonly string _dataDir;
     private readonly string _socketLock;
@@ -97,7 +97,6 @@ internal sealed partial class PostgresSupervisor : IAsyncDisposable
     /// <summary>Starts or adopts the postmaster (retrying for up to a minute), waits until it accepts connections, then watches it.</summary>
     public async Task StartAsync(CancellationToken ct)
     {
-        EmbeddedPostgresMetrics.Restarts.Inc(0); // exported from the start, so that rate() sees the first restart
         var backoff = new RestartBackoff();
         var deadline = Stopwatch.StartNew();
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(ct, _stop.Token);
@@ -120,7 +119,6 @@ internal sealed partial class PostgresSupervisor : IAsyncDisposable
                 throw new InvalidOperationException($"embedded PostgreSQL in {_dataDir} did not start: {e.Message} — see {_logDirectory}", e);
             }
         }
-        EmbeddedPostgresMetrics.Up.Set(1);
         _started = true;
         _watch = Task.Run(() => WatchAsync(_stop.Token));
     }
@@ -155,7 +153,6 @@ internal sealed partial class PostgresSupervisor : IAsyncDisposable
     private void CountRestart()
     {
         if (!_started) return;
-        EmbeddedPostgresMetrics.Restarts.Inc();
         lock (_gate) _restarts++;
     }
 
@@ -212,7 +209,7 @@ internal sealed partial class PostgresSupervisor : IAsyncDisposable
         if (left.Count == 0) return;
         LogKillingOrphans(Log, _dataDir, string.Join(", ", left));
         foreach (var pid in left)
-            if (PostgresProcesses.RunsIn(pid, _dataDir)) Tmds.Linux.LibC.kill(pid, SIGKILL);
+            if (PostgresProcesses.RunsIn(pid, _dataDir)) HostProcesses.Signal(pid, SIGKILL);
         sw.Restart();
         while (PostgresProcesses.In(_dataDir).Count > 0 && sw.Elapsed < TimeSpan.FromSeconds(5))
             await Task.Delay(50, ct);
@@ -245,7 +242,6 @@ internal sealed partial class PostgresSupervisor : IAsyncDisposable
                 var up = Stopwatch.StartNew();
                 var cause = await WatchOneAsync(pm, stop);
                 _restarting = true;
-                EmbeddedPostgresMetrics.Up.Set(0);
                 RecordDeath($"postmaster (pid {pm.Pid}) {cause}");
                 LogDied(Log, pm.Pid, cause);
                 backoff.Died(up.Elapsed);
@@ -267,7 +263,6 @@ internal sealed partial class PostgresSupervisor : IAsyncDisposable
                 _recovering = false;
                 Interlocked.Exchange(ref _backSinceTicks, Environment.TickCount64);
                 _restarting = false;
-                EmbeddedPostgresMetrics.Up.Set(1);
                 LogBack(Log, _current!.Pid, down.ElapsedMilliseconds);
                 try { Restarted?.Invoke(); }
                 catch (Exception e) { LogRestartedHandlerFailed(Log, e); }
@@ -296,7 +291,6 @@ internal sealed partial class PostgresSupervisor : IAsyncDisposable
             if (recovering != _recovering)
             {
                 _recovering = recovering;
-                EmbeddedPostgresMetrics.Up.Set(recovering ? 0 : 1);
                 if (recovering) LogNotAccepting(Log, pm.Pid, why!);
                 else LogAcceptingAgain(Log, pm.Pid);
                 if (!recovering) Interlocked.Exchange(ref _backSinceTicks, Environment.TickCount64);
@@ -329,7 +323,6 @@ internal sealed partial class PostgresSupervisor : IAsyncDisposable
         }
         pm?.Dispose();
         await _probe.DisposeAsync();
-        EmbeddedPostgresMetrics.Up.Set(0);
         _stopped = true;
         LogStopped(Log, _dataDir);
     }

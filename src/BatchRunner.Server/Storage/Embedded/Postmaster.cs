@@ -61,7 +61,8 @@ internal sealed class Postmaster : IDisposable
 
     public static Postmaster Launch(ProcessStartInfo start, string dataDir)
     {
-        CloseInheritedDescriptorsOnExec();
+        // Nothing we inherited (a shell's flock, say) may be held by a postmaster that outlives us.
+        HostProcesses.CloseInheritedDescriptorsOnExec();
         start.UseShellExecute = false;
         start.RedirectStandardInput = true;
         start.RedirectStandardOutput = true;
@@ -81,7 +82,7 @@ internal sealed class Postmaster : IDisposable
     {
         if (HasExited) return;
         if (Adopted && !PostgresProcesses.RunsIn(Pid, _dataDir)) return;
-        Tmds.Linux.LibC.kill(Pid, signal);
+        HostProcesses.Signal(Pid, signal);
     }
 
     private async Task<string> WatchChildAsync(Process process)
@@ -119,22 +120,6 @@ internal sealed class Postmaster : IDisposable
             }
         }
         catch (Exception e) when (e is IOException or ObjectDisposedException) { }
-    }
-
-    /// <summary>
-    /// Descriptors this process inherited without close-on-exec (a lock that the shell's <c>flock</c> holds,
-    /// one a service manager passed) would otherwise pass to the postmaster and its backends, which may
-    /// outlive this process and would hold them for as long. .NET opens its own descriptors close-on-exec.
-    /// </summary>
-    private static void CloseInheritedDescriptorsOnExec()
-    {
-        const int F_GETFD = 1, F_SETFD = 2, FD_CLOEXEC = 1;
-        foreach (var entry in Directory.EnumerateFileSystemEntries("/proc/self/fd"))
-        {
-            if (!int.TryParse(Path.GetFileName(entry), out var fd) || fd <= 2) continue;
-            var flags = Tmds.Linux.LibC.fcntl(fd, F_GETFD);
-            if (flags >= 0 && (flags & FD_CLOEXEC) == 0) Tmds.Linux.LibC.fcntl(fd, F_SETFD, flags | FD_CLOEXEC);
-        }
     }
 
     /// <summary>.NET reports a process killed by signal N as exit status 128+N.</summary>

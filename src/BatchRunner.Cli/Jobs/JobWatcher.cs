@@ -1,0 +1,189 @@
+using System.Diagnostics;
+using System.Security.Cryptography;
+using BatchRunner.Cli.Http;
+using BatchRunner.Cli.Output;
+using Spectre.Console;
+
+namespace BatchRunner.Cli.Jobs;
+
+/// <summary>
+/// Follows one job from submission to its end, as <c>docker run</c> does: state changes and the image pull's progress
+/// on stderr while it starts, then its stdout and stderr live, then how it ended; optionally its outputs downloaded.
+/// </summary>
+internal sealed class JobWatcher(ApiClient api, Terminal term)
+{
+    private static readonly TimeSpan PollInterval = TimeSpan.FromMilliseconds(200);
+    private static readonly TimeSpan PlainProgressInterval = TimeSpan.FromSeconds(2);
+
+    public async Task<JobView> GetAsync(string id, CancellationToken ct) =>
+        new(await api.GetJsonAsync($"api/v1/jobs/{ApiClient.Escape(id)}", ct));
+
+    /// <summary>Polls until the job runs or has ended, showing each state change and the pull's bytes.</summary>
+    public async Task<JobView> WaitUntilStartedAsync(JobView job, CancellationToken ct)
+    {
+        if (IsStarted(job)) return job;
+        if (!term.Interactive) return await WaitPlainAsync(job, ct);
+        var current = job;
+        await term.Err.Progress()
+            .AutoClear(true)
+            .Columns(new SpinnerColumn(), new TaskDescriptionColumn { Alignment = Justify.Left },
+                new PullColumn(new ProgressBarColumn()), new PullColumn(new PercentageColumn()), new PullColumn(new DownloadedColumn()))
+            .StartAsync(async ctx =>
+            {
+                var task = ctx.AddTask(Markup.Escape(current.State), maxValue: 1);
+                task.IsIndeterminate = true;
+                string? shown = null;
+                while (true)
+                {
+                    if (current.State != shown)
+                    {
+                        term.Err.MarkupLine($"{term.StateMarkup(current.State)}{Markup.Escape(StateDetail(current))}");
+                        shown = current.State;
+                    }
+                    if (current.PullProgress is { Total: > 0 } pull)
+                    {
+                        task.Description = "pulling " + Markup.Escape(current.Image);
+                        task.IsIndeterminate = false;
+                        task.MaxValue = pull.Total;
+                        task.Value = pull.Done;
+                    }
+                    else task.Description = Markup.Escape(current.State);
+                    if (IsStarted(current)) break;
+                    await Task.Delay(PollInterval, ct);
+                    current = await GetAsync(current.Id, ct);
+                }
+                task.StopTask();
+            });
+        return current;
+    }
+
+    private async Task<JobView> WaitPlainAsync(JobView job, CancellationToken ct)
+    {
+        string? shown = null;
+        (long Done, long Total)? lastPull = null;
+        var sincePull = Stopwatch.StartNew();
+        while (true)
+        {
+            if (job.State != shown)
+            {
+                Console.Error.WriteLine(job.State + StateDetail(job));
+                shown = job.State;
+            }
+            if (job.PullProgress is { Total: > 0 } pull && pull != lastPull
+                && (lastPull is null || pull.Done == pull.Total || sincePull.Elapsed >= PlainProgressInterval))
+            {
+                Console.Error.WriteLine($"pulling {job.Image}: {Units.Bytes(pull.Done)} of {Units.Bytes(pull.Total)} ({100.0 * pull.Done / pull.Total:0}%)");
+                lastPull = pull;
+                sincePull.Restart();
+            }
+            if (IsStarted(job)) return job;
+            await Task.Delay(PollInterval, ct);
+            job = await GetAsync(job.Id, ct);
+        }
+    }
+
+    private static bool IsStarted(JobView job) => job.State == "running" || job.IsFinal;
+
+    private static string StateDetail(JobView job) => job.State switch
+    {
+        "running" when job.Node is { } node => $" on node {node}",
+        "queued" or "starting" when job.Message is { Length: > 0 } m => $": {m}",
+        _ => "",
+    };
+
+    /// <summary>
+    /// Streams the job's stdout to <paramref name="stdout"/> and its stderr to <paramref name="stderr"/> as they are
+    /// written, until the job has ended (the server closes each stream then). A broken stream is reported, not fatal.
+    /// </summary>
+    public async Task StreamLogsAsync(string id, Stream stdout, Stream stderr, CancellationToken ct)
+    {
+        await Task.WhenAll(FollowAsync(id, "stdout", stdout, ct), FollowAsync(id, "stderr", stderr, ct));
+    }
+
+    private async Task FollowAsync(string id, string stream, Stream target, CancellationToken ct)
+    {
+        try
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Get, $"api/v1/jobs/{ApiClient.Escape(id)}/logs?stream={stream}&follow=true");
+            using var response = await api.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, ct);
+            await using var body = await response.Content.ReadAsStreamAsync(ct);
+            await LiveCopy.CopyAsync(body, target, ct);
+        }
+        catch (Exception e) when (e is HttpRequestException or IOException && !ct.IsCancellationRequested)
+        {
+            term.Info($"the {stream} log stream of job {id} broke ({e.Message}); `batchrunner logs {id}` shows it all", "yellow");
+        }
+    }
+
+    /// <summary>Polls until the job reaches a final state.</summary>
+    public async Task<JobView> WaitForFinalAsync(string id, CancellationToken ct)
+    {
+        var job = await GetAsync(id, ct);
+        while (!job.IsFinal)
+        {
+            await Task.Delay(PollInterval, ct);
+            job = await GetAsync(id, ct);
+        }
+        return job;
+    }
+
+    /// <summary>One line on stderr saying how the job ended, with the reason and the server's message when it failed.</summary>
+    public void ReportEnd(JobView job)
+    {
+        var took = job is { StartedAt: { } s, FinishedAt: { } f } ? $" after {Units.Duration(f - s)}" : "";
+        var line = job.State switch
+        {
+            "succeeded" => $"job {job.Id} succeeded{took}",
+            "cancelled" => $"job {job.Id} cancelled{took}",
+            _ => $"job {job.Id} failed{took}: {job.Reason ?? "unknown reason"}" + (job.ExitCode is { } c ? $" (exit code {c})" : "") + (job.Message is { Length: > 0 } m ? $": {m}" : ""),
+        };
+        term.Info(line, job.State == "succeeded" ? "green" : job.State == "failed" ? "red" : "grey");
+    }
+
+    /// <summary>
+    /// Downloads every output file into <paramref name="dir"/> (keeping sub-directories) and checks each against the
+    /// size and sha256 the server recorded; a file is renamed into place only once it matched, so a failed download
+    /// never leaves a wrong file under its real name.
+    /// </summary>
+    public async Task<long> DownloadOutputsAsync(JobView job, string dir, CancellationToken ct)
+    {
+        var root = Path.GetFullPath(dir);
+        Directory.CreateDirectory(root);
+        long total = 0;
+        foreach (var file in job.Outputs)
+        {
+            var target = Path.GetFullPath(Path.Combine(root, file.Path));
+            if (!target.StartsWith(root + Path.DirectorySeparatorChar, StringComparison.Ordinal))
+                throw new CliException($"job {job.Id}: output path \"{file.Path}\" leads outside {dir}; not downloaded");
+            Directory.CreateDirectory(Path.GetDirectoryName(target)!);
+            var path = string.Join('/', file.Path.Split('/').Select(ApiClient.Escape));
+            using var request = new HttpRequestMessage(HttpMethod.Get, $"api/v1/jobs/{ApiClient.Escape(job.Id)}/outputs/{path}");
+            using var response = await api.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, ct);
+            var partial = target + ".partial";
+            string sha;
+            long size;
+            await using (var body = await response.Content.ReadAsStreamAsync(ct))
+            await using (var output = new FileStream(partial, FileMode.Create, FileAccess.Write))
+            using (var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256))
+            {
+                var buffer = new byte[64 * 1024];
+                int n;
+                while ((n = await body.ReadAsync(buffer, ct)) > 0)
+                {
+                    hash.AppendData(buffer, 0, n);
+                    await output.WriteAsync(buffer.AsMemory(0, n), ct);
+                }
+                sha = Convert.ToHexStringLower(hash.GetHashAndReset());
+                size = output.Length;
+            }
+            if (size != file.Size || !string.Equals(sha, file.Sha256, StringComparison.OrdinalIgnoreCase))
+            {
+                File.Delete(partial);
+                throw new CliException($"job {job.Id}: output {file.Path} arrived as {size} bytes with sha256 {sha}, but the server recorded {file.Size} bytes, sha256 {file.Sha256}; not kept");
+            }
+            File.Move(partial, target, overwrite: true);
+            total += size;
+        }
+        return total;
+    }
+}

@@ -1,0 +1,1 @@
+return await BatchRunner.Cli.CliApp.RunAsync(args);
