@@ -21,6 +21,14 @@ public sealed partial record ContainerSpec
     /// <summary>Memory limit; swap is disabled (memory+swap = memory). Null: unlimited.</summary>
     public long? MemoryLimitBytes { get; init; }
     public long? PidsLimit { get; init; }
+    /// <summary>
+    /// The container's oom_score_adj. Positive by default: when the whole host runs out of memory the kernel
+    /// should kill a job, which has its own limit and can be retried, rather than the worker or its database
+    /// (which protect themselves with negative values). Without it the container would inherit the worker's.
+    /// </summary>
+    public int OomScoreAdj { get; init; } = DefaultOomScoreAdj;
+
+    public const int DefaultOomScoreAdj = 500;
     public bool ReadonlyRootfs { get; init; }
     public IReadOnlyList<BindMount> Mounts { get; init; } = [];
 }

@@ -82,10 +82,14 @@ public static class JobsApi
         }
         // Inputs are in the job's directory before any worker can pick the job up.
         JobSubmissionReader.CommitInputs(request, job.Id);
-        var hangfireId = await queue.EnqueueAsync(job.Id, job.Name ?? job.Image, spec.Queue, CancellationToken.None);
+        // The job exists from the commit on: an outage now must not become a 503 for a job that will run anyway.
+        var hangfireId = await queue.EnqueueAcceptedAsync(job.Id, job.Name ?? job.Image, spec.Queue, EnqueueDeadline);
         BatchRunnerMetrics.JobsSubmitted.WithLabels(spec.Queue).Inc();
         return TypedResults.Created($"/api/v1/jobs/{job.Id}", JobDto.From(job with { HangfireJobId = hangfireId }));
     }
+
+    /// <summary>How long a submission waits for the database to come back to enqueue a job it has already recorded.</summary>
+    private static readonly TimeSpan EnqueueDeadline = TimeSpan.FromSeconds(20);
 
     public static async Task<Results<Ok<JobListDto>, ValidationProblem>> ListAsync(
         JobStore store, JobNodeLiveness liveness, string? state, int? limit, string? cursor, CancellationToken ct)

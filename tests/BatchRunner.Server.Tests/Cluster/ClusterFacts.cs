@@ -73,7 +73,7 @@ public sealed class ClusterFacts
     private static async Task AssertNodeSignaturesAreSingleUseAndShortLivedAsync(TestCluster c, NodeProcess worker, string id)
     {
         string secret;
-        await using (var db = Npgsql.NpgsqlDataSource.Create(c.Postgres.ConnectionString))
+        await using (var db = Npgsql.NpgsqlDataSource.Create(c.Postgres!.ConnectionString))
         await using (var cmd = db.CreateCommand("select value from batchrunner.cluster_settings where name = 'node-token'"))
             secret = (string)(await cmd.ExecuteScalarAsync())!;
         var path = $"/internal/v1/jobs/{id}/logs";
@@ -197,11 +197,11 @@ public sealed class ClusterFacts
             }));
         await c.WaitAsync(ids[0], j => State(j) is "running" or "succeeded", TimeSpan.FromSeconds(30), "first job started");
 
-        await c.Postgres.StopAsync();
+        await c.Postgres!.StopAsync();
         var during = await c.Api.Http.GetAsync("/api/v1/jobs");
         Assert.Equal(HttpStatusCode.ServiceUnavailable, during.StatusCode);
         Assert.True(during.Headers.RetryAfter is not null, "503 carries Retry-After");
-        await c.Postgres.RestartAsync();
+        await c.Postgres!.RestartAsync();
 
         for (int i = 0; i < ids.Count; i++)
         {

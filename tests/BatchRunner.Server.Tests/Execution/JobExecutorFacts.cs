@@ -182,6 +182,27 @@ public sealed class JobExecutorFacts : IDisposable
     }
 
     [Fact]
+    public async Task ExecuteAsync_KeepsRunning_AndRecordsTheEnd_WhenTheCancelFlagCannotBeReadDuringAnOutage()
+    {
+        // Issue 16: a database outage must never stop a running container. The flag used to be read with a 30 s
+        // deadline, and the exception then unwound the attempt: the container was killed, the job left running.
+        var id = _h.AddJob(ExecutorHarness.Job());
+        using var hangfire = new CancellationTokenSource();
+        var (run, container) = await RunningAsync(id, hangfire.Token);
+        _h.Store.DatabaseAway = true;
+
+        await hangfire.CancelAsync();
+        await BatchRunner.Testing.Poll.UntilAsync(() => _h.Store.CancelChecks > 1, Deadline, "the executor to try the cancel flag", 5);
+        container.Exit(0);
+        _h.Store.DatabaseAway = false;
+        await run.WaitAsync(Deadline);
+
+        Assert.False(container.Killed);
+        Assert.Equal(["Begin 1", "Running 1", "Finish 1 succeeded"], _h.Store.Writes);
+        _h.AssertNothingHeld();
+    }
+
+    [Fact]
     public async Task ExecuteAsync_RecordsTheJobsOwnEnd_WhenItFinishesWithinTheShutdownGrace()
     {
         var id = _h.AddJob(ExecutorHarness.Job());
