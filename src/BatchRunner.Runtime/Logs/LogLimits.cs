@@ -16,7 +16,7 @@ namespace BatchRunner.Runtime.Logs;
 public sealed record LogLimits
 {
     /// <summary>The smallest cap: below it the head, a part and the marker no longer fit.</summary>
-    public const long MinBytes = 4096;
+    public const long MinBytes = Core.LogSettings.MinBytes;
     public const long MarkerReserveBytes = 160;
     private const long MaxPartBytes = 1 << 20;
     private const long MinPartBytes = 64;

@@ -65,18 +65,25 @@ public static class StoredLog
     /// <summary>Bytes of the stream kept on disk: data and index (what its cap bounds).</summary>
     public static long DiskBytes(string headPath) => LogFiles.All(headPath).Sum(f => new FileInfo(f) is { Exists: true } i ? i.Length : 0);
 
-    /// <summary>The last up to <paramref name="maxBytes"/> kept bytes of the stream (a marker first if they start after a gap).</summary>
+    /// <summary>The last up to <paramref name="maxBytes"/> kept bytes of the stream from the start of a line (a marker
+    /// first if they start after a gap).</summary>
     public static async Task<string> TailAsync(string headPath, string stream, int maxBytes, CancellationToken ct = default)
     {
         var files = LogFiles.List(headPath);
         var start = Math.Max(0, files[^1].End - maxBytes);
+        var atFileStart = start == 0;
         // Start inside kept bytes: a start in the gap would only show the gap's last few bytes as dropped.
-        foreach (var f in files)
-            if (f.Exists && start < f.Offset) { start = Math.Max(start, f.Offset); break; }
-            else if (f.Exists && start < f.End) break;
+        foreach (var f in files.Where(f => f.Exists && start < f.End))
+        {
+            if (start <= f.Offset) (start, atFileStart) = (f.Offset, true);
+            break;
+        }
         using var ms = new MemoryStream();
         await CopyAsync(headPath, stream, new LogCursor(start), ms, ct);
-        return Encoding.UTF8.GetString(ms.ToArray());
+        var text = Encoding.UTF8.GetString(ms.ToArray());
+        // Head and parts begin lines; elsewhere the first line is cut: drop it.
+        var firstNewline = text.IndexOf('\n');
+        return atFileStart || firstNewline < 0 ? text : text[(firstNewline + 1)..];
     }
 
     /// <summary>
