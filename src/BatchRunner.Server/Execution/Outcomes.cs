@@ -23,8 +23,9 @@ public abstract record AttemptResult
 {
     private AttemptResult() { }
 
-    /// <summary>The container ran and exited, by itself (<see cref="StopCause.None"/>) or killed for <paramref name="Cause"/>.</summary>
-    public sealed record Exited(ExitResult Exit, StopCause Cause, ResourceUsage Usage, IReadOnlyList<OutputFile> Outputs) : AttemptResult;
+    /// <summary>The container ran and exited, by itself (<see cref="StopCause.None"/>) or killed for <paramref name="Cause"/>;
+    /// <paramref name="LastStderrLine"/>: the last line it wrote to stderr (sanitised), if any.</summary>
+    public sealed record Exited(ExitResult Exit, StopCause Cause, ResourceUsage Usage, IReadOnlyList<OutputFile> Outputs, string? LastStderrLine = null) : AttemptResult;
 
     /// <summary>Stopped for <paramref name="Cause"/> before the container ran (during the pull, the mount or the start).</summary>
     public sealed record Stopped(StopCause Cause) : AttemptResult;
@@ -83,7 +84,7 @@ public static class Outcomes
             case AttemptResult.Exited { Cause: StopCause.Shutdown } or AttemptResult.Stopped { Cause: StopCause.Shutdown or StopCause.None }:
                 return new AttemptEnd.Requeue(RequeueMessage);
             case AttemptResult.Exited { Cause: StopCause.None } e:
-                outcome = OfExit(e.Exit, spec, e.Usage, e.Outputs);
+                outcome = OfExit(e.Exit, spec, e.Usage, e.Outputs, e.LastStderrLine);
                 break;
             case AttemptResult.Exited { Cause: StopCause.Timeout } e:
                 outcome = TimedOut(spec, e.Exit.ExitCode, e.Usage, e.Outputs);
@@ -111,9 +112,10 @@ public static class Outcomes
 
     /// <summary>
     /// A container that exited by itself: OOM-killed when the cgroup counted an OOM kill (also when the killed process was
-    /// a child and the main process exited 0), else succeeded on 0, else failed with its exit code (or the signal).
+    /// a child and the main process exited 0), else succeeded on 0, else failed with its exit code (or the signal), the
+    /// message ending with the last line it wrote to stderr (<paramref name="lastStderrLine"/>), which usually says why.
     /// </summary>
-    public static JobOutcome OfExit(ExitResult exit, JobSpec spec, ResourceUsage usage, IReadOnlyList<OutputFile> files)
+    public static JobOutcome OfExit(ExitResult exit, JobSpec spec, ResourceUsage usage, IReadOnlyList<OutputFile> files, string? lastStderrLine = null)
     {
         if (exit.OomKilled)
             return new(JobState.Failed, FailureReason.OomKilled,
@@ -122,6 +124,7 @@ public static class Outcomes
         if (exit.ExitCode == 0)
             return new(JobState.Succeeded, null, "exited with code 0", 0, usage, files);
         var msg = exit.Signal is { } sig ? $"killed by signal {sig} (exit code {exit.ExitCode})" : $"exited with code {exit.ExitCode}";
+        if (!string.IsNullOrEmpty(lastStderrLine)) msg += ": " + lastStderrLine;
         return new(JobState.Failed, FailureReason.ExitCode, msg, exit.ExitCode, usage, files);
     }
 

@@ -68,6 +68,14 @@ internal sealed class FakeAttemptStore : IAttemptStore
         return Task.FromResult(true);
     }
 
+    public Task MarkLogsTruncatedAsync(Guid id, int attempt, CancellationToken ct)
+    {
+        if (!Current(id, attempt) || _jobs[id].LogsTruncated) return Task.CompletedTask;
+        _jobs[id] = _jobs[id] with { LogsTruncated = true };
+        _writes.Enqueue($"LogsTruncated {attempt}");
+        return Task.CompletedTask;
+    }
+
     /// <summary>How often the worker read the cancel flag (it does when a stop signal fires).</summary>
     public int CancelChecks => Volatile.Read(ref _cancelChecks);
 

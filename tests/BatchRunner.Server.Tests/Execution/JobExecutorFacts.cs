@@ -80,6 +80,39 @@ public sealed class JobExecutorFacts : IDisposable
         _h.AssertNothingHeld();
     }
 
+    [Theory]
+    [InlineData("Traceback (most recent call last):\nKeyError: 'learning_rate'\n", "exited with code 1: KeyError: 'learning_rate'")]
+    [InlineData("", "exited with code 1")]
+    public async Task ExecuteAsync_QuotesOnlyThisAttemptsLastStderrLine_WhenTheContainerFails(string stderr, string message)
+    {
+        var id = _h.AddJob(ExecutorHarness.Job());
+        Directory.CreateDirectory(_h.Paths.JobDir(id));
+        File.WriteAllText(_h.Paths.Stderr(id), "an earlier attempt's complaint\n");
+        _h.Runtime.OnStart = c =>
+        {
+            File.AppendAllText(_h.Paths.Stderr(id), stderr);
+            c.Exit(1);
+        };
+        await _h.ExecuteAsync(id);
+
+        Assert.Equal(message, Assert.Single(_h.Store.Outcomes).Message);
+    }
+
+    [Fact]
+    public async Task ExecuteAsync_RecordsLogsTruncated_AsSoonAsTheOutputGoesOverItsCap()
+    {
+        var id = _h.AddJob(ExecutorHarness.Job());
+        var (run, container) = await RunningAsync(id);
+        container.TruncateLogs();
+        await BatchRunner.Testing.Poll.UntilAsync(() => _h.Store.Writes.Contains("LogsTruncated 1"), Deadline, "logsTruncated recorded");
+        Assert.Equal(JobState.Running, _h.Store.Job(id).State);
+
+        container.Exit(0);
+        await run;
+        Assert.Equal(["Begin 1", "Running 1", "LogsTruncated 1", "Finish 1 succeeded"], _h.Store.Writes);
+        _h.AssertNothingHeld();
+    }
+
     [Fact]
     public async Task ExecuteAsync_SchedulesARetry_WhenTheReasonIsListed_EvenIfTheMainProcessExitedZero()
     {
