@@ -142,6 +142,7 @@ public static partial class JobSpecValidator
         ValidateGpus(s, Add, ref spec);
         ValidateScheduling(s, Add, ref spec);
         ValidateDisk(s, Add, ref spec);
+        ValidateLogs(s, Add, ref spec);
 
         return errors.Count > 0 ? ValidationResult.Invalid(errors) : ValidationResult.Valid(spec);
     }
@@ -157,6 +158,9 @@ public static partial class JobSpecValidator
 
     /// <summary>resources.disk (issue: disk limits).</summary>
     static partial void ValidateDisk(JobSubmission s, Action<string, string> add, ref JobSpec spec);
+
+    /// <summary>Log fields: the per-stream cap (issue: logs).</summary>
+    static partial void ValidateLogs(JobSubmission s, Action<string, string> add, ref JobSpec spec);
 
     private static bool TryMemory(JsonElement m, out long bytes, out string why)
     {

@@ -67,5 +67,6 @@ public sealed class AttemptContext(JobRecord job, int attempt, Reservation reser
     public string? OutputsNote { get; set; }
 }
 
-/// <summary>How the container ended: its exit, what (if anything) stopped it, and what it used.</summary>
-public sealed record ContainerRun(ExitResult Exit, StopCause Cause, ResourceUsage Usage);
+/// <summary>How the container ended: its exit, what (if anything) stopped it, what it used, and the last line of
+/// stderr it wrote (sanitised; null when it wrote none or exited 0).</summary>
+public sealed record ContainerRun(ExitResult Exit, StopCause Cause, ResourceUsage Usage, string? LastStderrLine = null);

@@ -27,8 +27,9 @@ public abstract record AttemptResult
     /// <summary>The container ran and exited, by itself (<see cref="StopCause.None"/>) or killed for <paramref name="Cause"/>.</summary>
     /// <param name="Disk">What it did with its disk; null without a disk limit.</param>
     /// <param name="Note">What of its /outputs was not kept as it was, for the job's message; null: all of it.</param>
+    /// <param name="LastStderrLine">The last line it wrote to stderr (sanitised), if any.</param>
     public sealed record Exited(ExitResult Exit, StopCause Cause, ResourceUsage Usage, IReadOnlyList<OutputFile> Outputs,
-        DiskUsageSummary? Disk = null, string? Note = null) : AttemptResult;
+        DiskUsageSummary? Disk = null, string? Note = null, string? LastStderrLine = null) : AttemptResult;
 
     /// <summary>Stopped for <paramref name="Cause"/> before the container ran (during the pull, the mount or the start).</summary>
     public sealed record Stopped(StopCause Cause) : AttemptResult;
@@ -87,7 +88,7 @@ public static class Outcomes
             case AttemptResult.Exited { Cause: StopCause.Shutdown } or AttemptResult.Stopped { Cause: StopCause.Shutdown or StopCause.None }:
                 return new AttemptEnd.Requeue(RequeueMessage);
             case AttemptResult.Exited { Cause: StopCause.None } e:
-                outcome = WithNote(OfExit(e.Exit, spec, e.Usage, e.Outputs, e.Disk), e.Note);
+                outcome = WithNote(OfExit(e.Exit, spec, e.Usage, e.Outputs, e.Disk, e.LastStderrLine), e.Note);
                 break;
             case AttemptResult.Exited { Cause: StopCause.Timeout } e:
                 outcome = WithNote(TimedOut(spec, e.Exit.ExitCode, e.Usage, e.Outputs), e.Note);
@@ -116,9 +117,11 @@ public static class Outcomes
     /// <summary>
     /// A container that exited by itself: OOM-killed when the cgroup counted an OOM kill (also when the killed process was
     /// a child and the main process exited 0), else over its disk limit when its disk was seen past it (also when the
-    /// process caught ENOSPC and exited 0), else succeeded on 0, else failed with its exit code (or the signal).
+    /// process caught ENOSPC and exited 0), else succeeded on 0, else failed with its exit code (or the signal), the
+    /// message ending with the last line it wrote to stderr (<paramref name="lastStderrLine"/>), which usually says why.
     /// </summary>
-    public static JobOutcome OfExit(ExitResult exit, JobSpec spec, ResourceUsage usage, IReadOnlyList<OutputFile> files, DiskUsageSummary? disk = null)
+    public static JobOutcome OfExit(ExitResult exit, JobSpec spec, ResourceUsage usage, IReadOnlyList<OutputFile> files, DiskUsageSummary? disk = null,
+        string? lastStderrLine = null)
     {
         if (exit.OomKilled)
             return new(JobState.Failed, FailureReason.OomKilled,
@@ -134,6 +137,7 @@ public static class Outcomes
         if (exit.ExitCode == 0)
             return new(JobState.Succeeded, null, "exited with code 0", 0, usage, files);
         var msg = exit.Signal is { } sig ? $"killed by signal {sig} (exit code {exit.ExitCode})" : $"exited with code {exit.ExitCode}";
+        if (!string.IsNullOrEmpty(lastStderrLine)) msg += ": " + lastStderrLine;
         return new(JobState.Failed, FailureReason.ExitCode, msg, exit.ExitCode, usage, files);
     }
 

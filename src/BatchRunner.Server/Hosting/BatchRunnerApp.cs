@@ -9,6 +9,7 @@ using BatchRunner.Server.Nodes;
 using BatchRunner.Server.Observability;
 using BatchRunner.Server.Scheduling;
 using BatchRunner.Server.Storage;
+using BatchRunner.Server.Storage.Embedded;
 using Hangfire;
 using Microsoft.AspNetCore.Diagnostics;
 using Prometheus;
@@ -40,6 +41,9 @@ public static partial class BatchRunnerApp
         using var bootLogs = LoggerFactory.Create(b => LoggingSetup.ConfigureBootLogging(b, builder.Configuration));
         var bootLog = bootLogs.CreateLogger("BatchRunner.Startup");
 
+        // When the machine runs out of memory, the kernel takes a job before this process or its database.
+        OomScores.ProtectThisProcess(bootLog);
+
         // Storage: one code path whether the database is embedded or external.
         EmbeddedPostgres? embedded = null;
         var connectionString = options.ConnectionString;
@@ -51,6 +55,8 @@ public static partial class BatchRunnerApp
         try
         {
             await builder.Services.AddBatchRunnerStorageAsync(connectionString, bootLog, ct);
+            // What the node knows of its database's outages (fencing), the cluster's recovery after each restart.
+            builder.Services.AddEmbeddedPostgres(embedded);
             if (embedded is not null) builder.Services.AddHostedService(_ => new EmbeddedPostgresLifetime(embedded));
 
             var apiKey = ApiKey.Resolve(options.ApiKey, options.DataDir);
@@ -63,6 +69,7 @@ public static partial class BatchRunnerApp
             var gpuMetrics = gpus is null ? null : Gpus.GpuNode.MetricsSource(options.Gpus, gpus, bootLog);
             builder.AddBatchRunnerServices(options, connectionString, runtime, gpus, gpuMetrics);
             var app = builder.Build();
+            embedded?.UseLogger(app.Services.GetRequiredService<ILogger<EmbeddedPostgres>>());
             var hangfireLogs = HangfireLogging.Register(app.Services.GetRequiredService<ILoggerFactory>());
             app.Lifetime.ApplicationStopped.Register(hangfireLogs.Dispose);
             app.MapBatchRunner(options);
@@ -196,6 +203,7 @@ public static partial class BatchRunnerApp
             role = options.Role,
             node = node.Name,
             database,
+            embedded = sp.GetService<EmbeddedPostgres>() is { } pg ? EmbeddedHealth(pg.Status) : null,
             runtime = runtime is null ? null : new { name = runtime.Name, version = runtime.Version, selection = sp.GetService<RuntimeSelection>()?.Reason },
             disk = Disk(sp.GetRequiredService<NodeDisk>(), options),
             gpus = sp.GetService<BatchRunner.Runtime.Gpus.GpuInventory>() is { } inv
@@ -224,6 +232,18 @@ public static partial class BatchRunnerApp
             jobLimits = options.RunsWorker ? (options.Disk.Enforce ? "enforced" : "off") : null,
         };
     }
+
+    /// <summary>The embedded cluster's supervision as /healthz shows it (state in lower case, as API states are).</summary>
+    private static object EmbeddedHealth(Storage.Embedded.EmbeddedPostgresStatus s) => new
+    {
+        state = s.State.ToString().ToLowerInvariant(),
+        pid = s.Pid,
+        adopted = s.Adopted,
+        restarts = s.Restarts,
+        lastRestartCause = s.LastRestartCause,
+        lastRestartAt = s.LastRestartAt,
+        logDirectory = s.LogDirectory,
+    };
 
     /// <summary>The database being away is an outage (503, retry later), not a server bug (500).</summary>
     private static int StatusFor(Exception e) => DatabaseErrors.IsOutage(e) ? StatusCodes.Status503ServiceUnavailable : StatusCodes.Status500InternalServerError;

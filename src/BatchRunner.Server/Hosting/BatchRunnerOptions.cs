@@ -64,6 +64,17 @@ public sealed class BatchRunnerOptions
 
     public long? MinFreeDiskBytes() => DiskOptions.Parse(MinFreeDisk, "MinFreeDisk");
 
+    /// <summary>Cap of each of a job's stdout and stderr on this node ("100Mi"); a job may ask for less (logs.maxBytes).
+    /// Past it a stream keeps its first and last parts, with a marker line saying how many bytes were dropped.</summary>
+    public string MaxLogBytes { get; set; } = "100Mi";
+
+    public long MaxLogBytesValue() =>
+        Core.Quantity.TryParseBytes(MaxLogBytes, out var b) && b >= Core.LogSettings.MinBytes ? b
+        : throw new InvalidOperationException($"BatchRunner:MaxLogBytes \"{MaxLogBytes}\" must be a quantity of at least {Core.Quantity.FormatBytes(Core.LogSettings.MinBytes)}");
+
+    /// <summary>The cap of a job's streams on this node: its own logs.maxBytes, never above the node's.</summary>
+    public long LogCapFor(Core.JobSpec spec) => Math.Min(spec.Logs.MaxBytes ?? long.MaxValue, MaxLogBytesValue());
+
     /// <summary>Seconds between node heartbeats; a node is dead after three missed ones.</summary>
     public int HeartbeatSeconds { get; set; } = 5;
 
@@ -117,6 +128,7 @@ public sealed class BatchRunnerOptions
         if (Workers < 1) throw new InvalidOperationException("BatchRunner:Workers must be at least 1");
         if (Queues.Length == 0) throw new InvalidOperationException("BatchRunner:Queues must name at least one queue");
         _ = ImageCacheBudgetBytes();
+        _ = MaxLogBytesValue();
         if (HeartbeatSeconds < 1) throw new InvalidOperationException("BatchRunner:HeartbeatSeconds must be at least 1");
         if (ShutdownGraceSeconds < 0) throw new InvalidOperationException("BatchRunner:ShutdownGraceSeconds must not be negative");
         foreach (var p in AllowedRegistries)
@@ -158,6 +170,7 @@ public static class EnvironmentShortcuts
         ["BATCHRUNNER_MEMORY"] = "BatchRunner:Capacity:Memory",
         ["BATCHRUNNER_SHUTDOWN_GRACE_SECONDS"] = "BatchRunner:ShutdownGraceSeconds",
         ["BATCHRUNNER_IMAGE_CACHE_BUDGET"] = "BatchRunner:ImageCacheBudget",
+        ["BATCHRUNNER_MAX_LOG_BYTES"] = "BatchRunner:MaxLogBytes",
         ["BATCHRUNNER_RUNTIME"] = "BatchRunner:Runtime",
         ["BATCHRUNNER_DOCKER_CONFIG"] = "BatchRunner:DockerConfigPath",
         ["BATCHRUNNER_URLS"] = "urls",

@@ -12,7 +12,7 @@ namespace BatchRunner.Server.Nodes;
 /// every beat looks for attempts whose node died (its heartbeat is older than its lease) and hands
 /// their jobs back to the queue. A worker that cannot heartbeat for two intervals fences itself: its
 /// containers are killed (<see cref="Fenced"/>) before any other node can consider it dead, so two
-/// attempts of one job never run at once.
+/// attempts of one job never run at once; not while its embedded database is restarting (<see cref="FencingRule"/>).
 /// </summary>
 public sealed partial class NodeRegistry(
     NodeStore nodes,
@@ -22,6 +22,7 @@ public sealed partial class NodeRegistry(
     NodeDisk disk,
     JobQueue queue,
     NodeAddress address,
+    IDatabaseAvailability database,
     IOptions<BatchRunnerOptions> options,
     ILogger<NodeRegistry> log) : BackgroundService, INodeFence
 {
@@ -72,8 +73,10 @@ public sealed partial class NodeRegistry(
             catch (Exception e)
             {
                 LogBeatFailed(log, e, node.Name);
-                var silent = TimeSpan.FromMilliseconds(Environment.TickCount64 - Interlocked.Read(ref _lastBeatTicks));
-                if (silent >= Interval * 2 && !_fenced.IsCancellationRequested)
+                var now = Environment.TickCount64;
+                var silent = TimeSpan.FromMilliseconds(now - Interlocked.Read(ref _lastBeatTicks));
+                if (!_fenced.IsCancellationRequested &&
+                    FencingRule.ShouldFence(now, Interlocked.Read(ref _lastBeatTicks), database.BackSinceTicks, database.IsRestarting, Interval))
                 {
                     LogFencing(log, node.Name, silent.TotalSeconds);
                     await _fenced.CancelAsync();

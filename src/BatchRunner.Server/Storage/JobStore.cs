@@ -16,7 +16,7 @@ public sealed partial class JobStore(NpgsqlDataSource db) : IAttemptStore
 
     private const string Columns =
         "id, name, image, image_digest, queue, spec, state, reason, message, exit_code, attempt, created_at, " +
-        "started_at, finished_at, usage, pull_progress, hangfire_job_id, cancel_requested, node";
+        "started_at, finished_at, usage, pull_progress, hangfire_job_id, cancel_requested, node, logs_truncated";
 
     /// <summary>
     /// Inserts a new job. With an idempotency key, a key seen before returns the id of the job it created
@@ -230,6 +230,7 @@ public sealed partial class JobStore(NpgsqlDataSource db) : IAttemptStore
             HangfireJobId = rd.IsDBNull(16) ? null : rd.GetString(16),
             CancelRequested = rd.GetBoolean(17),
             Node = rd.IsDBNull(18) ? null : rd.GetString(18),
+            LogsTruncated = rd.GetBoolean(19),
         };
     }
 }

@@ -7,13 +7,16 @@ namespace BatchRunner.Server.Storage;
 
 /// <summary>
 /// Node records in batchrunner.nodes. Liveness is judged by the database's clock: a node is alive
-/// while its heartbeat is younger than its lease, so no two machines' clocks need to agree.
+/// while its heartbeat is younger than its lease, so no two machines' clocks need to agree. The lease
+/// counts from the later of the heartbeat and the database's start: after a database restart (an outage
+/// no node could heartbeat through) every node has a full lease to heartbeat again before it is dead.
 /// </summary>
 public sealed class NodeStore(NpgsqlDataSource db)
 {
     private static readonly JsonSerializerOptions Json = JobStore.Json;
 
-    public const string AliveCondition = "n.stopped_at is null and n.heartbeat_at > now() - make_interval(secs => n.lease_seconds)";
+    public const string AliveCondition =
+        "n.stopped_at is null and greatest(n.heartbeat_at, pg_postmaster_start_time()) > now() - make_interval(secs => n.lease_seconds)";
 
     public async Task RegisterAsync(string name, Guid instance, IReadOnlyDictionary<string, string> labels, NodeCapacity capacity,
         IReadOnlyList<string> queues, TimeSpan lease, CancellationToken ct)
@@ -53,10 +56,7 @@ public sealed class NodeStore(NpgsqlDataSource db)
     /// <summary>The node's HTTP address and whether its lease is current; null when no such node is recorded.</summary>
     public async Task<(string? ApiUrl, bool Alive)?> GetApiUrlAsync(string name, CancellationToken ct)
     {
-        await using var cmd = db.CreateCommand("""
-            select api_url, stopped_at is null and heartbeat_at > now() - make_interval(secs => lease_seconds)
-            from batchrunner.nodes where name = @n
-            """);
+        await using var cmd = db.CreateCommand($"select n.api_url, {AliveCondition} from batchrunner.nodes n where n.name = @n");
         cmd.Parameters.AddWithValue("n", name);
         await using var r = await cmd.ExecuteReaderAsync(ct);
         if (!await r.ReadAsync(ct)) return null;

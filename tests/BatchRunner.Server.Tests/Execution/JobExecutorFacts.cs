@@ -170,6 +170,39 @@ public sealed class JobExecutorFacts : IDisposable
         _h.AssertNothingHeld();
     }
 
+    [Theory]
+    [InlineData("Traceback (most recent call last):\nKeyError: 'learning_rate'\n", "exited with code 1: KeyError: 'learning_rate'")]
+    [InlineData("", "exited with code 1")]
+    public async Task ExecuteAsync_QuotesOnlyThisAttemptsLastStderrLine_WhenTheContainerFails(string stderr, string message)
+    {
+        var id = _h.AddJob(ExecutorHarness.Job());
+        Directory.CreateDirectory(_h.Paths.JobDir(id));
+        File.WriteAllText(_h.Paths.Stderr(id), "an earlier attempt's complaint\n");
+        _h.Runtime.OnStart = c =>
+        {
+            File.AppendAllText(_h.Paths.Stderr(id), stderr);
+            c.Exit(1);
+        };
+        await _h.ExecuteAsync(id);
+
+        Assert.Equal(message, Assert.Single(_h.Store.Outcomes).Message);
+    }
+
+    [Fact]
+    public async Task ExecuteAsync_RecordsLogsTruncated_AsSoonAsTheOutputGoesOverItsCap()
+    {
+        var id = _h.AddJob(ExecutorHarness.Job());
+        var (run, container) = await RunningAsync(id);
+        container.TruncateLogs();
+        await BatchRunner.Testing.Poll.UntilAsync(() => _h.Store.Writes.Contains("LogsTruncated 1"), Deadline, "logsTruncated recorded");
+        Assert.Equal(JobState.Running, _h.Store.Job(id).State);
+
+        container.Exit(0);
+        await run;
+        Assert.Equal(["Begin 1", "Running 1", "LogsTruncated 1", "Finish 1 succeeded"], _h.Store.Writes);
+        _h.AssertNothingHeld();
+    }
+
     [Fact]
     public async Task ExecuteAsync_SchedulesARetry_WhenTheReasonIsListed_EvenIfTheMainProcessExitedZero()
     {
@@ -264,6 +297,27 @@ public sealed class JobExecutorFacts : IDisposable
         Assert.False(run.IsCompleted);
         Assert.False(container.Killed);
         container.Exit(0);
+        await run.WaitAsync(Deadline);
+
+        Assert.False(container.Killed);
+        Assert.Equal(["Begin 1", "Running 1", "Finish 1 succeeded"], _h.Store.Writes);
+        _h.AssertNothingHeld();
+    }
+
+    [Fact]
+    public async Task ExecuteAsync_KeepsRunning_AndRecordsTheEnd_WhenTheCancelFlagCannotBeReadDuringAnOutage()
+    {
+        // Issue 16: a database outage must never stop a running container. The flag used to be read with a 30 s
+        // deadline, and the exception then unwound the attempt: the container was killed, the job left running.
+        var id = _h.AddJob(ExecutorHarness.Job());
+        using var hangfire = new CancellationTokenSource();
+        var (run, container) = await RunningAsync(id, hangfire.Token);
+        _h.Store.DatabaseAway = true;
+
+        await hangfire.CancelAsync();
+        await BatchRunner.Testing.Poll.UntilAsync(() => _h.Store.CancelChecks > 1, Deadline, "the executor to try the cancel flag", 5);
+        container.Exit(0);
+        _h.Store.DatabaseAway = false;
         await run.WaitAsync(Deadline);
 
         Assert.False(container.Killed);
