@@ -57,7 +57,9 @@ public static class JobsApi
         if (errors.Count > 0)
             return TypedResults.ValidationProblem(errors, title: "The job spec is invalid");
 
-        var spec = result.Spec!;
+        var (spec, diskError) = DiskRequests.Settle(result.Spec!, options.Value.Disk);
+        if (diskError is not null)
+            return TypedResults.ValidationProblem(new Dictionary<string, string[]> { ["resources.disk"] = [diskError] }, title: "The job spec is invalid");
         // A job that no live node could ever run is refused now rather than queued forever.
         var misfit = await liveNodes.WhyNoNodeFitsAsync(spec, ct);
         if (misfit.Count > 0)

@@ -55,6 +55,15 @@ public sealed class BatchRunnerOptions
         : Core.Quantity.TryParseBytes(ImageCacheBudget, out var b) ? b
         : throw new InvalidOperationException($"BatchRunner:ImageCacheBudget \"{ImageCacheBudget}\" is not a quantity");
 
+    /// <summary>Per-job disk limits: enforced or not, the default and the largest resources.disk.</summary>
+    public DiskOptions Disk { get; set; } = new();
+
+    /// <summary>Free space the data directory keeps (a quantity): below it no new job starts, and pulls and imports
+    /// that would cross it are refused. Unset: the larger of 5% of its filesystem and 2Gi.</summary>
+    public string? MinFreeDisk { get; set; }
+
+    public long? MinFreeDiskBytes() => DiskOptions.Parse(MinFreeDisk, "MinFreeDisk");
+
     /// <summary>Cap of each of a job's stdout and stderr on this node ("100Mi"); a job may ask for less (logs.maxBytes).
     /// Past it a stream keeps its first and last parts, with a marker line saying how many bytes were dropped.</summary>
     public string MaxLogBytes { get; set; } = "100Mi";
@@ -125,6 +134,8 @@ public sealed class BatchRunnerOptions
         foreach (var p in AllowedRegistries)
             if (Oci.Registry.RegistryPolicy.Validate(p) is { } error) throw new InvalidOperationException($"BatchRunner:AllowedRegistries: {error}");
         Isolation.Validate();
+        Disk.Validate();
+        _ = MinFreeDiskBytes();
         if (!Path.IsPathRooted(DataDir)) DataDir = Path.GetFullPath(DataDir);
     }
 }
@@ -164,6 +175,10 @@ public static class EnvironmentShortcuts
         ["BATCHRUNNER_DOCKER_CONFIG"] = "BatchRunner:DockerConfigPath",
         ["BATCHRUNNER_URLS"] = "urls",
         ["BATCHRUNNER_ADVERTISE_URL"] = "BatchRunner:AdvertiseUrl",
+        ["BATCHRUNNER_MIN_FREE_DISK"] = "BatchRunner:MinFreeDisk",
+        ["BATCHRUNNER_DISK_DEFAULT"] = "BatchRunner:Disk:Default",
+        ["BATCHRUNNER_DISK_MAX"] = "BatchRunner:Disk:Max",
+        ["BATCHRUNNER_DISK_ENFORCE"] = "BatchRunner:Disk:Enforce",
     };
 
     public static IEnumerable<KeyValuePair<string, string?>> Read()

@@ -78,7 +78,7 @@ public sealed class OutcomesFacts
     public void Decide_EndsAFailedExitsMessage_WithTheLastLineOfStderr()
     {
         AttemptResult Exited(int code, bool oom = false) =>
-            new AttemptResult.Exited(new ExitResult(code, null, oom), StopCause.None, Usage, Files, "KeyError: 'learning_rate'");
+            new AttemptResult.Exited(new ExitResult(code, null, oom), StopCause.None, Usage, Files, LastStderrLine: "KeyError: 'learning_rate'");
         string Message(AttemptResult r) => Assert.IsType<AttemptEnd.Finished>(Outcomes.Decide(r, NoRetry, 1)).Outcome.Message!;
 
         Assert.Equal("exited with code 1: KeyError: 'learning_rate'", Message(Exited(1)));

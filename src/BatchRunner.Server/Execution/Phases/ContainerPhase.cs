@@ -12,7 +12,7 @@ namespace BatchRunner.Server.Execution.Phases;
 
 /// <summary>
 /// Owns the attempt's container (and with it its cgroup and bundle): builds its spec, gives the job's user its
-/// /outputs, starts it, marks the job running, and waits for it while watching what may stop it. Once it has
+/// /outputs (on the job's disk), starts it, marks the job running, and waits for it while watching what may stop it. Once it has
 /// exited, its usage is read and it is deleted, so that the phases after this one see only the job's directory.
 /// Released (when the attempt ends early): the container is killed and deleted. After a crash the watchdog kills
 /// it and the janitor deletes it. Its stdout and stderr go to the job's capped logs (the job's logs.maxBytes, at most
@@ -36,9 +36,9 @@ public sealed partial class ContainerPhase(
     public async Task<AttemptResult?> RunAsync(AttemptContext attempt)
     {
         var spec = attempt.Spec;
-        // The job's directory: logs and outputs outlive the container.
-        var outputs = paths.Outputs(attempt.JobId);
-        Directory.CreateDirectory(outputs);
+        // The job's directory: its logs outlive the container (its outputs move there once it has exited).
+        Directory.CreateDirectory(paths.JobDir(attempt.JobId));
+        var outputs = attempt.OutputsDir;
         var io = new ContainerIo(paths.Stdout(attempt.JobId), paths.Stderr(attempt.JobId)) { Limits = new LogLimits(options.Value.LogCapFor(spec)) };
         // Earlier attempts' stderr stays in the log; the message quotes only this attempt's.
         var stderrFrom = StoredLog.End(io.StderrPath);
@@ -73,7 +73,7 @@ public sealed partial class ContainerPhase(
         var startedAt = time.GetUtcNow();
         await Durably.RunAsync(c => store.MarkRunningAsync(attempt.JobId, attempt.Attempt, startedAt, c));
         BatchRunnerMetrics.JobsRunning.Inc();
-        var tracking = telemetry.TrackContainer(attempt.Job, node.Name, cspec, container);
+        var tracking = telemetry.TrackContainer(attempt.Job, node.Name, cspec, container, attempt.DiskWatch);
         using var gpuTracking = attempt.Reservation.Gpus.Count > 0 ? gpus.Monitor.TrackJob(attempt.JobId, spec.Name, attempt.Reservation.Gpus) : null;
         try
         {
