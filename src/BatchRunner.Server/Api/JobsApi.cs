@@ -2,6 +2,7 @@ using System.Text.Json;
 using System.Text.Json.Serialization;
 using BatchRunner.Core;
 using BatchRunner.Oci;
+using BatchRunner.Server.Auth;
 using BatchRunner.Server.Execution;
 using BatchRunner.Server.Hosting;
 using BatchRunner.Server.Nodes;
@@ -22,14 +23,16 @@ public static class JobsApi
 
     public static RouteGroupBuilder MapJobsApiV1(this IEndpointRouteBuilder app)
     {
-        var api = app.MapGroup("/api/v1/jobs").WithTags("Jobs").RequireApiKey();
-        api.MapPost("/", SubmitAsync).WithName("SubmitJob").Accepts<JobSubmission>("application/json", "multipart/form-data");
-        api.MapGet("/", ListAsync).WithName("ListJobs");
-        api.MapGet("/{id}", GetAsync).WithName("GetJob");
-        api.MapPost("/{id}/cancel", CancelAsync).WithName("CancelJob");
-        api.MapGet("/{id}/logs", LogsAsync).WithName("GetJobLogs");
-        api.MapGet("/{id}/outputs", ListOutputsAsync).WithName("ListJobOutputs");
-        api.MapGet("/{id}/outputs/{**path}", GetOutputAsync).WithName("GetJobOutput");
+        // Every endpoint declares who may call it; jobs are then looked up within the caller's tenant only.
+        var api = app.MapGroup("/api/v1/jobs").WithTags("Jobs");
+        api.MapPost("/", SubmitAsync).WithName("SubmitJob").Accepts<JobSubmission>("application/json", "multipart/form-data")
+            .RequireAuthorization(Policies.Submit);
+        api.MapGet("/", ListAsync).WithName("ListJobs").RequireAuthorization(Policies.Read);
+        api.MapGet("/{id}", GetAsync).WithName("GetJob").RequireAuthorization(Policies.Read);
+        api.MapPost("/{id}/cancel", CancelAsync).WithName("CancelJob").RequireAuthorization(Policies.Submit);
+        api.MapGet("/{id}/logs", LogsAsync).WithName("GetJobLogs").RequireAuthorization(Policies.Read);
+        api.MapGet("/{id}/outputs", ListOutputsAsync).WithName("ListJobOutputs").RequireAuthorization(Policies.Read);
+        api.MapGet("/{id}/outputs/{**path}", GetOutputAsync).WithName("GetJobOutput").RequireAuthorization(Policies.Read);
         return api;
     }
 

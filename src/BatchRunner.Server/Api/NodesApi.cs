@@ -9,7 +9,7 @@ public static class NodesApi
 {
     public static RouteGroupBuilder MapNodesApiV1(this IEndpointRouteBuilder app)
     {
-        var api = app.MapGroup("/api/v1/nodes").WithTags("Nodes").RequireApiKey();
+        var api = app.MapGroup("/api/v1/nodes").WithTags("Nodes").RequireAuthorization(Auth.Policies.Read);
         api.MapGet("/", ListAsync).WithName("ListNodes");
         return api;
     }

@@ -3,6 +3,7 @@ using BatchRunner.Oci;
 using BatchRunner.Oci.Store;
 using BatchRunner.Runtime;
 using BatchRunner.Server.Api;
+using BatchRunner.Server.Auth;
 using BatchRunner.Server.Execution;
 using BatchRunner.Server.Nodes;
 using BatchRunner.Server.Observability;
@@ -56,7 +57,7 @@ public static partial class BatchRunnerApp
             builder.Services.AddSingleton(dataSource);
             if (embedded is not null) builder.Services.AddHostedService(_ => new EmbeddedPostgresLifetime(embedded));
 
-            var apiKey = ApiKey.Resolve(options.ApiKey, options.DataDir);
+            var apiKey = BootstrapKey.Resolve(options.ApiKey, options.DataDir);
             if (apiKey.Generated)
                 Console.WriteLine($"BatchRunner generated an API key and stored it in {Path.Combine(options.DataDir, "api-key")}:\n  {apiKey.Value}");
             builder.Services.AddSingleton(apiKey);
@@ -91,6 +92,9 @@ public static partial class BatchRunnerApp
         services.AddBatchRunnerObservability(options);
         services.AddProblemDetails();
         services.AddOpenApi();
+        services.AddBatchRunnerAuth(options);
+        services.AddBatchRunnerDataProtection();
+        services.AddBatchRunnerWebhooks(options);
         // Uploads of inputs that a crashed API process left half-received.
         if (options.RunsApi) services.AddHostedService<InputStagingSweeper>();
 
@@ -182,6 +186,13 @@ public static partial class BatchRunnerApp
     {
         app.UseBatchRunnerRequestLog();
         app.UseExceptionHandler(new ExceptionHandlerOptions { StatusCodeSelector = StatusFor, ExceptionHandler = WriteProblemAsync });
+        // Routing, then the key (who), its role (may it), its rate; after the request log and the exception handler,
+        // so that their answers are logged and problem details too.
+        app.UseRouting();
+        app.UseAuthentication();
+        app.UseAuthorization();
+        app.UseAntiforgery();
+        app.UseRateLimiter();
         app.UseHttpMetrics();
         app.MapMetrics();
         app.MapGet("/healthz", HealthAsync).WithTags("Health");
@@ -193,6 +204,7 @@ public static partial class BatchRunnerApp
             app.MapJobsApiV1();
             app.MapNodesApiV1();
             app.MapImagesApiV1();
+            app.MapApiKeysApiV1();
             app.UseBatchRunnerDashboard();
         }
     }

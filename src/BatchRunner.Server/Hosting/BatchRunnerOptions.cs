@@ -80,6 +80,15 @@ public sealed class BatchRunnerOptions
     /// <summary>Network modes, capabilities, datasets, user namespaces and input limits of this node's jobs.</summary>
     public IsolationOptions Isolation { get; set; } = new();
 
+    /// <summary>API keys: how long a node caches a key lookup, and per-role request rates.</summary>
+    public AuthOptions Auth { get; set; } = new();
+
+    /// <summary>Calls to jobs' notify.url: signing key, allowed hosts, retries.</summary>
+    public WebhookOptions Webhooks { get; set; } = new();
+
+    /// <summary>Seconds between checks for queued jobs whose Hangfire message was deleted or lost (in the dashboard).</summary>
+    public double ReconcileSeconds { get; set; } = 30;
+
     /// <summary>Registries reached over plain HTTP (loopback registries always are).</summary>
     public List<string> InsecureRegistries { get; set; } = [];
 
@@ -101,6 +110,9 @@ public sealed class BatchRunnerOptions
         if (HeartbeatSeconds < 1) throw new InvalidOperationException("BatchRunner:HeartbeatSeconds must be at least 1");
         if (ShutdownGraceSeconds < 0) throw new InvalidOperationException("BatchRunner:ShutdownGraceSeconds must not be negative");
         Isolation.Validate();
+        Auth.Validate();
+        Webhooks.Validate();
+        if (ReconcileSeconds is <= 0 or > 3600) throw new InvalidOperationException("BatchRunner:ReconcileSeconds must be between 0 and 3600");
         if (!Path.IsPathRooted(DataDir)) DataDir = Path.GetFullPath(DataDir);
     }
 }
@@ -139,6 +151,7 @@ public static class EnvironmentShortcuts
         ["BATCHRUNNER_DOCKER_CONFIG"] = "BatchRunner:DockerConfigPath",
         ["BATCHRUNNER_URLS"] = "urls",
         ["BATCHRUNNER_ADVERTISE_URL"] = "BatchRunner:AdvertiseUrl",
+        ["BATCHRUNNER_WEBHOOK_SECRET"] = "BatchRunner:Webhooks:Secret",
     };
 
     public static IEnumerable<KeyValuePair<string, string?>> Read()

@@ -18,7 +18,7 @@ namespace BatchRunner.Server.Hosting;
 /// The Hangfire dashboard at /hangfire, made to answer an operator's questions about BatchRunner jobs:
 /// each job's page shows the BatchRunner job (image and digest, command, resources, state and reason,
 /// usage, outputs) and the last lines of its logs; a "BatchRunner nodes" page lists the nodes.
-/// Protected by the API key (<see cref="DashboardApiKeyFilter"/>: Bearer, or Basic with the key as password).
+/// For admins only (<see cref="Auth.DashboardAdminFilter"/>: Bearer, or Basic with an admin key as password).
 /// </summary>
 /// <remarks>
 /// Hangfire's renderers, routes and navigation items are process-wide statics: they are registered once
@@ -39,7 +39,7 @@ public static class DashboardSetup
         RegisterExtensionsOnce();
         app.UseHangfireDashboard(PathMatch, new DashboardOptions
         {
-            Authorization = [new DashboardApiKeyFilter(app.Services.GetRequiredService<ApiKey>())],
+            Authorization = [new Auth.DashboardAdminFilter()],
             DashboardTitle = "BatchRunner",
             DisplayStorageConnectionString = false,
         });
