@@ -13,6 +13,9 @@ public sealed partial record JobSpec
     [JsonIgnore]
     public IReadOnlyDictionary<string, string> SecretEnv { get; init; } = new Dictionary<string, string>();
 
+    /// <summary>The names of <see cref="SecretEnv"/> (not secret: stored and shown).</summary>
+    public IReadOnlyList<string> SecretEnvNames { get; init; } = [];
+
     /// <summary>Where to POST the final job document when the job ends; null: nowhere.</summary>
     public JobNotify? Notify { get; init; }
 }

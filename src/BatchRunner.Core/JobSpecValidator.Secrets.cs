@@ -22,7 +22,7 @@ public static partial class JobSpecValidator
             ValidateEnv("secretEnv", secrets, add);
             foreach (var name in secrets.Keys.Where(k => s.Env?.ContainsKey(k) == true))
                 add($"secretEnv.{name}", $"{name} is also in env: a variable is either plain (env) or secret (secretEnv)");
-            spec = spec with { SecretEnv = secrets };
+            spec = spec with { SecretEnv = secrets, SecretEnvNames = secrets.Keys.Order(StringComparer.Ordinal).ToList() };
         }
 
         if (s.Notify is { } notify)

@@ -5,6 +5,7 @@ using BatchRunner.Runtime.Cgroups;
 using BatchRunner.Runtime.Spec;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
+using BatchRunner.Native;
 
 namespace BatchRunner.Runtime;
 
@@ -110,7 +111,15 @@ public sealed partial class RuncRuntime : IContainerRuntime
             var config = SpecBuilder.ForContainer(spec, extra);
             Directory.CreateDirectory(bundleDir);
             Directory.CreateDirectory(_options.StateRoot);
-            await File.WriteAllTextAsync(Path.Combine(bundleDir, ConfigFile), config.ToJson(), ct);
+            // config.json holds the container's environment, secrets included: owner-only from its creation.
+            var configPath = Path.Combine(bundleDir, ConfigFile);
+            File.Delete(configPath);
+            await using (var file = new FileStream(configPath, new FileStreamOptions
+            {
+                Mode = FileMode.CreateNew, Access = FileAccess.Write, UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite,
+            }))
+            await using (var writer = new StreamWriter(file))
+                await writer.WriteAsync(config.ToJson().AsMemory(), ct);
             File.Delete(Path.Combine(bundleDir, LogFile));
             File.Delete(pidFile);
             // Create the output files here so that a bad path is our precise error, not the shell's.
@@ -197,7 +206,7 @@ public sealed partial class RuncRuntime : IContainerRuntime
     private static void EnsureSubreaper()
     {
         if (Interlocked.Exchange(ref s_subreaper, 1) != 0) return;
-        Native.BecomeChildSubreaper();
+        Libc.BecomeChildSubreaper();
         OrphanReaper.Start();
     }
 

@@ -1,12 +1,6 @@
-using System.Net.Http.Headers;
-using System.Net.Http.Json;
-using System.Text.Json;
 using BatchRunner.Server.Hosting;
 using BatchRunner.Testing;
 using Microsoft.AspNetCore.Builder;
-using Microsoft.AspNetCore.Hosting.Server;
-using Microsoft.AspNetCore.Hosting.Server.Features;
-using Microsoft.Extensions.DependencyInjection;
 
 namespace BatchRunner.Server.Tests;
 
@@ -21,9 +15,14 @@ public sealed class ServerFixture : IAsyncLifetime
     public const string ApiKey = "test-key-7d1c0e";
     public const string RegistryUser = "puller";
     public const string RegistryPassword = "s3cret-pw";
+    /// <summary>The server's webhook signing key (for jobs without a notify.secret).</summary>
+    public const string WebhookSecret = "fixture-webhook-secret-5e1f";
 
     public WebApplication App { get; private set; } = null!;
-    public HttpClient Client { get; private set; } = null!;
+    /// <summary>The API with the key.</summary>
+    public BatchRunnerClient Api { get; private set; } = null!;
+    /// <summary>Raw requests with the key.</summary>
+    public HttpClient Client => Api.Http;
     public HttpClient Anonymous { get; private set; } = null!;
     public string DataDir { get; } = Path.Combine("/tmp", "br-server-tests-" + Guid.NewGuid().ToString("N")[..8]);
     public TestRegistry Registry { get; private set; } = null!;
@@ -36,8 +35,6 @@ public sealed class ServerFixture : IAsyncLifetime
     public string HelperAuthBusybox { get; private set; } = null!;
     /// <summary>Holds the Docker config.json and the docker-credential-fixture helper.</summary>
     public string DockerConfigDir { get; } = Directory.CreateTempSubdirectory("br-server-dockerconfig-").FullName;
-
-    public static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web);
 
     public async Task InitializeAsync()
     {
@@ -67,16 +64,26 @@ public sealed class ServerFixture : IAsyncLifetime
             $"--BatchRunner:Registries:0:Password={RegistryPassword}",
             $"--BatchRunner:DockerConfigPath={dockerConfig}",
             $"--BatchRunner:CredentialHelperPath={DockerConfigDir}",
+            // Viewer keys get small buckets, so that RequestLimitsFacts sees a 429 within a few requests (each key has
+            // its own bucket: other tests' viewer keys send far fewer).
+            "--BatchRunner:Auth:RateLimits:viewer:PermitsPerSecond=2",
+            "--BatchRunner:Auth:RateLimits:viewer:Burst=30",
+            // Webhook receivers in tests listen on 127.0.0.1, which is allowed only when named.
+            "--BatchRunner:Webhooks:AllowedHosts:0=*",
+            "--BatchRunner:Webhooks:AllowedHosts:1=127.0.0.1",
+            "--BatchRunner:Webhooks:InitialBackoffSeconds=1",
+            $"--BatchRunner:Webhooks:Secret={WebhookSecret}",
+            "--BatchRunner:ReconcileSeconds=1",
             "--Logging:LogLevel:Default=Warning",
             "--Logging:LogLevel:BatchRunner=Information",
         ]);
-        (Client, var address) = await InProcessHost.StartAsync(App, ApiKey);
+        (Api, var address) = await InProcessHost.StartAsync(App, ApiKey);
         Anonymous = new HttpClient { BaseAddress = new Uri(address) };
     }
 
     public async Task DisposeAsync()
     {
-        Client?.Dispose();
+        Api?.Dispose();
         Anonymous?.Dispose();
         await InProcessHost.StopAsync(App);
         foreach (var r in new[] { Registry, AuthRegistry, UnconfiguredAuthRegistry, HelperAuthRegistry })
@@ -99,26 +106,6 @@ public sealed class ServerFixture : IAsyncLifetime
         File.WriteAllText(config, $$"""{ "credHelpers": { "{{HelperAuthRegistry.Host}}": "fixture" } }""");
         return config;
     }
-
-    public async Task<JsonElement> SubmitAsync(object spec)
-    {
-        var response = await Client.PostAsJsonAsync("/api/v1/jobs", spec, Json);
-        var body = await response.Content.ReadAsStringAsync();
-        Assert.True(response.StatusCode == System.Net.HttpStatusCode.Created, $"submit: {(int)response.StatusCode} {body}");
-        return JsonDocument.Parse(body).RootElement.Clone();
-    }
-
-    public async Task<JsonElement> GetJobAsync(string id)
-    {
-        var body = await Client.GetStringAsync($"/api/v1/jobs/{id}");
-        return JsonDocument.Parse(body).RootElement.Clone();
-    }
-
-    public Task<JsonElement> WaitForStateAsync(string id, Func<string, bool> done, TimeSpan timeout) =>
-        Poll.UntilAsync(() => GetJobAsync(id), j => done(j.GetProperty("state").GetString()!), timeout, $"job {id} state", 100);
-
-    public Task<JsonElement> WaitForFinalAsync(string id, TimeSpan? timeout = null) =>
-        WaitForStateAsync(id, s => s is "succeeded" or "failed" or "cancelled", timeout ?? TimeSpan.FromSeconds(60));
 }
 
 [CollectionDefinition(Name)]

@@ -10,7 +10,7 @@ public sealed class JobDocuments(JobStore store, JobNodeLiveness liveness) : IJo
     /// (a tenant; null: any tenant).</summary>
     public async Task<JobDto?> GetAsync(Guid id, string? scope, CancellationToken ct)
     {
-        var job = await store.GetAsync(id, ct);
+        var job = await store.GetAsync(id, scope, ct);
         if (job is null) return null;
         return JobDto.From(job).WithAttempts(await store.GetAttemptsAsync(job.Id, ct)).WithNodeAlive(await liveness.GetAsync([job.Id], ct));
     }

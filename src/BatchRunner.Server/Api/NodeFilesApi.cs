@@ -1,4 +1,3 @@
-using BatchRunner.Server.Execution;
 using BatchRunner.Server.Nodes;
 using BatchRunner.Server.Storage;
 
@@ -23,15 +22,15 @@ public static class NodeFilesApi
             var token = ctx.HttpContext.RequestServices.GetRequiredService<ClusterToken>();
             if (await token.MatchesAsync(ctx.HttpContext.Request.Headers[ClusterToken.Header].FirstOrDefault(), ctx.HttpContext.RequestAborted))
             {
-                Hosting.RequestLog.SetKeyId(ctx.HttpContext, Hosting.RequestLog.NodeKeyId);
+                RequestLog.SetKeyId(ctx.HttpContext, RequestLog.NodeKeyId);
                 return await next(ctx);
             }
             return TypedResults.Problem(statusCode: StatusCodes.Status403Forbidden, title: "Forbidden", detail: "node-to-node endpoint");
         });
         api.MapGet("/{id}/logs", (string id, string? stream, bool? follow, JobStore store, DataPaths paths, CancellationToken ct) =>
-            JobsApi.ServeLogsAsync(id, stream, follow, "", store, paths, forwardFrom: null, ct));
+            JobsApi.ServeLogsAsync(id, stream, follow, "", scope: null, store, paths, forwardFrom: null, ct));
         api.MapGet("/{id}/outputs/{**path}", (string id, string path, JobStore store, DataPaths paths, CancellationToken ct) =>
-            JobsApi.ServeOutputAsync(id, path, store, paths, forwardFrom: null, ct));
+            JobsApi.ServeOutputAsync(id, path, scope: null, store, paths, forwardFrom: null, ct));
         return app;
     }
 

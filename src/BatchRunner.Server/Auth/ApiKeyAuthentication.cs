@@ -1,6 +1,5 @@
 using System.Text;
 using System.Text.Encodings.Web;
-using BatchRunner.Server.Hosting;
 using Microsoft.AspNetCore.Authentication;
 using Microsoft.Extensions.Options;
 
@@ -27,7 +26,6 @@ public sealed class ApiKeyAuthentication(
             : await keys.FindAsync(hash, Context.RequestAborted) is { } identity ? new Caller(identity.KeyId, identity.Tenant, identity.Role)
             : null;
         if (caller is null) return AuthenticateResult.Fail("unknown or revoked API key");
-        RequestLog.SetKeyId(Context, caller.KeyId);
         return AuthenticateResult.Success(new AuthenticationTicket(caller.ToPrincipal(SchemeName), SchemeName));
     }
 

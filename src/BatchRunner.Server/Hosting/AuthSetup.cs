@@ -6,7 +6,7 @@ using Microsoft.AspNetCore.Authentication;
 
 namespace BatchRunner.Server.Hosting;
 
-/// <summary>Wiring of issue 18's services: keys, roles, rates, anti-forgery, webhooks.</summary>
+/// <summary>Wiring of issue 18's services: keys, roles, rates, anti-forgery, webhooks, the Hangfire reconciler.</summary>
 public static class AuthSetup
 {
     public static IServiceCollection AddBatchRunnerAuth(this IServiceCollection services, BatchRunnerOptions options)
@@ -33,6 +33,14 @@ public static class AuthSetup
         services.AddHttpClient(WebhookSender.HttpClientName)
             .ConfigurePrimaryHttpMessageHandler(sp => WebhookSender.CreateHandler(sp.GetRequiredService<WebhookPolicy>()));
         services.AddHostedService<WebhookSender>();
+        return services;
+    }
+
+    /// <summary>Queued jobs whose Hangfire message was deleted or lost in Hangfire's dashboard end or run (every node).</summary>
+    public static IServiceCollection AddBatchRunnerQueueReconciler(this IServiceCollection services)
+    {
+        services.AddSingleton<Nodes.QueueReconciler>();
+        services.AddHostedService(sp => sp.GetRequiredService<Nodes.QueueReconciler>());
         return services;
     }
 

@@ -1,6 +1,5 @@
 using System.Net.Http.Headers;
 using System.Text.Json;
-using BatchRunner.Server.Execution;
 using BatchRunner.Server.Hosting;
 using BatchRunner.Server.Storage;
 using Microsoft.Extensions.Options;

@@ -46,6 +46,7 @@ public static class DataProtectionServices
         services.AddOptions<Microsoft.AspNetCore.DataProtection.KeyManagement.KeyManagementOptions>()
             .Configure<NpgsqlDataSource>((o, db) => o.XmlRepository = new DataProtectionKeyRepository(db));
         services.AddSingleton<JobSecretStore>();
+        services.AddSingleton<IJobSecrets>(sp => sp.GetRequiredService<JobSecretStore>());
         return services;
     }
 }

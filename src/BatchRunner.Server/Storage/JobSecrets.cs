@@ -19,13 +19,20 @@ public sealed record JobSecrets(IReadOnlyDictionary<string, string> Env, string?
     public override string ToString() => $"JobSecrets({Env.Count} variables)"; // never the values
 }
 
+/// <summary>Reads a job's secrets (<see cref="JobSecretStore"/>; a fake in executor tests).</summary>
+public interface IJobSecrets
+{
+    /// <summary>The secrets of job <paramref name="jobId"/>; empty when it has none.</summary>
+    Task<JobSecrets> GetAsync(Guid jobId, CancellationToken ct);
+}
+
 /// <summary>
 /// A job's secrets at rest: encrypted with ASP.NET Core Data Protection (authenticated encryption, AES-256-CBC +
 /// HMACSHA256 by default) into batchrunner.jobs.secrets, with the key ring every node reads from the database
 /// (<see cref="DataProtectionKeyRepository"/>). The API encrypts them before the job is stored (<see cref="Protect"/>,
 /// then <see cref="JobStore.InsertAsync"/>); the worker and the webhook sender decrypt them when they need them.
 /// </summary>
-public sealed class JobSecretStore(NpgsqlDataSource db, IDataProtectionProvider provider)
+public sealed class JobSecretStore(NpgsqlDataSource db, IDataProtectionProvider provider) : IJobSecrets
 {
     // The purpose string isolates these payloads from any other use of the key ring; never change it.
     private readonly IDataProtector _protector = provider.CreateProtector("BatchRunner.JobSecrets.v1");

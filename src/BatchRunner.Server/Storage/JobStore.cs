@@ -10,17 +10,29 @@ namespace BatchRunner.Server.Storage;
 /// BatchRunner's job records in PostgreSQL. Every write after submission is fenced by the attempt number
 /// (and by the job not being final), so a late write from an attempt that was given up is ignored.
 /// </summary>
-public sealed class JobStore(NpgsqlDataSource db)
+public sealed partial class JobStore(NpgsqlDataSource db) : IAttemptStore
 {
     internal static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web);
 
     private const string Columns =
-        "id, name, image, image_digest, queue, spec, state, reason, message, exit_code, attempt, created_at, " +
-        "started_at, finished_at, usage, pull_progress, hangfire_job_id, cancel_requested, node";
+        "j.id, j.name, j.image, j.image_digest, j.queue, j.spec, j.state, j.reason, j.message, j.exit_code, j.attempt, j.created_at, " +
+        "j.started_at, j.finished_at, j.usage, j.pull_progress, j.hangfire_job_id, j.cancel_requested, j.node, j.tenant, j.submitted_by, " +
+        "n.url, n.state, n.attempts, n.last_error, n.delivered_at";
+
+    /// <summary>A list item's spec: without args and env, whose size only the submission limit bounds (256 KiB each),
+    /// so that a page of 1000 jobs stays small; the names of the variables come separately.</summary>
+    private const string SummaryColumns =
+        "j.id, j.name, j.image, j.image_digest, j.queue, j.spec - 'args' - 'env', j.state, j.reason, j.message, j.exit_code, j.attempt, j.created_at, " +
+        "j.started_at, j.finished_at, j.usage, j.pull_progress, j.hangfire_job_id, j.cancel_requested, j.node, j.tenant, j.submitted_by, " +
+        "n.url, n.state, n.attempts, n.last_error, n.delivered_at, " +
+        "array(select jsonb_object_keys(coalesce(j.spec->'env', '{}')) order by 1)";
+
+    private const string From = "batchrunner.jobs j left join batchrunner.notifications n on n.job_id = j.id";
 
     /// <summary>
-    /// Inserts a new job. With an idempotency key, a key seen before returns the id of the job it created
-    /// (and whether the request matched the first one) instead, in the same transaction.
+    /// Inserts a new job (with its webhook delivery, when it asks for one). With an idempotency key, a key the job's
+    /// tenant used before returns the id of the job it created (and whether the request matched the first one)
+    /// instead, in the same transaction. Keys are per tenant: another tenant's job is never found by one.
     /// </summary>
     public async Task<(Guid Id, bool Created, bool SameRequest)> InsertAsync(JobRecord job, string? idempotencyKey, string requestHash, CancellationToken ct)
     {
@@ -29,10 +41,12 @@ public sealed class JobStore(NpgsqlDataSource db)
         if (idempotencyKey is not null)
         {
             // Serialise concurrent requests with the same key.
-            await using var lk = new NpgsqlCommand("select pg_advisory_xact_lock(hashtext('batchrunner.idem:' || @k))", conn, tx);
+            await using var lk = new NpgsqlCommand("select pg_advisory_xact_lock(hashtext('batchrunner.idem:' || @t || ':' || @k))", conn, tx);
+            lk.Parameters.AddWithValue("t", job.Tenant);
             lk.Parameters.AddWithValue("k", idempotencyKey);
             await lk.ExecuteNonQueryAsync(ct);
-            await using var find = new NpgsqlCommand("select job_id, request_hash from batchrunner.idempotency_keys where key = @k", conn, tx);
+            await using var find = new NpgsqlCommand("select job_id, request_hash from batchrunner.idempotency_keys where tenant = @t and key = @k", conn, tx);
+            find.Parameters.AddWithValue("t", job.Tenant);
             find.Parameters.AddWithValue("k", idempotencyKey);
             await using (var rd = await find.ExecuteReaderAsync(ct))
             {
@@ -41,16 +55,24 @@ public sealed class JobStore(NpgsqlDataSource db)
             }
         }
         await using (var cmd = new NpgsqlCommand("""
-            insert into batchrunner.jobs (id, name, image, queue, spec, state, created_at)
-            values (@id, @name, @image, @queue, @spec, @state, @created)
+            insert into batchrunner.jobs (id, name, image, queue, spec, state, created_at, tenant, submitted_by, secrets)
+            values (@id, @name, @image, @queue, @spec, @state, @created, @tenant, @by, @secrets)
             """, conn, tx))
         {
             AddInsert(cmd, job);
             await cmd.ExecuteNonQueryAsync(ct);
         }
+        if (job.Spec.Notify is { } notify)
+        {
+            await using var n = new NpgsqlCommand("insert into batchrunner.notifications (job_id, url) values (@id, @u)", conn, tx);
+            n.Parameters.AddWithValue("id", job.Id);
+            n.Parameters.AddWithValue("u", notify.Url);
+            await n.ExecuteNonQueryAsync(ct);
+        }
         if (idempotencyKey is not null)
         {
-            await using var key = new NpgsqlCommand("insert into batchrunner.idempotency_keys (key, job_id, request_hash) values (@k, @id, @h)", conn, tx);
+            await using var key = new NpgsqlCommand("insert into batchrunner.idempotency_keys (tenant, key, job_id, request_hash) values (@t, @k, @id, @h)", conn, tx);
+            key.Parameters.AddWithValue("t", job.Tenant);
             key.Parameters.AddWithValue("k", idempotencyKey);
             key.Parameters.AddWithValue("id", job.Id);
             key.Parameters.AddWithValue("h", requestHash);
@@ -69,6 +91,9 @@ public sealed class JobStore(NpgsqlDataSource db)
         cmd.Parameters.Add(new NpgsqlParameter("spec", NpgsqlDbType.Jsonb) { Value = JsonSerializer.Serialize(job.Spec, Json) });
         cmd.Parameters.AddWithValue("state", job.State);
         cmd.Parameters.AddWithValue("created", job.CreatedAt);
+        cmd.Parameters.AddWithValue("tenant", job.Tenant);
+        cmd.Parameters.Add(new NpgsqlParameter("by", NpgsqlDbType.Text) { Value = (object?)job.SubmittedBy ?? DBNull.Value });
+        cmd.Parameters.Add(new NpgsqlParameter("secrets", NpgsqlDbType.Bytea) { Value = (object?)job.ProtectedSecrets ?? DBNull.Value });
     }
 
     public async Task SetHangfireJobIdAsync(Guid id, string hangfireJobId, CancellationToken ct)
@@ -79,13 +104,19 @@ public sealed class JobStore(NpgsqlDataSource db)
         await cmd.ExecuteNonQueryAsync(ct);
     }
 
-    public async Task<JobRecord?> GetAsync(Guid id, CancellationToken ct)
+    public Task<JobRecord?> GetAsync(Guid id, CancellationToken ct) => GetAsync(id, tenant: null, ct);
+
+    /// <summary>The job, with its outputs; null when there is none, or it belongs to another tenant than
+    /// <paramref name="tenant"/> (null: any tenant). The API answers both alike (404), so that a job's existence is
+    /// never revealed to another tenant.</summary>
+    public async Task<JobRecord?> GetAsync(Guid id, string? tenant, CancellationToken ct)
     {
         await using var conn = await db.OpenConnectionAsync(ct);
         JobRecord? job;
-        await using (var cmd = new NpgsqlCommand($"select {Columns} from batchrunner.jobs where id = @id", conn))
+        await using (var cmd = new NpgsqlCommand($"select {Columns} from {From} where j.id = @id and (@t::text is null or j.tenant = @t)", conn))
         {
             cmd.Parameters.AddWithValue("id", id);
+            cmd.Parameters.Add(new NpgsqlParameter("t", NpgsqlDbType.Text) { Value = (object?)tenant ?? DBNull.Value });
             await using var rd = await cmd.ExecuteReaderAsync(ct);
             job = await rd.ReadAsync(ct) ? Read(rd) : null;
         }
@@ -100,29 +131,35 @@ public sealed class JobStore(NpgsqlDataSource db)
         return job with { Outputs = outputs };
     }
 
-    /// <summary>Newest first; the cursor is opaque to clients (created_at and id of the last item).</summary>
-    public async Task<(IReadOnlyList<JobRecord> Items, string? NextCursor)> ListAsync(string? state, int limit, string? cursor, CancellationToken ct)
+    /// <summary>Newest first, summaries (<see cref="JobRecord.IsSummary"/>), of one tenant (<paramref name="tenant"/>;
+    /// null: every tenant); the cursor is opaque to clients (created_at and id of the last item).</summary>
+    public async Task<(IReadOnlyList<JobRecord> Items, string? NextCursor)> ListAsync(string? state, string? tenant, int limit, string? cursor, CancellationToken ct)
     {
-        var sql = new StringBuilder($"select {Columns} from batchrunner.jobs where true");
+        var sql = new StringBuilder($"select {SummaryColumns} from {From} where true");
         await using var cmd = db.CreateCommand();
+        if (tenant is not null)
+        {
+            sql.Append(" and j.tenant = @tenant");
+            cmd.Parameters.AddWithValue("tenant", tenant);
+        }
         if (state is not null)
         {
-            sql.Append(" and state = @state");
+            sql.Append(" and j.state = @state");
             cmd.Parameters.AddWithValue("state", state);
         }
         if (cursor is not null)
         {
             var (at, id) = DecodeCursor(cursor);
-            sql.Append(" and (created_at, id) < (@cat, @cid)");
+            sql.Append(" and (j.created_at, j.id) < (@cat, @cid)");
             cmd.Parameters.AddWithValue("cat", at);
             cmd.Parameters.AddWithValue("cid", id);
         }
-        sql.Append(" order by created_at desc, id desc limit @limit");
+        sql.Append(" order by j.created_at desc, j.id desc limit @limit");
         cmd.Parameters.AddWithValue("limit", limit + 1);
         cmd.CommandText = sql.ToString();
         var items = new List<JobRecord>();
         await using (var rd = await cmd.ExecuteReaderAsync(ct))
-            while (await rd.ReadAsync(ct)) items.Add(Read(rd));
+            while (await rd.ReadAsync(ct)) items.Add(Read(rd) with { IsSummary = true, EnvNames = rd.GetFieldValue<string[]>(26) });
         string? next = null;
         if (items.Count > limit)
         {
@@ -159,262 +196,17 @@ public sealed class JobStore(NpgsqlDataSource db)
         return (new DateTimeOffset(ticks, TimeSpan.Zero), new Guid(bytes.AsSpan(8)));
     }
 
-    public sealed record AttemptStart(int Attempt, int LostAttempts);
-
-    /// <summary>
-    /// Starts a new attempt on this node instance: the job goes to <c>starting</c> and its attempt number
-    /// is bumped. Allowed only when the job is queued, or when the instance running its current attempt
-    /// is no longer alive (that attempt is closed as node_lost) — so two attempts never run at once.
-    /// With a queue limit, also only while fewer than that many jobs of the queue start or run.
-    /// Returns null when nothing must run now (final, cancelled, running elsewhere, or queue full: see <paramref name="queueFull"/>).
-    /// </summary>
-    public async Task<AttemptStart?> BeginAttemptAsync(Guid id, string node, Guid instance, string queue, int? queueLimit,
-        Action? queueFull, CancellationToken ct)
-    {
-        await using var conn = await db.OpenConnectionAsync(ct);
-        await using var tx = await conn.BeginTransactionAsync(ct);
-        if (queueLimit is { } limit)
-        {
-            // Serialises admissions per queue so the count below cannot be raced past the limit.
-            await using var lk = new NpgsqlCommand("select pg_advisory_xact_lock(hashtext('batchrunner.queue:' || @q))", conn, tx);
-            lk.Parameters.AddWithValue("q", queue);
-            await lk.ExecuteNonQueryAsync(ct);
-            await using var count = new NpgsqlCommand(
-                "select count(*) from batchrunner.jobs where queue = @q and state in ('starting', 'running') and id <> @id", conn, tx);
-            count.Parameters.AddWithValue("q", queue);
-            count.Parameters.AddWithValue("id", id);
-            if ((long)(await count.ExecuteScalarAsync(ct))! >= limit)
-            {
-                queueFull?.Invoke();
-                return null;
-            }
-        }
-        // A started attempt is taken over when its node instance is dead, or when it is the caller's own
-        // instance: the caller runs no attempt of this job (JobExecutor admits one delivery per job at a
-        // time), so that attempt was abandoned, e.g. stopped while this node was fenced.
-        int attempt;
-        bool own;
-        await using (var cmd = new NpgsqlCommand($"""
-            with prev as (select node_instance from batchrunner.jobs where id = @id for update)
-            update batchrunner.jobs j set attempt = attempt + 1, state = 'starting', node = @node, node_instance = @inst,
-                   reason = null, message = null, exit_code = null, pull_progress = null, not_before = null
-              from prev
-             where j.id = @id and not j.cancel_requested
-               and (j.state = 'queued'
-                    or (j.state in ('starting', 'running')
-                        and (j.node_instance = @inst
-                             or not exists (select 1 from batchrunner.nodes n
-                                             where n.name = j.node and n.instance_id is not distinct from j.node_instance
-                                               and {Nodes.NodeStore.AliveCondition}))))
-            returning j.attempt, prev.node_instance is not distinct from @inst
-            """, conn, tx))
-        {
-            cmd.Parameters.AddWithValue("id", id);
-            cmd.Parameters.AddWithValue("node", node);
-            cmd.Parameters.AddWithValue("inst", instance);
-            await using var r = await cmd.ExecuteReaderAsync(ct);
-            if (!await r.ReadAsync(ct)) return null;
-            attempt = r.GetInt32(0);
-            own = r.GetBoolean(1);
-        }
-        int lost;
-        await using (var cmd = new NpgsqlCommand("""
-            update batchrunner.attempts set state = 'failed', reason = 'node_lost', finished_at = now(), message = @msg
-             where job_id = @id and finished_at is null;
-            insert into batchrunner.attempts (job_id, attempt, node, state, started_at) values (@id, @a, @node, 'starting', now());
-            """, conn, tx))
-        {
-            cmd.Parameters.AddWithValue("id", id);
-            cmd.Parameters.AddWithValue("a", attempt);
-            cmd.Parameters.AddWithValue("node", node);
-            cmd.Parameters.AddWithValue("msg", own
-                ? $"node {node} stopped this attempt while it could not reach the database (fenced)"
-                : "the node running this attempt stopped reporting");
-            await cmd.ExecuteNonQueryAsync(ct);
-        }
-        await using (var cmd = new NpgsqlCommand("select count(*) from batchrunner.attempts where job_id = @id and reason = 'node_lost'", conn, tx))
-        {
-            cmd.Parameters.AddWithValue("id", id);
-            lost = (int)(long)(await cmd.ExecuteScalarAsync(ct))!;
-        }
-        await tx.CommitAsync(ct);
-        return new AttemptStart(attempt, lost);
-    }
-
-    /// <summary>
-    /// The attempt failed and will be tried again after <paramref name="delay"/>: the attempt keeps its
-    /// outcome, the job goes back to queued with a message saying when and why.
-    /// </summary>
-    public async Task<bool> RetryLaterAsync(Guid id, int attempt, JobOutcome o, TimeSpan delay, CancellationToken ct)
-    {
-        await using var conn = await db.OpenConnectionAsync(ct);
-        await using var tx = await conn.BeginTransactionAsync(ct);
-        await using (var cmd = new NpgsqlCommand("""
-            update batchrunner.jobs set state = 'queued', message = @msg, not_before = now() + @delay, usage = @u, pull_progress = null
-             where id = @id and attempt = @a and state in ('starting', 'running')
-            """, conn, tx))
-        {
-            AddOutcome(cmd, id, attempt, o);
-            cmd.Parameters.AddWithValue("msg", $"attempt {attempt} failed ({o.Reason}: {o.Message}); retrying in {delay.TotalSeconds:0.#}s");
-            cmd.Parameters.AddWithValue("delay", delay);
-            if (await cmd.ExecuteNonQueryAsync(ct) == 0) return false;
-        }
-        await using (var cmd = new NpgsqlCommand("""
-            update batchrunner.attempts set state = @s, reason = @r, message = @m, exit_code = @e, finished_at = now()
-             where job_id = @id and attempt = @a
-            """, conn, tx))
-        {
-            AddOutcome(cmd, id, attempt, o);
-            await cmd.ExecuteNonQueryAsync(ct);
-        }
-        await tx.CommitAsync(ct);
-        return true;
-    }
-
-    /// <summary>A job whose node was lost and that has no retries left ends failed / node_lost.</summary>
-    public async Task<bool> FailLostAsync(Guid id, int attempt, string message, CancellationToken ct)
-    {
-        await using var cmd = db.CreateCommand("""
-            update batchrunner.jobs set state = 'failed', reason = 'node_lost', message = @m, finished_at = now(), pull_progress = null
-             where id = @id and attempt = @a and state in ('queued', 'starting', 'running')
-            """);
-        cmd.Parameters.AddWithValue("id", id);
-        cmd.Parameters.AddWithValue("a", attempt);
-        cmd.Parameters.AddWithValue("m", message);
-        return await cmd.ExecuteNonQueryAsync(ct) == 1;
-    }
-
-    public sealed record AttemptRecord(int Attempt, string Node, string State, string? Reason, string? Message, int? ExitCode,
-        DateTimeOffset StartedAt, DateTimeOffset? FinishedAt);
-
-    public async Task<IReadOnlyList<AttemptRecord>> GetAttemptsAsync(Guid id, CancellationToken ct)
-    {
-        await using var cmd = db.CreateCommand("""
-            select attempt, node, state, reason, message, exit_code, started_at, finished_at
-              from batchrunner.attempts where job_id = @id order by attempt
-            """);
-        cmd.Parameters.AddWithValue("id", id);
-        var result = new List<AttemptRecord>();
-        await using var rd = await cmd.ExecuteReaderAsync(ct);
-        while (await rd.ReadAsync(ct))
-            result.Add(new AttemptRecord(rd.GetInt32(0), rd.GetString(1), rd.GetString(2), rd.IsDBNull(3) ? null : rd.GetString(3),
-                rd.IsDBNull(4) ? null : rd.GetString(4), rd.IsDBNull(5) ? null : rd.GetInt32(5),
-                rd.GetFieldValue<DateTimeOffset>(6), rd.IsDBNull(7) ? null : rd.GetFieldValue<DateTimeOffset>(7)));
-        return result;
-    }
-
-    public async Task SetPullProgressAsync(Guid id, int attempt, long done, long total, CancellationToken ct)
-    {
-        await using var cmd = db.CreateCommand("""
-            update batchrunner.jobs set pull_progress = @p where id = @id and attempt = @a and state = 'starting'
-            """);
-        cmd.Parameters.AddWithValue("id", id);
-        cmd.Parameters.AddWithValue("a", attempt);
-        cmd.Parameters.Add(new NpgsqlParameter("p", NpgsqlDbType.Jsonb) { Value = JsonSerializer.Serialize(new PullProgressRecord(done, total), Json) });
-        await cmd.ExecuteNonQueryAsync(ct);
-    }
-
-    public async Task SetImageDigestAsync(Guid id, int attempt, string digest, CancellationToken ct)
-    {
-        await using var cmd = db.CreateCommand("update batchrunner.jobs set image_digest = @d where id = @id and attempt = @a");
-        cmd.Parameters.AddWithValue("id", id);
-        cmd.Parameters.AddWithValue("a", attempt);
-        cmd.Parameters.AddWithValue("d", digest);
-        await cmd.ExecuteNonQueryAsync(ct);
-    }
-
-    /// <summary>starting → running. False when the attempt was fenced off or the job cancelled meanwhile.</summary>
-    public async Task<bool> MarkRunningAsync(Guid id, int attempt, DateTimeOffset startedAt, CancellationToken ct)
-    {
-        await using var cmd = db.CreateCommand("""
-            update batchrunner.jobs set state = 'running', started_at = @t where id = @id and attempt = @a and state = 'starting';
-            update batchrunner.attempts set state = 'running', started_at = @t where job_id = @id and attempt = @a;
-            """);
-        cmd.Parameters.AddWithValue("id", id);
-        cmd.Parameters.AddWithValue("a", attempt);
-        cmd.Parameters.AddWithValue("t", startedAt);
-        return await cmd.ExecuteNonQueryAsync(ct) > 1;
-    }
-
-    /// <summary>Records the final outcome of an attempt (and its outputs) in one transaction. Fenced by attempt.</summary>
-    public async Task<bool> FinishAsync(Guid id, int attempt, JobOutcome o, CancellationToken ct)
-    {
-        await using var conn = await db.OpenConnectionAsync(ct);
-        await using var tx = await conn.BeginTransactionAsync(ct);
-        await using (var cmd = new NpgsqlCommand("""
-            update batchrunner.jobs set state = @s, reason = @r, message = @m, exit_code = @e, usage = @u,
-                   finished_at = now(), pull_progress = null
-             where id = @id and attempt = @a and state not in ('succeeded', 'failed', 'cancelled')
-            """, conn, tx))
-        {
-            AddOutcome(cmd, id, attempt, o);
-            if (await cmd.ExecuteNonQueryAsync(ct) == 0) return false;
-        }
-        await using (var cmd = new NpgsqlCommand("""
-            update batchrunner.attempts set state = @s, reason = @r, message = @m, exit_code = @e, finished_at = now()
-             where job_id = @id and attempt = @a
-            """, conn, tx))
-        {
-            AddOutcome(cmd, id, attempt, o);
-            await cmd.ExecuteNonQueryAsync(ct);
-        }
-        if (o.Outputs.Count > 0)
-        {
-            await using var batch = new NpgsqlBatch(conn, tx);
-            batch.BatchCommands.Add(new NpgsqlBatchCommand("delete from batchrunner.outputs where job_id = @id") { Parameters = { new("id", id) } });
-            foreach (var f in o.Outputs)
-                batch.BatchCommands.Add(new NpgsqlBatchCommand("insert into batchrunner.outputs (job_id, path, size, sha256) values (@id, @p, @s, @h)")
-                {
-                    Parameters = { new("id", id), new("p", f.Path), new("s", f.Size), new("h", f.Sha256) },
-                });
-            await batch.ExecuteNonQueryAsync(ct);
-        }
-        await tx.CommitAsync(ct);
-        return true;
-    }
-
-    private static void AddOutcome(NpgsqlCommand cmd, Guid id, int attempt, JobOutcome o)
-    {
-        cmd.Parameters.AddWithValue("id", id);
-        cmd.Parameters.AddWithValue("a", attempt);
-        cmd.Parameters.AddWithValue("s", o.State);
-        cmd.Parameters.AddWithValue("r", (object?)o.Reason ?? DBNull.Value);
-        cmd.Parameters.AddWithValue("m", (object?)o.Message ?? DBNull.Value);
-        cmd.Parameters.AddWithValue("e", (object?)o.ExitCode ?? DBNull.Value);
-        cmd.Parameters.Add(new NpgsqlParameter("u", NpgsqlDbType.Jsonb)
-        {
-            Value = o.Usage is null ? DBNull.Value : JsonSerializer.Serialize(o.Usage, Json),
-        });
-    }
-
-    /// <summary>
-    /// A worker is shutting down with this attempt unfinished: the job goes back to queued (Hangfire
-    /// requeues its message) and the attempt is closed.
-    /// </summary>
-    public async Task RequeueAsync(Guid id, int attempt, string message, CancellationToken ct)
-    {
-        await using var cmd = db.CreateCommand("""
-            update batchrunner.jobs set state = 'queued', pull_progress = null
-             where id = @id and attempt = @a and state in ('starting', 'running');
-            update batchrunner.attempts set state = 'failed', reason = 'requeued', message = @m, finished_at = now()
-             where job_id = @id and attempt = @a and finished_at is null;
-            """);
-        cmd.Parameters.AddWithValue("id", id);
-        cmd.Parameters.AddWithValue("a", attempt);
-        cmd.Parameters.AddWithValue("m", message);
-        await cmd.ExecuteNonQueryAsync(ct);
-    }
-
     public enum CancelResult { NotFound, AlreadyFinal, CancelledWhileQueued, Signalled }
 
     /// <summary>
     /// A queued job is cancelled at once; a starting or running one is flagged, and its worker kills
     /// the container when it sees the flag (through Hangfire's cancellation token).
     /// </summary>
-    public async Task<(CancelResult Result, string? HangfireJobId)> RequestCancelAsync(Guid id, CancellationToken ct)
+    /// <remarks>Only a job of <paramref name="tenant"/> (null: any tenant) is found.</remarks>
+    public async Task<(CancelResult Result, string? HangfireJobId)> RequestCancelAsync(Guid id, string? tenant, CancellationToken ct)
     {
         await using var cmd = db.CreateCommand("""
-            with j as (select id, state from batchrunner.jobs where id = @id for update)
+            with j as (select id, state from batchrunner.jobs where id = @id and (@t::text is null or tenant = @t) for update)
             update batchrunner.jobs t set
                    cancel_requested = true,
                    state = case when j.state = 'queued' then 'cancelled' else t.state end,
@@ -425,6 +217,7 @@ public sealed class JobStore(NpgsqlDataSource db)
             returning j.state, t.hangfire_job_id
             """);
         cmd.Parameters.AddWithValue("id", id);
+        cmd.Parameters.Add(new NpgsqlParameter("t", NpgsqlDbType.Text) { Value = (object?)tenant ?? DBNull.Value });
         await using var rd = await cmd.ExecuteReaderAsync(ct);
         if (await rd.ReadAsync(ct))
         {
@@ -433,8 +226,9 @@ public sealed class JobStore(NpgsqlDataSource db)
             return (before == JobState.Queued ? CancelResult.CancelledWhileQueued : CancelResult.Signalled, hf);
         }
         await rd.CloseAsync();
-        await using var exists = db.CreateCommand("select 1 from batchrunner.jobs where id = @id");
+        await using var exists = db.CreateCommand("select 1 from batchrunner.jobs where id = @id and (@t::text is null or tenant = @t)");
         exists.Parameters.AddWithValue("id", id);
+        exists.Parameters.Add(new NpgsqlParameter("t", NpgsqlDbType.Text) { Value = (object?)tenant ?? DBNull.Value });
         return (await exists.ExecuteScalarAsync(ct) is null ? CancelResult.NotFound : CancelResult.AlreadyFinal, null);
     }
 
@@ -476,6 +270,10 @@ public sealed class JobStore(NpgsqlDataSource db)
             HangfireJobId = rd.IsDBNull(16) ? null : rd.GetString(16),
             CancelRequested = rd.GetBoolean(17),
             Node = rd.IsDBNull(18) ? null : rd.GetString(18),
+            Tenant = rd.GetString(19),
+            SubmittedBy = rd.IsDBNull(20) ? null : rd.GetString(20),
+            Notify = rd.IsDBNull(21) ? null : new NotificationRecord(rd.GetString(21), rd.GetString(22), rd.GetInt32(23),
+                rd.IsDBNull(24) ? null : rd.GetString(24), rd.IsDBNull(25) ? null : rd.GetFieldValue<DateTimeOffset>(25)),
         };
     }
 }
