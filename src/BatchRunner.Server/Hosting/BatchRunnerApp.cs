@@ -89,7 +89,7 @@ public static partial class BatchRunnerApp
         services.AddProblemDetails();
         services.AddOpenApi();
         services.AddBatchRunnerAuth(options);
-        services.AddBatchRunnerDataProtection();
+        services.AddBatchRunnerDataProtection(options.SecretsKey);
         services.AddBatchRunnerWebhooks(options);
         services.AddBatchRunnerQueueReconciler();
         // Uploads of inputs that a crashed API process left half-received.

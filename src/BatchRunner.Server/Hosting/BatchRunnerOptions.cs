@@ -80,6 +80,10 @@ public sealed class BatchRunnerOptions
     /// <summary>Network modes, capabilities, datasets, user namespaces and input limits of this node's jobs.</summary>
     public IsolationOptions Isolation { get; set; } = new();
 
+    /// <summary>Encrypts the Data Protection key ring (which decrypts the jobs' secretEnv) before it is stored in the
+    /// database; at least 32 characters, the same on every node. Unset: the ring is stored unencrypted.</summary>
+    public string? SecretsKey { get; set; }
+
     /// <summary>API keys: how long a node caches a key lookup, and per-role request rates.</summary>
     public AuthOptions Auth { get; set; } = new();
 
@@ -111,6 +115,8 @@ public sealed class BatchRunnerOptions
         if (ShutdownGraceSeconds < 0) throw new InvalidOperationException("BatchRunner:ShutdownGraceSeconds must not be negative");
         Isolation.Validate();
         Auth.Validate();
+        if (SecretsKey is { Length: > 0 and < Storage.KeyRingKey.MinLength })
+            throw new InvalidOperationException($"BatchRunner:SecretsKey must be at least {Storage.KeyRingKey.MinLength} characters");
         Webhooks.Validate();
         if (ReconcileSeconds is <= 0 or > 3600) throw new InvalidOperationException("BatchRunner:ReconcileSeconds must be between 0 and 3600");
         if (!Path.IsPathRooted(DataDir)) DataDir = Path.GetFullPath(DataDir);
@@ -152,6 +158,7 @@ public static class EnvironmentShortcuts
         ["BATCHRUNNER_URLS"] = "urls",
         ["BATCHRUNNER_ADVERTISE_URL"] = "BatchRunner:AdvertiseUrl",
         ["BATCHRUNNER_WEBHOOK_SECRET"] = "BatchRunner:Webhooks:Secret",
+        ["BATCHRUNNER_SECRETS_KEY"] = "BatchRunner:SecretsKey",
     };
 
     public static IEnumerable<KeyValuePair<string, string?>> Read()

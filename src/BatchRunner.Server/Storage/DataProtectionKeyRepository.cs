@@ -39,12 +39,20 @@ public sealed class DataProtectionKeyRepository(NpgsqlDataSource db) : IXmlRepos
 public static class DataProtectionServices
 {
     /// <summary>Data Protection with its key ring in the job database (one ring for the whole cluster), for the
-    /// jobs' secrets and the dashboard's anti-forgery tokens.</summary>
-    public static IServiceCollection AddBatchRunnerDataProtection(this IServiceCollection services)
+    /// jobs' secrets and the dashboard's anti-forgery tokens. With <paramref name="secretsKey"/>, the ring's keys are
+    /// stored encrypted with it (<see cref="KeyRingKey"/>); without, they are stored as they are, on purpose (the
+    /// database then holds what decrypts the secrets: README, Secrets).</summary>
+    public static IServiceCollection AddBatchRunnerDataProtection(this IServiceCollection services, string? secretsKey)
     {
         services.AddDataProtection().SetApplicationName("BatchRunner");
+        var key = string.IsNullOrEmpty(secretsKey) ? null : new KeyRingKey(secretsKey);
+        if (key is not null) services.AddSingleton(key);
         services.AddOptions<Microsoft.AspNetCore.DataProtection.KeyManagement.KeyManagementOptions>()
-            .Configure<NpgsqlDataSource>((o, db) => o.XmlRepository = new DataProtectionKeyRepository(db));
+            .Configure<NpgsqlDataSource>((o, db) =>
+            {
+                o.XmlRepository = new DataProtectionKeyRepository(db);
+                o.XmlEncryptor = key is null ? new Microsoft.AspNetCore.DataProtection.XmlEncryption.NullXmlEncryptor() : new KeyRingEncryptor(key);
+            });
         services.AddSingleton<JobSecretStore>();
         services.AddSingleton<IJobSecrets>(sp => sp.GetRequiredService<JobSecretStore>());
         return services;

@@ -21,12 +21,15 @@ public sealed class TenantsClusterFacts
         "--Logging:LogLevel:BatchRunner.Server.Auth=Debug", "--Logging:LogLevel:Microsoft.Hosting.Lifetime=Debug",
     ];
 
+    private const string SecretsKey = "cluster-key-ring-key-0123456789abcdef";
+
     [Fact]
     public async Task KeysAndSecrets_HoldAcrossNodes_AndARevokedKeyIsRefusedOnEveryNodeWithinSeconds()
     {
         await using var c = await TestCluster.StartAsync();
-        await c.StartNodeAsync("api", role: "api", extra: DebugLogs);
-        var w1 = await c.StartNodeAsync("w1", role: "all", extra: DebugLogs);
+        string[] settings = [.. DebugLogs, $"--BatchRunner:SecretsKey={SecretsKey}"];
+        await c.StartNodeAsync("api", role: "api", extra: settings);
+        var w1 = await c.StartNodeAsync("w1", role: "all", extra: settings);
         var (keyId, key) = await c.Api.CreateKeyAsync("team-a", "user");
         var (_, otherKey) = await c.Api.CreateKeyAsync("team-b", "user");
         using var viaApi = c.Api.WithKey(key);
@@ -68,5 +71,21 @@ public sealed class TenantsClusterFacts
             Assert.DoesNotContain(otherKey, log);
             Assert.DoesNotContain(TestCluster.ApiKey, log);
         }
+        // The key ring every node decrypted with is stored encrypted with BatchRunner:SecretsKey, not as it is.
+        await using (var db = Npgsql.NpgsqlDataSource.Create(c.Postgres.ConnectionString))
+        await using (var cmd = db.CreateCommand("select xml from batchrunner.data_protection_keys"))
+        await using (var rd = await cmd.ExecuteReaderAsync())
+        {
+            var keys = 0;
+            while (await rd.ReadAsync())
+            {
+                keys++;
+                Assert.Contains("batchrunnerEncryptedKey", rd.GetString(0));
+                Assert.DoesNotContain("<value>", rd.GetString(0));
+            }
+            Assert.True(keys >= 1);
+        }
+        // The request lines name the key by its id.
+        Assert.Contains($", key {keyId}", await File.ReadAllTextAsync(Path.Combine(c.Root, "api.log")));
     }
 }
