@@ -30,6 +30,8 @@ public sealed class WebhookOptions
     public void Validate()
     {
         if (Secret is { Length: > 0 and < 16 }) throw new InvalidOperationException("BatchRunner:Webhooks:Secret must be at least 16 characters");
+        foreach (var p in AllowedHosts)
+            if (Oci.Registry.RegistryPolicy.Validate(p) is { } error) throw new InvalidOperationException($"BatchRunner:Webhooks:AllowedHosts: {error}");
         if (MaxAttempts is < 1 or > 100) throw new InvalidOperationException("BatchRunner:Webhooks:MaxAttempts must be between 1 and 100");
         if (InitialBackoffSeconds is < 0 or > 3600) throw new InvalidOperationException("BatchRunner:Webhooks:InitialBackoffSeconds must be between 0 and 3600");
         if (TimeoutSeconds is <= 0 or > 300) throw new InvalidOperationException("BatchRunner:Webhooks:TimeoutSeconds must be between 0 and 300");

@@ -112,7 +112,7 @@ public sealed partial class WebhookSender(
             }
             error = $"HTTP {(int)response.StatusCode} {response.ReasonPhrase}";
         }
-        catch (HttpRequestException e) when (e.InnerException is WebhookRefusedException refused)
+        catch (HttpRequestException e) when (e.InnerException is Oci.Registry.RegistryPolicyException refused)
         {
             (error, retry) = (refused.Message, false);
         }
