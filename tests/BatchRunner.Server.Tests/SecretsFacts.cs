@@ -67,6 +67,8 @@ public sealed class SecretsFacts(ServerFixture f)
         page.Headers.Authorization = new AuthenticationHeaderValue("Basic", Convert.ToBase64String(Encoding.UTF8.GetBytes($"admin:{ServerFixture.ApiKey}")));
         var html = await (await f.Anonymous.SendAsync(page)).Content.ReadAsStringAsync();
         Assert.Contains(id, html);
+        Assert.Contains("PARAM=visible-42", html);
+        Assert.Contains("<code>TOKEN</code> <em>(secret)</em>", html);
         answers.Add(html);
         foreach (var answer in answers) Assert.DoesNotContain(secret, answer);
 

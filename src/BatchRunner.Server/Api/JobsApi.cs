@@ -99,8 +99,9 @@ public static class JobsApi
         JobSubmissionReader.CommitInputs(request, job.Id);
         var hangfireId = await queue.EnqueueAsync(job.Id, job.Name ?? job.Image, spec.Queue, CancellationToken.None);
         BatchRunnerMetrics.JobsSubmitted.WithLabels(spec.Queue).Inc();
-        var stored = await store.GetAsync(job.Id, ct);
-        return TypedResults.Created($"/api/v1/jobs/{job.Id}", JobDto.From(stored ?? job with { HangfireJobId = hangfireId }));
+        // What was stored, without reading it back: its webhook (if any) is waiting for the job to end.
+        var notify = spec.Notify is { } n ? new NotificationRecord(n.Url, NotificationState.Waiting, 0, null, null) : null;
+        return TypedResults.Created($"/api/v1/jobs/{job.Id}", JobDto.From(job with { HangfireJobId = hangfireId, Notify = notify }));
     }
 
     /// <summary>What the server has against a job's webhook: a host its policy refuses, or no key to sign with.</summary>

@@ -3,6 +3,7 @@ using System.Net;
 using System.Security.Cryptography;
 using System.Text;
 using BatchRunner.Testing;
+using Xunit.Abstractions;
 
 namespace BatchRunner.Server.Tests.Cluster;
 
@@ -12,7 +13,7 @@ namespace BatchRunner.Server.Tests.Cluster;
 /// is 404 before anything is forwarded; and no log line of either process, at Debug level, holds a secret or a key.
 /// </summary>
 [Collection(ClusterCollection.Name)]
-public sealed class TenantsClusterFacts
+public sealed class TenantsClusterFacts(ITestOutputHelper output)
 {
     /// <summary>Every category at Debug, including those the shipped appsettings.json turns down.</summary>
     private static readonly string[] DebugLogs =
@@ -60,6 +61,7 @@ public sealed class TenantsClusterFacts
         await Poll.UntilAsync(async () => (await viaWorker.Http.GetAsync("/api/v1/jobs")).StatusCode, s => s == HttpStatusCode.Unauthorized,
             TimeSpan.FromSeconds(10), "the revoked key refused on w1", 100);
         Assert.InRange(revokedAt.Elapsed.TotalSeconds, 0, 5);
+        output.WriteLine($"revoked key refused on the other node after {revokedAt.Elapsed.TotalSeconds:0.00} s");
 
         // Both processes logged at Debug level the whole time: not one line holds the secret or a key.
         foreach (var node in new[] { "api", "w1" })
