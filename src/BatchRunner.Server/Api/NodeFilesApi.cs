@@ -34,9 +34,9 @@ public static class NodeFilesApi
                 detail: $"node-to-node endpoint: {Describe(check)}");
         });
         api.MapGet("/{id}/logs", (string id, string? stream, bool? follow, bool? timestamps, bool? status, JobStore store, DataPaths paths, CancellationToken ct) =>
-            JobsApi.ServeLogsAsync(id, stream, follow, timestamps, status, "", store, paths, forwardFrom: null, ct));
+            JobsApi.ServeLogsAsync(id, stream, follow, timestamps, status, "", scope: null, store, paths, forwardFrom: null, ct));
         api.MapGet("/{id}/outputs/{**path}", (string id, string path, JobStore store, DataPaths paths, CancellationToken ct) =>
-            JobsApi.ServeOutputAsync(id, path, store, paths, forwardFrom: null, ct));
+            JobsApi.ServeOutputAsync(id, path, scope: null, store, paths, forwardFrom: null, ct));
         return app;
     }
 

@@ -65,10 +65,15 @@ public static class JobDetails
         if (job.Reason is not null) state += $" {H(job.Reason)}";
         if (job.Message is not null) state += $": {H(job.Message)}";
         Row(sb, "State", state);
+        Row(sb, "Tenant / submitted by", H($"{job.Tenant} / key {job.SubmittedBy ?? "-"}"));
         Row(sb, "Image", $"<code>{H(job.Image)}</code>" + (job.ImageDigest is null ? "" : $"<br/><code>{H(job.ImageDigest)}</code>"));
         Row(sb, "Command", spec.Command is null && spec.Args is null
             ? "<em>the image's entrypoint and cmd</em>"
             : $"<code>{H(string.Join(' ', (spec.Command ?? []).Concat(spec.Args ?? []).Select(Quote)))}</code>");
+        // Plain env values are shown, as in the API; secretEnv only by name (the record never holds their values).
+        if (spec.Env.Count > 0 || spec.SecretEnvNames.Count > 0)
+            Row(sb, "Environment", string.Join("<br/>", spec.Env.OrderBy(e => e.Key, StringComparer.Ordinal).Select(e => $"<code>{H(e.Key)}={H(e.Value)}</code>")
+                .Concat(spec.SecretEnvNames.Select(n => $"<code>{H(n)}</code> <em>(secret)</em>"))));
         Row(sb, "Resources", H(string.Create(CultureInfo.InvariantCulture,
             $"{spec.Resources.Cpus:0.###} CPUs, {Quantity.FormatBytes(spec.Resources.MemoryBytes)} memory, {spec.Resources.Pids} pids, timeout {spec.TimeoutSeconds} s")));
         Row(sb, "Queue / node / attempt", H($"{job.Queue} / {job.Node ?? "-"} / {job.Attempt}"));
@@ -78,6 +83,8 @@ public static class JobDetails
             Row(sb, "Image pull", H($"{Quantity.FormatBytes(p.BytesDone)} of {Quantity.FormatBytes(p.BytesTotal)}"));
         if (job.ExitCode is { } code) Row(sb, "Exit code", H(code));
         if (job.Usage is { } u) Row(sb, "Usage", H(UsageText(u)));
+        if (job.Notify is { } n)
+            Row(sb, "Webhook", H($"{n.State}, {n.Attempts} attempt(s)" + (n.LastError is null ? "" : $", last error: {n.LastError}")));
         if (job.Outputs.Count > 0)
         {
             var list = new StringBuilder("<ul class=\"list-unstyled\">");

@@ -3,6 +3,7 @@ using BatchRunner.Oci.Store;
 using BatchRunner.Runtime;
 using BatchRunner.Runtime.Disk;
 using BatchRunner.Server.Api;
+using BatchRunner.Server.Auth;
 using BatchRunner.Server.Dashboard;
 using BatchRunner.Server.Execution;
 using BatchRunner.Server.Nodes;
@@ -59,7 +60,7 @@ public static partial class BatchRunnerApp
             builder.Services.AddEmbeddedPostgres(embedded);
             if (embedded is not null) builder.Services.AddHostedService(_ => new EmbeddedPostgresLifetime(embedded));
 
-            var apiKey = ApiKey.Resolve(options.ApiKey, options.DataDir);
+            var apiKey = BootstrapKey.Resolve(options.ApiKey, options.DataDir);
             if (apiKey.Generated)
                 Console.WriteLine($"BatchRunner generated an API key and stored it in {Path.Combine(options.DataDir, "api-key")}:\n  {apiKey.Value}");
             builder.Services.AddSingleton(apiKey);
@@ -95,6 +96,10 @@ public static partial class BatchRunnerApp
         services.AddBatchRunnerObservability(options);
         services.AddProblemDetails();
         services.AddOpenApi();
+        services.AddBatchRunnerAuth(options);
+        services.AddBatchRunnerDataProtection(options.SecretsKey);
+        services.AddBatchRunnerWebhooks(options);
+        services.AddBatchRunnerQueueReconciler();
         // Uploads of inputs that a crashed API process left half-received.
         if (options.RunsApi) services.AddHostedService<InputStagingSweeper>();
 
@@ -177,6 +182,13 @@ public static partial class BatchRunnerApp
     {
         app.UseBatchRunnerRequestLog();
         app.UseExceptionHandler(new ExceptionHandlerOptions { StatusCodeSelector = StatusFor, ExceptionHandler = WriteProblemAsync });
+        // Routing, then the key (who), its role (may it), its rate; after the request log and the exception handler,
+        // so that their answers are logged and problem details too.
+        app.UseRouting();
+        app.UseAuthentication();
+        app.UseAuthorization();
+        app.UseAntiforgery();
+        app.UseRateLimiter();
         app.UseHttpMetrics();
         app.MapMetrics();
         app.MapGet("/healthz", HealthAsync).WithTags("Health");
@@ -188,6 +200,7 @@ public static partial class BatchRunnerApp
             app.MapJobsApiV1();
             app.MapNodesApiV1();
             app.MapImagesApiV1();
+            app.MapApiKeysApiV1();
             app.UseBatchRunnerDashboard();
         }
     }

@@ -100,6 +100,19 @@ public sealed class BatchRunnerOptions
     /// <summary>Network modes, capabilities, datasets, user namespaces and input limits of this node's jobs.</summary>
     public IsolationOptions Isolation { get; set; } = new();
 
+    /// <summary>Encrypts the Data Protection key ring (which decrypts the jobs' secretEnv) before it is stored in the
+    /// database; at least 32 characters, the same on every node. Unset: the ring is stored unencrypted.</summary>
+    public string? SecretsKey { get; set; }
+
+    /// <summary>API keys: how long a node caches a key lookup, and per-role request rates.</summary>
+    public AuthOptions Auth { get; set; } = new();
+
+    /// <summary>Calls to jobs' notify.url: signing key, allowed hosts, retries.</summary>
+    public WebhookOptions Webhooks { get; set; } = new();
+
+    /// <summary>Seconds between checks for queued jobs whose Hangfire message was deleted or lost (in the dashboard).</summary>
+    public double ReconcileSeconds { get; set; } = 30;
+
     /// <summary>Registries reached over plain HTTP (loopback registries always are).</summary>
     public List<string> InsecureRegistries { get; set; } = [];
 
@@ -134,6 +147,11 @@ public sealed class BatchRunnerOptions
         foreach (var p in AllowedRegistries)
             if (Oci.Registry.RegistryPolicy.Validate(p) is { } error) throw new InvalidOperationException($"BatchRunner:AllowedRegistries: {error}");
         Isolation.Validate();
+        Auth.Validate();
+        if (SecretsKey is { Length: > 0 and < Storage.KeyRingKey.MinLength })
+            throw new InvalidOperationException($"BatchRunner:SecretsKey must be at least {Storage.KeyRingKey.MinLength} characters");
+        Webhooks.Validate();
+        if (ReconcileSeconds is <= 0 or > 3600) throw new InvalidOperationException("BatchRunner:ReconcileSeconds must be between 0 and 3600");
         Disk.Validate();
         _ = MinFreeDiskBytes();
         if (!Path.IsPathRooted(DataDir)) DataDir = Path.GetFullPath(DataDir);
@@ -175,6 +193,8 @@ public static class EnvironmentShortcuts
         ["BATCHRUNNER_DOCKER_CONFIG"] = "BatchRunner:DockerConfigPath",
         ["BATCHRUNNER_URLS"] = "urls",
         ["BATCHRUNNER_ADVERTISE_URL"] = "BatchRunner:AdvertiseUrl",
+        ["BATCHRUNNER_WEBHOOK_SECRET"] = "BatchRunner:Webhooks:Secret",
+        ["BATCHRUNNER_SECRETS_KEY"] = "BatchRunner:SecretsKey",
         ["BATCHRUNNER_MIN_FREE_DISK"] = "BatchRunner:MinFreeDisk",
         ["BATCHRUNNER_DISK_DEFAULT"] = "BatchRunner:Disk:Default",
         ["BATCHRUNNER_DISK_MAX"] = "BatchRunner:Disk:Max",

@@ -43,7 +43,7 @@ internal sealed class ExecutorHarness : IDisposable
             new ImagePhase(Images, Store),
             new DiskPhase(Disk, options, Volumes),
             new RootfsPhase(Snapshotter),
-            new ContainerPhase(Runtime, Store, Paths, node, _telemetry, gpus, options, Time, ContainerLog),
+            new ContainerPhase(Runtime, Store, Store, Paths, node, _telemetry, gpus, options, Time, ContainerLog),
             new OutputsPhase(Paths, NullLogger<OutputsPhase>.Instance),
             Store, Paths, node, Time, RunnerLog);
         Executor = new JobExecutor(Store, runner, Reservations, node, new Fence(_fence.Token), new Lifetime(_stopping.Token), options, ExecutorLog);

@@ -21,6 +21,7 @@ namespace BatchRunner.Server.Execution.Phases;
 public sealed partial class ContainerPhase(
     IContainerRuntime runtime,
     IAttemptStore store,
+    IJobSecrets secrets,
     DataPaths paths,
     NodeIdentity node,
     JobTelemetry telemetry,
@@ -42,6 +43,22 @@ public sealed partial class ContainerPhase(
         var io = new ContainerIo(paths.Stdout(attempt.JobId), paths.Stderr(attempt.JobId)) { Limits = new LogLimits(options.Value.LogCapFor(spec)) };
         // Earlier attempts' stderr stays in the log; the message quotes only this attempt's.
         var stderrFrom = StoredLog.End(io.StderrPath);
+
+        // The stored spec never holds secret values: they are decrypted here, for the container's environment only.
+        try
+        {
+            var jobSecrets = await Durably.RunAsync(c => secrets.GetAsync(attempt.JobId, c), attempt.Signals.Preparation);
+            spec = spec with { SecretEnv = jobSecrets.Env };
+        }
+        catch (System.Security.Cryptography.CryptographicException)
+        {
+            return new AttemptResult.Failed(FailureReason.StartFailed,
+                "its secrets cannot be decrypted: the Data Protection key that encrypted them is not in the database's key ring", Infrastructure: false);
+        }
+        catch (OperationCanceledException) when (attempt.Signals.Preparation.IsCancellationRequested)
+        {
+            return await attempt.Signals.InterruptedAsync();
+        }
 
         ContainerSpec cspec;
         try
