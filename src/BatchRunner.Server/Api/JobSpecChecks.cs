@@ -1,6 +1,7 @@
 using BatchRunner.Core;
 using BatchRunner.Oci;
 using BatchRunner.Server.Hosting;
+using BatchRunner.Server.Notifications;
 using BatchRunner.Server.Scheduling;
 using BatchRunner.Server.Storage;
 using Microsoft.AspNetCore.Http.HttpResults;
@@ -9,9 +10,10 @@ namespace BatchRunner.Server.Api;
 
 /// <summary>
 /// Everything a job spec is checked against before it is stored, for <c>POST /api/v1/jobs</c> and a schedule's <c>job</c>
-/// alike: its shape (<see cref="JobSpecValidator"/>), the image reference, the node's queues, a live node that could run it,
-/// and the jobs it names in <c>dependsOn</c> and <c>inputsFrom</c>, which must exist. Errors name the field, under
-/// <paramref name="prefix"/> ("job." in a schedule).
+/// alike: its shape (<see cref="JobSpecValidator"/>), the image reference, the node's queues and log cap, the webhook
+/// policy, the disk it may have, a live node that could run it, and the jobs it names in <c>dependsOn</c> and
+/// <c>inputsFrom</c>, which must exist in the job's tenant. Errors name the field, under <paramref name="prefix"/>
+/// ("job." in a schedule).
 /// </summary>
 /// <remarks>
 /// A dependency cycle cannot be built through the API: ids are given by the server, a job may only name jobs that exist
@@ -19,34 +21,53 @@ namespace BatchRunner.Server.Api;
 /// </remarks>
 internal static class JobSpecChecks
 {
+    /// <param name="tenant">The tenant the job will belong to: a job it names must be one of this tenant's (another
+    /// tenant's is refused as one that does not exist, so that its existence is never revealed).</param>
     public static async Task<(JobSpec? Spec, ValidationProblem? Problem)> CheckAsync(
-        JobSubmission? submission, string prefix, BatchRunnerOptions options, LiveNodes liveNodes, JobStore store,
-        IReadOnlyDictionary<string, string[]>? moreErrors, CancellationToken ct)
+        JobSubmission? submission, string prefix, string tenant, BatchRunnerOptions options, LiveNodes liveNodes, JobStore store,
+        WebhookPolicy webhooks, IReadOnlyDictionary<string, string[]>? moreErrors, CancellationToken ct)
     {
         var result = JobSpecValidator.Validate(submission);
         var errors = result.Errors.ToDictionary(e => prefix + e.Key, e => e.Value);
         if (!string.IsNullOrWhiteSpace(submission?.Image) && !ImageReference.TryParse(submission.Image, out _, out var refError))
             errors[prefix + "image"] = [refError ?? "invalid image reference"];
+        if (result.Spec?.Logs.MaxBytes is { } logCap && logCap > options.MaxLogBytesValue())
+            errors[prefix + "logs.maxBytes"] = [$"logs.maxBytes ({Quantity.FormatBytes(logCap)}) must not exceed this node's MaxLogBytes ({Quantity.FormatBytes(options.MaxLogBytesValue())})"];
         var queueName = submission?.Queue ?? JobDefaults.Queue;
         if (!errors.ContainsKey(prefix + "queue") && !options.Queues.Contains(queueName))
             errors[prefix + "queue"] = [$"unknown queue \"{queueName}\"; configured queues: {string.Join(", ", options.Queues)}"];
+        foreach (var (field, message) in WebhookErrors(result.Spec?.Notify, webhooks, options.Webhooks))
+            errors[prefix + field] = [message];
         foreach (var (k, v) in moreErrors ?? new Dictionary<string, string[]>()) errors[k] = v;
         if (errors.Count > 0) return (null, TypedResults.ValidationProblem(errors, title: "The job spec is invalid"));
 
-        var spec = result.Spec!;
+        var (spec, diskError) = DiskRequests.Settle(result.Spec!, options.Disk);
+        if (diskError is not null)
+            return (null, TypedResults.ValidationProblem(new Dictionary<string, string[]> { [prefix + "resources.disk"] = [diskError] }, title: "The job spec is invalid"));
         // A job that no live node could ever run is refused now rather than queued forever.
         var misfit = await liveNodes.WhyNoNodeFitsAsync(spec, ct);
         if (misfit.Count > 0)
             return (null, TypedResults.ValidationProblem(misfit.ToDictionary(e => prefix + e.Key, e => e.Value), title: "No live node can run this job"));
 
-        var unknown = await UnknownJobsAsync(submission!, prefix, store, ct);
+        var unknown = await UnknownJobsAsync(submission!, prefix, tenant, store, ct);
         if (unknown.Count > 0)
             return (null, TypedResults.ValidationProblem(unknown, title: "The job names jobs that do not exist"));
         return (spec, null);
     }
 
-    /// <summary>Each <c>dependsOn[i].job</c> and <c>inputsFrom[i].job</c> that names no job (one query for all).</summary>
-    private static async Task<Dictionary<string, string[]>> UnknownJobsAsync(JobSubmission s, string prefix, JobStore store, CancellationToken ct)
+    /// <summary>What the server has against a job's webhook: a host its policy refuses, or no key to sign with.</summary>
+    private static IEnumerable<(string Field, string Message)> WebhookErrors(JobNotify? notify, WebhookPolicy policy, WebhookOptions settings)
+    {
+        if (notify is null) yield break;
+        if (Uri.TryCreate(notify.Url, UriKind.Absolute, out var url) && policy.CheckUrl(url) is { } refused)
+            yield return ("notify.url", refused);
+        if (notify.Secret is null && string.IsNullOrEmpty(settings.Secret))
+            yield return ("notify.secret", "notify.secret is required: this server has no BatchRunner:Webhooks:Secret to sign the call with");
+    }
+
+    /// <summary>Each <c>dependsOn[i].job</c> and <c>inputsFrom[i].job</c> that names no job of <paramref name="tenant"/>
+    /// (one query for all). The message is the same whether the job does not exist or is another tenant's.</summary>
+    private static async Task<Dictionary<string, string[]>> UnknownJobsAsync(JobSubmission s, string prefix, string tenant, JobStore store, CancellationToken ct)
     {
         var named = new List<(string Field, Guid Job)>();
         for (var i = 0; i < (s.DependsOn?.Count ?? 0); i++)
@@ -54,8 +75,8 @@ internal static class JobSpecChecks
         for (var i = 0; i < (s.InputsFrom?.Count ?? 0); i++)
             if (Guid.TryParse(s.InputsFrom![i]?.Job, out var job)) named.Add(($"{prefix}inputsFrom[{i}].job", job));
         if (named.Count == 0) return [];
-        var states = await store.StatesAsync(named.Select(n => n.Job).Distinct().ToList(), ct);
+        var states = await store.StatesAsync(named.Select(n => n.Job).Distinct().ToList(), tenant, ct);
         return named.Where(n => !states.ContainsKey(n.Job))
-            .ToDictionary(n => n.Field, n => new[] { $"no job with id {n.Job}" });
+            .ToDictionary(n => n.Field, n => new[] { $"no job with id {n.Job} was found" });
     }
 }

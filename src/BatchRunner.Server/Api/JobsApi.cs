@@ -2,8 +2,10 @@ using System.Text.Json;
 using System.Text.Json.Serialization;
 using BatchRunner.Core;
 using BatchRunner.Oci;
+using BatchRunner.Server.Auth;
 using BatchRunner.Server.Hosting;
 using BatchRunner.Server.Nodes;
+using BatchRunner.Server.Notifications;
 using BatchRunner.Server.Observability;
 using BatchRunner.Server.Scheduling;
 using BatchRunner.Server.Storage;
@@ -20,23 +22,27 @@ public static class JobsApi
 
     public static RouteGroupBuilder MapJobsApiV1(this IEndpointRouteBuilder app)
     {
-        var api = app.MapGroup("/api/v1/jobs").WithTags("Jobs").RequireApiKey();
-        api.MapPost("/", SubmitAsync).WithName("SubmitJob").Accepts<JobSubmission>("application/json", "multipart/form-data");
-        api.MapGet("/", ListAsync).WithName("ListJobs");
-        api.MapGet("/{id}", GetAsync).WithName("GetJob");
-        api.MapGet("/{id}/children", ChildrenAsync).WithName("ListJobChildren");
-        api.MapPost("/{id}/cancel", CancelAsync).WithName("CancelJob");
-        api.MapGet("/{id}/logs", LogsAsync).WithName("GetJobLogs");
-        api.MapGet("/{id}/outputs", ListOutputsAsync).WithName("ListJobOutputs");
-        api.MapGet("/{id}/outputs/{**path}", GetOutputAsync).WithName("GetJobOutput");
+        // Every endpoint declares who may call it; jobs are then looked up within the caller's tenant only.
+        var api = app.MapGroup("/api/v1/jobs").WithTags("Jobs");
+        api.MapPost("/", SubmitAsync).WithName("SubmitJob").Accepts<JobSubmission>("application/json", "multipart/form-data")
+            .RequireAuthorization(Policies.Submit);
+        api.MapGet("/", ListAsync).WithName("ListJobs").RequireAuthorization(Policies.Read);
+        api.MapGet("/{id}", GetAsync).WithName("GetJob").RequireAuthorization(Policies.Read);
+        api.MapGet("/{id}/children", ChildrenAsync).WithName("ListJobChildren").RequireAuthorization(Policies.Read);
+        api.MapPost("/{id}/cancel", CancelAsync).WithName("CancelJob").RequireAuthorization(Policies.Submit);
+        api.MapGet("/{id}/logs", LogsAsync).WithName("GetJobLogs").RequireAuthorization(Policies.Read);
+        api.MapGet("/{id}/outputs", ListOutputsAsync).WithName("ListJobOutputs").RequireAuthorization(Policies.Read);
+        api.MapGet("/{id}/outputs/{**path}", GetOutputAsync).WithName("GetJobOutput").RequireAuthorization(Policies.Read);
         return api;
     }
 
     public const string IdempotencyKeyHeader = "Idempotency-Key";
 
     public static async Task<Results<Created<JobDto>, Ok<JobDto>, ValidationProblem, ProblemHttpResult>> SubmitAsync(
-        HttpRequest request, JobStore store, LiveNodes liveNodes, JobQueue queue, IOptions<BatchRunnerOptions> options, CancellationToken ct)
+        HttpRequest request, JobStore store, JobSecretStore secrets, JobDocuments documents, LiveNodes liveNodes, JobQueue queue,
+        WebhookPolicy webhooks, IOptions<BatchRunnerOptions> options, CancellationToken ct)
     {
+        var caller = Caller.Of(request.HttpContext);
         // JSON, or multipart with a spec part and input files (staged, not yet the job's); node policy checked.
         var read = await JobSubmissionReader.ReadAsync(request, ct);
         if (read.Invalid is { } invalid) return invalid;
@@ -46,34 +52,54 @@ public static class JobsApi
         var headerErrors = new Dictionary<string, string[]>();
         if (idempotencyKey is not null && (idempotencyKey.Length is 0 or > 255))
             headerErrors[IdempotencyKeyHeader] = ["the Idempotency-Key header must be 1-255 characters"];
-        var (spec, refused) = await JobSpecChecks.CheckAsync(read.Submission, "", options.Value, liveNodes, store, headerErrors, ct);
+        var (spec, refused) = await JobSpecChecks.CheckAsync(read.Submission, "", caller.Tenant, options.Value, liveNodes, store, webhooks, headerErrors, ct);
         if (refused is not null) return refused;
 
-        var job = JobRecord.New(spec!);
+        var jobSecrets = new JobSecrets(spec!.SecretEnv, spec.Notify?.Secret);
+        var job = JobRecord.New(spec) with
+        {
+            Tenant = caller.Tenant,
+            SubmittedBy = caller.KeyId,
+            ProtectedSecrets = jobSecrets.IsEmpty ? null : secrets.Protect(jobSecrets),
+        };
+        // The stored spec (secret names included, secret values never) identifies the request; the secret values
+        // are compared by decrypting the first job's, so no hash of a secret is ever stored.
         var requestHash = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(JsonSerializer.SerializeToUtf8Bytes(spec, JobStore.Json)));
         var (id, created, sameRequest) = await store.InsertAsync(job, idempotencyKey, requestHash, ct);
         if (!created)
         {
+            if (sameRequest && !jobSecrets.SameAs(await secrets.GetAsync(id, ct))) sameRequest = false;
             if (!sameRequest)
                 return TypedResults.Problem(statusCode: StatusCodes.Status409Conflict, title: "Idempotency-Key reused",
                     detail: $"the Idempotency-Key \"{idempotencyKey}\" was used for a different job spec (job {id})");
-            var existing = await store.GetAsync(id, ct);
-            return TypedResults.Ok(JobDto.From(existing!));
+            return TypedResults.Ok((await documents.GetAsync(id, caller.Tenant, ct))!);
         }
         // Inputs are in the job's directory before any worker can pick the job up.
         JobSubmissionReader.CommitInputs(request, job.Id);
         // Enqueued; or Awaiting while it waits for dependencies; or, for an array, the parent's message (its children get
-        // theirs from the dispatcher, within its parallelism).
-        var hangfireId = await queue.CreateForAsync(job, CancellationToken.None);
-        BatchRunnerMetrics.JobsSubmitted.WithLabels(spec!.Queue).Inc();
-        var dto = JobDto.From(job with { HangfireJobId = hangfireId });
+        // theirs from the dispatcher, within its parallelism). The job exists from the commit on: an outage now must not
+        // become a 503 for a job that will run anyway.
+        var hangfireId = await queue.CreateAcceptedAsync(job, EnqueueDeadline);
+        BatchRunnerMetrics.JobsSubmitted.WithLabels(spec.Queue).Inc();
+        // What was stored, without reading it back: its webhook (if any) is waiting for the job to end.
+        var notify = spec.Notify is { } n ? new NotificationRecord(n.Url, NotificationState.Waiting, 0, null, null) : null;
+        var dto = JobDto.From(job with { HangfireJobId = hangfireId, Notify = notify });
         if (job.IsArrayParent) dto = dto.WithChildCounts(new Dictionary<Guid, IReadOnlyDictionary<string, int>> { [job.Id] = new Dictionary<string, int> { [JobState.Queued] = spec.Array!.Size } });
         return TypedResults.Created($"/api/v1/jobs/{job.Id}", dto);
     }
 
-    public static async Task<Results<Ok<JobListDto>, ValidationProblem>> ListAsync(
-        JobStore store, JobNodeLiveness liveness, string? state, int? limit, string? cursor, string? schedule, CancellationToken ct)
+    /// <summary>How long a submission waits for the database to come back to enqueue a job it has already recorded.</summary>
+    private static readonly TimeSpan EnqueueDeadline = TimeSpan.FromSeconds(20);
+
+    /// <summary>Top-level jobs, newest first. A user or viewer sees its own tenant's jobs; an admin every tenant's, or one
+    /// (<paramref name="tenant"/>). <paramref name="schedule"/>: only that schedule's runs.</summary>
+    public static async Task<Results<Ok<JobListDto>, ValidationProblem, ProblemHttpResult>> ListAsync(
+        HttpContext http, JobStore store, JobDocuments documents, string? state, int? limit, string? cursor, string? tenant, string? schedule, CancellationToken ct)
     {
+        var caller = Caller.Of(http);
+        if (tenant is not null && !caller.IsAdmin && tenant != caller.Tenant)
+            return TypedResults.Problem(statusCode: StatusCodes.Status403Forbidden, title: "Forbidden",
+                detail: $"only admin keys list another tenant's jobs; this key's tenant is \"{caller.Tenant}\"");
         var errors = new Dictionary<string, string[]>();
         if (state is not null && !JobState.IsKnown(state))
             errors["state"] = [$"unknown state \"{state}\"; one of {string.Join(", ", JobState.All)}"];
@@ -89,30 +115,17 @@ public static class JobsApi
         }
         if (errors.Count > 0) return TypedResults.ValidationProblem(errors);
 
-        var (items, next) = await store.ListAsync(state, limit ?? DefaultPageSize, cursor, ct, scheduleId);
-        return TypedResults.Ok(new JobListDto(await DtosAsync(items, store, liveness, ct), next));
+        var (items, next) = await store.ListAsync(state, tenant ?? caller.Scope, limit ?? DefaultPageSize, cursor, ct, scheduleId);
+        return TypedResults.Ok(new JobListDto(await documents.ListItemsAsync(items, ct), next));
     }
 
-    /// <summary>Jobs as the API shows them, with nodeAlive and (for arrays) children per state: two queries for the page.</summary>
-    private static async Task<IReadOnlyList<JobDto>> DtosAsync(IReadOnlyList<JobRecord> items, JobStore store, JobNodeLiveness liveness, CancellationToken ct)
-    {
-        var alive = await liveness.GetAsync(items.Select(j => j.Id).ToList(), ct);
-        var parents = items.Where(j => j.IsArrayParent).Select(j => j.Id).ToList();
-        var counts = await store.CountChildrenAsync(parents, ct);
-        return items.Select(j => JobDto.From(j).WithNodeAlive(alive).WithChildCounts(counts)).ToList();
-    }
-
-    public static async Task<Results<Ok<JobDto>, ProblemHttpResult>> GetAsync(string id, JobStore store, JobNodeLiveness liveness, CancellationToken ct)
-    {
-        var job = await FindAsync(id, store, ct);
-        if (job is null) return NotFound(id);
-        var dto = (await DtosAsync([job], store, liveness, ct))[0];
-        return TypedResults.Ok(dto.WithAttempts(await store.GetAttemptsAsync(job.Id, ct)));
-    }
+    /// <summary>A job by its id, or an array's child as <c>PARENT-ID:INDEX</c>.</summary>
+    public static async Task<Results<Ok<JobDto>, ProblemHttpResult>> GetAsync(string id, HttpContext http, JobStore store, JobDocuments documents, CancellationToken ct) =>
+        await FindAsync(id, Caller.Of(http).Scope, store, ct) is { } job ? TypedResults.Ok(await documents.DocumentAsync(job, ct)) : NotFound(id);
 
     /// <summary>An array's children in index order: <c>?state=</c> filters, <c>nextCursor</c> pages.</summary>
     public static async Task<Results<Ok<JobListDto>, ValidationProblem, ProblemHttpResult>> ChildrenAsync(
-        string id, JobStore store, JobNodeLiveness liveness, string? state, int? limit, string? cursor, CancellationToken ct)
+        string id, HttpContext http, JobStore store, JobDocuments documents, string? state, int? limit, string? cursor, CancellationToken ct)
     {
         var errors = new Dictionary<string, string[]>();
         if (state is not null && !JobState.IsKnown(state))
@@ -123,12 +136,13 @@ public static class JobsApi
         if (cursor is not null && !TryDecodeIndexCursor(cursor, out after))
             errors["cursor"] = ["invalid cursor: pass the nextCursor of a previous page"];
         if (errors.Count > 0) return TypedResults.ValidationProblem(errors);
-        var parent = await FindAsync(id, store, ct);
+        // Children are their parent's tenant's: finding the parent within the caller's tenant scopes them.
+        var parent = await FindAsync(id, Caller.Of(http).Scope, store, ct);
         if (parent is null) return NotFound(id);
         if (!parent.IsArrayParent)
             return TypedResults.Problem(statusCode: StatusCodes.Status404NotFound, title: "Not an array", detail: $"job {id} is not an array: it has no children");
         var (items, next) = await store.ListChildrenAsync(parent.Id, state, limit ?? DefaultPageSize, after, ct);
-        return TypedResults.Ok(new JobListDto(await DtosAsync(items, store, liveness, ct), next is { } n ? EncodeIndexCursor(n) : null));
+        return TypedResults.Ok(new JobListDto(await documents.ListItemsAsync(items, ct), next is { } n ? EncodeIndexCursor(n) : null));
     }
 
     private static string EncodeIndexCursor(int index) =>
@@ -148,12 +162,13 @@ public static class JobsApi
     }
 
     public static async Task<Results<Accepted<JobDto>, ProblemHttpResult>> CancelAsync(
-        string id, JobStore store, JobNodeLiveness liveness, JobQueue queue, CancellationToken ct)
+        string id, HttpContext http, JobStore store, JobDocuments documents, JobQueue queue, CancellationToken ct)
     {
-        var target = await FindAsync(id, store, ct);
+        var scope = Caller.Of(http).Scope;
+        var target = await FindAsync(id, scope, store, ct);
         if (target is null) return NotFound(id);
         // An array's parent takes its children with it; queued ones leave their queue, running ones are killed within a second.
-        var outcome = await queue.CancelAsync(target.Id, ct);
+        var outcome = await queue.CancelAsync(target.Id, scope, ct);
         switch (outcome.Result)
         {
             case JobStore.CancelResult.NotFound:
@@ -166,24 +181,25 @@ public static class JobsApi
         foreach (var (queueName, count) in outcome.CancelledNow)
             BatchRunnerMetrics.JobsFinished.WithLabels(queueName, JobState.Cancelled, FailureReason.Cancelled).Inc(count);
         var job = await store.GetAsync(target.Id, ct);
-        return TypedResults.Accepted($"/api/v1/jobs/{target.Id}", (await DtosAsync([job!], store, liveness, ct))[0]);
+        return TypedResults.Accepted($"/api/v1/jobs/{target.Id}", await documents.DocumentAsync(job!, ct));
     }
 
-    public static async Task<Results<Ok<IReadOnlyList<OutputDto>>, ProblemHttpResult>> ListOutputsAsync(string id, JobStore store, CancellationToken ct)
+    public static async Task<Results<Ok<IReadOnlyList<OutputDto>>, ProblemHttpResult>> ListOutputsAsync(string id, HttpContext http, JobStore store, CancellationToken ct)
     {
-        var job = await FindAsync(id, store, ct);
+        var job = await FindAsync(id, Caller.Of(http).Scope, store, ct);
         if (job is null) return NotFound(id);
         return TypedResults.Ok<IReadOnlyList<OutputDto>>(job.Outputs.Select(o => new OutputDto(o.Path, o.Size, o.Sha256)).ToList());
     }
 
-    public static Task<IResult> GetOutputAsync(string id, string path, JobStore store, DataPaths paths, NodeIdentity node, CancellationToken ct) =>
-        ServeOutputAsync(id, path, store, paths, node, ct);
+    public static Task<IResult> GetOutputAsync(string id, string path, HttpContext http, JobStore store, DataPaths paths, NodeIdentity node, CancellationToken ct) =>
+        ServeOutputAsync(id, path, Caller.Of(http).Scope, store, paths, node, ct);
 
     /// <summary>An output file of the job: from this node's data directory, or (with <paramref name="forwardFrom"/>,
-    /// the public API) forwarded to the node that ran the job. The node endpoint passes null: it never forwards.</summary>
-    internal static async Task<IResult> ServeOutputAsync(string id, string path, JobStore store, DataPaths paths, NodeIdentity? forwardFrom, CancellationToken ct)
+    /// the public API) forwarded to the node that ran the job. The node endpoint passes null: it never forwards.
+    /// Only a job of tenant <paramref name="scope"/> (null: any) is found; the API node checks before it forwards.</summary>
+    internal static async Task<IResult> ServeOutputAsync(string id, string path, string? scope, JobStore store, DataPaths paths, NodeIdentity? forwardFrom, CancellationToken ct)
     {
-        var job = await FindAsync(id, store, ct);
+        var job = await FindAsync(id, scope, store, ct);
         if (job is null) return NotFound(id);
         if (forwardFrom is not null && NodeFilesApi.RanElsewhere(job, forwardFrom))
             return new ForwardToNodeResult(job.Node!, $"{NodeFilesApi.Prefix}/{job.Id}/outputs/{Uri.EscapeDataString(path).Replace("%2F", "/")}");
@@ -199,34 +215,49 @@ public static class JobsApi
     }
 
     public static Task<IResult> LogsAsync(
-        string id, string? stream, bool? follow, HttpContext http, JobStore store, DataPaths paths, NodeIdentity node, CancellationToken ct) =>
-        ServeLogsAsync(id, stream, follow, http.Request.QueryString.Value ?? "", store, paths, node, ct);
+        string id, string? stream, bool? follow, bool? timestamps, bool? status, HttpContext http, JobStore store, DataPaths paths, NodeIdentity node, CancellationToken ct) =>
+        ServeLogsAsync(id, stream, follow, timestamps, status, http.Request.QueryString.Value ?? "", Caller.Of(http).Scope, store, paths, node, ct);
 
-    /// <summary>The job's log files: from this node's data directory, or (with <paramref name="forwardFrom"/>)
-    /// forwarded, query included, to the node that ran the job.</summary>
+    private static readonly TimeSpan PlacementPollInterval = TimeSpan.FromMilliseconds(200);
+
+    /// <summary>The job's logs: from this node's data directory, or (with <paramref name="forwardFrom"/>)
+    /// forwarded, query included, to the node that ran the job. Only a job of tenant <paramref name="scope"/> (null:
+    /// any) is found; the API node checks before it forwards.</summary>
     internal static async Task<IResult> ServeLogsAsync(
-        string id, string? stream, bool? follow, string query, JobStore store, DataPaths paths, NodeIdentity? forwardFrom, CancellationToken ct)
+        string id, string? stream, bool? follow, bool? timestamps, bool? status, string query, string? scope, JobStore store, DataPaths paths, NodeIdentity? forwardFrom, CancellationToken ct)
     {
-        if (stream is not (null or "stdout" or "stderr" or "all"))
-            return TypedResults.ValidationProblem(new Dictionary<string, string[]> { ["stream"] = ["stream must be stdout or stderr (omit it for both)"] });
-        var job = await FindAsync(id, store, ct);
+        if (stream is not (null or "all" or "stdout" or "stderr" or "combined"))
+            return TypedResults.ValidationProblem(new Dictionary<string, string[]> { ["stream"] = ["stream must be stdout, stderr or combined (omit it for stdout then stderr)"] });
+        if (timestamps == true && stream is null or "all")
+            return TypedResults.ValidationProblem(new Dictionary<string, string[]> { ["timestamps"] = ["timestamps need stream=stdout, stderr or combined"] });
+        var job = await FindAsync(id, scope, store, ct);
         if (job is null) return NotFound(id);
+        // A follower of a job no node has taken yet waits until one has: its logs will be there, not here.
+        while (follow == true && forwardFrom is not null && job is { Node: null } && !JobState.IsFinal(job.State))
+        {
+            await Task.Delay(PlacementPollInterval, ct);
+            job = await store.GetAsync(job.Id, ct);
+            if (job is null) return NotFound(id);
+        }
         if (forwardFrom is not null && NodeFilesApi.RanElsewhere(job, forwardFrom))
             return new ForwardToNodeResult(job.Node!, $"{NodeFilesApi.Prefix}/{job.Id}/logs{query}");
-        var files = new List<string>();
-        if (stream is null or "all" or "stdout") files.Add(paths.Stdout(job.Id));
-        if (stream is null or "all" or "stderr") files.Add(paths.Stderr(job.Id));
-        return new LogStreamResult(job.Id, files, follow == true, store);
+        var streams = new List<(string, string)>();
+        if (stream is null or "all" or "stdout" or "combined") streams.Add(("stdout", paths.Stdout(job.Id)));
+        if (stream is null or "all" or "stderr" or "combined") streams.Add(("stderr", paths.Stderr(job.Id)));
+        var ordered = stream == "combined" || timestamps == true;
+        return new LogStreamResult(job, new LogRequest(streams, ordered, follow == true, timestamps == true, status == true), store);
     }
 
-    /// <summary>A job by its id, or an array's child as <c>PARENT-ID:INDEX</c>.</summary>
-    private static async Task<JobRecord?> FindAsync(string id, JobStore store, CancellationToken ct)
+    /// <summary>The job, when it is one <paramref name="scope"/> may see: another tenant's job is not found (404, like a
+    /// job that does not exist: a 403 would tell that it does). <paramref name="id"/>: a job id, or an array's child as
+    /// <c>PARENT-ID:INDEX</c>.</summary>
+    private static async Task<JobRecord?> FindAsync(string id, string? scope, JobStore store, CancellationToken ct)
     {
-        if (Guid.TryParse(id, out var jobId)) return await store.GetAsync(jobId, ct);
+        if (Guid.TryParse(id, out var jobId)) return await store.GetAsync(jobId, scope, ct);
         var colon = id.LastIndexOf(':');
         return colon > 0 && Guid.TryParse(id.AsSpan(0, colon), out var parent)
                && int.TryParse(id.AsSpan(colon + 1), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var index)
-            ? await store.GetChildAsync(parent, index, ct)
+            ? await store.GetChildAsync(parent, index, scope, ct)
             : null;
     }
 

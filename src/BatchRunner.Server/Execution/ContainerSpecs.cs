@@ -101,6 +101,8 @@ public static class ContainerSpecs
         }
         env.TryAdd("PATH", DefaultPath);
         foreach (var (k, v) in spec.Env) env[k] = v;
+        foreach (var (k, v) in spec.SecretEnv) env[k] = v;
+        // BatchRunner's own variables (an array child's index and size) last: a job cannot give itself another index.
         foreach (var (k, v) in extraEnv ?? new Dictionary<string, string>()) env[k] = v;
         env.TryAdd("HOME", "/");
         return env.Select(kv => $"{kv.Key}={kv.Value}").ToList();

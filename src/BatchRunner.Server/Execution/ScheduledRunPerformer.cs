@@ -29,7 +29,7 @@ public sealed partial class ScheduledRunPerformer(ScheduleStore schedules, JobQu
                 BatchRunnerMetrics.JobsSubmitted.WithLabels(started.Job.Queue).Inc();
                 if (started.Replaces is { } previous)
                 {
-                    var cancelled = await queue.CancelAsync(previous, CancellationToken.None);
+                    var cancelled = await queue.CancelAsync(previous, tenant: null, CancellationToken.None);
                     foreach (var (queueName, count) in cancelled.CancelledNow)
                         BatchRunnerMetrics.JobsFinished.WithLabels(queueName, JobState.Cancelled, FailureReason.Cancelled).Inc(count);
                     LogReplaced(log, scheduleId, previous);

@@ -85,11 +85,45 @@ public sealed class JobQueue(IBackgroundJobClient hangfire, JobStorage storage, 
     /// must stop: queued ones leave their queue, a running one's worker gets its cancellation token fired. The flag in the
     /// row is the backstop of both (a worker checks it, a delivered cancelled job runs nothing).
     /// </summary>
-    public async Task<JobStore.CancelOutcome> CancelAsync(Guid id, CancellationToken ct)
+    /// <remarks>Only a job of <paramref name="tenant"/> (null: any tenant) is found.</remarks>
+    public async Task<JobStore.CancelOutcome> CancelAsync(Guid id, string? tenant, CancellationToken ct)
     {
-        var outcome = await store.RequestCancelAsync(id, ct);
+        var outcome = await store.RequestCancelAsync(id, tenant, ct);
         foreach (var hangfireId in outcome.HangfireJobIds) hangfire.Delete(hangfireId);
         return outcome;
+    }
+
+    /// <summary>Gives a queued job whose message will never run (<see cref="JobStore.FindOrphanedQueuedAsync"/>) a new one.
+    /// Of several nodes doing this at once, one wins; the others delete the message they made. False when this one lost.</summary>
+    public async Task<bool> ReplaceAsync(OrphanedJob orphan, CancellationToken ct)
+    {
+        var hangfireId = hangfire.Create<IJobPerformer>(p => p.RunAsync(orphan.Id, orphan.DisplayName, CancellationToken.None), new EnqueuedState(orphan.Queue));
+        if (await store.ReplaceHangfireJobIdAsync(orphan.Id, orphan.HangfireJobId, hangfireId, ct)) return true;
+        hangfire.Delete(hangfireId);
+        return false;
+    }
+
+    /// <summary>
+    /// <see cref="CreateForAsync(JobRecord, CancellationToken)"/> for a job whose row is committed, so a job that exists: a
+    /// database outage is waited out for up to <paramref name="deadline"/>, the message's creation and the record of its id
+    /// each retried (a duplicate message runs nothing: attempts are fenced). Null when the database stayed away: a worker
+    /// creates the message once it is back (NodeRegistry's rescue of stranded jobs). So an API answers 503 only when
+    /// nothing was created, never for a job that will run.
+    /// </summary>
+    public async Task<string?> CreateAcceptedAsync(JobRecord job, TimeSpan deadline)
+    {
+        try
+        {
+            var state = await Durably.RunAsync(c => InitialStateAsync(job.Id, job.State, job.Queue, job.Message, job.IsArrayParent ? job.Spec.Array : null, c), deadline: deadline);
+            var hangfireId = await Durably.RunAsync(_ => Task.FromResult(
+                hangfire.Create<IJobPerformer>(p => p.RunAsync(job.Id, job.DisplayName, CancellationToken.None), state)), deadline: deadline);
+            await Durably.RunAsync(c => store.SetHangfireJobIdAsync(job.Id, hangfireId, c), deadline: deadline);
+            return hangfireId;
+        }
+        catch (Exception e) when (DatabaseErrors.IsOutage(e))
+        {
+            return null;
+        }
     }
 
     /// <summary>Removes a queued message, or fires the cancellation token of the worker running it.</summary>

@@ -27,16 +27,17 @@ public sealed partial class JobStore
 
     /// <summary>
     /// The children of an array, in one statement however many: each a copy of the parent's row (spec without dependsOn:
-    /// the parent waits for those), queued and undispatched. Their spec is copied inside the database, so a 10,000-child
-    /// array costs one round trip and no JSON per child.
+    /// the parent waits for those), queued and undispatched, of the parent's tenant and submitter, with its secrets
+    /// (secretEnv, still encrypted). Their spec is copied inside the database, so a 10,000-child array costs one round
+    /// trip and no JSON per child.
     /// </summary>
     private static async Task InsertChildrenAsync(NpgsqlConnection conn, NpgsqlTransaction tx, JobRecord parent, CancellationToken ct)
     {
         var ids = new Guid[parent.Spec.Array!.Size];
         for (var i = 0; i < ids.Length; i++) ids[i] = Guid.CreateVersion7();
         await using var cmd = new NpgsqlCommand("""
-            insert into batchrunner.jobs (id, name, image, queue, spec, state, created_at, parent_id, array_index, dispatched_at)
-            select c.id, p.name, p.image, p.queue, p.spec - 'dependsOn', 'queued', p.created_at, p.id, (c.n - 1)::int, null
+            insert into batchrunner.jobs (id, name, image, queue, spec, state, created_at, tenant, submitted_by, secrets, parent_id, array_index, dispatched_at)
+            select c.id, p.name, p.image, p.queue, p.spec - 'dependsOn', 'queued', p.created_at, p.tenant, p.submitted_by, p.secrets, p.id, (c.n - 1)::int, null
               from batchrunner.jobs p cross join unnest(@ids) with ordinality as c(id, n)
              where p.id = @parent
             """, conn, tx);
@@ -45,34 +46,38 @@ public sealed partial class JobStore
         await cmd.ExecuteNonQueryAsync(ct);
     }
 
-    /// <summary>The states of the jobs among <paramref name="ids"/> that exist.</summary>
-    public async Task<IReadOnlyDictionary<Guid, string>> StatesAsync(IReadOnlyCollection<Guid> ids, CancellationToken ct)
+    /// <summary>The states of the jobs among <paramref name="ids"/> that exist in <paramref name="tenant"/> (null: any
+    /// tenant): another tenant's job is left out, as one that does not exist.</summary>
+    public async Task<IReadOnlyDictionary<Guid, string>> StatesAsync(IReadOnlyCollection<Guid> ids, string? tenant, CancellationToken ct)
     {
         var result = new Dictionary<Guid, string>();
         if (ids.Count == 0) return result;
-        await using var cmd = db.CreateCommand("select id, state from batchrunner.jobs where id = any(@ids)");
+        await using var cmd = db.CreateCommand("select id, state from batchrunner.jobs where id = any(@ids) and (@t::text is null or tenant = @t)");
         cmd.Parameters.AddWithValue("ids", ids.ToArray());
+        cmd.Parameters.Add(new NpgsqlParameter("t", NpgsqlDbType.Text) { Value = (object?)tenant ?? DBNull.Value });
         await using var rd = await cmd.ExecuteReaderAsync(ct);
         while (await rd.ReadAsync(ct)) result[rd.GetGuid(0)] = rd.GetString(1);
         return result;
     }
 
-    /// <summary>Child <paramref name="index"/> of array <paramref name="parent"/>, with its outputs.</summary>
-    public async Task<JobRecord?> GetChildAsync(Guid parent, int index, CancellationToken ct)
+    /// <summary>Child <paramref name="index"/> of array <paramref name="parent"/>, with its outputs; null also when it
+    /// belongs to another tenant than <paramref name="tenant"/> (null: any tenant).</summary>
+    public async Task<JobRecord?> GetChildAsync(Guid parent, int index, string? tenant, CancellationToken ct)
     {
         await using var cmd = db.CreateCommand("select id from batchrunner.jobs where parent_id = @p and array_index = @i");
         cmd.Parameters.AddWithValue("p", parent);
         cmd.Parameters.AddWithValue("i", index);
-        return await cmd.ExecuteScalarAsync(ct) is Guid id ? await GetAsync(id, ct) : null;
+        return await cmd.ExecuteScalarAsync(ct) is Guid id ? await GetAsync(id, tenant, ct) : null;
     }
 
-    /// <summary>An array's children in index order, after index <paramref name="afterIndex"/>; the next cursor is the last index.</summary>
+    /// <summary>An array's children in index order, after index <paramref name="afterIndex"/>, as summaries (list items:
+    /// without args and env); the next cursor is the last index.</summary>
     public async Task<(IReadOnlyList<JobRecord> Items, int? NextAfter)> ListChildrenAsync(Guid parent, string? state, int limit, int afterIndex, CancellationToken ct)
     {
         await using var cmd = db.CreateCommand($"""
-            select {Columns} from batchrunner.jobs
-             where parent_id = @p and array_index > @after {(state is null ? "" : "and state = @state")}
-             order by array_index limit @limit
+            select {SummaryColumns} from {From}
+             where j.parent_id = @p and j.array_index > @after {(state is null ? "" : "and j.state = @state")}
+             order by j.array_index limit @limit
             """);
         cmd.Parameters.AddWithValue("p", parent);
         cmd.Parameters.AddWithValue("after", afterIndex);
@@ -80,7 +85,7 @@ public sealed partial class JobStore
         if (state is not null) cmd.Parameters.AddWithValue("state", state);
         var items = new List<JobRecord>();
         await using (var rd = await cmd.ExecuteReaderAsync(ct))
-            while (await rd.ReadAsync(ct)) items.Add(Read(rd));
+            while (await rd.ReadAsync(ct)) items.Add(Read(rd) with { IsSummary = true, EnvNames = rd.GetFieldValue<string[]>(SummaryEnvNamesOrdinal) });
         int? next = null;
         if (items.Count > limit)
         {

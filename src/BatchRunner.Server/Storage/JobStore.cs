@@ -15,13 +15,28 @@ public sealed partial class JobStore(NpgsqlDataSource db, WorkflowSignal? signal
     internal static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web);
 
     private const string Columns =
-        "id, name, image, image_digest, queue, spec, state, reason, message, exit_code, attempt, created_at, " +
-        "started_at, finished_at, usage, pull_progress, hangfire_job_id, cancel_requested, node, parent_id, array_index, schedule_id";
+        "j.id, j.name, j.image, j.image_digest, j.queue, j.spec, j.state, j.reason, j.message, j.exit_code, j.attempt, j.created_at, " +
+        "j.started_at, j.finished_at, j.usage, j.pull_progress, j.hangfire_job_id, j.cancel_requested, j.node, j.tenant, j.submitted_by, " +
+        "n.url, n.state, n.attempts, n.last_error, n.delivered_at, j.logs_truncated, j.parent_id, j.array_index, j.schedule_id";
+
+    /// <summary>A list item's spec: without args and env, whose size only the submission limit bounds (256 KiB each),
+    /// so that a page of 1000 jobs stays small; the names of the variables come separately (the column after
+    /// <see cref="Columns"/>' last, <see cref="SummaryEnvNamesOrdinal"/>).</summary>
+    private const string SummaryColumns =
+        "j.id, j.name, j.image, j.image_digest, j.queue, j.spec - 'args' - 'env', j.state, j.reason, j.message, j.exit_code, j.attempt, j.created_at, " +
+        "j.started_at, j.finished_at, j.usage, j.pull_progress, j.hangfire_job_id, j.cancel_requested, j.node, j.tenant, j.submitted_by, " +
+        "n.url, n.state, n.attempts, n.last_error, n.delivered_at, j.logs_truncated, j.parent_id, j.array_index, j.schedule_id, " +
+        "array(select jsonb_object_keys(coalesce(j.spec->'env', '{}')) order by 1)";
+
+    private const int SummaryEnvNamesOrdinal = 30;
+
+    private const string From = "batchrunner.jobs j left join batchrunner.notifications n on n.job_id = j.id";
 
     /// <summary>
-    /// Inserts a new job, with its dependencies and, for an array, its children (undispatched), in one transaction.
-    /// With an idempotency key, a key seen before returns the id of the job it created (and whether the request matched
-    /// the first one) instead, in the same transaction.
+    /// Inserts a new job, with its webhook delivery (when it asks for one), its dependencies and, for an array, its
+    /// children (undispatched), in one transaction. With an idempotency key, a key the job's tenant used before returns
+    /// the id of the job it created (and whether the request matched the first one) instead, in the same transaction.
+    /// Keys are per tenant: another tenant's job is never found by one.
     /// </summary>
     public async Task<(Guid Id, bool Created, bool SameRequest)> InsertAsync(JobRecord job, string? idempotencyKey, string requestHash, CancellationToken ct)
     {
@@ -30,10 +45,12 @@ public sealed partial class JobStore(NpgsqlDataSource db, WorkflowSignal? signal
         if (idempotencyKey is not null)
         {
             // Serialise concurrent requests with the same key.
-            await using var lk = new NpgsqlCommand("select pg_advisory_xact_lock(hashtext('batchrunner.idem:' || @k))", conn, tx);
+            await using var lk = new NpgsqlCommand("select pg_advisory_xact_lock(hashtext('batchrunner.idem:' || @t || ':' || @k))", conn, tx);
+            lk.Parameters.AddWithValue("t", job.Tenant);
             lk.Parameters.AddWithValue("k", idempotencyKey);
             await lk.ExecuteNonQueryAsync(ct);
-            await using var find = new NpgsqlCommand("select job_id, request_hash from batchrunner.idempotency_keys where key = @k", conn, tx);
+            await using var find = new NpgsqlCommand("select job_id, request_hash from batchrunner.idempotency_keys where tenant = @t and key = @k", conn, tx);
+            find.Parameters.AddWithValue("t", job.Tenant);
             find.Parameters.AddWithValue("k", idempotencyKey);
             await using (var rd = await find.ExecuteReaderAsync(ct))
             {
@@ -44,7 +61,8 @@ public sealed partial class JobStore(NpgsqlDataSource db, WorkflowSignal? signal
         await InsertRowsAsync(conn, tx, job, ct);
         if (idempotencyKey is not null)
         {
-            await using var key = new NpgsqlCommand("insert into batchrunner.idempotency_keys (key, job_id, request_hash) values (@k, @id, @h)", conn, tx);
+            await using var key = new NpgsqlCommand("insert into batchrunner.idempotency_keys (tenant, key, job_id, request_hash) values (@t, @k, @id, @h)", conn, tx);
+            key.Parameters.AddWithValue("t", job.Tenant);
             key.Parameters.AddWithValue("k", idempotencyKey);
             key.Parameters.AddWithValue("id", job.Id);
             key.Parameters.AddWithValue("h", requestHash);
@@ -59,8 +77,8 @@ public sealed partial class JobStore(NpgsqlDataSource db, WorkflowSignal? signal
     internal static async Task InsertRowsAsync(NpgsqlConnection conn, NpgsqlTransaction tx, JobRecord job, CancellationToken ct)
     {
         await using (var cmd = new NpgsqlCommand("""
-            insert into batchrunner.jobs (id, name, image, queue, spec, state, message, created_at, array_size, schedule_id, hangfire_job_id)
-            values (@id, @name, @image, @queue, @spec, @state, @message, @created, @size, @schedule, @hangfire)
+            insert into batchrunner.jobs (id, name, image, queue, spec, state, message, created_at, tenant, submitted_by, secrets, array_size, schedule_id, hangfire_job_id)
+            values (@id, @name, @image, @queue, @spec, @state, @message, @created, @tenant, @by, @secrets, @size, @schedule, @hangfire)
             """, conn, tx))
         {
             cmd.Parameters.AddWithValue("id", job.Id);
@@ -71,10 +89,21 @@ public sealed partial class JobStore(NpgsqlDataSource db, WorkflowSignal? signal
             cmd.Parameters.AddWithValue("state", job.State);
             cmd.Parameters.Add(new NpgsqlParameter("message", NpgsqlDbType.Text) { Value = (object?)job.Message ?? DBNull.Value });
             cmd.Parameters.AddWithValue("created", job.CreatedAt);
+            cmd.Parameters.AddWithValue("tenant", job.Tenant);
+            cmd.Parameters.Add(new NpgsqlParameter("by", NpgsqlDbType.Text) { Value = (object?)job.SubmittedBy ?? DBNull.Value });
+            cmd.Parameters.Add(new NpgsqlParameter("secrets", NpgsqlDbType.Bytea) { Value = (object?)job.ProtectedSecrets ?? DBNull.Value });
             cmd.Parameters.Add(new NpgsqlParameter("size", NpgsqlDbType.Integer) { Value = job.IsArrayParent ? job.Spec.Array!.Size : DBNull.Value });
             cmd.Parameters.Add(new NpgsqlParameter("schedule", NpgsqlDbType.Uuid) { Value = (object?)job.ScheduleId ?? DBNull.Value });
             cmd.Parameters.Add(new NpgsqlParameter("hangfire", NpgsqlDbType.Text) { Value = (object?)job.HangfireJobId ?? DBNull.Value });
             await cmd.ExecuteNonQueryAsync(ct);
+        }
+        // An array's webhook is its parent's alone (its children get no row): it is called once, when the array ends.
+        if (job.Spec.Notify is { } notify)
+        {
+            await using var n = new NpgsqlCommand("insert into batchrunner.notifications (job_id, url) values (@id, @u)", conn, tx);
+            n.Parameters.AddWithValue("id", job.Id);
+            n.Parameters.AddWithValue("u", notify.Url);
+            await n.ExecuteNonQueryAsync(ct);
         }
         await InsertDependenciesAsync(conn, tx, job, ct);
         if (job.IsArrayParent) await InsertChildrenAsync(conn, tx, job, ct);
@@ -97,13 +126,19 @@ public sealed partial class JobStore(NpgsqlDataSource db, WorkflowSignal? signal
         return await cmd.ExecuteScalarAsync(ct) as Guid?;
     }
 
-    public async Task<JobRecord?> GetAsync(Guid id, CancellationToken ct)
+    public Task<JobRecord?> GetAsync(Guid id, CancellationToken ct) => GetAsync(id, tenant: null, ct);
+
+    /// <summary>The job, with its outputs; null when there is none, or it belongs to another tenant than
+    /// <paramref name="tenant"/> (null: any tenant). The API answers both alike (404), so that a job's existence is
+    /// never revealed to another tenant.</summary>
+    public async Task<JobRecord?> GetAsync(Guid id, string? tenant, CancellationToken ct)
     {
         await using var conn = await db.OpenConnectionAsync(ct);
         JobRecord? job;
-        await using (var cmd = new NpgsqlCommand($"select {Columns} from batchrunner.jobs where id = @id", conn))
+        await using (var cmd = new NpgsqlCommand($"select {Columns} from {From} where j.id = @id and (@t::text is null or j.tenant = @t)", conn))
         {
             cmd.Parameters.AddWithValue("id", id);
+            cmd.Parameters.Add(new NpgsqlParameter("t", NpgsqlDbType.Text) { Value = (object?)tenant ?? DBNull.Value });
             await using var rd = await cmd.ExecuteReaderAsync(ct);
             job = await rd.ReadAsync(ct) ? Read(rd) : null;
         }
@@ -118,35 +153,41 @@ public sealed partial class JobStore(NpgsqlDataSource db, WorkflowSignal? signal
         return job with { Outputs = outputs };
     }
 
-    /// <summary>Top-level jobs (an array's children are listed under their parent), newest first; the cursor is opaque
-    /// to clients (created_at and id of the last item). <paramref name="schedule"/>: only that schedule's runs.</summary>
-    public async Task<(IReadOnlyList<JobRecord> Items, string? NextCursor)> ListAsync(string? state, int limit, string? cursor, CancellationToken ct, Guid? schedule = null)
+    /// <summary>Top-level jobs (an array's children are listed under their parent), newest first, summaries
+    /// (<see cref="JobRecord.IsSummary"/>), of one tenant (<paramref name="tenant"/>; null: every tenant); the cursor is
+    /// opaque to clients (created_at and id of the last item). <paramref name="schedule"/>: only that schedule's runs.</summary>
+    public async Task<(IReadOnlyList<JobRecord> Items, string? NextCursor)> ListAsync(string? state, string? tenant, int limit, string? cursor, CancellationToken ct, Guid? schedule = null)
     {
-        var sql = new StringBuilder($"select {Columns} from batchrunner.jobs where parent_id is null");
+        var sql = new StringBuilder($"select {SummaryColumns} from {From} where j.parent_id is null");
         await using var cmd = db.CreateCommand();
+        if (tenant is not null)
+        {
+            sql.Append(" and j.tenant = @tenant");
+            cmd.Parameters.AddWithValue("tenant", tenant);
+        }
         if (state is not null)
         {
-            sql.Append(" and state = @state");
+            sql.Append(" and j.state = @state");
             cmd.Parameters.AddWithValue("state", state);
         }
         if (schedule is not null)
         {
-            sql.Append(" and schedule_id = @schedule");
+            sql.Append(" and j.schedule_id = @schedule");
             cmd.Parameters.AddWithValue("schedule", schedule.Value);
         }
         if (cursor is not null)
         {
             var (at, id) = DecodeCursor(cursor);
-            sql.Append(" and (created_at, id) < (@cat, @cid)");
+            sql.Append(" and (j.created_at, j.id) < (@cat, @cid)");
             cmd.Parameters.AddWithValue("cat", at);
             cmd.Parameters.AddWithValue("cid", id);
         }
-        sql.Append(" order by created_at desc, id desc limit @limit");
+        sql.Append(" order by j.created_at desc, j.id desc limit @limit");
         cmd.Parameters.AddWithValue("limit", limit + 1);
         cmd.CommandText = sql.ToString();
         var items = new List<JobRecord>();
         await using (var rd = await cmd.ExecuteReaderAsync(ct))
-            while (await rd.ReadAsync(ct)) items.Add(Read(rd));
+            while (await rd.ReadAsync(ct)) items.Add(Read(rd) with { IsSummary = true, EnvNames = rd.GetFieldValue<string[]>(SummaryEnvNamesOrdinal) });
         string? next = null;
         if (items.Count > limit)
         {
@@ -195,7 +236,8 @@ public sealed partial class JobStore(NpgsqlDataSource db, WorkflowSignal? signal
     /// child not ended is cancelled the same way (undispatched ones at once, in the same statement); the parent ends
     /// <c>cancelled</c> once no child runs any more (now, when none had started).
     /// </summary>
-    public async Task<CancelOutcome> RequestCancelAsync(Guid id, CancellationToken ct)
+    /// <remarks>Only a job of <paramref name="tenant"/> (null: any tenant) is found.</remarks>
+    public async Task<CancelOutcome> RequestCancelAsync(Guid id, string? tenant, CancellationToken ct)
     {
         await using var conn = await db.OpenConnectionAsync(ct);
         await using var tx = await conn.BeginTransactionAsync(ct);
@@ -204,7 +246,7 @@ public sealed partial class JobStore(NpgsqlDataSource db, WorkflowSignal? signal
         bool parent;
         string queue;
         await using (var cmd = new NpgsqlCommand("""
-            with j as (select id, state, array_size is not null as parent from batchrunner.jobs where id = @id for update)
+            with j as (select id, state, array_size is not null as parent from batchrunner.jobs where id = @id and (@t::text is null or tenant = @t) for update)
             update batchrunner.jobs t set
                    cancel_requested = true,
                    state = case when j.state = 'waiting' or (j.state = 'queued' and not j.parent) then 'cancelled' else t.state end,
@@ -216,12 +258,14 @@ public sealed partial class JobStore(NpgsqlDataSource db, WorkflowSignal? signal
             """, conn, tx))
         {
             cmd.Parameters.AddWithValue("id", id);
+            cmd.Parameters.Add(new NpgsqlParameter("t", NpgsqlDbType.Text) { Value = (object?)tenant ?? DBNull.Value });
             await using var rd = await cmd.ExecuteReaderAsync(ct);
             if (!await rd.ReadAsync(ct))
             {
                 await rd.CloseAsync();
-                await using var exists = new NpgsqlCommand("select 1 from batchrunner.jobs where id = @id", conn, tx);
+                await using var exists = new NpgsqlCommand("select 1 from batchrunner.jobs where id = @id and (@t::text is null or tenant = @t)", conn, tx);
                 exists.Parameters.AddWithValue("id", id);
+                exists.Parameters.Add(new NpgsqlParameter("t", NpgsqlDbType.Text) { Value = (object?)tenant ?? DBNull.Value });
                 return new(await exists.ExecuteScalarAsync(ct) is null ? CancelResult.NotFound : CancelResult.AlreadyFinal, [], []);
             }
             before = rd.GetString(0);
@@ -290,9 +334,14 @@ public sealed partial class JobStore(NpgsqlDataSource db, WorkflowSignal? signal
             HangfireJobId = rd.IsDBNull(16) ? null : rd.GetString(16),
             CancelRequested = rd.GetBoolean(17),
             Node = rd.IsDBNull(18) ? null : rd.GetString(18),
-            ParentId = rd.IsDBNull(19) ? null : rd.GetGuid(19),
-            ArrayIndex = rd.IsDBNull(20) ? null : rd.GetInt32(20),
-            ScheduleId = rd.IsDBNull(21) ? null : rd.GetGuid(21),
+            Tenant = rd.GetString(19),
+            SubmittedBy = rd.IsDBNull(20) ? null : rd.GetString(20),
+            Notify = rd.IsDBNull(21) ? null : new NotificationRecord(rd.GetString(21), rd.GetString(22), rd.GetInt32(23),
+                rd.IsDBNull(24) ? null : rd.GetString(24), rd.IsDBNull(25) ? null : rd.GetFieldValue<DateTimeOffset>(25)),
+            LogsTruncated = rd.GetBoolean(26),
+            ParentId = rd.IsDBNull(27) ? null : rd.GetGuid(27),
+            ArrayIndex = rd.IsDBNull(28) ? null : rd.GetInt32(28),
+            ScheduleId = rd.IsDBNull(29) ? null : rd.GetGuid(29),
         };
     }
 }

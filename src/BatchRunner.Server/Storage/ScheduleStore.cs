@@ -36,6 +36,13 @@ public sealed record ScheduleRecord
     public int SkippedRuns { get; init; }
     public DateTimeOffset? LastSkippedAt { get; init; }
     public string? LastSkipMessage { get; init; }
+    /// <summary>The tenant that owns the schedule (that of the key that created it): its runs are this tenant's jobs.</summary>
+    public string Tenant { get; init; } = JobRecord.DefaultTenant;
+    /// <summary>Id of the key that created it: each run records it as <c>submittedBy</c>.</summary>
+    public string? CreatedBy { get; init; }
+    /// <summary>The secrets of its job (secretEnv, notify.secret), encrypted as a job's are; copied to each run. Set for a
+    /// write; read back only by <see cref="ScheduleStore.StartRunAsync"/>.</summary>
+    public byte[]? ProtectedSecrets { get; init; }
 }
 
 /// <summary>What <see cref="ScheduleStore.StartRunAsync"/> did: a closed set.</summary>
@@ -64,7 +71,7 @@ public sealed class ScheduleStore(NpgsqlDataSource db, WorkflowSignal? signal = 
 
     private const string Columns = """
         s.id, s.name, s.cron, s.time_zone, s.spec, s.concurrency, s.paused, s.created_at, s.updated_at, s.runs, s.last_run_at,
-        s.last_job_id, j.state, s.skipped_runs, s.last_skipped_at, s.last_skip_message
+        s.last_job_id, j.state, s.skipped_runs, s.last_skipped_at, s.last_skip_message, s.tenant, s.created_by
         """;
 
     private const string From = "batchrunner.schedules s left join batchrunner.jobs j on j.id = s.last_job_id";
@@ -72,45 +79,53 @@ public sealed class ScheduleStore(NpgsqlDataSource db, WorkflowSignal? signal = 
     public async Task InsertAsync(ScheduleRecord s, CancellationToken ct)
     {
         await using var cmd = db.CreateCommand("""
-            insert into batchrunner.schedules (id, name, cron, time_zone, spec, concurrency, paused, created_at, updated_at)
-            values (@id, @name, @cron, @tz, @spec, @concurrency, @paused, @created, @created)
+            insert into batchrunner.schedules (id, name, cron, time_zone, spec, concurrency, paused, created_at, updated_at, tenant, created_by, secrets)
+            values (@id, @name, @cron, @tz, @spec, @concurrency, @paused, @created, @created, @tenant, @by, @secrets)
             """);
         AddFields(cmd, s);
         cmd.Parameters.AddWithValue("created", s.CreatedAt);
+        cmd.Parameters.AddWithValue("tenant", s.Tenant);
+        cmd.Parameters.Add(new NpgsqlParameter("by", NpgsqlDbType.Text) { Value = (object?)s.CreatedBy ?? DBNull.Value });
         await cmd.ExecuteNonQueryAsync(ct);
     }
 
-    public async Task<ScheduleRecord?> GetAsync(Guid id, CancellationToken ct)
+    /// <summary>The schedule; null when there is none, or it belongs to another tenant than <paramref name="tenant"/>
+    /// (null: any tenant): the API answers both alike (404).</summary>
+    public async Task<ScheduleRecord?> GetAsync(Guid id, string? tenant, CancellationToken ct)
     {
-        await using var cmd = db.CreateCommand($"select {Columns} from {From} where s.id = @id");
+        await using var cmd = db.CreateCommand($"select {Columns} from {From} where s.id = @id and (@t::text is null or s.tenant = @t)");
         cmd.Parameters.AddWithValue("id", id);
+        cmd.Parameters.Add(new NpgsqlParameter("t", NpgsqlDbType.Text) { Value = (object?)tenant ?? DBNull.Value });
         await using var rd = await cmd.ExecuteReaderAsync(ct);
         return await rd.ReadAsync(ct) ? Read(rd) : null;
     }
 
-    /// <summary>Every schedule, newest first.</summary>
-    public async Task<IReadOnlyList<ScheduleRecord>> ListAsync(CancellationToken ct)
+    /// <summary>The schedules of <paramref name="tenant"/> (null: every tenant's), newest first.</summary>
+    public async Task<IReadOnlyList<ScheduleRecord>> ListAsync(string? tenant, CancellationToken ct)
     {
-        await using var cmd = db.CreateCommand($"select {Columns} from {From} order by s.created_at desc, s.id desc");
+        await using var cmd = db.CreateCommand($"select {Columns} from {From} where @t::text is null or s.tenant = @t order by s.created_at desc, s.id desc");
+        cmd.Parameters.Add(new NpgsqlParameter("t", NpgsqlDbType.Text) { Value = (object?)tenant ?? DBNull.Value });
         var result = new List<ScheduleRecord>();
         await using var rd = await cmd.ExecuteReaderAsync(ct);
         while (await rd.ReadAsync(ct)) result.Add(Read(rd));
         return result;
     }
 
-    /// <summary>Stores the changed fields of <paramref name="s"/> (all but the run counters); false when it no longer exists.</summary>
-    public async Task<bool> UpdateAsync(ScheduleRecord s, CancellationToken ct)
+    /// <summary>Stores the changed fields of <paramref name="s"/> (all but the run counters, tenant and creator; its secrets
+    /// only with a new job: <paramref name="newSecrets"/>); false when it no longer exists.</summary>
+    public async Task<bool> UpdateAsync(ScheduleRecord s, bool newSecrets, CancellationToken ct)
     {
         await using var cmd = db.CreateCommand("""
             update batchrunner.schedules set name = @name, cron = @cron, time_zone = @tz, spec = @spec, concurrency = @concurrency,
-                   paused = @paused, updated_at = now()
+                   paused = @paused, updated_at = now(), secrets = case when @new then @secrets else secrets end
              where id = @id
             """);
         AddFields(cmd, s);
+        cmd.Parameters.AddWithValue("new", newSecrets);
         return await cmd.ExecuteNonQueryAsync(ct) == 1;
     }
 
-    /// <summary>The fields a user sets (@id, @name, @cron, @tz, @spec, @concurrency, @paused).</summary>
+    /// <summary>The fields a user sets (@id, @name, @cron, @tz, @spec, @concurrency, @paused, @secrets).</summary>
     private static void AddFields(NpgsqlCommand cmd, ScheduleRecord s)
     {
         cmd.Parameters.AddWithValue("id", s.Id);
@@ -120,12 +135,15 @@ public sealed class ScheduleStore(NpgsqlDataSource db, WorkflowSignal? signal = 
         cmd.Parameters.Add(new NpgsqlParameter("spec", NpgsqlDbType.Jsonb) { Value = JsonSerializer.Serialize(s.Spec, Json) });
         cmd.Parameters.AddWithValue("concurrency", s.Concurrency);
         cmd.Parameters.AddWithValue("paused", s.Paused);
+        cmd.Parameters.Add(new NpgsqlParameter("secrets", NpgsqlDbType.Bytea) { Value = (object?)s.ProtectedSecrets ?? DBNull.Value });
     }
 
-    public async Task<bool> DeleteAsync(Guid id, CancellationToken ct)
+    /// <summary>Deletes the schedule if it is one of <paramref name="tenant"/> (null: any tenant).</summary>
+    public async Task<bool> DeleteAsync(Guid id, string? tenant, CancellationToken ct)
     {
-        await using var cmd = db.CreateCommand("delete from batchrunner.schedules where id = @id");
+        await using var cmd = db.CreateCommand("delete from batchrunner.schedules where id = @id and (@t::text is null or tenant = @t)");
         cmd.Parameters.AddWithValue("id", id);
+        cmd.Parameters.Add(new NpgsqlParameter("t", NpgsqlDbType.Text) { Value = (object?)tenant ?? DBNull.Value });
         return await cmd.ExecuteNonQueryAsync(ct) == 1;
     }
 
@@ -134,7 +152,8 @@ public sealed class ScheduleStore(NpgsqlDataSource db, WorkflowSignal? signal = 
     /// forbid records a skip while the previous run has not ended; replace names it for the caller to cancel once the new
     /// run is stored. <paramref name="hangfireJobId"/>: the Hangfire job of a firing (null for a manual trigger), stored on
     /// the run; delivered again, it finds that run instead of starting another. <paramref name="make"/> builds the run
-    /// from the schedule as locked.
+    /// from the schedule as locked; the run is the schedule's tenant's, submitted by the key that created the schedule,
+    /// with the schedule's secrets.
     /// </summary>
     public async Task<ScheduleRun> StartRunAsync(Guid id, string? hangfireJobId, Func<ScheduleRecord, JobRecord> make, CancellationToken ct)
     {
@@ -155,11 +174,11 @@ public sealed class ScheduleStore(NpgsqlDataSource db, WorkflowSignal? signal = 
             await lk.ExecuteScalarAsync(ct);
         }
         ScheduleRecord? s;
-        await using (var read = new NpgsqlCommand($"select {Columns} from {From} where s.id = @id", conn, tx))
+        await using (var read = new NpgsqlCommand($"select {Columns}, s.secrets from {From} where s.id = @id", conn, tx))
         {
             read.Parameters.AddWithValue("id", id);
             await using var rd = await read.ExecuteReaderAsync(ct);
-            s = await rd.ReadAsync(ct) ? Read(rd) : null;
+            s = await rd.ReadAsync(ct) ? Read(rd) with { ProtectedSecrets = rd.IsDBNull(SecretsOrdinal) ? null : rd.GetFieldValue<byte[]>(SecretsOrdinal) } : null;
         }
         if (s is null) return new ScheduleRun.NotRunnable($"schedule {id} no longer exists");
         if (s.Paused && hangfireJobId is not null) return new ScheduleRun.NotRunnable($"schedule {s.Name} is paused");
@@ -176,7 +195,10 @@ public sealed class ScheduleStore(NpgsqlDataSource db, WorkflowSignal? signal = 
             await tx.CommitAsync(ct);
             return new ScheduleRun.Skipped(s.LastJobId!.Value, message);
         }
-        var run = make(s) with { ScheduleId = id, HangfireJobId = hangfireJobId };
+        var run = make(s) with
+        {
+            ScheduleId = id, HangfireJobId = hangfireJobId, Tenant = s.Tenant, SubmittedBy = s.CreatedBy, ProtectedSecrets = s.ProtectedSecrets,
+        };
         await JobStore.InsertRowsAsync(conn, tx, run, ct);
         await using (var ran = new NpgsqlCommand("""
             update batchrunner.schedules set runs = runs + 1, last_run_at = now(), last_job_id = @job where id = @id
@@ -209,5 +231,10 @@ public sealed class ScheduleStore(NpgsqlDataSource db, WorkflowSignal? signal = 
         SkippedRuns = rd.GetInt32(13),
         LastSkippedAt = rd.IsDBNull(14) ? null : rd.GetFieldValue<DateTimeOffset>(14),
         LastSkipMessage = rd.IsDBNull(15) ? null : rd.GetString(15),
+        Tenant = rd.GetString(16),
+        CreatedBy = rd.IsDBNull(17) ? null : rd.GetString(17),
     };
+
+    /// <summary>s.secrets, read after <see cref="Columns"/> (ordinals 0-17) where a run needs them.</summary>
+    private const int SecretsOrdinal = 18;
 }

@@ -81,7 +81,7 @@ public sealed partial class WorkflowSweeper(
     /// (a crash between the row and Hangfire, a schedule deleted on another node while this one was away).</summary>
     private async Task ReconcileSchedulesAsync(CancellationToken ct)
     {
-        var wanted = (await schedules.ListAsync(ct)).Where(s => !s.Paused).ToDictionary(s => s.Id);
+        var wanted = (await schedules.ListAsync(tenant: null, ct)).Where(s => !s.Paused).ToDictionary(s => s.Id);
         var registered = recurring.Registered().ToDictionary(r => r.Id);
         foreach (var s in wanted.Values)
             if (!registered.TryGetValue(s.Id, out var r) || r.Cron != s.Cron)
