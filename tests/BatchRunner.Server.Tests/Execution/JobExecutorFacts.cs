@@ -82,7 +82,7 @@ public sealed class JobExecutorFacts : IDisposable
             _h.Volumes.Last!.UsedBytes = 70L << 20; // the sampler's first reading at stop sees it
             c.Exit(0);
         };
-        await _h.ExecuteAsync(id);
+        await FailedAsync(_h.ExecuteAsync(id));
 
         Assert.Equal(["Begin 1", "Running 1", "Finish 1 failed disk_quota_exceeded"], _h.Store.Writes);
         var job = _h.Store.Job(id);
@@ -193,7 +193,7 @@ public sealed class JobExecutorFacts : IDisposable
             File.AppendAllText(_h.Paths.Stderr(id), stderr);
             c.Exit(1);
         };
-        await _h.ExecuteAsync(id);
+        await FailedAsync(_h.ExecuteAsync(id));
 
         Assert.Equal(message, Assert.Single(_h.Store.Outcomes).Message);
     }
