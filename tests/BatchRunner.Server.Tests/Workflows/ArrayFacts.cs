@@ -97,8 +97,8 @@ public sealed class ArrayFacts(ServerFixture f)
     [Fact]
     public async Task Parent_Succeeds_WhenEveryChildSucceededOnItsRetry()
     {
-        // Each child fails its first attempt (exit 3) and retries by its own policy; the marker survives in its /outputs.
-        var id = Id(await f.Api.SubmitAsync(Array("if [ -f /outputs/tried ]; then exit 0; fi; touch /outputs/tried; exit 3", size: 2, parallelism: 2,
+        // Each child fails its first attempt (exit 3) and retries by its own policy.
+        var id = Id(await f.Api.SubmitAsync(Array("[ \"$BATCHRUNNER_ATTEMPT\" = 1 ] && exit 3; exit 0", size: 2, parallelism: 2,
             retry: new { limit = 1, onExitCodes = new[] { 3 }, backoffSeconds = 1 })));
 
         var done = await f.Api.WaitForFinalAsync(id, Deadline);
