@@ -84,3 +84,34 @@ public sealed record UsageDto(
 public sealed record OutputDto(string Path, long Size, string Sha256);
 
 public sealed record JobListDto(IReadOnlyList<JobDto> Items, string? NextCursor);
+
+/// <summary>
+/// A job as <c>GET /api/v1/jobs?view=summary</c> lists it: what tells jobs apart and how they went, without what can
+/// be large (command, args, env, outputs, attempts). The single-job view keeps everything.
+/// </summary>
+public sealed record JobSummaryDto(
+    Guid Id,
+    string? Name,
+    string Image,
+    string? ImageDigest,
+    string Queue,
+    string State,
+    string? Reason,
+    string? Message,
+    int? ExitCode,
+    int Attempt,
+    DateTimeOffset CreatedAt,
+    DateTimeOffset? StartedAt,
+    DateTimeOffset? FinishedAt,
+    ResourcesDto Resources,
+    IReadOnlyDictionary<string, string> Labels,
+    UsageDto? Usage,
+    string? Node,
+    bool? NodeAlive)
+{
+    public static JobSummaryDto From(JobDto j) => new(
+        j.Id, j.Name, j.Image, j.ImageDigest, j.Queue, j.State, j.Reason, j.Message, j.ExitCode, j.Attempt,
+        j.CreatedAt, j.StartedAt, j.FinishedAt, j.Resources, j.Labels, j.Usage, j.Node, j.NodeAlive);
+}
+
+public sealed record JobSummaryListDto(IReadOnlyList<JobSummaryDto> Items, string? NextCursor);

@@ -11,8 +11,15 @@ using Microsoft.Net.Http.Headers;
 
 namespace BatchRunner.Server.Api;
 
-/// <summary>What <see cref="JobSubmissionReader.ReadAsync"/> made of a request: a submission, or the problem to answer.</summary>
-public sealed record SubmissionRead(JobSubmission? Submission, ValidationProblem? Invalid = null, ProblemHttpResult? Problem = null);
+/// <summary>
+/// What <see cref="JobSubmissionReader.ReadAsync"/> made of a request: the submission (what was well-formed in it) with
+/// the fields that were not (<see cref="FieldErrors"/>, to be answered together with the semantic errors), or a
+/// problem that ends the request at once (a malformed multipart body, inputs refused).
+/// </summary>
+public sealed record SubmissionRead(JobSubmission? Submission, ValidationProblem? Invalid = null, ProblemHttpResult? Problem = null)
+{
+    public IReadOnlyDictionary<string, string[]> FieldErrors { get; init; } = new Dictionary<string, string[]>();
+}
 
 /// <summary>
 /// Reads the body of <c>POST /api/v1/jobs</c>: either <c>application/json</c> (the job spec), or
@@ -20,19 +27,13 @@ public sealed record SubmissionRead(JobSubmission? Submission, ValidationProblem
 /// <c>archive</c> is unpacked (zip, tar, tar.gz, tar.xz, 7z), any other file part is stored as it is,
 /// under its file name. Inputs are staged before the job exists and moved into the job's directory by
 /// <see cref="CommitInputs"/> before it is queued; a refused submission leaves nothing behind.
-/// Then the spec is checked against this node's policy (network modes, capabilities, datasets, CPUs).
+/// The spec is read by <see cref="SubmissionShape"/>: every unknown or ill-typed field is named, in the API's terms.
 /// </summary>
 public static class JobSubmissionReader
 {
     public const string SpecPart = "spec";
     public const string ArchivePart = "archive";
     private const string StagedKey = "BatchRunner.StagedInputs";
-
-    private static readonly JsonSerializerOptions SubmissionJson = new(JsonSerializerDefaults.Web)
-    {
-        // A misspelt field ("memroy") must be an error, not a silently ignored setting.
-        UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow,
-    };
 
     public static async Task<SubmissionRead> ReadAsync(HttpRequest request, CancellationToken ct)
     {
@@ -43,11 +44,7 @@ public static class JobSubmissionReader
             read = await ReadMultipartAsync(request, mt, options, ct);
         else
             read = await ReadJsonAsync(request.Body, "body", ct);
-        if (read.Submission is null) return read;
-
-        var policy = NodePolicyErrors(read.Submission, options.Isolation);
-        return policy.Count == 0 ? read
-            : new SubmissionRead(null, TypedResults.ValidationProblem(policy, title: "The job asks for what this node does not allow"));
+        return read;
     }
 
     /// <summary>Moves the staged inputs (if any) into the job's directory. Call after the job is stored and before it is queued.</summary>
@@ -58,18 +55,23 @@ public static class JobSubmissionReader
         staged.CommitTo(paths.Inputs(jobId));
     }
 
+    // A misspelt field ("memroy") is an error, not a silently ignored setting; every one is named, with what was wrong.
     private static async Task<SubmissionRead> ReadJsonAsync(Stream body, string field, CancellationToken ct)
     {
+        JsonDocument doc;
         try
         {
-            return new SubmissionRead(await JsonSerializer.DeserializeAsync<JobSubmission>(body, SubmissionJson, ct));
+            doc = await JsonDocument.ParseAsync(body, cancellationToken: ct);
         }
         catch (JsonException e)
         {
-            var path = string.IsNullOrEmpty(e.Path) || e.Path == "$" ? field : e.Path.TrimStart('$', '.');
             return new SubmissionRead(null, TypedResults.ValidationProblem(
-                new Dictionary<string, string[]> { [path] = [JsonErrorMessage(e)] },
-                title: "The job spec is not valid JSON of the expected shape"));
+                new Dictionary<string, string[]> { [field] = [SubmissionShape.NotJson(e)] }, title: "The job spec is not valid JSON"));
+        }
+        using (doc)
+        {
+            var (submission, errors) = SubmissionShape.Read(doc.RootElement, field);
+            return new SubmissionRead(submission) { FieldErrors = errors };
         }
     }
 
@@ -88,6 +90,7 @@ public static class JobSubmissionReader
         request.HttpContext.Items[StagedKey] = staged;
 
         JobSubmission? submission = null;
+        IReadOnlyDictionary<string, string[]> specErrors = new Dictionary<string, string[]>();
         var sawSpec = false;
         var reader = new MultipartReader(boundary, request.Body) { BodyLengthLimit = iso.MaxInputBytes + (16L << 20) };
         try
@@ -104,8 +107,9 @@ public static class JobSubmissionReader
                     if (sawSpec) return Invalid(SpecPart, "only one spec part is allowed");
                     sawSpec = true;
                     var read = await ReadJsonAsync(section.Body, SpecPart, ct);
-                    if (read.Submission is null) return read;
+                    if (read.Invalid is not null) return read;
                     submission = read.Submission;
+                    specErrors = read.FieldErrors;
                 }
                 else if (string.IsNullOrEmpty(fileName))
                     return Invalid(name, $"part \"{name}\" is neither the spec nor a file (it has no file name)");
@@ -127,8 +131,8 @@ public static class JobSubmissionReader
             staged.Dispose();
             return Invalid("body", $"malformed multipart body: {e.Message}");
         }
-        if (!sawSpec || submission is null) return Invalid(SpecPart, "a multipart submission needs a \"spec\" part holding the job spec as JSON");
-        return new SubmissionRead(submission);
+        if (!sawSpec) return Invalid(SpecPart, "a multipart submission needs a \"spec\" part holding the job spec as JSON");
+        return new SubmissionRead(submission) { FieldErrors = specErrors };
     }
 
     /// <summary>What the submission asks for that this node does not allow (field → messages).</summary>
@@ -171,12 +175,4 @@ public static class JobSubmissionReader
 
     private static SubmissionRead Invalid(string field, string message, string title = "The job submission is invalid") =>
         new(null, TypedResults.ValidationProblem(new Dictionary<string, string[]> { [field] = [message] }, title: title));
-
-    private static string JsonErrorMessage(JsonException e)
-    {
-        var m = e.Message;
-        // System.Text.Json appends "Path: ... | LineNumber: ..." — the field is reported separately.
-        var cut = m.IndexOf(" Path:", StringComparison.Ordinal);
-        return cut > 0 ? m[..cut] : m;
-    }
 }

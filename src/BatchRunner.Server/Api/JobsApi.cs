@@ -36,24 +36,30 @@ public static class JobsApi
     public static async Task<Results<Created<JobDto>, Ok<JobDto>, ValidationProblem, ProblemHttpResult>> SubmitAsync(
         HttpRequest request, JobStore store, LiveNodes liveNodes, JobQueue queue, IOptions<BatchRunnerOptions> options, CancellationToken ct)
     {
-        // JSON, or multipart with a spec part and input files (staged, not yet the job's); node policy checked.
+        // JSON, or multipart with a spec part and input files (staged, not yet the job's).
         var read = await JobSubmissionReader.ReadAsync(request, ct);
         if (read.Invalid is { } invalid) return invalid;
         if (read.Problem is { } problem) return problem;
         JobSubmission? submission = read.Submission;
 
-        var result = JobSpecValidator.Validate(submission);
-        var errors = result.Errors.ToDictionary(e => e.Key, e => e.Value);
-        if (!string.IsNullOrWhiteSpace(submission?.Image) && !ImageReference.TryParse(submission.Image, out _, out var refError))
-            errors["image"] = [refError ?? "invalid image reference"];
-        var queueName = submission?.Queue ?? JobDefaults.Queue;
-        if (!errors.ContainsKey("queue") && !options.Value.Queues.Contains(queueName))
-            errors["queue"] = [$"unknown queue \"{queueName}\"; configured queues: {string.Join(", ", options.Value.Queues)}"];
+        // Every error at once: the document's shape, the spec's meaning, this node's policy, the server's settings.
+        var errors = new FieldErrors().Add(read.FieldErrors);
+        var result = submission is null ? null : JobSpecValidator.Validate(submission);
+        if (result is not null) errors.Add(result.Errors);
+        if (submission is not null)
+        {
+            errors.Add(JobSubmissionReader.NodePolicyErrors(submission, options.Value.Isolation));
+            if (!string.IsNullOrWhiteSpace(submission.Image) && !ImageReference.TryParse(submission.Image, out _, out var refError))
+                errors.Add("image", refError ?? "invalid image reference");
+            var queueName = submission.Queue ?? JobDefaults.Queue;
+            if (!errors.Has("queue") && !options.Value.Queues.Contains(queueName))
+                errors.Add("queue", $"unknown queue \"{queueName}\"; configured queues: {string.Join(", ", options.Value.Queues)}");
+        }
         string? idempotencyKey = request.Headers[IdempotencyKeyHeader].FirstOrDefault();
         if (idempotencyKey is not null && (idempotencyKey.Length is 0 or > 255))
-            errors[IdempotencyKeyHeader] = ["the Idempotency-Key header must be 1-255 characters"];
-        if (errors.Count > 0)
-            return TypedResults.ValidationProblem(errors, title: "The job spec is invalid");
+            errors.Add(IdempotencyKeyHeader, "the Idempotency-Key header must be 1-255 characters");
+        if (errors.Count > 0 || result?.Spec is null)
+            return TypedResults.ValidationProblem(errors.ToDictionary(), title: "The job spec is invalid");
 
         var spec = result.Spec!;
         // A job that no live node could ever run is refused now rather than queued forever.
@@ -87,21 +93,28 @@ public static class JobsApi
         return TypedResults.Created($"/api/v1/jobs/{job.Id}", JobDto.From(job with { HangfireJobId = hangfireId }));
     }
 
-    public static async Task<Results<Ok<JobListDto>, ValidationProblem>> ListAsync(
-        JobStore store, JobNodeLiveness liveness, string? state, int? limit, string? cursor, CancellationToken ct)
+    /// <summary>
+    /// Jobs, newest first, narrowed by every filter given (<see cref="JobListQuery"/>). The default view lists every
+    /// field a list item always had (the contract); <c>view=summary</c> leaves out what can be large.
+    /// </summary>
+    public static async Task<Results<Ok<JobListDto>, Ok<JobSummaryListDto>, ValidationProblem>> ListAsync(
+        JobStore store, JobNodeLiveness liveness, string? state, int? limit, string? cursor,
+        string? name, string[]? label, string? since, string? until, string? queue, string? view, CancellationToken ct)
     {
-        var errors = new Dictionary<string, string[]>();
-        if (state is not null && !JobState.IsKnown(state))
-            errors["state"] = [$"unknown state \"{state}\"; one of {string.Join(", ", JobState.All)}"];
+        var (filter, errors) = JobListQuery.Read(state, name, label, since, until, queue);
+        var summary = JobListQuery.Summary(view, errors);
         if (limit is < 1 or > MaxPageSize)
             errors["limit"] = [$"limit must be between 1 and {MaxPageSize}"];
         if (cursor is not null && !JobStore.TryValidateCursor(cursor))
             errors["cursor"] = ["invalid cursor: pass the nextCursor of a previous page"];
-        if (errors.Count > 0) return TypedResults.ValidationProblem(errors);
+        if (errors.Count > 0 || filter is null || summary is null) return TypedResults.ValidationProblem(errors, title: "The list query is invalid");
 
-        var (items, next) = await store.ListAsync(state, limit ?? DefaultPageSize, cursor, ct);
+        var (items, next) = await store.ListAsync(filter, limit ?? DefaultPageSize, cursor, summary.Value, ct);
         var alive = await liveness.GetAsync(items.Select(j => j.Id).ToList(), ct);
-        return TypedResults.Ok(new JobListDto(items.Select(j => JobDto.From(j).WithNodeAlive(alive)).ToList(), next));
+        var jobs = items.Select(j => JobDto.From(j).WithNodeAlive(alive)).ToList();
+        return summary.Value
+            ? TypedResults.Ok(new JobSummaryListDto(jobs.Select(JobSummaryDto.From).ToList(), next))
+            : TypedResults.Ok(new JobListDto(jobs, next));
     }
 
     public static async Task<Results<Ok<JobDto>, ProblemHttpResult>> GetAsync(string id, JobStore store, JobNodeLiveness liveness, CancellationToken ct)

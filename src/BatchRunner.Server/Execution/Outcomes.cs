@@ -117,7 +117,7 @@ public static class Outcomes
     {
         if (exit.OomKilled)
             return new(JobState.Failed, FailureReason.OomKilled,
-                $"memory limit {Quantity.FormatBytes(spec.Resources.MemoryBytes)} exceeded (OOM-killed); exit code {exit.ExitCode}",
+                $"memory limit {Quantity.Human(spec.Resources.MemoryBytes)} exceeded (OOM-killed); exit code {exit.ExitCode}",
                 exit.ExitCode, usage, files);
         if (exit.ExitCode == 0)
             return new(JobState.Succeeded, null, "exited with code 0", 0, usage, files);

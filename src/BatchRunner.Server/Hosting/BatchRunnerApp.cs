@@ -164,7 +164,9 @@ public static partial class BatchRunnerApp
         app.UseBatchRunnerRequestLog();
         app.UseExceptionHandler(new ExceptionHandlerOptions { StatusCodeSelector = StatusFor, ExceptionHandler = WriteProblemAsync });
         app.UseHttpMetrics();
-        app.MapMetrics();
+        // Every endpoint refuses a query parameter it does not take (a misspelt filter must not match everything).
+        app.UseQueryParameterCheck();
+        app.MapMetrics().AnyQuery();
         app.MapGet("/healthz", HealthAsync).WithTags("Health");
         app.MapNodeFilesApi();
 

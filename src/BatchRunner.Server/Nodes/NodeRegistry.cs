@@ -39,7 +39,7 @@ public sealed partial class NodeRegistry(
     {
         await Durably.RunAsync(c => nodes.RegisterAsync(node.Name, Instance, _options.Labels, resources.Capacity,
             _options.Queues, Lease, c), ct, TimeSpan.FromMinutes(2));
-        LogRegistered(log, node.Name, resources.Capacity.Cpus, Quantity.FormatBytes(resources.Capacity.MemoryBytes), resources.Capacity.Gpus);
+        LogRegistered(log, node.Name, resources.Capacity.Cpus, Quantity.Human(resources.Capacity.MemoryBytes), resources.Capacity.Gpus);
         await base.StartAsync(ct);
     }
 

@@ -100,15 +100,45 @@ public sealed partial class JobStore(NpgsqlDataSource db) : IAttemptStore
         return job with { Outputs = outputs };
     }
 
-    /// <summary>Newest first; the cursor is opaque to clients (created_at and id of the last item).</summary>
-    public async Task<(IReadOnlyList<JobRecord> Items, string? NextCursor)> ListAsync(string? state, int limit, string? cursor, CancellationToken ct)
+    /// <summary>
+    /// The jobs <paramref name="filter"/> matches, newest first; the cursor is opaque to clients (created_at and id of
+    /// the last item), so a page after it is exact under any filter. With <paramref name="summary"/>, the spec is read
+    /// without command, args and env: what a list item shows stays small whatever a job's command line.
+    /// </summary>
+    public async Task<(IReadOnlyList<JobRecord> Items, string? NextCursor)> ListAsync(JobFilter filter, int limit, string? cursor, bool summary, CancellationToken ct)
     {
-        var sql = new StringBuilder($"select {Columns} from batchrunner.jobs where true");
+        var columns = summary ? Columns.Replace("spec,", "spec - array['command', 'args', 'env'] as spec,") : Columns;
+        var sql = new StringBuilder($"select {columns} from batchrunner.jobs where true");
         await using var cmd = db.CreateCommand();
-        if (state is not null)
+        if (filter.States.Count > 0)
         {
-            sql.Append(" and state = @state");
-            cmd.Parameters.AddWithValue("state", state);
+            sql.Append(" and state = any(@states)");
+            cmd.Parameters.AddWithValue("states", filter.States.ToArray());
+        }
+        if (filter.Name is { } name)
+        {
+            sql.Append(filter.NameIsPrefix ? " and name like @name" : " and name = @name");
+            cmd.Parameters.AddWithValue("name", filter.NameIsPrefix ? LikePrefix(name) : name);
+        }
+        if (filter.Labels.Count > 0)
+        {
+            sql.Append(" and spec -> 'labels' @> @labels");
+            cmd.Parameters.Add(new NpgsqlParameter("labels", NpgsqlDbType.Jsonb) { Value = JsonSerializer.Serialize(filter.Labels, Json) });
+        }
+        if (filter.Since is { } since)
+        {
+            sql.Append(" and created_at >= @since");
+            cmd.Parameters.AddWithValue("since", since);
+        }
+        if (filter.Until is { } until)
+        {
+            sql.Append(" and created_at < @until");
+            cmd.Parameters.AddWithValue("until", until);
+        }
+        if (filter.Queue is { } queue)
+        {
+            sql.Append(" and queue = @queue");
+            cmd.Parameters.AddWithValue("queue", queue);
         }
         if (cursor is not null)
         {
@@ -131,6 +161,10 @@ public sealed partial class JobStore(NpgsqlDataSource db) : IAttemptStore
         }
         return (items, next);
     }
+
+    /// <summary>A LIKE pattern matching what starts with <paramref name="prefix"/>: its own % _ \ are escaped.</summary>
+    private static string LikePrefix(string prefix) =>
+        prefix.Replace(@"\", @"\\").Replace("%", @"\%").Replace("_", @"\_") + "%";
 
     public static bool TryValidateCursor(string cursor)
     {

@@ -12,7 +12,11 @@ public sealed record NodeInfo(
     NodeAllocation Allocated,
     IReadOnlyList<Guid> RunningJobs);
 
-public sealed record NodeAllocation(double Cpus, long MemoryBytes, int Gpus);
+public sealed record NodeAllocation(double Cpus, long MemoryBytes, int Gpus)
+{
+    /// <summary><see cref="MemoryBytes"/> for a person ("1.5Gi").</summary>
+    public string Memory => Core.Quantity.Human(MemoryBytes);
+}
 
 /// <summary>A live node as submission sees it: enough to tell whether a job could ever run there.</summary>
 public sealed record LiveNode(string Name, IReadOnlyDictionary<string, string> Labels, NodeCapacity Capacity);

@@ -1,0 +1,8 @@
+-- Listing filters (issue 19): each filter has an index that yields its jobs newest first, so that a page of a
+-- filtered list reads about one page of rows; keyset pagination on (created_at, id) stays correct with any filter.
+-- (state, created_at, id) exists since 0001.
+create index jobs_queue_created_idx on batchrunner.jobs (queue, created_at desc, id desc);
+-- ?name=exact and ?name=prefix*: text_pattern_ops serves LIKE 'prefix%' under any collation, and equality too.
+create index jobs_name_created_idx on batchrunner.jobs (name text_pattern_ops, created_at desc, id desc);
+-- ?label=k=v (repeatable, all must match): spec->'labels' @> '{"k":"v",...}'.
+create index jobs_labels_idx on batchrunner.jobs using gin ((spec -> 'labels') jsonb_path_ops);
