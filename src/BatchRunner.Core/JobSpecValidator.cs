@@ -103,6 +103,9 @@ public static partial class JobSpecValidator
             else timeout = t;
         }
 
+        if (s.StopGraceSeconds is < 0 or > JobDefaults.MaxStopGraceSeconds)
+            Add("stopGraceSeconds", $"stopGraceSeconds must be between 0 (SIGKILL at once) and {JobDefaults.MaxStopGraceSeconds}");
+
         var queue = s.Queue ?? JobDefaults.Queue;
         if (!QueueName().IsMatch(queue))
             Add("queue", "queue must be 1-63 characters of lowercase letters, digits, '_', '-' and start with a letter or digit");
@@ -135,6 +138,7 @@ public static partial class JobSpecValidator
             Queue = queue,
             Labels = s.Labels ?? new Dictionary<string, string>(),
             PullPolicy = pullPolicy,
+            StopGraceSeconds = s.StopGraceSeconds,
         };
 
         // Feature areas validate their own fields and set them on the spec (each in its own file).

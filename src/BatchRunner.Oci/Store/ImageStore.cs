@@ -292,7 +292,10 @@ public sealed partial class ImageStore : IImageStore, IDisposable
                 c?.Entrypoint,
                 c?.Cmd,
                 string.IsNullOrEmpty(c?.WorkingDir) ? null : c.WorkingDir,
-                string.IsNullOrEmpty(c?.User) ? null : c.User);
+                string.IsNullOrEmpty(c?.User) ? null : c.User)
+            {
+                StopSignal = string.IsNullOrEmpty(c?.StopSignal) ? null : c.StopSignal,
+            };
             return (config, file.Rootfs?.DiffIds ?? []);
         }
         catch (JsonException e)
@@ -463,7 +466,7 @@ public sealed partial class ImageStore : IImageStore, IDisposable
     internal sealed record Index(IReadOnlyList<Descriptor> Manifests);
     internal sealed record Manifest(Descriptor? Config, IReadOnlyList<Descriptor>? Layers);
     internal sealed record ConfigFile(ContainerConfig? Config, RootFs? Rootfs);
-    internal sealed record ContainerConfig(List<string>? Env, List<string>? Entrypoint, List<string>? Cmd, string? WorkingDir, string? User);
+    internal sealed record ContainerConfig(List<string>? Env, List<string>? Entrypoint, List<string>? Cmd, string? WorkingDir, string? User, string? StopSignal = null);
     internal sealed record RootFs([property: JsonPropertyName("diff_ids")] List<string>? DiffIds);
 
     [LoggerMessage(EventId = 4201, Level = LogLevel.Information, Message = "Prepared image {Image} ({Digest}, {LayerCount} layers) in {ElapsedMs} ms")]

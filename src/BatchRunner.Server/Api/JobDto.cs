@@ -36,7 +36,9 @@ public sealed record JobDto(
     RetryPolicy Retry,
     IReadOnlyList<AttemptDto>? Attempts = null,
     // Null when the job has no node; false when that node stopped heartbeating (see JobNodeLiveness).
-    bool? NodeAlive = null)
+    bool? NodeAlive = null,
+    // Seconds between the stop signal and SIGKILL on cancel and timeout (null only for jobs from before it existed).
+    int? StopGraceSeconds = null)
 {
     public static JobDto From(JobRecord j) => new(
         j.Id, j.Name, j.Image, j.ImageDigest, j.Queue, j.State, j.Reason, j.Message, j.ExitCode, j.Attempt,
@@ -50,7 +52,8 @@ public sealed record JobDto(
         j.Outputs.Select(o => new OutputDto(o.Path, o.Size, o.Sha256)).ToList(),
         j.Spec.PullPolicy,
         j.Spec.NodeSelector,
-        j.Spec.Retry);
+        j.Spec.Retry,
+        StopGraceSeconds: j.Spec.StopGraceSeconds);
 
     public JobDto WithNodeAlive(IReadOnlyDictionary<Guid, bool> alive) =>
         this with { NodeAlive = alive.TryGetValue(Id, out var a) ? a : null };

@@ -55,13 +55,16 @@ public static class JobsApi
             if (!errors.Has("queue") && !options.Value.Queues.Contains(queueName))
                 errors.Add("queue", $"unknown queue \"{queueName}\"; configured queues: {string.Join(", ", options.Value.Queues)}");
         }
+        if (submission?.StopGraceSeconds > options.Value.MaxStopGraceSeconds && !errors.Has("stopGraceSeconds"))
+            errors.Add("stopGraceSeconds", $"stopGraceSeconds must be at most {options.Value.MaxStopGraceSeconds} on this cluster (MaxStopGraceSeconds)");
         string? idempotencyKey = request.Headers[IdempotencyKeyHeader].FirstOrDefault();
         if (idempotencyKey is not null && (idempotencyKey.Length is 0 or > 255))
             errors.Add(IdempotencyKeyHeader, "the Idempotency-Key header must be 1-255 characters");
         if (errors.Count > 0 || result?.Spec is null)
             return TypedResults.ValidationProblem(errors.ToDictionary(), title: "The job spec is invalid");
 
-        var spec = result.Spec!;
+        // The node's default stop grace is written into the job: what it will get is on the job, whichever node runs it.
+        var spec = result.Spec with { StopGraceSeconds = result.Spec.StopGraceSeconds ?? options.Value.StopGraceSeconds };
         // A job that no live node could ever run is refused now rather than queued forever.
         var misfit = await liveNodes.WhyNoNodeFitsAsync(spec, ct);
         if (misfit.Count > 0)

@@ -42,5 +42,6 @@ public sealed class AttemptContext(JobRecord job, int attempt, Reservation reser
     public IReadOnlyList<OutputFile> Outputs { get; set; } = [];
 }
 
-/// <summary>How the container ended: its exit, what (if anything) stopped it, and what it used.</summary>
-public sealed record ContainerRun(ExitResult Exit, StopCause Cause, ResourceUsage Usage);
+/// <summary>How the container ended: its exit, what (if anything) stopped it and how (<paramref name="Stop"/>: the
+/// signal, the grace period, whether it had to be killed), and what it used.</summary>
+public sealed record ContainerRun(ExitResult Exit, StopCause Cause, ResourceUsage Usage, StopResult? Stop = null);

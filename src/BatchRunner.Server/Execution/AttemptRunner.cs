@@ -53,7 +53,7 @@ public sealed partial class AttemptRunner
                 if (result is not null) break;
             }
             result ??= context.Run is { } run
-                ? new AttemptResult.Exited(run.Exit, run.Cause, run.Usage, context.Outputs)
+                ? new AttemptResult.Exited(run.Exit, run.Cause, run.Usage, context.Outputs) { Stop = run.Stop }
                 : throw new InvalidOperationException("the attempt's phases ended without running the container");
         }
         catch (Exception e) when (e is not OperationCanceledException && !DatabaseErrors.IsOutage(e))

@@ -1,4 +1,5 @@
 using BatchRunner.Core;
+using BatchRunner.Runtime;
 using BatchRunner.Server.Storage;
 
 namespace BatchRunner.Server.Execution;
@@ -23,8 +24,12 @@ public abstract record AttemptResult
 {
     private AttemptResult() { }
 
-    /// <summary>The container ran and exited, by itself (<see cref="StopCause.None"/>) or killed for <paramref name="Cause"/>.</summary>
-    public sealed record Exited(ExitResult Exit, StopCause Cause, ResourceUsage Usage, IReadOnlyList<OutputFile> Outputs) : AttemptResult;
+    /// <summary>The container ran and exited, by itself (<see cref="StopCause.None"/>) or stopped for <paramref name="Cause"/>.</summary>
+    public sealed record Exited(ExitResult Exit, StopCause Cause, ResourceUsage Usage, IReadOnlyList<OutputFile> Outputs) : AttemptResult
+    {
+        /// <summary>How it was stopped (signal and grace period, or killed): null when it exited by itself.</summary>
+        public StopResult? Stop { get; init; }
+    }
 
     /// <summary>Stopped for <paramref name="Cause"/> before the container ran (during the pull, the mount or the start).</summary>
     public sealed record Stopped(StopCause Cause) : AttemptResult;
@@ -86,10 +91,10 @@ public static class Outcomes
                 outcome = OfExit(e.Exit, spec, e.Usage, e.Outputs);
                 break;
             case AttemptResult.Exited { Cause: StopCause.Timeout } e:
-                outcome = TimedOut(spec, e.Exit.ExitCode, e.Usage, e.Outputs);
+                outcome = TimedOut(spec, e.Exit.ExitCode, e.Usage, e.Outputs, e.Stop);
                 break;
             case AttemptResult.Exited { Cause: StopCause.Cancelled } e:
-                outcome = Cancelled(e.Exit.ExitCode, e.Usage, e.Outputs);
+                outcome = Cancelled(e.Exit.ExitCode, e.Usage, e.Outputs, e.Stop);
                 break;
             case AttemptResult.Stopped { Cause: StopCause.Timeout }:
                 outcome = TimedOut(spec, null, null, []);
@@ -125,11 +130,19 @@ public static class Outcomes
         return new(JobState.Failed, FailureReason.ExitCode, msg, exit.ExitCode, usage, files);
     }
 
-    private static JobOutcome TimedOut(JobSpec spec, int? exitCode, ResourceUsage? usage, IReadOnlyList<OutputFile> files) =>
-        new(JobState.Failed, FailureReason.TimedOut, $"killed after exceeding timeoutSeconds={spec.TimeoutSeconds}", exitCode, usage, files);
+    // "; exited within the 10 s stop grace period after SIGTERM (exit code 0)", or killed after it: what the job's
+    // signal handler had the chance to do.
+    private static JobOutcome TimedOut(JobSpec spec, int? exitCode, ResourceUsage? usage, IReadOnlyList<OutputFile> files, StopResult? stop = null) =>
+        new(JobState.Failed, FailureReason.TimedOut,
+            stop is null ? $"killed after exceeding timeoutSeconds={spec.TimeoutSeconds}" : $"exceeded timeoutSeconds={spec.TimeoutSeconds}; {How(stop, exitCode)}",
+            exitCode, usage, files);
 
-    private static JobOutcome Cancelled(int? exitCode, ResourceUsage? usage, IReadOnlyList<OutputFile> files) =>
-        new(JobState.Cancelled, FailureReason.Cancelled, "cancelled by request", exitCode, usage, files);
+    private static JobOutcome Cancelled(int? exitCode, ResourceUsage? usage, IReadOnlyList<OutputFile> files, StopResult? stop = null) =>
+        new(JobState.Cancelled, FailureReason.Cancelled, stop is null ? "cancelled by request" : $"cancelled by request; {How(stop, exitCode)}",
+            exitCode, usage, files);
+
+    private static string How(StopResult stop, int? exitCode) =>
+        stop.Describe() + (stop.Killed || exitCode is null ? "" : $" (exit code {exitCode})");
 
     private static JobOutcome Failed(string reason, string message) => new(JobState.Failed, reason, message, null, null, []);
 }

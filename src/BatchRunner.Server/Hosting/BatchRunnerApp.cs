@@ -144,7 +144,8 @@ public static partial class BatchRunnerApp
             services.AddHostedService(sp => sp.GetRequiredService<NodeRegistry>());
             services.AddSingleton<ImageCacheCollector>();
             services.AddHostedService(sp => sp.GetRequiredService<ImageCacheCollector>());
-            services.Configure<HostOptions>(h => h.ShutdownTimeout = TimeSpan.FromSeconds(options.ShutdownGraceSeconds + 20));
+            // A running job gets the shutdown grace to finish, then its own stop grace (signal, then SIGKILL).
+            services.Configure<HostOptions>(h => h.ShutdownTimeout = options.JobsStopTimeout + TimeSpan.FromSeconds(20));
             services.AddHangfireServer(o =>
             {
                 o.ServerName = options.NodeName;
@@ -152,7 +153,7 @@ public static partial class BatchRunnerApp
                 o.Queues = options.Queues.ToArray();
                 // A cancel request reaches a running job within half a second.
                 o.CancellationCheckInterval = TimeSpan.FromMilliseconds(500);
-                o.ShutdownTimeout = TimeSpan.FromSeconds(options.ShutdownGraceSeconds + 10);
+                o.ShutdownTimeout = options.JobsStopTimeout + TimeSpan.FromSeconds(10);
                 // Retries with back-off and bounced jobs wait in the schedule: look at it every second.
                 o.SchedulePollingInterval = TimeSpan.FromSeconds(1);
             });

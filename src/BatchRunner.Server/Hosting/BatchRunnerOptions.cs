@@ -58,8 +58,20 @@ public sealed class BatchRunnerOptions
     /// <summary>Seconds between node heartbeats; a node is dead after three missed ones.</summary>
     public int HeartbeatSeconds { get; set; } = 5;
 
-    /// <summary>On SIGTERM, how long running jobs may go on before they are stopped and requeued.</summary>
+    /// <summary>On SIGTERM, how long running jobs may go on before they are stopped (with their own stop grace period:
+    /// <see cref="StopGraceSeconds"/>) and requeued.</summary>
     public int ShutdownGraceSeconds { get; set; } = 30;
+
+    /// <summary>A job's stopGraceSeconds when it names none: between the stop signal and SIGKILL on cancel, timeout
+    /// and shutdown.</summary>
+    public int StopGraceSeconds { get; set; } = Core.JobDefaults.StopGraceSeconds;
+
+    /// <summary>The largest stopGraceSeconds a job may ask for (a larger one is refused at submission; a worker never
+    /// waits longer). Shutdown takes up to ShutdownGraceSeconds + this.</summary>
+    public int MaxStopGraceSeconds { get; set; } = 300;
+
+    /// <summary>The longest a worker's shutdown can take with jobs running: their shutdown grace, then their stop grace.</summary>
+    public TimeSpan JobsStopTimeout => TimeSpan.FromSeconds(ShutdownGraceSeconds + MaxStopGraceSeconds);
 
     /// <summary>Name of this worker node (default: the host name).</summary>
     public string NodeName { get; set; } = Environment.MachineName;
@@ -100,6 +112,10 @@ public sealed class BatchRunnerOptions
         _ = ImageCacheBudgetBytes();
         if (HeartbeatSeconds < 1) throw new InvalidOperationException("BatchRunner:HeartbeatSeconds must be at least 1");
         if (ShutdownGraceSeconds < 0) throw new InvalidOperationException("BatchRunner:ShutdownGraceSeconds must not be negative");
+        if (MaxStopGraceSeconds is < 0 or > Core.JobDefaults.MaxStopGraceSeconds)
+            throw new InvalidOperationException($"BatchRunner:MaxStopGraceSeconds must be between 0 and {Core.JobDefaults.MaxStopGraceSeconds}");
+        if (StopGraceSeconds < 0 || StopGraceSeconds > MaxStopGraceSeconds)
+            throw new InvalidOperationException($"BatchRunner:StopGraceSeconds must be between 0 and MaxStopGraceSeconds ({MaxStopGraceSeconds})");
         Isolation.Validate();
         if (!Path.IsPathRooted(DataDir)) DataDir = Path.GetFullPath(DataDir);
     }
@@ -134,6 +150,8 @@ public static class EnvironmentShortcuts
         ["BATCHRUNNER_CPUS"] = "BatchRunner:Capacity:Cpus",
         ["BATCHRUNNER_MEMORY"] = "BatchRunner:Capacity:Memory",
         ["BATCHRUNNER_SHUTDOWN_GRACE_SECONDS"] = "BatchRunner:ShutdownGraceSeconds",
+        ["BATCHRUNNER_STOP_GRACE_SECONDS"] = "BatchRunner:StopGraceSeconds",
+        ["BATCHRUNNER_MAX_STOP_GRACE_SECONDS"] = "BatchRunner:MaxStopGraceSeconds",
         ["BATCHRUNNER_IMAGE_CACHE_BUDGET"] = "BatchRunner:ImageCacheBudget",
         ["BATCHRUNNER_RUNTIME"] = "BatchRunner:Runtime",
         ["BATCHRUNNER_DOCKER_CONFIG"] = "BatchRunner:DockerConfigPath",
