@@ -5,6 +5,7 @@ using BatchRunner.Runtime;
 // dotnet run -c Release --project bench/BatchRunner.Bench -- start [--rounds N] [--runtime /usr/sbin/runc]
 // dotnet run -c Release --project bench/BatchRunner.Bench -- load [--jobs N] [--clients N] [--seconds N] [--rate N]
 // dotnet run -c Release --project bench/BatchRunner.Bench -- logcost [--jobs N] [--rounds N]
+// dotnet run -c Release --project bench/BatchRunner.Bench -- list [--jobs N] [--requests N] [--clients N]
 var command = args.FirstOrDefault();
 var rounds = args.SkipWhile(a => a != "--rounds").Skip(1).Select(int.Parse).FirstOrDefault(5);
 switch (command)
@@ -20,7 +21,10 @@ switch (command)
     case "logcost":
         return await LogCostBench.RunAsync(args.SkipWhile(a => a != "--jobs").Skip(1).Select(int.Parse).FirstOrDefault(30),
             args.Contains("--rounds") ? rounds : 2);
+    case "list":
+        int ListArg(string name, int fallback) => args.SkipWhile(a => a != name).Skip(1).Select(int.Parse).FirstOrDefault(fallback);
+        return await ListBench.RunAsync(ListArg("--jobs", 100_000), ListArg("--requests", 300), ListArg("--clients", 4));
     default:
-        Console.Error.WriteLine("usage: BatchRunner.Bench pull [--rounds N] | start [--rounds N] [--runtime PATH] | load [--jobs N] [--clients N] [--seconds N] [--rate N] | logcost [--jobs N] [--rounds N]");
+        Console.Error.WriteLine("usage: BatchRunner.Bench pull [--rounds N] | start [--rounds N] [--runtime PATH] | load [--jobs N] [--clients N] [--seconds N] [--rate N] | logcost [--jobs N] [--rounds N] | list [--jobs N] [--requests N] [--clients N]");
         return 2;
 }

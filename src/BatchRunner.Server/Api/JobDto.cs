@@ -38,7 +38,11 @@ public sealed record JobDto(
     // Null when the job has no node; false when that node stopped heartbeating (see JobNodeLiveness).
     bool? NodeAlive = null,
     // Seconds between the stop signal and SIGKILL on cancel and timeout (null only for jobs from before it existed).
-    int? StopGraceSeconds = null)
+    int? StopGraceSeconds = null,
+    // The files given at submission, under /inputs (the single-job view; null in list items).
+    IReadOnlyList<OutputDto>? Inputs = null,
+    // The job this one reruns (POST /api/v1/jobs/{id}/rerun).
+    Guid? RerunOf = null)
 {
     public static JobDto From(JobRecord j) => new(
         j.Id, j.Name, j.Image, j.ImageDigest, j.Queue, j.State, j.Reason, j.Message, j.ExitCode, j.Attempt,
@@ -53,7 +57,11 @@ public sealed record JobDto(
         j.Spec.PullPolicy,
         j.Spec.NodeSelector,
         j.Spec.Retry,
-        StopGraceSeconds: j.Spec.StopGraceSeconds);
+        StopGraceSeconds: j.Spec.StopGraceSeconds,
+        RerunOf: j.RerunOf);
+
+    /// <summary>The single-job view: with the files it was given.</summary>
+    public JobDto WithInputs(JobRecord j) => this with { Inputs = j.Inputs.Select(o => new OutputDto(o.Path, o.Size, o.Sha256)).ToList() };
 
     public JobDto WithNodeAlive(IReadOnlyDictionary<Guid, bool> alive) =>
         this with { NodeAlive = alive.TryGetValue(Id, out var a) ? a : null };
@@ -68,7 +76,11 @@ public sealed record AttemptDto(int Attempt, string Node, string State, string? 
 
 public sealed record ResourcesDto(double Cpus, string Memory, long MemoryBytes, int Pids, int Gpus, string? GpuModel);
 
-/// <summary>Measured usage; a null field was not measured on this host.</summary>
+/// <summary>
+/// Measured usage; a null field was not measured on this host. While the job runs it is the usage so far, read
+/// every few seconds (<see cref="SampledAt"/>; <see cref="MemoryBytes"/> is the memory in use then); once it ended,
+/// what it used in all (no sampledAt, no current memory).
+/// </summary>
 public sealed record UsageDto(
     double? CpuSeconds,
     double? CpuUserSeconds,
@@ -78,10 +90,13 @@ public sealed record UsageDto(
     double? CpuThrottledSeconds,
     long? OomKills,
     long? PidsLimitHits,
-    GpuUsageSummary? Gpus)
+    GpuUsageSummary? Gpus,
+    long? MemoryBytes = null,
+    DateTimeOffset? SampledAt = null)
 {
     public static UsageDto From(ResourceUsage u) => new(
-        u.CpuSeconds, u.CpuUserSeconds, u.CpuSystemSeconds, u.MaxMemoryBytes, u.CpuThrottledPeriods, u.CpuThrottledSeconds, u.OomKills, u.PidsLimitHits, u.Gpus);
+        u.CpuSeconds, u.CpuUserSeconds, u.CpuSystemSeconds, u.MaxMemoryBytes, u.CpuThrottledPeriods, u.CpuThrottledSeconds, u.OomKills, u.PidsLimitHits, u.Gpus,
+        u.SampledAt is null ? null : u.MemoryBytes, u.SampledAt);
 }
 
 public sealed record OutputDto(string Path, long Size, string Sha256);
@@ -110,11 +125,12 @@ public sealed record JobSummaryDto(
     IReadOnlyDictionary<string, string> Labels,
     UsageDto? Usage,
     string? Node,
-    bool? NodeAlive)
+    bool? NodeAlive,
+    Guid? RerunOf)
 {
     public static JobSummaryDto From(JobDto j) => new(
         j.Id, j.Name, j.Image, j.ImageDigest, j.Queue, j.State, j.Reason, j.Message, j.ExitCode, j.Attempt,
-        j.CreatedAt, j.StartedAt, j.FinishedAt, j.Resources, j.Labels, j.Usage, j.Node, j.NodeAlive);
+        j.CreatedAt, j.StartedAt, j.FinishedAt, j.Resources, j.Labels, j.Usage, j.Node, j.NodeAlive, j.RerunOf);
 }
 
 public sealed record JobSummaryListDto(IReadOnlyList<JobSummaryDto> Items, string? NextCursor);

@@ -47,6 +47,15 @@ public static class JobSubmissionReader
         return read;
     }
 
+    /// <summary>The staged inputs (path, size, sha256 of each regular file), as the job lists them; empty without inputs.
+    /// Reads every byte once more: the price of a listing the user can check their data against.</summary>
+    public static async Task<IReadOnlyList<OutputFile>> StagedInputsAsync(HttpRequest request, CancellationToken ct)
+    {
+        if (request.HttpContext.Items[StagedKey] is not InputFiles staged || staged.IsEmpty) return [];
+        var max = request.HttpContext.RequestServices.GetRequiredService<IOptions<BatchRunnerOptions>>().Value.Isolation.MaxInputEntries;
+        return await OutputScanner.ScanAsync(staged.Dir, ct, max);
+    }
+
     /// <summary>Moves the staged inputs (if any) into the job's directory. Call after the job is stored and before it is queued.</summary>
     public static void CommitInputs(HttpRequest request, Guid jobId)
     {

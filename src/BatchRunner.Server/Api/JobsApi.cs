@@ -25,9 +25,14 @@ public static class JobsApi
         api.MapGet("/", ListAsync).WithName("ListJobs");
         api.MapGet("/{id}", GetAsync).WithName("GetJob");
         api.MapPost("/{id}/cancel", CancelAsync).WithName("CancelJob");
+        api.MapPost("/{id}/rerun", JobRerun.RerunAsync).WithName("RerunJob");
         api.MapGet("/{id}/logs", LogsAsync).WithName("GetJobLogs");
         api.MapGet("/{id}/outputs", ListOutputsAsync).WithName("ListJobOutputs");
         api.MapGet("/{id}/outputs/{**path}", GetOutputAsync).WithName("GetJobOutput");
+        api.MapGet("/{id}/" + OutputArchiveResult.ZipName, (string id, JobStore store, DataPaths paths, NodeIdentity node, CancellationToken ct) =>
+            ServeOutputArchiveAsync(id, OutputArchiveResult.Format.Zip, store, paths, node, ct)).WithName("GetJobOutputsZip");
+        api.MapGet("/{id}/" + OutputArchiveResult.TarGzName, (string id, JobStore store, DataPaths paths, NodeIdentity node, CancellationToken ct) =>
+            ServeOutputArchiveAsync(id, OutputArchiveResult.Format.TarGz, store, paths, node, ct)).WithName("GetJobOutputsTarGz");
         return api;
     }
 
@@ -69,16 +74,7 @@ public static class JobsApi
         var misfit = await liveNodes.WhyNoNodeFitsAsync(spec, ct);
         if (misfit.Count > 0)
             return TypedResults.ValidationProblem(misfit, title: "No live node can run this job");
-        var job = new JobRecord
-        {
-            Id = Guid.CreateVersion7(),
-            Name = spec.Name,
-            Image = spec.Image,
-            Queue = spec.Queue,
-            Spec = spec,
-            State = JobState.Queued,
-            CreatedAt = DateTimeOffset.UtcNow,
-        };
+        var job = NewJob(spec, await JobSubmissionReader.StagedInputsAsync(request, ct));
         var requestHash = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(JsonSerializer.SerializeToUtf8Bytes(spec, JobStore.Json)));
         var (id, created, sameRequest) = await store.InsertAsync(job, idempotencyKey, requestHash, ct);
         if (!created)
@@ -91,9 +87,29 @@ public static class JobsApi
         }
         // Inputs are in the job's directory before any worker can pick the job up.
         JobSubmissionReader.CommitInputs(request, job.Id);
-        var hangfireId = await queue.EnqueueAsync(job.Id, job.Name ?? job.Image, spec.Queue, CancellationToken.None);
-        BatchRunnerMetrics.JobsSubmitted.WithLabels(spec.Queue).Inc();
-        return TypedResults.Created($"/api/v1/jobs/{job.Id}", JobDto.From(job with { HangfireJobId = hangfireId }));
+        return await EnqueueAsync(job, queue);
+    }
+
+    /// <summary>A new queued job of <paramref name="spec"/>, given <paramref name="inputs"/>.</summary>
+    internal static JobRecord NewJob(JobSpec spec, IReadOnlyList<OutputFile> inputs, Guid? rerunOf = null) => new()
+    {
+        Id = Guid.CreateVersion7(),
+        Name = spec.Name,
+        Image = spec.Image,
+        Queue = spec.Queue,
+        Spec = spec,
+        State = JobState.Queued,
+        CreatedAt = DateTimeOffset.UtcNow,
+        Inputs = inputs,
+        RerunOf = rerunOf,
+    };
+
+    /// <summary>Queues a stored job (its inputs in place) and answers 201 with it.</summary>
+    internal static async Task<Created<JobDto>> EnqueueAsync(JobRecord job, JobQueue queue)
+    {
+        var hangfireId = await queue.EnqueueAsync(job.Id, job.Name ?? job.Image, job.Queue, CancellationToken.None);
+        BatchRunnerMetrics.JobsSubmitted.WithLabels(job.Queue).Inc();
+        return TypedResults.Created($"/api/v1/jobs/{job.Id}", JobDto.From(job with { HangfireJobId = hangfireId }).WithInputs(job));
     }
 
     /// <summary>
@@ -124,7 +140,7 @@ public static class JobsApi
     {
         var job = await FindAsync(id, store, ct);
         if (job is null) return NotFound(id);
-        return TypedResults.Ok(JobDto.From(job).WithAttempts(await store.GetAttemptsAsync(job.Id, ct)).WithNodeAlive(await liveness.GetAsync([job.Id], ct)));
+        return TypedResults.Ok(JobDto.From(job).WithInputs(job).WithAttempts(await store.GetAttemptsAsync(job.Id, ct)).WithNodeAlive(await liveness.GetAsync([job.Id], ct)));
     }
 
     public static async Task<Results<Accepted<JobDto>, ProblemHttpResult>> CancelAsync(
@@ -180,6 +196,26 @@ public static class JobsApi
         if (!OutputScanner.IsRegularFile(full))
             return TypedResults.Problem(statusCode: 404, title: "No such output", detail: $"output \"{path}\" of job {id} is no longer on node {job.Node}");
         return TypedResults.PhysicalFile(full, "application/octet-stream", Path.GetFileName(file.Path), enableRangeProcessing: true);
+    }
+
+    /// <summary>Every output file of the job in one archive (<see cref="OutputArchiveResult"/>): from this node's data
+    /// directory, or (with <paramref name="forwardFrom"/>) forwarded to the node that ran the job.</summary>
+    internal static async Task<IResult> ServeOutputArchiveAsync(string id, OutputArchiveResult.Format format, JobStore store, DataPaths paths,
+        NodeIdentity? forwardFrom, CancellationToken ct)
+    {
+        var job = await FindAsync(id, store, ct);
+        if (job is null) return NotFound(id);
+        var name = format == OutputArchiveResult.Format.Zip ? OutputArchiveResult.ZipName : OutputArchiveResult.TarGzName;
+        if (forwardFrom is not null && NodeFilesApi.RanElsewhere(job, forwardFrom))
+            return new ForwardToNodeResult(job.Node!, $"{NodeFilesApi.Prefix}/{job.Id}/{name}");
+        if (!JobState.IsFinal(job.State))
+            return TypedResults.Problem(statusCode: StatusCodes.Status409Conflict, title: "The job has not ended",
+                detail: $"job {id} is {job.State}: its outputs are listed, and can be downloaded, once it ends");
+        // Checked before the first byte goes out: once the archive streams, its status can no longer say a file is gone.
+        var outputs = paths.Outputs(job.Id);
+        if (job.Outputs.FirstOrDefault(o => !OutputScanner.IsRegularFile(Path.Combine(outputs, o.Path))) is { } missing)
+            return TypedResults.Problem(statusCode: 404, title: "No such output", detail: $"output \"{missing.Path}\" of job {id} is no longer on node {job.Node}");
+        return new OutputArchiveResult(job.Id, outputs, job.Outputs, format);
     }
 
     public static Task<IResult> LogsAsync(

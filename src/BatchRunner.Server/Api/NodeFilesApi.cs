@@ -31,6 +31,10 @@ public static class NodeFilesApi
             JobsApi.ServeLogsAsync(id, stream, follow, "", store, paths, forwardFrom: null, ct));
         api.MapGet("/{id}/outputs/{**path}", (string id, string path, JobStore store, DataPaths paths, CancellationToken ct) =>
             JobsApi.ServeOutputAsync(id, path, store, paths, forwardFrom: null, ct));
+        api.MapGet("/{id}/" + OutputArchiveResult.ZipName, (string id, JobStore store, DataPaths paths, CancellationToken ct) =>
+            JobsApi.ServeOutputArchiveAsync(id, OutputArchiveResult.Format.Zip, store, paths, forwardFrom: null, ct));
+        api.MapGet("/{id}/" + OutputArchiveResult.TarGzName, (string id, JobStore store, DataPaths paths, CancellationToken ct) =>
+            JobsApi.ServeOutputArchiveAsync(id, OutputArchiveResult.Format.TarGz, store, paths, forwardFrom: null, ct));
         return app;
     }
 

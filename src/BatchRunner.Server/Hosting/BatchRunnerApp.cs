@@ -121,6 +121,9 @@ public static partial class BatchRunnerApp
             services.AddSingleton<Execution.Phases.ImagePhase>();
             services.AddSingleton<Execution.Phases.RootfsPhase>();
             services.AddSingleton<Execution.Phases.ContainerPhase>();
+            // Running jobs' usage, read from their cgroups and written to their records every LiveUsageSeconds.
+            services.AddSingleton<LiveUsage>();
+            services.AddHostedService<LiveUsagePublisher>();
             services.AddSingleton<Execution.Phases.OutputsPhase>();
             services.AddSingleton<AttemptRunner>();
             services.AddSingleton<JobExecutor>();

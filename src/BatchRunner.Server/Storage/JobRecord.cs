@@ -25,11 +25,19 @@ public sealed record JobRecord
     public bool CancelRequested { get; init; }
     public string? Node { get; init; }
     public IReadOnlyList<OutputFile> Outputs { get; init; } = [];
+    /// <summary>The files given at submission (under /inputs); read with the single job, stored with its insert.</summary>
+    public IReadOnlyList<OutputFile> Inputs { get; init; } = [];
+    /// <summary>The job this one reruns (POST /api/v1/jobs/{id}/rerun).</summary>
+    public Guid? RerunOf { get; init; }
 }
 
 public sealed record PullProgressRecord(long BytesDone, long BytesTotal);
 
+/// <summary>A regular file of a job's directory (its outputs, or its inputs), relative to that directory.</summary>
 public sealed record OutputFile(string Path, long Size, string Sha256);
+
+/// <summary>The usage of a running attempt as read now (<see cref="ResourceUsage.SampledAt"/> set).</summary>
+public sealed record LiveUsageSample(Guid JobId, int Attempt, ResourceUsage Usage);
 
 /// <summary>How an attempt ended, as the performer records it.</summary>
 public sealed record JobOutcome(

@@ -16,7 +16,7 @@ public sealed partial class JobStore(NpgsqlDataSource db) : IAttemptStore
 
     private const string Columns =
         "id, name, image, image_digest, queue, spec, state, reason, message, exit_code, attempt, created_at, " +
-        "started_at, finished_at, usage, pull_progress, hangfire_job_id, cancel_requested, node";
+        "started_at, finished_at, usage, pull_progress, hangfire_job_id, cancel_requested, node, rerun_of";
 
     /// <summary>
     /// Inserts a new job. With an idempotency key, a key seen before returns the id of the job it created
@@ -41,13 +41,14 @@ public sealed partial class JobStore(NpgsqlDataSource db) : IAttemptStore
             }
         }
         await using (var cmd = new NpgsqlCommand("""
-            insert into batchrunner.jobs (id, name, image, queue, spec, state, created_at)
-            values (@id, @name, @image, @queue, @spec, @state, @created)
+            insert into batchrunner.jobs (id, name, image, queue, spec, state, created_at, rerun_of)
+            values (@id, @name, @image, @queue, @spec, @state, @created, @rerun)
             """, conn, tx))
         {
             AddInsert(cmd, job);
             await cmd.ExecuteNonQueryAsync(ct);
         }
+        await InsertFilesAsync(conn, tx, "inputs", job.Id, job.Inputs, ct);
         if (idempotencyKey is not null)
         {
             await using var key = new NpgsqlCommand("insert into batchrunner.idempotency_keys (key, job_id, request_hash) values (@k, @id, @h)", conn, tx);
@@ -69,6 +70,32 @@ public sealed partial class JobStore(NpgsqlDataSource db) : IAttemptStore
         cmd.Parameters.Add(new NpgsqlParameter("spec", NpgsqlDbType.Jsonb) { Value = JsonSerializer.Serialize(job.Spec, Json) });
         cmd.Parameters.AddWithValue("state", job.State);
         cmd.Parameters.AddWithValue("created", job.CreatedAt);
+        cmd.Parameters.AddWithValue("rerun", (object?)job.RerunOf ?? DBNull.Value);
+    }
+
+    /// <summary>The rows of a job's inputs or outputs (<paramref name="table"/>), in the caller's transaction.</summary>
+    private static async Task InsertFilesAsync(NpgsqlConnection conn, NpgsqlTransaction tx, string table, Guid id, IReadOnlyList<OutputFile> files, CancellationToken ct)
+    {
+        if (files.Count == 0) return;
+        await using var cmd = new NpgsqlCommand($"""
+            insert into batchrunner.{table} (job_id, path, size, sha256)
+            select @id, * from unnest(@paths, @sizes, @hashes)
+            """, conn, tx);
+        cmd.Parameters.AddWithValue("id", id);
+        cmd.Parameters.AddWithValue("paths", files.Select(f => f.Path).ToArray());
+        cmd.Parameters.AddWithValue("sizes", files.Select(f => f.Size).ToArray());
+        cmd.Parameters.AddWithValue("hashes", files.Select(f => f.Sha256).ToArray());
+        await cmd.ExecuteNonQueryAsync(ct);
+    }
+
+    private static async Task<List<OutputFile>> ReadFilesAsync(NpgsqlConnection conn, string table, Guid id, CancellationToken ct)
+    {
+        var files = new List<OutputFile>();
+        await using var cmd = new NpgsqlCommand($"select path, size, sha256 from batchrunner.{table} where job_id = @id order by path", conn);
+        cmd.Parameters.AddWithValue("id", id);
+        await using var rd = await cmd.ExecuteReaderAsync(ct);
+        while (await rd.ReadAsync(ct)) files.Add(new OutputFile(rd.GetString(0), rd.GetInt64(1), rd.GetString(2)));
+        return files;
     }
 
     public async Task SetHangfireJobIdAsync(Guid id, string hangfireJobId, CancellationToken ct)
@@ -90,14 +117,7 @@ public sealed partial class JobStore(NpgsqlDataSource db) : IAttemptStore
             job = await rd.ReadAsync(ct) ? Read(rd) : null;
         }
         if (job is null) return null;
-        var outputs = new List<OutputFile>();
-        await using (var cmd = new NpgsqlCommand("select path, size, sha256 from batchrunner.outputs where job_id = @id order by path", conn))
-        {
-            cmd.Parameters.AddWithValue("id", id);
-            await using var rd = await cmd.ExecuteReaderAsync(ct);
-            while (await rd.ReadAsync(ct)) outputs.Add(new OutputFile(rd.GetString(0), rd.GetInt64(1), rd.GetString(2)));
-        }
-        return job with { Outputs = outputs };
+        return job with { Outputs = await ReadFilesAsync(conn, "outputs", id, ct), Inputs = await ReadFilesAsync(conn, "inputs", id, ct) };
     }
 
     /// <summary>
@@ -264,6 +284,7 @@ public sealed partial class JobStore(NpgsqlDataSource db) : IAttemptStore
             HangfireJobId = rd.IsDBNull(16) ? null : rd.GetString(16),
             CancelRequested = rd.GetBoolean(17),
             Node = rd.IsDBNull(18) ? null : rd.GetString(18),
+            RerunOf = rd.IsDBNull(19) ? null : rd.GetGuid(19),
         };
     }
 }

@@ -198,6 +198,27 @@ public sealed class JobExecutorFacts : IDisposable
     }
 
     [Fact]
+    public async Task ExecuteAsync_OffersTheRunningContainersUsage_UntilItExits()
+    {
+        var id = _h.AddJob(ExecutorHarness.Job());
+        var (run, container) = await RunningAsync(id);
+        container.Usage = new BatchRunner.Core.ResourceUsage { CpuSeconds = 1.5, MemoryBytes = 3 << 20, MaxMemoryBytes = 4 << 20 };
+        await BatchRunner.Testing.Poll.UntilAsync(() => _h.Store.Writes.Contains("Running 1"), Deadline, "the job to be marked running", 5);
+
+        var now = DateTimeOffset.UtcNow;
+        var sample = Assert.Single(_h.Live.Sample(now));
+        Assert.Equal((id, 1), (sample.JobId, sample.Attempt));
+        Assert.Equal(1.5, sample.Usage.CpuSeconds);
+        Assert.Equal(3 << 20, sample.Usage.MemoryBytes);
+        Assert.Equal(now, sample.Usage.SampledAt);
+
+        container.Exit(0);
+        await run.WaitAsync(Deadline);
+        Assert.Empty(_h.Live.Sample(now));
+        Assert.Null(Assert.Single(_h.Store.Outcomes).Usage!.SampledAt); // the final usage is no sample
+    }
+
+    [Fact]
     public async Task ExecuteAsync_KeepsRunning_WhenHangfireAbortsWithNoCancelRequestBehindIt()
     {
         // The job was delivered again elsewhere after a database hiccup: this attempt is the one that counts.

@@ -23,6 +23,7 @@ public sealed partial class ContainerPhase(
     NodeIdentity node,
     JobTelemetry telemetry,
     GpuNode gpus,
+    LiveUsage live,
     IOptions<BatchRunnerOptions> options,
     TimeProvider time,
     ILogger<ContainerPhase> log) : IAttemptPhase
@@ -69,13 +70,13 @@ public sealed partial class ContainerPhase(
         BatchRunnerMetrics.JobsRunning.Inc();
         var tracking = telemetry.TrackContainer(attempt.Job, node.Name, cspec, container);
         using var gpuTracking = attempt.Reservation.Gpus.Count > 0 ? gpus.Monitor.TrackJob(attempt.JobId, spec.Name, attempt.Reservation.Gpus) : null;
+        using var liveUsage = live.Track(attempt.JobId, attempt.Attempt, () => WithGpus(container.ReadUsage(), gpuTracking));
         try
         {
             var (exit, why, stop) = await WaitAsync(attempt, container);
             BatchRunnerMetrics.JobRunSeconds.WithLabels(attempt.Job.Queue).Observe((time.GetUtcNow() - startedAt).TotalSeconds);
-            var usage = container.ReadUsage();
-            if (gpuTracking?.Usage is { } g)
-                usage = usage with { Gpus = new GpuUsageSummary(g.Gpus, g.MeanUtilizationPercent, g.PeakUtilizationPercent, g.PeakMemoryBytes, g.Samples) };
+            liveUsage.Dispose();
+            var usage = WithGpus(container.ReadUsage(), gpuTracking);
             // The container is gone from here on; results come from the job directory.
             attempt.Container = null;
             await container.DisposeAsync();
@@ -88,6 +89,9 @@ public sealed partial class ContainerPhase(
             BatchRunnerMetrics.JobsRunning.Dec();
         }
     }
+
+    private static ResourceUsage WithGpus(ResourceUsage usage, GpuJobTracking? gpus) =>
+        gpus?.Usage is { } g ? usage with { Gpus = new GpuUsageSummary(g.Gpus, g.MeanUtilizationPercent, g.PeakUtilizationPercent, g.PeakMemoryBytes, g.Samples) } : usage;
 
     public async ValueTask ReleaseAsync(AttemptContext attempt)
     {
