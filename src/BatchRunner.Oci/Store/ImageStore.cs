@@ -205,7 +205,7 @@ public sealed partial class ImageStore : IImageStore, IDisposable
         }
         catch (JsonException e)
         {
-            throw new ImagePullException($"image {reference}: malformed manifest: {e.Message}", e);
+            throw new ImagePullException($"image {reference}: malformed manifest: {JsonErrors.Describe(e)}", e);
         }
     }
 
@@ -302,7 +302,7 @@ public sealed partial class ImageStore : IImageStore, IDisposable
         }
         catch (JsonException e)
         {
-            throw new ImagePullException($"image {image}: malformed image config: {e.Message}", e);
+            throw new ImagePullException($"image {image}: malformed image config: {JsonErrors.Describe(e)}", e);
         }
     }
 
