@@ -130,7 +130,13 @@ public sealed partial class JobStore(NpgsqlDataSource db) : IAttemptStore
         var columns = summary ? Columns.Replace("spec,", "spec - array['command', 'args', 'env'] as spec,") : Columns;
         var sql = new StringBuilder($"select {columns} from batchrunner.jobs where true");
         await using var cmd = db.CreateCommand();
-        if (filter.States.Count > 0)
+        if (filter.States.Count == 1)
+        {
+            // Equality, not = any(...): only then can (state, created_at, id) hand rows over newest first.
+            sql.Append(" and state = @state");
+            cmd.Parameters.AddWithValue("state", filter.States[0]);
+        }
+        else if (filter.States.Count > 1)
         {
             sql.Append(" and state = any(@states)");
             cmd.Parameters.AddWithValue("states", filter.States.ToArray());

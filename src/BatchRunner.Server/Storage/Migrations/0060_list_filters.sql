@@ -6,3 +6,7 @@ create index jobs_queue_created_idx on batchrunner.jobs (queue, created_at desc,
 create index jobs_name_created_idx on batchrunner.jobs (name text_pattern_ops, created_at desc, id desc);
 -- ?label=k=v (repeatable, all must match): spec->'labels' @> '{"k":"v",...}'.
 create index jobs_labels_idx on batchrunner.jobs using gin ((spec -> 'labels') jsonb_path_ops);
+-- ?queue=&state= together: which states occur in which queue (an MCV list of the pairs). Without it the planner
+-- multiplies the two frequencies, and for a pair that is rare or absent (queued jobs of a queue that has none)
+-- walks the whole newest-first index looking for rows that are not there.
+create statistics batchrunner.jobs_queue_state_stats (mcv) on queue, state from batchrunner.jobs;
