@@ -28,12 +28,18 @@ public static class SubmissionShape
 
     /// <summary>The submission read from <paramref name="body"/>, leaving out what is malformed, and a message per bad field.</summary>
     /// <param name="root">The name of the whole document in errors ("body", or the multipart part "spec").</param>
-    public static (JobSubmission? Submission, Dictionary<string, string[]> Errors) Read(JsonElement body, string root = "body")
+    public static (JobSubmission? Submission, Dictionary<string, string[]> Errors) Read(JsonElement body, string root = "body") =>
+        Read<JobSubmission>(body, root, "the job spec, with at least \"image\"");
+
+    /// <summary>Any other request document of the API (an API key request, ...) read the same way: every unknown or
+    /// ill-typed field named in the API's terms, and what is well-formed deserialized.</summary>
+    /// <param name="what">What the document is, for the error when it is not an object at all.</param>
+    public static (T? Value, Dictionary<string, string[]> Errors) Read<T>(JsonElement body, string root, string what) where T : class
     {
         var errors = new Dictionary<string, List<string>>();
         if (body.ValueKind != JsonValueKind.Object)
         {
-            Add(errors, root, "expected a JSON object: the job spec, with at least \"image\"");
+            Add(errors, root, $"expected a JSON object: {what}");
             return (null, Freeze(errors));
         }
         JsonNode node;
@@ -43,20 +49,20 @@ public static class SubmissionShape
             Add(errors, root, "a field is given twice");
             return (null, Freeze(errors));
         }
-        WalkObject(body, node.AsObject(), Json.GetTypeInfo(typeof(JobSubmission)), "", errors);
-        JobSubmission? submission;
+        WalkObject(body, node.AsObject(), Json.GetTypeInfo(typeof(T)), "", errors);
+        T? value;
         try
         {
-            submission = node.Deserialize<JobSubmission>(Json);
+            value = node.Deserialize<T>(Json);
         }
         catch (JsonException e)
         {
             // Not expected once the walk passed: a shape the table does not describe. Say where, never in .NET's words.
             var path = string.IsNullOrEmpty(e.Path) ? root : e.Path.TrimStart('$', '.');
             Add(errors, path, "has the wrong type");
-            submission = null;
+            value = null;
         }
-        return (submission, Freeze(errors));
+        return (value, Freeze(errors));
     }
 
     /// <summary>Parses <paramref name="text"/> and reads it; text that is not JSON at all gets one error naming where it breaks.</summary>

@@ -90,6 +90,39 @@ public sealed class JobInsightFacts(ServerFixture f)
     }
 
     [Fact]
+    public async Task Rerun_BelongsToTheCallersTenantAndKey_KeepsTheSecrets_AndIs404ForAnotherTenant()
+    {
+        var tenant = "t-" + Guid.NewGuid().ToString("N")[..10];
+        var secret = "rerun-secret-" + Guid.NewGuid().ToString("N");
+        var sha = Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(secret)));
+        using var owner = await f.Api.ClientForNewKeyAsync(tenant, "user");
+        var (colleagueKey, colleagueSecret) = await f.Api.CreateKeyAsync(tenant, "user");
+        using var colleague = f.Api.WithKey(colleagueSecret);
+        using var stranger = await f.Api.ClientForNewKeyAsync("t-" + Guid.NewGuid().ToString("N")[..10], "user");
+        var original = await owner.SubmitIdAsync(new
+        {
+            image = f.Busybox,
+            command = new[] { "sh", "-c", "printf %s \"$TOKEN\" | sha256sum | cut -c1-64 > /outputs/token.sha256" },
+            secretEnv = new Dictionary<string, string> { ["TOKEN"] = secret },
+        });
+        await owner.SucceededStdoutAsync(original);
+
+        // Another tenant's job does not exist for it, and nothing is created.
+        var refused = await stranger.RerunAsync(original);
+        Assert.Equal(HttpStatusCode.NotFound, refused.StatusCode);
+        Assert.DoesNotContain(original, await stranger.Http.GetStringAsync("/api/v1/jobs?limit=1000"));
+
+        var rerun = await BatchRunnerClient.CreatedAsync(await colleague.RerunAsync(original));
+        var rerunId = BatchRunnerClient.Id(rerun);
+        Assert.Equal(tenant, rerun.GetProperty("tenant").GetString());
+        Assert.Equal(colleagueKey, rerun.GetProperty("submittedBy").GetString());
+        Assert.Equal(["TOKEN"], rerun.GetProperty("secretEnvNames").EnumerateArray().Select(e => e.GetString()));
+        Assert.DoesNotContain(secret, rerun.GetRawText());
+        await colleague.SucceededStdoutAsync(rerunId);
+        Assert.Equal(sha + "\n", await colleague.OutputAsync(rerunId, "token.sha256"));
+    }
+
+    [Fact]
     public async Task Rerun_IsRefused_ForAJobThatHasNotEnded_OrNeverResolvedItsImage()
     {
         var running = await f.Api.SubmitIdAsync(new { image = f.Busybox, command = new[] { "sleep", "60" }, stopGraceSeconds = 0 });

@@ -1,5 +1,6 @@
 using BatchRunner.Core;
 using BatchRunner.Oci;
+using BatchRunner.Server.Auth;
 using BatchRunner.Server.Hosting;
 using BatchRunner.Server.Scheduling;
 using BatchRunner.Server.Storage;
@@ -17,14 +18,18 @@ namespace BatchRunner.Server.Api;
 /// Only an ended job can be rerun (409 otherwise): its digest is final and so is what it read, and a rerun of a job
 /// still running is more likely a double click than a wish. A job that never resolved its image (the pull failed)
 /// has no digest to pin: 409, submit it again. Inputs are hard links to the original's, taken from this node's data
-/// directory; when they are gone, 409 says so and nothing is created.
+/// directory; when they are gone, 409 says so and nothing is created. The rerun belongs to the caller (its tenant, its
+/// key as submittedBy), who can only rerun a job it can see (another tenant's job is 404), and carries the original's
+/// secrets (secretEnv, the webhook's key), encrypted anew.
 /// </remarks>
 public static class JobRerun
 {
     public static async Task<Results<Created<JobDto>, ProblemHttpResult>> RerunAsync(
-        string id, JobStore store, LiveNodes liveNodes, JobQueue queue, DataPaths paths, IOptions<BatchRunnerOptions> options, CancellationToken ct)
+        string id, HttpContext http, JobStore store, JobSecretStore secrets, LiveNodes liveNodes, JobQueue queue, DataPaths paths,
+        IOptions<BatchRunnerOptions> options, CancellationToken ct)
     {
-        var original = Guid.TryParse(id, out var originalId) ? await store.GetAsync(originalId, ct) : null;
+        var caller = Caller.Of(http);
+        var original = Guid.TryParse(id, out var originalId) ? await store.GetAsync(originalId, caller.Scope, ct) : null;
         if (original is null)
             return TypedResults.Problem(statusCode: StatusCodes.Status404NotFound, title: "Job not found", detail: $"no job with id \"{id}\"");
         if (!JobState.IsFinal(original.State))
@@ -49,7 +54,8 @@ public static class JobRerun
         }
         try
         {
-            var job = JobsApi.NewJob(spec, original.Inputs, rerunOf: original.Id);
+            var jobSecrets = await secrets.GetAsync(original.Id, ct);
+            var job = JobsApi.NewJob(spec, original.Inputs, caller, jobSecrets.IsEmpty ? null : secrets.Protect(jobSecrets), rerunOf: original.Id);
             await store.InsertAsync(job, idempotencyKey: null, requestHash: "", ct);
             if (staged is not null) JobInputs.Commit(paths, staged, job.Id);
             staged = null;

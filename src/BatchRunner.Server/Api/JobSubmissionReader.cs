@@ -43,7 +43,7 @@ public static class JobSubmissionReader
             && mt.MediaType.Equals("multipart/form-data", StringComparison.OrdinalIgnoreCase))
             read = await ReadMultipartAsync(request, mt, options, ct);
         else
-            read = await ReadJsonAsync(request.Body, "body", ct);
+            read = await ReadJsonAsync(request.Body, "body", request.ContentLength, ct);
         return read;
     }
 
@@ -64,24 +64,15 @@ public static class JobSubmissionReader
         staged.CommitTo(paths.Inputs(jobId));
     }
 
-    // A misspelt field ("memroy") is an error, not a silently ignored setting; every one is named, with what was wrong.
-    private static async Task<SubmissionRead> ReadJsonAsync(Stream body, string field, CancellationToken ct)
+    // At most JsonBody.MaxBytes (1 MiB; 413 beyond). A misspelt field ("memroy") is an error, not a silently ignored
+    // setting; every one is named, with what was wrong.
+    private static async Task<SubmissionRead> ReadJsonAsync(Stream body, string field, long? declaredLength, CancellationToken ct)
     {
-        JsonDocument doc;
-        try
-        {
-            doc = await JsonDocument.ParseAsync(body, cancellationToken: ct);
-        }
-        catch (JsonException e)
-        {
-            return new SubmissionRead(null, TypedResults.ValidationProblem(
-                new Dictionary<string, string[]> { [field] = [SubmissionShape.NotJson(e)] }, title: "The job spec is not valid JSON"));
-        }
-        using (doc)
-        {
-            var (submission, errors) = SubmissionShape.Read(doc.RootElement, field);
-            return new SubmissionRead(submission) { FieldErrors = errors };
-        }
+        var read = await JsonBody.ReadDocumentAsync(body, field, declaredLength, ct);
+        if (read.Document is null) return new SubmissionRead(null, read.Invalid, read.TooLarge);
+        using var doc = read.Document;
+        var (submission, errors) = SubmissionShape.Read(doc.RootElement, field);
+        return new SubmissionRead(submission) { FieldErrors = errors };
     }
 
     private static async Task<SubmissionRead> ReadMultipartAsync(HttpRequest request, MediaTypeHeaderValue mt, BatchRunnerOptions options, CancellationToken ct)
@@ -115,8 +106,9 @@ public static class JobSubmissionReader
                 {
                     if (sawSpec) return Invalid(SpecPart, "only one spec part is allowed");
                     sawSpec = true;
-                    var read = await ReadJsonAsync(section.Body, SpecPart, ct);
-                    if (read.Invalid is not null) return read;
+                    // The spec part has the JSON body's limit, whatever the inputs' size.
+                    var read = await ReadJsonAsync(section.Body, SpecPart, declaredLength: null, ct);
+                    if (read.Invalid is not null || read.Problem is not null) return read;
                     submission = read.Submission;
                     specErrors = read.FieldErrors;
                 }

@@ -2,8 +2,10 @@ using System.Text.Json;
 using System.Text.Json.Serialization;
 using BatchRunner.Core;
 using BatchRunner.Oci;
+using BatchRunner.Server.Auth;
 using BatchRunner.Server.Hosting;
 using BatchRunner.Server.Nodes;
+using BatchRunner.Server.Notifications;
 using BatchRunner.Server.Observability;
 using BatchRunner.Server.Scheduling;
 using BatchRunner.Server.Storage;
@@ -20,27 +22,33 @@ public static class JobsApi
 
     public static RouteGroupBuilder MapJobsApiV1(this IEndpointRouteBuilder app)
     {
-        var api = app.MapGroup("/api/v1/jobs").WithTags("Jobs").RequireApiKey();
-        api.MapPost("/", SubmitAsync).WithName("SubmitJob").Accepts<JobSubmission>("application/json", "multipart/form-data");
-        api.MapGet("/", ListAsync).WithName("ListJobs");
-        api.MapGet("/{id}", GetAsync).WithName("GetJob");
-        api.MapPost("/{id}/cancel", CancelAsync).WithName("CancelJob");
-        api.MapPost("/{id}/rerun", JobRerun.RerunAsync).WithName("RerunJob");
-        api.MapGet("/{id}/logs", LogsAsync).WithName("GetJobLogs");
-        api.MapGet("/{id}/outputs", ListOutputsAsync).WithName("ListJobOutputs");
-        api.MapGet("/{id}/outputs/{**path}", GetOutputAsync).WithName("GetJobOutput");
-        api.MapGet("/{id}/" + OutputArchiveResult.ZipName, (string id, JobStore store, DataPaths paths, NodeIdentity node, CancellationToken ct) =>
-            ServeOutputArchiveAsync(id, OutputArchiveResult.Format.Zip, store, paths, node, ct)).WithName("GetJobOutputsZip");
-        api.MapGet("/{id}/" + OutputArchiveResult.TarGzName, (string id, JobStore store, DataPaths paths, NodeIdentity node, CancellationToken ct) =>
-            ServeOutputArchiveAsync(id, OutputArchiveResult.Format.TarGz, store, paths, node, ct)).WithName("GetJobOutputsTarGz");
+        // Every endpoint declares who may call it; jobs are then looked up within the caller's tenant only.
+        var api = app.MapGroup("/api/v1/jobs").WithTags("Jobs");
+        api.MapPost("/", SubmitAsync).WithName("SubmitJob").Accepts<JobSubmission>("application/json", "multipart/form-data")
+            .RequireAuthorization(Policies.Submit);
+        api.MapGet("/", ListAsync).WithName("ListJobs").RequireAuthorization(Policies.Read);
+        api.MapGet("/{id}", GetAsync).WithName("GetJob").RequireAuthorization(Policies.Read);
+        api.MapPost("/{id}/cancel", CancelAsync).WithName("CancelJob").RequireAuthorization(Policies.Submit);
+        api.MapPost("/{id}/rerun", JobRerun.RerunAsync).WithName("RerunJob").RequireAuthorization(Policies.Submit);
+        api.MapGet("/{id}/logs", LogsAsync).WithName("GetJobLogs").RequireAuthorization(Policies.Read);
+        api.MapGet("/{id}/outputs", ListOutputsAsync).WithName("ListJobOutputs").RequireAuthorization(Policies.Read);
+        api.MapGet("/{id}/outputs/{**path}", GetOutputAsync).WithName("GetJobOutput").RequireAuthorization(Policies.Read);
+        api.MapGet("/{id}/" + OutputArchiveResult.ZipName, (string id, HttpContext http, JobStore store, DataPaths paths, NodeIdentity node, CancellationToken ct) =>
+                ServeOutputArchiveAsync(id, OutputArchiveResult.Format.Zip, Caller.Of(http).Scope, store, paths, node, ct))
+            .WithName("GetJobOutputsZip").RequireAuthorization(Policies.Read);
+        api.MapGet("/{id}/" + OutputArchiveResult.TarGzName, (string id, HttpContext http, JobStore store, DataPaths paths, NodeIdentity node, CancellationToken ct) =>
+                ServeOutputArchiveAsync(id, OutputArchiveResult.Format.TarGz, Caller.Of(http).Scope, store, paths, node, ct))
+            .WithName("GetJobOutputsTarGz").RequireAuthorization(Policies.Read);
         return api;
     }
 
     public const string IdempotencyKeyHeader = "Idempotency-Key";
 
     public static async Task<Results<Created<JobDto>, Ok<JobDto>, ValidationProblem, ProblemHttpResult>> SubmitAsync(
-        HttpRequest request, JobStore store, LiveNodes liveNodes, JobQueue queue, IOptions<BatchRunnerOptions> options, CancellationToken ct)
+        HttpRequest request, JobStore store, JobSecretStore secrets, LiveNodes liveNodes, JobQueue queue, WebhookPolicy webhooks,
+        IOptions<BatchRunnerOptions> options, CancellationToken ct)
     {
+        var caller = Caller.Of(request.HttpContext);
         // JSON, or multipart with a spec part and input files (staged, not yet the job's).
         var read = await JobSubmissionReader.ReadAsync(request, ct);
         if (read.Invalid is { } invalid) return invalid;
@@ -62,36 +70,52 @@ public static class JobsApi
         }
         if (submission?.StopGraceSeconds > options.Value.MaxStopGraceSeconds && !errors.Has("stopGraceSeconds"))
             errors.Add("stopGraceSeconds", $"stopGraceSeconds must be at most {options.Value.MaxStopGraceSeconds} on this cluster (MaxStopGraceSeconds)");
+        if (result?.Spec?.Logs.MaxBytes is { } logCap && logCap > options.Value.MaxLogBytesValue())
+            errors.Add("logs.maxBytes", $"logs.maxBytes ({Quantity.Human(logCap)}) must not exceed this node's MaxLogBytes ({Quantity.Human(options.Value.MaxLogBytesValue())})");
+        foreach (var (field, message) in WebhookErrors(result?.Spec?.Notify, webhooks, options.Value.Webhooks))
+            errors.Add(field, message);
+        // resources.disk settled (this node's default when omitted) and checked against its maximum.
+        JobSpec? settled = null;
+        if (result?.Spec is { } valid)
+        {
+            (settled, var diskError) = DiskRequests.Settle(valid, options.Value.Disk);
+            if (diskError is not null) errors.Add("resources.disk", diskError);
+        }
         string? idempotencyKey = request.Headers[IdempotencyKeyHeader].FirstOrDefault();
         if (idempotencyKey is not null && (idempotencyKey.Length is 0 or > 255))
             errors.Add(IdempotencyKeyHeader, "the Idempotency-Key header must be 1-255 characters");
-        if (errors.Count > 0 || result?.Spec is null)
+        if (errors.Count > 0 || settled is null)
             return TypedResults.ValidationProblem(errors.ToDictionary(), title: "The job spec is invalid");
 
         // The node's default stop grace is written into the job: what it will get is on the job, whichever node runs it.
-        var spec = result.Spec with { StopGraceSeconds = result.Spec.StopGraceSeconds ?? options.Value.StopGraceSeconds };
+        var spec = settled with { StopGraceSeconds = settled.StopGraceSeconds ?? options.Value.StopGraceSeconds };
         // A job that no live node could ever run is refused now rather than queued forever.
         var misfit = await liveNodes.WhyNoNodeFitsAsync(spec, ct);
         if (misfit.Count > 0)
             return TypedResults.ValidationProblem(misfit, title: "No live node can run this job");
-        var job = NewJob(spec, await JobSubmissionReader.StagedInputsAsync(request, ct));
+        var jobSecrets = new JobSecrets(spec.SecretEnv, spec.Notify?.Secret);
+        var job = NewJob(spec, await JobSubmissionReader.StagedInputsAsync(request, ct), caller, jobSecrets.IsEmpty ? null : secrets.Protect(jobSecrets));
+        // The stored spec (secret names included, secret values never) identifies the request; the secret values
+        // are compared by decrypting the first job's, so no hash of a secret is ever stored.
         var requestHash = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(JsonSerializer.SerializeToUtf8Bytes(spec, JobStore.Json)));
         var (id, created, sameRequest) = await store.InsertAsync(job, idempotencyKey, requestHash, ct);
         if (!created)
         {
+            if (sameRequest && !jobSecrets.SameAs(await secrets.GetAsync(id, ct))) sameRequest = false;
             if (!sameRequest)
                 return TypedResults.Problem(statusCode: StatusCodes.Status409Conflict, title: "Idempotency-Key reused",
                     detail: $"the Idempotency-Key \"{idempotencyKey}\" was used for a different job spec (job {id})");
-            var existing = await store.GetAsync(id, ct);
-            return TypedResults.Ok(JobDto.From(existing!));
+            var existing = await store.GetAsync(id, caller.Tenant, ct);
+            return TypedResults.Ok(JobDto.From(existing!).WithInputs(existing!));
         }
         // Inputs are in the job's directory before any worker can pick the job up.
         JobSubmissionReader.CommitInputs(request, job.Id);
         return await EnqueueAsync(job, queue);
     }
 
-    /// <summary>A new queued job of <paramref name="spec"/>, given <paramref name="inputs"/>.</summary>
-    internal static JobRecord NewJob(JobSpec spec, IReadOnlyList<OutputFile> inputs, Guid? rerunOf = null) => new()
+    /// <summary>A new queued job of <paramref name="spec"/>, given <paramref name="inputs"/>, owned by the tenant of
+    /// <paramref name="caller"/>, with its secrets already encrypted (<paramref name="protectedSecrets"/>).</summary>
+    internal static JobRecord NewJob(JobSpec spec, IReadOnlyList<OutputFile> inputs, Caller caller, byte[]? protectedSecrets, Guid? rerunOf = null) => new()
     {
         Id = Guid.CreateVersion7(),
         Name = spec.Name,
@@ -102,24 +126,49 @@ public static class JobsApi
         CreatedAt = DateTimeOffset.UtcNow,
         Inputs = inputs,
         RerunOf = rerunOf,
+        Tenant = caller.Tenant,
+        SubmittedBy = caller.KeyId,
+        ProtectedSecrets = protectedSecrets,
     };
 
     /// <summary>Queues a stored job (its inputs in place) and answers 201 with it.</summary>
     internal static async Task<Created<JobDto>> EnqueueAsync(JobRecord job, JobQueue queue)
     {
-        var hangfireId = await queue.EnqueueAsync(job.Id, job.Name ?? job.Image, job.Queue, CancellationToken.None);
+        // The job exists from the commit on: an outage now must not become a 503 for a job that will run anyway.
+        var hangfireId = await queue.EnqueueAcceptedAsync(job.Id, job.Name ?? job.Image, job.Queue, EnqueueDeadline);
         BatchRunnerMetrics.JobsSubmitted.WithLabels(job.Queue).Inc();
-        return TypedResults.Created($"/api/v1/jobs/{job.Id}", JobDto.From(job with { HangfireJobId = hangfireId }).WithInputs(job));
+        // What was stored, without reading it back: its webhook (if any) is waiting for the job to end.
+        var notify = job.Spec.Notify is { } n ? new NotificationRecord(n.Url, NotificationState.Waiting, 0, null, null) : null;
+        return TypedResults.Created($"/api/v1/jobs/{job.Id}", JobDto.From(job with { HangfireJobId = hangfireId, Notify = notify }).WithInputs(job));
+    }
+
+    /// <summary>How long a submission waits for the database to come back to enqueue a job it has already recorded.</summary>
+    private static readonly TimeSpan EnqueueDeadline = TimeSpan.FromSeconds(20);
+
+    /// <summary>What the server has against a job's webhook: a host its policy refuses, or no key to sign with.</summary>
+    private static IEnumerable<(string Field, string Message)> WebhookErrors(JobNotify? notify, WebhookPolicy policy, WebhookOptions settings)
+    {
+        if (notify is null) yield break;
+        if (Uri.TryCreate(notify.Url, UriKind.Absolute, out var url) && policy.CheckUrl(url) is { } refused)
+            yield return ("notify.url", refused);
+        if (notify.Secret is null && string.IsNullOrEmpty(settings.Secret))
+            yield return ("notify.secret", "notify.secret is required: this server has no BatchRunner:Webhooks:Secret to sign the call with");
     }
 
     /// <summary>
-    /// Jobs, newest first, narrowed by every filter given (<see cref="JobListQuery"/>). The default view lists every
-    /// field a list item always had (the contract); <c>view=summary</c> leaves out what can be large.
+    /// Jobs, newest first, narrowed by every filter given (<see cref="JobListQuery"/>), within the caller's tenant: a user
+    /// or viewer sees its own tenant's jobs; an admin every tenant's, or one (<paramref name="tenant"/>). The default view
+    /// lists a job's fields but args and env (bounded only by the submission limit; envNames has the names);
+    /// <c>view=summary</c> also leaves out command and outputs.
     /// </summary>
-    public static async Task<Results<Ok<JobListDto>, Ok<JobSummaryListDto>, ValidationProblem>> ListAsync(
-        JobStore store, JobNodeLiveness liveness, string? state, int? limit, string? cursor,
+    public static async Task<Results<Ok<JobListDto>, Ok<JobSummaryListDto>, ValidationProblem, ProblemHttpResult>> ListAsync(
+        HttpContext http, JobStore store, JobNodeLiveness liveness, string? state, int? limit, string? cursor, string? tenant,
         string? name, string[]? label, string? since, string? until, string? queue, string? view, CancellationToken ct)
     {
+        var caller = Caller.Of(http);
+        if (tenant is not null && !caller.IsAdmin && tenant != caller.Tenant)
+            return TypedResults.Problem(statusCode: StatusCodes.Status403Forbidden, title: "Forbidden",
+                detail: $"only admin keys list another tenant's jobs; this key's tenant is \"{caller.Tenant}\"");
         var (filter, errors) = JobListQuery.Read(state, name, label, since, until, queue);
         var summary = JobListQuery.Summary(view, errors);
         if (limit is < 1 or > MaxPageSize)
@@ -128,7 +177,7 @@ public static class JobsApi
             errors["cursor"] = ["invalid cursor: pass the nextCursor of a previous page"];
         if (errors.Count > 0 || filter is null || summary is null) return TypedResults.ValidationProblem(errors, title: "The list query is invalid");
 
-        var (items, next) = await store.ListAsync(filter, limit ?? DefaultPageSize, cursor, summary.Value, ct);
+        var (items, next) = await store.ListAsync(filter with { Tenant = tenant ?? caller.Scope }, limit ?? DefaultPageSize, cursor, summary.Value, ct);
         var alive = await liveness.GetAsync(items.Select(j => j.Id).ToList(), ct);
         var jobs = items.Select(j => JobDto.From(j).WithNodeAlive(alive)).ToList();
         return summary.Value
@@ -136,18 +185,14 @@ public static class JobsApi
             : TypedResults.Ok(new JobListDto(jobs, next));
     }
 
-    public static async Task<Results<Ok<JobDto>, ProblemHttpResult>> GetAsync(string id, JobStore store, JobNodeLiveness liveness, CancellationToken ct)
-    {
-        var job = await FindAsync(id, store, ct);
-        if (job is null) return NotFound(id);
-        return TypedResults.Ok(JobDto.From(job).WithInputs(job).WithAttempts(await store.GetAttemptsAsync(job.Id, ct)).WithNodeAlive(await liveness.GetAsync([job.Id], ct)));
-    }
+    public static async Task<Results<Ok<JobDto>, ProblemHttpResult>> GetAsync(string id, HttpContext http, JobDocuments documents, CancellationToken ct) =>
+        Guid.TryParse(id, out var jobId) && await documents.GetAsync(jobId, Caller.Of(http).Scope, ct) is { } job ? TypedResults.Ok(job) : NotFound(id);
 
     public static async Task<Results<Accepted<JobDto>, ProblemHttpResult>> CancelAsync(
-        string id, JobStore store, JobNodeLiveness liveness, JobQueue queue, CancellationToken ct)
+        string id, HttpContext http, JobStore store, JobNodeLiveness liveness, JobQueue queue, CancellationToken ct)
     {
         if (!Guid.TryParse(id, out var jobId)) return NotFound(id);
-        var (result, hangfireId) = await store.RequestCancelAsync(jobId, ct);
+        var (result, hangfireId) = await store.RequestCancelAsync(jobId, Caller.Of(http).Scope, ct);
         switch (result)
         {
             case JobStore.CancelResult.NotFound:
@@ -169,21 +214,22 @@ public static class JobsApi
         return TypedResults.Accepted($"/api/v1/jobs/{id}", JobDto.From(job!).WithNodeAlive(await liveness.GetAsync([jobId], ct)));
     }
 
-    public static async Task<Results<Ok<IReadOnlyList<OutputDto>>, ProblemHttpResult>> ListOutputsAsync(string id, JobStore store, CancellationToken ct)
+    public static async Task<Results<Ok<IReadOnlyList<OutputDto>>, ProblemHttpResult>> ListOutputsAsync(string id, HttpContext http, JobStore store, CancellationToken ct)
     {
-        var job = await FindAsync(id, store, ct);
+        var job = await FindAsync(id, Caller.Of(http).Scope, store, ct);
         if (job is null) return NotFound(id);
         return TypedResults.Ok<IReadOnlyList<OutputDto>>(job.Outputs.Select(o => new OutputDto(o.Path, o.Size, o.Sha256)).ToList());
     }
 
-    public static Task<IResult> GetOutputAsync(string id, string path, JobStore store, DataPaths paths, NodeIdentity node, CancellationToken ct) =>
-        ServeOutputAsync(id, path, store, paths, node, ct);
+    public static Task<IResult> GetOutputAsync(string id, string path, HttpContext http, JobStore store, DataPaths paths, NodeIdentity node, CancellationToken ct) =>
+        ServeOutputAsync(id, path, Caller.Of(http).Scope, store, paths, node, ct);
 
     /// <summary>An output file of the job: from this node's data directory, or (with <paramref name="forwardFrom"/>,
-    /// the public API) forwarded to the node that ran the job. The node endpoint passes null: it never forwards.</summary>
-    internal static async Task<IResult> ServeOutputAsync(string id, string path, JobStore store, DataPaths paths, NodeIdentity? forwardFrom, CancellationToken ct)
+    /// the public API) forwarded to the node that ran the job. The node endpoint passes null: it never forwards.
+    /// Only a job of tenant <paramref name="scope"/> (null: any) is found; the API node checks before it forwards.</summary>
+    internal static async Task<IResult> ServeOutputAsync(string id, string path, string? scope, JobStore store, DataPaths paths, NodeIdentity? forwardFrom, CancellationToken ct)
     {
-        var job = await FindAsync(id, store, ct);
+        var job = await FindAsync(id, scope, store, ct);
         if (job is null) return NotFound(id);
         if (forwardFrom is not null && NodeFilesApi.RanElsewhere(job, forwardFrom))
             return new ForwardToNodeResult(job.Node!, $"{NodeFilesApi.Prefix}/{job.Id}/outputs/{Uri.EscapeDataString(path).Replace("%2F", "/")}");
@@ -199,11 +245,12 @@ public static class JobsApi
     }
 
     /// <summary>Every output file of the job in one archive (<see cref="OutputArchiveResult"/>): from this node's data
-    /// directory, or (with <paramref name="forwardFrom"/>) forwarded to the node that ran the job.</summary>
-    internal static async Task<IResult> ServeOutputArchiveAsync(string id, OutputArchiveResult.Format format, JobStore store, DataPaths paths,
+    /// directory, or (with <paramref name="forwardFrom"/>) forwarded to the node that ran the job. Only a job of tenant
+    /// <paramref name="scope"/> (null: any) is found; the API node checks before it forwards.</summary>
+    internal static async Task<IResult> ServeOutputArchiveAsync(string id, OutputArchiveResult.Format format, string? scope, JobStore store, DataPaths paths,
         NodeIdentity? forwardFrom, CancellationToken ct)
     {
-        var job = await FindAsync(id, store, ct);
+        var job = await FindAsync(id, scope, store, ct);
         if (job is null) return NotFound(id);
         var name = format == OutputArchiveResult.Format.Zip ? OutputArchiveResult.ZipName : OutputArchiveResult.TarGzName;
         if (forwardFrom is not null && NodeFilesApi.RanElsewhere(job, forwardFrom))
@@ -219,28 +266,43 @@ public static class JobsApi
     }
 
     public static Task<IResult> LogsAsync(
-        string id, string? stream, bool? follow, HttpContext http, JobStore store, DataPaths paths, NodeIdentity node, CancellationToken ct) =>
-        ServeLogsAsync(id, stream, follow, http.Request.QueryString.Value ?? "", store, paths, node, ct);
+        string id, string? stream, bool? follow, bool? timestamps, bool? status, HttpContext http, JobStore store, DataPaths paths, NodeIdentity node, CancellationToken ct) =>
+        ServeLogsAsync(id, stream, follow, timestamps, status, http.Request.QueryString.Value ?? "", Caller.Of(http).Scope, store, paths, node, ct);
 
-    /// <summary>The job's log files: from this node's data directory, or (with <paramref name="forwardFrom"/>)
-    /// forwarded, query included, to the node that ran the job.</summary>
+    private static readonly TimeSpan PlacementPollInterval = TimeSpan.FromMilliseconds(200);
+
+    /// <summary>The job's logs: from this node's data directory, or (with <paramref name="forwardFrom"/>)
+    /// forwarded, query included, to the node that ran the job. Only a job of tenant <paramref name="scope"/> (null:
+    /// any) is found; the API node checks before it forwards.</summary>
     internal static async Task<IResult> ServeLogsAsync(
-        string id, string? stream, bool? follow, string query, JobStore store, DataPaths paths, NodeIdentity? forwardFrom, CancellationToken ct)
+        string id, string? stream, bool? follow, bool? timestamps, bool? status, string query, string? scope, JobStore store, DataPaths paths, NodeIdentity? forwardFrom, CancellationToken ct)
     {
-        if (stream is not (null or "stdout" or "stderr" or "all"))
-            return TypedResults.ValidationProblem(new Dictionary<string, string[]> { ["stream"] = ["stream must be stdout or stderr (omit it for both)"] });
-        var job = await FindAsync(id, store, ct);
+        if (stream is not (null or "all" or "stdout" or "stderr" or "combined"))
+            return TypedResults.ValidationProblem(new Dictionary<string, string[]> { ["stream"] = ["stream must be stdout, stderr or combined (omit it for stdout then stderr)"] });
+        if (timestamps == true && stream is null or "all")
+            return TypedResults.ValidationProblem(new Dictionary<string, string[]> { ["timestamps"] = ["timestamps need stream=stdout, stderr or combined"] });
+        var job = await FindAsync(id, scope, store, ct);
         if (job is null) return NotFound(id);
+        // A follower of a job no node has taken yet waits until one has: its logs will be there, not here.
+        while (follow == true && forwardFrom is not null && job is { Node: null } && !JobState.IsFinal(job.State))
+        {
+            await Task.Delay(PlacementPollInterval, ct);
+            job = await store.GetAsync(job.Id, ct);
+            if (job is null) return NotFound(id);
+        }
         if (forwardFrom is not null && NodeFilesApi.RanElsewhere(job, forwardFrom))
             return new ForwardToNodeResult(job.Node!, $"{NodeFilesApi.Prefix}/{job.Id}/logs{query}");
-        var files = new List<string>();
-        if (stream is null or "all" or "stdout") files.Add(paths.Stdout(job.Id));
-        if (stream is null or "all" or "stderr") files.Add(paths.Stderr(job.Id));
-        return new LogStreamResult(job.Id, files, follow == true, store);
+        var streams = new List<(string, string)>();
+        if (stream is null or "all" or "stdout" or "combined") streams.Add(("stdout", paths.Stdout(job.Id)));
+        if (stream is null or "all" or "stderr" or "combined") streams.Add(("stderr", paths.Stderr(job.Id)));
+        var ordered = stream == "combined" || timestamps == true;
+        return new LogStreamResult(job, new LogRequest(streams, ordered, follow == true, timestamps == true, status == true), store);
     }
 
-    private static async Task<JobRecord?> FindAsync(string id, JobStore store, CancellationToken ct) =>
-        Guid.TryParse(id, out var jobId) ? await store.GetAsync(jobId, ct) : null;
+    /// <summary>The job, when it is one <paramref name="scope"/> may see: another tenant's job is not found (404, like a
+    /// job that does not exist: a 403 would tell that it does).</summary>
+    private static async Task<JobRecord?> FindAsync(string id, string? scope, JobStore store, CancellationToken ct) =>
+        Guid.TryParse(id, out var jobId) ? await store.GetAsync(jobId, scope, ct) : null;
 
     private static ProblemHttpResult NotFound(string id) =>
         TypedResults.Problem(statusCode: StatusCodes.Status404NotFound, title: "Job not found", detail: $"no job with id \"{id}\"");

@@ -33,6 +33,7 @@ public static class NodeFit
         new("resources.cpus", a => a.Cpus, v => v.ToString("0.###", CultureInfo.InvariantCulture), v => Quantity.Count(v, "CPU"), ResourceAmounts.CpuTolerance),
         new("resources.memory", a => a.MemoryBytes, v => Quantity.Human((long)v), v => $"{Quantity.Human((long)v)} memory"),
         new("resources.gpus", a => a.Gpus, v => v.ToString(CultureInfo.InvariantCulture), v => Quantity.Count(v, "GPU")),
+        new("resources.disk", a => a.DiskBytes, v => Quantity.Human((long)v), v => $"{Quantity.Human((long)v)} disk"),
     ];
 
     /// <summary>Why <paramref name="spec"/> can never run on <paramref name="node"/>, in words; null when it could.</summary>
@@ -83,7 +84,7 @@ public static class NodeFit
             errors["resources.gpuModel"] = [$"no live node has {Quantity.Count(spec.Resources.Gpus, "GPU")} of a model matching \"{spec.Resources.GpuModel}\" " +
                 $"(models: {(models.Count == 0 ? "none" : string.Join(", ", models))})"];
         }
-        if (errors.Count == 0) errors["resources"] = ["no single live node has enough CPUs, memory and GPUs together for this job"];
+        if (errors.Count == 0) errors["resources"] = ["no single live node has enough CPUs, memory, GPUs and disk together for this job"];
         return errors;
     }
 

@@ -15,12 +15,28 @@ public sealed partial class JobStore(NpgsqlDataSource db) : IAttemptStore
     internal static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web);
 
     private const string Columns =
-        "id, name, image, image_digest, queue, spec, state, reason, message, exit_code, attempt, created_at, " +
-        "started_at, finished_at, usage, pull_progress, hangfire_job_id, cancel_requested, node, rerun_of";
+        "j.id, j.name, j.image, j.image_digest, j.queue, j.spec, j.state, j.reason, j.message, j.exit_code, j.attempt, j.created_at, " +
+        "j.started_at, j.finished_at, j.usage, j.pull_progress, j.hangfire_job_id, j.cancel_requested, j.node, j.tenant, j.submitted_by, " +
+        "n.url, n.state, n.attempts, n.last_error, n.delivered_at, j.logs_truncated, j.rerun_of";
+
+    /// <summary>The ordinal after <see cref="Columns"/>: a list adds the names of env there.</summary>
+    private const int EnvNamesOrdinal = 28;
+
+    private const string From = "batchrunner.jobs j left join batchrunner.notifications n on n.job_id = j.id";
 
     /// <summary>
-    /// Inserts a new job. With an idempotency key, a key seen before returns the id of the job it created
-    /// (and whether the request matched the first one) instead, in the same transaction.
+    /// A list item's columns: its spec without args and env, whose size only the submission limit bounds (256 KiB
+    /// each), so that a page of 1000 jobs stays small, and for the summary view without command either; the names of
+    /// env come separately (<see cref="EnvNamesOrdinal"/>).
+    /// </summary>
+    private static string ListColumns(bool summary) =>
+        Columns.Replace("j.spec,", summary ? "j.spec - array['command', 'args', 'env'] as spec," : "j.spec - array['args', 'env'] as spec,") +
+        ", array(select jsonb_object_keys(coalesce(j.spec->'env', '{}')) order by 1)";
+
+    /// <summary>
+    /// Inserts a new job (with its webhook delivery, when it asks for one). With an idempotency key, a key the job's
+    /// tenant used before returns the id of the job it created (and whether the request matched the first one)
+    /// instead, in the same transaction. Keys are per tenant: another tenant's job is never found by one.
     /// </summary>
     public async Task<(Guid Id, bool Created, bool SameRequest)> InsertAsync(JobRecord job, string? idempotencyKey, string requestHash, CancellationToken ct)
     {
@@ -29,10 +45,12 @@ public sealed partial class JobStore(NpgsqlDataSource db) : IAttemptStore
         if (idempotencyKey is not null)
         {
             // Serialise concurrent requests with the same key.
-            await using var lk = new NpgsqlCommand("select pg_advisory_xact_lock(hashtext('batchrunner.idem:' || @k))", conn, tx);
+            await using var lk = new NpgsqlCommand("select pg_advisory_xact_lock(hashtext('batchrunner.idem:' || @t || ':' || @k))", conn, tx);
+            lk.Parameters.AddWithValue("t", job.Tenant);
             lk.Parameters.AddWithValue("k", idempotencyKey);
             await lk.ExecuteNonQueryAsync(ct);
-            await using var find = new NpgsqlCommand("select job_id, request_hash from batchrunner.idempotency_keys where key = @k", conn, tx);
+            await using var find = new NpgsqlCommand("select job_id, request_hash from batchrunner.idempotency_keys where tenant = @t and key = @k", conn, tx);
+            find.Parameters.AddWithValue("t", job.Tenant);
             find.Parameters.AddWithValue("k", idempotencyKey);
             await using (var rd = await find.ExecuteReaderAsync(ct))
             {
@@ -41,17 +59,25 @@ public sealed partial class JobStore(NpgsqlDataSource db) : IAttemptStore
             }
         }
         await using (var cmd = new NpgsqlCommand("""
-            insert into batchrunner.jobs (id, name, image, queue, spec, state, created_at, rerun_of)
-            values (@id, @name, @image, @queue, @spec, @state, @created, @rerun)
+            insert into batchrunner.jobs (id, name, image, queue, spec, state, created_at, rerun_of, tenant, submitted_by, secrets)
+            values (@id, @name, @image, @queue, @spec, @state, @created, @rerun, @tenant, @by, @secrets)
             """, conn, tx))
         {
             AddInsert(cmd, job);
             await cmd.ExecuteNonQueryAsync(ct);
         }
         await InsertFilesAsync(conn, tx, "inputs", job.Id, job.Inputs, ct);
+        if (job.Spec.Notify is { } notify)
+        {
+            await using var n = new NpgsqlCommand("insert into batchrunner.notifications (job_id, url) values (@id, @u)", conn, tx);
+            n.Parameters.AddWithValue("id", job.Id);
+            n.Parameters.AddWithValue("u", notify.Url);
+            await n.ExecuteNonQueryAsync(ct);
+        }
         if (idempotencyKey is not null)
         {
-            await using var key = new NpgsqlCommand("insert into batchrunner.idempotency_keys (key, job_id, request_hash) values (@k, @id, @h)", conn, tx);
+            await using var key = new NpgsqlCommand("insert into batchrunner.idempotency_keys (tenant, key, job_id, request_hash) values (@t, @k, @id, @h)", conn, tx);
+            key.Parameters.AddWithValue("t", job.Tenant);
             key.Parameters.AddWithValue("k", idempotencyKey);
             key.Parameters.AddWithValue("id", job.Id);
             key.Parameters.AddWithValue("h", requestHash);
@@ -71,6 +97,9 @@ public sealed partial class JobStore(NpgsqlDataSource db) : IAttemptStore
         cmd.Parameters.AddWithValue("state", job.State);
         cmd.Parameters.AddWithValue("created", job.CreatedAt);
         cmd.Parameters.AddWithValue("rerun", (object?)job.RerunOf ?? DBNull.Value);
+        cmd.Parameters.AddWithValue("tenant", job.Tenant);
+        cmd.Parameters.Add(new NpgsqlParameter("by", NpgsqlDbType.Text) { Value = (object?)job.SubmittedBy ?? DBNull.Value });
+        cmd.Parameters.Add(new NpgsqlParameter("secrets", NpgsqlDbType.Bytea) { Value = (object?)job.ProtectedSecrets ?? DBNull.Value });
     }
 
     /// <summary>The rows of a job's inputs or outputs (<paramref name="table"/>), in the caller's transaction.</summary>
@@ -106,13 +135,19 @@ public sealed partial class JobStore(NpgsqlDataSource db) : IAttemptStore
         await cmd.ExecuteNonQueryAsync(ct);
     }
 
-    public async Task<JobRecord?> GetAsync(Guid id, CancellationToken ct)
+    public Task<JobRecord?> GetAsync(Guid id, CancellationToken ct) => GetAsync(id, tenant: null, ct);
+
+    /// <summary>The job, with its outputs; null when there is none, or it belongs to another tenant than
+    /// <paramref name="tenant"/> (null: any tenant). The API answers both alike (404), so that a job's existence is
+    /// never revealed to another tenant.</summary>
+    public async Task<JobRecord?> GetAsync(Guid id, string? tenant, CancellationToken ct)
     {
         await using var conn = await db.OpenConnectionAsync(ct);
         JobRecord? job;
-        await using (var cmd = new NpgsqlCommand($"select {Columns} from batchrunner.jobs where id = @id", conn))
+        await using (var cmd = new NpgsqlCommand($"select {Columns} from {From} where j.id = @id and (@t::text is null or j.tenant = @t)", conn))
         {
             cmd.Parameters.AddWithValue("id", id);
+            cmd.Parameters.Add(new NpgsqlParameter("t", NpgsqlDbType.Text) { Value = (object?)tenant ?? DBNull.Value });
             await using var rd = await cmd.ExecuteReaderAsync(ct);
             job = await rd.ReadAsync(ct) ? Read(rd) : null;
         }
@@ -121,64 +156,69 @@ public sealed partial class JobStore(NpgsqlDataSource db) : IAttemptStore
     }
 
     /// <summary>
-    /// The jobs <paramref name="filter"/> matches, newest first; the cursor is opaque to clients (created_at and id of
-    /// the last item), so a page after it is exact under any filter. With <paramref name="summary"/>, the spec is read
-    /// without command, args and env: what a list item shows stays small whatever a job's command line.
+    /// The jobs <paramref name="filter"/> matches (of its tenant; null: every tenant), newest first; the cursor is opaque
+    /// to clients (created_at and id of the last item), so a page after it is exact under any filter. Items are
+    /// summaries (<see cref="JobRecord.IsSummary"/>: no args and env, but their names); with <paramref name="summary"/>,
+    /// the spec is read without command either: what a list item shows stays small whatever a job's command line.
     /// </summary>
     public async Task<(IReadOnlyList<JobRecord> Items, string? NextCursor)> ListAsync(JobFilter filter, int limit, string? cursor, bool summary, CancellationToken ct)
     {
-        var columns = summary ? Columns.Replace("spec,", "spec - array['command', 'args', 'env'] as spec,") : Columns;
-        var sql = new StringBuilder($"select {columns} from batchrunner.jobs where true");
+        var sql = new StringBuilder($"select {ListColumns(summary)} from {From} where true");
         await using var cmd = db.CreateCommand();
+        if (filter.Tenant is { } tenant)
+        {
+            sql.Append(" and j.tenant = @tenant");
+            cmd.Parameters.AddWithValue("tenant", tenant);
+        }
         if (filter.States.Count == 1)
         {
             // Equality, not = any(...): only then can (state, created_at, id) hand rows over newest first.
-            sql.Append(" and state = @state");
+            sql.Append(" and j.state = @state");
             cmd.Parameters.AddWithValue("state", filter.States[0]);
         }
         else if (filter.States.Count > 1)
         {
-            sql.Append(" and state = any(@states)");
+            sql.Append(" and j.state = any(@states)");
             cmd.Parameters.AddWithValue("states", filter.States.ToArray());
         }
         if (filter.Name is { } name)
         {
-            sql.Append(filter.NameIsPrefix ? " and name like @name" : " and name = @name");
+            sql.Append(filter.NameIsPrefix ? " and j.name like @name" : " and j.name = @name");
             cmd.Parameters.AddWithValue("name", filter.NameIsPrefix ? LikePrefix(name) : name);
         }
         if (filter.Labels.Count > 0)
         {
-            sql.Append(" and spec -> 'labels' @> @labels");
+            sql.Append(" and j.spec -> 'labels' @> @labels");
             cmd.Parameters.Add(new NpgsqlParameter("labels", NpgsqlDbType.Jsonb) { Value = JsonSerializer.Serialize(filter.Labels, Json) });
         }
         if (filter.Since is { } since)
         {
-            sql.Append(" and created_at >= @since");
+            sql.Append(" and j.created_at >= @since");
             cmd.Parameters.AddWithValue("since", since);
         }
         if (filter.Until is { } until)
         {
-            sql.Append(" and created_at < @until");
+            sql.Append(" and j.created_at < @until");
             cmd.Parameters.AddWithValue("until", until);
         }
         if (filter.Queue is { } queue)
         {
-            sql.Append(" and queue = @queue");
+            sql.Append(" and j.queue = @queue");
             cmd.Parameters.AddWithValue("queue", queue);
         }
         if (cursor is not null)
         {
             var (at, id) = DecodeCursor(cursor);
-            sql.Append(" and (created_at, id) < (@cat, @cid)");
+            sql.Append(" and (j.created_at, j.id) < (@cat, @cid)");
             cmd.Parameters.AddWithValue("cat", at);
             cmd.Parameters.AddWithValue("cid", id);
         }
-        sql.Append(" order by created_at desc, id desc limit @limit");
+        sql.Append(" order by j.created_at desc, j.id desc limit @limit");
         cmd.Parameters.AddWithValue("limit", limit + 1);
         cmd.CommandText = sql.ToString();
         var items = new List<JobRecord>();
         await using (var rd = await cmd.ExecuteReaderAsync(ct))
-            while (await rd.ReadAsync(ct)) items.Add(Read(rd));
+            while (await rd.ReadAsync(ct)) items.Add(Read(rd) with { IsSummary = true, EnvNames = rd.GetFieldValue<string[]>(EnvNamesOrdinal) });
         string? next = null;
         if (items.Count > limit)
         {
@@ -225,10 +265,11 @@ public sealed partial class JobStore(NpgsqlDataSource db) : IAttemptStore
     /// A queued job is cancelled at once; a starting or running one is flagged, and its worker kills
     /// the container when it sees the flag (through Hangfire's cancellation token).
     /// </summary>
-    public async Task<(CancelResult Result, string? HangfireJobId)> RequestCancelAsync(Guid id, CancellationToken ct)
+    /// <remarks>Only a job of <paramref name="tenant"/> (null: any tenant) is found.</remarks>
+    public async Task<(CancelResult Result, string? HangfireJobId)> RequestCancelAsync(Guid id, string? tenant, CancellationToken ct)
     {
         await using var cmd = db.CreateCommand("""
-            with j as (select id, state from batchrunner.jobs where id = @id for update)
+            with j as (select id, state from batchrunner.jobs where id = @id and (@t::text is null or tenant = @t) for update)
             update batchrunner.jobs t set
                    cancel_requested = true,
                    state = case when j.state = 'queued' then 'cancelled' else t.state end,
@@ -239,6 +280,7 @@ public sealed partial class JobStore(NpgsqlDataSource db) : IAttemptStore
             returning j.state, t.hangfire_job_id
             """);
         cmd.Parameters.AddWithValue("id", id);
+        cmd.Parameters.Add(new NpgsqlParameter("t", NpgsqlDbType.Text) { Value = (object?)tenant ?? DBNull.Value });
         await using var rd = await cmd.ExecuteReaderAsync(ct);
         if (await rd.ReadAsync(ct))
         {
@@ -247,8 +289,9 @@ public sealed partial class JobStore(NpgsqlDataSource db) : IAttemptStore
             return (before == JobState.Queued ? CancelResult.CancelledWhileQueued : CancelResult.Signalled, hf);
         }
         await rd.CloseAsync();
-        await using var exists = db.CreateCommand("select 1 from batchrunner.jobs where id = @id");
+        await using var exists = db.CreateCommand("select 1 from batchrunner.jobs where id = @id and (@t::text is null or tenant = @t)");
         exists.Parameters.AddWithValue("id", id);
+        exists.Parameters.Add(new NpgsqlParameter("t", NpgsqlDbType.Text) { Value = (object?)tenant ?? DBNull.Value });
         return (await exists.ExecuteScalarAsync(ct) is null ? CancelResult.NotFound : CancelResult.AlreadyFinal, null);
     }
 
@@ -290,7 +333,12 @@ public sealed partial class JobStore(NpgsqlDataSource db) : IAttemptStore
             HangfireJobId = rd.IsDBNull(16) ? null : rd.GetString(16),
             CancelRequested = rd.GetBoolean(17),
             Node = rd.IsDBNull(18) ? null : rd.GetString(18),
-            RerunOf = rd.IsDBNull(19) ? null : rd.GetGuid(19),
+            RerunOf = rd.IsDBNull(27) ? null : rd.GetGuid(27),
+            Tenant = rd.GetString(19),
+            SubmittedBy = rd.IsDBNull(20) ? null : rd.GetString(20),
+            Notify = rd.IsDBNull(21) ? null : new NotificationRecord(rd.GetString(21), rd.GetString(22), rd.GetInt32(23),
+                rd.IsDBNull(24) ? null : rd.GetString(24), rd.IsDBNull(25) ? null : rd.GetFieldValue<DateTimeOffset>(25)),
+            LogsTruncated = rd.GetBoolean(26),
         };
     }
 }
