@@ -7,8 +7,8 @@ namespace BatchRunner.Server.Api;
 /// one shape in one place.</summary>
 public sealed class JobDocuments(JobStore store, JobNodeLiveness liveness) : IJobDocuments
 {
-    /// <summary>The job with its attempts, node liveness and (an array) children per state; null when there is no such
-    /// job in <paramref name="scope"/> (a tenant; null: any tenant).</summary>
+    /// <summary>The job with its inputs, attempts, node liveness and (an array) children per state; null when there is no
+    /// such job in <paramref name="scope"/> (a tenant; null: any tenant).</summary>
     public async Task<JobDto?> GetAsync(Guid id, string? scope, CancellationToken ct)
     {
         var job = await store.GetAsync(id, scope, ct);
@@ -17,7 +17,7 @@ public sealed class JobDocuments(JobStore store, JobNodeLiveness liveness) : IJo
 
     /// <summary>The document of a job already read (found by the caller within its tenant).</summary>
     public async Task<JobDto> DocumentAsync(JobRecord job, CancellationToken ct) =>
-        (await ListItemsAsync([job], ct))[0].WithAttempts(await store.GetAttemptsAsync(job.Id, ct));
+        (await ListItemsAsync([job], ct))[0].WithInputs(job).WithAttempts(await store.GetAttemptsAsync(job.Id, ct));
 
     /// <summary>Jobs as lists show them, with nodeAlive and (for arrays) children per state: two queries for the page.</summary>
     public async Task<IReadOnlyList<JobDto>> ListItemsAsync(IReadOnlyList<JobRecord> items, CancellationToken ct)

@@ -21,29 +21,47 @@ namespace BatchRunner.Server.Api;
 /// </remarks>
 internal static class JobSpecChecks
 {
+    /// <param name="shapeErrors">What reading the document found (fields of the wrong shape), reported first.</param>
     /// <param name="tenant">The tenant the job will belong to: a job it names must be one of this tenant's (another
     /// tenant's is refused as one that does not exist, so that its existence is never revealed).</param>
+    /// <param name="moreErrors">The caller's own errors (a header, a schedule's fields), named as they are.</param>
     public static async Task<(JobSpec? Spec, ValidationProblem? Problem)> CheckAsync(
-        JobSubmission? submission, string prefix, string tenant, BatchRunnerOptions options, LiveNodes liveNodes, JobStore store,
-        WebhookPolicy webhooks, IReadOnlyDictionary<string, string[]>? moreErrors, CancellationToken ct)
+        JobSubmission? submission, IReadOnlyDictionary<string, string[]>? shapeErrors, string prefix, string tenant, BatchRunnerOptions options,
+        LiveNodes liveNodes, JobStore store, WebhookPolicy webhooks, IReadOnlyDictionary<string, string[]>? moreErrors, CancellationToken ct)
     {
-        var result = JobSpecValidator.Validate(submission);
-        var errors = result.Errors.ToDictionary(e => prefix + e.Key, e => e.Value);
-        if (!string.IsNullOrWhiteSpace(submission?.Image) && !ImageReference.TryParse(submission.Image, out _, out var refError))
-            errors[prefix + "image"] = [refError ?? "invalid image reference"];
-        if (result.Spec?.Logs.MaxBytes is { } logCap && logCap > options.MaxLogBytesValue())
-            errors[prefix + "logs.maxBytes"] = [$"logs.maxBytes ({Quantity.FormatBytes(logCap)}) must not exceed this node's MaxLogBytes ({Quantity.FormatBytes(options.MaxLogBytesValue())})"];
-        var queueName = submission?.Queue ?? JobDefaults.Queue;
-        if (!errors.ContainsKey(prefix + "queue") && !options.Queues.Contains(queueName))
-            errors[prefix + "queue"] = [$"unknown queue \"{queueName}\"; configured queues: {string.Join(", ", options.Queues)}"];
-        foreach (var (field, message) in WebhookErrors(result.Spec?.Notify, webhooks, options.Webhooks))
-            errors[prefix + field] = [message];
-        foreach (var (k, v) in moreErrors ?? new Dictionary<string, string[]>()) errors[k] = v;
-        if (errors.Count > 0) return (null, TypedResults.ValidationProblem(errors, title: "The job spec is invalid"));
+        // Every error at once: the document's shape, the spec's meaning, this node's policy, the server's settings.
+        var errors = new FieldErrors().Add(shapeErrors ?? new Dictionary<string, string[]>());
+        var result = submission is null ? null : JobSpecValidator.Validate(submission);
+        if (result is not null) errors.Add(result.Errors);
+        if (submission is not null)
+        {
+            errors.Add(JobSubmissionReader.NodePolicyErrors(submission, options.Isolation));
+            if (!string.IsNullOrWhiteSpace(submission.Image) && !ImageReference.TryParse(submission.Image, out _, out var refError))
+                errors.Add("image", refError ?? "invalid image reference");
+            var queueName = submission.Queue ?? JobDefaults.Queue;
+            if (!errors.Has("queue") && !options.Queues.Contains(queueName))
+                errors.Add("queue", $"unknown queue \"{queueName}\"; configured queues: {string.Join(", ", options.Queues)}");
+        }
+        if (submission?.StopGraceSeconds > options.MaxStopGraceSeconds && !errors.Has("stopGraceSeconds"))
+            errors.Add("stopGraceSeconds", $"stopGraceSeconds must be at most {options.MaxStopGraceSeconds} on this cluster (MaxStopGraceSeconds)");
+        if (result?.Spec?.Logs.MaxBytes is { } logCap && logCap > options.MaxLogBytesValue())
+            errors.Add("logs.maxBytes", $"logs.maxBytes ({Quantity.Human(logCap)}) must not exceed this node's MaxLogBytes ({Quantity.Human(options.MaxLogBytesValue())})");
+        foreach (var (field, message) in WebhookErrors(result?.Spec?.Notify, webhooks, options.Webhooks))
+            errors.Add(field, message);
+        // resources.disk settled (this node's default when omitted) and checked against its maximum.
+        JobSpec? settled = null;
+        if (result?.Spec is { } valid)
+        {
+            (settled, var diskError) = DiskRequests.Settle(valid, options.Disk);
+            if (diskError is not null) errors.Add("resources.disk", diskError);
+        }
+        var all = errors.ToDictionary().ToDictionary(e => prefix + e.Key, e => e.Value);
+        foreach (var (k, v) in moreErrors ?? new Dictionary<string, string[]>()) all[k] = v;
+        if (all.Count > 0 || settled is null)
+            return (null, TypedResults.ValidationProblem(all, title: "The job spec is invalid"));
 
-        var (spec, diskError) = DiskRequests.Settle(result.Spec!, options.Disk);
-        if (diskError is not null)
-            return (null, TypedResults.ValidationProblem(new Dictionary<string, string[]> { [prefix + "resources.disk"] = [diskError] }, title: "The job spec is invalid"));
+        // The node's default stop grace is written into the job: what it will get is on the job, whichever node runs it.
+        var spec = settled with { StopGraceSeconds = settled.StopGraceSeconds ?? options.StopGraceSeconds };
         // A job that no live node could ever run is refused now rather than queued forever.
         var misfit = await liveNodes.WhyNoNodeFitsAsync(spec, ct);
         if (misfit.Count > 0)

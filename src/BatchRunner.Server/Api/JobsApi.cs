@@ -30,9 +30,16 @@ public static class JobsApi
         api.MapGet("/{id}", GetAsync).WithName("GetJob").RequireAuthorization(Policies.Read);
         api.MapGet("/{id}/children", ChildrenAsync).WithName("ListJobChildren").RequireAuthorization(Policies.Read);
         api.MapPost("/{id}/cancel", CancelAsync).WithName("CancelJob").RequireAuthorization(Policies.Submit);
+        api.MapPost("/{id}/rerun", JobRerun.RerunAsync).WithName("RerunJob").RequireAuthorization(Policies.Submit);
         api.MapGet("/{id}/logs", LogsAsync).WithName("GetJobLogs").RequireAuthorization(Policies.Read);
         api.MapGet("/{id}/outputs", ListOutputsAsync).WithName("ListJobOutputs").RequireAuthorization(Policies.Read);
         api.MapGet("/{id}/outputs/{**path}", GetOutputAsync).WithName("GetJobOutput").RequireAuthorization(Policies.Read);
+        api.MapGet("/{id}/" + OutputArchiveResult.ZipName, (string id, HttpContext http, JobStore store, DataPaths paths, NodeIdentity node, CancellationToken ct) =>
+                ServeOutputArchiveAsync(id, OutputArchiveResult.Format.Zip, Caller.Of(http).Scope, store, paths, node, ct))
+            .WithName("GetJobOutputsZip").RequireAuthorization(Policies.Read);
+        api.MapGet("/{id}/" + OutputArchiveResult.TarGzName, (string id, HttpContext http, JobStore store, DataPaths paths, NodeIdentity node, CancellationToken ct) =>
+                ServeOutputArchiveAsync(id, OutputArchiveResult.Format.TarGz, Caller.Of(http).Scope, store, paths, node, ct))
+            .WithName("GetJobOutputsTarGz").RequireAuthorization(Policies.Read);
         return api;
     }
 
@@ -43,7 +50,7 @@ public static class JobsApi
         WebhookPolicy webhooks, IOptions<BatchRunnerOptions> options, CancellationToken ct)
     {
         var caller = Caller.Of(request.HttpContext);
-        // JSON, or multipart with a spec part and input files (staged, not yet the job's); node policy checked.
+        // JSON, or multipart with a spec part and input files (staged, not yet the job's).
         var read = await JobSubmissionReader.ReadAsync(request, ct);
         if (read.Invalid is { } invalid) return invalid;
         if (read.Problem is { } problem) return problem;
@@ -52,16 +59,12 @@ public static class JobsApi
         var headerErrors = new Dictionary<string, string[]>();
         if (idempotencyKey is not null && (idempotencyKey.Length is 0 or > 255))
             headerErrors[IdempotencyKeyHeader] = ["the Idempotency-Key header must be 1-255 characters"];
-        var (spec, refused) = await JobSpecChecks.CheckAsync(read.Submission, "", caller.Tenant, options.Value, liveNodes, store, webhooks, headerErrors, ct);
+        // Every error at once: the document's shape, the spec's meaning, this node's policy, the server's settings, and
+        // the jobs it names (within the caller's tenant).
+        var (spec, refused) = await JobSpecChecks.CheckAsync(read.Submission, read.FieldErrors, "", caller.Tenant, options.Value, liveNodes, store, webhooks, headerErrors, ct);
         if (refused is not null) return refused;
-
         var jobSecrets = new JobSecrets(spec!.SecretEnv, spec.Notify?.Secret);
-        var job = JobRecord.New(spec) with
-        {
-            Tenant = caller.Tenant,
-            SubmittedBy = caller.KeyId,
-            ProtectedSecrets = jobSecrets.IsEmpty ? null : secrets.Protect(jobSecrets),
-        };
+        var job = NewJob(spec, await JobSubmissionReader.StagedInputsAsync(request, ct), caller, jobSecrets.IsEmpty ? null : secrets.Protect(jobSecrets));
         // The stored spec (secret names included, secret values never) identifies the request; the secret values
         // are compared by decrypting the first job's, so no hash of a secret is ever stored.
         var requestHash = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(JsonSerializer.SerializeToUtf8Bytes(spec, JobStore.Json)));
@@ -76,47 +79,67 @@ public static class JobsApi
         }
         // Inputs are in the job's directory before any worker can pick the job up.
         JobSubmissionReader.CommitInputs(request, job.Id);
-        // Enqueued; or Awaiting while it waits for dependencies; or, for an array, the parent's message (its children get
-        // theirs from the dispatcher, within its parallelism). The job exists from the commit on: an outage now must not
-        // become a 503 for a job that will run anyway.
+        return await EnqueueAsync(job, queue);
+    }
+
+    /// <summary>A new job of <paramref name="spec"/> (queued, or waiting when it has dependencies: <see cref="JobRecord.New"/>),
+    /// given <paramref name="inputs"/>, owned by the tenant of <paramref name="caller"/>, with its secrets already encrypted
+    /// (<paramref name="protectedSecrets"/>).</summary>
+    internal static JobRecord NewJob(JobSpec spec, IReadOnlyList<OutputFile> inputs, Caller caller, byte[]? protectedSecrets, Guid? rerunOf = null) => JobRecord.New(spec) with
+    {
+        Inputs = inputs,
+        RerunOf = rerunOf,
+        Tenant = caller.Tenant,
+        SubmittedBy = caller.KeyId,
+        ProtectedSecrets = protectedSecrets,
+    };
+
+    /// <summary>Gives a stored job (its inputs in place) its first Hangfire message and answers 201 with it: Enqueued; or
+    /// Awaiting while it waits for dependencies; or, for an array, the parent's message (its children get theirs from the
+    /// dispatcher, within its parallelism).</summary>
+    internal static async Task<Created<JobDto>> EnqueueAsync(JobRecord job, JobQueue queue)
+    {
+        // The job exists from the commit on: an outage now must not become a 503 for a job that will run anyway.
         var hangfireId = await queue.CreateAcceptedAsync(job, EnqueueDeadline);
-        BatchRunnerMetrics.JobsSubmitted.WithLabels(spec.Queue).Inc();
+        BatchRunnerMetrics.JobsSubmitted.WithLabels(job.Queue).Inc();
         // What was stored, without reading it back: its webhook (if any) is waiting for the job to end.
-        var notify = spec.Notify is { } n ? new NotificationRecord(n.Url, NotificationState.Waiting, 0, null, null) : null;
-        var dto = JobDto.From(job with { HangfireJobId = hangfireId, Notify = notify });
-        if (job.IsArrayParent) dto = dto.WithChildCounts(new Dictionary<Guid, IReadOnlyDictionary<string, int>> { [job.Id] = new Dictionary<string, int> { [JobState.Queued] = spec.Array!.Size } });
+        var notify = job.Spec.Notify is { } n ? new NotificationRecord(n.Url, NotificationState.Waiting, 0, null, null) : null;
+        var dto = JobDto.From(job with { HangfireJobId = hangfireId, Notify = notify }).WithInputs(job);
+        if (job.IsArrayParent) dto = dto.WithChildCounts(new Dictionary<Guid, IReadOnlyDictionary<string, int>> { [job.Id] = new Dictionary<string, int> { [JobState.Queued] = job.Spec.Array!.Size } });
         return TypedResults.Created($"/api/v1/jobs/{job.Id}", dto);
     }
 
     /// <summary>How long a submission waits for the database to come back to enqueue a job it has already recorded.</summary>
     private static readonly TimeSpan EnqueueDeadline = TimeSpan.FromSeconds(20);
 
-    /// <summary>Top-level jobs, newest first. A user or viewer sees its own tenant's jobs; an admin every tenant's, or one
-    /// (<paramref name="tenant"/>). <paramref name="schedule"/>: only that schedule's runs.</summary>
-    public static async Task<Results<Ok<JobListDto>, ValidationProblem, ProblemHttpResult>> ListAsync(
-        HttpContext http, JobStore store, JobDocuments documents, string? state, int? limit, string? cursor, string? tenant, string? schedule, CancellationToken ct)
+    /// <summary>
+    /// Jobs, newest first, narrowed by every filter given (<see cref="JobListQuery"/>), within the caller's tenant: a user
+    /// or viewer sees its own tenant's jobs; an admin every tenant's, or one (<paramref name="tenant"/>). The default view
+    /// lists a job's fields but args and env (bounded only by the submission limit; envNames has the names);
+    /// <c>view=summary</c> also leaves out command and outputs. Arrays' children are listed under their parent
+    /// (<see cref="ChildrenAsync"/>), not here; <paramref name="schedule"/>: only that schedule's runs.
+    /// </summary>
+    public static async Task<Results<Ok<JobListDto>, Ok<JobSummaryListDto>, ValidationProblem, ProblemHttpResult>> ListAsync(
+        HttpContext http, JobStore store, JobDocuments documents, string? state, int? limit, string? cursor, string? tenant,
+        string? name, string[]? label, string? since, string? until, string? queue, string? schedule, string? view, CancellationToken ct)
     {
         var caller = Caller.Of(http);
         if (tenant is not null && !caller.IsAdmin && tenant != caller.Tenant)
             return TypedResults.Problem(statusCode: StatusCodes.Status403Forbidden, title: "Forbidden",
                 detail: $"only admin keys list another tenant's jobs; this key's tenant is \"{caller.Tenant}\"");
-        var errors = new Dictionary<string, string[]>();
-        if (state is not null && !JobState.IsKnown(state))
-            errors["state"] = [$"unknown state \"{state}\"; one of {string.Join(", ", JobState.All)}"];
+        var (filter, errors) = JobListQuery.Read(state, name, label, since, until, queue, schedule);
+        var summary = JobListQuery.Summary(view, errors);
         if (limit is < 1 or > MaxPageSize)
             errors["limit"] = [$"limit must be between 1 and {MaxPageSize}"];
         if (cursor is not null && !JobStore.TryValidateCursor(cursor))
             errors["cursor"] = ["invalid cursor: pass the nextCursor of a previous page"];
-        Guid? scheduleId = null;
-        if (schedule is not null)
-        {
-            if (Guid.TryParse(schedule, out var sid)) scheduleId = sid;
-            else errors["schedule"] = [$"\"{schedule}\" is not a schedule id"];
-        }
-        if (errors.Count > 0) return TypedResults.ValidationProblem(errors);
+        if (errors.Count > 0 || filter is null || summary is null) return TypedResults.ValidationProblem(errors, title: "The list query is invalid");
 
-        var (items, next) = await store.ListAsync(state, tenant ?? caller.Scope, limit ?? DefaultPageSize, cursor, ct, scheduleId);
-        return TypedResults.Ok(new JobListDto(await documents.ListItemsAsync(items, ct), next));
+        var (items, next) = await store.ListAsync(filter with { Tenant = tenant ?? caller.Scope }, limit ?? DefaultPageSize, cursor, summary.Value, ct);
+        var jobs = await documents.ListItemsAsync(items, ct);
+        return summary.Value
+            ? TypedResults.Ok(new JobSummaryListDto(jobs.Select(JobSummaryDto.From).ToList(), next))
+            : TypedResults.Ok(new JobListDto(jobs, next));
     }
 
     /// <summary>A job by its id, or an array's child as <c>PARENT-ID:INDEX</c>.</summary>
@@ -212,6 +235,27 @@ public static class JobsApi
         if (!OutputScanner.IsRegularFile(full))
             return TypedResults.Problem(statusCode: 404, title: "No such output", detail: $"output \"{path}\" of job {id} is no longer on node {job.Node}");
         return TypedResults.PhysicalFile(full, "application/octet-stream", Path.GetFileName(file.Path), enableRangeProcessing: true);
+    }
+
+    /// <summary>Every output file of the job in one archive (<see cref="OutputArchiveResult"/>): from this node's data
+    /// directory, or (with <paramref name="forwardFrom"/>) forwarded to the node that ran the job. Only a job of tenant
+    /// <paramref name="scope"/> (null: any) is found; the API node checks before it forwards.</summary>
+    internal static async Task<IResult> ServeOutputArchiveAsync(string id, OutputArchiveResult.Format format, string? scope, JobStore store, DataPaths paths,
+        NodeIdentity? forwardFrom, CancellationToken ct)
+    {
+        var job = await FindAsync(id, scope, store, ct);
+        if (job is null) return NotFound(id);
+        var name = format == OutputArchiveResult.Format.Zip ? OutputArchiveResult.ZipName : OutputArchiveResult.TarGzName;
+        if (forwardFrom is not null && NodeFilesApi.RanElsewhere(job, forwardFrom))
+            return new ForwardToNodeResult(job.Node!, $"{NodeFilesApi.Prefix}/{job.Id}/{name}");
+        if (!JobState.IsFinal(job.State))
+            return TypedResults.Problem(statusCode: StatusCodes.Status409Conflict, title: "The job has not ended",
+                detail: $"job {id} is {job.State}: its outputs are listed, and can be downloaded, once it ends");
+        // Checked before the first byte goes out: once the archive streams, its status can no longer say a file is gone.
+        var outputs = paths.Outputs(job.Id);
+        if (job.Outputs.FirstOrDefault(o => !OutputScanner.IsRegularFile(Path.Combine(outputs, o.Path))) is { } missing)
+            return TypedResults.Problem(statusCode: 404, title: "No such output", detail: $"output \"{missing.Path}\" of job {id} is no longer on node {job.Node}");
+        return new OutputArchiveResult(job.Id, outputs, job.Outputs, format);
     }
 
     public static Task<IResult> LogsAsync(

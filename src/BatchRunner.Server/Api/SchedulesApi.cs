@@ -197,8 +197,7 @@ public static class SchedulesApi
             return errors.Count > 0 ? (null, TypedResults.ValidationProblem(errors, title: "The schedule is invalid")) : (draft with { Spec = keepSpec }, null);
         if (job is null)
             return (null, TypedResults.ValidationProblem(errors, title: "The schedule is invalid"));
-        foreach (var (k, v) in JobSubmissionReader.NodePolicyErrors(job, options.Isolation)) errors["job." + k] = v;
-        var (spec, problem) = await JobSpecChecks.CheckAsync(job, "job.", draft.Tenant, options, liveNodes, jobs, webhooks, errors, ct);
+        var (spec, problem) = await JobSpecChecks.CheckAsync(job, null, "job.", draft.Tenant, options, liveNodes, jobs, webhooks, errors, ct);
         if (problem is not null) return (null, problem);
         var jobSecrets = new JobSecrets(spec!.SecretEnv, spec.Notify?.Secret);
         return (draft with { Spec = spec, ProtectedSecrets = jobSecrets.IsEmpty ? null : secrets.Protect(jobSecrets) }, null);

@@ -75,7 +75,7 @@ public sealed partial class JobStore
     public async Task<(IReadOnlyList<JobRecord> Items, int? NextAfter)> ListChildrenAsync(Guid parent, string? state, int limit, int afterIndex, CancellationToken ct)
     {
         await using var cmd = db.CreateCommand($"""
-            select {SummaryColumns} from {From}
+            select {ListColumns(summary: false)} from {From}
              where j.parent_id = @p and j.array_index > @after {(state is null ? "" : "and j.state = @state")}
              order by j.array_index limit @limit
             """);
@@ -85,7 +85,7 @@ public sealed partial class JobStore
         if (state is not null) cmd.Parameters.AddWithValue("state", state);
         var items = new List<JobRecord>();
         await using (var rd = await cmd.ExecuteReaderAsync(ct))
-            while (await rd.ReadAsync(ct)) items.Add(Read(rd) with { IsSummary = true, EnvNames = rd.GetFieldValue<string[]>(SummaryEnvNamesOrdinal) });
+            while (await rd.ReadAsync(ct)) items.Add(Read(rd) with { IsSummary = true, EnvNames = rd.GetFieldValue<string[]>(EnvNamesOrdinal) });
         int? next = null;
         if (items.Count > limit)
         {

@@ -17,26 +17,27 @@ public sealed partial class JobStore(NpgsqlDataSource db, WorkflowSignal? signal
     private const string Columns =
         "j.id, j.name, j.image, j.image_digest, j.queue, j.spec, j.state, j.reason, j.message, j.exit_code, j.attempt, j.created_at, " +
         "j.started_at, j.finished_at, j.usage, j.pull_progress, j.hangfire_job_id, j.cancel_requested, j.node, j.tenant, j.submitted_by, " +
-        "n.url, n.state, n.attempts, n.last_error, n.delivered_at, j.logs_truncated, j.parent_id, j.array_index, j.schedule_id";
+        "n.url, n.state, n.attempts, n.last_error, n.delivered_at, j.logs_truncated, j.rerun_of, j.parent_id, j.array_index, j.schedule_id";
 
-    /// <summary>A list item's spec: without args and env, whose size only the submission limit bounds (256 KiB each),
-    /// so that a page of 1000 jobs stays small; the names of the variables come separately (the column after
-    /// <see cref="Columns"/>' last, <see cref="SummaryEnvNamesOrdinal"/>).</summary>
-    private const string SummaryColumns =
-        "j.id, j.name, j.image, j.image_digest, j.queue, j.spec - 'args' - 'env', j.state, j.reason, j.message, j.exit_code, j.attempt, j.created_at, " +
-        "j.started_at, j.finished_at, j.usage, j.pull_progress, j.hangfire_job_id, j.cancel_requested, j.node, j.tenant, j.submitted_by, " +
-        "n.url, n.state, n.attempts, n.last_error, n.delivered_at, j.logs_truncated, j.parent_id, j.array_index, j.schedule_id, " +
-        "array(select jsonb_object_keys(coalesce(j.spec->'env', '{}')) order by 1)";
-
-    private const int SummaryEnvNamesOrdinal = 30;
+    /// <summary>The ordinal after <see cref="Columns"/>: a list adds the names of env there.</summary>
+    private const int EnvNamesOrdinal = 31;
 
     private const string From = "batchrunner.jobs j left join batchrunner.notifications n on n.job_id = j.id";
 
     /// <summary>
-    /// Inserts a new job, with its webhook delivery (when it asks for one), its dependencies and, for an array, its
-    /// children (undispatched), in one transaction. With an idempotency key, a key the job's tenant used before returns
-    /// the id of the job it created (and whether the request matched the first one) instead, in the same transaction.
-    /// Keys are per tenant: another tenant's job is never found by one.
+    /// A list item's columns: its spec without args and env, whose size only the submission limit bounds (256 KiB
+    /// each), so that a page of 1000 jobs stays small, and for the summary view without command either; the names of
+    /// env come separately (<see cref="EnvNamesOrdinal"/>).
+    /// </summary>
+    private static string ListColumns(bool summary) =>
+        Columns.Replace("j.spec,", summary ? "j.spec - array['command', 'args', 'env'] as spec," : "j.spec - array['args', 'env'] as spec,") +
+        ", array(select jsonb_object_keys(coalesce(j.spec->'env', '{}')) order by 1)";
+
+    /// <summary>
+    /// Inserts a new job, with its inputs, its webhook delivery (when it asks for one), its dependencies and, for an
+    /// array, its children (undispatched), in one transaction. With an idempotency key, a key the job's tenant used before
+    /// returns the id of the job it created (and whether the request matched the first one) instead, in the same
+    /// transaction. Keys are per tenant: another tenant's job is never found by one.
     /// </summary>
     public async Task<(Guid Id, bool Created, bool SameRequest)> InsertAsync(JobRecord job, string? idempotencyKey, string requestHash, CancellationToken ct)
     {
@@ -77,8 +78,8 @@ public sealed partial class JobStore(NpgsqlDataSource db, WorkflowSignal? signal
     internal static async Task InsertRowsAsync(NpgsqlConnection conn, NpgsqlTransaction tx, JobRecord job, CancellationToken ct)
     {
         await using (var cmd = new NpgsqlCommand("""
-            insert into batchrunner.jobs (id, name, image, queue, spec, state, message, created_at, tenant, submitted_by, secrets, array_size, schedule_id, hangfire_job_id)
-            values (@id, @name, @image, @queue, @spec, @state, @message, @created, @tenant, @by, @secrets, @size, @schedule, @hangfire)
+            insert into batchrunner.jobs (id, name, image, queue, spec, state, message, created_at, rerun_of, tenant, submitted_by, secrets, array_size, schedule_id, hangfire_job_id)
+            values (@id, @name, @image, @queue, @spec, @state, @message, @created, @rerun, @tenant, @by, @secrets, @size, @schedule, @hangfire)
             """, conn, tx))
         {
             cmd.Parameters.AddWithValue("id", job.Id);
@@ -89,6 +90,7 @@ public sealed partial class JobStore(NpgsqlDataSource db, WorkflowSignal? signal
             cmd.Parameters.AddWithValue("state", job.State);
             cmd.Parameters.Add(new NpgsqlParameter("message", NpgsqlDbType.Text) { Value = (object?)job.Message ?? DBNull.Value });
             cmd.Parameters.AddWithValue("created", job.CreatedAt);
+            cmd.Parameters.AddWithValue("rerun", (object?)job.RerunOf ?? DBNull.Value);
             cmd.Parameters.AddWithValue("tenant", job.Tenant);
             cmd.Parameters.Add(new NpgsqlParameter("by", NpgsqlDbType.Text) { Value = (object?)job.SubmittedBy ?? DBNull.Value });
             cmd.Parameters.Add(new NpgsqlParameter("secrets", NpgsqlDbType.Bytea) { Value = (object?)job.ProtectedSecrets ?? DBNull.Value });
@@ -97,6 +99,7 @@ public sealed partial class JobStore(NpgsqlDataSource db, WorkflowSignal? signal
             cmd.Parameters.Add(new NpgsqlParameter("hangfire", NpgsqlDbType.Text) { Value = (object?)job.HangfireJobId ?? DBNull.Value });
             await cmd.ExecuteNonQueryAsync(ct);
         }
+        await InsertFilesAsync(conn, tx, "inputs", job.Id, job.Inputs, ct);
         // An array's webhook is its parent's alone (its children get no row): it is called once, when the array ends.
         if (job.Spec.Notify is { } notify)
         {
@@ -107,6 +110,31 @@ public sealed partial class JobStore(NpgsqlDataSource db, WorkflowSignal? signal
         }
         await InsertDependenciesAsync(conn, tx, job, ct);
         if (job.IsArrayParent) await InsertChildrenAsync(conn, tx, job, ct);
+    }
+
+    /// <summary>The rows of a job's inputs or outputs (<paramref name="table"/>), in the caller's transaction.</summary>
+    private static async Task InsertFilesAsync(NpgsqlConnection conn, NpgsqlTransaction tx, string table, Guid id, IReadOnlyList<OutputFile> files, CancellationToken ct)
+    {
+        if (files.Count == 0) return;
+        await using var cmd = new NpgsqlCommand($"""
+            insert into batchrunner.{table} (job_id, path, size, sha256)
+            select @id, * from unnest(@paths, @sizes, @hashes)
+            """, conn, tx);
+        cmd.Parameters.AddWithValue("id", id);
+        cmd.Parameters.AddWithValue("paths", files.Select(f => f.Path).ToArray());
+        cmd.Parameters.AddWithValue("sizes", files.Select(f => f.Size).ToArray());
+        cmd.Parameters.AddWithValue("hashes", files.Select(f => f.Sha256).ToArray());
+        await cmd.ExecuteNonQueryAsync(ct);
+    }
+
+    private static async Task<List<OutputFile>> ReadFilesAsync(NpgsqlConnection conn, string table, Guid id, CancellationToken ct)
+    {
+        var files = new List<OutputFile>();
+        await using var cmd = new NpgsqlCommand($"select path, size, sha256 from batchrunner.{table} where job_id = @id order by path", conn);
+        cmd.Parameters.AddWithValue("id", id);
+        await using var rd = await cmd.ExecuteReaderAsync(ct);
+        while (await rd.ReadAsync(ct)) files.Add(new OutputFile(rd.GetString(0), rd.GetInt64(1), rd.GetString(2)));
+        return files;
     }
 
     public async Task SetHangfireJobIdAsync(Guid id, string hangfireJobId, CancellationToken ct)
@@ -143,37 +171,65 @@ public sealed partial class JobStore(NpgsqlDataSource db, WorkflowSignal? signal
             job = await rd.ReadAsync(ct) ? Read(rd) : null;
         }
         if (job is null) return null;
-        var outputs = new List<OutputFile>();
-        await using (var cmd = new NpgsqlCommand("select path, size, sha256 from batchrunner.outputs where job_id = @id order by path", conn))
-        {
-            cmd.Parameters.AddWithValue("id", id);
-            await using var rd = await cmd.ExecuteReaderAsync(ct);
-            while (await rd.ReadAsync(ct)) outputs.Add(new OutputFile(rd.GetString(0), rd.GetInt64(1), rd.GetString(2)));
-        }
-        return job with { Outputs = outputs };
+        return job with { Outputs = await ReadFilesAsync(conn, "outputs", id, ct), Inputs = await ReadFilesAsync(conn, "inputs", id, ct) };
     }
 
-    /// <summary>Top-level jobs (an array's children are listed under their parent), newest first, summaries
-    /// (<see cref="JobRecord.IsSummary"/>), of one tenant (<paramref name="tenant"/>; null: every tenant); the cursor is
-    /// opaque to clients (created_at and id of the last item). <paramref name="schedule"/>: only that schedule's runs.</summary>
-    public async Task<(IReadOnlyList<JobRecord> Items, string? NextCursor)> ListAsync(string? state, string? tenant, int limit, string? cursor, CancellationToken ct, Guid? schedule = null)
+    /// <summary>
+    /// The top-level jobs <paramref name="filter"/> matches (of its tenant; null: every tenant), newest first; an array's
+    /// children are listed under their parent, not here. The cursor is opaque to clients (created_at and id of the last
+    /// item), so a page after it is exact under any filter. Items are summaries (<see cref="JobRecord.IsSummary"/>: no
+    /// args and env, but their names); with <paramref name="summary"/>, the spec is read without command either: what a
+    /// list item shows stays small whatever a job's command line.
+    /// </summary>
+    public async Task<(IReadOnlyList<JobRecord> Items, string? NextCursor)> ListAsync(JobFilter filter, int limit, string? cursor, bool summary, CancellationToken ct)
     {
-        var sql = new StringBuilder($"select {SummaryColumns} from {From} where j.parent_id is null");
+        var sql = new StringBuilder($"select {ListColumns(summary)} from {From} where j.parent_id is null");
         await using var cmd = db.CreateCommand();
-        if (tenant is not null)
+        if (filter.Tenant is { } tenant)
         {
             sql.Append(" and j.tenant = @tenant");
             cmd.Parameters.AddWithValue("tenant", tenant);
         }
-        if (state is not null)
+        if (filter.States.Count == 1)
         {
+            // Equality, not = any(...): only then can (state, created_at, id) hand rows over newest first.
             sql.Append(" and j.state = @state");
-            cmd.Parameters.AddWithValue("state", state);
+            cmd.Parameters.AddWithValue("state", filter.States[0]);
         }
-        if (schedule is not null)
+        else if (filter.States.Count > 1)
+        {
+            sql.Append(" and j.state = any(@states)");
+            cmd.Parameters.AddWithValue("states", filter.States.ToArray());
+        }
+        if (filter.Name is { } name)
+        {
+            sql.Append(filter.NameIsPrefix ? " and j.name like @name" : " and j.name = @name");
+            cmd.Parameters.AddWithValue("name", filter.NameIsPrefix ? LikePrefix(name) : name);
+        }
+        if (filter.Labels.Count > 0)
+        {
+            sql.Append(" and j.spec -> 'labels' @> @labels");
+            cmd.Parameters.Add(new NpgsqlParameter("labels", NpgsqlDbType.Jsonb) { Value = JsonSerializer.Serialize(filter.Labels, Json) });
+        }
+        if (filter.Since is { } since)
+        {
+            sql.Append(" and j.created_at >= @since");
+            cmd.Parameters.AddWithValue("since", since);
+        }
+        if (filter.Until is { } until)
+        {
+            sql.Append(" and j.created_at < @until");
+            cmd.Parameters.AddWithValue("until", until);
+        }
+        if (filter.Queue is { } queue)
+        {
+            sql.Append(" and j.queue = @queue");
+            cmd.Parameters.AddWithValue("queue", queue);
+        }
+        if (filter.Schedule is { } schedule)
         {
             sql.Append(" and j.schedule_id = @schedule");
-            cmd.Parameters.AddWithValue("schedule", schedule.Value);
+            cmd.Parameters.AddWithValue("schedule", schedule);
         }
         if (cursor is not null)
         {
@@ -187,7 +243,7 @@ public sealed partial class JobStore(NpgsqlDataSource db, WorkflowSignal? signal
         cmd.CommandText = sql.ToString();
         var items = new List<JobRecord>();
         await using (var rd = await cmd.ExecuteReaderAsync(ct))
-            while (await rd.ReadAsync(ct)) items.Add(Read(rd) with { IsSummary = true, EnvNames = rd.GetFieldValue<string[]>(SummaryEnvNamesOrdinal) });
+            while (await rd.ReadAsync(ct)) items.Add(Read(rd) with { IsSummary = true, EnvNames = rd.GetFieldValue<string[]>(EnvNamesOrdinal) });
         string? next = null;
         if (items.Count > limit)
         {
@@ -196,6 +252,10 @@ public sealed partial class JobStore(NpgsqlDataSource db, WorkflowSignal? signal
         }
         return (items, next);
     }
+
+    /// <summary>A LIKE pattern matching what starts with <paramref name="prefix"/>: its own % _ \ are escaped.</summary>
+    private static string LikePrefix(string prefix) =>
+        prefix.Replace(@"\", @"\\").Replace("%", @"\%").Replace("_", @"\_") + "%";
 
     public static bool TryValidateCursor(string cursor)
     {
@@ -334,14 +394,15 @@ public sealed partial class JobStore(NpgsqlDataSource db, WorkflowSignal? signal
             HangfireJobId = rd.IsDBNull(16) ? null : rd.GetString(16),
             CancelRequested = rd.GetBoolean(17),
             Node = rd.IsDBNull(18) ? null : rd.GetString(18),
+            RerunOf = rd.IsDBNull(27) ? null : rd.GetGuid(27),
             Tenant = rd.GetString(19),
             SubmittedBy = rd.IsDBNull(20) ? null : rd.GetString(20),
             Notify = rd.IsDBNull(21) ? null : new NotificationRecord(rd.GetString(21), rd.GetString(22), rd.GetInt32(23),
                 rd.IsDBNull(24) ? null : rd.GetString(24), rd.IsDBNull(25) ? null : rd.GetFieldValue<DateTimeOffset>(25)),
             LogsTruncated = rd.GetBoolean(26),
-            ParentId = rd.IsDBNull(27) ? null : rd.GetGuid(27),
-            ArrayIndex = rd.IsDBNull(28) ? null : rd.GetInt32(28),
-            ScheduleId = rd.IsDBNull(29) ? null : rd.GetGuid(29),
+            ParentId = rd.IsDBNull(28) ? null : rd.GetGuid(28),
+            ArrayIndex = rd.IsDBNull(29) ? null : rd.GetInt32(29),
+            ScheduleId = rd.IsDBNull(30) ? null : rd.GetGuid(30),
         };
     }
 }
