@@ -266,7 +266,7 @@ public sealed class JobExecutorFacts : IDisposable
         var (run, container) = await RunningAsync(id);
 
         _h.Time.Advance(TimeSpan.FromSeconds(61));
-        await run.WaitAsync(Deadline);
+        await FailedAsync(run.WaitAsync(Deadline));
 
         Assert.Equal(["SIGTERM"], container.StopSignals);
         Assert.True(container.Killed);
@@ -281,13 +281,13 @@ public sealed class JobExecutorFacts : IDisposable
         var graceful = _h.AddJob(ExecutorHarness.Job(timeoutSeconds: 60));
         var (run, container) = await RunningAsync(graceful);
         _h.Time.Advance(TimeSpan.FromSeconds(61));
-        await run.WaitAsync(Deadline);
+        await FailedAsync(run.WaitAsync(Deadline));
         Assert.Equal(["SIGINT"], container.StopSignals);
 
         var atOnce = _h.AddJob(ExecutorHarness.Job(timeoutSeconds: 60) with { StopGraceSeconds = 0 });
         var (run2, container2) = await RunningAsync(atOnce, n: 2);
         _h.Time.Advance(TimeSpan.FromSeconds(61));
-        await run2.WaitAsync(Deadline);
+        await FailedAsync(run2.WaitAsync(Deadline));
         Assert.True(container2.Killed);
         Assert.Equal("exceeded timeoutSeconds=60; killed (SIGKILL) at once: its stop grace period is 0 s", _h.Store.Job(atOnce).Message);
         _h.AssertNothingHeld();
