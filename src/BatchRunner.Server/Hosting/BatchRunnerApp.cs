@@ -2,6 +2,7 @@ using BatchRunner.Oci;
 using BatchRunner.Oci.Store;
 using BatchRunner.Runtime;
 using BatchRunner.Server.Api;
+using BatchRunner.Server.Api.OpenApi;
 using BatchRunner.Server.Dashboard;
 using BatchRunner.Server.Execution;
 using BatchRunner.Server.Nodes;
@@ -93,7 +94,7 @@ public static partial class BatchRunnerApp
         services.AddSingleton<JobNodeLiveness>();
         services.AddBatchRunnerObservability(options);
         services.AddProblemDetails();
-        services.AddOpenApi();
+        services.AddBatchRunnerOpenApi();
         // Uploads of inputs that a crashed API process left half-received.
         if (options.RunsApi) services.AddHostedService<InputStagingSweeper>();
 

@@ -1,0 +1,135 @@
+using Microsoft.AspNetCore.OpenApi;
+using Microsoft.AspNetCore.WebUtilities;
+using Microsoft.OpenApi;
+
+namespace BatchRunner.Server.Api.OpenApi;
+
+/// <summary>
+/// Makes <c>/openapi/v1.json</c> what a client generator needs: the API key as a bearer security scheme (global, with
+/// <see cref="ApiResponses.Anonymous"/> operations exempt), every error answer of <see cref="ApiResponses"/> as
+/// <c>application/problem+json</c>, the multipart form of <c>POST /api/v1/jobs</c> as its parts, the bodies the
+/// handlers write themselves (logs, output files, health) and <c>/metrics</c>, which is not a route handler.
+/// One place, so that endpoint files stay free of documentation attributes.
+/// </summary>
+public sealed class ApiDocumentTransformer : IOpenApiDocumentTransformer
+{
+    public const string SecurityScheme = "bearer";
+    public const string ProblemSchema = "ProblemDetails";
+    public const string QuantitySchema = "Quantity";
+    public const string HealthSchema = "Health";
+
+    public Task TransformAsync(OpenApiDocument document, OpenApiDocumentTransformerContext context, CancellationToken cancellationToken)
+    {
+        document.Info = new OpenApiInfo
+        {
+            Title = "BatchRunner API",
+            Version = "v1",
+            Description = "Batch jobs in OCI containers: submit, follow, read logs and outputs. A public contract: paths, fields " +
+                          "and states are only ever added. Errors are RFC 7807 problem details.",
+        };
+        document.Components ??= new OpenApiComponents();
+        document.Components.Schemas ??= new Dictionary<string, IOpenApiSchema>();
+        document.Components.SecuritySchemes ??= new Dictionary<string, IOpenApiSecurityScheme>();
+        document.Components.SecuritySchemes[SecurityScheme] = new OpenApiSecurityScheme
+        {
+            Type = SecuritySchemeType.Http,
+            Scheme = "bearer",
+            Description = "The API key as \"Authorization: Bearer KEY\" (the server's BATCHRUNNER_API_KEY, or the key it generated " +
+                          "in DATA/api-key). The server also accepts HTTP Basic with any user name and the key as the password " +
+                          "(what a browser sends to the dashboard).",
+        };
+        document.Security = [new OpenApiSecurityRequirement { [new OpenApiSecuritySchemeReference(SecurityScheme, document)] = [] }];
+        document.Components.Schemas[ProblemSchema] = Schemas.Problem();
+        document.Components.Schemas[QuantitySchema] = Schemas.Quantity();
+        document.Components.Schemas[HealthSchema] = Schemas.Health();
+        Schemas.UseQuantity(document);
+
+        document.Paths ??= [];
+        AddMetrics(document);
+        foreach (var (path, item) in document.Paths)
+        {
+            if (item.Operations is null) continue;
+            foreach (var (method, operation) in item.Operations)
+                Describe($"{method.Method.ToUpperInvariant()} {path}", operation, document);
+        }
+        return Task.CompletedTask;
+    }
+
+    private static void Describe(string key, OpenApiOperation operation, OpenApiDocument document)
+    {
+        operation.Responses ??= [];
+        if (ApiResponses.Anonymous.Contains(key))
+            operation.Security = []; // overrides the global requirement: no key needed
+        else
+            operation.Responses["401"] = Problem("the API key is missing or wrong", document);
+        if (ApiResponses.Errors.TryGetValue(key, out var errors))
+        {
+            foreach (var (status, why) in errors)
+            {
+                var code = status.ToString(System.Globalization.CultureInfo.InvariantCulture);
+                // A 400 the handlers' ValidationProblem results already described keeps its richer schema (errors per field).
+                if (operation.Responses.TryGetValue(code, out var existing) && existing is OpenApiResponse { Content: { } content } r
+                    && content.ContainsKey("application/problem+json"))
+                    r.Description = why;
+                else
+                    operation.Responses[code] = Problem(why, document);
+                if (status is 503 or 429) ((OpenApiResponse)operation.Responses[code]).Headers = RetryAfter();
+            }
+        }
+        switch (key)
+        {
+            case "POST /api/v1/jobs":
+                Bodies.JobSubmission(operation, document);
+                break;
+            case "GET /api/v1/jobs/{id}/logs":
+                Bodies.Logs(operation);
+                break;
+            case "GET /api/v1/jobs/{id}/outputs/{path}":
+                Bodies.OutputFile(operation);
+                break;
+            case "GET /healthz":
+                Bodies.Health(operation, document);
+                break;
+        }
+    }
+
+    private static void AddMetrics(OpenApiDocument document)
+    {
+        var metrics = new OpenApiPathItem();
+        metrics.AddOperation(HttpMethod.Get, new OpenApiOperation
+        {
+            OperationId = "GetMetrics",
+            Tags = new HashSet<OpenApiTagReference> { new("Observability", document) },
+            Summary = "Prometheus metrics of this node (text exposition format)",
+            Responses = new OpenApiResponses
+            {
+                ["200"] = new OpenApiResponse
+                {
+                    Description = ReasonPhrases.GetReasonPhrase(200),
+                    Content = new Dictionary<string, OpenApiMediaType> { ["text/plain"] = new() { Schema = new OpenApiSchema { Type = JsonSchemaType.String } } },
+                },
+            },
+        });
+        document.Paths["/metrics"] = metrics;
+        document.Tags ??= new HashSet<OpenApiTag>();
+        document.Tags.Add(new OpenApiTag { Name = "Observability" });
+    }
+
+    internal static OpenApiResponse Problem(string why, OpenApiDocument document) => new()
+    {
+        Description = why,
+        Content = new Dictionary<string, OpenApiMediaType>
+        {
+            ["application/problem+json"] = new() { Schema = new OpenApiSchemaReference(ProblemSchema, document) },
+        },
+    };
+
+    private static Dictionary<string, IOpenApiHeader> RetryAfter() => new()
+    {
+        ["Retry-After"] = new OpenApiHeader
+        {
+            Description = "seconds to wait before trying again",
+            Schema = new OpenApiSchema { Type = JsonSchemaType.Integer },
+        },
+    };
+}
