@@ -6,6 +6,8 @@ using BatchRunner.Runtime;
 // dotnet run -c Release --project bench/BatchRunner.Bench -- load [--jobs N] [--clients N] [--seconds N] [--rate N]
 // dotnet run -c Release --project bench/BatchRunner.Bench -- logcost [--jobs N] [--rounds N]
 // dotnet run -c Release --project bench/BatchRunner.Bench -- retention [--jobs N]
+// dotnet run -c Release --project bench/BatchRunner.Bench -- logrelay [--rounds N] [--runtime /usr/sbin/runc]
+// dotnet run -c Release --project bench/BatchRunner.Bench -- disk [--rounds N]
 var command = args.FirstOrDefault();
 var rounds = args.SkipWhile(a => a != "--rounds").Skip(1).Select(int.Parse).FirstOrDefault(5);
 int Arg(string name, int fallback) => args.SkipWhile(a => a != name).Skip(1).Select(int.Parse).FirstOrDefault(fallback);
@@ -23,7 +25,12 @@ switch (command)
             args.Contains("--rounds") ? rounds : 2);
     case "retention":
         return await RetentionBench.RunAsync(Arg("--jobs", 100_000));
+    case "logrelay":
+        return await LogRelayBench.RunAsync(args.Contains("--rounds") ? rounds : 5,
+            args.SkipWhile(a => a != "--runtime").Skip(1).FirstOrDefault() ?? RuntimeDetector.FindOnPath("runc") ?? "/usr/sbin/runc");
+    case "disk":
+        return await DiskBench.RunAsync(rounds);
     default:
-        Console.Error.WriteLine("usage: BatchRunner.Bench pull [--rounds N] | start [--rounds N] [--runtime PATH] | load [--jobs N] [--clients N] [--seconds N] [--rate N] | logcost [--jobs N] [--rounds N] | retention [--jobs N]");
+        Console.Error.WriteLine("usage: BatchRunner.Bench pull [--rounds N] | start [--rounds N] [--runtime PATH] | load [--jobs N] [--clients N] [--seconds N] [--rate N] | logcost [--jobs N] [--rounds N] | retention [--jobs N] | logrelay [--rounds N] [--runtime PATH] | disk [--rounds N]");
         return 2;
 }

@@ -50,6 +50,9 @@ public static class JobDefaults
     public const double Cpus = 1.0;
     public const long MemoryBytes = 512L * 1024 * 1024;
     public const int Pids = 1024;
+    /// <summary>The largest pids limit a job may ask for: far above what a batch job forks, far below the kernel's
+    /// pid_max on 64-bit hosts (4194304), so that one job cannot claim the host's whole pid space.</summary>
+    public const int MaxPids = 65536;
     public const int TimeoutSeconds = 3600;
     public const int MaxTimeoutSeconds = 7 * 24 * 3600;
     public const double MaxCpus = 1024;

@@ -54,15 +54,7 @@ public static partial class JobSpecValidator
             if (args.Count > MaxArgs) Add("args", $"args has more than {MaxArgs} elements");
             if (args.Any(a => a is null || a.Contains('\0'))) Add("args", "args elements must be strings without NUL characters");
         }
-        if (s.Env is { } env)
-        {
-            if (env.Count > MaxEnv) Add("env", $"env has more than {MaxEnv} variables");
-            foreach (var (k, v) in env)
-            {
-                if (!EnvName().IsMatch(k)) Add($"env.{k}", "environment variable names must match [A-Za-z_][A-Za-z0-9_]*");
-                else if (v is null || v.Contains('\0')) Add($"env.{k}", "value must be a string without NUL characters");
-            }
-        }
+        if (s.Env is { } env) ValidateEnv("env", env, Add);
         if (s.WorkingDir is { } wd && (!wd.StartsWith('/') || wd.Contains('\0')))
             Add("workingDir", "workingDir must be an absolute path");
         if (s.User is { } user && (user.Length == 0 || user.Length > 256 || user.Any(c => char.IsWhiteSpace(c) || char.IsControl(c))))
@@ -91,7 +83,7 @@ public static partial class JobSpecValidator
             }
             if (r.Pids is { } p)
             {
-                if (p < 1) Add("resources.pids", "pids must be a positive integer");
+                if (p < 1 || p > JobDefaults.MaxPids) Add("resources.pids", $"pids must be an integer between 1 and {JobDefaults.MaxPids}");
                 else pids = p;
             }
         }
@@ -141,6 +133,10 @@ public static partial class JobSpecValidator
         ValidateIsolation(s, Add, ref spec);
         ValidateGpus(s, Add, ref spec);
         ValidateScheduling(s, Add, ref spec);
+        ValidateSecrets(s, Add, ref spec);
+        ValidateCommandLength(s, Add);
+        ValidateDisk(s, Add, ref spec);
+        ValidateLogs(s, Add, ref spec);
 
         return errors.Count > 0 ? ValidationResult.Invalid(errors) : ValidationResult.Valid(spec);
     }
@@ -153,6 +149,27 @@ public static partial class JobSpecValidator
 
     /// <summary>Scheduling fields: retries, node selectors (issue: scheduling).</summary>
     static partial void ValidateScheduling(JobSubmission s, Action<string, string> add, ref JobSpec spec);
+
+    /// <summary>Secret fields: secretEnv, notify (issue 18).</summary>
+    static partial void ValidateSecrets(JobSubmission s, Action<string, string> add, ref JobSpec spec);
+
+    /// <summary>Names and values of an environment map (<paramref name="field"/>: env or secretEnv). Values are
+    /// never quoted: they may be secrets.</summary>
+    private static void ValidateEnv(string field, Dictionary<string, string> env, Action<string, string> add)
+    {
+        if (env.Count > MaxEnv) add(field, $"{field} has more than {MaxEnv} variables");
+        foreach (var (k, v) in env)
+        {
+            if (!EnvName().IsMatch(k)) add($"{field}.{k}", "environment variable names must match [A-Za-z_][A-Za-z0-9_]*");
+            else if (v is null || v.Contains('\0')) add($"{field}.{k}", "value must be a string without NUL characters");
+        }
+    }
+
+    /// <summary>resources.disk (issue: disk limits).</summary>
+    static partial void ValidateDisk(JobSubmission s, Action<string, string> add, ref JobSpec spec);
+
+    /// <summary>Log fields: the per-stream cap (issue: logs).</summary>
+    static partial void ValidateLogs(JobSubmission s, Action<string, string> add, ref JobSpec spec);
 
     private static bool TryMemory(JsonElement m, out long bytes, out string why)
     {

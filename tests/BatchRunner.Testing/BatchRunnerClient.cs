@@ -88,5 +88,23 @@ public sealed class BatchRunnerClient : IDisposable
     /// <summary>Submits <paramref name="spec"/>, waits for the end, asserts success and returns stdout.</summary>
     public async Task<string> RunAsync(object spec) => await SucceededStdoutAsync(await SubmitIdAsync(spec));
 
+    /// <summary>POST /api/v1/apikeys (this client's key must be an admin's); asserts 201 and returns the key's id and secret.</summary>
+    public async Task<(string Id, string Key)> CreateKeyAsync(string tenant, string role, string name = "test key")
+    {
+        var response = await Http.PostAsJsonAsync("/api/v1/apikeys", new { name, tenant, role }, Json);
+        var body = await response.Content.ReadAsStringAsync();
+        Assert.True(response.StatusCode == HttpStatusCode.Created, $"create key: {(int)response.StatusCode} {body}");
+        var key = JsonDocument.Parse(body).RootElement;
+        return (key.GetProperty("id").GetString()!, key.GetProperty("key").GetString()!);
+    }
+
+    /// <summary>Creates a key (see <see cref="CreateKeyAsync"/>) and returns a client that sends it.</summary>
+    public async Task<BatchRunnerClient> ClientForNewKeyAsync(string tenant, string role) => WithKey((await CreateKeyAsync(tenant, role)).Key);
+
+    /// <summary>A client of the same server that sends <paramref name="apiKey"/> (null: none).</summary>
+    public BatchRunnerClient WithKey(string? apiKey) => new(Http.BaseAddress!.ToString(), apiKey, Http.Timeout);
+
+    public Task<HttpResponseMessage> RevokeKeyAsync(string id) => Http.DeleteAsync($"/api/v1/apikeys/{id}");
+
     public void Dispose() => Http.Dispose();
 }

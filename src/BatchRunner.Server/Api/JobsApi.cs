@@ -2,8 +2,10 @@ using System.Text.Json;
 using System.Text.Json.Serialization;
 using BatchRunner.Core;
 using BatchRunner.Oci;
+using BatchRunner.Server.Auth;
 using BatchRunner.Server.Hosting;
 using BatchRunner.Server.Nodes;
+using BatchRunner.Server.Notifications;
 using BatchRunner.Server.Observability;
 using BatchRunner.Server.Scheduling;
 using BatchRunner.Server.Storage;
@@ -20,22 +22,26 @@ public static class JobsApi
 
     public static RouteGroupBuilder MapJobsApiV1(this IEndpointRouteBuilder app)
     {
-        var api = app.MapGroup("/api/v1/jobs").WithTags("Jobs").RequireApiKey();
-        api.MapPost("/", SubmitAsync).WithName("SubmitJob").Accepts<JobSubmission>("application/json", "multipart/form-data");
-        api.MapGet("/", ListAsync).WithName("ListJobs");
-        api.MapGet("/{id}", GetAsync).WithName("GetJob");
-        api.MapPost("/{id}/cancel", CancelAsync).WithName("CancelJob");
-        api.MapGet("/{id}/logs", LogsAsync).WithName("GetJobLogs");
-        api.MapGet("/{id}/outputs", ListOutputsAsync).WithName("ListJobOutputs");
-        api.MapGet("/{id}/outputs/{**path}", GetOutputAsync).WithName("GetJobOutput");
+        // Every endpoint declares who may call it; jobs are then looked up within the caller's tenant only.
+        var api = app.MapGroup("/api/v1/jobs").WithTags("Jobs");
+        api.MapPost("/", SubmitAsync).WithName("SubmitJob").Accepts<JobSubmission>("application/json", "multipart/form-data")
+            .RequireAuthorization(Policies.Submit);
+        api.MapGet("/", ListAsync).WithName("ListJobs").RequireAuthorization(Policies.Read);
+        api.MapGet("/{id}", GetAsync).WithName("GetJob").RequireAuthorization(Policies.Read);
+        api.MapPost("/{id}/cancel", CancelAsync).WithName("CancelJob").RequireAuthorization(Policies.Submit);
+        api.MapGet("/{id}/logs", LogsAsync).WithName("GetJobLogs").RequireAuthorization(Policies.Read);
+        api.MapGet("/{id}/outputs", ListOutputsAsync).WithName("ListJobOutputs").RequireAuthorization(Policies.Read);
+        api.MapGet("/{id}/outputs/{**path}", GetOutputAsync).WithName("GetJobOutput").RequireAuthorization(Policies.Read);
         return api;
     }
 
     public const string IdempotencyKeyHeader = "Idempotency-Key";
 
     public static async Task<Results<Created<JobDto>, Ok<JobDto>, ValidationProblem, ProblemHttpResult>> SubmitAsync(
-        HttpRequest request, JobStore store, LiveNodes liveNodes, JobQueue queue, IOptions<BatchRunnerOptions> options, CancellationToken ct)
+        HttpRequest request, JobStore store, JobSecretStore secrets, LiveNodes liveNodes, JobQueue queue, WebhookPolicy webhooks,
+        IOptions<BatchRunnerOptions> options, CancellationToken ct)
     {
+        var caller = Caller.Of(request.HttpContext);
         // JSON, or multipart with a spec part and input files (staged, not yet the job's); node policy checked.
         var read = await JobSubmissionReader.ReadAsync(request, ct);
         if (read.Invalid is { } invalid) return invalid;
@@ -46,20 +52,27 @@ public static class JobsApi
         var errors = result.Errors.ToDictionary(e => e.Key, e => e.Value);
         if (!string.IsNullOrWhiteSpace(submission?.Image) && !ImageReference.TryParse(submission.Image, out _, out var refError))
             errors["image"] = [refError ?? "invalid image reference"];
+        if (result.Spec?.Logs.MaxBytes is { } logCap && logCap > options.Value.MaxLogBytesValue())
+            errors["logs.maxBytes"] = [$"logs.maxBytes ({Quantity.FormatBytes(logCap)}) must not exceed this node's MaxLogBytes ({Quantity.FormatBytes(options.Value.MaxLogBytesValue())})"];
         var queueName = submission?.Queue ?? JobDefaults.Queue;
         if (!errors.ContainsKey("queue") && !options.Value.Queues.Contains(queueName))
             errors["queue"] = [$"unknown queue \"{queueName}\"; configured queues: {string.Join(", ", options.Value.Queues)}"];
+        foreach (var (field, message) in WebhookErrors(result.Spec?.Notify, webhooks, options.Value.Webhooks))
+            errors[field] = [message];
         string? idempotencyKey = request.Headers[IdempotencyKeyHeader].FirstOrDefault();
         if (idempotencyKey is not null && (idempotencyKey.Length is 0 or > 255))
             errors[IdempotencyKeyHeader] = ["the Idempotency-Key header must be 1-255 characters"];
         if (errors.Count > 0)
             return TypedResults.ValidationProblem(errors, title: "The job spec is invalid");
 
-        var spec = result.Spec!;
+        var (spec, diskError) = DiskRequests.Settle(result.Spec!, options.Value.Disk);
+        if (diskError is not null)
+            return TypedResults.ValidationProblem(new Dictionary<string, string[]> { ["resources.disk"] = [diskError] }, title: "The job spec is invalid");
         // A job that no live node could ever run is refused now rather than queued forever.
         var misfit = await liveNodes.WhyNoNodeFitsAsync(spec, ct);
         if (misfit.Count > 0)
             return TypedResults.ValidationProblem(misfit, title: "No live node can run this job");
+        var jobSecrets = new JobSecrets(spec.SecretEnv, spec.Notify?.Secret);
         var job = new JobRecord
         {
             Id = Guid.CreateVersion7(),
@@ -69,15 +82,21 @@ public static class JobsApi
             Spec = spec,
             State = JobState.Queued,
             CreatedAt = DateTimeOffset.UtcNow,
+            Tenant = caller.Tenant,
+            SubmittedBy = caller.KeyId,
+            ProtectedSecrets = jobSecrets.IsEmpty ? null : secrets.Protect(jobSecrets),
         };
+        // The stored spec (secret names included, secret values never) identifies the request; the secret values
+        // are compared by decrypting the first job's, so no hash of a secret is ever stored.
         var requestHash = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(JsonSerializer.SerializeToUtf8Bytes(spec, JobStore.Json)));
         var (id, created, sameRequest) = await store.InsertAsync(job, idempotencyKey, requestHash, ct);
         if (!created)
         {
+            if (sameRequest && !jobSecrets.SameAs(await secrets.GetAsync(id, ct))) sameRequest = false;
             if (!sameRequest)
                 return TypedResults.Problem(statusCode: StatusCodes.Status409Conflict, title: "Idempotency-Key reused",
                     detail: $"the Idempotency-Key \"{idempotencyKey}\" was used for a different job spec (job {id})");
-            var existing = await store.GetAsync(id, ct);
+            var existing = await store.GetAsync(id, caller.Tenant, ct);
             return TypedResults.Ok(JobDto.From(existing!));
         }
         // Inputs are in the job's directory before any worker can pick the job up.
@@ -85,15 +104,32 @@ public static class JobsApi
         // The job exists from the commit on: an outage now must not become a 503 for a job that will run anyway.
         var hangfireId = await queue.EnqueueAcceptedAsync(job.Id, job.Name ?? job.Image, spec.Queue, EnqueueDeadline);
         BatchRunnerMetrics.JobsSubmitted.WithLabels(spec.Queue).Inc();
-        return TypedResults.Created($"/api/v1/jobs/{job.Id}", JobDto.From(job with { HangfireJobId = hangfireId }));
+        // What was stored, without reading it back: its webhook (if any) is waiting for the job to end.
+        var notify = spec.Notify is { } n ? new NotificationRecord(n.Url, NotificationState.Waiting, 0, null, null) : null;
+        return TypedResults.Created($"/api/v1/jobs/{job.Id}", JobDto.From(job with { HangfireJobId = hangfireId, Notify = notify }));
     }
 
     /// <summary>How long a submission waits for the database to come back to enqueue a job it has already recorded.</summary>
     private static readonly TimeSpan EnqueueDeadline = TimeSpan.FromSeconds(20);
 
-    public static async Task<Results<Ok<JobListDto>, ValidationProblem>> ListAsync(
-        JobStore store, JobNodeLiveness liveness, string? state, int? limit, string? cursor, CancellationToken ct)
+    /// <summary>What the server has against a job's webhook: a host its policy refuses, or no key to sign with.</summary>
+    private static IEnumerable<(string Field, string Message)> WebhookErrors(JobNotify? notify, WebhookPolicy policy, WebhookOptions settings)
     {
+        if (notify is null) yield break;
+        if (Uri.TryCreate(notify.Url, UriKind.Absolute, out var url) && policy.CheckUrl(url) is { } refused)
+            yield return ("notify.url", refused);
+        if (notify.Secret is null && string.IsNullOrEmpty(settings.Secret))
+            yield return ("notify.secret", "notify.secret is required: this server has no BatchRunner:Webhooks:Secret to sign the call with");
+    }
+
+    /// <summary>Newest first. A user or viewer sees its own tenant's jobs; an admin every tenant's, or one (<paramref name="tenant"/>).</summary>
+    public static async Task<Results<Ok<JobListDto>, ValidationProblem, ProblemHttpResult>> ListAsync(
+        HttpContext http, JobStore store, JobNodeLiveness liveness, string? state, int? limit, string? cursor, string? tenant, CancellationToken ct)
+    {
+        var caller = Caller.Of(http);
+        if (tenant is not null && !caller.IsAdmin && tenant != caller.Tenant)
+            return TypedResults.Problem(statusCode: StatusCodes.Status403Forbidden, title: "Forbidden",
+                detail: $"only admin keys list another tenant's jobs; this key's tenant is \"{caller.Tenant}\"");
         var errors = new Dictionary<string, string[]>();
         if (state is not null && !JobState.IsKnown(state))
             errors["state"] = [$"unknown state \"{state}\"; one of {string.Join(", ", JobState.All)}"];
@@ -103,23 +139,19 @@ public static class JobsApi
             errors["cursor"] = ["invalid cursor: pass the nextCursor of a previous page"];
         if (errors.Count > 0) return TypedResults.ValidationProblem(errors);
 
-        var (items, next) = await store.ListAsync(state, limit ?? DefaultPageSize, cursor, ct);
+        var (items, next) = await store.ListAsync(state, tenant ?? caller.Scope, limit ?? DefaultPageSize, cursor, ct);
         var alive = await liveness.GetAsync(items.Select(j => j.Id).ToList(), ct);
         return TypedResults.Ok(new JobListDto(items.Select(j => JobDto.From(j).WithNodeAlive(alive)).ToList(), next));
     }
 
-    public static async Task<Results<Ok<JobDto>, ProblemHttpResult>> GetAsync(string id, JobStore store, JobNodeLiveness liveness, CancellationToken ct)
-    {
-        var job = await FindAsync(id, store, ct);
-        if (job is null) return NotFound(id);
-        return TypedResults.Ok(JobDto.From(job).WithAttempts(await store.GetAttemptsAsync(job.Id, ct)).WithNodeAlive(await liveness.GetAsync([job.Id], ct)));
-    }
+    public static async Task<Results<Ok<JobDto>, ProblemHttpResult>> GetAsync(string id, HttpContext http, JobDocuments documents, CancellationToken ct) =>
+        Guid.TryParse(id, out var jobId) && await documents.GetAsync(jobId, Caller.Of(http).Scope, ct) is { } job ? TypedResults.Ok(job) : NotFound(id);
 
     public static async Task<Results<Accepted<JobDto>, ProblemHttpResult>> CancelAsync(
-        string id, JobStore store, JobNodeLiveness liveness, JobQueue queue, CancellationToken ct)
+        string id, HttpContext http, JobStore store, JobNodeLiveness liveness, JobQueue queue, CancellationToken ct)
     {
         if (!Guid.TryParse(id, out var jobId)) return NotFound(id);
-        var (result, hangfireId) = await store.RequestCancelAsync(jobId, ct);
+        var (result, hangfireId) = await store.RequestCancelAsync(jobId, Caller.Of(http).Scope, ct);
         switch (result)
         {
             case JobStore.CancelResult.NotFound:
@@ -141,21 +173,22 @@ public static class JobsApi
         return TypedResults.Accepted($"/api/v1/jobs/{id}", JobDto.From(job!).WithNodeAlive(await liveness.GetAsync([jobId], ct)));
     }
 
-    public static async Task<Results<Ok<IReadOnlyList<OutputDto>>, ProblemHttpResult>> ListOutputsAsync(string id, JobStore store, CancellationToken ct)
+    public static async Task<Results<Ok<IReadOnlyList<OutputDto>>, ProblemHttpResult>> ListOutputsAsync(string id, HttpContext http, JobStore store, CancellationToken ct)
     {
-        var job = await FindAsync(id, store, ct);
+        var job = await FindAsync(id, Caller.Of(http).Scope, store, ct);
         if (job is null) return NotFound(id);
         return TypedResults.Ok<IReadOnlyList<OutputDto>>(job.Outputs.Select(o => new OutputDto(o.Path, o.Size, o.Sha256)).ToList());
     }
 
-    public static Task<IResult> GetOutputAsync(string id, string path, JobStore store, DataPaths paths, NodeIdentity node, CancellationToken ct) =>
-        ServeOutputAsync(id, path, store, paths, node, ct);
+    public static Task<IResult> GetOutputAsync(string id, string path, HttpContext http, JobStore store, DataPaths paths, NodeIdentity node, CancellationToken ct) =>
+        ServeOutputAsync(id, path, Caller.Of(http).Scope, store, paths, node, ct);
 
     /// <summary>An output file of the job: from this node's data directory, or (with <paramref name="forwardFrom"/>,
-    /// the public API) forwarded to the node that ran the job. The node endpoint passes null: it never forwards.</summary>
-    internal static async Task<IResult> ServeOutputAsync(string id, string path, JobStore store, DataPaths paths, NodeIdentity? forwardFrom, CancellationToken ct)
+    /// the public API) forwarded to the node that ran the job. The node endpoint passes null: it never forwards.
+    /// Only a job of tenant <paramref name="scope"/> (null: any) is found; the API node checks before it forwards.</summary>
+    internal static async Task<IResult> ServeOutputAsync(string id, string path, string? scope, JobStore store, DataPaths paths, NodeIdentity? forwardFrom, CancellationToken ct)
     {
-        var job = await FindAsync(id, store, ct);
+        var job = await FindAsync(id, scope, store, ct);
         if (job is null) return NotFound(id);
         if (forwardFrom is not null && NodeFilesApi.RanElsewhere(job, forwardFrom))
             return new ForwardToNodeResult(job.Node!, $"{NodeFilesApi.Prefix}/{job.Id}/outputs/{Uri.EscapeDataString(path).Replace("%2F", "/")}");
@@ -171,28 +204,43 @@ public static class JobsApi
     }
 
     public static Task<IResult> LogsAsync(
-        string id, string? stream, bool? follow, HttpContext http, JobStore store, DataPaths paths, NodeIdentity node, CancellationToken ct) =>
-        ServeLogsAsync(id, stream, follow, http.Request.QueryString.Value ?? "", store, paths, node, ct);
+        string id, string? stream, bool? follow, bool? timestamps, bool? status, HttpContext http, JobStore store, DataPaths paths, NodeIdentity node, CancellationToken ct) =>
+        ServeLogsAsync(id, stream, follow, timestamps, status, http.Request.QueryString.Value ?? "", Caller.Of(http).Scope, store, paths, node, ct);
 
-    /// <summary>The job's log files: from this node's data directory, or (with <paramref name="forwardFrom"/>)
-    /// forwarded, query included, to the node that ran the job.</summary>
+    private static readonly TimeSpan PlacementPollInterval = TimeSpan.FromMilliseconds(200);
+
+    /// <summary>The job's logs: from this node's data directory, or (with <paramref name="forwardFrom"/>)
+    /// forwarded, query included, to the node that ran the job. Only a job of tenant <paramref name="scope"/> (null:
+    /// any) is found; the API node checks before it forwards.</summary>
     internal static async Task<IResult> ServeLogsAsync(
-        string id, string? stream, bool? follow, string query, JobStore store, DataPaths paths, NodeIdentity? forwardFrom, CancellationToken ct)
+        string id, string? stream, bool? follow, bool? timestamps, bool? status, string query, string? scope, JobStore store, DataPaths paths, NodeIdentity? forwardFrom, CancellationToken ct)
     {
-        if (stream is not (null or "stdout" or "stderr" or "all"))
-            return TypedResults.ValidationProblem(new Dictionary<string, string[]> { ["stream"] = ["stream must be stdout or stderr (omit it for both)"] });
-        var job = await FindAsync(id, store, ct);
+        if (stream is not (null or "all" or "stdout" or "stderr" or "combined"))
+            return TypedResults.ValidationProblem(new Dictionary<string, string[]> { ["stream"] = ["stream must be stdout, stderr or combined (omit it for stdout then stderr)"] });
+        if (timestamps == true && stream is null or "all")
+            return TypedResults.ValidationProblem(new Dictionary<string, string[]> { ["timestamps"] = ["timestamps need stream=stdout, stderr or combined"] });
+        var job = await FindAsync(id, scope, store, ct);
         if (job is null) return NotFound(id);
+        // A follower of a job no node has taken yet waits until one has: its logs will be there, not here.
+        while (follow == true && forwardFrom is not null && job is { Node: null } && !JobState.IsFinal(job.State))
+        {
+            await Task.Delay(PlacementPollInterval, ct);
+            job = await store.GetAsync(job.Id, ct);
+            if (job is null) return NotFound(id);
+        }
         if (forwardFrom is not null && NodeFilesApi.RanElsewhere(job, forwardFrom))
             return new ForwardToNodeResult(job.Node!, $"{NodeFilesApi.Prefix}/{job.Id}/logs{query}");
-        var files = new List<string>();
-        if (stream is null or "all" or "stdout") files.Add(paths.Stdout(job.Id));
-        if (stream is null or "all" or "stderr") files.Add(paths.Stderr(job.Id));
-        return new LogStreamResult(job.Id, files, follow == true, store);
+        var streams = new List<(string, string)>();
+        if (stream is null or "all" or "stdout" or "combined") streams.Add(("stdout", paths.Stdout(job.Id)));
+        if (stream is null or "all" or "stderr" or "combined") streams.Add(("stderr", paths.Stderr(job.Id)));
+        var ordered = stream == "combined" || timestamps == true;
+        return new LogStreamResult(job, new LogRequest(streams, ordered, follow == true, timestamps == true, status == true), store);
     }
 
-    private static async Task<JobRecord?> FindAsync(string id, JobStore store, CancellationToken ct) =>
-        Guid.TryParse(id, out var jobId) ? await store.GetAsync(jobId, ct) : null;
+    /// <summary>The job, when it is one <paramref name="scope"/> may see: another tenant's job is not found (404, like a
+    /// job that does not exist: a 403 would tell that it does).</summary>
+    private static async Task<JobRecord?> FindAsync(string id, string? scope, JobStore store, CancellationToken ct) =>
+        Guid.TryParse(id, out var jobId) ? await store.GetAsync(jobId, scope, ct) : null;
 
     private static ProblemHttpResult NotFound(string id) =>
         TypedResults.Problem(statusCode: StatusCodes.Status404NotFound, title: "Job not found", detail: $"no job with id \"{id}\"");

@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text;
 using BatchRunner.Core;
+using BatchRunner.Runtime.Logs;
 using BatchRunner.Server.Storage;
 using Hangfire.Dashboard;
 using static BatchRunner.Server.Dashboard.Html;
@@ -64,10 +65,15 @@ public static class JobDetails
         if (job.Reason is not null) state += $" {H(job.Reason)}";
         if (job.Message is not null) state += $": {H(job.Message)}";
         Row(sb, "State", state);
+        Row(sb, "Tenant / submitted by", H($"{job.Tenant} / key {job.SubmittedBy ?? "-"}"));
         Row(sb, "Image", $"<code>{H(job.Image)}</code>" + (job.ImageDigest is null ? "" : $"<br/><code>{H(job.ImageDigest)}</code>"));
         Row(sb, "Command", spec.Command is null && spec.Args is null
             ? "<em>the image's entrypoint and cmd</em>"
             : $"<code>{H(string.Join(' ', (spec.Command ?? []).Concat(spec.Args ?? []).Select(Quote)))}</code>");
+        // Plain env values are shown, as in the API; secretEnv only by name (the record never holds their values).
+        if (spec.Env.Count > 0 || spec.SecretEnvNames.Count > 0)
+            Row(sb, "Environment", string.Join("<br/>", spec.Env.OrderBy(e => e.Key, StringComparer.Ordinal).Select(e => $"<code>{H(e.Key)}={H(e.Value)}</code>")
+                .Concat(spec.SecretEnvNames.Select(n => $"<code>{H(n)}</code> <em>(secret)</em>"))));
         Row(sb, "Resources", H(string.Create(CultureInfo.InvariantCulture,
             $"{spec.Resources.Cpus:0.###} CPUs, {Quantity.FormatBytes(spec.Resources.MemoryBytes)} memory, {spec.Resources.Pids} pids, timeout {spec.TimeoutSeconds} s")));
         Row(sb, "Queue / node / attempt", H($"{job.Queue} / {job.Node ?? "-"} / {job.Attempt}"));
@@ -77,6 +83,8 @@ public static class JobDetails
             Row(sb, "Image pull", H($"{Quantity.FormatBytes(p.BytesDone)} of {Quantity.FormatBytes(p.BytesTotal)}"));
         if (job.ExitCode is { } code) Row(sb, "Exit code", H(code));
         if (job.Usage is { } u) Row(sb, "Usage", H(UsageText(u)));
+        if (job.Notify is { } n)
+            Row(sb, "Webhook", H($"{n.State}, {n.Attempts} attempt(s)" + (n.LastError is null ? "" : $", last error: {n.LastError}")));
         if (job.Outputs.Count > 0)
         {
             var list = new StringBuilder("<ul class=\"list-unstyled\">");
@@ -90,7 +98,7 @@ public static class JobDetails
         foreach (var (stream, path) in new[] { ("stdout", paths.Stdout(job.Id)), ("stderr", paths.Stderr(job.Id)) })
         {
             sb.Append($"<h4>{stream} <small>last {LogTailLines} lines</small></h4>");
-            var tail = TailLines(path, LogTailLines);
+            var tail = TailLines(path, stream, LogTailLines);
             sb.Append(tail is null
                 ? $"<p class=\"text-muted\">No {stream} on this node (not started yet, or the job ran on another node: GET /api/v1/jobs/{H(job.Id)}/logs).</p>"
                 : $"<pre class=\"batchrunner-log\" style=\"max-height:30em;overflow:auto\">{H(tail)}</pre>");
@@ -122,27 +130,20 @@ public static class JobDetails
         return parts.Count == 0 ? "not measured" : string.Join(", ", parts);
     }
 
-    /// <summary>The last <paramref name="lines"/> lines of a file, reading at most its last 64 KiB; null when there is no file.</summary>
-    internal static string? TailLines(string path, int lines)
+    /// <summary>The last <paramref name="lines"/> lines of a stored stream (a marker line where bytes were dropped),
+    /// reading at most its last 64 KiB; null when the job has no log on this node.</summary>
+    public static string? TailLines(string path, string stream, int lines)
     {
         const int MaxBytes = 64 * 1024;
+        if (!File.Exists(path)) return null;
         try
         {
-            using var f = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
-            var start = Math.Max(0, f.Length - MaxBytes);
-            f.Seek(start, SeekOrigin.Begin);
-            var buffer = new byte[f.Length - start];
-            f.ReadExactly(buffer);
-            var text = Encoding.UTF8.GetString(buffer);
+            // Renderers are synchronous; this reads a few local files.
+            var text = StoredLog.TailAsync(path, stream, MaxBytes).GetAwaiter().GetResult();
             var all = text.Split('\n');
-            // A read that started mid-file drops its first, partial line; a final newline leaves an empty last item.
-            var skip = start > 0 ? 1 : 0;
-            var take = all.Length - skip - (text.EndsWith('\n') ? 1 : 0);
-            var kept = all.Skip(skip).Take(take).TakeLast(lines);
-            return string.Join('\n', kept);
+            // A final newline leaves an empty last item.
+            return string.Join('\n', all.Take(all.Length - (text.EndsWith('\n') ? 1 : 0)).TakeLast(lines));
         }
-        catch (FileNotFoundException) { return null; }
-        catch (DirectoryNotFoundException) { return null; }
         catch (IOException e) { return $"(cannot read the log: {e.Message})"; }
     }
 }

@@ -1,8 +1,10 @@
 using BatchRunner.Oci;
 using BatchRunner.Oci.Store;
 using BatchRunner.Runtime;
+using BatchRunner.Runtime.Disk;
 using BatchRunner.Server.Api;
 using BatchRunner.Server.Api.OpenApi;
+using BatchRunner.Server.Auth;
 using BatchRunner.Server.Dashboard;
 using BatchRunner.Server.Execution;
 using BatchRunner.Server.Nodes;
@@ -59,7 +61,7 @@ public static partial class BatchRunnerApp
             builder.Services.AddEmbeddedPostgres(embedded);
             if (embedded is not null) builder.Services.AddHostedService(_ => new EmbeddedPostgresLifetime(embedded));
 
-            var apiKey = ApiKey.Resolve(options.ApiKey, options.DataDir);
+            var apiKey = BootstrapKey.Resolve(options.ApiKey, options.DataDir);
             if (apiKey.Generated)
                 Console.WriteLine($"BatchRunner generated an API key and stored it in {Path.Combine(options.DataDir, "api-key")}:\n  {apiKey.Value}");
             builder.Services.AddSingleton(apiKey);
@@ -95,6 +97,10 @@ public static partial class BatchRunnerApp
         services.AddBatchRunnerObservability(options);
         services.AddProblemDetails();
         services.AddBatchRunnerOpenApi();
+        services.AddBatchRunnerAuth(options);
+        services.AddBatchRunnerDataProtection(options.SecretsKey);
+        services.AddBatchRunnerWebhooks(options);
+        services.AddBatchRunnerQueueReconciler();
         // Uploads of inputs that a crashed API process left half-received.
         if (options.RunsApi) services.AddHostedService<InputStagingSweeper>();
 
@@ -111,6 +117,8 @@ public static partial class BatchRunnerApp
             .UseFilter(RescheduleFilter.Instance));
 
         services.AddSingleton<LiveNodes>();
+        // The data directory's free space and its reserve: admission on workers, /healthz and the node record everywhere.
+        services.AddSingleton(_ => new NodeDisk(paths.Root, options.MinFreeDiskBytes(), options.RunsWorker && options.Disk.Enforce));
         // Logs and outputs stay on the node that ran the job; the API forwards requests for them there.
         services.AddSingleton(sp => new NodeAddress(sp.GetRequiredService<Microsoft.AspNetCore.Hosting.Server.IServer>(), options.AdvertiseUrl));
         services.AddSingleton<ClusterToken>();
@@ -127,6 +135,10 @@ public static partial class BatchRunnerApp
             services.AddSingleton<IContainerRuntime>(sp => Components.CreateRuntime(runtime!, paths, sp));
             // The attempt's phases, in AttemptRunner's order; each owns one resource of an attempt.
             services.AddSingleton<Execution.Phases.ImagePhase>();
+            if (options.Disk.Enforce)
+                services.AddSingleton<IDiskVolumes>(sp => new LoopDiskVolumes(new LoopDiskOptions(), sp.GetRequiredService<ILogger<LoopDiskVolumes>>()));
+            services.AddSingleton(sp => new Execution.Phases.DiskPhase(sp.GetRequiredService<NodeDisk>(),
+                sp.GetRequiredService<Microsoft.Extensions.Options.IOptions<BatchRunnerOptions>>(), sp.GetService<IDiskVolumes>()));
             services.AddSingleton<Execution.Phases.RootfsPhase>();
             services.AddSingleton<Execution.Phases.ContainerPhase>();
             services.AddSingleton<Execution.Phases.OutputsPhase>();
@@ -141,8 +153,8 @@ public static partial class BatchRunnerApp
                 sp.GetRequiredService<ILogger<Gpus.GpuMonitor>>()));
             services.AddHostedService(sp => sp.GetRequiredService<Gpus.GpuMonitor>());
             services.AddSingleton<Gpus.GpuNode>();
-            // CPUs, memory and GPUs of this node, reserved together by the executor.
-            services.AddSingleton(_ => new NodeReservations(options.NodeName, Components.Capacity(options), gpus!.Gpus));
+            // CPUs, memory, GPUs and disk of this node, reserved together by the executor.
+            services.AddSingleton(sp => new NodeReservations(options.NodeName, Components.Capacity(options), gpus!.Gpus, sp.GetRequiredService<NodeDisk>()));
             services.AddSingleton<NodeRegistry>();
             services.AddSingleton<INodeFence>(sp => sp.GetRequiredService<NodeRegistry>());
             // Hosted services start in this order and stop in reverse: leftovers are removed and the node
@@ -171,6 +183,13 @@ public static partial class BatchRunnerApp
     {
         app.UseBatchRunnerRequestLog();
         app.UseExceptionHandler(new ExceptionHandlerOptions { StatusCodeSelector = StatusFor, ExceptionHandler = WriteProblemAsync });
+        // Routing, then the key (who), its role (may it), its rate; after the request log and the exception handler,
+        // so that their answers are logged and problem details too.
+        app.UseRouting();
+        app.UseAuthentication();
+        app.UseAuthorization();
+        app.UseAntiforgery();
+        app.UseRateLimiter();
         app.UseHttpMetrics();
         app.MapMetrics();
         app.MapGet("/healthz", HealthAsync).WithTags("Health");
@@ -182,6 +201,7 @@ public static partial class BatchRunnerApp
             app.MapJobsApiV1();
             app.MapNodesApiV1();
             app.MapImagesApiV1();
+            app.MapApiKeysApiV1();
             app.UseBatchRunnerDashboard();
         }
     }
@@ -199,11 +219,32 @@ public static partial class BatchRunnerApp
             database,
             embedded = sp.GetService<EmbeddedPostgres>() is { } pg ? EmbeddedHealth(pg.Status) : null,
             runtime = runtime is null ? null : new { name = runtime.Name, version = runtime.Version, selection = sp.GetService<RuntimeSelection>()?.Reason },
+            disk = Disk(sp.GetRequiredService<NodeDisk>(), options),
             gpus = sp.GetService<BatchRunner.Runtime.Gpus.GpuInventory>() is { } inv
                 ? new { count = inv.Gpus.Count, source = inv.Source, devices = inv.Gpus.Select(g => new { index = g.Index, uuid = g.Uuid, model = g.Model, memoryBytes = g.MemoryBytes }) }
                 : null,
         };
         return database == DatabaseHealth.Ok ? TypedResults.Ok(body) : TypedResults.Json(body, statusCode: StatusCodes.Status503ServiceUnavailable);
+    }
+
+    /// <summary>The data directory's space: "ok", or "below_reserve" with why no job starts (the embedded PostgreSQL
+    /// and pulls keep the reserve); whether jobs get size-limited disks here.</summary>
+    private static object Disk(NodeDisk disk, BatchRunnerOptions options)
+    {
+        DiskStatus s;
+        try { s = disk.Read(); }
+        catch (IOException e) { return new { status = "unknown", error = e.Message }; }
+        return new
+        {
+            status = s.UnderReserve ? "below_reserve" : "ok",
+            pressure = s.Pressure,
+            dataDir = s.DataDir,
+            totalBytes = s.TotalBytes,
+            freeBytes = s.FreeBytes,
+            reserveBytes = s.ReserveBytes,
+            availableBytes = s.AvailableBytes,
+            jobLimits = options.RunsWorker ? (options.Disk.Enforce ? "enforced" : "off") : null,
+        };
     }
 
     /// <summary>The embedded cluster's supervision as /healthz shows it (state in lower case, as API states are).</summary>

@@ -1,5 +1,6 @@
 using BatchRunner.Core;
 using BatchRunner.Server.Hosting;
+using BatchRunner.Server.Observability;
 using BatchRunner.Server.Scheduling;
 using BatchRunner.Server.Storage;
 using Microsoft.Extensions.Options;
@@ -18,6 +19,7 @@ public sealed partial class NodeRegistry(
     JobStore jobs,
     NodeIdentity node,
     NodeReservations resources,
+    NodeDisk disk,
     JobQueue queue,
     NodeAddress address,
     IDatabaseAvailability database,
@@ -27,6 +29,7 @@ public sealed partial class NodeRegistry(
     private readonly BatchRunnerOptions _options = options.Value;
     private CancellationTokenSource _fenced = new();
     private long _lastBeatTicks = Environment.TickCount64;
+    private bool _underReserve;
 
     public Guid Instance { get; } = Guid.NewGuid();
 
@@ -51,7 +54,7 @@ public sealed partial class NodeRegistry(
         {
             try
             {
-                if (!await nodes.HeartbeatAsync(node.Name, Instance, stoppingToken, address.Url))
+                if (!await nodes.HeartbeatAsync(node.Name, Instance, stoppingToken, address.Url, ReadDisk()))
                 {
                     // Another process registered under our name: it owns the node now.
                     LogTakenOver(log, node.Name);
@@ -80,6 +83,26 @@ public sealed partial class NodeRegistry(
                 }
             }
         } while (await WaitNextAsync(timer, stoppingToken));
+    }
+
+    /// <summary>The data directory now, for the node record and the node's disk series; null when it cannot be read.</summary>
+    private NodeDiskRecord? ReadDisk()
+    {
+        DiskStatus status;
+        try { status = disk.Read(); }
+        catch (IOException e)
+        {
+            LogDiskUnreadable(log, e, disk.DataDir);
+            return null;
+        }
+        NodeMetrics.SetDisk(node.Name, status.FreeBytes, status.ReserveBytes, status.UnderReserve);
+        if (status.UnderReserve != _underReserve)
+        {
+            _underReserve = status.UnderReserve;
+            if (status.UnderReserve) LogUnderReserve(log, node.Name, status.Pressure!);
+            else LogAboveReserve(log, node.Name, Quantity.FormatApproximate(status.FreeBytes));
+        }
+        return new NodeDiskRecord(status.TotalBytes, status.FreeBytes, status.ReserveBytes, status.AvailableBytes, status.Pressure);
     }
 
     private static async Task<bool> WaitNextAsync(PeriodicTimer timer, CancellationToken ct)
@@ -127,6 +150,15 @@ public sealed partial class NodeRegistry(
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Node {Node} registered: {Cpus} CPUs, {Memory} memory, {Gpus} GPUs")]
     private static partial void LogRegistered(ILogger log, string node, double cpus, string memory, int gpus);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Node {Node}: {Pressure}")]
+    private static partial void LogUnderReserve(ILogger log, string node, string pressure);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Node {Node}: free space ({Free}) is above the reserve again; jobs start")]
+    private static partial void LogAboveReserve(ILogger log, string node, string free);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Cannot read the free space of {DataDir}")]
+    private static partial void LogDiskUnreadable(ILogger log, Exception e, string dataDir);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Node {Node}: heartbeat failed")]
     private static partial void LogBeatFailed(ILogger log, Exception e, string node);

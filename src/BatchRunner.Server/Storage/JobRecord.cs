@@ -2,9 +2,11 @@ using BatchRunner.Core;
 
 namespace BatchRunner.Server.Storage;
 
-/// <summary>A job as stored in batchrunner.jobs (plus its outputs when read with them).</summary>
+/// <summary>A job as stored in batchrunner.jobs (plus its outputs when read with them, and its webhook delivery).</summary>
 public sealed record JobRecord
 {
+    public const string DefaultTenant = "default";
+
     public required Guid Id { get; init; }
     public string? Name { get; init; }
     public required string Image { get; init; }
@@ -24,7 +26,21 @@ public sealed record JobRecord
     public string? HangfireJobId { get; init; }
     public bool CancelRequested { get; init; }
     public string? Node { get; init; }
+    /// <summary>stdout or stderr went over its cap: the log keeps its first and last parts.</summary>
+    public bool LogsTruncated { get; init; }
     public IReadOnlyList<OutputFile> Outputs { get; init; } = [];
+    /// <summary>The tenant that owns the job: only its keys (and admins) see it.</summary>
+    public string Tenant { get; init; } = DefaultTenant;
+    /// <summary>Id of the key that submitted it ("bootstrap" for the configured key; null for jobs from before keys).</summary>
+    public string? SubmittedBy { get; init; }
+    /// <summary>Its secrets, encrypted (<see cref="JobSecretStore.Protect"/>); set for an insert only, never read back here.</summary>
+    public byte[]? ProtectedSecrets { get; init; }
+    /// <summary>Its webhook delivery, when it asked for one (notify.url).</summary>
+    public NotificationRecord? Notify { get; init; }
+    /// <summary>Read for a list: <see cref="Spec"/> lacks <c>args</c> and <c>env</c> (their size is only bounded by
+    /// the submission limit), and <see cref="EnvNames"/> has the names.</summary>
+    public bool IsSummary { get; init; }
+    public IReadOnlyList<string>? EnvNames { get; init; }
 }
 
 public sealed record PullProgressRecord(long BytesDone, long BytesTotal);

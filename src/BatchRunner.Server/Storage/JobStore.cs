@@ -15,12 +15,24 @@ public sealed partial class JobStore(NpgsqlDataSource db) : IAttemptStore
     internal static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web);
 
     private const string Columns =
-        "id, name, image, image_digest, queue, spec, state, reason, message, exit_code, attempt, created_at, " +
-        "started_at, finished_at, usage, pull_progress, hangfire_job_id, cancel_requested, node";
+        "j.id, j.name, j.image, j.image_digest, j.queue, j.spec, j.state, j.reason, j.message, j.exit_code, j.attempt, j.created_at, " +
+        "j.started_at, j.finished_at, j.usage, j.pull_progress, j.hangfire_job_id, j.cancel_requested, j.node, j.tenant, j.submitted_by, " +
+        "n.url, n.state, n.attempts, n.last_error, n.delivered_at, j.logs_truncated";
+
+    /// <summary>A list item's spec: without args and env, whose size only the submission limit bounds (256 KiB each),
+    /// so that a page of 1000 jobs stays small; the names of the variables come separately.</summary>
+    private const string SummaryColumns =
+        "j.id, j.name, j.image, j.image_digest, j.queue, j.spec - 'args' - 'env', j.state, j.reason, j.message, j.exit_code, j.attempt, j.created_at, " +
+        "j.started_at, j.finished_at, j.usage, j.pull_progress, j.hangfire_job_id, j.cancel_requested, j.node, j.tenant, j.submitted_by, " +
+        "n.url, n.state, n.attempts, n.last_error, n.delivered_at, j.logs_truncated, " +
+        "array(select jsonb_object_keys(coalesce(j.spec->'env', '{}')) order by 1)";
+
+    private const string From = "batchrunner.jobs j left join batchrunner.notifications n on n.job_id = j.id";
 
     /// <summary>
-    /// Inserts a new job. With an idempotency key, a key seen before returns the id of the job it created
-    /// (and whether the request matched the first one) instead, in the same transaction.
+    /// Inserts a new job (with its webhook delivery, when it asks for one). With an idempotency key, a key the job's
+    /// tenant used before returns the id of the job it created (and whether the request matched the first one)
+    /// instead, in the same transaction. Keys are per tenant: another tenant's job is never found by one.
     /// </summary>
     public async Task<(Guid Id, bool Created, bool SameRequest)> InsertAsync(JobRecord job, string? idempotencyKey, string requestHash, CancellationToken ct)
     {
@@ -29,10 +41,12 @@ public sealed partial class JobStore(NpgsqlDataSource db) : IAttemptStore
         if (idempotencyKey is not null)
         {
             // Serialise concurrent requests with the same key.
-            await using var lk = new NpgsqlCommand("select pg_advisory_xact_lock(hashtext('batchrunner.idem:' || @k))", conn, tx);
+            await using var lk = new NpgsqlCommand("select pg_advisory_xact_lock(hashtext('batchrunner.idem:' || @t || ':' || @k))", conn, tx);
+            lk.Parameters.AddWithValue("t", job.Tenant);
             lk.Parameters.AddWithValue("k", idempotencyKey);
             await lk.ExecuteNonQueryAsync(ct);
-            await using var find = new NpgsqlCommand("select job_id, request_hash from batchrunner.idempotency_keys where key = @k", conn, tx);
+            await using var find = new NpgsqlCommand("select job_id, request_hash from batchrunner.idempotency_keys where tenant = @t and key = @k", conn, tx);
+            find.Parameters.AddWithValue("t", job.Tenant);
             find.Parameters.AddWithValue("k", idempotencyKey);
             await using (var rd = await find.ExecuteReaderAsync(ct))
             {
@@ -41,16 +55,24 @@ public sealed partial class JobStore(NpgsqlDataSource db) : IAttemptStore
             }
         }
         await using (var cmd = new NpgsqlCommand("""
-            insert into batchrunner.jobs (id, name, image, queue, spec, state, created_at)
-            values (@id, @name, @image, @queue, @spec, @state, @created)
+            insert into batchrunner.jobs (id, name, image, queue, spec, state, created_at, tenant, submitted_by, secrets)
+            values (@id, @name, @image, @queue, @spec, @state, @created, @tenant, @by, @secrets)
             """, conn, tx))
         {
             AddInsert(cmd, job);
             await cmd.ExecuteNonQueryAsync(ct);
         }
+        if (job.Spec.Notify is { } notify)
+        {
+            await using var n = new NpgsqlCommand("insert into batchrunner.notifications (job_id, url) values (@id, @u)", conn, tx);
+            n.Parameters.AddWithValue("id", job.Id);
+            n.Parameters.AddWithValue("u", notify.Url);
+            await n.ExecuteNonQueryAsync(ct);
+        }
         if (idempotencyKey is not null)
         {
-            await using var key = new NpgsqlCommand("insert into batchrunner.idempotency_keys (key, job_id, request_hash) values (@k, @id, @h)", conn, tx);
+            await using var key = new NpgsqlCommand("insert into batchrunner.idempotency_keys (tenant, key, job_id, request_hash) values (@t, @k, @id, @h)", conn, tx);
+            key.Parameters.AddWithValue("t", job.Tenant);
             key.Parameters.AddWithValue("k", idempotencyKey);
             key.Parameters.AddWithValue("id", job.Id);
             key.Parameters.AddWithValue("h", requestHash);
@@ -69,6 +91,9 @@ public sealed partial class JobStore(NpgsqlDataSource db) : IAttemptStore
         cmd.Parameters.Add(new NpgsqlParameter("spec", NpgsqlDbType.Jsonb) { Value = JsonSerializer.Serialize(job.Spec, Json) });
         cmd.Parameters.AddWithValue("state", job.State);
         cmd.Parameters.AddWithValue("created", job.CreatedAt);
+        cmd.Parameters.AddWithValue("tenant", job.Tenant);
+        cmd.Parameters.Add(new NpgsqlParameter("by", NpgsqlDbType.Text) { Value = (object?)job.SubmittedBy ?? DBNull.Value });
+        cmd.Parameters.Add(new NpgsqlParameter("secrets", NpgsqlDbType.Bytea) { Value = (object?)job.ProtectedSecrets ?? DBNull.Value });
     }
 
     public async Task SetHangfireJobIdAsync(Guid id, string hangfireJobId, CancellationToken ct)
@@ -79,13 +104,19 @@ public sealed partial class JobStore(NpgsqlDataSource db) : IAttemptStore
         await cmd.ExecuteNonQueryAsync(ct);
     }
 
-    public async Task<JobRecord?> GetAsync(Guid id, CancellationToken ct)
+    public Task<JobRecord?> GetAsync(Guid id, CancellationToken ct) => GetAsync(id, tenant: null, ct);
+
+    /// <summary>The job, with its outputs; null when there is none, or it belongs to another tenant than
+    /// <paramref name="tenant"/> (null: any tenant). The API answers both alike (404), so that a job's existence is
+    /// never revealed to another tenant.</summary>
+    public async Task<JobRecord?> GetAsync(Guid id, string? tenant, CancellationToken ct)
     {
         await using var conn = await db.OpenConnectionAsync(ct);
         JobRecord? job;
-        await using (var cmd = new NpgsqlCommand($"select {Columns} from batchrunner.jobs where id = @id", conn))
+        await using (var cmd = new NpgsqlCommand($"select {Columns} from {From} where j.id = @id and (@t::text is null or j.tenant = @t)", conn))
         {
             cmd.Parameters.AddWithValue("id", id);
+            cmd.Parameters.Add(new NpgsqlParameter("t", NpgsqlDbType.Text) { Value = (object?)tenant ?? DBNull.Value });
             await using var rd = await cmd.ExecuteReaderAsync(ct);
             job = await rd.ReadAsync(ct) ? Read(rd) : null;
         }
@@ -100,29 +131,35 @@ public sealed partial class JobStore(NpgsqlDataSource db) : IAttemptStore
         return job with { Outputs = outputs };
     }
 
-    /// <summary>Newest first; the cursor is opaque to clients (created_at and id of the last item).</summary>
-    public async Task<(IReadOnlyList<JobRecord> Items, string? NextCursor)> ListAsync(string? state, int limit, string? cursor, CancellationToken ct)
+    /// <summary>Newest first, summaries (<see cref="JobRecord.IsSummary"/>), of one tenant (<paramref name="tenant"/>;
+    /// null: every tenant); the cursor is opaque to clients (created_at and id of the last item).</summary>
+    public async Task<(IReadOnlyList<JobRecord> Items, string? NextCursor)> ListAsync(string? state, string? tenant, int limit, string? cursor, CancellationToken ct)
     {
-        var sql = new StringBuilder($"select {Columns} from batchrunner.jobs where true");
+        var sql = new StringBuilder($"select {SummaryColumns} from {From} where true");
         await using var cmd = db.CreateCommand();
+        if (tenant is not null)
+        {
+            sql.Append(" and j.tenant = @tenant");
+            cmd.Parameters.AddWithValue("tenant", tenant);
+        }
         if (state is not null)
         {
-            sql.Append(" and state = @state");
+            sql.Append(" and j.state = @state");
             cmd.Parameters.AddWithValue("state", state);
         }
         if (cursor is not null)
         {
             var (at, id) = DecodeCursor(cursor);
-            sql.Append(" and (created_at, id) < (@cat, @cid)");
+            sql.Append(" and (j.created_at, j.id) < (@cat, @cid)");
             cmd.Parameters.AddWithValue("cat", at);
             cmd.Parameters.AddWithValue("cid", id);
         }
-        sql.Append(" order by created_at desc, id desc limit @limit");
+        sql.Append(" order by j.created_at desc, j.id desc limit @limit");
         cmd.Parameters.AddWithValue("limit", limit + 1);
         cmd.CommandText = sql.ToString();
         var items = new List<JobRecord>();
         await using (var rd = await cmd.ExecuteReaderAsync(ct))
-            while (await rd.ReadAsync(ct)) items.Add(Read(rd));
+            while (await rd.ReadAsync(ct)) items.Add(Read(rd) with { IsSummary = true, EnvNames = rd.GetFieldValue<string[]>(27) });
         string? next = null;
         if (items.Count > limit)
         {
@@ -165,10 +202,11 @@ public sealed partial class JobStore(NpgsqlDataSource db) : IAttemptStore
     /// A queued job is cancelled at once; a starting or running one is flagged, and its worker kills
     /// the container when it sees the flag (through Hangfire's cancellation token).
     /// </summary>
-    public async Task<(CancelResult Result, string? HangfireJobId)> RequestCancelAsync(Guid id, CancellationToken ct)
+    /// <remarks>Only a job of <paramref name="tenant"/> (null: any tenant) is found.</remarks>
+    public async Task<(CancelResult Result, string? HangfireJobId)> RequestCancelAsync(Guid id, string? tenant, CancellationToken ct)
     {
         await using var cmd = db.CreateCommand("""
-            with j as (select id, state from batchrunner.jobs where id = @id for update)
+            with j as (select id, state from batchrunner.jobs where id = @id and (@t::text is null or tenant = @t) for update)
             update batchrunner.jobs t set
                    cancel_requested = true,
                    state = case when j.state = 'queued' then 'cancelled' else t.state end,
@@ -179,6 +217,7 @@ public sealed partial class JobStore(NpgsqlDataSource db) : IAttemptStore
             returning j.state, t.hangfire_job_id
             """);
         cmd.Parameters.AddWithValue("id", id);
+        cmd.Parameters.Add(new NpgsqlParameter("t", NpgsqlDbType.Text) { Value = (object?)tenant ?? DBNull.Value });
         await using var rd = await cmd.ExecuteReaderAsync(ct);
         if (await rd.ReadAsync(ct))
         {
@@ -187,8 +226,9 @@ public sealed partial class JobStore(NpgsqlDataSource db) : IAttemptStore
             return (before == JobState.Queued ? CancelResult.CancelledWhileQueued : CancelResult.Signalled, hf);
         }
         await rd.CloseAsync();
-        await using var exists = db.CreateCommand("select 1 from batchrunner.jobs where id = @id");
+        await using var exists = db.CreateCommand("select 1 from batchrunner.jobs where id = @id and (@t::text is null or tenant = @t)");
         exists.Parameters.AddWithValue("id", id);
+        exists.Parameters.Add(new NpgsqlParameter("t", NpgsqlDbType.Text) { Value = (object?)tenant ?? DBNull.Value });
         return (await exists.ExecuteScalarAsync(ct) is null ? CancelResult.NotFound : CancelResult.AlreadyFinal, null);
     }
 
@@ -230,6 +270,11 @@ public sealed partial class JobStore(NpgsqlDataSource db) : IAttemptStore
             HangfireJobId = rd.IsDBNull(16) ? null : rd.GetString(16),
             CancelRequested = rd.GetBoolean(17),
             Node = rd.IsDBNull(18) ? null : rd.GetString(18),
+            Tenant = rd.GetString(19),
+            SubmittedBy = rd.IsDBNull(20) ? null : rd.GetString(20),
+            Notify = rd.IsDBNull(21) ? null : new NotificationRecord(rd.GetString(21), rd.GetString(22), rd.GetInt32(23),
+                rd.IsDBNull(24) ? null : rd.GetString(24), rd.IsDBNull(25) ? null : rd.GetFieldValue<DateTimeOffset>(25)),
+            LogsTruncated = rd.GetBoolean(26),
         };
     }
 }

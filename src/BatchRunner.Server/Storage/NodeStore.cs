@@ -37,14 +37,19 @@ public sealed class NodeStore(NpgsqlDataSource db)
         await cmd.ExecuteNonQueryAsync(ct);
     }
 
-    /// <summary>Renews the node's lease and records where it answers HTTP (<paramref name="apiUrl"/>; null: unchanged).
-    /// False when another instance has taken over this node name (this process must stop working).</summary>
-    public async Task<bool> HeartbeatAsync(string name, Guid instance, CancellationToken ct, string? apiUrl = null)
+    /// <summary>Renews the node's lease and records where it answers HTTP (<paramref name="apiUrl"/>; null: unchanged) and
+    /// its data directory (<paramref name="disk"/>; null: unchanged). False when another instance has taken over this
+    /// node name (this process must stop working).</summary>
+    public async Task<bool> HeartbeatAsync(string name, Guid instance, CancellationToken ct, string? apiUrl = null, NodeDiskRecord? disk = null)
     {
-        await using var cmd = db.CreateCommand("update batchrunner.nodes set heartbeat_at = now(), api_url = coalesce(@u, api_url) where name = @n and instance_id = @i");
+        await using var cmd = db.CreateCommand("""
+            update batchrunner.nodes set heartbeat_at = now(), api_url = coalesce(@u, api_url), disk = coalesce(@d, disk)
+             where name = @n and instance_id = @i
+            """);
         cmd.Parameters.AddWithValue("n", name);
         cmd.Parameters.AddWithValue("i", instance);
         cmd.Parameters.Add(new NpgsqlParameter("u", NpgsqlDbType.Text) { Value = (object?)apiUrl ?? DBNull.Value });
+        cmd.Parameters.Add(new NpgsqlParameter("d", NpgsqlDbType.Jsonb) { Value = disk is null ? DBNull.Value : JsonSerializer.Serialize(disk, Json) });
         return await cmd.ExecuteNonQueryAsync(ct) == 1;
     }
 
@@ -92,21 +97,25 @@ public sealed class NodeStore(NpgsqlDataSource db)
         return list;
     }
 
-    /// <summary>Node records with their allocation (what their starting and running jobs requested) and running jobs.</summary>
-    public async Task<IReadOnlyList<NodeInfo>> ListAsync(bool aliveOnly, CancellationToken ct)
+    /// <summary>Node records with their allocation (what all their starting and running jobs requested) and running
+    /// jobs: all of them, or (<paramref name="tenant"/>) only that tenant's.</summary>
+    public async Task<IReadOnlyList<NodeInfo>> ListAsync(bool aliveOnly, CancellationToken ct, string? tenant = null)
     {
         await using var cmd = db.CreateCommand($"""
             select n.name, n.labels, n.capacity, n.queues, ({AliveCondition}) as alive, n.started_at, n.heartbeat_at,
-                   coalesce(array_agg(j.id) filter (where j.id is not null), array[]::uuid[]) as jobs,
+                   coalesce(array_agg(j.id) filter (where j.id is not null and (@t::text is null or j.tenant = @t)), array[]::uuid[]) as jobs,
                    coalesce(sum((j.spec->'resources'->>'cpus')::float8), 0) as cpus,
                    coalesce(sum((j.spec->'resources'->>'memoryBytes')::int8), 0) as mem,
-                   coalesce(sum(coalesce((j.spec->'resources'->>'gpus')::int4, 0)), 0) as gpus
+                   coalesce(sum(coalesce((j.spec->'resources'->>'gpus')::int4, 0)), 0) as gpus,
+                   coalesce(sum(coalesce((j.spec->'resources'->>'diskBytes')::int8, 0)), 0)::int8 as disk_bytes,
+                   n.disk
               from batchrunner.nodes n
               left join batchrunner.jobs j on j.node = n.name and j.node_instance = n.instance_id and j.state in ('starting', 'running')
              {(aliveOnly ? $"where {AliveCondition}" : "")}
              group by n.name
              order by n.name
             """);
+        cmd.Parameters.Add(new NpgsqlParameter("t", NpgsqlTypes.NpgsqlDbType.Text) { Value = (object?)tenant ?? DBNull.Value });
         var result = new List<NodeInfo>();
         await using var rd = await cmd.ExecuteReaderAsync(ct);
         while (await rd.ReadAsync(ct))
@@ -119,8 +128,9 @@ public sealed class NodeStore(NpgsqlDataSource db)
                 rd.GetBoolean(4),
                 rd.GetFieldValue<DateTimeOffset>(5),
                 rd.GetFieldValue<DateTimeOffset>(6),
-                new NodeAllocation(rd.GetDouble(8), rd.GetInt64(9), (int)rd.GetInt64(10)),
-                rd.GetFieldValue<Guid[]>(7)));
+                new NodeAllocation(rd.GetDouble(8), rd.GetInt64(9), (int)rd.GetInt64(10), rd.GetInt64(11)),
+                rd.GetFieldValue<Guid[]>(7),
+                rd.IsDBNull(12) ? null : JsonSerializer.Deserialize<NodeDiskRecord>(rd.GetString(12), Json)));
         }
         return result;
     }

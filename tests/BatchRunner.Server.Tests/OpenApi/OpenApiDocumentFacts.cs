@@ -1,7 +1,9 @@
 using System.Net;
+using System.Net.Http.Json;
 using System.Text.Json;
 using System.Text.RegularExpressions;
 using BatchRunner.Server.Api.OpenApi;
+using BatchRunner.Testing;
 using Microsoft.AspNetCore.Routing;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.OpenApi;
@@ -12,7 +14,7 @@ namespace BatchRunner.Server.Tests.OpenApi;
 /// <summary>
 /// <c>/openapi/v1.json</c> against the running server: valid OpenAPI 3.1, the API key as bearer auth, and
 /// <see cref="ApiResponses"/> true to the app: every endpoint is an operation and a line of the table, every line an
-/// operation, and the 401s and 404s it claims are what the server answers.
+/// operation, and the 401s, 403s and 404s the document claims are what the server answers.
 /// </summary>
 [Collection(ServerCollection.Name)]
 public sealed partial class OpenApiDocumentFacts(ServerFixture f)
@@ -44,14 +46,10 @@ public sealed partial class OpenApiDocumentFacts(ServerFixture f)
         Assert.Equal("bearer", scheme.GetProperty("scheme").GetString());
         Assert.Contains("Basic", scheme.GetProperty("description").GetString());
         Assert.True(doc.GetProperty("security")[0].TryGetProperty("bearer", out _));
+        var anonymous = Operations(doc).Where(o => o.Operation.TryGetProperty("security", out var s) && s.GetArrayLength() == 0).Select(o => o.Key);
+        Assert.Equal(["GET /healthz", "GET /metrics"], anonymous.Order());
         foreach (var (key, op) in Operations(doc))
-        {
-            var anonymous = op.TryGetProperty("security", out var s) && s.GetArrayLength() == 0;
-            Assert.True(anonymous == ApiResponses.Anonymous.Contains(key), $"{key}: security {(anonymous ? "empty" : "global")}");
-            Assert.True(anonymous != op.GetProperty("responses").TryGetProperty("401", out _), $"{key}: 401 listed iff the key is needed");
-        }
-        Assert.Contains("GET /healthz", Operations(doc).Select(o => o.Key));
-        Assert.Contains("GET /metrics", Operations(doc).Select(o => o.Key));
+            Assert.True(anonymous.Contains(key) != op.GetProperty("responses").TryGetProperty("401", out _), $"{key}: 401 listed iff a key is needed");
     }
 
     [Fact]
@@ -136,6 +134,34 @@ public sealed partial class OpenApiDocumentFacts(ServerFixture f)
             checkedAny = true;
         }
         Assert.True(checkedAny);
+    }
+
+    [Fact]
+    public async Task Operations_Listing403_RefuseAViewerKey_AndTheOthersDoNot()
+    {
+        var created = await f.Client.PostAsJsonAsync("/api/v1/apikeys", new { name = "openapi-facts viewer", tenant = "openapi-facts", role = "viewer" });
+        var key = JsonDocument.Parse(await created.Content.ReadAsStringAsync()).RootElement;
+        Assert.Equal(HttpStatusCode.Created, created.StatusCode);
+        try
+        {
+            using var viewer = new BatchRunnerClient(f.Anonymous.BaseAddress!.ToString(), key.GetProperty("key").GetString());
+            var refused = new List<string>();
+            foreach (var (key403, op) in Operations(await DocumentAsync()))
+            {
+                if (ApiResponses.Errors[key403].ContainsKey(403)) continue; // the handler's own 403, not the role's
+                var (method, path) = Split(key403);
+                using var response = await viewer.Http.SendAsync(new HttpRequestMessage(new HttpMethod(method), Fill(path)));
+                var lists403 = op.GetProperty("responses").TryGetProperty("403", out _);
+                Assert.True(lists403 == (response.StatusCode == HttpStatusCode.Forbidden), $"{key403} with a viewer key: {(int)response.StatusCode}");
+                if (lists403) refused.Add(key403);
+            }
+            Assert.Contains("POST /api/v1/jobs", refused);
+            Assert.Contains("GET /api/v1/apikeys", refused);
+        }
+        finally
+        {
+            Assert.Equal(HttpStatusCode.NoContent, (await f.Client.DeleteAsync($"/api/v1/apikeys/{key.GetProperty("id").GetString()}")).StatusCode);
+        }
     }
 
     private async Task<JsonElement> DocumentAsync() => JsonDocument.Parse(await f.Anonymous.GetStringAsync("/openapi/v1.json")).RootElement.Clone();

@@ -5,8 +5,8 @@ using Microsoft.OpenApi;
 namespace BatchRunner.Server.Api.OpenApi;
 
 /// <summary>
-/// Makes <c>/openapi/v1.json</c> what a client generator needs: the API key as a bearer security scheme (global, with
-/// <see cref="ApiResponses.Anonymous"/> operations exempt), every error answer of <see cref="ApiResponses"/> as
+/// Makes <c>/openapi/v1.json</c> what a client generator needs: the API key as a bearer security scheme (global;
+/// <see cref="AuthResponses"/> exempts the operations without a policy), every error answer of <see cref="ApiResponses"/> as
 /// <c>application/problem+json</c>, the multipart form of <c>POST /api/v1/jobs</c> as its parts, the bodies the
 /// handlers write themselves (logs, output files, health) and <c>/metrics</c>, which is not a route handler.
 /// One place, so that endpoint files stay free of documentation attributes.
@@ -58,23 +58,15 @@ public sealed class ApiDocumentTransformer : IOpenApiDocumentTransformer
     private static void Describe(string key, OpenApiOperation operation, OpenApiDocument document)
     {
         operation.Responses ??= [];
-        if (ApiResponses.Anonymous.Contains(key))
-            operation.Security = []; // overrides the global requirement: no key needed
-        else
-            operation.Responses["401"] = Problem("the API key is missing or wrong", document);
-        if (ApiResponses.Errors.TryGetValue(key, out var errors))
+        foreach (var (status, why) in ApiResponses.Errors.GetValueOrDefault(key) ?? new Dictionary<int, string>())
         {
-            foreach (var (status, why) in errors)
-            {
-                var code = status.ToString(System.Globalization.CultureInfo.InvariantCulture);
-                // A 400 the handlers' ValidationProblem results already described keeps its richer schema (errors per field).
-                if (operation.Responses.TryGetValue(code, out var existing) && existing is OpenApiResponse { Content: { } content } r
-                    && content.ContainsKey("application/problem+json"))
-                    r.Description = why;
-                else
-                    operation.Responses[code] = Problem(why, document);
-                if (status is 503 or 429) ((OpenApiResponse)operation.Responses[code]).Headers = RetryAfter();
-            }
+            var code = status.ToString(System.Globalization.CultureInfo.InvariantCulture);
+            // A 400 that the handlers' ValidationProblem results described keeps its schema (errors per field).
+            if (operation.Responses.TryGetValue(code, out var existing) && existing is OpenApiResponse { Content: { } content } described
+                && content.ContainsKey("application/problem+json"))
+                described.Description = why;
+            else
+                operation.Responses[code] = Problem(why, document, retryAfter: status is 503 or 429);
         }
         switch (key)
         {
@@ -99,6 +91,7 @@ public sealed class ApiDocumentTransformer : IOpenApiDocumentTransformer
         metrics.AddOperation(HttpMethod.Get, new OpenApiOperation
         {
             OperationId = "GetMetrics",
+            Security = [], // scraped without a key, like /healthz
             Tags = new HashSet<OpenApiTagReference> { new("Observability", document) },
             Summary = "Prometheus metrics of this node (text exposition format)",
             Responses = new OpenApiResponses
@@ -115,21 +108,19 @@ public sealed class ApiDocumentTransformer : IOpenApiDocumentTransformer
         document.Tags.Add(new OpenApiTag { Name = "Observability" });
     }
 
-    internal static OpenApiResponse Problem(string why, OpenApiDocument document) => new()
+    /// <summary>An error answer: RFC 7807 problem details, with Retry-After where the server sends it (429, 503).</summary>
+    internal static OpenApiResponse Problem(string why, OpenApiDocument? document, bool retryAfter = false) => new()
     {
         Description = why,
         Content = new Dictionary<string, OpenApiMediaType>
         {
             ["application/problem+json"] = new() { Schema = new OpenApiSchemaReference(ProblemSchema, document) },
         },
-    };
-
-    private static Dictionary<string, IOpenApiHeader> RetryAfter() => new()
-    {
-        ["Retry-After"] = new OpenApiHeader
-        {
-            Description = "seconds to wait before trying again",
-            Schema = new OpenApiSchema { Type = JsonSchemaType.Integer },
-        },
+        Headers = retryAfter
+            ? new Dictionary<string, IOpenApiHeader>
+            {
+                ["Retry-After"] = new OpenApiHeader { Description = "seconds to wait before trying again", Schema = new OpenApiSchema { Type = JsonSchemaType.Integer } },
+            }
+            : null,
     };
 }

@@ -1,28 +1,24 @@
 namespace BatchRunner.Server.Api.OpenApi;
 
 /// <summary>
-/// The error answers of every operation of the public API, one line per operation, keyed as the OpenAPI document
-/// names it (<c>METHOD /path/{param}</c>). <see cref="ApiDocumentTransformer"/> turns each into a response with an
-/// <c>application/problem+json</c> body; success answers come from the handlers' typed results.
+/// The error answers each operation of the public API gives from its own code, one line per operation, keyed as the
+/// OpenAPI document names it (<c>METHOD /path/{param}</c>). <see cref="ApiDocumentTransformer"/> turns each into a
+/// response with an <c>application/problem+json</c> body. A new endpoint needs its line here (OpenApiDocumentFacts
+/// fails until it has one).
 /// </summary>
 /// <remarks>
-/// Guarantees, checked by <c>OpenApiDocumentFacts</c>: every endpoint the app maps (except those excluded from the
-/// description) is a line here and an operation in the document, and every line is an operation; a line listing 401
-/// is refused without the key, one that does not list it is not; a line listing 404 answers 404 for an unknown id.
-/// The other codes are the handlers' own (the <c>TypedResults.Problem</c> calls named below).
-/// <para>Not listed, because no operation answers them as its contract: 500 (a bug; problem+json all the same).
-/// 401 is added to every operation except <see cref="Anonymous"/> ones (the API key filter of the route groups).</para>
+/// Not here: what the authorization policy answers (401, 403 by role, 429, 503; <see cref="AuthResponses"/> reads
+/// those from the endpoint) and the success answers (the handlers' typed results). Not listed anywhere: 500, a bug
+/// (problem+json all the same). Checked by <c>OpenApiDocumentFacts</c>: the lines and the app's endpoints are the
+/// same set, and a line listing 404 answers 404 for an unknown id or name.
 /// </remarks>
 public static class ApiResponses
 {
-    /// <summary>Operations that need no key: the document gives them an empty security requirement.</summary>
-    public static readonly IReadOnlySet<string> Anonymous = new HashSet<string> { "GET /healthz", "GET /metrics" };
-
-    /// <summary>The database being away (<c>DatabaseErrors.IsOutage</c>, mapped by the exception handler).</summary>
-    private const string Outage = "the job database is unavailable (try again after Retry-After seconds); nothing was changed";
-    private const string NoJob = "no job with this id";
-    private const string NoImage = "no image of this name on this node";
+    /// <summary>The database being away (<c>DatabaseErrors.IsOutage</c>, answered by the exception handler).</summary>
+    internal const string Outage = "the job database is unavailable (try again after Retry-After seconds); nothing was changed";
+    private const string NoJob = "no job with this id (in the key's tenant)";
     private const string ForwardFailed = "the job ran on another node, whose files cannot be reached now (502: unreachable, 503: down)";
+    private const string TooLarge = "the JSON body is over 1 MiB";
 
     /// <summary>Status code → why this operation answers it. 400s are validation problems naming each field (<c>errors</c>).</summary>
     public static readonly IReadOnlyDictionary<string, IReadOnlyDictionary<int, string>> Errors = new Dictionary<string, IReadOnlyDictionary<int, string>>
@@ -30,18 +26,23 @@ public static class ApiResponses
         ["POST /api/v1/jobs"] = Map(
             (400, "the spec or its inputs are invalid, the node's policy refuses it, or no live node could ever run the job"),
             (409, "the Idempotency-Key was used before with a different job spec"),
-            (413, "the multipart inputs exceed the node's MaxInputBytes; nothing was stored"),
-            (503, Outage)),
-        ["GET /api/v1/jobs"] = Map((400, "unknown state, limit out of range or invalid cursor"), (503, Outage)),
-        ["GET /api/v1/jobs/{id}"] = Map((404, NoJob), (503, Outage)),
-        ["POST /api/v1/jobs/{id}/cancel"] = Map((404, NoJob), (409, "the job has already ended"), (503, Outage)),
-        ["GET /api/v1/jobs/{id}/logs"] = Map((400, "stream is not stdout or stderr"), (404, NoJob), (502, ForwardFailed), (503, Outage + "; or " + ForwardFailed)),
-        ["GET /api/v1/jobs/{id}/outputs"] = Map((404, NoJob), (503, Outage)),
-        ["GET /api/v1/jobs/{id}/outputs/{path}"] = Map((404, "no job with this id, or it has no such output file"), (502, ForwardFailed), (503, Outage + "; or " + ForwardFailed)),
-        ["GET /api/v1/nodes"] = Map((503, Outage)),
+            (413, TooLarge + ", or the multipart inputs exceed the node's MaxInputBytes; nothing was stored")),
+        ["GET /api/v1/jobs"] = Map((400, "unknown state, limit out of range or invalid cursor"), (403, "tenant names another tenant and the key is not an admin's")),
+        ["GET /api/v1/jobs/{id}"] = Map((404, NoJob)),
+        ["POST /api/v1/jobs/{id}/cancel"] = Map((404, NoJob), (409, "the job has already ended")),
+        ["GET /api/v1/jobs/{id}/logs"] = Map((400, "stream is not stdout, stderr or combined, or timestamps without a stream"), (404, NoJob),
+            (502, ForwardFailed), (503, ApiResponses.Outage + "; or " + ForwardFailed)),
+        ["GET /api/v1/jobs/{id}/outputs"] = Map((404, NoJob)),
+        ["GET /api/v1/jobs/{id}/outputs/{path}"] = Map((404, "no job with this id (in the key's tenant), or it has no such output file"),
+            (502, ForwardFailed), (503, ApiResponses.Outage + "; or " + ForwardFailed)),
+        ["GET /api/v1/nodes"] = Map(),
         ["POST /api/v1/images"] = Map((400, "name missing or invalid, no file part, or the archive cannot be imported"), (415, "the body is neither an archive nor multipart/form-data")),
         ["GET /api/v1/images"] = Map(),
-        ["DELETE /api/v1/images/{name}"] = Map((400, "invalid image name"), (404, NoImage), (409, "a queued or running job uses the image"), (503, Outage)),
+        ["DELETE /api/v1/images/{name}"] = Map((400, "invalid image name"), (404, "no image of this name on this node"), (409, "a queued or running job uses the image")),
+        ["POST /api/v1/apikeys"] = Map((400, "name, tenant or role invalid"), (413, TooLarge)),
+        ["GET /api/v1/apikeys"] = Map(),
+        ["DELETE /api/v1/apikeys/{id}"] = Map((404, "no active API key with this id"), (409, "the bootstrap key is configured, not stored: it cannot be revoked here")),
+        ["GET /api/v1/tenants"] = Map(),
         ["GET /healthz"] = Map(),
         ["GET /metrics"] = Map(),
     };

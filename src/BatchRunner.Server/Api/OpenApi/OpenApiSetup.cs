@@ -7,6 +7,8 @@ public static class OpenApiSetup
         services.AddOpenApi("v1", o =>
         {
             o.AddSchemaTransformer(Schemas.StrictNumbersAsync);
+            // Operation transformers run while the paths are built, document transformers on the finished document.
+            o.AddOperationTransformer<AuthResponses>();
             o.AddDocumentTransformer<ApiDocumentTransformer>();
         });
 }
