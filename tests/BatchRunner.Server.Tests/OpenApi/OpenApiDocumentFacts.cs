@@ -34,7 +34,11 @@ public sealed partial class OpenApiDocumentFacts(ServerFixture f)
         Assert.Equal(OpenApiSpecVersion.OpenApi3_1, read.Diagnostic!.SpecificationVersion);
         var errors = read.Document!.Validate(Microsoft.OpenApi.ValidationRuleSet.GetDefaultRuleSet())?.ToList() ?? [];
         Assert.True(errors.Count == 0, string.Join("\n", errors.Select(e => $"{e.Pointer}: {e.Message}")));
-        Assert.StartsWith("3.1", JsonDocument.Parse(json).RootElement.GetProperty("openapi").GetString());
+        var root = JsonDocument.Parse(json).RootElement;
+        Assert.StartsWith("3.1", root.GetProperty("openapi").GetString());
+        // Every field has a real schema: the spec's JsonElements are sizes (Quantity), none is "any JSON value".
+        Assert.False(root.GetProperty("components").GetProperty("schemas").TryGetProperty("JsonElement", out _));
+        Assert.Contains("#/components/schemas/Quantity", root.GetProperty("components").GetProperty("schemas").GetProperty("ResourceSubmission").GetRawText());
     }
 
     [Fact]
@@ -148,7 +152,7 @@ public sealed partial class OpenApiDocumentFacts(ServerFixture f)
             var refused = new List<string>();
             foreach (var (key403, op) in Operations(await DocumentAsync()))
             {
-                if (ApiResponses.Errors[key403].ContainsKey(403)) continue; // the handler's own 403, not the role's
+                if (ApiResponses.Errors.GetValueOrDefault(key403)?.ContainsKey(403) == true) continue; // the handler's own 403, not the role's
                 var (method, path) = Split(key403);
                 using var response = await viewer.Http.SendAsync(new HttpRequestMessage(new HttpMethod(method), Fill(path)));
                 var lists403 = op.GetProperty("responses").TryGetProperty("403", out _);

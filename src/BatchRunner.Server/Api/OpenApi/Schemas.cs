@@ -37,13 +37,21 @@ internal static class Schemas
         OneOf = [new OpenApiSchema { Type = JsonSchemaType.String }, new OpenApiSchema { Type = JsonSchemaType.Integer, Format = "int64" }],
     };
 
+    /// <summary>The spec's fields that are sizes (JsonElements in Core, read by <c>JobSpecValidator</c> as a quantity or
+    /// bytes). A new JsonElement field belongs here, or gets a schema of its own: OpenApiDocumentFacts fails while the
+    /// document still has the "any JSON value" schema.</summary>
+    private static readonly (string Schema, string Property)[] Sizes =
+        [("ResourceSubmission", "memory"), ("ResourceSubmission", "disk"), ("JobSubmission", "shmSize"), ("LogsSubmission", "maxBytes")];
+
     /// <summary>The JSON elements of the spec that hold sizes get <see cref="Quantity"/> instead of "any JSON value".</summary>
     public static void UseQuantity(OpenApiDocument document)
     {
-        foreach (var (schema, property) in new[] { ("ResourceSubmission", "memory"), ("JobSubmission", "shmSize") })
+        foreach (var (schema, property) in Sizes)
         {
             if (document.Components?.Schemas is { } all && all.TryGetValue(schema, out var s) && s is OpenApiSchema { Properties: { } props } && props.ContainsKey(property))
-                props[property] = new OpenApiSchema { OneOf = [new OpenApiSchema { Type = JsonSchemaType.Null }, new OpenApiSchemaReference(ApiDocumentTransformer.QuantitySchema, document)] };
+                // A plain reference, not oneOf [null, Quantity]: behind that wrapper Kiota loses Quantity's oneOf and makes
+                // it an empty object. Leaving the field out is how a client says "none".
+                props[property] = new OpenApiSchemaReference(ApiDocumentTransformer.QuantitySchema, document);
         }
         // Nothing else is an arbitrary JSON element; a new one will show up here again.
         if (!AnyReferenceTo(document, "JsonElement")) document.Components?.Schemas?.Remove("JsonElement");
