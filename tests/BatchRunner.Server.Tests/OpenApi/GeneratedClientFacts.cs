@@ -9,8 +9,8 @@ namespace BatchRunner.Server.Tests.OpenApi;
 /// <summary>
 /// What a client author does with <c>/openapi/v1.json</c>: generate a C# client with Kiota (the local dotnet tool
 /// of .config/dotnet-tools.json), compile it with a small program (ClientProbe/) and run that against the real server.
-/// The program submits a job, waits for it, reads its logs, and is refused without the key, all through the generated
-/// types; it prints what it saw as JSON, asserted here.
+/// The program submits a job, waits for it, reads its logs, submits one with an input file as the multipart form, and
+/// is refused without the key, all through the generated types; it prints what it saw as JSON, asserted here.
 /// </summary>
 [Collection(ServerCollection.Name)]
 public sealed partial class GeneratedClientFacts(ServerFixture f) : IDisposable
@@ -30,8 +30,14 @@ public sealed partial class GeneratedClientFacts(ServerFixture f) : IDisposable
         var kiota = await RunAsync(RepoPaths.Root, "kiota", "generate", "--language", "CSharp", "--openapi", document,
             "--output", Path.Combine(_dir, "Generated"), "--namespace-name", "BatchRunner.Generated", "--class-name", "BatchRunnerApiClient",
             "--exclude-backward-compatible", "--clean-output", "--log-level", "Warning");
-        // The document reads without complaint: no warning but the update check's (no route to GitHub here).
-        var warnings = Warnings().Matches(kiota.Stdout + kiota.Stderr).Select(m => m.Groups[1].Value.Trim()).Where(w => w != "Unable to check for updates");
+        // Kiota picks one request body per operation (JSON here); the multipart form of POST /api/v1/jobs gets a client of its own.
+        var multipart = await RunAsync(RepoPaths.Root, "kiota", "generate", "--language", "CSharp", "--openapi", document,
+            "--output", Path.Combine(_dir, "GeneratedMultipart"), "--namespace-name", "BatchRunner.Generated.Multipart", "--class-name", "BatchRunnerMultipartClient",
+            "--exclude-backward-compatible", "--clean-output", "--log-level", "Warning", "--structured-mime-types", "multipart/form-data", "--include-path", "/api/v1/jobs#POST");
+        // The document reads without complaint (Kiota's validation rules included): no warning but the update check's
+        // (no route to GitHub here).
+        var warnings = Warnings().Matches(kiota.Stdout + kiota.Stderr + multipart.Stdout + multipart.Stderr)
+            .Select(m => m.Groups[1].Value.Trim()).Where(w => w != "Unable to check for updates");
         Assert.Empty(warnings);
 
         foreach (var file in Directory.EnumerateFiles(Path.Combine(AppContext.BaseDirectory, "OpenApi", "ClientProbe")))
@@ -57,6 +63,8 @@ public sealed partial class GeneratedClientFacts(ServerFixture f) : IDisposable
         Assert.Contains("image", seen.GetProperty("invalidFields").EnumerateArray().Select(e => e.GetString()));
         Assert.True(seen.GetProperty("basicAuthListed").GetBoolean());
         Assert.True(seen.GetProperty("healthOk").GetBoolean());
+        Assert.Equal("succeeded", seen.GetProperty("multipartState").GetString());
+        Assert.Contains("hello from an input file", seen.GetProperty("multipartLogs").GetString());
         Assert.Contains(seen.GetProperty("jobId").GetString()!, await f.Client.GetStringAsync("/api/v1/jobs?limit=1000"));
     }
 
