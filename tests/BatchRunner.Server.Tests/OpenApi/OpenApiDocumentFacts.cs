@@ -91,6 +91,7 @@ public sealed partial class OpenApiDocumentFacts(ServerFixture f)
                 else if (code is >= 200 and < 300 and not 204)
                     Assert.True(hasContent && content.EnumerateObject().All(m => m.Value.TryGetProperty("schema", out _)), $"{key} {code}: no body schema");
             }
+            Assert.True(op.GetProperty("responses").EnumerateObject().Any(r => r.Name.StartsWith('2')), $"{key}: no success response");
             if (ApiResponses.Errors.TryGetValue(key, out var errors))
                 foreach (var code in errors.Keys)
                     Assert.True(op.GetProperty("responses").TryGetProperty(code.ToString(), out _), $"{key}: {code} from the table is missing");
@@ -121,6 +122,18 @@ public sealed partial class OpenApiDocumentFacts(ServerFixture f)
             var expects401 = op.GetProperty("responses").TryGetProperty("401", out _);
             Assert.True(expects401 == (response.StatusCode == HttpStatusCode.Unauthorized), $"{key} without the key: {(int)response.StatusCode}");
             if (expects401) Assert.Equal("application/problem+json", response.Content.Headers.ContentType?.MediaType);
+        }
+    }
+
+    [Fact]
+    public async Task Operations_Listing400_RefuseAnUnknownQueryParameter()
+    {
+        foreach (var (key, op) in Operations(await DocumentAsync()))
+        {
+            var (method, path) = Split(key);
+            using var response = await f.Client.SendAsync(new HttpRequestMessage(new HttpMethod(method), Fill(path) + "?noSuchParameter=1"));
+            var lists400 = op.GetProperty("responses").TryGetProperty("400", out _);
+            Assert.True(lists400 == (response.StatusCode == HttpStatusCode.BadRequest), $"{key}?noSuchParameter=1: {(int)response.StatusCode}");
         }
     }
 

@@ -18,7 +18,7 @@ public sealed class ApiDocumentTransformer : IOpenApiDocumentTransformer
     public const string QuantitySchema = "Quantity";
     public const string HealthSchema = "Health";
 
-    public Task TransformAsync(OpenApiDocument document, OpenApiDocumentTransformerContext context, CancellationToken cancellationToken)
+    public async Task TransformAsync(OpenApiDocument document, OpenApiDocumentTransformerContext context, CancellationToken cancellationToken)
     {
         document.Info = new OpenApiInfo
         {
@@ -43,6 +43,14 @@ public sealed class ApiDocumentTransformer : IOpenApiDocumentTransformer
         document.Components.Schemas[QuantitySchema] = Schemas.Quantity();
         document.Components.Schemas[HealthSchema] = Schemas.Health();
         Schemas.UseQuantity(document);
+        // The default answer of GET /api/v1/jobs, which the generator dropped for the summary view's (Bodies.JobList).
+        if (!document.Components.Schemas.ContainsKey(nameof(JobListDto)))
+        {
+            var list = await context.GetOrCreateSchemaAsync(typeof(JobListDto), null, cancellationToken);
+            if (list.Properties is { } p && document.Components.Schemas.ContainsKey(nameof(JobDto)))
+                p["items"] = new OpenApiSchema { Type = JsonSchemaType.Array, Items = new OpenApiSchemaReference(nameof(JobDto), document) };
+            document.Components.Schemas[nameof(JobListDto)] = list;
+        }
 
         document.Paths ??= [];
         AddMetrics(document);
@@ -52,7 +60,6 @@ public sealed class ApiDocumentTransformer : IOpenApiDocumentTransformer
             foreach (var (method, operation) in item.Operations)
                 Describe($"{method.Method.ToUpperInvariant()} {path}", operation, document);
         }
-        return Task.CompletedTask;
     }
 
     private static void Describe(string key, OpenApiOperation operation, OpenApiDocument document)
@@ -64,7 +71,7 @@ public sealed class ApiDocumentTransformer : IOpenApiDocumentTransformer
             // A 400 that the handlers' ValidationProblem results described keeps its schema (errors per field).
             if (operation.Responses.TryGetValue(code, out var existing) && existing is OpenApiResponse { Content: { } content } described
                 && content.ContainsKey("application/problem+json"))
-                described.Description = why;
+                described.Description = status == 400 && why != QueryResponses.Why ? $"{why}; or {QueryResponses.Why}" : why;
             else
                 operation.Responses[code] = Problem(why, document, retryAfter: status is 503 or 429);
         }
@@ -73,11 +80,20 @@ public sealed class ApiDocumentTransformer : IOpenApiDocumentTransformer
             case "POST /api/v1/jobs":
                 Bodies.JobSubmission(operation, document);
                 break;
+            case "GET /api/v1/jobs":
+                Bodies.JobList(operation, document);
+                break;
             case "GET /api/v1/jobs/{id}/logs":
                 Bodies.Logs(operation);
                 break;
             case "GET /api/v1/jobs/{id}/outputs/{path}":
                 Bodies.OutputFile(operation);
+                break;
+            case "GET /api/v1/jobs/{id}/outputs.zip":
+                Bodies.OutputArchive(operation, "application/zip");
+                break;
+            case "GET /api/v1/jobs/{id}/outputs.tar.gz":
+                Bodies.OutputArchive(operation, "application/gzip");
                 break;
             case "GET /healthz":
                 Bodies.Health(operation, document);

@@ -8,7 +8,8 @@ namespace BatchRunner.Server.Api.OpenApi;
 /// </summary>
 /// <remarks>
 /// Not here: what the authorization policy answers (401, 403 by role, 429, 503; <see cref="AuthResponses"/> reads
-/// those from the endpoint) and the success answers (the handlers' typed results). Not listed anywhere: 500, a bug
+/// those from the endpoint), the 400 of the query check (<see cref="QueryResponses"/>, every operation) and the
+/// success answers (the handlers' typed results; <see cref="Bodies"/> for those the handlers write themselves). Not listed anywhere: 500, a bug
 /// (problem+json all the same). Checked by <c>OpenApiDocumentFacts</c>: the lines and the app's endpoints are the
 /// same set, and a line listing 404 answers 404 for an unknown id or name.
 /// </remarks>
@@ -32,7 +33,13 @@ public static class ApiResponses
         ["POST /api/v1/jobs/{id}/cancel"] = Map((404, NoJob), (409, "the job has already ended")),
         ["GET /api/v1/jobs/{id}/logs"] = Map((400, "stream is not stdout, stderr or combined, or timestamps without a stream"), (404, NoJob),
             (502, ForwardFailed), (503, ApiResponses.Outage + "; or " + ForwardFailed)),
+        ["POST /api/v1/jobs/{id}/rerun"] = Map((404, NoJob),
+            (409, "the job has not ended, its image was never resolved, its queue or inputs are gone, or no live node can run it now")),
         ["GET /api/v1/jobs/{id}/outputs"] = Map((404, NoJob)),
+        ["GET /api/v1/jobs/{id}/outputs.zip"] = Map((404, "no job with this id (in the key's tenant), or one of its outputs is gone"),
+            (409, "the job has not ended"), (502, ForwardFailed), (503, ApiResponses.Outage + "; or " + ForwardFailed)),
+        ["GET /api/v1/jobs/{id}/outputs.tar.gz"] = Map((404, "no job with this id (in the key's tenant), or one of its outputs is gone"),
+            (409, "the job has not ended"), (502, ForwardFailed), (503, ApiResponses.Outage + "; or " + ForwardFailed)),
         ["GET /api/v1/jobs/{id}/outputs/{path}"] = Map((404, "no job with this id (in the key's tenant), or it has no such output file"),
             (502, ForwardFailed), (503, ApiResponses.Outage + "; or " + ForwardFailed)),
         ["GET /api/v1/nodes"] = Map(),

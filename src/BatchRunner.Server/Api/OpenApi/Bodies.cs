@@ -70,6 +70,19 @@ internal static class Bodies
         operation.Responses!["416"] = new OpenApiResponse { Description = "the Range is outside the file" };
     }
 
+    /// <summary>
+    /// <c>GET /api/v1/jobs</c> answers <c>JobListDto</c>, or with <c>view=summary</c> <c>JobSummaryListDto</c> (fewer
+    /// fields: no command and no outputs). Two typed 200s leave the generator with the last; the document names the
+    /// default, which a client can read either answer into.
+    /// </summary>
+    public static void JobList(OpenApiOperation operation, OpenApiDocument document) =>
+        Success(operation, "200", "The jobs, newest first (view=summary: without command and outputs)", "application/json",
+            new OpenApiSchemaReference("JobListDto", document));
+
+    /// <summary>All the job's outputs as one archive (<c>OutputArchiveResult</c>), streamed.</summary>
+    public static void OutputArchive(OpenApiOperation operation, string mediaType) =>
+        Success(operation, "200", "The job's outputs as one archive", mediaType, new OpenApiSchema { Type = JsonSchemaType.String, Format = "binary" });
+
     /// <summary><c>GET /healthz</c>: the same body with 200 (ok) or 503 (the database does not answer).</summary>
     public static void Health(OpenApiOperation operation, OpenApiDocument document)
     {

@@ -9,6 +9,7 @@ public static class OpenApiSetup
             o.AddSchemaTransformer(Schemas.StrictNumbersAsync);
             // Operation transformers run while the paths are built, document transformers on the finished document.
             o.AddOperationTransformer<AuthResponses>();
+            o.AddOperationTransformer<QueryResponses>();
             o.AddDocumentTransformer<ApiDocumentTransformer>();
         });
 }
