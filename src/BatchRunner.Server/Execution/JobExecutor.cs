@@ -26,7 +26,7 @@ namespace BatchRunner.Server.Execution;
 /// or a final state exists), or there was nothing to run (final, cancelled, running on a live node, or already
 /// running in this process);</item>
 /// <item><see cref="JobRescheduleException"/>: this node cannot run it now (can never fit it, is full, the queue
-/// is at its limit), it failed and will be retried after a back-off (<see cref="AttemptEnd.Retry"/>), or this node
+/// is at its limit, the tenant at its maxRunning quota: the job's message says which, in words), it failed and will be retried after a back-off (<see cref="AttemptEnd.Retry"/>), or this node
 /// is fenced (<see cref="AttemptEnd.Fenced"/>: nothing recorded; the next attempt closes this one as node_lost);</item>
 /// <item><see cref="OperationCanceledException"/>: this worker is shutting down; the job was requeued
 /// (<see cref="AttemptEnd.Requeue"/>);</item>
@@ -38,6 +38,7 @@ public sealed partial class JobExecutor(
     IAttemptStore store,
     AttemptRunner runner,
     NodeReservations reservations,
+    IClusterAllocation cluster,
     NodeIdentity node,
     INodeFence fence,
     IHostApplicationLifetime lifetime,
@@ -79,7 +80,12 @@ public sealed partial class JobExecutor(
             switch (await Durably.RunAsync(c => store.BeginAttemptAsync(jobId, node.Name, fence.Instance, job.Queue, queueLimit, c)))
             {
                 case AttemptStart.QueueFull full:
+                    await SayWhyItWaitsAsync(job, WaitReasons.QueueLimit(job.Queue, full.Limit));
                     throw new JobRescheduleException($"queue {job.Queue} is at its limit of {full.Limit} running jobs", QueueFullDelay);
+                case AttemptStart.TenantQuotaFull quota:
+                    var why = WaitReasons.TenantQuota(quota);
+                    await SayWhyItWaitsAsync(job, why);
+                    throw new JobRescheduleException(why, QueueFullDelay);
                 case AttemptStart.NothingToRun:
                     LogNothingToRun(log, jobId);
                     return;
@@ -110,7 +116,19 @@ public sealed partial class JobExecutor(
             throw new JobRescheduleException($"node {node.Name} can never run it: {never}", NeverFitsDelay);
         if (reservations.TryReserve(job.Id, job.Spec.Resources) is { } reservation) return reservation;
         await reservations.WaitForReleaseAsync(AdmissionWait, hangfireToken);
-        return reservations.TryReserve(job.Id, job.Spec.Resources) ?? throw new JobRescheduleException($"node {node.Name} is full");
+        if (reservations.TryReserve(job.Id, job.Spec.Resources) is { } late) return late;
+        // The message describes the cluster (the job may run on any node), this node only declines it.
+        await SayWhyItWaitsAsync(job, WaitReasons.Capacity(job.Spec, await cluster.ListLiveWithAllocationAsync(hangfireToken)));
+        throw new JobRescheduleException($"node {node.Name} is full");
+    }
+
+    /// <summary>Records why the job waits, unless its message says so already. Best effort: a database outage only loses
+    /// the message (the next bounce writes it), never the job's place in the queue.</summary>
+    private async Task SayWhyItWaitsAsync(JobRecord job, string message)
+    {
+        if (job.Message == message) return;
+        try { await store.SetWaitReasonAsync(job.Id, message, CancellationToken.None); }
+        catch (Exception e) when (DatabaseErrors.IsOutage(e)) { LogWaitReasonLost(log, job.Id, e.Message); }
     }
 
     private async Task RecordAsync(JobRecord job, int attempt, AttemptEnd end)
@@ -156,6 +174,9 @@ public sealed partial class JobExecutor(
             LogStale(log, job.Id, attempt);
         }
     }
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "Job {JobId}: why it waits was not recorded: {Error}")]
+    private static partial void LogWaitReasonLost(ILogger log, Guid jobId, string error);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Job {JobId}: attempt {Attempt} started on {Node}")]
     private static partial void LogAttemptStarted(ILogger log, Guid jobId, int attempt, string node);

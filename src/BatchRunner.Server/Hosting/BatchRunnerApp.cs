@@ -108,6 +108,7 @@ public static partial class BatchRunnerApp
             .UseFilter(RescheduleFilter.Instance));
 
         services.AddSingleton<LiveNodes>();
+        services.AddSingleton<IClusterAllocation>(sp => sp.GetRequiredService<LiveNodes>());
         // Logs and outputs stay on the node that ran the job; the API forwards requests for them there.
         services.AddSingleton(sp => new NodeAddress(sp.GetRequiredService<Microsoft.AspNetCore.Hosting.Server.IServer>(), options.AdvertiseUrl));
         services.AddSingleton<ClusterToken>();
@@ -153,7 +154,7 @@ public static partial class BatchRunnerApp
             services.AddHangfireServer(o =>
             {
                 o.ServerName = options.NodeName;
-                o.WorkerCount = options.Workers;
+                o.WorkerCount = options.Workers ?? BatchRunnerOptions.DefaultWorkers(Environment.ProcessorCount);
                 o.Queues = options.Queues.ToArray();
                 // A cancel request reaches a running job within half a second.
                 o.CancellationCheckInterval = TimeSpan.FromMilliseconds(500);
@@ -187,6 +188,7 @@ public static partial class BatchRunnerApp
             app.MapNodesApiV1();
             app.MapImagesApiV1();
             app.MapApiKeysApiV1();
+            app.MapTenantsApiV1();
             app.UseBatchRunnerDashboard();
         }
     }

@@ -99,9 +99,7 @@ public sealed class NodeStore(NpgsqlDataSource db)
         await using var cmd = db.CreateCommand($"""
             select n.name, n.labels, n.capacity, n.queues, ({AliveCondition}) as alive, n.started_at, n.heartbeat_at,
                    coalesce(array_agg(j.id) filter (where j.id is not null and (@t::text is null or j.tenant = @t)), array[]::uuid[]) as jobs,
-                   coalesce(sum((j.spec->'resources'->>'cpus')::float8), 0) as cpus,
-                   coalesce(sum((j.spec->'resources'->>'memoryBytes')::int8), 0) as mem,
-                   coalesce(sum(coalesce((j.spec->'resources'->>'gpus')::int4, 0)), 0) as gpus
+                   {JobStore.ResourceSums}
               from batchrunner.nodes n
               left join batchrunner.jobs j on j.node = n.name and j.node_instance = n.instance_id and j.state in ('starting', 'running')
              {(aliveOnly ? $"where {AliveCondition}" : "")}

@@ -28,6 +28,7 @@ public static class StorageServices
         services.AddSingleton<JobStore>();
         services.AddSingleton<IAttemptStore>(sp => sp.GetRequiredService<JobStore>());
         services.AddSingleton<NodeStore>();
+        services.AddSingleton<TenantStore>();
         services.AddSingleton<DatabaseHealth>();
         services.AddSingleton<JobQueue>();
 

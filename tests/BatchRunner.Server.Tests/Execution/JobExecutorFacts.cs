@@ -276,7 +276,20 @@ public sealed class JobExecutorFacts : IDisposable
         var e = await Assert.ThrowsAsync<JobRescheduleException>(() => _h.ExecuteAsync(id));
 
         Assert.Contains("at its limit of 1", e.Message);
-        Assert.Empty(_h.Store.Writes);
+        Assert.Equal(["Wait queue limit 1 reached (queue default)"], _h.Store.Writes);
+        _h.AssertNothingHeld();
+    }
+
+    [Fact]
+    public async Task ExecuteAsync_GoesBackToTheQueue_SayingSo_WhenItsTenantIsAtItsMaxRunningQuota()
+    {
+        var id = _h.AddJob(ExecutorHarness.Job());
+        _h.Store.NextBegin = new AttemptStart.TenantQuotaFull("t", "cpus", 8, 8);
+        var e = await Assert.ThrowsAsync<JobRescheduleException>(() => _h.ExecuteAsync(id));
+
+        Assert.Equal("tenant quota: 8 of 8 CPUs running", e.Message);
+        Assert.True(e.Delay > TimeSpan.Zero);
+        Assert.Equal(["Wait tenant quota: 8 of 8 CPUs running"], _h.Store.Writes);
         _h.AssertNothingHeld();
     }
 
