@@ -135,6 +135,8 @@ public static partial class JobSpecValidator
         ValidateScheduling(s, Add, ref spec);
         ValidateSecrets(s, Add, ref spec);
         ValidateCommandLength(s, Add);
+        ValidateDisk(s, Add, ref spec);
+        ValidateLogs(s, Add, ref spec);
 
         return errors.Count > 0 ? ValidationResult.Invalid(errors) : ValidationResult.Valid(spec);
     }
@@ -162,6 +164,12 @@ public static partial class JobSpecValidator
             else if (v is null || v.Contains('\0')) add($"{field}.{k}", "value must be a string without NUL characters");
         }
     }
+
+    /// <summary>resources.disk (issue: disk limits).</summary>
+    static partial void ValidateDisk(JobSubmission s, Action<string, string> add, ref JobSpec spec);
+
+    /// <summary>Log fields: the per-stream cap (issue: logs).</summary>
+    static partial void ValidateLogs(JobSubmission s, Action<string, string> add, ref JobSpec spec);
 
     /// <summary>A memory amount as the API accepts it: a quantity ("64Mi") or a number of bytes; <paramref name="why"/> says what is wrong.</summary>
     public static bool TryMemory(JsonElement m, out long bytes, out string why)

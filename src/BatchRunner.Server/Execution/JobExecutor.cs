@@ -118,6 +118,11 @@ public sealed partial class JobExecutor(
         await reservations.WaitForReleaseAsync(AdmissionWait, hangfireToken);
         if (reservations.TryReserve(job.Id, job.Spec.Resources) is { } late) return late;
         // The message describes the cluster (the job may run on any node), this node only declines it.
+        if (reservations.DiskPressure is { } pressure)
+        {
+            await SayWhyItWaitsAsync(job, $"waiting for disk space: node {node.Name}: {pressure}");
+            throw new JobRescheduleException($"node {node.Name}: {pressure}");
+        }
         await SayWhyItWaitsAsync(job, WaitReasons.Capacity(job.Spec, await cluster.ListLiveWithAllocationAsync(hangfireToken)));
         throw new JobRescheduleException($"node {node.Name} is full");
     }

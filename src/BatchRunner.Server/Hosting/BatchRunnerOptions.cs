@@ -63,6 +63,26 @@ public sealed class BatchRunnerOptions
         : Core.Quantity.TryParseBytes(ImageCacheBudget, out var b) ? b
         : throw new InvalidOperationException($"BatchRunner:ImageCacheBudget \"{ImageCacheBudget}\" is not a quantity");
 
+    /// <summary>Per-job disk limits: enforced or not, the default and the largest resources.disk.</summary>
+    public DiskOptions Disk { get; set; } = new();
+
+    /// <summary>Free space the data directory keeps (a quantity): below it no new job starts, and pulls and imports
+    /// that would cross it are refused. Unset: the larger of 5% of its filesystem and 2Gi.</summary>
+    public string? MinFreeDisk { get; set; }
+
+    public long? MinFreeDiskBytes() => DiskOptions.Parse(MinFreeDisk, "MinFreeDisk");
+
+    /// <summary>Cap of each of a job's stdout and stderr on this node ("100Mi"); a job may ask for less (logs.maxBytes).
+    /// Past it a stream keeps its first and last parts, with a marker line saying how many bytes were dropped.</summary>
+    public string MaxLogBytes { get; set; } = "100Mi";
+
+    public long MaxLogBytesValue() =>
+        Core.Quantity.TryParseBytes(MaxLogBytes, out var b) && b >= Core.LogSettings.MinBytes ? b
+        : throw new InvalidOperationException($"BatchRunner:MaxLogBytes \"{MaxLogBytes}\" must be a quantity of at least {Core.Quantity.FormatBytes(Core.LogSettings.MinBytes)}");
+
+    /// <summary>The cap of a job's streams on this node: its own logs.maxBytes, never above the node's.</summary>
+    public long LogCapFor(Core.JobSpec spec) => Math.Min(spec.Logs.MaxBytes ?? long.MaxValue, MaxLogBytesValue());
+
     /// <summary>Seconds between node heartbeats; a node is dead after three missed ones.</summary>
     public int HeartbeatSeconds { get; set; } = 5;
 
@@ -130,6 +150,7 @@ public sealed class BatchRunnerOptions
         Workers ??= DefaultWorkers(Capacity.Cpus ?? Environment.ProcessorCount);
         if (Queues.Length == 0) throw new InvalidOperationException("BatchRunner:Queues must name at least one queue");
         _ = ImageCacheBudgetBytes();
+        _ = MaxLogBytesValue();
         if (HeartbeatSeconds < 1) throw new InvalidOperationException("BatchRunner:HeartbeatSeconds must be at least 1");
         if (ShutdownGraceSeconds < 0) throw new InvalidOperationException("BatchRunner:ShutdownGraceSeconds must not be negative");
         foreach (var p in AllowedRegistries)
@@ -140,6 +161,8 @@ public sealed class BatchRunnerOptions
             throw new InvalidOperationException($"BatchRunner:SecretsKey must be at least {Storage.KeyRingKey.MinLength} characters");
         Webhooks.Validate();
         if (ReconcileSeconds is <= 0 or > 3600) throw new InvalidOperationException("BatchRunner:ReconcileSeconds must be between 0 and 3600");
+        Disk.Validate();
+        _ = MinFreeDiskBytes();
         if (!Path.IsPathRooted(DataDir)) DataDir = Path.GetFullPath(DataDir);
     }
 }
@@ -174,12 +197,17 @@ public static class EnvironmentShortcuts
         ["BATCHRUNNER_MEMORY"] = "BatchRunner:Capacity:Memory",
         ["BATCHRUNNER_SHUTDOWN_GRACE_SECONDS"] = "BatchRunner:ShutdownGraceSeconds",
         ["BATCHRUNNER_IMAGE_CACHE_BUDGET"] = "BatchRunner:ImageCacheBudget",
+        ["BATCHRUNNER_MAX_LOG_BYTES"] = "BatchRunner:MaxLogBytes",
         ["BATCHRUNNER_RUNTIME"] = "BatchRunner:Runtime",
         ["BATCHRUNNER_DOCKER_CONFIG"] = "BatchRunner:DockerConfigPath",
         ["BATCHRUNNER_URLS"] = "urls",
         ["BATCHRUNNER_ADVERTISE_URL"] = "BatchRunner:AdvertiseUrl",
         ["BATCHRUNNER_WEBHOOK_SECRET"] = "BatchRunner:Webhooks:Secret",
         ["BATCHRUNNER_SECRETS_KEY"] = "BatchRunner:SecretsKey",
+        ["BATCHRUNNER_MIN_FREE_DISK"] = "BatchRunner:MinFreeDisk",
+        ["BATCHRUNNER_DISK_DEFAULT"] = "BatchRunner:Disk:Default",
+        ["BATCHRUNNER_DISK_MAX"] = "BatchRunner:Disk:Max",
+        ["BATCHRUNNER_DISK_ENFORCE"] = "BatchRunner:Disk:Enforce",
     };
 
     public static IEnumerable<KeyValuePair<string, string?>> Read()

@@ -32,6 +32,7 @@ public static class NodeFit
         new("resources.cpus", "CPUs", a => a.Cpus, v => v.ToString(CultureInfo.InvariantCulture), ResourceAmounts.CpuTolerance),
         new("resources.memory", "memory", a => a.MemoryBytes, v => Quantity.FormatBytes((long)v)),
         new("resources.gpus", "GPUs", a => a.Gpus, v => v.ToString(CultureInfo.InvariantCulture)),
+        new("resources.disk", "disk", a => a.DiskBytes, v => Quantity.FormatApproximate((long)v)),
     ];
 
     /// <summary>Why <paramref name="spec"/> can never run on <paramref name="node"/>, in words; null when it could.</summary>
@@ -82,7 +83,7 @@ public static class NodeFit
             errors["resources.gpuModel"] = [$"no live node has {spec.Resources.Gpus} GPUs of a model matching \"{spec.Resources.GpuModel}\" " +
                 $"(models: {(models.Count == 0 ? "none" : string.Join(", ", models))})"];
         }
-        if (errors.Count == 0) errors["resources"] = ["no single live node has enough CPUs, memory and GPUs together for this job"];
+        if (errors.Count == 0) errors["resources"] = ["no single live node has enough CPUs, memory, GPUs and disk together for this job"];
         return errors;
     }
 

@@ -27,6 +27,8 @@ public static class WaitReasons
             return $"waiting for {Quantity.FormatBytes(request.MemoryBytes)} memory on any node (largest free: {Quantity.FormatBytes(Math.Max(0, free.Max(f => f.MemoryBytes)))})";
         if (request.Gpus > free.Max(f => f.Gpus))
             return $"waiting for {Gpus(request.Gpus)} on any node (largest free: {Math.Max(0, free.Max(f => f.Gpus))})";
+        if (request.DiskBytes > free.Max(f => f.DiskBytes))
+            return $"waiting for {Quantity.FormatBytes(request.DiskBytes)} disk on any node (largest free: {Quantity.FormatBytes(Math.Max(0, free.Max(f => f.DiskBytes)))})";
         return $"waiting for {needs} together on one node";
     }
 
@@ -43,7 +45,7 @@ public static class WaitReasons
     };
 
     private static ResourceAmounts Free(NodeInfo n) =>
-        ResourceAmounts.Of(n.Capacity) - new ResourceAmounts(n.Allocated.Cpus, n.Allocated.MemoryBytes, n.Allocated.Gpus);
+        ResourceAmounts.Of(n.Capacity) - new ResourceAmounts(n.Allocated.Cpus, n.Allocated.MemoryBytes, n.Allocated.Gpus, n.Allocated.DiskBytes);
 
     private static string Needs(ResourceAmounts r) =>
         $"{Cpus(r.Cpus)}, {Quantity.FormatBytes(r.MemoryBytes)} memory" + (r.Gpus > 0 ? $" and {Gpus(r.Gpus)}" : "");

@@ -26,6 +26,8 @@ public sealed record JobRecord
     public string? HangfireJobId { get; init; }
     public bool CancelRequested { get; init; }
     public string? Node { get; init; }
+    /// <summary>stdout or stderr went over its cap: the log keeps its first and last parts.</summary>
+    public bool LogsTruncated { get; init; }
     public IReadOnlyList<OutputFile> Outputs { get; init; } = [];
     /// <summary>The tenant that owns the job: only its keys (and admins) see it.</summary>
     public string Tenant { get; init; } = DefaultTenant;

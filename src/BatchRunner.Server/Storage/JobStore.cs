@@ -17,14 +17,14 @@ public sealed partial class JobStore(NpgsqlDataSource db) : IAttemptStore
     private const string Columns =
         "j.id, j.name, j.image, j.image_digest, j.queue, j.spec, j.state, j.reason, j.message, j.exit_code, j.attempt, j.created_at, " +
         "j.started_at, j.finished_at, j.usage, j.pull_progress, j.hangfire_job_id, j.cancel_requested, j.node, j.tenant, j.submitted_by, " +
-        "n.url, n.state, n.attempts, n.last_error, n.delivered_at";
+        "n.url, n.state, n.attempts, n.last_error, n.delivered_at, j.logs_truncated";
 
     /// <summary>A list item's spec: without args and env, whose size only the submission limit bounds (256 KiB each),
     /// so that a page of 1000 jobs stays small; the names of the variables come separately.</summary>
     private const string SummaryColumns =
         "j.id, j.name, j.image, j.image_digest, j.queue, j.spec - 'args' - 'env', j.state, j.reason, j.message, j.exit_code, j.attempt, j.created_at, " +
         "j.started_at, j.finished_at, j.usage, j.pull_progress, j.hangfire_job_id, j.cancel_requested, j.node, j.tenant, j.submitted_by, " +
-        "n.url, n.state, n.attempts, n.last_error, n.delivered_at, " +
+        "n.url, n.state, n.attempts, n.last_error, n.delivered_at, j.logs_truncated, " +
         "array(select jsonb_object_keys(coalesce(j.spec->'env', '{}')) order by 1)";
 
     /// <summary>Sums of what the jobs aliased <c>j</c> asked for: cpus (float8), memoryBytes (int8), gpus (int8; 0 for none).</summary>
@@ -199,7 +199,7 @@ public sealed partial class JobStore(NpgsqlDataSource db) : IAttemptStore
         cmd.CommandText = sql.ToString();
         var items = new List<JobRecord>();
         await using (var rd = await cmd.ExecuteReaderAsync(ct))
-            while (await rd.ReadAsync(ct)) items.Add(Read(rd) with { IsSummary = true, EnvNames = rd.GetFieldValue<string[]>(26) });
+            while (await rd.ReadAsync(ct)) items.Add(Read(rd) with { IsSummary = true, EnvNames = rd.GetFieldValue<string[]>(27) });
         string? next = null;
         if (items.Count > limit)
         {
@@ -314,6 +314,7 @@ public sealed partial class JobStore(NpgsqlDataSource db) : IAttemptStore
             SubmittedBy = rd.IsDBNull(20) ? null : rd.GetString(20),
             Notify = rd.IsDBNull(21) ? null : new NotificationRecord(rd.GetString(21), rd.GetString(22), rd.GetInt32(23),
                 rd.IsDBNull(24) ? null : rd.GetString(24), rd.IsDBNull(25) ? null : rd.GetFieldValue<DateTimeOffset>(25)),
+            LogsTruncated = rd.GetBoolean(26),
         };
     }
 }

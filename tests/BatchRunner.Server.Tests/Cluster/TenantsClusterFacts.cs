@@ -74,7 +74,7 @@ public sealed class TenantsClusterFacts(ITestOutputHelper output)
             Assert.DoesNotContain(TestCluster.ApiKey, log);
         }
         // The key ring every node decrypted with is stored encrypted with BatchRunner:SecretsKey, not as it is.
-        await using (var db = Npgsql.NpgsqlDataSource.Create(c.Postgres.ConnectionString))
+        await using (var db = Npgsql.NpgsqlDataSource.Create(c.Postgres!.ConnectionString))
         await using (var cmd = db.CreateCommand("select xml from batchrunner.data_protection_keys"))
         await using (var rd = await cmd.ExecuteReaderAsync())
         {
