@@ -130,7 +130,8 @@ public sealed class QuotaFacts(ServerFixture f)
     [Fact]
     public async Task QueuedJob_SaysItWaitsForCpus_WithTheLargestFreeOnAnyNode_AndTheMessageClearsWhenItStarts()
     {
-        var hog = await f.Api.SubmitIdAsync(new { image = f.Busybox, command = new[] { "sleep", "3" }, resources = new { cpus = 2, memory = "64Mi" } });
+        // A full node: its fetching worker waits up to 2 s for room, the fetched job 2 s more for a release, then it says why it waits.
+        var hog = await f.Api.SubmitIdAsync(new { image = f.Busybox, command = new[] { "sleep", "6" }, resources = new { cpus = 2, memory = "64Mi" } });
         await f.Api.WaitForStateAsync(hog, s => s == "running");
         var small = await f.Api.SubmitIdAsync(new { image = f.Busybox, command = new[] { "sleep", "0.2" }, resources = new { cpus = 0.5, memory = "64Mi" } });
         var waiting = await f.Api.WaitAsync(small, j => Message(j) is not null, what: "a message saying why it waits");
@@ -153,5 +154,42 @@ public sealed class QuotaFacts(ServerFixture f)
         Assert.Equal("queue limit 1 reached (queue limited)", Message(waiting));
         Assert.Equal("succeeded", BatchRunnerClient.State(await f.Api.WaitForFinalAsync(second)));
         await f.Api.WaitForFinalAsync(first);
+    }
+
+    [Fact]
+    public async Task FairShare_StartsTheSecondTenantsJobsInAlternation_WhenTheFirstHasMany()
+    {
+        string a = NewTenant(), b = NewTenant();
+        using var userA = await f.Api.ClientForNewKeyAsync(a, "user");
+        using var userB = await f.Api.ClientForNewKeyAsync(b, "user");
+        // One CPU each on a node of two: two jobs at a time, every start decided by fair share once both tenants wait.
+        object Job() => new { image = f.Busybox, command = new[] { "sleep", "0.3" }, resources = new { cpus = 1, memory = "16Mi" } };
+        var idsA = new List<string>();
+        for (var i = 0; i < 200; i++) idsA.Add(await userA.SubmitIdAsync(Job()));
+        var idsB = new List<string>();
+        for (var i = 0; i < 20; i++) idsB.Add(await userB.SubmitIdAsync(Job()));
+        var bQueued = DateTimeOffset.UtcNow;
+
+        var startsB = await Poll.UntilAsync(() => StartsAsync(b), s => s.Count == 20, TimeSpan.FromSeconds(90), "all of tenant B's jobs started", 250);
+        var startsA = await StartsAsync(a);
+        foreach (var id in idsA) await f.Api.CancelAsync(id);
+
+        // From B's submission to B's last start: one start for A per start for B (give or take the first and last).
+        var window = startsA.Where(t => t > bQueued && t <= startsB.Max()).Concat(startsB)
+            .Select(t => (At: t, B: startsB.Contains(t))).OrderBy(s => s.At).ToList();
+        var aInWindow = window.Count(s => !s.B);
+        var longestRun = window.Select((s, i) => window.Skip(i).TakeWhile(o => o.B == s.B).Count()).Max();
+        var order = string.Concat(window.Select(s => s.B ? 'B' : 'A'));
+        Assert.True(aInWindow is >= 16 and <= 24, $"A started {aInWindow} jobs while B's 20 started: {order}");
+        Assert.True(longestRun <= 3, $"a run of {longestRun} starts of one tenant: {order}");
+    }
+
+    /// <summary>When the tenant's jobs started (running), through the listing.</summary>
+    private async Task<List<DateTimeOffset>> StartsAsync(string tenant)
+    {
+        var page = JsonDocument.Parse(await f.Client.GetStringAsync($"/api/v1/jobs?tenant={tenant}&limit=1000")).RootElement;
+        return [.. page.GetProperty("items").EnumerateArray()
+            .Where(j => j.TryGetProperty("startedAt", out var s) && s.ValueKind == JsonValueKind.String)
+            .Select(j => j.GetProperty("startedAt").GetDateTimeOffset())];
     }
 }

@@ -104,7 +104,7 @@ public static class JobsApi
         // Inputs are in the job's directory before any worker can pick the job up.
         JobSubmissionReader.CommitInputs(request, job.Id);
         // The job exists from the commit on: an outage now must not become a 503 for a job that will run anyway.
-        var hangfireId = await queue.EnqueueAcceptedAsync(job.Id, job.Name ?? job.Image, spec.Queue, EnqueueDeadline);
+        var hangfireId = await queue.EnqueueAcceptedAsync(job.Id, job.Name ?? job.Image, spec.Queue, job.Tenant, EnqueueDeadline);
         BatchRunnerMetrics.JobsSubmitted.WithLabels(spec.Queue).Inc();
         // What was stored, without reading it back: its webhook (if any) is waiting for the job to end.
         var notify = spec.Notify is { } n ? new NotificationRecord(n.Url, NotificationState.Waiting, 0, null, null) : null;

@@ -51,8 +51,11 @@ public sealed partial class JobExecutor(
 
     private readonly ConcurrentDictionary<Guid, byte> _active = new();
 
-    public async Task ExecuteAsync(Guid jobId, CancellationToken hangfireToken)
+    /// <param name="turn">This process's turn to admit a job, when the delivery came with one: given back as soon as the
+    /// job's attempt has begun or it went back to the queue, so that the next job is fetched against the new shares.</param>
+    public async Task ExecuteAsync(Guid jobId, CancellationToken hangfireToken, FetchTurn? turn = null)
     {
+        using var heldTurn = turn;
         // One delivery of a job at a time in this process (Hangfire may deliver again while an attempt still
         // runs here, e.g. after a requeue); a duplicate leaves the running attempt alone.
         if (!_active.TryAdd(jobId, 0))
@@ -60,11 +63,11 @@ public sealed partial class JobExecutor(
             LogAlreadyRunningHere(log, jobId);
             return;
         }
-        try { await ExecuteOnceAsync(jobId, hangfireToken); }
+        try { await ExecuteOnceAsync(jobId, hangfireToken, turn); }
         finally { _active.TryRemove(jobId, out _); }
     }
 
-    private async Task ExecuteOnceAsync(Guid jobId, CancellationToken hangfireToken)
+    private async Task ExecuteOnceAsync(Guid jobId, CancellationToken hangfireToken, FetchTurn? turn)
     {
         var job = await Durably.RunAsync(c => store.GetAsync(jobId, c));
         if (job is null || JobState.IsFinal(job.State) || job.CancelRequested)
@@ -73,11 +76,14 @@ public sealed partial class JobExecutor(
             return;
         }
         using var scope = log.BeginScope(new Dictionary<string, object> { ["JobId"] = jobId });
-        var reservation = await AdmitAsync(job, hangfireToken);
+        var reservation = await AdmitAsync(job, turn, hangfireToken);
         try
         {
             int? queueLimit = options.Value.QueueLimits.TryGetValue(job.Queue, out var l) ? l : null;
-            switch (await Durably.RunAsync(c => store.BeginAttemptAsync(jobId, node.Name, fence.Instance, job.Queue, queueLimit, c)))
+            var begun = await Durably.RunAsync(c => store.BeginAttemptAsync(jobId, node.Name, fence.Instance, job.Queue, queueLimit, c));
+            // The job is starting (its tenant's share counts it) or goes back: the next fetch may decide.
+            turn?.Dispose();
+            switch (begun)
             {
                 case AttemptStart.QueueFull full:
                     await SayWhyItWaitsAsync(job, WaitReasons.QueueLimit(job.Queue, full.Limit));
@@ -110,13 +116,15 @@ public sealed partial class JobExecutor(
     /// A job this node can never run goes back for another node; one that fits but not now waits briefly for
     /// capacity here, then goes back to its queue (keeping its place: Hangfire's PostgreSQL queue is ordered by job id).
     /// </summary>
-    private async Task<Reservation> AdmitAsync(JobRecord job, CancellationToken hangfireToken)
+    private async Task<Reservation> AdmitAsync(JobRecord job, FetchTurn? turn, CancellationToken hangfireToken)
     {
         if (NodeFit.WhyNever(job.Spec, reservations.Offer(options.Value.Labels)) is { } never)
             throw new JobRescheduleException($"node {node.Name} can never run it: {never}", NeverFitsDelay);
         if (reservations.TryReserve(job.Id, job.Spec.Resources) is { } reservation) return reservation;
         await reservations.WaitForReleaseAsync(AdmissionWait, hangfireToken);
         if (reservations.TryReserve(job.Id, job.Spec.Resources) is { } late) return late;
+        // Other nodes may take it; this one fetches others until a reservation is released here.
+        turn?.NotNow();
         // The message describes the cluster (the job may run on any node), this node only declines it.
         if (reservations.DiskPressure is { } pressure)
         {

@@ -165,8 +165,12 @@ public static partial class BatchRunnerApp
             services.AddSingleton<ImageCacheCollector>();
             services.AddHostedService(sp => sp.GetRequiredService<ImageCacheCollector>());
             services.Configure<HostOptions>(h => h.ShutdownTimeout = TimeSpan.FromSeconds(options.ShutdownGraceSeconds + 20));
-            services.AddHangfireServer(o =>
+            // Fair share: the worker's queues are fetched by FairShareQueueProvider, in FairShare's order, one job at a time.
+            services.AddSingleton<FairShare>();
+            services.AddFairShareQueues(sp => sp.GetRequiredService<FairShare>());
+            services.AddHangfireServer((sp, o) =>
             {
+                sp.UseFairShareQueues(options.Queues);
                 o.ServerName = options.NodeName;
                 o.WorkerCount = options.Workers ?? BatchRunnerOptions.DefaultWorkers(Environment.ProcessorCount);
                 o.Queues = options.Queues.ToArray();

@@ -149,6 +149,10 @@ public sealed class BatchRunnerOptions
         if (Workers < 1) throw new InvalidOperationException("BatchRunner:Workers must be at least 1");
         Workers ??= DefaultWorkers(Capacity.Cpus ?? Environment.ProcessorCount);
         if (Queues.Length == 0) throw new InvalidOperationException("BatchRunner:Queues must name at least one queue");
+        // A queue has one Hangfire queue per tenant, QUEUE--TENANT (Storage/JobQueue.PhysicalQueue): "--" would make two alike.
+        foreach (var q in Queues)
+            if (!System.Text.RegularExpressions.Regex.IsMatch(q, "^[a-z0-9][a-z0-9_-]{0,62}$") || q.Contains("--", StringComparison.Ordinal))
+                throw new InvalidOperationException($"BatchRunner:Queues: \"{q}\" must be 1-63 lowercase letters, digits, '_' and '-', start with a letter or digit, and not contain \"--\"");
         _ = ImageCacheBudgetBytes();
         _ = MaxLogBytesValue();
         if (HeartbeatSeconds < 1) throw new InvalidOperationException("BatchRunner:HeartbeatSeconds must be at least 1");

@@ -172,17 +172,17 @@ public sealed class NodeStore(NpgsqlDataSource db)
     }
 
     /// <summary>Jobs accepted by the API whose Hangfire message was never created (the API died in between).</summary>
-    public async Task<IReadOnlyList<(Guid Id, string Queue, string Name)>> StrandedQueuedJobsAsync(TimeSpan olderThan, CancellationToken ct)
+    public async Task<IReadOnlyList<(Guid Id, string Queue, string Name, string Tenant)>> StrandedQueuedJobsAsync(TimeSpan olderThan, CancellationToken ct)
     {
         await using var cmd = db.CreateCommand("""
-            select id, queue, coalesce(name, image) from batchrunner.jobs
+            select id, queue, coalesce(name, image), tenant from batchrunner.jobs
              where state = 'queued' and hangfire_job_id is null and created_at < now() - @age
              limit 100
             """);
         cmd.Parameters.AddWithValue("age", olderThan);
-        var result = new List<(Guid, string, string)>();
+        var result = new List<(Guid, string, string, string)>();
         await using var rd = await cmd.ExecuteReaderAsync(ct);
-        while (await rd.ReadAsync(ct)) result.Add((rd.GetGuid(0), rd.GetString(1), rd.GetString(2)));
+        while (await rd.ReadAsync(ct)) result.Add((rd.GetGuid(0), rd.GetString(1), rd.GetString(2), rd.GetString(3)));
         return result;
     }
 }
