@@ -95,6 +95,9 @@ public static partial class JobSpecValidator
             else timeout = t;
         }
 
+        if (s.StopGraceSeconds is < 0 or > JobDefaults.MaxStopGraceSeconds)
+            Add("stopGraceSeconds", $"stopGraceSeconds must be between 0 (SIGKILL at once) and {JobDefaults.MaxStopGraceSeconds}");
+
         var queue = s.Queue ?? JobDefaults.Queue;
         if (!QueueName().IsMatch(queue))
             Add("queue", "queue must be 1-63 characters of lowercase letters, digits, '_', '-' and start with a letter or digit");
@@ -127,6 +130,7 @@ public static partial class JobSpecValidator
             Queue = queue,
             Labels = s.Labels ?? new Dictionary<string, string>(),
             PullPolicy = pullPolicy,
+            StopGraceSeconds = s.StopGraceSeconds,
         };
 
         // Feature areas validate their own fields and set them on the spec (each in its own file).
@@ -180,10 +184,17 @@ public static partial class JobSpecValidator
         {
             case JsonValueKind.Number:
                 if (m.TryGetInt64(out bytes) && bytes > 0) return true;
-                why = "memory must be a positive integer of bytes or a quantity such as \"64Mi\", \"2Gi\", \"512M\"";
+                why = m.TryGetInt64(out _) || m.TryGetDouble(out var d) && d <= 0
+                    ? "memory must be positive: an integer of bytes or a quantity such as \"64Mi\", \"2Gi\", \"512M\""
+                    : "memory must be a whole number of bytes or a quantity such as \"64Mi\", \"2Gi\", \"512M\"";
                 return false;
             case JsonValueKind.String:
-                if (Quantity.TryParseBytes(m.GetString(), out bytes) && bytes > 0) return true;
+                if (Quantity.TryParseBytes(m.GetString(), out bytes))
+                {
+                    if (bytes > 0) return true;
+                    why = $"memory \"{m.GetString()}\" must be positive";
+                    return false;
+                }
                 why = $"memory \"{m.GetString()}\" is not a quantity: use bytes or a number with a suffix such as \"64Mi\", \"2Gi\", \"512M\"";
                 return false;
             default:

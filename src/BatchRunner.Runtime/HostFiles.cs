@@ -25,4 +25,19 @@ public static class HostFiles
     /// false for symlinks, directories, FIFOs, sockets, devices and missing paths.</summary>
     public static bool IsRegularFile(string path) =>
         Libc.TryStat(Libc.AT_FDCWD, path, out var st) && st.IsRegularFile;
+
+    /// <summary>
+    /// Makes <paramref name="destination"/> a hard link to the regular file <paramref name="source"/> (a symlink there is
+    /// never followed), or a copy of it where the file system refuses links (another file system, no link permission).
+    /// For files nobody writes once stored (a job's inputs): the link shares their bytes and outlives the source's removal.
+    /// </summary>
+    /// <exception cref="IOException">Neither worked; the message names the paths.</exception>
+    public static void LinkOrCopy(string source, string destination)
+    {
+        if (Libc.linkat(Libc.AT_FDCWD, source, Libc.AT_FDCWD, destination, 0) == 0) return;
+        var errno = Libc.Errno;
+        if (errno is not (Libc.EXDEV or Libc.EPERM or Libc.EOPNOTSUPP))
+            throw new IOException($"link {source} to {destination} failed: {Libc.ErrorText(errno)} (errno {errno})");
+        File.Copy(source, destination, overwrite: false);
+    }
 }

@@ -260,6 +260,16 @@ public sealed partial class RuncRuntime : IContainerRuntime
         return errors;
     }
 
+    /// <summary><paramref name="signal"/> to the container's main process (`kill ID SIGNAL`); a container that is gone or
+    /// stopped is not an error.</summary>
+    internal async Task SignalAsync(string id, string signal, CancellationToken ct)
+    {
+        _logger.Signalling(id, signal);
+        var r = await Command.RunAsync(_options.BinaryPath, ["--root", _options.StateRoot, "kill", id, signal], _options.CommandTimeout, ct);
+        if (!r.Ok && !IsGone(r.Message))
+            throw new InvalidOperationException($"{Name} kill {id} {signal} failed: {r.Message}");
+    }
+
     /// <summary>SIGKILL to every process of the container; a container that is gone or stopped is not an error.</summary>
     internal async Task KillAsync(string id, CancellationToken ct)
     {

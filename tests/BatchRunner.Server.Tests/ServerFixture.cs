@@ -60,6 +60,8 @@ public sealed class ServerFixture : IAsyncLifetime
             "--BatchRunner:Labels:zone=a",
             "--BatchRunner:Capacity:Cpus=2",
             "--BatchRunner:Capacity:Memory=4Gi",
+            // Running jobs' usage is written every second (default 5): tests that read it wait less.
+            "--BatchRunner:LiveUsageSeconds=1",
             $"--BatchRunner:Registries:0:Registry={AuthRegistry.Host}",
             $"--BatchRunner:Registries:0:Username={RegistryUser}",
             $"--BatchRunner:Registries:0:Password={RegistryPassword}",

@@ -94,7 +94,10 @@ public sealed class TenantsFacts(ServerFixture f)
             (HttpMethod.Get, $"/api/v1/jobs/{id}/logs?follow=true"),
             (HttpMethod.Get, $"/api/v1/jobs/{id}/outputs"),
             (HttpMethod.Get, $"/api/v1/jobs/{id}/outputs/a.txt"),
+            (HttpMethod.Get, $"/api/v1/jobs/{id}/outputs.zip"),
+            (HttpMethod.Get, $"/api/v1/jobs/{id}/outputs.tar.gz"),
             (HttpMethod.Post, $"/api/v1/jobs/{id}/cancel"),
+            (HttpMethod.Post, $"/api/v1/jobs/{id}/rerun"),
         })
         {
             var response = await b.Http.SendAsync(new HttpRequestMessage(method, path));

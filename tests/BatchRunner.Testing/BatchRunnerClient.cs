@@ -29,6 +29,17 @@ public sealed class BatchRunnerClient : IDisposable
     /// <summary>POST /api/v1/jobs with <paramref name="spec"/> as JSON, whatever the answer.</summary>
     public Task<HttpResponseMessage> PostJobAsync(object spec) => Http.PostAsJsonAsync("/api/v1/jobs", spec, Json);
 
+    /// <summary>A multipart submission: <paramref name="spec"/> as the "spec" part, then each file as its part.</summary>
+    public static MultipartFormDataContent Multipart(object spec, params (string Part, string FileName, byte[] Content)[] files)
+    {
+        var form = new MultipartFormDataContent
+        {
+            { new StringContent(JsonSerializer.Serialize(spec, Json), System.Text.Encoding.UTF8, "application/json"), "spec" },
+        };
+        foreach (var (part, name, content) in files) form.Add(new ByteArrayContent(content), part, name);
+        return form;
+    }
+
     /// <summary>Submits <paramref name="spec"/>, asserts 201 and returns the job as created.</summary>
     public async Task<JsonElement> SubmitAsync(object spec) => await CreatedAsync(await PostJobAsync(spec));
 
@@ -75,6 +86,9 @@ public sealed class BatchRunnerClient : IDisposable
     public Task<string> OutputAsync(string id, string path) => Http.GetStringAsync($"/api/v1/jobs/{id}/outputs/{path}");
 
     public Task<HttpResponseMessage> CancelAsync(string id) => Http.PostAsync($"/api/v1/jobs/{id}/cancel", null);
+
+    /// <summary>POST /api/v1/jobs/{id}/rerun, whatever the answer.</summary>
+    public Task<HttpResponseMessage> RerunAsync(string id) => Http.PostAsync($"/api/v1/jobs/{id}/rerun", null);
 
     /// <summary>GET /api/v1/nodes (with <paramref name="all"/>: dead nodes too).</summary>
     public async Task<JsonElement> NodesAsync(bool all = false) =>

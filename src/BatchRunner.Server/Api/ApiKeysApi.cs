@@ -37,7 +37,7 @@ public static class ApiKeysApi
     public static async Task<Results<Created<CreatedApiKeyDto>, ValidationProblem, ProblemHttpResult>> CreateAsync(
         HttpRequest request, ApiKeyStore store, CancellationToken ct)
     {
-        var read = await JsonBody.ReadAsync<ApiKeyRequest>(request.Body, "body", request.ContentLength, ct);
+        var read = await JsonBody.ReadAsync<ApiKeyRequest>(request.Body, "body", "an API key request (name, tenant, role)", request.ContentLength, ct);
         if (read.Invalid is { } invalid) return invalid;
         if (read.TooLarge is { } tooLarge) return tooLarge;
         var body = read.Value;

@@ -11,8 +11,15 @@ using Microsoft.Net.Http.Headers;
 
 namespace BatchRunner.Server.Api;
 
-/// <summary>What <see cref="JobSubmissionReader.ReadAsync"/> made of a request: a submission, or the problem to answer.</summary>
-public sealed record SubmissionRead(JobSubmission? Submission, ValidationProblem? Invalid = null, ProblemHttpResult? Problem = null);
+/// <summary>
+/// What <see cref="JobSubmissionReader.ReadAsync"/> made of a request: the submission (what was well-formed in it) with
+/// the fields that were not (<see cref="FieldErrors"/>, to be answered together with the semantic errors), or a
+/// problem that ends the request at once (a malformed multipart body, inputs refused).
+/// </summary>
+public sealed record SubmissionRead(JobSubmission? Submission, ValidationProblem? Invalid = null, ProblemHttpResult? Problem = null)
+{
+    public IReadOnlyDictionary<string, string[]> FieldErrors { get; init; } = new Dictionary<string, string[]>();
+}
 
 /// <summary>
 /// Reads the body of <c>POST /api/v1/jobs</c>: either <c>application/json</c> (the job spec), or
@@ -20,7 +27,7 @@ public sealed record SubmissionRead(JobSubmission? Submission, ValidationProblem
 /// <c>archive</c> is unpacked (zip, tar, tar.gz, tar.xz, 7z), any other file part is stored as it is,
 /// under its file name. Inputs are staged before the job exists and moved into the job's directory by
 /// <see cref="CommitInputs"/> before it is queued; a refused submission leaves nothing behind.
-/// Then the spec is checked against this node's policy (network modes, capabilities, datasets, CPUs).
+/// The spec is read by <see cref="SubmissionShape"/>: every unknown or ill-typed field is named, in the API's terms.
 /// </summary>
 public static class JobSubmissionReader
 {
@@ -37,11 +44,16 @@ public static class JobSubmissionReader
             read = await ReadMultipartAsync(request, mt, options, ct);
         else
             read = await ReadJsonAsync(request.Body, "body", request.ContentLength, ct);
-        if (read.Submission is null) return read;
+        return read;
+    }
 
-        var policy = NodePolicyErrors(read.Submission, options.Isolation);
-        return policy.Count == 0 ? read
-            : new SubmissionRead(null, TypedResults.ValidationProblem(policy, title: "The job asks for what this node does not allow"));
+    /// <summary>The staged inputs (path, size, sha256 of each regular file), as the job lists them; empty without inputs.
+    /// Reads every byte once more: the price of a listing the user can check their data against.</summary>
+    public static async Task<IReadOnlyList<OutputFile>> StagedInputsAsync(HttpRequest request, CancellationToken ct)
+    {
+        if (request.HttpContext.Items[StagedKey] is not InputFiles staged || staged.IsEmpty) return [];
+        var max = request.HttpContext.RequestServices.GetRequiredService<IOptions<BatchRunnerOptions>>().Value.Isolation.MaxInputEntries;
+        return await OutputScanner.ScanAsync(staged.Dir, ct, max);
     }
 
     /// <summary>Moves the staged inputs (if any) into the job's directory. Call after the job is stored and before it is queued.</summary>
@@ -52,11 +64,15 @@ public static class JobSubmissionReader
         staged.CommitTo(paths.Inputs(jobId));
     }
 
-    /// <summary>The spec as JSON: at most <see cref="JsonBody.MaxBytes"/> (1 MiB; 413 beyond), unknown fields refused.</summary>
+    // At most JsonBody.MaxBytes (1 MiB; 413 beyond). A misspelt field ("memroy") is an error, not a silently ignored
+    // setting; every one is named, with what was wrong.
     private static async Task<SubmissionRead> ReadJsonAsync(Stream body, string field, long? declaredLength, CancellationToken ct)
     {
-        var read = await JsonBody.ReadAsync<JobSubmission>(body, field, declaredLength, ct);
-        return new SubmissionRead(read.Value, read.Invalid, read.TooLarge);
+        var read = await JsonBody.ReadDocumentAsync(body, field, declaredLength, ct);
+        if (read.Document is null) return new SubmissionRead(null, read.Invalid, read.TooLarge);
+        using var doc = read.Document;
+        var (submission, errors) = SubmissionShape.Read(doc.RootElement, field);
+        return new SubmissionRead(submission) { FieldErrors = errors };
     }
 
     private static async Task<SubmissionRead> ReadMultipartAsync(HttpRequest request, MediaTypeHeaderValue mt, BatchRunnerOptions options, CancellationToken ct)
@@ -74,6 +90,7 @@ public static class JobSubmissionReader
         request.HttpContext.Items[StagedKey] = staged;
 
         JobSubmission? submission = null;
+        IReadOnlyDictionary<string, string[]> specErrors = new Dictionary<string, string[]>();
         var sawSpec = false;
         var reader = new MultipartReader(boundary, request.Body) { BodyLengthLimit = iso.MaxInputBytes + (16L << 20) };
         try
@@ -91,8 +108,9 @@ public static class JobSubmissionReader
                     sawSpec = true;
                     // The spec part has the JSON body's limit, whatever the inputs' size.
                     var read = await ReadJsonAsync(section.Body, SpecPart, declaredLength: null, ct);
-                    if (read.Submission is null) return read;
+                    if (read.Invalid is not null || read.Problem is not null) return read;
                     submission = read.Submission;
+                    specErrors = read.FieldErrors;
                 }
                 else if (string.IsNullOrEmpty(fileName))
                     return Invalid(name, $"part \"{name}\" is neither the spec nor a file (it has no file name)");
@@ -114,8 +132,8 @@ public static class JobSubmissionReader
             staged.Dispose();
             return Invalid("body", $"malformed multipart body: {e.Message}");
         }
-        if (!sawSpec || submission is null) return Invalid(SpecPart, "a multipart submission needs a \"spec\" part holding the job spec as JSON");
-        return new SubmissionRead(submission);
+        if (!sawSpec) return Invalid(SpecPart, "a multipart submission needs a \"spec\" part holding the job spec as JSON");
+        return new SubmissionRead(submission) { FieldErrors = specErrors };
     }
 
     /// <summary>What the submission asks for that this node does not allow (field → messages).</summary>

@@ -29,9 +29,16 @@ public static class JobsApi
         api.MapGet("/", ListAsync).WithName("ListJobs").RequireAuthorization(Policies.Read);
         api.MapGet("/{id}", GetAsync).WithName("GetJob").RequireAuthorization(Policies.Read);
         api.MapPost("/{id}/cancel", CancelAsync).WithName("CancelJob").RequireAuthorization(Policies.Submit);
+        api.MapPost("/{id}/rerun", JobRerun.RerunAsync).WithName("RerunJob").RequireAuthorization(Policies.Submit);
         api.MapGet("/{id}/logs", LogsAsync).WithName("GetJobLogs").RequireAuthorization(Policies.Read);
         api.MapGet("/{id}/outputs", ListOutputsAsync).WithName("ListJobOutputs").RequireAuthorization(Policies.Read);
         api.MapGet("/{id}/outputs/{**path}", GetOutputAsync).WithName("GetJobOutput").RequireAuthorization(Policies.Read);
+        api.MapGet("/{id}/" + OutputArchiveResult.ZipName, (string id, HttpContext http, JobStore store, DataPaths paths, NodeIdentity node, CancellationToken ct) =>
+                ServeOutputArchiveAsync(id, OutputArchiveResult.Format.Zip, Caller.Of(http).Scope, store, paths, node, ct))
+            .WithName("GetJobOutputsZip").RequireAuthorization(Policies.Read);
+        api.MapGet("/{id}/" + OutputArchiveResult.TarGzName, (string id, HttpContext http, JobStore store, DataPaths paths, NodeIdentity node, CancellationToken ct) =>
+                ServeOutputArchiveAsync(id, OutputArchiveResult.Format.TarGz, Caller.Of(http).Scope, store, paths, node, ct))
+            .WithName("GetJobOutputsTarGz").RequireAuthorization(Policies.Read);
         return api;
     }
 
@@ -42,50 +49,52 @@ public static class JobsApi
         IOptions<BatchRunnerOptions> options, CancellationToken ct)
     {
         var caller = Caller.Of(request.HttpContext);
-        // JSON, or multipart with a spec part and input files (staged, not yet the job's); node policy checked.
+        // JSON, or multipart with a spec part and input files (staged, not yet the job's).
         var read = await JobSubmissionReader.ReadAsync(request, ct);
         if (read.Invalid is { } invalid) return invalid;
         if (read.Problem is { } problem) return problem;
         JobSubmission? submission = read.Submission;
 
-        var result = JobSpecValidator.Validate(submission);
-        var errors = result.Errors.ToDictionary(e => e.Key, e => e.Value);
-        if (!string.IsNullOrWhiteSpace(submission?.Image) && !ImageReference.TryParse(submission.Image, out _, out var refError))
-            errors["image"] = [refError ?? "invalid image reference"];
-        if (result.Spec?.Logs.MaxBytes is { } logCap && logCap > options.Value.MaxLogBytesValue())
-            errors["logs.maxBytes"] = [$"logs.maxBytes ({Quantity.FormatBytes(logCap)}) must not exceed this node's MaxLogBytes ({Quantity.FormatBytes(options.Value.MaxLogBytesValue())})"];
-        var queueName = submission?.Queue ?? JobDefaults.Queue;
-        if (!errors.ContainsKey("queue") && !options.Value.Queues.Contains(queueName))
-            errors["queue"] = [$"unknown queue \"{queueName}\"; configured queues: {string.Join(", ", options.Value.Queues)}"];
-        foreach (var (field, message) in WebhookErrors(result.Spec?.Notify, webhooks, options.Value.Webhooks))
-            errors[field] = [message];
+        // Every error at once: the document's shape, the spec's meaning, this node's policy, the server's settings.
+        var errors = new FieldErrors().Add(read.FieldErrors);
+        var result = submission is null ? null : JobSpecValidator.Validate(submission);
+        if (result is not null) errors.Add(result.Errors);
+        if (submission is not null)
+        {
+            errors.Add(JobSubmissionReader.NodePolicyErrors(submission, options.Value.Isolation));
+            if (!string.IsNullOrWhiteSpace(submission.Image) && !ImageReference.TryParse(submission.Image, out _, out var refError))
+                errors.Add("image", refError ?? "invalid image reference");
+            var queueName = submission.Queue ?? JobDefaults.Queue;
+            if (!errors.Has("queue") && !options.Value.Queues.Contains(queueName))
+                errors.Add("queue", $"unknown queue \"{queueName}\"; configured queues: {string.Join(", ", options.Value.Queues)}");
+        }
+        if (submission?.StopGraceSeconds > options.Value.MaxStopGraceSeconds && !errors.Has("stopGraceSeconds"))
+            errors.Add("stopGraceSeconds", $"stopGraceSeconds must be at most {options.Value.MaxStopGraceSeconds} on this cluster (MaxStopGraceSeconds)");
+        if (result?.Spec?.Logs.MaxBytes is { } logCap && logCap > options.Value.MaxLogBytesValue())
+            errors.Add("logs.maxBytes", $"logs.maxBytes ({Quantity.Human(logCap)}) must not exceed this node's MaxLogBytes ({Quantity.Human(options.Value.MaxLogBytesValue())})");
+        foreach (var (field, message) in WebhookErrors(result?.Spec?.Notify, webhooks, options.Value.Webhooks))
+            errors.Add(field, message);
+        // resources.disk settled (this node's default when omitted) and checked against its maximum.
+        JobSpec? settled = null;
+        if (result?.Spec is { } valid)
+        {
+            (settled, var diskError) = DiskRequests.Settle(valid, options.Value.Disk);
+            if (diskError is not null) errors.Add("resources.disk", diskError);
+        }
         string? idempotencyKey = request.Headers[IdempotencyKeyHeader].FirstOrDefault();
         if (idempotencyKey is not null && (idempotencyKey.Length is 0 or > 255))
-            errors[IdempotencyKeyHeader] = ["the Idempotency-Key header must be 1-255 characters"];
-        if (errors.Count > 0)
-            return TypedResults.ValidationProblem(errors, title: "The job spec is invalid");
+            errors.Add(IdempotencyKeyHeader, "the Idempotency-Key header must be 1-255 characters");
+        if (errors.Count > 0 || settled is null)
+            return TypedResults.ValidationProblem(errors.ToDictionary(), title: "The job spec is invalid");
 
-        var (spec, diskError) = DiskRequests.Settle(result.Spec!, options.Value.Disk);
-        if (diskError is not null)
-            return TypedResults.ValidationProblem(new Dictionary<string, string[]> { ["resources.disk"] = [diskError] }, title: "The job spec is invalid");
+        // The node's default stop grace is written into the job: what it will get is on the job, whichever node runs it.
+        var spec = settled with { StopGraceSeconds = settled.StopGraceSeconds ?? options.Value.StopGraceSeconds };
         // A job that no live node could ever run is refused now rather than queued forever.
         var misfit = await liveNodes.WhyNoNodeFitsAsync(spec, ct);
         if (misfit.Count > 0)
             return TypedResults.ValidationProblem(misfit, title: "No live node can run this job");
         var jobSecrets = new JobSecrets(spec.SecretEnv, spec.Notify?.Secret);
-        var job = new JobRecord
-        {
-            Id = Guid.CreateVersion7(),
-            Name = spec.Name,
-            Image = spec.Image,
-            Queue = spec.Queue,
-            Spec = spec,
-            State = JobState.Queued,
-            CreatedAt = DateTimeOffset.UtcNow,
-            Tenant = caller.Tenant,
-            SubmittedBy = caller.KeyId,
-            ProtectedSecrets = jobSecrets.IsEmpty ? null : secrets.Protect(jobSecrets),
-        };
+        var job = NewJob(spec, await JobSubmissionReader.StagedInputsAsync(request, ct), caller, jobSecrets.IsEmpty ? null : secrets.Protect(jobSecrets));
         // The stored spec (secret names included, secret values never) identifies the request; the secret values
         // are compared by decrypting the first job's, so no hash of a secret is ever stored.
         var requestHash = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(JsonSerializer.SerializeToUtf8Bytes(spec, JobStore.Json)));
@@ -99,16 +108,40 @@ public static class JobsApi
                 return TypedResults.Problem(statusCode: StatusCodes.Status409Conflict, title: "Idempotency-Key reused",
                     detail: $"the Idempotency-Key \"{idempotencyKey}\" was used for a different job spec (job {id})");
             var existing = await store.GetAsync(id, caller.Tenant, ct);
-            return TypedResults.Ok(JobDto.From(existing!));
+            return TypedResults.Ok(JobDto.From(existing!).WithInputs(existing!));
         }
         // Inputs are in the job's directory before any worker can pick the job up.
         JobSubmissionReader.CommitInputs(request, job.Id);
+        return await EnqueueAsync(job, queue);
+    }
+
+    /// <summary>A new queued job of <paramref name="spec"/>, given <paramref name="inputs"/>, owned by the tenant of
+    /// <paramref name="caller"/>, with its secrets already encrypted (<paramref name="protectedSecrets"/>).</summary>
+    internal static JobRecord NewJob(JobSpec spec, IReadOnlyList<OutputFile> inputs, Caller caller, byte[]? protectedSecrets, Guid? rerunOf = null) => new()
+    {
+        Id = Guid.CreateVersion7(),
+        Name = spec.Name,
+        Image = spec.Image,
+        Queue = spec.Queue,
+        Spec = spec,
+        State = JobState.Queued,
+        CreatedAt = DateTimeOffset.UtcNow,
+        Inputs = inputs,
+        RerunOf = rerunOf,
+        Tenant = caller.Tenant,
+        SubmittedBy = caller.KeyId,
+        ProtectedSecrets = protectedSecrets,
+    };
+
+    /// <summary>Queues a stored job (its inputs in place) and answers 201 with it.</summary>
+    internal static async Task<Created<JobDto>> EnqueueAsync(JobRecord job, JobQueue queue)
+    {
         // The job exists from the commit on: an outage now must not become a 503 for a job that will run anyway.
-        var hangfireId = await queue.EnqueueAcceptedAsync(job.Id, job.Name ?? job.Image, spec.Queue, job.Tenant, EnqueueDeadline);
-        BatchRunnerMetrics.JobsSubmitted.WithLabels(spec.Queue).Inc();
+        var hangfireId = await queue.EnqueueAcceptedAsync(job.Id, job.Name ?? job.Image, job.Queue, job.Tenant, EnqueueDeadline);
+        BatchRunnerMetrics.JobsSubmitted.WithLabels(job.Queue).Inc();
         // What was stored, without reading it back: its webhook (if any) is waiting for the job to end.
-        var notify = spec.Notify is { } n ? new NotificationRecord(n.Url, NotificationState.Waiting, 0, null, null) : null;
-        return TypedResults.Created($"/api/v1/jobs/{job.Id}", JobDto.From(job with { HangfireJobId = hangfireId, Notify = notify }));
+        var notify = job.Spec.Notify is { } n ? new NotificationRecord(n.Url, NotificationState.Waiting, 0, null, null) : null;
+        return TypedResults.Created($"/api/v1/jobs/{job.Id}", JobDto.From(job with { HangfireJobId = hangfireId, Notify = notify }).WithInputs(job));
     }
 
     /// <summary>How long a submission waits for the database to come back to enqueue a job it has already recorded.</summary>
@@ -124,26 +157,34 @@ public static class JobsApi
             yield return ("notify.secret", "notify.secret is required: this server has no BatchRunner:Webhooks:Secret to sign the call with");
     }
 
-    /// <summary>Newest first. A user or viewer sees its own tenant's jobs; an admin every tenant's, or one (<paramref name="tenant"/>).</summary>
-    public static async Task<Results<Ok<JobListDto>, ValidationProblem, ProblemHttpResult>> ListAsync(
-        HttpContext http, JobStore store, JobNodeLiveness liveness, string? state, int? limit, string? cursor, string? tenant, CancellationToken ct)
+    /// <summary>
+    /// Jobs, newest first, narrowed by every filter given (<see cref="JobListQuery"/>), within the caller's tenant: a user
+    /// or viewer sees its own tenant's jobs; an admin every tenant's, or one (<paramref name="tenant"/>). The default view
+    /// lists a job's fields but args and env (bounded only by the submission limit; envNames has the names);
+    /// <c>view=summary</c> also leaves out command and outputs.
+    /// </summary>
+    public static async Task<Results<Ok<JobListDto>, Ok<JobSummaryListDto>, ValidationProblem, ProblemHttpResult>> ListAsync(
+        HttpContext http, JobStore store, JobNodeLiveness liveness, string? state, int? limit, string? cursor, string? tenant,
+        string? name, string[]? label, string? since, string? until, string? queue, string? view, CancellationToken ct)
     {
         var caller = Caller.Of(http);
         if (tenant is not null && !caller.IsAdmin && tenant != caller.Tenant)
             return TypedResults.Problem(statusCode: StatusCodes.Status403Forbidden, title: "Forbidden",
                 detail: $"only admin keys list another tenant's jobs; this key's tenant is \"{caller.Tenant}\"");
-        var errors = new Dictionary<string, string[]>();
-        if (state is not null && !JobState.IsKnown(state))
-            errors["state"] = [$"unknown state \"{state}\"; one of {string.Join(", ", JobState.All)}"];
+        var (filter, errors) = JobListQuery.Read(state, name, label, since, until, queue);
+        var summary = JobListQuery.Summary(view, errors);
         if (limit is < 1 or > MaxPageSize)
             errors["limit"] = [$"limit must be between 1 and {MaxPageSize}"];
         if (cursor is not null && !JobStore.TryValidateCursor(cursor))
             errors["cursor"] = ["invalid cursor: pass the nextCursor of a previous page"];
-        if (errors.Count > 0) return TypedResults.ValidationProblem(errors);
+        if (errors.Count > 0 || filter is null || summary is null) return TypedResults.ValidationProblem(errors, title: "The list query is invalid");
 
-        var (items, next) = await store.ListAsync(state, tenant ?? caller.Scope, limit ?? DefaultPageSize, cursor, ct);
+        var (items, next) = await store.ListAsync(filter with { Tenant = tenant ?? caller.Scope }, limit ?? DefaultPageSize, cursor, summary.Value, ct);
         var alive = await liveness.GetAsync(items.Select(j => j.Id).ToList(), ct);
-        return TypedResults.Ok(new JobListDto(items.Select(j => JobDto.From(j).WithNodeAlive(alive)).ToList(), next));
+        var jobs = items.Select(j => JobDto.From(j).WithNodeAlive(alive)).ToList();
+        return summary.Value
+            ? TypedResults.Ok(new JobSummaryListDto(jobs.Select(JobSummaryDto.From).ToList(), next))
+            : TypedResults.Ok(new JobListDto(jobs, next));
     }
 
     public static async Task<Results<Ok<JobDto>, ProblemHttpResult>> GetAsync(string id, HttpContext http, JobDocuments documents, CancellationToken ct) =>
@@ -203,6 +244,27 @@ public static class JobsApi
         if (!OutputScanner.IsRegularFile(full))
             return TypedResults.Problem(statusCode: 404, title: "No such output", detail: $"output \"{path}\" of job {id} is no longer on node {job.Node}");
         return TypedResults.PhysicalFile(full, "application/octet-stream", Path.GetFileName(file.Path), enableRangeProcessing: true);
+    }
+
+    /// <summary>Every output file of the job in one archive (<see cref="OutputArchiveResult"/>): from this node's data
+    /// directory, or (with <paramref name="forwardFrom"/>) forwarded to the node that ran the job. Only a job of tenant
+    /// <paramref name="scope"/> (null: any) is found; the API node checks before it forwards.</summary>
+    internal static async Task<IResult> ServeOutputArchiveAsync(string id, OutputArchiveResult.Format format, string? scope, JobStore store, DataPaths paths,
+        NodeIdentity? forwardFrom, CancellationToken ct)
+    {
+        var job = await FindAsync(id, scope, store, ct);
+        if (job is null) return NotFound(id);
+        var name = format == OutputArchiveResult.Format.Zip ? OutputArchiveResult.ZipName : OutputArchiveResult.TarGzName;
+        if (forwardFrom is not null && NodeFilesApi.RanElsewhere(job, forwardFrom))
+            return new ForwardToNodeResult(job.Node!, $"{NodeFilesApi.Prefix}/{job.Id}/{name}");
+        if (!JobState.IsFinal(job.State))
+            return TypedResults.Problem(statusCode: StatusCodes.Status409Conflict, title: "The job has not ended",
+                detail: $"job {id} is {job.State}: its outputs are listed, and can be downloaded, once it ends");
+        // Checked before the first byte goes out: once the archive streams, its status can no longer say a file is gone.
+        var outputs = paths.Outputs(job.Id);
+        if (job.Outputs.FirstOrDefault(o => !OutputScanner.IsRegularFile(Path.Combine(outputs, o.Path))) is { } missing)
+            return TypedResults.Problem(statusCode: 404, title: "No such output", detail: $"output \"{missing.Path}\" of job {id} is no longer on node {job.Node}");
+        return new OutputArchiveResult(job.Id, outputs, job.Outputs, format);
     }
 
     public static Task<IResult> LogsAsync(

@@ -1,5 +1,5 @@
 using System.Text.Json;
-using System.Text.Json.Serialization;
+using BatchRunner.Core;
 using Microsoft.AspNetCore.Http.HttpResults;
 
 namespace BatchRunner.Server.Api;
@@ -8,10 +8,15 @@ namespace BatchRunner.Server.Api;
 /// the field, or 413 past the size limit).</summary>
 public sealed record JsonRead<T>(T? Value, ValidationProblem? Invalid = null, ProblemHttpResult? TooLarge = null) where T : class;
 
+/// <summary>What <see cref="JsonBody.ReadDocumentAsync"/> made of a body: the parsed document (the caller disposes
+/// it), or the problem to answer (400: not JSON; 413: past the size limit).</summary>
+public sealed record JsonDocumentRead(JsonDocument? Document, ValidationProblem? Invalid = null, ProblemHttpResult? TooLarge = null);
+
 /// <summary>
-/// Reads a JSON request body (or a multipart part) of a bounded size into <typeparamref name="T"/>: unknown fields
-/// are errors (a typo is not a silently ignored setting), and a body past the limit is refused with 413 once that
-/// many bytes have been read, whatever its Content-Length said, so that no request makes the server buffer more.
+/// Reads a JSON request body (or a multipart part) of a bounded size: a body past the limit is refused with 413 once
+/// that many bytes have been read, whatever its Content-Length said, so that no request makes the server buffer more.
+/// What is read is judged against the expected shape by <see cref="SubmissionShape"/>: unknown fields are errors (a
+/// typo is not a silently ignored setting), every bad field is named at once, in the API's words.
 /// </summary>
 public static class JsonBody
 {
@@ -19,34 +24,37 @@ public static class JsonBody
     /// environment bounded at 256 KiB (JobSpecValidator.MaxCommandBytes), fits several times over.</summary>
     public const int MaxBytes = 1024 * 1024;
 
-    private static readonly JsonSerializerOptions Options = new(JsonSerializerDefaults.Web)
-    {
-        UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow,
-    };
-
     /// <param name="field">What an error about the whole document is reported under ("body", "spec").</param>
     /// <param name="declaredLength">The body's Content-Length, when known: past the limit, refused without reading.</param>
-    public static async Task<JsonRead<T>> ReadAsync<T>(Stream body, string field, long? declaredLength, CancellationToken ct) where T : class
+    public static async Task<JsonDocumentRead> ReadDocumentAsync(Stream body, string field, long? declaredLength, CancellationToken ct)
     {
-        if (declaredLength > MaxBytes) return new JsonRead<T>(null, TooLarge: TooLargeProblem(field));
+        if (declaredLength > MaxBytes) return new JsonDocumentRead(null, TooLarge: TooLargeProblem(field));
         try
         {
             await using var limited = new LimitedStream(body, MaxBytes);
-            return new JsonRead<T>(await JsonSerializer.DeserializeAsync<T>(limited, Options, ct));
+            return new JsonDocumentRead(await JsonDocument.ParseAsync(limited, cancellationToken: ct));
         }
         catch (LimitedStream.TooLongException)
         {
-            return new JsonRead<T>(null, TooLarge: TooLargeProblem(field));
+            return new JsonDocumentRead(null, TooLarge: TooLargeProblem(field));
         }
         catch (JsonException e)
         {
-            var path = string.IsNullOrEmpty(e.Path) || e.Path == "$" ? field : e.Path.TrimStart('$', '.');
-            // System.Text.Json appends "Path: ... | LineNumber: ..." — the field is reported separately.
-            var cut = e.Message.IndexOf(" Path:", StringComparison.Ordinal);
-            return new JsonRead<T>(null, Invalid: TypedResults.ValidationProblem(
-                new Dictionary<string, string[]> { [path] = [cut > 0 ? e.Message[..cut] : e.Message] },
-                title: "The request is not valid JSON of the expected shape"));
+            return new JsonDocumentRead(null, Invalid: TypedResults.ValidationProblem(
+                new Dictionary<string, string[]> { [field] = [SubmissionShape.NotJson(e)] }, title: "The request is not valid JSON"));
         }
+    }
+
+    /// <summary>The body as a <typeparamref name="T"/>; any field that does not fit makes the whole body a 400 naming each.</summary>
+    /// <param name="what">What the document is ("an API key request: name, tenant and role").</param>
+    public static async Task<JsonRead<T>> ReadAsync<T>(Stream body, string field, string what, long? declaredLength, CancellationToken ct) where T : class
+    {
+        var read = await ReadDocumentAsync(body, field, declaredLength, ct);
+        if (read.Document is null) return new JsonRead<T>(null, read.Invalid, read.TooLarge);
+        using var doc = read.Document;
+        var (value, errors) = SubmissionShape.Read<T>(doc.RootElement, field, what);
+        return errors.Count == 0 ? new JsonRead<T>(value)
+            : new JsonRead<T>(null, Invalid: TypedResults.ValidationProblem(errors, title: "The request is not JSON of the expected shape"));
     }
 
     private static ProblemHttpResult TooLargeProblem(string field) =>

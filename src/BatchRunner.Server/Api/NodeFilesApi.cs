@@ -37,6 +37,10 @@ public static class NodeFilesApi
             JobsApi.ServeLogsAsync(id, stream, follow, timestamps, status, "", scope: null, store, paths, forwardFrom: null, ct));
         api.MapGet("/{id}/outputs/{**path}", (string id, string path, JobStore store, DataPaths paths, CancellationToken ct) =>
             JobsApi.ServeOutputAsync(id, path, scope: null, store, paths, forwardFrom: null, ct));
+        api.MapGet("/{id}/" + OutputArchiveResult.ZipName, (string id, JobStore store, DataPaths paths, CancellationToken ct) =>
+            JobsApi.ServeOutputArchiveAsync(id, OutputArchiveResult.Format.Zip, scope: null, store, paths, forwardFrom: null, ct));
+        api.MapGet("/{id}/" + OutputArchiveResult.TarGzName, (string id, JobStore store, DataPaths paths, CancellationToken ct) =>
+            JobsApi.ServeOutputArchiveAsync(id, OutputArchiveResult.Format.TarGz, scope: null, store, paths, forwardFrom: null, ct));
         return app;
     }
 

@@ -57,7 +57,7 @@ public static partial class TenantsApi
     public static async Task<Results<Ok<TenantDto>, ValidationProblem, ProblemHttpResult>> PutAsync(
         string name, HttpRequest request, TenantStore store, CancellationToken ct)
     {
-        var read = await JsonBody.ReadAsync<TenantQuotaRequest>(request.Body, "body", request.ContentLength, ct);
+        var read = await JsonBody.ReadAsync<TenantQuotaRequest>(request.Body, "body", "a tenant quota (maxQueuedJobs, maxRunning, weight)", request.ContentLength, ct);
         if (read.Invalid is { } invalid) return invalid;
         if (read.TooLarge is { } tooLarge) return tooLarge;
         var body = read.Value ?? new TenantQuotaRequest(null, null, null);

@@ -141,6 +141,9 @@ public static partial class BatchRunnerApp
                 sp.GetRequiredService<Microsoft.Extensions.Options.IOptions<BatchRunnerOptions>>(), sp.GetService<IDiskVolumes>()));
             services.AddSingleton<Execution.Phases.RootfsPhase>();
             services.AddSingleton<Execution.Phases.ContainerPhase>();
+            // Running jobs' usage, read from their cgroups and written to their records every LiveUsageSeconds.
+            services.AddSingleton<LiveUsage>();
+            services.AddHostedService<LiveUsagePublisher>();
             services.AddSingleton<Execution.Phases.OutputsPhase>();
             services.AddSingleton<AttemptRunner>();
             services.AddSingleton<JobExecutor>();
@@ -164,7 +167,8 @@ public static partial class BatchRunnerApp
             services.AddHostedService(sp => sp.GetRequiredService<NodeRegistry>());
             services.AddSingleton<ImageCacheCollector>();
             services.AddHostedService(sp => sp.GetRequiredService<ImageCacheCollector>());
-            services.Configure<HostOptions>(h => h.ShutdownTimeout = TimeSpan.FromSeconds(options.ShutdownGraceSeconds + 20));
+            // A running job gets the shutdown grace to finish, then its own stop grace (signal, then SIGKILL).
+            services.Configure<HostOptions>(h => h.ShutdownTimeout = options.JobsStopTimeout + TimeSpan.FromSeconds(20));
             // Fair share: the worker's queues are fetched by FairShareQueueProvider, in FairShare's order, one job at a time.
             services.AddSingleton<FairShare>();
             services.AddFairShareQueues(sp => sp.GetRequiredService<FairShare>());
@@ -176,7 +180,7 @@ public static partial class BatchRunnerApp
                 o.Queues = options.Queues.ToArray();
                 // A cancel request reaches a running job within half a second.
                 o.CancellationCheckInterval = TimeSpan.FromMilliseconds(500);
-                o.ShutdownTimeout = TimeSpan.FromSeconds(options.ShutdownGraceSeconds + 10);
+                o.ShutdownTimeout = options.JobsStopTimeout + TimeSpan.FromSeconds(10);
                 // Retries with back-off and bounced jobs wait in the schedule: look at it every second.
                 o.SchedulePollingInterval = TimeSpan.FromSeconds(1);
             });
@@ -195,7 +199,9 @@ public static partial class BatchRunnerApp
         app.UseAntiforgery();
         app.UseRateLimiter();
         app.UseHttpMetrics();
-        app.MapMetrics();
+        // Every endpoint refuses a query parameter it does not take (a misspelt filter must not match everything).
+        app.UseQueryParameterCheck();
+        app.MapMetrics().AnyQuery();
         app.MapGet("/healthz", HealthAsync).WithTags("Health");
         app.MapNodeFilesApi();
 

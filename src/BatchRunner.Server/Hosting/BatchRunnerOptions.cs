@@ -63,6 +63,9 @@ public sealed class BatchRunnerOptions
         : Core.Quantity.TryParseBytes(ImageCacheBudget, out var b) ? b
         : throw new InvalidOperationException($"BatchRunner:ImageCacheBudget \"{ImageCacheBudget}\" is not a quantity");
 
+    /// <summary>Seconds between writes of running jobs' usage (CPU, memory, GPUs so far) to their records.</summary>
+    public int LiveUsageSeconds { get; set; } = 5;
+
     /// <summary>Per-job disk limits: enforced or not, the default and the largest resources.disk.</summary>
     public DiskOptions Disk { get; set; } = new();
 
@@ -86,8 +89,20 @@ public sealed class BatchRunnerOptions
     /// <summary>Seconds between node heartbeats; a node is dead after three missed ones.</summary>
     public int HeartbeatSeconds { get; set; } = 5;
 
-    /// <summary>On SIGTERM, how long running jobs may go on before they are stopped and requeued.</summary>
+    /// <summary>On SIGTERM, how long running jobs may go on before they are stopped (with their own stop grace period:
+    /// <see cref="StopGraceSeconds"/>) and requeued.</summary>
     public int ShutdownGraceSeconds { get; set; } = 30;
+
+    /// <summary>A job's stopGraceSeconds when it names none: between the stop signal and SIGKILL on cancel, timeout
+    /// and shutdown.</summary>
+    public int StopGraceSeconds { get; set; } = Core.JobDefaults.StopGraceSeconds;
+
+    /// <summary>The largest stopGraceSeconds a job may ask for (a larger one is refused at submission; a worker never
+    /// waits longer). Shutdown takes up to ShutdownGraceSeconds + this.</summary>
+    public int MaxStopGraceSeconds { get; set; } = 300;
+
+    /// <summary>The longest a worker's shutdown can take with jobs running: their shutdown grace, then their stop grace.</summary>
+    public TimeSpan JobsStopTimeout => TimeSpan.FromSeconds(ShutdownGraceSeconds + MaxStopGraceSeconds);
 
     /// <summary>Name of this worker node (default: the host name).</summary>
     public string NodeName { get; set; } = Environment.MachineName;
@@ -157,6 +172,10 @@ public sealed class BatchRunnerOptions
         _ = MaxLogBytesValue();
         if (HeartbeatSeconds < 1) throw new InvalidOperationException("BatchRunner:HeartbeatSeconds must be at least 1");
         if (ShutdownGraceSeconds < 0) throw new InvalidOperationException("BatchRunner:ShutdownGraceSeconds must not be negative");
+        if (MaxStopGraceSeconds is < 0 or > Core.JobDefaults.MaxStopGraceSeconds)
+            throw new InvalidOperationException($"BatchRunner:MaxStopGraceSeconds must be between 0 and {Core.JobDefaults.MaxStopGraceSeconds}");
+        if (StopGraceSeconds < 0 || StopGraceSeconds > MaxStopGraceSeconds)
+            throw new InvalidOperationException($"BatchRunner:StopGraceSeconds must be between 0 and MaxStopGraceSeconds ({MaxStopGraceSeconds})");
         foreach (var p in AllowedRegistries)
             if (Oci.Registry.RegistryPolicy.Validate(p) is { } error) throw new InvalidOperationException($"BatchRunner:AllowedRegistries: {error}");
         Isolation.Validate();
@@ -200,6 +219,8 @@ public static class EnvironmentShortcuts
         ["BATCHRUNNER_CPUS"] = "BatchRunner:Capacity:Cpus",
         ["BATCHRUNNER_MEMORY"] = "BatchRunner:Capacity:Memory",
         ["BATCHRUNNER_SHUTDOWN_GRACE_SECONDS"] = "BatchRunner:ShutdownGraceSeconds",
+        ["BATCHRUNNER_STOP_GRACE_SECONDS"] = "BatchRunner:StopGraceSeconds",
+        ["BATCHRUNNER_MAX_STOP_GRACE_SECONDS"] = "BatchRunner:MaxStopGraceSeconds",
         ["BATCHRUNNER_IMAGE_CACHE_BUDGET"] = "BatchRunner:ImageCacheBudget",
         ["BATCHRUNNER_MAX_LOG_BYTES"] = "BatchRunner:MaxLogBytes",
         ["BATCHRUNNER_RUNTIME"] = "BatchRunner:Runtime",

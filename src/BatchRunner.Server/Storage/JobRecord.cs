@@ -29,6 +29,10 @@ public sealed record JobRecord
     /// <summary>stdout or stderr went over its cap: the log keeps its first and last parts.</summary>
     public bool LogsTruncated { get; init; }
     public IReadOnlyList<OutputFile> Outputs { get; init; } = [];
+    /// <summary>The files given at submission (under /inputs); read with the single job, stored with its insert.</summary>
+    public IReadOnlyList<OutputFile> Inputs { get; init; } = [];
+    /// <summary>The job this one reruns (POST /api/v1/jobs/{id}/rerun).</summary>
+    public Guid? RerunOf { get; init; }
     /// <summary>The tenant that owns the job: only its keys (and admins) see it.</summary>
     public string Tenant { get; init; } = DefaultTenant;
     /// <summary>Id of the key that submitted it ("bootstrap" for the configured key; null for jobs from before keys).</summary>
@@ -45,7 +49,11 @@ public sealed record JobRecord
 
 public sealed record PullProgressRecord(long BytesDone, long BytesTotal);
 
+/// <summary>A regular file of a job's directory (its outputs, or its inputs), relative to that directory.</summary>
 public sealed record OutputFile(string Path, long Size, string Sha256);
+
+/// <summary>The usage of a running attempt as read now (<see cref="ResourceUsage.SampledAt"/> set).</summary>
+public sealed record LiveUsageSample(Guid JobId, int Attempt, ResourceUsage Usage);
 
 /// <summary>How an attempt ended, as the performer records it.</summary>
 public sealed record JobOutcome(

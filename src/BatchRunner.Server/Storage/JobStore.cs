@@ -17,15 +17,10 @@ public sealed partial class JobStore(NpgsqlDataSource db) : IAttemptStore
     private const string Columns =
         "j.id, j.name, j.image, j.image_digest, j.queue, j.spec, j.state, j.reason, j.message, j.exit_code, j.attempt, j.created_at, " +
         "j.started_at, j.finished_at, j.usage, j.pull_progress, j.hangfire_job_id, j.cancel_requested, j.node, j.tenant, j.submitted_by, " +
-        "n.url, n.state, n.attempts, n.last_error, n.delivered_at, j.logs_truncated";
+        "n.url, n.state, n.attempts, n.last_error, n.delivered_at, j.logs_truncated, j.rerun_of";
 
-    /// <summary>A list item's spec: without args and env, whose size only the submission limit bounds (256 KiB each),
-    /// so that a page of 1000 jobs stays small; the names of the variables come separately.</summary>
-    private const string SummaryColumns =
-        "j.id, j.name, j.image, j.image_digest, j.queue, j.spec - 'args' - 'env', j.state, j.reason, j.message, j.exit_code, j.attempt, j.created_at, " +
-        "j.started_at, j.finished_at, j.usage, j.pull_progress, j.hangfire_job_id, j.cancel_requested, j.node, j.tenant, j.submitted_by, " +
-        "n.url, n.state, n.attempts, n.last_error, n.delivered_at, j.logs_truncated, " +
-        "array(select jsonb_object_keys(coalesce(j.spec->'env', '{}')) order by 1)";
+    /// <summary>The ordinal after <see cref="Columns"/>: a list adds the names of env there.</summary>
+    private const int EnvNamesOrdinal = 28;
 
     /// <summary>Sums of what the jobs aliased <c>j</c> asked for: cpus (float8), memoryBytes (int8), gpus (int8; 0 for none).</summary>
     internal const string ResourceSums =
@@ -38,6 +33,15 @@ public sealed partial class JobStore(NpgsqlDataSource db) : IAttemptStore
     /// <summary>What <see cref="InsertAsync"/> did: created the job, found the one an idempotency key names, or refused
     /// it because its tenant has <see cref="QueuedLimit"/> jobs queued already (nothing stored).</summary>
     public sealed record InsertResult(Guid Id, bool Created, bool SameRequest, int? QueuedLimit = null);
+
+    /// <summary>
+    /// A list item's columns: its spec without args and env, whose size only the submission limit bounds (256 KiB
+    /// each), so that a page of 1000 jobs stays small, and for the summary view without command either; the names of
+    /// env come separately (<see cref="EnvNamesOrdinal"/>).
+    /// </summary>
+    private static string ListColumns(bool summary) =>
+        Columns.Replace("j.spec,", summary ? "j.spec - array['command', 'args', 'env'] as spec," : "j.spec - array['args', 'env'] as spec,") +
+        ", array(select jsonb_object_keys(coalesce(j.spec->'env', '{}')) order by 1)";
 
     /// <summary>
     /// Inserts a new job (with its webhook delivery, when it asks for one). With an idempotency key, a key the job's
@@ -68,13 +72,14 @@ public sealed partial class JobStore(NpgsqlDataSource db) : IAttemptStore
         }
         if (await QueuedLimitReachedAsync(conn, tx, job.Tenant, ct) is { } limit) return new InsertResult(job.Id, false, false, limit);
         await using (var cmd = new NpgsqlCommand("""
-            insert into batchrunner.jobs (id, name, image, queue, spec, state, created_at, tenant, submitted_by, secrets)
-            values (@id, @name, @image, @queue, @spec, @state, @created, @tenant, @by, @secrets)
+            insert into batchrunner.jobs (id, name, image, queue, spec, state, created_at, rerun_of, tenant, submitted_by, secrets)
+            values (@id, @name, @image, @queue, @spec, @state, @created, @rerun, @tenant, @by, @secrets)
             """, conn, tx))
         {
             AddInsert(cmd, job);
             await cmd.ExecuteNonQueryAsync(ct);
         }
+        await InsertFilesAsync(conn, tx, "inputs", job.Id, job.Inputs, ct);
         if (job.Spec.Notify is { } notify)
         {
             await using var n = new NpgsqlCommand("insert into batchrunner.notifications (job_id, url) values (@id, @u)", conn, tx);
@@ -131,9 +136,35 @@ public sealed partial class JobStore(NpgsqlDataSource db) : IAttemptStore
         cmd.Parameters.Add(new NpgsqlParameter("spec", NpgsqlDbType.Jsonb) { Value = JsonSerializer.Serialize(job.Spec, Json) });
         cmd.Parameters.AddWithValue("state", job.State);
         cmd.Parameters.AddWithValue("created", job.CreatedAt);
+        cmd.Parameters.AddWithValue("rerun", (object?)job.RerunOf ?? DBNull.Value);
         cmd.Parameters.AddWithValue("tenant", job.Tenant);
         cmd.Parameters.Add(new NpgsqlParameter("by", NpgsqlDbType.Text) { Value = (object?)job.SubmittedBy ?? DBNull.Value });
         cmd.Parameters.Add(new NpgsqlParameter("secrets", NpgsqlDbType.Bytea) { Value = (object?)job.ProtectedSecrets ?? DBNull.Value });
+    }
+
+    /// <summary>The rows of a job's inputs or outputs (<paramref name="table"/>), in the caller's transaction.</summary>
+    private static async Task InsertFilesAsync(NpgsqlConnection conn, NpgsqlTransaction tx, string table, Guid id, IReadOnlyList<OutputFile> files, CancellationToken ct)
+    {
+        if (files.Count == 0) return;
+        await using var cmd = new NpgsqlCommand($"""
+            insert into batchrunner.{table} (job_id, path, size, sha256)
+            select @id, * from unnest(@paths, @sizes, @hashes)
+            """, conn, tx);
+        cmd.Parameters.AddWithValue("id", id);
+        cmd.Parameters.AddWithValue("paths", files.Select(f => f.Path).ToArray());
+        cmd.Parameters.AddWithValue("sizes", files.Select(f => f.Size).ToArray());
+        cmd.Parameters.AddWithValue("hashes", files.Select(f => f.Sha256).ToArray());
+        await cmd.ExecuteNonQueryAsync(ct);
+    }
+
+    private static async Task<List<OutputFile>> ReadFilesAsync(NpgsqlConnection conn, string table, Guid id, CancellationToken ct)
+    {
+        var files = new List<OutputFile>();
+        await using var cmd = new NpgsqlCommand($"select path, size, sha256 from batchrunner.{table} where job_id = @id order by path", conn);
+        cmd.Parameters.AddWithValue("id", id);
+        await using var rd = await cmd.ExecuteReaderAsync(ct);
+        while (await rd.ReadAsync(ct)) files.Add(new OutputFile(rd.GetString(0), rd.GetInt64(1), rd.GetString(2)));
+        return files;
     }
 
     public async Task SetHangfireJobIdAsync(Guid id, string hangfireJobId, CancellationToken ct)
@@ -161,31 +192,59 @@ public sealed partial class JobStore(NpgsqlDataSource db) : IAttemptStore
             job = await rd.ReadAsync(ct) ? Read(rd) : null;
         }
         if (job is null) return null;
-        var outputs = new List<OutputFile>();
-        await using (var cmd = new NpgsqlCommand("select path, size, sha256 from batchrunner.outputs where job_id = @id order by path", conn))
-        {
-            cmd.Parameters.AddWithValue("id", id);
-            await using var rd = await cmd.ExecuteReaderAsync(ct);
-            while (await rd.ReadAsync(ct)) outputs.Add(new OutputFile(rd.GetString(0), rd.GetInt64(1), rd.GetString(2)));
-        }
-        return job with { Outputs = outputs };
+        return job with { Outputs = await ReadFilesAsync(conn, "outputs", id, ct), Inputs = await ReadFilesAsync(conn, "inputs", id, ct) };
     }
 
-    /// <summary>Newest first, summaries (<see cref="JobRecord.IsSummary"/>), of one tenant (<paramref name="tenant"/>;
-    /// null: every tenant); the cursor is opaque to clients (created_at and id of the last item).</summary>
-    public async Task<(IReadOnlyList<JobRecord> Items, string? NextCursor)> ListAsync(string? state, string? tenant, int limit, string? cursor, CancellationToken ct)
+    /// <summary>
+    /// The jobs <paramref name="filter"/> matches (of its tenant; null: every tenant), newest first; the cursor is opaque
+    /// to clients (created_at and id of the last item), so a page after it is exact under any filter. Items are
+    /// summaries (<see cref="JobRecord.IsSummary"/>: no args and env, but their names); with <paramref name="summary"/>,
+    /// the spec is read without command either: what a list item shows stays small whatever a job's command line.
+    /// </summary>
+    public async Task<(IReadOnlyList<JobRecord> Items, string? NextCursor)> ListAsync(JobFilter filter, int limit, string? cursor, bool summary, CancellationToken ct)
     {
-        var sql = new StringBuilder($"select {SummaryColumns} from {From} where true");
+        var sql = new StringBuilder($"select {ListColumns(summary)} from {From} where true");
         await using var cmd = db.CreateCommand();
-        if (tenant is not null)
+        if (filter.Tenant is { } tenant)
         {
             sql.Append(" and j.tenant = @tenant");
             cmd.Parameters.AddWithValue("tenant", tenant);
         }
-        if (state is not null)
+        if (filter.States.Count == 1)
         {
+            // Equality, not = any(...): only then can (state, created_at, id) hand rows over newest first.
             sql.Append(" and j.state = @state");
-            cmd.Parameters.AddWithValue("state", state);
+            cmd.Parameters.AddWithValue("state", filter.States[0]);
+        }
+        else if (filter.States.Count > 1)
+        {
+            sql.Append(" and j.state = any(@states)");
+            cmd.Parameters.AddWithValue("states", filter.States.ToArray());
+        }
+        if (filter.Name is { } name)
+        {
+            sql.Append(filter.NameIsPrefix ? " and j.name like @name" : " and j.name = @name");
+            cmd.Parameters.AddWithValue("name", filter.NameIsPrefix ? LikePrefix(name) : name);
+        }
+        if (filter.Labels.Count > 0)
+        {
+            sql.Append(" and j.spec -> 'labels' @> @labels");
+            cmd.Parameters.Add(new NpgsqlParameter("labels", NpgsqlDbType.Jsonb) { Value = JsonSerializer.Serialize(filter.Labels, Json) });
+        }
+        if (filter.Since is { } since)
+        {
+            sql.Append(" and j.created_at >= @since");
+            cmd.Parameters.AddWithValue("since", since);
+        }
+        if (filter.Until is { } until)
+        {
+            sql.Append(" and j.created_at < @until");
+            cmd.Parameters.AddWithValue("until", until);
+        }
+        if (filter.Queue is { } queue)
+        {
+            sql.Append(" and j.queue = @queue");
+            cmd.Parameters.AddWithValue("queue", queue);
         }
         if (cursor is not null)
         {
@@ -199,7 +258,7 @@ public sealed partial class JobStore(NpgsqlDataSource db) : IAttemptStore
         cmd.CommandText = sql.ToString();
         var items = new List<JobRecord>();
         await using (var rd = await cmd.ExecuteReaderAsync(ct))
-            while (await rd.ReadAsync(ct)) items.Add(Read(rd) with { IsSummary = true, EnvNames = rd.GetFieldValue<string[]>(27) });
+            while (await rd.ReadAsync(ct)) items.Add(Read(rd) with { IsSummary = true, EnvNames = rd.GetFieldValue<string[]>(EnvNamesOrdinal) });
         string? next = null;
         if (items.Count > limit)
         {
@@ -208,6 +267,10 @@ public sealed partial class JobStore(NpgsqlDataSource db) : IAttemptStore
         }
         return (items, next);
     }
+
+    /// <summary>A LIKE pattern matching what starts with <paramref name="prefix"/>: its own % _ \ are escaped.</summary>
+    private static string LikePrefix(string prefix) =>
+        prefix.Replace(@"\", @"\\").Replace("%", @"\%").Replace("_", @"\_") + "%";
 
     public static bool TryValidateCursor(string cursor)
     {
@@ -310,6 +373,7 @@ public sealed partial class JobStore(NpgsqlDataSource db) : IAttemptStore
             HangfireJobId = rd.IsDBNull(16) ? null : rd.GetString(16),
             CancelRequested = rd.GetBoolean(17),
             Node = rd.IsDBNull(18) ? null : rd.GetString(18),
+            RerunOf = rd.IsDBNull(27) ? null : rd.GetGuid(27),
             Tenant = rd.GetString(19),
             SubmittedBy = rd.IsDBNull(20) ? null : rd.GetString(20),
             Notify = rd.IsDBNull(21) ? null : new NotificationRecord(rd.GetString(21), rd.GetString(22), rd.GetInt32(23),

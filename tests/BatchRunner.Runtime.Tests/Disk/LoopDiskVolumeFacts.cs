@@ -57,7 +57,7 @@ public sealed class LoopDiskVolumeFacts : IAsyncLifetime
     }
 
     [Fact]
-    public async Task Writes_FailWithEnospcAndUsageIsOverLimit_WhenAJobWritesTwiceItsLimit()
+    public async Task Writes_FailWithEnospcAndUsageIsOverLimit_WhenAJobWritesPastItsLimitAndHeadroom()
     {
         var v = await Create(32 * MiB);
 
@@ -67,7 +67,9 @@ public sealed class LoopDiskVolumeFacts : IAsyncLifetime
         {
             await using var f = File.Create(file);
             var chunk = new byte[MiB];
-            for (var i = 0; i < 64; i++) { await f.WriteAsync(chunk); written += chunk.Length; }
+            // Past the limit and its headroom, whatever the headroom is (twice the limit was not past 32 MiB + 32 MiB).
+            var chunks = (int)((32 * MiB + DiskImageSizing.DefaultHeadroomBytes) / MiB) + 16;
+            for (var i = 0; i < chunks; i++) { await f.WriteAsync(chunk); written += chunk.Length; }
             await f.FlushAsync();
         });
 
