@@ -89,7 +89,7 @@ public sealed class QuotaFacts(ServerFixture f)
         using var user = await f.Api.ClientForNewKeyAsync(tenant, "user");
         var ids = new List<string>();
         for (var i = 0; i < 4; i++)
-            ids.Add(await user.SubmitIdAsync(new { image = f.Busybox, command = new[] { "sleep", "0.7" }, resources = new { cpus = 0.5, memory = "64Mi" } }));
+            ids.Add(await user.SubmitIdAsync(new { image = f.Busybox, command = new[] { "sleep", "1.5" }, resources = new { cpus = 0.5, memory = "64Mi" } }));
 
         // The node has 2 CPUs: without the quota all four would run at once.
         var maxRunning = 0.0;
