@@ -27,6 +27,7 @@ public static class ApiResponses
         ["POST /api/v1/jobs"] = Map(
             (400, "the spec or its inputs are invalid, the node's policy refuses it, or no live node could ever run the job"),
             (409, "the Idempotency-Key was used before with a different job spec"),
+            (429, "the tenant has its maxQueuedJobs queued (quota), or the key's role is past its rate limit"),
             (413, TooLarge + ", or the multipart inputs exceed the node's MaxInputBytes; nothing was stored")),
         ["GET /api/v1/jobs"] = Map((400, "unknown state, limit out of range or invalid cursor"), (403, "tenant names another tenant and the key is not an admin's")),
         ["GET /api/v1/jobs/{id}"] = Map((404, NoJob)),
@@ -50,6 +51,7 @@ public static class ApiResponses
         ["GET /api/v1/apikeys"] = Map(),
         ["DELETE /api/v1/apikeys/{id}"] = Map((404, "no active API key with this id"), (409, "the bootstrap key is configured, not stored: it cannot be revoked here")),
         ["GET /api/v1/tenants"] = Map(),
+        ["PUT /api/v1/tenants/{name}"] = Map((400, "invalid name, maxQueuedJobs, maxRunning or weight"), (413, TooLarge)),
         ["GET /healthz"] = Map(),
         ["GET /metrics"] = Map(),
     };

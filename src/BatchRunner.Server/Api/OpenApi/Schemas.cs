@@ -37,11 +37,11 @@ internal static class Schemas
         OneOf = [new OpenApiSchema { Type = JsonSchemaType.String }, new OpenApiSchema { Type = JsonSchemaType.Integer, Format = "int64" }],
     };
 
-    /// <summary>The spec's fields that are sizes (JsonElements in Core, read by <c>JobSpecValidator</c> as a quantity or
+    /// <summary>The request fields that are sizes (JsonElements, read by <c>JobSpecValidator</c> as a quantity or
     /// bytes). A new JsonElement field belongs here, or gets a schema of its own: OpenApiDocumentFacts fails while the
     /// document still has the "any JSON value" schema.</summary>
     private static readonly (string Schema, string Property)[] Sizes =
-        [("ResourceSubmission", "memory"), ("ResourceSubmission", "disk"), ("JobSubmission", "shmSize"), ("LogsSubmission", "maxBytes")];
+        [("ResourceSubmission", "memory"), ("ResourceSubmission", "disk"), ("JobSubmission", "shmSize"), ("LogsSubmission", "maxBytes"), ("RunningLimitRequest", "memory")];
 
     /// <summary>The JSON elements of the spec that hold sizes get <see cref="Quantity"/> instead of "any JSON value".</summary>
     public static void UseQuantity(OpenApiDocument document)
