@@ -3,6 +3,7 @@ using BatchRunner.Oci.Store;
 using BatchRunner.Runtime;
 using BatchRunner.Runtime.Disk;
 using BatchRunner.Server.Api;
+using BatchRunner.Server.Api.OpenApi;
 using BatchRunner.Server.Auth;
 using BatchRunner.Server.Dashboard;
 using BatchRunner.Server.Execution;
@@ -95,7 +96,7 @@ public static partial class BatchRunnerApp
         services.AddSingleton<JobNodeLiveness>();
         services.AddBatchRunnerObservability(options);
         services.AddProblemDetails();
-        services.AddOpenApi();
+        services.AddBatchRunnerOpenApi();
         services.AddBatchRunnerAuth(options);
         services.AddBatchRunnerDataProtection(options.SecretsKey);
         services.AddBatchRunnerWebhooks(options);
