@@ -68,7 +68,9 @@ public static class JobsApi
         // The stored spec (secret names included, secret values never) identifies the request; the secret values
         // are compared by decrypting the first job's, so no hash of a secret is ever stored.
         var requestHash = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(JsonSerializer.SerializeToUtf8Bytes(spec, JobStore.Json)));
-        var (id, created, sameRequest) = await store.InsertAsync(job, idempotencyKey, requestHash, ct);
+        var (id, created, sameRequest, queuedLimit) = await store.InsertAsync(job, idempotencyKey, requestHash, ct);
+        if (queuedLimit is { } limit)
+            return TenantQuotaProblems.QueuedJobs(caller.Tenant, limit);
         if (!created)
         {
             if (sameRequest && !jobSecrets.SameAs(await secrets.GetAsync(id, ct))) sameRequest = false;

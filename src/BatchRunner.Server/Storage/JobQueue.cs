@@ -37,36 +37,49 @@ public interface IJobPerformer
 /// </remarks>
 public sealed class JobQueue(IBackgroundJobClient hangfire, JobStorage storage, JobStore store)
 {
-    /// <summary>Creates the message for the stored job <paramref name="id"/> in <paramref name="queue"/> and records its
-    /// Hangfire id on the job (what cancel deletes). Call once the job and its inputs are in place.</summary>
-    public Task<string> EnqueueAsync(Guid id, string displayName, string queue, CancellationToken ct) =>
-        CreateAsync(id, displayName, new EnqueuedState(queue), ct);
+    /// <summary>
+    /// The Hangfire queue that holds <paramref name="tenant"/>'s jobs of BatchRunner queue <paramref name="queue"/>: one per
+    /// tenant, so that workers can pick the tenant whose turn it is (<see cref="FairShareQueue"/>). The default tenant's is
+    /// the queue's own name, the one every message had before tenants existed, so that those still run and a single-tenant
+    /// installation keeps its queue names. Unique: queue names never contain "--" (BatchRunnerOptions.Validate).
+    /// </summary>
+    public static string PhysicalQueue(string queue, string tenant) => tenant == JobRecord.DefaultTenant ? queue : $"{queue}--{tenant}";
+
+    /// <summary>Creates the message for the stored job <paramref name="id"/> in its tenant's Hangfire queue for <paramref name="queue"/>
+    /// and records its Hangfire id on the job (what cancel deletes). Call once the job and its inputs are in place.</summary>
+    public Task<string> EnqueueAsync(Guid id, string displayName, string queue, string tenant, CancellationToken ct) =>
+        CreateAsync(id, displayName, PhysicalQueue(queue, tenant), new EnqueuedState(PhysicalQueue(queue, tenant)), ct);
 
     /// <summary>
     /// Creates the message of a stored job in the Hangfire state its row calls for: Awaiting while it waits for
-    /// dependencies, <see cref="ArrayParentState"/> for an array's parent, Enqueued otherwise. The state may move on
-    /// before the message exists (a dependency ended meanwhile): the row's sync flag catches that up.
+    /// dependencies, <see cref="ArrayParentState"/> for an array's parent, Enqueued otherwise (in its tenant's Hangfire
+    /// queue). The state may move on before the message exists (a dependency ended meanwhile): the row's sync flag catches
+    /// that up.
     /// </summary>
-    public async Task<string> CreateForAsync(JobRecord job, CancellationToken ct) =>
-        await CreateAsync(job.Id, job.DisplayName, await InitialStateAsync(job.Id, job.State, job.Queue, job.Message, job.IsArrayParent ? job.Spec.Array : null, ct), ct);
+    public async Task<string> CreateForAsync(JobRecord job, CancellationToken ct)
+    {
+        var physical = PhysicalQueue(job.Queue, job.Tenant);
+        return await CreateAsync(job.Id, job.DisplayName, physical, await InitialStateAsync(job.Id, job.State, physical, job.Message, job.IsArrayParent ? job.Spec.Array : null, ct), ct);
+    }
 
     /// <summary>As <see cref="CreateForAsync(JobRecord, CancellationToken)"/>, for a job found without a message.</summary>
     public async Task<string> CreateForAsync(NodeStore.StrandedJob job, CancellationToken ct)
     {
         ArraySpec? array = null;
         if (job.IsArrayParent) array = (await store.GetAsync(job.Id, ct))?.Spec.Array;
-        return await CreateAsync(job.Id, job.DisplayName, await InitialStateAsync(job.Id, job.State, job.Queue, null, array, ct), ct);
+        var physical = PhysicalQueue(job.Queue, job.Tenant);
+        return await CreateAsync(job.Id, job.DisplayName, physical, await InitialStateAsync(job.Id, job.State, physical, null, array, ct), ct);
     }
 
-    private async Task<IState> InitialStateAsync(Guid id, string state, string queue, string? message, ArraySpec? array, CancellationToken ct)
+    private async Task<IState> InitialStateAsync(Guid id, string state, string physicalQueue, string? message, ArraySpec? array, CancellationToken ct)
     {
-        if (state == JobState.Waiting) return HangfireStates.Awaiting(await AwaitingParentAsync(id, ct), queue, message);
-        return array is { } a ? new ArrayParentState(a.Size, a.Parallelism) : new EnqueuedState(queue);
+        if (state == JobState.Waiting) return HangfireStates.Awaiting(await AwaitingParentAsync(id, ct), physicalQueue, message);
+        return array is { } a ? new ArrayParentState(a.Size, a.Parallelism) : new EnqueuedState(physicalQueue);
     }
 
-    private async Task<string> CreateAsync(Guid id, string displayName, IState state, CancellationToken ct)
+    private async Task<string> CreateAsync(Guid id, string displayName, string physicalQueue, IState state, CancellationToken ct)
     {
-        var hangfireId = hangfire.Create<IJobPerformer>(p => p.RunAsync(id, displayName, CancellationToken.None), state);
+        var hangfireId = Create(id, displayName, physicalQueue, state);
         await store.SetHangfireJobIdAsync(id, hangfireId, ct);
         return hangfireId;
     }
@@ -97,7 +110,8 @@ public sealed class JobQueue(IBackgroundJobClient hangfire, JobStorage storage, 
     /// Of several nodes doing this at once, one wins; the others delete the message they made. False when this one lost.</summary>
     public async Task<bool> ReplaceAsync(OrphanedJob orphan, CancellationToken ct)
     {
-        var hangfireId = hangfire.Create<IJobPerformer>(p => p.RunAsync(orphan.Id, orphan.DisplayName, CancellationToken.None), new EnqueuedState(orphan.Queue));
+        var physical = PhysicalQueue(orphan.Queue, orphan.Tenant);
+        var hangfireId = Create(orphan.Id, orphan.DisplayName, physical, new EnqueuedState(physical));
         if (await store.ReplaceHangfireJobIdAsync(orphan.Id, orphan.HangfireJobId, hangfireId, ct)) return true;
         hangfire.Delete(hangfireId);
         return false;
@@ -114,9 +128,9 @@ public sealed class JobQueue(IBackgroundJobClient hangfire, JobStorage storage, 
     {
         try
         {
-            var state = await Durably.RunAsync(c => InitialStateAsync(job.Id, job.State, job.Queue, job.Message, job.IsArrayParent ? job.Spec.Array : null, c), deadline: deadline);
-            var hangfireId = await Durably.RunAsync(_ => Task.FromResult(
-                hangfire.Create<IJobPerformer>(p => p.RunAsync(job.Id, job.DisplayName, CancellationToken.None), state)), deadline: deadline);
+            var physical = PhysicalQueue(job.Queue, job.Tenant);
+            var state = await Durably.RunAsync(c => InitialStateAsync(job.Id, job.State, physical, job.Message, job.IsArrayParent ? job.Spec.Array : null, c), deadline: deadline);
+            var hangfireId = await Durably.RunAsync(_ => Task.FromResult(Create(job.Id, job.DisplayName, physical, state)), deadline: deadline);
             await Durably.RunAsync(c => store.SetHangfireJobIdAsync(job.Id, hangfireId, c), deadline: deadline);
             return hangfireId;
         }
@@ -125,6 +139,11 @@ public sealed class JobQueue(IBackgroundJobClient hangfire, JobStorage storage, 
             return null;
         }
     }
+
+    /// <summary>The message names its queue itself (Hangfire's Job.Queue), so that it goes back to the same queue when it is
+    /// bounced, rescheduled or retried; a message without one would go back to Hangfire's "default".</summary>
+    private string Create(Guid id, string displayName, string physicalQueue, IState state) =>
+        hangfire.Create<IJobPerformer>(physicalQueue, p => p.RunAsync(id, displayName, CancellationToken.None), state);
 
     /// <summary>Removes a queued message, or fires the cancellation token of the worker running it.</summary>
     public void Delete(string hangfireJobId) => hangfire.Delete(hangfireJobId);
@@ -147,7 +166,7 @@ public sealed class JobQueue(IBackgroundJobClient hangfire, JobStorage storage, 
         IState? target = item.State switch
         {
             JobState.Queued or JobState.Running when current == AwaitingState.StateName =>
-                item.Array is { } a ? new ArrayParentState(a.Size, a.Parallelism) : new EnqueuedState(item.Queue),
+                item.Array is { } a ? new ArrayParentState(a.Size, a.Parallelism) : new EnqueuedState(PhysicalQueue(item.Queue, item.Tenant)),
             JobState.Succeeded when current != SucceededState.StateName => HangfireStates.Succeeded(item.Message),
             JobState.Failed when current != FailedState.StateName => HangfireStates.Failed(item.Reason, item.Message),
             JobState.Cancelled when current != DeletedState.StateName => HangfireStates.Deleted(item.Reason, item.Message),

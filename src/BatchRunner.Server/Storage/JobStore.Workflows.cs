@@ -294,7 +294,7 @@ public sealed partial class JobStore
     }
 
     /// <summary>A child given a slot of its array: it needs its Hangfire message now.</summary>
-    public sealed record DispatchedChild(Guid Id, string DisplayName, string Queue);
+    public sealed record DispatchedChild(Guid Id, string DisplayName, string Queue, string Tenant);
 
     /// <summary>
     /// Marks up to <paramref name="max"/> children of <paramref name="parent"/> dispatched, in index order, as long as fewer than
@@ -327,21 +327,21 @@ public sealed partial class JobStore
                      select count(*) from batchrunner.jobs a
                       where a.parent_id = @p and a.dispatched_at is not null and a.state not in {FinalStates}))))
             update batchrunner.jobs c set dispatched_at = now() from next where c.id = next.id
-            returning c.id, coalesce(c.name, c.image) || ' [' || c.array_index || ']', c.queue
+            returning c.id, coalesce(c.name, c.image) || ' [' || c.array_index || ']', c.queue, c.tenant
             """, conn, tx))
         {
             cmd.Parameters.AddWithValue("p", parent);
             cmd.Parameters.AddWithValue("max", max);
             cmd.Parameters.AddWithValue("parallelism", parallelism);
             await using var rd = await cmd.ExecuteReaderAsync(ct);
-            while (await rd.ReadAsync(ct)) result.Add(new DispatchedChild(rd.GetGuid(0), rd.GetString(1), rd.GetString(2)));
+            while (await rd.ReadAsync(ct)) result.Add(new DispatchedChild(rd.GetGuid(0), rd.GetString(1), rd.GetString(2), rd.GetString(3)));
         }
         await tx.CommitAsync(ct);
         return result;
     }
 
     /// <summary>A job whose Hangfire state must follow its row (see the remarks at the top of this file).</summary>
-    public sealed record HangfireSyncItem(Guid Id, string HangfireJobId, string State, string? Reason, string? Message, string Queue, ArraySpec? Array);
+    public sealed record HangfireSyncItem(Guid Id, string HangfireJobId, string State, string? Reason, string? Message, string Queue, ArraySpec? Array, string Tenant);
 
     /// <summary>
     /// Hands up to 50 flagged jobs to <paramref name="apply"/> and clears their flags in the same transaction, holding their
@@ -354,14 +354,14 @@ public sealed partial class JobStore
         await using var tx = await conn.BeginTransactionAsync(ct);
         var items = new List<HangfireSyncItem>();
         await using (var cmd = new NpgsqlCommand("""
-            select id, hangfire_job_id, state, reason, message, queue, array_size, (spec->'array'->>'parallelism')::int from batchrunner.jobs
+            select id, hangfire_job_id, state, reason, message, queue, array_size, (spec->'array'->>'parallelism')::int, tenant from batchrunner.jobs
              where hangfire_sync and hangfire_job_id is not null order by id limit 50 for update skip locked
             """, conn, tx))
         await using (var rd = await cmd.ExecuteReaderAsync(ct))
         {
             while (await rd.ReadAsync(ct))
                 items.Add(new HangfireSyncItem(rd.GetGuid(0), rd.GetString(1), rd.GetString(2), rd.IsDBNull(3) ? null : rd.GetString(3),
-                    rd.IsDBNull(4) ? null : rd.GetString(4), rd.GetString(5), rd.IsDBNull(6) ? null : new ArraySpec(rd.GetInt32(6), rd.GetInt32(7))));
+                    rd.IsDBNull(4) ? null : rd.GetString(4), rd.GetString(5), rd.IsDBNull(6) ? null : new ArraySpec(rd.GetInt32(6), rd.GetInt32(7)), rd.GetString(8)));
         }
         if (items.Count == 0) return 0;
         foreach (var item in items) await apply(item);

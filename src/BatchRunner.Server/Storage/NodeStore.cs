@@ -104,9 +104,7 @@ public sealed class NodeStore(NpgsqlDataSource db)
         await using var cmd = db.CreateCommand($"""
             select n.name, n.labels, n.capacity, n.queues, ({AliveCondition}) as alive, n.started_at, n.heartbeat_at,
                    coalesce(array_agg(j.id) filter (where j.id is not null and (@t::text is null or j.tenant = @t)), array[]::uuid[]) as jobs,
-                   coalesce(sum((j.spec->'resources'->>'cpus')::float8), 0) as cpus,
-                   coalesce(sum((j.spec->'resources'->>'memoryBytes')::int8), 0) as mem,
-                   coalesce(sum(coalesce((j.spec->'resources'->>'gpus')::int4, 0)), 0) as gpus,
+                   {JobStore.ResourceSums},
                    coalesce(sum(coalesce((j.spec->'resources'->>'diskBytes')::int8, 0)), 0)::int8 as disk_bytes,
                    n.disk
               from batchrunner.nodes n
@@ -173,8 +171,8 @@ public sealed class NodeStore(NpgsqlDataSource db)
         return lost;
     }
 
-    /// <summary>A job without its Hangfire message: what to create it as.</summary>
-    public sealed record StrandedJob(Guid Id, string Queue, string DisplayName, string State, bool IsArrayParent);
+    /// <summary>A job without its Hangfire message: what to create it as (in its tenant's Hangfire queue).</summary>
+    public sealed record StrandedJob(Guid Id, string Queue, string DisplayName, string State, bool IsArrayParent, string Tenant);
 
     /// <summary>
     /// Jobs accepted by the API (or given a slot of their array) whose Hangfire message was never created: the process
@@ -184,7 +182,7 @@ public sealed class NodeStore(NpgsqlDataSource db)
     public async Task<IReadOnlyList<StrandedJob>> StrandedJobsAsync(TimeSpan olderThan, CancellationToken ct)
     {
         await using var cmd = db.CreateCommand("""
-            select id, queue, coalesce(name, image) || coalesce(' [' || array_index || ']', ''), state, array_size is not null
+            select id, queue, coalesce(name, image) || coalesce(' [' || array_index || ']', ''), state, array_size is not null, tenant
               from batchrunner.jobs
              where state in ('queued', 'waiting') and hangfire_job_id is null and dispatched_at < now() - @age
              limit 100
@@ -192,7 +190,7 @@ public sealed class NodeStore(NpgsqlDataSource db)
         cmd.Parameters.AddWithValue("age", olderThan);
         var result = new List<StrandedJob>();
         await using var rd = await cmd.ExecuteReaderAsync(ct);
-        while (await rd.ReadAsync(ct)) result.Add(new StrandedJob(rd.GetGuid(0), rd.GetString(1), rd.GetString(2), rd.GetString(3), rd.GetBoolean(4)));
+        while (await rd.ReadAsync(ct)) result.Add(new StrandedJob(rd.GetGuid(0), rd.GetString(1), rd.GetString(2), rd.GetString(3), rd.GetBoolean(4), rd.GetString(5)));
         return result;
     }
 }

@@ -37,7 +37,8 @@ public sealed class ScheduleQueue(IRecurringJobManager recurring, JobStorage sto
             recurring.RemoveIfExists(RecurringId(s.Id));
             return;
         }
-        recurring.AddOrUpdate<IScheduleRunner>(RecurringId(s.Id), s.Spec.Queue, r => r.RunAsync(s.Id, s.Name, null, CancellationToken.None), s.Cron,
+        // Its firings go to the schedule's tenant's Hangfire queue, as the runs they start would (fair share).
+        recurring.AddOrUpdate<IScheduleRunner>(RecurringId(s.Id), JobQueue.PhysicalQueue(s.Spec.Queue, s.Tenant), r => r.RunAsync(s.Id, s.Name, null, CancellationToken.None), s.Cron,
             new RecurringJobOptions { TimeZone = TimeZoneInfo.FindSystemTimeZoneById(s.TimeZone) });
     }
 

@@ -70,7 +70,7 @@ public sealed partial class WorkflowSweeper(
             do
             {
                 children = await jobs.ReserveChildrenAsync(parent, DispatchBatch, ct);
-                foreach (var child in children) await queue.EnqueueAsync(child.Id, child.DisplayName, child.Queue, ct);
+                foreach (var child in children) await queue.EnqueueAsync(child.Id, child.DisplayName, child.Queue, child.Tenant, ct);
                 if (children.Count > 0) LogDispatched(log, parent, children.Count);
             } while (children.Count == DispatchBatch);
         }
