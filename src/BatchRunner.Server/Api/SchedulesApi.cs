@@ -1,5 +1,3 @@
-using System.Text.Json;
-using System.Text.Json.Serialization;
 using BatchRunner.Core;
 using BatchRunner.Server.Auth;
 using BatchRunner.Server.Hosting;
@@ -61,12 +59,6 @@ public static class SchedulesApi
 {
     public const int MaxNameLength = 200;
 
-    private static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web)
-    {
-        // A misspelt field must be an error, not a silently ignored setting (in the job too).
-        UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow,
-    };
-
     public static RouteGroupBuilder MapSchedulesApiV1(this IEndpointRouteBuilder app)
     {
         // As jobs: reading needs any key, changing needs submit (a viewer gets 403); schedules are then looked up within
@@ -81,13 +73,15 @@ public static class SchedulesApi
         return api;
     }
 
-    public static async Task<Results<Created<ScheduleDto>, ValidationProblem>> CreateAsync(
+    public static async Task<Results<Created<ScheduleDto>, ValidationProblem, ProblemHttpResult>> CreateAsync(
         HttpRequest request, ScheduleStore schedules, ScheduleQueue recurring, JobStore jobs, JobSecretStore secrets, LiveNodes liveNodes,
         WebhookPolicy webhooks, IOptions<BatchRunnerOptions> options, CancellationToken ct)
     {
         var caller = Caller.Of(request.HttpContext);
-        var (body, invalid) = await ReadAsync(request, ct);
-        if (invalid is not null) return invalid;
+        var read = await JsonBody.ReadAsync<ScheduleSubmission>(request.Body, "body", "a schedule (name, cron, timeZone, job, concurrency, paused)", request.ContentLength, ct);
+        if (read.TooLarge is { } tooLarge) return tooLarge;
+        if (read.Invalid is { } invalid) return invalid;
+        var body = read.Value;
         var missing = new Dictionary<string, string[]>();
         if (body!.Name is null) missing["name"] = ["name is required"];
         if (body.Cron is null) missing["cron"] = ["cron is required, e.g. \"0 3 * * *\""];
@@ -125,8 +119,10 @@ public static class SchedulesApi
     {
         var existing = await FindAsync(id, Caller.Of(request.HttpContext).Scope, schedules, ct);
         if (existing is null) return NotFound(id);
-        var (body, invalid) = await ReadAsync(request, ct);
-        if (invalid is not null) return invalid;
+        var read = await JsonBody.ReadAsync<ScheduleSubmission>(request.Body, "body", "a schedule (name, cron, timeZone, job, concurrency, paused)", request.ContentLength, ct);
+        if (read.TooLarge is { } tooLarge) return tooLarge;
+        if (read.Invalid is { } invalid) return invalid;
+        var body = read.Value;
         var draft = existing with
         {
             Name = body!.Name ?? existing.Name,
@@ -201,23 +197,6 @@ public static class SchedulesApi
         if (problem is not null) return (null, problem);
         var jobSecrets = new JobSecrets(spec!.SecretEnv, spec.Notify?.Secret);
         return (draft with { Spec = spec, ProtectedSecrets = jobSecrets.IsEmpty ? null : secrets.Protect(jobSecrets) }, null);
-    }
-
-    private static async Task<(ScheduleSubmission? Body, ValidationProblem? Invalid)> ReadAsync(HttpRequest request, CancellationToken ct)
-    {
-        try
-        {
-            var body = await JsonSerializer.DeserializeAsync<ScheduleSubmission>(request.Body, Json, ct);
-            return body is null
-                ? (null, TypedResults.ValidationProblem(new Dictionary<string, string[]> { ["body"] = ["a JSON object is required"] }))
-                : (body, null);
-        }
-        catch (JsonException e)
-        {
-            var path = string.IsNullOrEmpty(e.Path) || e.Path == "$" ? "body" : e.Path.TrimStart('$', '.');
-            var message = e.Message.IndexOf(" Path:", StringComparison.Ordinal) is var cut and > 0 ? e.Message[..cut] : e.Message;
-            return (null, TypedResults.ValidationProblem(new Dictionary<string, string[]> { [path] = [message] }, title: "The schedule is not valid JSON of the expected shape"));
-        }
     }
 
     /// <summary>The schedule, when it is one <paramref name="scope"/> may see (another tenant's is not found: 404).</summary>
