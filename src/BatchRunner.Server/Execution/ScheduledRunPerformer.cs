@@ -18,23 +18,40 @@ public sealed partial class ScheduledRunPerformer(ScheduleStore schedules, JobQu
     public async Task RunAsync(Guid scheduleId, string displayName, PerformContext? context, CancellationToken cancellationToken)
     {
         var hangfireId = context?.BackgroundJob.Id ?? throw new InvalidOperationException("a schedule's run needs its Hangfire job (PerformContext)");
-        var run = await Durably.RunAsync(c => schedules.StartRunAsync(scheduleId, hangfireId, s => JobRecord.New(s.Spec with { Name = s.Spec.Name ?? s.Name }), c));
+        // The fetch that delivered this firing took this process's turn to admit a job (Scheduling/FairShare): the executor
+        // gives it back once the run has begun or gone back, and a firing that starts no run gives it back at once. Held
+        // for the run's whole life, it would keep this process from fetching anything else meanwhile.
+        var turn = FetchTurn.TakeCurrent();
+        ScheduleRun run;
+        try { run = await Durably.RunAsync(c => schedules.StartRunAsync(scheduleId, hangfireId, s => JobRecord.New(s.Spec with { Name = s.Spec.Name ?? s.Name }), c)); }
+        catch
+        {
+            turn?.Dispose();
+            throw;
+        }
+        if (run is not (ScheduleRun.Existing or ScheduleRun.Started)) turn?.Dispose();
         switch (run)
         {
             case ScheduleRun.Existing existing:
-                await executor.ExecuteAsync(existing.JobId, cancellationToken);
+                await executor.ExecuteAsync(existing.JobId, cancellationToken, turn);
                 return;
             case ScheduleRun.Started started:
                 LogStarted(log, scheduleId, started.Job.Id);
                 BatchRunnerMetrics.JobsSubmitted.WithLabels(started.Job.Queue).Inc();
                 if (started.Replaces is { } previous)
                 {
-                    var cancelled = await queue.CancelAsync(previous, tenant: null, CancellationToken.None);
+                    JobStore.CancelOutcome cancelled;
+                    try { cancelled = await queue.CancelAsync(previous, tenant: null, CancellationToken.None); }
+                    catch
+                    {
+                        turn?.Dispose();
+                        throw;
+                    }
                     foreach (var (queueName, count) in cancelled.CancelledNow)
                         BatchRunnerMetrics.JobsFinished.WithLabels(queueName, JobState.Cancelled, FailureReason.Cancelled).Inc(count);
                     LogReplaced(log, scheduleId, previous);
                 }
-                await executor.ExecuteAsync(started.Job.Id, cancellationToken);
+                await executor.ExecuteAsync(started.Job.Id, cancellationToken, turn);
                 return;
             case ScheduleRun.Skipped skipped:
                 LogSkipped(log, scheduleId, skipped.Message);
