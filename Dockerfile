@@ -18,7 +18,7 @@ WORKDIR /src
 ENV DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1
 # Only what the server build needs (tests, dashboards, docs stay out of the build context's
 # layers); NuGet packages are cached across builds by BuildKit.
-COPY Directory.Build.props Directory.Packages.props ./
+COPY global.json .editorconfig Directory.Build.props Directory.Packages.props ./
 COPY src/ src/
 RUN --mount=type=cache,target=/root/.nuget/packages \
     dotnet publish src/BatchRunner.Server/BatchRunner.Server.csproj -c Release -o /app --nologo

@@ -4,6 +4,7 @@ using System.Net.Http.Json;
 using BatchRunner.Server.Execution;
 using BatchRunner.Server.Hosting;
 using BatchRunner.Server.Nodes;
+using BatchRunner.Server.Storage;
 using Hangfire;
 using Hangfire.States;
 using Microsoft.AspNetCore.Hosting.Server;

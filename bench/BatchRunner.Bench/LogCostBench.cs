@@ -114,7 +114,7 @@ public static class LogCostBench
         }
         finally
         {
-            Tmds.Linux.LibC.kill(process.Id, 15);
+            BatchRunner.Testing.UnixSignals.Send(process.Id, BatchRunner.Testing.UnixSignals.Term);
             await process.WaitForExitAsync();
             await pumps;
             Directory.Delete(dataDir, recursive: true);

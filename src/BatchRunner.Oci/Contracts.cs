@@ -108,12 +108,22 @@ public interface IImageStore
 }
 
 /// <summary>
-/// Stacks unpacked layers into a writable root filesystem with overlayfs.
-/// The returned mount owns the upper/work directories and the mount point: disposing it unmounts and removes them.
+/// Stacks unpacked layers into a writable root filesystem (with overlayfs: <see cref="Snapshots.OverlaySnapshotter"/>).
+/// The returned root owns what the snapshotter created for it: disposing it removes them.
 /// </summary>
 public interface ISnapshotter
 {
     /// <param name="lowerDirs">Bottom layer first (the order of <see cref="PreparedImage.LayerPaths"/>).</param>
-    /// <param name="workDir">An empty directory owned by the caller; the mount creates rootfs/, upper/, work/ in it.</param>
-    Task<RootfsMount> MountAsync(IReadOnlyList<string> lowerDirs, string workDir, CancellationToken ct);
+    /// <param name="workDir">An empty directory owned by the caller; the snapshotter creates its directories (rootfs/, ...) in it.</param>
+    Task<IRootfs> MountAsync(IReadOnlyList<string> lowerDirs, string workDir, CancellationToken ct);
+}
+
+/// <summary>
+/// A writable root filesystem for one container. Disposing it unmounts it and removes the directories its
+/// snapshotter made (never the caller's work directory); dispose is idempotent and may be retried after it failed.
+/// </summary>
+public interface IRootfs : IAsyncDisposable
+{
+    /// <summary>The directory to give the runtime as the container's root.</summary>
+    string RootfsPath { get; }
 }

@@ -1,7 +1,7 @@
 using BatchRunner.Oci.Snapshots;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
-using static BatchRunner.Oci.Layers.Libc;
+using static BatchRunner.Native.Libc;
 
 namespace BatchRunner.Oci;
 
@@ -10,7 +10,7 @@ namespace BatchRunner.Oci;
 /// Dispose is idempotent and may be retried after it failed. Directories are only deleted once the root is
 /// verified unmounted: a recursive delete of a still-mounted root would reach into the shared image layers.
 /// </remarks>
-public sealed partial class RootfsMount : IAsyncDisposable
+public sealed partial class RootfsMount : IRootfs
 {
     private static readonly TimeSpan BusyRetry = TimeSpan.FromSeconds(2);
     private readonly ILogger _logger;

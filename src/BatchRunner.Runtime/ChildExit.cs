@@ -1,3 +1,4 @@
+using BatchRunner.Native;
 namespace BatchRunner.Runtime;
 
 /// <summary>
@@ -36,15 +37,15 @@ internal sealed class ChildExit
     {
         lock (_gate)
         {
-            if (!_reaping) Native.kill(Pid, Native.SIGKILL);
+            if (!_reaping) Libc.kill(Pid, Libc.SIGKILL);
         }
     }
 
     private (int, int?) Wait()
     {
-        Native.WaitUntilExited(Pid);
+        Libc.WaitUntilExited(Pid);
         lock (_gate) _reaping = true;
-        try { return Native.WaitForExit(Pid); }
+        try { return Libc.WaitForExit(Pid); }
         finally { s_watched.TryRemove(Pid, out _); }
     }
 }

@@ -1,3 +1,4 @@
+using BatchRunner.Native;
 namespace BatchRunner.Runtime;
 
 /// <summary>
@@ -37,7 +38,7 @@ internal static class OrphanReaper
             }
             var reaped = 0;
             foreach (var pid in zombies.Where(s_seen.Contains))
-                if (Native.TryReap(pid)) reaped++;
+                if (Libc.TryReap(pid)) reaped++;
             s_seen = zombies;
             return reaped;
         }

@@ -1,5 +1,6 @@
 using BatchRunner.Runtime.Network;
 using BatchRunner.Runtime.Spec;
+using BatchRunner.Native;
 
 namespace BatchRunner.Runtime;
 
@@ -123,7 +124,7 @@ public sealed partial class RuncRuntime
         // write the image's root-owned /etc: create them here, confined to the rootfs. Where that is
         // impossible (the image has a directory at /etc/hosts, say), the image's own file stays.
         if (_options.UserNamespace is not null)
-            files.RemoveAll(f => !Native.EnsureFileInRoot(spec.RootfsPath, f.Destination.TrimStart('/')));
+            files.RemoveAll(f => !Libc.EnsureFileInRoot(spec.RootfsPath, f.Destination.TrimStart('/')));
         foreach (var f in files) File.WriteAllText(Path.Combine(bundleDir, f.Name), f.Text);
         return SpecOpts.WithBindMounts(files.Select(f => new BindMount(Path.Combine(bundleDir, f.Name), f.Destination, ReadOnly: false)));
     }
@@ -142,30 +143,22 @@ public sealed partial class RuncRuntime
 
     /// <summary>The first directory above <paramref name="path"/> that host user <paramref name="uid"/>:<paramref name="gid"/>
     /// (no supplementary groups) may not search, by its owner/group/other execute bits; null: none.</summary>
-    internal static unsafe (string Dir, uint Mode, uint Uid, uint Gid)? FirstUnsearchableAncestor(string path, uint uid, uint gid)
+    internal static (string Dir, uint Mode, uint Uid, uint Gid)? FirstUnsearchableAncestor(string path, uint uid, uint gid)
     {
         for (var dir = Path.GetDirectoryName(Path.GetFullPath(path)); !string.IsNullOrEmpty(dir); dir = Path.GetDirectoryName(dir))
         {
-            Tmds.Linux.stat st;
-            var bytes = System.Text.Encoding.UTF8.GetBytes(dir + "\0");
-            fixed (byte* p = bytes)
-            {
-                if (Tmds.Linux.LibC.stat(p, &st) != 0) continue; // a missing directory is the runtime's error to report
-            }
-            var mode = (uint)st.st_mode & 0xFFF;
-            var x = st.st_uid == uid ? 0b001_000_000u : st.st_gid == gid ? 0b000_001_000u : 0b000_000_001u;
-            if ((mode & x) == 0) return (dir, mode, st.st_uid, st.st_gid);
+            // A missing directory is the runtime's error to report.
+            if (!Libc.TryStat(Libc.AT_FDCWD, dir, out var st, followTrailingSymlink: true)) continue;
+            var mode = st.Mode & 0xFFF;
+            var x = st.Uid == uid ? 0b001_000_000u : st.Gid == gid ? 0b000_001_000u : 0b000_000_001u;
+            if ((mode & x) == 0) return (dir, mode, st.Uid, st.Gid);
         }
         return null;
     }
 
-    private static unsafe void Chown(string path, uint uid, uint gid)
+    private static void Chown(string path, uint uid, uint gid)
     {
-        var bytes = System.Text.Encoding.UTF8.GetBytes(path + "\0");
-        fixed (byte* p = bytes)
-        {
-            if (Tmds.Linux.LibC.chown(p, uid, gid) != 0)
-                throw new ContainerStartException($"chown {path} to {uid}:{gid} for the user namespace failed (errno {System.Runtime.InteropServices.Marshal.GetLastPInvokeError()})");
-        }
+        if (Libc.chown(path, uid, gid) != 0)
+            throw new ContainerStartException($"chown {path} to {uid}:{gid} for the user namespace failed (errno {Libc.Errno})");
     }
 }

@@ -5,6 +5,7 @@ using BatchRunner.Runtime.Cgroups;
 using BatchRunner.Runtime.Spec;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
+using BatchRunner.Native;
 
 namespace BatchRunner.Runtime;
 
@@ -197,7 +198,7 @@ public sealed partial class RuncRuntime : IContainerRuntime
     private static void EnsureSubreaper()
     {
         if (Interlocked.Exchange(ref s_subreaper, 1) != 0) return;
-        Native.BecomeChildSubreaper();
+        Libc.BecomeChildSubreaper();
         OrphanReaper.Start();
     }
 

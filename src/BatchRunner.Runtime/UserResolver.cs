@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text;
 using Microsoft.Win32.SafeHandles;
+using BatchRunner.Native;
 
 namespace BatchRunner.Runtime;
 
@@ -116,7 +117,7 @@ public static class UserResolver
         if (resolved is null) return null;
         // O_NOFOLLOW: a symlink swapped in after resolution fails instead of being followed;
         // O_NONBLOCK: opening a FIFO returns at once instead of waiting for a writer.
-        var fd = Native.open(resolved, Native.O_RDONLY | Native.O_CLOEXEC | Native.O_NONBLOCK | Native.NoFollowFlag);
+        var fd = Libc.open(resolved, Libc.O_RDONLY | Libc.O_CLOEXEC | Libc.O_NONBLOCK | Libc.O_NOFOLLOW);
         if (fd < 0)
         {
             var errno = System.Runtime.InteropServices.Marshal.GetLastPInvokeError();
@@ -124,7 +125,7 @@ public static class UserResolver
             throw new UserResolutionException($"cannot open the image's {pathInRootfs}: errno {errno}");
         }
         using var handle = new SafeFileHandle(fd, ownsHandle: true);
-        if (!Native.IsRegularFile(fd))
+        if (!Libc.IsRegularFile(fd))
             throw new UserResolutionException($"the image's {pathInRootfs} is not a regular file");
         using var stream = new FileStream(handle, FileAccess.Read, bufferSize: 0);
         var buffer = new byte[MaxFileBytes + 1];

@@ -8,7 +8,7 @@ public sealed class OrphanReaperFacts
     [Fact]
     public async Task AnAdoptedOrphan_IsReaped_AfterItWasAZombieForOneScan()
     {
-        Native.BecomeChildSubreaper(); // what the runtime does before its first container
+        BatchRunner.Native.Libc.BecomeChildSubreaper(); // what the runtime does before its first container
         // sh starts a short sleep in the background and exits: the sleep is orphaned and adopted by us.
         var psi = new ProcessStartInfo("/bin/sh", ["-c", "sleep 0.2 & echo $!"]) { RedirectStandardOutput = true };
         using var sh = Process.Start(psi)!;

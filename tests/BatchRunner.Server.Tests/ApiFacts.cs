@@ -64,10 +64,10 @@ public sealed class ApiFacts(ServerFixture f)
     [Fact]
     public async Task MemoryAsBytes_IsAccepted()
     {
-        var job = await f.SubmitAsync(new { image = f.Busybox, command = new[] { "true" }, resources = new { memory = 67108864, cpus = 0.25, pids = 64 } });
+        var job = await f.Api.SubmitAsync(new { image = f.Busybox, command = new[] { "true" }, resources = new { memory = 67108864, cpus = 0.25, pids = 64 } });
         Assert.Equal(67108864, job.GetProperty("resources").GetProperty("memoryBytes").GetInt64());
         Assert.Equal(64, job.GetProperty("resources").GetProperty("pids").GetInt32());
-        await f.WaitForFinalAsync(job.GetProperty("id").GetString()!);
+        await f.Api.WaitForFinalAsync(job.GetProperty("id").GetString()!);
     }
 
     [Fact]
@@ -86,7 +86,7 @@ public sealed class ApiFacts(ServerFixture f)
         Assert.Equal(HttpStatusCode.Created, response.StatusCode);
         var body = JsonDocument.Parse(await response.Content.ReadAsStringAsync()).RootElement;
         Assert.Equal($"/api/v1/jobs/{body.GetProperty("id").GetString()}", response.Headers.Location?.ToString());
-        await f.WaitForFinalAsync(body.GetProperty("id").GetString()!);
+        await f.Api.WaitForFinalAsync(body.GetProperty("id").GetString()!);
     }
 
     [Fact]
@@ -94,7 +94,7 @@ public sealed class ApiFacts(ServerFixture f)
     {
         var ids = new List<string>();
         for (int i = 0; i < 3; i++)
-            ids.Add((await f.SubmitAsync(new { image = f.Busybox, command = new[] { "true" }, labels = new { batch = "list" } })).GetProperty("id").GetString()!);
+            ids.Add((await f.Api.SubmitAsync(new { image = f.Busybox, command = new[] { "true" }, labels = new { batch = "list" } })).GetProperty("id").GetString()!);
         var page1 = JsonDocument.Parse(await f.Client.GetStringAsync("/api/v1/jobs?limit=2")).RootElement;
         var items1 = page1.GetProperty("items").EnumerateArray().Select(j => j.GetProperty("id").GetString()).ToList();
         Assert.Equal(2, items1.Count);
@@ -104,7 +104,7 @@ public sealed class ApiFacts(ServerFixture f)
         var page2 = JsonDocument.Parse(await f.Client.GetStringAsync($"/api/v1/jobs?limit=2&cursor={cursor}")).RootElement;
         Assert.Equal(ids[0], page2.GetProperty("items")[0].GetProperty("id").GetString());
 
-        foreach (var id in ids) await f.WaitForFinalAsync(id);
+        foreach (var id in ids) await f.Api.WaitForFinalAsync(id);
         var succeeded = JsonDocument.Parse(await f.Client.GetStringAsync("/api/v1/jobs?state=succeeded&limit=1000")).RootElement;
         Assert.All(succeeded.GetProperty("items").EnumerateArray(), j => Assert.Equal("succeeded", j.GetProperty("state").GetString()));
         Assert.Equal(HttpStatusCode.BadRequest, (await f.Client.GetAsync("/api/v1/jobs?state=bogus")).StatusCode);

@@ -1,5 +1,4 @@
 using BatchRunner.Core;
-using BatchRunner.Server.Nodes;
 using BatchRunner.Server.Storage;
 using Microsoft.Extensions.DependencyInjection;
 
@@ -32,19 +31,19 @@ public sealed class AttemptTakeoverFacts(ServerFixture f)
         await store.InsertAsync(new JobRecord { Id = id, Image = spec.Image, Queue = spec.Queue, Spec = spec, State = JobState.Queued, CreatedAt = DateTimeOffset.UtcNow }, null, "h", ct);
         try
         {
-            Assert.Equal(1, (await store.BeginAttemptAsync(id, a, ia, "default", null, null, ct))!.Attempt);
+            Assert.Equal(1, Assert.IsType<AttemptStart.Started>(await store.BeginAttemptAsync(id, a, ia, "default", null, ct)).Attempt);
             // b may not start one while a's instance, which holds attempt 1, is alive.
-            Assert.Null(await store.BeginAttemptAsync(id, b, ib, "default", null, null, ct));
+            Assert.IsType<AttemptStart.NothingToRun>(await store.BeginAttemptAsync(id, b, ib, "default", null, ct));
             // a itself may: it was delivered the job again, so attempt 1 no longer runs there.
-            var second = await store.BeginAttemptAsync(id, a, ia, "default", null, null, ct);
-            Assert.Equal(2, second!.Attempt);
+            var second = Assert.IsType<AttemptStart.Started>(await store.BeginAttemptAsync(id, a, ia, "default", null, ct));
+            Assert.Equal(2, second.Attempt);
             var attempts = await store.GetAttemptsAsync(id, ct);
             Assert.Equal(FailureReason.NodeLost, attempts[0].Reason);
             Assert.Contains("fenced", attempts[0].Message);
             Assert.Null(attempts[1].FinishedAt);
             // Once a is dead (stopped), b takes over, and says the node stopped reporting.
             await nodes.MarkStoppedAsync(a, ia, ct);
-            Assert.Equal(3, (await store.BeginAttemptAsync(id, b, ib, "default", null, null, ct))!.Attempt);
+            Assert.Equal(3, Assert.IsType<AttemptStart.Started>(await store.BeginAttemptAsync(id, b, ib, "default", null, ct)).Attempt);
             Assert.Contains("stopped reporting", (await store.GetAttemptsAsync(id, ct))[1].Message);
         }
         finally

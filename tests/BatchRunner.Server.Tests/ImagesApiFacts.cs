@@ -38,16 +38,16 @@ public sealed class ImagesApiFacts(ServerFixture f)
             var list = JsonDocument.Parse(await f.Client.GetStringAsync("/api/v1/images")).RootElement;
             Assert.Contains(list.EnumerateArray(), i => i.GetProperty("name").GetString()!.Contains("airgap/tool:busybox"));
 
-            var id = (await f.SubmitAsync(new { image = "airgap/tool:busybox", pullPolicy = "never", command = new[] { "/bin/sh", "-c", "echo offline" } }))
+            var id = (await f.Api.SubmitAsync(new { image = "airgap/tool:busybox", pullPolicy = "never", command = new[] { "/bin/sh", "-c", "echo offline" } }))
                 .GetProperty("id").GetString()!;
-            var done = await f.WaitForFinalAsync(id);
+            var done = await f.Api.WaitForFinalAsync(id);
             Assert.Equal("succeeded", State(done));
             Assert.Equal(digest, done.GetProperty("imageDigest").GetString());
             Assert.Equal("offline\n", await f.Client.GetStringAsync($"/api/v1/jobs/{id}/logs"));
 
             Assert.Equal(HttpStatusCode.NoContent, (await f.Client.DeleteAsync("/api/v1/images/airgap/tool:busybox")).StatusCode);
             Assert.Equal(HttpStatusCode.NotFound, (await f.Client.DeleteAsync("/api/v1/images/airgap/tool:busybox")).StatusCode);
-            var gone = await f.WaitForFinalAsync((await f.SubmitAsync(new { image = "airgap/tool:busybox", pullPolicy = "never", command = new[] { "true" } }))
+            var gone = await f.Api.WaitForFinalAsync((await f.Api.SubmitAsync(new { image = "airgap/tool:busybox", pullPolicy = "never", command = new[] { "true" } }))
                 .GetProperty("id").GetString()!);
             Assert.Equal("image_pull_failed", gone.GetProperty("reason").GetString());
         }
@@ -70,24 +70,24 @@ public sealed class ImagesApiFacts(ServerFixture f)
     [Fact]
     public async Task Delete_RefusesAnImageARunningJobUses()
     {
-        var id = (await f.SubmitAsync(new { image = f.Busybox, command = new[] { "sleep", "30" } })).GetProperty("id").GetString()!;
-        await f.WaitForStateAsync(id, s => s == "running", TimeSpan.FromSeconds(30));
+        var id = (await f.Api.SubmitAsync(new { image = f.Busybox, command = new[] { "sleep", "30" } })).GetProperty("id").GetString()!;
+        await f.Api.WaitForStateAsync(id, s => s == "running", TimeSpan.FromSeconds(30));
         var name = Uri.EscapeDataString(f.Busybox).Replace("%2F", "/");
         Assert.Equal(HttpStatusCode.Conflict, (await f.Client.DeleteAsync($"/api/v1/images/{name}")).StatusCode);
         await f.Client.PostAsync($"/api/v1/jobs/{id}/cancel", null);
-        await f.WaitForFinalAsync(id);
+        await f.Api.WaitForFinalAsync(id);
     }
 
     [Fact]
     public async Task LayeredImage_AFileDeletedInAnUpperLayer_IsAbsentInTheContainer()
     {
         var image = await TestImages.PushLayeredAsync(f.Registry);
-        var id = (await f.SubmitAsync(new
+        var id = (await f.Api.SubmitAsync(new
         {
             image,
             command = new[] { "/bin/sh", "-c", $"ls {TestImages.LayeredKeptFile} {TestImages.LayeredTopFile}; ls {TestImages.LayeredDeletedFile} 2>/dev/null || echo deleted-is-absent" },
         })).GetProperty("id").GetString()!;
-        var done = await f.WaitForFinalAsync(id);
+        var done = await f.Api.WaitForFinalAsync(id);
         Assert.Equal("succeeded", State(done));
         var log = await f.Client.GetStringAsync($"/api/v1/jobs/{id}/logs");
         Assert.Contains(TestImages.LayeredKeptFile, log);

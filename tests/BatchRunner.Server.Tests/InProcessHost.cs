@@ -1,4 +1,4 @@
-using System.Net.Http.Headers;
+using BatchRunner.Testing;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
@@ -10,13 +10,11 @@ namespace BatchRunner.Server.Tests;
 public static class InProcessHost
 {
     /// <summary>Starts <paramref name="app"/> (bound to a free loopback port) and returns a client that sends the key.</summary>
-    public static async Task<(HttpClient Client, string Address)> StartAsync(WebApplication app, string apiKey)
+    public static async Task<(BatchRunnerClient Api, string Address)> StartAsync(WebApplication app, string apiKey)
     {
         await app.StartAsync();
         var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
-        var client = new HttpClient { BaseAddress = new Uri(address), Timeout = TimeSpan.FromSeconds(60) };
-        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", apiKey);
-        return (client, address);
+        return (new BatchRunnerClient(address, apiKey), address);
     }
 
     public static async Task StopAsync(WebApplication? app)

@@ -18,7 +18,7 @@ public sealed class IsolationApiFacts(IsolationServerFixture f)
     {
         var form = new MultipartFormDataContent
         {
-            { new StringContent(JsonSerializer.Serialize(spec, ServerFixture.Json), Encoding.UTF8, "application/json"), "spec" },
+            { new StringContent(JsonSerializer.Serialize(spec, BatchRunnerClient.Json), Encoding.UTF8, "application/json"), "spec" },
         };
         foreach (var (part, name, content) in files) form.Add(new ByteArrayContent(content), part, name);
         return form;
@@ -76,13 +76,13 @@ public sealed class IsolationApiFacts(IsolationServerFixture f)
     [Fact]
     public async Task CpuQuota_GivesATwoThreadBusyLoopHalfACpu()
     {
-        var id = await f.SubmitAsync(new
+        var id = await f.Api.SubmitIdAsync(new
         {
             image = f.Busybox,
             command = new[] { "/bin/sh", "-c", "(while :; do :; done) & a=$!; (while :; do :; done) & b=$!; sleep 4; kill $a $b" },
             resources = new { cpus = 0.5 },
         });
-        var done = await f.WaitForFinalAsync(id);
+        var done = await f.Api.WaitForFinalAsync(id);
         Assert.Equal("succeeded", done.GetProperty("state").GetString());
         var wall = (done.GetProperty("finishedAt").GetDateTimeOffset() - done.GetProperty("startedAt").GetDateTimeOffset()).TotalSeconds;
         var cpu = done.GetProperty("usage").GetProperty("cpuSeconds").GetDouble();
@@ -94,14 +94,14 @@ public sealed class IsolationApiFacts(IsolationServerFixture f)
     [Fact]
     public async Task PidsLimit_StopsAForkLoop_AndTheJobEndsCleanly()
     {
-        var id = await f.SubmitAsync(new
+        var id = await f.Api.SubmitIdAsync(new
         {
             image = f.Busybox,
             // Forks fail once 16 processes exist.
             command = new[] { "/bin/sh", "-c", "for i in $(seq 1 60); do sleep 3 & done 2>/dev/null; wait; echo survived" },
             resources = new { pids = 16 },
         });
-        var done = await f.WaitForFinalAsync(id);
+        var done = await f.Api.WaitForFinalAsync(id);
         // busybox ash gives up (exit 2) when a fork fails: the job fails cleanly, or survives; it never hangs.
         var state = done.GetProperty("state").GetString();
         Assert.True(state == "succeeded" || (state == "failed" && done.GetProperty("reason").GetString() == "exit_code"), done.ToString());
@@ -127,8 +127,8 @@ public sealed class IsolationApiFacts(IsolationServerFixture f)
             ("file", "hello.txt", "hello input\n"u8.ToArray())));
         Assert.True(response.StatusCode == HttpStatusCode.Created, await response.Content.ReadAsStringAsync());
         var id = JsonDocument.Parse(await response.Content.ReadAsStringAsync()).RootElement.GetProperty("id").GetString()!;
-        var done = await f.WaitForFinalAsync(id);
-        var lines = (await f.StdoutAsync(id)).Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        var done = await f.Api.WaitForFinalAsync(id);
+        var lines = (await f.Api.LogsAsync(id, "stdout")).Split('\n', StringSplitOptions.RemoveEmptyEntries);
         Assert.Equal("succeeded", done.GetProperty("state").GetString());
         Assert.Equal(["hello input", "inputs-ro", "mount-refused", "umount-refused", "unshare-refused", "raw-refused", "/bin/sh -"], lines[..7]);
         Assert.InRange(int.Parse(lines[7]), 1, 5);
@@ -145,8 +145,8 @@ public sealed class IsolationApiFacts(IsolationServerFixture f)
             ("archive", "d.zip", zip), ("archive", "t.tar.gz", tgz), ("archive", "x.tar.xz", txz), ("file", "plain.bin", "P"u8.ToArray())));
         Assert.True(response.StatusCode == HttpStatusCode.Created, await response.Content.ReadAsStringAsync());
         var id = JsonDocument.Parse(await response.Content.ReadAsStringAsync()).RootElement.GetProperty("id").GetString()!;
-        var done = await f.WaitForFinalAsync(id);
-        var stdout = await f.StdoutAsync(id);
+        var done = await f.Api.WaitForFinalAsync(id);
+        var stdout = await f.Api.LogsAsync(id, "stdout");
         Assert.True(done.GetProperty("state").GetString() == "succeeded", stdout);
         Assert.Equal(".\n./data\n./data/a.txt\n./data/link-to-a\n./data/sub\n./data/sub/b.txt\n./plain.bin\n./t\n./t/c.txt\n./x\n./x/d.txt\nABACDP", stdout);
     }
@@ -189,7 +189,7 @@ public sealed class IsolationApiFacts(IsolationServerFixture f)
     [Fact]
     public async Task Dataset_IsMountedReadOnly_AndUnknownDatasetsOrHostPathsAreRefused()
     {
-        var stdout = await f.RunAsync(new
+        var stdout = await f.Api.RunAsync(new
         {
             image = f.Busybox,
             command = new[] { "/bin/sh", "-c", $"cat /data/{IsolationServerFixture.DatasetFile}; touch /data/x 2>/dev/null && echo WRITABLE || echo ro" },
@@ -198,21 +198,21 @@ public sealed class IsolationApiFacts(IsolationServerFixture f)
         Assert.Equal(IsolationServerFixture.DatasetContent + "ro\n", stdout);
         Assert.False(File.Exists(Path.Combine(f.DatasetDir, "x")));
 
-        var unknown = await f.PostAsync(new { image = f.Busybox, volumes = new[] { new { dataset = "imagenet", path = "/data" } } });
+        var unknown = await f.Api.PostJobAsync(new { image = f.Busybox, volumes = new[] { new { dataset = "imagenet", path = "/data" } } });
         Assert.Equal(HttpStatusCode.BadRequest, unknown.StatusCode);
         Assert.Contains("unknown dataset", await unknown.Content.ReadAsStringAsync());
-        var hostPath = await f.PostAsync(new { image = f.Busybox, volumes = new[] { new { dataset = "/etc", path = "/data" } } });
+        var hostPath = await f.Api.PostJobAsync(new { image = f.Busybox, volumes = new[] { new { dataset = "/etc", path = "/data" } } });
         Assert.Equal(HttpStatusCode.BadRequest, hostPath.StatusCode);
-        var procPath = await f.PostAsync(new { image = f.Busybox, volumes = new[] { new { dataset = "testdata", path = "/proc/sys" } } });
+        var procPath = await f.Api.PostJobAsync(new { image = f.Busybox, volumes = new[] { new { dataset = "testdata", path = "/proc/sys" } } });
         Assert.Equal(HttpStatusCode.BadRequest, procPath.StatusCode);
-        var dotdot = await f.PostAsync(new { image = f.Busybox, volumes = new[] { new { dataset = "testdata", path = "/data/../etc" } } });
+        var dotdot = await f.Api.PostJobAsync(new { image = f.Busybox, volumes = new[] { new { dataset = "testdata", path = "/data/../etc" } } });
         Assert.Equal(HttpStatusCode.BadRequest, dotdot.StatusCode);
     }
 
     [Fact]
     public async Task SpecFields_CapabilitiesUlimitsShmCpusetAndReadonlyRoot_ReachTheContainer()
     {
-        var stdout = await f.RunAsync(new
+        var stdout = await f.Api.RunAsync(new
         {
             image = f.Busybox,
             user = "65534",
@@ -252,14 +252,14 @@ public sealed class IsolationApiFacts(IsolationServerFixture f)
         var port = ((IPEndPoint)listener.LocalEndpoint).Port;
         var script = $"echo from-job | nc -w 2 127.0.0.1 {port} && echo reached || echo unreachable";
 
-        Assert.Equal("unreachable\n", await f.RunAsync(new { image = f.Busybox, command = new[] { "/bin/sh", "-c", script } }));
+        Assert.Equal("unreachable\n", await f.Api.RunAsync(new { image = f.Busybox, command = new[] { "/bin/sh", "-c", script } }));
 
         var accept = Task.Run(async () =>
         {
             using var c = await listener.AcceptTcpClientAsync();
             return (await new StreamReader(c.GetStream()).ReadLineAsync())?.Trim();
         });
-        Assert.Equal("reached\n", await f.RunAsync(new { image = f.Busybox, network = "host", command = new[] { "/bin/sh", "-c", script } }));
+        Assert.Equal("reached\n", await f.Api.RunAsync(new { image = f.Busybox, network = "host", command = new[] { "/bin/sh", "-c", script } }));
         Assert.Equal("from-job", await accept.WaitAsync(TimeSpan.FromSeconds(30)));
     }
 
@@ -267,15 +267,15 @@ public sealed class IsolationApiFacts(IsolationServerFixture f)
     public async Task BridgeJobs_GetDifferentAddressesInTheSubnet_AndCannotReachEachOther()
     {
         var prefix = f.Subnet[..^4]; // "10.x.y."
-        var a = await f.SubmitAsync(new
+        var a = await f.Api.SubmitIdAsync(new
         {
             image = f.Busybox, network = "bridge",
             command = new[] { "/bin/sh", "-c", "ip -4 -o addr show eth0 | awk '{print $4}' | cut -d/ -f1; timeout 20 nc -l -p 7000; true" },
         });
-        var addrA = (await Poll.UntilAsync(() => f.StdoutAsync(a), s => s.Contains('\n'), TimeSpan.FromSeconds(60), "job A's address")).Trim();
+        var addrA = (await Poll.UntilAsync(() => f.Api.LogsAsync(a, "stdout"), s => s.Contains('\n'), TimeSpan.FromSeconds(60), "job A's address")).Trim();
         Assert.StartsWith(prefix, addrA);
 
-        var stdoutB = await f.RunAsync(new
+        var stdoutB = await f.Api.RunAsync(new
         {
             image = f.Busybox, network = "bridge",
             command = new[] { "/bin/sh", "-c", $"A=$(ip -4 -o addr show eth0 | awk '{{print $4}}' | cut -d/ -f1); echo $A; echo hi | nc -w 2 {addrA} 7000 && echo reached-a || echo isolated; ping -c1 -W1 {prefix}1 >/dev/null 2>&1; ip route | grep -c default; grep -c \"^$A[[:space:]]$(hostname)\" /etc/hosts; grep -c '^nameserver 127\\.' /etc/resolv.conf; true" },
@@ -289,7 +289,7 @@ public sealed class IsolationApiFacts(IsolationServerFixture f)
         Assert.Equal("1", lines[2]); // a default route via the bridge's gateway (NAT egress when enabled)
 
         await f.Client.PostAsync($"/api/v1/jobs/{a}/cancel", null);
-        await f.WaitForFinalAsync(a);
+        await f.Api.WaitForFinalAsync(a);
         // Nothing left: no namespace, no lease.
         Assert.DoesNotContain(Directory.EnumerateFiles("/run/netns"), n => Path.GetFileName(n).Contains(Guid.Parse(a).ToString("N")));
         var leases = Path.Combine(f.BridgeState, "ipam", "brs-" + f.BridgeName[3..]);

@@ -1,12 +1,6 @@
-using System.Net.Http.Headers;
-using System.Net.Http.Json;
-using System.Text.Json;
 using BatchRunner.Server.Hosting;
 using BatchRunner.Testing;
 using Microsoft.AspNetCore.Builder;
-using Microsoft.AspNetCore.Hosting.Server;
-using Microsoft.AspNetCore.Hosting.Server.Features;
-using Microsoft.Extensions.DependencyInjection;
 
 namespace BatchRunner.Server.Tests;
 
@@ -24,7 +18,8 @@ public sealed class IsolationServerFixture : IAsyncLifetime
 
     private readonly string _tag = Guid.NewGuid().ToString("N")[..6];
     public WebApplication App { get; private set; } = null!;
-    public HttpClient Client { get; private set; } = null!;
+    public BatchRunnerClient Api { get; private set; } = null!;
+    public HttpClient Client => Api.Http;
     public string DataDir { get; }
     public string DatasetDir { get; }
     public string BridgeName => "brs" + _tag;
@@ -65,54 +60,25 @@ public sealed class IsolationServerFixture : IAsyncLifetime
             "--Logging:LogLevel:Default=Warning",
             "--Logging:LogLevel:BatchRunner=Information",
         ]);
-        (Client, _) = await InProcessHost.StartAsync(App, ApiKey);
+        (Api, _) = await InProcessHost.StartAsync(App, ApiKey);
     }
 
     public async Task DisposeAsync()
     {
-        Client?.Dispose();
+        Api?.Dispose();
         await InProcessHost.StopAsync(App);
         if (Registry is not null) await Registry.DisposeAsync();
         try { await ExternalCommand.RunAsync("ip", ["link", "delete", BridgeName]); } catch (InvalidOperationException) { }
         foreach (var d in new[] { DataDir, DatasetDir, BridgeState })
             try { if (Directory.Exists(d)) Directory.Delete(d, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
     }
-
-    public async Task<HttpResponseMessage> PostAsync(object spec) => await Client.PostAsJsonAsync("/api/v1/jobs", spec, ServerFixture.Json);
-
-    public async Task<string> SubmitAsync(object spec)
-    {
-        var response = await PostAsync(spec);
-        var body = await response.Content.ReadAsStringAsync();
-        Assert.True(response.StatusCode == System.Net.HttpStatusCode.Created, $"submit: {(int)response.StatusCode} {body}");
-        return JsonDocument.Parse(body).RootElement.GetProperty("id").GetString()!;
-    }
-
-    public async Task<JsonElement> GetJobAsync(string id) =>
-        JsonDocument.Parse(await Client.GetStringAsync($"/api/v1/jobs/{id}")).RootElement.Clone();
-
-    public Task<JsonElement> WaitForFinalAsync(string id, TimeSpan? timeout = null) =>
-        Poll.UntilAsync(() => GetJobAsync(id), j => j.GetProperty("state").GetString() is "succeeded" or "failed" or "cancelled",
-            timeout ?? TimeSpan.FromSeconds(60), $"job {id} to end", 100);
-
-    public Task<string> StdoutAsync(string id) => Client.GetStringAsync($"/api/v1/jobs/{id}/logs?stream=stdout");
-
-    /// <summary>Submits, waits for the end, asserts success and returns stdout.</summary>
-    public async Task<string> RunAsync(object spec)
-    {
-        var id = await SubmitAsync(spec);
-        var done = await WaitForFinalAsync(id);
-        var stdout = await StdoutAsync(id);
-        Assert.True(done.GetProperty("state").GetString() == "succeeded",
-            $"{done}\nstdout: {stdout}\nstderr: {await Client.GetStringAsync($"/api/v1/jobs/{id}/logs?stream=stderr")}");
-        return stdout;
-    }
 }
 
 /// <remarks>
-/// Not run in parallel with other collections: Hangfire keeps process-wide state (JobStorage.Current,
-/// set while a server is configured), so servers built at the same moment in one test process can end
-/// up enqueueing into each other's storage, and their jobs then stay queued forever.
+/// Not run in parallel with other collections: each of these collections starts a server of its own whose
+/// workers run real containers, and side by side with the shared server they slow the timing-bound tests
+/// (cancel within seconds, timeouts) on a 2-core machine. (Hangfire's process-wide statics are no reason:
+/// every host has its own job storage, job activator and log target.)
 /// </remarks>
 [CollectionDefinition(Name, DisableParallelization = true)]
 public sealed class IsolationServerCollection : ICollectionFixture<IsolationServerFixture>

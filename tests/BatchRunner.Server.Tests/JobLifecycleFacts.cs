@@ -1,7 +1,8 @@
 using System.Net;
 using System.Security.Cryptography;
 using System.Text.Json;
-using BatchRunner.Server.Execution;
+using BatchRunner.Server.Nodes;
+using BatchRunner.Server.Storage;
 using BatchRunner.Testing;
 using Microsoft.Extensions.DependencyInjection;
 
@@ -14,7 +15,7 @@ public sealed class JobLifecycleFacts(ServerFixture f)
     [Fact]
     public async Task HelloJob_Succeeds_WithLogsOutputsAndUsage()
     {
-        var job = await f.SubmitAsync(new
+        var job = await f.Api.SubmitAsync(new
         {
             name = "hello",
             image = f.Busybox,
@@ -25,7 +26,7 @@ public sealed class JobLifecycleFacts(ServerFixture f)
         var id = job.GetProperty("id").GetString()!;
         Assert.Equal("queued", job.GetProperty("state").GetString());
 
-        var done = await f.WaitForFinalAsync(id);
+        var done = await f.Api.WaitForFinalAsync(id);
         Assert.Equal("succeeded", done.GetProperty("state").GetString());
         Assert.Equal(0, done.GetProperty("exitCode").GetInt32());
         Assert.StartsWith("sha256:", done.GetProperty("imageDigest").GetString());
@@ -62,8 +63,8 @@ public sealed class JobLifecycleFacts(ServerFixture f)
     [Fact]
     public async Task Job_FailsWithExitCode_WhenCommandExitsNonZero()
     {
-        var id = (await f.SubmitAsync(new { image = f.Busybox, command = new[] { "/bin/sh", "-c", "exit 3" } })).GetProperty("id").GetString()!;
-        var done = await f.WaitForFinalAsync(id);
+        var id = (await f.Api.SubmitAsync(new { image = f.Busybox, command = new[] { "/bin/sh", "-c", "exit 3" } })).GetProperty("id").GetString()!;
+        var done = await f.Api.WaitForFinalAsync(id);
         Assert.Equal("failed", done.GetProperty("state").GetString());
         Assert.Equal("exit_code", done.GetProperty("reason").GetString());
         Assert.Equal(3, done.GetProperty("exitCode").GetInt32());
@@ -74,13 +75,13 @@ public sealed class JobLifecycleFacts(ServerFixture f)
     public async Task Job_IsOomKilled_WhenAChildOfTheShellAllocatesPastTheLimit()
     {
         // The hog is a child of the shell, which exits 0 afterwards: OOM must come from the cgroup, not the exit code.
-        var id = (await f.SubmitAsync(new
+        var id = (await f.Api.SubmitAsync(new
         {
             image = f.Busybox,
             command = new[] { "/bin/sh", "-c", "head -c 200m /dev/zero | tail -c 150m > /dev/null; exit 0" },
             resources = new { memory = "32Mi" },
         })).GetProperty("id").GetString()!;
-        var done = await f.WaitForFinalAsync(id);
+        var done = await f.Api.WaitForFinalAsync(id);
         Assert.Equal("failed", done.GetProperty("state").GetString());
         Assert.Equal("oom_killed", done.GetProperty("reason").GetString());
         Assert.Contains("32Mi", done.GetProperty("message").GetString());
@@ -90,8 +91,8 @@ public sealed class JobLifecycleFacts(ServerFixture f)
     public async Task Job_TimesOut_WhenItRunsPastTimeoutSeconds()
     {
         var sw = System.Diagnostics.Stopwatch.StartNew();
-        var id = (await f.SubmitAsync(new { image = f.Busybox, command = new[] { "sleep", "600" }, timeoutSeconds = 2 })).GetProperty("id").GetString()!;
-        var done = await f.WaitForFinalAsync(id, TimeSpan.FromSeconds(30));
+        var id = (await f.Api.SubmitAsync(new { image = f.Busybox, command = new[] { "sleep", "600" }, timeoutSeconds = 2 })).GetProperty("id").GetString()!;
+        var done = await f.Api.WaitForFinalAsync(id, TimeSpan.FromSeconds(30));
         Assert.Equal("failed", done.GetProperty("state").GetString());
         Assert.Equal("timed_out", done.GetProperty("reason").GetString());
         Assert.True(sw.Elapsed < TimeSpan.FromSeconds(15), $"took {sw.Elapsed}");
@@ -101,8 +102,8 @@ public sealed class JobLifecycleFacts(ServerFixture f)
     [Fact]
     public async Task RunningJob_IsCancelled_AndLeavesNoContainerMountOrCgroup()
     {
-        var id = (await f.SubmitAsync(new { image = f.Busybox, command = new[] { "sleep", "600" } })).GetProperty("id").GetString()!;
-        await f.WaitForStateAsync(id, s => s == "running", TimeSpan.FromSeconds(30));
+        var id = (await f.Api.SubmitAsync(new { image = f.Busybox, command = new[] { "sleep", "600" } })).GetProperty("id").GetString()!;
+        await f.Api.WaitForStateAsync(id, s => s == "running", TimeSpan.FromSeconds(30));
         var containerId = f.App.Services.GetRequiredService<NodeIdentity>().ContainerId(Guid.Parse(id), 1);
         Assert.True(Directory.Exists($"/sys/fs/cgroup/memory/batchrunner/{containerId}") || Directory.Exists($"/sys/fs/cgroup/batchrunner/{containerId}"),
             "a running job has a cgroup");
@@ -110,7 +111,7 @@ public sealed class JobLifecycleFacts(ServerFixture f)
         var sw = System.Diagnostics.Stopwatch.StartNew();
         var cancel = await f.Client.PostAsync($"/api/v1/jobs/{id}/cancel", null);
         Assert.Equal(HttpStatusCode.Accepted, cancel.StatusCode);
-        var done = await f.WaitForFinalAsync(id, TimeSpan.FromSeconds(20));
+        var done = await f.Api.WaitForFinalAsync(id, TimeSpan.FromSeconds(20));
         Assert.Equal("cancelled", done.GetProperty("state").GetString());
         Assert.True(sw.Elapsed < TimeSpan.FromSeconds(5), $"cancel took {sw.Elapsed}");
         await AssertNoLeftoversAsync(id, 1);
@@ -123,8 +124,8 @@ public sealed class JobLifecycleFacts(ServerFixture f)
     public async Task MissingTag_FailsWithImagePullFailed_AndTheRegistrysReason()
     {
         var image = f.Busybox[..f.Busybox.LastIndexOf(':')] + ":does-not-exist";
-        var id = (await f.SubmitAsync(new { image, command = new[] { "true" } })).GetProperty("id").GetString()!;
-        var done = await f.WaitForFinalAsync(id);
+        var id = (await f.Api.SubmitAsync(new { image, command = new[] { "true" } })).GetProperty("id").GetString()!;
+        var done = await f.Api.WaitForFinalAsync(id);
         Assert.Equal("failed", done.GetProperty("state").GetString());
         Assert.Equal("image_pull_failed", done.GetProperty("reason").GetString());
         Assert.Contains("manifest unknown", done.GetProperty("message").GetString(), StringComparison.OrdinalIgnoreCase);
@@ -133,8 +134,8 @@ public sealed class JobLifecycleFacts(ServerFixture f)
     [Fact]
     public async Task MissingRepository_FailsWithImagePullFailed()
     {
-        var id = (await f.SubmitAsync(new { image = $"{f.Registry.Host}/nobody/here:1", command = new[] { "true" } })).GetProperty("id").GetString()!;
-        var done = await f.WaitForFinalAsync(id);
+        var id = (await f.Api.SubmitAsync(new { image = $"{f.Registry.Host}/nobody/here:1", command = new[] { "true" } })).GetProperty("id").GetString()!;
+        var done = await f.Api.WaitForFinalAsync(id);
         Assert.Equal("image_pull_failed", done.GetProperty("reason").GetString());
         Assert.Contains("nobody/here", done.GetProperty("message").GetString());
     }
@@ -142,8 +143,8 @@ public sealed class JobLifecycleFacts(ServerFixture f)
     [Fact]
     public async Task BasicAuthRegistry_Pulls_WithConfiguredCredentials()
     {
-        var id = (await f.SubmitAsync(new { image = f.AuthBusybox, command = new[] { "/bin/sh", "-c", "echo authed" } })).GetProperty("id").GetString()!;
-        var done = await f.WaitForFinalAsync(id);
+        var id = (await f.Api.SubmitAsync(new { image = f.AuthBusybox, command = new[] { "/bin/sh", "-c", "echo authed" } })).GetProperty("id").GetString()!;
+        var done = await f.Api.WaitForFinalAsync(id);
         Assert.Equal("succeeded", done.GetProperty("state").GetString());
         Assert.Equal("authed\n", await f.Client.GetStringAsync($"/api/v1/jobs/{id}/logs"));
     }
@@ -151,8 +152,8 @@ public sealed class JobLifecycleFacts(ServerFixture f)
     [Fact]
     public async Task BasicAuthRegistry_Pulls_WithCredentialsFromDockerConfigCredHelper()
     {
-        var id = (await f.SubmitAsync(new { image = f.HelperAuthBusybox, command = new[] { "/bin/sh", "-c", "echo helped" } })).GetProperty("id").GetString()!;
-        var done = await f.WaitForFinalAsync(id);
+        var id = (await f.Api.SubmitAsync(new { image = f.HelperAuthBusybox, command = new[] { "/bin/sh", "-c", "echo helped" } })).GetProperty("id").GetString()!;
+        var done = await f.Api.WaitForFinalAsync(id);
         Assert.Equal("succeeded", done.GetProperty("state").GetString());
         Assert.Equal("helped\n", await f.Client.GetStringAsync($"/api/v1/jobs/{id}/logs"));
     }
@@ -160,8 +161,8 @@ public sealed class JobLifecycleFacts(ServerFixture f)
     [Fact]
     public async Task BasicAuthRegistry_FailsClearly_WithoutCredentials()
     {
-        var id = (await f.SubmitAsync(new { image = f.UnconfiguredAuthBusybox, command = new[] { "true" } })).GetProperty("id").GetString()!;
-        var done = await f.WaitForFinalAsync(id);
+        var id = (await f.Api.SubmitAsync(new { image = f.UnconfiguredAuthBusybox, command = new[] { "true" } })).GetProperty("id").GetString()!;
+        var done = await f.Api.WaitForFinalAsync(id);
         Assert.Equal("failed", done.GetProperty("state").GetString());
         Assert.Equal("image_pull_failed", done.GetProperty("reason").GetString());
         var message = done.GetProperty("message").GetString()!;
@@ -172,7 +173,7 @@ public sealed class JobLifecycleFacts(ServerFixture f)
     [Fact]
     public async Task FollowLogs_StreamsUntilTheJobEnds()
     {
-        var id = (await f.SubmitAsync(new
+        var id = (await f.Api.SubmitAsync(new
         {
             image = f.Busybox,
             command = new[] { "/bin/sh", "-c", "for i in 1 2 3; do echo line$i; sleep 0.3; done" },
@@ -180,18 +181,18 @@ public sealed class JobLifecycleFacts(ServerFixture f)
         using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60));
         var text = await f.Client.GetStringAsync($"/api/v1/jobs/{id}/logs?follow=true", cts.Token);
         Assert.Equal("line1\nline2\nline3\n", text);
-        Assert.Equal("succeeded", (await f.GetJobAsync(id)).GetProperty("state").GetString());
+        Assert.Equal("succeeded", (await f.Api.GetJobAsync(id)).GetProperty("state").GetString());
     }
 
     [Fact]
     public async Task SecondJobOnSameImage_DownloadsNothing()
     {
-        var first = (await f.SubmitAsync(new { image = f.Busybox, command = new[] { "true" } })).GetProperty("id").GetString()!;
-        var a = await f.WaitForFinalAsync(first);
+        var first = (await f.Api.SubmitAsync(new { image = f.Busybox, command = new[] { "true" } })).GetProperty("id").GetString()!;
+        var a = await f.Api.WaitForFinalAsync(first);
         var blobs = Path.Combine(f.DataDir, "images");
         var before = Directory.EnumerateFiles(blobs, "*", SearchOption.AllDirectories).Count(p => p.Contains("/blobs/"));
-        var second = (await f.SubmitAsync(new { image = f.Busybox, command = new[] { "true" } })).GetProperty("id").GetString()!;
-        var b = await f.WaitForFinalAsync(second);
+        var second = (await f.Api.SubmitAsync(new { image = f.Busybox, command = new[] { "true" } })).GetProperty("id").GetString()!;
+        var b = await f.Api.WaitForFinalAsync(second);
         var after = Directory.EnumerateFiles(blobs, "*", SearchOption.AllDirectories).Count(p => p.Contains("/blobs/"));
         Assert.Equal("succeeded", b.GetProperty("state").GetString());
         Assert.Equal(a.GetProperty("imageDigest").GetString(), b.GetProperty("imageDigest").GetString());

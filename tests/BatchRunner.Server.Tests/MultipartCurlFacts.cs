@@ -22,7 +22,7 @@ public sealed class MultipartCurlFacts(ServerFixture f) : IDisposable
         var fromFile = await CurlAsync("-F", "spec=<spec.json;type=application/json", "-F", "file=@hello.txt");
         Assert.True(fromFile.Code == "201", fromFile.Body);
         var id = JsonDocument.Parse(fromFile.Body).RootElement.GetProperty("id").GetString()!;
-        var done = await f.WaitForFinalAsync(id);
+        var done = await f.Api.WaitForFinalAsync(id);
         Assert.Equal("succeeded", done.GetProperty("state").GetString());
         Assert.Equal("hello through curl\n", await f.Client.GetStringAsync($"/api/v1/jobs/{id}/logs"));
 

@@ -1,4 +1,4 @@
-using BatchRunner.Server.Hosting;
+using BatchRunner.Server.Api;
 using Microsoft.AspNetCore.Http;
 
 namespace BatchRunner.Server.Tests;

@@ -28,8 +28,8 @@ public sealed class SchedulingFacts(ServerFixture f)
         Assert.Equal(HttpStatusCode.BadRequest, bad.StatusCode);
         Assert.Contains("zone=b", await bad.Content.ReadAsStringAsync());
 
-        var id = (await f.SubmitAsync(new { image = f.Busybox, command = new[] { "true" }, nodeSelector = new { zone = "a" } })).GetProperty("id").GetString()!;
-        Assert.Equal("succeeded", State(await f.WaitForFinalAsync(id)));
+        var id = (await f.Api.SubmitAsync(new { image = f.Busybox, command = new[] { "true" }, nodeSelector = new { zone = "a" } })).GetProperty("id").GetString()!;
+        Assert.Equal("succeeded", State(await f.Api.WaitForFinalAsync(id)));
     }
 
     [Fact]
@@ -52,20 +52,20 @@ public sealed class SchedulingFacts(ServerFixture f)
         Assert.Equal(id1, id2);
         var third = await Post(new { image = f.Busybox, command = new[] { "false" } });
         Assert.Equal(HttpStatusCode.Conflict, third.StatusCode);
-        await f.WaitForFinalAsync(id1!);
+        await f.Api.WaitForFinalAsync(id1!);
     }
 
     [Fact]
     public async Task FailedAttempt_IsRetried_WhenItsExitCodeIsListed_AndEveryAttemptIsRecorded()
     {
         // Fails the first time (leaving a marker in its outputs), succeeds the second.
-        var id = (await f.SubmitAsync(new
+        var id = (await f.Api.SubmitAsync(new
         {
             image = f.Busybox,
             command = new[] { "/bin/sh", "-c", "if [ -f /outputs/tried ]; then echo second; exit 0; fi; touch /outputs/tried; exit 3" },
             retry = new { limit = 2, onExitCodes = new[] { 3 }, backoffSeconds = 0 },
         })).GetProperty("id").GetString()!;
-        var done = await f.WaitForFinalAsync(id);
+        var done = await f.Api.WaitForFinalAsync(id);
         Assert.Equal("succeeded", State(done));
         Assert.Equal(2, done.GetProperty("attempt").GetInt32());
         var attempts = done.GetProperty("attempts").EnumerateArray().ToList();
@@ -78,16 +78,16 @@ public sealed class SchedulingFacts(ServerFixture f)
     [Fact]
     public async Task FailedAttempt_IsNotRetried_ByDefault_AndRetriesStopAtTheLimit()
     {
-        var once = (await f.SubmitAsync(new { image = f.Busybox, command = new[] { "/bin/sh", "-c", "exit 4" } })).GetProperty("id").GetString()!;
-        var limited = (await f.SubmitAsync(new
+        var once = (await f.Api.SubmitAsync(new { image = f.Busybox, command = new[] { "/bin/sh", "-c", "exit 4" } })).GetProperty("id").GetString()!;
+        var limited = (await f.Api.SubmitAsync(new
         {
             image = f.Busybox,
             command = new[] { "/bin/sh", "-c", "exit 4" },
             retry = new { limit = 2, onReasons = new[] { "exit_code" }, backoffSeconds = 0 },
         })).GetProperty("id").GetString()!;
-        var a = await f.WaitForFinalAsync(once);
+        var a = await f.Api.WaitForFinalAsync(once);
         Assert.Equal(1, a.GetProperty("attempts").GetArrayLength());
-        var b = await f.WaitForFinalAsync(limited);
+        var b = await f.Api.WaitForFinalAsync(limited);
         Assert.Equal("failed", State(b));
         Assert.Equal(3, b.GetProperty("attempts").GetArrayLength());
     }
@@ -97,12 +97,12 @@ public sealed class SchedulingFacts(ServerFixture f)
     {
         var ids = new List<string>();
         for (int i = 0; i < 3; i++)
-            ids.Add((await f.SubmitAsync(new { image = f.Busybox, command = new[] { "sleep", "0.5" }, queue = "limited", resources = new { cpus = 0.1 } }))
+            ids.Add((await f.Api.SubmitAsync(new { image = f.Busybox, command = new[] { "sleep", "0.5" }, queue = "limited", resources = new { cpus = 0.1 } }))
                 .GetProperty("id").GetString()!);
         var runs = new List<(DateTimeOffset Start, DateTimeOffset End)>();
         foreach (var id in ids)
         {
-            var done = await f.WaitForFinalAsync(id);
+            var done = await f.Api.WaitForFinalAsync(id);
             Assert.Equal("succeeded", State(done));
             var a = done.GetProperty("attempts")[0];
             runs.Add((a.GetProperty("startedAt").GetDateTimeOffset(), a.GetProperty("finishedAt").GetDateTimeOffset()));
@@ -114,9 +114,9 @@ public sealed class SchedulingFacts(ServerFixture f)
     [Fact]
     public async Task Nodes_ListsThisNode_WithCapacityAndRunningJobs()
     {
-        var id = (await f.SubmitAsync(new { image = f.Busybox, command = new[] { "sleep", "2" }, resources = new { cpus = 0.5, memory = "64Mi" } }))
+        var id = (await f.Api.SubmitAsync(new { image = f.Busybox, command = new[] { "sleep", "2" }, resources = new { cpus = 0.5, memory = "64Mi" } }))
             .GetProperty("id").GetString()!;
-        await f.WaitForStateAsync(id, s => s == "running", TimeSpan.FromSeconds(30));
+        await f.Api.WaitForStateAsync(id, s => s == "running", TimeSpan.FromSeconds(30));
         var nodes = JsonDocument.Parse(await f.Client.GetStringAsync("/api/v1/nodes")).RootElement;
         var node = Assert.Single(nodes.EnumerateArray());
         Assert.Equal(2, node.GetProperty("capacity").GetProperty("cpus").GetDouble());
@@ -124,7 +124,7 @@ public sealed class SchedulingFacts(ServerFixture f)
         Assert.True(node.GetProperty("alive").GetBoolean());
         Assert.Contains(id, node.GetProperty("runningJobs").EnumerateArray().Select(j => j.GetString()));
         Assert.True(node.GetProperty("allocated").GetProperty("cpus").GetDouble() >= 0.5);
-        await f.WaitForFinalAsync(id);
+        await f.Api.WaitForFinalAsync(id);
         Assert.Equal(HttpStatusCode.Unauthorized, (await f.Anonymous.GetAsync("/api/v1/nodes")).StatusCode);
     }
 }

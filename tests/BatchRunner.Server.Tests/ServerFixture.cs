@@ -1,12 +1,6 @@
-using System.Net.Http.Headers;
-using System.Net.Http.Json;
-using System.Text.Json;
 using BatchRunner.Server.Hosting;
 using BatchRunner.Testing;
 using Microsoft.AspNetCore.Builder;
-using Microsoft.AspNetCore.Hosting.Server;
-using Microsoft.AspNetCore.Hosting.Server.Features;
-using Microsoft.Extensions.DependencyInjection;
 
 namespace BatchRunner.Server.Tests;
 
@@ -23,7 +17,10 @@ public sealed class ServerFixture : IAsyncLifetime
     public const string RegistryPassword = "s3cret-pw";
 
     public WebApplication App { get; private set; } = null!;
-    public HttpClient Client { get; private set; } = null!;
+    /// <summary>The API with the key.</summary>
+    public BatchRunnerClient Api { get; private set; } = null!;
+    /// <summary>Raw requests with the key.</summary>
+    public HttpClient Client => Api.Http;
     public HttpClient Anonymous { get; private set; } = null!;
     public string DataDir { get; } = Path.Combine("/tmp", "br-server-tests-" + Guid.NewGuid().ToString("N")[..8]);
     public TestRegistry Registry { get; private set; } = null!;
@@ -36,8 +33,6 @@ public sealed class ServerFixture : IAsyncLifetime
     public string HelperAuthBusybox { get; private set; } = null!;
     /// <summary>Holds the Docker config.json and the docker-credential-fixture helper.</summary>
     public string DockerConfigDir { get; } = Directory.CreateTempSubdirectory("br-server-dockerconfig-").FullName;
-
-    public static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web);
 
     public async Task InitializeAsync()
     {
@@ -70,13 +65,13 @@ public sealed class ServerFixture : IAsyncLifetime
             "--Logging:LogLevel:Default=Warning",
             "--Logging:LogLevel:BatchRunner=Information",
         ]);
-        (Client, var address) = await InProcessHost.StartAsync(App, ApiKey);
+        (Api, var address) = await InProcessHost.StartAsync(App, ApiKey);
         Anonymous = new HttpClient { BaseAddress = new Uri(address) };
     }
 
     public async Task DisposeAsync()
     {
-        Client?.Dispose();
+        Api?.Dispose();
         Anonymous?.Dispose();
         await InProcessHost.StopAsync(App);
         foreach (var r in new[] { Registry, AuthRegistry, UnconfiguredAuthRegistry, HelperAuthRegistry })
@@ -99,26 +94,6 @@ public sealed class ServerFixture : IAsyncLifetime
         File.WriteAllText(config, $$"""{ "credHelpers": { "{{HelperAuthRegistry.Host}}": "fixture" } }""");
         return config;
     }
-
-    public async Task<JsonElement> SubmitAsync(object spec)
-    {
-        var response = await Client.PostAsJsonAsync("/api/v1/jobs", spec, Json);
-        var body = await response.Content.ReadAsStringAsync();
-        Assert.True(response.StatusCode == System.Net.HttpStatusCode.Created, $"submit: {(int)response.StatusCode} {body}");
-        return JsonDocument.Parse(body).RootElement.Clone();
-    }
-
-    public async Task<JsonElement> GetJobAsync(string id)
-    {
-        var body = await Client.GetStringAsync($"/api/v1/jobs/{id}");
-        return JsonDocument.Parse(body).RootElement.Clone();
-    }
-
-    public Task<JsonElement> WaitForStateAsync(string id, Func<string, bool> done, TimeSpan timeout) =>
-        Poll.UntilAsync(() => GetJobAsync(id), j => done(j.GetProperty("state").GetString()!), timeout, $"job {id} state", 100);
-
-    public Task<JsonElement> WaitForFinalAsync(string id, TimeSpan? timeout = null) =>
-        WaitForStateAsync(id, s => s is "succeeded" or "failed" or "cancelled", timeout ?? TimeSpan.FromSeconds(60));
 }
 
 [CollectionDefinition(Name)]

@@ -29,12 +29,12 @@ public sealed class UserNamespaceApiFacts(UserNamespaceServerFixture f)
     [Fact]
     public async Task Job_SeesTheNodesIdMapping_AndIsRootInside()
     {
-        var id = await f.SubmitAsync(new
+        var id = await f.Api.SubmitIdAsync(new
         {
             image = f.Busybox,
             command = new[] { "/bin/sh", "-c", "cat /proc/self/uid_map /proc/self/gid_map; id -u; id -g; grep '^Uid:' /proc/self/status" },
         });
-        var lines = Lines(await f.SucceededStdoutAsync(id));
+        var lines = Lines(await f.Api.SucceededStdoutAsync(id));
 
         Assert.Equal([Mapping, Mapping, "0", "0", "Uid: 0 0 0 0"], lines.Select(Words));
     }
@@ -42,11 +42,11 @@ public sealed class UserNamespaceApiFacts(UserNamespaceServerFixture f)
     [Fact]
     public async Task JobProcesses_AreTheMappedUidOnTheHost_WhileRootInside()
     {
-        var id = await f.SubmitAsync(new { image = f.Busybox, command = new[] { "/bin/sh", "-c", "id -u; exec sleep 60" } });
+        var id = await f.Api.SubmitIdAsync(new { image = f.Busybox, command = new[] { "/bin/sh", "-c", "id -u; exec sleep 60" } });
         try
         {
-            await Poll.UntilAsync(() => f.LogAsync(id, "stdout"), s => s.Contains('\n'), TimeSpan.FromSeconds(60), $"job {id} to print its uid");
-            Assert.Equal("0\n", await f.LogAsync(id, "stdout"));
+            await Poll.UntilAsync(() => f.Api.LogsAsync(id, "stdout"), s => s.Contains('\n'), TimeSpan.FromSeconds(60), $"job {id} to print its uid");
+            Assert.Equal("0\n", await f.Api.LogsAsync(id, "stdout"));
             var pids = f.HostPidsOf(id);
             Assert.NotEmpty(pids);
             foreach (var pid in pids)
@@ -60,7 +60,7 @@ public sealed class UserNamespaceApiFacts(UserNamespaceServerFixture f)
         finally
         {
             await f.Client.PostAsync($"/api/v1/jobs/{id}/cancel", null);
-            Assert.Equal("cancelled", (await f.WaitForFinalAsync(id)).GetProperty("state").GetString());
+            Assert.Equal("cancelled", (await f.Api.WaitForFinalAsync(id)).GetProperty("state").GetString());
         }
     }
 
@@ -68,7 +68,7 @@ public sealed class UserNamespaceApiFacts(UserNamespaceServerFixture f)
     public async Task RootInside_EvenWithDacOverride_CannotReadOrWriteWhatOnlyHostRootMay()
     {
         // Without the user namespace, uid 0 owns both files (and DAC_OVERRIDE would bypass the modes anyway).
-        var id = await f.SubmitAsync(new
+        var id = await f.Api.SubmitIdAsync(new
         {
             image = f.Busybox,
             capabilities = new[] { "DAC_OVERRIDE" },
@@ -78,7 +78,7 @@ public sealed class UserNamespaceApiFacts(UserNamespaceServerFixture f)
                 "echo intruder::0:0::/:/bin/sh >> /etc/passwd 2>/dev/null && echo PASSWD-WRITTEN || echo passwd-denied",
                 "stat -c %u:%g /etc/passwd /secret") },
         });
-        var stdout = await f.SucceededStdoutAsync(id);
+        var stdout = await f.Api.SucceededStdoutAsync(id);
 
         // Files of host ids outside the mapping show as the overflow id 65534, and no capability applies to them.
         Assert.Equal("secret-denied\npasswd-denied\n65534:65534\n65534:65534\n", stdout);
@@ -88,12 +88,12 @@ public sealed class UserNamespaceApiFacts(UserNamespaceServerFixture f)
     [Fact]
     public async Task RootJob_WritesOutputs_ThatTheApiListsAndServes()
     {
-        var id = await f.SubmitAsync(new
+        var id = await f.Api.SubmitIdAsync(new
         {
             image = f.Busybox,
             command = new[] { "/bin/sh", "-c", "mkdir /outputs/sub && echo result-by-root > /outputs/result.txt && printf deep > /outputs/sub/deep.txt && echo done" },
         });
-        Assert.Equal("done\n", await f.SucceededStdoutAsync(id));
+        Assert.Equal("done\n", await f.Api.SucceededStdoutAsync(id));
 
         var listed = JsonDocument.Parse(await f.Client.GetStringAsync($"/api/v1/jobs/{id}/outputs")).RootElement;
         Assert.Equal(
@@ -109,12 +109,12 @@ public sealed class UserNamespaceApiFacts(UserNamespaceServerFixture f)
     [Fact]
     public async Task ImageConfigUser_IsRemappedToo_AndWritesOutputs()
     {
-        var id = await f.SubmitAsync(new
+        var id = await f.Api.SubmitIdAsync(new
         {
             image = f.Nobody,
             command = new[] { "/bin/sh", "-c", "id -u; id -g; grep '^Uid:' /proc/self/status; echo by-nobody > /outputs/n.txt" },
         });
-        Assert.Equal(["65534", "65534", "Uid: 65534 65534 65534 65534"], Lines(await f.SucceededStdoutAsync(id)).Select(Words));
+        Assert.Equal(["65534", "65534", "Uid: 65534 65534 65534 65534"], Lines(await f.Api.SucceededStdoutAsync(id)).Select(Words));
 
         Assert.Equal("by-nobody\n", await f.Client.GetStringAsync($"/api/v1/jobs/{id}/outputs/n.txt"));
         Assert.Equal(Nobody, HostOwner(Path.Combine(JobDir(id), "outputs", "n.txt")));
@@ -134,7 +134,7 @@ public sealed class UserNamespaceApiFacts(UserNamespaceServerFixture f)
         foreach (var id in ids)
         {
             // Inputs are host root's files: the overflow id inside, read-only for every container user.
-            Assert.Equal("hello input\ncreate-denied\nappend-denied\n65534\n", await f.SucceededStdoutAsync(id));
+            Assert.Equal("hello input\ncreate-denied\nappend-denied\n65534\n", await f.Api.SucceededStdoutAsync(id));
             Assert.Equal("hello input\n", await File.ReadAllTextAsync(Path.Combine(JobDir(id), "inputs", "hello.txt")));
             Assert.False(File.Exists(Path.Combine(JobDir(id), "inputs", "new")));
         }
@@ -145,13 +145,13 @@ public sealed class UserNamespaceApiFacts(UserNamespaceServerFixture f)
     {
         // sysfs cannot be mounted by a user namespace that does not own the network namespace: the runtime binds the host's.
         var hostInterfaces = Directory.EnumerateFileSystemEntries("/sys/class/net").Select(Path.GetFileName).Where(n => n != "lo").ToList();
-        var id = await f.SubmitAsync(new
+        var id = await f.Api.SubmitIdAsync(new
         {
             image = f.Busybox,
             network = "host",
             command = new[] { "/bin/sh", "-c", "head -1 /proc/self/uid_map; touch /sys/x 2>/dev/null && echo SYS-RW || echo sys-ro; ls /sys/class/net" },
         });
-        var lines = Lines(await f.SucceededStdoutAsync(id));
+        var lines = Lines(await f.Api.SucceededStdoutAsync(id));
 
         Assert.Equal([Mapping, "sys-ro"], lines[..2].Select(Words));
         Assert.Contains(lines[2..], hostInterfaces.Contains);
@@ -168,7 +168,7 @@ public sealed class UserNamespaceApiFacts(UserNamespaceServerFixture f)
         JsonElement done;
         try
         {
-            done = await f.WaitForFinalAsync(await f.SubmitAsync(new { image = f.Busybox, command = new[] { "true" } }));
+            done = await f.Api.WaitForFinalAsync(await f.Api.SubmitIdAsync(new { image = f.Busybox, command = new[] { "true" } }));
         }
         finally
         {
@@ -184,10 +184,10 @@ public sealed class UserNamespaceApiFacts(UserNamespaceServerFixture f)
     {
         using var form = new MultipartFormDataContent
         {
-            { new StringContent(JsonSerializer.Serialize(spec, ServerFixture.Json), Encoding.UTF8, "application/json"), "spec" },
+            { new StringContent(JsonSerializer.Serialize(spec, BatchRunnerClient.Json), Encoding.UTF8, "application/json"), "spec" },
             { new ByteArrayContent("hello input\n"u8.ToArray()), "file", "hello.txt" },
         };
-        return await UserNamespaceServerFixture.IdOfCreatedAsync(await f.Client.PostAsync("/api/v1/jobs", form));
+        return BatchRunnerClient.Id(await BatchRunnerClient.CreatedAsync(await f.Client.PostAsync("/api/v1/jobs", form)));
     }
 
     private static string Sha256(string s) => Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(s)));

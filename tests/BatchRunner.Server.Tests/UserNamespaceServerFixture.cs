@@ -1,5 +1,3 @@
-using System.Net.Http.Json;
-using System.Text.Json;
 using BatchRunner.Server.Hosting;
 using BatchRunner.Testing;
 using Microsoft.AspNetCore.Builder;
@@ -22,7 +20,8 @@ public sealed class UserNamespaceServerFixture : IAsyncLifetime
 
     private readonly string _tag = Guid.NewGuid().ToString("N")[..6];
     public WebApplication App { get; private set; } = null!;
-    public HttpClient Client { get; private set; } = null!;
+    public BatchRunnerClient Api { get; private set; } = null!;
+    public HttpClient Client => Api.Http;
     public string NodeName => "userns-" + _tag;
     public string DataDir { get; }
     /// <summary>Dataset "hostonly": <see cref="SecretFile"/>, owned by host root, mode 0600.</summary>
@@ -63,62 +62,29 @@ public sealed class UserNamespaceServerFixture : IAsyncLifetime
             "--Logging:LogLevel:Default=Warning",
             "--Logging:LogLevel:BatchRunner=Information",
         ]);
-        (Client, _) = await InProcessHost.StartAsync(App, ApiKey);
+        (Api, _) = await InProcessHost.StartAsync(App, ApiKey);
     }
 
     public async Task DisposeAsync()
     {
-        Client?.Dispose();
+        Api?.Dispose();
         await InProcessHost.StopAsync(App);
         if (Registry is not null) await Registry.DisposeAsync();
         foreach (var d in new[] { DataDir, DatasetDir })
             try { if (Directory.Exists(d)) Directory.Delete(d, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
     }
 
-    public async Task<string> SubmitAsync(object spec)
-    {
-        var response = await Client.PostAsJsonAsync("/api/v1/jobs", spec, ServerFixture.Json);
-        return await IdOfCreatedAsync(response);
-    }
-
-    public static async Task<string> IdOfCreatedAsync(HttpResponseMessage response)
-    {
-        var body = await response.Content.ReadAsStringAsync();
-        Assert.True(response.StatusCode == System.Net.HttpStatusCode.Created, $"submit: {(int)response.StatusCode} {body}");
-        return JsonDocument.Parse(body).RootElement.GetProperty("id").GetString()!;
-    }
-
-    public async Task<JsonElement> GetJobAsync(string id) =>
-        JsonDocument.Parse(await Client.GetStringAsync($"/api/v1/jobs/{id}")).RootElement.Clone();
-
-    public Task<JsonElement> WaitForStateAsync(string id, Func<string, bool> done, TimeSpan? timeout = null) =>
-        Poll.UntilAsync(() => GetJobAsync(id), j => done(j.GetProperty("state").GetString()!),
-            timeout ?? TimeSpan.FromSeconds(60), $"job {id} state", 100);
-
-    public Task<JsonElement> WaitForFinalAsync(string id) => WaitForStateAsync(id, s => s is "succeeded" or "failed" or "cancelled");
-
-    public Task<string> LogAsync(string id, string stream) => Client.GetStringAsync($"/api/v1/jobs/{id}/logs?stream={stream}");
-
-    /// <summary>Waits for the end of job <paramref name="id"/>, asserts success and returns its stdout.</summary>
-    public async Task<string> SucceededStdoutAsync(string id)
-    {
-        var done = await WaitForFinalAsync(id);
-        var stdout = await LogAsync(id, "stdout");
-        Assert.True(done.GetProperty("state").GetString() == "succeeded", $"{done}\nstdout: {stdout}\nstderr: {await LogAsync(id, "stderr")}");
-        return stdout;
-    }
-
     /// <summary>The host pids in the cgroup of attempt 1 of job <paramref name="id"/> (cgroup v1 pids hierarchy, or v2).</summary>
     public IReadOnlyList<int> HostPidsOf(string id)
     {
-        var containerId = Execution.NodeIdentity.For(NodeName, DataDir).ContainerId(Guid.Parse(id), 1);
+        var containerId = Nodes.NodeIdentity.For(NodeName, DataDir).ContainerId(Guid.Parse(id), 1);
         var cgroup = Runtime.Spec.SpecBuilder.CgroupsPathFor(containerId).TrimStart('/');
         var procs = new[] { "/sys/fs/cgroup/pids", "/sys/fs/cgroup" }.Select(root => Path.Combine(root, cgroup, "cgroup.procs")).FirstOrDefault(File.Exists);
         return procs is null ? [] : File.ReadAllLines(procs).Where(l => l.Length > 0).Select(int.Parse).ToList();
     }
 }
 
-/// <remarks>Not parallel with other collections: Hangfire's process-wide JobStorage.Current (see <see cref="IsolationServerCollection"/>).</remarks>
+/// <remarks>Not parallel with other collections: one more server running real containers (see <see cref="IsolationServerCollection"/>).</remarks>
 [CollectionDefinition(Name, DisableParallelization = true)]
 public sealed class UserNamespaceServerCollection : ICollectionFixture<UserNamespaceServerFixture>
 {

@@ -1,4 +1,4 @@
-using static BatchRunner.Oci.Layers.Libc;
+using static BatchRunner.Native.Libc;
 
 namespace BatchRunner.Oci.Layers;
 
@@ -15,7 +15,7 @@ namespace BatchRunner.Oci.Layers;
 /// </remarks>
 internal sealed class DirectoryChain(int rootFd) : IDisposable
 {
-    private const int DirFlags = O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
+    private static readonly int DirFlags = O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
     private readonly List<string> _names = [];
     private readonly List<int> _fds = [];
     private int _detachedFd = -1;

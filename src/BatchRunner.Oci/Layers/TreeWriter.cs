@@ -1,6 +1,6 @@
 using System.Formats.Tar;
 using System.Text;
-using static BatchRunner.Oci.Layers.Libc;
+using static BatchRunner.Native.Libc;
 
 namespace BatchRunner.Oci.Layers;
 
@@ -8,7 +8,7 @@ namespace BatchRunner.Oci.Layers;
 /// Materialises tar entries under a root directory, addressing everything relative to directory descriptors
 /// so that no path string is ever resolved by the kernel from "/" (which would follow symlinks the layer planted).
 /// </summary>
-internal sealed unsafe class TreeWriter : IDisposable
+internal sealed class TreeWriter : IDisposable
 {
     private const string WhiteoutPrefix = ".wh.";
     private const string WhiteoutMetaPrefix = ".wh..wh.";
@@ -97,7 +97,7 @@ internal sealed unsafe class TreeWriter : IDisposable
                 }
             }
             ApplyOwnerModeAndXattrs(fd, entry, name);
-            var times = stackalloc Timespec[2];
+            Span<Timespec> times = stackalloc Timespec[2];
             times[0] = times[1] = Timespec.From(entry.ModificationTime);
             if (futimens(fd, times) != 0) throw OsError("set mtime", name, Errno);
         }
@@ -191,10 +191,8 @@ internal sealed unsafe class TreeWriter : IDisposable
         if (baseName == OpaqueMarker)
         {
             var dirFd = _dirs.Open(parent, create: true, name);
-            var value = "y"u8;
-            fixed (byte* v = value)
-                if (fsetxattr(dirFd, "trusted.overlay.opaque", v, (nuint)value.Length, 0) != 0)
-                    throw OsError("mark directory opaque (trusted.overlay.opaque; the filesystem must support trusted xattrs)", name, Errno);
+            if (fsetxattr(dirFd, "trusted.overlay.opaque", "y"u8) != 0)
+                throw OsError("mark directory opaque (trusted.overlay.opaque; the filesystem must support trusted xattrs)", name, Errno);
             return;
         }
         if (baseName.StartsWith(WhiteoutMetaPrefix, StringComparison.Ordinal))
@@ -262,10 +260,7 @@ internal sealed unsafe class TreeWriter : IDisposable
             else continue;
 
             if (!IsSettableXattr(xattr)) { SkippedEntries++; continue; }
-            fixed (byte* v = value)
-            {
-                if (fsetxattr(fd, xattr, v, (nuint)value.Length, 0) == 0) continue;
-            }
+            if (fsetxattr(fd, xattr, value) == 0) continue;
             var errno = Errno;
             if (errno == EOPNOTSUPP) { SkippedEntries++; continue; }
             throw OsError($"set xattr {xattr}", name, errno);
@@ -291,7 +286,7 @@ internal sealed unsafe class TreeWriter : IDisposable
     private static void SetTimesAt(int dirFd, string baseName, Timespec mtime, string name)
     {
         // atime is set to mtime: layers rarely carry it and nothing in a container relies on it.
-        var times = stackalloc Timespec[2];
+        Span<Timespec> times = stackalloc Timespec[2];
         times[0] = times[1] = mtime;
         if (utimensat(dirFd, baseName, times, AT_SYMLINK_NOFOLLOW) != 0) throw OsError("set mtime", name, Errno);
     }
@@ -310,20 +305,17 @@ internal sealed unsafe class TreeWriter : IDisposable
 
     private static void WriteAll(int fd, ReadOnlySpan<byte> data, string name)
     {
-        fixed (byte* p = data)
+        var done = 0;
+        while (done < data.Length)
         {
-            var done = 0;
-            while (done < data.Length)
+            var n = write(fd, data[done..]);
+            if (n < 0)
             {
-                var n = write(fd, p + done, (nuint)(data.Length - done));
-                if (n < 0)
-                {
-                    var errno = Errno;
-                    if (errno == EINTR) continue;
-                    throw OsError("write", name, errno);
-                }
-                done += (int)n;
+                var errno = Errno;
+                if (errno == EINTR) continue;
+                throw OsError("write", name, errno);
             }
+            done += (int)n;
         }
     }
 

@@ -1,6 +1,6 @@
 using System.Text;
 using BatchRunner.Oci.Layers;
-using static BatchRunner.Oci.Layers.Libc;
+using static BatchRunner.Native.Libc;
 
 namespace BatchRunner.Oci.Snapshots;
 
@@ -43,6 +43,13 @@ public static class MountCleanup
             if (fields.Length > 4) result.Add(Unescape(fields[4]));
         }
         return result;
+    }
+
+    /// <summary>True when <paramref name="dir"/> or any path below it is a mount point now.</summary>
+    public static bool AnyMountAtOrUnder(string dir)
+    {
+        var root = (RealPath(dir) ?? Path.GetFullPath(dir)).TrimEnd('/');
+        return MountPoints().Any(p => p == root || p.StartsWith(root + "/", StringComparison.Ordinal));
     }
 
     public static bool IsMountPoint(string path)

@@ -1,7 +1,7 @@
 using System.Text;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
-using static BatchRunner.Oci.Layers.Libc;
+using static BatchRunner.Native.Libc;
 
 namespace BatchRunner.Oci.Snapshots;
 
@@ -17,6 +17,10 @@ public sealed partial class OverlaySnapshotter(ILogger<OverlaySnapshotter>? logg
 
     private readonly ILogger _logger = logger ?? (ILogger)NullLogger.Instance;
 
+    async Task<IRootfs> ISnapshotter.MountAsync(IReadOnlyList<string> lowerDirs, string workDir, CancellationToken ct) =>
+        await MountAsync(lowerDirs, workDir, ct);
+
+    /// <inheritdoc cref="ISnapshotter.MountAsync"/>
     public Task<RootfsMount> MountAsync(IReadOnlyList<string> lowerDirs, string workDir, CancellationToken ct)
     {
         ct.ThrowIfCancellationRequested();

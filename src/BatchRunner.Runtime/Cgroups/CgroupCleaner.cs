@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using BatchRunner.Native;
 
 namespace BatchRunner.Runtime.Cgroups;
 
@@ -53,7 +54,7 @@ public sealed class CgroupCleaner(CgroupVersion version, string root = CgroupVer
         {
             Thaw(dir);
             var pids = CgroupStats.ReadProcsRecursive(dir);
-            foreach (var pid in pids) Native.kill(pid, Native.SIGKILL);
+            foreach (var pid in pids) Libc.kill(pid, Libc.SIGKILL);
             if (pids.Count == 0 && TryRemoveTree(dir)) return;
             if (sw.Elapsed > timeout)
                 throw new IOException($"cgroup {dir} is still busy after {timeout.TotalSeconds:0.#} s ({pids.Count} processes left)");

@@ -1,6 +1,7 @@
 using System.Runtime.InteropServices;
 using System.Text.RegularExpressions;
 using BatchRunner.Runtime.Spec;
+using BatchRunner.Native;
 
 namespace BatchRunner.Runtime.Gpus;
 
@@ -159,35 +160,10 @@ public static partial class GpuSpecOpts
     private static (string Type, long Major, long Minor) HostDevice(GpuDeviceNode node)
     {
         var host = node.EffectiveHostPath;
-        if (DeviceStat.TryStat(host, out var type, out var major, out var minor))
-            return (node.Type ?? type, major, minor);
+        if (Libc.TryStat(Libc.AT_FDCWD, host, out var st, followTrailingSymlink: true) && st.DeviceType is { } type)
+            return (node.Type ?? type, st.RdevMajor, st.RdevMinor);
         if (node.Major is { } ma && node.Minor is { } mi)
             return (node.Type ?? "c", ma, mi);
         throw new InvalidOperationException($"GPU device node {host} does not exist or is not a device, and its edits give no major:minor");
-    }
-}
-
-/// <summary>Type and major:minor of a device node, via statx (one struct layout on every architecture).</summary>
-internal static unsafe partial class DeviceStat
-{
-    private const int AT_FDCWD = -100;
-    private const uint STATX_TYPE = 0x1;
-    private const ushort S_IFMT = 0xF000, S_IFCHR = 0x2000, S_IFBLK = 0x6000;
-
-    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
-    private static partial int statx(int dirfd, string path, int flags, uint mask, byte* buf);
-
-    public static bool TryStat(string path, out string type, out long major, out long minor)
-    {
-        type = "";
-        major = minor = 0;
-        byte* buf = stackalloc byte[256];
-        if (statx(AT_FDCWD, path, 0, STATX_TYPE, buf) != 0) return false;
-        var mode = *(ushort*)(buf + 28);
-        type = (mode & S_IFMT) switch { S_IFCHR => "c", S_IFBLK => "b", _ => "" };
-        if (type.Length == 0) return false;
-        major = *(uint*)(buf + 128); // stx_rdev_major
-        minor = *(uint*)(buf + 132); // stx_rdev_minor
-        return true;
     }
 }

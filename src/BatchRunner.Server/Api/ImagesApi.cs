@@ -1,13 +1,12 @@
 using BatchRunner.Oci;
 using BatchRunner.Oci.Import;
 using BatchRunner.Oci.Store;
-using BatchRunner.Server.Hosting;
+using BatchRunner.Server.Storage;
 using Microsoft.AspNetCore.Http.Features;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.AspNetCore.Mvc;
 using Microsoft.AspNetCore.WebUtilities;
 using Microsoft.Net.Http.Headers;
-using Npgsql;
 
 namespace BatchRunner.Server.Api;
 
@@ -24,13 +23,6 @@ public sealed record ImageDto(string Name, string Digest, long SizeBytes, DateTi
 /// </summary>
 public static class ImagesApi
 {
-    // What a pull can leave for a job to use: an image is "in use" from submission until the job ends. A queued
-    // job has no digest yet; it pulls (or, with pullPolicy never, fails clearly) when it starts.
-    private const string InUseSql = """
-        select distinct image_digest from batchrunner.jobs
-        where state in ('queued', 'starting', 'running') and image_digest is not null
-        """;
-
     private static readonly HashSet<string> ArchiveContentTypes = new(StringComparer.OrdinalIgnoreCase)
     {
         "application/octet-stream", "application/x-tar", "application/tar", "application/gzip", "application/x-gzip",
@@ -108,11 +100,11 @@ public static class ImagesApi
 
     /// <summary><c>DELETE /api/v1/images/{name}</c>: removes the image and the layers no other image uses.</summary>
     public static async Task<Results<NoContent, ValidationProblem, ProblemHttpResult>> DeleteAsync(
-        string name, ImageStore store, NpgsqlDataSource db, CancellationToken ct)
+        string name, ImageStore store, JobStore jobs, CancellationToken ct)
     {
         if (!ImageReference.TryParse(name, out var reference, out var nameError))
             return TypedResults.ValidationProblem(new Dictionary<string, string[]> { ["name"] = [nameError] }, title: "The image name is invalid");
-        var inUse = await InUseDigestsAsync(db, ct);
+        var inUse = await jobs.InUseImageDigestsAsync(ct);
         try
         {
             await store.DeleteAsync(reference.ToString(), inUse.Contains, ct);
@@ -126,16 +118,6 @@ public static class ImagesApi
         {
             return TypedResults.Problem(statusCode: StatusCodes.Status409Conflict, title: "Image in use", detail: e.Message);
         }
-    }
-
-    /// <summary>Manifest digests of images that queued, starting or running jobs use (also what a periodic GC must keep).</summary>
-    public static async Task<ISet<string>> InUseDigestsAsync(NpgsqlDataSource db, CancellationToken ct)
-    {
-        var digests = new HashSet<string>(StringComparer.Ordinal);
-        await using var cmd = db.CreateCommand(InUseSql);
-        await using var reader = await cmd.ExecuteReaderAsync(ct);
-        while (await reader.ReadAsync(ct)) digests.Add(reader.GetString(0));
-        return digests;
     }
 
     private static async Task<Stream?> FindFilePartAsync(HttpRequest request, MediaTypeHeaderValue contentType, CancellationToken ct)

@@ -1,4 +1,4 @@
-using BatchRunner.Server.Execution;
+using BatchRunner.Server.Storage;
 
 namespace BatchRunner.Server.Api;
 

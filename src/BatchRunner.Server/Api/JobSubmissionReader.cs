@@ -1,8 +1,8 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using BatchRunner.Core;
-using BatchRunner.Server.Execution;
 using BatchRunner.Server.Hosting;
+using BatchRunner.Server.Storage;
 using Microsoft.AspNetCore.Http.Features;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.AspNetCore.WebUtilities;

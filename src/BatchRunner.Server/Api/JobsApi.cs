@@ -2,13 +2,11 @@ using System.Text.Json;
 using System.Text.Json.Serialization;
 using BatchRunner.Core;
 using BatchRunner.Oci;
-using BatchRunner.Server.Execution;
 using BatchRunner.Server.Hosting;
 using BatchRunner.Server.Nodes;
 using BatchRunner.Server.Observability;
+using BatchRunner.Server.Scheduling;
 using BatchRunner.Server.Storage;
-using Hangfire;
-using Hangfire.States;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.Extensions.Options;
 
@@ -36,7 +34,7 @@ public static class JobsApi
     public const string IdempotencyKeyHeader = "Idempotency-Key";
 
     public static async Task<Results<Created<JobDto>, Ok<JobDto>, ValidationProblem, ProblemHttpResult>> SubmitAsync(
-        HttpRequest request, JobStore store, LiveNodes liveNodes, IBackgroundJobClient hangfire, IOptions<BatchRunnerOptions> options, CancellationToken ct)
+        HttpRequest request, JobStore store, LiveNodes liveNodes, JobQueue queue, IOptions<BatchRunnerOptions> options, CancellationToken ct)
     {
         // JSON, or multipart with a spec part and input files (staged, not yet the job's); node policy checked.
         var read = await JobSubmissionReader.ReadAsync(request, ct);
@@ -48,9 +46,9 @@ public static class JobsApi
         var errors = result.Errors.ToDictionary(e => e.Key, e => e.Value);
         if (!string.IsNullOrWhiteSpace(submission?.Image) && !ImageReference.TryParse(submission.Image, out _, out var refError))
             errors["image"] = [refError ?? "invalid image reference"];
-        var queue = submission?.Queue ?? JobDefaults.Queue;
-        if (!errors.ContainsKey("queue") && !options.Value.Queues.Contains(queue))
-            errors["queue"] = [$"unknown queue \"{queue}\"; configured queues: {string.Join(", ", options.Value.Queues)}"];
+        var queueName = submission?.Queue ?? JobDefaults.Queue;
+        if (!errors.ContainsKey("queue") && !options.Value.Queues.Contains(queueName))
+            errors["queue"] = [$"unknown queue \"{queueName}\"; configured queues: {string.Join(", ", options.Value.Queues)}"];
         string? idempotencyKey = request.Headers[IdempotencyKeyHeader].FirstOrDefault();
         if (idempotencyKey is not null && (idempotencyKey.Length is 0 or > 255))
             errors[IdempotencyKeyHeader] = ["the Idempotency-Key header must be 1-255 characters"];
@@ -59,7 +57,7 @@ public static class JobsApi
 
         var spec = result.Spec!;
         // A job that no live node could ever run is refused now rather than queued forever.
-        var misfit = await liveNodes.WhyNoNodeFitsAsync(spec, spec.Resources.Gpus, ct);
+        var misfit = await liveNodes.WhyNoNodeFitsAsync(spec, ct);
         if (misfit.Count > 0)
             return TypedResults.ValidationProblem(misfit, title: "No live node can run this job");
         var job = new JobRecord
@@ -84,9 +82,7 @@ public static class JobsApi
         }
         // Inputs are in the job's directory before any worker can pick the job up.
         JobSubmissionReader.CommitInputs(request, job.Id);
-        var hangfireId = hangfire.Create<JobPerformer>(
-            p => p.RunAsync(job.Id, job.Name ?? job.Image, CancellationToken.None), new EnqueuedState(spec.Queue));
-        await store.SetHangfireJobIdAsync(job.Id, hangfireId, CancellationToken.None);
+        var hangfireId = await queue.EnqueueAsync(job.Id, job.Name ?? job.Image, spec.Queue, CancellationToken.None);
         BatchRunnerMetrics.JobsSubmitted.WithLabels(spec.Queue).Inc();
         return TypedResults.Created($"/api/v1/jobs/{job.Id}", JobDto.From(job with { HangfireJobId = hangfireId }));
     }
@@ -116,7 +112,7 @@ public static class JobsApi
     }
 
     public static async Task<Results<Accepted<JobDto>, ProblemHttpResult>> CancelAsync(
-        string id, JobStore store, JobNodeLiveness liveness, IBackgroundJobClient hangfire, CancellationToken ct)
+        string id, JobStore store, JobNodeLiveness liveness, JobQueue queue, CancellationToken ct)
     {
         if (!Guid.TryParse(id, out var jobId)) return NotFound(id);
         var (result, hangfireId) = await store.RequestCancelAsync(jobId, ct);
@@ -131,7 +127,7 @@ public static class JobsApi
         }
         // Deleting the Hangfire job removes a queued one from its queue, and fires the cancellation
         // token of a running one on whichever worker runs it (checked every CancellationCheckInterval).
-        if (hangfireId is not null) hangfire.Delete(hangfireId);
+        if (hangfireId is not null) queue.Delete(hangfireId);
         if (result == JobStore.CancelResult.CancelledWhileQueued)
         {
             var q = (await store.GetAsync(jobId, ct))!;

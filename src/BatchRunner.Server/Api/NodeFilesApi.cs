@@ -1,4 +1,3 @@
-using BatchRunner.Server.Execution;
 using BatchRunner.Server.Nodes;
 using BatchRunner.Server.Storage;
 
@@ -23,7 +22,7 @@ public static class NodeFilesApi
             var token = ctx.HttpContext.RequestServices.GetRequiredService<ClusterToken>();
             if (await token.MatchesAsync(ctx.HttpContext.Request.Headers[ClusterToken.Header].FirstOrDefault(), ctx.HttpContext.RequestAborted))
             {
-                Hosting.RequestLog.SetKeyId(ctx.HttpContext, Hosting.RequestLog.NodeKeyId);
+                RequestLog.SetKeyId(ctx.HttpContext, RequestLog.NodeKeyId);
                 return await next(ctx);
             }
             return TypedResults.Problem(statusCode: StatusCodes.Status403Forbidden, title: "Forbidden", detail: "node-to-node endpoint");

@@ -1,5 +1,5 @@
-using BatchRunner.Server.Hosting;
 using BatchRunner.Server.Nodes;
+using BatchRunner.Server.Storage;
 using Microsoft.AspNetCore.Http.HttpResults;
 
 namespace BatchRunner.Server.Api;

@@ -1,9 +1,8 @@
 using BatchRunner.Core;
 using BatchRunner.Oci.Store;
-using BatchRunner.Server.Api;
 using BatchRunner.Server.Hosting;
+using BatchRunner.Server.Storage;
 using Microsoft.Extensions.Options;
-using Npgsql;
 
 namespace BatchRunner.Server.Execution;
 
@@ -15,7 +14,7 @@ namespace BatchRunner.Server.Execution;
 /// </summary>
 public sealed partial class ImageCacheCollector(
     ImageStore images,
-    NpgsqlDataSource db,
+    JobStore jobs,
     IOptions<BatchRunnerOptions> options,
     ILogger<ImageCacheCollector> log) : BackgroundService
 {
@@ -35,7 +34,7 @@ public sealed partial class ImageCacheCollector(
 
     public async Task<GcResult> CollectAsync(long budgetBytes, CancellationToken ct)
     {
-        var inUse = await ImagesApi.InUseDigestsAsync(db, ct);
+        var inUse = await jobs.InUseImageDigestsAsync(ct);
         var now = DateTime.UtcNow;
         foreach (var image in images.List().Where(i => now - i.LastUsedUtc < RecentUse)) inUse.Add(image.ManifestDigest);
         var result = await images.GarbageCollectAsync(budgetBytes, inUse, ct);

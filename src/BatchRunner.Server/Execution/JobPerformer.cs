@@ -1,16 +1,21 @@
 using System.ComponentModel;
+using BatchRunner.Server.Storage;
 using Hangfire;
 
 namespace BatchRunner.Server.Execution;
 
 /// <summary>
-/// The Hangfire job. Its only argument is the BatchRunner job id (the spec lives in batchrunner.jobs),
-/// and its display name is the BatchRunner job's name, not a C# signature.
+/// The worker's <see cref="IJobPerformer"/>: Hangfire activates it for each delivery and it hands the job to
+/// the <see cref="JobExecutor"/>.
 /// </summary>
-public sealed class JobPerformer(JobExecutor executor)
+/// <remarks>
+/// Its full name is part of the stored data: Hangfire messages enqueued before <see cref="IJobPerformer"/>
+/// existed name this class (<c>BatchRunner.Server.Execution.JobPerformer, batchrunner</c>) and its method
+/// <c>RunAsync(Guid, string, CancellationToken)</c>, and Hangfire reads their filters from here. Do not rename
+/// or move it, nor change the method's signature or attributes.
+/// </remarks>
+public sealed class JobPerformer(JobExecutor executor) : IJobPerformer
 {
-    // BatchRunner records every outcome itself; Hangfire must not re-run a job that failed by its own
-    // fault (a non-zero exit). Shutdown requeues happen through the cancellation path, not retries.
     [AutomaticRetry(Attempts = 0, OnAttemptsExceeded = AttemptsExceededAction.Fail)]
     [JobDisplayName("{1}")]
     [DisplayName("{1}")]

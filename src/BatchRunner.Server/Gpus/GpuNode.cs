@@ -3,11 +3,13 @@ using BatchRunner.Server.Hosting;
 
 namespace BatchRunner.Server.Gpus;
 
-/// <summary>This worker's GPUs: the inventory found at start-up, who holds which, and their metrics.</summary>
-public sealed partial class GpuNode(GpuInventory inventory, GpuAllocator allocator, GpuMonitor monitor)
+/// <summary>
+/// This worker's GPUs: the inventory found at start-up and their metrics. Which job holds which GPU is
+/// Scheduling/NodeReservations' business, with the node's CPUs and memory.
+/// </summary>
+public sealed partial class GpuNode(GpuInventory inventory, GpuMonitor monitor)
 {
     public GpuInventory Inventory { get; } = inventory;
-    public GpuAllocator Allocator { get; } = allocator;
     public GpuMonitor Monitor { get; } = monitor;
 
     /// <summary>Finds this node's GPUs once (CDI specs, else NVIDIA discovery); never fails for a node without a driver.</summary>

@@ -1,17 +1,15 @@
-using System.Net.Sockets;
 using BatchRunner.Oci;
 using BatchRunner.Oci.Store;
 using BatchRunner.Runtime;
 using BatchRunner.Server.Api;
+using BatchRunner.Server.Dashboard;
 using BatchRunner.Server.Execution;
 using BatchRunner.Server.Nodes;
 using BatchRunner.Server.Observability;
+using BatchRunner.Server.Scheduling;
 using BatchRunner.Server.Storage;
 using Hangfire;
-using Hangfire.PostgreSql;
-using Hangfire.PostgreSql.Factories;
 using Microsoft.AspNetCore.Diagnostics;
-using Npgsql;
 using Prometheus;
 
 namespace BatchRunner.Server.Hosting;
@@ -51,9 +49,7 @@ public static partial class BatchRunnerApp
         }
         try
         {
-            var dataSource = NpgsqlDataSource.Create(connectionString);
-            await Migrator.MigrateAsync(dataSource, bootLog, ct);
-            builder.Services.AddSingleton(dataSource);
+            await builder.Services.AddBatchRunnerStorageAsync(connectionString, bootLog, ct);
             if (embedded is not null) builder.Services.AddHostedService(_ => new EmbeddedPostgresLifetime(embedded));
 
             var apiKey = ApiKey.Resolve(options.ApiKey, options.DataDir);
@@ -86,7 +82,7 @@ public static partial class BatchRunnerApp
         var node = NodeIdentity.For(options.NodeName, options.DataDir);
         services.AddSingleton(paths);
         services.AddSingleton(node);
-        services.AddSingleton<JobStore>();
+        services.AddSingleton(TimeProvider.System);
         services.AddSingleton<JobNodeLiveness>();
         services.AddBatchRunnerObservability(options);
         services.AddProblemDetails();
@@ -94,24 +90,6 @@ public static partial class BatchRunnerApp
         // Uploads of inputs that a crashed API process left half-received.
         if (options.RunsApi) services.AddHostedService<InputStagingSweeper>();
 
-        // This process's own storage instance, registered before AddHangfire so that the job client, the
-        // server and the dashboard all use it rather than the static JobStorage.Current (two BatchRunner
-        // hosts in one process, as in tests, must not share one).
-        var storageOptions = new PostgreSqlStorageOptions
-        {
-            SchemaName = "hangfire",
-            PrepareSchemaIfNecessary = true,
-            // LISTEN/NOTIFY: a worker in another process picks a new job up in tens of milliseconds,
-            // not after the 15 s default poll.
-            EnableLongPolling = true,
-            QueuePollInterval = TimeSpan.FromSeconds(5),
-            // A fetched job stays invisible while its worker keeps it alive, however long it runs. A dead
-            // worker's jobs are handed back within seconds by NodeRegistry (node heartbeats), so this
-            // timeout is only the last resort and is long enough to ride out a database restart.
-            UseSlidingInvisibilityTimeout = true,
-            InvisibilityTimeout = TimeSpan.FromMinutes(5),
-        };
-        services.AddSingleton<JobStorage>(new PostgreSqlStorage(new NpgsqlConnectionFactory(connectionString, storageOptions), storageOptions));
         // Likewise this host's own job activator: the static JobActivator.Current would resolve JobPerformer
         // from whichever host configured Hangfire last, even after that host was disposed.
         services.AddSingleton<JobActivator>(sp => new Hangfire.AspNetCore.AspNetCoreJobActivator(sp.GetRequiredService<IServiceScopeFactory>()));
@@ -124,7 +102,6 @@ public static partial class BatchRunnerApp
             // Jobs a node cannot run now, and retries with back-off, go back to the queue or the schedule.
             .UseFilter(RescheduleFilter.Instance));
 
-        services.AddSingleton<NodeStore>();
         services.AddSingleton<LiveNodes>();
         // Logs and outputs stay on the node that ran the job; the API forwards requests for them there.
         services.AddSingleton(sp => new NodeAddress(sp.GetRequiredService<Microsoft.AspNetCore.Hosting.Server.IServer>(), options.AdvertiseUrl));
@@ -140,26 +117,30 @@ public static partial class BatchRunnerApp
             services.AddSingleton<ISnapshotter>(sp => Components.CreateSnapshotter(sp));
             services.AddSingleton(runtime!);
             services.AddSingleton<IContainerRuntime>(sp => Components.CreateRuntime(runtime!, paths, sp));
+            // The attempt's phases, in AttemptRunner's order; each owns one resource of an attempt.
+            services.AddSingleton<Execution.Phases.ImagePhase>();
+            services.AddSingleton<Execution.Phases.RootfsPhase>();
+            services.AddSingleton<Execution.Phases.ContainerPhase>();
+            services.AddSingleton<Execution.Phases.OutputsPhase>();
+            services.AddSingleton<AttemptRunner>();
             services.AddSingleton<JobExecutor>();
+            // New messages name IJobPerformer; messages enqueued by older versions name JobPerformer itself.
             services.AddTransient<JobPerformer>();
+            services.AddTransient<IJobPerformer>(sp => sp.GetRequiredService<JobPerformer>());
             services.AddSingleton(gpus!);
-            services.AddSingleton(new Gpus.GpuAllocator(gpus!.Gpus));
-            services.AddSingleton(sp => new Gpus.GpuMetricsPublisher(options.NodeName, gpus.Gpus));
+            services.AddSingleton(sp => new Gpus.GpuMetricsPublisher(options.NodeName, gpus!.Gpus));
             services.AddSingleton(sp => new Gpus.GpuMonitor(gpuMetrics, sp.GetRequiredService<Gpus.GpuMetricsPublisher>(), TimeSpan.FromSeconds(Math.Max(1, options.Gpus.SampleSeconds)),
                 sp.GetRequiredService<ILogger<Gpus.GpuMonitor>>()));
             services.AddHostedService(sp => sp.GetRequiredService<Gpus.GpuMonitor>());
             services.AddSingleton<Gpus.GpuNode>();
-            services.AddSingleton(_ => new NodeResources(Components.Capacity(options) with
-            {
-                Gpus = gpus.Gpus.Count,
-                GpuModels = gpus.Gpus.Select(g => g.Model).Distinct().ToList(),
-            }));
+            // CPUs, memory and GPUs of this node, reserved together by the executor.
+            services.AddSingleton(_ => new NodeReservations(options.NodeName, Components.Capacity(options), gpus!.Gpus));
             services.AddSingleton<NodeRegistry>();
+            services.AddSingleton<INodeFence>(sp => sp.GetRequiredService<NodeRegistry>());
             // Hosted services start in this order and stop in reverse: leftovers are removed and the node
             // registered before the Hangfire server fetches the first job; on shutdown the Hangfire server
             // (running jobs, grace period) stops first.
             services.AddHostedService<NodeJanitor>();
-            services.AddHostedService<ProcessWatchdog>();
             services.AddHostedService(sp => sp.GetRequiredService<NodeRegistry>());
             services.AddSingleton<ImageCacheCollector>();
             services.AddHostedService(sp => sp.GetRequiredService<ImageCacheCollector>());
@@ -197,24 +178,14 @@ public static partial class BatchRunnerApp
         }
     }
 
-    private static async Task<IResult> HealthAsync(NpgsqlDataSource db, NodeIdentity node, IServiceProvider sp, CancellationToken ct)
+    private static async Task<IResult> HealthAsync(DatabaseHealth db, NodeIdentity node, IServiceProvider sp, CancellationToken ct)
     {
         var options = sp.GetRequiredService<Microsoft.Extensions.Options.IOptions<BatchRunnerOptions>>().Value;
-        string database;
-        try
-        {
-            await using var cmd = db.CreateCommand("select 1");
-            await cmd.ExecuteScalarAsync(ct);
-            database = "ok";
-        }
-        catch (Exception e) when (e is NpgsqlException or SocketException or TimeoutException)
-        {
-            database = "unavailable: " + e.Message;
-        }
+        var database = await db.CheckAsync(ct);
         var runtime = options.RunsWorker ? sp.GetService<IContainerRuntime>() : null;
         var body = new
         {
-            status = database == "ok" ? "ok" : "degraded",
+            status = database == DatabaseHealth.Ok ? "ok" : "degraded",
             role = options.Role,
             node = node.Name,
             database,
@@ -223,19 +194,16 @@ public static partial class BatchRunnerApp
                 ? new { count = inv.Gpus.Count, source = inv.Source, devices = inv.Gpus.Select(g => new { index = g.Index, uuid = g.Uuid, model = g.Model, memoryBytes = g.MemoryBytes }) }
                 : null,
         };
-        return database == "ok" ? TypedResults.Ok(body) : TypedResults.Json(body, statusCode: StatusCodes.Status503ServiceUnavailable);
+        return database == DatabaseHealth.Ok ? TypedResults.Ok(body) : TypedResults.Json(body, statusCode: StatusCodes.Status503ServiceUnavailable);
     }
 
     /// <summary>The database being away is an outage (503, retry later), not a server bug (500).</summary>
-    private static int StatusFor(Exception e) => IsDatabaseOutage(e) ? StatusCodes.Status503ServiceUnavailable : StatusCodes.Status500InternalServerError;
-
-    private static bool IsDatabaseOutage(Exception e) =>
-        e is NpgsqlException or SocketException or TimeoutException || (e.InnerException is { } inner && IsDatabaseOutage(inner));
+    private static int StatusFor(Exception e) => DatabaseErrors.IsOutage(e) ? StatusCodes.Status503ServiceUnavailable : StatusCodes.Status500InternalServerError;
 
     private static async Task WriteProblemAsync(HttpContext http)
     {
         var e = http.Features.Get<IExceptionHandlerFeature>()?.Error;
-        var outage = e is not null && IsDatabaseOutage(e);
+        var outage = e is not null && DatabaseErrors.IsOutage(e);
         http.Response.StatusCode = outage ? 503 : 500;
         if (outage) http.Response.Headers.RetryAfter = "5";
         await TypedResults.Problem(

@@ -1,6 +1,7 @@
 using BatchRunner.Runtime;
 using BatchRunner.Runtime.Network;
 using BatchRunner.Server.Execution;
+using BatchRunner.Server.Storage;
 using Microsoft.Extensions.Options;
 
 namespace BatchRunner.Server.Hosting;

@@ -4,6 +4,7 @@ using BatchRunner.Oci.Snapshots;
 using BatchRunner.Oci.Store;
 using BatchRunner.Runtime;
 using BatchRunner.Server.Execution;
+using BatchRunner.Server.Storage;
 
 namespace BatchRunner.Server.Hosting;
 
@@ -37,13 +38,28 @@ internal static partial class Components
         return new DockerConfigCredentialSource(config, helpers);
     }
 
-    public static Nodes.NodeCapacity Capacity(BatchRunnerOptions options)
+    /// <summary>What this node offers to jobs (GPUs are added from the inventory): the configured CPUs and memory,
+    /// else the machine's CPUs and its memory less a reserve for the host itself (10%, at most 2Gi).</summary>
+    public static NodeCapacity Capacity(BatchRunnerOptions options)
     {
         long? memory = null;
         if (!string.IsNullOrWhiteSpace(options.Capacity.Memory))
             memory = Core.Quantity.TryParseBytes(options.Capacity.Memory, out var m) ? m
                 : throw new InvalidOperationException($"BatchRunner:Capacity:Memory \"{options.Capacity.Memory}\" is not a quantity");
-        return Nodes.NodeCapacity.FromMachine(options.Capacity.Cpus, memory);
+        return new NodeCapacity(options.Capacity.Cpus ?? Environment.ProcessorCount, memory ?? MachineMemoryBytes(), 0);
+    }
+
+    /// <summary>MemTotal from /proc/meminfo, less a reserve for the host itself.</summary>
+    private static long MachineMemoryBytes()
+    {
+        foreach (var line in File.ReadLines("/proc/meminfo"))
+        {
+            if (!line.StartsWith("MemTotal:", StringComparison.Ordinal)) continue;
+            var kb = long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], System.Globalization.CultureInfo.InvariantCulture);
+            var total = kb * 1024;
+            return total - Math.Min(total / 10, 2L << 30);
+        }
+        return 1L << 30;
     }
 
     public static ISnapshotter CreateSnapshotter(IServiceProvider sp) => new OverlaySnapshotter(sp.GetRequiredService<ILogger<OverlaySnapshotter>>());

@@ -1,5 +1,6 @@
 using System.Security.Cryptography;
 using System.Text;
+using BatchRunner.Server.Storage;
 
 namespace BatchRunner.Server.Nodes;
 

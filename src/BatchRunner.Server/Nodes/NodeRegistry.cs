@@ -1,8 +1,7 @@
 using BatchRunner.Core;
-using BatchRunner.Server.Execution;
 using BatchRunner.Server.Hosting;
+using BatchRunner.Server.Scheduling;
 using BatchRunner.Server.Storage;
-using Hangfire;
 using Microsoft.Extensions.Options;
 
 namespace BatchRunner.Server.Nodes;
@@ -18,11 +17,11 @@ public sealed partial class NodeRegistry(
     NodeStore nodes,
     JobStore jobs,
     NodeIdentity node,
-    NodeResources resources,
-    IBackgroundJobClient hangfire,
+    NodeReservations resources,
+    JobQueue queue,
     NodeAddress address,
     IOptions<BatchRunnerOptions> options,
-    ILogger<NodeRegistry> log) : BackgroundService
+    ILogger<NodeRegistry> log) : BackgroundService, INodeFence
 {
     private readonly BatchRunnerOptions _options = options.Value;
     private CancellationTokenSource _fenced = new();
@@ -41,7 +40,6 @@ public sealed partial class NodeRegistry(
         await Durably.RunAsync(c => nodes.RegisterAsync(node.Name, Instance, _options.Labels, resources.Capacity,
             _options.Queues, Lease, c), ct, TimeSpan.FromMinutes(2));
         LogRegistered(log, node.Name, resources.Capacity.Cpus, Quantity.FormatBytes(resources.Capacity.MemoryBytes), resources.Capacity.Gpus);
-        Observability.NodeMetrics.SetCapacity(node.Name, resources.Capacity.Cpus, resources.Capacity.MemoryBytes, resources.Capacity.Gpus);
         await base.StartAsync(ct);
     }
 
@@ -95,13 +93,13 @@ public sealed partial class NodeRegistry(
             var lostCount = (await jobs.GetAttemptsAsync(lost.JobId, ct)).Count(a => a.Reason == FailureReason.NodeLost);
             if (lost.Spec.Retry.ShouldRetry(lostCount, FailureReason.NodeLost, null, infrastructureFailure: true))
             {
-                if (lost.HangfireJobId is not null) hangfire.Requeue(lost.HangfireJobId);
+                if (lost.HangfireJobId is not null) queue.Requeue(lost.HangfireJobId);
                 LogRequeuedLost(log, lost.JobId, lost.Attempt, lost.Node);
             }
             else
             {
                 await jobs.FailLostAsync(lost.JobId, lost.Attempt, $"node {lost.Node} was lost {lostCount} times; no retries left", ct);
-                if (lost.HangfireJobId is not null) hangfire.Delete(lost.HangfireJobId);
+                if (lost.HangfireJobId is not null) queue.Delete(lost.HangfireJobId);
                 LogFailedLost(log, lost.JobId, lost.Attempt, lost.Node);
             }
         }
@@ -110,10 +108,9 @@ public sealed partial class NodeRegistry(
     /// <summary>A job accepted by an API that died before creating its Hangfire message is enqueued here.</summary>
     private async Task RescueStrandedAsync(CancellationToken ct)
     {
-        foreach (var (id, queue, name) in await nodes.StrandedQueuedJobsAsync(TimeSpan.FromSeconds(30), ct))
+        foreach (var (id, queueName, name) in await nodes.StrandedQueuedJobsAsync(TimeSpan.FromSeconds(30), ct))
         {
-            var hf = hangfire.Create<JobPerformer>(p => p.RunAsync(id, name, CancellationToken.None), new Hangfire.States.EnqueuedState(queue));
-            await jobs.SetHangfireJobIdAsync(id, hf, ct);
+            await queue.EnqueueAsync(id, name, queueName, ct);
             LogRescued(log, id);
         }
     }
@@ -122,7 +119,7 @@ public sealed partial class NodeRegistry(
     {
         await base.StopAsync(ct);
         try { await nodes.MarkStoppedAsync(node.Name, Instance, ct); }
-        catch (Exception e) when (Durably.IsTransient(e)) { /* the lease expires on its own */ }
+        catch (Exception e) when (DatabaseErrors.IsOutage(e)) { /* the lease expires on its own */ }
     }
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Node {Node} registered: {Cpus} CPUs, {Memory} memory, {Gpus} GPUs")]

@@ -4,7 +4,7 @@ namespace BatchRunner.Server.Observability;
 
 /// <summary>
 /// BatchRunner's own Prometheus series. Names end in their unit, as Prometheus users expect. Every
-/// series is documented by what it really measures; docs/metrics (the report of issue #7) lists them.
+/// series' help text says what it really measures; README.md (Monitoring) lists them.
 /// </summary>
 /// <remarks>
 /// Per-container series (cAdvisor names) live in <see cref="ContainerMetrics"/>, node capacity in

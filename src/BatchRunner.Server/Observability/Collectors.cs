@@ -1,35 +1,29 @@
 using BatchRunner.Core;
-using BatchRunner.Server.Execution;
+using BatchRunner.Server.Storage;
 using Hangfire;
-using Npgsql;
 
 namespace BatchRunner.Server.Observability;
 
 /// <summary>
-/// <c>batchrunner_jobs{state,queue}</c>: one grouped count over batchrunner.jobs, at most every 2 s however
+/// <c>batchrunner_jobs{state,queue}</c>: one grouped count of the jobs (<see cref="JobStore.CountByStateAndQueueAsync"/>), at most every 2 s however
 /// many Prometheus servers scrape. Every known state appears for every configured queue and every queue
 /// that has jobs, 0 when empty, so "rate of change" and "absent" queries behave.
 /// </summary>
-internal sealed class JobCountsCollector(NpgsqlDataSource db, IReadOnlyList<string> configuredQueues)
+internal sealed class JobCountsCollector(JobStore jobs, IReadOnlyList<string> configuredQueues)
 {
-    private readonly CachedValue<Dictionary<LabelKey, double>> _counts = new(TimeSpan.FromSeconds(2), ct => CountAsync(db, configuredQueues, ct));
+    private readonly CachedValue<Dictionary<LabelKey, double>> _counts = new(TimeSpan.FromSeconds(2), ct => CountAsync(jobs, configuredQueues, ct));
 
     public async Task<Dictionary<LabelKey, double>> SnapshotAsync(CancellationToken ct) => (await _counts.GetAsync(ct)).Value!;
 
-    private static async Task<Dictionary<LabelKey, double>> CountAsync(NpgsqlDataSource db, IReadOnlyList<string> configuredQueues, CancellationToken ct)
+    private static async Task<Dictionary<LabelKey, double>> CountAsync(JobStore jobs, IReadOnlyList<string> configuredQueues, CancellationToken ct)
     {
         var result = new Dictionary<LabelKey, double>();
         foreach (var q in configuredQueues)
             foreach (var s in JobState.All) result[new LabelKey(s, q)] = 0;
-        await using var cmd = db.CreateCommand("select state, queue, count(*) from batchrunner.jobs group by state, queue");
-        cmd.CommandTimeout = 5;
-        await using var rd = await cmd.ExecuteReaderAsync(ct);
-        while (await rd.ReadAsync(ct))
+        foreach (var (state, queue, count) in await jobs.CountByStateAndQueueAsync(ct))
         {
-            var state = rd.GetString(0);
-            var queue = rd.GetString(1);
             foreach (var s in JobState.All) result.TryAdd(new LabelKey(s, queue), 0);
-            result[new LabelKey(state, queue)] = rd.GetInt64(2);
+            result[new LabelKey(state, queue)] = count;
         }
         return result;
     }

@@ -8,9 +8,8 @@ namespace BatchRunner.Server.Observability;
 
 /// <summary>
 /// What the executor tells the metrics side about a job's container. One instance per host.
-/// <see cref="TrackContainer"/> starts the job's per-container series (<see cref="ContainerMetrics"/>),
-/// observes its start latency and counts its resources as allocated on the node; disposing the handle
-/// removes the series, so they never outlive their job.
+/// <see cref="TrackContainer"/> starts the job's per-container series (<see cref="ContainerMetrics"/>)
+/// and observes its start latency; disposing the handle removes the series, so they never outlive their job.
 /// </summary>
 /// <remarks>
 /// The cgroup is read at scrape time, under the handle's lock. The executor deletes the container
@@ -45,14 +44,13 @@ public sealed class JobTelemetry : IDisposable
             BatchRunnerMetrics.JobStartLatencySeconds.WithLabels(job.Queue).Observe(Math.Max(0, (DateTimeOffset.UtcNow - job.CreatedAt).TotalSeconds));
 
         var labels = new[] { job.Id.ToString(), job.Name ?? "", job.Queue, node, job.Image };
-        var tracked = new Tracked(this, labels, node, spec, container);
+        var tracked = new Tracked(this, labels, container);
         if (spec.MemoryLimitBytes is { } mem) ContainerMetrics.SpecMemoryLimitBytes.WithLabels(labels).Set(mem);
         if (spec.Cpus is { } cpus)
         {
             ContainerMetrics.SpecCpuQuota.WithLabels(labels).Set(Math.Round(cpus * SpecOpts.CpuPeriodMicros));
             ContainerMetrics.SpecCpuPeriod.WithLabels(labels).Set(SpecOpts.CpuPeriodMicros);
         }
-        NodeMetrics.AddLocalAllocation(node, spec.Cpus ?? 0, spec.MemoryLimitBytes ?? 0);
         lock (_gate) _tracked.Add(tracked);
         tracked.Sample();
         return tracked;
@@ -74,7 +72,7 @@ public sealed class JobTelemetry : IDisposable
         foreach (var t in all) t.Dispose();
     }
 
-    private sealed class Tracked(JobTelemetry owner, string[] labels, string node, ContainerSpec spec, IRunningContainer container) : IDisposable
+    private sealed class Tracked(JobTelemetry owner, string[] labels, IRunningContainer container) : IDisposable
     {
         private readonly Lock _gate = new();
         private bool _disposed;
@@ -112,7 +110,6 @@ public sealed class JobTelemetry : IDisposable
                 _disposed = true;
                 foreach (var c in ContainerMetrics.All) RemoveSeries(c, labels);
             }
-            NodeMetrics.AddLocalAllocation(node, -(spec.Cpus ?? 0), -(spec.MemoryLimitBytes ?? 0));
             lock (owner._gate) owner._tracked.Remove(this);
         }
 

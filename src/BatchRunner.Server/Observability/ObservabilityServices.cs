@@ -1,8 +1,7 @@
 using System.Runtime.CompilerServices;
-using BatchRunner.Server.Execution;
 using BatchRunner.Server.Hosting;
+using BatchRunner.Server.Storage;
 using Hangfire;
-using Npgsql;
 
 namespace BatchRunner.Server.Observability;
 
@@ -10,7 +9,8 @@ public static class ObservabilityServices
 {
     /// <summary>
     /// The metrics side of a BatchRunner host: <see cref="JobTelemetry"/> for the executor, and the scrape-time
-    /// collectors (job counts, Hangfire queues, image cache size, this node's capacity). HTTP request
+    /// collectors (job counts, Hangfire queues, image cache size). The node's capacity and allocation series
+    /// come from Scheduling/NodeReservations. HTTP request
     /// metrics and the .NET runtime series come from prometheus-net (UseHttpMetrics, its default collectors).
     /// </summary>
     public static IServiceCollection AddBatchRunnerObservability(this IServiceCollection services, BatchRunnerOptions options)
@@ -34,14 +34,12 @@ public static class ObservabilityServices
             RuntimeHelpers.RunClassConstructor(typeof(NodeMetrics).TypeHandle);
 
             var queues = options.Queues.Distinct(StringComparer.Ordinal).ToArray();
-            var jobs = new JobCountsCollector(sp.GetRequiredService<NpgsqlDataSource>(), queues);
+            var jobs = new JobCountsCollector(sp.GetRequiredService<JobStore>(), queues);
             var hangfire = new HangfireCollector(sp.GetRequiredService<JobStorage>(), queues);
             _hooks.Add(StorageGauges.Add(jobs, hangfire, log));
 
             if (options.RunsWorker)
             {
-                var node = sp.GetRequiredService<NodeIdentity>();
-                NodeMetrics.SetLocalCapacity(node.Name);
                 var images = new ImageCacheSizeCollector(sp.GetRequiredService<DataPaths>());
                 _hooks.Add(ScrapeHooks.Add("image_cache", images.CollectAsync, log));
                 // The executor's telemetry registers its own hook; create it now so running jobs are sampled from the first scrape.

@@ -23,11 +23,11 @@ public sealed class ClusterFacts
         var w1 = await c.StartNodeAsync("w1");
 
         // Follow a job while it runs on w1: the API node streams what w1 serves until the job ends.
-        var ticking = await c.SubmitAsync(new { image = c.Busybox, command = new[] { "sh", "-c", "for i in 1 2 3; do echo tick$i; sleep 0.5; done" } });
+        var ticking = await c.Api.SubmitIdAsync(new { image = c.Busybox, command = new[] { "sh", "-c", "for i in 1 2 3; do echo tick$i; sleep 0.5; done" } });
         await c.WaitAsync(ticking, j => State(j) is "running" or "succeeded", TimeSpan.FromSeconds(60), "ticking job running");
-        Assert.Equal("tick1\ntick2\ntick3\n", await c.Api.GetStringAsync($"/api/v1/jobs/{ticking}/logs?follow=true"));
+        Assert.Equal("tick1\ntick2\ntick3\n", await c.Api.Http.GetStringAsync($"/api/v1/jobs/{ticking}/logs?follow=true"));
 
-        var id = await c.SubmitAsync(new
+        var id = await c.Api.SubmitIdAsync(new
         {
             image = c.Busybox,
             command = new[] { "sh", "-c", "echo out-line; echo err-line >&2; echo 42 > /outputs/answer.txt; mkdir /outputs/sub; echo nested > '/outputs/sub/a b.txt'" },
@@ -36,18 +36,18 @@ public sealed class ClusterFacts
         Assert.Equal("succeeded", State(done));
         Assert.Equal("w1", done.GetProperty("node").GetString());
 
-        Assert.Equal("out-line\nerr-line\n", await c.Api.GetStringAsync($"/api/v1/jobs/{id}/logs"));
-        Assert.Equal("err-line\n", await c.Api.GetStringAsync($"/api/v1/jobs/{id}/logs?stream=stderr"));
-        Assert.Equal("42\n", await c.Api.GetStringAsync($"/api/v1/jobs/{id}/outputs/answer.txt"));
-        Assert.Equal("nested\n", await c.Api.GetStringAsync($"/api/v1/jobs/{id}/outputs/sub/a%20b.txt"));
+        Assert.Equal("out-line\nerr-line\n", await c.Api.Http.GetStringAsync($"/api/v1/jobs/{id}/logs"));
+        Assert.Equal("err-line\n", await c.Api.Http.GetStringAsync($"/api/v1/jobs/{id}/logs?stream=stderr"));
+        Assert.Equal("42\n", await c.Api.Http.GetStringAsync($"/api/v1/jobs/{id}/outputs/answer.txt"));
+        Assert.Equal("nested\n", await c.Api.Http.GetStringAsync($"/api/v1/jobs/{id}/outputs/sub/a%20b.txt"));
         using (var ranged = new HttpRequestMessage(HttpMethod.Get, $"/api/v1/jobs/{id}/outputs/answer.txt"))
         {
             ranged.Headers.Range = new System.Net.Http.Headers.RangeHeaderValue(1, 1);
-            var r = await c.Api.SendAsync(ranged);
+            var r = await c.Api.Http.SendAsync(ranged);
             Assert.Equal(HttpStatusCode.PartialContent, r.StatusCode);
             Assert.Equal("2", await r.Content.ReadAsStringAsync());
         }
-        var missing = await c.Api.GetAsync($"/api/v1/jobs/{id}/outputs/nope.txt");
+        var missing = await c.Api.Http.GetAsync($"/api/v1/jobs/{id}/outputs/nope.txt");
         Assert.Equal(HttpStatusCode.NotFound, missing.StatusCode);
         Assert.Contains("nope.txt", await missing.Content.ReadAsStringAsync());
 
@@ -61,7 +61,7 @@ public sealed class ClusterFacts
         // With w1 gone its files are out of reach: a clear error naming the node, not an empty log.
         w1.Kill();
         await w1.WaitForExitAsync(TimeSpan.FromSeconds(10));
-        var gone = await c.Api.GetAsync($"/api/v1/jobs/{id}/logs");
+        var gone = await c.Api.Http.GetAsync($"/api/v1/jobs/{id}/logs");
         Assert.True(gone.StatusCode is HttpStatusCode.BadGateway or HttpStatusCode.ServiceUnavailable, $"{(int)gone.StatusCode}");
         var detail = JsonDocument.Parse(await gone.Content.ReadAsStringAsync()).RootElement.GetProperty("detail").GetString();
         Assert.Contains("node \"w1\"", detail);
@@ -77,7 +77,7 @@ public sealed class ClusterFacts
 
         var ids = new List<string>();
         for (int i = 0; i < 4; i++)
-            ids.Add(await c.SubmitAsync(new { image = c.Busybox, command = new[] { "sleep", "1" }, resources = new { cpus = 1, memory = "32Mi" } }));
+            ids.Add(await c.Api.SubmitIdAsync(new { image = c.Busybox, command = new[] { "sleep", "1" }, resources = new { cpus = 1, memory = "32Mi" } }));
 
         var runs = new List<(string Node, DateTimeOffset Start, DateTimeOffset End)>();
         foreach (var id in ids)
@@ -96,7 +96,7 @@ public sealed class ClusterFacts
         }
         Assert.Equal(2, runs.Select(r => r.Node).Distinct().Count());
 
-        var nodes = JsonDocument.Parse(await c.Api.GetStringAsync("/api/v1/nodes")).RootElement;
+        var nodes = JsonDocument.Parse(await c.Api.Http.GetStringAsync("/api/v1/nodes")).RootElement;
         Assert.Equal(["w1", "w2"], nodes.EnumerateArray().Select(n => n.GetProperty("name").GetString()).Order());
         Assert.All(nodes.EnumerateArray(), n => Assert.Equal(1, n.GetProperty("capacity").GetProperty("cpus").GetDouble()));
     }
@@ -107,12 +107,12 @@ public sealed class ClusterFacts
         await using var c = await TestCluster.StartAsync();
         await c.StartNodeAsync("api", role: "api");
         var w1 = await c.StartNodeAsync("w1");
-        var id = await c.SubmitAsync(new { image = c.Busybox, command = new[] { "/bin/sh", "-c", "sleep 8; echo done" } });
+        var id = await c.Api.SubmitIdAsync(new { image = c.Busybox, command = new[] { "/bin/sh", "-c", "sleep 8; echo done" } });
         await c.WaitAsync(id, j => State(j) == "running", TimeSpan.FromSeconds(30), "running on w1");
         var containerDir = Path.Combine(w1.DataDir, "run");
         var firstContainer = Directory.GetDirectories(containerDir).Select(Path.GetFileName).Single()!;
         await c.StartNodeAsync("w2");
-        Assert.Equal("running", State(await c.GetJobAsync(id)));
+        Assert.Equal("running", State(await c.Api.GetJobAsync(id)));
 
         w1.Kill();
         await w1.WaitForExitAsync(TimeSpan.FromSeconds(10));
@@ -147,7 +147,7 @@ public sealed class ClusterFacts
         await c.StartNodeAsync("n1", role: "all", cpus: 2, workers: 4);
         var ids = new List<string>();
         for (int i = 0; i < 20; i++)
-            ids.Add(await c.SubmitAsync(new
+            ids.Add(await c.Api.SubmitIdAsync(new
             {
                 image = c.Busybox,
                 command = new[] { "/bin/sh", "-c", $"sleep 0.5; echo {i} > /outputs/n.txt" },
@@ -156,7 +156,7 @@ public sealed class ClusterFacts
         await c.WaitAsync(ids[0], j => State(j) is "running" or "succeeded", TimeSpan.FromSeconds(30), "first job started");
 
         await c.Postgres.StopAsync();
-        var during = await c.Api.GetAsync("/api/v1/jobs");
+        var during = await c.Api.Http.GetAsync("/api/v1/jobs");
         Assert.Equal(HttpStatusCode.ServiceUnavailable, during.StatusCode);
         Assert.True(during.Headers.RetryAfter is not null, "503 carries Retry-After");
         await c.Postgres.RestartAsync();
@@ -165,7 +165,7 @@ public sealed class ClusterFacts
         {
             var done = await c.WaitFinalAsync(ids[i], TimeSpan.FromSeconds(120));
             Assert.Equal("succeeded", State(done));
-            Assert.Equal($"{i}\n", await c.Api.GetStringAsync($"/api/v1/jobs/{ids[i]}/outputs/n.txt"));
+            Assert.Equal($"{i}\n", await c.Api.Http.GetStringAsync($"/api/v1/jobs/{ids[i]}/outputs/n.txt"));
         }
     }
 
@@ -175,13 +175,13 @@ public sealed class ClusterFacts
         await using var c = await TestCluster.StartAsync();
         await c.StartNodeAsync("api", role: "api");
         var w1 = await c.StartNodeAsync("w1", graceSeconds: 20);
-        var id = await c.SubmitAsync(new { image = c.Busybox, command = new[] { "/bin/sh", "-c", "sleep 3; echo finished" } });
+        var id = await c.Api.SubmitIdAsync(new { image = c.Busybox, command = new[] { "/bin/sh", "-c", "sleep 3; echo finished" } });
         await c.WaitAsync(id, j => State(j) == "running", TimeSpan.FromSeconds(30), "running");
 
         w1.Terminate();
         await w1.WaitForExitAsync(TimeSpan.FromSeconds(30));
 
-        var done = await c.GetJobAsync(id);
+        var done = await c.Api.GetJobAsync(id);
         Assert.Equal("succeeded", State(done));
         Assert.Single(Attempts(done));
     }
@@ -192,12 +192,12 @@ public sealed class ClusterFacts
         await using var c = await TestCluster.StartAsync();
         await c.StartNodeAsync("api", role: "api");
         var w1 = await c.StartNodeAsync("w1", graceSeconds: 1);
-        var id = await c.SubmitAsync(new { image = c.Busybox, command = new[] { "sleep", "4" } });
+        var id = await c.Api.SubmitIdAsync(new { image = c.Busybox, command = new[] { "sleep", "4" } });
         await c.WaitAsync(id, j => State(j) == "running", TimeSpan.FromSeconds(30), "running");
 
         w1.Terminate();
         await w1.WaitForExitAsync(TimeSpan.FromSeconds(30));
-        Assert.Equal("queued", State(await c.GetJobAsync(id)));
+        Assert.Equal("queued", State(await c.Api.GetJobAsync(id)));
         Assert.Empty(await ExternalCommand.RunAsync("runc", ["--root", Path.Combine(w1.DataDir, "runtime"), "list", "-q"]));
 
         await c.StartNodeAsync("w2");

@@ -1,7 +1,5 @@
 using System.Diagnostics;
 using System.Net;
-using System.Net.Http.Headers;
-using System.Net.Http.Json;
 using System.Net.Sockets;
 using System.Text.Json;
 using BatchRunner.Server.Storage;
@@ -18,7 +16,6 @@ namespace BatchRunner.Server.Tests.Cluster;
 public sealed class TestCluster : IAsyncDisposable
 {
     public const string ApiKey = "cluster-key-5f2a";
-    public static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web);
 
     private readonly List<NodeProcess> _nodes = [];
 
@@ -34,7 +31,8 @@ public sealed class TestCluster : IAsyncDisposable
     public EmbeddedPostgres Postgres { get; }
     public TestRegistry Registry { get; }
     public string Busybox { get; }
-    public HttpClient Api { get; private set; } = null!;
+    /// <summary>The API of the first node started with role all or api.</summary>
+    public BatchRunnerClient Api { get; private set; } = null!;
 
     public static async Task<TestCluster> StartAsync()
     {
@@ -53,30 +51,16 @@ public sealed class TestCluster : IAsyncDisposable
         var node = new NodeProcess(this, name, role, cpus, workers, graceSeconds, extra);
         _nodes.Add(node);
         await node.StartAsync();
-        if (role is "all" or "api" && Api is null)
-        {
-            Api = new HttpClient { BaseAddress = new Uri(node.Url), Timeout = TimeSpan.FromSeconds(30) };
-            Api.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", ApiKey);
-        }
+        if (role is "all" or "api" && Api is null) Api = new BatchRunnerClient(node.Url, ApiKey, TimeSpan.FromSeconds(30));
         return node;
     }
 
-    public async Task<string> SubmitAsync(object spec)
-    {
-        var r = await Api.PostAsJsonAsync("/api/v1/jobs", spec, Json);
-        var body = await r.Content.ReadAsStringAsync();
-        Assert.True(r.StatusCode == HttpStatusCode.Created, $"submit: {(int)r.StatusCode} {body}");
-        return JsonDocument.Parse(body).RootElement.GetProperty("id").GetString()!;
-    }
-
-    public async Task<JsonElement> GetJobAsync(string id) =>
-        JsonDocument.Parse(await Api.GetStringAsync($"/api/v1/jobs/{id}")).RootElement.Clone();
-
+    /// <summary>The API's wait, with every node's log lines about the job in the message when it times out.</summary>
     public async Task<JsonElement> WaitAsync(string id, Func<JsonElement, bool> done, TimeSpan timeout, string what)
     {
         try
         {
-            return await Poll.UntilAsync(() => GetJobAsync(id), done, timeout, $"job {id}: {what}", 100);
+            return await Api.WaitAsync(id, done, timeout, what);
         }
         catch (TimeoutException e)
         {
@@ -183,7 +167,9 @@ public sealed class NodeProcess : IAsyncDisposable
 
     private void Signal(int sig)
     {
-        if (_process is { HasExited: false }) Tmds.Linux.LibC.kill(_process.Id, sig);
+        if (_process is not { HasExited: false }) return;
+        using var kill = Process.Start("kill", ["-s", sig.ToString(System.Globalization.CultureInfo.InvariantCulture), _process.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)])!;
+        kill.WaitForExit();
     }
 
     public async Task WaitForExitAsync(TimeSpan timeout)

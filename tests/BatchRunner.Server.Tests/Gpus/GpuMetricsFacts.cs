@@ -30,7 +30,7 @@ public sealed class GpuMetricsFacts
     public async Task Monitor_PublishesPerGpuSeries_AndJobInfoWhileTracked_AndRecordsJobUsage()
     {
         var registry = Metrics.NewCustomRegistry();
-        var gpus = new[] { GpuAllocatorFacts.G(0), GpuAllocatorFacts.G(1) };
+        var gpus = new[] { BatchRunner.Server.Tests.Scheduling.NodeReservationsFacts.G(0), BatchRunner.Server.Tests.Scheduling.NodeReservationsFacts.G(1) };
         var publisher = new GpuMetricsPublisher("node-a", gpus, registry);
         var source = new FakeGpuSource(n => [S("GPU-0", n == 1 ? 20 : 80, n * 1000), S("GPU-1", 5, 10)]);
         var monitor = new GpuMonitor(source, publisher, TimeSpan.FromSeconds(1), NullLogger<GpuMonitor>.Instance);
@@ -66,7 +66,7 @@ public sealed class GpuMetricsFacts
     public async Task Monitor_RunsAsHostedService_AndSurvivesSourceFailures()
     {
         var registry = Metrics.NewCustomRegistry();
-        var gpus = new[] { GpuAllocatorFacts.G(0) };
+        var gpus = new[] { BatchRunner.Server.Tests.Scheduling.NodeReservationsFacts.G(0) };
         var calls = 0;
         var source = new FakeGpuSource(n => { Interlocked.Exchange(ref calls, n); return n % 2 == 0 ? throw new InvalidOperationException("nvml hiccup") : [S("GPU-0", 42, 1)]; });
         using var monitor = new GpuMonitor(source, new GpuMetricsPublisher("node-a", gpus, registry), TimeSpan.FromMilliseconds(20), NullLogger<GpuMonitor>.Instance);

@@ -1,11 +1,6 @@
-using System.Diagnostics;
-using System.Net.Http.Headers;
 using BatchRunner.Server.Hosting;
 using BatchRunner.Testing;
 using Microsoft.AspNetCore.Builder;
-using Microsoft.AspNetCore.Hosting.Server;
-using Microsoft.AspNetCore.Hosting.Server.Features;
-using Microsoft.Extensions.DependencyInjection;
 
 namespace BatchRunner.Server.Tests.Gpus;
 
@@ -21,7 +16,8 @@ public sealed class GpuServerFixture : IAsyncLifetime
 
     public string Dir { get; } = Path.Combine("/tmp", "br-gpu-tests-" + Guid.NewGuid().ToString("N")[..8]);
     public WebApplication App { get; private set; } = null!;
-    public HttpClient Client { get; private set; } = null!;
+    public BatchRunnerClient Api { get; private set; } = null!;
+    public HttpClient Client => Api.Http;
     public TestRegistry Registry { get; private set; } = null!;
     public string Busybox { get; private set; } = null!;
 
@@ -70,12 +66,12 @@ public sealed class GpuServerFixture : IAsyncLifetime
             "--BatchRunner:Gpus:SampleSeconds=1",
             "--Logging:LogLevel:Default=Warning",
         ]);
-        (Client, _) = await InProcessHost.StartAsync(App, ApiKey);
+        (Api, _) = await InProcessHost.StartAsync(App, ApiKey);
     }
 
     public async Task DisposeAsync()
     {
-        Client?.Dispose();
+        Api?.Dispose();
         await InProcessHost.StopAsync(App);
         if (Registry is not null) await Registry.DisposeAsync();
         try { Directory.Delete(Dir, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }

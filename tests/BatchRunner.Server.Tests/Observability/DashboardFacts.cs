@@ -14,14 +14,14 @@ public sealed class DashboardFacts(ServerFixture f)
     public async Task JobPage_ShowsTheBatchRunnerJob_AndAnEscapedLogTail()
     {
         var name = "dash-" + Guid.NewGuid().ToString("N")[..8];
-        var id = (await f.SubmitAsync(new
+        var id = (await f.Api.SubmitAsync(new
         {
             name,
             image = f.Busybox,
             command = new[] { "/bin/sh", "-c", "for i in $(seq 1 60); do echo line-$i; done; echo '<script>alert(1)</script>'; echo err-line >&2; echo 7 > /outputs/out.txt" },
             resources = new { cpus = 0.25, memory = "48Mi" },
         })).GetProperty("id").GetString()!;
-        var done = await f.WaitForFinalAsync(id);
+        var done = await f.Api.WaitForFinalAsync(id);
         Assert.Equal("succeeded", done.GetProperty("state").GetString());
         var hangfireId = (await f.App.Services.GetRequiredService<JobStore>().GetAsync(Guid.Parse(id), CancellationToken.None))!.HangfireJobId;
         Assert.NotNull(hangfireId);
@@ -59,12 +59,17 @@ public sealed class DashboardFacts(ServerFixture f)
 
         var nodes = await GetDashboardAsync("/hangfire/batchrunner/nodes");
         Assert.Equal(HttpStatusCode.OK, nodes.Status);
-        var node = f.App.Services.GetRequiredService<BatchRunner.Server.Execution.NodeIdentity>().Name;
+        var node = f.App.Services.GetRequiredService<BatchRunner.Server.Nodes.NodeIdentity>().Name;
         Assert.Contains("<h1 class=\"page-header\">BatchRunner nodes</h1>", nodes.Body);
         Assert.Contains(WebUtility.HtmlEncode(node), nodes.Body);
         Assert.Contains("Worker processes (Hangfire servers)", nodes.Body);
         Assert.Contains("Capacity and allocation", nodes.Body);
         Assert.DoesNotContain("Node records unavailable", nodes.Body);
+        // Node records come from the database as text, not as .NET objects (the queues column once read "System.String[]"),
+        // and capacity from the node record (2 CPUs, 4Gi), not from this process's Prometheus gauges.
+        Assert.DoesNotContain("System.String[]", nodes.Body);
+        Assert.Contains("zone=a", nodes.Body);
+        Assert.Contains(" / 4Gi", nodes.Body);
     }
 
     [Theory]

@@ -13,7 +13,7 @@ public sealed class MetricsFacts(ServerFixture f)
     public async Task ContainerSeries_AppearWhileAJobRuns_AndAreRemovedWhenItEnds()
     {
         var name = "metrics-sleep-" + Guid.NewGuid().ToString("N")[..6];
-        var id = (await f.SubmitAsync(new
+        var id = (await f.Api.SubmitAsync(new
         {
             name,
             image = f.Busybox,
@@ -38,7 +38,7 @@ public sealed class MetricsFacts(ServerFixture f)
         Assert.Single(running.Where("container_cpu_cfs_throttled_seconds_total", ("job_id", id)));
         Assert.True(running.Where("batchrunner_node_allocated_cpus").Sum(s => s.Value) >= 0.5);
 
-        var done = await f.WaitForFinalAsync(id);
+        var done = await f.Api.WaitForFinalAsync(id);
         Assert.Equal("succeeded", done.GetProperty("state").GetString());
         await Poll.UntilAsync(() => MetricsText.ScrapeAsync(f.Anonymous),
             m => !m.Samples.Any(s => s.Labels.TryGetValue("job_id", out var j) && j == id), Deadline, $"series of job {id} to be removed", 100);
@@ -47,8 +47,8 @@ public sealed class MetricsFacts(ServerFixture f)
     [Fact]
     public async Task JobCounts_ListEveryState_WithTheDatabaseCounts()
     {
-        var id = (await f.SubmitAsync(new { image = f.Busybox, command = new[] { "/bin/true" } })).GetProperty("id").GetString()!;
-        await f.WaitForFinalAsync(id);
+        var id = (await f.Api.SubmitAsync(new { image = f.Busybox, command = new[] { "/bin/true" } })).GetProperty("id").GetString()!;
+        await f.Api.WaitForFinalAsync(id);
         var list = JsonDocument.Parse(await f.Client.GetStringAsync("/api/v1/jobs?state=succeeded&limit=1000")).RootElement;
         var succeededAtLeast = list.GetProperty("items").GetArrayLength();
 
@@ -63,8 +63,8 @@ public sealed class MetricsFacts(ServerFixture f)
     [Fact]
     public async Task ProcessSeries_HttpRuntimeHangfireAndImages_AreExported()
     {
-        var id = (await f.SubmitAsync(new { image = f.Busybox, command = new[] { "/bin/true" } })).GetProperty("id").GetString()!;
-        await f.WaitForFinalAsync(id);
+        var id = (await f.Api.SubmitAsync(new { image = f.Busybox, command = new[] { "/bin/true" } })).GetProperty("id").GetString()!;
+        await f.Api.WaitForFinalAsync(id);
         await f.Client.GetStringAsync("/healthz");
 
         var m = await Poll.UntilAsync(() => MetricsText.ScrapeAsync(f.Anonymous),
@@ -81,8 +81,8 @@ public sealed class MetricsFacts(ServerFixture f)
         // The busybox image was pulled by earlier jobs of this server: from now on every pull is a hit.
         Assert.True(m.Where("batchrunner_image_cache_hits_total").Single().Value + m.Where("batchrunner_image_cache_misses_total").Single().Value >= 1);
         Assert.True(m.Where("batchrunner_job_start_latency_seconds_count", ("queue", "default")).Single().Value >= 1);
-        Assert.True(m.Where("batchrunner_node_capacity_cpus").Any(s => s.Value >= 1));
-        Assert.True(m.Where("batchrunner_node_capacity_memory_bytes").Any(s => s.Value > 0));
+        Assert.Contains(m.Where("batchrunner_node_capacity_cpus"), s => s.Value >= 1);
+        Assert.Contains(m.Where("batchrunner_node_capacity_memory_bytes"), s => s.Value > 0);
     }
 
     [Fact]
@@ -93,11 +93,11 @@ public sealed class MetricsFacts(ServerFixture f)
         double V(MetricsText m, string n) => m.Where(n).Single().Value;
         var before = await MetricsText.ScrapeAsync(f.Anonymous);
 
-        var first = (await f.SubmitAsync(new { image, command = new[] { "/bin/cat", "/obs-unique.txt" } })).GetProperty("id").GetString()!;
-        Assert.Equal("succeeded", (await f.WaitForFinalAsync(first)).GetProperty("state").GetString());
+        var first = (await f.Api.SubmitAsync(new { image, command = new[] { "/bin/cat", "/obs-unique.txt" } })).GetProperty("id").GetString()!;
+        Assert.Equal("succeeded", (await f.Api.WaitForFinalAsync(first)).GetProperty("state").GetString());
         var afterFirst = await MetricsText.ScrapeAsync(f.Anonymous);
-        var second = (await f.SubmitAsync(new { image, command = new[] { "/bin/true" } })).GetProperty("id").GetString()!;
-        Assert.Equal("succeeded", (await f.WaitForFinalAsync(second)).GetProperty("state").GetString());
+        var second = (await f.Api.SubmitAsync(new { image, command = new[] { "/bin/true" } })).GetProperty("id").GetString()!;
+        Assert.Equal("succeeded", (await f.Api.WaitForFinalAsync(second)).GetProperty("state").GetString());
         var afterSecond = await MetricsText.ScrapeAsync(f.Anonymous);
 
         Assert.Equal(V(before, "batchrunner_image_cache_misses_total") + 1, V(afterFirst, "batchrunner_image_cache_misses_total"));
@@ -142,7 +142,7 @@ public sealed class MetricsFacts(ServerFixture f)
     [Fact]
     public async Task Dashboards_QueryOnlyMetricsThatBatchRunnerExports()
     {
-        var id = (await f.SubmitAsync(new
+        var id = (await f.Api.SubmitAsync(new
         {
             name = "dashboard-check",
             image = f.Busybox,
@@ -152,7 +152,7 @@ public sealed class MetricsFacts(ServerFixture f)
         // Per-container series exist only while the job runs; the rest is read after it ended.
         var during = await Poll.UntilAsync(() => MetricsText.ScrapeAsync(f.Anonymous),
             m => m.Where("container_cpu_usage_seconds_total", ("job_id", id)).Any(), Deadline, $"container series of job {id}", 100);
-        await f.WaitForFinalAsync(id);
+        await f.Api.WaitForFinalAsync(id);
         await f.Client.GetStringAsync("/healthz");
         var after = await Poll.UntilAsync(() => MetricsText.ScrapeAsync(f.Anonymous),
             m => m.Where("batchrunner_hangfire_servers").Any(), Deadline, "hangfire series", 200);

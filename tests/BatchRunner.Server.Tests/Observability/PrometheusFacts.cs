@@ -24,7 +24,7 @@ public sealed class PrometheusFacts(ServerFixture f)
         await Poll.UntilAsync(() => prometheus.QueryAsync("up{job=\"batchrunner\"}"),
             r => r.Count == 1 && r[0].Value == 1, TimeSpan.FromSeconds(30), "up{job=\"batchrunner\"} == 1", 250);
 
-        var id = (await f.SubmitAsync(new
+        var id = (await f.Api.SubmitAsync(new
         {
             name = "prometheus-burn",
             image = f.Busybox,
@@ -32,7 +32,7 @@ public sealed class PrometheusFacts(ServerFixture f)
             command = new[] { "/bin/sh", "-c", "end=$(( $(date +%s) + 4 )); while [ $(date +%s) -lt $end ]; do :; done" },
             resources = new { cpus = 1 },
         })).GetProperty("id").GetString()!;
-        var done = await f.WaitForFinalAsync(id);
+        var done = await f.Api.WaitForFinalAsync(id);
         Assert.Equal("succeeded", done.GetProperty("state").GetString());
 
         // The series ended with the job (a staleness marker hides it from instant queries): ask over a window.

@@ -145,10 +145,10 @@ public sealed class UnitProcess : IAsyncDisposable
         return new UnitProcess(process, cgroup, logFile);
     }
 
-    public void Terminate() => Tmds.Linux.LibC.kill(_process.Id, 15);
+    public void Terminate() => UnixSignals.Send(_process.Id, UnixSignals.Term);
 
     /// <summary>SIGKILL to the main process only (a crash); the rest of its cgroup lives on until <see cref="KillCgroupAsync"/>.</summary>
-    public void KillMain() => Tmds.Linux.LibC.kill(_process.Id, 9);
+    public void KillMain() => UnixSignals.Send(_process.Id, UnixSignals.Kill);
 
     public async Task<int> WaitForExitAsync(TimeSpan timeout)
     {
@@ -170,7 +170,7 @@ public sealed class UnitProcess : IAsyncDisposable
         await Poll.UntilAsync(() =>
         {
             var pids = CgroupPids();
-            foreach (var pid in pids) Tmds.Linux.LibC.kill(pid, 9);
+            foreach (var pid in pids) UnixSignals.Send(pid, UnixSignals.Kill);
             return Task.FromResult(pids.Count);
         }, n => n == 0, TimeSpan.FromSeconds(20), "the unit's cgroup to empty", 50);
         await _process.WaitForExitAsync();

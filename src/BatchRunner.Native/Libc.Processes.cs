@@ -1,0 +1,64 @@
+using System.Runtime.InteropServices;
+
+namespace BatchRunner.Native;
+
+internal static unsafe partial class Libc
+{
+    private const int PR_SET_CHILD_SUBREAPER = 36;
+    private const int P_PID = 1, WNOHANG = 1, WEXITED = 4, WNOWAIT = 0x01000000;
+
+    [LibraryImport("libc", SetLastError = true)]
+    public static partial int kill(int pid, int sig);
+
+    [LibraryImport("libc", SetLastError = true)]
+    private static partial int prctl(int option, nuint arg2, nuint arg3, nuint arg4, nuint arg5);
+
+    [LibraryImport("libc", SetLastError = true)]
+    private static partial int waitpid(int pid, out int status, int options);
+
+    [LibraryImport("libc", SetLastError = true)]
+    private static partial int waitid(int idtype, int id, byte* infop, int options);
+
+    /// <summary>Makes this process the reaper of its orphaned descendants (a container's init once the
+    /// runtime's `create` has exited), so their exit status can be collected with <see cref="WaitForExit"/>.</summary>
+    public static void BecomeChildSubreaper()
+    {
+        if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0)
+            throw new IOException($"prctl(PR_SET_CHILD_SUBREAPER) failed: errno {Errno}");
+    }
+
+    /// <summary>Blocks until child <paramref name="pid"/> has exited, without reaping it: the pid stays
+    /// ours (a zombie) until <see cref="WaitForExit"/>, so a signal sent before then cannot hit another process.</summary>
+    public static void WaitUntilExited(int pid)
+    {
+        byte* info = stackalloc byte[128];
+        while (waitid(P_PID, pid, info, WEXITED | WNOWAIT) != 0)
+        {
+            var errno = Errno;
+            if (errno == ECHILD)
+                throw new IOException($"the container's init (pid {pid}) is not a child of this process: was it started by another process, or is this process not a child subreaper?");
+            if (errno != EINTR) throw new IOException($"waitid({pid}) failed: errno {errno}");
+        }
+    }
+
+    /// <summary>Reaps child <paramref name="pid"/> if it has exited; never blocks.</summary>
+    public static bool TryReap(int pid) => waitpid(pid, out _, WNOHANG) == pid;
+
+    /// <summary>Blocks until child <paramref name="pid"/> exits and reaps it: (exit code, null) or (128+N, N) for signal N.</summary>
+    public static (int Code, int? Signal) WaitForExit(int pid)
+    {
+        while (true)
+        {
+            var r = waitpid(pid, out var status, 0);
+            if (r == pid)
+            {
+                var sig = status & 0x7f;
+                if (sig == 0) return ((status >> 8) & 0xff, null);
+                return (128 + sig, sig);
+            }
+            var errno = Errno;
+            if (r < 0 && errno == EINTR) continue;
+            throw new IOException($"waitpid({pid}) failed: errno {errno}");
+        }
+    }
+}

@@ -1,0 +1,28 @@
+using BatchRunner.Native;
+
+namespace BatchRunner.Runtime;
+
+/// <summary>
+/// Host file operations the server performs around a container: the ownership of a job's /outputs, and
+/// whether a file a job left is a plain file. Here, beside the runtime that mounts those directories, so
+/// that the server makes no libc calls of its own.
+/// </summary>
+public static class HostFiles
+{
+    /// <summary>Gives <paramref name="path"/> to <paramref name="uid"/>:<paramref name="gid"/> (chown(2): a symlink is
+    /// followed), so that a job's user can write the directory the server made for it.</summary>
+    /// <exception cref="IOException">chown failed; the message names the path, the ids and errno.</exception>
+    public static void Chown(string path, uint uid, uint gid)
+    {
+        if (Libc.chown(path, uid, gid) != 0)
+        {
+            var errno = Libc.Errno;
+            throw new IOException($"chown {path} to {uid}:{gid} failed: {Libc.ErrorText(errno)} (errno {errno})");
+        }
+    }
+
+    /// <summary>True when <paramref name="path"/> itself (lstat: a symlink is not followed) is a regular file;
+    /// false for symlinks, directories, FIFOs, sockets, devices and missing paths.</summary>
+    public static bool IsRegularFile(string path) =>
+        Libc.TryStat(Libc.AT_FDCWD, path, out var st) && st.IsRegularFile;
+}

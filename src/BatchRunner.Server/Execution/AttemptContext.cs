@@ -1,0 +1,46 @@
+using BatchRunner.Core;
+using BatchRunner.Oci;
+using BatchRunner.Runtime;
+using BatchRunner.Server.Scheduling;
+using BatchRunner.Server.Storage;
+
+namespace BatchRunner.Server.Execution;
+
+/// <summary>
+/// One attempt as its phases see it: what it runs (the job record read before the attempt, the attempt number,
+/// the reservation), what can stop it, and what each phase acquired or observed so far. A phase sets its own
+/// fields and reads those of the phases before it; the runner disposes nothing here itself (each phase releases
+/// what it set).
+/// </summary>
+public sealed class AttemptContext(JobRecord job, int attempt, Reservation reservation, string containerId, string runDir, StopSignals signals)
+{
+    public JobRecord Job { get; } = job;
+    public Guid JobId => Job.Id;
+    public JobSpec Spec => Job.Spec;
+    public int Attempt { get; } = attempt;
+    /// <summary>The CPUs, memory and GPUs this attempt holds on the node (released by the executor after the attempt).</summary>
+    public Reservation Reservation { get; } = reservation;
+    /// <summary>Runtime id of this attempt's container (and cgroup): the node's prefix, the job id, the attempt.</summary>
+    public string ContainerId { get; } = containerId;
+    /// <summary>DATA/run/CONTAINER-ID: the rootfs mount and the bundle; exists only while the attempt runs.</summary>
+    public string RunDir { get; } = runDir;
+    public StopSignals Signals { get; } = signals;
+
+    /// <summary>Set by <see cref="Phases.ImagePhase"/>.</summary>
+    public PreparedImage? Image { get; set; }
+
+    /// <summary>Set by <see cref="Phases.RootfsPhase"/>; released by it.</summary>
+    public IRootfs? Rootfs { get; set; }
+
+    /// <summary>Set by <see cref="Phases.ContainerPhase"/> while the container exists; released by it.</summary>
+    public IRunningContainer? Container { get; set; }
+
+    /// <summary>Set by <see cref="Phases.ContainerPhase"/> once the container has exited and is gone.</summary>
+    public ContainerRun? Run { get; set; }
+
+    /// <summary>Set by <see cref="Phases.OutputsPhase"/>.</summary>
+    public IReadOnlyList<OutputFile> Outputs { get; set; } = [];
+}
+
+/// <summary>How the container ended: its exit, what (if anything) stopped it, and what it used.</summary>
+public sealed record ContainerRun(ExitResult Exit, StopCause Cause, ResourceUsage Usage);

@@ -1,0 +1,56 @@
+using BatchRunner.Server.Storage;
+
+namespace BatchRunner.Server.Execution;
+
+/// <summary>
+/// Everything that can stop one attempt, and how to tell which one did: its timeout, Hangfire's token (a cancel
+/// request, or a delivery aborted elsewhere), the worker stopping, and the node being fenced. Before the container
+/// runs, any of them interrupts the preparation at once (<see cref="Preparation"/>); while it runs, the container
+/// phase weighs them (a shutdown first grants the grace period).
+/// </summary>
+public sealed class StopSignals : IDisposable
+{
+    private readonly CancellationTokenSource _timeout;
+    private readonly CancellationTokenSource _preparation;
+    private readonly Func<CancellationToken, Task<bool>> _isCancelRequested;
+
+    /// <param name="isCancelRequested">Reads the job's cancel flag: the backstop for a cancel request whose Hangfire token did not fire.</param>
+    public StopSignals(TimeSpan timeout, TimeProvider time, CancellationToken hangfire, CancellationToken stopping, CancellationToken fenced,
+        Func<CancellationToken, Task<bool>> isCancelRequested)
+    {
+        _timeout = new CancellationTokenSource(timeout, time);
+        Hangfire = hangfire;
+        Stopping = stopping;
+        Fenced = fenced;
+        _isCancelRequested = isCancelRequested;
+        _preparation = CancellationTokenSource.CreateLinkedTokenSource(_timeout.Token, hangfire, stopping, fenced);
+    }
+
+    public CancellationToken Timeout => _timeout.Token;
+    public CancellationToken Hangfire { get; }
+    public CancellationToken Stopping { get; }
+    public CancellationToken Fenced { get; }
+
+    /// <summary>Fires when any signal does: what the pull, the mount and the start are given.</summary>
+    public CancellationToken Preparation => _preparation.Token;
+
+    /// <summary>Which signal stopped the attempt, in the order of <see cref="StopCause"/>; <see cref="StopCause.None"/> when none did
+    /// (Hangfire's token fired with no cancel request behind it).</summary>
+    public async Task<StopCause> CauseAsync()
+    {
+        if (Fenced.IsCancellationRequested) return StopCause.Fenced;
+        if (Timeout.IsCancellationRequested) return StopCause.Timeout;
+        if (await Durably.RunAsync(_isCancelRequested, deadline: TimeSpan.FromSeconds(30))) return StopCause.Cancelled;
+        if (Stopping.IsCancellationRequested) return StopCause.Shutdown;
+        return StopCause.None;
+    }
+
+    /// <summary>The result of a phase whose preparation was interrupted.</summary>
+    public async Task<AttemptResult> InterruptedAsync() => new AttemptResult.Stopped(await CauseAsync());
+
+    public void Dispose()
+    {
+        _preparation.Dispose();
+        _timeout.Dispose();
+    }
+}

@@ -1,0 +1,26 @@
+using BatchRunner.Core;
+using BatchRunner.Server.Storage;
+
+namespace BatchRunner.Server.Scheduling;
+
+/// <summary>
+/// The live nodes' records, for submission checks: a job that <see cref="NodeFit"/> says fits no live node is
+/// refused at once instead of waiting forever. Cached for two seconds so submission stays cheap under load.
+/// </summary>
+public sealed class LiveNodes(NodeStore nodes)
+{
+    private static readonly TimeSpan CacheFor = TimeSpan.FromSeconds(2);
+    private (DateTime At, IReadOnlyList<LiveNode> Nodes)? _cache;
+
+    public async Task<IReadOnlyList<LiveNode>> GetAsync(CancellationToken ct)
+    {
+        if (_cache is { } c && DateTime.UtcNow - c.At < CacheFor) return c.Nodes;
+        var list = await nodes.ListLiveAsync(ct);
+        _cache = (DateTime.UtcNow, list);
+        return list;
+    }
+
+    /// <summary>Field → message when no live node could ever run <paramref name="spec"/>; empty when one could.</summary>
+    public async Task<Dictionary<string, string[]>> WhyNoNodeFitsAsync(JobSpec spec, CancellationToken ct) =>
+        NodeFit.WhyNoNodeFits(spec, (await GetAsync(ct)).Select(NodeOffer.Of).ToList());
+}

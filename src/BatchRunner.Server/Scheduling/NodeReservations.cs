@@ -1,0 +1,135 @@
+using BatchRunner.Core;
+using BatchRunner.Runtime.Gpus;
+using BatchRunner.Server.Observability;
+using BatchRunner.Server.Storage;
+
+namespace BatchRunner.Server.Scheduling;
+
+/// <summary>A job's hold on its node: the amounts counted against the node's capacity and the GPUs that are its alone.</summary>
+public sealed record Reservation(Guid JobId, ResourceAmounts Amounts, IReadOnlyList<Gpu> Gpus);
+
+/// <summary>
+/// This worker's capacity and what its attempts hold of it: CPUs, memory and GPUs are reserved together or not at
+/// all, so the node never over-commits, and each GPU goes to at most one job. The one writer of the node's
+/// capacity and allocation series (<see cref="NodeMetrics"/>).
+/// </summary>
+/// <remarks>
+/// Lifecycle: <see cref="TryReserve"/> before the attempt begins (null: not now, the job waits or goes back to
+/// its queue); <see cref="Release"/> when the attempt is over, on every exit path. Release is idempotent, so a
+/// <c>finally</c> may call it whatever happened. State lives only as long as the worker process, which is right:
+/// a crashed worker's containers are killed (watchdog) and removed (janitor) before its successor takes jobs, so
+/// a fresh process starts with everything free.
+/// </remarks>
+public sealed class NodeReservations
+{
+    private readonly Lock _lock = new();
+    private readonly Dictionary<Guid, Reservation> _held = [];
+    private readonly Dictionary<string, Guid> _gpuHolders = new(StringComparer.Ordinal);
+    private TaskCompletionSource _released = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    /// <param name="capacity">CPUs and memory offered to jobs; its GPU count and models are taken from <paramref name="gpus"/>.</param>
+    public NodeReservations(string nodeName, NodeCapacity capacity, IReadOnlyList<Gpu> gpus)
+    {
+        if (gpus.Select(g => g.Uuid).Distinct(StringComparer.Ordinal).Count() != gpus.Count)
+            throw new ArgumentException("GPU UUIDs must be unique", nameof(gpus));
+        NodeName = nodeName;
+        Gpus = gpus.OrderBy(g => g.Index).ToList();
+        Capacity = capacity with { Gpus = Gpus.Count, GpuModels = Gpus.Select(g => g.Model).Distinct().ToList() };
+        NodeMetrics.SetCapacity(NodeName, Capacity.Cpus, Capacity.MemoryBytes, Capacity.Gpus);
+        Publish(ResourceAmounts.Zero);
+    }
+
+    public string NodeName { get; }
+
+    /// <summary>What the node offers, as its record publishes it.</summary>
+    public NodeCapacity Capacity { get; }
+
+    /// <summary>Every GPU of the node, by index.</summary>
+    public IReadOnlyList<Gpu> Gpus { get; }
+
+    /// <summary>This node as <see cref="NodeFit"/> sees it, with the model of each GPU.</summary>
+    public NodeOffer Offer(IReadOnlyDictionary<string, string> labels) => new(NodeName, Capacity, labels, Gpus.Select(g => g.Model).ToList());
+
+    /// <summary>Reserved now, in total.</summary>
+    public ResourceAmounts Allocated
+    {
+        get { lock (_lock) return Sum(); }
+    }
+
+    /// <summary>Jobs holding a reservation.</summary>
+    public IReadOnlyList<Guid> Jobs
+    {
+        get { lock (_lock) return _held.Keys.ToList(); }
+    }
+
+    /// <summary>
+    /// Reserves <paramref name="request"/>'s CPUs, memory and GPUs (lowest free index first, of a model containing
+    /// <see cref="ResourceRequest.GpuModel"/>) for <paramref name="jobId"/>, all or nothing; null when they are not
+    /// all free now. Asking again for a job that holds a reservation returns it.
+    /// </summary>
+    public Reservation? TryReserve(Guid jobId, ResourceRequest request)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(request.Gpus);
+        Reservation reservation;
+        lock (_lock)
+        {
+            if (_held.TryGetValue(jobId, out var held)) return held;
+            var amounts = ResourceAmounts.Of(request);
+            if (!(Sum() + amounts).FitsWithin(ResourceAmounts.Of(Capacity))) return null;
+            var gpus = Gpus.Where(g => !_gpuHolders.ContainsKey(g.Uuid) && GpuCapacity.ModelMatches(g.Model, request.GpuModel)).Take(request.Gpus).ToList();
+            if (gpus.Count < request.Gpus) return null;
+            reservation = new Reservation(jobId, amounts, gpus);
+            _held[jobId] = reservation;
+            foreach (var g in gpus) _gpuHolders[g.Uuid] = jobId;
+            Publish(Sum());
+        }
+        return reservation;
+    }
+
+    /// <summary>Gives the job's reservation back. Idempotent; false when the job held none.</summary>
+    public bool Release(Guid jobId)
+    {
+        TaskCompletionSource released;
+        lock (_lock)
+        {
+            if (!_held.Remove(jobId, out var held)) return false;
+            foreach (var g in held.Gpus) _gpuHolders.Remove(g.Uuid);
+            Publish(Sum());
+            released = _released;
+            _released = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        }
+        released.TrySetResult();
+        return true;
+    }
+
+    /// <summary>Completes the next time a reservation is released (or when <paramref name="timeout"/> passes).</summary>
+    public async Task WaitForReleaseAsync(TimeSpan timeout, CancellationToken ct)
+    {
+        Task released;
+        lock (_lock) released = _released.Task;
+        await Task.WhenAny(released, Task.Delay(timeout, ct));
+    }
+
+    /// <summary>GPUs free now, optionally of one model.</summary>
+    public int FreeGpus(string? model = null)
+    {
+        lock (_lock) return Gpus.Count(g => !_gpuHolders.ContainsKey(g.Uuid) && GpuCapacity.ModelMatches(g.Model, model));
+    }
+
+    /// <summary>Current GPU holders, GPU UUID → job.</summary>
+    public IReadOnlyDictionary<string, Guid> GpuAssignments()
+    {
+        lock (_lock) return new Dictionary<string, Guid>(_gpuHolders, StringComparer.Ordinal);
+    }
+
+    private ResourceAmounts Sum()
+    {
+        var sum = ResourceAmounts.Zero;
+        foreach (var r in _held.Values) sum += r.Amounts;
+        return sum;
+    }
+
+    // Called under the lock, so the series always show a state the reservations were in.
+    private void Publish(ResourceAmounts allocated) =>
+        NodeMetrics.SetAllocated(NodeName, Math.Round(allocated.Cpus, 6), allocated.MemoryBytes, allocated.Gpus);
+}

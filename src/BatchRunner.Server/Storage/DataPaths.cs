@@ -1,0 +1,25 @@
+namespace BatchRunner.Server.Storage;
+
+/// <summary>
+/// The layout of the data directory. Job directories (logs, outputs) outlive their containers; run
+/// directories (overlay rootfs, bundle) exist only while a container does and are swept at start-up.
+/// </summary>
+public sealed class DataPaths(string root)
+{
+    public string Root { get; } = root;
+    public string Images => Path.Combine(Root, "images");
+    public string RunRoot => Path.Combine(Root, "run");
+    public string RuntimeState => Path.Combine(Root, "runtime");
+    public string JobDir(Guid id) => Path.Combine(Root, "jobs", id.ToString("N"));
+    public string Outputs(Guid id) => Path.Combine(JobDir(id), "outputs");
+    public string Stdout(Guid id) => Path.Combine(JobDir(id), "stdout.log");
+    public string Stderr(Guid id) => Path.Combine(JobDir(id), "stderr.log");
+    public string RunDir(string containerId) => Path.Combine(RunRoot, containerId);
+    /// <summary>Files given at submission, mounted read-only at /inputs; absent when there were none.</summary>
+    public string Inputs(Guid id) => Path.Combine(JobDir(id), "inputs");
+    /// <summary>Uploads being received and unpacked; moved to <see cref="Inputs"/> once the job exists.</summary>
+    public string InputsStaging => Path.Combine(Root, "inputs-staging");
+    /// <summary>Admin-configured datasets: name → host directory (BatchRunner:Isolation:Datasets).</summary>
+    public IReadOnlyDictionary<string, string> Datasets { get; init; } = new Dictionary<string, string>();
+
+}

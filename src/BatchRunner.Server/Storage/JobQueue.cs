@@ -1,0 +1,48 @@
+using System.ComponentModel;
+using Hangfire;
+using Hangfire.States;
+
+namespace BatchRunner.Server.Storage;
+
+/// <summary>
+/// The Hangfire job that runs a BatchRunner job. Its only argument is the BatchRunner job id (the spec lives in
+/// batchrunner.jobs), and its display name is the BatchRunner job's name, not a C# signature. Implemented by the
+/// worker (Execution/JobPerformer); the API and the nodes enqueue it through <see cref="JobQueue"/> without
+/// knowing the worker.
+/// </summary>
+public interface IJobPerformer
+{
+    // BatchRunner records every outcome itself; Hangfire must not re-run a job that failed by its own
+    // fault (a non-zero exit). Shutdown requeues happen through the cancellation path, not retries.
+    // (Hangfire reads these attributes from the enqueued type's method: this interface's, for new messages.)
+    [AutomaticRetry(Attempts = 0, OnAttemptsExceeded = AttemptsExceededAction.Fail)]
+    [JobDisplayName("{1}")]
+    [DisplayName("{1}")]
+    Task RunAsync(Guid jobId, string displayName, CancellationToken cancellationToken);
+}
+
+/// <summary>
+/// The Hangfire side of a job's life: the message that makes a worker run it, removed on cancel, handed back
+/// when its node was lost. Hangfire delivers each message at least once; the job record fences every attempt.
+/// </summary>
+/// <remarks>
+/// Messages enqueued before this type existed name <c>BatchRunner.Server.Execution.JobPerformer</c>, the class
+/// that implements <see cref="IJobPerformer"/>: it is kept, and registered, so that they still run.
+/// </remarks>
+public sealed class JobQueue(IBackgroundJobClient hangfire, JobStore store)
+{
+    /// <summary>Creates the message for the stored job <paramref name="id"/> in <paramref name="queue"/> and records its
+    /// Hangfire id on the job (what cancel deletes). Call once the job and its inputs are in place.</summary>
+    public async Task<string> EnqueueAsync(Guid id, string displayName, string queue, CancellationToken ct)
+    {
+        var hangfireId = hangfire.Create<IJobPerformer>(p => p.RunAsync(id, displayName, CancellationToken.None), new EnqueuedState(queue));
+        await store.SetHangfireJobIdAsync(id, hangfireId, ct);
+        return hangfireId;
+    }
+
+    /// <summary>Removes a queued message, or fires the cancellation token of the worker running it.</summary>
+    public void Delete(string hangfireJobId) => hangfire.Delete(hangfireJobId);
+
+    /// <summary>Hands the message back to its queue (its node was lost).</summary>
+    public void Requeue(string hangfireJobId) => hangfire.Requeue(hangfireJobId);
+}

@@ -1,0 +1,245 @@
+using System.Text.Json;
+using Npgsql;
+using NpgsqlTypes;
+
+namespace BatchRunner.Server.Storage;
+
+// Attempts: every write is fenced by the attempt number (and by the job not being final), so a late
+// write from an attempt that was given up changes nothing.
+public sealed partial class JobStore
+{
+    /// <summary>
+    /// Starts a new attempt on this node instance: the job goes to <c>starting</c> and its attempt number
+    /// is bumped. Allowed only when the job is queued, or when the instance running its current attempt
+    /// is no longer alive (that attempt is closed as node_lost) — so two attempts never run at once.
+    /// With a queue limit, also only while fewer than that many jobs of the queue start or run.
+    /// </summary>
+    public async Task<AttemptStart> BeginAttemptAsync(Guid id, string node, Guid instance, string queue, int? queueLimit, CancellationToken ct)
+    {
+        await using var conn = await db.OpenConnectionAsync(ct);
+        await using var tx = await conn.BeginTransactionAsync(ct);
+        if (queueLimit is { } limit)
+        {
+            // Serialises admissions per queue so the count below cannot be raced past the limit.
+            await using var lk = new NpgsqlCommand("select pg_advisory_xact_lock(hashtext('batchrunner.queue:' || @q))", conn, tx);
+            lk.Parameters.AddWithValue("q", queue);
+            await lk.ExecuteNonQueryAsync(ct);
+            await using var count = new NpgsqlCommand(
+                "select count(*) from batchrunner.jobs where queue = @q and state in ('starting', 'running') and id <> @id", conn, tx);
+            count.Parameters.AddWithValue("q", queue);
+            count.Parameters.AddWithValue("id", id);
+            if ((long)(await count.ExecuteScalarAsync(ct))! >= limit) return new AttemptStart.QueueFull(limit);
+        }
+        // A started attempt is taken over when its node instance is dead, or when it is the caller's own
+        // instance: the caller runs no attempt of this job (JobExecutor admits one delivery per job at a
+        // time), so that attempt was abandoned, e.g. stopped while this node was fenced.
+        int attempt;
+        bool own;
+        await using (var cmd = new NpgsqlCommand($"""
+            with prev as (select node_instance from batchrunner.jobs where id = @id for update)
+            update batchrunner.jobs j set attempt = attempt + 1, state = 'starting', node = @node, node_instance = @inst,
+                   reason = null, message = null, exit_code = null, pull_progress = null, not_before = null
+              from prev
+             where j.id = @id and not j.cancel_requested
+               and (j.state = 'queued'
+                    or (j.state in ('starting', 'running')
+                        and (j.node_instance = @inst
+                             or not exists (select 1 from batchrunner.nodes n
+                                             where n.name = j.node and n.instance_id is not distinct from j.node_instance
+                                               and {NodeStore.AliveCondition}))))
+            returning j.attempt, prev.node_instance is not distinct from @inst
+            """, conn, tx))
+        {
+            cmd.Parameters.AddWithValue("id", id);
+            cmd.Parameters.AddWithValue("node", node);
+            cmd.Parameters.AddWithValue("inst", instance);
+            await using var r = await cmd.ExecuteReaderAsync(ct);
+            if (!await r.ReadAsync(ct)) return new AttemptStart.NothingToRun();
+            attempt = r.GetInt32(0);
+            own = r.GetBoolean(1);
+        }
+        int lost;
+        await using (var cmd = new NpgsqlCommand("""
+            update batchrunner.attempts set state = 'failed', reason = 'node_lost', finished_at = now(), message = @msg
+             where job_id = @id and finished_at is null;
+            insert into batchrunner.attempts (job_id, attempt, node, state, started_at) values (@id, @a, @node, 'starting', now());
+            """, conn, tx))
+        {
+            cmd.Parameters.AddWithValue("id", id);
+            cmd.Parameters.AddWithValue("a", attempt);
+            cmd.Parameters.AddWithValue("node", node);
+            cmd.Parameters.AddWithValue("msg", own
+                ? $"node {node} stopped this attempt while it could not reach the database (fenced)"
+                : "the node running this attempt stopped reporting");
+            await cmd.ExecuteNonQueryAsync(ct);
+        }
+        await using (var cmd = new NpgsqlCommand("select count(*) from batchrunner.attempts where job_id = @id and reason = 'node_lost'", conn, tx))
+        {
+            cmd.Parameters.AddWithValue("id", id);
+            lost = (int)(long)(await cmd.ExecuteScalarAsync(ct))!;
+        }
+        await tx.CommitAsync(ct);
+        return new AttemptStart.Started(attempt, lost);
+    }
+
+    /// <summary>
+    /// The attempt failed and will be tried again after <paramref name="delay"/>: the attempt keeps its
+    /// outcome, the job goes back to queued with a message saying when and why.
+    /// </summary>
+    public async Task<bool> RetryLaterAsync(Guid id, int attempt, JobOutcome o, TimeSpan delay, CancellationToken ct)
+    {
+        await using var conn = await db.OpenConnectionAsync(ct);
+        await using var tx = await conn.BeginTransactionAsync(ct);
+        await using (var cmd = new NpgsqlCommand("""
+            update batchrunner.jobs set state = 'queued', message = @msg, not_before = now() + @delay, usage = @u, pull_progress = null
+             where id = @id and attempt = @a and state in ('starting', 'running')
+            """, conn, tx))
+        {
+            AddOutcome(cmd, id, attempt, o);
+            cmd.Parameters.AddWithValue("msg", $"attempt {attempt} failed ({o.Reason}: {o.Message}); retrying in {delay.TotalSeconds:0.#}s");
+            cmd.Parameters.AddWithValue("delay", delay);
+            if (await cmd.ExecuteNonQueryAsync(ct) == 0) return false;
+        }
+        await CloseAttemptAsync(conn, tx, id, attempt, o, ct);
+        await tx.CommitAsync(ct);
+        return true;
+    }
+
+    /// <summary>A job whose node was lost and that has no retries left ends failed / node_lost.</summary>
+    public async Task<bool> FailLostAsync(Guid id, int attempt, string message, CancellationToken ct)
+    {
+        await using var cmd = db.CreateCommand("""
+            update batchrunner.jobs set state = 'failed', reason = 'node_lost', message = @m, finished_at = now(), pull_progress = null
+             where id = @id and attempt = @a and state in ('queued', 'starting', 'running')
+            """);
+        cmd.Parameters.AddWithValue("id", id);
+        cmd.Parameters.AddWithValue("a", attempt);
+        cmd.Parameters.AddWithValue("m", message);
+        return await cmd.ExecuteNonQueryAsync(ct) == 1;
+    }
+
+    public sealed record AttemptRecord(int Attempt, string Node, string State, string? Reason, string? Message, int? ExitCode,
+        DateTimeOffset StartedAt, DateTimeOffset? FinishedAt);
+
+    public async Task<IReadOnlyList<AttemptRecord>> GetAttemptsAsync(Guid id, CancellationToken ct)
+    {
+        await using var cmd = db.CreateCommand("""
+            select attempt, node, state, reason, message, exit_code, started_at, finished_at
+              from batchrunner.attempts where job_id = @id order by attempt
+            """);
+        cmd.Parameters.AddWithValue("id", id);
+        var result = new List<AttemptRecord>();
+        await using var rd = await cmd.ExecuteReaderAsync(ct);
+        while (await rd.ReadAsync(ct))
+            result.Add(new AttemptRecord(rd.GetInt32(0), rd.GetString(1), rd.GetString(2), rd.IsDBNull(3) ? null : rd.GetString(3),
+                rd.IsDBNull(4) ? null : rd.GetString(4), rd.IsDBNull(5) ? null : rd.GetInt32(5),
+                rd.GetFieldValue<DateTimeOffset>(6), rd.IsDBNull(7) ? null : rd.GetFieldValue<DateTimeOffset>(7)));
+        return result;
+    }
+
+    public async Task SetPullProgressAsync(Guid id, int attempt, long done, long total, CancellationToken ct)
+    {
+        await using var cmd = db.CreateCommand("""
+            update batchrunner.jobs set pull_progress = @p where id = @id and attempt = @a and state = 'starting'
+            """);
+        cmd.Parameters.AddWithValue("id", id);
+        cmd.Parameters.AddWithValue("a", attempt);
+        cmd.Parameters.Add(new NpgsqlParameter("p", NpgsqlDbType.Jsonb) { Value = JsonSerializer.Serialize(new PullProgressRecord(done, total), Json) });
+        await cmd.ExecuteNonQueryAsync(ct);
+    }
+
+    public async Task SetImageDigestAsync(Guid id, int attempt, string digest, CancellationToken ct)
+    {
+        await using var cmd = db.CreateCommand("update batchrunner.jobs set image_digest = @d where id = @id and attempt = @a");
+        cmd.Parameters.AddWithValue("id", id);
+        cmd.Parameters.AddWithValue("a", attempt);
+        cmd.Parameters.AddWithValue("d", digest);
+        await cmd.ExecuteNonQueryAsync(ct);
+    }
+
+    /// <summary>starting → running. False when the attempt was fenced off or the job cancelled meanwhile.</summary>
+    public async Task<bool> MarkRunningAsync(Guid id, int attempt, DateTimeOffset startedAt, CancellationToken ct)
+    {
+        await using var cmd = db.CreateCommand("""
+            update batchrunner.jobs set state = 'running', started_at = @t where id = @id and attempt = @a and state = 'starting';
+            update batchrunner.attempts set state = 'running', started_at = @t where job_id = @id and attempt = @a;
+            """);
+        cmd.Parameters.AddWithValue("id", id);
+        cmd.Parameters.AddWithValue("a", attempt);
+        cmd.Parameters.AddWithValue("t", startedAt);
+        return await cmd.ExecuteNonQueryAsync(ct) > 1;
+    }
+
+    /// <summary>Records the final outcome of an attempt (and its outputs) in one transaction. Fenced by attempt.</summary>
+    public async Task<bool> FinishAsync(Guid id, int attempt, JobOutcome o, CancellationToken ct)
+    {
+        await using var conn = await db.OpenConnectionAsync(ct);
+        await using var tx = await conn.BeginTransactionAsync(ct);
+        await using (var cmd = new NpgsqlCommand("""
+            update batchrunner.jobs set state = @s, reason = @r, message = @m, exit_code = @e, usage = @u,
+                   finished_at = now(), pull_progress = null
+             where id = @id and attempt = @a and state not in ('succeeded', 'failed', 'cancelled')
+            """, conn, tx))
+        {
+            AddOutcome(cmd, id, attempt, o);
+            if (await cmd.ExecuteNonQueryAsync(ct) == 0) return false;
+        }
+        await CloseAttemptAsync(conn, tx, id, attempt, o, ct);
+        if (o.Outputs.Count > 0)
+        {
+            await using var batch = new NpgsqlBatch(conn, tx);
+            batch.BatchCommands.Add(new NpgsqlBatchCommand("delete from batchrunner.outputs where job_id = @id") { Parameters = { new("id", id) } });
+            foreach (var f in o.Outputs)
+                batch.BatchCommands.Add(new NpgsqlBatchCommand("insert into batchrunner.outputs (job_id, path, size, sha256) values (@id, @p, @s, @h)")
+                {
+                    Parameters = { new("id", id), new("p", f.Path), new("s", f.Size), new("h", f.Sha256) },
+                });
+            await batch.ExecuteNonQueryAsync(ct);
+        }
+        await tx.CommitAsync(ct);
+        return true;
+    }
+
+    /// <summary>Records <paramref name="o"/> on the attempt's row, in the caller's transaction.</summary>
+    private static async Task CloseAttemptAsync(NpgsqlConnection conn, NpgsqlTransaction tx, Guid id, int attempt, JobOutcome o, CancellationToken ct)
+    {
+        await using var cmd = new NpgsqlCommand("""
+            update batchrunner.attempts set state = @s, reason = @r, message = @m, exit_code = @e, finished_at = now()
+             where job_id = @id and attempt = @a
+            """, conn, tx);
+        AddOutcome(cmd, id, attempt, o);
+        await cmd.ExecuteNonQueryAsync(ct);
+    }
+
+    private static void AddOutcome(NpgsqlCommand cmd, Guid id, int attempt, JobOutcome o)
+    {
+        cmd.Parameters.AddWithValue("id", id);
+        cmd.Parameters.AddWithValue("a", attempt);
+        cmd.Parameters.AddWithValue("s", o.State);
+        cmd.Parameters.AddWithValue("r", (object?)o.Reason ?? DBNull.Value);
+        cmd.Parameters.AddWithValue("m", (object?)o.Message ?? DBNull.Value);
+        cmd.Parameters.AddWithValue("e", (object?)o.ExitCode ?? DBNull.Value);
+        cmd.Parameters.Add(new NpgsqlParameter("u", NpgsqlDbType.Jsonb)
+        {
+            Value = o.Usage is null ? DBNull.Value : JsonSerializer.Serialize(o.Usage, Json),
+        });
+    }
+
+    /// <summary>
+    /// A worker is shutting down with this attempt unfinished: the job goes back to queued (Hangfire
+    /// requeues its message) and the attempt is closed.
+    /// </summary>
+    public async Task RequeueAsync(Guid id, int attempt, string message, CancellationToken ct)
+    {
+        await using var cmd = db.CreateCommand("""
+            update batchrunner.jobs set state = 'queued', pull_progress = null
+             where id = @id and attempt = @a and state in ('starting', 'running');
+            update batchrunner.attempts set state = 'failed', reason = 'requeued', message = @m, finished_at = now()
+             where job_id = @id and attempt = @a and finished_at is null;
+            """);
+        cmd.Parameters.AddWithValue("id", id);
+        cmd.Parameters.AddWithValue("a", attempt);
+        cmd.Parameters.AddWithValue("m", message);
+        await cmd.ExecuteNonQueryAsync(ct);
+    }
+}

@@ -1,0 +1,18 @@
+namespace BatchRunner.Server.Storage;
+
+/// <summary>A node as GET /api/v1/nodes shows it.</summary>
+public sealed record NodeInfo(
+    string Name,
+    IReadOnlyDictionary<string, string> Labels,
+    NodeCapacity Capacity,
+    IReadOnlyList<string> Queues,
+    bool Alive,
+    DateTimeOffset StartedAt,
+    DateTimeOffset HeartbeatAt,
+    NodeAllocation Allocated,
+    IReadOnlyList<Guid> RunningJobs);
+
+public sealed record NodeAllocation(double Cpus, long MemoryBytes, int Gpus);
+
+/// <summary>A live node as submission sees it: enough to tell whether a job could ever run there.</summary>
+public sealed record LiveNode(string Name, IReadOnlyDictionary<string, string> Labels, NodeCapacity Capacity);

@@ -1,0 +1,180 @@
+using System.Text.Json;
+using BatchRunner.Core;
+using Npgsql;
+using NpgsqlTypes;
+
+namespace BatchRunner.Server.Storage;
+
+/// <summary>
+/// Node records in batchrunner.nodes. Liveness is judged by the database's clock: a node is alive
+/// while its heartbeat is younger than its lease, so no two machines' clocks need to agree.
+/// </summary>
+public sealed class NodeStore(NpgsqlDataSource db)
+{
+    private static readonly JsonSerializerOptions Json = JobStore.Json;
+
+    public const string AliveCondition = "n.stopped_at is null and n.heartbeat_at > now() - make_interval(secs => n.lease_seconds)";
+
+    public async Task RegisterAsync(string name, Guid instance, IReadOnlyDictionary<string, string> labels, NodeCapacity capacity,
+        IReadOnlyList<string> queues, TimeSpan lease, CancellationToken ct)
+    {
+        await using var cmd = db.CreateCommand("""
+            insert into batchrunner.nodes (name, instance_id, labels, capacity, queues, started_at, heartbeat_at, lease_seconds, stopped_at)
+            values (@n, @i, @l, @c, @q, now(), now(), @lease, null)
+            on conflict (name) do update set instance_id = excluded.instance_id, labels = excluded.labels,
+                capacity = excluded.capacity, queues = excluded.queues, started_at = now(), heartbeat_at = now(),
+                lease_seconds = excluded.lease_seconds, stopped_at = null
+            """);
+        cmd.Parameters.AddWithValue("n", name);
+        cmd.Parameters.AddWithValue("i", instance);
+        cmd.Parameters.Add(new NpgsqlParameter("l", NpgsqlDbType.Jsonb) { Value = JsonSerializer.Serialize(labels, Json) });
+        cmd.Parameters.Add(new NpgsqlParameter("c", NpgsqlDbType.Jsonb) { Value = JsonSerializer.Serialize(capacity, Json) });
+        cmd.Parameters.AddWithValue("q", queues.ToArray());
+        cmd.Parameters.AddWithValue("lease", (int)Math.Ceiling(lease.TotalSeconds));
+        await cmd.ExecuteNonQueryAsync(ct);
+    }
+
+    /// <summary>Renews the node's lease and records where it answers HTTP (<paramref name="apiUrl"/>; null: unchanged).
+    /// False when another instance has taken over this node name (this process must stop working).</summary>
+    public async Task<bool> HeartbeatAsync(string name, Guid instance, CancellationToken ct, string? apiUrl = null)
+    {
+        await using var cmd = db.CreateCommand("update batchrunner.nodes set heartbeat_at = now(), api_url = coalesce(@u, api_url) where name = @n and instance_id = @i");
+        cmd.Parameters.AddWithValue("n", name);
+        cmd.Parameters.AddWithValue("i", instance);
+        cmd.Parameters.Add(new NpgsqlParameter("u", NpgsqlDbType.Text) { Value = (object?)apiUrl ?? DBNull.Value });
+        return await cmd.ExecuteNonQueryAsync(ct) == 1;
+    }
+
+    /// <summary>The node's HTTP address and whether its lease is current; null when no such node is recorded.</summary>
+    public async Task<(string? ApiUrl, bool Alive)?> GetApiUrlAsync(string name, CancellationToken ct)
+    {
+        await using var cmd = db.CreateCommand("""
+            select api_url, stopped_at is null and heartbeat_at > now() - make_interval(secs => lease_seconds)
+            from batchrunner.nodes where name = @n
+            """);
+        cmd.Parameters.AddWithValue("n", name);
+        await using var r = await cmd.ExecuteReaderAsync(ct);
+        if (!await r.ReadAsync(ct)) return null;
+        return (r.IsDBNull(0) ? null : r.GetString(0), r.GetBoolean(1));
+    }
+
+    /// <summary>The cluster setting <paramref name="name"/>, set to <paramref name="proposed"/> by whichever node asks first.</summary>
+    public async Task<string> GetOrAddSettingAsync(string name, string proposed, CancellationToken ct)
+    {
+        await using var cmd = db.CreateCommand("""
+            with added as (
+                insert into batchrunner.cluster_settings (name, value) values (@n, @v) on conflict (name) do nothing returning value)
+            select value from added union all select value from batchrunner.cluster_settings where name = @n limit 1
+            """);
+        cmd.Parameters.AddWithValue("n", name);
+        cmd.Parameters.AddWithValue("v", proposed);
+        return (string)(await cmd.ExecuteScalarAsync(ct))!;
+    }
+
+    public async Task MarkStoppedAsync(string name, Guid instance, CancellationToken ct)
+    {
+        await using var cmd = db.CreateCommand("update batchrunner.nodes set stopped_at = now() where name = @n and instance_id = @i");
+        cmd.Parameters.AddWithValue("n", name);
+        cmd.Parameters.AddWithValue("i", instance);
+        await cmd.ExecuteNonQueryAsync(ct);
+    }
+
+    /// <summary>Name, labels and capacity of every live node: what submission checks a job against.</summary>
+    public async Task<IReadOnlyList<LiveNode>> ListLiveAsync(CancellationToken ct)
+    {
+        await using var cmd = db.CreateCommand($"select n.name, n.labels, n.capacity from batchrunner.nodes n where {AliveCondition}");
+        var list = new List<LiveNode>();
+        await using var rd = await cmd.ExecuteReaderAsync(ct);
+        while (await rd.ReadAsync(ct))
+            list.Add(new LiveNode(rd.GetString(0),
+                JsonSerializer.Deserialize<Dictionary<string, string>>(rd.GetString(1), Json)!,
+                JsonSerializer.Deserialize<NodeCapacity>(rd.GetString(2), Json)!));
+        return list;
+    }
+
+    /// <summary>Node records with their allocation (what their starting and running jobs requested) and running jobs.</summary>
+    public async Task<IReadOnlyList<NodeInfo>> ListAsync(bool aliveOnly, CancellationToken ct)
+    {
+        await using var cmd = db.CreateCommand($"""
+            select n.name, n.labels, n.capacity, n.queues, ({AliveCondition}) as alive, n.started_at, n.heartbeat_at,
+                   coalesce(array_agg(j.id) filter (where j.id is not null), array[]::uuid[]) as jobs,
+                   coalesce(sum((j.spec->'resources'->>'cpus')::float8), 0) as cpus,
+                   coalesce(sum((j.spec->'resources'->>'memoryBytes')::int8), 0) as mem,
+                   coalesce(sum(coalesce((j.spec->'resources'->>'gpus')::int4, 0)), 0) as gpus
+              from batchrunner.nodes n
+              left join batchrunner.jobs j on j.node = n.name and j.node_instance = n.instance_id and j.state in ('starting', 'running')
+             {(aliveOnly ? $"where {AliveCondition}" : "")}
+             group by n.name
+             order by n.name
+            """);
+        var result = new List<NodeInfo>();
+        await using var rd = await cmd.ExecuteReaderAsync(ct);
+        while (await rd.ReadAsync(ct))
+        {
+            result.Add(new NodeInfo(
+                rd.GetString(0),
+                JsonSerializer.Deserialize<Dictionary<string, string>>(rd.GetString(1), Json)!,
+                JsonSerializer.Deserialize<NodeCapacity>(rd.GetString(2), Json)!,
+                rd.GetFieldValue<string[]>(3),
+                rd.GetBoolean(4),
+                rd.GetFieldValue<DateTimeOffset>(5),
+                rd.GetFieldValue<DateTimeOffset>(6),
+                new NodeAllocation(rd.GetDouble(8), rd.GetInt64(9), (int)rd.GetInt64(10)),
+                rd.GetFieldValue<Guid[]>(7)));
+        }
+        return result;
+    }
+
+    public sealed record LostAttempt(Guid JobId, int Attempt, string? HangfireJobId, string Node, JobSpec Spec);
+
+    /// <summary>
+    /// Closes, as node_lost, the attempts whose node instance is no longer alive and returns them. Safe
+    /// to run on every node at once: each attempt is closed (and returned) by exactly one caller.
+    /// </summary>
+    public async Task<IReadOnlyList<LostAttempt>> ReapLostAttemptsAsync(CancellationToken ct)
+    {
+        await using var cmd = db.CreateCommand($"""
+            with lost as (
+                select j.id from batchrunner.jobs j
+                 where j.state in ('starting', 'running')
+                   and not exists (select 1 from batchrunner.nodes n
+                                    where n.name = j.node and n.instance_id is not distinct from j.node_instance and {AliveCondition})
+                 for update skip locked)
+            update batchrunner.jobs j set state = 'queued', message = 'node ' || j.node || ' was lost during attempt ' || j.attempt
+              from lost where j.id = lost.id
+            returning j.id, j.attempt, j.hangfire_job_id, j.node, j.spec
+            """);
+        var lost = new List<LostAttempt>();
+        await using (var rd = await cmd.ExecuteReaderAsync(ct))
+            while (await rd.ReadAsync(ct))
+                lost.Add(new LostAttempt(rd.GetGuid(0), rd.GetInt32(1), rd.IsDBNull(2) ? null : rd.GetString(2), rd.GetString(3),
+                    JsonSerializer.Deserialize<JobSpec>(rd.GetString(4), Json)!));
+        foreach (var l in lost)
+        {
+            await using var close = db.CreateCommand("""
+                update batchrunner.attempts set state = 'failed', reason = 'node_lost', finished_at = now(),
+                       message = 'node ' || node || ' stopped heartbeating'
+                 where job_id = @id and attempt = @a and finished_at is null
+                """);
+            close.Parameters.AddWithValue("id", l.JobId);
+            close.Parameters.AddWithValue("a", l.Attempt);
+            await close.ExecuteNonQueryAsync(ct);
+        }
+        return lost;
+    }
+
+    /// <summary>Jobs accepted by the API whose Hangfire message was never created (the API died in between).</summary>
+    public async Task<IReadOnlyList<(Guid Id, string Queue, string Name)>> StrandedQueuedJobsAsync(TimeSpan olderThan, CancellationToken ct)
+    {
+        await using var cmd = db.CreateCommand("""
+            select id, queue, coalesce(name, image) from batchrunner.jobs
+             where state = 'queued' and hangfire_job_id is null and created_at < now() - @age
+             limit 100
+            """);
+        cmd.Parameters.AddWithValue("age", olderThan);
+        var result = new List<(Guid, string, string)>();
+        await using var rd = await cmd.ExecuteReaderAsync(ct);
+        while (await rd.ReadAsync(ct)) result.Add((rd.GetGuid(0), rd.GetString(1), rd.GetString(2)));
+        return result;
+    }
+}

@@ -1,0 +1,53 @@
+using Hangfire;
+using Hangfire.PostgreSql;
+using Hangfire.PostgreSql.Factories;
+using Npgsql;
+
+namespace BatchRunner.Server.Storage;
+
+/// <summary>Opening the job database and registering what reads and writes it: every SQL statement BatchRunner runs is behind these services.</summary>
+public static class StorageServices
+{
+    /// <summary>
+    /// Connects to the job database, applies the migrations (once per database, whichever process comes first), and
+    /// registers the stores, this host's Hangfire queue and its storage.
+    /// </summary>
+    public static async Task AddBatchRunnerStorageAsync(this IServiceCollection services, string connectionString, ILogger log, CancellationToken ct)
+    {
+        var dataSource = NpgsqlDataSource.Create(connectionString);
+        try
+        {
+            await Migrator.MigrateAsync(dataSource, log, ct);
+        }
+        catch
+        {
+            await dataSource.DisposeAsync();
+            throw;
+        }
+        services.AddSingleton(dataSource);
+        services.AddSingleton<JobStore>();
+        services.AddSingleton<IAttemptStore>(sp => sp.GetRequiredService<JobStore>());
+        services.AddSingleton<NodeStore>();
+        services.AddSingleton<DatabaseHealth>();
+        services.AddSingleton<JobQueue>();
+
+        // This process's own Hangfire storage instance, registered before AddHangfire so that the job client, the
+        // server and the dashboard all use it rather than the static JobStorage.Current (two BatchRunner
+        // hosts in one process, as in tests, must not share one).
+        var storageOptions = new PostgreSqlStorageOptions
+        {
+            SchemaName = "hangfire",
+            PrepareSchemaIfNecessary = true,
+            // LISTEN/NOTIFY: a worker in another process picks a new job up in tens of milliseconds,
+            // not after the 15 s default poll.
+            EnableLongPolling = true,
+            QueuePollInterval = TimeSpan.FromSeconds(5),
+            // A fetched job stays invisible while its worker keeps it alive, however long it runs. A dead
+            // worker's jobs are handed back within seconds by NodeRegistry (node heartbeats), so this
+            // timeout is only the last resort and is long enough to ride out a database restart.
+            UseSlidingInvisibilityTimeout = true,
+            InvisibilityTimeout = TimeSpan.FromMinutes(5),
+        };
+        services.AddSingleton<JobStorage>(new PostgreSqlStorage(new NpgsqlConnectionFactory(connectionString, storageOptions), storageOptions));
+    }
+}

@@ -1,0 +1,126 @@
+using BatchRunner.Core;
+using BatchRunner.Runtime.Gpus;
+using BatchRunner.Server.Execution;
+using BatchRunner.Server.Execution.Phases;
+using BatchRunner.Server.Gpus;
+using BatchRunner.Server.Hosting;
+using BatchRunner.Server.Nodes;
+using BatchRunner.Server.Observability;
+using BatchRunner.Server.Scheduling;
+using BatchRunner.Server.Storage;
+using BatchRunner.Testing.Fakes;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Time.Testing;
+
+namespace BatchRunner.Server.Tests.Execution;
+
+/// <summary>
+/// The real <see cref="JobExecutor"/>, <see cref="AttemptRunner"/> and phases on fakes of everything below them:
+/// image store, snapshotter, container runtime, job store, time, fencing and the host's lifetime. A decision
+/// test runs in milliseconds, needs no root, registry, runc or database, and controls every signal.
+/// </summary>
+internal sealed class ExecutorHarness : IDisposable
+{
+    public const int GraceSeconds = 30;
+
+    private readonly CancellationTokenSource _fence = new();
+    private readonly CancellationTokenSource _stopping = new();
+    private readonly JobTelemetry _telemetry = new();
+
+    public ExecutorHarness()
+    {
+        Root = Directory.CreateTempSubdirectory("br-executor-").FullName;
+        var layer = Directory.CreateDirectory(Path.Combine(Root, "layer")).FullName;
+        Images = new FakeImageStore(layer);
+        Paths = new DataPaths(Path.Combine(Root, "data"));
+        var node = NodeIdentity.For("executor-" + Guid.NewGuid().ToString("N")[..6], Paths.Root);
+        var options = Microsoft.Extensions.Options.Options.Create(new BatchRunnerOptions { ShutdownGraceSeconds = GraceSeconds, NodeName = node.Name });
+        Reservations = new NodeReservations(node.Name, new NodeCapacity(4, 8L << 30, 0), []);
+        var gpus = new GpuNode(GpuInventory.None, new GpuMonitor(null, new GpuMetricsPublisher(node.Name, []), TimeSpan.FromSeconds(5), NullLogger<GpuMonitor>.Instance));
+        var runner = new AttemptRunner(
+            new ImagePhase(Images, Store),
+            new RootfsPhase(Snapshotter),
+            new ContainerPhase(Runtime, Store, Paths, node, _telemetry, gpus, options, Time, ContainerLog),
+            new OutputsPhase(Paths),
+            Store, Paths, node, Time, RunnerLog);
+        Executor = new JobExecutor(Store, runner, Reservations, node, new Fence(_fence.Token), new Lifetime(_stopping.Token), options, ExecutorLog);
+    }
+
+    public string Root { get; }
+    public DataPaths Paths { get; }
+    public FakeImageStore Images { get; }
+    public FakeSnapshotter Snapshotter { get; } = new();
+    public FakeContainerRuntime Runtime { get; } = new();
+    public FakeAttemptStore Store { get; } = new();
+    /// <summary>Starts at the real time; only <see cref="FakeTimeProvider.Advance"/> moves it (timeouts, the grace period, polls).</summary>
+    public FakeTimeProvider Time { get; } = new(DateTimeOffset.UtcNow);
+    public NodeReservations Reservations { get; }
+    public JobExecutor Executor { get; }
+    public ListLogger<ContainerPhase> ContainerLog { get; } = new();
+    public ListLogger<AttemptRunner> RunnerLog { get; } = new();
+    public ListLogger<JobExecutor> ExecutorLog { get; } = new();
+
+    /// <summary>Stores a queued job made from <paramref name="submission"/> (running as this process's user, so that
+    /// giving it its /outputs needs no root) and returns its id.</summary>
+    public Guid AddJob(JobSubmission submission)
+    {
+        var result = JobSpecValidator.Validate(submission with { User = submission.User ?? CurrentUser() });
+        var spec = result.Spec ?? throw new ArgumentException(string.Join("; ", result.Errors.SelectMany(e => e.Value)));
+        var id = Guid.CreateVersion7();
+        Store.Add(new JobRecord { Id = id, Image = spec.Image, Queue = spec.Queue, Spec = spec, State = JobState.Queued, CreatedAt = DateTimeOffset.UtcNow });
+        return id;
+    }
+
+    public static JobSubmission Job(int timeoutSeconds = 60, RetrySubmission? retry = null) =>
+        new() { Image = "registry.test/job:1", Command = ["work"], TimeoutSeconds = timeoutSeconds, Retry = retry };
+
+    /// <summary>One delivery of the job, as Hangfire makes it (with its token).</summary>
+    public Task ExecuteAsync(Guid id, CancellationToken hangfire = default) => Executor.ExecuteAsync(id, hangfire);
+
+    /// <summary>This node stops proving it is alive.</summary>
+    public void FenceNode() => _fence.Cancel();
+
+    /// <summary>The host begins to stop (SIGTERM).</summary>
+    public void StopHost() => _stopping.Cancel();
+
+    /// <summary>Every resource an attempt took is back: no container, no rootfs, no run directory, no reservation.</summary>
+    public void AssertNothingHeld()
+    {
+        Assert.Equal(0, Runtime.Live);
+        Assert.Equal(0, Snapshotter.Mounted);
+        Assert.Empty(Directory.Exists(Paths.RunRoot) ? Directory.GetFileSystemEntries(Paths.RunRoot) : []);
+        Assert.Equal(ResourceAmounts.Zero, Reservations.Allocated);
+    }
+
+    /// <summary>Waits until the container phase logs a line containing <paramref name="text"/>.</summary>
+    public Task WaitForLogAsync(string text) =>
+        BatchRunner.Testing.Poll.UntilAsync(() => ContainerLog.Lines.Any(l => l.Contains(text, StringComparison.Ordinal)), TimeSpan.FromSeconds(10), $"log line \"{text}\"", 5);
+
+    public void Dispose()
+    {
+        _telemetry.Dispose();
+        NodeMetrics.Remove(Reservations.NodeName);
+        try { Directory.Delete(Root, recursive: true); } catch (IOException) { }
+    }
+
+    private static string CurrentUser()
+    {
+        string Field(string name) => File.ReadLines("/proc/self/status").First(l => l.StartsWith(name, StringComparison.Ordinal)).Split('\t', StringSplitOptions.RemoveEmptyEntries)[1];
+        return $"{Field("Uid:")}:{Field("Gid:")}";
+    }
+
+    private sealed class Fence(CancellationToken fenced) : INodeFence
+    {
+        public Guid Instance { get; } = Guid.NewGuid();
+        public CancellationToken Fenced { get; } = fenced;
+    }
+
+    private sealed class Lifetime(CancellationToken stopping) : IHostApplicationLifetime
+    {
+        public CancellationToken ApplicationStarted => CancellationToken.None;
+        public CancellationToken ApplicationStopping { get; } = stopping;
+        public CancellationToken ApplicationStopped => CancellationToken.None;
+        public void StopApplication() { }
+    }
+}

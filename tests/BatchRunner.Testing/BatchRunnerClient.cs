@@ -1,0 +1,92 @@
+using System.Net;
+using System.Net.Http.Headers;
+using System.Net.Http.Json;
+using System.Text.Json;
+using Xunit;
+
+namespace BatchRunner.Testing;
+
+/// <summary>
+/// The HTTP API v1 as tests use it: submit, read, wait for, cancel jobs, read their logs and outputs. One client
+/// for every server a test starts (in-process fixtures, a cluster of processes); jobs come back as
+/// <see cref="JsonElement"/> so that tests assert on the wire format, the contract. <see cref="Http"/> is there
+/// for the requests a test builds itself (bad input, raw bodies, headers).
+/// </summary>
+public sealed class BatchRunnerClient : IDisposable
+{
+    public static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web);
+    public static readonly TimeSpan DefaultWait = TimeSpan.FromSeconds(60);
+
+    /// <param name="apiKey">Sent as "Authorization: Bearer KEY"; null: anonymous.</param>
+    public BatchRunnerClient(string baseAddress, string? apiKey, TimeSpan? timeout = null)
+    {
+        Http = new HttpClient { BaseAddress = new Uri(baseAddress), Timeout = timeout ?? TimeSpan.FromSeconds(60) };
+        if (apiKey is not null) Http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", apiKey);
+    }
+
+    public HttpClient Http { get; }
+
+    /// <summary>POST /api/v1/jobs with <paramref name="spec"/> as JSON, whatever the answer.</summary>
+    public Task<HttpResponseMessage> PostJobAsync(object spec) => Http.PostAsJsonAsync("/api/v1/jobs", spec, Json);
+
+    /// <summary>Submits <paramref name="spec"/>, asserts 201 and returns the job as created.</summary>
+    public async Task<JsonElement> SubmitAsync(object spec) => await CreatedAsync(await PostJobAsync(spec));
+
+    /// <summary>Submits <paramref name="spec"/>, asserts 201 and returns the new job's id.</summary>
+    public async Task<string> SubmitIdAsync(object spec) => Id(await SubmitAsync(spec));
+
+    /// <summary>Asserts that <paramref name="response"/> (to a submission) is 201 and returns the job.</summary>
+    public static async Task<JsonElement> CreatedAsync(HttpResponseMessage response)
+    {
+        var body = await response.Content.ReadAsStringAsync();
+        Assert.True(response.StatusCode == HttpStatusCode.Created, $"submit: {(int)response.StatusCode} {body}");
+        return JsonDocument.Parse(body).RootElement.Clone();
+    }
+
+    public static string Id(JsonElement job) => job.GetProperty("id").GetString()!;
+
+    public static string State(JsonElement job) => job.GetProperty("state").GetString()!;
+
+    public async Task<JsonElement> GetJobAsync(string id) =>
+        JsonDocument.Parse(await Http.GetStringAsync($"/api/v1/jobs/{id}")).RootElement.Clone();
+
+    /// <summary>Polls the job until <paramref name="done"/> holds (every 100 ms, until <paramref name="timeout"/>).</summary>
+    public Task<JsonElement> WaitAsync(string id, Func<JsonElement, bool> done, TimeSpan? timeout = null, string? what = null) =>
+        Poll.UntilAsync(() => GetJobAsync(id), done, timeout ?? DefaultWait, $"job {id}: {what ?? "condition"}", 100);
+
+    public Task<JsonElement> WaitForStateAsync(string id, Func<string, bool> done, TimeSpan? timeout = null) =>
+        WaitAsync(id, j => done(State(j)), timeout, "state");
+
+    /// <summary>Waits until the job is succeeded, failed or cancelled.</summary>
+    public Task<JsonElement> WaitForFinalAsync(string id, TimeSpan? timeout = null) =>
+        WaitAsync(id, j => State(j) is "succeeded" or "failed" or "cancelled", timeout, "final state");
+
+    /// <summary>stdout then stderr, or one of them (<paramref name="stream"/> "stdout" or "stderr").</summary>
+    public Task<string> LogsAsync(string id, string? stream = null) =>
+        Http.GetStringAsync($"/api/v1/jobs/{id}/logs" + (stream is null ? "" : $"?stream={stream}"));
+
+    public async Task<JsonElement> OutputsAsync(string id) =>
+        JsonDocument.Parse(await Http.GetStringAsync($"/api/v1/jobs/{id}/outputs")).RootElement.Clone();
+
+    public Task<string> OutputAsync(string id, string path) => Http.GetStringAsync($"/api/v1/jobs/{id}/outputs/{path}");
+
+    public Task<HttpResponseMessage> CancelAsync(string id) => Http.PostAsync($"/api/v1/jobs/{id}/cancel", null);
+
+    /// <summary>GET /api/v1/nodes (with <paramref name="all"/>: dead nodes too).</summary>
+    public async Task<JsonElement> NodesAsync(bool all = false) =>
+        JsonDocument.Parse(await Http.GetStringAsync("/api/v1/nodes" + (all ? "?all=true" : ""))).RootElement.Clone();
+
+    /// <summary>Waits for the end of job <paramref name="id"/>, asserts it succeeded (showing its logs if not) and returns its stdout.</summary>
+    public async Task<string> SucceededStdoutAsync(string id, TimeSpan? timeout = null)
+    {
+        var done = await WaitForFinalAsync(id, timeout);
+        var stdout = await LogsAsync(id, "stdout");
+        Assert.True(State(done) == "succeeded", $"{done}\nstdout: {stdout}\nstderr: {await LogsAsync(id, "stderr")}");
+        return stdout;
+    }
+
+    /// <summary>Submits <paramref name="spec"/>, waits for the end, asserts success and returns stdout.</summary>
+    public async Task<string> RunAsync(object spec) => await SucceededStdoutAsync(await SubmitIdAsync(spec));
+
+    public void Dispose() => Http.Dispose();
+}
