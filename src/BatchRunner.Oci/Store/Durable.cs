@@ -1,4 +1,4 @@
-using static BatchRunner.Oci.Layers.Libc;
+using static BatchRunner.Native.Libc;
 
 namespace BatchRunner.Oci.Store;
 
