@@ -21,6 +21,23 @@ public static class HostFiles
         }
     }
 
+    /// <summary>The first directory above <paramref name="path"/> that host user <paramref name="uid"/>:<paramref name="gid"/>
+    /// (no supplementary groups) may not search, by its owner/group/other execute bits; null: none. For users that
+    /// must reach a path through the data directory: a user namespace's root (runc mounts from inside it), the
+    /// embedded PostgreSQL's user.</summary>
+    public static (string Dir, uint Mode, uint Uid, uint Gid)? FirstUnsearchableAncestor(string path, uint uid, uint gid)
+    {
+        for (var dir = Path.GetDirectoryName(Path.GetFullPath(path)); !string.IsNullOrEmpty(dir); dir = Path.GetDirectoryName(dir))
+        {
+            // A missing directory is the caller's error to report.
+            if (!Libc.TryStat(Libc.AT_FDCWD, dir, out var st, followTrailingSymlink: true)) continue;
+            var mode = st.Mode & 0xFFF;
+            var x = st.Uid == uid ? 0b001_000_000u : st.Gid == gid ? 0b000_001_000u : 0b000_000_001u;
+            if ((mode & x) == 0) return (dir, mode, st.Uid, st.Gid);
+        }
+        return null;
+    }
+
     /// <summary>True when <paramref name="path"/> itself (lstat: a symlink is not followed) is a regular file;
     /// false for symlinks, directories, FIFOs, sockets, devices and missing paths.</summary>
     public static bool IsRegularFile(string path) =>

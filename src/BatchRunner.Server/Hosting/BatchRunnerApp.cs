@@ -35,13 +35,18 @@ public static partial class BatchRunnerApp
         options.Validate();
         builder.Services.AddSingleton(Microsoft.Extensions.Options.Options.Create(options));
 
-        Directory.CreateDirectory(options.DataDir);
         using var bootLogs = LoggerFactory.Create(b => LoggingSetup.ConfigureBootLogging(b, builder.Configuration));
         var bootLog = bootLogs.CreateLogger("BatchRunner.Startup");
 
         // Storage: one code path whether the database is embedded or external.
         EmbeddedPostgres? embedded = null;
         var connectionString = options.ConnectionString;
+        var embeddedUser = string.IsNullOrWhiteSpace(connectionString) ? await EmbeddedPostgres.RunAsUserAsync(ct) : null;
+        // Before anything writes there: no host user but root may use the data directory (see DataDirectoryAccess).
+        var userNamespaceGid = options.RunsWorker && options.Isolation.UserNamespace.Enabled ? options.Isolation.UserNamespace.HostGidStart : (uint?)null;
+        var access = DataDirectoryAccess.For(embeddedUser?.Gid, userNamespaceGid);
+        access.Apply(new DataPaths(options.DataDir), userNamespaceGid);
+        LogDataDirectoryMode(bootLog, options.DataDir, Convert.ToString((int)access.Mode, 8), access.Reason);
         if (string.IsNullOrWhiteSpace(connectionString))
         {
             embedded = await EmbeddedPostgres.StartAsync(options.DataDir, bootLog, ct);
@@ -211,6 +216,9 @@ public static partial class BatchRunnerApp
             title: outage ? "The job database is unavailable" : "Internal server error",
             detail: outage ? "try again in a few seconds" : "the error was logged").ExecuteAsync(http);
     }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Data directory {DataDir}: mode {Mode} ({Reason})")]
+    private static partial void LogDataDirectoryMode(ILogger logger, string dataDir, string mode, string reason);
 
     /// <summary>Stops the embedded cluster after everything that uses it has stopped (hosted services stop in reverse order).</summary>
     private sealed class EmbeddedPostgresLifetime(EmbeddedPostgres pg) : IHostedService

@@ -10,7 +10,9 @@ public sealed class DataPaths(string root)
     public string Images => Path.Combine(Root, "images");
     public string RunRoot => Path.Combine(Root, "run");
     public string RuntimeState => Path.Combine(Root, "runtime");
-    public string JobDir(Guid id) => Path.Combine(Root, "jobs", id.ToString("N"));
+    /// <summary>Parent of every job's directory.</summary>
+    public string JobsRoot => Path.Combine(Root, "jobs");
+    public string JobDir(Guid id) => Path.Combine(JobsRoot, id.ToString("N"));
     public string Outputs(Guid id) => Path.Combine(JobDir(id), "outputs");
     public string Stdout(Guid id) => Path.Combine(JobDir(id), "stdout.log");
     public string Stderr(Guid id) => Path.Combine(JobDir(id), "stderr.log");
