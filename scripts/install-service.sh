@@ -2,7 +2,8 @@
 # Installs BatchRunner as a systemd service (README "Run as a service").
 #
 #   scripts/install-service.sh [options]                 publish, install, enable and start
-#   scripts/install-service.sh --uninstall [--purge]     stop, disable, remove (--purge: also data and settings)
+#   scripts/install-service.sh --uninstall [--purge]     stop, disable, remove the service and the bridge network's
+#                                                        firewall rules (--purge: also data and settings)
 #
 # Options:
 #   --prefix DIR        where the build goes (default /opt/batchrunner)
@@ -54,7 +55,7 @@ while [ $# -gt 0 ]; do
         --no-systemctl) use_systemctl=0; shift ;;
         --uninstall) uninstall=1; shift ;;
         --purge) purge=1; shift ;;
-        -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown argument: $1 (try --help)" ;;
     esac
 done
@@ -98,6 +99,23 @@ if [ "$uninstall" = 1 ]; then
     if [ "$use_systemctl" = 1 ]; then
         # `stop` waits for a clean shutdown (grace period, embedded PostgreSQL stopped).
         systemctl disable --now "$unit_name" >/dev/null 2>&1 || log "the unit was not enabled or not running"
+    fi
+    # The bridge network's firewall rules outlive the service on purpose (README "How it works"); an uninstall
+    # takes them (and the bridge) away, with the service's own settings, so the bridge it names.
+    if [ -x "$prefix/batchrunner" ]; then
+        dotnet_root=""
+        if command -v dotnet >/dev/null 2>&1; then dotnet_root="$(dirname "$(readlink -f "$(command -v dotnet)")")"; fi
+        if (
+            set -a
+            if [ -f "$env_file" ]; then . "$env_file"; fi
+            set +a
+            if [ -n "$dotnet_root" ]; then export DOTNET_ROOT="${DOTNET_ROOT:-$dotnet_root}"; fi
+            exec "$prefix/batchrunner" cleanup-network
+        ) >&2; then
+            log "removed the bridge network's firewall rules"
+        else
+            log "WARNING: 'batchrunner cleanup-network' failed: remove the BRUNNER-* iptables chains by hand"
+        fi
     fi
     rm -f "$unit_file"
     [ "$use_systemctl" = 0 ] || systemctl daemon-reload

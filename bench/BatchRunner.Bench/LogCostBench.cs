@@ -72,7 +72,7 @@ public static class LogCostBench
             UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = true,
         };
         foreach (var a in (string[])["--urls", $"http://127.0.0.1:{port}", $"--BatchRunner:DataDir={dataDir}", $"--BatchRunner:ApiKey={Key}",
-                     "--BatchRunner:Workers=2", $"--BatchRunner:NodeName=logcost-{name}", .. args])
+                     "--BatchRunner:Workers=2", $"--BatchRunner:NodeName=logcost-{name}", .. TestRegistry.ServerArgs, .. args])
             psi.ArgumentList.Add(a);
         if (json) psi.Environment["BATCHRUNNER_LOG_FORMAT"] = "json";
         else psi.Environment.Remove("BATCHRUNNER_LOG_FORMAT");

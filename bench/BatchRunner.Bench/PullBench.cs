@@ -18,6 +18,9 @@ namespace BatchRunner.Bench;
 /// </remarks>
 internal static class PullBench
 {
+    // The bench's registry is on 127.0.0.1, which the default policy refuses.
+    private static readonly BatchRunner.Oci.Registry.RegistryPolicy LocalRegistries = new(["*", "127.0.0.1"]);
+
     private const string CacheDir = "/var/tmp/batchrunner-bench";
     private const string Tag = "numpy";
 
@@ -82,7 +85,7 @@ internal static class PullBench
         await SyncAsync();
         var log = new TimingLogger();
         var image = ImageReference.Parse(reference);
-        using (var store = new ImageStore(new ImageStoreOptions { Root = root }, log))
+        using (var store = new ImageStore(new ImageStoreOptions { Root = root, RegistryPolicy = LocalRegistries }, log))
         {
             var sw = Stopwatch.StartNew();
             await store.PullAsync(image, PullPolicy.IfNotPresent, null, CancellationToken.None);
@@ -91,7 +94,7 @@ internal static class PullBench
             sw.Restart();
             await store.PullAsync(image, PullPolicy.IfNotPresent, null, CancellationToken.None);
             warm.Add(sw.Elapsed.TotalMilliseconds);
-            using (var again = new ImageStore(new ImageStoreOptions { Root = root }))
+            using (var again = new ImageStore(new ImageStoreOptions { Root = root, RegistryPolicy = LocalRegistries }))
             {
                 sw.Restart();
                 await again.PullAsync(image, PullPolicy.IfNotPresent, null, CancellationToken.None);

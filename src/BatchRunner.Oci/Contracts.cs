@@ -41,6 +41,9 @@ public sealed class ImageStoreOptions
     public IRegistryCredentialSource? CredentialSource { get; init; }
     /// <summary>Registries reached over plain HTTP. Loopback registries always are, as Docker does.</summary>
     public IReadOnlyList<string> InsecureRegistries { get; init; } = [];
+    /// <summary>Which registries pulls may contact (and the redirect and token hosts they send pulls to); default: any
+    /// host except loopback, link-local and cloud metadata addresses. Imports never contact a registry.</summary>
+    public Registry.RegistryPolicy RegistryPolicy { get; init; } = Registry.RegistryPolicy.PublicHosts;
     public int MaxParallelDownloads { get; init; } = 4;
     /// <summary>OS/architecture to pick from an image index (defaults to this node's).</summary>
     public string Os { get; init; } = "linux";

@@ -12,7 +12,8 @@ internal sealed record CommandResult(int ExitCode, string Stdout, string Stderr)
 /// <summary>Runs a short-lived helper command (runc state/kill/delete/list, --version) and captures its output.</summary>
 internal static class Command
 {
-    public static async Task<CommandResult> RunAsync(string path, IEnumerable<string> args, TimeSpan timeout, CancellationToken ct)
+    /// <param name="stdin">Written to the command's standard input, which is then closed; null: closed at once.</param>
+    public static async Task<CommandResult> RunAsync(string path, IEnumerable<string> args, TimeSpan timeout, CancellationToken ct, string? stdin = null)
     {
         var psi = new ProcessStartInfo(path)
         {
@@ -23,9 +24,14 @@ internal static class Command
         };
         foreach (var a in args) psi.ArgumentList.Add(a);
         using var p = Process.Start(psi) ?? throw new InvalidOperationException($"could not start {path}");
-        p.StandardInput.Close();
         var stdout = p.StandardOutput.ReadToEndAsync(CancellationToken.None);
         var stderr = p.StandardError.ReadToEndAsync(CancellationToken.None);
+        try
+        {
+            if (stdin is not null) await p.StandardInput.WriteAsync(stdin);
+            p.StandardInput.Close();
+        }
+        catch (IOException) { /* exited without reading its input: its exit code tells */ }
         using var cts = CancellationTokenSource.CreateLinkedTokenSource(ct);
         cts.CancelAfter(timeout);
         try

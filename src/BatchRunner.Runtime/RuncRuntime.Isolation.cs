@@ -75,7 +75,10 @@ public sealed partial class RuncRuntime
         if (spec.Network == ContainerNetworkMode.Bridge)
         {
             var bridge = BridgeNetwork ?? throw new ContainerStartException($"container {spec.Id}: bridge network is not configured on this node");
-            network = await bridge.AttachAsync(spec.Id, ct);
+            // The same servers WriteNameFiles puts in resolv.conf: the bridge's host rules keep their port 53 open.
+            var nameservers = NameFiles.BridgeNameservers(ReadOrNull(_options.HostResolvConf) ?? "", ReadOrNull(NameFiles.ResolvedUpstream),
+                _options.Bridge?.DnsServers, out _);
+            network = await bridge.AttachAsync(spec.Id, nameservers, ct);
             opts.Add(SpecOpts.WithNetworkNamespacePath(network.NetnsPath));
         }
         // sysfs can only be mounted by a user namespace that owns the network namespace; the bridge's

@@ -47,6 +47,7 @@ public sealed class CliFixture : IAsyncLifetime
         _app = await BatchRunnerApp.BuildAsync([
             "--urls", "http://127.0.0.1:0",
             $"--BatchRunner:DataDir={DataDir}",
+            .. TestRegistry.ServerArgs,
             $"--BatchRunner:ApiKey={ApiKey}",
             $"--BatchRunner:NodeName=cli-{_tag}",
             "--BatchRunner:Workers=4",
@@ -127,6 +128,8 @@ public sealed class CliFixture : IAsyncLifetime
             await _app.DisposeAsync();
         }
         if (Registry is not null) await Registry.DisposeAsync();
+        // The bridge's host rules outlive the server by design (other processes may share a bridge): the test's own go here.
+        await new BatchRunner.Runtime.Network.BridgeFirewall(new() { BridgeName = BridgeName }).RemoveAsync(CancellationToken.None);
         try { await ExternalCommand.RunAsync("ip", ["link", "delete", BridgeName]); } catch (InvalidOperationException) { }
         foreach (var d in new[] { DataDir, Home, ExamplesCache, BridgeState })
             try { if (Directory.Exists(d)) Directory.Delete(d, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }

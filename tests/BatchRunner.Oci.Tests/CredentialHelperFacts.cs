@@ -73,6 +73,7 @@ public sealed class CredentialHelperFacts : IClassFixture<HelperRegistriesFixtur
         new(new ImageStoreOptions
         {
             Root = Path.Combine(_dir, "store-" + Guid.NewGuid().ToString("N")[..8]),
+            RegistryPolicy = TestPolicies.LoopbackRegistries,
             CredentialSource = new DockerConfigCredentialSource(DockerConfigCredentials.Parse(dockerConfig), Helpers(helperTimeout), time: time),
         }, _log, http);
 

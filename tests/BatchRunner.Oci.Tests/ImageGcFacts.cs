@@ -16,7 +16,7 @@ public sealed class ImageGcFacts : IDisposable
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
-    private ImageStore NewStore(HttpMessageHandler? http = null) => new(new ImageStoreOptions { Root = Root }, httpHandler: http ?? new NoNetworkHandler());
+    private ImageStore NewStore(HttpMessageHandler? http = null) => new(new ImageStoreOptions { Root = Root, RegistryPolicy = TestPolicies.LoopbackRegistries }, httpHandler: http ?? new NoNetworkHandler());
 
     private async Task<(PreparedImage Busybox, PreparedImage Layered)> ImportBothAsync(ImageStore store)
     {

@@ -27,6 +27,7 @@ public sealed class ImageStoreFacts(ITestOutputHelper output) : IAsyncLifetime
         new(new ImageStoreOptions
         {
             Root = _root,
+            RegistryPolicy = TestPolicies.LoopbackRegistries,
             Credentials = credentials ?? [],
             Architecture = architecture ?? ImageStoreOptions.RuntimeArchitecture(),
         }, httpHandler: _http);

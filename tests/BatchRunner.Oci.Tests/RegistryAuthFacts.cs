@@ -23,7 +23,7 @@ public sealed class RegistryAuthFacts : IAsyncLifetime
     }
 
     private ImageStore NewStore(params RegistryCredential[] credentials) =>
-        new(new ImageStoreOptions { Root = _root, Credentials = credentials });
+        new(new ImageStoreOptions { Root = _root, Credentials = credentials, RegistryPolicy = TestPolicies.LoopbackRegistries });
 
     [Fact]
     public async Task PullAsync_Succeeds_WhenBasicCredentialsAreConfigured()

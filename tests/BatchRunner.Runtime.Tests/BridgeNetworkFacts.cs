@@ -8,9 +8,11 @@ namespace BatchRunner.Runtime.Tests;
 
 /// <summary>
 /// Three bridge networks of this fixture's own (own bridge names, /24 subnets in 10.0.0.0/8 and state dirs):
-/// one isolating containers from each other (the default), one not, one with NAT for egress. Traffic only
-/// flows between these namespaces, the bridges' gateway addresses on this host and (NAT test) a network
-/// namespace on this host that plays the outside world at a 198.18.0.0/15 (benchmarking) address.
+/// one isolating containers from each other (the default), one not and open to the host (AllowHostAccess), one
+/// with NAT for egress whose nameserver is its own gateway. Traffic only flows between these namespaces, this
+/// host's addresses (the bridges' gateways, test-owned veths) and (NAT test) a network namespace on this host that
+/// plays the outside world at a 198.18.0.0/15 (benchmarking) address. Disposing removes the bridges and their
+/// iptables rules.
 /// </summary>
 public sealed class BridgeFixture : IAsyncLifetime
 {
@@ -37,14 +39,18 @@ public sealed class BridgeFixture : IAsyncLifetime
             IpMasq = false, // nothing here leaves the host
         };
         IsolatedNet = Net("iso", Random.Shared.Next(0, 127));
-        SharedNet = Net("shared", Random.Shared.Next(128, 255)) with { IsolateContainers = false };
-        MasqNet = Net("masq", Random.Shared.Next(0, 255)) with { Subnet = $"10.{octet - 50}.{Random.Shared.Next(0, 255)}.0/24", IpMasq = true };
+        SharedNet = Net("shared", Random.Shared.Next(128, 255)) with { IsolateContainers = false, AllowHostAccess = true };
+        var masqSubnet = $"10.{octet - 50}.{Random.Shared.Next(0, 255)}.0/24";
+        MasqNet = Net("masq", 0) with { Subnet = masqSubnet, IpMasq = true, DnsServers = [Gateway(masqSubnet)] };
         HostResolvConf = Path.Combine(Runc.BaseDir, "host-resolv.conf");
         File.WriteAllText(HostResolvConf, "# written by the test\nnameserver 127.0.0.53\nnameserver 192.0.2.53\nsearch corp.example\noptions edns0 trust-ad\n");
         Isolated = new RuncRuntime(Runc.Runtime.Options with { Bridge = IsolatedNet, HostResolvConf = HostResolvConf, AllowHostNetwork = true });
         Shared = new RuncRuntime(Runc.Runtime.Options with { Bridge = SharedNet });
         Masq = new RuncRuntime(Runc.Runtime.Options with { Bridge = MasqNet });
     }
+
+    /// <summary>The bridge's own address on the host: "10.a.b.1" for "10.a.b.0/24".</summary>
+    public static string Gateway(string subnet) => subnet[..^4] + "1";
 
     public Task InitializeAsync() => Task.CompletedTask;
 
@@ -55,6 +61,7 @@ public sealed class BridgeFixture : IAsyncLifetime
         await Masq.CleanupOrphansAsync(Runc.Prefix, CancellationToken.None);
         foreach (var net in new[] { IsolatedNet, SharedNet, MasqNet })
         {
+            await new BridgeFirewall(net).RemoveAsync(CancellationToken.None);
             try { await ExternalCommand.RunAsync("ip", ["link", "delete", net.BridgeName]); } catch (InvalidOperationException) { }
             if (Directory.Exists(net.StateDir)) Directory.Delete(net.StateDir, recursive: true);
         }
@@ -93,33 +100,85 @@ public sealed class BridgeNetworkFacts(BridgeFixture fx) : IClassFixture<BridgeF
     }
 
     [Fact]
-    public async Task BridgeJobs_GetDifferentAddresses_ReachTheGateway_ButNotEachOther_ByDefault()
+    public async Task BridgeJobs_GetDifferentAddresses_AndReachNeitherEachOtherNorTheHost_ByDefault()
     {
         var (listener, lspec, addrA) = await StartListenerAsync(fx.Isolated);
         await using (listener)
+        await using (var other = await HostVeth.CreateAsync())
         {
             Assert.StartsWith(fx.IsolatedNet.Subnet[..^5], addrA); // "10.x.y."
-            var gateway = fx.IsolatedNet.Subnet[..^4] + "1";
-            using var host = new TcpListener(IPAddress.Parse(gateway), 0);
-            host.Start();
-            var port = ((IPEndPoint)host.LocalEndpoint).Port;
-            var accept = Task.Run(async () =>
-            {
-                using var client = await host.AcceptTcpClientAsync();
-                return (await new StreamReader(client.GetStream()).ReadLineAsync())?.Trim();
-            });
+            var gateway = BridgeFixture.Gateway(fx.IsolatedNet.Subnet);
+            using var onGateway = new HostListener(gateway);
+            using var onOther = new HostListener(other.Address);
 
-            var b = Bridge($"ip -4 -o addr show eth0 | awk '{{print $4}}'; echo to-a | nc -w 2 {addrA} 7000; echo a=$?; echo to-gw | nc -w 2 {gateway} {port}; echo gw=$?");
+            // Each probe fails at once (reset, unreachable), not by timing out: the rules reject, they do not drop.
+            var b = Bridge($"ip -4 -o addr show eth0 | awk '{{print $4}}'; echo to-a | nc -w 2 {addrA} 7000; echo a=$?; " +
+                           $"echo to-gw | nc -w 2 {gateway} {onGateway.Port} 2>&1; echo gw=$?; " +
+                           $"echo to-host | nc -w 2 {other.Address} {onOther.Port} 2>&1; echo host=$?; " +
+                           "nc -w 2 169.254.169.254 80 </dev/null 2>&1; echo metadata=$?");
             var outB = await RunToEndAsync(fx.Isolated, b);
             var addrB = outB.Split('\n')[0].Split('/')[0];
             Assert.NotEqual(addrA, addrB);
             Assert.StartsWith(fx.IsolatedNet.Subnet[..^5], addrB);
             Assert.Contains("a=1", outB);
-            Assert.Contains("gw=0", outB);
-            Assert.Equal("to-gw", await accept.WaitAsync(Deadline));
+            Assert.Contains("gw=1", outB);
+            Assert.Contains("host=1", outB);
+            Assert.Contains("metadata=1", outB);
+            Assert.Contains($"can't connect to remote host ({gateway}): Connection refused", outB);
+            Assert.Contains($"can't connect to remote host ({other.Address}): Connection refused", outB);
+            Assert.Contains("can't connect to remote host (169.254.169.254): Connection refused", outB);
+            Assert.Equal(0, onGateway.Accepted);
+            Assert.Equal(0, onOther.Accepted);
             Assert.DoesNotContain("to-a", Stdout(lspec));
             await listener.KillAsync(CancellationToken.None);
         }
+    }
+
+    [Fact]
+    public async Task BridgeJob_ReachesTheHost_WhenHostAccessIsAllowed()
+    {
+        await RunToEndAsync(fx.Shared, Bridge("true")); // from the first job on, the bridge has its gateway address
+        using var onGateway = new HostListener(BridgeFixture.Gateway(fx.SharedNet.Subnet));
+        var stdout = await RunToEndAsync(fx.Shared, Bridge($"echo to-gw | nc -w 2 {BridgeFixture.Gateway(fx.SharedNet.Subnet)} {onGateway.Port}; echo gw=$?"));
+        Assert.Contains("gw=0", stdout);
+        Assert.Equal(1, onGateway.Accepted);
+    }
+
+    [Fact]
+    public async Task BridgeJob_ReachesPort53OfANameserverOnTheHost_AndNoOtherPortThere()
+    {
+        await RunToEndAsync(fx.Masq, Bridge("true"));
+        var gateway = BridgeFixture.Gateway(fx.MasqNet.Subnet);
+        using var dns = new HostListener(gateway, 53);
+        using var other = new HostListener(gateway);
+        var stdout = await RunToEndAsync(fx.Masq, Bridge(
+            $"cat /etc/resolv.conf; nc -w 2 {gateway} 53 </dev/null; echo dns=$?; nc -w 2 {gateway} {other.Port} </dev/null 2>&1; echo other=$?"));
+        Assert.Contains($"nameserver {gateway}\n", stdout);
+        Assert.Contains("dns=0", stdout);
+        Assert.Contains("other=1", stdout);
+        Assert.Equal(1, dns.Accepted);
+        Assert.Equal(0, other.Accepted);
+    }
+
+    // The job listens on every address and talks to itself through 127.0.0.1, which needs its loopback up.
+    private const string TalkToItself =
+        "ip link show lo | grep -q ',UP' && echo lo=up || echo lo=down; nc -l -p 7001 & " +
+        "for i in $(seq 100); do echo self | nc -w 1 127.0.0.1 7001 2>/dev/null && { echo talked=yes; break; }; usleep 50000; done; kill $! 2>/dev/null; true";
+
+    [Fact]
+    public async Task BridgeJob_TalksToItselfOver127001()
+    {
+        var stdout = await RunToEndAsync(fx.Isolated, Bridge(TalkToItself));
+        Assert.Contains("lo=up", stdout);
+        Assert.Contains("talked=yes", stdout);
+    }
+
+    [Fact]
+    public async Task NoneJob_TalksToItselfOver127001()
+    {
+        var stdout = await RunToEndAsync(fx.Isolated, R.Spec(R.NewId(), "sh", "-c", TalkToItself));
+        Assert.Contains("lo=up", stdout);
+        Assert.Contains("talked=yes", stdout);
     }
 
     [Fact]
@@ -171,7 +230,7 @@ public sealed class BridgeNetworkFacts(BridgeFixture fx) : IClassFixture<BridgeF
         // A worker that died between attach and start: a namespace with an address and a veth, no container.
         var id = R.NewId();
         var net = new CniBridgeNetwork(fx.IsolatedNet);
-        var attachment = await net.AttachAsync(id, CancellationToken.None);
+        var attachment = await net.AttachAsync(id, [], CancellationToken.None);
         Assert.True(File.Exists(attachment.NetnsPath));
         Assert.NotEmpty(Leases(fx.IsolatedNet, id));
         Assert.Contains(attachment.HostInterface!, HostVeths());
@@ -270,4 +329,64 @@ public sealed class BridgeNetworkFacts(BridgeFixture fx) : IClassFixture<BridgeF
 
     private static List<string> HostVeths() =>
         Directory.GetDirectories("/sys/class/net").Select(Path.GetFileName).Where(n => n!.StartsWith("veth", StringComparison.Ordinal)).Select(n => n!).ToList();
+}
+
+/// <summary>A TCP listener on one of this host's addresses that accepts and closes every connection, counting them.</summary>
+internal sealed class HostListener : IDisposable
+{
+    private readonly TcpListener _listener;
+    private int _accepted;
+
+    public HostListener(string address, int port = 0)
+    {
+        _listener = new TcpListener(IPAddress.Parse(address), port);
+        _listener.Start();
+        Port = ((IPEndPoint)_listener.LocalEndpoint).Port;
+        _ = Task.Run(async () =>
+        {
+            try
+            {
+                while (true)
+                {
+                    using var client = await _listener.AcceptTcpClientAsync();
+                    Interlocked.Increment(ref _accepted);
+                }
+            }
+            catch (Exception e) when (e is SocketException or ObjectDisposedException) { /* stopped */ }
+        });
+    }
+
+    public int Port { get; }
+    public int Accepted => Volatile.Read(ref _accepted);
+    public void Dispose() => _listener.Stop();
+}
+
+/// <summary>One more address of this host, on a veth pair of the test's own (198.19.N.1), removed on dispose.</summary>
+internal sealed class HostVeth : IAsyncDisposable
+{
+    private readonly string _name;
+
+    private HostVeth(string name, string address) { _name = name; Address = address; }
+
+    public string Address { get; }
+
+    public static async Task<HostVeth> CreateAsync()
+    {
+        var tag = Guid.NewGuid().ToString("N")[..6];
+        var veth = new HostVeth("brh" + tag, $"198.19.{Random.Shared.Next(0, 255)}.1");
+        await ExternalCommand.RunAsync("ip", ["link", "add", veth._name, "type", "veth", "peer", "name", "brp" + tag]);
+        try
+        {
+            await ExternalCommand.RunAsync("ip", ["addr", "add", veth.Address + "/32", "dev", veth._name]);
+            await ExternalCommand.RunAsync("ip", ["link", "set", veth._name, "up"]);
+            return veth;
+        }
+        catch
+        {
+            await veth.DisposeAsync();
+            throw;
+        }
+    }
+
+    public async ValueTask DisposeAsync() => await ExternalCommand.RunAsync("ip", ["link", "delete", _name]);
 }

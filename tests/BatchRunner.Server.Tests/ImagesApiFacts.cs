@@ -11,7 +11,7 @@ public sealed class ImagesApiFacts(ServerFixture f)
 {
     private static string State(JsonElement j) => j.GetProperty("state").GetString()!;
 
-    private static async Task<string> TarLayoutAsync()
+    internal static async Task<string> TarLayoutAsync()
     {
         var tar = Path.Combine("/tmp", $"br-layout-{Guid.NewGuid():N}.tar");
         await ExternalCommand.RunAsync("tar", ["-C", await TestImages.LayoutAsync(), "-cf", tar, "."]);

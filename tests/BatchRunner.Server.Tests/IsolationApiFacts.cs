@@ -295,4 +295,28 @@ public sealed class IsolationApiFacts(IsolationServerFixture f)
         var leases = Path.Combine(f.BridgeState, "ipam", "brs-" + f.BridgeName[3..]);
         Assert.Empty(Directory.Exists(leases) ? Directory.EnumerateFiles(leases).Where(p => !Path.GetFileName(p).StartsWith("last_reserved") && Path.GetFileName(p) != "lock") : []);
     }
+
+    [Fact]
+    public async Task BridgeJob_CannotReachAServerOnTheHostsBridgeAddress_ButTalksToItselfOnLoopback()
+    {
+        // Listening on every host address, as a service bound to 0.0.0.0 does: the bridge's gateway address included.
+        using var host = new TcpListener(IPAddress.Any, 0);
+        host.Start();
+        var port = ((IPEndPoint)host.LocalEndpoint).Port;
+        var gateway = f.Subnet[..^4] + "1";
+        var stdout = await f.Api.RunAsync(new
+        {
+            image = f.Busybox, network = "bridge",
+            command = new[]
+            {
+                "/bin/sh", "-c",
+                $"nc -w 2 {gateway} {port} </dev/null 2>&1; echo host=$?; " +
+                "nc -l -p 7001 & for i in $(seq 100); do echo self | nc -w 1 127.0.0.1 7001 2>/dev/null && { echo talked=yes; break; }; usleep 50000; done; kill $!; true",
+            },
+        });
+        Assert.Contains($"can't connect to remote host ({gateway}): Connection refused", stdout);
+        Assert.Contains("host=1", stdout);
+        Assert.False(host.Pending(), "the job connected to the host");
+        Assert.Contains("talked=yes", stdout);
+    }
 }

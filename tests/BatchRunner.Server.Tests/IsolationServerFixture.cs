@@ -43,6 +43,7 @@ public sealed class IsolationServerFixture : IAsyncLifetime
         App = await BatchRunnerApp.BuildAsync([
             "--urls", "http://127.0.0.1:0",
             $"--BatchRunner:DataDir={DataDir}",
+            .. TestRegistry.ServerArgs,
             $"--BatchRunner:ApiKey={ApiKey}",
             $"--BatchRunner:NodeName=iso-{_tag}",
             "--BatchRunner:Workers=4",
@@ -68,6 +69,8 @@ public sealed class IsolationServerFixture : IAsyncLifetime
         Api?.Dispose();
         await InProcessHost.StopAsync(App);
         if (Registry is not null) await Registry.DisposeAsync();
+        // The bridge's host rules outlive the server by design (other processes may share a bridge): the test's own go here.
+        await new BatchRunner.Runtime.Network.BridgeFirewall(new() { BridgeName = BridgeName }).RemoveAsync(CancellationToken.None);
         try { await ExternalCommand.RunAsync("ip", ["link", "delete", BridgeName]); } catch (InvalidOperationException) { }
         foreach (var d in new[] { DataDir, DatasetDir, BridgeState })
             try { if (Directory.Exists(d)) Directory.Delete(d, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }

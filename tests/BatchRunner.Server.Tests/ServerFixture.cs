@@ -49,6 +49,7 @@ public sealed class ServerFixture : IAsyncLifetime
         App = await BatchRunnerApp.BuildAsync([
             "--urls", "http://127.0.0.1:0",
             $"--BatchRunner:DataDir={DataDir}",
+            .. TestRegistry.ServerArgs,
             $"--BatchRunner:ApiKey={ApiKey}",
             "--BatchRunner:Workers=4",
             "--BatchRunner:Queues:0=default",

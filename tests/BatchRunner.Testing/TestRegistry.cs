@@ -23,6 +23,14 @@ public sealed class TestRegistry : IAsyncDisposable
         Password = password;
     }
 
+    /// <summary>Server settings that let BatchRunner pull from test registries: they listen on 127.0.0.1, which
+    /// AllowedRegistries refuses unless named (as an operator with a local registry names it).</summary>
+    public static readonly string[] ServerArgs = ["--BatchRunner:AllowedRegistries:0=*", "--BatchRunner:AllowedRegistries:1=127.0.0.1"];
+
+    /// <summary><see cref="ServerArgs"/> as scripts/install-service.sh options (variables in the env file).</summary>
+    public static readonly string[] InstallServiceArgs =
+        ["--env", "BatchRunner__AllowedRegistries__0=*", "--env", "BatchRunner__AllowedRegistries__1=127.0.0.1"];
+
     /// <summary>"127.0.0.1:PORT": the registry part of image references.</summary>
     public string Host => $"127.0.0.1:{Port}";
     public int Port { get; }

@@ -15,7 +15,8 @@ namespace BatchRunner.Oci.Registry;
 /// "credentials not found in native keychain": that is anonymous, not a failure.
 /// </summary>
 /// <remarks>stdout carries the secret: it is parsed and dropped, never logged and never quoted in an error (not even
-/// when the helper fails, as helpers print their errors there too). stderr of a failed helper is logged, trimmed.
+/// when the helper fails, as helpers print their errors there too). stderr of a failed helper is logged, on one line
+/// and cut short (<see cref="RemoteText"/>), and never put in an error a job's submitter reads.
 /// Every run is bounded by a timeout; a helper that outlives it is killed with its children.</remarks>
 public sealed partial class CredentialHelper
 {
@@ -156,11 +157,8 @@ public sealed partial class CredentialHelper
         return text.ToString();
     }
 
-    private static string Trim(string stderr)
-    {
-        var t = stderr.Trim();
-        return t.Length <= MaxLoggedStderrChars ? t : t[..MaxLoggedStderrChars] + "…";
-    }
+    // Helpers relay what their backend said (a keychain, a cloud API): one short line, no control characters.
+    private static string Trim(string stderr) => RemoteText.Quote(stderr, MaxLoggedStderrChars);
 
     private static void Kill(Process process)
     {

@@ -43,9 +43,13 @@ public sealed class BlobResponse(HttpResponseMessage response, Stream content, l
 /// <para>Credentials: <see cref="ImageStoreOptions.Credentials"/> for a registry listed there, else
 /// <see cref="ImageStoreOptions.CredentialSource"/>, asked each time a request needs one (it caches); a 401 tells the
 /// source to forget its answer. A source that fails fails the pull with its message.</para>
-/// <para>Failures become <see cref="ImagePullException"/> naming the image and the registry's reason; 5xx, 429 and
-/// dropped connections are retried a few times with backoff and are transient when they persist.
-/// Credentials never appear in logs or messages.</para>
+/// <para>Policy: <see cref="ImageStoreOptions.RegistryPolicy"/> is asked before the first request to the registry,
+/// before following a redirect and before asking a token realm, and the default transport connects only to
+/// addresses it allows (<see cref="RegistryPolicy.ConnectAsync"/>). A refusal fails the pull at once, not
+/// transient.</para>
+/// <para>Failures become <see cref="ImagePullException"/> naming the image and the registry's reason, quoted short
+/// and without control characters (<see cref="RemoteText"/>); 5xx, 429 and dropped connections are retried a few
+/// times with backoff and are transient when they persist. Credentials never appear in logs or messages.</para>
 /// </remarks>
 public sealed partial class RegistryClient : IDisposable
 {
@@ -58,6 +62,7 @@ public sealed partial class RegistryClient : IDisposable
     private static readonly TimeSpan TokenExpirySlack = TimeSpan.FromSeconds(10);
 
     private readonly ImageStoreOptions _options;
+    private readonly RegistryPolicy _policy;
     private readonly HttpClient _http;
     private readonly ILogger _logger;
     private readonly ConcurrentDictionary<string, CachedToken> _tokens = new();
@@ -68,23 +73,27 @@ public sealed partial class RegistryClient : IDisposable
     internal TimeSpan RetryBaseDelay { get; init; } = TimeSpan.FromMilliseconds(200);
 
     /// <param name="handler">Transport for tests (e.g. a counting <see cref="DelegatingHandler"/>). A delegating handler
-    /// without an inner handler gets the default one. It must not follow redirects itself.</param>
+    /// without an inner handler gets the default one. It must not follow redirects itself. A handler of the caller's
+    /// own skips the connect-time address check (the checks of names and literal addresses still apply).</param>
     public RegistryClient(ImageStoreOptions options, HttpMessageHandler? handler = null, ILogger? logger = null)
     {
         _options = options;
+        _policy = options.RegistryPolicy;
         _logger = logger ?? NullLogger.Instance;
-        if (handler is DelegatingHandler { InnerHandler: null } d) d.InnerHandler = CreateDefaultHandler();
-        _http = new HttpClient(handler ?? CreateDefaultHandler(), disposeHandler: true) { Timeout = Timeout.InfiniteTimeSpan };
+        if (handler is DelegatingHandler { InnerHandler: null } d) d.InnerHandler = CreateDefaultHandler(_policy);
+        _http = new HttpClient(handler ?? CreateDefaultHandler(_policy), disposeHandler: true) { Timeout = Timeout.InfiniteTimeSpan };
         _http.DefaultRequestHeaders.UserAgent.ParseAdd("BatchRunner/1.0");
     }
 
-    public static SocketsHttpHandler CreateDefaultHandler() => new()
+    /// <summary>The transport: no automatic redirects (see remarks), connections only where <paramref name="policy"/> allows.</summary>
+    public static SocketsHttpHandler CreateDefaultHandler(RegistryPolicy policy) => new()
     {
         AllowAutoRedirect = false,
         AutomaticDecompression = DecompressionMethods.None,
         ConnectTimeout = TimeSpan.FromSeconds(15),
         PooledConnectionLifetime = TimeSpan.FromMinutes(5),
         MaxConnectionsPerServer = 16,
+        ConnectCallback = policy.ConnectAsync,
     };
 
     public void Dispose() => _http.Dispose();
@@ -100,22 +109,12 @@ public sealed partial class RegistryClient : IDisposable
     private bool IsPlainHttp(string registry)
     {
         if (_options.InsecureRegistries.Any(r => r.Equals(registry, StringComparison.OrdinalIgnoreCase))) return true;
-        var host = HostWithoutPort(registry);
+        var host = RegistryPolicy.HostOf(registry);
         if (_options.InsecureRegistries.Any(r => r.Equals(host, StringComparison.OrdinalIgnoreCase))) return true;
         return host.Equals("localhost", StringComparison.OrdinalIgnoreCase) ||
                (IPAddress.TryParse(host, out var ip) && IPAddress.IsLoopback(ip));
     }
 
-    private static string HostWithoutPort(string registry)
-    {
-        if (registry.StartsWith('['))
-        {
-            var close = registry.IndexOf(']');
-            return close > 0 ? registry[1..close] : registry;
-        }
-        var colon = registry.LastIndexOf(':');
-        return colon > 0 && registry.IndexOf(':') == colon ? registry[..colon] : registry;
-    }
 
     /// <summary>GET a manifest or index by tag or digest. When asked by digest, the body must hash to it.</summary>
     public async Task<FetchedManifest> GetManifestAsync(ImageReference image, string reference, CancellationToken ct)
@@ -172,6 +171,7 @@ public sealed partial class RegistryClient : IDisposable
     {
         var scope = $"repository:{image.Repository}:pull";
         var baseUri = BaseUri(image.Registry);
+        if (_policy.CheckRegistry(image.Registry, baseUri) is { } refused) throw Refused(image, refused);
         var uri = new Uri(baseUri, path);
         var reauthenticated = false;
         for (var attempt = 1; ; attempt++)
@@ -180,6 +180,10 @@ public sealed partial class RegistryClient : IDisposable
             try
             {
                 resp = await SendFollowingRedirectsAsync(image, baseUri, uri, scope, configure, ct);
+            }
+            catch (HttpRequestException e) when (e.InnerException is RegistryPolicyException p)
+            {
+                throw Refused(image, p.Message, e);
             }
             catch (Exception e) when (e is HttpRequestException or IOException or OperationCanceledException && !ct.IsCancellationRequested)
             {
@@ -237,8 +241,12 @@ public sealed partial class RegistryClient : IDisposable
             if (location is null || hop >= MaxRedirects)
                 throw new ImagePullException($"image {image}: registry {image.Registry} sent a redirect without a usable Location");
             uri = location.IsAbsoluteUri ? location : new Uri(uri, location);
+            if (_policy.CheckHost(uri, $"redirect from registry {image.Registry}") is { } refused) throw Refused(image, refused);
         }
     }
+
+    private ImagePullException Refused(ImageReference image, string reason, Exception? inner = null) =>
+        new($"image {image}: pull refused: {reason}", inner);
 
     private static bool IsRedirect(HttpStatusCode s) =>
         s is HttpStatusCode.MovedPermanently or HttpStatusCode.Found or HttpStatusCode.SeeOther
@@ -319,7 +327,11 @@ public sealed partial class RegistryClient : IDisposable
         var query = new StringBuilder();
         if (challenge.Service is { } service) query.Append("service=").Append(Uri.EscapeDataString(service));
         query.Append(query.Length > 0 ? "&" : "").Append("scope=").Append(Uri.EscapeDataString(scope));
-        var realm = new UriBuilder(challenge.Realm!);
+        if (!Uri.TryCreate(challenge.Realm, UriKind.Absolute, out var realmUri))
+            throw new ImagePullException($"image {image}: registry {image.Registry} names a token service that is not a URL: \"{RemoteText.Quote(challenge.Realm, 100)}\"");
+        if (_policy.CheckHost(realmUri, $"token service of registry {image.Registry}") is { } refused)
+            throw Refused(image, refused);
+        var realm = new UriBuilder(realmUri);
 
         HttpRequestMessage NewRequest()
         {
@@ -351,6 +363,10 @@ public sealed partial class RegistryClient : IDisposable
                 using var headersCts = CancellationTokenSource.CreateLinkedTokenSource(ct);
                 headersCts.CancelAfter(HeadersTimeout);
                 resp = await _http.SendAsync(req, HttpCompletionOption.ResponseHeadersRead, headersCts.Token);
+            }
+            catch (HttpRequestException e) when (e.InnerException is RegistryPolicyException p)
+            {
+                throw Refused(image, p.Message, e);
             }
             catch (Exception e) when (e is HttpRequestException or IOException or OperationCanceledException && !ct.IsCancellationRequested)
             {
@@ -451,17 +467,20 @@ public sealed partial class RegistryClient : IDisposable
         }
         catch (Exception e) when (e is JsonException or HttpRequestException or IOException or ImagePullException) { }
 
+        // The registry's own words, but short and on one line: a body is never relayed whole.
+        code = RemoteText.Quote(code, 40);
+        message = RemoteText.Quote(message);
         string reason;
         if (resp.StatusCode == HttpStatusCode.Unauthorized || code == "UNAUTHORIZED")
             reason = "unauthorized: " + (message is { Length: > 0 } && message != "unauthorized" ? message : "authentication required");
         else if (code == "DENIED")
-            reason = "denied: " + (message ?? "requested access to the resource is denied");
+            reason = "denied: " + (message is { Length: > 0 } ? message : "requested access to the resource is denied");
         else if (message is { Length: > 0 })
             reason = message;
         else if (code is { Length: > 0 })
             reason = code.ToLowerInvariant().Replace('_', ' ');
         else
-            reason = resp.ReasonPhrase is { Length: > 0 } phrase ? phrase.ToLowerInvariant() : "request failed";
+            reason = RemoteText.Quote(resp.ReasonPhrase, 60) is { Length: > 0 } phrase ? phrase.ToLowerInvariant() : "request failed";
 
         var text = $"image {image}: {reason} (HTTP {status})";
         if (resp.StatusCode is HttpStatusCode.Unauthorized or HttpStatusCode.Forbidden)

@@ -184,7 +184,7 @@ public sealed partial class ImageStore : IImageStore, IDisposable
         if (mediaType is MediaTypes.DockerSchema1 or MediaTypes.DockerSchema1Signed)
             throw new ImagePullException($"image {reference}: Docker schema 1 manifests are not supported; push the image again with a current client");
         if (!MediaTypes.IsIndex(mediaType) && !MediaTypes.IsManifest(mediaType))
-            throw new ImagePullException($"image {reference}: unsupported manifest media type '{mediaType}' (expected an OCI or Docker schema 2 image)");
+            throw new ImagePullException($"image {reference}: unsupported manifest media type '{RemoteText.Quote(mediaType, 100)}' (expected an OCI or Docker schema 2 image)");
         try
         {
             if (MediaTypes.IsIndex(mediaType))
@@ -225,6 +225,8 @@ public sealed partial class ImageStore : IImageStore, IDisposable
             .Where(d => d.Platform is { } p && p.Os != "unknown")
             .Select(d => $"{d.Platform!.Os}/{d.Platform.Architecture}{(string.IsNullOrEmpty(d.Platform.Variant) ? "" : "/" + d.Platform.Variant)}")
             .Distinct()
+            .Select(p => RemoteText.Quote(p, 40))
+            .Take(20)
             .ToList();
         throw new ImagePullException(
             $"image {reference} has no {os}/{architecture} variant (available: {(available.Count == 0 ? "none" : string.Join(", ", available))})");
@@ -238,19 +240,19 @@ public sealed partial class ImageStore : IImageStore, IDisposable
     {
         var image = reference.ToString();
         if (!MediaTypes.IsConfig(manifest.Config!.MediaType ?? MediaTypes.OciConfig))
-            throw new ImagePullException($"image {image}: config media type '{manifest.Config.MediaType}' is not a container image (an artifact?)");
+            throw new ImagePullException($"image {image}: config media type '{RemoteText.Quote(manifest.Config.MediaType, 100)}' is not a container image (an artifact?)");
         foreach (var layer in manifest.Layers!)
         {
             var mt = layer.MediaType ?? "";
             if (MediaTypes.IsForeignLayer(mt))
-                throw new ImagePullException($"image {image}: layer {layer.Digest} is a foreign (non-distributable) layer ({mt}), which BatchRunner does not download");
+                throw new ImagePullException($"image {image}: layer {RemoteText.Quote(layer.Digest, 80)} is a foreign (non-distributable) layer ({RemoteText.Quote(mt, 100)}), which BatchRunner does not download");
             if (!MediaTypes.IsSupportedLayer(mt))
-                throw new ImagePullException($"image {image}: layer {layer.Digest} has unsupported media type '{mt}'");
+                throw new ImagePullException($"image {image}: layer {RemoteText.Quote(layer.Digest, 80)} has unsupported media type '{RemoteText.Quote(mt, 100)}'");
             if (!Digests.IsValid(layer.Digest))
-                throw new ImagePullException($"image {image}: layer digest '{layer.Digest}' is not sha256:<hex>");
+                throw new ImagePullException($"image {image}: layer digest '{RemoteText.Quote(layer.Digest, 80)}' is not sha256:<hex>");
         }
         if (!Digests.IsValid(manifest.Config.Digest))
-            throw new ImagePullException($"image {image}: config digest '{manifest.Config.Digest}' is not sha256:<hex>");
+            throw new ImagePullException($"image {image}: config digest '{RemoteText.Quote(manifest.Config.Digest, 80)}' is not sha256:<hex>");
         // Before any existence check, so GC cannot remove what this pull has just found present.
         lease.Pin(manifest.Config.Digest);
         foreach (var layer in manifest.Layers) lease.Pin(layer.Digest);

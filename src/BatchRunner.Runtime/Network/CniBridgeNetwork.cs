@@ -29,6 +29,10 @@ public sealed record BridgeNetworkOptions
     public bool IpMasq { get; init; } = true;
     /// <summary>Nameservers for bridge containers' /etc/resolv.conf; empty: the host's, less loopback ones.</summary>
     public IReadOnlyList<string> DnsServers { get; init; } = [];
+    /// <summary>False (default): containers cannot reach this host's own addresses (any interface, the gateway
+    /// included) nor 169.254.0.0/16, except port 53 of a nameserver they use (<see cref="BridgeFirewall"/>).
+    /// True: no such rules; a job can reach every service of the host that listens beyond loopback.</summary>
+    public bool AllowHostAccess { get; init; }
     public TimeSpan PluginTimeout { get; init; } = TimeSpan.FromSeconds(30);
 }
 
@@ -43,8 +47,9 @@ public sealed record NetworkAttachment(string ContainerId, string NetnsPath, str
 /// </summary>
 /// <remarks>
 /// Lifecycle: <see cref="AttachAsync"/> creates a named network namespace (`ip netns add ID`: a bind mount
-/// in <see cref="BridgeNetworkOptions.NetnsDir"/>), runs ADD on it and caches the result; the container
-/// joins it by path. <see cref="DetachAsync"/> runs DEL (which frees the address and removes the NAT
+/// in <see cref="BridgeNetworkOptions.NetnsDir"/>) with its loopback up (a job may talk to itself on
+/// 127.0.0.1, as in network mode none), runs ADD on it, caches the result and makes sure the bridge's host
+/// rules (<see cref="BridgeFirewall"/>) are in place before returning; the container joins it by path. <see cref="DetachAsync"/> runs DEL (which frees the address and removes the NAT
 /// rules — it needs the namespace, so it runs first) and deletes the namespace, which destroys the veth
 /// pair. Everything is named by the container id, so <see cref="CleanupOrphansAsync"/> finds what a
 /// crashed worker left (namespaces, address leases, cached results) by the owner's id prefix.
@@ -56,6 +61,8 @@ public sealed partial class CniBridgeNetwork(BridgeNetworkOptions options, ILogg
     private readonly ILogger _log = logger ?? NullLogger.Instance;
 
     public BridgeNetworkOptions Options => options;
+    /// <summary>The host rules of this bridge.</summary>
+    public BridgeFirewall Firewall { get; } = new(options, logger);
     private string ResultsDir => Path.Combine(options.StateDir, "results");
     private string IpamDir => Path.Combine(options.StateDir, "ipam");
     public string NetnsPath(string containerId) => Path.Combine(options.NetnsDir, containerId);
@@ -82,7 +89,9 @@ public sealed partial class CniBridgeNetwork(BridgeNetworkOptions options, ILogg
         new JsonObject { ["type"] = "firewall", ["backend"] = "iptables" },
     ];
 
-    public async Task<NetworkAttachment> AttachAsync(string containerId, CancellationToken ct)
+    /// <param name="nameservers">The nameservers the container's resolv.conf names: their port 53 stays open
+    /// where they are host or link-local addresses.</param>
+    public async Task<NetworkAttachment> AttachAsync(string containerId, IReadOnlyList<string> nameservers, CancellationToken ct)
     {
         Directory.CreateDirectory(ResultsDir);
         Directory.CreateDirectory(IpamDir);
@@ -90,6 +99,8 @@ public sealed partial class CniBridgeNetwork(BridgeNetworkOptions options, ILogg
         await RunToolAsync("ip", ["netns", "add", containerId], ct);
         try
         {
+            // A new namespace's loopback is down; runc brings it up only in namespaces it creates itself.
+            await RunToolAsync("ip", ["-n", containerId, "link", "set", "lo", "up"], ct);
             JsonNode? prev = null;
             foreach (var plugin in Plugins())
                 prev = await InvokeAsync("ADD", containerId, netns, (JsonObject)plugin!, prev, ct);
@@ -104,6 +115,8 @@ public sealed partial class CniBridgeNetwork(BridgeNetworkOptions options, ILogg
                 // Isolated bridge ports forward only to non-isolated ones (the bridge itself: gateway and NAT).
                 await RunToolAsync("bridge", ["link", "set", "dev", hostVeth, "isolated", "on"], ct);
             }
+            // After ADD: the firewall plugin may just have put its own FORWARD rule first.
+            await Firewall.EnsureAsync(nameservers, ct);
             LogAttached(_log, containerId, address ?? "?", hostVeth ?? "?");
             return new NetworkAttachment(containerId, netns, address, hostVeth);
         }

@@ -43,22 +43,25 @@ public static class NameFiles
         if (mode == ContainerNetworkMode.None) return null;
         var lines = hostResolvConf.Split('\n').Select(l => l.TrimEnd('\r')).ToList();
         var others = lines.Where(l => !IsNameserver(l, out _) && l.Trim().Length > 0 && !l.TrimStart().StartsWith('#') && !l.TrimStart().StartsWith(';')).ToList();
-        List<string> servers;
-        if (configuredServers is { Count: > 0 }) servers = [.. configuredServers];
-        else
-        {
-            servers = Nameservers(lines);
-            if (mode == ContainerNetworkMode.Bridge)
-            {
-                var reachable = servers.Where(s => !IsLoopback(s)).ToList();
-                if (reachable.Count == 0 && servers.Count > 0 && resolvedUpstream is not null)
-                    reachable = Nameservers(resolvedUpstream.Split('\n')).Where(s => !IsLoopback(s)).ToList();
-                if (reachable.Count == 0 && servers.Count > 0)
-                    warning = $"the host's nameservers ({string.Join(", ", servers)}) are all loopback addresses, which a bridge container cannot reach: set BatchRunner:Isolation:Bridge:DnsServers";
-                servers = reachable;
-            }
-        }
+        var servers = mode == ContainerNetworkMode.Bridge
+            ? BridgeNameservers(hostResolvConf, resolvedUpstream, configuredServers, out warning)
+            : configuredServers is { Count: > 0 } ? [.. configuredServers] : Nameservers(lines);
         return string.Join('\n', servers.Select(s => "nameserver " + s).Concat(others)) + "\n";
+    }
+
+    /// <summary>The nameservers of a bridge container: <paramref name="configuredServers"/> when given, else the
+    /// host's less loopback ones (systemd-resolved's upstream servers in place of its stub).</summary>
+    public static List<string> BridgeNameservers(string hostResolvConf, string? resolvedUpstream, IReadOnlyList<string>? configuredServers, out string? warning)
+    {
+        warning = null;
+        if (configuredServers is { Count: > 0 }) return [.. configuredServers];
+        var servers = Nameservers(hostResolvConf.Split('\n'));
+        var reachable = servers.Where(s => !IsLoopback(s)).ToList();
+        if (reachable.Count == 0 && servers.Count > 0 && resolvedUpstream is not null)
+            reachable = Nameservers(resolvedUpstream.Split('\n')).Where(s => !IsLoopback(s)).ToList();
+        if (reachable.Count == 0 && servers.Count > 0)
+            warning = $"the host's nameservers ({string.Join(", ", servers)}) are all loopback addresses, which a bridge container cannot reach: set BatchRunner:Isolation:Bridge:DnsServers";
+        return reachable;
     }
 
     private static List<string> Nameservers(IEnumerable<string> lines) =>
@@ -66,7 +69,7 @@ public static class NameFiles
 
     private static bool IsNameserver(string line, out string server)
     {
-        var parts = line.Split([' ', '\t'], StringSplitOptions.RemoveEmptyEntries);
+        var parts = line.Split([' ', '\t', '\r'], StringSplitOptions.RemoveEmptyEntries);
         server = parts.Length >= 2 && parts[0] == "nameserver" ? parts[1] : "";
         return server.Length > 0;
     }

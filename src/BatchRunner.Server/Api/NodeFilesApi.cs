@@ -1,5 +1,6 @@
 using BatchRunner.Server.Nodes;
 using BatchRunner.Server.Storage;
+using Microsoft.AspNetCore.Http.Features;
 
 namespace BatchRunner.Server.Api;
 
@@ -19,13 +20,18 @@ public static class NodeFilesApi
         var api = app.MapGroup(Prefix).ExcludeFromDescription();
         api.AddEndpointFilter(async (ctx, next) =>
         {
-            var token = ctx.HttpContext.RequestServices.GetRequiredService<ClusterToken>();
-            if (await token.MatchesAsync(ctx.HttpContext.Request.Headers[ClusterToken.Header].FirstOrDefault(), ctx.HttpContext.RequestAborted))
+            var http = ctx.HttpContext;
+            var token = http.RequestServices.GetRequiredService<ClusterToken>();
+            // The target exactly as it came (the signer signed what it sent), not the decoded path.
+            var target = http.Features.Get<IHttpRequestFeature>()?.RawTarget is { Length: > 0 } raw ? raw : http.Request.Path + http.Request.QueryString;
+            var check = await token.CheckAsync(http.Request.Headers[ClusterToken.Header].FirstOrDefault(), http.Request.Method, target, http.RequestAborted);
+            if (check == SignatureCheck.Valid)
             {
-                RequestLog.SetKeyId(ctx.HttpContext, RequestLog.NodeKeyId);
+                RequestLog.SetKeyId(http, RequestLog.NodeKeyId);
                 return await next(ctx);
             }
-            return TypedResults.Problem(statusCode: StatusCodes.Status403Forbidden, title: "Forbidden", detail: "node-to-node endpoint");
+            return TypedResults.Problem(statusCode: StatusCodes.Status403Forbidden, title: "Forbidden",
+                detail: $"node-to-node endpoint: {Describe(check)}");
         });
         api.MapGet("/{id}/logs", (string id, string? stream, bool? follow, JobStore store, DataPaths paths, CancellationToken ct) =>
             JobsApi.ServeLogsAsync(id, stream, follow, "", store, paths, forwardFrom: null, ct));
@@ -33,6 +39,14 @@ public static class NodeFilesApi
             JobsApi.ServeOutputAsync(id, path, store, paths, forwardFrom: null, ct));
         return app;
     }
+
+    private static string Describe(SignatureCheck check) => check switch
+    {
+        SignatureCheck.Missing => "no node signature",
+        SignatureCheck.Expired => $"the node signature is older (or newer) than {RequestSignature.Validity.TotalSeconds:0} s: are the nodes' clocks in sync?",
+        SignatureCheck.Replayed => "the node signature was used before",
+        _ => "the node signature is not valid for this request",
+    };
 
     /// <summary>True when the job's current attempt belongs to another node, which holds its files.</summary>
     public static bool RanElsewhere(JobRecord job, NodeIdentity node) => job.Node is { } n && n != node.Name;
@@ -55,7 +69,9 @@ public sealed class ForwardToNodeResult(string nodeName, string pathAndQuery) : 
             return;
         }
         using var request = new HttpRequestMessage(HttpMethod.Get, url + pathAndQuery);
-        request.Headers.TryAddWithoutValidation(ClusterToken.Header, await sp.GetRequiredService<ClusterToken>().GetAsync(ct));
+        // Signed for exactly the target HttpClient sends (Uri may re-escape what it was given).
+        request.Headers.TryAddWithoutValidation(ClusterToken.Header,
+            await sp.GetRequiredService<ClusterToken>().SignAsync(request.Method.Method, request.RequestUri!.PathAndQuery, ct));
         foreach (var h in new[] { "Range", "If-Range", "If-None-Match", "If-Modified-Since" })
             if (http.Request.Headers.TryGetValue(h, out var v)) request.Headers.TryAddWithoutValidation(h, v.ToArray());
         HttpResponseMessage response;

@@ -83,6 +83,16 @@ public sealed class BatchRunnerOptions
     /// <summary>Registries reached over plain HTTP (loopback registries always are).</summary>
     public List<string> InsecureRegistries { get; set; } = [];
 
+    /// <summary>
+    /// Registries jobs may pull from, as host patterns: "*" (any host but loopback, link-local and cloud metadata
+    /// addresses), "*.example.com", "ghcr.io", "127.0.0.1:5000". A loopback, link-local or metadata host is allowed
+    /// only by an entry naming it (not by "*"); that rule also covers redirects and token services, and the address
+    /// a name resolves to. (An array, so configuring it replaces the default.)
+    /// </summary>
+    public string[] AllowedRegistries { get; set; } = [Oci.Registry.RegistryPolicy.AnyPublicHost];
+
+    public Oci.Registry.RegistryPolicy RegistryPolicy() => new(AllowedRegistries, "BatchRunner:AllowedRegistries");
+
     public bool RunsApi => Role is "all" or "api";
     public bool RunsWorker => Role is "all" or "worker";
 
@@ -100,6 +110,8 @@ public sealed class BatchRunnerOptions
         _ = ImageCacheBudgetBytes();
         if (HeartbeatSeconds < 1) throw new InvalidOperationException("BatchRunner:HeartbeatSeconds must be at least 1");
         if (ShutdownGraceSeconds < 0) throw new InvalidOperationException("BatchRunner:ShutdownGraceSeconds must not be negative");
+        foreach (var p in AllowedRegistries)
+            if (Oci.Registry.RegistryPolicy.Validate(p) is { } error) throw new InvalidOperationException($"BatchRunner:AllowedRegistries: {error}");
         Isolation.Validate();
         if (!Path.IsPathRooted(DataDir)) DataDir = Path.GetFullPath(DataDir);
     }

@@ -24,6 +24,7 @@ internal static partial class Components
             Credentials = credentials,
             CredentialSource = DockerConfigSource(options, sp),
             InsecureRegistries = options.InsecureRegistries,
+            RegistryPolicy = options.RegistryPolicy(),
         }, sp.GetRequiredService<ILogger<ImageStore>>());
     }
 

@@ -65,6 +65,10 @@ public sealed class BridgeOptions
     /// <summary>Nameservers written to bridge jobs' /etc/resolv.conf; empty: the host's, without loopback
     /// ones (with systemd-resolved's upstream servers in place of its 127.0.0.53 stub).</summary>
     public string[] DnsServers { get; set; } = [];
+    /// <summary>False (default): bridge jobs cannot reach this host's addresses (the API, /metrics, a registry on
+    /// the host, any interface, the gateway included) nor 169.254.0.0/16, except port 53 of a nameserver they use;
+    /// iptables rules of BatchRunner's own enforce it. True: no rules, jobs reach what the host serves.</summary>
+    public bool AllowHostAccess { get; set; }
     public string PluginDir { get; set; } = "/usr/lib/cni";
     /// <summary>Address leases and cached CNI results (default /run/batchrunner/cni/NETWORK).</summary>
     public string? StateDir { get; set; }

@@ -57,6 +57,7 @@ public sealed class ClusterFacts
             direct.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", TestCluster.ApiKey);
             Assert.Equal(HttpStatusCode.Forbidden, (await direct.GetAsync($"{w1.Url}/internal/v1/jobs/{id}/logs")).StatusCode);
         }
+        await AssertNodeSignaturesAreSingleUseAndShortLivedAsync(c, w1, id);
 
         // With w1 gone its files are out of reach: a clear error naming the node, not an empty log.
         w1.Kill();
@@ -65,6 +66,47 @@ public sealed class ClusterFacts
         Assert.True(gone.StatusCode is HttpStatusCode.BadGateway or HttpStatusCode.ServiceUnavailable, $"{(int)gone.StatusCode}");
         var detail = JsonDocument.Parse(await gone.Content.ReadAsStringAsync()).RootElement.GetProperty("detail").GetString();
         Assert.Contains("node \"w1\"", detail);
+    }
+
+    /// <summary>What someone who captured a node-to-node header can do with it: nothing, once it was used, for
+    /// another file, or after its seconds. (Signed here with the cluster's secret, read from its database.)</summary>
+    private static async Task AssertNodeSignaturesAreSingleUseAndShortLivedAsync(TestCluster c, NodeProcess worker, string id)
+    {
+        string secret;
+        await using (var db = Npgsql.NpgsqlDataSource.Create(c.Postgres.ConnectionString))
+        await using (var cmd = db.CreateCommand("select value from batchrunner.cluster_settings where name = 'node-token'"))
+            secret = (string)(await cmd.ExecuteScalarAsync())!;
+        var path = $"/internal/v1/jobs/{id}/logs";
+        using var direct = new HttpClient { BaseAddress = new Uri(worker.Url) };
+        async Task<HttpResponseMessage> GetAsync(string target, string header)
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Get, target);
+            request.Headers.TryAddWithoutValidation(BatchRunner.Server.Nodes.ClusterToken.Header, header);
+            return await direct.SendAsync(request);
+        }
+
+        var header = new BatchRunner.Server.Nodes.RequestSignature(secret).Sign("GET", path);
+        var first = await GetAsync(path, header);
+        Assert.Equal(HttpStatusCode.OK, first.StatusCode);
+        Assert.Equal("out-line\nerr-line\n", await first.Content.ReadAsStringAsync());
+        var again = await GetAsync(path, header);
+        Assert.Equal(HttpStatusCode.Forbidden, again.StatusCode);
+        Assert.Contains("used before", await again.Content.ReadAsStringAsync());
+
+        var forLogs = new BatchRunner.Server.Nodes.RequestSignature(secret).Sign("GET", path);
+        Assert.Equal(HttpStatusCode.Forbidden, (await GetAsync($"/internal/v1/jobs/{id}/outputs/answer.txt", forLogs)).StatusCode);
+
+        var old = new BatchRunner.Server.Nodes.RequestSignature(secret, new PastTime(TimeSpan.FromMinutes(2))).Sign("GET", path);
+        var expired = await GetAsync(path, old);
+        Assert.Equal(HttpStatusCode.Forbidden, expired.StatusCode);
+        Assert.Contains("older", await expired.Content.ReadAsStringAsync());
+        // The secret itself, as the header used to carry it, opens nothing either.
+        Assert.Equal(HttpStatusCode.Forbidden, (await GetAsync(path, secret)).StatusCode);
+    }
+
+    private sealed class PastTime(TimeSpan ago) : TimeProvider
+    {
+        public override DateTimeOffset GetUtcNow() => DateTimeOffset.UtcNow - ago;
     }
 
     [Fact]

@@ -98,7 +98,7 @@ public sealed class SeveralMachinesFacts : IAsyncLifetime
         var root = Path.Combine(_root, name);
         var port = TestCluster.FreePort();
         var url = $"http://127.0.0.1:{port}";
-        await RepoScript.RunOkAsync("scripts/install-service.sh",
+        await RepoScript.RunOkAsync("scripts/install-service.sh", [
             "--prefix", Path.Combine(root, "opt"), "--config-dir", Path.Combine(root, "etc"), "--unit-dir", Path.Combine(root, "systemd"),
             "--data-dir", Path.Combine(root, "data"), "--from", AppContext.BaseDirectory, "--no-systemctl",
             "--urls", url,
@@ -107,7 +107,7 @@ public sealed class SeveralMachinesFacts : IAsyncLifetime
             "--env", $"BATCHRUNNER_ADVERTISE_URL={url}",
             "--env", $"BATCHRUNNER_NODE_NAME={name}",
             "--env", "BatchRunner__HeartbeatSeconds=1",
-            "--env", $"BatchRunner__Labels__machine={name}");
+            "--env", $"BatchRunner__Labels__machine={name}", .. TestRegistry.InstallServiceArgs]);
         var unit = SystemdUnit.Read(Path.Combine(root, "systemd", "batchrunner.service"));
         var notify = new NotifySocket();
         var process = UnitProcess.Start(unit, notify, Path.Combine(root, "journal.log"));

@@ -116,6 +116,7 @@ public sealed class NodeProcess : IAsyncDisposable
         [
             "--urls", Url,
             $"--BatchRunner:DataDir={DataDir}",
+            .. TestRegistry.ServerArgs,
             $"--BatchRunner:ConnectionString={cluster.Postgres.ConnectionString}",
             $"--BatchRunner:ApiKey={TestCluster.ApiKey}",
             $"--BatchRunner:Role={role}",

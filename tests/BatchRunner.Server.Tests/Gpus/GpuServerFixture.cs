@@ -58,6 +58,7 @@ public sealed class GpuServerFixture : IAsyncLifetime
         App = await BatchRunnerApp.BuildAsync([
             "--urls", "http://127.0.0.1:0",
             $"--BatchRunner:DataDir={Path.Combine(Dir, "data")}",
+            .. TestRegistry.ServerArgs,
             $"--BatchRunner:ApiKey={ApiKey}",
             "--BatchRunner:Workers=4",
             "--BatchRunner:NodeName=gpu-node",

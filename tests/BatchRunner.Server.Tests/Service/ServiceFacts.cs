@@ -26,12 +26,15 @@ public sealed partial class ServiceFacts(ServerFixture f) : IAsyncLifetime
     private string DataDir => Path.Combine(_root, "data");
     private string EnvFile => Path.Combine(ConfigDir, "batchrunner.env");
     private string UnitFile => Path.Combine(UnitDir, "batchrunner.service");
+    // The service's bridge is the test's own: uninstalling removes that bridge's firewall rules, nobody else's.
+    private readonly string _bridge = "brv" + Guid.NewGuid().ToString("N")[..6];
 
     private Task<string> InstallAsync(params string[] extra) => RepoScript.RunOkAsync("scripts/install-service.sh",
     [
         "--prefix", Prefix, "--config-dir", ConfigDir, "--unit-dir", UnitDir, "--data-dir", DataDir,
         // The tests' build holds the server's (apphost, batchrunner.dll, appsettings.json): no publish needed.
-        "--from", AppContext.BaseDirectory, "--no-systemctl", .. extra,
+        "--from", AppContext.BaseDirectory, "--no-systemctl", .. TestRegistry.InstallServiceArgs,
+        "--env", $"BatchRunner__Isolation__Bridge__Name={_bridge}", .. extra,
     ]);
 
     [Fact]
@@ -67,7 +70,14 @@ public sealed partial class ServiceFacts(ServerFixture f) : IAsyncLifetime
         Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(EnvFile));
         Assert.Equal("160", SystemdUnit.Read(UnitFile).Value("TimeoutStopSec"));
 
+        // The bridge's host firewall rules outlive the service (they are put in place at the first bridge job):
+        // uninstalling removes them.
+        var firewall = new BatchRunner.Runtime.Network.BridgeFirewall(new() { BridgeName = _bridge });
+        await firewall.EnsureAsync([], CancellationToken.None);
         await RepoScript.RunOkAsync("scripts/install-service.sh", "--uninstall", "--prefix", Prefix, "--config-dir", ConfigDir, "--unit-dir", UnitDir, "--no-systemctl");
+        var rules = await ExternalCommand.RunAsync("iptables", ["-w", "-S"]);
+        await firewall.RemoveAsync(CancellationToken.None); // (only if the assertion below is about to fail)
+        Assert.DoesNotContain(firewall.HostChain, rules);
         Assert.False(File.Exists(UnitFile));
         Assert.False(Directory.Exists(Prefix));
         Assert.True(Directory.Exists(Path.Combine(DataDir, "jobs")), "uninstall keeps the data directory");
