@@ -386,8 +386,9 @@ public sealed partial class ImageStore : IImageStore, IDisposable
                 throw new ImagePullException(
                     $"image {reference}: layer {layer.Digest} unpacks to diff id {result.DiffId}, but the image config says {diffId}");
             }
+            var flush = Stopwatch.StartNew();
             PublishLayer(tmp, target, result.DiffId);
-            LogUnpacked(_logger, reference.ToString(), layer.Digest, result.UncompressedBytes, sw.ElapsedMilliseconds);
+            LogUnpacked(_logger, reference.ToString(), layer.Digest, result.UncompressedBytes, sw.ElapsedMilliseconds, flush.ElapsedMilliseconds);
         }
         catch
         {
@@ -541,8 +542,8 @@ public sealed partial class ImageStore : IImageStore, IDisposable
     [LoggerMessage(EventId = 4202, Level = LogLevel.Information, Message = "Downloaded blob {Digest} of {Image}: {Bytes} bytes in {ElapsedMs} ms")]
     private static partial void LogDownloaded(ILogger logger, string image, string digest, long bytes, long elapsedMs);
 
-    [LoggerMessage(EventId = 4203, Level = LogLevel.Information, Message = "Unpacked layer {Digest} of {Image}: {Bytes} bytes in {ElapsedMs} ms")]
-    private static partial void LogUnpacked(ILogger logger, string image, string digest, long bytes, long elapsedMs);
+    [LoggerMessage(EventId = 4203, Level = LogLevel.Information, Message = "Unpacked layer {Digest} of {Image}: {Bytes} bytes in {ElapsedMs} ms ({FlushMs} ms of it flushing it to disk)")]
+    private static partial void LogUnpacked(ILogger logger, string image, string digest, long bytes, long elapsedMs, long flushMs);
 
     [LoggerMessage(EventId = 4206, Level = LogLevel.Warning, Message = "Stored blob {Digest} of {Image} does not match its digest (damaged on disk); removed it to fetch it again")]
     private static partial void LogDamagedBlob(ILogger logger, string image, string digest);
