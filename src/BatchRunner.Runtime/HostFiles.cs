@@ -42,4 +42,32 @@ public static class HostFiles
     /// false for symlinks, directories, FIFOs, sockets, devices and missing paths.</summary>
     public static bool IsRegularFile(string path) =>
         Libc.TryStat(Libc.AT_FDCWD, path, out var st) && st.IsRegularFile;
+
+    /// <summary>
+    /// Opens the regular file <paramref name="relativePath"/> beneath <paramref name="dir"/> for reading, resolved by
+    /// the kernel (openat2 RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS): no symlink anywhere on the path, the last
+    /// component included, and no ".." out of <paramref name="dir"/>, so what a job planted in its outputs after they
+    /// were listed (a symlink to /etc/shadow, a directory swapped for a link) is refused, not followed. Null when
+    /// there is no such regular file (missing, a link on the way, a directory, FIFO, socket or device).
+    /// </summary>
+    public static FileStream? OpenRegularFileBeneath(string dir, string relativePath)
+    {
+        var dirFd = Libc.open(dir, Libc.O_RDONLY | Libc.O_DIRECTORY | Libc.O_NOFOLLOW | Libc.O_CLOEXEC);
+        if (dirFd < 0) return null;
+        int fd;
+        try
+        {
+            // O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused just below).
+            fd = Libc.OpenBeneath(dirFd, relativePath, Libc.O_RDONLY | Libc.O_CLOEXEC | Libc.O_NOCTTY | Libc.O_NONBLOCK);
+        }
+        finally { Libc.close(dirFd); }
+        if (fd < 0) return null;
+        var handle = new Microsoft.Win32.SafeHandles.SafeFileHandle(fd, ownsHandle: true);
+        if (!Libc.TryStat(fd, "", out var st) || !st.IsRegularFile)
+        {
+            handle.Dispose();
+            return null;
+        }
+        return new FileStream(handle, FileAccess.Read, 1 << 16);
+    }
 }

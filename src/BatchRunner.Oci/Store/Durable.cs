@@ -13,7 +13,7 @@ namespace BatchRunner.Oci.Store;
 /// digest-addressed store would then serve as if it were verified. Flushing the parent directory after the rename
 /// makes the new name itself durable (a pull that returned must not be lost).
 /// </remarks>
-internal static class Durable
+public static class Durable
 {
     /// <summary>fsync(2) of a directory: the entries created, renamed or removed in it are on disk.</summary>
     public static void FlushDirectory(string dir) => OnDirectory(dir, fsync, "fsync of directory");

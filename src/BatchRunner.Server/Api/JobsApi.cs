@@ -25,6 +25,7 @@ public static class JobsApi
         api.MapGet("/", ListAsync).WithName("ListJobs");
         api.MapGet("/{id}", GetAsync).WithName("GetJob");
         api.MapPost("/{id}/cancel", CancelAsync).WithName("CancelJob");
+        api.MapDelete("/{id}", DeleteAsync).WithName("DeleteJob");
         api.MapGet("/{id}/logs", LogsAsync).WithName("GetJobLogs");
         api.MapGet("/{id}/outputs", ListOutputsAsync).WithName("ListJobOutputs");
         api.MapGet("/{id}/outputs/{**path}", GetOutputAsync).WithName("GetJobOutput");
@@ -34,9 +35,10 @@ public static class JobsApi
     public const string IdempotencyKeyHeader = "Idempotency-Key";
 
     public static async Task<Results<Created<JobDto>, Ok<JobDto>, ValidationProblem, ProblemHttpResult>> SubmitAsync(
-        HttpRequest request, JobStore store, LiveNodes liveNodes, JobQueue queue, IOptions<BatchRunnerOptions> options, CancellationToken ct)
+        HttpRequest request, JobStore store, LiveNodes liveNodes, JobQueue queue, NodeIdentity node, NodeAddress address,
+        IOptions<BatchRunnerOptions> options, CancellationToken ct)
     {
-        // JSON, or multipart with a spec part and input files (staged, not yet the job's); node policy checked.
+        // JSON, or multipart with a spec part and input files (staged, not yet the job's).
         var read = await JobSubmissionReader.ReadAsync(request, ct);
         if (read.Invalid is { } invalid) return invalid;
         if (read.Problem is { } problem) return problem;
@@ -60,6 +62,9 @@ public static class JobsApi
         var misfit = await liveNodes.WhyNoNodeFitsAsync(spec, ct);
         if (misfit.Count > 0)
             return TypedResults.ValidationProblem(misfit, title: "No live node can run this job");
+        // The inputs travel with the job: a tar kept here under its digest, which the job's record names and the
+        // node that runs the job fetches. Held until the record names it, so that no removal slips in between.
+        using var inputs = await JobSubmissionReader.PackInputsAsync(request, ct);
         var job = new JobRecord
         {
             Id = Guid.CreateVersion7(),
@@ -69,6 +74,7 @@ public static class JobsApi
             Spec = spec,
             State = JobState.Queued,
             CreatedAt = DateTimeOffset.UtcNow,
+            Inputs = inputs is null ? null : new JobInputs(inputs.Digest, inputs.Bytes, node.Name, address.Url),
         };
         var requestHash = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(JsonSerializer.SerializeToUtf8Bytes(spec, JobStore.Json)));
         var (id, created, sameRequest) = await store.InsertAsync(job, idempotencyKey, requestHash, ct);
@@ -80,8 +86,6 @@ public static class JobsApi
             var existing = await store.GetAsync(id, ct);
             return TypedResults.Ok(JobDto.From(existing!));
         }
-        // Inputs are in the job's directory before any worker can pick the job up.
-        JobSubmissionReader.CommitInputs(request, job.Id);
         var hangfireId = await queue.EnqueueAsync(job.Id, job.Name ?? job.Image, spec.Queue, CancellationToken.None);
         BatchRunnerMetrics.JobsSubmitted.WithLabels(spec.Queue).Inc();
         return TypedResults.Created($"/api/v1/jobs/{job.Id}", JobDto.From(job with { HangfireJobId = hangfireId }));
@@ -137,6 +141,36 @@ public static class JobsApi
         return TypedResults.Accepted($"/api/v1/jobs/{id}", JobDto.From(job!).WithNodeAlive(await liveness.GetAsync([jobId], ct)));
     }
 
+    /// <summary>
+    /// Deletes a finished job: its record (attempts, outputs, idempotency keys), its Hangfire message, and its files
+    /// (logs, outputs, inputs) on every node that holds some. The record goes first, in the same transaction that
+    /// records which nodes owe a removal; this node removes its own files at once and asks the others to remove
+    /// theirs. A node that cannot be reached removes them when it next sweeps (at start, then every
+    /// Retention:SweepSeconds), so 204 means the job is gone and its files are going.
+    /// </summary>
+    public static async Task<Results<NoContent, ProblemHttpResult>> DeleteAsync(
+        string id, JobStore store, JobQueue queue, JobFiles files, NodeIdentity node, NodeClient nodes, ILogger<NodeClient> log, CancellationToken ct)
+    {
+        if (!Guid.TryParse(id, out var jobId)) return NotFound(id);
+        var (result, deleted) = await store.DeleteFinishedAsync(jobId, ct);
+        switch (result)
+        {
+            case JobStore.DeleteResult.NotFound:
+                return NotFound(id);
+            case JobStore.DeleteResult.NotFinished:
+                var state = await store.GetStateAsync(jobId, ct);
+                return TypedResults.Problem(statusCode: StatusCodes.Status409Conflict, title: "The job has not ended",
+                    detail: $"job {id} is {state ?? "being deleted"}; only succeeded, failed or cancelled jobs can be deleted (cancel it first)");
+        }
+        if (deleted!.HangfireJobId is { } hf) await queue.PurgeAsync(hf, CancellationToken.None);
+        foreach (var holder in deleted.Nodes)
+        {
+            if (holder == node.Name) await files.RemoveOwedAsync(jobId, CancellationToken.None);
+            else await NodeFilesApi.ForwardRemovalAsync(nodes, holder, deleted.InputsNode == holder ? deleted.InputsUrl : null, jobId, log);
+        }
+        return TypedResults.NoContent();
+    }
+
     public static async Task<Results<Ok<IReadOnlyList<OutputDto>>, ProblemHttpResult>> ListOutputsAsync(string id, JobStore store, CancellationToken ct)
     {
         var job = await FindAsync(id, store, ct);
@@ -160,10 +194,13 @@ public static class JobsApi
         if (file is null)
             return TypedResults.Problem(statusCode: 404, title: "No such output",
                 detail: $"job {id} has no output file \"{path}\"" + (JobState.IsFinal(job.State) ? "" : " (outputs are listed when the job ends)"));
-        var full = Path.Combine(paths.Outputs(job.Id), file.Path);
-        if (!OutputScanner.IsRegularFile(full))
-            return TypedResults.Problem(statusCode: 404, title: "No such output", detail: $"output \"{path}\" of job {id} is no longer on node {job.Node}");
-        return TypedResults.PhysicalFile(full, "application/octet-stream", Path.GetFileName(file.Path), enableRangeProcessing: true);
+        // Opened by the kernel beneath the outputs directory without following any link, not by path after a check:
+        // a symlink planted there since the listing (or a directory swapped for one) is refused, never followed.
+        var stream = OutputScanner.OpenOutput(paths.Outputs(job.Id), file.Path);
+        if (stream is null)
+            return TypedResults.Problem(statusCode: 404, title: "No such output", detail: $"output \"{path}\" of job {id} is no longer on node {job.Node} as the regular file it was");
+        return TypedResults.File(stream, "application/octet-stream", Path.GetFileName(file.Path),
+            lastModified: File.GetLastWriteTimeUtc(stream.SafeFileHandle), enableRangeProcessing: true);
     }
 
     public static Task<IResult> LogsAsync(

@@ -31,7 +31,7 @@ public static partial class BatchRunnerApp
         builder.AddBatchRunnerLogging();
         if (string.IsNullOrEmpty(builder.Configuration["urls"])) builder.WebHost.UseUrls(DefaultUrl);
 
-        var options = builder.Configuration.GetSection(BatchRunnerOptions.Section).Get<BatchRunnerOptions>() ?? new BatchRunnerOptions();
+        var options = BatchRunnerOptions.From(builder.Configuration);
         options.Validate();
         builder.Services.AddSingleton(Microsoft.Extensions.Options.Options.Create(options));
 
@@ -92,8 +92,15 @@ public static partial class BatchRunnerApp
         services.AddBatchRunnerObservability(options);
         services.AddProblemDetails();
         services.AddOpenApi();
-        // Uploads of inputs that a crashed API process left half-received.
-        if (options.RunsApi) services.AddHostedService<InputStagingSweeper>();
+        // Uploads a crashed API process left half-received, inputs a crashed worker left half-unpacked.
+        services.AddHostedService<InputStagingSweeper>();
+        // Job files: the inputs tars this node took, removal of deleted jobs' files, retention (every role: each
+        // node removes its own files).
+        services.AddSingleton(_ => new InputsStore(paths));
+        services.AddSingleton(sp => new JobFiles(paths, sp.GetRequiredService<InputsStore>(), sp.GetRequiredService<JobStore>(), options.NodeName,
+            sp.GetRequiredService<ILogger<JobFiles>>()));
+        services.AddSingleton<JobFilesSweeper>();
+        services.AddHostedService(sp => sp.GetRequiredService<JobFilesSweeper>());
 
         // Likewise this host's own job activator: the static JobActivator.Current would resolve JobPerformer
         // from whichever host configured Hangfire last, even after that host was disposed.
@@ -111,6 +118,7 @@ public static partial class BatchRunnerApp
         // Logs and outputs stay on the node that ran the job; the API forwards requests for them there.
         services.AddSingleton(sp => new NodeAddress(sp.GetRequiredService<Microsoft.AspNetCore.Hosting.Server.IServer>(), options.AdvertiseUrl));
         services.AddSingleton<ClusterToken>();
+        services.AddSingleton<NodeClient>();
         services.AddHttpClient(Api.NodeFilesApi.HttpClientName, c => c.Timeout = Timeout.InfiniteTimeSpan);
 
         // The image cache of this node; the images API (import, list, delete) works on it too.
@@ -123,6 +131,8 @@ public static partial class BatchRunnerApp
             services.AddSingleton(runtime!);
             services.AddSingleton<IContainerRuntime>(sp => Components.CreateRuntime(runtime!, paths, sp));
             // The attempt's phases, in AttemptRunner's order; each owns one resource of an attempt.
+            services.AddSingleton<IInputsSource, InputsSource>();
+            services.AddSingleton<Execution.Phases.InputsPhase>();
             services.AddSingleton<Execution.Phases.ImagePhase>();
             services.AddSingleton<Execution.Phases.RootfsPhase>();
             services.AddSingleton<Execution.Phases.ContainerPhase>();

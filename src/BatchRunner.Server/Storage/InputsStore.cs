@@ -52,19 +52,22 @@ public sealed class InputsStore
             long bytes;
             await using (var file = new FileStream(tmp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16, FileOptions.Asynchronous))
             {
-                using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
-                await using (var hashing = new HashingWriteStream(file, hash))
-                await using (var tar = new TarWriter(hashing, TarEntryFormat.Pax, leaveOpen: true))
+                using var sha = SHA256.Create();
+                await using (var hashing = new CryptoStream(file, sha, CryptoStreamMode.Write, leaveOpen: true))
                 {
-                    // Sorted: the same inputs give the same bytes (and digest) whatever order the directory lists them in.
-                    foreach (var path in Directory.EnumerateFileSystemEntries(dir, "*", SearchOption.AllDirectories).Order(StringComparer.Ordinal))
+                    await using (var tar = new TarWriter(hashing, TarEntryFormat.Pax, leaveOpen: true))
                     {
-                        ct.ThrowIfCancellationRequested();
-                        await tar.WriteEntryAsync(path, Path.GetRelativePath(dir, path), ct);
+                        // Sorted: the same inputs give the same bytes (and digest) whatever order the directory lists them in.
+                        foreach (var path in Directory.EnumerateFileSystemEntries(dir, "*", SearchOption.AllDirectories).Order(StringComparer.Ordinal))
+                        {
+                            ct.ThrowIfCancellationRequested();
+                            await tar.WriteEntryAsync(path, Path.GetRelativePath(dir, path), ct);
+                        }
                     }
+                    await hashing.FlushFinalBlockAsync(ct);
                 }
                 file.Flush(flushToDisk: true);
-                digest = "sha256:" + Convert.ToHexStringLower(hash.GetHashAndReset());
+                digest = "sha256:" + Convert.ToHexStringLower(sha.Hash!);
                 bytes = file.Length;
             }
             var target = Path.Combine(BlobsDir, digest["sha256:".Length..]);
@@ -125,37 +128,5 @@ public sealed class InputsStore
     {
         private int _done;
         public void Dispose() { if (Interlocked.Exchange(ref _done, 1) == 0) gate.Release(); }
-    }
-
-    /// <summary>Hashes what is written through it.</summary>
-    private sealed class HashingWriteStream(Stream inner, IncrementalHash hash) : Stream
-    {
-        public override bool CanRead => false;
-        public override bool CanSeek => false;
-        public override bool CanWrite => true;
-        public override long Length => throw new NotSupportedException();
-        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
-        public override void Flush() => inner.Flush();
-        public override Task FlushAsync(CancellationToken ct) => inner.FlushAsync(ct);
-        public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException();
-        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-        public override void SetLength(long value) => throw new NotSupportedException();
-
-        public override void Write(byte[] buffer, int offset, int count) => Write(buffer.AsSpan(offset, count));
-
-        public override void Write(ReadOnlySpan<byte> buffer)
-        {
-            hash.AppendData(buffer);
-            inner.Write(buffer);
-        }
-
-        public override async ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken ct = default)
-        {
-            hash.AppendData(buffer.Span);
-            await inner.WriteAsync(buffer, ct);
-        }
-
-        public override Task WriteAsync(byte[] buffer, int offset, int count, CancellationToken ct) =>
-            WriteAsync(buffer.AsMemory(offset, count), ct).AsTask();
     }
 }

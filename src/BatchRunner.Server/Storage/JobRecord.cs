@@ -24,8 +24,17 @@ public sealed record JobRecord
     public string? HangfireJobId { get; init; }
     public bool CancelRequested { get; init; }
     public string? Node { get; init; }
+    /// <summary>The files given at submission; null when there were none.</summary>
+    public JobInputs? Inputs { get; init; }
     public IReadOnlyList<OutputFile> Outputs { get; init; } = [];
 }
+
+/// <summary>
+/// Where a job's inputs are: a tar named by its <paramref name="Digest"/>, kept by node <paramref name="Node"/> (which
+/// took the submission) and served node-to-node at <paramref name="Url"/>. The node that runs the job fetches it,
+/// checks the digest and unpacks it before the container starts.
+/// </summary>
+public sealed record JobInputs(string Digest, long Bytes, string Node, string? Url);
 
 public sealed record PullProgressRecord(long BytesDone, long BytesTotal);
 

@@ -5,7 +5,9 @@ namespace BatchRunner.Server.Storage;
 /// <summary>A job whose record was deleted: the Hangfire message to purge, and the nodes that must remove its files.</summary>
 /// <param name="Nodes">Every node that may hold files of the job: each attempt's node (logs, outputs, unpacked inputs)
 /// and the inputs' holder. A row of batchrunner.file_removals exists for each until that node has removed them.</param>
-public sealed record DeletedJob(Guid Id, string? HangfireJobId, IReadOnlyList<string> Nodes, string? InputsDigest);
+/// <param name="InputsNode">The node that took the job's inputs, and <paramref name="InputsUrl"/> where it answered then
+/// (an API-only node has no node record to look its address up in).</param>
+public sealed record DeletedJob(Guid Id, string? HangfireJobId, IReadOnlyList<string> Nodes, string? InputsDigest, string? InputsNode, string? InputsUrl);
 
 /// <summary>A removal a node still owes: the files of a deleted job (and its inputs tar, if no other job uses it).</summary>
 public sealed record FileRemoval(Guid JobId, string? InputsDigest);
@@ -46,7 +48,7 @@ public sealed partial class JobStore
         // attempts that the job's deletion cascades away.
         await using var cmd = db.CreateCommand($"""
             with doomed as (
-                select j.id, j.hangfire_job_id, j.node, j.inputs_node, j.inputs_digest from batchrunner.jobs j
+                select j.id, j.hangfire_job_id, j.node, j.inputs_node, j.inputs_digest, j.inputs_url from batchrunner.jobs j
                  where j.state in ('succeeded', 'failed', 'cancelled') and {where}),
             holders as (
                 select distinct d.id, h.node from doomed d
@@ -60,14 +62,16 @@ public sealed partial class JobStore
                 on conflict (node, job_id) do nothing),
             gone as (delete from batchrunner.jobs j using doomed d where j.id = d.id)
             select d.id, d.hangfire_job_id, d.inputs_digest,
-                   coalesce((select array_agg(h.node order by h.node) from holders h where h.id = d.id), array[]::text[])
+                   coalesce((select array_agg(h.node order by h.node) from holders h where h.id = d.id), array[]::text[]),
+                   d.inputs_node, d.inputs_url
               from doomed d
             """);
         bind(cmd);
         var result = new List<DeletedJob>();
         await using var rd = await cmd.ExecuteReaderAsync(ct);
         while (await rd.ReadAsync(ct))
-            result.Add(new DeletedJob(rd.GetGuid(0), rd.IsDBNull(1) ? null : rd.GetString(1), rd.GetFieldValue<string[]>(3), rd.IsDBNull(2) ? null : rd.GetString(2)));
+            result.Add(new DeletedJob(rd.GetGuid(0), rd.IsDBNull(1) ? null : rd.GetString(1), rd.GetFieldValue<string[]>(3),
+                rd.IsDBNull(2) ? null : rd.GetString(2), rd.IsDBNull(4) ? null : rd.GetString(4), rd.IsDBNull(5) ? null : rd.GetString(5)));
         return result;
     }
 

@@ -16,7 +16,8 @@ public sealed partial class JobStore(NpgsqlDataSource db) : IAttemptStore
 
     private const string Columns =
         "id, name, image, image_digest, queue, spec, state, reason, message, exit_code, attempt, created_at, " +
-        "started_at, finished_at, usage, pull_progress, hangfire_job_id, cancel_requested, node";
+        "started_at, finished_at, usage, pull_progress, hangfire_job_id, cancel_requested, node, " +
+        "inputs_digest, inputs_bytes, inputs_node, inputs_url";
 
     /// <summary>
     /// Inserts a new job. With an idempotency key, a key seen before returns the id of the job it created
@@ -41,8 +42,8 @@ public sealed partial class JobStore(NpgsqlDataSource db) : IAttemptStore
             }
         }
         await using (var cmd = new NpgsqlCommand("""
-            insert into batchrunner.jobs (id, name, image, queue, spec, state, created_at)
-            values (@id, @name, @image, @queue, @spec, @state, @created)
+            insert into batchrunner.jobs (id, name, image, queue, spec, state, created_at, inputs_digest, inputs_bytes, inputs_node, inputs_url)
+            values (@id, @name, @image, @queue, @spec, @state, @created, @idigest, @ibytes, @inode, @iurl)
             """, conn, tx))
         {
             AddInsert(cmd, job);
@@ -69,6 +70,10 @@ public sealed partial class JobStore(NpgsqlDataSource db) : IAttemptStore
         cmd.Parameters.Add(new NpgsqlParameter("spec", NpgsqlDbType.Jsonb) { Value = JsonSerializer.Serialize(job.Spec, Json) });
         cmd.Parameters.AddWithValue("state", job.State);
         cmd.Parameters.AddWithValue("created", job.CreatedAt);
+        cmd.Parameters.Add(new NpgsqlParameter("idigest", NpgsqlDbType.Text) { Value = (object?)job.Inputs?.Digest ?? DBNull.Value });
+        cmd.Parameters.Add(new NpgsqlParameter("ibytes", NpgsqlDbType.Bigint) { Value = (object?)job.Inputs?.Bytes ?? DBNull.Value });
+        cmd.Parameters.Add(new NpgsqlParameter("inode", NpgsqlDbType.Text) { Value = (object?)job.Inputs?.Node ?? DBNull.Value });
+        cmd.Parameters.Add(new NpgsqlParameter("iurl", NpgsqlDbType.Text) { Value = (object?)job.Inputs?.Url ?? DBNull.Value });
     }
 
     public async Task SetHangfireJobIdAsync(Guid id, string hangfireJobId, CancellationToken ct)
@@ -230,6 +235,8 @@ public sealed partial class JobStore(NpgsqlDataSource db) : IAttemptStore
             HangfireJobId = rd.IsDBNull(16) ? null : rd.GetString(16),
             CancelRequested = rd.GetBoolean(17),
             Node = rd.IsDBNull(18) ? null : rd.GetString(18),
+            Inputs = rd.IsDBNull(19) ? null
+                : new JobInputs(rd.GetString(19), rd.IsDBNull(20) ? 0 : rd.GetInt64(20), rd.IsDBNull(21) ? "" : rd.GetString(21), rd.IsDBNull(22) ? null : rd.GetString(22)),
         };
     }
 }

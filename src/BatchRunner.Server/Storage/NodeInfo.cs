@@ -15,4 +15,8 @@ public sealed record NodeInfo(
 public sealed record NodeAllocation(double Cpus, long MemoryBytes, int Gpus);
 
 /// <summary>A live node as submission sees it: enough to tell whether a job could ever run there.</summary>
-public sealed record LiveNode(string Name, IReadOnlyDictionary<string, string> Labels, NodeCapacity Capacity);
+public sealed record LiveNode(string Name, IReadOnlyDictionary<string, string> Labels, NodeCapacity Capacity)
+{
+    /// <summary>Null for a node of a version that did not publish one: submission then leaves the check to the node.</summary>
+    public NodePolicy? Policy { get; init; }
+}

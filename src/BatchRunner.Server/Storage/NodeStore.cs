@@ -16,15 +16,16 @@ public sealed class NodeStore(NpgsqlDataSource db)
     public const string AliveCondition = "n.stopped_at is null and n.heartbeat_at > now() - make_interval(secs => n.lease_seconds)";
 
     public async Task RegisterAsync(string name, Guid instance, IReadOnlyDictionary<string, string> labels, NodeCapacity capacity,
-        IReadOnlyList<string> queues, TimeSpan lease, CancellationToken ct)
+        IReadOnlyList<string> queues, TimeSpan lease, CancellationToken ct, NodePolicy? policy = null)
     {
         await using var cmd = db.CreateCommand("""
-            insert into batchrunner.nodes (name, instance_id, labels, capacity, queues, started_at, heartbeat_at, lease_seconds, stopped_at)
-            values (@n, @i, @l, @c, @q, now(), now(), @lease, null)
+            insert into batchrunner.nodes (name, instance_id, labels, capacity, queues, started_at, heartbeat_at, lease_seconds, stopped_at, policy)
+            values (@n, @i, @l, @c, @q, now(), now(), @lease, null, @p)
             on conflict (name) do update set instance_id = excluded.instance_id, labels = excluded.labels,
                 capacity = excluded.capacity, queues = excluded.queues, started_at = now(), heartbeat_at = now(),
-                lease_seconds = excluded.lease_seconds, stopped_at = null
+                lease_seconds = excluded.lease_seconds, stopped_at = null, policy = excluded.policy
             """);
+        cmd.Parameters.Add(new NpgsqlParameter("p", NpgsqlDbType.Jsonb) { Value = policy is null ? DBNull.Value : JsonSerializer.Serialize(policy, Json) });
         cmd.Parameters.AddWithValue("n", name);
         cmd.Parameters.AddWithValue("i", instance);
         cmd.Parameters.Add(new NpgsqlParameter("l", NpgsqlDbType.Jsonb) { Value = JsonSerializer.Serialize(labels, Json) });
@@ -79,16 +80,19 @@ public sealed class NodeStore(NpgsqlDataSource db)
         await cmd.ExecuteNonQueryAsync(ct);
     }
 
-    /// <summary>Name, labels and capacity of every live node: what submission checks a job against.</summary>
+    /// <summary>Name, labels, capacity and policy of every live node: what submission checks a job against.</summary>
     public async Task<IReadOnlyList<LiveNode>> ListLiveAsync(CancellationToken ct)
     {
-        await using var cmd = db.CreateCommand($"select n.name, n.labels, n.capacity from batchrunner.nodes n where {AliveCondition}");
+        await using var cmd = db.CreateCommand($"select n.name, n.labels, n.capacity, n.policy from batchrunner.nodes n where {AliveCondition}");
         var list = new List<LiveNode>();
         await using var rd = await cmd.ExecuteReaderAsync(ct);
         while (await rd.ReadAsync(ct))
             list.Add(new LiveNode(rd.GetString(0),
                 JsonSerializer.Deserialize<Dictionary<string, string>>(rd.GetString(1), Json)!,
-                JsonSerializer.Deserialize<NodeCapacity>(rd.GetString(2), Json)!));
+                JsonSerializer.Deserialize<NodeCapacity>(rd.GetString(2), Json)!)
+            {
+                Policy = rd.IsDBNull(3) ? null : JsonSerializer.Deserialize<NodePolicy>(rd.GetString(3), Json),
+            });
         return list;
     }
 

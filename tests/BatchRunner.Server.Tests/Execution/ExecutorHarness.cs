@@ -39,6 +39,7 @@ internal sealed class ExecutorHarness : IDisposable
         Reservations = new NodeReservations(node.Name, new NodeCapacity(4, 8L << 30, 0), []);
         var gpus = new GpuNode(GpuInventory.None, new GpuMonitor(null, new GpuMetricsPublisher(node.Name, []), TimeSpan.FromSeconds(5), NullLogger<GpuMonitor>.Instance));
         var runner = new AttemptRunner(
+            new InputsPhase(Paths, Inputs, options, NullLogger<InputsPhase>.Instance),
             new ImagePhase(Images, Store),
             new RootfsPhase(Snapshotter),
             new ContainerPhase(Runtime, Store, Paths, node, _telemetry, gpus, options, Time, ContainerLog),
@@ -51,6 +52,7 @@ internal sealed class ExecutorHarness : IDisposable
     public DataPaths Paths { get; }
     public FakeImageStore Images { get; }
     public FakeSnapshotter Snapshotter { get; } = new();
+    public FakeInputsSource Inputs { get; } = new();
     public FakeContainerRuntime Runtime { get; } = new();
     public FakeAttemptStore Store { get; } = new();
     /// <summary>Starts at the real time; only <see cref="FakeTimeProvider.Advance"/> moves it (timeouts, the grace period, polls).</summary>

@@ -1,7 +1,8 @@
 using BatchRunner.Server.Hosting;
+using BatchRunner.Server.Storage;
 using Microsoft.Extensions.Options;
 
-namespace BatchRunner.Server.Storage;
+namespace BatchRunner.Server.Execution;
 
 /// <summary>
 /// Every <see cref="RetentionSettings.SweepSeconds"/> on every node: deletes the records of finished jobs older than
