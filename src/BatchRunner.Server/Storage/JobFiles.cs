@@ -9,12 +9,12 @@ namespace BatchRunner.Server.Storage;
 public sealed partial class JobFiles(DataPaths paths, InputsStore inputs, JobStore store, string nodeName, ILogger<JobFiles> log)
 {
     /// <summary>Removes what this node holds of <paramref name="jobId"/>, if it owes that removal (its record was
-    /// deleted); false when it owes none (already done, or the job still exists).</summary>
+    /// deleted); false when it owes none (already done, or the job still exists) or the files could not be removed
+    /// yet (logged; the next sweep tries again).</summary>
     public async Task<bool> RemoveOwedAsync(Guid jobId, CancellationToken ct)
     {
         if (await store.PendingRemovalAsync(nodeName, jobId, ct) is not { } removal) return false;
-        await RemoveAsync(removal, ct);
-        return true;
+        return await TryRemoveAsync(removal, ct);
     }
 
     /// <summary>Removes every owed removal of this node, oldest first, up to <paramref name="limit"/>; returns how many were done.</summary>
@@ -22,19 +22,23 @@ public sealed partial class JobFiles(DataPaths paths, InputsStore inputs, JobSto
     {
         var done = 0;
         foreach (var removal in await store.PendingRemovalsAsync(nodeName, limit, ct))
-        {
-            try
-            {
-                await RemoveAsync(removal, ct);
-                done++;
-            }
-            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-            {
-                // The row stays: the next sweep tries again.
-                LogRemoveFailed(log, removal.JobId, e.Message);
-            }
-        }
+            if (await TryRemoveAsync(removal, ct)) done++;
         return done;
+    }
+
+    private async Task<bool> TryRemoveAsync(FileRemoval removal, CancellationToken ct)
+    {
+        try
+        {
+            await RemoveAsync(removal, ct);
+            return true;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            // The row stays: the next sweep tries again.
+            LogRemoveFailed(log, removal.JobId, e.Message);
+            return false;
+        }
     }
 
     private async Task RemoveAsync(FileRemoval removal, CancellationToken ct)

@@ -10,7 +10,12 @@ public sealed record NodeInfo(
     DateTimeOffset StartedAt,
     DateTimeOffset HeartbeatAt,
     NodeAllocation Allocated,
-    IReadOnlyList<Guid> RunningJobs);
+    IReadOnlyList<Guid> RunningJobs)
+{
+    /// <summary>What the node lets jobs ask for (network modes, capabilities, dataset names); null for a node of a
+    /// version that did not publish it.</summary>
+    public NodePolicy? Policy { get; init; }
+}
 
 public sealed record NodeAllocation(double Cpus, long MemoryBytes, int Gpus);
 

@@ -104,7 +104,8 @@ public sealed class NodeStore(NpgsqlDataSource db)
                    coalesce(array_agg(j.id) filter (where j.id is not null), array[]::uuid[]) as jobs,
                    coalesce(sum((j.spec->'resources'->>'cpus')::float8), 0) as cpus,
                    coalesce(sum((j.spec->'resources'->>'memoryBytes')::int8), 0) as mem,
-                   coalesce(sum(coalesce((j.spec->'resources'->>'gpus')::int4, 0)), 0) as gpus
+                   coalesce(sum(coalesce((j.spec->'resources'->>'gpus')::int4, 0)), 0) as gpus,
+                   n.policy
               from batchrunner.nodes n
               left join batchrunner.jobs j on j.node = n.name and j.node_instance = n.instance_id and j.state in ('starting', 'running')
              {(aliveOnly ? $"where {AliveCondition}" : "")}
@@ -124,7 +125,10 @@ public sealed class NodeStore(NpgsqlDataSource db)
                 rd.GetFieldValue<DateTimeOffset>(5),
                 rd.GetFieldValue<DateTimeOffset>(6),
                 new NodeAllocation(rd.GetDouble(8), rd.GetInt64(9), (int)rd.GetInt64(10)),
-                rd.GetFieldValue<Guid[]>(7)));
+                rd.GetFieldValue<Guid[]>(7))
+            {
+                Policy = rd.IsDBNull(11) ? null : JsonSerializer.Deserialize<NodePolicy>(rd.GetString(11), Json),
+            });
         }
         return result;
     }

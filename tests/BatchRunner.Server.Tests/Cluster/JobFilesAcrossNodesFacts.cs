@@ -56,6 +56,11 @@ public sealed class JobFilesAcrossNodesFacts
         Assert.False(Directory.Exists(Path.Combine(api.DataDir, "jobs", jobDir)));
         Assert.True(File.Exists(Path.Combine(w1.DataDir, "jobs", jobDir, "inputs", "b.bin")));
 
+        // Each worker publishes what it allows with its node record.
+        var policy = (await c.Api.NodesAsync()).EnumerateArray().Single(n => n.GetProperty("name").GetString() == "w1").GetProperty("policy");
+        Assert.Equal(["none", "host"], policy.GetProperty("networkModes").EnumerateArray().Select(m => m.GetString()));
+        Assert.Equal(["shared"], policy.GetProperty("datasets").EnumerateArray().Select(m => m.GetString()));
+
         // What no live node allows is refused at submission, naming the field.
         Assert.Equal("network mode \"bridge\" is not allowed on any live node; allowed: host, none",
             await FieldErrorAsync(await c.Api.PostJobAsync(new { image = c.Busybox, network = "bridge" }), "network"));
