@@ -34,7 +34,7 @@ RUN set -eux; \
     echo 'create_main_cluster = false' > /etc/postgresql-common/createcluster.d/batchrunner.conf; \
     apt-get update; \
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        runc crun iproute2 iptables containernetworking-plugins ca-certificates curl postgresql; \
+        runc crun iproute2 iptables containernetworking-plugins ca-certificates curl postgresql e2fsprogs; \
     rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app

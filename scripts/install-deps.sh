@@ -2,7 +2,8 @@
 # Installs the system packages BatchRunner needs on Debian (12+) / Ubuntu.
 #
 #   scripts/install-deps.sh            runtime deps: runc, crun, PostgreSQL server,
-#                                      iproute2, CNI plugins, iptables, ca-certificates
+#                                      iproute2, CNI plugins, iptables, ca-certificates,
+#                                      e2fsprogs (mkfs.ext4 for the per-job disks)
 #   scripts/install-deps.sh --test     also what the test suites use: docker-registry,
 #                                      skopeo, umoci, busybox-static, apache2-utils,
 #                                      prometheus (real-Prometheus test), docker-compose
@@ -52,6 +53,8 @@ checks=(
     "containernetworking-plugins|test -x /usr/lib/cni/bridge && test -x /usr/lib/cni/host-local && test -x /usr/lib/cni/firewall"
     "iptables|have_cmd iptables"
     "ca-certificates|test -s /etc/ssl/certs/ca-certificates.crt"
+    # Each job's disk is a sparse ext4 image on a loop device (resources.disk).
+    "e2fsprogs|have_cmd mkfs.ext4"
 )
 if [ "$with_test" = 1 ]; then
     checks+=(

@@ -5,8 +5,12 @@ using BatchRunner.Runtime;
 // dotnet run -c Release --project bench/BatchRunner.Bench -- start [--rounds N] [--runtime /usr/sbin/runc]
 // dotnet run -c Release --project bench/BatchRunner.Bench -- load [--jobs N] [--clients N] [--seconds N] [--rate N]
 // dotnet run -c Release --project bench/BatchRunner.Bench -- logcost [--jobs N] [--rounds N]
+// dotnet run -c Release --project bench/BatchRunner.Bench -- retention [--jobs N]
+// dotnet run -c Release --project bench/BatchRunner.Bench -- logrelay [--rounds N] [--runtime /usr/sbin/runc]
+// dotnet run -c Release --project bench/BatchRunner.Bench -- disk [--rounds N]
 var command = args.FirstOrDefault();
 var rounds = args.SkipWhile(a => a != "--rounds").Skip(1).Select(int.Parse).FirstOrDefault(5);
+int Arg(string name, int fallback) => args.SkipWhile(a => a != name).Skip(1).Select(int.Parse).FirstOrDefault(fallback);
 switch (command)
 {
     case "pull":
@@ -15,12 +19,18 @@ switch (command)
         return await StartBench.RunAsync(args.Contains("--rounds") ? rounds : 40,
             args.SkipWhile(a => a != "--runtime").Skip(1).FirstOrDefault() ?? RuntimeDetector.FindOnPath("runc") ?? "/usr/sbin/runc");
     case "load":
-        int Arg(string name, int fallback) => args.SkipWhile(a => a != name).Skip(1).Select(int.Parse).FirstOrDefault(fallback);
         return await LoadBench.RunAsync(Arg("--jobs", 10_000), Arg("--clients", 8), Arg("--seconds", 20), Arg("--rate", 60));
     case "logcost":
         return await LogCostBench.RunAsync(args.SkipWhile(a => a != "--jobs").Skip(1).Select(int.Parse).FirstOrDefault(30),
             args.Contains("--rounds") ? rounds : 2);
+    case "retention":
+        return await RetentionBench.RunAsync(Arg("--jobs", 100_000));
+    case "logrelay":
+        return await LogRelayBench.RunAsync(args.Contains("--rounds") ? rounds : 5,
+            args.SkipWhile(a => a != "--runtime").Skip(1).FirstOrDefault() ?? RuntimeDetector.FindOnPath("runc") ?? "/usr/sbin/runc");
+    case "disk":
+        return await DiskBench.RunAsync(rounds);
     default:
-        Console.Error.WriteLine("usage: BatchRunner.Bench pull [--rounds N] | start [--rounds N] [--runtime PATH] | load [--jobs N] [--clients N] [--seconds N] [--rate N] | logcost [--jobs N] [--rounds N]");
+        Console.Error.WriteLine("usage: BatchRunner.Bench pull [--rounds N] | start [--rounds N] [--runtime PATH] | load [--jobs N] [--clients N] [--seconds N] [--rate N] | logcost [--jobs N] [--rounds N] | retention [--jobs N] | logrelay [--rounds N] [--runtime PATH] | disk [--rounds N]");
         return 2;
 }

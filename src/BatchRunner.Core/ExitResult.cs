@@ -25,6 +25,8 @@ public sealed record ResourceUsage
     public long? OomKills { get; init; }
     public long? Pids { get; init; }
     public long? PidsLimitHits { get; init; }
+    /// <summary>Peak of what the job had written on its disk (root layer and /outputs); null without a disk limit.</summary>
+    public long? DiskBytes { get; init; }
     /// <summary>GPU figures of the job's assigned GPUs; null for a job without GPUs.</summary>
     public GpuUsageSummary? Gpus { get; init; }
 

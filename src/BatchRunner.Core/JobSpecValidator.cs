@@ -141,6 +141,8 @@ public static partial class JobSpecValidator
         ValidateIsolation(s, Add, ref spec);
         ValidateGpus(s, Add, ref spec);
         ValidateScheduling(s, Add, ref spec);
+        ValidateDisk(s, Add, ref spec);
+        ValidateLogs(s, Add, ref spec);
 
         return errors.Count > 0 ? ValidationResult.Invalid(errors) : ValidationResult.Valid(spec);
     }
@@ -153,6 +155,12 @@ public static partial class JobSpecValidator
 
     /// <summary>Scheduling fields: retries, node selectors (issue: scheduling).</summary>
     static partial void ValidateScheduling(JobSubmission s, Action<string, string> add, ref JobSpec spec);
+
+    /// <summary>resources.disk (issue: disk limits).</summary>
+    static partial void ValidateDisk(JobSubmission s, Action<string, string> add, ref JobSpec spec);
+
+    /// <summary>Log fields: the per-stream cap (issue: logs).</summary>
+    static partial void ValidateLogs(JobSubmission s, Action<string, string> add, ref JobSpec spec);
 
     private static bool TryMemory(JsonElement m, out long bytes, out string why)
     {

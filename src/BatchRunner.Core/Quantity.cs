@@ -57,4 +57,16 @@ public static partial class Quantity
         }
         return bytes.ToString(CultureInfo.InvariantCulture);
     }
+
+    /// <summary>For people, not for parsing: "1.5 GiB", "300 MiB", "512 B" (three significant digits at most).</summary>
+    public static string FormatApproximate(long bytes)
+    {
+        string[] units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+        double value = bytes;
+        var unit = 0;
+        while (Math.Abs(value) >= 1024 && unit < units.Length - 1) { value /= 1024; unit++; }
+        var text = unit == 0 || value >= 100 ? value.ToString("0", CultureInfo.InvariantCulture)
+            : value >= 10 ? value.ToString("0.#", CultureInfo.InvariantCulture) : value.ToString("0.##", CultureInfo.InvariantCulture);
+        return $"{text} {units[unit]}";
+    }
 }

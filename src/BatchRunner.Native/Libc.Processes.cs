@@ -11,6 +11,11 @@ internal static unsafe partial class Libc
     public static partial int kill(int pid, int sig);
 
     [LibraryImport("libc", SetLastError = true)]
+    public static partial int fcntl(int fd, int cmd, int arg);
+
+    public const int F_GETFD = 1, F_SETFD = 2, FD_CLOEXEC = 1;
+
+    [LibraryImport("libc", SetLastError = true)]
     private static partial int prctl(int option, nuint arg2, nuint arg3, nuint arg4, nuint arg5);
 
     [LibraryImport("libc", SetLastError = true)]

@@ -45,6 +45,12 @@ public sealed class ImageStoreOptions
     /// host except loopback, link-local and cloud metadata addresses. Imports never contact a registry.</summary>
     public Registry.RegistryPolicy RegistryPolicy { get; init; } = Registry.RegistryPolicy.PublicHosts;
     public int MaxParallelDownloads { get; init; } = 4;
+    /// <summary>Asked before a pull or import writes anything (and before it unpacks), with about how many bytes it will
+    /// write: the blobs it must download plus <see cref="UnpackedSizeFactor"/> times the compressed size of the layers it
+    /// must unpack. Returns why there is not room for that (the pull or import fails with it), or null to go on.</summary>
+    public Func<long, string?>? SpaceCheck { get; init; }
+    /// <summary>How much larger an unpacked layer is assumed to be than its compressed blob, for <see cref="SpaceCheck"/>.</summary>
+    public const int UnpackedSizeFactor = 3;
     /// <summary>OS/architecture to pick from an image index (defaults to this node's).</summary>
     public string Os { get; init; } = "linux";
     public string Architecture { get; init; } = RuntimeArchitecture();

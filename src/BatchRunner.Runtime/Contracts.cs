@@ -21,14 +21,28 @@ public sealed partial record ContainerSpec
     /// <summary>Memory limit; swap is disabled (memory+swap = memory). Null: unlimited.</summary>
     public long? MemoryLimitBytes { get; init; }
     public long? PidsLimit { get; init; }
+    /// <summary>
+    /// The container's oom_score_adj. Positive by default: when the whole host runs out of memory the kernel
+    /// should kill a job, which has its own limit and can be retried, rather than the worker or its database
+    /// (which protect themselves with negative values). Without it the container would inherit the worker's.
+    /// </summary>
+    public int OomScoreAdj { get; init; } = DefaultOomScoreAdj;
+
+    public const int DefaultOomScoreAdj = 500;
     public bool ReadonlyRootfs { get; init; }
     public IReadOnlyList<BindMount> Mounts { get; init; } = [];
 }
 
 public sealed record BindMount(string Source, string Destination, bool ReadOnly);
 
-/// <summary>Files that receive the container's stdout and stderr (created or appended).</summary>
-public sealed record ContainerIo(string StdoutPath, string StderrPath);
+/// <summary>
+/// Where the container's stdout and stderr are stored: the head files of two stored streams (<see cref="Logs.LogFiles"/>),
+/// created or continued, each kept within <see cref="Limits"/>.
+/// </summary>
+public sealed record ContainerIo(string StdoutPath, string StderrPath)
+{
+    public Logs.LogLimits Limits { get; init; } = Logs.LogLimits.Unlimited;
+}
 
 /// <summary>An OCI runtime (runc, crun) driving containers from bundles.</summary>
 public interface IContainerRuntime
@@ -56,8 +70,12 @@ public interface IContainerRuntime
 public interface IRunningContainer : IAsyncDisposable
 {
     string Id { get; }
-    /// <summary>Completes when the container's main process has exited. Cancelling <paramref name="ct"/> stops waiting, not the container.</summary>
+    /// <summary>Completes when the container's main process has exited and its output is stored. Cancelling
+    /// <paramref name="ct"/> stops waiting, not the container.</summary>
     Task<ExitResult> WaitAsync(CancellationToken ct);
+    /// <summary>Completes when the container's output first went over <see cref="ContainerIo.Limits"/> and bytes of it
+    /// were dropped (or the disk refused them); never completes otherwise.</summary>
+    Task LogsTruncated { get; }
     /// <summary>SIGKILL to every process of the container. Idempotent.</summary>
     Task KillAsync(CancellationToken ct);
     /// <summary>Usage from the cgroup; valid while running and after exit until disposal.</summary>

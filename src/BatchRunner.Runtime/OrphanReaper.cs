@@ -3,9 +3,10 @@ namespace BatchRunner.Runtime;
 
 /// <summary>
 /// As a child subreaper this process also adopts orphans that are not containers: a daemon some tool
-/// started (pg_ctl's postmaster, say) becomes our child and, once it exits, a zombie nobody waits for.
+/// started, or a backend of a postmaster that was killed, becomes our child and, once it exits, a zombie nobody waits for.
 /// Every <see cref="Interval"/> this reaps the zombie children that were already zombies at the previous
-/// scan and are not container inits (<see cref="ChildExit"/> reaps those). A child that .NET's Process
+/// scan and are neither container inits (<see cref="ChildExit"/> reaps those) nor claimed by an owner
+/// (<see cref="OwnedChildren"/>). A child that .NET's Process
 /// started is reaped by .NET within milliseconds of its SIGCHLD, so it is never a zombie for a whole
 /// interval and is left alone.
 /// </summary>
@@ -34,7 +35,7 @@ internal static class OrphanReaper
             foreach (var dir in Directory.EnumerateDirectories("/proc"))
             {
                 if (!int.TryParse(Path.GetFileName(dir), out var pid)) continue;
-                if (ProcStat.Read(pid) is ('Z', var ppid) && ppid == self && !ChildExit.IsWatched(pid)) zombies.Add(pid);
+                if (ProcStat.Read(pid) is ('Z', var ppid) && ppid == self && !ChildExit.IsWatched(pid) && !OwnedChildren.IsClaimed(pid)) zombies.Add(pid);
             }
             var reaped = 0;
             foreach (var pid in zombies.Where(s_seen.Contains))

@@ -1,7 +1,7 @@
 namespace BatchRunner.Runtime;
 
 /// <summary>The state and parent of a process, from /proc/PID/stat.</summary>
-internal static class ProcStat
+public static class ProcStat
 {
     /// <summary>(state letter, parent pid), or null when the process is gone.</summary>
     public static (char State, int Ppid)? Read(int pid)

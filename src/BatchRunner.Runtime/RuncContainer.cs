@@ -1,5 +1,6 @@
 using BatchRunner.Core;
 using BatchRunner.Runtime.Cgroups;
+using BatchRunner.Runtime.Logs;
 using BatchRunner.Runtime.Spec;
 
 namespace BatchRunner.Runtime;
@@ -20,10 +21,16 @@ internal sealed class RuncContainer : IRunningContainer
     private int _disposed;
 
     private readonly Network.NetworkAttachment? _network;
+    private readonly LogRelay _relay;
 
-    public RuncContainer(RuncRuntime runtime, string id, string bundleDir, ChildExit init, Network.NetworkAttachment? network = null)
+    /// <summary>How long the output may take to end once the init has exited: the kernel kills the rest of the
+    /// container's processes with it, so this is only a bound for a process stuck in the kernel.</summary>
+    private static readonly TimeSpan OutputDrainTimeout = TimeSpan.FromSeconds(5);
+
+    public RuncContainer(RuncRuntime runtime, string id, string bundleDir, ChildExit init, LogRelay relay, Network.NetworkAttachment? network = null)
     {
         _network = network;
+        _relay = relay;
         _runtime = runtime;
         Id = id;
         _bundleDir = bundleDir;
@@ -37,6 +44,9 @@ internal sealed class RuncContainer : IRunningContainer
     private async Task<ExitResult> MonitorAsync()
     {
         var (code, signal) = await _init.Task;
+        // The job's output is complete (and stored) once its last process has closed the pipes.
+        try { await _relay.Completion.WaitAsync(OutputDrainTimeout); }
+        catch (TimeoutException) { }
         // The OOM killer may hit any process of the cgroup (a shell's child, say) while the main process
         // exits 0, and exit code 137 can be a plain `kill -9`: only the cgroup's counter is evidence.
         var oomKills = _stats.ReadOomKills();
@@ -47,6 +57,8 @@ internal sealed class RuncContainer : IRunningContainer
     }
 
     public Task<ExitResult> WaitAsync(CancellationToken ct) => _exit.WaitAsync(ct);
+
+    public Task LogsTruncated => _relay.Truncated;
 
     public async Task KillAsync(CancellationToken ct)
     {
@@ -91,6 +103,9 @@ internal sealed class RuncContainer : IRunningContainer
         {
             RuntimeLog.CleanupIncomplete(_runtime.Logger, Id, e.Message);
         }
+        // After delete no process of the container is left to write: what the pipes hold is stored, then the relay ends.
+        await _relay.StopAsync(opts.KillTimeout);
+        _relay.Dispose();
         // After delete: the namespace's last process is gone, so DEL sees a quiet interface.
         if (_network is not null && _runtime.BridgeNetwork is { } bridge)
             await bridge.DetachAsync(_network.ContainerId, CancellationToken.None);

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Text.Json;
 using System.Text.RegularExpressions;
 using BatchRunner.Runtime.Cgroups;
+using BatchRunner.Runtime.Logs;
 using BatchRunner.Runtime.Spec;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
@@ -36,7 +37,7 @@ public sealed partial record RuncRuntimeOptions
 /// once `run --detach` exits the container's init is our child: its exit status comes from waitpid (128+N for
 /// signal N), and its cgroup, which only `delete` removes, still holds the OOM-kill count and final
 /// usage when it has exited. Neither needs `run --keep`, which crun before 1.9 lacks. The container's
-/// stdout/stderr are the job's files themselves: output never passes through this process.
+/// stdout/stderr are FIFOs that a <see cref="LogRelay"/> of this process drains into the job's capped log files.
 /// </summary>
 public sealed partial class RuncRuntime : IContainerRuntime
 {
@@ -106,6 +107,7 @@ public sealed partial class RuncRuntime : IContainerRuntime
         var sw = Stopwatch.StartNew();
         var pidFile = Path.Combine(bundleDir, PidFile);
         Process run;
+        LogRelay? relay = null;
         try
         {
             var config = SpecBuilder.ForContainer(spec, extra);
@@ -114,12 +116,13 @@ public sealed partial class RuncRuntime : IContainerRuntime
             await File.WriteAllTextAsync(Path.Combine(bundleDir, ConfigFile), config.ToJson(), ct);
             File.Delete(Path.Combine(bundleDir, LogFile));
             File.Delete(pidFile);
-            // Create the output files here so that a bad path is our precise error, not the shell's.
-            foreach (var f in new[] { io.StdoutPath, io.StderrPath }) new FileStream(f, FileMode.Append, FileAccess.Write).Dispose();
-            run = LaunchRun(spec.Id, bundleDir, pidFile, io);
+            // Opens (or continues) the job's log files here, so that a bad path is our precise error, not the shell's.
+            relay = LogRelay.Start(spec.Id, bundleDir, io, _logger);
+            run = LaunchRun(spec.Id, bundleDir, pidFile, relay);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException or System.ComponentModel.Win32Exception)
         {
+            relay?.Dispose();
             RemoveBundle(bundleDir);
             _logger.StartFailed(spec.Id, e.Message);
             throw new ContainerStartException($"container {spec.Id}: {e.Message}", e);
@@ -140,6 +143,8 @@ public sealed partial class RuncRuntime : IContainerRuntime
                     if (ct.IsCancellationRequested) throw;
                     throw new ContainerStartException($"{Name} run {spec.Id} did not finish within {_options.StartTimeout.TotalSeconds:0.#} s");
                 }
+                // The container's processes hold their own write ends now (or there is no container).
+                relay.DetachKeepers();
                 if (run.ExitCode != 0) throw new ContainerStartException($"{Name} could not start container {spec.Id}: {LogReason(bundleDir, run.ExitCode)}");
             }
             // `run --detach` has exited, so the container's init is now our child (we are its subreaper) and
@@ -149,12 +154,14 @@ public sealed partial class RuncRuntime : IContainerRuntime
         catch (Exception e)
         {
             await AbortStartAsync(spec.Id, bundleDir);
+            await relay.StopAsync(_options.KillTimeout);
+            relay.Dispose();
             if (e is OperationCanceledException && ct.IsCancellationRequested) throw;
             _logger.StartFailed(spec.Id, e.Message);
             throw e as ContainerStartException ?? new ContainerStartException($"container {spec.Id}: {e.Message}", e);
         }
         _logger.Started(spec.Id, sw.Elapsed.TotalMilliseconds);
-        return new RuncContainer(this, spec.Id, bundleDir, exit, network);
+        return new RuncContainer(this, spec.Id, bundleDir, exit, relay, network);
     }
 
     private string[] GlobalArgs(string bundleDir) =>
@@ -174,20 +181,21 @@ public sealed partial class RuncRuntime : IContainerRuntime
             : throw new ContainerStartException($"the runtime wrote no pid to {pidFile}");
     }
 
-    // `sh -c 'exec runc ... run --detach'` with redirections: the container's init inherits the job's files as
-    // fds 1 and 2 and /dev/null as fd 0. No pipe to this process exists, so a chatty job costs us nothing
-    // and the files can be read while it runs. The shell is replaced by the runtime (exec).
-    private Process LaunchRun(string id, string bundleDir, string pidFile, ContainerIo io)
+    // `sh -c 'exec runc ... run --detach'` with redirections: the container's init inherits the relay's FIFOs as
+    // fds 1 and 2 and /dev/null as fd 0. Only this shell opens the FIFOs for writing (by path), so no other child
+    // of this process holds a write end, and the relay sees end of file when the container's processes are gone.
+    // The shell is replaced by the runtime (exec).
+    private Process LaunchRun(string id, string bundleDir, string pidFile, LogRelay relay)
     {
         EnsureSubreaper();
         var psi = new ProcessStartInfo("/bin/sh") { UseShellExecute = false };
         psi.ArgumentList.Add("-c");
-        psi.ArgumentList.Add("exec \"$0\" \"$@\" >>\"$BR_STDOUT\" 2>>\"$BR_STDERR\" </dev/null");
+        psi.ArgumentList.Add("exec \"$0\" \"$@\" >\"$BR_STDOUT\" 2>\"$BR_STDERR\" </dev/null");
         psi.ArgumentList.Add(_options.BinaryPath);
         foreach (var a in GlobalArgs(bundleDir)) psi.ArgumentList.Add(a);
         foreach (var a in new[] { "run", "--detach", "--bundle", bundleDir, "--pid-file", pidFile, id }) psi.ArgumentList.Add(a);
-        psi.Environment["BR_STDOUT"] = Path.GetFullPath(io.StdoutPath);
-        psi.Environment["BR_STDERR"] = Path.GetFullPath(io.StderrPath);
+        psi.Environment["BR_STDOUT"] = relay.StdoutFifo;
+        psi.Environment["BR_STDERR"] = relay.StderrFifo;
         return Process.Start(psi) ?? throw new IOException($"could not start {_options.BinaryPath}");
     }
 
@@ -272,7 +280,7 @@ public sealed partial class RuncRuntime : IContainerRuntime
     /// then empty. Never recursive: the directory may hold the job's output files or a mounted rootfs.</summary>
     internal static void RemoveBundle(string bundleDir)
     {
-        foreach (var f in new[] { ConfigFile, LogFile, PidFile, HostnameFile, HostsFile, ResolvConfFile })
+        foreach (var f in new[] { ConfigFile, LogFile, PidFile, HostnameFile, HostsFile, ResolvConfFile, LogRelay.StdoutFifoName, LogRelay.StderrFifoName })
         {
             try { File.Delete(Path.Combine(bundleDir, f)); }
             catch (DirectoryNotFoundException) { }

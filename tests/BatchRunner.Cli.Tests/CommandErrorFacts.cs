@@ -72,6 +72,7 @@ public sealed class CommandErrorFacts(CliFixture f) : IDisposable
         var nodes = JsonDocument.Parse((await f.RunAsync("nodes", "-o", "json")).Stdout).RootElement;
         Assert.True(nodes.GetArrayLength() >= 1);
         Assert.Equal("out\n", (await f.RunAsync("logs", id, "--stream", "stdout")).Stdout);
+        Assert.Matches(@"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z out\n$", (await f.RunAsync("logs", id, "-t")).Stdout);
         // Text too: the id and state in the human view, and a table with a header.
         var text = await f.RunAsync("status", id);
         Assert.Contains("state:", text.Stdout);

@@ -20,6 +20,28 @@ public sealed class JobSpecValidatorFacts
         Assert.Equal("default", r.Spec.Queue);
     }
 
+    [Theory]
+    [InlineData("\"10Mi\"", 10L << 20)]
+    [InlineData("4096", 4096L)]
+    [InlineData("null", null)]
+    public void Validate_TakesTheLogCap_AsAQuantityOrBytes(string maxBytesJson, long? expected)
+    {
+        var r = JobSpecValidator.Validate(new JobSubmission { Image = "busybox", Logs = new LogsSubmission { MaxBytes = JsonDocument.Parse(maxBytesJson).RootElement } });
+        Assert.True(r.IsValid);
+        Assert.Equal(expected, r.Spec!.Logs.MaxBytes);
+    }
+
+    [Theory]
+    [InlineData("\"4095\"", "at least 4Ki")]
+    [InlineData("-1", "positive")]
+    [InlineData("\"a lot\"", "not a quantity")]
+    [InlineData("true", "quantity")]
+    public void Validate_NamesLogsMaxBytes_WhenItIsNoUsableCap(string maxBytesJson, string why)
+    {
+        var r = JobSpecValidator.Validate(new JobSubmission { Image = "busybox", Logs = new LogsSubmission { MaxBytes = JsonDocument.Parse(maxBytesJson).RootElement } });
+        Assert.Contains(why, Assert.Single(r.Errors["logs.maxBytes"]));
+    }
+
     [Fact]
     public void Validate_NamesEveryBadField()
     {

@@ -33,4 +33,12 @@ public sealed class QuantityFacts
     [InlineData(1024L * 1024 * 1024, "1Gi")]
     [InlineData(1000L, "1000")]
     public void FormatBytes_UsesTheLargestExactBinarySuffix(long bytes, string expected) => Assert.Equal(expected, Quantity.FormatBytes(bytes));
+
+    [Theory]
+    [InlineData(512L, "512 B")]
+    [InlineData(1536L, "1.5 KiB")]
+    [InlineData(300L << 20, "300 MiB")]
+    [InlineData((1L << 30) + (1L << 29) + 12345, "1.5 GiB")]
+    [InlineData(12_345_678_901L, "11.5 GiB")]
+    public void FormatApproximate_GivesThreeSignificantDigitsAndAUnit(long bytes, string expected) => Assert.Equal(expected, Quantity.FormatApproximate(bytes));
 }

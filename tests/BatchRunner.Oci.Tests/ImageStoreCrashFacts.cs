@@ -24,7 +24,7 @@ public sealed class ImageStoreCrashFacts : IAsyncLifetime
         Directory.Delete(_root, recursive: true);
     }
 
-    private ImageStore NewStore() => new(new ImageStoreOptions { Root = _root }, httpHandler: _http = new RecordingHandler());
+    private ImageStore NewStore() => new(new ImageStoreOptions { Root = _root, RegistryPolicy = TestPolicies.LoopbackRegistries }, httpHandler: _http = new RecordingHandler());
 
     [Fact]
     public async Task PullAsync_UnpacksLayerAgain_WhenLayerDirectoryHasNoCompletionMarker()

@@ -22,5 +22,26 @@ public sealed class OrphanReaperFacts
         Assert.Null(State(orphan));
     }
 
+    [Fact]
+    public async Task AClaimedChild_IsNeverReaped_UntilItsOwnerReleasesIt()
+    {
+        BatchRunner.Native.Libc.BecomeChildSubreaper();
+        var psi = new ProcessStartInfo("/bin/sh", ["-c", "sleep 0.2 & echo $!"]) { RedirectStandardOutput = true };
+        using var sh = Process.Start(psi)!;
+        var child = int.Parse((await sh.StandardOutput.ReadLineAsync())!.Trim());
+        await sh.WaitForExitAsync();
+        var claim = OwnedChildren.Claim(child); // as the embedded PostgreSQL claims its postmaster
+
+        await BatchRunner.Testing.Poll.UntilAsync(() => State(child) == "Z " + Environment.ProcessId, TimeSpan.FromSeconds(10), "the child, exited, as our zombie");
+        OrphanReaper.Scan();
+        OrphanReaper.Scan();
+        Assert.Equal("Z " + Environment.ProcessId, State(child)); // its exit status is still there for its owner
+
+        claim.Dispose();
+        OrphanReaper.Scan();
+        OrphanReaper.Scan();
+        Assert.Null(State(child));
+    }
+
     private static string? State(int pid) => ProcStat.Read(pid) is var (state, ppid) ? $"{state} {ppid}" : null;
 }

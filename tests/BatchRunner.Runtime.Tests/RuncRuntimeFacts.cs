@@ -173,10 +173,10 @@ public sealed class RuncRuntimeFacts(RuncFixture fx) : IClassFixture<RuncFixture
     }
 
     [Fact]
-    public async Task Container_HasNoCapabilitiesNoNewPrivsAndIsPid1()
+    public async Task Container_HasNoCapabilitiesNoNewPrivsIsPid1AndTheFirstOomVictim()
     {
         var (exit, stdout, _) = await RunToEndAsync(fx.Spec(fx.NewId(), "sh", "-c",
-            "grep -E '^(Cap|NoNewPrivs)' /proc/self/status; echo pid=$$; ls /sys/class/net | tr '\\n' ' '; echo; cat /proc/1/cmdline | tr '\\0' ' '"));
+            "grep -E '^(Cap|NoNewPrivs)' /proc/self/status; echo pid=$$; ls /sys/class/net | tr '\\n' ' '; echo; cat /proc/1/cmdline | tr '\\0' ' '; echo; echo oom=$(cat /proc/self/oom_score_adj)"));
         Assert.Equal(0, exit.ExitCode);
         foreach (var cap in new[] { "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb" })
             Assert.Contains($"{cap}:\t0000000000000000", stdout);
@@ -184,6 +184,8 @@ public sealed class RuncRuntimeFacts(RuncFixture fx) : IClassFixture<RuncFixture
         Assert.Contains("pid=1\n", stdout);
         Assert.Contains("lo \n", stdout); // new network namespace: loopback only
         Assert.Contains("sh -c grep", stdout); // /proc/1 is the job's own shell
+        // Positive whatever the caller's own value: the kernel kills a job before the worker or its database.
+        Assert.Contains($"oom={ContainerSpec.DefaultOomScoreAdj}\n", stdout);
     }
 
     [Fact]

@@ -19,6 +19,7 @@ public sealed class SpecBuilderFacts
         Assert.Equal(["python3", "main.py"], Strings(p.GetProperty("args")));
         Assert.Equal("/", p.GetProperty("cwd").GetString());
         Assert.True(p.GetProperty("noNewPrivileges").GetBoolean());
+        Assert.Equal(ContainerSpec.DefaultOomScoreAdj, p.GetProperty("oomScoreAdj").GetInt32());
         Assert.Equal(0u, p.GetProperty("user").GetProperty("uid").GetUInt32());
         Assert.Equal(0u, p.GetProperty("user").GetProperty("gid").GetUInt32());
         Assert.False(p.GetProperty("user").TryGetProperty("additionalGids", out _));

@@ -48,7 +48,7 @@ public sealed class DataDirectoryAccessFacts : IDisposable
         Assert.Equal("710 0:104", await ModeAsync(_root));
         foreach (var dir in new[] { paths.Images, paths.JobsRoot, paths.RunRoot, paths.RuntimeState, paths.InputsStaging, paths.InputsStore })
             Assert.Equal("700 0:0", await ModeAsync(dir));
-        Assert.Equal("640 0:0", await ModeAsync(Path.Combine(_root, "postgres.log")));
+        Assert.Equal("600 0:0", await ModeAsync(Path.Combine(_root, "postgres.log")));
     }
 
     [Fact]

@@ -1,7 +1,10 @@
 using System.Net;
 using System.Text;
 using System.Text.Json;
+using BatchRunner.Oci.Snapshots;
+using BatchRunner.Runtime;
 using BatchRunner.Server.Execution;
+using BatchRunner.Server.Nodes;
 using BatchRunner.Server.Observability;
 using BatchRunner.Server.Storage;
 using BatchRunner.Testing;
@@ -76,6 +79,33 @@ public sealed class JobDeletionFacts(ServerFixture f)
         await f.Api.WaitForFinalAsync(id);
         Assert.Equal(HttpStatusCode.NoContent, (await f.Client.DeleteAsync($"/api/v1/jobs/{id}")).StatusCode);
         Assert.False(Directory.Exists(JobDir(id)));
+    }
+
+    [Fact]
+    public async Task Delete_RemovesTheRunDirectoryAndDiskOfAnAttempt_WhenItsReleaseFailed()
+    {
+        var id = await f.Api.SubmitIdAsync(new { image = f.Busybox, command = new[] { "true" } });
+        Assert.Equal("succeeded", BatchRunnerClient.State(await f.Api.WaitForFinalAsync(id)));
+        // What a release that failed leaves behind: the attempt's run directory with its job disk still mounted.
+        var container = f.App.Services.GetRequiredService<NodeIdentity>().ContainerId(Guid.Parse(id), 1);
+        var runDir = Path.Combine(f.DataDir, "run", container);
+        Directory.CreateDirectory(runDir);
+        var volume = await f.App.Services.GetRequiredService<IDiskVolumes>().CreateAsync(runDir, 8L << 20, CancellationToken.None);
+        try
+        {
+            File.WriteAllText(Path.Combine(volume.Path, "left.txt"), "left");
+            Assert.True(MountCleanup.IsMountPoint(volume.Path));
+
+            Assert.Equal(HttpStatusCode.NoContent, (await f.Client.DeleteAsync($"/api/v1/jobs/{id}")).StatusCode);
+
+            Assert.False(MountCleanup.MountPoints().Any(p => p.StartsWith(runDir + "/", StringComparison.Ordinal)), "the job disk is unmounted");
+            Assert.False(Directory.Exists(runDir));
+            Assert.Equal(0L, await ScalarAsync<long>("select count(*) from batchrunner.file_removals where job_id = @id", id));
+        }
+        finally
+        {
+            try { await volume.DisposeAsync(); } catch (IOException) { } // gone already when the test passed
+        }
     }
 
     [Fact]

@@ -65,11 +65,13 @@ internal static class JobCommands
         var follow = new Option<bool>("--follow", "-f") { Description = "keep streaming until the job ends" };
         var stream = new Option<string?>("--stream") { Description = "stdout, stderr or combined (interleaved as written) [default: stdout then stderr]" };
         stream.AcceptOnlyFromAmong("stdout", "stderr", "combined");
-        var command = new Command("logs", "Print a job's logs (text: --output json does not change them)") { id, follow, stream };
+        var timestamps = new Option<bool>("--timestamps", "-t") { Description = "prefix each line with when it was written (RFC 3339, UTC) [default stream: combined]" };
+        var command = new Command("logs", "Print a job's logs (text: --output json does not change them)") { id, follow, stream, timestamps };
         CliContext.SetAction(command, async (ctx, ct) =>
         {
             var query = new List<string>();
-            if (ctx.Get(stream) is { } s) query.Add("stream=" + s);
+            if ((ctx.Get(stream) ?? (ctx.Get(timestamps) ? "combined" : null)) is { } s) query.Add("stream=" + s);
+            if (ctx.Get(timestamps)) query.Add("timestamps=true");
             if (ctx.Get(follow)) query.Add("follow=true");
             using var request = new HttpRequestMessage(HttpMethod.Get, $"api/v1/jobs/{ApiClient.Escape(ctx.Get(id)!)}/logs" + (query.Count > 0 ? "?" + string.Join('&', query) : ""));
             using var response = await ctx.Api.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, ct);

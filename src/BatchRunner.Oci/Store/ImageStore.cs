@@ -261,6 +261,10 @@ public sealed partial class ImageStore : IImageStore, IDisposable
         if (!Content.Contains(manifest.Config.Digest)) missing.Add(manifest.Config);
         missing.AddRange(manifest.Layers.Where(l => !IsLayerComplete(LayerPath(l.Digest)) && !Content.Contains(l.Digest)));
         tracker.AddTotal(missing.Sum(d => Math.Max(0, d.Size)));
+        var toUnpack = manifest.Layers.Where(l => !Directory.Exists(LayerPath(l.Digest))).Sum(l => Math.Max(0, l.Size));
+        var toWrite = missing.Sum(d => Math.Max(0, d.Size)) + toUnpack * ImageStoreOptions.UnpackedSizeFactor;
+        if (toWrite > 0 && _options.SpaceCheck?.Invoke(toWrite) is { } noRoom)
+            throw new ImagePullException($"image {image}: {noRoom}", transient: true);
 
         var (config, diffIds) = ParseConfig(image, await ReadSmallBlobAsync(reference, manifest.Config, allowNetwork, tracker, ct));
         if (diffIds.Count != manifest.Layers.Count)

@@ -42,6 +42,8 @@ public sealed class ProcessSpec
     public CapabilitiesSpec? Capabilities { get; set; }
     public List<RlimitSpec>? Rlimits { get; set; }
     public bool NoNewPrivileges { get; set; }
+    /// <summary>The process's /proc/PID/oom_score_adj (-1000..1000); null: inherited from the runtime's caller.</summary>
+    public int? OomScoreAdj { get; set; }
 }
 
 public sealed class UserSpec

@@ -16,7 +16,7 @@ public static class SpecBuilder
     }
 
     /// <summary>
-    /// The hardened defaults every job gets: no capabilities, no new privileges, its own pid, network
+    /// The hardened defaults every job gets: no capabilities, no new privileges, the first OOM victims, its own pid, network
     /// (loopback only), ipc, uts and mount namespaces, every device denied except runc's defaults,
     /// masked and read-only kernel paths; then the job's limits and mounts. <paramref name="extra"/>
     /// runs last (e.g. a seccomp profile, GPU devices).
@@ -30,6 +30,7 @@ public static class SpecBuilder
             SpecOpts.WithCwd(c.Cwd),
             SpecOpts.WithUser(c.Uid, c.Gid, c.AdditionalGids),
             SpecOpts.WithNoNewPrivileges(),
+            SpecOpts.WithOomScoreAdj(c.OomScoreAdj),
             SpecOpts.WithNoCapabilities(),
             SpecOpts.WithRlimit("RLIMIT_NOFILE", SpecOpts.DefaultNoFileLimit, SpecOpts.DefaultNoFileLimit),
             SpecOpts.WithRootfs(c.RootfsPath, c.ReadonlyRootfs),

@@ -83,6 +83,14 @@ public static partial class SpecOpts
 
     public static SpecOpt WithNoNewPrivileges(bool value = true) => s => Process(s).NoNewPrivileges = value;
 
+    /// <summary>The kernel's OOM-killer preference for the container's processes (-1000..1000, higher dies first).</summary>
+    public static SpecOpt WithOomScoreAdj(int value)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(value, -1000);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(value, 1000);
+        return s => Process(s).OomScoreAdj = value;
+    }
+
     /// <summary>Empties all five capability sets: a job, even as uid 0, holds no capability.</summary>
     public static SpecOpt WithNoCapabilities() => s => Process(s).Capabilities = new CapabilitiesSpec();
 

@@ -36,21 +36,26 @@ public sealed record JobDto(
     RetryPolicy Retry,
     IReadOnlyList<AttemptDto>? Attempts = null,
     // Null when the job has no node; false when that node stopped heartbeating (see JobNodeLiveness).
-    bool? NodeAlive = null)
+    bool? NodeAlive = null,
+    // stdout or stderr went over its cap (logs.maxBytes or the node's MaxLogBytes): first and last parts kept.
+    bool LogsTruncated = false)
 {
     public static JobDto From(JobRecord j) => new(
         j.Id, j.Name, j.Image, j.ImageDigest, j.Queue, j.State, j.Reason, j.Message, j.ExitCode, j.Attempt,
         j.CreatedAt, j.StartedAt, j.FinishedAt,
         j.Spec.Command, j.Spec.Args, j.Spec.WorkingDir, j.Spec.User, j.Spec.Env.Keys.Order().ToList(),
         new ResourcesDto(j.Spec.Resources.Cpus, Quantity.FormatBytes(j.Spec.Resources.MemoryBytes), j.Spec.Resources.MemoryBytes, j.Spec.Resources.Pids,
-            j.Spec.Resources.Gpus, j.Spec.Resources.GpuModel),
+            j.Spec.Resources.Gpus, j.Spec.Resources.GpuModel,
+            j.Spec.Resources.DiskBytes > 0 ? Quantity.FormatBytes(j.Spec.Resources.DiskBytes) : null,
+            j.Spec.Resources.DiskBytes > 0 ? j.Spec.Resources.DiskBytes : null),
         j.Spec.TimeoutSeconds, j.Spec.Labels,
         j.Usage is null ? null : UsageDto.From(j.Usage),
         j.PullProgress, j.Node,
         j.Outputs.Select(o => new OutputDto(o.Path, o.Size, o.Sha256)).ToList(),
         j.Spec.PullPolicy,
         j.Spec.NodeSelector,
-        j.Spec.Retry);
+        j.Spec.Retry,
+        LogsTruncated: j.LogsTruncated);
 
     public JobDto WithNodeAlive(IReadOnlyDictionary<Guid, bool> alive) =>
         this with { NodeAlive = alive.TryGetValue(Id, out var a) ? a : null };
@@ -63,7 +68,8 @@ public sealed record JobDto(
 public sealed record AttemptDto(int Attempt, string Node, string State, string? Reason, string? Message, int? ExitCode,
     DateTimeOffset StartedAt, DateTimeOffset? FinishedAt);
 
-public sealed record ResourcesDto(double Cpus, string Memory, long MemoryBytes, int Pids, int Gpus, string? GpuModel);
+/// <param name="Disk">resources.disk as a quantity, <paramref name="DiskBytes"/> in bytes; null for jobs submitted before disk limits.</param>
+public sealed record ResourcesDto(double Cpus, string Memory, long MemoryBytes, int Pids, int Gpus, string? GpuModel, string? Disk = null, long? DiskBytes = null);
 
 /// <summary>Measured usage; a null field was not measured on this host.</summary>
 public sealed record UsageDto(
@@ -75,10 +81,13 @@ public sealed record UsageDto(
     double? CpuThrottledSeconds,
     long? OomKills,
     long? PidsLimitHits,
-    GpuUsageSummary? Gpus)
+    GpuUsageSummary? Gpus,
+    // Peak of what the job wrote on its disk (root filesystem and /outputs together); null without a disk limit.
+    long? DiskBytes = null)
 {
     public static UsageDto From(ResourceUsage u) => new(
-        u.CpuSeconds, u.CpuUserSeconds, u.CpuSystemSeconds, u.MaxMemoryBytes, u.CpuThrottledPeriods, u.CpuThrottledSeconds, u.OomKills, u.PidsLimitHits, u.Gpus);
+        u.CpuSeconds, u.CpuUserSeconds, u.CpuSystemSeconds, u.MaxMemoryBytes, u.CpuThrottledPeriods, u.CpuThrottledSeconds, u.OomKills, u.PidsLimitHits, u.Gpus,
+        u.DiskBytes);
 }
 
 public sealed record OutputDto(string Path, long Size, string Sha256);

@@ -48,6 +48,8 @@ public static class JobsApi
         var errors = result.Errors.ToDictionary(e => e.Key, e => e.Value);
         if (!string.IsNullOrWhiteSpace(submission?.Image) && !ImageReference.TryParse(submission.Image, out _, out var refError))
             errors["image"] = [refError ?? "invalid image reference"];
+        if (result.Spec?.Logs.MaxBytes is { } logCap && logCap > options.Value.MaxLogBytesValue())
+            errors["logs.maxBytes"] = [$"logs.maxBytes ({Quantity.FormatBytes(logCap)}) must not exceed this node's MaxLogBytes ({Quantity.FormatBytes(options.Value.MaxLogBytesValue())})"];
         var queueName = submission?.Queue ?? JobDefaults.Queue;
         if (!errors.ContainsKey("queue") && !options.Value.Queues.Contains(queueName))
             errors["queue"] = [$"unknown queue \"{queueName}\"; configured queues: {string.Join(", ", options.Value.Queues)}"];
@@ -57,7 +59,9 @@ public static class JobsApi
         if (errors.Count > 0)
             return TypedResults.ValidationProblem(errors, title: "The job spec is invalid");
 
-        var spec = result.Spec!;
+        var (spec, diskError) = DiskRequests.Settle(result.Spec!, options.Value.Disk);
+        if (diskError is not null)
+            return TypedResults.ValidationProblem(new Dictionary<string, string[]> { ["resources.disk"] = [diskError] }, title: "The job spec is invalid");
         // A job that no live node could ever run is refused now rather than queued forever.
         var misfit = await liveNodes.WhyNoNodeFitsAsync(spec, ct);
         if (misfit.Count > 0)
@@ -86,10 +90,14 @@ public static class JobsApi
             var existing = await store.GetAsync(id, ct);
             return TypedResults.Ok(JobDto.From(existing!));
         }
-        var hangfireId = await queue.EnqueueAsync(job.Id, job.Name ?? job.Image, spec.Queue, CancellationToken.None);
+        // The job exists from the commit on: an outage now must not become a 503 for a job that will run anyway.
+        var hangfireId = await queue.EnqueueAcceptedAsync(job.Id, job.Name ?? job.Image, spec.Queue, EnqueueDeadline);
         BatchRunnerMetrics.JobsSubmitted.WithLabels(spec.Queue).Inc();
         return TypedResults.Created($"/api/v1/jobs/{job.Id}", JobDto.From(job with { HangfireJobId = hangfireId }));
     }
+
+    /// <summary>How long a submission waits for the database to come back to enqueue a job it has already recorded.</summary>
+    private static readonly TimeSpan EnqueueDeadline = TimeSpan.FromSeconds(20);
 
     public static async Task<Results<Ok<JobListDto>, ValidationProblem>> ListAsync(
         JobStore store, JobNodeLiveness liveness, string? state, int? limit, string? cursor, CancellationToken ct)
@@ -204,24 +212,36 @@ public static class JobsApi
     }
 
     public static Task<IResult> LogsAsync(
-        string id, string? stream, bool? follow, HttpContext http, JobStore store, DataPaths paths, NodeIdentity node, CancellationToken ct) =>
-        ServeLogsAsync(id, stream, follow, http.Request.QueryString.Value ?? "", store, paths, node, ct);
+        string id, string? stream, bool? follow, bool? timestamps, bool? status, HttpContext http, JobStore store, DataPaths paths, NodeIdentity node, CancellationToken ct) =>
+        ServeLogsAsync(id, stream, follow, timestamps, status, http.Request.QueryString.Value ?? "", store, paths, node, ct);
 
-    /// <summary>The job's log files: from this node's data directory, or (with <paramref name="forwardFrom"/>)
+    private static readonly TimeSpan PlacementPollInterval = TimeSpan.FromMilliseconds(200);
+
+    /// <summary>The job's logs: from this node's data directory, or (with <paramref name="forwardFrom"/>)
     /// forwarded, query included, to the node that ran the job.</summary>
     internal static async Task<IResult> ServeLogsAsync(
-        string id, string? stream, bool? follow, string query, JobStore store, DataPaths paths, NodeIdentity? forwardFrom, CancellationToken ct)
+        string id, string? stream, bool? follow, bool? timestamps, bool? status, string query, JobStore store, DataPaths paths, NodeIdentity? forwardFrom, CancellationToken ct)
     {
-        if (stream is not (null or "stdout" or "stderr" or "all"))
-            return TypedResults.ValidationProblem(new Dictionary<string, string[]> { ["stream"] = ["stream must be stdout or stderr (omit it for both)"] });
+        if (stream is not (null or "all" or "stdout" or "stderr" or "combined"))
+            return TypedResults.ValidationProblem(new Dictionary<string, string[]> { ["stream"] = ["stream must be stdout, stderr or combined (omit it for stdout then stderr)"] });
+        if (timestamps == true && stream is null or "all")
+            return TypedResults.ValidationProblem(new Dictionary<string, string[]> { ["timestamps"] = ["timestamps need stream=stdout, stderr or combined"] });
         var job = await FindAsync(id, store, ct);
         if (job is null) return NotFound(id);
+        // A follower of a job no node has taken yet waits until one has: its logs will be there, not here.
+        while (follow == true && forwardFrom is not null && job is { Node: null } && !JobState.IsFinal(job.State))
+        {
+            await Task.Delay(PlacementPollInterval, ct);
+            job = await store.GetAsync(job.Id, ct);
+            if (job is null) return NotFound(id);
+        }
         if (forwardFrom is not null && NodeFilesApi.RanElsewhere(job, forwardFrom))
             return new ForwardToNodeResult(job.Node!, $"{NodeFilesApi.Prefix}/{job.Id}/logs{query}");
-        var files = new List<string>();
-        if (stream is null or "all" or "stdout") files.Add(paths.Stdout(job.Id));
-        if (stream is null or "all" or "stderr") files.Add(paths.Stderr(job.Id));
-        return new LogStreamResult(job.Id, files, follow == true, store);
+        var streams = new List<(string, string)>();
+        if (stream is null or "all" or "stdout" or "combined") streams.Add(("stdout", paths.Stdout(job.Id)));
+        if (stream is null or "all" or "stderr" or "combined") streams.Add(("stderr", paths.Stderr(job.Id)));
+        var ordered = stream == "combined" || timestamps == true;
+        return new LogStreamResult(job, new LogRequest(streams, ordered, follow == true, timestamps == true, status == true), store);
     }
 
     private static async Task<JobRecord?> FindAsync(string id, JobStore store, CancellationToken ct) =>

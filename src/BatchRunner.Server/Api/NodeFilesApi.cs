@@ -33,8 +33,8 @@ public static partial class NodeFilesApi
             return TypedResults.Problem(statusCode: StatusCodes.Status403Forbidden, title: "Forbidden",
                 detail: $"node-to-node endpoint: {Describe(check)}");
         });
-        api.MapGet("/{id}/logs", (string id, string? stream, bool? follow, JobStore store, DataPaths paths, CancellationToken ct) =>
-            JobsApi.ServeLogsAsync(id, stream, follow, "", store, paths, forwardFrom: null, ct));
+        api.MapGet("/{id}/logs", (string id, string? stream, bool? follow, bool? timestamps, bool? status, JobStore store, DataPaths paths, CancellationToken ct) =>
+            JobsApi.ServeLogsAsync(id, stream, follow, timestamps, status, "", store, paths, forwardFrom: null, ct));
         api.MapGet("/{id}/outputs/{**path}", (string id, string path, JobStore store, DataPaths paths, CancellationToken ct) =>
             JobsApi.ServeOutputAsync(id, path, store, paths, forwardFrom: null, ct));
         api.MapGet("/{id}/inputs", ServeInputsAsync);

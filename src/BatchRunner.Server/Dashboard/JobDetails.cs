@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text;
 using BatchRunner.Core;
+using BatchRunner.Runtime.Logs;
 using BatchRunner.Server.Storage;
 using Hangfire.Dashboard;
 using static BatchRunner.Server.Dashboard.Html;
@@ -90,7 +91,7 @@ public static class JobDetails
         foreach (var (stream, path) in new[] { ("stdout", paths.Stdout(job.Id)), ("stderr", paths.Stderr(job.Id)) })
         {
             sb.Append($"<h4>{stream} <small>last {LogTailLines} lines</small></h4>");
-            var tail = TailLines(path, LogTailLines);
+            var tail = TailLines(path, stream, LogTailLines);
             sb.Append(tail is null
                 ? $"<p class=\"text-muted\">No {stream} on this node (not started yet, or the job ran on another node: GET /api/v1/jobs/{H(job.Id)}/logs).</p>"
                 : $"<pre class=\"batchrunner-log\" style=\"max-height:30em;overflow:auto\">{H(tail)}</pre>");
@@ -122,27 +123,20 @@ public static class JobDetails
         return parts.Count == 0 ? "not measured" : string.Join(", ", parts);
     }
 
-    /// <summary>The last <paramref name="lines"/> lines of a file, reading at most its last 64 KiB; null when there is no file.</summary>
-    internal static string? TailLines(string path, int lines)
+    /// <summary>The last <paramref name="lines"/> lines of a stored stream (a marker line where bytes were dropped),
+    /// reading at most its last 64 KiB; null when the job has no log on this node.</summary>
+    public static string? TailLines(string path, string stream, int lines)
     {
         const int MaxBytes = 64 * 1024;
+        if (!File.Exists(path)) return null;
         try
         {
-            using var f = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
-            var start = Math.Max(0, f.Length - MaxBytes);
-            f.Seek(start, SeekOrigin.Begin);
-            var buffer = new byte[f.Length - start];
-            f.ReadExactly(buffer);
-            var text = Encoding.UTF8.GetString(buffer);
+            // Renderers are synchronous; this reads a few local files.
+            var text = StoredLog.TailAsync(path, stream, MaxBytes).GetAwaiter().GetResult();
             var all = text.Split('\n');
-            // A read that started mid-file drops its first, partial line; a final newline leaves an empty last item.
-            var skip = start > 0 ? 1 : 0;
-            var take = all.Length - skip - (text.EndsWith('\n') ? 1 : 0);
-            var kept = all.Skip(skip).Take(take).TakeLast(lines);
-            return string.Join('\n', kept);
+            // A final newline leaves an empty last item.
+            return string.Join('\n', all.Take(all.Length - (text.EndsWith('\n') ? 1 : 0)).TakeLast(lines));
         }
-        catch (FileNotFoundException) { return null; }
-        catch (DirectoryNotFoundException) { return null; }
         catch (IOException e) { return $"(cannot read the log: {e.Message})"; }
     }
 }

@@ -1,6 +1,7 @@
 using BatchRunner.Core;
 using BatchRunner.Oci;
 using BatchRunner.Runtime;
+using BatchRunner.Runtime.Disk;
 using BatchRunner.Server.Scheduling;
 using BatchRunner.Server.Storage;
 
@@ -22,12 +23,30 @@ public sealed class AttemptContext(JobRecord job, int attempt, Reservation reser
     public Reservation Reservation { get; } = reservation;
     /// <summary>Runtime id of this attempt's container (and cgroup): the node's prefix, the job id, the attempt.</summary>
     public string ContainerId { get; } = containerId;
-    /// <summary>DATA/run/CONTAINER-ID: the rootfs mount and the bundle; exists only while the attempt runs.</summary>
+    /// <summary>DATA/run/CONTAINER-ID: the job's disk (or its scratch directories), the rootfs mount and the bundle; exists
+    /// only while the attempt runs.</summary>
     public string RunDir { get; } = runDir;
     public StopSignals Signals { get; } = signals;
 
     /// <summary>Set by <see cref="Phases.ImagePhase"/>.</summary>
     public PreparedImage? Image { get; set; }
+
+    /// <summary>Set by <see cref="Phases.DiskPhase"/>: the job's size-limited filesystem (null where disk limits are not
+    /// enforced); released by it.</summary>
+    public IDiskVolume? Disk { get; set; }
+
+    /// <summary>Set by <see cref="Phases.DiskPhase"/> with <see cref="Disk"/>: its usage, sampled while the attempt runs.</summary>
+    public DiskUsageWatch? DiskWatch { get; set; }
+
+    /// <summary>Set by <see cref="Phases.DiskPhase"/> with <see cref="Disk"/>: the node's count of what it holds (<see cref="NodeDisk.Track"/>).</summary>
+    public IDisposable? DiskCounted { get; set; }
+
+    /// <summary>Where everything the job writes goes: the root layer's upper and work directories and /outputs.
+    /// The job's disk when it has one, else the run directory.</summary>
+    public string ScratchDir => Disk?.Path ?? RunDir;
+
+    /// <summary>The directory the container sees as /outputs; its contents move to the job's directory once it has exited.</summary>
+    public string OutputsDir => Path.Combine(ScratchDir, "outputs");
 
     /// <summary>Set by <see cref="Phases.RootfsPhase"/>; released by it.</summary>
     public IRootfs? Rootfs { get; set; }
@@ -40,7 +59,14 @@ public sealed class AttemptContext(JobRecord job, int attempt, Reservation reser
 
     /// <summary>Set by <see cref="Phases.OutputsPhase"/>.</summary>
     public IReadOnlyList<OutputFile> Outputs { get; set; } = [];
+
+    /// <summary>Set by <see cref="Phases.OutputsPhase"/>: what the job did with its disk (null without one).</summary>
+    public DiskUsageSummary? DiskUsage { get; set; }
+
+    /// <summary>Set by <see cref="Phases.OutputsPhase"/>: what of /outputs was not kept as it was, for the job's message; null: all of it.</summary>
+    public string? OutputsNote { get; set; }
 }
 
-/// <summary>How the container ended: its exit, what (if anything) stopped it, and what it used.</summary>
-public sealed record ContainerRun(ExitResult Exit, StopCause Cause, ResourceUsage Usage);
+/// <summary>How the container ended: its exit, what (if anything) stopped it, what it used, and the last line of
+/// stderr it wrote (sanitised; null when it wrote none or exited 0).</summary>
+public sealed record ContainerRun(ExitResult Exit, StopCause Cause, ResourceUsage Usage, string? LastStderrLine = null);

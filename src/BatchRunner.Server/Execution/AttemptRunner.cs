@@ -6,7 +6,7 @@ using BatchRunner.Server.Storage;
 namespace BatchRunner.Server.Execution;
 
 /// <summary>
-/// Runs one attempt through its phases: inputs → image → root filesystem → container → outputs. Each phase owns one
+/// Runs one attempt through its phases: inputs → image → disk → root filesystem → container → outputs. Each phase owns one
 /// resource; the runner starts them in order, stops at the first that ends the attempt, and releases every
 /// phase it started in reverse order, whatever happened. Then <see cref="Outcomes.Decide"/> says how the attempt
 /// ends; recording that is the executor's job.
@@ -20,12 +20,12 @@ public sealed partial class AttemptRunner
     private readonly TimeProvider _time;
     private readonly ILogger<AttemptRunner> _log;
 
-    public AttemptRunner(InputsPhase inputs, ImagePhase image, RootfsPhase rootfs, ContainerPhase container, OutputsPhase outputs,
+    public AttemptRunner(InputsPhase inputs, ImagePhase image, DiskPhase disk, RootfsPhase rootfs, ContainerPhase container, OutputsPhase outputs,
         IAttemptStore store, DataPaths paths, NodeIdentity node, TimeProvider time, ILogger<AttemptRunner> log)
     {
-        // The order of an attempt. A new phase (disk quota, inputs, a dependency's outputs) is one more entry here.
+        // The order of an attempt. A new phase (a dependency's outputs) is one more entry here.
         // Inputs first: a job whose inputs cannot be had fails before a long pull.
-        _phases = [inputs, image, rootfs, container, outputs];
+        _phases = [inputs, image, disk, rootfs, container, outputs];
         _store = store;
         _paths = paths;
         _node = node;
@@ -54,7 +54,8 @@ public sealed partial class AttemptRunner
                 if (result is not null) break;
             }
             result ??= context.Run is { } run
-                ? new AttemptResult.Exited(run.Exit, run.Cause, run.Usage, context.Outputs)
+                ? new AttemptResult.Exited(run.Exit, run.Cause, run.Usage with { DiskBytes = context.DiskUsage?.PeakUsedBytes }, context.Outputs,
+                    context.DiskUsage, context.OutputsNote, run.LastStderrLine)
                 : throw new InvalidOperationException("the attempt's phases ended without running the container");
         }
         catch (Exception e) when (e is not OperationCanceledException && !DatabaseErrors.IsOutage(e))

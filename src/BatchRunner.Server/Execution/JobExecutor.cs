@@ -112,7 +112,8 @@ public sealed partial class JobExecutor(
             throw new JobRescheduleException($"node {node.Name} can never run it: {never}", NeverFitsDelay);
         if (reservations.TryReserve(job.Id, job.Spec.Resources) is { } reservation) return reservation;
         await reservations.WaitForReleaseAsync(AdmissionWait, hangfireToken);
-        return reservations.TryReserve(job.Id, job.Spec.Resources) ?? throw new JobRescheduleException($"node {node.Name} is full");
+        return reservations.TryReserve(job.Id, job.Spec.Resources)
+            ?? throw new JobRescheduleException(reservations.DiskPressure is { } pressure ? $"node {node.Name}: {pressure}" : $"node {node.Name} is full");
     }
 
     private async Task RecordAsync(JobRecord job, int attempt, AttemptEnd end)

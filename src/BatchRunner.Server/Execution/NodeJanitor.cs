@@ -1,5 +1,6 @@
 using BatchRunner.Oci.Snapshots;
 using BatchRunner.Runtime;
+using BatchRunner.Runtime.Disk;
 using BatchRunner.Server.Nodes;
 using BatchRunner.Server.Storage;
 
@@ -7,31 +8,27 @@ namespace BatchRunner.Server.Execution;
 
 /// <summary>
 /// Runs once when a worker starts, before it takes jobs: removes the containers, cgroups, rootfs
-/// mounts and run directories that a crashed predecessor with the same identity left behind, then starts
-/// the <see cref="ContainerWatchdog"/> that kills this process's containers should it die outright. The
+/// mounts, job disks (their mounts, loop devices and images) and run directories that a crashed predecessor with
+/// the same identity left behind, makes sure job disks can be made here, then starts the
+/// <see cref="ContainerWatchdog"/> that kills this process's containers should it die outright. The
 /// crashed predecessor's jobs are picked up again by Hangfire (sliding invisibility) and their open
 /// attempts closed as node_lost.
 /// </summary>
 public sealed partial class NodeJanitor(IContainerRuntime runtime, RuntimeSelection selection, DataPaths paths, NodeIdentity node,
-    ILogger<NodeJanitor> log) : IHostedService
+    ILogger<NodeJanitor> log, IDiskVolumes? volumes = null) : IHostedService
 {
     public async Task StartAsync(CancellationToken ct)
     {
         var containers = await runtime.CleanupOrphansAsync(node.ContainerPrefix, ct);
+        // Deepest first: a rootfs overlay, then the job disk it lies on; a disk's loop device unbinds itself once unmounted.
         var mounts = MountCleanup.UnmountAllUnder(paths.RunRoot);
-        int dirs = 0;
-        if (Directory.Exists(paths.RunRoot))
-        {
-            foreach (var dir in Directory.GetDirectories(paths.RunRoot, node.ContainerPrefix + "*"))
-            {
-                // Never recurse into a mount that would not go away: deleting through it would damage what it shows.
-                if (MountCleanup.AnyMountAtOrUnder(dir)) continue;
-                try { Directory.Delete(dir, recursive: true); dirs++; }
-                catch (Exception e) { LogDirFailed(log, e, dir); }
-            }
-        }
-        if (containers.Count + mounts.Count + dirs > 0)
-            LogCleaned(log, containers.Count, mounts.Count, dirs);
+        // A worker killed between binding a loop device and mounting it leaves the device bound: unbind it.
+        var loops = LoopDiskVolumes.RemoveLeftovers(paths.RunRoot);
+        var dirs = RunDirectories.Remove(paths.RunRoot, node.ContainerPrefix);
+        foreach (var (dir, why) in dirs.Kept) LogDirFailed(log, dir, why);
+        if (containers.Count + mounts.Count + loops.Count + dirs.Dirs > 0)
+            LogCleaned(log, containers.Count, mounts.Count, loops.Count, dirs.Dirs);
+        if (volumes is not null) await ProbeDiskAsync(volumes, ct);
 
         using var watchdog = ContainerWatchdog.Launch(Environment.ProcessId, selection.Path, paths.RuntimeState, node.ContainerPrefix);
         LogWatchdogStarted(log, watchdog?.Id ?? 0);
@@ -39,11 +36,32 @@ public sealed partial class NodeJanitor(IContainerRuntime runtime, RuntimeSelect
 
     public Task StopAsync(CancellationToken ct) => Task.CompletedTask;
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "Removed leftovers of a previous run: {Containers} containers, {Mounts} mounts, {Dirs} run directories")]
-    private static partial void LogCleaned(ILogger log, int containers, int mounts, int dirs);
+    /// <summary>Makes and removes a small job disk, so that a host without loop devices or mkfs.ext4 says so at start
+    /// instead of failing every job. Named with the node's prefix: a crash during the probe is cleaned like a job's.</summary>
+    private async Task ProbeDiskAsync(IDiskVolumes volumes, CancellationToken ct)
+    {
+        var dir = Path.Combine(paths.RunRoot, node.ContainerPrefix + "disk-probe");
+        Directory.CreateDirectory(dir);
+        try
+        {
+            await using var volume = await volumes.CreateAsync(dir, 1L << 20, ct);
+        }
+        catch (IOException e)
+        {
+            throw new InvalidOperationException($"per-job disk limits cannot be enforced on this host: {e.Message}. " +
+                "Fix that, or run without disk limits (BatchRunner:Disk:Enforce=false, jobs then write to the data directory unbounded)", e);
+        }
+        finally
+        {
+            if (Directory.Exists(dir)) Directory.Delete(dir);
+        }
+    }
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "Could not remove leftover run directory {Dir}")]
-    private static partial void LogDirFailed(ILogger log, Exception e, string dir);
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Removed leftovers of a previous run: {Containers} containers, {Mounts} mounts, {Loops} loop devices, {Dirs} run directories")]
+    private static partial void LogCleaned(ILogger log, int containers, int mounts, int loops, int dirs);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Could not remove leftover run directory {Dir}: {Why}")]
+    private static partial void LogDirFailed(ILogger log, string dir, string why);
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "Container watchdog started (pid {Pid})")]
     private static partial void LogWatchdogStarted(ILogger log, int pid);

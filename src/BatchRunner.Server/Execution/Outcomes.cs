@@ -1,4 +1,5 @@
 using BatchRunner.Core;
+using BatchRunner.Runtime.Disk;
 using BatchRunner.Server.Storage;
 
 namespace BatchRunner.Server.Execution;
@@ -24,7 +25,11 @@ public abstract record AttemptResult
     private AttemptResult() { }
 
     /// <summary>The container ran and exited, by itself (<see cref="StopCause.None"/>) or killed for <paramref name="Cause"/>.</summary>
-    public sealed record Exited(ExitResult Exit, StopCause Cause, ResourceUsage Usage, IReadOnlyList<OutputFile> Outputs) : AttemptResult;
+    /// <param name="Disk">What it did with its disk; null without a disk limit.</param>
+    /// <param name="Note">What of its /outputs was not kept as it was, for the job's message; null: all of it.</param>
+    /// <param name="LastStderrLine">The last line it wrote to stderr (sanitised), if any.</param>
+    public sealed record Exited(ExitResult Exit, StopCause Cause, ResourceUsage Usage, IReadOnlyList<OutputFile> Outputs,
+        DiskUsageSummary? Disk = null, string? Note = null, string? LastStderrLine = null) : AttemptResult;
 
     /// <summary>Stopped for <paramref name="Cause"/> before the container ran (during the pull, the mount or the start).</summary>
     public sealed record Stopped(StopCause Cause) : AttemptResult;
@@ -83,13 +88,13 @@ public static class Outcomes
             case AttemptResult.Exited { Cause: StopCause.Shutdown } or AttemptResult.Stopped { Cause: StopCause.Shutdown or StopCause.None }:
                 return new AttemptEnd.Requeue(RequeueMessage);
             case AttemptResult.Exited { Cause: StopCause.None } e:
-                outcome = OfExit(e.Exit, spec, e.Usage, e.Outputs);
+                outcome = WithNote(OfExit(e.Exit, spec, e.Usage, e.Outputs, e.Disk, e.LastStderrLine), e.Note);
                 break;
             case AttemptResult.Exited { Cause: StopCause.Timeout } e:
-                outcome = TimedOut(spec, e.Exit.ExitCode, e.Usage, e.Outputs);
+                outcome = WithNote(TimedOut(spec, e.Exit.ExitCode, e.Usage, e.Outputs), e.Note);
                 break;
             case AttemptResult.Exited { Cause: StopCause.Cancelled } e:
-                outcome = Cancelled(e.Exit.ExitCode, e.Usage, e.Outputs);
+                outcome = WithNote(Cancelled(e.Exit.ExitCode, e.Usage, e.Outputs), e.Note);
                 break;
             case AttemptResult.Stopped { Cause: StopCause.Timeout }:
                 outcome = TimedOut(spec, null, null, []);
@@ -111,19 +116,33 @@ public static class Outcomes
 
     /// <summary>
     /// A container that exited by itself: OOM-killed when the cgroup counted an OOM kill (also when the killed process was
-    /// a child and the main process exited 0), else succeeded on 0, else failed with its exit code (or the signal).
+    /// a child and the main process exited 0), else over its disk limit when its disk was seen past it (also when the
+    /// process caught ENOSPC and exited 0), else succeeded on 0, else failed with its exit code (or the signal), the
+    /// message ending with the last line it wrote to stderr (<paramref name="lastStderrLine"/>), which usually says why.
     /// </summary>
-    public static JobOutcome OfExit(ExitResult exit, JobSpec spec, ResourceUsage usage, IReadOnlyList<OutputFile> files)
+    public static JobOutcome OfExit(ExitResult exit, JobSpec spec, ResourceUsage usage, IReadOnlyList<OutputFile> files, DiskUsageSummary? disk = null,
+        string? lastStderrLine = null)
     {
         if (exit.OomKilled)
             return new(JobState.Failed, FailureReason.OomKilled,
                 $"memory limit {Quantity.FormatBytes(spec.Resources.MemoryBytes)} exceeded (OOM-killed); exit code {exit.ExitCode}",
                 exit.ExitCode, usage, files);
+        if (disk is { OverLimit: true })
+            return new(JobState.Failed, FailureReason.DiskQuotaExceeded,
+                (disk.OutOfInodes
+                    ? $"disk limit {Quantity.FormatApproximate(disk.LimitBytes)} exceeded: the job created more files than its disk holds (writes failed with ENOSPC)"
+                    : $"disk limit {Quantity.FormatApproximate(disk.LimitBytes)} exceeded: the job's files reached {Quantity.FormatApproximate(disk.PeakUsedBytes)} " +
+                      "(root filesystem and /outputs together)") + $"; exit code {exit.ExitCode}",
+                exit.ExitCode, usage, files);
         if (exit.ExitCode == 0)
             return new(JobState.Succeeded, null, "exited with code 0", 0, usage, files);
         var msg = exit.Signal is { } sig ? $"killed by signal {sig} (exit code {exit.ExitCode})" : $"exited with code {exit.ExitCode}";
+        if (!string.IsNullOrEmpty(lastStderrLine)) msg += ": " + lastStderrLine;
         return new(JobState.Failed, FailureReason.ExitCode, msg, exit.ExitCode, usage, files);
     }
+
+    private static JobOutcome WithNote(JobOutcome outcome, string? note) =>
+        note is null ? outcome : outcome with { Message = outcome.Message is null ? note : $"{outcome.Message}; {note}" };
 
     private static JobOutcome TimedOut(JobSpec spec, int? exitCode, ResourceUsage? usage, IReadOnlyList<OutputFile> files) =>
         new(JobState.Failed, FailureReason.TimedOut, $"killed after exceeding timeoutSeconds={spec.TimeoutSeconds}", exitCode, usage, files);

@@ -40,9 +40,23 @@ public sealed class StopSignals : IDisposable
     {
         if (Fenced.IsCancellationRequested) return StopCause.Fenced;
         if (Timeout.IsCancellationRequested) return StopCause.Timeout;
-        if (await Durably.RunAsync(_isCancelRequested, deadline: TimeSpan.FromSeconds(30))) return StopCause.Cancelled;
+        if (await CancelFlagAsync()) return StopCause.Cancelled;
         if (Stopping.IsCancellationRequested) return StopCause.Shutdown;
         return StopCause.None;
+    }
+
+    /// <summary>How long a read of the cancel flag waits out a database outage (a cancel request needs the database too).</summary>
+    public static readonly TimeSpan CancelFlagDeadline = TimeSpan.FromSeconds(1);
+
+    /// <summary>
+    /// The job's cancel flag, a backstop behind Hangfire's token. While the database is away it reads as "not
+    /// requested": an outage must never stop a running container (its result is recorded once the database is
+    /// back), and it used to, when the read gave up after 30 s and the exception unwound the attempt.
+    /// </summary>
+    private async Task<bool> CancelFlagAsync()
+    {
+        try { return await Durably.RunAsync(_isCancelRequested, deadline: CancelFlagDeadline); }
+        catch (Exception e) when (DatabaseErrors.IsOutage(e)) { return false; }
     }
 
     /// <summary>The result of a phase whose preparation was interrupted.</summary>

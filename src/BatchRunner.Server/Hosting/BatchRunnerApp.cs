@@ -1,6 +1,7 @@
 using BatchRunner.Oci;
 using BatchRunner.Oci.Store;
 using BatchRunner.Runtime;
+using BatchRunner.Runtime.Disk;
 using BatchRunner.Server.Api;
 using BatchRunner.Server.Dashboard;
 using BatchRunner.Server.Execution;
@@ -8,6 +9,7 @@ using BatchRunner.Server.Nodes;
 using BatchRunner.Server.Observability;
 using BatchRunner.Server.Scheduling;
 using BatchRunner.Server.Storage;
+using BatchRunner.Server.Storage.Embedded;
 using Hangfire;
 using Microsoft.AspNetCore.Diagnostics;
 using Prometheus;
@@ -38,6 +40,9 @@ public static partial class BatchRunnerApp
         using var bootLogs = LoggerFactory.Create(b => LoggingSetup.ConfigureBootLogging(b, builder.Configuration));
         var bootLog = bootLogs.CreateLogger("BatchRunner.Startup");
 
+        // When the machine runs out of memory, the kernel takes a job before this process or its database.
+        OomScores.ProtectThisProcess(bootLog);
+
         // Storage: one code path whether the database is embedded or external.
         EmbeddedPostgres? embedded = null;
         var connectionString = options.ConnectionString;
@@ -55,6 +60,8 @@ public static partial class BatchRunnerApp
         try
         {
             await builder.Services.AddBatchRunnerStorageAsync(connectionString, bootLog, ct);
+            // What the node knows of its database's outages (fencing), the cluster's recovery after each restart.
+            builder.Services.AddEmbeddedPostgres(embedded);
             if (embedded is not null) builder.Services.AddHostedService(_ => new EmbeddedPostgresLifetime(embedded));
 
             var apiKey = ApiKey.Resolve(options.ApiKey, options.DataDir);
@@ -67,6 +74,7 @@ public static partial class BatchRunnerApp
             var gpuMetrics = gpus is null ? null : Gpus.GpuNode.MetricsSource(options.Gpus, gpus, bootLog);
             builder.AddBatchRunnerServices(options, connectionString, runtime, gpus, gpuMetrics);
             var app = builder.Build();
+            embedded?.UseLogger(app.Services.GetRequiredService<ILogger<EmbeddedPostgres>>());
             var hangfireLogs = HangfireLogging.Register(app.Services.GetRequiredService<ILoggerFactory>());
             app.Lifetime.ApplicationStopped.Register(hangfireLogs.Dispose);
             app.MapBatchRunner(options);
@@ -98,7 +106,8 @@ public static partial class BatchRunnerApp
         // node removes its own files).
         services.AddSingleton(_ => new InputsStore(paths));
         services.AddSingleton(sp => new JobFiles(paths, sp.GetRequiredService<InputsStore>(), sp.GetRequiredService<JobStore>(), options.NodeName,
-            sp.GetRequiredService<ILogger<JobFiles>>()));
+            sp.GetRequiredService<ILogger<JobFiles>>(), options.RunsWorker ? node.ContainerPrefix : null,
+            sp.GetService<NodeReservations>() is { } reservations ? id => reservations.Jobs.Contains(id) : null));
         services.AddSingleton<JobFilesSweeper>();
         services.AddHostedService(sp => sp.GetRequiredService<JobFilesSweeper>());
 
@@ -115,6 +124,8 @@ public static partial class BatchRunnerApp
             .UseFilter(RescheduleFilter.Instance));
 
         services.AddSingleton<LiveNodes>();
+        // The data directory's free space and its reserve: admission on workers, /healthz and the node record everywhere.
+        services.AddSingleton(_ => new NodeDisk(paths.Root, options.MinFreeDiskBytes(), options.RunsWorker && options.Disk.Enforce));
         // Logs and outputs stay on the node that ran the job; the API forwards requests for them there.
         services.AddSingleton(sp => new NodeAddress(sp.GetRequiredService<Microsoft.AspNetCore.Hosting.Server.IServer>(), options.AdvertiseUrl));
         services.AddSingleton<ClusterToken>();
@@ -134,6 +145,10 @@ public static partial class BatchRunnerApp
             services.AddSingleton<IInputsSource, InputsSource>();
             services.AddSingleton<Execution.Phases.InputsPhase>();
             services.AddSingleton<Execution.Phases.ImagePhase>();
+            if (options.Disk.Enforce)
+                services.AddSingleton<IDiskVolumes>(sp => new LoopDiskVolumes(new LoopDiskOptions(), sp.GetRequiredService<ILogger<LoopDiskVolumes>>()));
+            services.AddSingleton(sp => new Execution.Phases.DiskPhase(sp.GetRequiredService<NodeDisk>(),
+                sp.GetRequiredService<Microsoft.Extensions.Options.IOptions<BatchRunnerOptions>>(), sp.GetService<IDiskVolumes>()));
             services.AddSingleton<Execution.Phases.RootfsPhase>();
             services.AddSingleton<Execution.Phases.ContainerPhase>();
             services.AddSingleton<Execution.Phases.OutputsPhase>();
@@ -148,8 +163,8 @@ public static partial class BatchRunnerApp
                 sp.GetRequiredService<ILogger<Gpus.GpuMonitor>>()));
             services.AddHostedService(sp => sp.GetRequiredService<Gpus.GpuMonitor>());
             services.AddSingleton<Gpus.GpuNode>();
-            // CPUs, memory and GPUs of this node, reserved together by the executor.
-            services.AddSingleton(_ => new NodeReservations(options.NodeName, Components.Capacity(options), gpus!.Gpus));
+            // CPUs, memory, GPUs and disk of this node, reserved together by the executor.
+            services.AddSingleton(sp => new NodeReservations(options.NodeName, Components.Capacity(options), gpus!.Gpus, sp.GetRequiredService<NodeDisk>()));
             services.AddSingleton<NodeRegistry>();
             services.AddSingleton<INodeFence>(sp => sp.GetRequiredService<NodeRegistry>());
             // Hosted services start in this order and stop in reverse: leftovers are removed and the node
@@ -204,13 +219,47 @@ public static partial class BatchRunnerApp
             role = options.Role,
             node = node.Name,
             database,
+            embedded = sp.GetService<EmbeddedPostgres>() is { } pg ? EmbeddedHealth(pg.Status) : null,
             runtime = runtime is null ? null : new { name = runtime.Name, version = runtime.Version, selection = sp.GetService<RuntimeSelection>()?.Reason },
+            disk = Disk(sp.GetRequiredService<NodeDisk>(), options),
             gpus = sp.GetService<BatchRunner.Runtime.Gpus.GpuInventory>() is { } inv
                 ? new { count = inv.Gpus.Count, source = inv.Source, devices = inv.Gpus.Select(g => new { index = g.Index, uuid = g.Uuid, model = g.Model, memoryBytes = g.MemoryBytes }) }
                 : null,
         };
         return database == DatabaseHealth.Ok ? TypedResults.Ok(body) : TypedResults.Json(body, statusCode: StatusCodes.Status503ServiceUnavailable);
     }
+
+    /// <summary>The data directory's space: "ok", or "below_reserve" with why no job starts (the embedded PostgreSQL
+    /// and pulls keep the reserve); whether jobs get size-limited disks here.</summary>
+    private static object Disk(NodeDisk disk, BatchRunnerOptions options)
+    {
+        DiskStatus s;
+        try { s = disk.Read(); }
+        catch (IOException e) { return new { status = "unknown", error = e.Message }; }
+        return new
+        {
+            status = s.UnderReserve ? "below_reserve" : "ok",
+            pressure = s.Pressure,
+            dataDir = s.DataDir,
+            totalBytes = s.TotalBytes,
+            freeBytes = s.FreeBytes,
+            reserveBytes = s.ReserveBytes,
+            availableBytes = s.AvailableBytes,
+            jobLimits = options.RunsWorker ? (options.Disk.Enforce ? "enforced" : "off") : null,
+        };
+    }
+
+    /// <summary>The embedded cluster's supervision as /healthz shows it (state in lower case, as API states are).</summary>
+    private static object EmbeddedHealth(Storage.Embedded.EmbeddedPostgresStatus s) => new
+    {
+        state = s.State.ToString().ToLowerInvariant(),
+        pid = s.Pid,
+        adopted = s.Adopted,
+        restarts = s.Restarts,
+        lastRestartCause = s.LastRestartCause,
+        lastRestartAt = s.LastRestartAt,
+        logDirectory = s.LogDirectory,
+    };
 
     /// <summary>The database being away is an outage (503, retry later), not a server bug (500).</summary>
     private static int StatusFor(Exception e) => DatabaseErrors.IsOutage(e) ? StatusCodes.Status503ServiceUnavailable : StatusCodes.Status500InternalServerError;

@@ -58,6 +58,26 @@ public sealed class BatchRunnerOptions
     /// <summary>How long finished jobs are kept; default: until deleted.</summary>
     public RetentionSettings Retention { get; set; } = new();
 
+    /// <summary>Per-job disk limits: enforced or not, the default and the largest resources.disk.</summary>
+    public DiskOptions Disk { get; set; } = new();
+
+    /// <summary>Free space the data directory keeps (a quantity): below it no new job starts, and pulls and imports
+    /// that would cross it are refused. Unset: the larger of 5% of its filesystem and 2Gi.</summary>
+    public string? MinFreeDisk { get; set; }
+
+    public long? MinFreeDiskBytes() => DiskOptions.Parse(MinFreeDisk, "MinFreeDisk");
+
+    /// <summary>Cap of each of a job's stdout and stderr on this node ("100Mi"); a job may ask for less (logs.maxBytes).
+    /// Past it a stream keeps its first and last parts, with a marker line saying how many bytes were dropped.</summary>
+    public string MaxLogBytes { get; set; } = "100Mi";
+
+    public long MaxLogBytesValue() =>
+        Core.Quantity.TryParseBytes(MaxLogBytes, out var b) && b >= Core.LogSettings.MinBytes ? b
+        : throw new InvalidOperationException($"BatchRunner:MaxLogBytes \"{MaxLogBytes}\" must be a quantity of at least {Core.Quantity.FormatBytes(Core.LogSettings.MinBytes)}");
+
+    /// <summary>The cap of a job's streams on this node: its own logs.maxBytes, never above the node's.</summary>
+    public long LogCapFor(Core.JobSpec spec) => Math.Min(spec.Logs.MaxBytes ?? long.MaxValue, MaxLogBytesValue());
+
     /// <summary>Seconds between node heartbeats; a node is dead after three missed ones.</summary>
     public int HeartbeatSeconds { get; set; } = 5;
 
@@ -128,12 +148,15 @@ public sealed class BatchRunnerOptions
         if (Workers < 1) throw new InvalidOperationException("BatchRunner:Workers must be at least 1");
         if (Queues.Length == 0) throw new InvalidOperationException("BatchRunner:Queues must name at least one queue");
         _ = ImageCacheBudgetBytes();
+        _ = MaxLogBytesValue();
         if (HeartbeatSeconds < 1) throw new InvalidOperationException("BatchRunner:HeartbeatSeconds must be at least 1");
         if (ShutdownGraceSeconds < 0) throw new InvalidOperationException("BatchRunner:ShutdownGraceSeconds must not be negative");
         foreach (var p in AllowedRegistries)
             if (Oci.Registry.RegistryPolicy.Validate(p) is { } error) throw new InvalidOperationException($"BatchRunner:AllowedRegistries: {error}");
         Isolation.Validate();
         Retention.Validate();
+        Disk.Validate();
+        _ = MinFreeDiskBytes();
         if (!Path.IsPathRooted(DataDir)) DataDir = Path.GetFullPath(DataDir);
     }
 }
@@ -168,10 +191,15 @@ public static class EnvironmentShortcuts
         ["BATCHRUNNER_MEMORY"] = "BatchRunner:Capacity:Memory",
         ["BATCHRUNNER_SHUTDOWN_GRACE_SECONDS"] = "BatchRunner:ShutdownGraceSeconds",
         ["BATCHRUNNER_IMAGE_CACHE_BUDGET"] = "BatchRunner:ImageCacheBudget",
+        ["BATCHRUNNER_MAX_LOG_BYTES"] = "BatchRunner:MaxLogBytes",
         ["BATCHRUNNER_RUNTIME"] = "BatchRunner:Runtime",
         ["BATCHRUNNER_DOCKER_CONFIG"] = "BatchRunner:DockerConfigPath",
         ["BATCHRUNNER_URLS"] = "urls",
         ["BATCHRUNNER_ADVERTISE_URL"] = "BatchRunner:AdvertiseUrl",
+        ["BATCHRUNNER_MIN_FREE_DISK"] = "BatchRunner:MinFreeDisk",
+        ["BATCHRUNNER_DISK_DEFAULT"] = "BatchRunner:Disk:Default",
+        ["BATCHRUNNER_DISK_MAX"] = "BatchRunner:Disk:Max",
+        ["BATCHRUNNER_DISK_ENFORCE"] = "BatchRunner:Disk:Enforce",
     };
 
     public static IEnumerable<KeyValuePair<string, string?>> Read()

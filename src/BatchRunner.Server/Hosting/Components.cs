@@ -4,6 +4,7 @@ using BatchRunner.Oci.Snapshots;
 using BatchRunner.Oci.Store;
 using BatchRunner.Runtime;
 using BatchRunner.Server.Execution;
+using BatchRunner.Server.Scheduling;
 using BatchRunner.Server.Storage;
 
 namespace BatchRunner.Server.Hosting;
@@ -24,6 +25,7 @@ internal static partial class Components
             Credentials = credentials,
             CredentialSource = DockerConfigSource(options, sp),
             InsecureRegistries = options.InsecureRegistries,
+            SpaceCheck = sp.GetRequiredService<NodeDisk>().WhyNoRoomFor,
             RegistryPolicy = options.RegistryPolicy(),
         }, sp.GetRequiredService<ILogger<ImageStore>>());
     }

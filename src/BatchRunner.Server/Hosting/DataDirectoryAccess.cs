@@ -18,7 +18,7 @@ namespace BatchRunner.Server.Hosting;
 /// <para>A directory has one group, so the narrowest mode that works is 0700 when neither needs it; 0710 with the
 /// group of the one that does (or of both, when they share a group); 0711 when both do. Even 0711 lets others
 /// search only: nobody can list DATA, and each entry in it is closed to them (directories 0700 or 0710 with the
-/// namespace's group, files 0600 or 0640), so a guessed path leads nowhere. DATA/run and DATA/jobs are 0710 with the
+/// namespace's group, files 0600), so a guessed path leads nowhere. DATA/run and DATA/jobs are 0710 with the
 /// namespace's group when there is one, everything else directly in DATA loses its group and other bits.</para>
 /// </remarks>
 /// <param name="Group">The data directory's group (its owner stays root); null: leave it.</param>
@@ -64,10 +64,9 @@ public sealed record DataDirectoryAccess(uint? Group, UnixFileMode Mode, string 
                 entry.UnixFileMode = OwnerGroupSearch;
                 continue;
             }
-            // Owner bits stay (PostgreSQL's own directories are 0700 to their user); group read stays on files
-            // (the embedded PostgreSQL's log is 0640 to its group); everything for others goes.
-            var keep = entry is DirectoryInfo ? Owner : Owner | UnixFileMode.GroupRead;
-            entry.UnixFileMode &= keep;
+            // Owner bits stay (PostgreSQL's own directories are 0700 to their user; it logs inside DATA/postgres);
+            // everything for the group and others goes.
+            entry.UnixFileMode &= Owner;
         }
     }
 }

@@ -1,5 +1,6 @@
 using BatchRunner.Core;
 using BatchRunner.Server.Hosting;
+using BatchRunner.Server.Observability;
 using BatchRunner.Server.Scheduling;
 using BatchRunner.Server.Storage;
 using Microsoft.Extensions.Options;
@@ -11,21 +12,24 @@ namespace BatchRunner.Server.Nodes;
 /// every beat looks for attempts whose node died (its heartbeat is older than its lease) and hands
 /// their jobs back to the queue. A worker that cannot heartbeat for two intervals fences itself: its
 /// containers are killed (<see cref="Fenced"/>) before any other node can consider it dead, so two
-/// attempts of one job never run at once.
+/// attempts of one job never run at once; not while its embedded database is restarting (<see cref="FencingRule"/>).
 /// </summary>
 public sealed partial class NodeRegistry(
     NodeStore nodes,
     JobStore jobs,
     NodeIdentity node,
     NodeReservations resources,
+    NodeDisk disk,
     JobQueue queue,
     NodeAddress address,
+    IDatabaseAvailability database,
     IOptions<BatchRunnerOptions> options,
     ILogger<NodeRegistry> log) : BackgroundService, INodeFence
 {
     private readonly BatchRunnerOptions _options = options.Value;
     private CancellationTokenSource _fenced = new();
     private long _lastBeatTicks = Environment.TickCount64;
+    private bool _underReserve;
 
     public Guid Instance { get; } = Guid.NewGuid();
 
@@ -53,7 +57,7 @@ public sealed partial class NodeRegistry(
         {
             try
             {
-                if (!await nodes.HeartbeatAsync(node.Name, Instance, stoppingToken, address.Url))
+                if (!await nodes.HeartbeatAsync(node.Name, Instance, stoppingToken, address.Url, ReadDisk()))
                 {
                     // Another process registered under our name: it owns the node now.
                     LogTakenOver(log, node.Name);
@@ -72,14 +76,36 @@ public sealed partial class NodeRegistry(
             catch (Exception e)
             {
                 LogBeatFailed(log, e, node.Name);
-                var silent = TimeSpan.FromMilliseconds(Environment.TickCount64 - Interlocked.Read(ref _lastBeatTicks));
-                if (silent >= Interval * 2 && !_fenced.IsCancellationRequested)
+                var now = Environment.TickCount64;
+                var silent = TimeSpan.FromMilliseconds(now - Interlocked.Read(ref _lastBeatTicks));
+                if (!_fenced.IsCancellationRequested &&
+                    FencingRule.ShouldFence(now, Interlocked.Read(ref _lastBeatTicks), database.BackSinceTicks, database.IsRestarting, Interval))
                 {
                     LogFencing(log, node.Name, silent.TotalSeconds);
                     await _fenced.CancelAsync();
                 }
             }
         } while (await WaitNextAsync(timer, stoppingToken));
+    }
+
+    /// <summary>The data directory now, for the node record and the node's disk series; null when it cannot be read.</summary>
+    private NodeDiskRecord? ReadDisk()
+    {
+        DiskStatus status;
+        try { status = disk.Read(); }
+        catch (IOException e)
+        {
+            LogDiskUnreadable(log, e, disk.DataDir);
+            return null;
+        }
+        NodeMetrics.SetDisk(node.Name, status.FreeBytes, status.ReserveBytes, status.UnderReserve);
+        if (status.UnderReserve != _underReserve)
+        {
+            _underReserve = status.UnderReserve;
+            if (status.UnderReserve) LogUnderReserve(log, node.Name, status.Pressure!);
+            else LogAboveReserve(log, node.Name, Quantity.FormatApproximate(status.FreeBytes));
+        }
+        return new NodeDiskRecord(status.TotalBytes, status.FreeBytes, status.ReserveBytes, status.AvailableBytes, status.Pressure);
     }
 
     private static async Task<bool> WaitNextAsync(PeriodicTimer timer, CancellationToken ct)
@@ -127,6 +153,15 @@ public sealed partial class NodeRegistry(
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Node {Node} registered: {Cpus} CPUs, {Memory} memory, {Gpus} GPUs")]
     private static partial void LogRegistered(ILogger log, string node, double cpus, string memory, int gpus);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Node {Node}: {Pressure}")]
+    private static partial void LogUnderReserve(ILogger log, string node, string pressure);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Node {Node}: free space ({Free}) is above the reserve again; jobs start")]
+    private static partial void LogAboveReserve(ILogger log, string node, string free);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Cannot read the free space of {DataDir}")]
+    private static partial void LogDiskUnreadable(ILogger log, Exception e, string dataDir);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Node {Node}: heartbeat failed")]
     private static partial void LogBeatFailed(ILogger log, Exception e, string node);

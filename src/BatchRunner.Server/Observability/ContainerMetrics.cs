@@ -21,6 +21,9 @@ namespace BatchRunner.Server.Observability;
 /// <item><c>container_spec_cpu_quota</c> / <c>container_spec_cpu_period</c>: CFS quota and period in microseconds (quota/period = CPUs; absent when unlimited).</item>
 /// <item><c>container_oom_events_total</c>: OOM kills in the cgroup (v1 memory.oom_control oom_kill, v2 memory.events oom_kill).</item>
 /// <item><c>container_processes</c>: processes in the cgroup now (pids.current).</item>
+/// <item><c>container_fs_usage_bytes</c> / <c>container_fs_limit_bytes</c>: what the job has written on its disk (root
+/// filesystem and /outputs together, sampled every 200 ms by the attempt) and its resources.disk; absent where disk
+/// limits are not enforced. cAdvisor reports these per device; here there is one device, the job's disk.</item>
 /// </list>
 /// A job shorter than the scrape interval may never be seen; its final usage is in the job record.
 /// </remarks>
@@ -60,7 +63,13 @@ public static class ContainerMetrics
     public static readonly Gauge Processes = Metrics.CreateGauge(
         "container_processes", "Processes running in the job's container.", Labels);
 
+    public static readonly Gauge FsUsageBytes = Metrics.CreateGauge(
+        "container_fs_usage_bytes", "What the job has written on its disk (root filesystem and /outputs together), in bytes.", Labels);
+
+    public static readonly Gauge FsLimitBytes = Metrics.CreateGauge(
+        "container_fs_limit_bytes", "The job's disk limit (resources.disk), in bytes.", Labels);
+
     internal static readonly Collector[] All =
         [CpuUsageSeconds, CpuThrottledSeconds, CpuThrottledPeriods, MemoryWorkingSetBytes, MemoryMaxUsageBytes,
-         SpecMemoryLimitBytes, SpecCpuQuota, SpecCpuPeriod, OomEvents, Processes];
+         SpecMemoryLimitBytes, SpecCpuQuota, SpecCpuPeriod, OomEvents, Processes, FsUsageBytes, FsLimitBytes];
 }

@@ -40,7 +40,10 @@ public sealed partial class DiskUsagePublisher(DataPaths paths, string node, ILo
         {
             foreach (var job in new DirectoryInfo(paths.JobsRoot).EnumerateDirectories())
             {
-                foreach (var file in job.EnumerateFiles("*.log")) logs += Length(file);
+                // A capped stream is its head file, tail parts and order indexes (Runtime/Logs/LogFiles).
+                foreach (var stream in new[] { "stdout.log", "stderr.log" })
+                    foreach (var file in BatchRunner.Runtime.Logs.LogFiles.All(Path.Combine(job.FullName, stream)))
+                        logs += Length(new FileInfo(file));
                 outputs += ImageCacheSizeCollector.SizeOf(Path.Combine(job.FullName, "outputs"));
                 inputs += ImageCacheSizeCollector.SizeOf(Path.Combine(job.FullName, "inputs"));
             }

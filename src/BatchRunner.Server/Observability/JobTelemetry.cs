@@ -1,5 +1,6 @@
 using BatchRunner.Core;
 using BatchRunner.Runtime;
+using BatchRunner.Runtime.Disk;
 using BatchRunner.Runtime.Spec;
 using BatchRunner.Server.Storage;
 using Prometheus;
@@ -35,7 +36,8 @@ public sealed class JobTelemetry : IDisposable
     /// Called once the container runs (right after the job was marked running), with the job record as read
     /// before the attempt. The handle is disposed when the container is gone.
     /// </summary>
-    public IDisposable TrackContainer(JobRecord job, string node, ContainerSpec spec, IRunningContainer container)
+    /// <param name="disk">The usage of the job's disk, sampled by the attempt; null without a disk limit.</param>
+    public IDisposable TrackContainer(JobRecord job, string node, ContainerSpec spec, IRunningContainer container, DiskUsageWatch? disk = null)
     {
         // Submission → the job's first running container. The record is the one read before this attempt was
         // marked running: no startedAt means no container of this job ever ran (a retry after a failed run
@@ -44,7 +46,8 @@ public sealed class JobTelemetry : IDisposable
             BatchRunnerMetrics.JobStartLatencySeconds.WithLabels(job.Queue).Observe(Math.Max(0, (DateTimeOffset.UtcNow - job.CreatedAt).TotalSeconds));
 
         var labels = new[] { job.Id.ToString(), job.Name ?? "", job.Queue, node, job.Image };
-        var tracked = new Tracked(this, labels, container);
+        var tracked = new Tracked(this, labels, container, disk);
+        if (disk is not null) ContainerMetrics.FsLimitBytes.WithLabels(labels).Set(disk.Last.LimitBytes);
         if (spec.MemoryLimitBytes is { } mem) ContainerMetrics.SpecMemoryLimitBytes.WithLabels(labels).Set(mem);
         if (spec.Cpus is { } cpus)
         {
@@ -72,7 +75,7 @@ public sealed class JobTelemetry : IDisposable
         foreach (var t in all) t.Dispose();
     }
 
-    private sealed class Tracked(JobTelemetry owner, string[] labels, IRunningContainer container) : IDisposable
+    private sealed class Tracked(JobTelemetry owner, string[] labels, IRunningContainer container, DiskUsageWatch? disk) : IDisposable
     {
         private readonly Lock _gate = new();
         private bool _disposed;
@@ -99,6 +102,7 @@ public sealed class JobTelemetry : IDisposable
                 if (usage.MaxMemoryBytes is { } max) ContainerMetrics.MemoryMaxUsageBytes.WithLabels(labels).Set(max);
                 if (usage.OomKills is { } oom) ContainerMetrics.OomEvents.WithLabels(labels).IncTo(oom);
                 if (usage.Pids is { } pids) ContainerMetrics.Processes.WithLabels(labels).Set(pids);
+                if (disk is not null) ContainerMetrics.FsUsageBytes.WithLabels(labels).Set(disk.Last.UsedBytes);
             }
         }
 

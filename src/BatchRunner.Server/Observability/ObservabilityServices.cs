@@ -39,6 +39,11 @@ public static class ObservabilityServices
             var jobs = new JobCountsCollector(sp.GetRequiredService<JobStore>(), queues);
             var hangfire = new HangfireCollector(sp.GetRequiredService<JobStorage>(), queues);
             _hooks.Add(StorageGauges.Add(jobs, hangfire, log));
+            if (sp.GetService<EmbeddedPostgres>() is { } embedded)
+            {
+                EmbeddedPostgresMetrics.Publish(embedded.Status); // the restart counter exists from the start, at 0
+                _hooks.Add(ScrapeHooks.Add("embedded_postgres", _ => { EmbeddedPostgresMetrics.Publish(embedded.Status); return Task.CompletedTask; }, log));
+            }
 
             if (options.RunsWorker)
             {

@@ -43,6 +43,7 @@ public static class NodeFit
         new("resources.cpus", "CPUs", a => a.Cpus, v => v.ToString(CultureInfo.InvariantCulture), ResourceAmounts.CpuTolerance),
         new("resources.memory", "memory", a => a.MemoryBytes, v => Quantity.FormatBytes((long)v)),
         new("resources.gpus", "GPUs", a => a.Gpus, v => v.ToString(CultureInfo.InvariantCulture)),
+        new("resources.disk", "disk", a => a.DiskBytes, v => Quantity.FormatApproximate((long)v)),
     ];
 
     /// <summary>Why <paramref name="spec"/> can never run on <paramref name="node"/>, in words; null when it could.</summary>
@@ -137,7 +138,7 @@ public static class NodeFit
         }
         AddPolicyErrors(spec, selected, errors);
         if (errors.Count == 0)
-            errors["resources"] = ["no single live node has enough CPUs, memory and GPUs and allows this job's network mode, capabilities and datasets together"];
+            errors["resources"] = ["no single live node has enough CPUs, memory, GPUs and disk and allows this job's network mode, capabilities and datasets together"];
         return errors;
     }
 

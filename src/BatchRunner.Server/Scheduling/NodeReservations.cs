@@ -9,9 +9,10 @@ namespace BatchRunner.Server.Scheduling;
 public sealed record Reservation(Guid JobId, ResourceAmounts Amounts, IReadOnlyList<Gpu> Gpus);
 
 /// <summary>
-/// This worker's capacity and what its attempts hold of it: CPUs, memory and GPUs are reserved together or not at
-/// all, so the node never over-commits, and each GPU goes to at most one job. The one writer of the node's
-/// capacity and allocation series (<see cref="NodeMetrics"/>).
+/// This worker's capacity and what its attempts hold of it: CPUs, memory, GPUs and disk are reserved together or not
+/// at all, so the node never over-commits, and each GPU goes to at most one job. Disk is also held to what the data
+/// directory has free now (<see cref="NodeDisk"/>), and nothing is reserved while its free space is below the
+/// reserve. The one writer of the node's capacity and allocation series (<see cref="NodeMetrics"/>).
 /// </summary>
 /// <remarks>
 /// Lifecycle: <see cref="TryReserve"/> before the attempt begins (null: not now, the job waits or goes back to
@@ -25,17 +26,26 @@ public sealed class NodeReservations
     private readonly Lock _lock = new();
     private readonly Dictionary<Guid, Reservation> _held = [];
     private readonly Dictionary<string, Guid> _gpuHolders = new(StringComparer.Ordinal);
+    private readonly NodeDisk? _disk;
     private TaskCompletionSource _released = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
-    /// <param name="capacity">CPUs and memory offered to jobs; its GPU count and models are taken from <paramref name="gpus"/>.</param>
-    public NodeReservations(string nodeName, NodeCapacity capacity, IReadOnlyList<Gpu> gpus)
+    /// <param name="capacity">CPUs and memory offered to jobs; its GPU count and models are taken from <paramref name="gpus"/>,
+    /// its disk from <paramref name="disk"/>.</param>
+    /// <param name="disk">The data directory; null: disk is neither counted nor watched (unit tests of other resources).</param>
+    public NodeReservations(string nodeName, NodeCapacity capacity, IReadOnlyList<Gpu> gpus, NodeDisk? disk = null)
     {
         if (gpus.Select(g => g.Uuid).Distinct(StringComparer.Ordinal).Count() != gpus.Count)
             throw new ArgumentException("GPU UUIDs must be unique", nameof(gpus));
         NodeName = nodeName;
         Gpus = gpus.OrderBy(g => g.Index).ToList();
-        Capacity = capacity with { Gpus = Gpus.Count, GpuModels = Gpus.Select(g => g.Model).Distinct().ToList() };
-        NodeMetrics.SetCapacity(NodeName, Capacity.Cpus, Capacity.MemoryBytes, Capacity.Gpus);
+        _disk = disk;
+        Capacity = capacity with
+        {
+            Gpus = Gpus.Count,
+            GpuModels = Gpus.Select(g => g.Model).Distinct().ToList(),
+            DiskBytes = disk is { LimitsJobs: true } ? disk.Read().CapacityBytes : null,
+        };
+        NodeMetrics.SetCapacity(NodeName, Capacity.Cpus, Capacity.MemoryBytes, Capacity.Gpus, Capacity.DiskBytes);
         Publish(ResourceAmounts.Zero);
     }
 
@@ -63,19 +73,25 @@ public sealed class NodeReservations
     }
 
     /// <summary>
-    /// Reserves <paramref name="request"/>'s CPUs, memory and GPUs (lowest free index first, of a model containing
+    /// Reserves <paramref name="request"/>'s CPUs, memory, disk and GPUs (lowest free index first, of a model containing
     /// <see cref="ResourceRequest.GpuModel"/>) for <paramref name="jobId"/>, all or nothing; null when they are not
-    /// all free now. Asking again for a job that holds a reservation returns it.
+    /// all free now, or when the data directory is below its free-space reserve. Asking again for a job that holds a
+    /// reservation returns it.
     /// </summary>
     public Reservation? TryReserve(Guid jobId, ResourceRequest request)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(request.Gpus);
+        // Read before the lock: a statvfs is cheap, but no I/O is done while holding it.
+        var disk = _disk?.Read();
         Reservation reservation;
         lock (_lock)
         {
             if (_held.TryGetValue(jobId, out var held)) return held;
+            if (disk is { UnderReserve: true }) return null;
             var amounts = ResourceAmounts.Of(request);
-            if (!(Sum() + amounts).FitsWithin(ResourceAmounts.Of(Capacity))) return null;
+            var total = Sum() + amounts;
+            if (!total.FitsWithin(ResourceAmounts.Of(Capacity))) return null;
+            if (disk is not null && Capacity.DiskBytes is not null && total.DiskBytes > disk.AvailableBytes) return null;
             var gpus = Gpus.Where(g => !_gpuHolders.ContainsKey(g.Uuid) && GpuCapacity.ModelMatches(g.Model, request.GpuModel)).Take(request.Gpus).ToList();
             if (gpus.Count < request.Gpus) return null;
             reservation = new Reservation(jobId, amounts, gpus);
@@ -110,6 +126,9 @@ public sealed class NodeReservations
         await Task.WhenAny(released, Task.Delay(timeout, ct));
     }
 
+    /// <summary>Why no job can be reserved now for lack of disk, in words; null when the data directory is above its reserve.</summary>
+    public string? DiskPressure => _disk?.Read().Pressure;
+
     /// <summary>GPUs free now, optionally of one model.</summary>
     public int FreeGpus(string? model = null)
     {
@@ -131,5 +150,5 @@ public sealed class NodeReservations
 
     // Called under the lock, so the series always show a state the reservations were in.
     private void Publish(ResourceAmounts allocated) =>
-        NodeMetrics.SetAllocated(NodeName, Math.Round(allocated.Cpus, 6), allocated.MemoryBytes, allocated.Gpus);
+        NodeMetrics.SetAllocated(NodeName, Math.Round(allocated.Cpus, 6), allocated.MemoryBytes, allocated.Gpus, allocated.DiskBytes);
 }

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using BatchRunner.Server.Storage.Embedded;
 using Microsoft.Extensions.Logging;
 using Npgsql;
 
@@ -7,13 +8,16 @@ namespace BatchRunner.Server.Storage;
 /// <summary>
 /// The PostgreSQL cluster BatchRunner runs itself when no connection string is configured: initialised
 /// on first start in DATA/postgres, listening only on a Unix socket in DATA/postgres-run (no TCP port),
-/// run as the <c>postgres</c> user or <see cref="UserVariable"/>'s (the server refuses root), stopped on shutdown.
+/// run as the <c>postgres</c> user or <see cref="UserVariable"/>'s (the server refuses root), supervised while
+/// BatchRunner runs (restarted when it dies: <see cref="PostgresSupervisor"/>), stopped on shutdown.
 /// </summary>
 /// <remarks>
-/// pg_ctl daemonises the postmaster, so a cluster can outlive a crashed BatchRunner; start-up finds it
-/// running (pg_ctl status) and adopts it instead of failing on the stale lock.
+/// The postmaster is BatchRunner's own child in a session of its own, so it outlives a crashed BatchRunner;
+/// the next start finds it running in the data directory and adopts it. Its log goes to DATA/postgres/log
+/// (one file per weekday, each overwritten a week later). Its oom_score_adj is <see cref="OomScoreAdj"/>,
+/// inherited by its backends, so the kernel's OOM killer takes job containers (positive) first.
 /// </remarks>
-public sealed partial class EmbeddedPostgres : IAsyncDisposable
+public sealed partial class EmbeddedPostgres : IAsyncDisposable, IDatabaseAvailability
 {
     public const string DatabaseName = "batchrunner";
     private const int Port = 5432; // only names the socket file; nothing listens on TCP
@@ -21,18 +25,19 @@ public sealed partial class EmbeddedPostgres : IAsyncDisposable
     private readonly string _bin;
     private readonly string _dataDir;
     private readonly string _socketDir;
-    private readonly string _logFile;
     private readonly RunAsUser? _runAsUser;
     private string? RunAsName => _runAsUser?.Name;
-    private readonly ILogger _log;
-    private int _stopped;
+    private ILogger _log;
+    private PostgresSupervisor? _supervisor;
+
+    /// <summary>The postmaster's (and its backends') oom_score_adj: below BatchRunner's own, far below jobs'.</summary>
+    public const int OomScoreAdj = -900;
 
     private EmbeddedPostgres(string bin, string root, RunAsUser? runAs, ILogger log)
     {
         _bin = bin;
         _dataDir = Path.Combine(root, "postgres");
         _socketDir = Path.Combine(root, "postgres-run");
-        _logFile = Path.Combine(root, "postgres.log");
         _runAsUser = runAs;
         _log = log;
     }
@@ -118,6 +123,36 @@ public sealed partial class EmbeddedPostgres : IAsyncDisposable
         return new RunAsUser(user, uint.Parse(uid, System.Globalization.CultureInfo.InvariantCulture), uint.Parse(gid, System.Globalization.CultureInfo.InvariantCulture));
     }
 
+    /// <summary>The cluster's data directory (DATA/postgres).</summary>
+    public string DataDirectory => _dataDir;
+
+    /// <summary>The Unix socket directory (DATA/postgres-run): pg_dump and psql connect here as postgres.</summary>
+    public string SocketDirectory => _socketDir;
+
+    /// <summary>Where the cluster logs (DATA/postgres/log).</summary>
+    public string LogDirectory => Path.Combine(_dataDir, "log");
+
+    public EmbeddedPostgresStatus Status => _supervisor?.Status
+        ?? new EmbeddedPostgresStatus(EmbeddedPostgresState.Stopped, null, false, 0, null, null, LogDirectory);
+
+    public bool IsRestarting => _supervisor?.IsRestarting ?? false;
+
+    public long BackSinceTicks => _supervisor?.BackSinceTicks ?? 0;
+
+    /// <summary>Fires each time the cluster accepts connections again after a restart: connection pools
+    /// still hold connections to the dead server and must be cleared.</summary>
+    public event Action? Restarted;
+
+    /// <summary>Where it logs (the host's logger once <see cref="UseLogger"/> was called).</summary>
+    public ILogger Logger => _log;
+
+    /// <summary>Logs through <paramref name="log"/> from now on (the host's logger, once the host is built).</summary>
+    public void UseLogger(ILogger log)
+    {
+        _log = log;
+        if (_supervisor is not null) _supervisor.Log = log;
+    }
+
     private async Task StartCoreAsync(CancellationToken ct)
     {
         Directory.CreateDirectory(_dataDir);
@@ -130,10 +165,6 @@ public sealed partial class EmbeddedPostgres : IAsyncDisposable
             File.SetUnixFileMode(_dataDir, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
             // Only the postgres user (and root) may reach the socket: auth is "trust" on it.
             File.SetUnixFileMode(_socketDir, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
-            if (!File.Exists(_logFile)) File.WriteAllText(_logFile, "");
-            await RunAsync("chown", [$"{RunAsName}:", _logFile], ct);
-            // Its user's and group's only: the data directory may be searchable by others (see DataDirectoryAccess).
-            File.SetUnixFileMode(_logFile, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead);
         }
 
         if (!File.Exists(Path.Combine(_dataDir, "PG_VERSION")))
@@ -142,23 +173,43 @@ public sealed partial class EmbeddedPostgres : IAsyncDisposable
             await RunPgAsync("initdb", ["-D", _dataDir, "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-locale", "--no-sync"], ct);
         }
 
-        var status = await RunPgAsync("pg_ctl", ["-D", _dataDir, "status"], ct, allowFailure: true);
-        if (status.ExitCode == 0)
-        {
-            LogAdopted(_log, _dataDir);
-        }
-        else
-        {
-            var sw = Stopwatch.StartNew();
-            var opts = $"-k {_socketDir} -p {Port} -c listen_addresses='' -c max_connections=200 -c fsync=on";
-            var r = await RunPgAsync("pg_ctl", ["-D", _dataDir, "-l", _logFile, "-w", "-t", "60", "-o", opts, "start"], ct, allowFailure: true);
-            if (r.ExitCode != 0)
-                throw new InvalidOperationException($"embedded PostgreSQL did not start (pg_ctl exit {r.ExitCode}): {r.Output.Trim()} — see {_logFile}: {TailLog()}");
-            LogStarted(_log, _dataDir, sw.ElapsedMilliseconds);
-        }
-
+        var probe = new NpgsqlConnectionStringBuilder(ConnectionString) { Database = "postgres" }.ConnectionString;
+        var supervisor = new PostgresSupervisor(_dataDir, Path.Combine(_socketDir, $".s.PGSQL.{Port}.lock"), probe, PostmasterCommand, _log);
+        supervisor.Restarted += () => Restarted?.Invoke();
+        _supervisor = supervisor;
+        await supervisor.StartAsync(ct);
         await EnsureDatabaseAsync(ct);
     }
+
+    /// <summary>
+    /// The postmaster's command line. <c>setsid</c> gives it a session of its own; <c>choom</c> lowers its
+    /// oom_score_adj while still privileged (when this process may: CAP_SYS_RESOURCE); <c>setpriv</c> drops
+    /// to the postgres user. Each execs the next, so the postmaster keeps the pid we started (it is our
+    /// direct child: its exit is seen at once).
+    /// </summary>
+    private ProcessStartInfo PostmasterCommand()
+    {
+        var psi = new ProcessStartInfo("setsid");
+        var args = psi.ArgumentList;
+        if (BatchRunner.Runtime.OomScore.CanLower())
+            foreach (var a in new[] { "choom", "-n", OomScoreAdj.ToString(System.Globalization.CultureInfo.InvariantCulture), "--" }) args.Add(a);
+        // setpriv takes the group by number: the user's login group, whatever its name.
+        if (_runAsUser is { } user)
+            foreach (var a in new[] { "setpriv", $"--reuid={user.Name}", $"--regid={user.Gid}", "--init-groups", "--" }) args.Add(a);
+        args.Add(Path.Combine(_bin, "postgres"));
+        foreach (var a in PostmasterArguments(_dataDir, _socketDir)) args.Add(a);
+        return psi;
+    }
+
+    private static IEnumerable<string> PostmasterArguments(string dataDir, string socketDir) =>
+    [
+        "-D", dataDir, "-k", socketDir, "-p", Port.ToString(System.Globalization.CultureInfo.InvariantCulture),
+        "-c", "listen_addresses=", "-c", "max_connections=200", "-c", "fsync=on",
+        // Its own log in DATA/postgres/log: one file per weekday, overwritten when the week comes round,
+        // so the log is bounded by seven days of PostgreSQL's (warnings-and-above) output.
+        "-c", "logging_collector=on", "-c", "log_directory=log", "-c", "log_filename=postgresql-%a.log",
+        "-c", "log_rotation_age=1d", "-c", "log_rotation_size=0", "-c", "log_truncate_on_rotation=on",
+    ];
 
     private async Task EnsureDatabaseAsync(CancellationToken ct)
     {
@@ -176,37 +227,12 @@ public sealed partial class EmbeddedPostgres : IAsyncDisposable
     }
 
     /// <summary>Starts a stopped cluster again (after <see cref="StopAsync"/>): used to test database outages.</summary>
-    public async Task RestartAsync(CancellationToken ct = default)
-    {
-        await StartCoreAsync(ct);
-        Interlocked.Exchange(ref _stopped, 0);
-    }
+    public Task RestartAsync(CancellationToken ct = default) => StartCoreAsync(ct);
 
-    public async Task StopAsync()
-    {
-        if (Interlocked.Exchange(ref _stopped, 1) == 1) return;
-        try
-        {
-            await RunPgAsync("pg_ctl", ["-D", _dataDir, "-m", "fast", "-w", "-t", "30", "stop"], CancellationToken.None, allowFailure: true);
-            LogStopped(_log, _dataDir);
-        }
-        catch (Exception e)
-        {
-            LogStopFailed(_log, e, _dataDir);
-        }
-    }
+    /// <summary>Stops supervising and shuts the cluster down.</summary>
+    public Task StopAsync() => _supervisor?.StopAsync() ?? Task.CompletedTask;
 
     public ValueTask DisposeAsync() => new(StopAsync());
-
-    private string TailLog()
-    {
-        try
-        {
-            var lines = File.ReadAllLines(_logFile);
-            return string.Join(" | ", lines.TakeLast(5));
-        }
-        catch { return "(no log)"; }
-    }
 
     /// <summary>The cluster's user must be able to search every directory above its data directory (by owner, group
     /// or other bits: BatchRunner's data directory gives it group search, see DataDirectoryAccess).</summary>
@@ -239,7 +265,6 @@ public sealed partial class EmbeddedPostgres : IAsyncDisposable
         };
         foreach (var a in args) psi.ArgumentList.Add(a);
         using var p = Process.Start(psi) ?? throw new InvalidOperationException($"cannot start {exe}");
-        // pg_ctl start runs the postmaster with its output sent to the log file (-l), so these pipes close when pg_ctl exits.
         var stdout = p.StandardOutput.ReadToEndAsync(ct);
         var stderr = p.StandardError.ReadToEndAsync(ct);
         await p.WaitForExitAsync(ct);
@@ -251,16 +276,4 @@ public sealed partial class EmbeddedPostgres : IAsyncDisposable
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Initialising embedded PostgreSQL cluster in {DataDir}")]
     private static partial void LogInitialising(ILogger log, string dataDir);
-
-    [LoggerMessage(Level = LogLevel.Information, Message = "Embedded PostgreSQL in {DataDir} was already running; adopted it")]
-    private static partial void LogAdopted(ILogger log, string dataDir);
-
-    [LoggerMessage(Level = LogLevel.Information, Message = "Embedded PostgreSQL started in {DataDir} ({ElapsedMs} ms)")]
-    private static partial void LogStarted(ILogger log, string dataDir, long elapsedMs);
-
-    [LoggerMessage(Level = LogLevel.Information, Message = "Embedded PostgreSQL in {DataDir} stopped")]
-    private static partial void LogStopped(ILogger log, string dataDir);
-
-    [LoggerMessage(Level = LogLevel.Warning, Message = "Stopping embedded PostgreSQL in {DataDir} failed")]
-    private static partial void LogStopFailed(ILogger log, Exception e, string dataDir);
 }

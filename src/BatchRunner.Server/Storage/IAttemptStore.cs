@@ -19,6 +19,9 @@ public interface IAttemptStore
     /// <summary>starting → running. False when the attempt was fenced off or the job cancelled meanwhile.</summary>
     Task<bool> MarkRunningAsync(Guid id, int attempt, DateTimeOffset startedAt, CancellationToken ct);
 
+    /// <summary>The job's output went over its cap (<c>logsTruncated</c>).</summary>
+    Task MarkLogsTruncatedAsync(Guid id, int attempt, CancellationToken ct);
+
     /// <summary>The cancel flag (set by the API); the worker's backstop when Hangfire's token did not fire.</summary>
     Task<bool> IsCancelRequestedAsync(Guid id, CancellationToken ct);
 

@@ -1,12 +1,18 @@
 namespace BatchRunner.Server.Storage;
 
 /// <summary>
-/// The files a job leaves on this node: <c>DATA/jobs/ID</c> (logs, outputs, unpacked inputs) and, on the node that
-/// took its submission, its inputs tar (<see cref="InputsStore"/>). They are removed only after the job's record,
+/// The files a job leaves on this node: <c>DATA/jobs/ID</c> (logs, outputs, unpacked inputs), on the node that
+/// took its submission its inputs tar (<see cref="InputsStore"/>), and, where an attempt's release failed (a mount
+/// that would not go), that attempt's run directory with its disk (<see cref="RunDirectories"/>). They are removed only after the job's record,
 /// from the row of batchrunner.file_removals that the record's deletion left for this node, and that row goes only
 /// once they are gone: a crash in between means the removal is done again, never forgotten.
 /// </summary>
-public sealed partial class JobFiles(DataPaths paths, InputsStore inputs, JobStore store, string nodeName, ILogger<JobFiles> log)
+/// <param name="runDirPrefix">This node's container prefix (its run directories are PREFIX+JOB-ATTEMPT); null on a node
+/// that runs no jobs.</param>
+/// <param name="attemptInFlight">Whether an attempt of the job is still in this process (being released after the job
+/// ended, or fenced): its run directory is then its own phases' to remove.</param>
+public sealed partial class JobFiles(DataPaths paths, InputsStore inputs, JobStore store, string nodeName, ILogger<JobFiles> log,
+    string? runDirPrefix = null, Func<Guid, bool>? attemptInFlight = null)
 {
     /// <summary>Removes what this node holds of <paramref name="jobId"/>, if it owes that removal (its record was
     /// deleted); false when it owes none (already done, or the job still exists) or the files could not be removed
@@ -43,6 +49,11 @@ public sealed partial class JobFiles(DataPaths paths, InputsStore inputs, JobSto
 
     private async Task RemoveAsync(FileRemoval removal, CancellationToken ct)
     {
+        if (runDirPrefix is not null && attemptInFlight?.Invoke(removal.JobId) != true)
+        {
+            var left = RunDirectories.Remove(paths.RunRoot, $"{runDirPrefix}{removal.JobId:N}-");
+            if (left.Kept.Count > 0) throw new IOException($"its run directory {left.Kept[0].Dir} stays: {left.Kept[0].Why}");
+        }
         var dir = paths.JobDir(removal.JobId);
         // Symlinks a job left in its outputs are removed, never followed (Directory.Delete does not follow them).
         if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true);

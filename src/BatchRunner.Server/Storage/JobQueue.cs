@@ -40,6 +40,28 @@ public sealed class JobQueue(IBackgroundJobClient hangfire, JobStore store, Npgs
         return hangfireId;
     }
 
+    /// <summary>
+    /// <see cref="EnqueueAsync"/> for a job whose row is committed, so a job that exists: a database outage is
+    /// waited out for up to <paramref name="deadline"/>, the message's creation and the record of its id each
+    /// retried (a duplicate message runs nothing: attempts are fenced). Null when the database stayed away:
+    /// a worker enqueues the job once it is back (NodeRegistry's rescue of stranded jobs). So an API answers
+    /// 503 only when nothing was created, never for a job that will run.
+    /// </summary>
+    public async Task<string?> EnqueueAcceptedAsync(Guid id, string displayName, string queue, TimeSpan deadline)
+    {
+        try
+        {
+            var hangfireId = await Durably.RunAsync(_ => Task.FromResult(
+                hangfire.Create<IJobPerformer>(p => p.RunAsync(id, displayName, CancellationToken.None), new EnqueuedState(queue))), deadline: deadline);
+            await Durably.RunAsync(c => store.SetHangfireJobIdAsync(id, hangfireId, c), deadline: deadline);
+            return hangfireId;
+        }
+        catch (Exception e) when (DatabaseErrors.IsOutage(e))
+        {
+            return null;
+        }
+    }
+
     /// <summary>Removes a queued message, or fires the cancellation token of the worker running it.</summary>
     public void Delete(string hangfireJobId) => hangfire.Delete(hangfireJobId);
 

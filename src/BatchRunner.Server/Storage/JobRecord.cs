@@ -26,6 +26,8 @@ public sealed record JobRecord
     public string? Node { get; init; }
     /// <summary>The files given at submission; null when there were none.</summary>
     public JobInputs? Inputs { get; init; }
+    /// <summary>stdout or stderr went over its cap: the log keeps its first and last parts.</summary>
+    public bool LogsTruncated { get; init; }
     public IReadOnlyList<OutputFile> Outputs { get; init; } = [];
 }
 

@@ -170,6 +170,15 @@ public sealed partial class JobStore
         return await cmd.ExecuteNonQueryAsync(ct) > 1;
     }
 
+    /// <summary>The job's stdout or stderr went over its cap during <paramref name="attempt"/>. Fenced by attempt.</summary>
+    public async Task MarkLogsTruncatedAsync(Guid id, int attempt, CancellationToken ct)
+    {
+        await using var cmd = db.CreateCommand("update batchrunner.jobs set logs_truncated = true where id = @id and attempt = @a and not logs_truncated");
+        cmd.Parameters.AddWithValue("id", id);
+        cmd.Parameters.AddWithValue("a", attempt);
+        await cmd.ExecuteNonQueryAsync(ct);
+    }
+
     /// <summary>Records the final outcome of an attempt (and its outputs) in one transaction. Fenced by attempt.</summary>
     public async Task<bool> FinishAsync(Guid id, int attempt, JobOutcome o, CancellationToken ct)
     {

@@ -16,7 +16,7 @@ public sealed partial class JobStore(NpgsqlDataSource db) : IAttemptStore
 
     private const string Columns =
         "id, name, image, image_digest, queue, spec, state, reason, message, exit_code, attempt, created_at, " +
-        "started_at, finished_at, usage, pull_progress, hangfire_job_id, cancel_requested, node, " +
+        "started_at, finished_at, usage, pull_progress, hangfire_job_id, cancel_requested, node, logs_truncated, " +
         "inputs_digest, inputs_bytes, inputs_node, inputs_url";
 
     /// <summary>
@@ -235,8 +235,9 @@ public sealed partial class JobStore(NpgsqlDataSource db) : IAttemptStore
             HangfireJobId = rd.IsDBNull(16) ? null : rd.GetString(16),
             CancelRequested = rd.GetBoolean(17),
             Node = rd.IsDBNull(18) ? null : rd.GetString(18),
-            Inputs = rd.IsDBNull(19) ? null
-                : new JobInputs(rd.GetString(19), rd.IsDBNull(20) ? 0 : rd.GetInt64(20), rd.IsDBNull(21) ? "" : rd.GetString(21), rd.IsDBNull(22) ? null : rd.GetString(22)),
+            LogsTruncated = rd.GetBoolean(19),
+            Inputs = rd.IsDBNull(20) ? null
+                : new JobInputs(rd.GetString(20), rd.IsDBNull(21) ? 0 : rd.GetInt64(21), rd.IsDBNull(22) ? "" : rd.GetString(22), rd.IsDBNull(23) ? null : rd.GetString(23)),
         };
     }
 }

@@ -10,6 +10,9 @@ public sealed record NodeCapacity(double Cpus, long MemoryBytes, int Gpus)
 {
     public IReadOnlyList<string> GpuModels { get; init; } = [];
     public IReadOnlyList<string> NetworkModes { get; init; } = ["none"];
+    /// <summary>The most disk (resources.disk) one job may be granted: the data directory's filesystem less the free-space
+    /// reserve. Null: the node gives jobs no size-limited disk (an older node, or Disk:Enforce=false), so disk is not counted.</summary>
+    public long? DiskBytes { get; init; }
 }
 
 /// <summary>

@@ -10,14 +10,24 @@ public sealed record NodeInfo(
     DateTimeOffset StartedAt,
     DateTimeOffset HeartbeatAt,
     NodeAllocation Allocated,
-    IReadOnlyList<Guid> RunningJobs)
+    IReadOnlyList<Guid> RunningJobs,
+    // Its data directory as of its last heartbeat; null for nodes that never published one (older versions).
+    NodeDiskRecord? Disk = null)
 {
     /// <summary>What the node lets jobs ask for (network modes, capabilities, dataset names); null for a node of a
     /// version that did not publish it.</summary>
     public NodePolicy? Policy { get; init; }
 }
 
-public sealed record NodeAllocation(double Cpus, long MemoryBytes, int Gpus);
+/// <param name="DiskBytes">resources.disk granted to its starting and running jobs.</param>
+public sealed record NodeAllocation(double Cpus, long MemoryBytes, int Gpus, long DiskBytes = 0);
+
+/// <summary>
+/// A node's data directory as its heartbeat publishes it (batchrunner.nodes.disk). <see cref="AvailableBytes"/>: what jobs
+/// may be granted there in all now; <see cref="Pressure"/>: why no new job starts there (free space below the
+/// reserve), null when jobs may start.
+/// </summary>
+public sealed record NodeDiskRecord(long TotalBytes, long FreeBytes, long ReserveBytes, long AvailableBytes, string? Pressure);
 
 /// <summary>A live node as submission sees it: enough to tell whether a job could ever run there.</summary>
 public sealed record LiveNode(string Name, IReadOnlyDictionary<string, string> Labels, NodeCapacity Capacity)

@@ -7,13 +7,16 @@ namespace BatchRunner.Server.Storage;
 
 /// <summary>
 /// Node records in batchrunner.nodes. Liveness is judged by the database's clock: a node is alive
-/// while its heartbeat is younger than its lease, so no two machines' clocks need to agree.
+/// while its heartbeat is younger than its lease, so no two machines' clocks need to agree. The lease
+/// counts from the later of the heartbeat and the database's start: after a database restart (an outage
+/// no node could heartbeat through) every node has a full lease to heartbeat again before it is dead.
 /// </summary>
 public sealed class NodeStore(NpgsqlDataSource db)
 {
     private static readonly JsonSerializerOptions Json = JobStore.Json;
 
-    public const string AliveCondition = "n.stopped_at is null and n.heartbeat_at > now() - make_interval(secs => n.lease_seconds)";
+    public const string AliveCondition =
+        "n.stopped_at is null and greatest(n.heartbeat_at, pg_postmaster_start_time()) > now() - make_interval(secs => n.lease_seconds)";
 
     public async Task RegisterAsync(string name, Guid instance, IReadOnlyDictionary<string, string> labels, NodeCapacity capacity,
         IReadOnlyList<string> queues, TimeSpan lease, CancellationToken ct, NodePolicy? policy = null)
@@ -35,24 +38,26 @@ public sealed class NodeStore(NpgsqlDataSource db)
         await cmd.ExecuteNonQueryAsync(ct);
     }
 
-    /// <summary>Renews the node's lease and records where it answers HTTP (<paramref name="apiUrl"/>; null: unchanged).
-    /// False when another instance has taken over this node name (this process must stop working).</summary>
-    public async Task<bool> HeartbeatAsync(string name, Guid instance, CancellationToken ct, string? apiUrl = null)
+    /// <summary>Renews the node's lease and records where it answers HTTP (<paramref name="apiUrl"/>; null: unchanged) and
+    /// its data directory (<paramref name="disk"/>; null: unchanged). False when another instance has taken over this
+    /// node name (this process must stop working).</summary>
+    public async Task<bool> HeartbeatAsync(string name, Guid instance, CancellationToken ct, string? apiUrl = null, NodeDiskRecord? disk = null)
     {
-        await using var cmd = db.CreateCommand("update batchrunner.nodes set heartbeat_at = now(), api_url = coalesce(@u, api_url) where name = @n and instance_id = @i");
+        await using var cmd = db.CreateCommand("""
+            update batchrunner.nodes set heartbeat_at = now(), api_url = coalesce(@u, api_url), disk = coalesce(@d, disk)
+             where name = @n and instance_id = @i
+            """);
         cmd.Parameters.AddWithValue("n", name);
         cmd.Parameters.AddWithValue("i", instance);
         cmd.Parameters.Add(new NpgsqlParameter("u", NpgsqlDbType.Text) { Value = (object?)apiUrl ?? DBNull.Value });
+        cmd.Parameters.Add(new NpgsqlParameter("d", NpgsqlDbType.Jsonb) { Value = disk is null ? DBNull.Value : JsonSerializer.Serialize(disk, Json) });
         return await cmd.ExecuteNonQueryAsync(ct) == 1;
     }
 
     /// <summary>The node's HTTP address and whether its lease is current; null when no such node is recorded.</summary>
     public async Task<(string? ApiUrl, bool Alive)?> GetApiUrlAsync(string name, CancellationToken ct)
     {
-        await using var cmd = db.CreateCommand("""
-            select api_url, stopped_at is null and heartbeat_at > now() - make_interval(secs => lease_seconds)
-            from batchrunner.nodes where name = @n
-            """);
+        await using var cmd = db.CreateCommand($"select n.api_url, {AliveCondition} from batchrunner.nodes n where n.name = @n");
         cmd.Parameters.AddWithValue("n", name);
         await using var r = await cmd.ExecuteReaderAsync(ct);
         if (!await r.ReadAsync(ct)) return null;
@@ -105,6 +110,8 @@ public sealed class NodeStore(NpgsqlDataSource db)
                    coalesce(sum((j.spec->'resources'->>'cpus')::float8), 0) as cpus,
                    coalesce(sum((j.spec->'resources'->>'memoryBytes')::int8), 0) as mem,
                    coalesce(sum(coalesce((j.spec->'resources'->>'gpus')::int4, 0)), 0) as gpus,
+                   coalesce(sum(coalesce((j.spec->'resources'->>'diskBytes')::int8, 0)), 0)::int8 as disk_bytes,
+                   n.disk,
                    n.policy
               from batchrunner.nodes n
               left join batchrunner.jobs j on j.node = n.name and j.node_instance = n.instance_id and j.state in ('starting', 'running')
@@ -124,10 +131,11 @@ public sealed class NodeStore(NpgsqlDataSource db)
                 rd.GetBoolean(4),
                 rd.GetFieldValue<DateTimeOffset>(5),
                 rd.GetFieldValue<DateTimeOffset>(6),
-                new NodeAllocation(rd.GetDouble(8), rd.GetInt64(9), (int)rd.GetInt64(10)),
-                rd.GetFieldValue<Guid[]>(7))
+                new NodeAllocation(rd.GetDouble(8), rd.GetInt64(9), (int)rd.GetInt64(10), rd.GetInt64(11)),
+                rd.GetFieldValue<Guid[]>(7),
+                rd.IsDBNull(12) ? null : JsonSerializer.Deserialize<NodeDiskRecord>(rd.GetString(12), Json))
             {
-                Policy = rd.IsDBNull(11) ? null : JsonSerializer.Deserialize<NodePolicy>(rd.GetString(11), Json),
+                Policy = rd.IsDBNull(13) ? null : JsonSerializer.Deserialize<NodePolicy>(rd.GetString(13), Json),
             });
         }
         return result;

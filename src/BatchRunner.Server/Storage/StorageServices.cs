@@ -8,6 +8,9 @@ namespace BatchRunner.Server.Storage;
 /// <summary>Opening the job database and registering what reads and writes it: every SQL statement BatchRunner runs is behind these services.</summary>
 public static class StorageServices
 {
+    /// <summary>The schema of Hangfire's tables, beside batchrunner's.</summary>
+    public const string HangfireSchema = "hangfire";
+
     /// <summary>
     /// Connects to the job database, applies the migrations (once per database, whichever process comes first), and
     /// registers the stores, this host's Hangfire queue and its storage.
@@ -36,7 +39,7 @@ public static class StorageServices
         // hosts in one process, as in tests, must not share one).
         var storageOptions = new PostgreSqlStorageOptions
         {
-            SchemaName = "hangfire",
+            SchemaName = HangfireSchema,
             PrepareSchemaIfNecessary = true,
             // LISTEN/NOTIFY: a worker in another process picks a new job up in tens of milliseconds,
             // not after the 15 s default poll.
@@ -49,5 +52,7 @@ public static class StorageServices
             InvisibilityTimeout = TimeSpan.FromMinutes(5),
         };
         services.AddSingleton<JobStorage>(new PostgreSqlStorage(new NpgsqlConnectionFactory(connectionString, storageOptions), storageOptions));
+        // After a crash of the database (or of the whole machine) its Hangfire lock rows outlive their holders.
+        await HangfireLocks.RemoveTakenBeforeDatabaseStartAsync(dataSource, HangfireSchema, log, ct);
     }
 }

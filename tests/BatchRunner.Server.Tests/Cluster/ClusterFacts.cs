@@ -27,6 +27,20 @@ public sealed class ClusterFacts
         await c.WaitAsync(ticking, j => State(j) is "running" or "succeeded", TimeSpan.FromSeconds(60), "ticking job running");
         Assert.Equal("tick1\ntick2\ntick3\n", await c.Api.Http.GetStringAsync($"/api/v1/jobs/{ticking}/logs?follow=true"));
 
+        // Followed through the API node from its submission on (the API waits until a node takes it), while w1 drops
+        // most of it over its cap: head, marker, tail, and how it ended.
+        var chatty = await c.Api.SubmitIdAsync(new
+        {
+            image = c.Busybox,
+            command = new[] { "sh", "-c", "echo BEGIN; sleep 0.5; yes 'dropped mostly' | head -c 30000000; echo END; sleep 0.2; echo bye >&2" },
+            logs = new { maxBytes = "1Mi" },
+        });
+        var combined = await c.Api.Http.GetStringAsync($"/api/v1/jobs/{chatty}/logs?stream=combined&follow=true&status=true");
+        Assert.StartsWith("BEGIN\n", combined);
+        Assert.Matches(@"\[batchrunner: \d+ bytes of stdout dropped here", combined);
+        Assert.EndsWith("END\nbye\n[batchrunner: job succeeded, exit code 0: exited with code 0]\n", combined);
+        Assert.True((await c.Api.GetJobAsync(chatty)).GetProperty("logsTruncated").GetBoolean());
+
         var id = await c.Api.SubmitIdAsync(new
         {
             image = c.Busybox,
@@ -73,7 +87,7 @@ public sealed class ClusterFacts
     private static async Task AssertNodeSignaturesAreSingleUseAndShortLivedAsync(TestCluster c, NodeProcess worker, string id)
     {
         string secret;
-        await using (var db = Npgsql.NpgsqlDataSource.Create(c.Postgres.ConnectionString))
+        await using (var db = Npgsql.NpgsqlDataSource.Create(c.Postgres!.ConnectionString))
         await using (var cmd = db.CreateCommand("select value from batchrunner.cluster_settings where name = 'node-token'"))
             secret = (string)(await cmd.ExecuteScalarAsync())!;
         var path = $"/internal/v1/jobs/{id}/logs";
@@ -153,6 +167,10 @@ public sealed class ClusterFacts
         await c.WaitAsync(id, j => State(j) == "running", TimeSpan.FromSeconds(30), "running on w1");
         var containerDir = Path.Combine(w1.DataDir, "run");
         var firstContainer = Directory.GetDirectories(containerDir).Select(Path.GetFileName).Single()!;
+        // The attempt's disk: an image in its run directory, on a loop device, mounted.
+        var image = Path.Combine(containerDir, firstContainer, "disk.img");
+        Assert.True(File.Exists(image));
+        Assert.Contains(image, LoopBackingFiles());
         await c.StartNodeAsync("w2");
         Assert.Equal("running", State(await c.Api.GetJobAsync(id)));
 
@@ -180,7 +198,17 @@ public sealed class ClusterFacts
         foreach (var controller in new[] { "memory", "cpu", "pids", "cpuacct", "devices", "freezer" })
             Assert.False(Directory.Exists($"/sys/fs/cgroup/{controller}/batchrunner/{firstContainer}"), $"{controller} cgroup remains");
         Assert.False(Directory.Exists(Path.Combine(containerDir, firstContainer)));
+        // ... and its disk: unmounted (above), its loop device unbound, its image deleted with the run directory.
+        await Poll.UntilAsync(() => Task.FromResult(LoopBackingFiles()), files => !files.Any(f => f.StartsWith(containerDir + "/", StringComparison.Ordinal)),
+            TimeSpan.FromSeconds(10), "the killed attempt's loop device to be unbound", 100);
     }
+
+    /// <summary>The files loop devices are bound to now (a deleted one without its " (deleted)" suffix).</summary>
+    private static List<string> LoopBackingFiles() =>
+        Directory.EnumerateDirectories("/sys/block", "loop*")
+            .Select(b => Path.Combine(b, "loop", "backing_file"))
+            .Select(f => { try { return File.ReadAllText(f).TrimEnd('\n').Replace(" (deleted)", ""); } catch (IOException) { return null; } })
+            .OfType<string>().ToList();
 
     [Fact]
     public async Task PostgresRestart_UnderLoad_LosesNoJob_AndTheApiAnswers503Meanwhile()
@@ -197,11 +225,11 @@ public sealed class ClusterFacts
             }));
         await c.WaitAsync(ids[0], j => State(j) is "running" or "succeeded", TimeSpan.FromSeconds(30), "first job started");
 
-        await c.Postgres.StopAsync();
+        await c.Postgres!.StopAsync();
         var during = await c.Api.Http.GetAsync("/api/v1/jobs");
         Assert.Equal(HttpStatusCode.ServiceUnavailable, during.StatusCode);
         Assert.True(during.Headers.RetryAfter is not null, "503 carries Retry-After");
-        await c.Postgres.RestartAsync();
+        await c.Postgres!.RestartAsync();
 
         for (int i = 0; i < ids.Count; i++)
         {

@@ -11,7 +11,9 @@ namespace BatchRunner.Server.Tests.Cluster;
 /// <summary>
 /// Several real BatchRunner processes (the published apphost next to the tests) sharing one real
 /// PostgreSQL, like workers on several machines: each node has its own data directory, its own runc
-/// state and its own cgroups. Nodes can be killed (SIGKILL, SIGTERM) and restarted.
+/// state and its own cgroups. Nodes can be killed (SIGKILL, SIGTERM) and restarted. Without a shared
+/// database (<see cref="StartAsync"/> with <c>sharedDatabase: false</c>) each node runs its own embedded
+/// PostgreSQL in its data directory, as a single machine does.
 /// </summary>
 public sealed class TestCluster : IAsyncDisposable
 {
@@ -19,7 +21,7 @@ public sealed class TestCluster : IAsyncDisposable
 
     private readonly List<NodeProcess> _nodes = [];
 
-    private TestCluster(string root, EmbeddedPostgres pg, TestRegistry registry, string busybox)
+    private TestCluster(string root, EmbeddedPostgres? pg, TestRegistry registry, string busybox)
     {
         Root = root;
         Postgres = pg;
@@ -28,17 +30,18 @@ public sealed class TestCluster : IAsyncDisposable
     }
 
     public string Root { get; }
-    public EmbeddedPostgres Postgres { get; }
+    /// <summary>The shared database; null when every node runs its own embedded one.</summary>
+    public EmbeddedPostgres? Postgres { get; }
     public TestRegistry Registry { get; }
     public string Busybox { get; }
     /// <summary>The API of the first node started with role all or api.</summary>
     public BatchRunnerClient Api { get; private set; } = null!;
 
-    public static async Task<TestCluster> StartAsync()
+    public static async Task<TestCluster> StartAsync(bool sharedDatabase = true)
     {
         var root = Path.Combine("/tmp", "br-cluster-" + Guid.NewGuid().ToString("N")[..8]);
         Directory.CreateDirectory(root);
-        var pg = await EmbeddedPostgres.StartAsync(Path.Combine(root, "db"), NullLogger.Instance, CancellationToken.None);
+        var pg = sharedDatabase ? await EmbeddedPostgres.StartAsync(Path.Combine(root, "db"), NullLogger.Instance, CancellationToken.None) : null;
         var registry = await TestRegistry.StartAsync();
         var busybox = await TestImages.PushBusyboxAsync(registry);
         return new TestCluster(root, pg, registry, busybox);
@@ -86,7 +89,9 @@ public sealed class TestCluster : IAsyncDisposable
                 await ExternalCommand.RunAsync("runc", ["--root", state, "delete", "--force", id.Trim()]);
         }
         BatchRunner.Oci.Snapshots.MountCleanup.UnmountAllUnder(Root);
-        await Postgres.StopAsync();
+        if (Postgres is not null) await Postgres.StopAsync();
+        // A node's own embedded cluster outlives the node when it was killed: stop what still runs there.
+        foreach (var n in _nodes) await n.StopLeftoverPostgresAsync();
         await Registry.DisposeAsync();
         try { Directory.Delete(Root, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
     }
@@ -117,7 +122,7 @@ public sealed class NodeProcess : IAsyncDisposable
             "--urls", Url,
             $"--BatchRunner:DataDir={DataDir}",
             .. TestRegistry.ServerArgs,
-            $"--BatchRunner:ConnectionString={cluster.Postgres.ConnectionString}",
+            .. (cluster.Postgres is { } pg ? [$"--BatchRunner:ConnectionString={pg.ConnectionString}"] : Array.Empty<string>()),
             $"--BatchRunner:ApiKey={TestCluster.ApiKey}",
             $"--BatchRunner:Role={role}",
             $"--BatchRunner:NodeName={name}",
@@ -192,6 +197,16 @@ public sealed class NodeProcess : IAsyncDisposable
         return string.Join('\n', picked);
     }
 
+    /// <summary>Ends a postmaster left running in the node's own embedded cluster (the node was killed).</summary>
+    public async Task StopLeftoverPostgresAsync()
+    {
+        var pgData = Path.Combine(DataDir, "postgres");
+        if (!File.Exists(Path.Combine(pgData, "postmaster.pid"))) return;
+        var pgCtl = Path.Combine(EmbeddedPostgres.FindServerBinaries()!, "pg_ctl");
+        try { await ExternalCommand.RunAsync("runuser", ["-u", "postgres", "--", pgCtl, "-D", pgData, "-m", "immediate", "-w", "stop"]); }
+        catch (InvalidOperationException) { /* not running */ }
+    }
+
     public async ValueTask DisposeAsync()
     {
         if (_process is { HasExited: false })
@@ -200,6 +215,8 @@ public sealed class NodeProcess : IAsyncDisposable
             try { await WaitForExitAsync(TimeSpan.FromSeconds(30)); }
             catch (OperationCanceledException) { Kill(); await _process.WaitForExitAsync(); }
         }
+        // Idempotent: a test may dispose a node it started before the cluster disposes them all.
         _process?.Dispose();
+        _process = null;
     }
 }

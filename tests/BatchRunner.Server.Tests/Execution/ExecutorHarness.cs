@@ -36,14 +36,16 @@ internal sealed class ExecutorHarness : IDisposable
         Paths = new DataPaths(Path.Combine(Root, "data"));
         var node = NodeIdentity.For("executor-" + Guid.NewGuid().ToString("N")[..6], Paths.Root);
         var options = Microsoft.Extensions.Options.Options.Create(new BatchRunnerOptions { ShutdownGraceSeconds = GraceSeconds, NodeName = node.Name });
-        Reservations = new NodeReservations(node.Name, new NodeCapacity(4, 8L << 30, 0), []);
+        Disk = new NodeDisk(Paths.Root, ReserveBytes, read: _ => new BatchRunner.Runtime.Disk.FilesystemSpace(DiskTotalBytes, DiskFreeBytes));
+        Reservations = new NodeReservations(node.Name, new NodeCapacity(4, 8L << 30, 0), [], Disk);
         var gpus = new GpuNode(GpuInventory.None, new GpuMonitor(null, new GpuMetricsPublisher(node.Name, []), TimeSpan.FromSeconds(5), NullLogger<GpuMonitor>.Instance));
         var runner = new AttemptRunner(
             new InputsPhase(Paths, Inputs, options, NullLogger<InputsPhase>.Instance),
             new ImagePhase(Images, Store),
+            new DiskPhase(Disk, options, Volumes),
             new RootfsPhase(Snapshotter),
             new ContainerPhase(Runtime, Store, Paths, node, _telemetry, gpus, options, Time, ContainerLog),
-            new OutputsPhase(Paths),
+            new OutputsPhase(Paths, NullLogger<OutputsPhase>.Instance),
             Store, Paths, node, Time, RunnerLog);
         Executor = new JobExecutor(Store, runner, Reservations, node, new Fence(_fence.Token), new Lifetime(_stopping.Token), options, ExecutorLog);
     }
@@ -54,6 +56,12 @@ internal sealed class ExecutorHarness : IDisposable
     public FakeSnapshotter Snapshotter { get; } = new();
     public FakeInputsSource Inputs { get; } = new();
     public FakeContainerRuntime Runtime { get; } = new();
+    public FakeDiskVolumes Volumes { get; } = new();
+    public NodeDisk Disk { get; }
+    public const long DiskTotalBytes = 100L << 30;
+    public const long ReserveBytes = 5L << 30;
+    /// <summary>What the data directory's filesystem has free (statvfs), as the test sets it.</summary>
+    public long DiskFreeBytes { get; set; } = 80L << 30;
     public FakeAttemptStore Store { get; } = new();
     /// <summary>Starts at the real time; only <see cref="FakeTimeProvider.Advance"/> moves it (timeouts, the grace period, polls).</summary>
     public FakeTimeProvider Time { get; } = new(DateTimeOffset.UtcNow);
@@ -86,11 +94,13 @@ internal sealed class ExecutorHarness : IDisposable
     /// <summary>The host begins to stop (SIGTERM).</summary>
     public void StopHost() => _stopping.Cancel();
 
-    /// <summary>Every resource an attempt took is back: no container, no rootfs, no run directory, no reservation.</summary>
+    /// <summary>Every resource an attempt took is back: no container, no rootfs, no disk, no run directory, no reservation.</summary>
     public void AssertNothingHeld()
     {
         Assert.Equal(0, Runtime.Live);
         Assert.Equal(0, Snapshotter.Mounted);
+        Assert.Equal(0, Volumes.Live);
+        Assert.Equal(0, Disk.Read().JobsBytes);
         Assert.Empty(Directory.Exists(Paths.RunRoot) ? Directory.GetFileSystemEntries(Paths.RunRoot) : []);
         Assert.Equal(ResourceAmounts.Zero, Reservations.Allocated);
     }

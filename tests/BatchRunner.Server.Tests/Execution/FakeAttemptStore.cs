@@ -68,12 +68,24 @@ internal sealed class FakeAttemptStore : IAttemptStore
         return Task.FromResult(true);
     }
 
+    public Task MarkLogsTruncatedAsync(Guid id, int attempt, CancellationToken ct)
+    {
+        if (!Current(id, attempt) || _jobs[id].LogsTruncated) return Task.CompletedTask;
+        _jobs[id] = _jobs[id] with { LogsTruncated = true };
+        _writes.Enqueue($"LogsTruncated {attempt}");
+        return Task.CompletedTask;
+    }
+
     /// <summary>How often the worker read the cancel flag (it does when a stop signal fires).</summary>
     public int CancelChecks => Volatile.Read(ref _cancelChecks);
+
+    /// <summary>While set, reading the cancel flag fails as it does while the database restarts.</summary>
+    public bool DatabaseAway { get; set; }
 
     public Task<bool> IsCancelRequestedAsync(Guid id, CancellationToken ct)
     {
         Interlocked.Increment(ref _cancelChecks);
+        if (DatabaseAway) throw new Npgsql.NpgsqlException("Failed to connect to /tmp/postgres-run/.s.PGSQL.5432");
         return Task.FromResult(_cancelRequested);
     }
 

@@ -35,9 +35,12 @@ public sealed class JobExecutorFacts : IDisposable
     public async Task ExecuteAsync_RecordsSucceeded_WithOutputs_WhenTheContainerExitsZero()
     {
         var id = _h.AddJob(ExecutorHarness.Job());
+        string? outputsOnDisk = null;
         _h.Runtime.OnStart = c =>
         {
-            File.WriteAllText(Path.Combine(_h.Paths.Outputs(id), "answer.txt"), "42\n");
+            outputsOnDisk = OutputsOf(c);
+            File.WriteAllText(Path.Combine(outputsOnDisk, "answer.txt"), "42\n");
+            _h.Volumes.Last!.UsedBytes = 4096;
             c.Exit(0);
         };
         await _h.ExecuteAsync(id);
@@ -45,11 +48,98 @@ public sealed class JobExecutorFacts : IDisposable
         Assert.Equal(["Begin 1", "Running 1", "Finish 1 succeeded"], _h.Store.Writes);
         var outcome = Assert.Single(_h.Store.Outcomes);
         Assert.Equal("answer.txt", Assert.Single(outcome.Outputs).Path);
+        Assert.Equal("42\n", File.ReadAllText(Path.Combine(_h.Paths.Outputs(id), "answer.txt")));
         Assert.Equal(0.25, outcome.Usage!.CpuSeconds);
+        Assert.Equal(4096, outcome.Usage.DiskBytes);
+        Assert.Equal("exited with code 0", outcome.Message);
         Assert.Equal(FakeImageStoreDigest, _h.Store.Job(id).ImageDigest);
         var spec = Assert.Single(_h.Runtime.Started).Spec;
         Assert.Equal(["work"], spec.Args);
-        Assert.Contains(spec.Mounts, m => m.Destination == "/outputs" && m.Source == _h.Paths.Outputs(id));
+        // /outputs lives on the job's disk while it runs, and moves to the job's directory once it has exited.
+        Assert.Equal(Path.Combine(_h.Volumes.Last!.Path, "outputs"), outputsOnDisk);
+        Assert.StartsWith(_h.Volumes.Last!.Path + "/", spec.RootfsPath);
+        Assert.Equal(10L << 30, _h.Volumes.Last!.LimitBytes); // the node's default: the job named no disk
+        _h.AssertNothingHeld();
+    }
+
+    private static string OutputsOf(BatchRunner.Testing.Fakes.FakeContainer c) => c.Spec.Mounts.Single(m => m.Destination == "/outputs").Source;
+
+    [Fact]
+    public async Task ExecuteAsync_RecordsDiskQuotaExceeded_WhenTheJobWentOverItsDisk_EvenIfItsProcessExitedZero()
+    {
+        var id = _h.AddJob(ExecutorHarness.Job() with { Resources = new ResourceSubmission { Disk = System.Text.Json.JsonDocument.Parse("\"64Mi\"").RootElement } });
+        _h.Runtime.OnStart = c =>
+        {
+            _h.Volumes.Last!.UsedBytes = 70L << 20; // the sampler's first reading at stop sees it
+            c.Exit(0);
+        };
+        await _h.ExecuteAsync(id);
+
+        Assert.Equal(["Begin 1", "Running 1", "Finish 1 failed disk_quota_exceeded"], _h.Store.Writes);
+        var job = _h.Store.Job(id);
+        Assert.Equal("disk limit 64 MiB exceeded: the job's files reached 70 MiB (root filesystem and /outputs together); exit code 0", job.Message);
+        Assert.Equal(0, job.ExitCode);
+        Assert.Equal(70L << 20, Assert.Single(_h.Store.Outcomes).Usage!.DiskBytes);
+        _h.AssertNothingHeld();
+    }
+
+    [Fact]
+    public async Task ExecuteAsync_SaysSoInTheMessage_WhenOutputsLostTheirSetuidBitsOrWereNotRegularFiles()
+    {
+        var id = _h.AddJob(ExecutorHarness.Job());
+        _h.Runtime.OnStart = c =>
+        {
+            var outputs = OutputsOf(c);
+            File.WriteAllText(Path.Combine(outputs, "tool"), "#!/bin/sh\n");
+            File.SetUnixFileMode(Path.Combine(outputs, "tool"), (UnixFileMode)0b100_111_101_101);
+            File.CreateSymbolicLink(Path.Combine(outputs, "passwd"), "/etc/passwd");
+            c.Exit(0);
+        };
+        await _h.ExecuteAsync(id);
+
+        Assert.Equal("exited with code 0; outputs: setuid/setgid bits removed from tool; not kept (only regular files and directories are): passwd (symbolic link)",
+            _h.Store.Job(id).Message);
+        Assert.Equal((UnixFileMode)0b111_101_101, File.GetUnixFileMode(Path.Combine(_h.Paths.Outputs(id), "tool")));
+        _h.AssertNothingHeld();
+    }
+
+    [Fact]
+    public async Task ExecuteAsync_GoesBackToTheQueueWithoutBeginning_WhenTheDataDirectoryIsBelowItsReserve()
+    {
+        var id = _h.AddJob(ExecutorHarness.Job());
+        _h.DiskFreeBytes = ExecutorHarness.ReserveBytes - 1;
+
+        var e = await Assert.ThrowsAsync<JobRescheduleException>(() => _h.ExecuteAsync(id));
+
+        Assert.Contains("below the reserve MinFreeDisk=5 GiB", e.Message);
+        Assert.Empty(_h.Store.Writes);
+        Assert.Equal(0, _h.Volumes.Live);
+        _h.AssertNothingHeld();
+    }
+
+    [Fact]
+    public async Task ExecuteAsync_GoesBackToTheQueue_WhenTheDataDirectoryHasLessFreeThanTheJobsDisk()
+    {
+        var id = _h.AddJob(ExecutorHarness.Job() with { Resources = new ResourceSubmission { Disk = System.Text.Json.JsonDocument.Parse("\"20Gi\"").RootElement } });
+        _h.DiskFreeBytes = 24L << 30; // 19 GiB above the reserve
+
+        var e = await Assert.ThrowsAsync<JobRescheduleException>(() => _h.ExecuteAsync(id));
+
+        Assert.Contains("is full", e.Message);
+        Assert.Empty(_h.Store.Writes);
+        _h.AssertNothingHeld();
+    }
+
+    [Fact]
+    public async Task ExecuteAsync_RetriesStartFailed_AsAnInfrastructureFailure_AndReleasesEverything_WhenTheJobsDiskCannotBeMade()
+    {
+        var id = _h.AddJob(ExecutorHarness.Job());
+        _h.Volumes.FailCreate = new IOException("cannot open /dev/loop-control: No such file or directory");
+        await Assert.ThrowsAsync<JobRescheduleException>(() => _h.ExecuteAsync(id));
+
+        Assert.Equal(["Begin 1", "Retry 1 failed start_failed 00:00:05"], _h.Store.Writes);
+        Assert.Equal("the job's disk of 10Gi could not be made: cannot open /dev/loop-control: No such file or directory", Assert.Single(_h.Store.Outcomes).Message);
+        Assert.Empty(_h.Runtime.Started);
         _h.AssertNothingHeld();
     }
 
@@ -77,6 +167,39 @@ public sealed class JobExecutorFacts : IDisposable
 
         Assert.Equal(["Begin 1", "Running 1", "Finish 1 failed exit_code"], _h.Store.Writes);
         Assert.Equal("exited with code 4", Assert.Single(_h.Store.Outcomes).Message);
+        _h.AssertNothingHeld();
+    }
+
+    [Theory]
+    [InlineData("Traceback (most recent call last):\nKeyError: 'learning_rate'\n", "exited with code 1: KeyError: 'learning_rate'")]
+    [InlineData("", "exited with code 1")]
+    public async Task ExecuteAsync_QuotesOnlyThisAttemptsLastStderrLine_WhenTheContainerFails(string stderr, string message)
+    {
+        var id = _h.AddJob(ExecutorHarness.Job());
+        Directory.CreateDirectory(_h.Paths.JobDir(id));
+        File.WriteAllText(_h.Paths.Stderr(id), "an earlier attempt's complaint\n");
+        _h.Runtime.OnStart = c =>
+        {
+            File.AppendAllText(_h.Paths.Stderr(id), stderr);
+            c.Exit(1);
+        };
+        await _h.ExecuteAsync(id);
+
+        Assert.Equal(message, Assert.Single(_h.Store.Outcomes).Message);
+    }
+
+    [Fact]
+    public async Task ExecuteAsync_RecordsLogsTruncated_AsSoonAsTheOutputGoesOverItsCap()
+    {
+        var id = _h.AddJob(ExecutorHarness.Job());
+        var (run, container) = await RunningAsync(id);
+        container.TruncateLogs();
+        await BatchRunner.Testing.Poll.UntilAsync(() => _h.Store.Writes.Contains("LogsTruncated 1"), Deadline, "logsTruncated recorded");
+        Assert.Equal(JobState.Running, _h.Store.Job(id).State);
+
+        container.Exit(0);
+        await run;
+        Assert.Equal(["Begin 1", "Running 1", "LogsTruncated 1", "Finish 1 succeeded"], _h.Store.Writes);
         _h.AssertNothingHeld();
     }
 
@@ -174,6 +297,27 @@ public sealed class JobExecutorFacts : IDisposable
         Assert.False(run.IsCompleted);
         Assert.False(container.Killed);
         container.Exit(0);
+        await run.WaitAsync(Deadline);
+
+        Assert.False(container.Killed);
+        Assert.Equal(["Begin 1", "Running 1", "Finish 1 succeeded"], _h.Store.Writes);
+        _h.AssertNothingHeld();
+    }
+
+    [Fact]
+    public async Task ExecuteAsync_KeepsRunning_AndRecordsTheEnd_WhenTheCancelFlagCannotBeReadDuringAnOutage()
+    {
+        // Issue 16: a database outage must never stop a running container. The flag used to be read with a 30 s
+        // deadline, and the exception then unwound the attempt: the container was killed, the job left running.
+        var id = _h.AddJob(ExecutorHarness.Job());
+        using var hangfire = new CancellationTokenSource();
+        var (run, container) = await RunningAsync(id, hangfire.Token);
+        _h.Store.DatabaseAway = true;
+
+        await hangfire.CancelAsync();
+        await BatchRunner.Testing.Poll.UntilAsync(() => _h.Store.CancelChecks > 1, Deadline, "the executor to try the cancel flag", 5);
+        container.Exit(0);
+        _h.Store.DatabaseAway = false;
         await run.WaitAsync(Deadline);
 
         Assert.False(container.Killed);

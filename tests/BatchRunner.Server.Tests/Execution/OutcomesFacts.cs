@@ -74,6 +74,19 @@ public sealed class OutcomesFacts
         Assert.Equal("killed by signal 11 (exit code 139)", signal.Outcome.Message);
     }
 
+    [Fact]
+    public void Decide_EndsAFailedExitsMessage_WithTheLastLineOfStderr()
+    {
+        AttemptResult Exited(int code, bool oom = false) =>
+            new AttemptResult.Exited(new ExitResult(code, null, oom), StopCause.None, Usage, Files, LastStderrLine: "KeyError: 'learning_rate'");
+        string Message(AttemptResult r) => Assert.IsType<AttemptEnd.Finished>(Outcomes.Decide(r, NoRetry, 1)).Outcome.Message!;
+
+        Assert.Equal("exited with code 1: KeyError: 'learning_rate'", Message(Exited(1)));
+        Assert.Equal("exited with code 0", Message(Exited(0)));
+        Assert.Equal("memory limit 64Mi exceeded (OOM-killed); exit code 137", Message(Exited(137, oom: true)));
+        Assert.Equal("exited with code 1", Message(Exit(1)));
+    }
+
     [Theory]
     [InlineData(0, null)]
     [InlineData(3, null)]

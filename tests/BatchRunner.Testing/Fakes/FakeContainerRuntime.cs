@@ -70,6 +70,7 @@ public sealed class FakeContainerRuntime : IContainerRuntime
 public sealed class FakeContainer(ContainerSpec spec, string bundleDir) : IRunningContainer
 {
     private readonly TaskCompletionSource<ExitResult> _exit = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly TaskCompletionSource _logsTruncated = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private int _disposed;
 
     public string Id => Spec.Id;
@@ -84,6 +85,11 @@ public sealed class FakeContainer(ContainerSpec spec, string bundleDir) : IRunni
     public void Exit(int code, int? signal = null, bool oomKilled = false) => _exit.TrySetResult(new ExitResult(code, signal, oomKilled));
 
     public Task<ExitResult> WaitAsync(CancellationToken ct) => _exit.Task.WaitAsync(ct);
+
+    public Task LogsTruncated => _logsTruncated.Task;
+
+    /// <summary>The container's output went over its cap (<see cref="LogsTruncated"/> completes).</summary>
+    public void TruncateLogs() => _logsTruncated.TrySetResult();
 
     public Task KillAsync(CancellationToken ct)
     {

@@ -1,5 +1,6 @@
 using BatchRunner.Core;
 using BatchRunner.Runtime;
+using BatchRunner.Runtime.Logs;
 using BatchRunner.Server.Gpus;
 using BatchRunner.Server.Hosting;
 using BatchRunner.Server.Nodes;
@@ -11,10 +12,11 @@ namespace BatchRunner.Server.Execution.Phases;
 
 /// <summary>
 /// Owns the attempt's container (and with it its cgroup and bundle): builds its spec, gives the job's user its
-/// /outputs, starts it, marks the job running, and waits for it while watching what may stop it. Once it has
+/// /outputs (on the job's disk), starts it, marks the job running, and waits for it while watching what may stop it. Once it has
 /// exited, its usage is read and it is deleted, so that the phases after this one see only the job's directory.
 /// Released (when the attempt ends early): the container is killed and deleted. After a crash the watchdog kills
-/// it and the janitor deletes it.
+/// it and the janitor deletes it. Its stdout and stderr go to the job's capped logs (the job's logs.maxBytes, at most
+/// the node's MaxLogBytes); the job record says so as soon as a stream goes over its cap.
 /// </summary>
 public sealed partial class ContainerPhase(
     IContainerRuntime runtime,
@@ -28,14 +30,18 @@ public sealed partial class ContainerPhase(
     ILogger<ContainerPhase> log) : IAttemptPhase
 {
     private static readonly TimeSpan CancelPollInterval = TimeSpan.FromSeconds(2);
+    /// <summary>How much of stderr's last line a failed job's message quotes.</summary>
+    private const int MaxMessageStderrChars = 200;
 
     public async Task<AttemptResult?> RunAsync(AttemptContext attempt)
     {
         var spec = attempt.Spec;
-        // The job's directory: logs and outputs outlive the container.
-        var outputs = paths.Outputs(attempt.JobId);
-        Directory.CreateDirectory(outputs);
-        var io = new ContainerIo(paths.Stdout(attempt.JobId), paths.Stderr(attempt.JobId));
+        // The job's directory: its logs outlive the container (its outputs move there once it has exited).
+        Directory.CreateDirectory(paths.JobDir(attempt.JobId));
+        var outputs = attempt.OutputsDir;
+        var io = new ContainerIo(paths.Stdout(attempt.JobId), paths.Stderr(attempt.JobId)) { Limits = new LogLimits(options.Value.LogCapFor(spec)) };
+        // Earlier attempts' stderr stays in the log; the message quotes only this attempt's.
+        var stderrFrom = StoredLog.End(io.StderrPath);
 
         ContainerSpec cspec;
         try
@@ -67,11 +73,14 @@ public sealed partial class ContainerPhase(
         var startedAt = time.GetUtcNow();
         await Durably.RunAsync(c => store.MarkRunningAsync(attempt.JobId, attempt.Attempt, startedAt, c));
         BatchRunnerMetrics.JobsRunning.Inc();
-        var tracking = telemetry.TrackContainer(attempt.Job, node.Name, cspec, container);
+        var tracking = telemetry.TrackContainer(attempt.Job, node.Name, cspec, container, attempt.DiskWatch);
         using var gpuTracking = attempt.Reservation.Gpus.Count > 0 ? gpus.Monitor.TrackJob(attempt.JobId, spec.Name, attempt.Reservation.Gpus) : null;
         try
         {
-            var (exit, why) = await WaitAsync(attempt.JobId, container, attempt.Signals);
+            var waiting = WaitAsync(attempt.JobId, container, attempt.Signals);
+            var marking = MarkLogsTruncatedAsync(attempt, container.LogsTruncated, waiting);
+            var (exit, why) = await waiting;
+            await marking;
             BatchRunnerMetrics.JobRunSeconds.WithLabels(attempt.Job.Queue).Observe((time.GetUtcNow() - startedAt).TotalSeconds);
             var usage = container.ReadUsage();
             if (gpuTracking?.Usage is { } g)
@@ -79,7 +88,8 @@ public sealed partial class ContainerPhase(
             // The container is gone from here on; results come from the job directory.
             attempt.Container = null;
             await container.DisposeAsync();
-            attempt.Run = new ContainerRun(exit, why, usage);
+            var lastStderrLine = exit.ExitCode != 0 ? StoredLog.LastLine(io.StderrPath, stderrFrom, MaxMessageStderrChars) : null;
+            attempt.Run = new ContainerRun(exit, why, usage, lastStderrLine);
             return null;
         }
         finally
@@ -87,6 +97,14 @@ public sealed partial class ContainerPhase(
             tracking.Dispose();
             BatchRunnerMetrics.JobsRunning.Dec();
         }
+    }
+
+    /// <summary>Records logsTruncated when the container's output first goes over its cap (known before it is waited for).</summary>
+    private async Task MarkLogsTruncatedAsync(AttemptContext attempt, Task truncated, Task exited)
+    {
+        await Task.WhenAny(truncated, exited);
+        if (truncated.IsCompleted)
+            await Durably.RunAsync(c => store.MarkLogsTruncatedAsync(attempt.JobId, attempt.Attempt, c));
     }
 
     public async ValueTask ReleaseAsync(AttemptContext attempt)

@@ -1,0 +1,108 @@
+using Microsoft.Extensions.Logging;
+using static BatchRunner.Native.Libc;
+
+namespace BatchRunner.Runtime.Disk;
+
+/// <summary>One mounted job filesystem made by <see cref="LoopDiskVolumes"/>.</summary>
+/// <remarks>
+/// Dispose unmounts (retrying while busy, typically a container process that has not quite exited, then detaching
+/// lazily), and deletes the image and the mount point only once the mount point is verified to be a plain directory
+/// again: deleting through a live mount would delete the job's files instead. The loop device unbinds itself
+/// when the filesystem's last user goes.
+/// </remarks>
+internal sealed partial class LoopDiskVolume : IDiskVolume
+{
+    private static readonly TimeSpan BusyRetry = TimeSpan.FromSeconds(2);
+    private readonly string _image;
+    private readonly long _baselineUsedBytes;
+    private readonly ulong _fsId;
+    private readonly ILogger _logger;
+    private readonly SemaphoreSlim _disposeLock = new(1, 1);
+    private bool _disposed;
+
+    public LoopDiskVolume(string mountPoint, string image, long limitBytes, long baselineUsedBytes, ILogger logger)
+    {
+        Path = mountPoint;
+        _image = image;
+        LimitBytes = limitBytes;
+        _baselineUsedBytes = baselineUsedBytes;
+        _logger = logger;
+        _fsId = TryStatVfs(mountPoint, out var fs) ? fs.FsId : throw new IOException($"statvfs {mountPoint} failed: {Describe(Errno)}");
+    }
+
+    public string Path { get; }
+    public long LimitBytes { get; }
+
+    public DiskUsage ReadUsage()
+    {
+        // The fsid tells this filesystem from the one below the mount point: never report the host's disk as the job's.
+        if (_disposed || !TryStatVfs(Path, out var fs) || fs.FsId != _fsId)
+            throw new InvalidOperationException($"disk volume {Path} is not mounted");
+        return new DiskUsage(Math.Max(0, fs.UsedBytes - _baselineUsedBytes), LimitBytes, fs.AvailableBytes, fs.FreeInodes);
+    }
+
+    public void ReleaseFreedSpace()
+    {
+        // FITRIM discards the free blocks; the loop device turns discards into holes punched in the image file.
+        var fd = open(Path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0) return;
+        try
+        {
+            if (Trim(fd) != 0) LogTrimFailed(_logger, Path, Describe(Errno));
+        }
+        finally { close(fd); }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await _disposeLock.WaitAsync().ConfigureAwait(false);
+        try
+        {
+            if (_disposed) return;
+            var deadline = DateTime.UtcNow + BusyRetry;
+            while (!UnmountNow(Path))
+            {
+                if (DateTime.UtcNow < deadline) { await Task.Delay(50).ConfigureAwait(false); continue; }
+                if (umount2(Path, MNT_DETACH | UMOUNT_NOFOLLOW) != 0 && Errno is not (EINVAL or ENOENT))
+                    throw new IOException($"cannot detach disk volume {Path}: {Describe(Errno)}");
+                LogDetached(_logger, Path);
+                break;
+            }
+            if (IsMounted(Path))
+                throw new IOException($"disk volume {Path} is still mounted after unmounting; its image was left in place");
+            if (File.Exists(_image)) File.Delete(_image);
+            if (Directory.Exists(Path)) Directory.Delete(Path);
+            _disposed = true;
+        }
+        finally { _disposeLock.Release(); }
+    }
+
+    /// <returns>True when nothing is mounted there any more; false while busy.</returns>
+    /// <exception cref="IOException">umount failed otherwise.</exception>
+    internal static bool UnmountNow(string mountPoint)
+    {
+        // A mount stacked on another needs one umount each; bounded so a mount that keeps coming back cannot spin.
+        for (var i = 0; i < 16; i++)
+        {
+            if (umount2(mountPoint, UMOUNT_NOFOLLOW) == 0) continue;
+            var errno = Errno;
+            if (errno is EINVAL or ENOENT) return true;
+            if (errno == EBUSY) return false;
+            throw new IOException($"cannot unmount disk volume {mountPoint}: {Describe(errno)}");
+        }
+        return !IsMounted(mountPoint);
+    }
+
+    /// <summary>A mount point is on another device than its parent directory.</summary>
+    internal static bool IsMounted(string mountPoint)
+    {
+        var here = DeviceOf(mountPoint);
+        return here is not null && here != DeviceOf(System.IO.Path.GetDirectoryName(mountPoint)!);
+    }
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "Disk volume {MountPoint}: FITRIM failed: {Error}")]
+    private static partial void LogTrimFailed(ILogger logger, string mountPoint, string error);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Disk volume {MountPoint} stayed busy; detached it lazily")]
+    private static partial void LogDetached(ILogger logger, string mountPoint);
+}

@@ -1,0 +1,132 @@
+using System.Diagnostics;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using static BatchRunner.Native.Libc;
+
+namespace BatchRunner.Runtime.Disk;
+
+public sealed class LoopDiskOptions
+{
+    /// <summary>mkfs.ext4 (e2fsprogs); a bare name is looked up in PATH, then /usr/sbin and /sbin.</summary>
+    public string MkfsPath { get; init; } = "mkfs.ext4";
+    /// <summary>Space past the limit before writes fail; see <see cref="DiskImageSizing"/>.</summary>
+    public long HeadroomBytes { get; init; } = DiskImageSizing.DefaultHeadroomBytes;
+}
+
+/// <summary>
+/// Size-limited filesystems as sparse ext4 images on loop devices: plain ext4 with no mount options asked of the
+/// operator, enforced by the kernel (ENOSPC), nothing between the job's writes and the disk but a loop device doing
+/// direct I/O. A volume is DIR/disk.img mounted at DIR/disk; see <see cref="DiskImageSizing"/> for how big.
+/// </summary>
+/// <remarks>
+/// Guarantees: a failed <see cref="CreateAsync"/> leaves nothing (no mount, no bound loop device, no image). After a
+/// crash, a volume is a mount under the caller's directory (the loop device goes when it is unmounted) and an image
+/// file; <see cref="RemoveLeftovers"/> unbinds any loop device still bound to an image there.
+/// </remarks>
+public sealed partial class LoopDiskVolumes(LoopDiskOptions? options = null, ILogger<LoopDiskVolumes>? logger = null) : IDiskVolumes
+{
+    public const string ImageFileName = "disk.img";
+    public const string MountDirName = "disk";
+    private static readonly TimeSpan MkfsTimeout = TimeSpan.FromSeconds(60);
+
+    private readonly LoopDiskOptions _options = options ?? new LoopDiskOptions();
+    private readonly ILogger _logger = logger ?? (ILogger)NullLogger.Instance;
+    private string? _mkfs;
+
+    public async Task<IDiskVolume> CreateAsync(string dir, long limitBytes, CancellationToken ct)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(limitBytes);
+        dir = System.IO.Path.GetFullPath(dir);
+        if (!Directory.Exists(dir)) throw new DirectoryNotFoundException($"disk volume directory {dir} does not exist");
+        var image = System.IO.Path.Combine(dir, ImageFileName);
+        var mountPoint = System.IO.Path.Combine(dir, MountDirName);
+        var writable = DiskImageSizing.WritableBytes(limitBytes, _options.HeadroomBytes);
+        var imageBytes = DiskImageSizing.ImageBytes(limitBytes, _options.HeadroomBytes);
+        var started = Stopwatch.GetTimestamp();
+
+        LoopDevice? loop = null;
+        var mounted = false;
+        try
+        {
+            // Sparse: the host's blocks are taken only as the job writes. 0600: the image is the job's raw data.
+            using (var f = new FileStream(image, new FileStreamOptions
+                   { Mode = FileMode.CreateNew, Access = FileAccess.Write, UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite }))
+                f.SetLength(imageBytes);
+            await MakeFilesystemAsync(image, ct);
+            loop = LoopDevice.Attach(image);
+            Directory.CreateDirectory(mountPoint);
+            // nosuid, nodev: whatever a job leaves here is never a setuid program or a device on the host.
+            // noinit_itable: mkfs marked the inode tables zeroed (a sparse file reads as zeros); nothing to write later.
+            if (mount(loop.DevicePath, mountPoint, "ext4", MS_NOSUID | MS_NODEV | MS_NOATIME, "noinit_itable") != 0)
+                throw new IOException($"mounting {loop.DevicePath} ({image}) at {mountPoint} failed: {Describe(Errno)}");
+            mounted = true;
+            // From here the mount is the device's only user: unmounting it unbinds the device (autoclear).
+            loop.Dispose();
+            var baseline = HoldBackBeyond(loop.Name, mountPoint, writable);
+            LogCreated(_logger, mountPoint, loop.DevicePath, limitBytes, imageBytes, Stopwatch.GetElapsedTime(started).TotalMilliseconds);
+            return new LoopDiskVolume(mountPoint, image, DiskImageSizing.RoundUpToBlock(limitBytes), baseline, _logger);
+        }
+        catch
+        {
+            loop?.Dispose();
+            if (mounted) LoopDiskVolume.UnmountNow(mountPoint);
+            TryDelete(image);
+            if (Directory.Exists(mountPoint) && !LoopDiskVolume.IsMounted(mountPoint)) Directory.Delete(mountPoint);
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Unbinds loop devices still bound to images under <paramref name="dir"/> that are not mounted (a worker killed
+    /// between binding and mounting). Call after unmounting everything under <paramref name="dir"/>; a device whose
+    /// mount is gone unbinds itself. Returns the devices unbound.
+    /// </summary>
+    public static IReadOnlyList<string> RemoveLeftovers(string dir) => LoopDevice.DetachAllBackedUnder(dir);
+
+    private async Task MakeFilesystemAsync(string image, CancellationToken ct)
+    {
+        _mkfs ??= ResolveMkfs(_options.MkfsPath);
+        // -b/-i/-I fixed so that DiskImageSizing's overhead holds whatever /etc/mke2fs.conf says; no journal, no
+        // root reserve, no online-resize reserve. mke2fs discards (punches) the sparse file first, which lets it mark
+        // the inode tables zeroed instead of writing them.
+        string[] args = ["-q", "-F", "-t", "ext4", "-b", "4096", "-i", "16384", "-I", "256", "-m", "0",
+            "-O", "^has_journal,^resize_inode", "-E", "root_owner=0:0", image];
+        var result = await Command.RunAsync(_mkfs, args, MkfsTimeout, ct);
+        if (!result.Ok) throw new IOException($"{_mkfs} {image} failed (exit {result.ExitCode}): {result.Message}");
+    }
+
+    /// <summary>Holds back every block beyond <paramref name="writableBytes"/> from writers, on top of what the kernel
+    /// reserves already. Returns the bytes in use on the empty filesystem (what usage is counted from).</summary>
+    private static long HoldBackBeyond(string device, string mountPoint, long writableBytes)
+    {
+        var sysfs = $"/sys/fs/ext4/{device}/reserved_clusters";
+        if (!TryStatVfs(mountPoint, out var fs)) throw new IOException($"statvfs {mountPoint} failed: {Describe(Errno)}");
+        var kernelReserve = long.Parse(File.ReadAllText(sysfs).Trim(), System.Globalization.CultureInfo.InvariantCulture);
+        var writableBlocks = writableBytes / fs.BlockSize;
+        var holdBack = fs.FreeBlocks - writableBlocks;
+        if (holdBack < kernelReserve)
+            throw new IOException($"disk image at {mountPoint} has {fs.FreeBlocks} free blocks, fewer than the {writableBlocks} asked " +
+                $"plus the {kernelReserve} ext4 keeps for metadata (DiskImageSizing is too tight for this mke2fs)");
+        File.WriteAllText(sysfs, holdBack.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        if (!TryStatVfs(mountPoint, out fs) || fs.AvailableBytes != writableBlocks * fs.BlockSize)
+            throw new IOException($"disk image at {mountPoint}: {fs.AvailableBytes} bytes available after holding back {holdBack} blocks, expected {writableBlocks * fs.BlockSize}");
+        return fs.UsedBytes;
+    }
+
+    private static string ResolveMkfs(string configured)
+    {
+        if (configured.Contains('/')) return File.Exists(configured) ? configured : throw new IOException($"{configured} does not exist");
+        var dirs = (Environment.GetEnvironmentVariable("PATH") ?? "").Split(':', StringSplitOptions.RemoveEmptyEntries).Concat(["/usr/sbin", "/sbin"]);
+        return dirs.Select(d => System.IO.Path.Combine(d, configured)).FirstOrDefault(File.Exists)
+            ?? throw new IOException($"{configured} not found in PATH, /usr/sbin or /sbin: per-job disk limits need e2fsprogs");
+    }
+
+    private static void TryDelete(string file)
+    {
+        try { File.Delete(file); }
+        catch (IOException) { }
+    }
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "Disk volume {MountPoint} on {Device}: limit {LimitBytes} bytes, image {ImageBytes} bytes, made in {Milliseconds:0.0} ms")]
+    private static partial void LogCreated(ILogger logger, string mountPoint, string device, long limitBytes, long imageBytes, double milliseconds);
+}

@@ -1,0 +1,68 @@
+using BatchRunner.Core;
+using BatchRunner.Runtime;
+using BatchRunner.Runtime.Disk;
+using BatchRunner.Server.Hosting;
+using BatchRunner.Server.Scheduling;
+using Microsoft.Extensions.Options;
+
+namespace BatchRunner.Server.Execution.Phases;
+
+/// <summary>
+/// Owns the attempt's run directory (DATA/run/CONTAINER-ID) and, in it, the job's disk: a filesystem of
+/// <c>resources.disk</c> (<see cref="IDiskVolumes"/>: a sparse ext4 image on a loop device) that holds everything the
+/// job writes on the host, its root layer and its /outputs, so that the kernel refuses writes past the limit. Its
+/// usage is sampled from here until <see cref="OutputsPhase"/> reads the verdict, and counted by <see cref="NodeDisk"/>
+/// meanwhile. Released: the volume is unmounted and its image deleted, then the run directory, which must be empty
+/// by then. After a crash the node janitor unmounts what is under DATA/run, unbinds leftover loop devices and deletes
+/// the run directories with their images.
+/// </summary>
+public sealed class DiskPhase(NodeDisk nodeDisk, IOptions<BatchRunnerOptions> options, IDiskVolumes? volumes = null) : IAttemptPhase
+{
+    public async Task<AttemptResult?> RunAsync(AttemptContext attempt)
+    {
+        Directory.CreateDirectory(attempt.RunDir);
+        if (volumes is not null)
+        {
+            // Jobs stored before disk limits existed name none: they get this node's default.
+            var limit = attempt.Spec.Resources.DiskBytes > 0 ? attempt.Spec.Resources.DiskBytes : options.Value.Disk.DefaultBytes();
+            try
+            {
+                attempt.Disk = await volumes.CreateAsync(attempt.RunDir, limit, attempt.Signals.Preparation);
+            }
+            catch (IOException e)
+            {
+                return new AttemptResult.Failed(FailureReason.StartFailed, $"the job's disk of {Quantity.FormatBytes(limit)} could not be made: {e.Message}", Infrastructure: true);
+            }
+            catch (OperationCanceledException) when (attempt.Signals.Preparation.IsCancellationRequested)
+            {
+                return await attempt.Signals.InterruptedAsync();
+            }
+            var watch = DiskUsageWatch.Start(attempt.Disk);
+            attempt.DiskWatch = watch;
+            attempt.DiskCounted = nodeDisk.Track(() => watch.Last.UsedBytes);
+        }
+        Directory.CreateDirectory(attempt.OutputsDir);
+        return null;
+    }
+
+    public async ValueTask ReleaseAsync(AttemptContext attempt)
+    {
+        if (attempt.DiskWatch is { } watch)
+        {
+            await watch.DisposeAsync();
+            attempt.DiskWatch = null;
+        }
+        attempt.DiskCounted?.Dispose();
+        attempt.DiskCounted = null;
+        if (attempt.Disk is { } disk)
+        {
+            await disk.DisposeAsync();
+            attempt.Disk = null;
+        }
+        // Without a disk the scratch directories (the emptied /outputs) are the run directory's own.
+        var outputs = Path.Combine(attempt.RunDir, "outputs");
+        if (Directory.Exists(outputs)) Directory.Delete(outputs, recursive: true);
+        // Not recursive otherwise: anything left inside (a mount that would not go) must not be deleted through.
+        if (Directory.Exists(attempt.RunDir)) Directory.Delete(attempt.RunDir, recursive: false);
+    }
+}

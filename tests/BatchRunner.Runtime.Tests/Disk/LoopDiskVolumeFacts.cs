@@ -1,0 +1,244 @@
+using System.Diagnostics;
+using BatchRunner.Runtime.Disk;
+using BatchRunner.Testing;
+
+namespace BatchRunner.Runtime.Tests.Disk;
+
+/// <summary>Real sparse ext4 images on real loop devices (the tests run as root); each test removes what it made.</summary>
+public sealed class LoopDiskVolumeFacts : IAsyncLifetime
+{
+    private const long MiB = 1L << 20;
+    private readonly string _dir = Path.Combine(Path.GetTempPath(), "br-disk-" + Guid.NewGuid().ToString("N")[..8]);
+    private readonly LoopDiskVolumes _volumes = new();
+    private readonly List<IDiskVolume> _made = [];
+
+    public Task InitializeAsync()
+    {
+        Directory.CreateDirectory(_dir);
+        return Task.CompletedTask;
+    }
+
+    public async Task DisposeAsync()
+    {
+        foreach (var v in _made) await v.DisposeAsync();
+        DiskTestHost.Unmount(Path.Combine(_dir, LoopDiskVolumes.MountDirName));
+        LoopDiskVolumes.RemoveLeftovers(_dir);
+        Directory.Delete(_dir, recursive: true);
+    }
+
+    private async Task<IDiskVolume> Create(long limitBytes, string? dir = null)
+    {
+        var v = await _volumes.CreateAsync(dir ?? _dir, limitBytes, CancellationToken.None);
+        _made.Add(v);
+        return v;
+    }
+
+    [Theory]
+    [InlineData(1L << 20)]
+    [InlineData(100L << 20)]
+    [InlineData(3L << 30)]
+    [InlineData(1L << 40)]
+    [InlineData(12_345_678L)]
+    public async Task CreateAsync_GivesWritersTheLimitPlusHeadroom_WhateverTheLimit(long limitBytes)
+    {
+        var v = await Create(limitBytes);
+
+        var usage = v.ReadUsage();
+        var granted = DiskImageSizing.RoundUpToBlock(limitBytes);
+        Assert.Equal(granted, v.LimitBytes);
+        Assert.Equal(granted + DiskImageSizing.DefaultHeadroomBytes, usage.AvailableBytes);
+        Assert.Equal(0, usage.UsedBytes);
+        Assert.False(usage.OverLimit);
+        // Sparse: an empty volume costs the host only its metadata, whatever its size.
+        var image = Path.Combine(_dir, LoopDiskVolumes.ImageFileName);
+        Assert.Equal(DiskImageSizing.ImageBytes(limitBytes, DiskImageSizing.DefaultHeadroomBytes), new FileInfo(image).Length);
+        Assert.InRange(DiskTestHost.AllocatedBytes(image), 0, 64 * MiB);
+        Assert.True(DiskTestHost.IsMounted(v.Path));
+    }
+
+    [Fact]
+    public async Task Writes_FailWithEnospcAndUsageIsOverLimit_WhenAJobWritesTwiceItsLimit()
+    {
+        var v = await Create(32 * MiB);
+
+        var file = Path.Combine(v.Path, "big");
+        var written = 0L;
+        var e = await Assert.ThrowsAsync<IOException>(async () =>
+        {
+            await using var f = File.Create(file);
+            var chunk = new byte[MiB];
+            // Twice what writers may take (the limit and its headroom): ENOSPC comes before the end.
+            for (var i = 0; i < 2 * (32 * MiB + DiskImageSizing.DefaultHeadroomBytes) / MiB; i++) { await f.WriteAsync(chunk); written += chunk.Length; }
+            await f.FlushAsync();
+        });
+
+        Assert.Contains("No space left on device", e.Message);
+        var usage = v.ReadUsage();
+        Assert.True(usage.OverLimit);
+        Assert.InRange(usage.UsedBytes, 32 * MiB + 1, 32 * MiB + DiskImageSizing.DefaultHeadroomBytes);
+        // The host holds no more than the grant, its headroom and the filesystem's own metadata.
+        Assert.InRange(DiskTestHost.AllocatedBytes(Path.Combine(_dir, LoopDiskVolumes.ImageFileName)), 32 * MiB, 32 * MiB + DiskImageSizing.DefaultHeadroomBytes + 4 * MiB);
+    }
+
+    [Fact]
+    public async Task ReadUsage_CountsWhatWasWritten_FromTheEmptyFilesystem()
+    {
+        var v = await Create(64 * MiB);
+
+        await File.WriteAllBytesAsync(Path.Combine(v.Path, "ten"), new byte[10 * MiB]);
+        Directory.CreateDirectory(Path.Combine(v.Path, "d"));
+
+        var usage = v.ReadUsage();
+        Assert.InRange(usage.UsedBytes, 10 * MiB, 10 * MiB + 64 * 1024);
+        Assert.False(usage.OverLimit);
+    }
+
+    [Fact]
+    public async Task ReadUsage_IsOverLimit_WhenTheFilesRunOutBeforeTheBytes()
+    {
+        var v = await Create(1 * MiB);
+        var dir = Directory.CreateDirectory(Path.Combine(v.Path, "many")).FullName;
+
+        var e = Assert.Throws<IOException>(() =>
+        {
+            for (var i = 0; i < 1_000_000; i++) File.Create(Path.Combine(dir, i.ToString())).Dispose();
+        });
+
+        Assert.Contains("No space left", e.Message);
+        var usage = v.ReadUsage();
+        Assert.Equal(0, usage.FreeInodes);
+        Assert.True(usage.OverLimit);
+    }
+
+    [Fact]
+    public async Task DisposeAsync_UnmountsUnbindsAndDeletes_EvenWithFilesInside()
+    {
+        var v = await Create(16 * MiB);
+        await File.WriteAllTextAsync(Path.Combine(v.Path, "f"), "x");
+        var device = DiskTestHost.DeviceOf(v.Path);
+        Assert.Single(DiskTestHost.LoopsBackedUnder(_dir));
+
+        await v.DisposeAsync();
+        await v.DisposeAsync(); // idempotent
+
+        Assert.False(DiskTestHost.IsMounted(Path.Combine(_dir, LoopDiskVolumes.MountDirName)));
+        Assert.Empty(Directory.EnumerateFileSystemEntries(_dir));
+        await Poll.UntilAsync(() => Task.FromResult(DiskTestHost.LoopsBackedUnder(_dir)), l => l.Count == 0, TimeSpan.FromSeconds(10), "loop device unbound");
+        Assert.Throws<InvalidOperationException>(() => v.ReadUsage());
+        Assert.NotNull(device);
+    }
+
+    [Fact]
+    public async Task CreateAsync_LeavesNothing_WhenMkfsFails()
+    {
+        var volumes = new LoopDiskVolumes(new LoopDiskOptions { MkfsPath = "/bin/false" });
+
+        var e = await Assert.ThrowsAsync<IOException>(() => volumes.CreateAsync(_dir, 16 * MiB, CancellationToken.None));
+
+        Assert.StartsWith("/bin/false ", e.Message);
+        Assert.Empty(Directory.EnumerateFileSystemEntries(_dir));
+        Assert.Empty(DiskTestHost.LoopsBackedUnder(_dir));
+    }
+
+    [Fact]
+    public async Task CreateAsync_RefusesClearly_WhenMkfsIsMissing()
+    {
+        var volumes = new LoopDiskVolumes(new LoopDiskOptions { MkfsPath = "mkfs.nosuchfs" });
+
+        var e = await Assert.ThrowsAsync<IOException>(() => volumes.CreateAsync(_dir, 16 * MiB, CancellationToken.None));
+
+        Assert.Equal("mkfs.nosuchfs not found in PATH, /usr/sbin or /sbin: per-job disk limits need e2fsprogs", e.Message);
+        Assert.Empty(Directory.EnumerateFileSystemEntries(_dir));
+    }
+
+    [Fact]
+    public async Task Volume_HoldsNoSetuidProgramsOrUsableDevices_ForTheHost()
+    {
+        var v = await Create(16 * MiB);
+
+        var options = DiskTestHost.MountOptions(v.Path);
+
+        Assert.Contains("nosuid", options);
+        Assert.Contains("nodev", options);
+    }
+
+    [Fact]
+    public async Task RemoveLeftovers_UnmountedVolumesLoopDeviceGoes_WhenAWorkerDiedAfterMounting()
+    {
+        // What a killed worker leaves: the volume mounted, its image, and the loop device under the mount.
+        var sub = Directory.CreateDirectory(Path.Combine(_dir, "crashed")).FullName;
+        var v = await _volumes.CreateAsync(sub, 16 * MiB, CancellationToken.None);
+        await File.WriteAllTextAsync(Path.Combine(v.Path, "f"), "x");
+
+        // The janitor unmounts everything under the run directory first (MountCleanup), then calls RemoveLeftovers.
+        DiskTestHost.Unmount(v.Path);
+        LoopDiskVolumes.RemoveLeftovers(_dir);
+
+        await Poll.UntilAsync(() => Task.FromResult(DiskTestHost.LoopsBackedUnder(_dir)), l => l.Count == 0, TimeSpan.FromSeconds(10), "loop device unbound");
+        Directory.Delete(sub, recursive: true);
+    }
+
+    [Fact]
+    public async Task RemoveLeftovers_UnbindsALoopDevice_WhenAWorkerDiedBetweenBindingAndMounting()
+    {
+        // losetup binds without autoclear: the device would stay bound to the image forever.
+        var image = Path.Combine(_dir, LoopDiskVolumes.ImageFileName);
+        await using (var f = File.Create(image)) f.SetLength(16 * MiB);
+        var device = DiskTestHost.Run("losetup", "--find", "--show", image).Trim();
+        try
+        {
+            Assert.Single(DiskTestHost.LoopsBackedUnder(_dir));
+
+            var removed = LoopDiskVolumes.RemoveLeftovers(_dir);
+
+            Assert.Equal([device], removed);
+            Assert.Empty(DiskTestHost.LoopsBackedUnder(_dir));
+        }
+        finally
+        {
+            if (DiskTestHost.LoopsBackedUnder(_dir).Count > 0) DiskTestHost.Run("losetup", "-d", device);
+        }
+    }
+
+    [Fact]
+    public async Task OutputsTransfer_HandsCopiedBlocksBackToTheHost_AsItMovesThem()
+    {
+        var v = await Create(512 * MiB);
+        var outputs = Directory.CreateDirectory(Path.Combine(v.Path, "outputs")).FullName;
+        var data = System.Security.Cryptography.RandomNumberGenerator.GetBytes((int)(200 * MiB));
+        await File.WriteAllBytesAsync(Path.Combine(outputs, "model.bin"), data);
+        DiskTestHost.Run("sync", "-f", outputs);
+        var image = Path.Combine(_dir, LoopDiskVolumes.ImageFileName);
+        Assert.InRange(DiskTestHost.AllocatedBytes(image), 200 * MiB, 210 * MiB);
+        var imagePeak = 0L;
+        var releases = 0;
+
+        var report = OutputsTransfer.Move(outputs, Path.Combine(_dir, "moved"), () =>
+        {
+            imagePeak = Math.Max(imagePeak, DiskTestHost.AllocatedBytes(image));
+            v.ReleaseFreedSpace();
+            releases++;
+        });
+
+        Assert.Equal(data, await File.ReadAllBytesAsync(Path.Combine(_dir, "moved", "model.bin")));
+        Assert.Equal(200 * MiB, report.Bytes);
+        Assert.InRange(releases, 3, 4);
+        // What the image held shrinks as the copy grows: never the volume's data twice.
+        Assert.InRange(DiskTestHost.AllocatedBytes(image), 0, 8 * MiB);
+        Assert.InRange(v.ReadUsage().UsedBytes, 0, 1 * MiB);
+    }
+
+    [Fact]
+    public async Task CreateAsync_TakesTensOfMilliseconds_ForATenGiBLimit()
+    {
+        var clock = Stopwatch.StartNew();
+        var v = await Create(10L << 30);
+        var created = clock.Elapsed;
+        clock.Restart();
+        await v.DisposeAsync();
+        var removed = clock.Elapsed;
+
+        // Measured here: about 25 ms to make (mkfs is most of it) and 5 ms to remove; a loose bound for a loaded machine.
+        Assert.InRange(created + removed, TimeSpan.Zero, TimeSpan.FromSeconds(3));
+    }
+}
