@@ -20,7 +20,7 @@
 # The env file (mode 0600: it holds the API key) is written only when absent, with a generated API key;
 # an existing one is never changed, so a reinstall (an upgrade) keeps the key, the data directory and
 # whatever was set there. The unit's TimeoutStopSec follows the env file's
-# BATCHRUNNER_SHUTDOWN_GRACE_SECONDS (+60 s): rerun this script after changing it.
+# BATCHRUNNER_SHUTDOWN_GRACE_SECONDS + BATCHRUNNER_MAX_STOP_GRACE_SECONDS (+60 s): rerun this script after changing them.
 # --uninstall keeps the data directory and the env file; --purge removes both (it refuses while anything
 # is still mounted below the data directory or its PostgreSQL still runs).
 set -euo pipefail
@@ -189,7 +189,8 @@ else
 # BatchRunner service settings, read by $unit_name (systemd EnvironmentFile: KEY=VALUE, no shell syntax).
 # Every BATCHRUNNER_* variable of README "Configuration" can be set here; restart to apply:
 #   systemctl restart batchrunner
-# After changing BATCHRUNNER_SHUTDOWN_GRACE_SECONDS, rerun scripts/install-service.sh (TimeoutStopSec follows it).
+# After changing BATCHRUNNER_SHUTDOWN_GRACE_SECONDS or BATCHRUNNER_MAX_STOP_GRACE_SECONDS, rerun
+# scripts/install-service.sh (TimeoutStopSec follows them).
 BATCHRUNNER_API_KEY=$key
 BATCHRUNNER_DATA_DIR=$data_dir
 BATCHRUNNER_URLS=$urls
@@ -223,14 +224,19 @@ grace="$(env_value BATCHRUNNER_SHUTDOWN_GRACE_SECONDS 30)"
 case "$grace" in
     ''|*[!0-9]*) die "BATCHRUNNER_SHUTDOWN_GRACE_SECONDS in $env_file is not a whole number: '$grace'" ;;
 esac
-timeout_stop=$((grace + 60))
+max_stop="$(env_value BATCHRUNNER_MAX_STOP_GRACE_SECONDS 300)"
+case "$max_stop" in
+    ''|*[!0-9]*) die "BATCHRUNNER_MAX_STOP_GRACE_SECONDS in $env_file is not a whole number: '$max_stop'" ;;
+esac
+# A running job gets the shutdown grace to finish, then its own stop grace (signal, then SIGKILL), then the rest stops.
+timeout_stop=$((grace + max_stop + 60))
 
 mkdir -p "$unit_dir"
 sed -e "s|@PREFIX@|$prefix|g" -e "s|@CONFIG_DIR@|$config_dir|g" -e "s|@DOTNET_ROOT@|$dotnet_root|g" \
     -e "s|@TIMEOUT_STOP_SEC@|$timeout_stop|g" "$root/scripts/systemd/batchrunner.service.in" >"$unit_file.tmp"
 chmod 0644 "$unit_file.tmp"
 mv "$unit_file.tmp" "$unit_file"
-log "wrote $unit_file (TimeoutStopSec=$timeout_stop: grace ${grace} s + 60 s)"
+log "wrote $unit_file (TimeoutStopSec=$timeout_stop: shutdown grace ${grace} s + job stop grace up to ${max_stop} s + 60 s)"
 
 if [ "$use_systemctl" = 0 ]; then
     log "not calling systemctl; to run it: systemctl daemon-reload && systemctl enable --now $unit_name"

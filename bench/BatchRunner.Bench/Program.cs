@@ -5,6 +5,7 @@ using BatchRunner.Runtime;
 // dotnet run -c Release --project bench/BatchRunner.Bench -- start [--rounds N] [--runtime /usr/sbin/runc]
 // dotnet run -c Release --project bench/BatchRunner.Bench -- load [--jobs N] [--clients N] [--seconds N] [--rate N]
 // dotnet run -c Release --project bench/BatchRunner.Bench -- logcost [--jobs N] [--rounds N]
+// dotnet run -c Release --project bench/BatchRunner.Bench -- list [--jobs N] [--requests N] [--clients N]
 // dotnet run -c Release --project bench/BatchRunner.Bench -- retention [--jobs N]
 // dotnet run -c Release --project bench/BatchRunner.Bench -- logrelay [--rounds N] [--runtime /usr/sbin/runc]
 // dotnet run -c Release --project bench/BatchRunner.Bench -- disk [--rounds N]
@@ -23,6 +24,8 @@ switch (command)
     case "logcost":
         return await LogCostBench.RunAsync(args.SkipWhile(a => a != "--jobs").Skip(1).Select(int.Parse).FirstOrDefault(30),
             args.Contains("--rounds") ? rounds : 2);
+    case "list":
+        return await ListBench.RunAsync(Arg("--jobs", 100_000), Arg("--requests", 300), Arg("--clients", 4));
     case "retention":
         return await RetentionBench.RunAsync(Arg("--jobs", 100_000));
     case "logrelay":
@@ -31,6 +34,6 @@ switch (command)
     case "disk":
         return await DiskBench.RunAsync(rounds);
     default:
-        Console.Error.WriteLine("usage: BatchRunner.Bench pull [--rounds N] | start [--rounds N] [--runtime PATH] | load [--jobs N] [--clients N] [--seconds N] [--rate N] | logcost [--jobs N] [--rounds N] | retention [--jobs N] | logrelay [--rounds N] [--runtime PATH] | disk [--rounds N]");
+        Console.Error.WriteLine("usage: BatchRunner.Bench pull [--rounds N] | start [--rounds N] [--runtime PATH] | load [--jobs N] [--clients N] [--seconds N] [--rate N] | logcost [--jobs N] [--rounds N] | list [--jobs N] [--requests N] [--clients N] | retention [--jobs N] | logrelay [--rounds N] [--runtime PATH] | disk [--rounds N]");
         return 2;
 }

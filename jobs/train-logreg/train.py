@@ -2,10 +2,13 @@
 
 Parameters come from the environment: EPOCHS, LEARNING_RATE, L2, SEED. In an array job (jobs/sweep) the child with
 BATCHRUNNER_ARRAY_INDEX=i takes the i-th point of the grid SWEEP_LEARNING_RATES x SWEEP_L2 (comma-separated lists).
-Logs one line per epoch; writes /outputs/model.npz (weights, bias) and /outputs/metrics.json.
+Logs one line per epoch; writes /outputs/model.npz (weights, bias) and /outputs/metrics.json. Asked to stop (a cancel,
+the timeout: SIGTERM, then SIGKILL after the job's stopGraceSeconds), it saves the model as it is after the current
+epoch, with "stopped_at_epoch" in metrics.json, and exits.
 """
 import json
 import os
+import signal
 import sys
 
 import numpy as np
@@ -52,7 +55,16 @@ def accuracy(w, b, x, y):
     return float(np.mean(((x @ w + b) > 0) == (y > 0.5)))
 
 
+def save(w, b, metrics):
+    np.savez(os.path.join(OUT, "model.npz"), weights=w, bias=np.array([b]))
+    with open(os.path.join(OUT, "metrics.json"), "w") as f:
+        json.dump(metrics, f, indent=2)
+
+
 def main():
+    # The handler only notes the request: the epoch in progress finishes, then the checkpoint is written.
+    stop = []
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop.append(signum))
     p = params()
     x_train, y_train, x_test, y_test = make_data(p["seed"])
     print(f"training logistic regression: {len(y_train)} train / {len(y_test)} test samples, {x_train.shape[1]} features, "
@@ -63,13 +75,15 @@ def main():
         w -= p["learning_rate"] * grad_w
         b -= p["learning_rate"] * grad_b
         print(f"epoch {epoch:3d}/{p['epochs']}  loss {loss:.4f}  train accuracy {accuracy(w, b, x_train, y_train):.4f}", flush=True)
+        if stop:
+            save(w, b, dict(p, stopped_at_epoch=epoch, final_loss=round(float(loss), 6)))
+            print(f"asked to stop: saved the model after epoch {epoch} to {OUT}/model.npz", flush=True)
+            sys.exit(0)
 
     final_loss, _, _ = loss_and_grad(w, b, x_train, y_train, p["l2"])
     metrics = dict(p, final_loss=round(float(final_loss), 6), train_accuracy=accuracy(w, b, x_train, y_train),
                    test_accuracy=accuracy(w, b, x_test, y_test))
-    np.savez(os.path.join(OUT, "model.npz"), weights=w, bias=np.array([b]))
-    with open(os.path.join(OUT, "metrics.json"), "w") as f:
-        json.dump(metrics, f, indent=2)
+    save(w, b, metrics)
     print(f"test accuracy {metrics['test_accuracy']:.4f}; wrote {OUT}/model.npz, {OUT}/metrics.json")
 
 

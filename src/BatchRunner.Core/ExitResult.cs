@@ -29,6 +29,8 @@ public sealed record ResourceUsage
     public long? DiskBytes { get; init; }
     /// <summary>GPU figures of the job's assigned GPUs; null for a job without GPUs.</summary>
     public GpuUsageSummary? Gpus { get; init; }
+    /// <summary>When the figures of a running job were read; null for the usage recorded when it ended.</summary>
+    public DateTimeOffset? SampledAt { get; init; }
 
     public static readonly ResourceUsage Empty = new();
 }

@@ -24,6 +24,12 @@ public sealed partial record JobSpec
     public IReadOnlyDictionary<string, string> Labels { get; init; } = new Dictionary<string, string>();
     /// <summary>When the worker contacts the registry: <see cref="ImagePullPolicy"/>.</summary>
     public string PullPolicy { get; init; } = ImagePullPolicy.IfNotPresent;
+    /// <summary>
+    /// How long a job asked to stop (cancel, timeout, a worker's shutdown once its own grace ran out) has between the
+    /// stop signal (SIGTERM, or the image's StopSignal) and SIGKILL, as Kubernetes' terminationGracePeriodSeconds and
+    /// Slurm's KillWait. Filled in at submission with the node's default; null only in jobs stored before it existed.
+    /// </summary>
+    public int? StopGraceSeconds { get; init; }
 }
 
 /// <summary>Per-job image pull policy, as Kubernetes names it.</summary>
@@ -50,8 +56,15 @@ public static class JobDefaults
     public const double Cpus = 1.0;
     public const long MemoryBytes = 512L * 1024 * 1024;
     public const int Pids = 1024;
+    /// <summary>The largest pids limit a job may ask for: far above what a batch job forks, far below the kernel's
+    /// pid_max on 64-bit hosts (4194304), so that one job cannot claim the host's whole pid space.</summary>
+    public const int MaxPids = 65536;
     public const int TimeoutSeconds = 3600;
     public const int MaxTimeoutSeconds = 7 * 24 * 3600;
+    /// <summary>The stop grace period when neither the job nor the node says otherwise (Docker's `docker stop`, 10 s).</summary>
+    public const int StopGraceSeconds = 10;
+    /// <summary>The highest stop grace period any node accepts (a node's own maximum may be lower).</summary>
+    public const int MaxStopGraceSeconds = 3600;
     public const double MaxCpus = 1024;
     /// <summary>Below this a job cannot even start a shell reliably.</summary>
     public const long MinMemoryBytes = 4L * 1024 * 1024;

@@ -54,15 +54,7 @@ public static partial class JobSpecValidator
             if (args.Count > MaxArgs) Add("args", $"args has more than {MaxArgs} elements");
             if (args.Any(a => a is null || a.Contains('\0'))) Add("args", "args elements must be strings without NUL characters");
         }
-        if (s.Env is { } env)
-        {
-            if (env.Count > MaxEnv) Add("env", $"env has more than {MaxEnv} variables");
-            foreach (var (k, v) in env)
-            {
-                if (!EnvName().IsMatch(k)) Add($"env.{k}", "environment variable names must match [A-Za-z_][A-Za-z0-9_]*");
-                else if (v is null || v.Contains('\0')) Add($"env.{k}", "value must be a string without NUL characters");
-            }
-        }
+        if (s.Env is { } env) ValidateEnv("env", env, Add);
         if (s.WorkingDir is { } wd && (!wd.StartsWith('/') || wd.Contains('\0')))
             Add("workingDir", "workingDir must be an absolute path");
         if (s.User is { } user && (user.Length == 0 || user.Length > 256 || user.Any(c => char.IsWhiteSpace(c) || char.IsControl(c))))
@@ -91,7 +83,7 @@ public static partial class JobSpecValidator
             }
             if (r.Pids is { } p)
             {
-                if (p < 1) Add("resources.pids", "pids must be a positive integer");
+                if (p < 1 || p > JobDefaults.MaxPids) Add("resources.pids", $"pids must be an integer between 1 and {JobDefaults.MaxPids}");
                 else pids = p;
             }
         }
@@ -102,6 +94,9 @@ public static partial class JobSpecValidator
             if (t <= 0 || t > JobDefaults.MaxTimeoutSeconds) Add("timeoutSeconds", $"timeoutSeconds must be between 1 and {JobDefaults.MaxTimeoutSeconds}");
             else timeout = t;
         }
+
+        if (s.StopGraceSeconds is < 0 or > JobDefaults.MaxStopGraceSeconds)
+            Add("stopGraceSeconds", $"stopGraceSeconds must be between 0 (SIGKILL at once) and {JobDefaults.MaxStopGraceSeconds}");
 
         var queue = s.Queue ?? JobDefaults.Queue;
         if (!QueueName().IsMatch(queue))
@@ -135,12 +130,15 @@ public static partial class JobSpecValidator
             Queue = queue,
             Labels = s.Labels ?? new Dictionary<string, string>(),
             PullPolicy = pullPolicy,
+            StopGraceSeconds = s.StopGraceSeconds,
         };
 
         // Feature areas validate their own fields and set them on the spec (each in its own file).
         ValidateIsolation(s, Add, ref spec);
         ValidateGpus(s, Add, ref spec);
         ValidateScheduling(s, Add, ref spec);
+        ValidateSecrets(s, Add, ref spec);
+        ValidateCommandLength(s, Add);
         ValidateDisk(s, Add, ref spec);
         ValidateLogs(s, Add, ref spec);
 
@@ -156,6 +154,21 @@ public static partial class JobSpecValidator
     /// <summary>Scheduling fields: retries, node selectors (issue: scheduling).</summary>
     static partial void ValidateScheduling(JobSubmission s, Action<string, string> add, ref JobSpec spec);
 
+    /// <summary>Secret fields: secretEnv, notify (issue 18).</summary>
+    static partial void ValidateSecrets(JobSubmission s, Action<string, string> add, ref JobSpec spec);
+
+    /// <summary>Names and values of an environment map (<paramref name="field"/>: env or secretEnv). Values are
+    /// never quoted: they may be secrets.</summary>
+    private static void ValidateEnv(string field, Dictionary<string, string> env, Action<string, string> add)
+    {
+        if (env.Count > MaxEnv) add(field, $"{field} has more than {MaxEnv} variables");
+        foreach (var (k, v) in env)
+        {
+            if (!EnvName().IsMatch(k)) add($"{field}.{k}", "environment variable names must match [A-Za-z_][A-Za-z0-9_]*");
+            else if (v is null || v.Contains('\0')) add($"{field}.{k}", "value must be a string without NUL characters");
+        }
+    }
+
     /// <summary>resources.disk (issue: disk limits).</summary>
     static partial void ValidateDisk(JobSubmission s, Action<string, string> add, ref JobSpec spec);
 
@@ -170,10 +183,17 @@ public static partial class JobSpecValidator
         {
             case JsonValueKind.Number:
                 if (m.TryGetInt64(out bytes) && bytes > 0) return true;
-                why = "memory must be a positive integer of bytes or a quantity such as \"64Mi\", \"2Gi\", \"512M\"";
+                why = m.TryGetInt64(out _) || m.TryGetDouble(out var d) && d <= 0
+                    ? "memory must be positive: an integer of bytes or a quantity such as \"64Mi\", \"2Gi\", \"512M\""
+                    : "memory must be a whole number of bytes or a quantity such as \"64Mi\", \"2Gi\", \"512M\"";
                 return false;
             case JsonValueKind.String:
-                if (Quantity.TryParseBytes(m.GetString(), out bytes) && bytes > 0) return true;
+                if (Quantity.TryParseBytes(m.GetString(), out bytes))
+                {
+                    if (bytes > 0) return true;
+                    why = $"memory \"{m.GetString()}\" must be positive";
+                    return false;
+                }
                 why = $"memory \"{m.GetString()}\" is not a quantity: use bytes or a number with a suffix such as \"64Mi\", \"2Gi\", \"512M\"";
                 return false;
             default:

@@ -21,6 +21,8 @@ public sealed partial record JobSubmission
     public Dictionary<string, string>? Labels { get; init; }
     /// <summary>always | ifNotPresent (default) | never.</summary>
     public string? PullPolicy { get; init; }
+    /// <summary>Seconds between the stop signal (cancel, timeout) and SIGKILL; null: the node's default.</summary>
+    public int? StopGraceSeconds { get; init; }
 }
 
 public sealed partial record ResourceSubmission

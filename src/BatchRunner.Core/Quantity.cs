@@ -58,15 +58,22 @@ public static partial class Quantity
         return bytes.ToString(CultureInfo.InvariantCulture);
     }
 
-    /// <summary>For people, not for parsing: "1.5 GiB", "300 MiB", "512 B" (three significant digits at most).</summary>
-    public static string FormatApproximate(long bytes)
+    /// <summary>
+    /// Bytes for a person to read, as a quantity they could write back: the largest binary suffix that keeps the
+    /// number at least 1, to one decimal ("64Mi", "21.5Gi" for a node's 22586940Ki). For messages and views; a spec
+    /// echoed back uses the exact <see cref="FormatBytes"/>.
+    /// </summary>
+    public static string Human(long bytes)
     {
-        string[] units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
-        double value = bytes;
-        var unit = 0;
-        while (Math.Abs(value) >= 1024 && unit < units.Length - 1) { value /= 1024; unit++; }
-        var text = unit == 0 || value >= 100 ? value.ToString("0", CultureInfo.InvariantCulture)
-            : value >= 10 ? value.ToString("0.#", CultureInfo.InvariantCulture) : value.ToString("0.##", CultureInfo.InvariantCulture);
-        return $"{text} {units[unit]}";
+        string[] units = ["Ki", "Mi", "Gi", "Ti", "Pi", "Ei"];
+        if (Math.Abs(bytes) < 1024) return bytes.ToString(CultureInfo.InvariantCulture);
+        var i = 0;
+        var value = bytes / 1024.0;
+        while (Math.Abs(value) >= 1024 && i < units.Length - 1) { value /= 1024; i++; }
+        return value.ToString("0.#", CultureInfo.InvariantCulture) + units[i];
     }
+
+    /// <summary>"1 GPU", "2 GPUs", "0.5 CPU": the noun in the plural only for more than one.</summary>
+    public static string Count(double n, string noun) =>
+        $"{n.ToString("0.###", CultureInfo.InvariantCulture)} {noun}{(n > 1 ? "s" : "")}";
 }

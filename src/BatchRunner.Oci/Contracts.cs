@@ -72,7 +72,11 @@ public sealed record ImageConfig(
     IReadOnlyList<string>? Entrypoint,
     IReadOnlyList<string>? Cmd,
     string? WorkingDir,
-    string? User);
+    string? User)
+{
+    /// <summary>The signal that asks the image's process to stop, as its config names it ("SIGINT"); null: SIGTERM.</summary>
+    public string? StopSignal { get; init; }
+}
 
 /// <summary>An image that is fully present on disk: every layer downloaded, verified and unpacked.</summary>
 /// <param name="ManifestDigest">Digest of the (platform) manifest: what <c>imageDigest</c> reports.</param>

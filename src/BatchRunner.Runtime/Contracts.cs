@@ -78,6 +78,12 @@ public interface IRunningContainer : IAsyncDisposable
     Task LogsTruncated { get; }
     /// <summary>SIGKILL to every process of the container. Idempotent.</summary>
     Task KillAsync(CancellationToken ct);
+    /// <summary>
+    /// Asks the container to stop: <paramref name="signal"/> (a <see cref="StopSignal"/> name) to its main process, then,
+    /// when it has not exited within <paramref name="grace"/>, SIGKILL to every process (at once for a zero grace).
+    /// Completes once its main process has exited. Cancelling <paramref name="ct"/> cuts the grace short (SIGKILL).
+    /// </summary>
+    Task<StopResult> StopAsync(string signal, TimeSpan grace, CancellationToken ct);
     /// <summary>Usage from the cgroup; valid while running and after exit until disposal.</summary>
     ResourceUsage ReadUsage();
 }

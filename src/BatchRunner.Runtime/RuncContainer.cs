@@ -66,6 +66,30 @@ internal sealed class RuncContainer : IRunningContainer
         await _runtime.KillAsync(Id, ct);
     }
 
+    public async Task<StopResult> StopAsync(string signal, TimeSpan grace, CancellationToken ct)
+    {
+        if (_init.HasExited) return new StopResult(signal, grace, Killed: false, AlreadyExited: true);
+        if (grace > TimeSpan.Zero)
+        {
+            try
+            {
+                // To the main process only, as `docker stop` and the kubelet do: it decides what its children get.
+                await _runtime.SignalAsync(Id, signal, CancellationToken.None);
+                await _init.Task.WaitAsync(grace, ct);
+                return new StopResult(signal, grace, Killed: false);
+            }
+            catch (Exception e) when (e is TimeoutException or OperationCanceledException) { }
+            catch (InvalidOperationException e)
+            {
+                RuntimeLog.CleanupIncomplete(_runtime.Logger, Id, e.Message); // the signal did not go out: kill instead
+            }
+        }
+        await KillAsync(CancellationToken.None);
+        await _init.Task.WaitAsync(_runtime.Options.KillTimeout, CancellationToken.None)
+            .ContinueWith(_ => { }, TaskScheduler.Default); // disposal's kill escalates if this one did not take
+        return new StopResult(signal, grace, Killed: true);
+    }
+
     public ResourceUsage ReadUsage() =>
         Volatile.Read(ref _disposed) != 0 ? _finalUsage ?? ResourceUsage.Empty : _stats.Read();
 

@@ -113,7 +113,15 @@ public sealed partial class RuncRuntime : IContainerRuntime
             var config = SpecBuilder.ForContainer(spec, extra);
             Directory.CreateDirectory(bundleDir);
             Directory.CreateDirectory(_options.StateRoot);
-            await File.WriteAllTextAsync(Path.Combine(bundleDir, ConfigFile), config.ToJson(), ct);
+            // config.json holds the container's environment, secrets included: owner-only from its creation.
+            var configPath = Path.Combine(bundleDir, ConfigFile);
+            File.Delete(configPath);
+            await using (var file = new FileStream(configPath, new FileStreamOptions
+            {
+                Mode = FileMode.CreateNew, Access = FileAccess.Write, UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite,
+            }))
+            await using (var writer = new StreamWriter(file))
+                await writer.WriteAsync(config.ToJson().AsMemory(), ct);
             File.Delete(Path.Combine(bundleDir, LogFile));
             File.Delete(pidFile);
             // Opens (or continues) the job's log files here, so that a bad path is our precise error, not the shell's.
@@ -250,6 +258,16 @@ public sealed partial class RuncRuntime : IContainerRuntime
             }
         }
         return errors;
+    }
+
+    /// <summary><paramref name="signal"/> to the container's main process (`kill ID SIGNAL`); a container that is gone or
+    /// stopped is not an error.</summary>
+    internal async Task SignalAsync(string id, string signal, CancellationToken ct)
+    {
+        _logger.Signalling(id, signal);
+        var r = await Command.RunAsync(_options.BinaryPath, ["--root", _options.StateRoot, "kill", id, signal], _options.CommandTimeout, ct);
+        if (!r.Ok && !IsGone(r.Message))
+            throw new InvalidOperationException($"{Name} kill {id} {signal} failed: {r.Message}");
     }
 
     /// <summary>SIGKILL to every process of the container; a container that is gone or stopped is not an error.</summary>

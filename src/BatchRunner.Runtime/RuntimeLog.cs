@@ -28,6 +28,9 @@ internal static partial class RuntimeLog
     [LoggerMessage(EventId = 3008, Level = LogLevel.Warning, Message = "Removed leftover cgroup {ContainerId} unknown to the runtime")]
     public static partial void LeftoverCgroupRemoved(this ILogger logger, string containerId);
 
+    [LoggerMessage(EventId = 3011, Level = LogLevel.Information, Message = "Sending {Signal} to container {ContainerId}")]
+    public static partial void Signalling(this ILogger logger, string containerId, string signal);
+
     [LoggerMessage(EventId = 3009, Level = LogLevel.Debug, Message = "Container {ContainerId} deleted")]
     public static partial void Deleted(this ILogger logger, string containerId);
 

@@ -57,7 +57,8 @@ public sealed class CommandErrorFacts(CliFixture f) : IDisposable
     [Fact]
     public async Task Commands_PrintTheApisJson_WhenOutputIsJson()
     {
-        var id = await f.SubmitAsync(new { image = f.Busybox, command = new[] { "sh", "-c", "echo out; echo x > /outputs/f.txt" } });
+        var tag = Guid.NewGuid().ToString("N")[..8];
+        var id = await f.SubmitAsync(new { image = f.Busybox, command = new[] { "sh", "-c", "echo out; echo x > /outputs/f.txt" }, labels = new { cli = tag } });
         var wait = await f.RunAsync("submit", "--help"); // any command; the job finishes meanwhile
         Assert.Equal(0, wait.ExitCode);
         await BatchRunner.Testing.Poll.UntilAsync(() => f.GetJobAsync(id), j => j.GetProperty("state").GetString() == "succeeded", TimeSpan.FromSeconds(60), "job end");
@@ -67,6 +68,12 @@ public sealed class CommandErrorFacts(CliFixture f) : IDisposable
         Assert.Equal(1, status.GetProperty("attempts").GetArrayLength());
         var list = JsonDocument.Parse((await f.RunAsync("list", "--limit", "5", "--output", "json")).Stdout).RootElement;
         Assert.Contains(list.GetProperty("items").EnumerateArray(), j => j.GetProperty("id").GetString() == id);
+        // Filters narrow (and the CLI lists the summary view: no command lines).
+        var mine = JsonDocument.Parse((await f.RunAsync("list", "--label", $"cli={tag}", "--state", "succeeded,failed", "-o", "json")).Stdout).RootElement;
+        Assert.Equal(id, Assert.Single(mine.GetProperty("items").EnumerateArray()).GetProperty("id").GetString());
+        Assert.False(mine.GetProperty("items")[0].TryGetProperty("command", out _));
+        var rerun = (await f.RunAsync("rerun", id)).Stdout.Trim();
+        Assert.Equal(id, JsonDocument.Parse((await f.RunAsync("status", rerun, "-o", "json")).Stdout).RootElement.GetProperty("rerunOf").GetString());
         var outputs = JsonDocument.Parse((await f.RunAsync("outputs", id, "-o", "json")).Stdout).RootElement;
         Assert.Equal("f.txt", outputs[0].GetProperty("path").GetString());
         var nodes = JsonDocument.Parse((await f.RunAsync("nodes", "-o", "json")).Stdout).RootElement;

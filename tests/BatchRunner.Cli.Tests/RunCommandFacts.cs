@@ -101,7 +101,7 @@ public sealed partial class RunCommandFacts(CliFixture f) : IDisposable
     [Fact]
     public async Task Run_CancelsTheJobAndExits130_WhenInterrupted()
     {
-        using var p = Process.Start(CliProcess.StartInfo(["run", f.Busybox, "--", "sh", "-c", "echo started; sleep 120"], f.Env()))!;
+        using var p = Process.Start(CliProcess.StartInfo(["run", f.Busybox, "--", "sh", "-c", "trap 'exit 143' TERM; echo started; sleep 120 & wait"], f.Env()))!;
         var stdout = new OutputCollector();
         var stderr = new OutputCollector();
         stdout.Attach(p, stdout: true);

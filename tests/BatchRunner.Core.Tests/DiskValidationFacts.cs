@@ -31,7 +31,7 @@ public sealed class DiskValidationFacts
 
     [Theory]
     [InlineData("\"lots\"", "disk \"lots\" is not a quantity: use bytes or a number with a suffix such as \"64Mi\", \"2Gi\", \"512M\"")]
-    [InlineData("-5", "disk must be a positive integer of bytes or a quantity such as \"64Mi\", \"2Gi\", \"512M\"")]
+    [InlineData("-5", "disk must be positive: an integer of bytes or a quantity such as \"64Mi\", \"2Gi\", \"512M\"")]
     [InlineData("\"100Ki\"", "disk must be at least 1Mi")]
     [InlineData("true", "disk must be a string quantity (\"64Mi\") or an integer of bytes")]
     public void Validate_NamesResourcesDisk_WhenItIsNotAUsableQuantity(string disk, string message)

@@ -90,4 +90,15 @@ public sealed class JobSpecValidatorFacts
         Assert.False(JobState.IsFinal(JobState.Running));
         Assert.False(JobState.IsFinal(JobState.Queued));
     }
+
+    [Theory]
+    [InlineData("\"0\"", "memory \"0\" must be positive")]
+    [InlineData("0", "memory must be positive")]
+    [InlineData("-5", "memory must be positive")]
+    [InlineData("\"0Mi\"", "memory \"0Mi\" must be positive")]
+    public void Validate_SaysMemoryMustBePositive_WhenItIsZero(string memory, string start)
+    {
+        var r = JobSpecValidator.Validate(new JobSubmission { Image = "busybox", Resources = Resources(memory) });
+        Assert.StartsWith(start, r.Errors["resources.memory"].Single());
+    }
 }

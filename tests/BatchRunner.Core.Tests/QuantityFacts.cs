@@ -35,10 +35,18 @@ public sealed class QuantityFacts
     public void FormatBytes_UsesTheLargestExactBinarySuffix(long bytes, string expected) => Assert.Equal(expected, Quantity.FormatBytes(bytes));
 
     [Theory]
-    [InlineData(512L, "512 B")]
-    [InlineData(1536L, "1.5 KiB")]
-    [InlineData(300L << 20, "300 MiB")]
-    [InlineData((1L << 30) + (1L << 29) + 12345, "1.5 GiB")]
-    [InlineData(12_345_678_901L, "11.5 GiB")]
-    public void FormatApproximate_GivesThreeSignificantDigitsAndAUnit(long bytes, string expected) => Assert.Equal(expected, Quantity.FormatApproximate(bytes));
+    [InlineData(22586940L * 1024, "21.5Gi")]
+    [InlineData(64L * 1024 * 1024, "64Mi")]
+    [InlineData(512_000_000L, "488.3Mi")]
+    [InlineData(1536L * 1024 * 1024, "1.5Gi")]
+    [InlineData(1000L, "1000")]
+    [InlineData(4L << 40, "4Ti")]
+    public void Human_RoundsToOneDecimalOfTheLargestUnit(long bytes, string expected) => Assert.Equal(expected, Quantity.Human(bytes));
+
+    [Theory]
+    [InlineData(1, "GPU", "1 GPU")]
+    [InlineData(2, "GPU", "2 GPUs")]
+    [InlineData(0.5, "CPU", "0.5 CPU")]
+    [InlineData(1.5, "CPU", "1.5 CPUs")]
+    public void Count_UsesThePluralOnlyForMoreThanOne(double n, string noun, string expected) => Assert.Equal(expected, Quantity.Count(n, noun));
 }

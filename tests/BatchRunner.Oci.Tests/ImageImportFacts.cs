@@ -214,6 +214,19 @@ public sealed class ImageImportFacts : IDisposable
     }
 
     [Theory]
+    [InlineData("index.json", "{\"manifests\": \"not a list\"}", "index.json of the archive is malformed: a value has the wrong type at manifests")]
+    [InlineData("manifest.json", "[{\"Config\": 5}]", "manifest.json of the archive is malformed (expected docker save's [{Config, RepoTags, Layers}]): a value has the wrong type at [0].Config")]
+    public async Task ImportAsync_SaysWhereAnIndexIsMalformed_WithoutDotNetTypeNames(string file, string json, string message)
+    {
+        using var store = NewStore();
+
+        var e = await Assert.ThrowsAsync<ImageImportException>(() => ImportAsync(store, [new ArchiveEntry(file, Encoding.UTF8.GetBytes(json))], "crafted:1"));
+
+        Assert.Equal(message, e.Message);
+        AssertNothingStored();
+    }
+
+    [Theory]
     [InlineData("{\"not\": \"a tar\"}")]
     [InlineData("")]
     public async Task ImportAsync_RefusesUpload_WhenItIsNotAnArchive(string content)

@@ -28,6 +28,10 @@ public sealed partial class ArchitectureFacts
     [InlineData("Scheduling", "Nodes")]
     [InlineData("Observability", "Api")]
     [InlineData("Observability", "Execution")]
+    [InlineData("Auth", "Api")]
+    [InlineData("Auth", "Execution")]
+    [InlineData("Auth", "Dashboard")]
+    [InlineData("Notifications", "Execution")]
     public void Folder_DoesNotUse_AnotherFolder(string folder, string forbidden)
     {
         var violations = Uses.Value.Where(u => u.Folder == folder && u.UsedType is { } t && FolderOf(t) == forbidden)

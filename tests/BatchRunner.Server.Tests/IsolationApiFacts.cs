@@ -14,15 +14,8 @@ public sealed class IsolationApiFacts(IsolationServerFixture f)
 {
     private string Staging => Path.Combine(f.DataDir, "inputs-staging");
 
-    private static MultipartFormDataContent Multipart(object spec, params (string Part, string FileName, byte[] Content)[] files)
-    {
-        var form = new MultipartFormDataContent
-        {
-            { new StringContent(JsonSerializer.Serialize(spec, BatchRunnerClient.Json), Encoding.UTF8, "application/json"), "spec" },
-        };
-        foreach (var (part, name, content) in files) form.Add(new ByteArrayContent(content), part, name);
-        return form;
-    }
+    private static MultipartFormDataContent Multipart(object spec, params (string Part, string FileName, byte[] Content)[] files) =>
+        BatchRunnerClient.Multipart(spec, files);
 
     private static byte[] Zip(params (string Name, string Content, bool Symlink)[] entries)
     {

@@ -91,7 +91,7 @@ public sealed class JobLifecycleFacts(ServerFixture f)
     public async Task Job_TimesOut_WhenItRunsPastTimeoutSeconds()
     {
         var sw = System.Diagnostics.Stopwatch.StartNew();
-        var id = (await f.Api.SubmitAsync(new { image = f.Busybox, command = new[] { "sleep", "600" }, timeoutSeconds = 2 })).GetProperty("id").GetString()!;
+        var id = (await f.Api.SubmitAsync(new { image = f.Busybox, command = new[] { "sleep", "600" }, timeoutSeconds = 2, stopGraceSeconds = 1 })).GetProperty("id").GetString()!;
         var done = await f.Api.WaitForFinalAsync(id, TimeSpan.FromSeconds(30));
         Assert.Equal("failed", done.GetProperty("state").GetString());
         Assert.Equal("timed_out", done.GetProperty("reason").GetString());
@@ -102,7 +102,8 @@ public sealed class JobLifecycleFacts(ServerFixture f)
     [Fact]
     public async Task RunningJob_IsCancelled_AndLeavesNoContainerMountOrCgroup()
     {
-        var id = (await f.Api.SubmitAsync(new { image = f.Busybox, command = new[] { "sleep", "600" } })).GetProperty("id").GetString()!;
+        // sleep as PID 1 ignores SIGTERM (no handler): a 1 s stop grace, then SIGKILL.
+        var id = (await f.Api.SubmitAsync(new { image = f.Busybox, command = new[] { "sleep", "600" }, stopGraceSeconds = 1 })).GetProperty("id").GetString()!;
         await f.Api.WaitForStateAsync(id, s => s == "running", TimeSpan.FromSeconds(30));
         var containerId = f.App.Services.GetRequiredService<NodeIdentity>().ContainerId(Guid.Parse(id), 1);
         Assert.True(Directory.Exists($"/sys/fs/cgroup/memory/batchrunner/{containerId}") || Directory.Exists($"/sys/fs/cgroup/batchrunner/{containerId}"),

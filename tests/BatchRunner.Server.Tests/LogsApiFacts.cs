@@ -114,7 +114,7 @@ public sealed class LogsApiFacts(ServerFixture f)
 
     [Theory]
     [InlineData("1Gi", "must not exceed this node's MaxLogBytes (100Mi)")]
-    [InlineData(0, "logs.maxBytes must be a positive integer")]
+    [InlineData(0, "logs.maxBytes must be positive: an integer")]
     [InlineData("lots", "logs.maxBytes \"lots\" is not a quantity")]
     [InlineData("1Ki", "must be at least 4Ki")]
     public async Task Submit_RefusesLogsMaxBytes_NamingTheField_WhenItIsNotAllowed(object maxBytes, string why)

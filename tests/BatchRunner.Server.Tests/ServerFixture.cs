@@ -15,6 +15,8 @@ public sealed class ServerFixture : IAsyncLifetime
     public const string ApiKey = "test-key-7d1c0e";
     public const string RegistryUser = "puller";
     public const string RegistryPassword = "s3cret-pw";
+    /// <summary>The server's webhook signing key (for jobs without a notify.secret).</summary>
+    public const string WebhookSecret = "fixture-webhook-secret-5e1f";
 
     public WebApplication App { get; private set; } = null!;
     /// <summary>The API with the key.</summary>
@@ -58,11 +60,23 @@ public sealed class ServerFixture : IAsyncLifetime
             "--BatchRunner:Labels:zone=a",
             "--BatchRunner:Capacity:Cpus=2",
             "--BatchRunner:Capacity:Memory=4Gi",
+            // Running jobs' usage is written every second (default 5): tests that read it wait less.
+            "--BatchRunner:LiveUsageSeconds=1",
             $"--BatchRunner:Registries:0:Registry={AuthRegistry.Host}",
             $"--BatchRunner:Registries:0:Username={RegistryUser}",
             $"--BatchRunner:Registries:0:Password={RegistryPassword}",
             $"--BatchRunner:DockerConfigPath={dockerConfig}",
             $"--BatchRunner:CredentialHelperPath={DockerConfigDir}",
+            // Viewer keys get small buckets, so that RequestLimitsFacts sees a 429 within a few requests (each key has
+            // its own bucket: other tests' viewer keys send far fewer).
+            "--BatchRunner:Auth:RateLimits:viewer:PermitsPerSecond=2",
+            "--BatchRunner:Auth:RateLimits:viewer:Burst=30",
+            // Webhook receivers in tests listen on 127.0.0.1, which is allowed only when named.
+            "--BatchRunner:Webhooks:AllowedHosts:0=*",
+            "--BatchRunner:Webhooks:AllowedHosts:1=127.0.0.1",
+            "--BatchRunner:Webhooks:InitialBackoffSeconds=1",
+            $"--BatchRunner:Webhooks:Secret={WebhookSecret}",
+            "--BatchRunner:ReconcileSeconds=1",
             "--Logging:LogLevel:Default=Warning",
             "--Logging:LogLevel:BatchRunner=Information",
         ]);

@@ -29,6 +29,17 @@ public sealed class BatchRunnerClient : IDisposable
     /// <summary>POST /api/v1/jobs with <paramref name="spec"/> as JSON, whatever the answer.</summary>
     public Task<HttpResponseMessage> PostJobAsync(object spec) => Http.PostAsJsonAsync("/api/v1/jobs", spec, Json);
 
+    /// <summary>A multipart submission: <paramref name="spec"/> as the "spec" part, then each file as its part.</summary>
+    public static MultipartFormDataContent Multipart(object spec, params (string Part, string FileName, byte[] Content)[] files)
+    {
+        var form = new MultipartFormDataContent
+        {
+            { new StringContent(JsonSerializer.Serialize(spec, Json), System.Text.Encoding.UTF8, "application/json"), "spec" },
+        };
+        foreach (var (part, name, content) in files) form.Add(new ByteArrayContent(content), part, name);
+        return form;
+    }
+
     /// <summary>Submits <paramref name="spec"/>, asserts 201 and returns the job as created.</summary>
     public async Task<JsonElement> SubmitAsync(object spec) => await CreatedAsync(await PostJobAsync(spec));
 
@@ -72,6 +83,9 @@ public sealed class BatchRunnerClient : IDisposable
 
     public Task<HttpResponseMessage> CancelAsync(string id) => Http.PostAsync($"/api/v1/jobs/{id}/cancel", null);
 
+    /// <summary>POST /api/v1/jobs/{id}/rerun, whatever the answer.</summary>
+    public Task<HttpResponseMessage> RerunAsync(string id) => Http.PostAsync($"/api/v1/jobs/{id}/rerun", null);
+
     /// <summary>GET /api/v1/nodes (with <paramref name="all"/>: dead nodes too).</summary>
     public async Task<JsonElement> NodesAsync(bool all = false) =>
         JsonDocument.Parse(await Http.GetStringAsync("/api/v1/nodes" + (all ? "?all=true" : ""))).RootElement.Clone();
@@ -87,6 +101,24 @@ public sealed class BatchRunnerClient : IDisposable
 
     /// <summary>Submits <paramref name="spec"/>, waits for the end, asserts success and returns stdout.</summary>
     public async Task<string> RunAsync(object spec) => await SucceededStdoutAsync(await SubmitIdAsync(spec));
+
+    /// <summary>POST /api/v1/apikeys (this client's key must be an admin's); asserts 201 and returns the key's id and secret.</summary>
+    public async Task<(string Id, string Key)> CreateKeyAsync(string tenant, string role, string name = "test key")
+    {
+        var response = await Http.PostAsJsonAsync("/api/v1/apikeys", new { name, tenant, role }, Json);
+        var body = await response.Content.ReadAsStringAsync();
+        Assert.True(response.StatusCode == HttpStatusCode.Created, $"create key: {(int)response.StatusCode} {body}");
+        var key = JsonDocument.Parse(body).RootElement;
+        return (key.GetProperty("id").GetString()!, key.GetProperty("key").GetString()!);
+    }
+
+    /// <summary>Creates a key (see <see cref="CreateKeyAsync"/>) and returns a client that sends it.</summary>
+    public async Task<BatchRunnerClient> ClientForNewKeyAsync(string tenant, string role) => WithKey((await CreateKeyAsync(tenant, role)).Key);
+
+    /// <summary>A client of the same server that sends <paramref name="apiKey"/> (null: none).</summary>
+    public BatchRunnerClient WithKey(string? apiKey) => new(Http.BaseAddress!.ToString(), apiKey, Http.Timeout);
+
+    public Task<HttpResponseMessage> RevokeKeyAsync(string id) => Http.DeleteAsync($"/api/v1/apikeys/{id}");
 
     public void Dispose() => Http.Dispose();
 }

@@ -6,12 +6,12 @@ using BatchRunner.Cli.Output;
 
 namespace BatchRunner.Cli.Commands;
 
-/// <summary><c>status</c>, <c>list</c>, <c>logs</c>, <c>cancel</c>, <c>delete</c> and <c>outputs</c>: one job at a time, by id.</summary>
+/// <summary><c>status</c>, <c>list</c>, <c>logs</c>, <c>cancel</c>, <c>rerun</c>, <c>delete</c> and <c>outputs</c>: one job at a time, by id.</summary>
 internal static class JobCommands
 {
     private static Argument<string> JobId() => new("id") { Description = "job id" };
 
-    public static IEnumerable<Command> Create() => [Status(), List(), Logs(), Cancel(), Delete(), Outputs()];
+    public static IEnumerable<Command> Create() => [Status(), List(), Logs(), Cancel(), Rerun(), Delete(), Outputs()];
 
     private static Command Status()
     {
@@ -29,18 +29,29 @@ internal static class JobCommands
 
     private static Command List()
     {
-        var state = new Option<string?>("--state") { Description = "only jobs in this state (queued, starting, running, succeeded, failed, cancelled)" };
+        var state = new Option<string?>("--state") { Description = "only jobs in these states, comma-separated (queued, starting, running, succeeded, failed, cancelled)" };
+        var name = new Option<string?>("--name") { Description = "only jobs of this name, or whose name starts so when it ends in * (train-*)" };
+        var label = new Option<string[]>("--label", "-l") { Description = "only jobs with this label (K=V; repeat: all must match)", AllowMultipleArgumentsPerToken = false };
+        var since = new Option<string?>("--since") { Description = "only jobs created at or after this time (RFC 3339: 2025-01-31T12:00:00Z, or 2025-01-31)" };
+        var until = new Option<string?>("--until") { Description = "only jobs created before this time" };
+        var queue = new Option<string?>("--queue") { Description = "only jobs of this queue" };
         var limit = new Option<int?>("--limit", "-n") { Description = "at most this many (1-1000) [default: 50]" };
         var cursor = new Option<string?>("--cursor") { Description = "the nextCursor of a previous page" };
-        var command = new Command("list", "List jobs, newest first") { state, limit, cursor };
+        var command = new Command("list", "List jobs, newest first") { state, name, label, since, until, queue, limit, cursor };
         command.Aliases.Add("ls");
         CliContext.SetAction(command, async (ctx, ct) =>
         {
-            var query = new List<string>();
+            // The summary view: what the table shows, without the jobs' command lines and outputs.
+            var query = new List<string> { "view=summary" };
             if (ctx.Get(state) is { } s) query.Add("state=" + ApiClient.Escape(s));
-            if (ctx.Get(limit) is { } l) query.Add("limit=" + l);
+            if (ctx.Get(name) is { } n) query.Add("name=" + ApiClient.Escape(n));
+            foreach (var l in ctx.Get(label) ?? []) query.Add("label=" + ApiClient.Escape(l));
+            if (ctx.Get(since) is { } from) query.Add("since=" + ApiClient.Escape(from));
+            if (ctx.Get(until) is { } to) query.Add("until=" + ApiClient.Escape(to));
+            if (ctx.Get(queue) is { } q) query.Add("queue=" + ApiClient.Escape(q));
+            if (ctx.Get(limit) is { } lim) query.Add("limit=" + lim);
             if (ctx.Get(cursor) is { } c) query.Add("cursor=" + ApiClient.Escape(c));
-            var page = await ctx.Api.GetJsonAsync("api/v1/jobs" + (query.Count > 0 ? "?" + string.Join('&', query) : ""), ct);
+            var page = await ctx.Api.GetJsonAsync("api/v1/jobs?" + string.Join('&', query), ct);
             if (ctx.Terminal.Json)
             {
                 Terminal.WriteJson(page);
@@ -91,6 +102,20 @@ internal static class JobCommands
             var job = await ctx.Api.PostJsonAsync($"api/v1/jobs/{ApiClient.Escape(ctx.Get(id)!)}/cancel", null, ct);
             if (ctx.Terminal.Json) Terminal.WriteJson(job);
             else ctx.Terminal.Info($"cancelling job {ctx.Get(id)}");
+            return ExitCodes.Success;
+        });
+        return command;
+    }
+
+    private static Command Rerun()
+    {
+        var id = JobId();
+        var command = new Command("rerun", "Submit a job that has ended again: same spec, image pinned to the digest it ran, same inputs") { id };
+        CliContext.SetAction(command, async (ctx, ct) =>
+        {
+            var job = await ctx.Api.PostJsonAsync($"api/v1/jobs/{ApiClient.Escape(ctx.Get(id)!)}/rerun", null, ct);
+            if (ctx.Terminal.Json) Terminal.WriteJson(job);
+            else Console.Out.WriteLine(job.GetProperty("id").GetString());
             return ExitCodes.Success;
         });
         return command;

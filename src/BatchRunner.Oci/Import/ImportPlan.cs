@@ -45,7 +45,7 @@ internal sealed record ImportPlan(
         }
         catch (JsonException e)
         {
-            throw new ImageImportException($"index.json of the archive is malformed: {e.Message}", e);
+            throw new ImageImportException($"index.json of the archive is malformed: {JsonErrors.Describe(e)}", e);
         }
         if (entries.Count == 0) throw new ImageImportException("index.json of the archive lists no images");
 
@@ -135,7 +135,7 @@ internal sealed record ImportPlan(
         }
         catch (JsonException e)
         {
-            throw new ImageImportException($"manifest.json of the archive is malformed (expected docker save's [{{Config, RepoTags, Layers}}]): {e.Message}", e);
+            throw new ImageImportException($"manifest.json of the archive is malformed (expected docker save's [{{Config, RepoTags, Layers}}]): {JsonErrors.Describe(e)}", e);
         }
         if (entries.Count == 0) throw new ImageImportException("manifest.json of the archive lists no images");
         var entry = entries.Count == 1

@@ -69,6 +69,17 @@ public sealed class RegistryPolicy
         return CheckHost(baseUri, $"registry {registry}");
     }
 
+    /// <summary>Why <paramref name="uri"/> may not be called at all: its host and port match no pattern, or its host is
+    /// special and not named (see <see cref="CheckHost"/>); null when it may. For a URL a user chose that must be on the
+    /// list (a webhook), where <see cref="CheckRegistry"/> is for an image's registry. <paramref name="subject"/> names
+    /// it in the answer ("webhook host X").</summary>
+    public string? CheckAllowed(Uri uri, string subject)
+    {
+        if (!_patterns.Any(p => p.Matches(Normalize(uri.IdnHost), uri.Port)))
+            return $"{subject} is not in {SettingName} ({string.Join(", ", Patterns)})";
+        return CheckHost(uri, subject);
+    }
+
     /// <summary>Why a pull may not contact the host of <paramref name="uri"/>, judged by the name or literal address
     /// alone (resolved addresses are checked at connection time); null when it may. <paramref name="subject"/> says
     /// what the host is to the pull ("registry X", "redirect from X").</summary>

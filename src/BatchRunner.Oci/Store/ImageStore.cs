@@ -199,7 +199,7 @@ public sealed partial class ImageStore : IImageStore, IDisposable
         }
         catch (JsonException e)
         {
-            throw new ImagePullException($"image {reference}: malformed manifest: {e.Message}", e);
+            throw new ImagePullException($"image {reference}: malformed manifest: {JsonErrors.Describe(e)}", e);
         }
     }
 
@@ -291,12 +291,15 @@ public sealed partial class ImageStore : IImageStore, IDisposable
                 c?.Entrypoint,
                 c?.Cmd,
                 string.IsNullOrEmpty(c?.WorkingDir) ? null : c.WorkingDir,
-                string.IsNullOrEmpty(c?.User) ? null : c.User);
+                string.IsNullOrEmpty(c?.User) ? null : c.User)
+            {
+                StopSignal = string.IsNullOrEmpty(c?.StopSignal) ? null : c.StopSignal,
+            };
             return (config, file.Rootfs?.DiffIds ?? []);
         }
         catch (JsonException e)
         {
-            throw new ImagePullException($"image {image}: malformed image config: {e.Message}", e);
+            throw new ImagePullException($"image {image}: malformed image config: {JsonErrors.Describe(e)}", e);
         }
     }
 
@@ -537,7 +540,7 @@ public sealed partial class ImageStore : IImageStore, IDisposable
     internal sealed record Index(IReadOnlyList<Descriptor> Manifests);
     internal sealed record Manifest(Descriptor? Config, IReadOnlyList<Descriptor>? Layers);
     internal sealed record ConfigFile(ContainerConfig? Config, RootFs? Rootfs);
-    internal sealed record ContainerConfig(List<string>? Env, List<string>? Entrypoint, List<string>? Cmd, string? WorkingDir, string? User);
+    internal sealed record ContainerConfig(List<string>? Env, List<string>? Entrypoint, List<string>? Cmd, string? WorkingDir, string? User, string? StopSignal = null);
     internal sealed record RootFs([property: JsonPropertyName("diff_ids")] List<string>? DiffIds);
 
     [LoggerMessage(EventId = 4201, Level = LogLevel.Information, Message = "Prepared image {Image} ({Digest}, {LayerCount} layers) in {ElapsedMs} ms")]

@@ -12,7 +12,7 @@ public static class DiskRequests
     {
         var bytes = spec.Resources.DiskBytes > 0 ? spec.Resources.DiskBytes : disk.DefaultBytes();
         if (disk.MaxBytes() is { } max && bytes > max)
-            return (spec, $"{Quantity.FormatApproximate(bytes)} disk requested; the most a job may have is {Quantity.FormatApproximate(max)} (BatchRunner:Disk:Max)");
+            return (spec, $"{Quantity.Human(bytes)} disk requested; the most a job may have is {Quantity.Human(max)} (BatchRunner:Disk:Max)");
         return (spec with { Resources = spec.Resources with { DiskBytes = bytes } }, null);
     }
 }

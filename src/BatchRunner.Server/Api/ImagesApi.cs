@@ -31,7 +31,9 @@ public static class ImagesApi
 
     public static RouteGroupBuilder MapImagesApiV1(this IEndpointRouteBuilder app)
     {
-        var api = app.MapGroup("/api/v1/images").WithTags("Images").RequireApiKey();
+        // Admins only, listing included: the cache is shared by every tenant, and image names (a private
+        // registry's paths) are a tenant's business.
+        var api = app.MapGroup("/api/v1/images").WithTags("Images").RequireAuthorization(Auth.Policies.Admin);
         api.MapPost("/", ImportAsync).WithName("ImportImage")
             .Accepts<byte[]>("application/octet-stream", "application/x-tar", "multipart/form-data");
         api.MapGet("/", List).WithName("ListImages");

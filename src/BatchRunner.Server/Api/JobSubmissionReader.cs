@@ -11,29 +11,31 @@ using Microsoft.Net.Http.Headers;
 
 namespace BatchRunner.Server.Api;
 
-/// <summary>What <see cref="JobSubmissionReader.ReadAsync"/> made of a request: a submission, or the problem to answer.</summary>
-public sealed record SubmissionRead(JobSubmission? Submission, ValidationProblem? Invalid = null, ProblemHttpResult? Problem = null);
+/// <summary>
+/// What <see cref="JobSubmissionReader.ReadAsync"/> made of a request: the submission (what was well-formed in it) with
+/// the fields that were not (<see cref="FieldErrors"/>, to be answered together with the semantic errors), or a
+/// problem that ends the request at once (a malformed multipart body, inputs refused).
+/// </summary>
+public sealed record SubmissionRead(JobSubmission? Submission, ValidationProblem? Invalid = null, ProblemHttpResult? Problem = null)
+{
+    public IReadOnlyDictionary<string, string[]> FieldErrors { get; init; } = new Dictionary<string, string[]>();
+}
 
 /// <summary>
 /// Reads the body of <c>POST /api/v1/jobs</c>: either <c>application/json</c> (the job spec), or
 /// <c>multipart/form-data</c> with a <c>spec</c> part (the same JSON) plus input files: a part named
 /// <c>archive</c> is unpacked (zip, tar, tar.gz, tar.xz, 7z), any other file part is stored as it is,
-/// under its file name. Inputs are staged before the job exists and packed into this node's inputs store by
-/// <see cref="PackInputsAsync"/> before it is stored; a refused submission leaves nothing behind.
-/// Then the spec is checked against this node's CPUs (cpuset); network modes, capabilities and datasets are
-/// checked against the live nodes' published policies (Scheduling/NodeFit).
+/// under its file name. Inputs are staged before the job exists, listed (<see cref="StagedInputsAsync"/>) and packed
+/// into this node's inputs store (<see cref="PackInputsAsync"/>) before it is stored; a refused submission leaves
+/// nothing behind. The spec is read by <see cref="SubmissionShape"/>: every unknown or ill-typed field is named, in the
+/// API's terms. This node's CPUs (cpuset) are checked here (<see cref="NodeHardwareErrors"/>); network modes,
+/// capabilities and datasets against the live nodes' published policies (Scheduling/NodeFit).
 /// </summary>
 public static class JobSubmissionReader
 {
     public const string SpecPart = "spec";
     public const string ArchivePart = "archive";
     private const string StagedKey = "BatchRunner.StagedInputs";
-
-    private static readonly JsonSerializerOptions SubmissionJson = new(JsonSerializerDefaults.Web)
-    {
-        // A misspelt field ("memroy") must be an error, not a silently ignored setting.
-        UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow,
-    };
 
     public static async Task<SubmissionRead> ReadAsync(HttpRequest request, CancellationToken ct)
     {
@@ -43,12 +45,17 @@ public static class JobSubmissionReader
             && mt.MediaType.Equals("multipart/form-data", StringComparison.OrdinalIgnoreCase))
             read = await ReadMultipartAsync(request, mt, options, ct);
         else
-            read = await ReadJsonAsync(request.Body, "body", ct);
-        if (read.Submission is null) return read;
+            read = await ReadJsonAsync(request.Body, "body", request.ContentLength, ct);
+        return read;
+    }
 
-        var hardware = NodeHardwareErrors(read.Submission);
-        return hardware.Count == 0 ? read
-            : new SubmissionRead(null, TypedResults.ValidationProblem(hardware, title: "The job asks for what this node does not have"));
+    /// <summary>The staged inputs (path, size, sha256 of each regular file), as the job lists them; empty without inputs.
+    /// Reads every byte once more: the price of a listing the user can check their data against.</summary>
+    public static async Task<IReadOnlyList<OutputFile>> StagedInputsAsync(HttpRequest request, CancellationToken ct)
+    {
+        if (request.HttpContext.Items[StagedKey] is not InputFiles staged || staged.IsEmpty) return [];
+        var max = request.HttpContext.RequestServices.GetRequiredService<IOptions<BatchRunnerOptions>>().Value.Isolation.MaxInputEntries;
+        return await OutputScanner.ScanAsync(staged.Dir, ct, max);
     }
 
     /// <summary>
@@ -62,19 +69,15 @@ public static class JobSubmissionReader
         return await request.HttpContext.RequestServices.GetRequiredService<InputsStore>().PackAsync(staged.Dir, ct);
     }
 
-    private static async Task<SubmissionRead> ReadJsonAsync(Stream body, string field, CancellationToken ct)
+    // At most JsonBody.MaxBytes (1 MiB; 413 beyond). A misspelt field ("memroy") is an error, not a silently ignored
+    // setting; every one is named, with what was wrong.
+    private static async Task<SubmissionRead> ReadJsonAsync(Stream body, string field, long? declaredLength, CancellationToken ct)
     {
-        try
-        {
-            return new SubmissionRead(await JsonSerializer.DeserializeAsync<JobSubmission>(body, SubmissionJson, ct));
-        }
-        catch (JsonException e)
-        {
-            var path = string.IsNullOrEmpty(e.Path) || e.Path == "$" ? field : e.Path.TrimStart('$', '.');
-            return new SubmissionRead(null, TypedResults.ValidationProblem(
-                new Dictionary<string, string[]> { [path] = [JsonErrorMessage(e)] },
-                title: "The job spec is not valid JSON of the expected shape"));
-        }
+        var read = await JsonBody.ReadDocumentAsync(body, field, declaredLength, ct);
+        if (read.Document is null) return new SubmissionRead(null, read.Invalid, read.TooLarge);
+        using var doc = read.Document;
+        var (submission, errors) = SubmissionShape.Read(doc.RootElement, field);
+        return new SubmissionRead(submission) { FieldErrors = errors };
     }
 
     private static async Task<SubmissionRead> ReadMultipartAsync(HttpRequest request, MediaTypeHeaderValue mt, BatchRunnerOptions options, CancellationToken ct)
@@ -92,6 +95,7 @@ public static class JobSubmissionReader
         request.HttpContext.Items[StagedKey] = staged;
 
         JobSubmission? submission = null;
+        IReadOnlyDictionary<string, string[]> specErrors = new Dictionary<string, string[]>();
         var sawSpec = false;
         var reader = new MultipartReader(boundary, request.Body) { BodyLengthLimit = iso.MaxInputBytes + (16L << 20) };
         try
@@ -107,9 +111,11 @@ public static class JobSubmissionReader
                 {
                     if (sawSpec) return Invalid(SpecPart, "only one spec part is allowed");
                     sawSpec = true;
-                    var read = await ReadJsonAsync(section.Body, SpecPart, ct);
-                    if (read.Submission is null) return read;
+                    // The spec part has the JSON body's limit, whatever the inputs' size.
+                    var read = await ReadJsonAsync(section.Body, SpecPart, declaredLength: null, ct);
+                    if (read.Invalid is not null || read.Problem is not null) return read;
                     submission = read.Submission;
+                    specErrors = read.FieldErrors;
                 }
                 else if (string.IsNullOrEmpty(fileName))
                     return Invalid(name, $"part \"{name}\" is neither the spec nor a file (it has no file name)");
@@ -131,8 +137,8 @@ public static class JobSubmissionReader
             staged.Dispose();
             return Invalid("body", $"malformed multipart body: {e.Message}");
         }
-        if (!sawSpec || submission is null) return Invalid(SpecPart, "a multipart submission needs a \"spec\" part holding the job spec as JSON");
-        return new SubmissionRead(submission);
+        if (!sawSpec) return Invalid(SpecPart, "a multipart submission needs a \"spec\" part holding the job spec as JSON");
+        return new SubmissionRead(submission) { FieldErrors = specErrors };
     }
 
     /// <summary>What the submission asks for that this node's hardware cannot give (field → messages). Network modes,
@@ -163,12 +169,4 @@ public static class JobSubmissionReader
 
     private static SubmissionRead Invalid(string field, string message, string title = "The job submission is invalid") =>
         new(null, TypedResults.ValidationProblem(new Dictionary<string, string[]> { [field] = [message] }, title: title));
-
-    private static string JsonErrorMessage(JsonException e)
-    {
-        var m = e.Message;
-        // System.Text.Json appends "Path: ... | LineNumber: ..." — the field is reported separately.
-        var cut = m.IndexOf(" Path:", StringComparison.Ordinal);
-        return cut > 0 ? m[..cut] : m;
-    }
 }

@@ -2,8 +2,10 @@ using System.Text.Json;
 using System.Text.Json.Serialization;
 using BatchRunner.Core;
 using BatchRunner.Oci;
+using BatchRunner.Server.Auth;
 using BatchRunner.Server.Hosting;
 using BatchRunner.Server.Nodes;
+using BatchRunner.Server.Notifications;
 using BatchRunner.Server.Observability;
 using BatchRunner.Server.Scheduling;
 using BatchRunner.Server.Storage;
@@ -20,114 +22,185 @@ public static class JobsApi
 
     public static RouteGroupBuilder MapJobsApiV1(this IEndpointRouteBuilder app)
     {
-        var api = app.MapGroup("/api/v1/jobs").WithTags("Jobs").RequireApiKey();
-        api.MapPost("/", SubmitAsync).WithName("SubmitJob").Accepts<JobSubmission>("application/json", "multipart/form-data");
-        api.MapGet("/", ListAsync).WithName("ListJobs");
-        api.MapGet("/{id}", GetAsync).WithName("GetJob");
-        api.MapPost("/{id}/cancel", CancelAsync).WithName("CancelJob");
-        api.MapDelete("/{id}", DeleteAsync).WithName("DeleteJob");
-        api.MapGet("/{id}/logs", LogsAsync).WithName("GetJobLogs");
-        api.MapGet("/{id}/outputs", ListOutputsAsync).WithName("ListJobOutputs");
-        api.MapGet("/{id}/outputs/{**path}", GetOutputAsync).WithName("GetJobOutput");
+        // Every endpoint declares who may call it; jobs are then looked up within the caller's tenant only.
+        var api = app.MapGroup("/api/v1/jobs").WithTags("Jobs");
+        api.MapPost("/", SubmitAsync).WithName("SubmitJob").Accepts<JobSubmission>("application/json", "multipart/form-data")
+            .RequireAuthorization(Policies.Submit);
+        api.MapGet("/", ListAsync).WithName("ListJobs").RequireAuthorization(Policies.Read);
+        api.MapGet("/{id}", GetAsync).WithName("GetJob").RequireAuthorization(Policies.Read);
+        api.MapPost("/{id}/cancel", CancelAsync).WithName("CancelJob").RequireAuthorization(Policies.Submit);
+        api.MapPost("/{id}/rerun", JobRerun.RerunAsync).WithName("RerunJob").RequireAuthorization(Policies.Submit);
+        api.MapDelete("/{id}", DeleteAsync).WithName("DeleteJob").RequireAuthorization(Policies.Submit);
+        api.MapGet("/{id}/logs", LogsAsync).WithName("GetJobLogs").RequireAuthorization(Policies.Read);
+        api.MapGet("/{id}/outputs", ListOutputsAsync).WithName("ListJobOutputs").RequireAuthorization(Policies.Read);
+        api.MapGet("/{id}/outputs/{**path}", GetOutputAsync).WithName("GetJobOutput").RequireAuthorization(Policies.Read);
+        api.MapGet("/{id}/" + OutputArchiveResult.ZipName, (string id, HttpContext http, JobStore store, DataPaths paths, NodeIdentity node, CancellationToken ct) =>
+                ServeOutputArchiveAsync(id, OutputArchiveResult.Format.Zip, Caller.Of(http).Scope, store, paths, node, ct))
+            .WithName("GetJobOutputsZip").RequireAuthorization(Policies.Read);
+        api.MapGet("/{id}/" + OutputArchiveResult.TarGzName, (string id, HttpContext http, JobStore store, DataPaths paths, NodeIdentity node, CancellationToken ct) =>
+                ServeOutputArchiveAsync(id, OutputArchiveResult.Format.TarGz, Caller.Of(http).Scope, store, paths, node, ct))
+            .WithName("GetJobOutputsTarGz").RequireAuthorization(Policies.Read);
         return api;
     }
 
     public const string IdempotencyKeyHeader = "Idempotency-Key";
 
     public static async Task<Results<Created<JobDto>, Ok<JobDto>, ValidationProblem, ProblemHttpResult>> SubmitAsync(
-        HttpRequest request, JobStore store, LiveNodes liveNodes, JobQueue queue, NodeIdentity node, NodeAddress address,
-        IOptions<BatchRunnerOptions> options, CancellationToken ct)
+        HttpRequest request, JobStore store, JobSecretStore secrets, LiveNodes liveNodes, JobQueue queue, WebhookPolicy webhooks,
+        NodeIdentity node, NodeAddress address, IOptions<BatchRunnerOptions> options, CancellationToken ct)
     {
+        var caller = Caller.Of(request.HttpContext);
         // JSON, or multipart with a spec part and input files (staged, not yet the job's).
         var read = await JobSubmissionReader.ReadAsync(request, ct);
         if (read.Invalid is { } invalid) return invalid;
         if (read.Problem is { } problem) return problem;
         JobSubmission? submission = read.Submission;
 
-        var result = JobSpecValidator.Validate(submission);
-        var errors = result.Errors.ToDictionary(e => e.Key, e => e.Value);
-        if (!string.IsNullOrWhiteSpace(submission?.Image) && !ImageReference.TryParse(submission.Image, out _, out var refError))
-            errors["image"] = [refError ?? "invalid image reference"];
-        if (result.Spec?.Logs.MaxBytes is { } logCap && logCap > options.Value.MaxLogBytesValue())
-            errors["logs.maxBytes"] = [$"logs.maxBytes ({Quantity.FormatBytes(logCap)}) must not exceed this node's MaxLogBytes ({Quantity.FormatBytes(options.Value.MaxLogBytesValue())})"];
-        var queueName = submission?.Queue ?? JobDefaults.Queue;
-        if (!errors.ContainsKey("queue") && !options.Value.Queues.Contains(queueName))
-            errors["queue"] = [$"unknown queue \"{queueName}\"; configured queues: {string.Join(", ", options.Value.Queues)}"];
+        // Every error at once: the document's shape, the spec's meaning, this node's policy, the server's settings.
+        var errors = new FieldErrors().Add(read.FieldErrors);
+        var result = submission is null ? null : JobSpecValidator.Validate(submission);
+        if (result is not null) errors.Add(result.Errors);
+        if (submission is not null)
+        {
+            // This node's CPUs (cpuset); network modes, capabilities and datasets are checked below, against the
+            // policies the live nodes publish (Scheduling/NodeFit), not this API node's settings.
+            errors.Add(JobSubmissionReader.NodeHardwareErrors(submission));
+            if (!string.IsNullOrWhiteSpace(submission.Image) && !ImageReference.TryParse(submission.Image, out _, out var refError))
+                errors.Add("image", refError ?? "invalid image reference");
+            var queueName = submission.Queue ?? JobDefaults.Queue;
+            if (!errors.Has("queue") && !options.Value.Queues.Contains(queueName))
+                errors.Add("queue", $"unknown queue \"{queueName}\"; configured queues: {string.Join(", ", options.Value.Queues)}");
+        }
+        if (submission?.StopGraceSeconds > options.Value.MaxStopGraceSeconds && !errors.Has("stopGraceSeconds"))
+            errors.Add("stopGraceSeconds", $"stopGraceSeconds must be at most {options.Value.MaxStopGraceSeconds} on this cluster (MaxStopGraceSeconds)");
+        if (result?.Spec?.Logs.MaxBytes is { } logCap && logCap > options.Value.MaxLogBytesValue())
+            errors.Add("logs.maxBytes", $"logs.maxBytes ({Quantity.Human(logCap)}) must not exceed this node's MaxLogBytes ({Quantity.Human(options.Value.MaxLogBytesValue())})");
+        foreach (var (field, message) in WebhookErrors(result?.Spec?.Notify, webhooks, options.Value.Webhooks))
+            errors.Add(field, message);
+        // resources.disk settled (this node's default when omitted) and checked against its maximum.
+        JobSpec? settled = null;
+        if (result?.Spec is { } valid)
+        {
+            (settled, var diskError) = DiskRequests.Settle(valid, options.Value.Disk);
+            if (diskError is not null) errors.Add("resources.disk", diskError);
+        }
         string? idempotencyKey = request.Headers[IdempotencyKeyHeader].FirstOrDefault();
         if (idempotencyKey is not null && (idempotencyKey.Length is 0 or > 255))
-            errors[IdempotencyKeyHeader] = ["the Idempotency-Key header must be 1-255 characters"];
-        if (errors.Count > 0)
-            return TypedResults.ValidationProblem(errors, title: "The job spec is invalid");
+            errors.Add(IdempotencyKeyHeader, "the Idempotency-Key header must be 1-255 characters");
 
-        var (spec, diskError) = DiskRequests.Settle(result.Spec!, options.Value.Disk);
-        if (diskError is not null)
-            return TypedResults.ValidationProblem(new Dictionary<string, string[]> { ["resources.disk"] = [diskError] }, title: "The job spec is invalid");
-        // A job that no live node could ever run is refused now rather than queued forever.
-        var misfit = await liveNodes.WhyNoNodeFitsAsync(spec, ct);
+        // The node's default stop grace is written into the job: what it will get is on the job, whichever node runs it.
+        var spec = settled is null ? null : settled with { StopGraceSeconds = settled.StopGraceSeconds ?? options.Value.StopGraceSeconds };
+        // A job that no live node could ever run (too large for every one, or asking for a network mode, capability or
+        // dataset none allows) is refused now rather than queued forever, in the same answer as the other errors. It
+        // needs a valid spec: with a spec that is not, those fields are checked once it is.
+        var misfit = spec is not null && !errors.Has("resources.disk") ? await liveNodes.WhyNoNodeFitsAsync(spec, ct) : new Dictionary<string, string[]>();
+        if (errors.Count > 0 || spec is null)
+            return TypedResults.ValidationProblem(errors.Add(misfit).ToDictionary(), title: "The job spec is invalid");
         if (misfit.Count > 0)
             return TypedResults.ValidationProblem(misfit, title: "No live node can run this job");
+        var jobSecrets = new JobSecrets(spec.SecretEnv, spec.Notify?.Secret);
         // The inputs travel with the job: a tar kept here under its digest, which the job's record names and the
         // node that runs the job fetches. Held until the record names it, so that no removal slips in between.
-        using var inputs = await JobSubmissionReader.PackInputsAsync(request, ct);
-        var job = new JobRecord
-        {
-            Id = Guid.CreateVersion7(),
-            Name = spec.Name,
-            Image = spec.Image,
-            Queue = spec.Queue,
-            Spec = spec,
-            State = JobState.Queued,
-            CreatedAt = DateTimeOffset.UtcNow,
-            Inputs = inputs is null ? null : new JobInputs(inputs.Digest, inputs.Bytes, node.Name, address.Url),
-        };
+        using var packed = await JobSubmissionReader.PackInputsAsync(request, ct);
+        var inputsTar = packed is null ? null : new InputsTar(packed.Digest, packed.Bytes, node.Name, address.Url);
+        var job = NewJob(spec, await JobSubmissionReader.StagedInputsAsync(request, ct), inputsTar, caller, jobSecrets.IsEmpty ? null : secrets.Protect(jobSecrets));
+        // The stored spec (secret names included, secret values never) identifies the request; the secret values
+        // are compared by decrypting the first job's, so no hash of a secret is ever stored.
         var requestHash = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(JsonSerializer.SerializeToUtf8Bytes(spec, JobStore.Json)));
         var (id, created, sameRequest) = await store.InsertAsync(job, idempotencyKey, requestHash, ct);
         if (!created)
         {
+            if (sameRequest && !jobSecrets.SameAs(await secrets.GetAsync(id, ct))) sameRequest = false;
             if (!sameRequest)
                 return TypedResults.Problem(statusCode: StatusCodes.Status409Conflict, title: "Idempotency-Key reused",
                     detail: $"the Idempotency-Key \"{idempotencyKey}\" was used for a different job spec (job {id})");
-            var existing = await store.GetAsync(id, ct);
-            return TypedResults.Ok(JobDto.From(existing!));
+            var existing = await store.GetAsync(id, caller.Tenant, ct);
+            return TypedResults.Ok(JobDto.From(existing!).WithInputs(existing!));
         }
+        return await EnqueueAsync(job, queue);
+    }
+
+    /// <summary>A new queued job of <paramref name="spec"/>, given <paramref name="inputs"/> (packed in <paramref name="inputsTar"/>), owned by the tenant of
+    /// <paramref name="caller"/>, with its secrets already encrypted (<paramref name="protectedSecrets"/>).</summary>
+    internal static JobRecord NewJob(JobSpec spec, IReadOnlyList<OutputFile> inputs, InputsTar? inputsTar, Caller caller, byte[]? protectedSecrets, Guid? rerunOf = null) => new()
+    {
+        Id = Guid.CreateVersion7(),
+        Name = spec.Name,
+        Image = spec.Image,
+        Queue = spec.Queue,
+        Spec = spec,
+        State = JobState.Queued,
+        CreatedAt = DateTimeOffset.UtcNow,
+        Inputs = inputs,
+        InputsTar = inputsTar,
+        RerunOf = rerunOf,
+        Tenant = caller.Tenant,
+        SubmittedBy = caller.KeyId,
+        ProtectedSecrets = protectedSecrets,
+    };
+
+    /// <summary>Queues a stored job (its inputs tar named by its record) and answers 201 with it.</summary>
+    internal static async Task<Created<JobDto>> EnqueueAsync(JobRecord job, JobQueue queue)
+    {
         // The job exists from the commit on: an outage now must not become a 503 for a job that will run anyway.
-        var hangfireId = await queue.EnqueueAcceptedAsync(job.Id, job.Name ?? job.Image, spec.Queue, EnqueueDeadline);
-        BatchRunnerMetrics.JobsSubmitted.WithLabels(spec.Queue).Inc();
-        return TypedResults.Created($"/api/v1/jobs/{job.Id}", JobDto.From(job with { HangfireJobId = hangfireId }));
+        var hangfireId = await queue.EnqueueAcceptedAsync(job.Id, job.Name ?? job.Image, job.Queue, EnqueueDeadline);
+        BatchRunnerMetrics.JobsSubmitted.WithLabels(job.Queue).Inc();
+        // What was stored, without reading it back: its webhook (if any) is waiting for the job to end.
+        var notify = job.Spec.Notify is { } n ? new NotificationRecord(n.Url, NotificationState.Waiting, 0, null, null) : null;
+        return TypedResults.Created($"/api/v1/jobs/{job.Id}", JobDto.From(job with { HangfireJobId = hangfireId, Notify = notify }).WithInputs(job));
     }
 
     /// <summary>How long a submission waits for the database to come back to enqueue a job it has already recorded.</summary>
     private static readonly TimeSpan EnqueueDeadline = TimeSpan.FromSeconds(20);
 
-    public static async Task<Results<Ok<JobListDto>, ValidationProblem>> ListAsync(
-        JobStore store, JobNodeLiveness liveness, string? state, int? limit, string? cursor, CancellationToken ct)
+    /// <summary>What the server has against a job's webhook: a host its policy refuses, or no key to sign with.</summary>
+    private static IEnumerable<(string Field, string Message)> WebhookErrors(JobNotify? notify, WebhookPolicy policy, WebhookOptions settings)
     {
-        var errors = new Dictionary<string, string[]>();
-        if (state is not null && !JobState.IsKnown(state))
-            errors["state"] = [$"unknown state \"{state}\"; one of {string.Join(", ", JobState.All)}"];
+        if (notify is null) yield break;
+        if (Uri.TryCreate(notify.Url, UriKind.Absolute, out var url) && policy.CheckUrl(url) is { } refused)
+            yield return ("notify.url", refused);
+        if (notify.Secret is null && string.IsNullOrEmpty(settings.Secret))
+            yield return ("notify.secret", "notify.secret is required: this server has no BatchRunner:Webhooks:Secret to sign the call with");
+    }
+
+    /// <summary>
+    /// Jobs, newest first, narrowed by every filter given (<see cref="JobListQuery"/>), within the caller's tenant: a user
+    /// or viewer sees its own tenant's jobs; an admin every tenant's, or one (<paramref name="tenant"/>). The default view
+    /// lists a job's fields but args and env (bounded only by the submission limit; envNames has the names);
+    /// <c>view=summary</c> also leaves out command and outputs.
+    /// </summary>
+    public static async Task<Results<Ok<JobListDto>, Ok<JobSummaryListDto>, ValidationProblem, ProblemHttpResult>> ListAsync(
+        HttpContext http, JobStore store, JobNodeLiveness liveness, string? state, int? limit, string? cursor, string? tenant,
+        string? name, string[]? label, string? since, string? until, string? queue, string? view, CancellationToken ct)
+    {
+        var caller = Caller.Of(http);
+        if (tenant is not null && !caller.IsAdmin && tenant != caller.Tenant)
+            return TypedResults.Problem(statusCode: StatusCodes.Status403Forbidden, title: "Forbidden",
+                detail: $"only admin keys list another tenant's jobs; this key's tenant is \"{caller.Tenant}\"");
+        var (filter, errors) = JobListQuery.Read(state, name, label, since, until, queue);
+        var summary = JobListQuery.Summary(view, errors);
         if (limit is < 1 or > MaxPageSize)
             errors["limit"] = [$"limit must be between 1 and {MaxPageSize}"];
         if (cursor is not null && !JobStore.TryValidateCursor(cursor))
             errors["cursor"] = ["invalid cursor: pass the nextCursor of a previous page"];
-        if (errors.Count > 0) return TypedResults.ValidationProblem(errors);
+        if (errors.Count > 0 || filter is null || summary is null) return TypedResults.ValidationProblem(errors, title: "The list query is invalid");
 
-        var (items, next) = await store.ListAsync(state, limit ?? DefaultPageSize, cursor, ct);
+        var (items, next) = await store.ListAsync(filter with { Tenant = tenant ?? caller.Scope }, limit ?? DefaultPageSize, cursor, summary.Value, ct);
         var alive = await liveness.GetAsync(items.Select(j => j.Id).ToList(), ct);
-        return TypedResults.Ok(new JobListDto(items.Select(j => JobDto.From(j).WithNodeAlive(alive)).ToList(), next));
+        var jobs = items.Select(j => JobDto.From(j).WithNodeAlive(alive)).ToList();
+        return summary.Value
+            ? TypedResults.Ok(new JobSummaryListDto(jobs.Select(JobSummaryDto.From).ToList(), next))
+            : TypedResults.Ok(new JobListDto(jobs, next));
     }
 
-    public static async Task<Results<Ok<JobDto>, ProblemHttpResult>> GetAsync(string id, JobStore store, JobNodeLiveness liveness, CancellationToken ct)
-    {
-        var job = await FindAsync(id, store, ct);
-        if (job is null) return NotFound(id);
-        return TypedResults.Ok(JobDto.From(job).WithAttempts(await store.GetAttemptsAsync(job.Id, ct)).WithNodeAlive(await liveness.GetAsync([job.Id], ct)));
-    }
+    public static async Task<Results<Ok<JobDto>, ProblemHttpResult>> GetAsync(string id, HttpContext http, JobDocuments documents, CancellationToken ct) =>
+        Guid.TryParse(id, out var jobId) && await documents.GetAsync(jobId, Caller.Of(http).Scope, ct) is { } job ? TypedResults.Ok(job) : NotFound(id);
 
     public static async Task<Results<Accepted<JobDto>, ProblemHttpResult>> CancelAsync(
-        string id, JobStore store, JobNodeLiveness liveness, JobQueue queue, CancellationToken ct)
+        string id, HttpContext http, JobStore store, JobNodeLiveness liveness, JobQueue queue, CancellationToken ct)
     {
         if (!Guid.TryParse(id, out var jobId)) return NotFound(id);
-        var (result, hangfireId) = await store.RequestCancelAsync(jobId, ct);
+        var (result, hangfireId) = await store.RequestCancelAsync(jobId, Caller.Of(http).Scope, ct);
         switch (result)
         {
             case JobStore.CancelResult.NotFound:
@@ -154,13 +227,14 @@ public static class JobsApi
     /// (logs, outputs, inputs) on every node that holds some. The record goes first, in the same transaction that
     /// records which nodes owe a removal; this node removes its own files at once and asks the others to remove
     /// theirs. A node that cannot be reached removes them when it next sweeps (at start, then every
-    /// Retention:SweepSeconds), so 204 means the job is gone and its files are going.
+    /// Retention:SweepSeconds), so 204 means the job is gone and its files are going. Only a job of the caller's
+    /// tenant is found (another tenant's job is 404, as for every job endpoint).
     /// </summary>
     public static async Task<Results<NoContent, ProblemHttpResult>> DeleteAsync(
-        string id, JobStore store, JobQueue queue, JobFiles files, NodeIdentity node, NodeClient nodes, ILogger<NodeClient> log, CancellationToken ct)
+        string id, HttpContext http, JobStore store, JobQueue queue, JobFiles files, NodeIdentity node, NodeClient nodes, ILogger<NodeClient> log, CancellationToken ct)
     {
         if (!Guid.TryParse(id, out var jobId)) return NotFound(id);
-        var (result, deleted) = await store.DeleteFinishedAsync(jobId, ct);
+        var (result, deleted) = await store.DeleteFinishedAsync(jobId, Caller.Of(http).Scope, ct);
         switch (result)
         {
             case JobStore.DeleteResult.NotFound:
@@ -179,21 +253,22 @@ public static class JobsApi
         return TypedResults.NoContent();
     }
 
-    public static async Task<Results<Ok<IReadOnlyList<OutputDto>>, ProblemHttpResult>> ListOutputsAsync(string id, JobStore store, CancellationToken ct)
+    public static async Task<Results<Ok<IReadOnlyList<OutputDto>>, ProblemHttpResult>> ListOutputsAsync(string id, HttpContext http, JobStore store, CancellationToken ct)
     {
-        var job = await FindAsync(id, store, ct);
+        var job = await FindAsync(id, Caller.Of(http).Scope, store, ct);
         if (job is null) return NotFound(id);
         return TypedResults.Ok<IReadOnlyList<OutputDto>>(job.Outputs.Select(o => new OutputDto(o.Path, o.Size, o.Sha256)).ToList());
     }
 
-    public static Task<IResult> GetOutputAsync(string id, string path, JobStore store, DataPaths paths, NodeIdentity node, CancellationToken ct) =>
-        ServeOutputAsync(id, path, store, paths, node, ct);
+    public static Task<IResult> GetOutputAsync(string id, string path, HttpContext http, JobStore store, DataPaths paths, NodeIdentity node, CancellationToken ct) =>
+        ServeOutputAsync(id, path, Caller.Of(http).Scope, store, paths, node, ct);
 
     /// <summary>An output file of the job: from this node's data directory, or (with <paramref name="forwardFrom"/>,
-    /// the public API) forwarded to the node that ran the job. The node endpoint passes null: it never forwards.</summary>
-    internal static async Task<IResult> ServeOutputAsync(string id, string path, JobStore store, DataPaths paths, NodeIdentity? forwardFrom, CancellationToken ct)
+    /// the public API) forwarded to the node that ran the job. The node endpoint passes null: it never forwards.
+    /// Only a job of tenant <paramref name="scope"/> (null: any) is found; the API node checks before it forwards.</summary>
+    internal static async Task<IResult> ServeOutputAsync(string id, string path, string? scope, JobStore store, DataPaths paths, NodeIdentity? forwardFrom, CancellationToken ct)
     {
-        var job = await FindAsync(id, store, ct);
+        var job = await FindAsync(id, scope, store, ct);
         if (job is null) return NotFound(id);
         if (forwardFrom is not null && NodeFilesApi.RanElsewhere(job, forwardFrom))
             return new ForwardToNodeResult(job.Node!, $"{NodeFilesApi.Prefix}/{job.Id}/outputs/{Uri.EscapeDataString(path).Replace("%2F", "/")}");
@@ -211,22 +286,51 @@ public static class JobsApi
             lastModified: File.GetLastWriteTimeUtc(stream.SafeFileHandle), enableRangeProcessing: true);
     }
 
+    /// <summary>Every output file of the job in one archive (<see cref="OutputArchiveResult"/>): from this node's data
+    /// directory, or (with <paramref name="forwardFrom"/>) forwarded to the node that ran the job. Only a job of tenant
+    /// <paramref name="scope"/> (null: any) is found; the API node checks before it forwards.</summary>
+    internal static async Task<IResult> ServeOutputArchiveAsync(string id, OutputArchiveResult.Format format, string? scope, JobStore store, DataPaths paths,
+        NodeIdentity? forwardFrom, CancellationToken ct)
+    {
+        var job = await FindAsync(id, scope, store, ct);
+        if (job is null) return NotFound(id);
+        var name = format == OutputArchiveResult.Format.Zip ? OutputArchiveResult.ZipName : OutputArchiveResult.TarGzName;
+        if (forwardFrom is not null && NodeFilesApi.RanElsewhere(job, forwardFrom))
+            return new ForwardToNodeResult(job.Node!, $"{NodeFilesApi.Prefix}/{job.Id}/{name}");
+        if (!JobState.IsFinal(job.State))
+            return TypedResults.Problem(statusCode: StatusCodes.Status409Conflict, title: "The job has not ended",
+                detail: $"job {id} is {job.State}: its outputs are listed, and can be downloaded, once it ends");
+        // Checked before the first byte goes out: once the archive streams, its status can no longer say a file is gone.
+        var outputs = paths.Outputs(job.Id);
+        if (job.Outputs.FirstOrDefault(o => !Servable(outputs, o.Path)) is { } missing)
+            return TypedResults.Problem(statusCode: 404, title: "No such output", detail: $"output \"{missing.Path}\" of job {id} is no longer on node {job.Node}");
+        return new OutputArchiveResult(job.Id, outputs, job.Outputs, format);
+    }
+
+    /// <summary>Whether the output can be opened as it is served (<see cref="OutputScanner.OpenOutput"/>).</summary>
+    private static bool Servable(string outputsDir, string path)
+    {
+        using var stream = OutputScanner.OpenOutput(outputsDir, path);
+        return stream is not null;
+    }
+
     public static Task<IResult> LogsAsync(
         string id, string? stream, bool? follow, bool? timestamps, bool? status, HttpContext http, JobStore store, DataPaths paths, NodeIdentity node, CancellationToken ct) =>
-        ServeLogsAsync(id, stream, follow, timestamps, status, http.Request.QueryString.Value ?? "", store, paths, node, ct);
+        ServeLogsAsync(id, stream, follow, timestamps, status, http.Request.QueryString.Value ?? "", Caller.Of(http).Scope, store, paths, node, ct);
 
     private static readonly TimeSpan PlacementPollInterval = TimeSpan.FromMilliseconds(200);
 
     /// <summary>The job's logs: from this node's data directory, or (with <paramref name="forwardFrom"/>)
-    /// forwarded, query included, to the node that ran the job.</summary>
+    /// forwarded, query included, to the node that ran the job. Only a job of tenant <paramref name="scope"/> (null:
+    /// any) is found; the API node checks before it forwards.</summary>
     internal static async Task<IResult> ServeLogsAsync(
-        string id, string? stream, bool? follow, bool? timestamps, bool? status, string query, JobStore store, DataPaths paths, NodeIdentity? forwardFrom, CancellationToken ct)
+        string id, string? stream, bool? follow, bool? timestamps, bool? status, string query, string? scope, JobStore store, DataPaths paths, NodeIdentity? forwardFrom, CancellationToken ct)
     {
         if (stream is not (null or "all" or "stdout" or "stderr" or "combined"))
             return TypedResults.ValidationProblem(new Dictionary<string, string[]> { ["stream"] = ["stream must be stdout, stderr or combined (omit it for stdout then stderr)"] });
         if (timestamps == true && stream is null or "all")
             return TypedResults.ValidationProblem(new Dictionary<string, string[]> { ["timestamps"] = ["timestamps need stream=stdout, stderr or combined"] });
-        var job = await FindAsync(id, store, ct);
+        var job = await FindAsync(id, scope, store, ct);
         if (job is null) return NotFound(id);
         // A follower of a job no node has taken yet waits until one has: its logs will be there, not here.
         while (follow == true && forwardFrom is not null && job is { Node: null } && !JobState.IsFinal(job.State))
@@ -244,8 +348,10 @@ public static class JobsApi
         return new LogStreamResult(job, new LogRequest(streams, ordered, follow == true, timestamps == true, status == true), store);
     }
 
-    private static async Task<JobRecord?> FindAsync(string id, JobStore store, CancellationToken ct) =>
-        Guid.TryParse(id, out var jobId) ? await store.GetAsync(jobId, ct) : null;
+    /// <summary>The job, when it is one <paramref name="scope"/> may see: another tenant's job is not found (404, like a
+    /// job that does not exist: a 403 would tell that it does).</summary>
+    private static async Task<JobRecord?> FindAsync(string id, string? scope, JobStore store, CancellationToken ct) =>
+        Guid.TryParse(id, out var jobId) ? await store.GetAsync(jobId, scope, ct) : null;
 
     private static ProblemHttpResult NotFound(string id) =>
         TypedResults.Problem(statusCode: StatusCodes.Status404NotFound, title: "Job not found", detail: $"no job with id \"{id}\"");

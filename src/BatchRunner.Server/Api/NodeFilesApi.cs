@@ -34,9 +34,16 @@ public static partial class NodeFilesApi
                 detail: $"node-to-node endpoint: {Describe(check)}");
         });
         api.MapGet("/{id}/logs", (string id, string? stream, bool? follow, bool? timestamps, bool? status, JobStore store, DataPaths paths, CancellationToken ct) =>
-            JobsApi.ServeLogsAsync(id, stream, follow, timestamps, status, "", store, paths, forwardFrom: null, ct));
+            JobsApi.ServeLogsAsync(id, stream, follow, timestamps, status, "", scope: null, store, paths, forwardFrom: null, ct));
         api.MapGet("/{id}/outputs/{**path}", (string id, string path, JobStore store, DataPaths paths, CancellationToken ct) =>
-            JobsApi.ServeOutputAsync(id, path, store, paths, forwardFrom: null, ct));
+            JobsApi.ServeOutputAsync(id, path, scope: null, store, paths, forwardFrom: null, ct));
+        api.MapGet("/{id}/" + OutputArchiveResult.ZipName, (string id, JobStore store, DataPaths paths, CancellationToken ct) =>
+            JobsApi.ServeOutputArchiveAsync(id, OutputArchiveResult.Format.Zip, scope: null, store, paths, forwardFrom: null, ct));
+        api.MapGet("/{id}/" + OutputArchiveResult.TarGzName, (string id, JobStore store, DataPaths paths, CancellationToken ct) =>
+            JobsApi.ServeOutputArchiveAsync(id, OutputArchiveResult.Format.TarGz, scope: null, store, paths, forwardFrom: null, ct));
+        // The node that runs a job fetches its inputs tar here; the node that took a deleted job's files removes them.
+        // Signed node-to-node calls, for any tenant's job (scope null, as for logs and outputs above): the public API
+        // checked the caller's tenant before it deleted the record or queued the job.
         api.MapGet("/{id}/inputs", ServeInputsAsync);
         api.MapDelete("/{id}/files", RemoveFilesAsync);
         return app;
@@ -53,8 +60,8 @@ public static partial class NodeFilesApi
     /// <summary>The job's inputs tar, if this node took them (the node that runs the job checks its digest).</summary>
     private static async Task<IResult> ServeInputsAsync(string id, JobStore store, InputsStore inputs, CancellationToken ct)
     {
-        var job = Guid.TryParse(id, out var jobId) ? await store.GetAsync(jobId, ct) : null;
-        if (job?.Inputs is not { } i)
+        var job = Guid.TryParse(id, out var jobId) ? await store.GetAsync(jobId, tenant: null, ct) : null;
+        if (job?.InputsTar is not { } i)
             return TypedResults.Problem(statusCode: 404, title: "No inputs", detail: $"job {id} does not exist or has no inputs");
         if (inputs.PathOf(i.Digest) is not { } path)
             return TypedResults.Problem(statusCode: 404, title: "Inputs not here", detail: $"this node does not hold the inputs {i.Digest} of job {id}");

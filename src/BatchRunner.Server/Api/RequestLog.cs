@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using BatchRunner.Server.Auth;
 using Microsoft.AspNetCore.Diagnostics;
 
 namespace BatchRunner.Server.Api;
@@ -14,14 +15,15 @@ namespace BatchRunner.Server.Api;
 /// what a client put in a path (ids, file names, stray bytes) never reaches the operator's log. A request
 /// that matched no endpoint (the Hangfire dashboard is middleware, a scanner's probe) is shown by its first
 /// path segment only, reduced to safe characters (<c>/hangfire/*</c>). The key id is <c>-</c> when no key
-/// was presented or accepted; today's single API key is <see cref="BootstrapKeyId"/>, node-to-node calls are
-/// <see cref="NodeKeyId"/> (issue 18 gives keys ids of their own: they go through <see cref="SetKeyId"/>).
+/// was presented or accepted; the id of the API key that authenticated the request (<see cref="Caller.KeyId"/>:
+/// <see cref="BootstrapKeyId"/> for the configured key, a key's uuid otherwise); <see cref="NodeKeyId"/> for
+/// node-to-node calls (<see cref="SetKeyId"/>).
 /// Silence it with <c>Logging:LogLevel:BatchRunner.Requests=Warning</c>.
 /// </remarks>
 public static partial class RequestLog
 {
     public const string Category = "BatchRunner.Requests";
-    public const string BootstrapKeyId = "bootstrap";
+    public const string BootstrapKeyId = BootstrapKey.KeyId;
     public const string NodeKeyId = "node";
     private const int MaxSegmentChars = 40;
 
@@ -47,12 +49,12 @@ public static partial class RequestLog
                 var endpoint = ctx.GetEndpoint() ?? ctx.Features.Get<IExceptionHandlerFeature>()?.Endpoint;
                 var route = (endpoint as RouteEndpoint)?.RoutePattern.RawText is { } raw ? "/" + raw.Trim('/') : Unrouted(ctx.Request.Path);
                 LogRequest(log, ctx.Request.Method, route, ctx.Response.StatusCode, Stopwatch.GetElapsedTime(started).TotalMilliseconds,
-                    ctx.Features.Get<KeyIdFeature>()?.KeyId ?? "-");
+                    ctx.Features.Get<KeyIdFeature>()?.KeyId ?? Caller.From(ctx.User)?.KeyId ?? "-");
             }
         });
     }
 
-    /// <summary>Records which key authenticated the request (the authentication filters call this).</summary>
+    /// <summary>Records who a request that is not authenticated with an API key came from (node-to-node calls).</summary>
     public static void SetKeyId(HttpContext ctx, string keyId) => ctx.Features.Set(new KeyIdFeature(keyId));
 
     /// <summary>"/hangfire/*" for "/hangfire/jobs/details/7": the first segment, reduced to safe characters.</summary>

@@ -1,4 +1,4 @@
-using BatchRunner.Server.Api;
+using BatchRunner.Server.Auth;
 using Hangfire;
 using Hangfire.Dashboard;
 
@@ -10,7 +10,8 @@ namespace BatchRunner.Server.Dashboard;
 /// usage, outputs) and the last lines of its logs (<see cref="JobDetails"/>); a "BatchRunner nodes" page
 /// lists the node records with their capacity and allocation, and the worker processes (<see cref="NodesPage"/>).
 /// Every page reads what it shows from Storage; none writes.
-/// Protected by the API key (<see cref="DashboardApiKeyFilter"/>: Bearer, or Basic with the key as password).
+/// For admins only (<see cref="DashboardAdminFilter"/>: Bearer, or Basic with an admin key as password); its
+/// POSTs need the anti-forgery token of its pages.
 /// </summary>
 /// <remarks>
 /// Hangfire's renderers, routes and navigation items are process-wide statics: they are registered once
@@ -29,7 +30,7 @@ public static class DashboardSetup
         RegisterExtensionsOnce();
         app.UseHangfireDashboard(PathMatch, new DashboardOptions
         {
-            Authorization = [new DashboardApiKeyFilter(app.Services.GetRequiredService<ApiKey>())],
+            Authorization = [new DashboardAdminFilter()],
             DashboardTitle = "BatchRunner",
             DisplayStorageConnectionString = false,
         });
@@ -51,23 +52,4 @@ public static class DashboardSetup
 
     private static readonly DashboardMetric ServersMetric = new("batchrunner:servers", "Worker processes",
         page => new Metric(page.Statistics.Servers) { Style = page.Statistics.Servers == 0 ? MetricStyle.Danger : MetricStyle.Default });
-}
-
-/// <summary>
-/// The Hangfire dashboard shows job specs and logs, and can delete jobs: it takes the API key, as a
-/// bearer token or as the password of HTTP Basic auth (so a browser can log in with any user name).
-/// </summary>
-public sealed class DashboardApiKeyFilter(ApiKey key) : IDashboardAuthorizationFilter
-{
-    public bool Authorize(DashboardContext context)
-    {
-        var http = context.GetHttpContext();
-        if (key.IsAuthorized(http))
-        {
-            RequestLog.SetKeyId(http, RequestLog.BootstrapKeyId);
-            return true;
-        }
-        http.Response.Headers.WWWAuthenticate = "Basic realm=\"BatchRunner dashboard (password: the API key)\"";
-        return false;
-    }
 }

@@ -65,24 +65,31 @@ public static class JobDetails
         if (job.Reason is not null) state += $" {H(job.Reason)}";
         if (job.Message is not null) state += $": {H(job.Message)}";
         Row(sb, "State", state);
+        Row(sb, "Tenant / submitted by", H($"{job.Tenant} / key {job.SubmittedBy ?? "-"}"));
         Row(sb, "Image", $"<code>{H(job.Image)}</code>" + (job.ImageDigest is null ? "" : $"<br/><code>{H(job.ImageDigest)}</code>"));
         Row(sb, "Command", spec.Command is null && spec.Args is null
             ? "<em>the image's entrypoint and cmd</em>"
             : $"<code>{H(string.Join(' ', (spec.Command ?? []).Concat(spec.Args ?? []).Select(Quote)))}</code>");
+        // Plain env values are shown, as in the API; secretEnv only by name (the record never holds their values).
+        if (spec.Env.Count > 0 || spec.SecretEnvNames.Count > 0)
+            Row(sb, "Environment", string.Join("<br/>", spec.Env.OrderBy(e => e.Key, StringComparer.Ordinal).Select(e => $"<code>{H(e.Key)}={H(e.Value)}</code>")
+                .Concat(spec.SecretEnvNames.Select(n => $"<code>{H(n)}</code> <em>(secret)</em>"))));
         Row(sb, "Resources", H(string.Create(CultureInfo.InvariantCulture,
-            $"{spec.Resources.Cpus:0.###} CPUs, {Quantity.FormatBytes(spec.Resources.MemoryBytes)} memory, {spec.Resources.Pids} pids, timeout {spec.TimeoutSeconds} s")));
+            $"{Quantity.Count(spec.Resources.Cpus, "CPU")}, {Quantity.Human(spec.Resources.MemoryBytes)} memory, {spec.Resources.Pids} pids, timeout {spec.TimeoutSeconds} s")));
         Row(sb, "Queue / node / attempt", H($"{job.Queue} / {job.Node ?? "-"} / {job.Attempt}"));
         Row(sb, "Times (UTC)", H(string.Create(CultureInfo.InvariantCulture,
             $"submitted {job.CreatedAt:u}, started {job.StartedAt?.ToString("u", CultureInfo.InvariantCulture) ?? "-"}, finished {job.FinishedAt?.ToString("u", CultureInfo.InvariantCulture) ?? "-"}")));
         if (job.PullProgress is { } p)
-            Row(sb, "Image pull", H($"{Quantity.FormatBytes(p.BytesDone)} of {Quantity.FormatBytes(p.BytesTotal)}"));
+            Row(sb, "Image pull", H($"{Quantity.Human(p.BytesDone)} of {Quantity.Human(p.BytesTotal)}"));
         if (job.ExitCode is { } code) Row(sb, "Exit code", H(code));
         if (job.Usage is { } u) Row(sb, "Usage", H(UsageText(u)));
+        if (job.Notify is { } n)
+            Row(sb, "Webhook", H($"{n.State}, {n.Attempts} attempt(s)" + (n.LastError is null ? "" : $", last error: {n.LastError}")));
         if (job.Outputs.Count > 0)
         {
             var list = new StringBuilder("<ul class=\"list-unstyled\">");
             foreach (var o in job.Outputs.Take(100))
-                list.Append($"<li><code>{H(o.Path)}</code> {H(Quantity.FormatBytes(o.Size))} <small>sha256:{H(o.Sha256)}</small></li>");
+                list.Append($"<li><code>{H(o.Path)}</code> {H(Quantity.Human(o.Size))} <small>sha256:{H(o.Sha256)}</small></li>");
             if (job.Outputs.Count > 100) list.Append($"<li>… and {job.Outputs.Count - 100} more</li>");
             Row(sb, "Outputs", list.Append("</ul>").ToString());
         }
@@ -117,7 +124,7 @@ public static class JobDetails
         var ci = CultureInfo.InvariantCulture;
         if (u.CpuSeconds is { } cpu) parts.Add(string.Create(ci, $"CPU {cpu:0.###} s"));
         if (u.CpuThrottledSeconds is { } thr && thr > 0) parts.Add(string.Create(ci, $"throttled {thr:0.###} s"));
-        if (u.MaxMemoryBytes is { } max) parts.Add($"peak memory {Quantity.FormatBytes(max)}");
+        if (u.MaxMemoryBytes is { } max) parts.Add($"peak memory {Quantity.Human(max)}");
         if (u.OomKills is { } oom && oom > 0) parts.Add(string.Create(ci, $"{oom} OOM kill(s)"));
         if (u.PidsLimitHits is { } hits && hits > 0) parts.Add(string.Create(ci, $"pids limit hit {hits} times"));
         return parts.Count == 0 ? "not measured" : string.Join(", ", parts);

@@ -99,7 +99,7 @@ internal sealed class NodesPage : RazorPage
             var gpuModels = n.Capacity.GpuModels.Count == 0 ? "" : $" ({string.Join(", ", n.Capacity.GpuModels)})";
             sb.Append($"<tr><td><code>{H(n.Name)}</code></td>" +
                       $"<td>{H(n.Allocated.Cpus.ToString("0.###", ci))} / {H(n.Capacity.Cpus.ToString("0.###", ci))}</td>" +
-                      $"<td>{H(Quantity.FormatBytes(n.Allocated.MemoryBytes))} / {H(Quantity.FormatBytes(n.Capacity.MemoryBytes))}</td>" +
+                      $"<td>{H(Quantity.Human(n.Allocated.MemoryBytes))} / {H(Quantity.Human(n.Capacity.MemoryBytes))}</td>" +
                       $"<td>{H(n.Allocated.Gpus)} / {H(n.Capacity.Gpus)}{H(gpuModels)}</td></tr>");
         }
         return sb.Append("</tbody></table>").ToString();

@@ -67,6 +67,7 @@ public sealed class AttemptContext(JobRecord job, int attempt, Reservation reser
     public string? OutputsNote { get; set; }
 }
 
-/// <summary>How the container ended: its exit, what (if anything) stopped it, what it used, and the last line of
-/// stderr it wrote (sanitised; null when it wrote none or exited 0).</summary>
-public sealed record ContainerRun(ExitResult Exit, StopCause Cause, ResourceUsage Usage, string? LastStderrLine = null);
+/// <summary>How the container ended: its exit, what (if anything) stopped it and how (<paramref name="Stop"/>: the
+/// signal, the grace period, whether it had to be killed), what it used, and the last line of stderr it wrote
+/// (sanitised; null when it wrote none or exited 0).</summary>
+public sealed record ContainerRun(ExitResult Exit, StopCause Cause, ResourceUsage Usage, StopResult? Stop = null, string? LastStderrLine = null);

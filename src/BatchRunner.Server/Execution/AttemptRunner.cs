@@ -55,7 +55,7 @@ public sealed partial class AttemptRunner
             }
             result ??= context.Run is { } run
                 ? new AttemptResult.Exited(run.Exit, run.Cause, run.Usage with { DiskBytes = context.DiskUsage?.PeakUsedBytes }, context.Outputs,
-                    context.DiskUsage, context.OutputsNote, run.LastStderrLine)
+                    context.DiskUsage, context.OutputsNote, run.LastStderrLine) { Stop = run.Stop }
                 : throw new InvalidOperationException("the attempt's phases ended without running the container");
         }
         catch (Exception e) when (e is not OperationCanceledException && !DatabaseErrors.IsOutage(e))

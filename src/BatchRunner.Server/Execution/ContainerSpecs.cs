@@ -87,6 +87,7 @@ public static class ContainerSpecs
         }
         env.TryAdd("PATH", DefaultPath);
         foreach (var (k, v) in spec.Env) env[k] = v;
+        foreach (var (k, v) in spec.SecretEnv) env[k] = v;
         env.TryAdd("HOME", "/");
         return env.Select(kv => $"{kv.Key}={kv.Value}").ToList();
     }

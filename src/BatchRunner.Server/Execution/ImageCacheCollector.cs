@@ -39,7 +39,7 @@ public sealed partial class ImageCacheCollector(
         foreach (var image in images.List().Where(i => now - i.LastUsedUtc < RecentUse)) inUse.Add(image.ManifestDigest);
         var result = await images.GarbageCollectAsync(budgetBytes, inUse, ct);
         if (result.RemovedImages.Count > 0)
-            LogCollected(log, result.RemovedImages.Count, Quantity.FormatBytes(result.BytesBefore), Quantity.FormatBytes(result.BytesAfter), Quantity.FormatBytes(budgetBytes));
+            LogCollected(log, result.RemovedImages.Count, Quantity.Human(result.BytesBefore), Quantity.Human(result.BytesAfter), Quantity.Human(budgetBytes));
         return result;
     }
 

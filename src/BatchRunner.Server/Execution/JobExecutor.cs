@@ -151,7 +151,7 @@ public sealed partial class JobExecutor(
     {
         if (await Durably.RunAsync(c => store.FinishAsync(job.Id, attempt, outcome, c)))
         {
-            BatchRunnerMetrics.JobsFinished.WithLabels(job.Queue, outcome.State, outcome.Reason ?? "").Inc();
+            BatchRunnerMetrics.JobsFinished.WithLabels(job.Queue, outcome.State, outcome.Reason ?? BatchRunnerMetrics.NoReason).Inc();
             LogFinished(log, job.Id, attempt, outcome.State, outcome.Reason ?? "", outcome.Message ?? "");
         }
         else

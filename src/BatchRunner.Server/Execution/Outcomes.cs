@@ -1,4 +1,5 @@
 using BatchRunner.Core;
+using BatchRunner.Runtime;
 using BatchRunner.Runtime.Disk;
 using BatchRunner.Server.Storage;
 
@@ -24,12 +25,16 @@ public abstract record AttemptResult
 {
     private AttemptResult() { }
 
-    /// <summary>The container ran and exited, by itself (<see cref="StopCause.None"/>) or killed for <paramref name="Cause"/>.</summary>
+    /// <summary>The container ran and exited, by itself (<see cref="StopCause.None"/>) or stopped for <paramref name="Cause"/>.</summary>
     /// <param name="Disk">What it did with its disk; null without a disk limit.</param>
     /// <param name="Note">What of its /outputs was not kept as it was, for the job's message; null: all of it.</param>
     /// <param name="LastStderrLine">The last line it wrote to stderr (sanitised), if any.</param>
     public sealed record Exited(ExitResult Exit, StopCause Cause, ResourceUsage Usage, IReadOnlyList<OutputFile> Outputs,
-        DiskUsageSummary? Disk = null, string? Note = null, string? LastStderrLine = null) : AttemptResult;
+        DiskUsageSummary? Disk = null, string? Note = null, string? LastStderrLine = null) : AttemptResult
+    {
+        /// <summary>How it was stopped (signal and grace period, or killed): null when it exited by itself.</summary>
+        public StopResult? Stop { get; init; }
+    }
 
     /// <summary>Stopped for <paramref name="Cause"/> before the container ran (during the pull, the mount or the start).</summary>
     public sealed record Stopped(StopCause Cause) : AttemptResult;
@@ -91,10 +96,10 @@ public static class Outcomes
                 outcome = WithNote(OfExit(e.Exit, spec, e.Usage, e.Outputs, e.Disk, e.LastStderrLine), e.Note);
                 break;
             case AttemptResult.Exited { Cause: StopCause.Timeout } e:
-                outcome = WithNote(TimedOut(spec, e.Exit.ExitCode, e.Usage, e.Outputs), e.Note);
+                outcome = WithNote(TimedOut(spec, e.Exit.ExitCode, e.Usage, e.Outputs, e.Stop), e.Note);
                 break;
             case AttemptResult.Exited { Cause: StopCause.Cancelled } e:
-                outcome = WithNote(Cancelled(e.Exit.ExitCode, e.Usage, e.Outputs), e.Note);
+                outcome = WithNote(Cancelled(e.Exit.ExitCode, e.Usage, e.Outputs, e.Stop), e.Note);
                 break;
             case AttemptResult.Stopped { Cause: StopCause.Timeout }:
                 outcome = TimedOut(spec, null, null, []);
@@ -125,13 +130,13 @@ public static class Outcomes
     {
         if (exit.OomKilled)
             return new(JobState.Failed, FailureReason.OomKilled,
-                $"memory limit {Quantity.FormatBytes(spec.Resources.MemoryBytes)} exceeded (OOM-killed); exit code {exit.ExitCode}",
+                $"memory limit {Quantity.Human(spec.Resources.MemoryBytes)} exceeded (OOM-killed); exit code {exit.ExitCode}",
                 exit.ExitCode, usage, files);
         if (disk is { OverLimit: true })
             return new(JobState.Failed, FailureReason.DiskQuotaExceeded,
                 (disk.OutOfInodes
-                    ? $"disk limit {Quantity.FormatApproximate(disk.LimitBytes)} exceeded: the job created more files than its disk holds (writes failed with ENOSPC)"
-                    : $"disk limit {Quantity.FormatApproximate(disk.LimitBytes)} exceeded: the job's files reached {Quantity.FormatApproximate(disk.PeakUsedBytes)} " +
+                    ? $"disk limit {Quantity.Human(disk.LimitBytes)} exceeded: the job created more files than its disk holds (writes failed with ENOSPC)"
+                    : $"disk limit {Quantity.Human(disk.LimitBytes)} exceeded: the job's files reached {Quantity.Human(disk.PeakUsedBytes)} " +
                       "(root filesystem and /outputs together)") + $"; exit code {exit.ExitCode}",
                 exit.ExitCode, usage, files);
         if (exit.ExitCode == 0)
@@ -144,11 +149,19 @@ public static class Outcomes
     private static JobOutcome WithNote(JobOutcome outcome, string? note) =>
         note is null ? outcome : outcome with { Message = outcome.Message is null ? note : $"{outcome.Message}; {note}" };
 
-    private static JobOutcome TimedOut(JobSpec spec, int? exitCode, ResourceUsage? usage, IReadOnlyList<OutputFile> files) =>
-        new(JobState.Failed, FailureReason.TimedOut, $"killed after exceeding timeoutSeconds={spec.TimeoutSeconds}", exitCode, usage, files);
+    // "; exited within the 10 s stop grace period after SIGTERM (exit code 0)", or killed after it: what the job's
+    // signal handler had the chance to do.
+    private static JobOutcome TimedOut(JobSpec spec, int? exitCode, ResourceUsage? usage, IReadOnlyList<OutputFile> files, StopResult? stop = null) =>
+        new(JobState.Failed, FailureReason.TimedOut,
+            stop is null ? $"killed after exceeding timeoutSeconds={spec.TimeoutSeconds}" : $"exceeded timeoutSeconds={spec.TimeoutSeconds}; {How(stop, exitCode)}",
+            exitCode, usage, files);
 
-    private static JobOutcome Cancelled(int? exitCode, ResourceUsage? usage, IReadOnlyList<OutputFile> files) =>
-        new(JobState.Cancelled, FailureReason.Cancelled, "cancelled by request", exitCode, usage, files);
+    private static JobOutcome Cancelled(int? exitCode, ResourceUsage? usage, IReadOnlyList<OutputFile> files, StopResult? stop = null) =>
+        new(JobState.Cancelled, FailureReason.Cancelled, stop is null ? "cancelled by request" : $"cancelled by request; {How(stop, exitCode)}",
+            exitCode, usage, files);
+
+    private static string How(StopResult stop, int? exitCode) =>
+        stop.Describe() + (stop.Killed || exitCode is null ? "" : $" (exit code {exitCode})");
 
     private static JobOutcome Failed(string reason, string message) => new(JobState.Failed, reason, message, null, null, []);
 }

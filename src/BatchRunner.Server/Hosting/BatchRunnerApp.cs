@@ -3,6 +3,7 @@ using BatchRunner.Oci.Store;
 using BatchRunner.Runtime;
 using BatchRunner.Runtime.Disk;
 using BatchRunner.Server.Api;
+using BatchRunner.Server.Auth;
 using BatchRunner.Server.Dashboard;
 using BatchRunner.Server.Execution;
 using BatchRunner.Server.Nodes;
@@ -64,7 +65,7 @@ public static partial class BatchRunnerApp
             builder.Services.AddEmbeddedPostgres(embedded);
             if (embedded is not null) builder.Services.AddHostedService(_ => new EmbeddedPostgresLifetime(embedded));
 
-            var apiKey = ApiKey.Resolve(options.ApiKey, options.DataDir);
+            var apiKey = BootstrapKey.Resolve(options.ApiKey, options.DataDir);
             if (apiKey.Generated)
                 Console.WriteLine($"BatchRunner generated an API key and stored it in {Path.Combine(options.DataDir, "api-key")}:\n  {apiKey.Value}");
             builder.Services.AddSingleton(apiKey);
@@ -100,6 +101,10 @@ public static partial class BatchRunnerApp
         services.AddBatchRunnerObservability(options);
         services.AddProblemDetails();
         services.AddOpenApi();
+        services.AddBatchRunnerAuth(options);
+        services.AddBatchRunnerDataProtection(options.SecretsKey);
+        services.AddBatchRunnerWebhooks(options);
+        services.AddBatchRunnerQueueReconciler();
         // Uploads a crashed API process left half-received, inputs a crashed worker left half-unpacked.
         services.AddHostedService<InputStagingSweeper>();
         // Job files: the inputs tars this node took, removal of deleted jobs' files, retention (every role: each
@@ -151,6 +156,9 @@ public static partial class BatchRunnerApp
                 sp.GetRequiredService<Microsoft.Extensions.Options.IOptions<BatchRunnerOptions>>(), sp.GetService<IDiskVolumes>()));
             services.AddSingleton<Execution.Phases.RootfsPhase>();
             services.AddSingleton<Execution.Phases.ContainerPhase>();
+            // Running jobs' usage, read from their cgroups and written to their records every LiveUsageSeconds.
+            services.AddSingleton<LiveUsage>();
+            services.AddHostedService<LiveUsagePublisher>();
             services.AddSingleton<Execution.Phases.OutputsPhase>();
             services.AddSingleton<AttemptRunner>();
             services.AddSingleton<JobExecutor>();
@@ -174,7 +182,8 @@ public static partial class BatchRunnerApp
             services.AddHostedService(sp => sp.GetRequiredService<NodeRegistry>());
             services.AddSingleton<ImageCacheCollector>();
             services.AddHostedService(sp => sp.GetRequiredService<ImageCacheCollector>());
-            services.Configure<HostOptions>(h => h.ShutdownTimeout = TimeSpan.FromSeconds(options.ShutdownGraceSeconds + 20));
+            // A running job gets the shutdown grace to finish, then its own stop grace (signal, then SIGKILL).
+            services.Configure<HostOptions>(h => h.ShutdownTimeout = options.JobsStopTimeout + TimeSpan.FromSeconds(20));
             services.AddHangfireServer(o =>
             {
                 o.ServerName = options.NodeName;
@@ -182,7 +191,7 @@ public static partial class BatchRunnerApp
                 o.Queues = options.Queues.ToArray();
                 // A cancel request reaches a running job within half a second.
                 o.CancellationCheckInterval = TimeSpan.FromMilliseconds(500);
-                o.ShutdownTimeout = TimeSpan.FromSeconds(options.ShutdownGraceSeconds + 10);
+                o.ShutdownTimeout = options.JobsStopTimeout + TimeSpan.FromSeconds(10);
                 // Retries with back-off and bounced jobs wait in the schedule: look at it every second.
                 o.SchedulePollingInterval = TimeSpan.FromSeconds(1);
             });
@@ -193,8 +202,17 @@ public static partial class BatchRunnerApp
     {
         app.UseBatchRunnerRequestLog();
         app.UseExceptionHandler(new ExceptionHandlerOptions { StatusCodeSelector = StatusFor, ExceptionHandler = WriteProblemAsync });
+        // Routing, then the key (who), its role (may it), its rate; after the request log and the exception handler,
+        // so that their answers are logged and problem details too.
+        app.UseRouting();
+        app.UseAuthentication();
+        app.UseAuthorization();
+        app.UseAntiforgery();
+        app.UseRateLimiter();
         app.UseHttpMetrics();
-        app.MapMetrics();
+        // Every endpoint refuses a query parameter it does not take (a misspelt filter must not match everything).
+        app.UseQueryParameterCheck();
+        app.MapMetrics().AnyQuery();
         app.MapGet("/healthz", HealthAsync).WithTags("Health");
         app.MapNodeFilesApi();
 
@@ -204,6 +222,7 @@ public static partial class BatchRunnerApp
             app.MapJobsApiV1();
             app.MapNodesApiV1();
             app.MapImagesApiV1();
+            app.MapApiKeysApiV1();
             app.UseBatchRunnerDashboard();
         }
     }

@@ -58,6 +58,9 @@ public sealed class BatchRunnerOptions
     /// <summary>How long finished jobs are kept; default: until deleted.</summary>
     public RetentionSettings Retention { get; set; } = new();
 
+    /// <summary>Seconds between writes of running jobs' usage (CPU, memory, GPUs so far) to their records.</summary>
+    public int LiveUsageSeconds { get; set; } = 5;
+
     /// <summary>Per-job disk limits: enforced or not, the default and the largest resources.disk.</summary>
     public DiskOptions Disk { get; set; } = new();
 
@@ -81,8 +84,20 @@ public sealed class BatchRunnerOptions
     /// <summary>Seconds between node heartbeats; a node is dead after three missed ones.</summary>
     public int HeartbeatSeconds { get; set; } = 5;
 
-    /// <summary>On SIGTERM, how long running jobs may go on before they are stopped and requeued.</summary>
+    /// <summary>On SIGTERM, how long running jobs may go on before they are stopped (with their own stop grace period:
+    /// <see cref="StopGraceSeconds"/>) and requeued.</summary>
     public int ShutdownGraceSeconds { get; set; } = 30;
+
+    /// <summary>A job's stopGraceSeconds when it names none: between the stop signal and SIGKILL on cancel, timeout
+    /// and shutdown.</summary>
+    public int StopGraceSeconds { get; set; } = Core.JobDefaults.StopGraceSeconds;
+
+    /// <summary>The largest stopGraceSeconds a job may ask for (a larger one is refused at submission; a worker never
+    /// waits longer). Shutdown takes up to ShutdownGraceSeconds + this.</summary>
+    public int MaxStopGraceSeconds { get; set; } = 300;
+
+    /// <summary>The longest a worker's shutdown can take with jobs running: their shutdown grace, then their stop grace.</summary>
+    public TimeSpan JobsStopTimeout => TimeSpan.FromSeconds(ShutdownGraceSeconds + MaxStopGraceSeconds);
 
     /// <summary>Name of this worker node (default: the host name).</summary>
     public string NodeName { get; set; } = Environment.MachineName;
@@ -102,6 +117,19 @@ public sealed class BatchRunnerOptions
 
     /// <summary>Network modes, capabilities, datasets, user namespaces and input limits of this node's jobs.</summary>
     public IsolationOptions Isolation { get; set; } = new();
+
+    /// <summary>Encrypts the Data Protection key ring (which decrypts the jobs' secretEnv) before it is stored in the
+    /// database; at least 32 characters, the same on every node. Unset: the ring is stored unencrypted.</summary>
+    public string? SecretsKey { get; set; }
+
+    /// <summary>API keys: how long a node caches a key lookup, and per-role request rates.</summary>
+    public AuthOptions Auth { get; set; } = new();
+
+    /// <summary>Calls to jobs' notify.url: signing key, allowed hosts, retries.</summary>
+    public WebhookOptions Webhooks { get; set; } = new();
+
+    /// <summary>Seconds between checks for queued jobs whose Hangfire message was deleted or lost (in the dashboard).</summary>
+    public double ReconcileSeconds { get; set; } = 30;
 
     /// <summary>Registries reached over plain HTTP (loopback registries always are).</summary>
     public List<string> InsecureRegistries { get; set; } = [];
@@ -151,10 +179,19 @@ public sealed class BatchRunnerOptions
         _ = MaxLogBytesValue();
         if (HeartbeatSeconds < 1) throw new InvalidOperationException("BatchRunner:HeartbeatSeconds must be at least 1");
         if (ShutdownGraceSeconds < 0) throw new InvalidOperationException("BatchRunner:ShutdownGraceSeconds must not be negative");
+        if (MaxStopGraceSeconds is < 0 or > Core.JobDefaults.MaxStopGraceSeconds)
+            throw new InvalidOperationException($"BatchRunner:MaxStopGraceSeconds must be between 0 and {Core.JobDefaults.MaxStopGraceSeconds}");
+        if (StopGraceSeconds < 0 || StopGraceSeconds > MaxStopGraceSeconds)
+            throw new InvalidOperationException($"BatchRunner:StopGraceSeconds must be between 0 and MaxStopGraceSeconds ({MaxStopGraceSeconds})");
         foreach (var p in AllowedRegistries)
             if (Oci.Registry.RegistryPolicy.Validate(p) is { } error) throw new InvalidOperationException($"BatchRunner:AllowedRegistries: {error}");
         Isolation.Validate();
         Retention.Validate();
+        Auth.Validate();
+        if (SecretsKey is { Length: > 0 and < Storage.KeyRingKey.MinLength })
+            throw new InvalidOperationException($"BatchRunner:SecretsKey must be at least {Storage.KeyRingKey.MinLength} characters");
+        Webhooks.Validate();
+        if (ReconcileSeconds is <= 0 or > 3600) throw new InvalidOperationException("BatchRunner:ReconcileSeconds must be between 0 and 3600");
         Disk.Validate();
         _ = MinFreeDiskBytes();
         if (!Path.IsPathRooted(DataDir)) DataDir = Path.GetFullPath(DataDir);
@@ -190,12 +227,16 @@ public static class EnvironmentShortcuts
         ["BATCHRUNNER_CPUS"] = "BatchRunner:Capacity:Cpus",
         ["BATCHRUNNER_MEMORY"] = "BatchRunner:Capacity:Memory",
         ["BATCHRUNNER_SHUTDOWN_GRACE_SECONDS"] = "BatchRunner:ShutdownGraceSeconds",
+        ["BATCHRUNNER_STOP_GRACE_SECONDS"] = "BatchRunner:StopGraceSeconds",
+        ["BATCHRUNNER_MAX_STOP_GRACE_SECONDS"] = "BatchRunner:MaxStopGraceSeconds",
         ["BATCHRUNNER_IMAGE_CACHE_BUDGET"] = "BatchRunner:ImageCacheBudget",
         ["BATCHRUNNER_MAX_LOG_BYTES"] = "BatchRunner:MaxLogBytes",
         ["BATCHRUNNER_RUNTIME"] = "BatchRunner:Runtime",
         ["BATCHRUNNER_DOCKER_CONFIG"] = "BatchRunner:DockerConfigPath",
         ["BATCHRUNNER_URLS"] = "urls",
         ["BATCHRUNNER_ADVERTISE_URL"] = "BatchRunner:AdvertiseUrl",
+        ["BATCHRUNNER_WEBHOOK_SECRET"] = "BatchRunner:Webhooks:Secret",
+        ["BATCHRUNNER_SECRETS_KEY"] = "BatchRunner:SecretsKey",
         ["BATCHRUNNER_MIN_FREE_DISK"] = "BatchRunner:MinFreeDisk",
         ["BATCHRUNNER_DISK_DEFAULT"] = "BatchRunner:Disk:Default",
         ["BATCHRUNNER_DISK_MAX"] = "BatchRunner:Disk:Max",

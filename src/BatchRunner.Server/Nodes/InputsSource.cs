@@ -11,7 +11,7 @@ public interface IInputsSource
     /// <summary>The tar named by <paramref name="inputs"/> (unchecked: the caller verifies the digest while it reads),
     /// and where it came from, in words.</summary>
     /// <exception cref="InputsUnavailableException">The holder is down, unreachable, slow to answer, or refused.</exception>
-    Task<(Stream Tar, string From)> OpenAsync(Guid jobId, JobInputs inputs, CancellationToken ct);
+    Task<(Stream Tar, string From)> OpenAsync(Guid jobId, InputsTar inputs, CancellationToken ct);
 }
 
 /// <summary>
@@ -23,7 +23,7 @@ public sealed class InputsSource(InputsStore store, NodeClient nodes) : IInputsS
     /// <summary>How long the holder has to start answering; the transfer itself is bounded by the caller's token.</summary>
     private static readonly TimeSpan ConnectTimeout = TimeSpan.FromSeconds(30);
 
-    public async Task<(Stream Tar, string From)> OpenAsync(Guid jobId, JobInputs inputs, CancellationToken ct)
+    public async Task<(Stream Tar, string From)> OpenAsync(Guid jobId, InputsTar inputs, CancellationToken ct)
     {
         if (store.PathOf(inputs.Digest) is { } local)
             return (new FileStream(local, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16, FileOptions.Asynchronous | FileOptions.SequentialScan), "this node");

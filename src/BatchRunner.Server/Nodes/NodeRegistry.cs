@@ -46,7 +46,7 @@ public sealed partial class NodeRegistry(
     {
         await Durably.RunAsync(c => nodes.RegisterAsync(node.Name, Instance, _options.Labels, resources.Capacity,
             _options.Queues, Lease, c, Policy), ct, TimeSpan.FromMinutes(2));
-        LogRegistered(log, node.Name, resources.Capacity.Cpus, Quantity.FormatBytes(resources.Capacity.MemoryBytes), resources.Capacity.Gpus);
+        LogRegistered(log, node.Name, resources.Capacity.Cpus, Quantity.Human(resources.Capacity.MemoryBytes), resources.Capacity.Gpus);
         await base.StartAsync(ct);
     }
 
@@ -103,7 +103,7 @@ public sealed partial class NodeRegistry(
         {
             _underReserve = status.UnderReserve;
             if (status.UnderReserve) LogUnderReserve(log, node.Name, status.Pressure!);
-            else LogAboveReserve(log, node.Name, Quantity.FormatApproximate(status.FreeBytes));
+            else LogAboveReserve(log, node.Name, Quantity.Human(status.FreeBytes));
         }
         return new NodeDiskRecord(status.TotalBytes, status.FreeBytes, status.ReserveBytes, status.AvailableBytes, status.Pressure);
     }

@@ -23,9 +23,12 @@ public static class BatchRunnerMetrics
 
     public static readonly Counter JobsFinished = Metrics.CreateCounter(
         "batchrunner_jobs_finished_total",
-        "Jobs that reached a final state, by state and reason (no reason for succeeded): counted by the worker that ran " +
-        "the job, or by the API process for a job cancelled while queued.",
+        "Jobs that reached a final state, by state and reason (reason \"none\" for succeeded): counted by the worker that " +
+        "ran the job, or by the API process for a job cancelled while queued.",
         "queue", "state", "reason");
+
+    /// <summary>The reason label of a job that succeeded: an empty label value reads as a missing label in PromQL.</summary>
+    public const string NoReason = "none";
 
     public static readonly Gauge Jobs = Metrics.CreateGauge(
         "batchrunner_jobs",

@@ -56,8 +56,8 @@ public sealed class NodeDisk
     {
         var now = Read();
         return now.FreeBytes - bytes >= now.ReserveBytes ? null
-            : $"not enough disk space: it needs about {Quantity.FormatApproximate(bytes)}, {DataDir} has {Quantity.FormatApproximate(now.FreeBytes)} free " +
-              $"and keeps {Quantity.FormatApproximate(now.ReserveBytes)} free (MinFreeDisk)";
+            : $"not enough disk space: it needs about {Quantity.Human(bytes)}, {DataDir} has {Quantity.Human(now.FreeBytes)} free " +
+              $"and keeps {Quantity.Human(now.ReserveBytes)} free (MinFreeDisk)";
     }
 
     /// <summary>Counts a running job's volume (<paramref name="usedBytes"/>: what it holds now) until disposed.</summary>
@@ -94,6 +94,6 @@ public sealed record DiskStatus(string DataDir, long TotalBytes, long FreeBytes,
 
     /// <summary>Why no job starts here, in words; null when jobs may start.</summary>
     public string? Pressure => UnderReserve
-        ? $"free space on {DataDir} is {Quantity.FormatApproximate(FreeBytes)}, below the reserve MinFreeDisk={Quantity.FormatApproximate(ReserveBytes)}: no new jobs start until space is freed"
+        ? $"free space on {DataDir} is {Quantity.Human(FreeBytes)}, below the reserve MinFreeDisk={Quantity.Human(ReserveBytes)}: no new jobs start until space is freed"
         : null;
 }

@@ -32,18 +32,19 @@ public sealed record NodeOffer(string Name, NodeCapacity Capacity, IReadOnlyDict
 /// </summary>
 public static class NodeFit
 {
-    /// <summary>A resource admission counts: its field in the job spec, its noun, its amount, how to print one.</summary>
-    private sealed record Dimension(string Field, string Noun, Func<ResourceAmounts, double> Amount, Func<double, string> Format, double Tolerance = 0)
+    /// <summary>A resource admission counts: its field in the job spec, its amount, how to print an amount alone ("4",
+    /// "21.5Gi") and with its noun ("1 GPU", "2 CPUs", "16Gi memory").</summary>
+    private sealed record Dimension(string Field, Func<ResourceAmounts, double> Amount, Func<double, string> Format, Func<double, string> Describe, double Tolerance = 0)
     {
         public bool Exceeds(double requested, double offered) => requested > offered + Tolerance;
     }
 
     private static readonly Dimension[] Dimensions =
     [
-        new("resources.cpus", "CPUs", a => a.Cpus, v => v.ToString(CultureInfo.InvariantCulture), ResourceAmounts.CpuTolerance),
-        new("resources.memory", "memory", a => a.MemoryBytes, v => Quantity.FormatBytes((long)v)),
-        new("resources.gpus", "GPUs", a => a.Gpus, v => v.ToString(CultureInfo.InvariantCulture)),
-        new("resources.disk", "disk", a => a.DiskBytes, v => Quantity.FormatApproximate((long)v)),
+        new("resources.cpus", a => a.Cpus, v => v.ToString("0.###", CultureInfo.InvariantCulture), v => Quantity.Count(v, "CPU"), ResourceAmounts.CpuTolerance),
+        new("resources.memory", a => a.MemoryBytes, v => Quantity.Human((long)v), v => $"{Quantity.Human((long)v)} memory"),
+        new("resources.gpus", a => a.Gpus, v => v.ToString(CultureInfo.InvariantCulture), v => Quantity.Count(v, "GPU")),
+        new("resources.disk", a => a.DiskBytes, v => Quantity.Human((long)v), v => $"{Quantity.Human((long)v)} disk"),
     ];
 
     /// <summary>Why <paramref name="spec"/> can never run on <paramref name="node"/>, in words; null when it could.</summary>
@@ -56,7 +57,7 @@ public static class NodeFit
         if (!requested.FitsWithin(offered))
         {
             var d = Dimensions.First(d => d.Exceeds(d.Amount(requested), d.Amount(offered)));
-            return $"{d.Format(d.Amount(requested))} {d.Noun} requested, node has {d.Format(d.Amount(offered))}";
+            return $"{d.Describe(d.Amount(requested))} requested, node has {d.Format(d.Amount(offered))}";
         }
         return WhyNoGpuModel(spec.Resources, node) ?? WhyRefused(spec, node.Policy);
     }
@@ -128,12 +129,12 @@ public static class NodeFit
         {
             var largest = selected.Max(n => d.Amount(ResourceAmounts.Of(n.Capacity)));
             if (d.Exceeds(d.Amount(requested), largest))
-                errors[d.Field] = [$"{d.Format(d.Amount(requested))} {d.Noun} requested; the largest live node has {d.Format(largest)}"];
+                errors[d.Field] = [$"{d.Describe(d.Amount(requested))} requested; the largest live node has {d.Format(largest)}"];
         }
         if (errors.Count == 0 && selected.All(n => WhyNoGpuModel(spec.Resources, n) is not null))
         {
             var models = selected.SelectMany(n => n.Capacity.GpuModels).Distinct().Order(StringComparer.Ordinal).ToList();
-            errors["resources.gpuModel"] = [$"no live node has {spec.Resources.Gpus} GPUs of a model matching \"{spec.Resources.GpuModel}\" " +
+            errors["resources.gpuModel"] = [$"no live node has {Quantity.Count(spec.Resources.Gpus, "GPU")} of a model matching \"{spec.Resources.GpuModel}\" " +
                 $"(models: {(models.Count == 0 ? "none" : string.Join(", ", models))})"];
         }
         AddPolicyErrors(spec, selected, errors);
@@ -151,7 +152,7 @@ public static class NodeFit
         if (node.GpuDeviceModels is { } devices)
         {
             var matching = devices.Count(m => GpuCapacity.ModelMatches(m, request.GpuModel));
-            return matching >= request.Gpus ? null : $"{request.Gpus} GPUs of model \"{request.GpuModel}\" requested, node has {matching}";
+            return matching >= request.Gpus ? null : $"{Quantity.Count(request.Gpus, "GPU")} of model \"{request.GpuModel}\" requested, node has {matching}";
         }
         return node.Capacity.GpuModels.Any(m => GpuCapacity.ModelMatches(m, request.GpuModel))
             ? null : $"GPU model \"{request.GpuModel}\" requested, node has {(node.Capacity.GpuModels.Count == 0 ? "none" : string.Join(", ", node.Capacity.GpuModels))}";

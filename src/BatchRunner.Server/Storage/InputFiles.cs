@@ -275,7 +275,7 @@ public sealed class InputFiles : IDisposable
     }
 
     private InputRejectedException TooLarge(string field) =>
-        new(field, $"inputs exceed this node's limit of {Core.Quantity.FormatBytes(_maxBytes)} (MaxInputBytes)", tooLarge: true);
+        new(field, $"inputs exceed this node's limit of {Core.Quantity.Human(_maxBytes)} (MaxInputBytes)", tooLarge: true);
 
     private void Count(string field)
     {

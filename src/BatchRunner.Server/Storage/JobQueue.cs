@@ -40,6 +40,16 @@ public sealed class JobQueue(IBackgroundJobClient hangfire, JobStore store, Npgs
         return hangfireId;
     }
 
+    /// <summary>Gives a queued job whose message will never run (<see cref="JobStore.FindOrphanedQueuedAsync"/>) a new one.
+    /// Of several nodes doing this at once, one wins; the others delete the message they made. False when this one lost.</summary>
+    public async Task<bool> ReplaceAsync(OrphanedJob orphan, CancellationToken ct)
+    {
+        var hangfireId = hangfire.Create<IJobPerformer>(p => p.RunAsync(orphan.Id, orphan.DisplayName, CancellationToken.None), new EnqueuedState(orphan.Queue));
+        if (await store.ReplaceHangfireJobIdAsync(orphan.Id, orphan.HangfireJobId, hangfireId, ct)) return true;
+        hangfire.Delete(hangfireId);
+        return false;
+    }
+
     /// <summary>
     /// <see cref="EnqueueAsync"/> for a job whose row is committed, so a job that exists: a database outage is
     /// waited out for up to <paramref name="deadline"/>, the message's creation and the record of its id each

@@ -2,9 +2,11 @@ using BatchRunner.Core;
 
 namespace BatchRunner.Server.Storage;
 
-/// <summary>A job as stored in batchrunner.jobs (plus its outputs when read with them).</summary>
+/// <summary>A job as stored in batchrunner.jobs (plus its outputs when read with them, and its webhook delivery).</summary>
 public sealed record JobRecord
 {
+    public const string DefaultTenant = "default";
+
     public required Guid Id { get; init; }
     public string? Name { get; init; }
     public required string Image { get; init; }
@@ -24,11 +26,27 @@ public sealed record JobRecord
     public string? HangfireJobId { get; init; }
     public bool CancelRequested { get; init; }
     public string? Node { get; init; }
-    /// <summary>The files given at submission; null when there were none.</summary>
-    public JobInputs? Inputs { get; init; }
     /// <summary>stdout or stderr went over its cap: the log keeps its first and last parts.</summary>
     public bool LogsTruncated { get; init; }
     public IReadOnlyList<OutputFile> Outputs { get; init; } = [];
+    /// <summary>The files given at submission (under /inputs); read with the single job, stored with its insert.</summary>
+    public IReadOnlyList<OutputFile> Inputs { get; init; } = [];
+    /// <summary>Where those files are packed (the tar the node that runs the job fetches); null when there were none.</summary>
+    public InputsTar? InputsTar { get; init; }
+    /// <summary>The job this one reruns (POST /api/v1/jobs/{id}/rerun).</summary>
+    public Guid? RerunOf { get; init; }
+    /// <summary>The tenant that owns the job: only its keys (and admins) see it.</summary>
+    public string Tenant { get; init; } = DefaultTenant;
+    /// <summary>Id of the key that submitted it ("bootstrap" for the configured key; null for jobs from before keys).</summary>
+    public string? SubmittedBy { get; init; }
+    /// <summary>Its secrets, encrypted (<see cref="JobSecretStore.Protect"/>); set for an insert only, never read back here.</summary>
+    public byte[]? ProtectedSecrets { get; init; }
+    /// <summary>Its webhook delivery, when it asked for one (notify.url).</summary>
+    public NotificationRecord? Notify { get; init; }
+    /// <summary>Read for a list: <see cref="Spec"/> lacks <c>args</c> and <c>env</c> (their size is only bounded by
+    /// the submission limit), and <see cref="EnvNames"/> has the names.</summary>
+    public bool IsSummary { get; init; }
+    public IReadOnlyList<string>? EnvNames { get; init; }
 }
 
 /// <summary>
@@ -36,11 +54,15 @@ public sealed record JobRecord
 /// took the submission) and served node-to-node at <paramref name="Url"/>. The node that runs the job fetches it,
 /// checks the digest and unpacks it before the container starts.
 /// </summary>
-public sealed record JobInputs(string Digest, long Bytes, string Node, string? Url);
+public sealed record InputsTar(string Digest, long Bytes, string Node, string? Url);
 
 public sealed record PullProgressRecord(long BytesDone, long BytesTotal);
 
+/// <summary>A regular file of a job's directory (its outputs, or its inputs), relative to that directory.</summary>
 public sealed record OutputFile(string Path, long Size, string Sha256);
+
+/// <summary>The usage of a running attempt as read now (<see cref="ResourceUsage.SampledAt"/> set).</summary>
+public sealed record LiveUsageSample(Guid JobId, int Attempt, ResourceUsage Usage);
 
 /// <summary>How an attempt ended, as the performer records it.</summary>
 public sealed record JobOutcome(

@@ -170,6 +170,26 @@ public sealed partial class JobStore
         return await cmd.ExecuteNonQueryAsync(ct) > 1;
     }
 
+    /// <summary>
+    /// The usage of running attempts so far, in one statement. Fenced: only a job whose current attempt it is and that
+    /// still runs takes it, so a sample read just before the job ended never replaces its final usage.
+    /// </summary>
+    public async Task PublishUsageAsync(IReadOnlyList<LiveUsageSample> samples, CancellationToken ct)
+    {
+        await using var cmd = db.CreateCommand("""
+            update batchrunner.jobs j set usage = v.usage
+              from unnest(@ids, @attempts, @usages) as v(id, attempt, usage)
+             where j.id = v.id and j.attempt = v.attempt and j.state = 'running'
+            """);
+        cmd.Parameters.AddWithValue("ids", samples.Select(s => s.JobId).ToArray());
+        cmd.Parameters.AddWithValue("attempts", samples.Select(s => s.Attempt).ToArray());
+        cmd.Parameters.Add(new NpgsqlParameter("usages", NpgsqlDbType.Array | NpgsqlDbType.Jsonb)
+        {
+            Value = samples.Select(s => JsonSerializer.Serialize(s.Usage, Json)).ToArray(),
+        });
+        await cmd.ExecuteNonQueryAsync(ct);
+    }
+
     /// <summary>The job's stdout or stderr went over its cap during <paramref name="attempt"/>. Fenced by attempt.</summary>
     public async Task MarkLogsTruncatedAsync(Guid id, int attempt, CancellationToken ct)
     {
@@ -196,14 +216,12 @@ public sealed partial class JobStore
         await CloseAttemptAsync(conn, tx, id, attempt, o, ct);
         if (o.Outputs.Count > 0)
         {
-            await using var batch = new NpgsqlBatch(conn, tx);
-            batch.BatchCommands.Add(new NpgsqlBatchCommand("delete from batchrunner.outputs where job_id = @id") { Parameters = { new("id", id) } });
-            foreach (var f in o.Outputs)
-                batch.BatchCommands.Add(new NpgsqlBatchCommand("insert into batchrunner.outputs (job_id, path, size, sha256) values (@id, @p, @s, @h)")
-                {
-                    Parameters = { new("id", id), new("p", f.Path), new("s", f.Size), new("h", f.Sha256) },
-                });
-            await batch.ExecuteNonQueryAsync(ct);
+            await using (var delete = new NpgsqlCommand("delete from batchrunner.outputs where job_id = @id", conn, tx))
+            {
+                delete.Parameters.AddWithValue("id", id);
+                await delete.ExecuteNonQueryAsync(ct);
+            }
+            await InsertFilesAsync(conn, tx, "outputs", id, o.Outputs, ct);
         }
         await tx.CommitAsync(ct);
         return true;

@@ -19,14 +19,20 @@ public sealed partial class JobStore
 {
     public enum DeleteResult { NotFound, NotFinished, Deleted }
 
-    /// <summary>Deletes the job's record if it is finished (succeeded, failed, cancelled).</summary>
-    public async Task<(DeleteResult Result, DeletedJob? Job)> DeleteFinishedAsync(Guid id, CancellationToken ct)
+    /// <summary>Deletes the job's record if it is finished (succeeded, failed, cancelled) and belongs to tenant
+    /// <paramref name="tenant"/> (null: any tenant; another tenant's job is <see cref="DeleteResult.NotFound"/>).</summary>
+    public async Task<(DeleteResult Result, DeletedJob? Job)> DeleteFinishedAsync(Guid id, string? tenant, CancellationToken ct)
     {
         // Waits for a concurrent writer of the row (a cancel, the attempt's last write) rather than skipping it.
-        var deleted = await DeleteWhereAsync("j.id = @id for update", c => c.Parameters.AddWithValue("id", id), ct);
+        var deleted = await DeleteWhereAsync("j.id = @id and (@t::text is null or j.tenant = @t) for update", c =>
+        {
+            c.Parameters.AddWithValue("id", id);
+            c.Parameters.Add(new NpgsqlParameter("t", NpgsqlTypes.NpgsqlDbType.Text) { Value = (object?)tenant ?? DBNull.Value });
+        }, ct);
         if (deleted.Count == 1) return (DeleteResult.Deleted, deleted[0]);
-        await using var exists = db.CreateCommand("select 1 from batchrunner.jobs where id = @id");
+        await using var exists = db.CreateCommand("select 1 from batchrunner.jobs where id = @id and (@t::text is null or tenant = @t)");
         exists.Parameters.AddWithValue("id", id);
+        exists.Parameters.Add(new NpgsqlParameter("t", NpgsqlTypes.NpgsqlDbType.Text) { Value = (object?)tenant ?? DBNull.Value });
         return (await exists.ExecuteScalarAsync(ct) is null ? DeleteResult.NotFound : DeleteResult.NotFinished, null);
     }
 

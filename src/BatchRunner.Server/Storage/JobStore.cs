@@ -15,25 +15,56 @@ public sealed partial class JobStore(NpgsqlDataSource db) : IAttemptStore
     internal static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web);
 
     private const string Columns =
-        "id, name, image, image_digest, queue, spec, state, reason, message, exit_code, attempt, created_at, " +
-        "started_at, finished_at, usage, pull_progress, hangfire_job_id, cancel_requested, node, logs_truncated, " +
-        "inputs_digest, inputs_bytes, inputs_node, inputs_url";
+        "j.id, j.name, j.image, j.image_digest, j.queue, j.spec, j.state, j.reason, j.message, j.exit_code, j.attempt, j.created_at, " +
+        "j.started_at, j.finished_at, j.usage, j.pull_progress, j.hangfire_job_id, j.cancel_requested, j.node, j.tenant, j.submitted_by, " +
+        "n.url, n.state, n.attempts, n.last_error, n.delivered_at, j.logs_truncated, j.rerun_of, " +
+        "j.inputs_digest, j.inputs_bytes, j.inputs_node, j.inputs_url";
+
+    /// <summary>The ordinal after <see cref="Columns"/>: a list adds the names of env there.</summary>
+    private const int EnvNamesOrdinal = 32;
+
+    private const string From = "batchrunner.jobs j left join batchrunner.notifications n on n.job_id = j.id";
 
     /// <summary>
-    /// Inserts a new job. With an idempotency key, a key seen before returns the id of the job it created
-    /// (and whether the request matched the first one) instead, in the same transaction.
+    /// A list item's columns: its spec without args and env, whose size only the submission limit bounds (256 KiB
+    /// each), so that a page of 1000 jobs stays small, and for the summary view without command either; the names of
+    /// env come separately (<see cref="EnvNamesOrdinal"/>).
     /// </summary>
-    public async Task<(Guid Id, bool Created, bool SameRequest)> InsertAsync(JobRecord job, string? idempotencyKey, string requestHash, CancellationToken ct)
+    private static string ListColumns(bool summary) =>
+        Columns.Replace("j.spec,", summary ? "j.spec - array['command', 'args', 'env'] as spec," : "j.spec - array['args', 'env'] as spec,") +
+        ", array(select jsonb_object_keys(coalesce(j.spec->'env', '{}')) order by 1)";
+
+    /// <summary>
+    /// Inserts a new job (with its webhook delivery, when it asks for one). With an idempotency key, a key the job's
+    /// tenant used before returns the id of the job it created (and whether the request matched the first one)
+    /// instead, in the same transaction. Keys are per tenant: another tenant's job is never found by one.
+    /// </summary>
+    /// <param name="sharesInputsOf">A job whose inputs tar this one reuses (a rerun): the insert happens only while that
+    /// job's record still names the tar (its row is share-locked until the commit), so that its deletion cannot leave
+    /// the tar without a record naming it, and its holder removing it, between the check and the insert.</param>
+    /// <exception cref="InputsGoneException">That job's record is gone, or names no (or another) tar.</exception>
+    public async Task<(Guid Id, bool Created, bool SameRequest)> InsertAsync(JobRecord job, string? idempotencyKey, string requestHash, CancellationToken ct,
+        Guid? sharesInputsOf = null)
     {
         await using var conn = await db.OpenConnectionAsync(ct);
         await using var tx = await conn.BeginTransactionAsync(ct);
+        if (sharesInputsOf is { } original && job.InputsTar is { } tar)
+        {
+            await using var hold = new NpgsqlCommand("select 1 from batchrunner.jobs where id = @id and inputs_digest = @d for share", conn, tx);
+            hold.Parameters.AddWithValue("id", original);
+            hold.Parameters.AddWithValue("d", tar.Digest);
+            if (await hold.ExecuteScalarAsync(ct) is null)
+                throw new InputsGoneException($"job {original} was deleted (or no longer names the inputs {tar.Digest}) while it was rerun");
+        }
         if (idempotencyKey is not null)
         {
             // Serialise concurrent requests with the same key.
-            await using var lk = new NpgsqlCommand("select pg_advisory_xact_lock(hashtext('batchrunner.idem:' || @k))", conn, tx);
+            await using var lk = new NpgsqlCommand("select pg_advisory_xact_lock(hashtext('batchrunner.idem:' || @t || ':' || @k))", conn, tx);
+            lk.Parameters.AddWithValue("t", job.Tenant);
             lk.Parameters.AddWithValue("k", idempotencyKey);
             await lk.ExecuteNonQueryAsync(ct);
-            await using var find = new NpgsqlCommand("select job_id, request_hash from batchrunner.idempotency_keys where key = @k", conn, tx);
+            await using var find = new NpgsqlCommand("select job_id, request_hash from batchrunner.idempotency_keys where tenant = @t and key = @k", conn, tx);
+            find.Parameters.AddWithValue("t", job.Tenant);
             find.Parameters.AddWithValue("k", idempotencyKey);
             await using (var rd = await find.ExecuteReaderAsync(ct))
             {
@@ -42,16 +73,26 @@ public sealed partial class JobStore(NpgsqlDataSource db) : IAttemptStore
             }
         }
         await using (var cmd = new NpgsqlCommand("""
-            insert into batchrunner.jobs (id, name, image, queue, spec, state, created_at, inputs_digest, inputs_bytes, inputs_node, inputs_url)
-            values (@id, @name, @image, @queue, @spec, @state, @created, @idigest, @ibytes, @inode, @iurl)
+            insert into batchrunner.jobs (id, name, image, queue, spec, state, created_at, rerun_of, tenant, submitted_by, secrets,
+                                          inputs_digest, inputs_bytes, inputs_node, inputs_url)
+            values (@id, @name, @image, @queue, @spec, @state, @created, @rerun, @tenant, @by, @secrets, @idigest, @ibytes, @inode, @iurl)
             """, conn, tx))
         {
             AddInsert(cmd, job);
             await cmd.ExecuteNonQueryAsync(ct);
         }
+        await InsertFilesAsync(conn, tx, "inputs", job.Id, job.Inputs, ct);
+        if (job.Spec.Notify is { } notify)
+        {
+            await using var n = new NpgsqlCommand("insert into batchrunner.notifications (job_id, url) values (@id, @u)", conn, tx);
+            n.Parameters.AddWithValue("id", job.Id);
+            n.Parameters.AddWithValue("u", notify.Url);
+            await n.ExecuteNonQueryAsync(ct);
+        }
         if (idempotencyKey is not null)
         {
-            await using var key = new NpgsqlCommand("insert into batchrunner.idempotency_keys (key, job_id, request_hash) values (@k, @id, @h)", conn, tx);
+            await using var key = new NpgsqlCommand("insert into batchrunner.idempotency_keys (tenant, key, job_id, request_hash) values (@t, @k, @id, @h)", conn, tx);
+            key.Parameters.AddWithValue("t", job.Tenant);
             key.Parameters.AddWithValue("k", idempotencyKey);
             key.Parameters.AddWithValue("id", job.Id);
             key.Parameters.AddWithValue("h", requestHash);
@@ -70,10 +111,39 @@ public sealed partial class JobStore(NpgsqlDataSource db) : IAttemptStore
         cmd.Parameters.Add(new NpgsqlParameter("spec", NpgsqlDbType.Jsonb) { Value = JsonSerializer.Serialize(job.Spec, Json) });
         cmd.Parameters.AddWithValue("state", job.State);
         cmd.Parameters.AddWithValue("created", job.CreatedAt);
-        cmd.Parameters.Add(new NpgsqlParameter("idigest", NpgsqlDbType.Text) { Value = (object?)job.Inputs?.Digest ?? DBNull.Value });
-        cmd.Parameters.Add(new NpgsqlParameter("ibytes", NpgsqlDbType.Bigint) { Value = (object?)job.Inputs?.Bytes ?? DBNull.Value });
-        cmd.Parameters.Add(new NpgsqlParameter("inode", NpgsqlDbType.Text) { Value = (object?)job.Inputs?.Node ?? DBNull.Value });
-        cmd.Parameters.Add(new NpgsqlParameter("iurl", NpgsqlDbType.Text) { Value = (object?)job.Inputs?.Url ?? DBNull.Value });
+        cmd.Parameters.Add(new NpgsqlParameter("idigest", NpgsqlDbType.Text) { Value = (object?)job.InputsTar?.Digest ?? DBNull.Value });
+        cmd.Parameters.Add(new NpgsqlParameter("ibytes", NpgsqlDbType.Bigint) { Value = (object?)job.InputsTar?.Bytes ?? DBNull.Value });
+        cmd.Parameters.Add(new NpgsqlParameter("inode", NpgsqlDbType.Text) { Value = (object?)job.InputsTar?.Node ?? DBNull.Value });
+        cmd.Parameters.Add(new NpgsqlParameter("iurl", NpgsqlDbType.Text) { Value = (object?)job.InputsTar?.Url ?? DBNull.Value });
+        cmd.Parameters.AddWithValue("rerun", (object?)job.RerunOf ?? DBNull.Value);
+        cmd.Parameters.AddWithValue("tenant", job.Tenant);
+        cmd.Parameters.Add(new NpgsqlParameter("by", NpgsqlDbType.Text) { Value = (object?)job.SubmittedBy ?? DBNull.Value });
+        cmd.Parameters.Add(new NpgsqlParameter("secrets", NpgsqlDbType.Bytea) { Value = (object?)job.ProtectedSecrets ?? DBNull.Value });
+    }
+
+    /// <summary>The rows of a job's inputs or outputs (<paramref name="table"/>), in the caller's transaction.</summary>
+    private static async Task InsertFilesAsync(NpgsqlConnection conn, NpgsqlTransaction tx, string table, Guid id, IReadOnlyList<OutputFile> files, CancellationToken ct)
+    {
+        if (files.Count == 0) return;
+        await using var cmd = new NpgsqlCommand($"""
+            insert into batchrunner.{table} (job_id, path, size, sha256)
+            select @id, * from unnest(@paths, @sizes, @hashes)
+            """, conn, tx);
+        cmd.Parameters.AddWithValue("id", id);
+        cmd.Parameters.AddWithValue("paths", files.Select(f => f.Path).ToArray());
+        cmd.Parameters.AddWithValue("sizes", files.Select(f => f.Size).ToArray());
+        cmd.Parameters.AddWithValue("hashes", files.Select(f => f.Sha256).ToArray());
+        await cmd.ExecuteNonQueryAsync(ct);
+    }
+
+    private static async Task<List<OutputFile>> ReadFilesAsync(NpgsqlConnection conn, string table, Guid id, CancellationToken ct)
+    {
+        var files = new List<OutputFile>();
+        await using var cmd = new NpgsqlCommand($"select path, size, sha256 from batchrunner.{table} where job_id = @id order by path", conn);
+        cmd.Parameters.AddWithValue("id", id);
+        await using var rd = await cmd.ExecuteReaderAsync(ct);
+        while (await rd.ReadAsync(ct)) files.Add(new OutputFile(rd.GetString(0), rd.GetInt64(1), rd.GetString(2)));
+        return files;
     }
 
     public async Task SetHangfireJobIdAsync(Guid id, string hangfireJobId, CancellationToken ct)
@@ -84,50 +154,90 @@ public sealed partial class JobStore(NpgsqlDataSource db) : IAttemptStore
         await cmd.ExecuteNonQueryAsync(ct);
     }
 
-    public async Task<JobRecord?> GetAsync(Guid id, CancellationToken ct)
+    public Task<JobRecord?> GetAsync(Guid id, CancellationToken ct) => GetAsync(id, tenant: null, ct);
+
+    /// <summary>The job, with its outputs; null when there is none, or it belongs to another tenant than
+    /// <paramref name="tenant"/> (null: any tenant). The API answers both alike (404), so that a job's existence is
+    /// never revealed to another tenant.</summary>
+    public async Task<JobRecord?> GetAsync(Guid id, string? tenant, CancellationToken ct)
     {
         await using var conn = await db.OpenConnectionAsync(ct);
         JobRecord? job;
-        await using (var cmd = new NpgsqlCommand($"select {Columns} from batchrunner.jobs where id = @id", conn))
+        await using (var cmd = new NpgsqlCommand($"select {Columns} from {From} where j.id = @id and (@t::text is null or j.tenant = @t)", conn))
         {
             cmd.Parameters.AddWithValue("id", id);
+            cmd.Parameters.Add(new NpgsqlParameter("t", NpgsqlDbType.Text) { Value = (object?)tenant ?? DBNull.Value });
             await using var rd = await cmd.ExecuteReaderAsync(ct);
             job = await rd.ReadAsync(ct) ? Read(rd) : null;
         }
         if (job is null) return null;
-        var outputs = new List<OutputFile>();
-        await using (var cmd = new NpgsqlCommand("select path, size, sha256 from batchrunner.outputs where job_id = @id order by path", conn))
-        {
-            cmd.Parameters.AddWithValue("id", id);
-            await using var rd = await cmd.ExecuteReaderAsync(ct);
-            while (await rd.ReadAsync(ct)) outputs.Add(new OutputFile(rd.GetString(0), rd.GetInt64(1), rd.GetString(2)));
-        }
-        return job with { Outputs = outputs };
+        return job with { Outputs = await ReadFilesAsync(conn, "outputs", id, ct), Inputs = await ReadFilesAsync(conn, "inputs", id, ct) };
     }
 
-    /// <summary>Newest first; the cursor is opaque to clients (created_at and id of the last item).</summary>
-    public async Task<(IReadOnlyList<JobRecord> Items, string? NextCursor)> ListAsync(string? state, int limit, string? cursor, CancellationToken ct)
+    /// <summary>
+    /// The jobs <paramref name="filter"/> matches (of its tenant; null: every tenant), newest first; the cursor is opaque
+    /// to clients (created_at and id of the last item), so a page after it is exact under any filter. Items are
+    /// summaries (<see cref="JobRecord.IsSummary"/>: no args and env, but their names); with <paramref name="summary"/>,
+    /// the spec is read without command either: what a list item shows stays small whatever a job's command line.
+    /// </summary>
+    public async Task<(IReadOnlyList<JobRecord> Items, string? NextCursor)> ListAsync(JobFilter filter, int limit, string? cursor, bool summary, CancellationToken ct)
     {
-        var sql = new StringBuilder($"select {Columns} from batchrunner.jobs where true");
+        var sql = new StringBuilder($"select {ListColumns(summary)} from {From} where true");
         await using var cmd = db.CreateCommand();
-        if (state is not null)
+        if (filter.Tenant is { } tenant)
         {
-            sql.Append(" and state = @state");
-            cmd.Parameters.AddWithValue("state", state);
+            sql.Append(" and j.tenant = @tenant");
+            cmd.Parameters.AddWithValue("tenant", tenant);
+        }
+        if (filter.States.Count == 1)
+        {
+            // Equality, not = any(...): only then can (state, created_at, id) hand rows over newest first.
+            sql.Append(" and j.state = @state");
+            cmd.Parameters.AddWithValue("state", filter.States[0]);
+        }
+        else if (filter.States.Count > 1)
+        {
+            sql.Append(" and j.state = any(@states)");
+            cmd.Parameters.AddWithValue("states", filter.States.ToArray());
+        }
+        if (filter.Name is { } name)
+        {
+            sql.Append(filter.NameIsPrefix ? " and j.name like @name" : " and j.name = @name");
+            cmd.Parameters.AddWithValue("name", filter.NameIsPrefix ? LikePrefix(name) : name);
+        }
+        if (filter.Labels.Count > 0)
+        {
+            sql.Append(" and j.spec -> 'labels' @> @labels");
+            cmd.Parameters.Add(new NpgsqlParameter("labels", NpgsqlDbType.Jsonb) { Value = JsonSerializer.Serialize(filter.Labels, Json) });
+        }
+        if (filter.Since is { } since)
+        {
+            sql.Append(" and j.created_at >= @since");
+            cmd.Parameters.AddWithValue("since", since);
+        }
+        if (filter.Until is { } until)
+        {
+            sql.Append(" and j.created_at < @until");
+            cmd.Parameters.AddWithValue("until", until);
+        }
+        if (filter.Queue is { } queue)
+        {
+            sql.Append(" and j.queue = @queue");
+            cmd.Parameters.AddWithValue("queue", queue);
         }
         if (cursor is not null)
         {
             var (at, id) = DecodeCursor(cursor);
-            sql.Append(" and (created_at, id) < (@cat, @cid)");
+            sql.Append(" and (j.created_at, j.id) < (@cat, @cid)");
             cmd.Parameters.AddWithValue("cat", at);
             cmd.Parameters.AddWithValue("cid", id);
         }
-        sql.Append(" order by created_at desc, id desc limit @limit");
+        sql.Append(" order by j.created_at desc, j.id desc limit @limit");
         cmd.Parameters.AddWithValue("limit", limit + 1);
         cmd.CommandText = sql.ToString();
         var items = new List<JobRecord>();
         await using (var rd = await cmd.ExecuteReaderAsync(ct))
-            while (await rd.ReadAsync(ct)) items.Add(Read(rd));
+            while (await rd.ReadAsync(ct)) items.Add(Read(rd) with { IsSummary = true, EnvNames = rd.GetFieldValue<string[]>(EnvNamesOrdinal) });
         string? next = null;
         if (items.Count > limit)
         {
@@ -136,6 +246,10 @@ public sealed partial class JobStore(NpgsqlDataSource db) : IAttemptStore
         }
         return (items, next);
     }
+
+    /// <summary>A LIKE pattern matching what starts with <paramref name="prefix"/>: its own % _ \ are escaped.</summary>
+    private static string LikePrefix(string prefix) =>
+        prefix.Replace(@"\", @"\\").Replace("%", @"\%").Replace("_", @"\_") + "%";
 
     public static bool TryValidateCursor(string cursor)
     {
@@ -170,10 +284,11 @@ public sealed partial class JobStore(NpgsqlDataSource db) : IAttemptStore
     /// A queued job is cancelled at once; a starting or running one is flagged, and its worker kills
     /// the container when it sees the flag (through Hangfire's cancellation token).
     /// </summary>
-    public async Task<(CancelResult Result, string? HangfireJobId)> RequestCancelAsync(Guid id, CancellationToken ct)
+    /// <remarks>Only a job of <paramref name="tenant"/> (null: any tenant) is found.</remarks>
+    public async Task<(CancelResult Result, string? HangfireJobId)> RequestCancelAsync(Guid id, string? tenant, CancellationToken ct)
     {
         await using var cmd = db.CreateCommand("""
-            with j as (select id, state from batchrunner.jobs where id = @id for update)
+            with j as (select id, state from batchrunner.jobs where id = @id and (@t::text is null or tenant = @t) for update)
             update batchrunner.jobs t set
                    cancel_requested = true,
                    state = case when j.state = 'queued' then 'cancelled' else t.state end,
@@ -184,6 +299,7 @@ public sealed partial class JobStore(NpgsqlDataSource db) : IAttemptStore
             returning j.state, t.hangfire_job_id
             """);
         cmd.Parameters.AddWithValue("id", id);
+        cmd.Parameters.Add(new NpgsqlParameter("t", NpgsqlDbType.Text) { Value = (object?)tenant ?? DBNull.Value });
         await using var rd = await cmd.ExecuteReaderAsync(ct);
         if (await rd.ReadAsync(ct))
         {
@@ -192,8 +308,9 @@ public sealed partial class JobStore(NpgsqlDataSource db) : IAttemptStore
             return (before == JobState.Queued ? CancelResult.CancelledWhileQueued : CancelResult.Signalled, hf);
         }
         await rd.CloseAsync();
-        await using var exists = db.CreateCommand("select 1 from batchrunner.jobs where id = @id");
+        await using var exists = db.CreateCommand("select 1 from batchrunner.jobs where id = @id and (@t::text is null or tenant = @t)");
         exists.Parameters.AddWithValue("id", id);
+        exists.Parameters.Add(new NpgsqlParameter("t", NpgsqlDbType.Text) { Value = (object?)tenant ?? DBNull.Value });
         return (await exists.ExecuteScalarAsync(ct) is null ? CancelResult.NotFound : CancelResult.AlreadyFinal, null);
     }
 
@@ -235,9 +352,14 @@ public sealed partial class JobStore(NpgsqlDataSource db) : IAttemptStore
             HangfireJobId = rd.IsDBNull(16) ? null : rd.GetString(16),
             CancelRequested = rd.GetBoolean(17),
             Node = rd.IsDBNull(18) ? null : rd.GetString(18),
-            LogsTruncated = rd.GetBoolean(19),
-            Inputs = rd.IsDBNull(20) ? null
-                : new JobInputs(rd.GetString(20), rd.IsDBNull(21) ? 0 : rd.GetInt64(21), rd.IsDBNull(22) ? "" : rd.GetString(22), rd.IsDBNull(23) ? null : rd.GetString(23)),
+            RerunOf = rd.IsDBNull(27) ? null : rd.GetGuid(27),
+            Tenant = rd.GetString(19),
+            SubmittedBy = rd.IsDBNull(20) ? null : rd.GetString(20),
+            Notify = rd.IsDBNull(21) ? null : new NotificationRecord(rd.GetString(21), rd.GetString(22), rd.GetInt32(23),
+                rd.IsDBNull(24) ? null : rd.GetString(24), rd.IsDBNull(25) ? null : rd.GetFieldValue<DateTimeOffset>(25)),
+            LogsTruncated = rd.GetBoolean(26),
+            InputsTar = rd.IsDBNull(28) ? null
+                : new InputsTar(rd.GetString(28), rd.IsDBNull(29) ? 0 : rd.GetInt64(29), rd.IsDBNull(30) ? "" : rd.GetString(30), rd.IsDBNull(31) ? null : rd.GetString(31)),
         };
     }
 }

@@ -8,6 +8,9 @@ namespace BatchRunner.Server.Storage;
 /// <param name="Gpus">GPUs offered; <see cref="GpuModels"/> names their models (each once).</param>
 public sealed record NodeCapacity(double Cpus, long MemoryBytes, int Gpus)
 {
+    /// <summary><see cref="MemoryBytes"/> for a person ("21.5Gi"); computed, never read back.</summary>
+    public string Memory => Core.Quantity.Human(MemoryBytes);
+
     public IReadOnlyList<string> GpuModels { get; init; } = [];
     public IReadOnlyList<string> NetworkModes { get; init; } = ["none"];
     /// <summary>The most disk (resources.disk) one job may be granted: the data directory's filesystem less the free-space

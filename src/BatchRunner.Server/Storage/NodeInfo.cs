@@ -20,7 +20,11 @@ public sealed record NodeInfo(
 }
 
 /// <param name="DiskBytes">resources.disk granted to its starting and running jobs.</param>
-public sealed record NodeAllocation(double Cpus, long MemoryBytes, int Gpus, long DiskBytes = 0);
+public sealed record NodeAllocation(double Cpus, long MemoryBytes, int Gpus, long DiskBytes = 0)
+{
+    /// <summary><see cref="MemoryBytes"/> for a person ("1.5Gi").</summary>
+    public string Memory => Core.Quantity.Human(MemoryBytes);
+}
 
 /// <summary>
 /// A node's data directory as its heartbeat publishes it (batchrunner.nodes.disk). <see cref="AvailableBytes"/>: what jobs

@@ -101,12 +101,13 @@ public sealed class NodeStore(NpgsqlDataSource db)
         return list;
     }
 
-    /// <summary>Node records with their allocation (what their starting and running jobs requested) and running jobs.</summary>
-    public async Task<IReadOnlyList<NodeInfo>> ListAsync(bool aliveOnly, CancellationToken ct)
+    /// <summary>Node records with their allocation (what all their starting and running jobs requested) and running
+    /// jobs: all of them, or (<paramref name="tenant"/>) only that tenant's.</summary>
+    public async Task<IReadOnlyList<NodeInfo>> ListAsync(bool aliveOnly, CancellationToken ct, string? tenant = null)
     {
         await using var cmd = db.CreateCommand($"""
             select n.name, n.labels, n.capacity, n.queues, ({AliveCondition}) as alive, n.started_at, n.heartbeat_at,
-                   coalesce(array_agg(j.id) filter (where j.id is not null), array[]::uuid[]) as jobs,
+                   coalesce(array_agg(j.id) filter (where j.id is not null and (@t::text is null or j.tenant = @t)), array[]::uuid[]) as jobs,
                    coalesce(sum((j.spec->'resources'->>'cpus')::float8), 0) as cpus,
                    coalesce(sum((j.spec->'resources'->>'memoryBytes')::int8), 0) as mem,
                    coalesce(sum(coalesce((j.spec->'resources'->>'gpus')::int4, 0)), 0) as gpus,
@@ -119,6 +120,7 @@ public sealed class NodeStore(NpgsqlDataSource db)
              group by n.name
              order by n.name
             """);
+        cmd.Parameters.Add(new NpgsqlParameter("t", NpgsqlTypes.NpgsqlDbType.Text) { Value = (object?)tenant ?? DBNull.Value });
         var result = new List<NodeInfo>();
         await using var rd = await cmd.ExecuteReaderAsync(ct);
         while (await rd.ReadAsync(ct))

@@ -11,13 +11,15 @@ public static class OutputScanner
 {
     public const int MaxFiles = 10_000;
 
-    public static async Task<IReadOnlyList<OutputFile>> ScanAsync(string outputsDir, CancellationToken ct)
+    /// <summary>The regular files under <paramref name="outputsDir"/> (a job's outputs or inputs), sorted by path, at most
+    /// <paramref name="maxFiles"/> of them (default <see cref="MaxFiles"/>).</summary>
+    public static async Task<IReadOnlyList<OutputFile>> ScanAsync(string outputsDir, CancellationToken ct, int maxFiles = MaxFiles)
     {
         var result = new List<OutputFile>();
         if (!Directory.Exists(outputsDir)) return result;
         var pending = new Stack<string>();
         pending.Push(outputsDir);
-        while (pending.Count > 0 && result.Count < MaxFiles)
+        while (pending.Count > 0 && result.Count < maxFiles)
         {
             var dir = pending.Pop();
             foreach (var entry in new DirectoryInfo(dir).EnumerateFileSystemInfos())
@@ -31,7 +33,7 @@ public static class OutputScanner
                 await using var content = OpenOutput(outputsDir, rel);
                 if (content is null) continue;
                 result.Add(new OutputFile(rel, content.Length, Convert.ToHexStringLower(await SHA256.HashDataAsync(content, ct))));
-                if (result.Count >= MaxFiles) break;
+                if (result.Count >= maxFiles) break;
             }
         }
         result.Sort((a, b) => string.CompareOrdinal(a.Path, b.Path));

@@ -57,7 +57,7 @@ public sealed class LoopDiskVolumeFacts : IAsyncLifetime
     }
 
     [Fact]
-    public async Task Writes_FailWithEnospcAndUsageIsOverLimit_WhenAJobWritesTwiceItsLimit()
+    public async Task Writes_FailWithEnospcAndUsageIsOverLimit_WhenAJobWritesPastItsLimitAndHeadroom()
     {
         var v = await Create(32 * MiB);
 

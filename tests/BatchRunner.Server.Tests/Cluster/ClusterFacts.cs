@@ -61,6 +61,11 @@ public sealed class ClusterFacts
             Assert.Equal(HttpStatusCode.PartialContent, r.StatusCode);
             Assert.Equal("2", await r.Content.ReadAsStringAsync());
         }
+        // The whole /outputs in one archive, made on w1 and streamed through the API node.
+        var listed = BatchRunner.Testing.OutputArchives.Listed(await c.Api.OutputsAsync(id));
+        Assert.Equal(2, listed.Count);
+        Assert.Equal(listed, BatchRunner.Testing.OutputArchives.ZipEntries(await c.Api.Http.GetByteArrayAsync($"/api/v1/jobs/{id}/outputs.zip")));
+        Assert.Equal(listed, BatchRunner.Testing.OutputArchives.TarGzEntries(await c.Api.Http.GetByteArrayAsync($"/api/v1/jobs/{id}/outputs.tar.gz")));
         var missing = await c.Api.Http.GetAsync($"/api/v1/jobs/{id}/outputs/nope.txt");
         Assert.Equal(HttpStatusCode.NotFound, missing.StatusCode);
         Assert.Contains("nope.txt", await missing.Content.ReadAsStringAsync());

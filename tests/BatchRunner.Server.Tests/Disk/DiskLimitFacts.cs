@@ -32,7 +32,7 @@ public sealed class DiskLimitFacts(ServerFixture f)
         var done = await RunAsync("dd if=/dev/zero of=/outputs/big bs=1M count=128");
 
         Assert.Equal(("failed", "disk_quota_exceeded"), (State(done), Reason(done)));
-        Assert.StartsWith("disk limit 64 MiB exceeded: the job's files reached ", done.GetProperty("message").GetString());
+        Assert.StartsWith("disk limit 64Mi exceeded: the job's files reached ", done.GetProperty("message").GetString());
         Assert.Equal("64Mi", done.GetProperty("resources").GetProperty("disk").GetString());
         Assert.Equal(64 * MiB, done.GetProperty("resources").GetProperty("diskBytes").GetInt64());
         Assert.InRange(done.GetProperty("usage").GetProperty("diskBytes").GetInt64(), 64 * MiB + 1, 64 * MiB + Headroom);
@@ -138,7 +138,7 @@ public sealed class DiskLimitFacts(ServerFixture f)
         Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
         var errors = JsonDocument.Parse(await response.Content.ReadAsStringAsync()).RootElement.GetProperty("errors");
         var message = Assert.Single(errors.GetProperty("resources.disk").EnumerateArray()).GetString();
-        Assert.StartsWith("900 PiB disk requested; the largest live node has ", message);
+        Assert.StartsWith("900Pi disk requested; the largest live node has ", message);
     }
 
     [Fact]

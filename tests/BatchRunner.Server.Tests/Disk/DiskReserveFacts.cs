@@ -88,7 +88,7 @@ public sealed class DiskReserveFacts(SmallDiskFixture f) : IClassFixture<SmallDi
 
         Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
         var body = JsonDocument.Parse(await response.Content.ReadAsStringAsync()).RootElement;
-        Assert.StartsWith("1 GiB disk requested; the largest live node has ",
+        Assert.StartsWith("1Gi disk requested; the largest live node has ",
             body.GetProperty("errors").GetProperty("resources.disk")[0].GetString());
     }
 
@@ -101,7 +101,7 @@ public sealed class DiskReserveFacts(SmallDiskFixture f) : IClassFixture<SmallDi
             var health = await HealthAsync();
             Assert.Equal("ok", health.GetProperty("status").GetString());
             Assert.Equal("below_reserve", health.GetProperty("disk").GetProperty("status").GetString());
-            Assert.Contains("below the reserve MinFreeDisk=300 MiB: no new jobs start", health.GetProperty("disk").GetProperty("pressure").GetString());
+            Assert.Contains("below the reserve MinFreeDisk=300Mi: no new jobs start", health.GetProperty("disk").GetProperty("pressure").GetString());
 
             // Accepted and stored: the database writes while the data directory is below its reserve.
             var id = await f.Api.SubmitIdAsync(new { image = f.Busybox, command = new[] { "/bin/sh", "-c", "echo ran" } });

@@ -44,7 +44,7 @@ internal sealed class ExecutorHarness : IDisposable
             new ImagePhase(Images, Store),
             new DiskPhase(Disk, options, Volumes),
             new RootfsPhase(Snapshotter),
-            new ContainerPhase(Runtime, Store, Paths, node, _telemetry, gpus, options, Time, ContainerLog),
+            new ContainerPhase(Runtime, Store, Store, Paths, node, _telemetry, gpus, Live, options, Time, ContainerLog),
             new OutputsPhase(Paths, NullLogger<OutputsPhase>.Instance),
             Store, Paths, node, Time, RunnerLog);
         Executor = new JobExecutor(Store, runner, Reservations, node, new Fence(_fence.Token), new Lifetime(_stopping.Token), options, ExecutorLog);
@@ -66,6 +66,8 @@ internal sealed class ExecutorHarness : IDisposable
     /// <summary>Starts at the real time; only <see cref="FakeTimeProvider.Advance"/> moves it (timeouts, the grace period, polls).</summary>
     public FakeTimeProvider Time { get; } = new(DateTimeOffset.UtcNow);
     public NodeReservations Reservations { get; }
+    /// <summary>The running containers whose usage is published while they run.</summary>
+    public LiveUsage Live { get; } = new();
     public JobExecutor Executor { get; }
     public ListLogger<ContainerPhase> ContainerLog { get; } = new();
     public ListLogger<AttemptRunner> RunnerLog { get; } = new();

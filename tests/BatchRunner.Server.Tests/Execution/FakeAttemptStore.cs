@@ -9,9 +9,10 @@ namespace BatchRunner.Server.Tests.Execution;
 /// next attempt; writes of an older attempt change nothing) for executor decision tests. <see cref="Writes"/> lists
 /// every write in order, so a test can tell what was recorded, and that nothing was.
 /// </summary>
-internal sealed class FakeAttemptStore : IAttemptStore
+internal sealed class FakeAttemptStore : IAttemptStore, IJobSecrets
 {
     private readonly ConcurrentDictionary<Guid, JobRecord> _jobs = new();
+    private readonly ConcurrentDictionary<Guid, JobSecrets> _secrets = new();
     private readonly ConcurrentQueue<string> _writes = new();
     private volatile bool _cancelRequested;
     private int _cancelChecks;
@@ -28,7 +29,15 @@ internal sealed class FakeAttemptStore : IAttemptStore
     /// <summary>When set, the next begin answers this instead of starting an attempt.</summary>
     public AttemptStart? NextBegin { get; set; }
 
-    public void Add(JobRecord job) => _jobs[job.Id] = job;
+    /// <summary>Stores the job as the API does: its secrets apart, the spec without their values.</summary>
+    public void Add(JobRecord job)
+    {
+        _secrets[job.Id] = new JobSecrets(job.Spec.SecretEnv, job.Spec.Notify?.Secret);
+        _jobs[job.Id] = job with { Spec = job.Spec with { SecretEnv = new Dictionary<string, string>() } };
+    }
+
+    Task<JobSecrets> IJobSecrets.GetAsync(Guid jobId, CancellationToken ct) =>
+        Task.FromResult(_secrets.TryGetValue(jobId, out var s) ? s : JobSecretStore.Empty);
 
     public JobRecord Job(Guid id) => _jobs[id];
 

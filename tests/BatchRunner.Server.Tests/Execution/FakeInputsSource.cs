@@ -9,7 +9,7 @@ internal sealed class FakeInputsSource : IInputsSource
     public Dictionary<string, byte[]> Tars { get; } = [];
     public int Opens { get; private set; }
 
-    public Task<(Stream Tar, string From)> OpenAsync(Guid jobId, JobInputs inputs, CancellationToken ct)
+    public Task<(Stream Tar, string From)> OpenAsync(Guid jobId, InputsTar inputs, CancellationToken ct)
     {
         Opens++;
         return Tars.TryGetValue(inputs.Digest, out var tar)

@@ -16,7 +16,7 @@ public sealed class InputsPhaseFacts : IDisposable
     public void Dispose() => _h.Dispose();
 
     /// <summary>A real tar of a directory holding in.txt and sub/n.txt, made the way the API node makes it.</summary>
-    private async Task<JobInputs> TarAsync(string text)
+    private async Task<InputsTar> TarAsync(string text)
     {
         var dir = Directory.CreateDirectory(Path.Combine(_h.Root, "staged-" + Guid.NewGuid().ToString("N")[..6])).FullName;
         File.WriteAllText(Path.Combine(dir, "in.txt"), text);
@@ -25,13 +25,13 @@ public sealed class InputsPhaseFacts : IDisposable
         var store = new InputsStore(new DataPaths(Path.Combine(_h.Root, "holder")));
         using var packed = await store.PackAsync(dir, CancellationToken.None);
         _h.Inputs.Tars[packed.Digest] = await File.ReadAllBytesAsync(store.PathOf(packed.Digest)!);
-        return new JobInputs(packed.Digest, packed.Bytes, "api-node", "http://api-node.invalid:8080");
+        return new InputsTar(packed.Digest, packed.Bytes, "api-node", "http://api-node.invalid:8080");
     }
 
-    private Guid AddJobWith(JobInputs inputs, RetrySubmission? retry = null)
+    private Guid AddJobWith(InputsTar inputs, RetrySubmission? retry = null)
     {
         var id = _h.AddJob(ExecutorHarness.Job(retry: retry));
-        _h.Store.Add(_h.Store.Job(id) with { Inputs = inputs });
+        _h.Store.Add(_h.Store.Job(id) with { InputsTar = inputs });
         return id;
     }
 

@@ -18,10 +18,10 @@ public sealed class JobExecutorFacts : IDisposable
     public void Dispose() => _h.Dispose();
 
     /// <summary>Starts one delivery of the job and waits until its container runs.</summary>
-    private async Task<(Task Run, BatchRunner.Testing.Fakes.FakeContainer Container)> RunningAsync(Guid id, CancellationToken hangfire = default)
+    private async Task<(Task Run, BatchRunner.Testing.Fakes.FakeContainer Container)> RunningAsync(Guid id, CancellationToken hangfire = default, int n = 1)
     {
         var run = _h.ExecuteAsync(id, hangfire);
-        return (run, await _h.Runtime.WaitForStartAsync());
+        return (run, await _h.Runtime.WaitForStartAsync(n));
     }
 
     /// <summary>SIGTERM: returns once the running job has been granted its grace period.</summary>
@@ -77,7 +77,7 @@ public sealed class JobExecutorFacts : IDisposable
 
         Assert.Equal(["Begin 1", "Running 1", "Finish 1 failed disk_quota_exceeded"], _h.Store.Writes);
         var job = _h.Store.Job(id);
-        Assert.Equal("disk limit 64 MiB exceeded: the job's files reached 70 MiB (root filesystem and /outputs together); exit code 0", job.Message);
+        Assert.Equal("disk limit 64Mi exceeded: the job's files reached 70Mi (root filesystem and /outputs together); exit code 0", job.Message);
         Assert.Equal(0, job.ExitCode);
         Assert.Equal(70L << 20, Assert.Single(_h.Store.Outcomes).Usage!.DiskBytes);
         _h.AssertNothingHeld();
@@ -111,7 +111,7 @@ public sealed class JobExecutorFacts : IDisposable
 
         var e = await Assert.ThrowsAsync<JobRescheduleException>(() => _h.ExecuteAsync(id));
 
-        Assert.Contains("below the reserve MinFreeDisk=5 GiB", e.Message);
+        Assert.Contains("below the reserve MinFreeDisk=5Gi", e.Message);
         Assert.Empty(_h.Store.Writes);
         Assert.Equal(0, _h.Volumes.Live);
         _h.AssertNothingHeld();
@@ -233,7 +233,7 @@ public sealed class JobExecutorFacts : IDisposable
     }
 
     [Fact]
-    public async Task ExecuteAsync_KillsTheContainer_AndRecordsTimedOut_WhenTheJobOutlivesItsTimeout()
+    public async Task ExecuteAsync_StopsTheContainerWithSigterm_AndRecordsTimedOut_WhenTheJobOutlivesItsTimeout()
     {
         var id = _h.AddJob(ExecutorHarness.Job(timeoutSeconds: 60));
         var (run, container) = await RunningAsync(id);
@@ -241,9 +241,45 @@ public sealed class JobExecutorFacts : IDisposable
         _h.Time.Advance(TimeSpan.FromSeconds(61));
         await run.WaitAsync(Deadline);
 
-        Assert.True(container.Killed);
+        Assert.Equal(["SIGTERM"], container.StopSignals);
+        Assert.False(container.Killed);
         Assert.Equal(["Begin 1", "Running 1", "Finish 1 failed timed_out"], _h.Store.Writes);
-        Assert.Equal("killed after exceeding timeoutSeconds=60", _h.Store.Job(id).Message);
+        Assert.Equal("exceeded timeoutSeconds=60; exited within the 10 s stop grace period after SIGTERM (exit code 143)", _h.Store.Job(id).Message);
+        _h.AssertNothingHeld();
+    }
+
+    [Fact]
+    public async Task ExecuteAsync_KillsTheContainerAfterTheGrace_AndSaysSo_WhenItIgnoresTheStopSignal()
+    {
+        var id = _h.AddJob(ExecutorHarness.Job(timeoutSeconds: 60) with { StopGraceSeconds = 3 });
+        _h.Runtime.OnStart = c => c.IgnoresStopSignal = true;
+        var (run, container) = await RunningAsync(id);
+
+        _h.Time.Advance(TimeSpan.FromSeconds(61));
+        await run.WaitAsync(Deadline);
+
+        Assert.Equal(["SIGTERM"], container.StopSignals);
+        Assert.True(container.Killed);
+        Assert.StartsWith("exceeded timeoutSeconds=60; killed (SIGKILL) after the 3 s stop grace period: it did not exit on SIGTERM", _h.Store.Job(id).Message);
+        _h.AssertNothingHeld();
+    }
+
+    [Fact]
+    public async Task ExecuteAsync_SendsTheImagesStopSignal_AndKillsAtOnce_WhenTheGraceIsZero()
+    {
+        _h.Images.Config = _h.Images.Config with { StopSignal = "INT" };
+        var graceful = _h.AddJob(ExecutorHarness.Job(timeoutSeconds: 60));
+        var (run, container) = await RunningAsync(graceful);
+        _h.Time.Advance(TimeSpan.FromSeconds(61));
+        await run.WaitAsync(Deadline);
+        Assert.Equal(["SIGINT"], container.StopSignals);
+
+        var atOnce = _h.AddJob(ExecutorHarness.Job(timeoutSeconds: 60) with { StopGraceSeconds = 0 });
+        var (run2, container2) = await RunningAsync(atOnce, n: 2);
+        _h.Time.Advance(TimeSpan.FromSeconds(61));
+        await run2.WaitAsync(Deadline);
+        Assert.True(container2.Killed);
+        Assert.Equal("exceeded timeoutSeconds=60; killed (SIGKILL) at once: its stop grace period is 0 s", _h.Store.Job(atOnce).Message);
         _h.AssertNothingHeld();
     }
 
@@ -267,7 +303,7 @@ public sealed class JobExecutorFacts : IDisposable
     }
 
     [Fact]
-    public async Task ExecuteAsync_KillsTheContainer_AndRecordsCancelled_WhenCancelledWhileRunning()
+    public async Task ExecuteAsync_StopsTheContainer_AndRecordsCancelled_WhenCancelledWhileRunning()
     {
         var id = _h.AddJob(ExecutorHarness.Job());
         using var hangfire = new CancellationTokenSource();
@@ -277,10 +313,32 @@ public sealed class JobExecutorFacts : IDisposable
         await hangfire.CancelAsync();
         await run.WaitAsync(Deadline);
 
-        Assert.True(container.Killed);
+        Assert.Equal(["SIGTERM"], container.StopSignals);
         Assert.Equal(["Begin 1", "Running 1", "Finish 1 cancelled cancelled"], _h.Store.Writes);
-        Assert.Equal(137, Assert.Single(_h.Store.Outcomes).ExitCode);
+        Assert.Equal(143, Assert.Single(_h.Store.Outcomes).ExitCode);
+        Assert.Equal("cancelled by request; exited within the 10 s stop grace period after SIGTERM (exit code 143)", _h.Store.Job(id).Message);
         _h.AssertNothingHeld();
+    }
+
+    [Fact]
+    public async Task ExecuteAsync_OffersTheRunningContainersUsage_UntilItExits()
+    {
+        var id = _h.AddJob(ExecutorHarness.Job());
+        var (run, container) = await RunningAsync(id);
+        container.Usage = new BatchRunner.Core.ResourceUsage { CpuSeconds = 1.5, MemoryBytes = 3 << 20, MaxMemoryBytes = 4 << 20 };
+        await BatchRunner.Testing.Poll.UntilAsync(() => _h.Store.Writes.Contains("Running 1"), Deadline, "the job to be marked running", 5);
+
+        var now = DateTimeOffset.UtcNow;
+        var sample = Assert.Single(_h.Live.Sample(now));
+        Assert.Equal((id, 1), (sample.JobId, sample.Attempt));
+        Assert.Equal(1.5, sample.Usage.CpuSeconds);
+        Assert.Equal(3 << 20, sample.Usage.MemoryBytes);
+        Assert.Equal(now, sample.Usage.SampledAt);
+
+        container.Exit(0);
+        await run.WaitAsync(Deadline);
+        Assert.Empty(_h.Live.Sample(now));
+        Assert.Null(Assert.Single(_h.Store.Outcomes).Usage!.SampledAt); // the final usage is no sample
     }
 
     [Fact]
@@ -342,7 +400,7 @@ public sealed class JobExecutorFacts : IDisposable
     }
 
     [Fact]
-    public async Task ExecuteAsync_KillsAndRequeues_WhenTheJobOutlivesTheShutdownGrace()
+    public async Task ExecuteAsync_StopsAndRequeues_WhenTheJobOutlivesTheShutdownGrace()
     {
         var id = _h.AddJob(ExecutorHarness.Job());
         var (run, container) = await RunningAsync(id);
@@ -351,7 +409,8 @@ public sealed class JobExecutorFacts : IDisposable
         _h.Time.Advance(TimeSpan.FromSeconds(ExecutorHarness.GraceSeconds));
         await Assert.ThrowsAsync<OperationCanceledException>(() => run.WaitAsync(Deadline));
 
-        Assert.True(container.Killed);
+        // After the shutdown grace, the job's own stop grace: the signal first.
+        Assert.Equal(["SIGTERM"], container.StopSignals);
         Assert.Equal(["Begin 1", "Running 1", "Requeue 1"], _h.Store.Writes);
         Assert.Equal(JobState.Queued, _h.Store.Job(id).State);
         _h.AssertNothingHeld();
@@ -368,6 +427,7 @@ public sealed class JobExecutorFacts : IDisposable
 
         Assert.Contains("fenced", e.Message);
         Assert.True(container.Killed);
+        Assert.Empty(container.StopSignals); // no grace for a fenced node: another may start the job soon
         // Nothing after the attempt began running: the next attempt closes this one as node_lost.
         Assert.Equal(["Begin 1", "Running 1"], _h.Store.Writes);
         Assert.Empty(_h.Store.Outcomes);

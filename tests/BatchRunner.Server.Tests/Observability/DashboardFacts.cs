@@ -36,7 +36,7 @@ public sealed class DashboardFacts(ServerFixture f)
         Assert.Contains(id, html);
         Assert.Contains(WebUtility.HtmlEncode(f.Busybox), html);
         Assert.Contains(done.GetProperty("imageDigest").GetString()!, html);
-        Assert.Contains("0.25 CPUs, 48Mi memory", html);
+        Assert.Contains("0.25 CPU, 48Mi memory", html);
         Assert.Contains("succeeded", html);
         Assert.Contains("out.txt", html);
         Assert.Contains("CPU ", html);

@@ -58,6 +58,9 @@ public sealed class MetricsFacts(ServerFixture f)
             Deadline, "batchrunner_jobs{state=succeeded}", 200);
         foreach (var state in BatchRunner.Core.JobState.All)
             Assert.Single(m.Where("batchrunner_jobs", ("state", state), ("queue", "default")));
+        // Successes carry reason="none": an empty label value reads as no label at all in PromQL (issue 19, item 7).
+        Assert.True(m.Where("batchrunner_jobs_finished_total", ("state", "succeeded"), ("reason", "none")).Single().Value >= 1);
+        Assert.DoesNotContain(m.Where("batchrunner_jobs_finished_total"), s => s.Labels.GetValueOrDefault("reason") is null or "");
     }
 
     [Fact]

@@ -39,6 +39,8 @@ public sealed class NodeFitFacts
             "2 GPUs of model \"H100\" requested, node has 1" },
         { "GPU model enough (devices)", Spec(gpus: 2, model: "H100"), Node(gpus: 2, models: ["NVIDIA H100"], devices: ["NVIDIA H100", "NVIDIA H100"]), null },
         { "no model asked", Spec(gpus: 1), Node(gpus: 1, models: ["Tesla T4"], devices: ["Tesla T4"]), null },
+        { "one GPU, singular", Spec(gpus: 1), Node(), "1 GPU requested, node has 0" },
+        { "memory in human units", Spec(memory: "6Gi"), Node(memory: "5534966Ki"), "6Gi memory requested, node has 5.3Gi" },
     };
 
     [Theory]
@@ -77,6 +79,6 @@ public sealed class NodeFitFacts
         Assert.Contains("zone=b", NodeFit.WhyNoNodeFits(Spec(selector: new() { ["zone"] = "b" }), [Node()])["nodeSelector"][0]);
         Assert.Contains("no live worker node", NodeFit.WhyNoNodeFits(Spec(), [])["resources"][0]);
         var model = NodeFit.WhyNoNodeFits(Spec(gpus: 1, model: "H100"), [Node(gpus: 2, models: ["Test GPU"])]);
-        Assert.Equal(["no live node has 1 GPUs of a model matching \"H100\" (models: Test GPU)"], model["resources.gpuModel"]);
+        Assert.Equal(["no live node has 1 GPU of a model matching \"H100\" (models: Test GPU)"], model["resources.gpuModel"]);
     }
 }

@@ -56,19 +56,19 @@ public sealed partial class ServiceFacts(ServerFixture f) : IAsyncLifetime
         Assert.True(int.Parse(unit.Required("LimitNOFILE")) >= 65536);
         Assert.Equal(Path.Combine(Prefix, "batchrunner"), unit.Value("ExecStart"));
         Assert.Equal(EnvFile, unit.Value("EnvironmentFile"));
-        // The whole shutdown (grace, then up to 20 s of stopping and requeueing, then PostgreSQL) fits in TimeoutStopSec.
-        Assert.True(int.Parse(unit.Required("TimeoutStopSec")) > int.Parse(env["BATCHRUNNER_SHUTDOWN_GRACE_SECONDS"]) + 20);
+        // The whole shutdown (grace, the jobs' stop grace, up to 20 s of requeueing, then PostgreSQL) fits in TimeoutStopSec.
+        Assert.True(int.Parse(unit.Required("TimeoutStopSec")) > int.Parse(env["BATCHRUNNER_SHUTDOWN_GRACE_SECONDS"]) + 300 + 20);
         Assert.True(File.Exists(Path.Combine(Prefix, "appsettings.json")), "appsettings.json ships beside the executable");
 
         // A reinstall (an upgrade) keeps the env file and its key; --env changes what it names, and the
         // unit's stop timeout follows a new grace period.
         Directory.CreateDirectory(Path.Combine(DataDir, "jobs"));
-        await InstallAsync("--env", "BATCHRUNNER_SHUTDOWN_GRACE_SECONDS=100", "--env", "BATCHRUNNER_ROLE=worker");
+        await InstallAsync("--env", "BATCHRUNNER_SHUTDOWN_GRACE_SECONDS=100", "--env", "BATCHRUNNER_MAX_STOP_GRACE_SECONDS=40", "--env", "BATCHRUNNER_ROLE=worker");
         var after = SystemdUnit.ReadEnvironmentFile(EnvFile);
         Assert.Equal(env["BATCHRUNNER_API_KEY"], after["BATCHRUNNER_API_KEY"]);
         Assert.Equal("worker", after["BATCHRUNNER_ROLE"]);
         Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(EnvFile));
-        Assert.Equal("160", SystemdUnit.Read(UnitFile).Value("TimeoutStopSec"));
+        Assert.Equal("200", SystemdUnit.Read(UnitFile).Value("TimeoutStopSec"));
 
         // The bridge's host firewall rules outlive the service (they are put in place at the first bridge job):
         // uninstalling removes them.
@@ -92,7 +92,7 @@ public sealed partial class ServiceFacts(ServerFixture f) : IAsyncLifetime
     public async Task ExecStart_AsSystemdRunsIt_IsReadyWhenTheApiAnswers_StopsCleanly_AndExecStopPostStopsWhatACrashLeft()
     {
         var port = Cluster.TestCluster.FreePort();
-        await InstallAsync("--urls", $"http://127.0.0.1:{port}", "--env", "BATCHRUNNER_SHUTDOWN_GRACE_SECONDS=1",
+        await InstallAsync("--urls", $"http://127.0.0.1:{port}", "--env", "BATCHRUNNER_SHUTDOWN_GRACE_SECONDS=1", "--env", "BATCHRUNNER_STOP_GRACE_SECONDS=1",
             "--env", "BATCHRUNNER_NODE_NAME=svc-" + Guid.NewGuid().ToString("N")[..6], "--env", "BATCHRUNNER_WORKERS=1");
         var unit = SystemdUnit.Read(UnitFile);
         var key = SystemdUnit.ReadEnvironmentFile(EnvFile)["BATCHRUNNER_API_KEY"];
@@ -114,7 +114,7 @@ public sealed partial class ServiceFacts(ServerFixture f) : IAsyncLifetime
             id = await SubmitAsync(http, "sleep 30");
             await WaitStateAsync(http, id, "running");
 
-            // 2. SIGTERM: STOPPING=1, the job is stopped and requeued after the 1 s grace, PostgreSQL stops, exit 0.
+            // 2. SIGTERM: STOPPING=1, the job is stopped and requeued after the 1 s grace (and its 1 s stop grace), PostgreSQL stops, exit 0.
             service.Terminate();
             Assert.Equal("STOPPING=1", await ReceiveFromAsync(notify, service, "STOPPING=1"));
             Assert.Equal(0, await service.WaitForExitAsync(TimeSpan.FromSeconds(int.Parse(unit.Required("TimeoutStopSec")))));
@@ -129,7 +129,8 @@ public sealed partial class ServiceFacts(ServerFixture f) : IAsyncLifetime
         // journald splits the stream at "\n" only; any other control character would make an entry a blob.
         var lines = File.ReadAllText(log).Split('\n', StringSplitOptions.RemoveEmptyEntries).ToList();
         Assert.All(lines, l => Assert.Matches(@"^<[0-7]>[^\x00-\x1f]*$", l));
-        Assert.Contains(lines, l => Regex.IsMatch(l, @"^<6>BatchRunner\.Requests\[1\] HTTP GET /healthz 200 in [0-9.]+ ms, key -$"));
+        // The client sends its key with every request: /healthz needs none, but the line says whose it was.
+        Assert.Contains(lines, l => Regex.IsMatch(l, @"^<6>BatchRunner\.Requests\[1\] HTTP GET /healthz 200 in [0-9.]+ ms, key bootstrap$"));
         Assert.Contains(lines, l => Regex.IsMatch(l, @"^<6>BatchRunner\.Requests\[1\] HTTP GET /api/v1/jobs/\{id\} 200 in [0-9.]+ ms, key bootstrap$"));
         Assert.DoesNotContain(lines, l => l.Contains("Microsoft.AspNetCore", StringComparison.Ordinal));
 

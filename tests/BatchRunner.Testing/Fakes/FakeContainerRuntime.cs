@@ -98,6 +98,26 @@ public sealed class FakeContainer(ContainerSpec spec, string bundleDir) : IRunni
         return Task.CompletedTask;
     }
 
+    /// <summary>Stop signals sent to it (<see cref="StopAsync"/>), in order.</summary>
+    public List<string> StopSignals { get; } = [];
+
+    /// <summary>When true, the stop signal is ignored and the container is killed when the grace ends (at once here:
+    /// the fake does not wait); otherwise it exits on the signal (128 + 15).</summary>
+    public bool IgnoresStopSignal { get; set; }
+
+    public async Task<StopResult> StopAsync(string signal, TimeSpan grace, CancellationToken ct)
+    {
+        if (_exit.Task.IsCompleted) return new StopResult(signal, grace, Killed: false, AlreadyExited: true);
+        lock (StopSignals) StopSignals.Add(signal);
+        if (IgnoresStopSignal || grace == TimeSpan.Zero)
+        {
+            await KillAsync(ct);
+            return new StopResult(signal, grace, Killed: true);
+        }
+        Exit(143, 15);
+        return new StopResult(signal, grace, Killed: false);
+    }
+
     public ResourceUsage ReadUsage() => Usage;
 
     public async ValueTask DisposeAsync()

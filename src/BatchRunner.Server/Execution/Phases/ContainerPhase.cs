@@ -21,10 +21,12 @@ namespace BatchRunner.Server.Execution.Phases;
 public sealed partial class ContainerPhase(
     IContainerRuntime runtime,
     IAttemptStore store,
+    IJobSecrets secrets,
     DataPaths paths,
     NodeIdentity node,
     JobTelemetry telemetry,
     GpuNode gpus,
+    LiveUsage live,
     IOptions<BatchRunnerOptions> options,
     TimeProvider time,
     ILogger<ContainerPhase> log) : IAttemptPhase
@@ -42,6 +44,22 @@ public sealed partial class ContainerPhase(
         var io = new ContainerIo(paths.Stdout(attempt.JobId), paths.Stderr(attempt.JobId)) { Limits = new LogLimits(options.Value.LogCapFor(spec)) };
         // Earlier attempts' stderr stays in the log; the message quotes only this attempt's.
         var stderrFrom = StoredLog.End(io.StderrPath);
+
+        // The stored spec never holds secret values: they are decrypted here, for the container's environment only.
+        try
+        {
+            var jobSecrets = await Durably.RunAsync(c => secrets.GetAsync(attempt.JobId, c), attempt.Signals.Preparation);
+            spec = spec with { SecretEnv = jobSecrets.Env };
+        }
+        catch (System.Security.Cryptography.CryptographicException)
+        {
+            return new AttemptResult.Failed(FailureReason.StartFailed,
+                "its secrets cannot be decrypted: the Data Protection key that encrypted them is not in the database's key ring", Infrastructure: false);
+        }
+        catch (OperationCanceledException) when (attempt.Signals.Preparation.IsCancellationRequested)
+        {
+            return await attempt.Signals.InterruptedAsync();
+        }
 
         ContainerSpec cspec;
         try
@@ -75,21 +93,23 @@ public sealed partial class ContainerPhase(
         BatchRunnerMetrics.JobsRunning.Inc();
         var tracking = telemetry.TrackContainer(attempt.Job, node.Name, cspec, container, attempt.DiskWatch);
         using var gpuTracking = attempt.Reservation.Gpus.Count > 0 ? gpus.Monitor.TrackJob(attempt.JobId, spec.Name, attempt.Reservation.Gpus) : null;
+        // While it runs: its cgroup's and GPUs' figures so far, and the peak of its disk (the final one comes from OutputsPhase).
+        using var liveUsage = live.Track(attempt.JobId, attempt.Attempt,
+            () => WithGpus(container.ReadUsage(), gpuTracking) with { DiskBytes = attempt.DiskWatch?.PeakUsedBytes });
         try
         {
-            var waiting = WaitAsync(attempt.JobId, container, attempt.Signals);
+            var waiting = WaitAsync(attempt, container);
             var marking = MarkLogsTruncatedAsync(attempt, container.LogsTruncated, waiting);
-            var (exit, why) = await waiting;
+            var (exit, why, stop) = await waiting;
             await marking;
             BatchRunnerMetrics.JobRunSeconds.WithLabels(attempt.Job.Queue).Observe((time.GetUtcNow() - startedAt).TotalSeconds);
-            var usage = container.ReadUsage();
-            if (gpuTracking?.Usage is { } g)
-                usage = usage with { Gpus = new GpuUsageSummary(g.Gpus, g.MeanUtilizationPercent, g.PeakUtilizationPercent, g.PeakMemoryBytes, g.Samples) };
+            liveUsage.Dispose();
+            var usage = WithGpus(container.ReadUsage(), gpuTracking);
             // The container is gone from here on; results come from the job directory.
             attempt.Container = null;
             await container.DisposeAsync();
             var lastStderrLine = exit.ExitCode != 0 ? StoredLog.LastLine(io.StderrPath, stderrFrom, MaxMessageStderrChars) : null;
-            attempt.Run = new ContainerRun(exit, why, usage, lastStderrLine);
+            attempt.Run = new ContainerRun(exit, why, usage, stop, lastStderrLine);
             return null;
         }
         finally
@@ -98,6 +118,9 @@ public sealed partial class ContainerPhase(
             BatchRunnerMetrics.JobsRunning.Dec();
         }
     }
+
+    private static ResourceUsage WithGpus(ResourceUsage usage, GpuJobTracking? gpus) =>
+        gpus?.Usage is { } g ? usage with { Gpus = new GpuUsageSummary(g.Gpus, g.MeanUtilizationPercent, g.PeakUtilizationPercent, g.PeakMemoryBytes, g.Samples) } : usage;
 
     /// <summary>Records logsTruncated when the container's output first goes over its cap (known before it is waited for).</summary>
     private async Task MarkLogsTruncatedAsync(AttemptContext attempt, Task truncated, Task exited)
@@ -120,8 +143,15 @@ public sealed partial class ContainerPhase(
     /// gives the job its grace period to finish. A Hangfire abort with none of these behind it (the job
     /// was re-delivered elsewhere after a database hiccup) is ignored: this attempt keeps running.
     /// </summary>
-    private async Task<(ExitResult Exit, StopCause Why)> WaitAsync(Guid jobId, IRunningContainer container, StopSignals s)
+    /// <remarks>
+    /// A job stopped for its timeout, a cancel or a shutdown gets its stop signal (SIGTERM, or the image's StopSignal)
+    /// and its stopGraceSeconds to exit (to checkpoint, to write its outputs) before SIGKILL; on shutdown that comes
+    /// after ShutdownGraceSeconds, so a worker's stop takes at most ShutdownGraceSeconds + MaxStopGraceSeconds. A fenced
+    /// node kills at once: another node may soon start the job again.
+    /// </remarks>
+    private async Task<(ExitResult Exit, StopCause Why, StopResult? Stop)> WaitAsync(AttemptContext attempt, IRunningContainer container)
     {
+        var s = attempt.Signals;
         var exit = container.WaitAsync(CancellationToken.None);
         Task Fired(CancellationToken t) => Task.Delay(Timeout.Infinite, t).ContinueWith(_ => { }, TaskScheduler.Default);
         var timeout = Fired(s.Timeout);
@@ -129,6 +159,7 @@ public sealed partial class ContainerPhase(
         var hangfire = Fired(s.Hangfire);
         var stopping = Fired(s.Stopping);
         var why = StopCause.None;
+        StopResult? stop = null;
         while (!exit.IsCompleted)
         {
             await Task.WhenAny(exit, timeout, fenced, hangfire, stopping, Task.Delay(CancelPollInterval, time));
@@ -138,20 +169,40 @@ public sealed partial class ContainerPhase(
             {
                 var grace = TimeSpan.FromSeconds(options.Value.ShutdownGraceSeconds);
                 var graceOver = Task.Delay(grace, time);
-                LogGrace(log, jobId, grace.TotalSeconds);
+                LogGrace(log, attempt.JobId, grace.TotalSeconds);
                 await Task.WhenAny(exit, timeout, graceOver);
                 if (exit.IsCompleted) { why = StopCause.None; break; }
                 if (s.Timeout.IsCancellationRequested) why = StopCause.Timeout;
             }
-            if (why != StopCause.None)
+            if (why == StopCause.Fenced)
             {
                 await container.KillAsync(CancellationToken.None);
                 break;
             }
+            if (why != StopCause.None)
+            {
+                var signal = Runtime.StopSignal.Normalize(attempt.Image?.Config.StopSignal) ?? Runtime.StopSignal.Default;
+                var stopGrace = StopGrace(attempt.Spec);
+                LogStopping(log, attempt.JobId, why, signal, stopGrace.TotalSeconds);
+                // Fencing during the grace period cuts it short: SIGKILL at once.
+                stop = await container.StopAsync(signal, stopGrace, s.Fenced);
+                LogStopped(log, attempt.JobId, stop.Describe());
+                break;
+            }
             if (hangfire.IsCompleted) hangfire = new TaskCompletionSource().Task; // spurious: stop listening
         }
-        return (await exit, why);
+        return (await exit, why, stop);
     }
+
+    /// <summary>The job's stopGraceSeconds (the node's default for jobs stored without one), never above the node's maximum.</summary>
+    private TimeSpan StopGrace(JobSpec spec) =>
+        TimeSpan.FromSeconds(Math.Min(spec.StopGraceSeconds ?? options.Value.StopGraceSeconds, options.Value.MaxStopGraceSeconds));
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Job {JobId}: stopping it ({Cause}): {Signal}, then SIGKILL after {Seconds} s")]
+    private static partial void LogStopping(ILogger log, Guid jobId, StopCause cause, string signal, double seconds);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Job {JobId}: {How}")]
+    private static partial void LogStopped(ILogger log, Guid jobId, string how);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Job {JobId}: worker stopping; the job has {Seconds}s to finish")]
     private static partial void LogGrace(ILogger log, Guid jobId, double seconds);

@@ -28,7 +28,7 @@ public sealed partial class InputsPhase(DataPaths paths, IInputsSource source, I
 {
     public async Task<AttemptResult?> RunAsync(AttemptContext attempt)
     {
-        if (attempt.Job.Inputs is not { } inputs) return null;
+        if (attempt.Job.InputsTar is not { } inputs) return null;
         var target = paths.Inputs(attempt.JobId);
         if (Directory.Exists(target)) return null;
 

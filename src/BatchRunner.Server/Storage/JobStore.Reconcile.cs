@@ -1,0 +1,73 @@
+namespace BatchRunner.Server.Storage;
+
+/// <summary>A queued job whose Hangfire message will never run it: deleted in Hangfire's dashboard, ended there
+/// (succeeded or failed while the job is still queued), or gone altogether.</summary>
+/// <param name="HangfireState">Hangfire's state of the message (<c>Deleted</c>, <c>Succeeded</c>, <c>Failed</c>); null when it is gone.</param>
+public sealed record OrphanedJob(Guid Id, string DisplayName, string Queue, string HangfireJobId, string? HangfireState)
+{
+    public bool DeletedInHangfire => HangfireState == "Deleted";
+}
+
+// Queued jobs and their Hangfire messages: finding the ones Hangfire will never run.
+public sealed partial class JobStore
+{
+    /// <summary>
+    /// Queued jobs whose Hangfire message is in a state no worker fetches from: <c>Deleted</c> (at once: only a person
+    /// deletes a queued job's message, in Hangfire's dashboard; BatchRunner's own cancel ends the job first), or
+    /// <c>Succeeded</c>, <c>Failed</c> or gone, for at least <paramref name="grace"/> (a worker that handed a job back
+    /// changes its message's state a moment after the job's).
+    /// </summary>
+    /// <remarks>
+    /// Reads Hangfire.PostgreSql's own tables (<c>hangfire.job</c>: <c>id</c>, <c>statename</c>; <c>hangfire.state</c>:
+    /// <c>createdat</c>, UTC): one indexed join per queued job instead of one Hangfire API call each. The schema name is
+    /// the one <see cref="StorageServices"/> configures; HangfireReconcileFacts fails if an upgrade changes these tables.
+    /// </remarks>
+    public async Task<IReadOnlyList<OrphanedJob>> FindOrphanedQueuedAsync(TimeSpan grace, int max, CancellationToken ct)
+    {
+        await using var cmd = db.CreateCommand("""
+            select j.id, coalesce(j.name, j.image), j.queue, j.hangfire_job_id, h.statename
+              from batchrunner.jobs j
+              left join hangfire.job h on h.id = j.hangfire_job_id::bigint
+              left join hangfire.state s on s.id = h.stateid
+             where j.state = 'queued' and j.hangfire_job_id ~ '^[0-9]{1,18}$'
+               and (h.statename = 'Deleted'
+                    or (h.id is null and j.created_at < now() - @grace)
+                    or (h.statename in ('Succeeded', 'Failed') and s.createdat < (now() at time zone 'utc') - @grace))
+             limit @max
+            """);
+        cmd.Parameters.AddWithValue("grace", grace);
+        cmd.Parameters.AddWithValue("max", max);
+        var orphans = new List<OrphanedJob>();
+        await using var rd = await cmd.ExecuteReaderAsync(ct);
+        while (await rd.ReadAsync(ct))
+            orphans.Add(new OrphanedJob(rd.GetGuid(0), rd.GetString(1), rd.GetString(2), rd.GetString(3), rd.IsDBNull(4) ? null : rd.GetString(4)));
+        return orphans;
+    }
+
+    /// <summary>Ends a queued job whose message was deleted in Hangfire: <c>cancelled</c>, with <paramref name="message"/>.
+    /// False when it is no longer queued with that message.</summary>
+    public async Task<bool> CancelOrphanAsync(Guid id, string hangfireJobId, string message, CancellationToken ct)
+    {
+        await using var cmd = db.CreateCommand("""
+            update batchrunner.jobs set state = 'cancelled', reason = 'cancelled', message = @m, cancel_requested = true, finished_at = now()
+             where id = @id and state = 'queued' and hangfire_job_id = @h
+            """);
+        cmd.Parameters.AddWithValue("id", id);
+        cmd.Parameters.AddWithValue("h", hangfireJobId);
+        cmd.Parameters.AddWithValue("m", message);
+        return await cmd.ExecuteNonQueryAsync(ct) == 1;
+    }
+
+    /// <summary>Records <paramref name="newHangfireJobId"/> as the queued job's message in place of <paramref name="oldHangfireJobId"/>;
+    /// false when the job has moved on (another node replaced it first, or it is no longer queued).</summary>
+    public async Task<bool> ReplaceHangfireJobIdAsync(Guid id, string oldHangfireJobId, string newHangfireJobId, CancellationToken ct)
+    {
+        await using var cmd = db.CreateCommand("""
+            update batchrunner.jobs set hangfire_job_id = @new where id = @id and state = 'queued' and hangfire_job_id = @old
+            """);
+        cmd.Parameters.AddWithValue("id", id);
+        cmd.Parameters.AddWithValue("old", oldHangfireJobId);
+        cmd.Parameters.AddWithValue("new", newHangfireJobId);
+        return await cmd.ExecuteNonQueryAsync(ct) == 1;
+    }
+}
