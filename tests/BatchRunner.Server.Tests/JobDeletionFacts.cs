@@ -128,6 +128,26 @@ public sealed class JobDeletionFacts(ServerFixture f)
     }
 
     [Fact]
+    public async Task Delete_KeepsTheInputsTar_WhileARerunOfTheDeletedJobNamesIt()
+    {
+        var content = "rerun " + Guid.NewGuid().ToString("N");
+        var original = await PostWithInputAsync(content, new { image = f.Busybox, command = new[] { "cat", "/inputs/in.txt" } });
+        Assert.Equal(content + "\n", await f.Api.SucceededStdoutAsync(original));
+        var digest = await ScalarAsync<string>("select inputs_digest from batchrunner.jobs where id = @id", original);
+        var rerun = BatchRunnerClient.Id(await BatchRunnerClient.CreatedAsync(await f.Api.RerunAsync(original)));
+        Assert.Equal(digest, await ScalarAsync<string>("select inputs_digest from batchrunner.jobs where id = @id", rerun));
+
+        Assert.Equal(HttpStatusCode.NoContent, (await f.Client.DeleteAsync($"/api/v1/jobs/{original}")).StatusCode);
+        Assert.True(File.Exists(InputsTar(digest)));
+        Assert.Equal(content + "\n", await f.Api.SucceededStdoutAsync(rerun));
+        // A rerun of a deleted job is not found, like the job.
+        Assert.Equal(HttpStatusCode.NotFound, (await f.Api.RerunAsync(original)).StatusCode);
+
+        Assert.Equal(HttpStatusCode.NoContent, (await f.Client.DeleteAsync($"/api/v1/jobs/{rerun}")).StatusCode);
+        Assert.False(File.Exists(InputsTar(digest)));
+    }
+
+    [Fact]
     public async Task RetentionSweep_DeletesJobsFinishedLongerAgo_AndTheirFiles_KeepingNewerOnes()
     {
         var old = await PostWithInputAsync("old", new { image = f.Busybox, command = new[] { "/bin/sh", "-c", "cat /inputs/in.txt; echo o > /outputs/o.txt" } });
