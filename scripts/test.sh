@@ -23,6 +23,9 @@ results="$root/artifacts/test-results"
 rm -rf "$results"
 mkdir -p "$results"
 
+# The local dotnet tools (.config/dotnet-tools.json): kiota, with which the OpenAPI tests generate a client.
+dotnet tool restore
+
 set +e
 # Build once (in parallel), then run the test assemblies one after another (-m:1): several of them
 # drive host-wide state (bridges and iptables rules through CNI, cgroups, runc), and two at once on

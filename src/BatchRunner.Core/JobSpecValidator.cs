@@ -175,7 +175,8 @@ public static partial class JobSpecValidator
     /// <summary>Log fields: the per-stream cap (issue: logs).</summary>
     static partial void ValidateLogs(JobSubmission s, Action<string, string> add, ref JobSpec spec);
 
-    private static bool TryMemory(JsonElement m, out long bytes, out string why)
+    /// <summary>A memory amount as the API accepts it: a quantity ("64Mi") or a number of bytes; <paramref name="why"/> says what is wrong.</summary>
+    public static bool TryMemory(JsonElement m, out long bytes, out string why)
     {
         why = "";
         bytes = 0;

@@ -111,7 +111,11 @@ public sealed partial class RunCommandFacts(CliFixture f) : IDisposable
             await Poll.UntilAsync(() => stdout.Text.Contains("started"), TimeSpan.FromSeconds(30), "the job's first line");
             CliProcess.Signal(p, CliProcess.SIGINT);
             using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(30));
-            await p.WaitForExitAsync(cts.Token);
+            try { await p.WaitForExitAsync(cts.Token); }
+            catch (OperationCanceledException)
+            {
+                Assert.Fail($"the CLI did not exit within 30 s of SIGINT\n--- stdout\n{stdout.Text}\n--- stderr\n{stderr.Text}");
+            }
         }
         finally
         {

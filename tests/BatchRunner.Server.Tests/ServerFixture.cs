@@ -53,7 +53,7 @@ public sealed class ServerFixture : IAsyncLifetime
             $"--BatchRunner:DataDir={DataDir}",
             .. TestRegistry.ServerArgs,
             $"--BatchRunner:ApiKey={ApiKey}",
-            "--BatchRunner:Workers=4",
+            // Workers unset: the default (enough to fill the node with small jobs) is what QuotaFacts' sweep checks.
             "--BatchRunner:Queues:0=default",
             "--BatchRunner:Queues:1=limited",
             "--BatchRunner:QueueLimits:limited=1",

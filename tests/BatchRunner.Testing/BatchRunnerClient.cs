@@ -54,6 +54,10 @@ public sealed class BatchRunnerClient : IDisposable
         return JsonDocument.Parse(body).RootElement.Clone();
     }
 
+    /// <summary>The response's body as JSON.</summary>
+    public static async Task<JsonElement> JsonOf(HttpResponseMessage response) =>
+        JsonDocument.Parse(await response.Content.ReadAsStringAsync()).RootElement.Clone();
+
     public static string Id(JsonElement job) => job.GetProperty("id").GetString()!;
 
     public static string State(JsonElement job) => job.GetProperty("state").GetString()!;
@@ -117,6 +121,15 @@ public sealed class BatchRunnerClient : IDisposable
 
     /// <summary>A client of the same server that sends <paramref name="apiKey"/> (null: none).</summary>
     public BatchRunnerClient WithKey(string? apiKey) => new(Http.BaseAddress!.ToString(), apiKey, Http.Timeout);
+
+    /// <summary>PUT /api/v1/tenants/NAME (this client's key must be an admin's); asserts 200 and returns the tenant.</summary>
+    public async Task<JsonElement> PutTenantAsync(string name, object quota)
+    {
+        var response = await Http.PutAsJsonAsync($"/api/v1/tenants/{name}", quota, Json);
+        var body = await response.Content.ReadAsStringAsync();
+        Assert.True(response.StatusCode == HttpStatusCode.OK, $"put tenant: {(int)response.StatusCode} {body}");
+        return JsonDocument.Parse(body).RootElement.Clone();
+    }
 
     public Task<HttpResponseMessage> RevokeKeyAsync(string id) => Http.DeleteAsync($"/api/v1/apikeys/{id}");
 

@@ -1,4 +1,3 @@
-using System.Text.RegularExpressions;
 using BatchRunner.Server.Auth;
 using BatchRunner.Server.Storage;
 using Microsoft.AspNetCore.Http.HttpResults;
@@ -18,18 +17,13 @@ public sealed record ApiKeyDto(Guid Id, string Name, string Tenant, string Role,
 /// <summary>A key just created: the only answer that ever carries <see cref="Key"/>.</summary>
 public sealed record CreatedApiKeyDto(Guid Id, string Name, string Tenant, string Role, DateTimeOffset CreatedAt, string Key, string Prefix);
 
-public sealed record TenantDto(string Name, DateTimeOffset CreatedAt);
-
 /// <summary>
-/// HTTP API v1 for API keys and tenants (admin only). A public contract: extend it, never rename or remove.
+/// HTTP API v1 for API keys (admin only); tenants are <see cref="TenantsApi"/>. A public contract: extend it, never rename or remove.
 /// A key belongs to one tenant, which is created with its first key.
 /// </summary>
-public static partial class ApiKeysApi
+public static class ApiKeysApi
 {
     public const int MaxNameLength = 200;
-
-    [GeneratedRegex("^[a-z0-9]([a-z0-9_-]{0,62})$")]
-    private static partial Regex TenantName();
 
     public static IEndpointRouteBuilder MapApiKeysApiV1(this IEndpointRouteBuilder app)
     {
@@ -37,8 +31,6 @@ public static partial class ApiKeysApi
         keys.MapPost("/", CreateAsync).WithName("CreateApiKey").Accepts<ApiKeyRequest>("application/json");
         keys.MapGet("/", ListAsync).WithName("ListApiKeys");
         keys.MapDelete("/{id}", RevokeAsync).WithName("RevokeApiKey");
-        app.MapGroup("/api/v1/tenants").WithTags("Tenants").RequireAuthorization(Policies.Admin)
-            .MapGet("/", ListTenantsAsync).WithName("ListTenants");
         return app;
     }
 
@@ -54,8 +46,8 @@ public static partial class ApiKeysApi
         if (string.IsNullOrEmpty(name) || name.Length > MaxNameLength || name.Any(char.IsControl))
             errors["name"] = [$"name is required: 1-{MaxNameLength} printable characters saying what the key is for"];
         var tenant = body?.Tenant ?? BootstrapKey.Tenant;
-        if (!TenantName().IsMatch(tenant))
-            errors["tenant"] = ["tenant must be 1-63 characters of lowercase letters, digits, '_', '-' and start with a letter or digit"];
+        if (!TenantsApi.IsValidName(tenant))
+            errors["tenant"] = [TenantsApi.NameRule];
         var role = body?.Role ?? Roles.User;
         if (!Roles.All.Contains(role))
             errors["role"] = [$"role must be one of {string.Join(", ", Roles.All)}"];
@@ -82,7 +74,4 @@ public static partial class ApiKeysApi
         cache.Forget(keyId.ToString());
         return TypedResults.NoContent();
     }
-
-    public static async Task<Ok<IReadOnlyList<TenantDto>>> ListTenantsAsync(ApiKeyStore store, CancellationToken ct) =>
-        TypedResults.Ok<IReadOnlyList<TenantDto>>((await store.ListTenantsAsync(ct)).Select(t => new TenantDto(t.Name, t.CreatedAt)).ToList());
 }

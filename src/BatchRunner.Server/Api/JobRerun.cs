@@ -56,8 +56,11 @@ public static class JobRerun
         {
             var jobSecrets = await secrets.GetAsync(original.Id, ct);
             var job = JobsApi.NewJob(spec, original.Inputs, inputs.Tar, caller, jobSecrets.IsEmpty ? null : secrets.Protect(jobSecrets), rerunOf: original.Id);
-            try { await store.InsertAsync(job, idempotencyKey: null, requestHash: "", ct, sharesInputsOf: inputs.SharedWith); }
+            JobStore.InsertResult inserted;
+            try { inserted = await store.InsertAsync(job, idempotencyKey: null, requestHash: "", ct, sharesInputsOf: inputs.SharedWith); }
             catch (InputsGoneException e) { return Conflict("The job's inputs are gone", $"{e.Message}: submit it again with its inputs"); }
+            // Nothing was stored when the tenant is at its maxQueuedJobs: nothing may be queued either.
+            if (inserted.QueuedLimit is { } limit) return TenantQuotaProblems.QueuedJobs(caller.Tenant, limit);
             return await JobsApi.EnqueueAsync(job, queue);
         }
     }

@@ -107,7 +107,9 @@ public static class JobsApi
         // The stored spec (secret names included, secret values never) identifies the request; the secret values
         // are compared by decrypting the first job's, so no hash of a secret is ever stored.
         var requestHash = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(JsonSerializer.SerializeToUtf8Bytes(spec, JobStore.Json)));
-        var (id, created, sameRequest) = await store.InsertAsync(job, idempotencyKey, requestHash, ct);
+        var (id, created, sameRequest, queuedLimit) = await store.InsertAsync(job, idempotencyKey, requestHash, ct);
+        if (queuedLimit is { } limit)
+            return TenantQuotaProblems.QueuedJobs(caller.Tenant, limit);
         if (!created)
         {
             if (sameRequest && !jobSecrets.SameAs(await secrets.GetAsync(id, ct))) sameRequest = false;
@@ -143,7 +145,7 @@ public static class JobsApi
     internal static async Task<Created<JobDto>> EnqueueAsync(JobRecord job, JobQueue queue)
     {
         // The job exists from the commit on: an outage now must not become a 503 for a job that will run anyway.
-        var hangfireId = await queue.EnqueueAcceptedAsync(job.Id, job.Name ?? job.Image, job.Queue, EnqueueDeadline);
+        var hangfireId = await queue.EnqueueAcceptedAsync(job.Id, job.Name ?? job.Image, job.Queue, job.Tenant, EnqueueDeadline);
         BatchRunnerMetrics.JobsSubmitted.WithLabels(job.Queue).Inc();
         // What was stored, without reading it back: its webhook (if any) is waiting for the job to end.
         var notify = job.Spec.Notify is { } n ? new NotificationRecord(n.Url, NotificationState.Waiting, 0, null, null) : null;

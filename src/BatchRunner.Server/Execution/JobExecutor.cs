@@ -26,7 +26,7 @@ namespace BatchRunner.Server.Execution;
 /// or a final state exists), or there was nothing to run (final, cancelled, running on a live node, or already
 /// running in this process);</item>
 /// <item><see cref="JobRescheduleException"/>: this node cannot run it now (can never fit it, is full, the queue
-/// is at its limit), it failed and will be retried after a back-off (<see cref="AttemptEnd.Retry"/>), or this node
+/// is at its limit, the tenant at its maxRunning quota: the job's message says which, in words), it failed and will be retried after a back-off (<see cref="AttemptEnd.Retry"/>), or this node
 /// is fenced (<see cref="AttemptEnd.Fenced"/>: nothing recorded; the next attempt closes this one as node_lost);</item>
 /// <item><see cref="OperationCanceledException"/>: this worker is shutting down; the job was requeued
 /// (<see cref="AttemptEnd.Requeue"/>);</item>
@@ -38,6 +38,7 @@ public sealed partial class JobExecutor(
     IAttemptStore store,
     AttemptRunner runner,
     NodeReservations reservations,
+    IClusterAllocation cluster,
     NodeIdentity node,
     INodeFence fence,
     IHostApplicationLifetime lifetime,
@@ -50,8 +51,11 @@ public sealed partial class JobExecutor(
 
     private readonly ConcurrentDictionary<Guid, byte> _active = new();
 
-    public async Task ExecuteAsync(Guid jobId, CancellationToken hangfireToken)
+    /// <param name="turn">This process's turn to admit a job, when the delivery came with one: given back as soon as the
+    /// job's attempt has begun or it went back to the queue, so that the next job is fetched against the new shares.</param>
+    public async Task ExecuteAsync(Guid jobId, CancellationToken hangfireToken, FetchTurn? turn = null)
     {
+        using var heldTurn = turn;
         // One delivery of a job at a time in this process (Hangfire may deliver again while an attempt still
         // runs here, e.g. after a requeue); a duplicate leaves the running attempt alone.
         if (!_active.TryAdd(jobId, 0))
@@ -59,11 +63,11 @@ public sealed partial class JobExecutor(
             LogAlreadyRunningHere(log, jobId);
             return;
         }
-        try { await ExecuteOnceAsync(jobId, hangfireToken); }
+        try { await ExecuteOnceAsync(jobId, hangfireToken, turn); }
         finally { _active.TryRemove(jobId, out _); }
     }
 
-    private async Task ExecuteOnceAsync(Guid jobId, CancellationToken hangfireToken)
+    private async Task ExecuteOnceAsync(Guid jobId, CancellationToken hangfireToken, FetchTurn? turn)
     {
         var job = await Durably.RunAsync(c => store.GetAsync(jobId, c));
         if (job is null || JobState.IsFinal(job.State) || job.CancelRequested)
@@ -72,14 +76,22 @@ public sealed partial class JobExecutor(
             return;
         }
         using var scope = log.BeginScope(new Dictionary<string, object> { ["JobId"] = jobId });
-        var reservation = await AdmitAsync(job, hangfireToken);
+        var reservation = await AdmitAsync(job, turn, hangfireToken);
         try
         {
             int? queueLimit = options.Value.QueueLimits.TryGetValue(job.Queue, out var l) ? l : null;
-            switch (await Durably.RunAsync(c => store.BeginAttemptAsync(jobId, node.Name, fence.Instance, job.Queue, queueLimit, c)))
+            var begun = await Durably.RunAsync(c => store.BeginAttemptAsync(jobId, node.Name, fence.Instance, job.Queue, queueLimit, c));
+            // The job is starting (its tenant's share counts it) or goes back: the next fetch may decide.
+            turn?.Dispose();
+            switch (begun)
             {
                 case AttemptStart.QueueFull full:
+                    await SayWhyItWaitsAsync(job, WaitReasons.QueueLimit(job.Queue, full.Limit));
                     throw new JobRescheduleException($"queue {job.Queue} is at its limit of {full.Limit} running jobs", QueueFullDelay);
+                case AttemptStart.TenantQuotaFull quota:
+                    var why = WaitReasons.TenantQuota(quota);
+                    await SayWhyItWaitsAsync(job, why);
+                    throw new JobRescheduleException(why, QueueFullDelay);
                 case AttemptStart.NothingToRun:
                     LogNothingToRun(log, jobId);
                     return;
@@ -104,7 +116,7 @@ public sealed partial class JobExecutor(
     /// A job this node can never run goes back for another node; one that fits but not now waits briefly for
     /// capacity here, then goes back to its queue (keeping its place: Hangfire's PostgreSQL queue is ordered by job id).
     /// </summary>
-    private async Task<Reservation> AdmitAsync(JobRecord job, CancellationToken hangfireToken)
+    private async Task<Reservation> AdmitAsync(JobRecord job, FetchTurn? turn, CancellationToken hangfireToken)
     {
         // Against this node's own settings, whatever the API node that accepted the job allowed.
         var offer = reservations.Offer(options.Value.Labels) with { Policy = NodeOffer.PolicyOf(options.Value.Isolation) };
@@ -112,8 +124,26 @@ public sealed partial class JobExecutor(
             throw new JobRescheduleException($"node {node.Name} can never run it: {never}", NeverFitsDelay);
         if (reservations.TryReserve(job.Id, job.Spec.Resources) is { } reservation) return reservation;
         await reservations.WaitForReleaseAsync(AdmissionWait, hangfireToken);
-        return reservations.TryReserve(job.Id, job.Spec.Resources)
-            ?? throw new JobRescheduleException(reservations.DiskPressure is { } pressure ? $"node {node.Name}: {pressure}" : $"node {node.Name} is full");
+        if (reservations.TryReserve(job.Id, job.Spec.Resources) is { } late) return late;
+        // Other nodes may take it; this one fetches others until a reservation is released here.
+        turn?.NotNow();
+        // The message describes the cluster (the job may run on any node), this node only declines it.
+        if (reservations.DiskPressure is { } pressure)
+        {
+            await SayWhyItWaitsAsync(job, $"waiting for disk space: node {node.Name}: {pressure}");
+            throw new JobRescheduleException($"node {node.Name}: {pressure}");
+        }
+        await SayWhyItWaitsAsync(job, WaitReasons.Capacity(job.Spec, await cluster.ListLiveWithAllocationAsync(hangfireToken)));
+        throw new JobRescheduleException($"node {node.Name} is full");
+    }
+
+    /// <summary>Records why the job waits, unless its message says so already. Best effort: a database outage only loses
+    /// the message (the next bounce writes it), never the job's place in the queue.</summary>
+    private async Task SayWhyItWaitsAsync(JobRecord job, string message)
+    {
+        if (job.Message == message) return;
+        try { await store.SetWaitReasonAsync(job.Id, message, CancellationToken.None); }
+        catch (Exception e) when (DatabaseErrors.IsOutage(e)) { LogWaitReasonLost(log, job.Id, e.Message); }
     }
 
     private async Task RecordAsync(JobRecord job, int attempt, AttemptEnd end)
@@ -159,6 +189,9 @@ public sealed partial class JobExecutor(
             LogStale(log, job.Id, attempt);
         }
     }
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "Job {JobId}: why it waits was not recorded: {Error}")]
+    private static partial void LogWaitReasonLost(ILogger log, Guid jobId, string error);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Job {JobId}: attempt {Attempt} started on {Node}")]
     private static partial void LogAttemptStarted(ILogger log, Guid jobId, int attempt, string node);

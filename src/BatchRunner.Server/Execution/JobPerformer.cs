@@ -20,5 +20,7 @@ public sealed class JobPerformer(JobExecutor executor) : IJobPerformer
     [JobDisplayName("{1}")]
     [DisplayName("{1}")]
     public Task RunAsync(Guid jobId, string displayName, CancellationToken cancellationToken) =>
-        executor.ExecuteAsync(jobId, cancellationToken);
+        // The fetch that delivered this message took this process's turn to admit a job (Scheduling/FairShare); the
+        // executor gives it back once the job has begun or gone back.
+        executor.ExecuteAsync(jobId, cancellationToken, FetchTurn.TakeCurrent());
 }

@@ -3,6 +3,7 @@ using BatchRunner.Oci.Store;
 using BatchRunner.Runtime;
 using BatchRunner.Runtime.Disk;
 using BatchRunner.Server.Api;
+using BatchRunner.Server.Api.OpenApi;
 using BatchRunner.Server.Auth;
 using BatchRunner.Server.Dashboard;
 using BatchRunner.Server.Execution;
@@ -100,7 +101,7 @@ public static partial class BatchRunnerApp
         services.AddSingleton<JobNodeLiveness>();
         services.AddBatchRunnerObservability(options);
         services.AddProblemDetails();
-        services.AddOpenApi();
+        services.AddBatchRunnerOpenApi();
         services.AddBatchRunnerAuth(options);
         services.AddBatchRunnerDataProtection(options.SecretsKey);
         services.AddBatchRunnerWebhooks(options);
@@ -129,6 +130,7 @@ public static partial class BatchRunnerApp
             .UseFilter(RescheduleFilter.Instance));
 
         services.AddSingleton<LiveNodes>();
+        services.AddSingleton<IClusterAllocation>(sp => sp.GetRequiredService<LiveNodes>());
         // The data directory's free space and its reserve: admission on workers, /healthz and the node record everywhere.
         services.AddSingleton(_ => new NodeDisk(paths.Root, options.MinFreeDiskBytes(), options.RunsWorker && options.Disk.Enforce));
         // Logs and outputs stay on the node that ran the job; the API forwards requests for them there.
@@ -184,10 +186,14 @@ public static partial class BatchRunnerApp
             services.AddHostedService(sp => sp.GetRequiredService<ImageCacheCollector>());
             // A running job gets the shutdown grace to finish, then its own stop grace (signal, then SIGKILL).
             services.Configure<HostOptions>(h => h.ShutdownTimeout = options.JobsStopTimeout + TimeSpan.FromSeconds(20));
-            services.AddHangfireServer(o =>
+            // Fair share: the worker's queues are fetched by FairShareQueueProvider, in FairShare's order, one job at a time.
+            services.AddSingleton<FairShare>();
+            services.AddFairShareQueues(sp => sp.GetRequiredService<FairShare>());
+            services.AddHangfireServer((sp, o) =>
             {
+                sp.UseFairShareQueues(options.Queues);
                 o.ServerName = options.NodeName;
-                o.WorkerCount = options.Workers;
+                o.WorkerCount = options.Workers ?? BatchRunnerOptions.DefaultWorkers(Environment.ProcessorCount);
                 o.Queues = options.Queues.ToArray();
                 // A cancel request reaches a running job within half a second.
                 o.CancellationCheckInterval = TimeSpan.FromMilliseconds(500);
@@ -223,6 +229,7 @@ public static partial class BatchRunnerApp
             app.MapNodesApiV1();
             app.MapImagesApiV1();
             app.MapApiKeysApiV1();
+            app.MapTenantsApiV1();
             app.UseBatchRunnerDashboard();
         }
     }

@@ -24,8 +24,16 @@ public sealed class BatchRunnerOptions
     /// <summary>all (API + worker, the default), api, or worker.</summary>
     public string Role { get; set; } = "all";
 
-    /// <summary>Jobs this worker process runs at once.</summary>
-    public int Workers { get; set; } = Math.Max(2, Environment.ProcessorCount);
+    /// <summary>
+    /// Hangfire workers of this process: the most jobs it runs at once. Unset: <see cref="DefaultWorkers"/>, enough to fill
+    /// the node with small jobs. Admission (the CPUs, memory and GPUs jobs ask for) decides how many really run.
+    /// </summary>
+    public int? Workers { get; set; }
+
+    /// <summary>Workers when none are configured: 8 per CPU offered (jobs of 1/8 CPU fill the node), at least 32, at most 512.
+    /// An idle worker costs a blocked thread: one worker at a time fetches (see Storage/FairShareQueue), the rest wait in-process.</summary>
+    public static int DefaultWorkers(double offeredCpus) => (int)Math.Clamp(Math.Ceiling(offeredCpus * 8), 32, 512);
+
 
     /// <summary>
     /// Queues this worker takes jobs from, highest priority first; submission accepts only these names.
@@ -174,7 +182,12 @@ public sealed class BatchRunnerOptions
         if (Role is not ("all" or "api" or "worker"))
             throw new InvalidOperationException($"BatchRunner:Role must be all, api or worker, not \"{Role}\"");
         if (Workers < 1) throw new InvalidOperationException("BatchRunner:Workers must be at least 1");
+        Workers ??= DefaultWorkers(Capacity.Cpus ?? Environment.ProcessorCount);
         if (Queues.Length == 0) throw new InvalidOperationException("BatchRunner:Queues must name at least one queue");
+        // A queue has one Hangfire queue per tenant, QUEUE--TENANT (Storage/JobQueue.PhysicalQueue): "--" would make two alike.
+        foreach (var q in Queues)
+            if (!System.Text.RegularExpressions.Regex.IsMatch(q, "^[a-z0-9][a-z0-9_-]{0,62}$") || q.Contains("--", StringComparison.Ordinal))
+                throw new InvalidOperationException($"BatchRunner:Queues: \"{q}\" must be 1-63 lowercase letters, digits, '_' and '-', start with a letter or digit, and not contain \"--\"");
         _ = ImageCacheBudgetBytes();
         _ = MaxLogBytesValue();
         if (HeartbeatSeconds < 1) throw new InvalidOperationException("BatchRunner:HeartbeatSeconds must be at least 1");

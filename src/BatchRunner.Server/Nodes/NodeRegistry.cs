@@ -137,9 +137,9 @@ public sealed partial class NodeRegistry(
     /// <summary>A job accepted by an API that died before creating its Hangfire message is enqueued here.</summary>
     private async Task RescueStrandedAsync(CancellationToken ct)
     {
-        foreach (var (id, queueName, name) in await nodes.StrandedQueuedJobsAsync(TimeSpan.FromSeconds(30), ct))
+        foreach (var (id, queueName, name, tenant) in await nodes.StrandedQueuedJobsAsync(TimeSpan.FromSeconds(30), ct))
         {
-            await queue.EnqueueAsync(id, name, queueName, ct);
+            await queue.EnqueueAsync(id, name, queueName, tenant, ct);
             LogRescued(log, id);
         }
     }

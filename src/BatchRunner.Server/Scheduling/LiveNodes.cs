@@ -3,11 +3,18 @@ using BatchRunner.Server.Storage;
 
 namespace BatchRunner.Server.Scheduling;
 
+/// <summary>What every live node has and has given out now, for saying why a job waits (<see cref="WaitReasons"/>).</summary>
+public interface IClusterAllocation
+{
+    /// <summary>Live nodes with their allocation (the requests of their starting and running jobs), read now.</summary>
+    Task<IReadOnlyList<NodeInfo>> ListLiveWithAllocationAsync(CancellationToken ct);
+}
+
 /// <summary>
 /// The live nodes' records, for submission checks: a job that <see cref="NodeFit"/> says fits no live node is
 /// refused at once instead of waiting forever. Cached for two seconds so submission stays cheap under load.
 /// </summary>
-public sealed class LiveNodes(NodeStore nodes)
+public sealed class LiveNodes(NodeStore nodes) : IClusterAllocation
 {
     private static readonly TimeSpan CacheFor = TimeSpan.FromSeconds(2);
     private (DateTime At, IReadOnlyList<LiveNode> Nodes)? _cache;
@@ -23,4 +30,6 @@ public sealed class LiveNodes(NodeStore nodes)
     /// <summary>Field → message when no live node could ever run <paramref name="spec"/>; empty when one could.</summary>
     public async Task<Dictionary<string, string[]>> WhyNoNodeFitsAsync(JobSpec spec, CancellationToken ct) =>
         NodeFit.WhyNoNodeFits(spec, (await GetAsync(ct)).Select(NodeOffer.Of).ToList());
+
+    public Task<IReadOnlyList<NodeInfo>> ListLiveWithAllocationAsync(CancellationToken ct) => nodes.ListAsync(aliveOnly: true, ct);
 }

@@ -28,6 +28,7 @@ public sealed class NodeReservations
     private readonly Dictionary<string, Guid> _gpuHolders = new(StringComparer.Ordinal);
     private readonly NodeDisk? _disk;
     private TaskCompletionSource _released = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private long _releases;
 
     /// <param name="capacity">CPUs and memory offered to jobs; its GPU count and models are taken from <paramref name="gpus"/>,
     /// its disk from <paramref name="disk"/>.</param>
@@ -113,10 +114,27 @@ public sealed class NodeReservations
             Publish(Sum());
             released = _released;
             _released = new(TaskCreationOptions.RunContinuationsAsynchronously);
+            Interlocked.Increment(ref _releases);
         }
         released.TrySetResult();
         return true;
     }
+
+    /// <summary>True when the smallest job a spec may ask for (0.01 CPU, 4Mi) could start here now: worth fetching one.</summary>
+    public bool HasRoom
+    {
+        get
+        {
+            lock (_lock)
+            {
+                var free = ResourceAmounts.Of(Capacity) - Sum();
+                return free.Cpus >= 0.01 - ResourceAmounts.CpuTolerance && free.MemoryBytes >= JobDefaults.MinMemoryBytes;
+            }
+        }
+    }
+
+    /// <summary>How many reservations were released so far: what was free changed since a reading when this did.</summary>
+    public long Releases => Interlocked.Read(ref _releases);
 
     /// <summary>Completes the next time a reservation is released (or when <paramref name="timeout"/> passes).</summary>
     public async Task WaitForReleaseAsync(TimeSpan timeout, CancellationToken ct)

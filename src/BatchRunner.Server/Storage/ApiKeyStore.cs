@@ -9,10 +9,8 @@ public sealed record ApiKeyRecord(Guid Id, string Name, string Tenant, string Ro
 /// <summary>What a presented key stands for: the identity a request is authenticated as.</summary>
 public sealed record KeyIdentity(string KeyId, string Tenant, string Role);
 
-public sealed record TenantRecord(string Name, DateTimeOffset CreatedAt);
-
 /// <summary>
-/// API keys and tenants in batchrunner.api_keys and batchrunner.tenants. Keys are looked up by the SHA-256 of the
+/// API keys in batchrunner.api_keys (a key's tenant is created with it; quotas are <see cref="TenantStore"/>'s). Keys are looked up by the SHA-256 of the
 /// key a client presents; a revoked key is never found again (its row stays, for the record).
 /// </summary>
 public sealed class ApiKeyStore(NpgsqlDataSource db)
@@ -88,14 +86,5 @@ public sealed class ApiKeyStore(NpgsqlDataSource db)
             await touch.ExecuteNonQueryAsync(ct);
         }
         return identity;
-    }
-
-    public async Task<IReadOnlyList<TenantRecord>> ListTenantsAsync(CancellationToken ct)
-    {
-        await using var cmd = db.CreateCommand("select name, created_at from batchrunner.tenants order by name");
-        var tenants = new List<TenantRecord>();
-        await using var rd = await cmd.ExecuteReaderAsync(ct);
-        while (await rd.ReadAsync(ct)) tenants.Add(new TenantRecord(rd.GetString(0), rd.GetFieldValue<DateTimeOffset>(1)));
-        return tenants;
     }
 }

@@ -12,6 +12,9 @@ public interface IAttemptStore
     /// <summary>See <see cref="JobStore.BeginAttemptAsync"/>.</summary>
     Task<AttemptStart> BeginAttemptAsync(Guid id, string node, Guid instance, string queue, int? queueLimit, CancellationToken ct);
 
+    /// <summary>See <see cref="JobStore.SetWaitReasonAsync"/>.</summary>
+    Task SetWaitReasonAsync(Guid id, string message, CancellationToken ct);
+
     Task SetPullProgressAsync(Guid id, int attempt, long done, long total, CancellationToken ct);
 
     Task SetImageDigestAsync(Guid id, int attempt, string digest, CancellationToken ct);

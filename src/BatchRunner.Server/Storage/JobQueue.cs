@@ -31,11 +31,19 @@ public interface IJobPerformer
 /// </remarks>
 public sealed class JobQueue(IBackgroundJobClient hangfire, JobStore store, Npgsql.NpgsqlDataSource db)
 {
-    /// <summary>Creates the message for the stored job <paramref name="id"/> in <paramref name="queue"/> and records its
-    /// Hangfire id on the job (what cancel deletes). Call once the job and its inputs are in place.</summary>
-    public async Task<string> EnqueueAsync(Guid id, string displayName, string queue, CancellationToken ct)
+    /// <summary>
+    /// The Hangfire queue that holds <paramref name="tenant"/>'s jobs of BatchRunner queue <paramref name="queue"/>: one per
+    /// tenant, so that workers can pick the tenant whose turn it is (<see cref="FairShareQueue"/>). The default tenant's is
+    /// the queue's own name, the one every message had before tenants existed, so that those still run and a single-tenant
+    /// installation keeps its queue names. Unique: queue names never contain "--" (BatchRunnerOptions.Validate).
+    /// </summary>
+    public static string PhysicalQueue(string queue, string tenant) => tenant == JobRecord.DefaultTenant ? queue : $"{queue}--{tenant}";
+
+    /// <summary>Creates the message for the stored job <paramref name="id"/> in its tenant's Hangfire queue for <paramref name="queue"/>
+    /// and records its Hangfire id on the job (what cancel deletes). Call once the job and its inputs are in place.</summary>
+    public async Task<string> EnqueueAsync(Guid id, string displayName, string queue, string tenant, CancellationToken ct)
     {
-        var hangfireId = hangfire.Create<IJobPerformer>(p => p.RunAsync(id, displayName, CancellationToken.None), new EnqueuedState(queue));
+        var hangfireId = Create(id, displayName, PhysicalQueue(queue, tenant));
         await store.SetHangfireJobIdAsync(id, hangfireId, ct);
         return hangfireId;
     }
@@ -44,7 +52,7 @@ public sealed class JobQueue(IBackgroundJobClient hangfire, JobStore store, Npgs
     /// Of several nodes doing this at once, one wins; the others delete the message they made. False when this one lost.</summary>
     public async Task<bool> ReplaceAsync(OrphanedJob orphan, CancellationToken ct)
     {
-        var hangfireId = hangfire.Create<IJobPerformer>(p => p.RunAsync(orphan.Id, orphan.DisplayName, CancellationToken.None), new EnqueuedState(orphan.Queue));
+        var hangfireId = Create(orphan.Id, orphan.DisplayName, PhysicalQueue(orphan.Queue, orphan.Tenant));
         if (await store.ReplaceHangfireJobIdAsync(orphan.Id, orphan.HangfireJobId, hangfireId, ct)) return true;
         hangfire.Delete(hangfireId);
         return false;
@@ -57,12 +65,11 @@ public sealed class JobQueue(IBackgroundJobClient hangfire, JobStore store, Npgs
     /// a worker enqueues the job once it is back (NodeRegistry's rescue of stranded jobs). So an API answers
     /// 503 only when nothing was created, never for a job that will run.
     /// </summary>
-    public async Task<string?> EnqueueAcceptedAsync(Guid id, string displayName, string queue, TimeSpan deadline)
+    public async Task<string?> EnqueueAcceptedAsync(Guid id, string displayName, string queue, string tenant, TimeSpan deadline)
     {
         try
         {
-            var hangfireId = await Durably.RunAsync(_ => Task.FromResult(
-                hangfire.Create<IJobPerformer>(p => p.RunAsync(id, displayName, CancellationToken.None), new EnqueuedState(queue))), deadline: deadline);
+            var hangfireId = await Durably.RunAsync(_ => Task.FromResult(Create(id, displayName, PhysicalQueue(queue, tenant))), deadline: deadline);
             await Durably.RunAsync(c => store.SetHangfireJobIdAsync(id, hangfireId, c), deadline: deadline);
             return hangfireId;
         }
@@ -71,6 +78,11 @@ public sealed class JobQueue(IBackgroundJobClient hangfire, JobStore store, Npgs
             return null;
         }
     }
+
+    /// <summary>The message names its queue itself (Hangfire's Job.Queue), so that it goes back to the same queue when it is
+    /// bounced, rescheduled or retried; a message without one would go back to Hangfire's "default".</summary>
+    private string Create(Guid id, string displayName, string physicalQueue) =>
+        hangfire.Create<IJobPerformer>(physicalQueue, p => p.RunAsync(id, displayName, CancellationToken.None), new EnqueuedState(physicalQueue));
 
     /// <summary>Removes a queued message, or fires the cancellation token of the worker running it.</summary>
     public void Delete(string hangfireJobId) => hangfire.Delete(hangfireJobId);

@@ -30,6 +30,7 @@ public sealed partial class JobStore
             count.Parameters.AddWithValue("id", id);
             if ((long)(await count.ExecuteScalarAsync(ct))! >= limit) return new AttemptStart.QueueFull(limit);
         }
+        if (await TenantQuotaFullAsync(conn, tx, id, ct) is { } full) return full;
         // A started attempt is taken over when its node instance is dead, or when it is the caller's own
         // instance: the caller runs no attempt of this job (JobExecutor admits one delivery per job at a
         // time), so that attempt was abandoned, e.g. stopped while this node was fenced.
@@ -80,6 +81,63 @@ public sealed partial class JobStore
         }
         await tx.CommitAsync(ct);
         return new AttemptStart.Started(attempt, lost);
+    }
+
+    /// <summary>
+    /// Whether starting job <paramref name="id"/> would take its tenant past a maxRunning limit, counting the requests of
+    /// the tenant's starting and running jobs cluster-wide. Tenants without limits cost one lookup; with limits, admissions
+    /// of the tenant are serialised (a lock held until the caller's transaction ends) and counted in a statement of their
+    /// own, after the lock, so that two nodes never both take the last CPUs of a quota.
+    /// </summary>
+    private static async Task<AttemptStart.TenantQuotaFull?> TenantQuotaFullAsync(NpgsqlConnection conn, NpgsqlTransaction tx, Guid id, CancellationToken ct)
+    {
+        string tenant;
+        double?[] limits;
+        double[] request;
+        await using (var cmd = new NpgsqlCommand("""
+            select j.tenant, t.max_running_cpus, t.max_running_memory_bytes::float8, t.max_running_gpus::float8,
+                   (j.spec->'resources'->>'cpus')::float8, (j.spec->'resources'->>'memoryBytes')::float8,
+                   coalesce((j.spec->'resources'->>'gpus')::float8, 0)
+              from batchrunner.jobs j join batchrunner.tenants t on t.name = j.tenant
+             where j.id = @id and (t.max_running_cpus is not null or t.max_running_memory_bytes is not null or t.max_running_gpus is not null)
+            """, conn, tx))
+        {
+            cmd.Parameters.AddWithValue("id", id);
+            await using var rd = await cmd.ExecuteReaderAsync(ct);
+            if (!await rd.ReadAsync(ct)) return null;
+            tenant = rd.GetString(0);
+            limits = [.. Enumerable.Range(1, 3).Select(i => rd.IsDBNull(i) ? (double?)null : rd.GetDouble(i))];
+            request = [.. Enumerable.Range(4, 3).Select(rd.GetDouble)];
+        }
+        await using (var lk = new NpgsqlCommand("select pg_advisory_xact_lock(hashtext('batchrunner.tenant-running:' || @t))", conn, tx))
+        {
+            lk.Parameters.AddWithValue("t", tenant);
+            await lk.ExecuteNonQueryAsync(ct);
+        }
+        await using var sum = new NpgsqlCommand(
+            $"select {ResourceSums} from batchrunner.jobs j where j.tenant = @t and j.state in {TenantStore.RunningStates} and j.id <> @id", conn, tx);
+        sum.Parameters.AddWithValue("t", tenant);
+        sum.Parameters.AddWithValue("id", id);
+        await using var r = await sum.ExecuteReaderAsync(ct);
+        await r.ReadAsync(ct);
+        double[] used = [r.GetDouble(0), r.GetInt64(1), r.GetInt64(2)];
+        string[] names = ["cpus", "memoryBytes", "gpus"];
+        for (var i = 0; i < 3; i++)
+            if (limits[i] is { } limit && used[i] + request[i] > limit + 1e-9)
+                return new AttemptStart.TenantQuotaFull(tenant, names[i], used[i], limit);
+        return null;
+    }
+
+    /// <summary>Says why a queued job waits (<paramref name="message"/>, in words). Writes only while the job is still
+    /// queued and only when the message changed, so that a job bounced again and again for the same reason costs no write.</summary>
+    public async Task SetWaitReasonAsync(Guid id, string message, CancellationToken ct)
+    {
+        await using var cmd = db.CreateCommand("""
+            update batchrunner.jobs set message = @m where id = @id and state = 'queued' and message is distinct from @m
+            """);
+        cmd.Parameters.AddWithValue("id", id);
+        cmd.Parameters.AddWithValue("m", message);
+        await cmd.ExecuteNonQueryAsync(ct);
     }
 
     /// <summary>

@@ -3,7 +3,7 @@ namespace BatchRunner.Server.Storage;
 /// <summary>A queued job whose Hangfire message will never run it: deleted in Hangfire's dashboard, ended there
 /// (succeeded or failed while the job is still queued), or gone altogether.</summary>
 /// <param name="HangfireState">Hangfire's state of the message (<c>Deleted</c>, <c>Succeeded</c>, <c>Failed</c>); null when it is gone.</param>
-public sealed record OrphanedJob(Guid Id, string DisplayName, string Queue, string HangfireJobId, string? HangfireState)
+public sealed record OrphanedJob(Guid Id, string DisplayName, string Queue, string HangfireJobId, string? HangfireState, string Tenant = JobRecord.DefaultTenant)
 {
     public bool DeletedInHangfire => HangfireState == "Deleted";
 }
@@ -25,7 +25,7 @@ public sealed partial class JobStore
     public async Task<IReadOnlyList<OrphanedJob>> FindOrphanedQueuedAsync(TimeSpan grace, int max, CancellationToken ct)
     {
         await using var cmd = db.CreateCommand("""
-            select j.id, coalesce(j.name, j.image), j.queue, j.hangfire_job_id, h.statename
+            select j.id, coalesce(j.name, j.image), j.queue, j.hangfire_job_id, h.statename, j.tenant
               from batchrunner.jobs j
               left join hangfire.job h on h.id = j.hangfire_job_id::bigint
               left join hangfire.state s on s.id = h.stateid
@@ -40,7 +40,7 @@ public sealed partial class JobStore
         var orphans = new List<OrphanedJob>();
         await using var rd = await cmd.ExecuteReaderAsync(ct);
         while (await rd.ReadAsync(ct))
-            orphans.Add(new OrphanedJob(rd.GetGuid(0), rd.GetString(1), rd.GetString(2), rd.GetString(3), rd.IsDBNull(4) ? null : rd.GetString(4)));
+            orphans.Add(new OrphanedJob(rd.GetGuid(0), rd.GetString(1), rd.GetString(2), rd.GetString(3), rd.IsDBNull(4) ? null : rd.GetString(4), rd.GetString(5)));
         return orphans;
     }
 

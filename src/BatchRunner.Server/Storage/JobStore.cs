@@ -23,7 +23,17 @@ public sealed partial class JobStore(NpgsqlDataSource db) : IAttemptStore
     /// <summary>The ordinal after <see cref="Columns"/>: a list adds the names of env there.</summary>
     private const int EnvNamesOrdinal = 32;
 
+    /// <summary>Sums of what the jobs aliased <c>j</c> asked for: cpus (float8), memoryBytes (int8), gpus (int8; 0 for none).</summary>
+    internal const string ResourceSums =
+        "coalesce(sum((j.spec->'resources'->>'cpus')::float8), 0), " +
+        "coalesce(sum((j.spec->'resources'->>'memoryBytes')::int8), 0), " +
+        "coalesce(sum(coalesce((j.spec->'resources'->>'gpus')::int4, 0)), 0)";
+
     private const string From = "batchrunner.jobs j left join batchrunner.notifications n on n.job_id = j.id";
+
+    /// <summary>What <see cref="InsertAsync"/> did: created the job, found the one an idempotency key names, or refused
+    /// it because its tenant has <see cref="QueuedLimit"/> jobs queued already (nothing stored).</summary>
+    public sealed record InsertResult(Guid Id, bool Created, bool SameRequest, int? QueuedLimit = null);
 
     /// <summary>
     /// A list item's columns: its spec without args and env, whose size only the submission limit bounds (256 KiB
@@ -37,13 +47,15 @@ public sealed partial class JobStore(NpgsqlDataSource db) : IAttemptStore
     /// <summary>
     /// Inserts a new job (with its webhook delivery, when it asks for one). With an idempotency key, a key the job's
     /// tenant used before returns the id of the job it created (and whether the request matched the first one)
-    /// instead, in the same transaction. Keys are per tenant: another tenant's job is never found by one.
+    /// instead, in the same transaction. Keys are per tenant: another tenant's job is never found by one. A tenant
+    /// at its maxQueuedJobs gets nothing inserted; concurrent submissions of one tenant are serialised for that check,
+    /// so two of them never both take the last place.
     /// </summary>
     /// <param name="sharesInputsOf">A job whose inputs tar this one reuses (a rerun): the insert happens only while that
     /// job's record still names the tar (its row is share-locked until the commit), so that its deletion cannot leave
     /// the tar without a record naming it, and its holder removing it, between the check and the insert.</param>
     /// <exception cref="InputsGoneException">That job's record is gone, or names no (or another) tar.</exception>
-    public async Task<(Guid Id, bool Created, bool SameRequest)> InsertAsync(JobRecord job, string? idempotencyKey, string requestHash, CancellationToken ct,
+    public async Task<InsertResult> InsertAsync(JobRecord job, string? idempotencyKey, string requestHash, CancellationToken ct,
         Guid? sharesInputsOf = null)
     {
         await using var conn = await db.OpenConnectionAsync(ct);
@@ -69,9 +81,10 @@ public sealed partial class JobStore(NpgsqlDataSource db) : IAttemptStore
             await using (var rd = await find.ExecuteReaderAsync(ct))
             {
                 if (await rd.ReadAsync(ct))
-                    return (rd.GetGuid(0), false, rd.GetString(1) == requestHash);
+                    return new InsertResult(rd.GetGuid(0), false, rd.GetString(1) == requestHash);
             }
         }
+        if (await QueuedLimitReachedAsync(conn, tx, job.Tenant, ct) is { } limit) return new InsertResult(job.Id, false, false, limit);
         await using (var cmd = new NpgsqlCommand("""
             insert into batchrunner.jobs (id, name, image, queue, spec, state, created_at, rerun_of, tenant, submitted_by, secrets,
                                           inputs_digest, inputs_bytes, inputs_node, inputs_url)
@@ -99,7 +112,34 @@ public sealed partial class JobStore(NpgsqlDataSource db) : IAttemptStore
             await key.ExecuteNonQueryAsync(ct);
         }
         await tx.CommitAsync(ct);
-        return (job.Id, true, true);
+        return new InsertResult(job.Id, true, true);
+    }
+
+    /// <summary>The tenant's maxQueuedJobs when it has that many queued jobs already; null when one more fits (or it has
+    /// no such limit). Holds a per-tenant lock until the caller's transaction ends, and counts in a statement of its own
+    /// after taking it: a read committed statement sees what was committed when it began, so a count in the statement
+    /// that waited for the lock could miss the insert of the transaction it waited for.</summary>
+    private static async Task<int?> QueuedLimitReachedAsync(NpgsqlConnection conn, NpgsqlTransaction tx, string tenant, CancellationToken ct)
+    {
+        await using (var read = new NpgsqlCommand("select max_queued_jobs from batchrunner.tenants where name = @t", conn, tx))
+        {
+            read.Parameters.AddWithValue("t", tenant);
+            if (await read.ExecuteScalarAsync(ct) is not int) return null;
+        }
+        await using (var lk = new NpgsqlCommand("select pg_advisory_xact_lock(hashtext('batchrunner.tenant-queued:' || @t))", conn, tx))
+        {
+            lk.Parameters.AddWithValue("t", tenant);
+            await lk.ExecuteNonQueryAsync(ct);
+        }
+        await using var count = new NpgsqlCommand($"""
+            select t.max_queued_jobs, (select count(*) from batchrunner.jobs j where j.tenant = t.name and j.state in {TenantStore.QueuedStates})
+              from batchrunner.tenants t where t.name = @t
+            """, conn, tx);
+        count.Parameters.AddWithValue("t", tenant);
+        await using var rd = await count.ExecuteReaderAsync(ct);
+        if (!await rd.ReadAsync(ct) || rd.IsDBNull(0)) return null;
+        var max = rd.GetInt32(0);
+        return rd.GetInt64(1) >= max ? max : null;
     }
 
     private static void AddInsert(NpgsqlCommand cmd, JobRecord job)

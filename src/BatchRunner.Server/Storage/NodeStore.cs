@@ -108,9 +108,7 @@ public sealed class NodeStore(NpgsqlDataSource db)
         await using var cmd = db.CreateCommand($"""
             select n.name, n.labels, n.capacity, n.queues, ({AliveCondition}) as alive, n.started_at, n.heartbeat_at,
                    coalesce(array_agg(j.id) filter (where j.id is not null and (@t::text is null or j.tenant = @t)), array[]::uuid[]) as jobs,
-                   coalesce(sum((j.spec->'resources'->>'cpus')::float8), 0) as cpus,
-                   coalesce(sum((j.spec->'resources'->>'memoryBytes')::int8), 0) as mem,
-                   coalesce(sum(coalesce((j.spec->'resources'->>'gpus')::int4, 0)), 0) as gpus,
+                   {JobStore.ResourceSums},
                    coalesce(sum(coalesce((j.spec->'resources'->>'diskBytes')::int8, 0)), 0)::int8 as disk_bytes,
                    n.disk,
                    n.policy
@@ -182,17 +180,17 @@ public sealed class NodeStore(NpgsqlDataSource db)
     }
 
     /// <summary>Jobs accepted by the API whose Hangfire message was never created (the API died in between).</summary>
-    public async Task<IReadOnlyList<(Guid Id, string Queue, string Name)>> StrandedQueuedJobsAsync(TimeSpan olderThan, CancellationToken ct)
+    public async Task<IReadOnlyList<(Guid Id, string Queue, string Name, string Tenant)>> StrandedQueuedJobsAsync(TimeSpan olderThan, CancellationToken ct)
     {
         await using var cmd = db.CreateCommand("""
-            select id, queue, coalesce(name, image) from batchrunner.jobs
+            select id, queue, coalesce(name, image), tenant from batchrunner.jobs
              where state = 'queued' and hangfire_job_id is null and created_at < now() - @age
              limit 100
             """);
         cmd.Parameters.AddWithValue("age", olderThan);
-        var result = new List<(Guid, string, string)>();
+        var result = new List<(Guid, string, string, string)>();
         await using var rd = await cmd.ExecuteReaderAsync(ct);
-        while (await rd.ReadAsync(ct)) result.Add((rd.GetGuid(0), rd.GetString(1), rd.GetString(2)));
+        while (await rd.ReadAsync(ct)) result.Add((rd.GetGuid(0), rd.GetString(1), rd.GetString(2), rd.GetString(3)));
         return result;
     }
 }

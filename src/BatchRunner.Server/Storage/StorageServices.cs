@@ -31,6 +31,7 @@ public static class StorageServices
         services.AddSingleton<JobStore>();
         services.AddSingleton<IAttemptStore>(sp => sp.GetRequiredService<JobStore>());
         services.AddSingleton<NodeStore>();
+        services.AddSingleton<TenantStore>();
         services.AddSingleton<DatabaseHealth>();
         services.AddSingleton<JobQueue>();
 
@@ -51,8 +52,24 @@ public static class StorageServices
             UseSlidingInvisibilityTimeout = true,
             InvisibilityTimeout = TimeSpan.FromMinutes(5),
         };
+        services.AddSingleton(storageOptions);
         services.AddSingleton<JobStorage>(new PostgreSqlStorage(new NpgsqlConnectionFactory(connectionString, storageOptions), storageOptions));
         // After a crash of the database (or of the whole machine) its Hangfire lock rows outlive their holders.
         await HangfireLocks.RemoveTakenBeforeDatabaseStartAsync(dataSource, HangfireSchema, log, ct);
+    }
+
+    /// <summary>Registers this worker's <see cref="FairShareQueueProvider"/>, fetching in <paramref name="policy"/>'s order.</summary>
+    public static void AddFairShareQueues(this IServiceCollection services, Func<IServiceProvider, IFetchPolicy> policy) =>
+        services.AddSingleton(sp => new FairShareQueueProvider((PostgreSqlStorage)sp.GetRequiredService<JobStorage>(), sp.GetRequiredService<PostgreSqlStorageOptions>(),
+            sp.GetRequiredService<NpgsqlDataSource>(), policy(sp)));
+
+    /// <summary>Makes the worker's queues (<paramref name="queues"/>) fetched by the <see cref="FairShareQueueProvider"/>. Once per host.</summary>
+    public static void UseFairShareQueues(this IServiceProvider sp, IEnumerable<string> queues)
+    {
+        var storage = (PostgreSqlStorage)sp.GetRequiredService<JobStorage>();
+        var provider = sp.GetRequiredService<FairShareQueueProvider>();
+        // Hangfire may build the server's options more than once; each queue name is registered once.
+        var missing = queues.Distinct().Where(q => storage.QueueProviders.GetProvider(q) != provider).ToList();
+        if (missing.Count > 0) storage.QueueProviders.Add(provider, missing);
     }
 }

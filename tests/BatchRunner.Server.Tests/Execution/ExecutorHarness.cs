@@ -47,7 +47,7 @@ internal sealed class ExecutorHarness : IDisposable
             new ContainerPhase(Runtime, Store, Store, Paths, node, _telemetry, gpus, Live, options, Time, ContainerLog),
             new OutputsPhase(Paths, NullLogger<OutputsPhase>.Instance),
             Store, Paths, node, Time, RunnerLog);
-        Executor = new JobExecutor(Store, runner, Reservations, node, new Fence(_fence.Token), new Lifetime(_stopping.Token), options, ExecutorLog);
+        Executor = new JobExecutor(Store, runner, Reservations, new NoCluster(), node, new Fence(_fence.Token), new Lifetime(_stopping.Token), options, ExecutorLog);
     }
 
     public string Root { get; }
@@ -136,5 +136,11 @@ internal sealed class ExecutorHarness : IDisposable
         public CancellationToken ApplicationStopping { get; } = stopping;
         public CancellationToken ApplicationStopped => CancellationToken.None;
         public void StopApplication() { }
+    }
+
+    /// <summary>No other nodes: why a job waits is said against an empty cluster.</summary>
+    private sealed class NoCluster : IClusterAllocation
+    {
+        public Task<IReadOnlyList<NodeInfo>> ListLiveWithAllocationAsync(CancellationToken ct) => Task.FromResult<IReadOnlyList<NodeInfo>>([]);
     }
 }

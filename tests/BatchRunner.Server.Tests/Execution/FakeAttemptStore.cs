@@ -46,6 +46,12 @@ internal sealed class FakeAttemptStore : IAttemptStore, IJobSecrets
 
     public Task<JobRecord?> GetAsync(Guid id, CancellationToken ct) => Task.FromResult(_jobs.TryGetValue(id, out var j) ? j : null);
 
+    public Task SetWaitReasonAsync(Guid id, string message, CancellationToken ct)
+    {
+        _writes.Enqueue($"Wait {message}");
+        return Task.CompletedTask;
+    }
+
     public Task<AttemptStart> BeginAttemptAsync(Guid id, string node, Guid instance, string queue, int? queueLimit, CancellationToken ct)
     {
         if (NextBegin is { } next)

@@ -112,7 +112,7 @@ public sealed class JobExecutorFacts : IDisposable
         var e = await Assert.ThrowsAsync<JobRescheduleException>(() => _h.ExecuteAsync(id));
 
         Assert.Contains("below the reserve MinFreeDisk=5Gi", e.Message);
-        Assert.Empty(_h.Store.Writes);
+        Assert.StartsWith("Wait waiting for disk space: node ", Assert.Single(_h.Store.Writes));
         Assert.Equal(0, _h.Volumes.Live);
         _h.AssertNothingHeld();
     }
@@ -126,7 +126,8 @@ public sealed class JobExecutorFacts : IDisposable
         var e = await Assert.ThrowsAsync<JobRescheduleException>(() => _h.ExecuteAsync(id));
 
         Assert.Contains("is full", e.Message);
-        Assert.Empty(_h.Store.Writes);
+        // Only why it waits is written (against the harness's empty cluster).
+        Assert.StartsWith("Wait waiting for 1 CPU, 512Mi memory", Assert.Single(_h.Store.Writes));
         _h.AssertNothingHeld();
     }
 
@@ -480,7 +481,20 @@ public sealed class JobExecutorFacts : IDisposable
         var e = await Assert.ThrowsAsync<JobRescheduleException>(() => _h.ExecuteAsync(id));
 
         Assert.Contains("at its limit of 1", e.Message);
-        Assert.Empty(_h.Store.Writes);
+        Assert.Equal(["Wait queue limit 1 reached (queue default)"], _h.Store.Writes);
+        _h.AssertNothingHeld();
+    }
+
+    [Fact]
+    public async Task ExecuteAsync_GoesBackToTheQueue_SayingSo_WhenItsTenantIsAtItsMaxRunningQuota()
+    {
+        var id = _h.AddJob(ExecutorHarness.Job());
+        _h.Store.NextBegin = new AttemptStart.TenantQuotaFull("t", "cpus", 8, 8);
+        var e = await Assert.ThrowsAsync<JobRescheduleException>(() => _h.ExecuteAsync(id));
+
+        Assert.Equal("tenant quota: 8 of 8 CPUs running", e.Message);
+        Assert.True(e.Delay > TimeSpan.Zero);
+        Assert.Equal(["Wait tenant quota: 8 of 8 CPUs running"], _h.Store.Writes);
         _h.AssertNothingHeld();
     }
 

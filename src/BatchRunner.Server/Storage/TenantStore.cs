@@ -1,0 +1,78 @@
+using Npgsql;
+using NpgsqlTypes;
+
+namespace BatchRunner.Server.Storage;
+
+/// <summary>A tenant's limits (null: none) and its fair-share weight.</summary>
+public sealed record TenantQuota(int? MaxQueuedJobs, double? MaxRunningCpus, long? MaxRunningMemoryBytes, int? MaxRunningGpus, double Weight)
+{
+    public const double DefaultWeight = 1;
+
+    public static readonly TenantQuota None = new(null, null, null, null, DefaultWeight);
+}
+
+/// <summary>What a tenant holds now: its queued jobs, and the resources its starting and running jobs asked for, cluster-wide.</summary>
+public sealed record TenantUsage(long QueuedJobs, long RunningJobs, double RunningCpus, long RunningMemoryBytes, int RunningGpus);
+
+public sealed record TenantRecord(string Name, DateTimeOffset CreatedAt, TenantQuota Quota, TenantUsage Usage);
+
+/// <summary>
+/// Tenants in batchrunner.tenants: their quotas and weights, and what they use now. A tenant is created by its first
+/// API key or by setting its quota. The checks that enforce the quotas run in the transactions that submit and begin
+/// jobs (<see cref="JobStore.InsertAsync"/>, <see cref="JobStore.BeginAttemptAsync"/>), so that they cannot be raced.
+/// </summary>
+public sealed class TenantStore(NpgsqlDataSource db)
+{
+    /// <summary>States counted against maxQueuedJobs: accepted and not yet started. (The workflows' waiting state
+    /// counts too once it exists: a job held for its dependencies is still queued work.)</summary>
+    internal const string QueuedStates = "('queued', 'waiting')";
+
+    /// <summary>States whose resources count as the tenant's running share (maxRunning, fair share).</summary>
+    internal const string RunningStates = "('starting', 'running')";
+
+    private const string Select = $"""
+        select t.name, t.created_at, t.max_queued_jobs, t.max_running_cpus, t.max_running_memory_bytes, t.max_running_gpus, t.weight,
+               (select count(*) from batchrunner.jobs j where j.tenant = t.name and j.state in {QueuedStates}),
+               r.jobs, r.cpus, r.mem, r.gpus
+          from batchrunner.tenants t
+          cross join lateral (select count(*) as jobs, {JobStore.ResourceSums} from batchrunner.jobs j
+                               where j.tenant = t.name and j.state in {RunningStates}) as r(jobs, cpus, mem, gpus)
+        """;
+
+    /// <summary>Sets the tenant's quota and weight (all of them: an omitted limit is no limit), creating the tenant if needed.</summary>
+    public async Task<TenantRecord> PutAsync(string name, TenantQuota quota, CancellationToken ct)
+    {
+        await using (var cmd = db.CreateCommand("""
+            insert into batchrunner.tenants (name, max_queued_jobs, max_running_cpus, max_running_memory_bytes, max_running_gpus, weight)
+            values (@n, @q, @c, @m, @g, @w)
+            on conflict (name) do update set max_queued_jobs = excluded.max_queued_jobs, max_running_cpus = excluded.max_running_cpus,
+                max_running_memory_bytes = excluded.max_running_memory_bytes, max_running_gpus = excluded.max_running_gpus, weight = excluded.weight
+            """))
+        {
+            cmd.Parameters.AddWithValue("n", name);
+            cmd.Parameters.Add(new NpgsqlParameter("q", NpgsqlDbType.Integer) { Value = (object?)quota.MaxQueuedJobs ?? DBNull.Value });
+            cmd.Parameters.Add(new NpgsqlParameter("c", NpgsqlDbType.Double) { Value = (object?)quota.MaxRunningCpus ?? DBNull.Value });
+            cmd.Parameters.Add(new NpgsqlParameter("m", NpgsqlDbType.Bigint) { Value = (object?)quota.MaxRunningMemoryBytes ?? DBNull.Value });
+            cmd.Parameters.Add(new NpgsqlParameter("g", NpgsqlDbType.Integer) { Value = (object?)quota.MaxRunningGpus ?? DBNull.Value });
+            cmd.Parameters.AddWithValue("w", quota.Weight);
+            await cmd.ExecuteNonQueryAsync(ct);
+        }
+        return (await ListAsync(name, ct)).Single();
+    }
+
+    /// <summary>Every tenant by name, or (<paramref name="name"/>) that one; with quotas and usage.</summary>
+    public async Task<IReadOnlyList<TenantRecord>> ListAsync(string? name, CancellationToken ct)
+    {
+        await using var cmd = db.CreateCommand($"{Select} where @n::text is null or t.name = @n order by t.name");
+        cmd.Parameters.Add(new NpgsqlParameter("n", NpgsqlDbType.Text) { Value = (object?)name ?? DBNull.Value });
+        var tenants = new List<TenantRecord>();
+        await using var rd = await cmd.ExecuteReaderAsync(ct);
+        while (await rd.ReadAsync(ct))
+            tenants.Add(new TenantRecord(rd.GetString(0), rd.GetFieldValue<DateTimeOffset>(1),
+                new TenantQuota(NullableInt(rd, 2), rd.IsDBNull(3) ? null : rd.GetDouble(3), rd.IsDBNull(4) ? null : rd.GetInt64(4), NullableInt(rd, 5), rd.GetDouble(6)),
+                new TenantUsage(rd.GetInt64(7), rd.GetInt64(8), rd.GetDouble(9), rd.GetInt64(10), (int)rd.GetInt64(11))));
+        return tenants;
+    }
+
+    private static int? NullableInt(NpgsqlDataReader rd, int i) => rd.IsDBNull(i) ? null : rd.GetInt32(i);
+}
