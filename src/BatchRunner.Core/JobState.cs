@@ -42,6 +42,9 @@ public static class FailureReason
     public const string Cancelled = "cancelled";
     /// <summary>The worker running the job died or lost contact.</summary>
     public const string NodeLost = "node_lost";
+    /// <summary>The job's inputs could not be fetched from the node that took them (down, unreachable, or they did
+    /// not match their digest): the job never starts without them. Retried like other infrastructure failures.</summary>
+    public const string InputsUnavailable = "inputs_unavailable";
     /// <summary>The job wrote more than its <c>resources.disk</c> (its root layer and /outputs together), or created
     /// more files than its disk holds: writes failed with ENOSPC. Also when its process caught the error and exited 0.</summary>
     public const string DiskQuotaExceeded = "disk_quota_exceeded";

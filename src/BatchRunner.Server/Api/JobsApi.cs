@@ -30,6 +30,7 @@ public static class JobsApi
         api.MapGet("/{id}", GetAsync).WithName("GetJob").RequireAuthorization(Policies.Read);
         api.MapPost("/{id}/cancel", CancelAsync).WithName("CancelJob").RequireAuthorization(Policies.Submit);
         api.MapPost("/{id}/rerun", JobRerun.RerunAsync).WithName("RerunJob").RequireAuthorization(Policies.Submit);
+        api.MapDelete("/{id}", DeleteAsync).WithName("DeleteJob").RequireAuthorization(Policies.Submit);
         api.MapGet("/{id}/logs", LogsAsync).WithName("GetJobLogs").RequireAuthorization(Policies.Read);
         api.MapGet("/{id}/outputs", ListOutputsAsync).WithName("ListJobOutputs").RequireAuthorization(Policies.Read);
         api.MapGet("/{id}/outputs/{**path}", GetOutputAsync).WithName("GetJobOutput").RequireAuthorization(Policies.Read);
@@ -46,7 +47,7 @@ public static class JobsApi
 
     public static async Task<Results<Created<JobDto>, Ok<JobDto>, ValidationProblem, ProblemHttpResult>> SubmitAsync(
         HttpRequest request, JobStore store, JobSecretStore secrets, LiveNodes liveNodes, JobQueue queue, WebhookPolicy webhooks,
-        IOptions<BatchRunnerOptions> options, CancellationToken ct)
+        NodeIdentity node, NodeAddress address, IOptions<BatchRunnerOptions> options, CancellationToken ct)
     {
         var caller = Caller.Of(request.HttpContext);
         // JSON, or multipart with a spec part and input files (staged, not yet the job's).
@@ -61,7 +62,9 @@ public static class JobsApi
         if (result is not null) errors.Add(result.Errors);
         if (submission is not null)
         {
-            errors.Add(JobSubmissionReader.NodePolicyErrors(submission, options.Value.Isolation));
+            // This node's CPUs (cpuset); network modes, capabilities and datasets are checked below, against the
+            // policies the live nodes publish (Scheduling/NodeFit), not this API node's settings.
+            errors.Add(JobSubmissionReader.NodeHardwareErrors(submission));
             if (!string.IsNullOrWhiteSpace(submission.Image) && !ImageReference.TryParse(submission.Image, out _, out var refError))
                 errors.Add("image", refError ?? "invalid image reference");
             var queueName = submission.Queue ?? JobDefaults.Queue;
@@ -84,17 +87,23 @@ public static class JobsApi
         string? idempotencyKey = request.Headers[IdempotencyKeyHeader].FirstOrDefault();
         if (idempotencyKey is not null && (idempotencyKey.Length is 0 or > 255))
             errors.Add(IdempotencyKeyHeader, "the Idempotency-Key header must be 1-255 characters");
-        if (errors.Count > 0 || settled is null)
-            return TypedResults.ValidationProblem(errors.ToDictionary(), title: "The job spec is invalid");
 
         // The node's default stop grace is written into the job: what it will get is on the job, whichever node runs it.
-        var spec = settled with { StopGraceSeconds = settled.StopGraceSeconds ?? options.Value.StopGraceSeconds };
-        // A job that no live node could ever run is refused now rather than queued forever.
-        var misfit = await liveNodes.WhyNoNodeFitsAsync(spec, ct);
+        var spec = settled is null ? null : settled with { StopGraceSeconds = settled.StopGraceSeconds ?? options.Value.StopGraceSeconds };
+        // A job that no live node could ever run (too large for every one, or asking for a network mode, capability or
+        // dataset none allows) is refused now rather than queued forever, in the same answer as the other errors. It
+        // needs a valid spec: with a spec that is not, those fields are checked once it is.
+        var misfit = spec is not null && !errors.Has("resources.disk") ? await liveNodes.WhyNoNodeFitsAsync(spec, ct) : new Dictionary<string, string[]>();
+        if (errors.Count > 0 || spec is null)
+            return TypedResults.ValidationProblem(errors.Add(misfit).ToDictionary(), title: "The job spec is invalid");
         if (misfit.Count > 0)
             return TypedResults.ValidationProblem(misfit, title: "No live node can run this job");
         var jobSecrets = new JobSecrets(spec.SecretEnv, spec.Notify?.Secret);
-        var job = NewJob(spec, await JobSubmissionReader.StagedInputsAsync(request, ct), caller, jobSecrets.IsEmpty ? null : secrets.Protect(jobSecrets));
+        // The inputs travel with the job: a tar kept here under its digest, which the job's record names and the
+        // node that runs the job fetches. Held until the record names it, so that no removal slips in between.
+        using var packed = await JobSubmissionReader.PackInputsAsync(request, ct);
+        var inputsTar = packed is null ? null : new InputsTar(packed.Digest, packed.Bytes, node.Name, address.Url);
+        var job = NewJob(spec, await JobSubmissionReader.StagedInputsAsync(request, ct), inputsTar, caller, jobSecrets.IsEmpty ? null : secrets.Protect(jobSecrets));
         // The stored spec (secret names included, secret values never) identifies the request; the secret values
         // are compared by decrypting the first job's, so no hash of a secret is ever stored.
         var requestHash = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(JsonSerializer.SerializeToUtf8Bytes(spec, JobStore.Json)));
@@ -110,14 +119,12 @@ public static class JobsApi
             var existing = await store.GetAsync(id, caller.Tenant, ct);
             return TypedResults.Ok(JobDto.From(existing!).WithInputs(existing!));
         }
-        // Inputs are in the job's directory before any worker can pick the job up.
-        JobSubmissionReader.CommitInputs(request, job.Id);
         return await EnqueueAsync(job, queue);
     }
 
-    /// <summary>A new queued job of <paramref name="spec"/>, given <paramref name="inputs"/>, owned by the tenant of
+    /// <summary>A new queued job of <paramref name="spec"/>, given <paramref name="inputs"/> (packed in <paramref name="inputsTar"/>), owned by the tenant of
     /// <paramref name="caller"/>, with its secrets already encrypted (<paramref name="protectedSecrets"/>).</summary>
-    internal static JobRecord NewJob(JobSpec spec, IReadOnlyList<OutputFile> inputs, Caller caller, byte[]? protectedSecrets, Guid? rerunOf = null) => new()
+    internal static JobRecord NewJob(JobSpec spec, IReadOnlyList<OutputFile> inputs, InputsTar? inputsTar, Caller caller, byte[]? protectedSecrets, Guid? rerunOf = null) => new()
     {
         Id = Guid.CreateVersion7(),
         Name = spec.Name,
@@ -127,13 +134,14 @@ public static class JobsApi
         State = JobState.Queued,
         CreatedAt = DateTimeOffset.UtcNow,
         Inputs = inputs,
+        InputsTar = inputsTar,
         RerunOf = rerunOf,
         Tenant = caller.Tenant,
         SubmittedBy = caller.KeyId,
         ProtectedSecrets = protectedSecrets,
     };
 
-    /// <summary>Queues a stored job (its inputs in place) and answers 201 with it.</summary>
+    /// <summary>Queues a stored job (its inputs tar named by its record) and answers 201 with it.</summary>
     internal static async Task<Created<JobDto>> EnqueueAsync(JobRecord job, JobQueue queue)
     {
         // The job exists from the commit on: an outage now must not become a 503 for a job that will run anyway.
@@ -216,6 +224,37 @@ public static class JobsApi
         return TypedResults.Accepted($"/api/v1/jobs/{id}", JobDto.From(job!).WithNodeAlive(await liveness.GetAsync([jobId], ct)));
     }
 
+    /// <summary>
+    /// Deletes a finished job: its record (attempts, outputs, idempotency keys), its Hangfire message, and its files
+    /// (logs, outputs, inputs) on every node that holds some. The record goes first, in the same transaction that
+    /// records which nodes owe a removal; this node removes its own files at once and asks the others to remove
+    /// theirs. A node that cannot be reached removes them when it next sweeps (at start, then every
+    /// Retention:SweepSeconds), so 204 means the job is gone and its files are going. Only a job of the caller's
+    /// tenant is found (another tenant's job is 404, as for every job endpoint).
+    /// </summary>
+    public static async Task<Results<NoContent, ProblemHttpResult>> DeleteAsync(
+        string id, HttpContext http, JobStore store, JobQueue queue, JobFiles files, NodeIdentity node, NodeClient nodes, ILogger<NodeClient> log, CancellationToken ct)
+    {
+        if (!Guid.TryParse(id, out var jobId)) return NotFound(id);
+        var (result, deleted) = await store.DeleteFinishedAsync(jobId, Caller.Of(http).Scope, ct);
+        switch (result)
+        {
+            case JobStore.DeleteResult.NotFound:
+                return NotFound(id);
+            case JobStore.DeleteResult.NotFinished:
+                var state = await store.GetStateAsync(jobId, ct);
+                return TypedResults.Problem(statusCode: StatusCodes.Status409Conflict, title: "The job has not ended",
+                    detail: $"job {id} is {state ?? "being deleted"}; only succeeded, failed or cancelled jobs can be deleted (cancel it first)");
+        }
+        if (deleted!.HangfireJobId is { } hf) await queue.PurgeAsync(hf, CancellationToken.None);
+        foreach (var holder in deleted.Nodes)
+        {
+            if (holder == node.Name) await files.RemoveOwedAsync(jobId, CancellationToken.None);
+            else await NodeFilesApi.ForwardRemovalAsync(nodes, holder, deleted.InputsNode == holder ? deleted.InputsUrl : null, jobId, log);
+        }
+        return TypedResults.NoContent();
+    }
+
     public static async Task<Results<Ok<IReadOnlyList<OutputDto>>, ProblemHttpResult>> ListOutputsAsync(string id, HttpContext http, JobStore store, CancellationToken ct)
     {
         var job = await FindAsync(id, Caller.Of(http).Scope, store, ct);
@@ -240,10 +279,13 @@ public static class JobsApi
         if (file is null)
             return TypedResults.Problem(statusCode: 404, title: "No such output",
                 detail: $"job {id} has no output file \"{path}\"" + (JobState.IsFinal(job.State) ? "" : " (outputs are listed when the job ends)"));
-        var full = Path.Combine(paths.Outputs(job.Id), file.Path);
-        if (!OutputScanner.IsRegularFile(full))
-            return TypedResults.Problem(statusCode: 404, title: "No such output", detail: $"output \"{path}\" of job {id} is no longer on node {job.Node}");
-        return TypedResults.PhysicalFile(full, "application/octet-stream", Path.GetFileName(file.Path), enableRangeProcessing: true);
+        // Opened by the kernel beneath the outputs directory without following any link, not by path after a check:
+        // a symlink planted there since the listing (or a directory swapped for one) is refused, never followed.
+        var stream = OutputScanner.OpenOutput(paths.Outputs(job.Id), file.Path);
+        if (stream is null)
+            return TypedResults.Problem(statusCode: 404, title: "No such output", detail: $"output \"{path}\" of job {id} is no longer on node {job.Node} as the regular file it was");
+        return TypedResults.File(stream, "application/octet-stream", Path.GetFileName(file.Path),
+            lastModified: File.GetLastWriteTimeUtc(stream.SafeFileHandle), enableRangeProcessing: true);
     }
 
     /// <summary>Every output file of the job in one archive (<see cref="OutputArchiveResult"/>): from this node's data
@@ -262,9 +304,16 @@ public static class JobsApi
                 detail: $"job {id} is {job.State}: its outputs are listed, and can be downloaded, once it ends");
         // Checked before the first byte goes out: once the archive streams, its status can no longer say a file is gone.
         var outputs = paths.Outputs(job.Id);
-        if (job.Outputs.FirstOrDefault(o => !OutputScanner.IsRegularFile(Path.Combine(outputs, o.Path))) is { } missing)
+        if (job.Outputs.FirstOrDefault(o => !Servable(outputs, o.Path)) is { } missing)
             return TypedResults.Problem(statusCode: 404, title: "No such output", detail: $"output \"{missing.Path}\" of job {id} is no longer on node {job.Node}");
         return new OutputArchiveResult(job.Id, outputs, job.Outputs, format);
+    }
+
+    /// <summary>Whether the output can be opened as it is served (<see cref="OutputScanner.OpenOutput"/>).</summary>
+    private static bool Servable(string outputsDir, string path)
+    {
+        using var stream = OutputScanner.OpenOutput(outputsDir, path);
+        return stream is not null;
     }
 
     public static Task<IResult> LogsAsync(

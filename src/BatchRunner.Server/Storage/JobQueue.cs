@@ -29,7 +29,7 @@ public interface IJobPerformer
 /// Messages enqueued before this type existed name <c>BatchRunner.Server.Execution.JobPerformer</c>, the class
 /// that implements <see cref="IJobPerformer"/>: it is kept, and registered, so that they still run.
 /// </remarks>
-public sealed class JobQueue(IBackgroundJobClient hangfire, JobStore store)
+public sealed class JobQueue(IBackgroundJobClient hangfire, JobStore store, Npgsql.NpgsqlDataSource db)
 {
     /// <summary>
     /// The Hangfire queue that holds <paramref name="tenant"/>'s jobs of BatchRunner queue <paramref name="queue"/>: one per
@@ -89,4 +89,20 @@ public sealed class JobQueue(IBackgroundJobClient hangfire, JobStore store)
 
     /// <summary>Hands the message back to its queue (its node was lost).</summary>
     public void Requeue(string hangfireJobId) => hangfire.Requeue(hangfireJobId);
+
+    /// <summary>
+    /// Removes a finished job's message from Hangfire's tables at once (its states and parameters go with it, by
+    /// Hangfire's own foreign keys), as Hangfire's expiration would a day later: a deleted job leaves nothing in the
+    /// dashboard. A message that is not a number (not Hangfire.PostgreSql's) is left alone.
+    /// </summary>
+    public async Task PurgeAsync(string hangfireJobId, CancellationToken ct)
+    {
+        if (!long.TryParse(hangfireJobId, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var id)) return;
+        await using var cmd = db.CreateCommand("""
+            delete from hangfire.jobqueue where jobid = @id;
+            delete from hangfire.job where id = @id;
+            """);
+        cmd.Parameters.AddWithValue("id", id);
+        await cmd.ExecuteNonQueryAsync(ct);
+    }
 }

@@ -17,10 +17,11 @@ public sealed partial class JobStore(NpgsqlDataSource db) : IAttemptStore
     private const string Columns =
         "j.id, j.name, j.image, j.image_digest, j.queue, j.spec, j.state, j.reason, j.message, j.exit_code, j.attempt, j.created_at, " +
         "j.started_at, j.finished_at, j.usage, j.pull_progress, j.hangfire_job_id, j.cancel_requested, j.node, j.tenant, j.submitted_by, " +
-        "n.url, n.state, n.attempts, n.last_error, n.delivered_at, j.logs_truncated, j.rerun_of";
+        "n.url, n.state, n.attempts, n.last_error, n.delivered_at, j.logs_truncated, j.rerun_of, " +
+        "j.inputs_digest, j.inputs_bytes, j.inputs_node, j.inputs_url";
 
     /// <summary>The ordinal after <see cref="Columns"/>: a list adds the names of env there.</summary>
-    private const int EnvNamesOrdinal = 28;
+    private const int EnvNamesOrdinal = 32;
 
     /// <summary>Sums of what the jobs aliased <c>j</c> asked for: cpus (float8), memoryBytes (int8), gpus (int8; 0 for none).</summary>
     internal const string ResourceSums =
@@ -50,10 +51,23 @@ public sealed partial class JobStore(NpgsqlDataSource db) : IAttemptStore
     /// at its maxQueuedJobs gets nothing inserted; concurrent submissions of one tenant are serialised for that check,
     /// so two of them never both take the last place.
     /// </summary>
-    public async Task<InsertResult> InsertAsync(JobRecord job, string? idempotencyKey, string requestHash, CancellationToken ct)
+    /// <param name="sharesInputsOf">A job whose inputs tar this one reuses (a rerun): the insert happens only while that
+    /// job's record still names the tar (its row is share-locked until the commit), so that its deletion cannot leave
+    /// the tar without a record naming it, and its holder removing it, between the check and the insert.</param>
+    /// <exception cref="InputsGoneException">That job's record is gone, or names no (or another) tar.</exception>
+    public async Task<InsertResult> InsertAsync(JobRecord job, string? idempotencyKey, string requestHash, CancellationToken ct,
+        Guid? sharesInputsOf = null)
     {
         await using var conn = await db.OpenConnectionAsync(ct);
         await using var tx = await conn.BeginTransactionAsync(ct);
+        if (sharesInputsOf is { } original && job.InputsTar is { } tar)
+        {
+            await using var hold = new NpgsqlCommand("select 1 from batchrunner.jobs where id = @id and inputs_digest = @d for share", conn, tx);
+            hold.Parameters.AddWithValue("id", original);
+            hold.Parameters.AddWithValue("d", tar.Digest);
+            if (await hold.ExecuteScalarAsync(ct) is null)
+                throw new InputsGoneException($"job {original} was deleted (or no longer names the inputs {tar.Digest}) while it was rerun");
+        }
         if (idempotencyKey is not null)
         {
             // Serialise concurrent requests with the same key.
@@ -72,8 +86,9 @@ public sealed partial class JobStore(NpgsqlDataSource db) : IAttemptStore
         }
         if (await QueuedLimitReachedAsync(conn, tx, job.Tenant, ct) is { } limit) return new InsertResult(job.Id, false, false, limit);
         await using (var cmd = new NpgsqlCommand("""
-            insert into batchrunner.jobs (id, name, image, queue, spec, state, created_at, rerun_of, tenant, submitted_by, secrets)
-            values (@id, @name, @image, @queue, @spec, @state, @created, @rerun, @tenant, @by, @secrets)
+            insert into batchrunner.jobs (id, name, image, queue, spec, state, created_at, rerun_of, tenant, submitted_by, secrets,
+                                          inputs_digest, inputs_bytes, inputs_node, inputs_url)
+            values (@id, @name, @image, @queue, @spec, @state, @created, @rerun, @tenant, @by, @secrets, @idigest, @ibytes, @inode, @iurl)
             """, conn, tx))
         {
             AddInsert(cmd, job);
@@ -136,6 +151,10 @@ public sealed partial class JobStore(NpgsqlDataSource db) : IAttemptStore
         cmd.Parameters.Add(new NpgsqlParameter("spec", NpgsqlDbType.Jsonb) { Value = JsonSerializer.Serialize(job.Spec, Json) });
         cmd.Parameters.AddWithValue("state", job.State);
         cmd.Parameters.AddWithValue("created", job.CreatedAt);
+        cmd.Parameters.Add(new NpgsqlParameter("idigest", NpgsqlDbType.Text) { Value = (object?)job.InputsTar?.Digest ?? DBNull.Value });
+        cmd.Parameters.Add(new NpgsqlParameter("ibytes", NpgsqlDbType.Bigint) { Value = (object?)job.InputsTar?.Bytes ?? DBNull.Value });
+        cmd.Parameters.Add(new NpgsqlParameter("inode", NpgsqlDbType.Text) { Value = (object?)job.InputsTar?.Node ?? DBNull.Value });
+        cmd.Parameters.Add(new NpgsqlParameter("iurl", NpgsqlDbType.Text) { Value = (object?)job.InputsTar?.Url ?? DBNull.Value });
         cmd.Parameters.AddWithValue("rerun", (object?)job.RerunOf ?? DBNull.Value);
         cmd.Parameters.AddWithValue("tenant", job.Tenant);
         cmd.Parameters.Add(new NpgsqlParameter("by", NpgsqlDbType.Text) { Value = (object?)job.SubmittedBy ?? DBNull.Value });
@@ -379,6 +398,8 @@ public sealed partial class JobStore(NpgsqlDataSource db) : IAttemptStore
             Notify = rd.IsDBNull(21) ? null : new NotificationRecord(rd.GetString(21), rd.GetString(22), rd.GetInt32(23),
                 rd.IsDBNull(24) ? null : rd.GetString(24), rd.IsDBNull(25) ? null : rd.GetFieldValue<DateTimeOffset>(25)),
             LogsTruncated = rd.GetBoolean(26),
+            InputsTar = rd.IsDBNull(28) ? null
+                : new InputsTar(rd.GetString(28), rd.IsDBNull(29) ? 0 : rd.GetInt64(29), rd.IsDBNull(30) ? "" : rd.GetString(30), rd.IsDBNull(31) ? null : rd.GetString(31)),
         };
     }
 }
