@@ -40,4 +40,31 @@ public sealed class ServerFeatureCommandFacts(CliFixture f)
         Assert.Equal(2, lines.Length);
         Assert.All(lines, l => Assert.Matches(@"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z (one|three)$", l));
     }
+
+    [Fact]
+    public async Task Delete_RemovesAFinishedJob_AndRefusesARunningOne()
+    {
+        var run = await f.RunAsync("run", f.Busybox, "--", "sh", "-c", "echo kept > /outputs/a.txt");
+        Assert.Equal(0, run.ExitCode);
+        var id = Regex.Match(run.Stderr, @"job (\S+) submitted").Groups[1].Value;
+
+        var running = await f.RunAsync("run", "-d", f.Busybox, "--", "sleep", "60");
+        var runningId = running.Stdout.Trim();
+        try
+        {
+            var refused = await f.RunAsync("delete", runningId);
+            Assert.NotEqual(0, refused.ExitCode);
+            Assert.Contains("(409", refused.Stderr);
+        }
+        finally
+        {
+            await f.RunAsync("cancel", runningId);
+        }
+
+        var deleted = await f.RunAsync("delete", id);
+        Assert.True(deleted.ExitCode == 0, deleted.ToString());
+        var gone = await f.RunAsync("status", id);
+        Assert.NotEqual(0, gone.ExitCode);
+        Assert.Contains("(404", gone.Stderr);
+    }
 }
