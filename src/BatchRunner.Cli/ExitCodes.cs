@@ -29,7 +29,7 @@ internal static class ExitCodes
         {
             "oom_killed" => OomKilled,
             "timed_out" => TimedOut,
-            "image_pull_failed" or "start_failed" => CouldNotStart,
+            "image_pull_failed" or "start_failed" or "inputs_unavailable" => CouldNotStart,
             // exit_code, and reasons this CLI does not know yet (node_lost, disk_quota_exceeded, ...): the job's own code when it has a failing one.
             _ => job.ExitCode is { } code and not 0 ? code : Error,
         },

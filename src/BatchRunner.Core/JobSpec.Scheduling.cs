@@ -30,7 +30,7 @@ public sealed record RetryPolicy
     /// <summary>Reasons a user may name in <see cref="OnReasons"/>.</summary>
     public static readonly IReadOnlyList<string> RetryableReasons =
         [FailureReason.OomKilled, FailureReason.TimedOut, FailureReason.ImagePullFailed, FailureReason.NodeLost, FailureReason.ExitCode, FailureReason.StartFailed,
-         FailureReason.DiskQuotaExceeded];
+         FailureReason.InputsUnavailable, FailureReason.DiskQuotaExceeded];
 
     /// <summary>Decides whether attempt number <paramref name="attempt"/> that failed this way gets another try.</summary>
     public bool ShouldRetry(int attempt, string reason, int? exitCode, bool infrastructureFailure)

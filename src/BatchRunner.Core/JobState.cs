@@ -50,6 +50,9 @@ public static class FailureReason
     public const string DependencyFailed = "dependency_failed";
     /// <summary>An array's parent: some of its children did not succeed (the message counts them).</summary>
     public const string ChildrenFailed = "children_failed";
+    /// <summary>The job's inputs could not be fetched from the node that took them (down, unreachable, or they did
+    /// not match their digest): the job never starts without them. Retried like other infrastructure failures.</summary>
+    public const string InputsUnavailable = "inputs_unavailable";
     /// <summary>The job wrote more than its <c>resources.disk</c> (its root layer and /outputs together), or created
     /// more files than its disk holds: writes failed with ENOSPC. Also when its process caught the error and exited 0.</summary>
     public const string DiskQuotaExceeded = "disk_quota_exceeded";

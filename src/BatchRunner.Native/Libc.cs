@@ -30,7 +30,7 @@ internal static unsafe partial class Libc
         EXDEV = 18, ENOTDIR = 20, EISDIR = 21, EINVAL = 22, ENOSYS = 38, ELOOP = 40, ENODATA = 61, EOPNOTSUPP = 95;
     public const int MNT_DETACH = 2, UMOUNT_NOFOLLOW = 8;
     public const int SIGKILL = 9;
-    private const ulong RESOLVE_NO_MAGICLINKS = 0x02, RESOLVE_IN_ROOT = 0x10;
+    private const ulong RESOLVE_NO_MAGICLINKS = 0x02, RESOLVE_NO_SYMLINKS = 0x04, RESOLVE_BENEATH = 0x08, RESOLVE_IN_ROOT = 0x10;
     private const long SYS_openat2 = 437; // same number on x86-64 and arm64 (added after the syscall tables unified)
 
     [StructLayout(LayoutKind.Sequential)]
@@ -127,6 +127,17 @@ internal static unsafe partial class Libc
     public static int Errno => Marshal.GetLastPInvokeError();
 
     public static string ErrorText(int errno) => Marshal.GetPInvokeErrorMessage(errno);
+
+    /// <summary>openat2(2) with RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS: <paramref name="path"/> must lie beneath
+    /// <paramref name="dirFd"/> and no component of it, the last included, may be a symlink (ELOOP otherwise; ".."
+    /// that would leave the directory: EXDEV). Returns -1 and sets errno on failure.</summary>
+    public static int OpenBeneath(int dirFd, string path, int flags)
+    {
+        var how = new OpenHow { Flags = (ulong)flags, Resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS };
+        var bytes = System.Text.Encoding.UTF8.GetBytes(path + "\0");
+        fixed (byte* p = bytes)
+            return (int)syscall(SYS_openat2, dirFd, p, &how, (nuint)sizeof(OpenHow));
+    }
 
     /// <summary>openat2(2): the kernel resolves <paramref name="path"/> as if <paramref name="rootFd"/> were "/",
     /// so neither "..", absolute symlinks nor relative symlinks can leave it. Returns -1 and sets errno on failure.</summary>

@@ -32,23 +32,53 @@ public static class HostFiles
         throw new IOException($"link {source} to {destination} failed: {Libc.ErrorText(errno)} (errno {errno})");
     }
 
+    /// <summary>The first directory above <paramref name="path"/> that host user <paramref name="uid"/>:<paramref name="gid"/>
+    /// (no supplementary groups) may not search, by its owner/group/other execute bits; null: none. For users that
+    /// must reach a path through the data directory: a user namespace's root (runc mounts from inside it), the
+    /// embedded PostgreSQL's user.</summary>
+    public static (string Dir, uint Mode, uint Uid, uint Gid)? FirstUnsearchableAncestor(string path, uint uid, uint gid)
+    {
+        for (var dir = Path.GetDirectoryName(Path.GetFullPath(path)); !string.IsNullOrEmpty(dir); dir = Path.GetDirectoryName(dir))
+        {
+            // A missing directory is the caller's error to report.
+            if (!Libc.TryStat(Libc.AT_FDCWD, dir, out var st, followTrailingSymlink: true)) continue;
+            var mode = st.Mode & 0xFFF;
+            var x = st.Uid == uid ? 0b001_000_000u : st.Gid == gid ? 0b000_001_000u : 0b000_000_001u;
+            if ((mode & x) == 0) return (dir, mode, st.Uid, st.Gid);
+        }
+        return null;
+    }
+
     /// <summary>True when <paramref name="path"/> itself (lstat: a symlink is not followed) is a regular file;
     /// false for symlinks, directories, FIFOs, sockets, devices and missing paths.</summary>
     public static bool IsRegularFile(string path) =>
         Libc.TryStat(Libc.AT_FDCWD, path, out var st) && st.IsRegularFile;
 
     /// <summary>
-    /// Makes <paramref name="destination"/> a hard link to the regular file <paramref name="source"/> (a symlink there is
-    /// never followed), or a copy of it where the file system refuses links (another file system, no link permission).
-    /// For files nobody writes once stored (a job's inputs): the link shares their bytes and outlives the source's removal.
+    /// Opens the regular file <paramref name="relativePath"/> beneath <paramref name="dir"/> for reading, resolved by
+    /// the kernel (openat2 RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS): no symlink anywhere on the path, the last
+    /// component included, and no ".." out of <paramref name="dir"/>, so what a job planted in its outputs after they
+    /// were listed (a symlink to /etc/shadow, a directory swapped for a link) is refused, not followed. Null when
+    /// there is no such regular file (missing, a link on the way, a directory, FIFO, socket or device).
     /// </summary>
-    /// <exception cref="IOException">Neither worked; the message names the paths.</exception>
-    public static void LinkOrCopy(string source, string destination)
+    public static FileStream? OpenRegularFileBeneath(string dir, string relativePath)
     {
-        if (Libc.linkat(Libc.AT_FDCWD, source, Libc.AT_FDCWD, destination, 0) == 0) return;
-        var errno = Libc.Errno;
-        if (errno is not (Libc.EXDEV or Libc.EPERM or Libc.EOPNOTSUPP))
-            throw new IOException($"link {source} to {destination} failed: {Libc.ErrorText(errno)} (errno {errno})");
-        File.Copy(source, destination, overwrite: false);
+        var dirFd = Libc.open(dir, Libc.O_RDONLY | Libc.O_DIRECTORY | Libc.O_NOFOLLOW | Libc.O_CLOEXEC);
+        if (dirFd < 0) return null;
+        int fd;
+        try
+        {
+            // O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused just below).
+            fd = Libc.OpenBeneath(dirFd, relativePath, Libc.O_RDONLY | Libc.O_CLOEXEC | Libc.O_NOCTTY | Libc.O_NONBLOCK);
+        }
+        finally { Libc.close(dirFd); }
+        if (fd < 0) return null;
+        var handle = new Microsoft.Win32.SafeHandles.SafeFileHandle(fd, ownsHandle: true);
+        if (!Libc.TryStat(fd, "", out var st) || !st.IsRegularFile)
+        {
+            handle.Dispose();
+            return null;
+        }
+        return new FileStream(handle, FileAccess.Read, 1 << 16);
     }
 }

@@ -60,7 +60,7 @@ public sealed partial class RuncRuntime
                 throw new ContainerStartException($"container {spec.Id}: supplementary group {group} of user {spec.Uid} lies outside the node's user namespace of {userns.Size} ids");
             // runc mounts the rootfs from inside the new user namespace, as the mapped root: a directory above
             // it that this host user may not search fails the start with a bare "permission denied".
-            if (FirstUnsearchableAncestor(spec.RootfsPath, userns.HostUidStart, userns.HostGidStart) is { } blocked)
+            if (HostFiles.FirstUnsearchableAncestor(spec.RootfsPath, userns.HostUidStart, userns.HostGidStart) is { } blocked)
                 throw new ContainerStartException($"container {spec.Id}: the user namespace's root (host uid {userns.HostUidStart}) cannot reach the rootfs: " +
                     $"{blocked.Dir} (mode {Convert.ToString(blocked.Mode, 8)}, owner {blocked.Uid}:{blocked.Gid}) is not searchable by it; run chmod o+x {blocked.Dir} or move the data directory");
             opts.Add(SpecOpts.WithUserNamespace(userns.HostUidStart, userns.HostGidStart, userns.Size));
@@ -142,21 +142,6 @@ public sealed partial class RuncRuntime
     {
         if (network is null || BridgeNetwork is not { } bridge) return;
         await bridge.DetachAsync(network.ContainerId, CancellationToken.None);
-    }
-
-    /// <summary>The first directory above <paramref name="path"/> that host user <paramref name="uid"/>:<paramref name="gid"/>
-    /// (no supplementary groups) may not search, by its owner/group/other execute bits; null: none.</summary>
-    internal static (string Dir, uint Mode, uint Uid, uint Gid)? FirstUnsearchableAncestor(string path, uint uid, uint gid)
-    {
-        for (var dir = Path.GetDirectoryName(Path.GetFullPath(path)); !string.IsNullOrEmpty(dir); dir = Path.GetDirectoryName(dir))
-        {
-            // A missing directory is the runtime's error to report.
-            if (!Libc.TryStat(Libc.AT_FDCWD, dir, out var st, followTrailingSymlink: true)) continue;
-            var mode = st.Mode & 0xFFF;
-            var x = st.Uid == uid ? 0b001_000_000u : st.Gid == gid ? 0b000_001_000u : 0b000_000_001u;
-            if ((mode & x) == 0) return (dir, mode, st.Uid, st.Gid);
-        }
-        return null;
     }
 
     private static void Chown(string path, uint uid, uint gid)

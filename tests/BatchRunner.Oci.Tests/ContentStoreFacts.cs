@@ -65,6 +65,50 @@ public sealed class ContentStoreFacts : IDisposable
     }
 
     [Fact]
+    public async Task DownloadAsync_StartsOver_WhenPartialLeftByCrashEndsInBytesThatNeverReachedTheDisk()
+    {
+        var store = new ContentStore(_root);
+        // The size reached the disk, the last 4 KiB of data did not: they read back as zeros.
+        var partial = _blob[..123_456];
+        Array.Clear(partial, partial.Length - 4096, 4096);
+        await File.WriteAllBytesAsync(store.PartialPath(Digest), partial);
+        var offsets = new List<long>();
+
+        await store.DownloadAsync(Digest, _blob.Length, Serve(offsets), "img", null, CancellationToken.None);
+
+        Assert.Equal([123_456L, 0L], offsets);
+        Assert.Equal(_blob, await File.ReadAllBytesAsync(store.BlobPath(Digest)));
+        Assert.False(File.Exists(store.PartialPath(Digest)));
+    }
+
+    [Fact]
+    public async Task TryReadVerifiedAsync_RemovesBlobAndReturnsNull_WhenContentIsCutShort()
+    {
+        var store = new ContentStore(_root);
+        await store.PutAsync(Digest, _blob, CancellationToken.None);
+        Assert.Equal(_blob, await store.TryReadVerifiedAsync(Digest, CancellationToken.None));
+        await File.WriteAllBytesAsync(store.BlobPath(Digest), _blob[..1000]);
+
+        Assert.Null(await store.TryReadVerifiedAsync(Digest, CancellationToken.None));
+        Assert.False(store.Contains(Digest));
+        Assert.Null(await store.TryReadVerifiedAsync(Digest, CancellationToken.None));
+    }
+
+    [Fact]
+    public async Task IsIntact_RemovesBlob_WhenContentDoesNotMatchDigest()
+    {
+        var store = new ContentStore(_root);
+        await store.PutAsync(Digest, _blob, CancellationToken.None);
+        Assert.True(store.IsIntact(Digest));
+        var damaged = _blob.ToArray();
+        damaged[^1] ^= 1;
+        await File.WriteAllBytesAsync(store.BlobPath(Digest), damaged);
+
+        Assert.False(store.IsIntact(Digest));
+        Assert.False(store.Contains(Digest));
+    }
+
+    [Fact]
     public async Task DownloadAsync_DeletesPartialAndThrows_WhenDigestDoesNotMatch()
     {
         var store = new ContentStore(_root);

@@ -79,13 +79,30 @@ public sealed class JobInsightFacts(ServerFixture f)
         Assert.Equal(sha + "\n", await f.Api.OutputAsync(rerunId, "sum.txt"));
         Assert.Equal(digest, (await f.Api.GetJobAsync(rerunId)).GetProperty("imageDigest").GetString());
 
-        // Inputs removed from the node (retention, by hand): the rerun says so and creates nothing.
+        // The rerun's record names the original's inputs tar: the same digest, kept by the same node.
+        var store = f.App.Services.GetRequiredService<JobStore>();
+        var tar = (await store.GetAsync(Guid.Parse(original), CancellationToken.None))!.InputsTar!;
+        Assert.Equal(tar, (await store.GetAsync(Guid.Parse(rerunId), CancellationToken.None))!.InputsTar);
+
+        // The tar gone from its holder (this node), the original's unpacked files still here: packed again from them.
+        var inputs = f.App.Services.GetRequiredService<InputsStore>();
         var paths = f.App.Services.GetRequiredService<DataPaths>();
+        File.Delete(inputs.PathOf(tar.Digest)!);
+        var repacked = await BatchRunnerClient.CreatedAsync(await f.Api.RerunAsync(original));
+        var repackedId = BatchRunnerClient.Id(repacked);
+        var repackedTar = (await store.GetAsync(Guid.Parse(repackedId), CancellationToken.None))!.InputsTar!;
+        Assert.NotNull(inputs.PathOf(repackedTar.Digest));
+        await f.Api.SucceededStdoutAsync(repackedId);
+        Assert.Equal(sha + "\n", await f.Api.OutputAsync(repackedId, "sum.txt"));
+
+        // Tar and files both gone (retention, by hand): the rerun says so and creates nothing; it never runs without them.
+        File.Delete(inputs.PathOf(repackedTar.Digest)!);
+        if (inputs.PathOf(tar.Digest) is { } again) File.Delete(again);
         Directory.Delete(paths.Inputs(Guid.Parse(original)), recursive: true);
         var gone = await f.Api.RerunAsync(original);
         Assert.Equal(HttpStatusCode.Conflict, gone.StatusCode);
-        Assert.StartsWith($"input \"data.csv\" of job {original} is no longer stored on this node", await DetailAsync(gone));
-        // The rerun has its own copy of the bytes: it can be rerun still.
+        Assert.StartsWith($"the inputs of job {original} are no longer stored", await DetailAsync(gone));
+        // The rerun ran here, so its own unpacked inputs can still be packed: it can be rerun still.
         Assert.Equal(HttpStatusCode.Created, (await f.Api.RerunAsync(rerunId)).StatusCode);
     }
 

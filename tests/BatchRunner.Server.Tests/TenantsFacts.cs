@@ -98,6 +98,7 @@ public sealed class TenantsFacts(ServerFixture f)
             (HttpMethod.Get, $"/api/v1/jobs/{id}/outputs.tar.gz"),
             (HttpMethod.Post, $"/api/v1/jobs/{id}/cancel"),
             (HttpMethod.Post, $"/api/v1/jobs/{id}/rerun"),
+            (HttpMethod.Delete, $"/api/v1/jobs/{id}"),
         })
         {
             var response = await b.Http.SendAsync(new HttpRequestMessage(method, path));
@@ -152,6 +153,7 @@ public sealed class TenantsFacts(ServerFixture f)
         Assert.Contains("viewer keys only read", await submit.Content.ReadAsStringAsync());
         Assert.Equal(HttpStatusCode.Forbidden, (await viewer.CancelAsync(id)).StatusCode);
         Assert.Equal(HttpStatusCode.Forbidden, (await viewer.CancelAsync(Guid.NewGuid().ToString())).StatusCode);
+        Assert.Equal(HttpStatusCode.Forbidden, (await viewer.Http.DeleteAsync($"/api/v1/jobs/{id}")).StatusCode);
 
         Assert.Equal(id, BatchRunnerClient.Id(await viewer.GetJobAsync(id)));
         Assert.Contains(id, await viewer.Http.GetStringAsync("/api/v1/jobs"));

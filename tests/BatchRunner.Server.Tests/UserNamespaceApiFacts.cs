@@ -177,7 +177,26 @@ public sealed class UserNamespaceApiFacts(UserNamespaceServerFixture f)
 
         Assert.Equal("failed", done.GetProperty("state").GetString());
         Assert.Equal("start_failed", done.GetProperty("reason").GetString());
-        Assert.Contains($"cannot reach the rootfs: {run} (mode 700, owner 0:0) is not searchable by it; run chmod o+x {run}", done.GetProperty("message").GetString());
+        Assert.Contains($"cannot reach the rootfs: {run} (mode 700, owner 0:{Root}) is not searchable by it; run chmod o+x {run}", done.GetProperty("message").GetString());
+    }
+
+    [Fact]
+    public async Task JobFiles_AreUnreadableByNobody_WhenTheMappedRootMustSearchTheDataDirectory()
+    {
+        var id = await PostWithInputAsync(new { image = f.Busybox, command = new[] { "/bin/sh", "-c", "cat /inputs/hello.txt; echo o > /outputs/o.txt; chmod 0666 /outputs/o.txt" } });
+        Assert.Equal("hello input\n", await f.Api.SucceededStdoutAsync(id));
+        var jobDir = JobDir(id);
+
+        // The embedded PostgreSQL's group and the namespace's differ: the data directory is search-only for others,
+        // run/ and jobs/ are searchable by the namespace's group only.
+        Assert.Equal("711 0:0", (await ExternalCommand.RunAsync("stat", ["-c", "%a %u:%g", f.DataDir])).Trim());
+        Assert.Equal($"710 0:{Root}", (await ExternalCommand.RunAsync("stat", ["-c", "%a %u:%g", Path.Combine(f.DataDir, "jobs")])).Trim());
+        Assert.Equal($"710 0:{Root}", (await ExternalCommand.RunAsync("stat", ["-c", "%a %u:%g", Path.Combine(f.DataDir, "run")])).Trim());
+        var paths = new List<string> { f.DataDir, jobDir };
+        paths.AddRange(Directory.EnumerateFileSystemEntries(f.DataDir));
+        paths.AddRange(HostUserProbe.Tree(jobDir));
+        Assert.Contains(Path.Combine(jobDir, "outputs", "o.txt"), paths);
+        Assert.Empty(await HostUserProbe.ReadableByNobodyAsync(paths));
     }
 
     private async Task<string> PostWithInputAsync(object spec)

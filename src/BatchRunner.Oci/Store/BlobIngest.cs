@@ -49,6 +49,8 @@ public sealed class BlobIngest : IDisposable
     {
         var file = _file ?? throw new InvalidOperationException("the ingest is already complete");
         await file.FlushAsync(ct);
+        // On disk before Commit's rename publishes it (see Durable).
+        file.Flush(flushToDisk: true);
         await file.DisposeAsync();
         _file = null;
         Digest = Digests.FromHash(_hash.GetHashAndReset());
@@ -61,7 +63,7 @@ public sealed class BlobIngest : IDisposable
         if (_committed) return _store.BlobPath(Digest);
         var path = _store.BlobPath(Digest);
         // Same content either way: overwriting a blob a concurrent pull just stored is harmless.
-        File.Move(TempPath, path, overwrite: true);
+        Durable.Publish(TempPath, path);
         _committed = true;
         return path;
     }

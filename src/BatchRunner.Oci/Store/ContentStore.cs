@@ -14,6 +14,11 @@ public delegate Task<BlobResponse> BlobOpener(long offset, CancellationToken ct)
 /// filesystem) while being hashed, and are renamed into place after the digest matched. A partial left by an
 /// interrupted download is resumed with an HTTP Range request. Callers must not download the same digest twice at
 /// once (<see cref="ImageStore"/> single-flights per digest).
+/// <para>Durability: every blob is flushed to disk before the rename that publishes it (<see cref="Durable"/>), so a
+/// crash or power loss never leaves a short blob under its final name. A store written without that guarantee (an
+/// older version, a disk that lies about flushes) is still never trusted blindly: small blobs are verified on every
+/// read (<see cref="TryReadVerifiedAsync"/>) and a layer blob whenever unpacking it fails
+/// (<see cref="IsIntact"/>); a damaged blob is removed so that the next pull fetches it again.</para>
 /// </remarks>
 public sealed class ContentStore
 {
@@ -36,7 +41,43 @@ public sealed class ContentStore
 
     public bool Contains(string digest) => File.Exists(BlobPath(digest));
 
-    public Task<byte[]> ReadAllBytesAsync(string digest, CancellationToken ct) => File.ReadAllBytesAsync(BlobPath(digest), ct);
+    /// <summary>
+    /// The blob's bytes if it is present and hashes to its digest; null when it is absent, or damaged (then it is
+    /// removed, so that the caller fetches it again). For manifests and configs: hashing them costs microseconds.
+    /// </summary>
+    public async Task<byte[]?> TryReadVerifiedAsync(string digest, CancellationToken ct)
+    {
+        byte[] bytes;
+        try { bytes = await File.ReadAllBytesAsync(BlobPath(digest), ct); }
+        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException) { return null; }
+        if (Digests.Sha256(bytes) == digest) return bytes;
+        RemoveDamaged(digest);
+        return null;
+    }
+
+    /// <summary>
+    /// Hashes the stored blob; false (and the blob removed) when its content does not match its digest, e.g. a blob
+    /// a crash cut short before this store flushed its writes. True when it is intact or absent.
+    /// </summary>
+    public bool IsIntact(string digest)
+    {
+        string actual;
+        try
+        {
+            using var file = File.OpenRead(BlobPath(digest));
+            actual = Digests.FromHash(SHA256.HashData(file));
+        }
+        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException) { return true; }
+        if (actual == digest) return true;
+        RemoveDamaged(digest);
+        return false;
+    }
+
+    private void RemoveDamaged(string digest)
+    {
+        File.Delete(BlobPath(digest));
+        Durable.FlushDirectory(Path.GetDirectoryName(BlobPath(digest))!);
+    }
 
     public FileStream OpenRead(string digest) =>
         new(BlobPath(digest), FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16, FileOptions.Asynchronous | FileOptions.SequentialScan);
@@ -49,15 +90,7 @@ public sealed class ContentStore
         var actual = Digests.Sha256(content.Span);
         if (actual != digest) throw new InvalidDataException($"content hashes to {actual}, not {digest}");
         var tmp = Path.Combine(TempDir, $"{Digests.Hex(digest)}.{Guid.NewGuid():N}.put");
-        try
-        {
-            await File.WriteAllBytesAsync(tmp, content.ToArray(), ct);
-            File.Move(tmp, path, overwrite: true);
-        }
-        finally
-        {
-            File.Delete(tmp);
-        }
+        await Durable.WriteFileAsync(tmp, path, content, ct);
     }
 
     /// <summary>
@@ -72,16 +105,23 @@ public sealed class ContentStore
         if (File.Exists(path)) return new FileInfo(path).Length;
 
         var partial = PartialPath(digest);
-        try
+        var resumed = File.Exists(partial) && new FileInfo(partial).Length > 0;
+        while (true)
         {
-            return await DownloadToPartialAsync(digest, expectedSize, open, image, onBytes, partial, path, ct);
-        }
-        catch (ImagePullException e) when (!e.Transient)
-        {
-            // Bad content (too long, wrong digest): never resume from it. A transient failure keeps the partial
-            // so the next attempt continues with a Range request.
-            File.Delete(partial);
-            throw;
+            try
+            {
+                return await DownloadToPartialAsync(digest, expectedSize, open, image, onBytes, partial, path, ct);
+            }
+            catch (ImagePullException e) when (!e.Transient)
+            {
+                // Bad content (too long, wrong digest): never resume from it. A transient failure keeps the partial
+                // so the next attempt continues with a Range request.
+                File.Delete(partial);
+                // A partial an earlier process left may end in bytes that never reached the disk before it died
+                // (zeros, or nothing): one fresh download tells that apart from a registry serving bad content.
+                if (!resumed) throw;
+                resumed = false;
+            }
         }
     }
 
@@ -140,7 +180,8 @@ public sealed class ContentStore
                     throw new ImagePullException($"image {image}: download of blob {digest} kept failing: {e.Message}", e, transient: true);
                 }
             }
-            await file.FlushAsync(ct);
+            // On disk before the rename below publishes it: see Durable.
+            file.Flush(flushToDisk: true);
         }
 
         var actual = Digests.FromHash(hash.GetHashAndReset());
@@ -153,7 +194,7 @@ public sealed class ContentStore
         {
             throw new ImagePullException($"size mismatch for blob {digest} of image {image}: {size} bytes, manifest says {expected}");
         }
-        File.Move(partial, path, overwrite: true);
+        Durable.Publish(partial, path);
         return size;
     }
 

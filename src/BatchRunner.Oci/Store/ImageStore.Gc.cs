@@ -155,7 +155,13 @@ public sealed partial class ImageStore
                 ct.ThrowIfCancellationRequested();
                 // Renamed aside under the lock (fast), deleted outside it (slow for big layers).
                 var aside = Path.Combine(LayersTempDir, "gc-" + Digests.Hex(digest)[..16] + "-" + Guid.NewGuid().ToString("N")[..8]);
-                var outcome = _pins.TryRemove(digest, version, () => Directory.Move(LayerPath(digest), aside));
+                var outcome = _pins.TryRemove(digest, version, () =>
+                {
+                    // Marker first: from then on the directory is incomplete for every reader, so a crash before
+                    // the rename leaves a directory the next start removes, never a layer served half-deleted.
+                    File.Delete(LayerPath(digest) + LayerCompleteSuffix);
+                    Directory.Move(LayerPath(digest), aside);
+                });
                 if (outcome == ContentPins.RemoveOutcome.RecordsChanged) { restart = true; break; }
                 if (outcome != ContentPins.RemoveOutcome.Removed) continue;
                 _layerSizes.TryRemove(digest, out _);

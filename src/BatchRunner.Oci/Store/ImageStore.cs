@@ -58,10 +58,13 @@ public sealed partial class ImageStore : IImageStore, IDisposable
         Content = new ContentStore(options.Root);
         Directory.CreateDirectory(LayersDir);
         Directory.CreateDirectory(ImagesDir);
-        // Left by a process that died mid-unpack: never complete, never used (only renamed dirs are).
-        // Also holds layer directories GC moved aside and had not finished deleting.
-        if (Directory.Exists(LayersTempDir)) TreeRemover.Remove(LayersTempDir);
         Directory.CreateDirectory(LayersTempDir);
+        // Layer directories a crash left without their completion marker join layers/tmp, which holds what a
+        // process that died mid-unpack left (never complete, never used) and what GC had not finished deleting.
+        var incomplete = SetAsideIncompleteLayers();
+        TreeRemover.Remove(LayersTempDir);
+        Directory.CreateDirectory(LayersTempDir);
+        if (incomplete > 0) LogIncompleteLayers(_logger, incomplete);
         Content.CleanIngests();
     }
 
@@ -83,7 +86,7 @@ public sealed partial class ImageStore : IImageStore, IDisposable
     public async Task<PreparedImage> PullAsync(ImageReference reference, PullPolicy policy, IProgress<PullProgress>? progress, CancellationToken ct)
     {
         var key = reference.ToString();
-        if (policy != PullPolicy.Always && _resolved.TryGetValue(key, out var hit) && hit.Image.LayerPaths.All(Directory.Exists))
+        if (policy != PullPolicy.Always && _resolved.TryGetValue(key, out var hit) && hit.Image.LayerPaths.All(IsLayerComplete))
         {
             TouchLastUsed(key, hit.Image, hit.LastUsedWritten);
             return hit.Image;
@@ -131,20 +134,17 @@ public sealed partial class ImageStore : IImageStore, IDisposable
         {
             var known = ReadRecord(reference.ToString())?.ManifestDigest ?? reference.Digest;
             if (known is not null && Digests.IsValid(known)) lease.Pin(known);
-            if (known is not null && Digests.IsValid(known) && Content.Contains(known))
+            // A stored manifest that no longer hashes to its digest is removed by the read: fetched again below.
+            if (known is not null && Digests.IsValid(known) && await Content.TryReadVerifiedAsync(known, ct) is { } stored)
             {
-                var stored = await Content.ReadAllBytesAsync(known, ct);
                 var local = ParseManifestOrIndex(reference, MediaTypeOf(stored), stored);
                 if (local is Manifest m) return (known, m);
                 if (local is Index idx)
                 {
                     var platformDigest = SelectPlatform(reference, idx.Manifests, _options.Os, _options.Architecture).Digest;
                     lease.Pin(platformDigest);
-                    if (Content.Contains(platformDigest))
-                    {
-                        var bytes = await Content.ReadAllBytesAsync(platformDigest, ct);
-                        if (ParseManifestOrIndex(reference, MediaTypeOf(bytes), bytes) is Manifest pm) return (platformDigest, pm);
-                    }
+                    if (await Content.TryReadVerifiedAsync(platformDigest, ct) is { } bytes &&
+                        ParseManifestOrIndex(reference, MediaTypeOf(bytes), bytes) is Manifest pm) return (platformDigest, pm);
                 }
             }
             if (policy == PullPolicy.Never)
@@ -162,15 +162,9 @@ public sealed partial class ImageStore : IImageStore, IDisposable
 
             var chosen = SelectPlatform(reference, ((Index)parsed).Manifests, _options.Os, _options.Architecture);
             lease.Pin(chosen.Digest);
-            if (Content.Contains(chosen.Digest))
-            {
-                var bytes = await Content.ReadAllBytesAsync(chosen.Digest, ct);
-                fetched = new FetchedManifest(chosen.MediaType ?? MediaTypeOf(bytes), chosen.Digest, bytes);
-            }
-            else
-            {
-                fetched = await _registry.GetManifestAsync(reference, chosen.Digest, ct);
-            }
+            fetched = await Content.TryReadVerifiedAsync(chosen.Digest, ct) is { } bytes
+                ? new FetchedManifest(chosen.MediaType ?? MediaTypeOf(bytes), chosen.Digest, bytes)
+                : await _registry.GetManifestAsync(reference, chosen.Digest, ct);
         }
     }
 
@@ -265,15 +259,14 @@ public sealed partial class ImageStore : IImageStore, IDisposable
 
         var missing = new List<Descriptor>();
         if (!Content.Contains(manifest.Config.Digest)) missing.Add(manifest.Config);
-        missing.AddRange(manifest.Layers.Where(l => !Directory.Exists(LayerPath(l.Digest)) && !Content.Contains(l.Digest)));
+        missing.AddRange(manifest.Layers.Where(l => !IsLayerComplete(LayerPath(l.Digest)) && !Content.Contains(l.Digest)));
         tracker.AddTotal(missing.Sum(d => Math.Max(0, d.Size)));
         var toUnpack = manifest.Layers.Where(l => !Directory.Exists(LayerPath(l.Digest))).Sum(l => Math.Max(0, l.Size));
         var toWrite = missing.Sum(d => Math.Max(0, d.Size)) + toUnpack * ImageStoreOptions.UnpackedSizeFactor;
         if (toWrite > 0 && _options.SpaceCheck?.Invoke(toWrite) is { } noRoom)
             throw new ImagePullException($"image {image}: {noRoom}", transient: true);
 
-        await EnsureBlobAsync(reference, manifest.Config, allowNetwork, tracker, ct);
-        var (config, diffIds) = ParseConfig(image, await Content.ReadAllBytesAsync(manifest.Config.Digest, ct));
+        var (config, diffIds) = ParseConfig(image, await ReadSmallBlobAsync(reference, manifest.Config, allowNetwork, tracker, ct));
         if (diffIds.Count != manifest.Layers.Count)
             throw new ImagePullException($"image {image}: config lists {diffIds.Count} diff ids for {manifest.Layers.Count} layers");
 
@@ -344,48 +337,124 @@ public sealed partial class ImageStore : IImageStore, IDisposable
         }
     }
 
+    /// <summary>A config blob, fetched unless stored; a stored copy that is damaged is removed and fetched again.</summary>
+    private async Task<byte[]> ReadSmallBlobAsync(ImageReference reference, Descriptor blob, bool allowNetwork, ProgressTracker tracker, CancellationToken ct)
+    {
+        for (var round = 1; ; round++)
+        {
+            await EnsureBlobAsync(reference, blob, allowNetwork, tracker, ct);
+            if (await Content.TryReadVerifiedAsync(blob.Digest, ct) is { } bytes) return bytes;
+            LogDamagedBlob(_logger, reference.ToString(), blob.Digest);
+            if (round == 2) throw new ImagePullException($"image {reference}: blob {blob.Digest} was damaged on disk again after it was fetched anew");
+        }
+    }
+
     private async Task EnsureLayerAsync(ImageReference reference, Descriptor layer, string diffId, bool allowNetwork, ProgressTracker tracker, CancellationToken ct)
     {
         var target = LayerPath(layer.Digest);
-        if (Directory.Exists(target)) return;
-        await EnsureBlobAsync(reference, layer, allowNetwork, tracker, ct);
-        await _flights.RunAsync("layer:" + layer.Digest, async fct =>
+        for (var round = 1; !IsLayerComplete(target); round++)
         {
-            if (Directory.Exists(target)) return;
-            var sw = Stopwatch.StartNew();
-            // Short temp name in the same filesystem: the rename below is atomic, so jobs only ever see whole layers.
-            var tmp = Path.Combine(LayersTempDir, Digests.Hex(layer.Digest)[..16] + "-" + Guid.NewGuid().ToString("N")[..8]);
-            Directory.CreateDirectory(tmp);
+            if (round > 2)
+                throw new ImagePullException($"image {reference}: layer blob {layer.Digest} was damaged on disk again after it was fetched anew");
+            await EnsureBlobAsync(reference, layer, allowNetwork, tracker, ct);
+            // Returns without publishing when the stored blob turned out damaged (and was removed): the next round
+            // fetches it again.
+            await _flights.RunAsync("layer:" + layer.Digest, fct => UnpackLayerAsync(reference, layer, diffId, target, fct), ct);
+        }
+    }
+
+    private async Task UnpackLayerAsync(ImageReference reference, Descriptor layer, string diffId, string target, CancellationToken ct)
+    {
+        if (IsLayerComplete(target)) return;
+        var sw = Stopwatch.StartNew();
+        // Short temp name in the same filesystem: the rename below is atomic, so jobs only ever see whole layers.
+        var tmp = Path.Combine(LayersTempDir, Digests.Hex(layer.Digest)[..16] + "-" + Guid.NewGuid().ToString("N")[..8]);
+        Directory.CreateDirectory(tmp);
+        try
+        {
+            LayerUnpackResult result;
             try
             {
-                LayerUnpackResult result;
-                await using (var blob = Content.OpenRead(layer.Digest))
-                {
-                    try
-                    {
-                        result = await LayerUnpacker.UnpackAsync(blob, layer.MediaType!, tmp, new LayerUnpackOptions(), fct);
-                    }
-                    catch (NotSupportedException e)
-                    {
-                        throw new ImagePullException($"image {reference}: layer {layer.Digest} cannot be unpacked: {e.Message}", e);
-                    }
-                    catch (InvalidDataException e)
-                    {
-                        throw new ImagePullException($"image {reference}: layer {layer.Digest} cannot be unpacked: {e.Message}", e);
-                    }
-                }
-                if (!string.Equals(result.DiffId, diffId, StringComparison.Ordinal))
-                    throw new ImagePullException(
-                        $"image {reference}: layer {layer.Digest} unpacks to diff id {result.DiffId}, but the image config says {diffId}");
-                Directory.Move(tmp, target);
-                LogUnpacked(_logger, reference.ToString(), layer.Digest, result.UncompressedBytes, sw.ElapsedMilliseconds);
+                await using var blob = Content.OpenRead(layer.Digest);
+                result = await LayerUnpacker.UnpackAsync(blob, layer.MediaType!, tmp, new LayerUnpackOptions(), ct);
             }
-            catch
+            catch (Exception e) when (e is NotSupportedException or InvalidDataException or LayerUnpackException)
             {
-                DeleteTree(tmp);
-                throw;
+                if (!Content.IsIntact(layer.Digest)) { LogDamagedBlob(_logger, reference.ToString(), layer.Digest); DeleteTree(tmp); return; }
+                throw new ImagePullException($"image {reference}: layer {layer.Digest} cannot be unpacked: {e.Message}", e);
             }
-        }, ct);
+            catch (FileNotFoundException)
+            {
+                return; // removed as damaged by a concurrent pull's check: the caller's next round fetches it
+            }
+            if (!string.Equals(result.DiffId, diffId, StringComparison.Ordinal))
+            {
+                if (!Content.IsIntact(layer.Digest)) { LogDamagedBlob(_logger, reference.ToString(), layer.Digest); DeleteTree(tmp); return; }
+                throw new ImagePullException(
+                    $"image {reference}: layer {layer.Digest} unpacks to diff id {result.DiffId}, but the image config says {diffId}");
+            }
+            var flush = Stopwatch.StartNew();
+            PublishLayer(tmp, target, result.DiffId);
+            LogUnpacked(_logger, reference.ToString(), layer.Digest, result.UncompressedBytes, sw.ElapsedMilliseconds, flush.ElapsedMilliseconds);
+        }
+        catch
+        {
+            DeleteTree(tmp);
+            throw;
+        }
+    }
+
+    // ---- layer completion markers ----------------------------------------------------------------------------------
+
+    /// <summary>Suffix of the file beside a layer directory that says the directory is complete and on disk.</summary>
+    private const string LayerCompleteSuffix = ".complete";
+
+    /// <summary>
+    /// Whether the layer directory at <paramref name="layerPath"/> may be used: its completion marker exists. A
+    /// directory without one is a leftover of a crash (or of a version that did not flush layers) and is never served.
+    /// </summary>
+    private static bool IsLayerComplete(string layerPath) => File.Exists(layerPath + LayerCompleteSuffix);
+
+    /// <summary>
+    /// Moves a verified layer from <c>layers/tmp</c> into place, in the order that keeps a crash at any point from
+    /// leaving a half-written layer that looks complete: (1) syncfs, so every file of the tree is on disk; (2) rename
+    /// the directory and flush <c>layers/sha256</c>; (3) write the completion marker (flushed) and flush the directory
+    /// again. A crash before (3) leaves a directory without a marker, which the next start removes.
+    /// </summary>
+    private void PublishLayer(string tmp, string target, string diffId)
+    {
+        Durable.SyncFileSystemOf(tmp);
+        // A directory without a marker (a crash between rename and marker) is in the way: it is incomplete by definition.
+        if (Directory.Exists(target)) MoveAsideAndRemove(target);
+        Directory.Move(tmp, target);
+        Durable.FlushDirectory(LayersDir);
+        Durable.WriteFile(Path.Combine(LayersTempDir, Path.GetFileName(target) + LayerCompleteSuffix + "." + Guid.NewGuid().ToString("N")[..8]),
+            target + LayerCompleteSuffix, System.Text.Encoding.UTF8.GetBytes(diffId + "\n"));
+    }
+
+    private void MoveAsideAndRemove(string layerDir)
+    {
+        var aside = Path.Combine(LayersTempDir, "gc-" + Path.GetFileName(layerDir)[..16] + "-" + Guid.NewGuid().ToString("N")[..8]);
+        Directory.Move(layerDir, aside);
+        TreeRemover.Remove(aside);
+    }
+
+    /// <summary>
+    /// At start-up: moves layer directories without a completion marker into <c>layers/tmp</c> (removed with it) and
+    /// deletes markers whose directory is gone. Returns how many directories were incomplete.
+    /// </summary>
+    private int SetAsideIncompleteLayers()
+    {
+        var incomplete = 0;
+        foreach (var dir in new DirectoryInfo(LayersDir).EnumerateDirectories())
+        {
+            if (IsLayerComplete(dir.FullName)) continue;
+            Directory.Move(dir.FullName, Path.Combine(LayersTempDir, "incomplete-" + dir.Name[..Math.Min(16, dir.Name.Length)] + "-" + Guid.NewGuid().ToString("N")[..8]));
+            incomplete++;
+        }
+        foreach (var marker in new DirectoryInfo(LayersDir).EnumerateFiles("*" + LayerCompleteSuffix))
+            if (!Directory.Exists(marker.FullName[..^LayerCompleteSuffix.Length])) marker.Delete();
+        return incomplete;
     }
 
     // ---- records ---------------------------------------------------------------------------------------------------
@@ -408,8 +477,8 @@ public sealed partial class ImageStore : IImageStore, IDisposable
     {
         var path = RecordPath(record.Reference);
         var tmp = path + "." + Guid.NewGuid().ToString("N")[..8] + ".tmp";
-        await File.WriteAllBytesAsync(tmp, JsonSerializer.SerializeToUtf8Bytes(record, Json), ct);
-        File.Move(tmp, path, overwrite: true);
+        // Flushed before the rename: a record cut short by a crash would lose the image (ReadRecord ignores it).
+        await Durable.WriteFileAsync(tmp, path, JsonSerializer.SerializeToUtf8Bytes(record, Json), ct);
         // After the rename and before the writer unpins: see ContentPins for why this order makes GC safe.
         _pins.RecordsChanged();
     }
@@ -425,8 +494,7 @@ public sealed partial class ImageStore : IImageStore, IDisposable
             // A record deleted meanwhile (DeleteAsync, GC) must stay deleted: touching must not bring it back.
             if (!File.Exists(path)) return;
             var tmp = path + "." + Guid.NewGuid().ToString("N")[..8] + ".tmp";
-            File.WriteAllBytes(tmp, JsonSerializer.SerializeToUtf8Bytes(new ImageRecord(key, image.ManifestDigest, now), Json));
-            File.Move(tmp, path, overwrite: true);
+            Durable.WriteFile(tmp, path, JsonSerializer.SerializeToUtf8Bytes(new ImageRecord(key, image.ManifestDigest, now), Json));
         }
         catch (IOException e)
         {
@@ -481,8 +549,14 @@ public sealed partial class ImageStore : IImageStore, IDisposable
     [LoggerMessage(EventId = 4202, Level = LogLevel.Information, Message = "Downloaded blob {Digest} of {Image}: {Bytes} bytes in {ElapsedMs} ms")]
     private static partial void LogDownloaded(ILogger logger, string image, string digest, long bytes, long elapsedMs);
 
-    [LoggerMessage(EventId = 4203, Level = LogLevel.Information, Message = "Unpacked layer {Digest} of {Image}: {Bytes} bytes in {ElapsedMs} ms")]
-    private static partial void LogUnpacked(ILogger logger, string image, string digest, long bytes, long elapsedMs);
+    [LoggerMessage(EventId = 4203, Level = LogLevel.Information, Message = "Unpacked layer {Digest} of {Image}: {Bytes} bytes in {ElapsedMs} ms ({FlushMs} ms of it flushing it to disk)")]
+    private static partial void LogUnpacked(ILogger logger, string image, string digest, long bytes, long elapsedMs, long flushMs);
+
+    [LoggerMessage(EventId = 4206, Level = LogLevel.Warning, Message = "Stored blob {Digest} of {Image} does not match its digest (damaged on disk); removed it to fetch it again")]
+    private static partial void LogDamagedBlob(ILogger logger, string image, string digest);
+
+    [LoggerMessage(EventId = 4207, Level = LogLevel.Warning, Message = "Removed {Count} unpacked layers without a completion marker (left by a crash or an older version); they are unpacked again from their blobs when used")]
+    private static partial void LogIncompleteLayers(ILogger logger, int count);
 
     [LoggerMessage(EventId = 4204, Level = LogLevel.Warning, Message = "Could not record last use of {Image}: {Reason}")]
     private static partial void LogRecordWriteFailed(ILogger logger, string image, string reason);

@@ -2,6 +2,7 @@ using BatchRunner.Core;
 using BatchRunner.Oci;
 using BatchRunner.Server.Auth;
 using BatchRunner.Server.Hosting;
+using BatchRunner.Server.Nodes;
 using BatchRunner.Server.Scheduling;
 using BatchRunner.Server.Storage;
 using Microsoft.AspNetCore.Http.HttpResults;
@@ -17,8 +18,9 @@ namespace BatchRunner.Server.Api;
 /// <remarks>
 /// Only an ended job can be rerun (409 otherwise): its digest is final and so is what it read, and a rerun of a job
 /// still running is more likely a double click than a wish. A job that never resolved its image (the pull failed)
-/// has no digest to pin: 409, submit it again. Inputs are hard links to the original's, taken from this node's data
-/// directory; when they are gone, 409 says so and nothing is created. The rerun belongs to the caller (its tenant, its
+/// has no digest to pin: 409, submit it again. Its inputs are the original's tar, same digest (<see cref="JobInputs"/>:
+/// packed again from the original's files where the tar is gone); when neither can be had, 409 says so and nothing is
+/// created, so a rerun never starts without its inputs. The rerun belongs to the caller (its tenant, its
 /// key as submittedBy), who can only rerun a job it can see (another tenant's job is 404), and carries the original's
 /// secrets (secretEnv, the webhook's key), encrypted anew. An array is rerun whole (a new parent and children); one of
 /// its children alone is not (409). A job with dependencies waits for them again (they have ended: it moves on at once).
@@ -27,6 +29,7 @@ public static class JobRerun
 {
     public static async Task<Results<Created<JobDto>, ProblemHttpResult>> RerunAsync(
         string id, HttpContext http, JobStore store, JobSecretStore secrets, LiveNodes liveNodes, JobQueue queue, DataPaths paths,
+        InputsStore inputsStore, NodeIdentity node, NodeAddress address,
         IOptions<BatchRunnerOptions> options, CancellationToken ct)
     {
         var caller = Caller.Of(http);
@@ -50,24 +53,19 @@ public static class JobRerun
         if (misfit.Count > 0)
             return Conflict("No live node can run this job now", string.Join("; ", misfit.Select(m => $"{m.Key}: {string.Join(", ", m.Value)}")));
 
-        string? staged = null;
-        if (original.Inputs.Count > 0)
-        {
-            try { staged = JobInputs.StageCopy(paths, original.Id, original.Inputs); }
-            catch (InputsGoneException e) { return Conflict("The job's inputs are gone", $"{e.Message}: submit it again with its inputs"); }
-        }
-        try
+        RerunInputs inputs;
+        try { inputs = await JobInputs.ForRerunAsync(original, inputsStore, paths, node.Name, address.Url, ct); }
+        catch (InputsGoneException e) { return Conflict("The job's inputs are gone", $"{e.Message}: submit it again with its inputs"); }
+        using (inputs)
         {
             var jobSecrets = await secrets.GetAsync(original.Id, ct);
-            var job = JobsApi.NewJob(spec, original.Inputs, caller, jobSecrets.IsEmpty ? null : secrets.Protect(jobSecrets), rerunOf: original.Id);
-            await store.InsertAsync(job, idempotencyKey: null, requestHash: "", ct);
-            if (staged is not null) JobInputs.Commit(paths, staged, job.Id);
-            staged = null;
+            var job = JobsApi.NewJob(spec, original.Inputs, inputs.Tar, caller, jobSecrets.IsEmpty ? null : secrets.Protect(jobSecrets), rerunOf: original.Id);
+            JobStore.InsertResult inserted;
+            try { inserted = await store.InsertAsync(job, idempotencyKey: null, requestHash: "", ct, sharesInputsOf: inputs.SharedWith); }
+            catch (InputsGoneException e) { return Conflict("The job's inputs are gone", $"{e.Message}: submit it again with its inputs"); }
+            // Nothing was stored when the tenant is at its maxQueuedJobs: nothing may be queued either.
+            if (inserted.QueuedLimit is { } limit) return TenantQuotaProblems.QueuedJobs(caller.Tenant, limit);
             return await JobsApi.EnqueueAsync(job, queue);
-        }
-        finally
-        {
-            if (staged is not null) JobInputs.Discard(staged);
         }
     }
 

@@ -29,13 +29,15 @@ internal static class JobSpecChecks
         JobSubmission? submission, IReadOnlyDictionary<string, string[]>? shapeErrors, string prefix, string tenant, BatchRunnerOptions options,
         LiveNodes liveNodes, JobStore store, WebhookPolicy webhooks, IReadOnlyDictionary<string, string[]>? moreErrors, CancellationToken ct)
     {
-        // Every error at once: the document's shape, the spec's meaning, this node's policy, the server's settings.
+        // Every error at once: the document's shape, the spec's meaning, this node's hardware, the server's settings.
         var errors = new FieldErrors().Add(shapeErrors ?? new Dictionary<string, string[]>());
         var result = submission is null ? null : JobSpecValidator.Validate(submission);
         if (result is not null) errors.Add(result.Errors);
         if (submission is not null)
         {
-            errors.Add(JobSubmissionReader.NodePolicyErrors(submission, options.Isolation));
+            // This node's CPUs (cpuset); network modes, capabilities and datasets are checked below, against the
+            // policies the live nodes publish (Scheduling/NodeFit), not this API node's settings.
+            errors.Add(JobSubmissionReader.NodeHardwareErrors(submission));
             if (!string.IsNullOrWhiteSpace(submission.Image) && !ImageReference.TryParse(submission.Image, out _, out var refError))
                 errors.Add("image", refError ?? "invalid image reference");
             var queueName = submission.Queue ?? JobDefaults.Queue;
@@ -55,15 +57,19 @@ internal static class JobSpecChecks
             (settled, var diskError) = DiskRequests.Settle(valid, options.Disk);
             if (diskError is not null) errors.Add("resources.disk", diskError);
         }
-        var all = errors.ToDictionary().ToDictionary(e => prefix + e.Key, e => e.Value);
-        foreach (var (k, v) in moreErrors ?? new Dictionary<string, string[]>()) all[k] = v;
-        if (all.Count > 0 || settled is null)
-            return (null, TypedResults.ValidationProblem(all, title: "The job spec is invalid"));
 
         // The node's default stop grace is written into the job: what it will get is on the job, whichever node runs it.
-        var spec = settled with { StopGraceSeconds = settled.StopGraceSeconds ?? options.StopGraceSeconds };
-        // A job that no live node could ever run is refused now rather than queued forever.
-        var misfit = await liveNodes.WhyNoNodeFitsAsync(spec, ct);
+        var spec = settled is null ? null : settled with { StopGraceSeconds = settled.StopGraceSeconds ?? options.StopGraceSeconds };
+        // A job that no live node could ever run (too large for every one, or asking for a network mode, capability or
+        // dataset none allows) is refused now rather than queued forever, in the same answer as the other errors. It
+        // needs a valid spec: with a spec that is not, those fields are checked once it is.
+        var misfit = spec is not null && !errors.Has("resources.disk") ? await liveNodes.WhyNoNodeFitsAsync(spec, ct) : new Dictionary<string, string[]>();
+        if (errors.Count > 0 || spec is null || moreErrors is { Count: > 0 })
+        {
+            var all = errors.Add(misfit).ToDictionary().ToDictionary(e => prefix + e.Key, e => e.Value);
+            foreach (var (k, v) in moreErrors ?? new Dictionary<string, string[]>()) all[k] = v;
+            return (null, TypedResults.ValidationProblem(all, title: "The job spec is invalid"));
+        }
         if (misfit.Count > 0)
             return (null, TypedResults.ValidationProblem(misfit.ToDictionary(e => prefix + e.Key, e => e.Value), title: "No live node can run this job"));
 

@@ -25,9 +25,11 @@ public sealed record SubmissionRead(JobSubmission? Submission, ValidationProblem
 /// Reads the body of <c>POST /api/v1/jobs</c>: either <c>application/json</c> (the job spec), or
 /// <c>multipart/form-data</c> with a <c>spec</c> part (the same JSON) plus input files: a part named
 /// <c>archive</c> is unpacked (zip, tar, tar.gz, tar.xz, 7z), any other file part is stored as it is,
-/// under its file name. Inputs are staged before the job exists and moved into the job's directory by
-/// <see cref="CommitInputs"/> before it is queued; a refused submission leaves nothing behind.
-/// The spec is read by <see cref="SubmissionShape"/>: every unknown or ill-typed field is named, in the API's terms.
+/// under its file name. Inputs are staged before the job exists, listed (<see cref="StagedInputsAsync"/>) and packed
+/// into this node's inputs store (<see cref="PackInputsAsync"/>) before it is stored; a refused submission leaves
+/// nothing behind. The spec is read by <see cref="SubmissionShape"/>: every unknown or ill-typed field is named, in the
+/// API's terms. This node's CPUs (cpuset) are checked here (<see cref="NodeHardwareErrors"/>); network modes,
+/// capabilities and datasets against the live nodes' published policies (Scheduling/NodeFit).
 /// </summary>
 public static class JobSubmissionReader
 {
@@ -56,12 +58,15 @@ public static class JobSubmissionReader
         return await OutputScanner.ScanAsync(staged.Dir, ct, max);
     }
 
-    /// <summary>Moves the staged inputs (if any) into the job's directory. Call after the job is stored and before it is queued.</summary>
-    public static void CommitInputs(HttpRequest request, Guid jobId)
+    /// <summary>
+    /// Packs the staged inputs (if any) into this node's <see cref="InputsStore"/>; null when there were none. The
+    /// result holds the tar's digest until disposed: dispose it once the job's record (which names the digest) is
+    /// stored, or refused. The staging directory goes with the request.
+    /// </summary>
+    public static async Task<InputsStore.PackedInputs?> PackInputsAsync(HttpRequest request, CancellationToken ct)
     {
-        if (request.HttpContext.Items[StagedKey] is not InputFiles staged || staged.IsEmpty) return;
-        var paths = request.HttpContext.RequestServices.GetRequiredService<DataPaths>();
-        staged.CommitTo(paths.Inputs(jobId));
+        if (request.HttpContext.Items[StagedKey] is not InputFiles staged || staged.IsEmpty) return null;
+        return await request.HttpContext.RequestServices.GetRequiredService<InputsStore>().PackAsync(staged.Dir, ct);
     }
 
     // At most JsonBody.MaxBytes (1 MiB; 413 beyond). A misspelt field ("memroy") is an error, not a silently ignored
@@ -136,24 +141,12 @@ public static class JobSubmissionReader
         return new SubmissionRead(submission) { FieldErrors = specErrors };
     }
 
-    /// <summary>What the submission asks for that this node does not allow (field → messages).</summary>
-    public static Dictionary<string, string[]> NodePolicyErrors(JobSubmission s, IsolationOptions iso)
+    /// <summary>What the submission asks for that this node's hardware cannot give (field → messages). Network modes,
+    /// capabilities and datasets are checked against the live nodes' published policies (Scheduling/NodeFit), not
+    /// this API node's settings.</summary>
+    public static Dictionary<string, string[]> NodeHardwareErrors(JobSubmission s)
     {
         var errors = new Dictionary<string, string[]>();
-        if (s.Network is { } net && NetworkModes.All.Contains(net) && !iso.AllowedNetworkModes.Contains(net))
-            errors["network"] = [$"network mode \"{net}\" is not allowed on this node; allowed: {string.Join(", ", iso.AllowedNetworkModes)}"];
-        if (s.Capabilities is { } caps)
-        {
-            var allowed = iso.NormalizedCapabilities;
-            var refused = caps.Where(c => c is not null && LinuxCapabilities.All.Contains(LinuxCapabilities.Normalize(c)) && !allowed.Contains(LinuxCapabilities.Normalize(c))).ToList();
-            if (refused.Count > 0)
-                errors["capabilities"] = [$"not allowed on this node: {string.Join(", ", refused)}; allowed: {string.Join(", ", allowed)}"];
-        }
-        if (s.Volumes is { } vols)
-            for (int i = 0; i < vols.Count; i++)
-                if (vols[i]?.Dataset is { } ds && !iso.Datasets.ContainsKey(ds))
-                    errors[$"volumes[{i}].dataset"] = [$"unknown dataset \"{ds}\"; this node has " +
-                        (iso.Datasets.Count == 0 ? "none" : string.Join(", ", iso.Datasets.Keys.Order()))];
         if (s.Resources?.Cpuset is { } cpuset && JobSpecValidator.TryCpuset(cpuset, out var cpus))
         {
             var online = OnlineCpus();

@@ -31,6 +31,7 @@ public static class JobsApi
         api.MapGet("/{id}/children", ChildrenAsync).WithName("ListJobChildren").RequireAuthorization(Policies.Read);
         api.MapPost("/{id}/cancel", CancelAsync).WithName("CancelJob").RequireAuthorization(Policies.Submit);
         api.MapPost("/{id}/rerun", JobRerun.RerunAsync).WithName("RerunJob").RequireAuthorization(Policies.Submit);
+        api.MapDelete("/{id}", DeleteAsync).WithName("DeleteJob").RequireAuthorization(Policies.Submit);
         api.MapGet("/{id}/logs", LogsAsync).WithName("GetJobLogs").RequireAuthorization(Policies.Read);
         api.MapGet("/{id}/outputs", ListOutputsAsync).WithName("ListJobOutputs").RequireAuthorization(Policies.Read);
         api.MapGet("/{id}/outputs/{**path}", GetOutputAsync).WithName("GetJobOutput").RequireAuthorization(Policies.Read);
@@ -47,7 +48,7 @@ public static class JobsApi
 
     public static async Task<Results<Created<JobDto>, Ok<JobDto>, ValidationProblem, ProblemHttpResult>> SubmitAsync(
         HttpRequest request, JobStore store, JobSecretStore secrets, JobDocuments documents, LiveNodes liveNodes, JobQueue queue,
-        WebhookPolicy webhooks, IOptions<BatchRunnerOptions> options, CancellationToken ct)
+        WebhookPolicy webhooks, NodeIdentity node, NodeAddress address, IOptions<BatchRunnerOptions> options, CancellationToken ct)
     {
         var caller = Caller.Of(request.HttpContext);
         // JSON, or multipart with a spec part and input files (staged, not yet the job's).
@@ -59,12 +60,16 @@ public static class JobsApi
         var headerErrors = new Dictionary<string, string[]>();
         if (idempotencyKey is not null && (idempotencyKey.Length is 0 or > 255))
             headerErrors[IdempotencyKeyHeader] = ["the Idempotency-Key header must be 1-255 characters"];
-        // Every error at once: the document's shape, the spec's meaning, this node's policy, the server's settings, and
-        // the jobs it names (within the caller's tenant).
+        // Every error at once: the document's shape, the spec's meaning, this node's hardware, the server's settings, the
+        // live nodes' policies, and the jobs it names (within the caller's tenant).
         var (spec, refused) = await JobSpecChecks.CheckAsync(read.Submission, read.FieldErrors, "", caller.Tenant, options.Value, liveNodes, store, webhooks, headerErrors, ct);
         if (refused is not null) return refused;
         var jobSecrets = new JobSecrets(spec!.SecretEnv, spec.Notify?.Secret);
-        var job = NewJob(spec, await JobSubmissionReader.StagedInputsAsync(request, ct), caller, jobSecrets.IsEmpty ? null : secrets.Protect(jobSecrets));
+        // The inputs travel with the job: a tar kept here under its digest, which the job's record names and the
+        // node that runs the job fetches. Held until the record names it, so that no removal slips in between.
+        using var packed = await JobSubmissionReader.PackInputsAsync(request, ct);
+        var inputsTar = packed is null ? null : new InputsTar(packed.Digest, packed.Bytes, node.Name, address.Url);
+        var job = NewJob(spec, await JobSubmissionReader.StagedInputsAsync(request, ct), inputsTar, caller, jobSecrets.IsEmpty ? null : secrets.Protect(jobSecrets));
         // The stored spec (secret names included, secret values never) identifies the request; the secret values
         // are compared by decrypting the first job's, so no hash of a secret is ever stored.
         var requestHash = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(JsonSerializer.SerializeToUtf8Bytes(spec, JobStore.Json)));
@@ -79,26 +84,25 @@ public static class JobsApi
                     detail: $"the Idempotency-Key \"{idempotencyKey}\" was used for a different job spec (job {id})");
             return TypedResults.Ok((await documents.GetAsync(id, caller.Tenant, ct))!);
         }
-        // Inputs are in the job's directory before any worker can pick the job up.
-        JobSubmissionReader.CommitInputs(request, job.Id);
         return await EnqueueAsync(job, queue);
     }
 
     /// <summary>A new job of <paramref name="spec"/> (queued, or waiting when it has dependencies: <see cref="JobRecord.New"/>),
-    /// given <paramref name="inputs"/>, owned by the tenant of <paramref name="caller"/>, with its secrets already encrypted
-    /// (<paramref name="protectedSecrets"/>).</summary>
-    internal static JobRecord NewJob(JobSpec spec, IReadOnlyList<OutputFile> inputs, Caller caller, byte[]? protectedSecrets, Guid? rerunOf = null) => JobRecord.New(spec) with
+    /// given <paramref name="inputs"/> (packed in <paramref name="inputsTar"/>; an array's children share it), owned by the
+    /// tenant of <paramref name="caller"/>, with its secrets already encrypted (<paramref name="protectedSecrets"/>).</summary>
+    internal static JobRecord NewJob(JobSpec spec, IReadOnlyList<OutputFile> inputs, InputsTar? inputsTar, Caller caller, byte[]? protectedSecrets, Guid? rerunOf = null) => JobRecord.New(spec) with
     {
         Inputs = inputs,
+        InputsTar = inputsTar,
         RerunOf = rerunOf,
         Tenant = caller.Tenant,
         SubmittedBy = caller.KeyId,
         ProtectedSecrets = protectedSecrets,
     };
 
-    /// <summary>Gives a stored job (its inputs in place) its first Hangfire message and answers 201 with it: Enqueued; or
-    /// Awaiting while it waits for dependencies; or, for an array, the parent's message (its children get theirs from the
-    /// dispatcher, within its parallelism).</summary>
+    /// <summary>Gives a stored job (its inputs tar named by its record) its first Hangfire message and answers 201 with it:
+    /// Enqueued; or Awaiting while it waits for dependencies; or, for an array, the parent's message (its children get
+    /// theirs from the dispatcher, within its parallelism).</summary>
     internal static async Task<Created<JobDto>> EnqueueAsync(JobRecord job, JobQueue queue)
     {
         // The job exists from the commit on: an outage now must not become a 503 for a job that will run anyway.
@@ -209,6 +213,48 @@ public static class JobsApi
         return TypedResults.Accepted($"/api/v1/jobs/{target.Id}", await documents.DocumentAsync(job!, ct));
     }
 
+    /// <summary>
+    /// Deletes a finished job: its record (attempts, outputs, idempotency keys), its Hangfire message, and its files
+    /// (logs, outputs, inputs) on every node that holds some. The record goes first, in the same transaction that
+    /// records which nodes owe a removal; this node removes its own files at once and asks the others to remove
+    /// theirs. A node that cannot be reached removes them when it next sweeps (at start, then every
+    /// Retention:SweepSeconds), so 204 means the job is gone and its files are going. Only a job of the caller's
+    /// tenant is found (another tenant's job is 404, as for every job endpoint). An array is deleted whole, its children
+    /// with its parent, once it has ended (409 while any child has not); a child alone is refused (409).
+    /// </summary>
+    public static async Task<Results<NoContent, ProblemHttpResult>> DeleteAsync(
+        string id, HttpContext http, JobStore store, JobQueue queue, JobFiles files, NodeIdentity node, NodeClient nodes, ILogger<NodeClient> log, CancellationToken ct)
+    {
+        var scope = Caller.Of(http).Scope;
+        if (await FindAsync(id, scope, store, ct) is not { } target) return NotFound(id);
+        // A child is part of its array (its index, its counts): the array is deleted whole, once it has ended.
+        if (target.ParentId is { } parent)
+            return TypedResults.Problem(statusCode: StatusCodes.Status409Conflict, title: "The job is an array's child",
+                detail: $"job {id} is child {target.ArrayIndex} of array {parent}: delete the array (with all its children, once it has ended)");
+        var jobId = target.Id;
+        var (result, deleted) = await store.DeleteFinishedAsync(jobId, scope, ct);
+        switch (result)
+        {
+            case JobStore.DeleteResult.NotFound:
+                return NotFound(id);
+            case JobStore.DeleteResult.NotFinished:
+                var state = await store.GetStateAsync(jobId, ct);
+                return TypedResults.Problem(statusCode: StatusCodes.Status409Conflict, title: "The job has not ended",
+                    detail: $"job {id} is {state ?? "being deleted"}; only succeeded, failed or cancelled jobs can be deleted (cancel it first)");
+        }
+        // An array's parent comes with its children: each has its own message and files.
+        foreach (var gone in deleted)
+        {
+            if (gone.HangfireJobId is { } hf) await queue.PurgeAsync(hf, CancellationToken.None);
+            foreach (var holder in gone.Nodes)
+            {
+                if (holder == node.Name) await files.RemoveOwedAsync(gone.Id, CancellationToken.None);
+                else await NodeFilesApi.ForwardRemovalAsync(nodes, holder, gone.InputsNode == holder ? gone.InputsUrl : null, gone.Id, log);
+            }
+        }
+        return TypedResults.NoContent();
+    }
+
     public static async Task<Results<Ok<IReadOnlyList<OutputDto>>, ProblemHttpResult>> ListOutputsAsync(string id, HttpContext http, JobStore store, CancellationToken ct)
     {
         var job = await FindAsync(id, Caller.Of(http).Scope, store, ct);
@@ -233,10 +279,13 @@ public static class JobsApi
         if (file is null)
             return TypedResults.Problem(statusCode: 404, title: "No such output",
                 detail: $"job {id} has no output file \"{path}\"" + (JobState.IsFinal(job.State) ? "" : " (outputs are listed when the job ends)"));
-        var full = Path.Combine(paths.Outputs(job.Id), file.Path);
-        if (!OutputScanner.IsRegularFile(full))
-            return TypedResults.Problem(statusCode: 404, title: "No such output", detail: $"output \"{path}\" of job {id} is no longer on node {job.Node}");
-        return TypedResults.PhysicalFile(full, "application/octet-stream", Path.GetFileName(file.Path), enableRangeProcessing: true);
+        // Opened by the kernel beneath the outputs directory without following any link, not by path after a check:
+        // a symlink planted there since the listing (or a directory swapped for one) is refused, never followed.
+        var stream = OutputScanner.OpenOutput(paths.Outputs(job.Id), file.Path);
+        if (stream is null)
+            return TypedResults.Problem(statusCode: 404, title: "No such output", detail: $"output \"{path}\" of job {id} is no longer on node {job.Node} as the regular file it was");
+        return TypedResults.File(stream, "application/octet-stream", Path.GetFileName(file.Path),
+            lastModified: File.GetLastWriteTimeUtc(stream.SafeFileHandle), enableRangeProcessing: true);
     }
 
     /// <summary>Every output file of the job in one archive (<see cref="OutputArchiveResult"/>): from this node's data
@@ -255,9 +304,16 @@ public static class JobsApi
                 detail: $"job {id} is {job.State}: its outputs are listed, and can be downloaded, once it ends");
         // Checked before the first byte goes out: once the archive streams, its status can no longer say a file is gone.
         var outputs = paths.Outputs(job.Id);
-        if (job.Outputs.FirstOrDefault(o => !OutputScanner.IsRegularFile(Path.Combine(outputs, o.Path))) is { } missing)
+        if (job.Outputs.FirstOrDefault(o => !Servable(outputs, o.Path)) is { } missing)
             return TypedResults.Problem(statusCode: 404, title: "No such output", detail: $"output \"{missing.Path}\" of job {id} is no longer on node {job.Node}");
         return new OutputArchiveResult(job.Id, outputs, job.Outputs, format);
+    }
+
+    /// <summary>Whether the output can be opened as it is served (<see cref="OutputScanner.OpenOutput"/>).</summary>
+    private static bool Servable(string outputsDir, string path)
+    {
+        using var stream = OutputScanner.OpenOutput(outputsDir, path);
+        return stream is not null;
     }
 
     public static Task<IResult> LogsAsync(

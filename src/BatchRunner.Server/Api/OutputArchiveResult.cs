@@ -51,9 +51,11 @@ public sealed class OutputArchiveResult(Guid jobId, string outputsDir, IReadOnly
     {
         foreach (var f in files)
         {
-            var path = Path.Combine(outputsDir, f.Path);
-            await using var source = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16, FileOptions.Asynchronous | FileOptions.SequentialScan);
-            await writer.WriteAsync(f.Path, source, File.GetLastWriteTimeUtc(path), ct);
+            // Opened beneath the outputs directory without following any link, as a single output is served: a symlink
+            // planted since the listing ends the archive (its status was sent already) rather than being followed.
+            await using var source = OutputScanner.OpenOutput(outputsDir, f.Path)
+                ?? throw new IOException($"output \"{f.Path}\" is no longer the regular file it was");
+            await writer.WriteAsync(f.Path, source, File.GetLastWriteTimeUtc(source.SafeFileHandle), ct);
         }
     }
 }

@@ -28,9 +28,6 @@ public sealed class AttemptContext(JobRecord job, int attempt, Reservation reser
     public string RunDir { get; } = runDir;
     public StopSignals Signals { get; } = signals;
 
-    /// <summary>Set by <see cref="Phases.InputsPhase"/>: the directory mounted read-only at /inputs (when it exists).</summary>
-    public string? InputsDir { get; set; }
-
     /// <summary>Set by <see cref="Phases.ImagePhase"/>.</summary>
     public PreparedImage? Image { get; set; }
 

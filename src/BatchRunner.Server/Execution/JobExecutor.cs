@@ -130,7 +130,9 @@ public sealed partial class JobExecutor(
     /// </summary>
     private async Task<Reservation> AdmitAsync(JobRecord job, FetchTurn? turn, CancellationToken hangfireToken)
     {
-        if (NodeFit.WhyNever(job.Spec, reservations.Offer(options.Value.Labels)) is { } never)
+        // Against this node's own settings, whatever the API node that accepted the job allowed.
+        var offer = reservations.Offer(options.Value.Labels) with { Policy = NodeOffer.PolicyOf(options.Value.Isolation) };
+        if (NodeFit.WhyNever(job.Spec, offer) is { } never)
             throw new JobRescheduleException($"node {node.Name} can never run it: {never}", NeverFitsDelay);
         if (reservations.TryReserve(job.Id, job.Spec.Resources) is { } reservation) return reservation;
         await reservations.WaitForReleaseAsync(AdmissionWait, hangfireToken);

@@ -24,19 +24,10 @@ public sealed partial class NodeJanitor(IContainerRuntime runtime, RuntimeSelect
         var mounts = MountCleanup.UnmountAllUnder(paths.RunRoot);
         // A worker killed between binding a loop device and mounting it leaves the device bound: unbind it.
         var loops = LoopDiskVolumes.RemoveLeftovers(paths.RunRoot);
-        int dirs = 0;
-        if (Directory.Exists(paths.RunRoot))
-        {
-            foreach (var dir in Directory.GetDirectories(paths.RunRoot, node.ContainerPrefix + "*"))
-            {
-                // Never recurse into a mount that would not go away: deleting through it would damage what it shows.
-                if (MountCleanup.AnyMountAtOrUnder(dir)) continue;
-                try { Directory.Delete(dir, recursive: true); dirs++; }
-                catch (Exception e) { LogDirFailed(log, e, dir); }
-            }
-        }
-        if (containers.Count + mounts.Count + loops.Count + dirs > 0)
-            LogCleaned(log, containers.Count, mounts.Count, loops.Count, dirs);
+        var dirs = RunDirectories.Remove(paths.RunRoot, node.ContainerPrefix);
+        foreach (var (dir, why) in dirs.Kept) LogDirFailed(log, dir, why);
+        if (containers.Count + mounts.Count + loops.Count + dirs.Dirs > 0)
+            LogCleaned(log, containers.Count, mounts.Count, loops.Count, dirs.Dirs);
         if (volumes is not null) await ProbeDiskAsync(volumes, ct);
 
         using var watchdog = ContainerWatchdog.Launch(Environment.ProcessId, selection.Path, paths.RuntimeState, node.ContainerPrefix);
@@ -69,8 +60,8 @@ public sealed partial class NodeJanitor(IContainerRuntime runtime, RuntimeSelect
     [LoggerMessage(Level = LogLevel.Warning, Message = "Removed leftovers of a previous run: {Containers} containers, {Mounts} mounts, {Loops} loop devices, {Dirs} run directories")]
     private static partial void LogCleaned(ILogger log, int containers, int mounts, int loops, int dirs);
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "Could not remove leftover run directory {Dir}")]
-    private static partial void LogDirFailed(ILogger log, Exception e, string dir);
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Could not remove leftover run directory {Dir}: {Why}")]
+    private static partial void LogDirFailed(ILogger log, string dir, string why);
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "Container watchdog started (pid {Pid})")]
     private static partial void LogWatchdogStarted(ILogger log, int pid);

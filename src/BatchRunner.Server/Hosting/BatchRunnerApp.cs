@@ -35,11 +35,10 @@ public static partial class BatchRunnerApp
         builder.AddBatchRunnerLogging();
         if (string.IsNullOrEmpty(builder.Configuration["urls"])) builder.WebHost.UseUrls(DefaultUrl);
 
-        var options = builder.Configuration.GetSection(BatchRunnerOptions.Section).Get<BatchRunnerOptions>() ?? new BatchRunnerOptions();
+        var options = BatchRunnerOptions.From(builder.Configuration);
         options.Validate();
         builder.Services.AddSingleton(Microsoft.Extensions.Options.Options.Create(options));
 
-        Directory.CreateDirectory(options.DataDir);
         using var bootLogs = LoggerFactory.Create(b => LoggingSetup.ConfigureBootLogging(b, builder.Configuration));
         var bootLog = bootLogs.CreateLogger("BatchRunner.Startup");
 
@@ -49,6 +48,12 @@ public static partial class BatchRunnerApp
         // Storage: one code path whether the database is embedded or external.
         EmbeddedPostgres? embedded = null;
         var connectionString = options.ConnectionString;
+        var embeddedUser = string.IsNullOrWhiteSpace(connectionString) ? await EmbeddedPostgres.RunAsUserAsync(ct) : null;
+        // Before anything writes there: no host user but root may use the data directory (see DataDirectoryAccess).
+        var userNamespaceGid = options.RunsWorker && options.Isolation.UserNamespace.Enabled ? options.Isolation.UserNamespace.HostGidStart : (uint?)null;
+        var access = DataDirectoryAccess.For(embeddedUser?.Gid, userNamespaceGid);
+        access.Apply(new DataPaths(options.DataDir), userNamespaceGid);
+        LogDataDirectoryMode(bootLog, options.DataDir, Convert.ToString((int)access.Mode, 8), access.Reason);
         if (string.IsNullOrWhiteSpace(connectionString))
         {
             embedded = await EmbeddedPostgres.StartAsync(options.DataDir, bootLog, ct);
@@ -101,8 +106,16 @@ public static partial class BatchRunnerApp
         services.AddBatchRunnerDataProtection(options.SecretsKey);
         services.AddBatchRunnerWebhooks(options);
         services.AddBatchRunnerQueueReconciler();
-        // Uploads of inputs that a crashed API process left half-received.
-        if (options.RunsApi) services.AddHostedService<InputStagingSweeper>();
+        // Uploads a crashed API process left half-received, inputs a crashed worker left half-unpacked.
+        services.AddHostedService<InputStagingSweeper>();
+        // Job files: the inputs tars this node took, removal of deleted jobs' files, retention (every role: each
+        // node removes its own files).
+        services.AddSingleton(_ => new InputsStore(paths));
+        services.AddSingleton(sp => new JobFiles(paths, sp.GetRequiredService<InputsStore>(), sp.GetRequiredService<JobStore>(), options.NodeName,
+            sp.GetRequiredService<ILogger<JobFiles>>(), options.RunsWorker ? node.ContainerPrefix : null,
+            sp.GetService<NodeReservations>() is { } reservations ? id => reservations.Jobs.Contains(id) : null));
+        services.AddSingleton<JobFilesSweeper>();
+        services.AddHostedService(sp => sp.GetRequiredService<JobFilesSweeper>());
 
         // Likewise this host's own job activator: the static JobActivator.Current would resolve JobPerformer
         // from whichever host configured Hangfire last, even after that host was disposed.
@@ -126,7 +139,8 @@ public static partial class BatchRunnerApp
         // Logs and outputs stay on the node that ran the job; the API forwards requests for them there.
         services.AddSingleton(sp => new NodeAddress(sp.GetRequiredService<Microsoft.AspNetCore.Hosting.Server.IServer>(), options.AdvertiseUrl));
         services.AddSingleton<ClusterToken>();
-        services.AddHttpClient(NodeFilesClient.HttpClientName, c => c.Timeout = Timeout.InfiniteTimeSpan);
+        services.AddSingleton<NodeClient>();
+        services.AddHttpClient(Api.NodeFilesApi.HttpClientName, c => c.Timeout = Timeout.InfiniteTimeSpan);
         services.AddSingleton<INodeFiles, NodeFilesClient>();
         // Dependencies, arrays and schedules move on from every node (API and worker alike).
         services.AddHostedService<Workflows.WorkflowSweeper>();
@@ -141,7 +155,9 @@ public static partial class BatchRunnerApp
             services.AddSingleton(runtime!);
             services.AddSingleton<IContainerRuntime>(sp => Components.CreateRuntime(runtime!, paths, sp));
             // The attempt's phases, in AttemptRunner's order; each owns one resource of an attempt.
+            services.AddSingleton<IInputsSource, InputsSource>();
             services.AddSingleton<Execution.Phases.InputsPhase>();
+            services.AddSingleton<Execution.Phases.InputsFromPhase>();
             services.AddSingleton<Execution.Phases.ImagePhase>();
             if (options.Disk.Enforce)
                 services.AddSingleton<IDiskVolumes>(sp => new LoopDiskVolumes(new LoopDiskOptions(), sp.GetRequiredService<ILogger<LoopDiskVolumes>>()));
@@ -295,6 +311,9 @@ public static partial class BatchRunnerApp
             title: outage ? "The job database is unavailable" : "Internal server error",
             detail: outage ? "try again in a few seconds" : "the error was logged").ExecuteAsync(http);
     }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Data directory {DataDir}: mode {Mode} ({Reason})")]
+    private static partial void LogDataDirectoryMode(ILogger logger, string dataDir, string mode, string reason);
 
     /// <summary>Stops the embedded cluster after everything that uses it has stopped (hosted services stop in reverse order).</summary>
     private sealed class EmbeddedPostgresLifetime(EmbeddedPostgres pg) : IHostedService

@@ -63,6 +63,9 @@ public sealed class BatchRunnerOptions
         : Core.Quantity.TryParseBytes(ImageCacheBudget, out var b) ? b
         : throw new InvalidOperationException($"BatchRunner:ImageCacheBudget \"{ImageCacheBudget}\" is not a quantity");
 
+    /// <summary>How long finished jobs are kept; default: until deleted.</summary>
+    public RetentionSettings Retention { get; set; } = new();
+
     /// <summary>Seconds between writes of running jobs' usage (CPU, memory, GPUs so far) to their records.</summary>
     public int LiveUsageSeconds { get; set; } = 5;
 
@@ -149,6 +152,23 @@ public sealed class BatchRunnerOptions
 
     public Oci.Registry.RegistryPolicy RegistryPolicy() => new(AllowedRegistries, "BatchRunner:AllowedRegistries");
 
+    /// <summary>
+    /// Reads the section into options. ConfigurationBinder appends the items configured for an array to the items
+    /// of its default (configuring AllowedNetworkModes ["none"] would give none, bridge, none): every array with a
+    /// default is read again here so that a configured list replaces it, as the settings' documentation says.
+    /// </summary>
+    public static BatchRunnerOptions From(IConfiguration configuration)
+    {
+        var section = configuration.GetSection(Section);
+        var options = section.Get<BatchRunnerOptions>() ?? new BatchRunnerOptions();
+        string[]? Configured(string key) => section.GetSection(key).GetChildren().Any() ? section.GetSection(key).Get<string[]>() : null;
+        options.Queues = Configured("Queues") ?? options.Queues;
+        options.AllowedRegistries = Configured("AllowedRegistries") ?? options.AllowedRegistries;
+        options.Isolation.AllowedNetworkModes = Configured("Isolation:AllowedNetworkModes") ?? options.Isolation.AllowedNetworkModes;
+        options.Isolation.AllowedCapabilities = Configured("Isolation:AllowedCapabilities") ?? options.Isolation.AllowedCapabilities;
+        return options;
+    }
+
     public bool RunsApi => Role is "all" or "api";
     public bool RunsWorker => Role is "all" or "worker";
 
@@ -179,6 +199,7 @@ public sealed class BatchRunnerOptions
         foreach (var p in AllowedRegistries)
             if (Oci.Registry.RegistryPolicy.Validate(p) is { } error) throw new InvalidOperationException($"BatchRunner:AllowedRegistries: {error}");
         Isolation.Validate();
+        Retention.Validate();
         Auth.Validate();
         if (SecretsKey is { Length: > 0 and < Storage.KeyRingKey.MinLength })
             throw new InvalidOperationException($"BatchRunner:SecretsKey must be at least {Storage.KeyRingKey.MinLength} characters");

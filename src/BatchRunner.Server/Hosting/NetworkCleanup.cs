@@ -21,7 +21,7 @@ public static class NetworkCleanup
             .AddInMemoryCollection(EnvironmentShortcuts.Read())
             .AddCommandLine(args)
             .Build();
-        var options = configuration.GetSection(BatchRunnerOptions.Section).Get<BatchRunnerOptions>() ?? new BatchRunnerOptions();
+        var options = BatchRunnerOptions.From(configuration);
         var bridge = Components.BridgeOptionsFor(options.Isolation);
 
         var firewall = new BridgeFirewall(bridge);

@@ -18,36 +18,29 @@ public sealed class NodeFilesUnavailableException(string message, bool nodeDown)
 
 /// <summary>
 /// <see cref="INodeFiles"/> over HTTP: the node's <c>/internal/v1/jobs/ID/outputs/PATH</c> endpoint (the one the public API
-/// forwards downloads to), at the address the node records with its heartbeat, signed with the cluster's key.
+/// forwards downloads to), through <see cref="NodeClient"/> (the node's recorded address, every request signed).
 /// </summary>
-public sealed class NodeFilesClient(NodeStore nodes, ClusterToken token, IHttpClientFactory http) : INodeFiles
+public sealed class NodeFilesClient(NodeClient nodes) : INodeFiles
 {
-    /// <summary>The named HttpClient nodes use to reach each other (no overall timeout: files may be large).</summary>
-    public const string HttpClientName = "node-files";
-    public const string Prefix = "/internal/v1/jobs";
-
     public async Task<Stream> OpenOutputAsync(string node, Guid jobId, string path, CancellationToken ct)
     {
-        var target = await nodes.GetApiUrlAsync(node, ct);
-        if (target is not { ApiUrl: { } url } t)
-            throw new NodeFilesUnavailableException($"node \"{node}\" holds the files, but its address is not known", nodeDown: target is null);
+        if (await nodes.ResolveAsync(node, knownUrl: null, ct) is not { } target)
+            throw new NodeFilesUnavailableException($"node \"{node}\" holds the files, but its address is not known", nodeDown: true);
         var escaped = string.Join('/', path.Split('/').Select(Uri.EscapeDataString));
-        using var request = new HttpRequestMessage(HttpMethod.Get, $"{url}{Prefix}/{jobId}/outputs/{escaped}");
-        // Signed for exactly the target HttpClient sends (see RequestSignature).
-        request.Headers.TryAddWithoutValidation(ClusterToken.Header, await token.SignAsync(request.Method.Method, request.RequestUri!.PathAndQuery, ct));
         HttpResponseMessage response;
         try
         {
-            response = await http.CreateClient(HttpClientName).SendAsync(request, HttpCompletionOption.ResponseHeadersRead, ct);
+            response = await nodes.SendAsync(HttpMethod.Get, target.Url, $"{NodeClient.JobsPrefix}/{jobId}/outputs/{escaped}", ct);
         }
         catch (HttpRequestException e)
         {
-            throw new NodeFilesUnavailableException($"node \"{node}\" ({url}) is {(t.Alive ? "unreachable" : "down")}: {e.Message}", !t.Alive);
+            var alive = target.Alive ?? true;
+            throw new NodeFilesUnavailableException($"node \"{node}\" ({target.Url}) is {(alive ? "unreachable" : "down")}: {e.Message}", !alive);
         }
         if (!response.IsSuccessStatusCode)
         {
             response.Dispose();
-            throw new NodeFilesUnavailableException($"node \"{node}\" ({url}) answered {(int)response.StatusCode} for output \"{path}\" of job {jobId}", nodeDown: false);
+            throw new NodeFilesUnavailableException($"node \"{node}\" ({target.Url}) answered {(int)response.StatusCode} for output \"{path}\" of job {jobId}", nodeDown: false);
         }
         return new ResponseStream(response, await response.Content.ReadAsStreamAsync(ct));
     }

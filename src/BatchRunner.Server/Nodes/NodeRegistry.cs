@@ -36,13 +36,16 @@ public sealed partial class NodeRegistry(
     /// <summary>Cancelled while this node cannot prove it is alive; running attempts must stop.</summary>
     public CancellationToken Fenced => _fenced.Token;
 
+    /// <summary>What this node lets jobs ask for, published with its record for submission's checks.</summary>
+    private NodePolicy Policy => NodeOffer.PolicyOf(_options.Isolation);
+
     public TimeSpan Interval => TimeSpan.FromSeconds(_options.HeartbeatSeconds);
     public TimeSpan Lease => Interval * 3;
 
     public override async Task StartAsync(CancellationToken ct)
     {
         await Durably.RunAsync(c => nodes.RegisterAsync(node.Name, Instance, _options.Labels, resources.Capacity,
-            _options.Queues, Lease, c), ct, TimeSpan.FromMinutes(2));
+            _options.Queues, Lease, c, Policy), ct, TimeSpan.FromMinutes(2));
         LogRegistered(log, node.Name, resources.Capacity.Cpus, Quantity.Human(resources.Capacity.MemoryBytes), resources.Capacity.Gpus);
         await base.StartAsync(ct);
     }
@@ -58,7 +61,7 @@ public sealed partial class NodeRegistry(
                 {
                     // Another process registered under our name: it owns the node now.
                     LogTakenOver(log, node.Name);
-                    await nodes.RegisterAsync(node.Name, Instance, _options.Labels, resources.Capacity, _options.Queues, Lease, stoppingToken);
+                    await nodes.RegisterAsync(node.Name, Instance, _options.Labels, resources.Capacity, _options.Queues, Lease, stoppingToken, Policy);
                 }
                 Interlocked.Exchange(ref _lastBeatTicks, Environment.TickCount64);
                 if (_fenced.IsCancellationRequested)

@@ -17,6 +17,8 @@ public static class ObservabilityServices
     {
         services.AddSingleton<JobTelemetry>();
         services.AddHostedService(sp => new ScrapeCollectors(sp, options));
+        services.AddSingleton(sp => new DiskUsagePublisher(sp.GetRequiredService<DataPaths>(), options.NodeName, sp.GetRequiredService<ILogger<DiskUsagePublisher>>()));
+        services.AddHostedService(sp => sp.GetRequiredService<DiskUsagePublisher>());
         return services;
     }
 

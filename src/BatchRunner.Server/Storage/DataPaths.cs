@@ -10,15 +10,20 @@ public sealed class DataPaths(string root)
     public string Images => Path.Combine(Root, "images");
     public string RunRoot => Path.Combine(Root, "run");
     public string RuntimeState => Path.Combine(Root, "runtime");
-    public string JobDir(Guid id) => Path.Combine(Root, "jobs", id.ToString("N"));
+    /// <summary>Parent of every job's directory.</summary>
+    public string JobsRoot => Path.Combine(Root, "jobs");
+    public string JobDir(Guid id) => Path.Combine(JobsRoot, id.ToString("N"));
     public string Outputs(Guid id) => Path.Combine(JobDir(id), "outputs");
     public string Stdout(Guid id) => Path.Combine(JobDir(id), "stdout.log");
     public string Stderr(Guid id) => Path.Combine(JobDir(id), "stderr.log");
     public string RunDir(string containerId) => Path.Combine(RunRoot, containerId);
     /// <summary>Files given at submission, mounted read-only at /inputs; absent when there were none.</summary>
     public string Inputs(Guid id) => Path.Combine(JobDir(id), "inputs");
-    /// <summary>Uploads being received and unpacked; moved to <see cref="Inputs"/> once the job exists.</summary>
+    /// <summary>Uploads being received, and inputs being unpacked by the node that runs their job (then moved to
+    /// <see cref="Inputs"/>).</summary>
     public string InputsStaging => Path.Combine(Root, "inputs-staging");
+    /// <summary>The inputs tars this node took at submission, named by digest (<see cref="InputsStore"/>).</summary>
+    public string InputsStore => Path.Combine(Root, "inputs");
     /// <summary>Admin-configured datasets: name → host directory (BatchRunner:Isolation:Datasets).</summary>
     public IReadOnlyDictionary<string, string> Datasets { get; init; } = new Dictionary<string, string>();
 

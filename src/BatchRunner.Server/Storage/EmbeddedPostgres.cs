@@ -25,20 +25,20 @@ public sealed partial class EmbeddedPostgres : IAsyncDisposable, IDatabaseAvaila
     private readonly string _bin;
     private readonly string _dataDir;
     private readonly string _socketDir;
-    private readonly string? _runAs;
-    private string? _runAsGroup;
+    private readonly RunAsUser? _runAsUser;
+    private string? RunAsName => _runAsUser?.Name;
     private ILogger _log;
     private PostgresSupervisor? _supervisor;
 
     /// <summary>The postmaster's (and its backends') oom_score_adj: below BatchRunner's own, far below jobs'.</summary>
     public const int OomScoreAdj = -900;
 
-    private EmbeddedPostgres(string bin, string root, string? runAs, ILogger log)
+    private EmbeddedPostgres(string bin, string root, RunAsUser? runAs, ILogger log)
     {
         _bin = bin;
         _dataDir = Path.Combine(root, "postgres");
         _socketDir = Path.Combine(root, "postgres-run");
-        _runAs = runAs;
+        _runAsUser = runAs;
         _log = log;
     }
 
@@ -71,7 +71,7 @@ public sealed partial class EmbeddedPostgres : IAsyncDisposable, IDatabaseAvaila
         var bin = FindServerBinaries(binDir) ?? throw new InvalidOperationException(
             "embedded PostgreSQL: no server binaries found in /usr/lib/postgresql/*/bin (install the 'postgresql' package, " +
             $"run scripts/install-deps.sh, set {BinDirVariable} to a server's bin directory, or set BATCHRUNNER_CONNECTION_STRING to use an existing database)");
-        var runAs = Environment.UserName == "root" ? await RunAsUserAsync(user, ct) : null;
+        var runAs = await RunAsUserAsync(user, ct);
         var pg = new EmbeddedPostgres(bin, dataRoot, runAs, log);
         await pg.StartCoreAsync(ct);
         return pg;
@@ -100,9 +100,17 @@ public sealed partial class EmbeddedPostgres : IAsyncDisposable, IDatabaseAvaila
 
     private static bool HasServerTools(string bin) => File.Exists(Path.Combine(bin, "initdb")) && File.Exists(Path.Combine(bin, "pg_ctl"));
 
+    /// <summary>A host user the cluster runs as, with its uid and (login) gid.</summary>
+    public sealed record RunAsUser(string Name, uint Uid, uint Gid);
+
+    /// <summary>The user the cluster runs as (<see cref="UserVariable"/>, default postgres) when this process is root;
+    /// null when it is not (the cluster then runs as this process's user).</summary>
+    public static Task<RunAsUser?> RunAsUserAsync(CancellationToken ct) => RunAsUserAsync(Environment.GetEnvironmentVariable(UserVariable), ct);
+
     /// <summary>The configured user (default postgres), checked to exist so that a host without it gets a message that says what to do.</summary>
-    private static async Task<string> RunAsUserAsync(string? configured, CancellationToken ct)
+    private static async Task<RunAsUser?> RunAsUserAsync(string? configured, CancellationToken ct)
     {
+        if (Environment.UserName != "root") return null;
         var user = string.IsNullOrWhiteSpace(configured) ? "postgres" : configured.Trim();
         if (user is "root" or "0")
             throw new InvalidOperationException($"embedded PostgreSQL: {UserVariable}={user}: PostgreSQL refuses to run as root; name an unprivileged user");
@@ -110,7 +118,9 @@ public sealed partial class EmbeddedPostgres : IAsyncDisposable, IDatabaseAvaila
             throw new InvalidOperationException(
                 $"embedded PostgreSQL runs as the user \"{user}\" (PostgreSQL refuses root), but this host has no such user: " +
                 $"create it (useradd --system {user}) or set {UserVariable} to an existing unprivileged user");
-        return user;
+        var gid = (await RunAsync("id", ["-g", user], ct)).Output.Trim();
+        var uid = (await RunAsync("id", ["-u", user], ct)).Output.Trim();
+        return new RunAsUser(user, uint.Parse(uid, System.Globalization.CultureInfo.InvariantCulture), uint.Parse(gid, System.Globalization.CultureInfo.InvariantCulture));
     }
 
     /// <summary>The cluster's data directory (DATA/postgres).</summary>
@@ -147,16 +157,14 @@ public sealed partial class EmbeddedPostgres : IAsyncDisposable, IDatabaseAvaila
     {
         Directory.CreateDirectory(_dataDir);
         Directory.CreateDirectory(_socketDir);
-        if (_runAs is not null)
+        if (RunAsName is not null)
         {
-            EnsureTraversable(Path.GetDirectoryName(_dataDir)!);
+            EnsureReachable(_dataDir, _runAsUser!);
             // "user:" gives the user's login group, whatever its name (nobody's is nogroup on Debian and Ubuntu).
-            await RunAsync("chown", ["-R", $"{_runAs}:", _dataDir, _socketDir], ct);
+            await RunAsync("chown", ["-R", $"{RunAsName}:", _dataDir, _socketDir], ct);
             File.SetUnixFileMode(_dataDir, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
             // Only the postgres user (and root) may reach the socket: auth is "trust" on it.
             File.SetUnixFileMode(_socketDir, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
-            // setpriv wants the group by name or number: the user's login group, whatever its name.
-            _runAsGroup = (await RunAsync("id", ["-g", _runAs], ct)).Output.Trim();
         }
 
         if (!File.Exists(Path.Combine(_dataDir, "PG_VERSION")))
@@ -185,8 +193,9 @@ public sealed partial class EmbeddedPostgres : IAsyncDisposable, IDatabaseAvaila
         var args = psi.ArgumentList;
         if (BatchRunner.Runtime.OomScore.CanLower())
             foreach (var a in new[] { "choom", "-n", OomScoreAdj.ToString(System.Globalization.CultureInfo.InvariantCulture), "--" }) args.Add(a);
-        if (_runAs is not null)
-            foreach (var a in new[] { "setpriv", $"--reuid={_runAs}", $"--regid={_runAsGroup}", "--init-groups", "--" }) args.Add(a);
+        // setpriv takes the group by number: the user's login group, whatever its name.
+        if (_runAsUser is { } user)
+            foreach (var a in new[] { "setpriv", $"--reuid={user.Name}", $"--regid={user.Gid}", "--init-groups", "--" }) args.Add(a);
         args.Add(Path.Combine(_bin, "postgres"));
         foreach (var a in PostmasterArguments(_dataDir, _socketDir)) args.Add(a);
         return psi;
@@ -225,25 +234,22 @@ public sealed partial class EmbeddedPostgres : IAsyncDisposable, IDatabaseAvaila
 
     public ValueTask DisposeAsync() => new(StopAsync());
 
-    /// <summary>The postgres user must be able to reach its data directory: every parent needs o+x.</summary>
-    private static void EnsureTraversable(string dir)
+    /// <summary>The cluster's user must be able to search every directory above its data directory (by owner, group
+    /// or other bits: BatchRunner's data directory gives it group search, see DataDirectoryAccess).</summary>
+    private static void EnsureReachable(string dataDir, RunAsUser user)
     {
-        for (var d = dir; !string.IsNullOrEmpty(d) && d != "/"; d = Path.GetDirectoryName(d))
-        {
-            var mode = File.GetUnixFileMode(d);
-            if ((mode & UnixFileMode.OtherExecute) == 0)
-                throw new InvalidOperationException(
-                    $"embedded PostgreSQL: the postgres user cannot enter {d} (mode {Convert.ToString((int)mode, 8)}); " +
-                    $"choose a data directory outside it (BATCHRUNNER_DATA_DIR) or run chmod o+x {d}");
-        }
+        if (BatchRunner.Runtime.HostFiles.FirstUnsearchableAncestor(dataDir, user.Uid, user.Gid) is { } blocked)
+            throw new InvalidOperationException(
+                $"embedded PostgreSQL: its user {user.Name} cannot enter {blocked.Dir} (mode {Convert.ToString(blocked.Mode, 8)}, owner {blocked.Uid}:{blocked.Gid}); " +
+                $"choose a data directory outside it (BATCHRUNNER_DATA_DIR) or run chmod o+x {blocked.Dir}");
     }
 
     private Task<(int ExitCode, string Output)> RunPgAsync(string tool, IReadOnlyList<string> args, CancellationToken ct, bool allowFailure = false)
     {
         var exe = Path.Combine(_bin, tool);
-        return _runAs is null
+        return RunAsName is null
             ? RunAsync(exe, args, ct, allowFailure)
-            : RunAsync("runuser", ["-u", _runAs, "--", exe, .. args], ct, allowFailure);
+            : RunAsync("runuser", ["-u", RunAsName, "--", exe, .. args], ct, allowFailure);
     }
 
     private static async Task<(int ExitCode, string Output)> RunAsync(string exe, IReadOnlyList<string> args, CancellationToken ct, bool allowFailure = false)

@@ -2,57 +2,51 @@ using BatchRunner.Runtime;
 
 namespace BatchRunner.Server.Storage;
 
-/// <summary>A rerun cannot have its original's inputs: they are gone from this node's data directory.</summary>
+/// <summary>A rerun cannot have its original's inputs: their tar is gone, and so are the files to pack it again from.</summary>
 public sealed class InputsGoneException(string message) : Exception(message);
 
+/// <summary>The inputs tar a rerun gets (null when its original had no inputs), with what keeps it until the rerun's record
+/// names it: <paramref name="Hold"/> (this node's lock on the digest; dispose it once the record is stored or refused),
+/// and <paramref name="SharedWith"/>, the original whose tar is reused (the insert checks that its record still names it).</summary>
+public sealed record RerunInputs(InputsTar? Tar, IDisposable? Hold, Guid? SharedWith) : IDisposable
+{
+    public void Dispose() => Hold?.Dispose();
+}
+
 /// <summary>
-/// A job's inputs given again to a rerun: staged under DATA/inputs-staging (so the staging sweeper removes what a crash
-/// leaves) as hard links to the original's files (inputs are mounted read-only and never written once stored, so the
-/// rerun sees the same bytes without a second copy, and keeps them when the original's are removed), then moved into
-/// the new job's directory in one rename, like a submission's uploads.
+/// A job's inputs given again to a rerun. The original's tar is reused, same digest, same holder: a tar stays on its
+/// holder as long as some record names it, and the rerun's record names it from its insert on. When this node is the
+/// holder and the tar is no longer here, the original's unpacked inputs (if the job ran here) are packed again,
+/// after checking them against the original's listing. A rerun never starts without its inputs: when neither works,
+/// <see cref="InputsGoneException"/> says so and nothing is created. A tar held by another node is not looked at
+/// here; if that node lost it, the rerun fails at its inputs phase with <c>inputs_unavailable</c>, never without them.
 /// </summary>
 public static class JobInputs
 {
-    /// <summary>A staging directory holding every file of <paramref name="files"/> (the original's listed inputs).</summary>
-    /// <exception cref="InputsGoneException">A listed file is missing or changed size; nothing is left staged.</exception>
-    public static string StageCopy(DataPaths paths, Guid originalId, IReadOnlyList<OutputFile> files)
+    /// <exception cref="InputsGoneException">The original had inputs and none can be given to the rerun.</exception>
+    public static async Task<RerunInputs> ForRerunAsync(JobRecord original, InputsStore store, DataPaths paths, string nodeName, string? nodeUrl,
+        CancellationToken ct)
     {
-        var source = paths.Inputs(originalId);
-        var staged = Path.Combine(paths.InputsStaging, Guid.NewGuid().ToString("N"));
-        Directory.CreateDirectory(staged);
-        File.SetUnixFileMode(staged, (UnixFileMode)0b111_101_101);
-        try
+        if (original.InputsTar is null && original.Inputs.Count == 0) return new RerunInputs(null, null, null);
+        if (original.InputsTar is { } tar)
         {
-            foreach (var f in files)
-            {
-                var from = Path.Combine(source, f.Path);
-                if (!HostFiles.IsRegularFile(from) || new FileInfo(from).Length != f.Size)
-                    throw new InputsGoneException($"input \"{f.Path}\" of job {originalId} is no longer stored on this node" +
-                        (Directory.Exists(source) ? "" : " (its inputs were removed, or it was submitted through another API node)"));
-                var to = Path.Combine(staged, f.Path);
-                Directory.CreateDirectory(Path.GetDirectoryName(to)!);
-                HostFiles.LinkOrCopy(from, to);
-            }
-            return staged;
+            if (tar.Node != nodeName) return new RerunInputs(tar, null, original.Id);
+            var hold = await store.HoldAsync(tar.Digest, ct);
+            if (store.PathOf(tar.Digest) is not null) return new RerunInputs(tar, hold, original.Id);
+            hold.Dispose();
         }
-        catch
+        var dir = paths.Inputs(original.Id);
+        foreach (var f in original.Inputs)
         {
-            Discard(staged);
-            throw;
+            var path = Path.Combine(dir, f.Path);
+            if (!HostFiles.IsRegularFile(path) || new FileInfo(path).Length != f.Size)
+                throw new InputsGoneException($"the inputs of job {original.Id} are no longer stored" +
+                    (original.InputsTar is { } t ? $" (their tar {t.Digest} is gone from node {t.Node})" : "") +
+                    $", and input \"{f.Path}\" is not on this node to pack them again");
         }
-    }
-
-    /// <summary>Moves <paramref name="staged"/> into place as job <paramref name="jobId"/>'s inputs.</summary>
-    public static void Commit(DataPaths paths, string staged, Guid jobId)
-    {
-        var target = paths.Inputs(jobId);
-        Directory.CreateDirectory(Path.GetDirectoryName(target)!);
-        Directory.Move(staged, target);
-    }
-
-    public static void Discard(string staged)
-    {
-        try { if (Directory.Exists(staged)) Directory.Delete(staged, recursive: true); }
-        catch (IOException) { } // the staging sweeper removes it later
+        if (!Directory.Exists(dir))
+            throw new InputsGoneException($"the inputs of job {original.Id} are no longer stored on node {original.InputsTar?.Node}");
+        var packed = await store.PackAsync(dir, ct);
+        return new RerunInputs(new InputsTar(packed.Digest, packed.Bytes, nodeName, nodeUrl), packed, null);
     }
 }

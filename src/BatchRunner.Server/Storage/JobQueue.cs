@@ -35,7 +35,7 @@ public interface IJobPerformer
 /// <para>Messages enqueued before this type existed name <c>BatchRunner.Server.Execution.JobPerformer</c>, the class
 /// that implements <see cref="IJobPerformer"/>: it is kept, and registered, so that they still run.</para>
 /// </remarks>
-public sealed class JobQueue(IBackgroundJobClient hangfire, JobStorage storage, JobStore store)
+public sealed class JobQueue(IBackgroundJobClient hangfire, JobStorage storage, JobStore store, Npgsql.NpgsqlDataSource db)
 {
     /// <summary>
     /// The Hangfire queue that holds <paramref name="tenant"/>'s jobs of BatchRunner queue <paramref name="queue"/>: one per
@@ -175,4 +175,20 @@ public sealed class JobQueue(IBackgroundJobClient hangfire, JobStorage storage, 
         if (target is not null && current is not null) hangfire.ChangeState(item.HangfireJobId, target, current);
         return Task.CompletedTask;
     }, ct);
+
+    /// <summary>
+    /// Removes a finished job's message from Hangfire's tables at once (its states and parameters go with it, by
+    /// Hangfire's own foreign keys), as Hangfire's expiration would a day later: a deleted job leaves nothing in the
+    /// dashboard. A message that is not a number (not Hangfire.PostgreSql's) is left alone.
+    /// </summary>
+    public async Task PurgeAsync(string hangfireJobId, CancellationToken ct)
+    {
+        if (!long.TryParse(hangfireJobId, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var id)) return;
+        await using var cmd = db.CreateCommand("""
+            delete from hangfire.jobqueue where jobid = @id;
+            delete from hangfire.job where id = @id;
+            """);
+        cmd.Parameters.AddWithValue("id", id);
+        await cmd.ExecuteNonQueryAsync(ct);
+    }
 }

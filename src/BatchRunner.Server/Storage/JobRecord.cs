@@ -31,6 +31,8 @@ public sealed record JobRecord
     public IReadOnlyList<OutputFile> Outputs { get; init; } = [];
     /// <summary>The files given at submission (under /inputs); read with the single job, stored with its insert.</summary>
     public IReadOnlyList<OutputFile> Inputs { get; init; } = [];
+    /// <summary>Where those files are packed (the tar the node that runs the job fetches); null when there were none.</summary>
+    public InputsTar? InputsTar { get; init; }
     /// <summary>The job this one reruns (POST /api/v1/jobs/{id}/rerun).</summary>
     public Guid? RerunOf { get; init; }
     /// <summary>An array's child: its parent's id and its index (0..size-1).</summary>
@@ -41,9 +43,6 @@ public sealed record JobRecord
 
     /// <summary>An array's parent: it runs no container, its children do.</summary>
     public bool IsArrayParent => ParentId is null && Spec.Array is not null;
-
-    /// <summary>Whose uploaded inputs the job mounts at /inputs: a child shares its parent's.</summary>
-    public Guid InputsOwner => ParentId ?? Id;
 
     /// <summary>
     /// A new job made from <paramref name="spec"/>: waiting when it has dependencies (the workflow sweeper queues it once
@@ -77,6 +76,13 @@ public sealed record JobRecord
     public bool IsSummary { get; init; }
     public IReadOnlyList<string>? EnvNames { get; init; }
 }
+
+/// <summary>
+/// Where a job's inputs are: a tar named by its <paramref name="Digest"/>, kept by node <paramref name="Node"/> (which
+/// took the submission) and served node-to-node at <paramref name="Url"/>. The node that runs the job fetches it,
+/// checks the digest and unpacks it before the container starts.
+/// </summary>
+public sealed record InputsTar(string Digest, long Bytes, string Node, string? Url);
 
 public sealed record PullProgressRecord(long BytesDone, long BytesTotal);
 

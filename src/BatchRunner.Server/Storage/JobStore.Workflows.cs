@@ -28,7 +28,7 @@ public sealed partial class JobStore
     /// <summary>
     /// The children of an array, in one statement however many: each a copy of the parent's row (spec without dependsOn:
     /// the parent waits for those), queued and undispatched, of the parent's tenant and submitter, with its secrets
-    /// (secretEnv, still encrypted). Their spec is copied inside the database, so a 10,000-child array costs one round
+    /// (secretEnv, still encrypted) and its inputs tar (each child unpacks it where it runs). Their spec is copied inside the database, so a 10,000-child array costs one round
     /// trip and no JSON per child.
     /// </summary>
     private static async Task InsertChildrenAsync(NpgsqlConnection conn, NpgsqlTransaction tx, JobRecord parent, CancellationToken ct)
@@ -36,8 +36,10 @@ public sealed partial class JobStore
         var ids = new Guid[parent.Spec.Array!.Size];
         for (var i = 0; i < ids.Length; i++) ids[i] = Guid.CreateVersion7();
         await using var cmd = new NpgsqlCommand("""
-            insert into batchrunner.jobs (id, name, image, queue, spec, state, created_at, tenant, submitted_by, secrets, parent_id, array_index, dispatched_at)
-            select c.id, p.name, p.image, p.queue, p.spec - 'dependsOn', 'queued', p.created_at, p.tenant, p.submitted_by, p.secrets, p.id, (c.n - 1)::int, null
+            insert into batchrunner.jobs (id, name, image, queue, spec, state, created_at, tenant, submitted_by, secrets,
+                                          inputs_digest, inputs_bytes, inputs_node, inputs_url, parent_id, array_index, dispatched_at)
+            select c.id, p.name, p.image, p.queue, p.spec - 'dependsOn', 'queued', p.created_at, p.tenant, p.submitted_by, p.secrets,
+                   p.inputs_digest, p.inputs_bytes, p.inputs_node, p.inputs_url, p.id, (c.n - 1)::int, null
               from batchrunner.jobs p cross join unnest(@ids) with ordinality as c(id, n)
              where p.id = @parent
             """, conn, tx);

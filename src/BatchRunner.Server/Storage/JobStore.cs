@@ -17,10 +17,11 @@ public sealed partial class JobStore(NpgsqlDataSource db, WorkflowSignal? signal
     private const string Columns =
         "j.id, j.name, j.image, j.image_digest, j.queue, j.spec, j.state, j.reason, j.message, j.exit_code, j.attempt, j.created_at, " +
         "j.started_at, j.finished_at, j.usage, j.pull_progress, j.hangfire_job_id, j.cancel_requested, j.node, j.tenant, j.submitted_by, " +
-        "n.url, n.state, n.attempts, n.last_error, n.delivered_at, j.logs_truncated, j.rerun_of, j.parent_id, j.array_index, j.schedule_id";
+        "n.url, n.state, n.attempts, n.last_error, n.delivered_at, j.logs_truncated, j.rerun_of, " +
+        "j.inputs_digest, j.inputs_bytes, j.inputs_node, j.inputs_url, j.parent_id, j.array_index, j.schedule_id";
 
     /// <summary>The ordinal after <see cref="Columns"/>: a list adds the names of env there.</summary>
-    private const int EnvNamesOrdinal = 31;
+    private const int EnvNamesOrdinal = 35;
 
     /// <summary>Sums of what the jobs aliased <c>j</c> asked for: cpus (float8), memoryBytes (int8), gpus (int8; 0 for none).</summary>
     internal const string ResourceSums =
@@ -51,10 +52,23 @@ public sealed partial class JobStore(NpgsqlDataSource db, WorkflowSignal? signal
     /// nothing inserted; concurrent submissions of one tenant are serialised for that check, so two of them never both
     /// take the last place.
     /// </summary>
-    public async Task<InsertResult> InsertAsync(JobRecord job, string? idempotencyKey, string requestHash, CancellationToken ct)
+    /// <param name="sharesInputsOf">A job whose inputs tar this one reuses (a rerun): the insert happens only while that
+    /// job's record still names the tar (its row is share-locked until the commit), so that its deletion cannot leave
+    /// the tar without a record naming it, and its holder removing it, between the check and the insert.</param>
+    /// <exception cref="InputsGoneException">That job's record is gone, or names no (or another) tar.</exception>
+    public async Task<InsertResult> InsertAsync(JobRecord job, string? idempotencyKey, string requestHash, CancellationToken ct,
+        Guid? sharesInputsOf = null)
     {
         await using var conn = await db.OpenConnectionAsync(ct);
         await using var tx = await conn.BeginTransactionAsync(ct);
+        if (sharesInputsOf is { } original && job.InputsTar is { } tar)
+        {
+            await using var hold = new NpgsqlCommand("select 1 from batchrunner.jobs where id = @id and inputs_digest = @d for share", conn, tx);
+            hold.Parameters.AddWithValue("id", original);
+            hold.Parameters.AddWithValue("d", tar.Digest);
+            if (await hold.ExecuteScalarAsync(ct) is null)
+                throw new InputsGoneException($"job {original} was deleted (or no longer names the inputs {tar.Digest}) while it was rerun");
+        }
         if (idempotencyKey is not null)
         {
             // Serialise concurrent requests with the same key.
@@ -118,8 +132,10 @@ public sealed partial class JobStore(NpgsqlDataSource db, WorkflowSignal? signal
     internal static async Task InsertRowsAsync(NpgsqlConnection conn, NpgsqlTransaction tx, JobRecord job, CancellationToken ct)
     {
         await using (var cmd = new NpgsqlCommand("""
-            insert into batchrunner.jobs (id, name, image, queue, spec, state, message, created_at, rerun_of, tenant, submitted_by, secrets, array_size, schedule_id, hangfire_job_id)
-            values (@id, @name, @image, @queue, @spec, @state, @message, @created, @rerun, @tenant, @by, @secrets, @size, @schedule, @hangfire)
+            insert into batchrunner.jobs (id, name, image, queue, spec, state, message, created_at, rerun_of, tenant, submitted_by, secrets,
+                                          inputs_digest, inputs_bytes, inputs_node, inputs_url, array_size, schedule_id, hangfire_job_id)
+            values (@id, @name, @image, @queue, @spec, @state, @message, @created, @rerun, @tenant, @by, @secrets,
+                    @idigest, @ibytes, @inode, @iurl, @size, @schedule, @hangfire)
             """, conn, tx))
         {
             cmd.Parameters.AddWithValue("id", job.Id);
@@ -134,6 +150,10 @@ public sealed partial class JobStore(NpgsqlDataSource db, WorkflowSignal? signal
             cmd.Parameters.AddWithValue("tenant", job.Tenant);
             cmd.Parameters.Add(new NpgsqlParameter("by", NpgsqlDbType.Text) { Value = (object?)job.SubmittedBy ?? DBNull.Value });
             cmd.Parameters.Add(new NpgsqlParameter("secrets", NpgsqlDbType.Bytea) { Value = (object?)job.ProtectedSecrets ?? DBNull.Value });
+            cmd.Parameters.Add(new NpgsqlParameter("idigest", NpgsqlDbType.Text) { Value = (object?)job.InputsTar?.Digest ?? DBNull.Value });
+            cmd.Parameters.Add(new NpgsqlParameter("ibytes", NpgsqlDbType.Bigint) { Value = (object?)job.InputsTar?.Bytes ?? DBNull.Value });
+            cmd.Parameters.Add(new NpgsqlParameter("inode", NpgsqlDbType.Text) { Value = (object?)job.InputsTar?.Node ?? DBNull.Value });
+            cmd.Parameters.Add(new NpgsqlParameter("iurl", NpgsqlDbType.Text) { Value = (object?)job.InputsTar?.Url ?? DBNull.Value });
             cmd.Parameters.Add(new NpgsqlParameter("size", NpgsqlDbType.Integer) { Value = job.IsArrayParent ? job.Spec.Array!.Size : DBNull.Value });
             cmd.Parameters.Add(new NpgsqlParameter("schedule", NpgsqlDbType.Uuid) { Value = (object?)job.ScheduleId ?? DBNull.Value });
             cmd.Parameters.Add(new NpgsqlParameter("hangfire", NpgsqlDbType.Text) { Value = (object?)job.HangfireJobId ?? DBNull.Value });
@@ -440,9 +460,11 @@ public sealed partial class JobStore(NpgsqlDataSource db, WorkflowSignal? signal
             Notify = rd.IsDBNull(21) ? null : new NotificationRecord(rd.GetString(21), rd.GetString(22), rd.GetInt32(23),
                 rd.IsDBNull(24) ? null : rd.GetString(24), rd.IsDBNull(25) ? null : rd.GetFieldValue<DateTimeOffset>(25)),
             LogsTruncated = rd.GetBoolean(26),
-            ParentId = rd.IsDBNull(28) ? null : rd.GetGuid(28),
-            ArrayIndex = rd.IsDBNull(29) ? null : rd.GetInt32(29),
-            ScheduleId = rd.IsDBNull(30) ? null : rd.GetGuid(30),
+            InputsTar = rd.IsDBNull(28) ? null
+                : new InputsTar(rd.GetString(28), rd.IsDBNull(29) ? 0 : rd.GetInt64(29), rd.IsDBNull(30) ? "" : rd.GetString(30), rd.IsDBNull(31) ? null : rd.GetString(31)),
+            ParentId = rd.IsDBNull(32) ? null : rd.GetGuid(32),
+            ArrayIndex = rd.IsDBNull(33) ? null : rd.GetInt32(33),
+            ScheduleId = rd.IsDBNull(34) ? null : rd.GetGuid(34),
         };
     }
 }

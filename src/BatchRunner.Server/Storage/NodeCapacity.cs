@@ -17,3 +17,11 @@ public sealed record NodeCapacity(double Cpus, long MemoryBytes, int Gpus)
     /// reserve. Null: the node gives jobs no size-limited disk (an older node, or Disk:Enforce=false), so disk is not counted.</summary>
     public long? DiskBytes { get; init; }
 }
+
+/// <summary>
+/// What a node lets its jobs ask for, as its node record publishes it (JSON in batchrunner.nodes.policy): network
+/// modes, capabilities (normalised, without CAP_) and the names of its datasets (never their host paths).
+/// Submission checks a job against the live nodes' policies; a node checks its own again at admission
+/// (Scheduling/NodeFit) and its runtime once more at start.
+/// </summary>
+public sealed record NodePolicy(IReadOnlyList<string> NetworkModes, IReadOnlyList<string> Capabilities, IReadOnlyList<string> Datasets);

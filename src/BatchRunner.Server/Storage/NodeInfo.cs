@@ -12,7 +12,12 @@ public sealed record NodeInfo(
     NodeAllocation Allocated,
     IReadOnlyList<Guid> RunningJobs,
     // Its data directory as of its last heartbeat; null for nodes that never published one (older versions).
-    NodeDiskRecord? Disk = null);
+    NodeDiskRecord? Disk = null)
+{
+    /// <summary>What the node lets jobs ask for (network modes, capabilities, dataset names); null for a node of a
+    /// version that did not publish it.</summary>
+    public NodePolicy? Policy { get; init; }
+}
 
 /// <param name="DiskBytes">resources.disk granted to its starting and running jobs.</param>
 public sealed record NodeAllocation(double Cpus, long MemoryBytes, int Gpus, long DiskBytes = 0)
@@ -29,4 +34,8 @@ public sealed record NodeAllocation(double Cpus, long MemoryBytes, int Gpus, lon
 public sealed record NodeDiskRecord(long TotalBytes, long FreeBytes, long ReserveBytes, long AvailableBytes, string? Pressure);
 
 /// <summary>A live node as submission sees it: enough to tell whether a job could ever run there.</summary>
-public sealed record LiveNode(string Name, IReadOnlyDictionary<string, string> Labels, NodeCapacity Capacity);
+public sealed record LiveNode(string Name, IReadOnlyDictionary<string, string> Labels, NodeCapacity Capacity)
+{
+    /// <summary>Null for a node of a version that did not publish one: submission then leaves the check to the node.</summary>
+    public NodePolicy? Policy { get; init; }
+}

@@ -19,15 +19,16 @@ public sealed class NodeStore(NpgsqlDataSource db)
         "n.stopped_at is null and greatest(n.heartbeat_at, pg_postmaster_start_time()) > now() - make_interval(secs => n.lease_seconds)";
 
     public async Task RegisterAsync(string name, Guid instance, IReadOnlyDictionary<string, string> labels, NodeCapacity capacity,
-        IReadOnlyList<string> queues, TimeSpan lease, CancellationToken ct)
+        IReadOnlyList<string> queues, TimeSpan lease, CancellationToken ct, NodePolicy? policy = null)
     {
         await using var cmd = db.CreateCommand("""
-            insert into batchrunner.nodes (name, instance_id, labels, capacity, queues, started_at, heartbeat_at, lease_seconds, stopped_at)
-            values (@n, @i, @l, @c, @q, now(), now(), @lease, null)
+            insert into batchrunner.nodes (name, instance_id, labels, capacity, queues, started_at, heartbeat_at, lease_seconds, stopped_at, policy)
+            values (@n, @i, @l, @c, @q, now(), now(), @lease, null, @p)
             on conflict (name) do update set instance_id = excluded.instance_id, labels = excluded.labels,
                 capacity = excluded.capacity, queues = excluded.queues, started_at = now(), heartbeat_at = now(),
-                lease_seconds = excluded.lease_seconds, stopped_at = null
+                lease_seconds = excluded.lease_seconds, stopped_at = null, policy = excluded.policy
             """);
+        cmd.Parameters.Add(new NpgsqlParameter("p", NpgsqlDbType.Jsonb) { Value = policy is null ? DBNull.Value : JsonSerializer.Serialize(policy, Json) });
         cmd.Parameters.AddWithValue("n", name);
         cmd.Parameters.AddWithValue("i", instance);
         cmd.Parameters.Add(new NpgsqlParameter("l", NpgsqlDbType.Jsonb) { Value = JsonSerializer.Serialize(labels, Json) });
@@ -84,16 +85,19 @@ public sealed class NodeStore(NpgsqlDataSource db)
         await cmd.ExecuteNonQueryAsync(ct);
     }
 
-    /// <summary>Name, labels and capacity of every live node: what submission checks a job against.</summary>
+    /// <summary>Name, labels, capacity and policy of every live node: what submission checks a job against.</summary>
     public async Task<IReadOnlyList<LiveNode>> ListLiveAsync(CancellationToken ct)
     {
-        await using var cmd = db.CreateCommand($"select n.name, n.labels, n.capacity from batchrunner.nodes n where {AliveCondition}");
+        await using var cmd = db.CreateCommand($"select n.name, n.labels, n.capacity, n.policy from batchrunner.nodes n where {AliveCondition}");
         var list = new List<LiveNode>();
         await using var rd = await cmd.ExecuteReaderAsync(ct);
         while (await rd.ReadAsync(ct))
             list.Add(new LiveNode(rd.GetString(0),
                 JsonSerializer.Deserialize<Dictionary<string, string>>(rd.GetString(1), Json)!,
-                JsonSerializer.Deserialize<NodeCapacity>(rd.GetString(2), Json)!));
+                JsonSerializer.Deserialize<NodeCapacity>(rd.GetString(2), Json)!)
+            {
+                Policy = rd.IsDBNull(3) ? null : JsonSerializer.Deserialize<NodePolicy>(rd.GetString(3), Json),
+            });
         return list;
     }
 
@@ -106,7 +110,8 @@ public sealed class NodeStore(NpgsqlDataSource db)
                    coalesce(array_agg(j.id) filter (where j.id is not null and (@t::text is null or j.tenant = @t)), array[]::uuid[]) as jobs,
                    {JobStore.ResourceSums},
                    coalesce(sum(coalesce((j.spec->'resources'->>'diskBytes')::int8, 0)), 0)::int8 as disk_bytes,
-                   n.disk
+                   n.disk,
+                   n.policy
               from batchrunner.nodes n
               left join batchrunner.jobs j on j.node = n.name and j.node_instance = n.instance_id and j.state in ('starting', 'running')
              {(aliveOnly ? $"where {AliveCondition}" : "")}
@@ -128,7 +133,10 @@ public sealed class NodeStore(NpgsqlDataSource db)
                 rd.GetFieldValue<DateTimeOffset>(6),
                 new NodeAllocation(rd.GetDouble(8), rd.GetInt64(9), (int)rd.GetInt64(10), rd.GetInt64(11)),
                 rd.GetFieldValue<Guid[]>(7),
-                rd.IsDBNull(12) ? null : JsonSerializer.Deserialize<NodeDiskRecord>(rd.GetString(12), Json)));
+                rd.IsDBNull(12) ? null : JsonSerializer.Deserialize<NodeDiskRecord>(rd.GetString(12), Json))
+            {
+                Policy = rd.IsDBNull(13) ? null : JsonSerializer.Deserialize<NodePolicy>(rd.GetString(13), Json),
+            });
         }
         return result;
     }

@@ -26,9 +26,13 @@ public static class OutputScanner
             {
                 if (entry.LinkTarget is not null) continue;
                 if (entry is DirectoryInfo d) { pending.Push(d.FullName); continue; }
-                if (entry is not FileInfo f || !IsRegularFile(f.FullName)) continue;
+                if (entry is not FileInfo f) continue;
                 var rel = Path.GetRelativePath(outputsDir, f.FullName);
-                result.Add(new OutputFile(rel, f.Length, await Sha256Async(f.FullName, ct)));
+                // Hashed through the same kernel-confined open that serves it: FileInfo reports FIFOs and devices
+                // as files too, and only plain files reached without a link are outputs.
+                await using var content = OpenOutput(outputsDir, rel);
+                if (content is null) continue;
+                result.Add(new OutputFile(rel, content.Length, Convert.ToHexStringLower(await SHA256.HashDataAsync(content, ct))));
                 if (result.Count >= maxFiles) break;
             }
         }
@@ -36,13 +40,9 @@ public static class OutputScanner
         return result;
     }
 
-    /// <summary>FileInfo reports fifos and devices as files too; only plain files are outputs.</summary>
-    internal static bool IsRegularFile(string path) => BatchRunner.Runtime.HostFiles.IsRegularFile(path);
-
-    public static async Task<string> Sha256Async(string path, CancellationToken ct)
-    {
-        await using var fs = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16, FileOptions.Asynchronous | FileOptions.SequentialScan);
-        var hash = await SHA256.HashDataAsync(fs, ct);
-        return Convert.ToHexStringLower(hash);
-    }
+    /// <summary>The output <paramref name="relativePath"/> opened for reading beneath <paramref name="outputsDir"/>
+    /// (<see cref="BatchRunner.Runtime.HostFiles.OpenRegularFileBeneath"/>); null unless it is a regular file reached
+    /// without following any link.</summary>
+    public static FileStream? OpenOutput(string outputsDir, string relativePath) =>
+        BatchRunner.Runtime.HostFiles.OpenRegularFileBeneath(outputsDir, relativePath);
 }

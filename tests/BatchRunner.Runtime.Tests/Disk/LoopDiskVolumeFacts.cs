@@ -67,9 +67,8 @@ public sealed class LoopDiskVolumeFacts : IAsyncLifetime
         {
             await using var f = File.Create(file);
             var chunk = new byte[MiB];
-            // Past the limit and its headroom, whatever the headroom is (twice the limit was not past 32 MiB + 32 MiB).
-            var chunks = (int)((32 * MiB + DiskImageSizing.DefaultHeadroomBytes) / MiB) + 16;
-            for (var i = 0; i < chunks; i++) { await f.WriteAsync(chunk); written += chunk.Length; }
+            // Twice what writers may take (the limit and its headroom): ENOSPC comes before the end.
+            for (var i = 0; i < 2 * (32 * MiB + DiskImageSizing.DefaultHeadroomBytes) / MiB; i++) { await f.WriteAsync(chunk); written += chunk.Length; }
             await f.FlushAsync();
         });
 

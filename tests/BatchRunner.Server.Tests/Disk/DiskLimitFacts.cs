@@ -3,6 +3,7 @@ using System.Text.Json;
 using BatchRunner.Runtime.Disk;
 using BatchRunner.Server.Tests.Observability;
 using BatchRunner.Testing;
+using Microsoft.Extensions.DependencyInjection;
 
 namespace BatchRunner.Server.Tests.Disk;
 
@@ -116,8 +117,8 @@ public sealed class DiskLimitFacts(ServerFixture f)
                 m => m.Where("container_fs_usage_bytes", ("job_id", id)).Any(s => s.Value >= 6 * MiB), TimeSpan.FromSeconds(30), "disk usage series", 100);
             Assert.Equal(48.0 * MiB, m.Where("container_fs_limit_bytes", ("job_id", id)).Single().Value);
             Assert.True(m.Where("batchrunner_node_allocated_disk_bytes").Sum(s => s.Value) >= 48 * MiB);
-            // Other in-process servers of this test run export their own nodes' series: this fixture's node only.
-            var node = ("node", (await f.Api.NodesAsync()).EnumerateArray().Single().GetProperty("name").GetString()!);
+            // This server's node only: another in-process server (SmallDiskFixture's) may publish its own beside it.
+            var node = ("node", f.App.Services.GetRequiredService<BatchRunner.Server.Nodes.NodeIdentity>().Name);
             Assert.True(m.Where("batchrunner_node_capacity_disk_bytes", node).Single().Value > 0);
             Assert.True(m.Where("batchrunner_node_disk_free_bytes", node).Single().Value > 0);
             Assert.Equal(0, m.Where("batchrunner_node_disk_pressure", node).Single().Value);

@@ -17,6 +17,7 @@ public sealed class SmallDiskFixture : IAsyncLifetime
 {
     public const string ApiKey = "small-disk-key";
     public const long ReserveBytes = 300L << 20;
+    public const string NodeName = "small-disk";
 
     public string Root { get; } = Path.Combine("/tmp", "br-small-disk-" + Guid.NewGuid().ToString("N")[..8]);
     public string DataDir => Path.Combine(Root, "data");
@@ -40,6 +41,8 @@ public sealed class SmallDiskFixture : IAsyncLifetime
             $"--BatchRunner:ApiKey={ApiKey}",
             "--BatchRunner:Workers=2",
             "--BatchRunner:HeartbeatSeconds=1",
+            // Its own name: the ServerFixture's in-process server (the machine's name) publishes the same series.
+            $"--BatchRunner:NodeName={NodeName}",
             $"--BatchRunner:MinFreeDisk={ReserveBytes}",
             "--BatchRunner:Disk:Default=64Mi",
             "--Logging:LogLevel:Default=Warning",
@@ -106,8 +109,7 @@ public sealed class DiskReserveFacts(SmallDiskFixture f) : IClassFixture<SmallDi
                 n => n.GetProperty("disk").GetProperty("pressure").ValueKind == JsonValueKind.String, Deadline, "node record with the pressure", 100);
             Assert.Contains("no new jobs start", node.GetProperty("disk").GetProperty("pressure").GetString());
             var metrics = await MetricsText.ScrapeAsync(f.Api.Http);
-            // Other in-process servers of this test run export their own nodes' series: this fixture's node only.
-            Assert.Equal(1, metrics.Where("batchrunner_node_disk_pressure", ("node", node.GetProperty("name").GetString()!)).Single().Value);
+            Assert.Equal(1, metrics.Where("batchrunner_node_disk_pressure", ("node", SmallDiskFixture.NodeName)).Single().Value);
             // Waits: still queued after a few admission rounds (each bounces it back to the queue).
             await Task.Delay(TimeSpan.FromSeconds(3));
             Assert.Equal("queued", (await f.Api.GetJobAsync(id)).GetProperty("state").GetString());

@@ -69,6 +69,18 @@ public sealed class EmbeddedNodeFixture : IAsyncLifetime
     public Task<JsonElement> WaitHealthyAsync() =>
         Poll.UntilAsync(EmbeddedHealthAsync, h => h.GetProperty("state").GetString() == "running", TimeSpan.FromSeconds(60), "the embedded PostgreSQL running", 50);
 
-    /// <summary>The host directory of the job's /outputs: tests signal a running job through it.</summary>
-    public string OutputsOf(string jobId) => Path.Combine(Node.DataDir, "jobs", Guid.Parse(jobId).ToString("N"), "outputs");
+    /// <summary>The host directory of the running job's /outputs (tests signal the job through it): on its attempt's
+    /// job disk (DATA/run/CONTAINER-ID/disk/outputs), or in its run directory when disks are not enforced.</summary>
+    public string OutputsOf(string jobId)
+    {
+        var run = Directory.GetDirectories(Path.Combine(Node.DataDir, "run"), $"*{Guid.Parse(jobId):N}-*").Single();
+        var onDisk = Path.Combine(run, "disk", "outputs");
+        return Directory.Exists(onDisk) ? onDisk : Path.Combine(run, "outputs");
+    }
+
+    /// <summary>Whether the job wrote /outputs/<paramref name="name"/>: still on its disk, or moved to its directory once it exited.</summary>
+    public static bool WroteOutput(string outputs, string jobDir, string name) =>
+        File.Exists(Path.Combine(outputs, name)) || File.Exists(Path.Combine(jobDir, "outputs", name));
+
+    public string JobDirOf(string jobId) => Path.Combine(Node.DataDir, "jobs", Guid.Parse(jobId).ToString("N"));
 }

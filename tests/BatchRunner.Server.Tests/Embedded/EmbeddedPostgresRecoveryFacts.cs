@@ -59,7 +59,7 @@ public sealed class EmbeddedPostgresRecoveryFacts(EmbeddedNodeFixture fx, ITestO
         await File.WriteAllTextAsync(Path.Combine(outputs, "go"), "");
         var ended = Task.Run(async () =>
         {
-            await Poll.UntilAsync(() => File.Exists(Path.Combine(outputs, "ended")), TimeSpan.FromSeconds(10), "the job's container to end", 5);
+            await Poll.UntilAsync(() => EmbeddedNodeFixture.WroteOutput(outputs, fx.JobDirOf(id), "ended"), TimeSpan.FromSeconds(10), "the job's container to end", 5);
             return since.Elapsed;
         });
         var back = await fx.WaitApiBackAsync(killed, since, ApiBackWithin);
@@ -87,7 +87,7 @@ public sealed class EmbeddedPostgresRecoveryFacts(EmbeddedNodeFixture fx, ITestO
         Assert.Contains("batchrunner_embedded_postgres_up 1\n", metrics);
 
         // The OOM killer's order: the job first, then BatchRunner, the database last.
-        var jobOom = int.Parse((await File.ReadAllTextAsync(Path.Combine(outputs, "oom"))).Trim());
+        var jobOom = int.Parse((await File.ReadAllTextAsync(Path.Combine(fx.JobDirOf(id), "outputs", "oom"))).Trim());
         var serverOom = OomScore.Read(fx.Node.Pid)!.Value;
         var postgresOom = OomScore.Read(fx.PostmasterPid())!.Value;
         output.WriteLine($"oom_score_adj: job {jobOom}, BatchRunner {serverOom}, postmaster {postgresOom} (CAP_SYS_RESOURCE: {OomScore.CanLower()})");

@@ -40,7 +40,8 @@ internal sealed class ExecutorHarness : IDisposable
         Reservations = new NodeReservations(node.Name, new NodeCapacity(4, 8L << 30, 0), [], Disk);
         var gpus = new GpuNode(GpuInventory.None, new GpuMonitor(null, new GpuMetricsPublisher(node.Name, []), TimeSpan.FromSeconds(5), NullLogger<GpuMonitor>.Instance));
         var runner = new AttemptRunner(
-            new InputsPhase(Store, Paths, node, NodeFiles, new ListLogger<InputsPhase>()),
+            new InputsPhase(Paths, Inputs, options, NullLogger<InputsPhase>.Instance),
+            new InputsFromPhase(Store, Paths, node, NodeFiles, new ListLogger<InputsFromPhase>()),
             new ImagePhase(Images, Store),
             new DiskPhase(Disk, options, Volumes),
             new RootfsPhase(Snapshotter),
@@ -54,6 +55,7 @@ internal sealed class ExecutorHarness : IDisposable
     public DataPaths Paths { get; }
     public FakeImageStore Images { get; }
     public FakeSnapshotter Snapshotter { get; } = new();
+    public FakeInputsSource Inputs { get; } = new();
     public FakeContainerRuntime Runtime { get; } = new();
     public FakeDiskVolumes Volumes { get; } = new();
     public NodeDisk Disk { get; }

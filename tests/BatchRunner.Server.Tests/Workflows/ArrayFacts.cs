@@ -114,6 +114,30 @@ public sealed class ArrayFacts(ServerFixture f)
     }
 
     [Fact]
+    public async Task DeletingTheParent_DeletesEveryChild_AndIsRefusedWhileOneRuns()
+    {
+        var id = Id(await f.Api.SubmitAsync(Array("echo $BATCHRUNNER_ARRAY_INDEX > /outputs/i.txt; sleep 1", size: 3, parallelism: 3)));
+        var running = await f.Api.WaitAsync(id, p => Counts(p)["running"] >= 1, Deadline, "a child running");
+        var children = await f.Api.ChildrenAsync(id);
+        var childIds = children.Select(Id).ToList();
+
+        // Not while a child runs; never a child alone (it is part of the array).
+        var early = await f.Client.DeleteAsync($"/api/v1/jobs/{id}");
+        Assert.Equal(HttpStatusCode.Conflict, early.StatusCode);
+        Assert.Equal("succeeded", State(await f.Api.WaitForFinalAsync(id, Deadline)));
+        var child = await f.Client.DeleteAsync($"/api/v1/jobs/{id}:1");
+        Assert.Equal(HttpStatusCode.Conflict, child.StatusCode);
+        Assert.Contains("delete the array", await child.Content.ReadAsStringAsync());
+
+        Assert.Equal(HttpStatusCode.NoContent, (await f.Client.DeleteAsync($"/api/v1/jobs/{id}")).StatusCode);
+        foreach (var path in new[] { $"/api/v1/jobs/{id}", $"/api/v1/jobs/{id}/children", $"/api/v1/jobs/{id}:0" }.Concat(childIds.Select(c => $"/api/v1/jobs/{c}")))
+            Assert.Equal(HttpStatusCode.NotFound, (await f.Client.GetAsync(path)).StatusCode);
+        // Each child's files went with it (its outputs were on this node).
+        foreach (var c in childIds)
+            await Poll.UntilAsync(() => !Directory.Exists(Path.Combine(f.DataDir, "jobs", Guid.Parse(c).ToString("N"))), Deadline, $"child {c}'s files removed");
+    }
+
+    [Fact]
     public async Task CancellingTheParent_CancelsEveryChildNotEnded_AndEndsItCancelled()
     {
         var id = Id(await f.Api.SubmitAsync(Array("sleep 60", size: 5, parallelism: 2)));

@@ -38,6 +38,7 @@ public static class ApiResponses
             (502, ForwardFailed), (503, ApiResponses.Outage + "; or " + ForwardFailed)),
         ["POST /api/v1/jobs/{id}/rerun"] = Map((404, NoJob),
             (409, "the job has not ended, its image was never resolved, its queue or inputs are gone, or no live node can run it now")),
+        ["DELETE /api/v1/jobs/{id}"] = Map((404, NoJob), (409, "the job has not ended (queued, starting or running: cancel it first)")),
         ["GET /api/v1/jobs/{id}/outputs"] = Map((404, NoJob)),
         ["GET /api/v1/jobs/{id}/outputs.zip"] = Map((404, "no job with this id (in the key's tenant), or one of its outputs is gone"),
             (409, "the job has not ended"), (502, ForwardFailed), (503, ApiResponses.Outage + "; or " + ForwardFailed)),

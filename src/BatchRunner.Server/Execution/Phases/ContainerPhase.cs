@@ -65,7 +65,7 @@ public sealed partial class ContainerPhase(
         try
         {
             cspec = ContainerSpecs.For(attempt.ContainerId, spec, attempt.Image!.Config, attempt.Rootfs!.RootfsPath, outputs,
-                attempt.InputsDir ?? paths.Inputs(attempt.Job.InputsOwner), paths.Datasets, ContainerSpecs.BatchRunnerEnv(attempt.Attempt, attempt.Job.ArrayIndex, spec.Array));
+                paths.Inputs(attempt.JobId), paths.Datasets, ContainerSpecs.BatchRunnerEnv(attempt.Attempt, attempt.Job.ArrayIndex, spec.Array));
             if (attempt.Reservation.Gpus.Count > 0) cspec = cspec with { Gpus = new(attempt.Reservation.Gpus, gpus.Inventory.Common) };
         }
         catch (Exception e) when (e is ArgumentException or InvalidOperationException or FileNotFoundException or UserResolutionException)

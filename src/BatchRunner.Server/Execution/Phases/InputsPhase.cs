@@ -1,130 +1,85 @@
 using System.Security.Cryptography;
 using BatchRunner.Core;
-using BatchRunner.Runtime;
+using BatchRunner.Server.Hosting;
 using BatchRunner.Server.Nodes;
 using BatchRunner.Server.Storage;
+using Microsoft.Extensions.Options;
 
 namespace BatchRunner.Server.Execution.Phases;
 
 /// <summary>
-/// Decides what the job sees at /inputs (<see cref="AttemptContext.InputsDir"/>): the files given at submission (an array's
-/// children share their parent's), plus, for each <c>inputsFrom</c>, the producing job's outputs under a directory named
-/// by its id (an array's under one directory per child index). Outputs on this node are hard-linked (copied across file
-/// systems); those on another node are fetched from it, as logs are, with their recorded SHA-256 checked.
+/// Makes the job's inputs present in its directory on this node (<c>DATA/jobs/ID/inputs</c>, mounted read-only at
+/// /inputs) before anything else of the attempt happens: the tar its record names is read from this node's
+/// <see cref="InputsStore"/> when this node took the submission, else fetched from the node that did
+/// (<c>GET /internal/v1/jobs/ID/inputs</c>), checked against the record's digest while it streams, and unpacked
+/// with the same rules as an upload (<see cref="InputFiles"/>) into a staging directory that is renamed into place
+/// only when the digest matched. A job never starts without its inputs: when they cannot be had (the holder is down,
+/// unreachable, no longer has them, or sent other bytes) the attempt fails with <c>inputs_unavailable</c>, which is
+/// retried with back-off like other infrastructure failures (3 times by default), so a holder that restarts in
+/// time lets the job run.
 /// </summary>
 /// <remarks>
-/// Owns <c>DATA/jobs/ID/inputs/PRODUCER-ID/</c>: filled in a <c>.PRODUCER-ID.partial</c> directory beside it and renamed
-/// into place, so the job only ever sees a whole set; a partial one a crash left is removed by the next attempt. The
-/// directories are part of the job's files (they are not released with the attempt). A job with <c>inputsFrom</c> that
-/// is an array's child gets inputs of its own: its parent's uploads linked in, then the producers'.
+/// Owns nothing after it returns: the unpacked inputs are the job's files (removed with them), a half-unpacked staging
+/// directory goes with <see cref="InputFiles"/>' disposal here, or after a crash with the staging sweeper. An earlier
+/// attempt on this node that unpacked them already is reused (the rename made them whole).
 /// </remarks>
-public sealed partial class InputsPhase(IAttemptStore store, DataPaths paths, NodeIdentity node, INodeFiles nodeFiles, ILogger<InputsPhase> log) : IAttemptPhase
+public sealed partial class InputsPhase(DataPaths paths, IInputsSource source, IOptions<BatchRunnerOptions> options,
+    ILogger<InputsPhase> log) : IAttemptPhase
 {
     public async Task<AttemptResult?> RunAsync(AttemptContext attempt)
     {
-        var job = attempt.Job;
-        var uploads = paths.Inputs(job.InputsOwner);
-        if (job.Spec.InputsFrom.Count == 0)
+        if (attempt.Job.InputsTar is not { } inputs) return null;
+        var target = paths.Inputs(attempt.JobId);
+        if (Directory.Exists(target)) return null;
+
+        var ct = attempt.Signals.Preparation;
+        // The tar holds at most its own size of file bytes; the entry limit is this node's, as for an upload.
+        using var staged = new InputFiles(paths.InputsStaging, inputs.Bytes, options.Value.Isolation.MaxInputEntries);
+        using var sha = SHA256.Create();
+        string from;
+        try
         {
-            attempt.InputsDir = uploads;
-            return null;
+            (var tar, from) = await source.OpenAsync(attempt.JobId, inputs, ct);
+            // Hashed as it is read; the archive is read to its end (spooled), so the hash is whole afterwards.
+            await using (var hashing = new CryptoStream(tar, sha, CryptoStreamMode.Read, leaveOpen: false))
+                await staged.AddArchiveAsync("inputs", $"inputs {inputs.Digest}", hashing, ct);
         }
-        var inputs = paths.Inputs(job.Id);
-        Directory.CreateDirectory(inputs);
-        if (job.InputsOwner != job.Id && Directory.Exists(uploads)) LinkTree(uploads, inputs);
-        foreach (var from in job.Spec.InputsFrom)
+        catch (InputsUnavailableException e)
         {
-            var produced = await Durably.RunAsync(c => store.GetProducedOutputsAsync(from.Job, c));
-            var target = Path.Combine(inputs, from.Job.ToString());
-            var partial = Path.Combine(inputs, "." + from.Job + ".partial");
-            if (Directory.Exists(partial)) Directory.Delete(partial, recursive: true);
-            Directory.CreateDirectory(partial);
-            try
-            {
-                foreach (var p in produced)
-                {
-                    var root = p.ArrayIndex is { } index ? Path.Combine(partial, index.ToString(System.Globalization.CultureInfo.InvariantCulture)) : partial;
-                    foreach (var file in p.Outputs)
-                    {
-                        if (RelativeTo(file.Path, from.Path) is not { } relative) continue;
-                        var destination = Path.Combine(root, relative);
-                        Directory.CreateDirectory(Path.GetDirectoryName(destination)!);
-                        await PlaceAsync(p, file, destination, attempt.Signals.Preparation);
-                    }
-                }
-            }
-            catch (NodeFilesUnavailableException e)
-            {
-                Directory.Delete(partial, recursive: true);
-                // The producer's node being away is not the job's fault: retried as an infrastructure failure.
-                return new AttemptResult.Failed(FailureReason.StartFailed, $"inputsFrom {from.Job}: {e.Message}", Infrastructure: true);
-            }
-            catch (InvalidDataException e)
-            {
-                Directory.Delete(partial, recursive: true);
-                return new AttemptResult.Failed(FailureReason.StartFailed, $"inputsFrom {from.Job}: {e.Message}", Infrastructure: true);
-            }
-            catch (OperationCanceledException) when (attempt.Signals.Preparation.IsCancellationRequested)
-            {
-                Directory.Delete(partial, recursive: true);
-                return await attempt.Signals.InterruptedAsync();
-            }
-            if (Directory.Exists(target)) Directory.Delete(target, recursive: true);
-            Directory.Move(partial, target);
-            LogPlaced(log, job.Id, from.Job, produced.Sum(p => p.Outputs.Count));
+            return Unavailable(attempt, e.Message);
         }
-        attempt.InputsDir = inputs;
+        catch (InputRejectedException e)
+        {
+            return Unavailable(attempt, $"the inputs {inputs.Digest} of job {attempt.JobId} could not be unpacked: {e.Message}");
+        }
+        catch (IOException e)
+        {
+            // The transfer broke off, or this node's disk refused the bytes.
+            return Unavailable(attempt, $"the inputs of job {attempt.JobId} could not be read from node {inputs.Node}: {e.Message}");
+        }
+        catch (OperationCanceledException) when (ct.IsCancellationRequested)
+        {
+            return await attempt.Signals.InterruptedAsync();
+        }
+        var actual = "sha256:" + Convert.ToHexStringLower(sha.Hash!);
+        if (actual != inputs.Digest)
+            return Unavailable(attempt, $"the inputs of job {attempt.JobId} read from {from} hash to {actual}, not {inputs.Digest} as the job records; they were not used");
+        staged.CommitTo(target);
+        LogUnpacked(log, attempt.JobId, inputs.Digest, from);
         return null;
     }
 
     public ValueTask ReleaseAsync(AttemptContext attempt) => ValueTask.CompletedTask;
 
-    /// <summary>The output's path below <paramref name="root"/> (null: not under it); every output when there is no root.</summary>
-    private static string? RelativeTo(string path, string? root) =>
-        root is null ? path : path.StartsWith(root + "/", StringComparison.Ordinal) ? path[(root.Length + 1)..] : null;
-
-    private async Task PlaceAsync(ProducedOutputs producer, OutputFile file, string destination, CancellationToken ct)
+    private AttemptResult Unavailable(AttemptContext attempt, string message)
     {
-        var local = Path.Combine(paths.Outputs(producer.JobId), file.Path);
-        if (producer.Node is null || producer.Node == node.Name)
-        {
-            if (!OutputScanner.IsRegularFile(local))
-                throw new NodeFilesUnavailableException($"output \"{file.Path}\" of job {producer.JobId} is no longer on node {node.Name}", nodeDown: false);
-            if (!HostFiles.TryHardLink(local, destination)) File.Copy(local, destination);
-            return;
-        }
-        await using var source = await nodeFiles.OpenOutputAsync(producer.Node, producer.JobId, file.Path, ct);
-        await using var target = new FileStream(destination, FileMode.CreateNew, FileAccess.Write);
-        using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
-        var buffer = new byte[81920];
-        long size = 0;
-        int n;
-        while ((n = await source.ReadAsync(buffer, ct)) > 0)
-        {
-            hash.AppendData(buffer, 0, n);
-            await target.WriteAsync(buffer.AsMemory(0, n), ct);
-            size += n;
-        }
-        var sha = Convert.ToHexStringLower(hash.GetHashAndReset());
-        if (size != file.Size || sha != file.Sha256)
-            throw new InvalidDataException($"output \"{file.Path}\" of job {producer.JobId} arrived from node {producer.Node} as {size} bytes, sha256 {sha}; it was recorded as {file.Size} bytes, sha256 {file.Sha256}");
-        // As the job sees every input: readable by any user it runs as.
-        File.SetUnixFileMode(destination, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead | UnixFileMode.OtherRead);
+        LogUnavailable(log, attempt.JobId, message);
+        return new AttemptResult.Failed(FailureReason.InputsUnavailable, message, Infrastructure: true);
     }
 
-    /// <summary>Links every file of <paramref name="from"/> into <paramref name="to"/> (directories recreated; symbolic links skipped).</summary>
-    private static void LinkTree(string from, string to)
-    {
-        foreach (var dir in Directory.EnumerateDirectories(from, "*", new EnumerationOptions { RecurseSubdirectories = true, AttributesToSkip = FileAttributes.ReparsePoint }))
-            Directory.CreateDirectory(Path.Combine(to, Path.GetRelativePath(from, dir)));
-        foreach (var file in Directory.EnumerateFiles(from, "*", new EnumerationOptions { RecurseSubdirectories = true, AttributesToSkip = FileAttributes.ReparsePoint }))
-        {
-            var destination = Path.Combine(to, Path.GetRelativePath(from, file));
-            if (File.Exists(destination)) continue;
-            if (!HostFiles.TryHardLink(file, destination)) File.Copy(file, destination);
-        }
-    }
+    [LoggerMessage(Level = LogLevel.Information, Message = "Job {JobId}: inputs {Digest} unpacked from {From}")]
+    private static partial void LogUnpacked(ILogger log, Guid jobId, string digest, string from);
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "Job {JobId}: {Files} output file(s) of job {Producer} placed under /inputs/{Producer}")]
-    private static partial void LogPlaced(ILogger log, Guid jobId, Guid producer, int files);
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Job {JobId}: inputs unavailable: {Message}")]
+    private static partial void LogUnavailable(ILogger log, Guid jobId, string message);
 }

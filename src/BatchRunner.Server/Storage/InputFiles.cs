@@ -2,7 +2,7 @@ using SharpCompress.Archives;
 using SharpCompress.Common;
 using SharpCompress.Readers;
 
-namespace BatchRunner.Server.Api;
+namespace BatchRunner.Server.Storage;
 
 /// <summary>A submission's input could not be accepted; <see cref="TooLarge"/> distinguishes 413 from 400.</summary>
 public sealed class InputRejectedException(string field, string message, bool tooLarge = false) : Exception(message)

@@ -1,10 +1,8 @@
-using BatchRunner.Server.Storage;
-
-namespace BatchRunner.Server.Api;
+namespace BatchRunner.Server.Storage;
 
 /// <summary>
-/// At start-up, removes uploads that a crashed API process was still receiving (staging directories
-/// and spooled archives). Uploads of a live request are never older than a few minutes, so anything
+/// At start-up, removes uploads that a crashed API process was still receiving, and inputs a crashed worker was
+/// still unpacking (staging directories and spooled archives). Uploads of a live request are never older than a few minutes, so anything
 /// older than <see cref="MinAge"/> is a leftover even when several API processes share the data dir.
 /// </summary>
 public sealed partial class InputStagingSweeper(DataPaths paths, ILogger<InputStagingSweeper> log) : IHostedService
