@@ -88,13 +88,15 @@ public sealed class WorkflowExecutionFacts : IDisposable
     }
 
     [Fact]
-    public async Task ExecuteAsync_GivesAnArrayChildItsIndexAndSize_AndItsParentsInputs()
+    public async Task ExecuteAsync_GivesAnArrayChildItsIndexSizeAndAttempt_AndItsOwnInputsDirectory()
     {
+        // A child carries its parent's inputs tar in its own record (copied at submission) and unpacks it into its own
+        // directory where it runs (InputsPhaseFacts); the array's part is the environment.
         var parent = Guid.CreateVersion7();
-        Directory.CreateDirectory(_h.Paths.Inputs(parent));
-        File.WriteAllText(Path.Combine(_h.Paths.Inputs(parent), "grid.txt"), "0.1,0.5\n");
         var child = Add(ExecutorHarness.Job() with { Array = new ArraySubmission { Size = 6, Parallelism = 3 } },
             j => j with { ParentId = parent, ArrayIndex = 4 });
+        Directory.CreateDirectory(_h.Paths.Inputs(child));
+        File.WriteAllText(Path.Combine(_h.Paths.Inputs(child), "grid.txt"), "0.1,0.5\n");
         _h.Runtime.OnStart = c => c.Exit(0);
 
         await _h.ExecuteAsync(child);
@@ -102,7 +104,8 @@ public sealed class WorkflowExecutionFacts : IDisposable
         var spec = Assert.Single(_h.Runtime.Started).Spec;
         Assert.Contains("BATCHRUNNER_ARRAY_INDEX=4", spec.Env);
         Assert.Contains("BATCHRUNNER_ARRAY_SIZE=6", spec.Env);
-        Assert.Contains(spec.Mounts, m => m.Destination == "/inputs" && m.Source == _h.Paths.Inputs(parent) && m.ReadOnly);
+        Assert.Contains("BATCHRUNNER_ATTEMPT=1", spec.Env);
+        Assert.Contains(spec.Mounts, m => m.Destination == "/inputs" && m.Source == _h.Paths.Inputs(child) && m.ReadOnly);
     }
 
     [Fact]
