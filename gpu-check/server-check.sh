@@ -137,6 +137,12 @@ GPU_ENV=()
 [ -n "${GPU_CDI_DIR:-}" ] && GPU_ENV+=("BatchRunner__Gpus__CdiDirectories__0=$GPU_CDI_DIR")
 [ -n "${NVIDIA_SMI:-}" ] && GPU_ENV+=("BatchRunner__Gpus__NvidiaSmiPath=$NVIDIA_SMI")
 [ -n "${SERVER_CPUS:-}" ] && GPU_ENV+=("BATCHRUNNER_CPUS=$SERVER_CPUS")
+# Per-job disk limits need loop devices and mkfs.ext4 (e2fsprogs): a container without /dev/loop-control would
+# make the worker refuse to start, so the check then runs jobs without disk limits and says so.
+if [ ! -e /dev/loop-control ] || ! command -v mkfs.ext4 >/dev/null 2>&1; then
+  echo "per-job disk limits off here (no /dev/loop-control or no mkfs.ext4): BATCHRUNNER_DISK_ENFORCE=false"
+  GPU_ENV+=("BATCHRUNNER_DISK_ENFORCE=false")
+fi
 env BATCHRUNNER_DATA_DIR="$WORK/data" BATCHRUNNER_API_KEY="$KEY" BATCHRUNNER_URLS="http://127.0.0.1:$PORT" \
     BATCHRUNNER_NODE_NAME=gpu-check BATCHRUNNER_WORKERS=4 BATCHRUNNER_RUNTIME="${RUNTIME:-auto}" \
     BATCHRUNNER_POSTGRES_BIN="$PGBIN" BATCHRUNNER_POSTGRES_USER="$PGUSER" LD_LIBRARY_PATH="$WORK/missing-lib" \
