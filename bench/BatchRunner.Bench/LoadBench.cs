@@ -2,13 +2,8 @@ using System.Diagnostics;
 using System.Net.Http.Headers;
 using System.Net.Http.Json;
 using BatchRunner.Server.Execution;
-using BatchRunner.Server.Hosting;
-using BatchRunner.Server.Nodes;
-using BatchRunner.Server.Storage;
 using Hangfire;
 using Hangfire.States;
-using Microsoft.AspNetCore.Hosting.Server;
-using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.Extensions.DependencyInjection;
 
 namespace BatchRunner.Bench;
@@ -25,94 +20,74 @@ namespace BatchRunner.Bench;
 /// </remarks>
 public static class LoadBench
 {
-    private const string Key = "bench-key";
-
     public static async Task<int> RunAsync(int jobs, int clients, int seconds, int rate)
     {
-        var dir = Path.Combine("/var/tmp", "batchrunner-bench", "load-" + Guid.NewGuid().ToString("N")[..8]);
-        var app = await BatchRunnerApp.BuildAsync([
-            "--urls", "http://127.0.0.1:0", $"--BatchRunner:DataDir={dir}", $"--BatchRunner:ApiKey={Key}",
-            "--BatchRunner:Role=api", "--Logging:LogLevel:Default=Warning",
-        ]);
-        await app.StartAsync();
-        var nodes = app.Services.GetRequiredService<NodeStore>();
-        var instance = Guid.NewGuid();
-        await nodes.RegisterAsync("bench-node", instance, new Dictionary<string, string>(), new NodeCapacity(1024, 1L << 42, 0), ["default"], TimeSpan.FromMinutes(10), default);
-        using var beat = new Timer(_ => nodes.HeartbeatAsync("bench-node", instance, default).Wait(), null, TimeSpan.FromSeconds(30), TimeSpan.FromSeconds(30));
-        try
+        await using var server = await ApiBenchServer.StartAsync("load");
+        var app = server.App;
+        using var http = new HttpClient(new SocketsHttpHandler { MaxConnectionsPerServer = 64 }) { BaseAddress = server.Address };
+        http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", ApiBenchServer.Key);
+        var spec = new { image = "127.0.0.1:5000/demo/busybox:1", command = new[] { "true" }, resources = new { cpus = 0.1, memory = "16Mi" } };
+        var hangfire = app.Services.GetRequiredService<IBackgroundJobClient>();
+
+        // Warm-up: JIT, connection pools.
+        await Fill(200, clients, async () => (await http.PostAsJsonAsync("/api/v1/jobs", spec)).EnsureSuccessStatusCode());
+        await Fill(200, clients, () => { hangfire.Create<JobPerformer>(p => p.RunAsync(Guid.NewGuid(), "raw", CancellationToken.None), new EnqueuedState("default")); return Task.CompletedTask; });
+
+        // Throughput, side by side: half the jobs through each path, alternating blocks.
+        double apiRate = 0, rawRate = 0;
+        var half = jobs / 2;
+        for (int round = 0; round < 2; round++)
         {
-            var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
-            using var http = new HttpClient(new SocketsHttpHandler { MaxConnectionsPerServer = 64 }) { BaseAddress = new Uri(address) };
-            http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", Key);
-            var spec = new { image = "127.0.0.1:5000/demo/busybox:1", command = new[] { "true" }, resources = new { cpus = 0.1, memory = "16Mi" } };
-            var hangfire = app.Services.GetRequiredService<IBackgroundJobClient>();
-
-            // Warm-up: JIT, connection pools.
-            await Fill(200, clients, async () => (await http.PostAsJsonAsync("/api/v1/jobs", spec)).EnsureSuccessStatusCode());
-            await Fill(200, clients, () => { hangfire.Create<JobPerformer>(p => p.RunAsync(Guid.NewGuid(), "raw", CancellationToken.None), new EnqueuedState("default")); return Task.CompletedTask; });
-
-            // Throughput, side by side: half the jobs through each path, alternating blocks.
-            double apiRate = 0, rawRate = 0;
-            var half = jobs / 2;
-            for (int round = 0; round < 2; round++)
+            apiRate += await Fill(half / 2, clients, async () => (await http.PostAsJsonAsync("/api/v1/jobs", spec)).EnsureSuccessStatusCode());
+            rawRate += await Fill(half / 2, clients, () =>
             {
-                apiRate += await Fill(half / 2, clients, async () => (await http.PostAsJsonAsync("/api/v1/jobs", spec)).EnsureSuccessStatusCode());
-                rawRate += await Fill(half / 2, clients, () =>
-                {
-                    hangfire.Create<JobPerformer>(p => p.RunAsync(Guid.NewGuid(), "raw", CancellationToken.None), new EnqueuedState("default"));
-                    return Task.CompletedTask;
-                });
-            }
-            apiRate /= 2;
-            rawRate /= 2;
-
-            // Latency under a steady concurrent load (open loop: requests start on a schedule, whether or not
-            // earlier ones have finished, so a slow response cannot hide by slowing the generator down).
-            var post = new List<double>();
-            var list = new List<double>();
-            var pending = new List<Task>();
-            var interval = TimeSpan.FromSeconds(1.0 / rate);
-            var clock = Stopwatch.StartNew();
-            for (long i = 0; clock.Elapsed < TimeSpan.FromSeconds(seconds); i++)
-            {
-                var due = interval * i;
-                if (due > clock.Elapsed) await Task.Delay(due - clock.Elapsed);
-                var isPost = i % 2 == 0;
-                pending.Add(Task.Run(async () =>
-                {
-                    var sw = Stopwatch.StartNew();
-                    if (isPost) (await http.PostAsJsonAsync("/api/v1/jobs", spec)).EnsureSuccessStatusCode();
-                    else
-                    {
-                        var r = await http.GetAsync("/api/v1/jobs?state=queued&limit=100");
-                        r.EnsureSuccessStatusCode();
-                        await r.Content.ReadAsByteArrayAsync();
-                    }
-                    var target = isPost ? post : list;
-                    lock (target) target.Add(sw.Elapsed.TotalMilliseconds);
-                }));
-            }
-            await Task.WhenAll(pending);
-
-            Console.WriteLine($"BatchRunner load benchmark, {Environment.ProcessorCount} CPUs, {jobs:N0} jobs queued before the latency phase, {clients} concurrent submitters; latency phase: {rate} requests/s, half POST, half GET");
-            Console.WriteLine($"| path | jobs/s |");
-            Console.WriteLine($"|---|---|");
-            Console.WriteLine($"| POST /api/v1/jobs | {apiRate:F0} |");
-            Console.WriteLine($"| raw Hangfire Create (same process) | {rawRate:F0} |");
-            Console.WriteLine($"ratio API / raw Hangfire: {apiRate / rawRate:F2}");
-            Console.WriteLine();
-            Console.WriteLine($"| request ({seconds} s of load) | n | p50 ms | p95 ms | p99 ms |");
-            Console.WriteLine($"|---|---|---|---|---|");
-            Console.WriteLine(Row("POST /api/v1/jobs", post));
-            Console.WriteLine(Row("GET /api/v1/jobs?state=queued&limit=100", list));
-            return 0;
+                hangfire.Create<JobPerformer>(p => p.RunAsync(Guid.NewGuid(), "raw", CancellationToken.None), new EnqueuedState("default"));
+                return Task.CompletedTask;
+            });
         }
-        finally
+        apiRate /= 2;
+        rawRate /= 2;
+
+        // Latency under a steady concurrent load (open loop: requests start on a schedule, whether or not
+        // earlier ones have finished, so a slow response cannot hide by slowing the generator down).
+        var post = new List<double>();
+        var list = new List<double>();
+        var pending = new List<Task>();
+        var interval = TimeSpan.FromSeconds(1.0 / rate);
+        var clock = Stopwatch.StartNew();
+        for (long i = 0; clock.Elapsed < TimeSpan.FromSeconds(seconds); i++)
         {
-            await app.StopAsync();
-            await app.DisposeAsync();
-            try { Directory.Delete(dir, recursive: true); } catch (IOException) { }
+            var due = interval * i;
+            if (due > clock.Elapsed) await Task.Delay(due - clock.Elapsed);
+            var isPost = i % 2 == 0;
+            pending.Add(Task.Run(async () =>
+            {
+                var sw = Stopwatch.StartNew();
+                if (isPost) (await http.PostAsJsonAsync("/api/v1/jobs", spec)).EnsureSuccessStatusCode();
+                else
+                {
+                    var r = await http.GetAsync("/api/v1/jobs?state=queued&limit=100");
+                    r.EnsureSuccessStatusCode();
+                    await r.Content.ReadAsByteArrayAsync();
+                }
+                var target = isPost ? post : list;
+                lock (target) target.Add(sw.Elapsed.TotalMilliseconds);
+            }));
         }
+        await Task.WhenAll(pending);
+
+        Console.WriteLine($"BatchRunner load benchmark, {Environment.ProcessorCount} CPUs, {jobs:N0} jobs queued before the latency phase, {clients} concurrent submitters; latency phase: {rate} requests/s, half POST, half GET");
+        Console.WriteLine($"| path | jobs/s |");
+        Console.WriteLine($"|---|---|");
+        Console.WriteLine($"| POST /api/v1/jobs | {apiRate:F0} |");
+        Console.WriteLine($"| raw Hangfire Create (same process) | {rawRate:F0} |");
+        Console.WriteLine($"ratio API / raw Hangfire: {apiRate / rawRate:F2}");
+        Console.WriteLine();
+        Console.WriteLine($"| request ({seconds} s of load) | n | p50 ms | p95 ms | p99 ms |");
+        Console.WriteLine($"|---|---|---|---|---|");
+        Console.WriteLine(Row("POST /api/v1/jobs", post));
+        Console.WriteLine(Row("GET /api/v1/jobs?state=queued&limit=100", list));
+        return 0;
     }
 
     /// <summary>Runs <paramref name="count"/> operations on <paramref name="clients"/> concurrent loops; returns operations per second.</summary>

@@ -5,6 +5,7 @@ using BatchRunner.Runtime;
 // dotnet run -c Release --project bench/BatchRunner.Bench -- start [--rounds N] [--runtime /usr/sbin/runc]
 // dotnet run -c Release --project bench/BatchRunner.Bench -- load [--jobs N] [--clients N] [--seconds N] [--rate N]
 // dotnet run -c Release --project bench/BatchRunner.Bench -- logcost [--jobs N] [--rounds N]
+// dotnet run -c Release --project bench/BatchRunner.Bench -- array [--size N] [--parallelism N] [--rounds N] [--singles N]
 // dotnet run -c Release --project bench/BatchRunner.Bench -- list [--jobs N] [--requests N] [--clients N]
 // dotnet run -c Release --project bench/BatchRunner.Bench -- retention [--jobs N]
 // dotnet run -c Release --project bench/BatchRunner.Bench -- logrelay [--rounds N] [--runtime /usr/sbin/runc]
@@ -24,6 +25,8 @@ switch (command)
     case "logcost":
         return await LogCostBench.RunAsync(args.SkipWhile(a => a != "--jobs").Skip(1).Select(int.Parse).FirstOrDefault(30),
             args.Contains("--rounds") ? rounds : 2);
+    case "array":
+        return await ArrayBench.RunAsync(Arg("--size", 10_000), Arg("--parallelism", 100), args.Contains("--rounds") ? rounds : 3, Arg("--singles", 200));
     case "list":
         return await ListBench.RunAsync(Arg("--jobs", 100_000), Arg("--requests", 300), Arg("--clients", 4));
     case "retention":
@@ -34,6 +37,6 @@ switch (command)
     case "disk":
         return await DiskBench.RunAsync(rounds);
     default:
-        Console.Error.WriteLine("usage: BatchRunner.Bench pull [--rounds N] | start [--rounds N] [--runtime PATH] | load [--jobs N] [--clients N] [--seconds N] [--rate N] | logcost [--jobs N] [--rounds N] | list [--jobs N] [--requests N] [--clients N] | retention [--jobs N] | logrelay [--rounds N] [--runtime PATH] | disk [--rounds N]");
+        Console.Error.WriteLine("usage: BatchRunner.Bench pull [--rounds N] | start [--rounds N] [--runtime PATH] | load [--jobs N] [--clients N] [--seconds N] [--rate N] | logcost [--jobs N] [--rounds N] | array [--size N] [--parallelism N] [--rounds N] [--singles N] | list [--jobs N] [--requests N] [--clients N] | retention [--jobs N] | logrelay [--rounds N] [--runtime PATH] | disk [--rounds N]");
         return 2;
 }

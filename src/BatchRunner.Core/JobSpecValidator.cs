@@ -137,6 +137,7 @@ public static partial class JobSpecValidator
         ValidateIsolation(s, Add, ref spec);
         ValidateGpus(s, Add, ref spec);
         ValidateScheduling(s, Add, ref spec);
+        ValidateWorkflows(s, Add, ref spec);
         ValidateSecrets(s, Add, ref spec);
         ValidateCommandLength(s, Add);
         ValidateDisk(s, Add, ref spec);
@@ -154,6 +155,8 @@ public static partial class JobSpecValidator
     /// <summary>Scheduling fields: retries, node selectors (issue: scheduling).</summary>
     static partial void ValidateScheduling(JobSubmission s, Action<string, string> add, ref JobSpec spec);
 
+    /// <summary>Workflow fields: array, dependsOn, inputsFrom (issue: workflows).</summary>
+    static partial void ValidateWorkflows(JobSubmission s, Action<string, string> add, ref JobSpec spec);
     /// <summary>Secret fields: secretEnv, notify (issue 18).</summary>
     static partial void ValidateSecrets(JobSubmission s, Action<string, string> add, ref JobSpec spec);
 

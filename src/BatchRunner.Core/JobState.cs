@@ -7,7 +7,9 @@ namespace BatchRunner.Core;
 /// <remarks>
 /// Lifecycle: queued → starting (pulling the image, preparing the rootfs) → running → one of the final
 /// states. A job may also go from queued or starting straight to a final state (cancelled, or failed
-/// because its image could not be pulled).
+/// because its image could not be pulled). A job with dependencies starts in waiting and goes to queued once
+/// every condition holds, or to cancelled (dependency_failed) once one never can. An array's parent runs no
+/// container: it is queued, then running once a child runs, then final once every child is.
 /// </remarks>
 public static class JobState
 {
@@ -17,8 +19,10 @@ public static class JobState
     public const string Succeeded = "succeeded";
     public const string Failed = "failed";
     public const string Cancelled = "cancelled";
+    /// <summary>Waiting for its dependencies (<c>dependsOn</c>) to end as its conditions ask.</summary>
+    public const string Waiting = "waiting";
 
-    public static readonly IReadOnlyList<string> All = [Queued, Starting, Running, Succeeded, Failed, Cancelled];
+    public static readonly IReadOnlyList<string> All = [Queued, Starting, Running, Succeeded, Failed, Cancelled, Waiting];
 
     public static bool IsFinal(string state) => state is Succeeded or Failed or Cancelled;
 
@@ -42,6 +46,10 @@ public static class FailureReason
     public const string Cancelled = "cancelled";
     /// <summary>The worker running the job died or lost contact.</summary>
     public const string NodeLost = "node_lost";
+    /// <summary>A dependency ended so that the job's condition on it can never hold (state <c>cancelled</c>).</summary>
+    public const string DependencyFailed = "dependency_failed";
+    /// <summary>An array's parent: some of its children did not succeed (the message counts them).</summary>
+    public const string ChildrenFailed = "children_failed";
     /// <summary>The job's inputs could not be fetched from the node that took them (down, unreachable, or they did
     /// not match their digest): the job never starts without them. Retried like other infrastructure failures.</summary>
     public const string InputsUnavailable = "inputs_unavailable";

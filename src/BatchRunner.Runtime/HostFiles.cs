@@ -21,6 +21,17 @@ public static class HostFiles
         }
     }
 
+    /// <summary>Makes <paramref name="destination"/> a hard link to <paramref name="source"/> (which is not followed if a
+    /// symlink). False when they are on different file systems or linking is not permitted there (the caller copies).</summary>
+    /// <exception cref="IOException">Any other failure, naming both paths and errno.</exception>
+    public static bool TryHardLink(string source, string destination)
+    {
+        if (Libc.linkat(Libc.AT_FDCWD, source, Libc.AT_FDCWD, destination, 0) == 0) return true;
+        var errno = Libc.Errno;
+        if (errno is Libc.EXDEV or Libc.EPERM or Libc.EOPNOTSUPP) return false;
+        throw new IOException($"link {source} to {destination} failed: {Libc.ErrorText(errno)} (errno {errno})");
+    }
+
     /// <summary>The first directory above <paramref name="path"/> that host user <paramref name="uid"/>:<paramref name="gid"/>
     /// (no supplementary groups) may not search, by its owner/group/other execute bits; null: none. For users that
     /// must reach a path through the data directory: a user namespace's root (runc mounts from inside it), the

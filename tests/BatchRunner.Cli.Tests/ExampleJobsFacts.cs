@@ -64,6 +64,27 @@ public sealed class ExampleJobsFacts(CliFixture f) : IDisposable
     }
 
     [Fact]
+    public async Task Sweep_RunsAsAnArray_AndDownloadsEachChildsMetrics()
+    {
+        await f.ExampleImagesAsync();
+        var r = await CliProcess.RunAsync(
+            ["submit", Path.Combine("jobs", "sweep", "job.yaml"), "--set", "image=examples/python-numpy:1", "--wait", "--output-dir", _out],
+            f.Env(), timeout: TimeSpan.FromMinutes(4));
+
+        Assert.True(r.ExitCode == 0, r.ToString());
+        Assert.Contains("array: 6 of 6 ended (6 succeeded, 0 failed, 0 cancelled)", r.Stderr);
+        // Child i trained on the i-th point of the 3 x 2 grid (learning rate x L2) and wrote its own metrics.
+        var grid = new[] { 0.1, 0.5, 2.0 }.SelectMany(rate => new[] { 0.0, 0.01 }.Select(l2 => (rate, l2))).ToArray();
+        for (var i = 0; i < 6; i++)
+        {
+            var metrics = JsonDocument.Parse(await File.ReadAllTextAsync(Path.Combine(_out, i.ToString(), "metrics.json"))).RootElement;
+            Assert.Equal(grid[i].rate, metrics.GetProperty("learning_rate").GetDouble());
+            Assert.Equal(grid[i].l2, metrics.GetProperty("l2").GetDouble());
+            Assert.True(File.Exists(Path.Combine(_out, i.ToString(), "model.npz")));
+        }
+    }
+
+    [Fact]
     public async Task ImageList_ShowsTheImportedExampleImages()
     {
         await f.ExampleImagesAsync();

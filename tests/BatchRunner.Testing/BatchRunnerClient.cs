@@ -87,6 +87,14 @@ public sealed class BatchRunnerClient : IDisposable
 
     public Task<HttpResponseMessage> CancelAsync(string id) => Http.PostAsync($"/api/v1/jobs/{id}/cancel", null);
 
+    /// <summary>An array's children (one page of up to <paramref name="limit"/>), optionally in one state.</summary>
+    public async Task<IReadOnlyList<JsonElement>> ChildrenAsync(string parent, string? state = null, int limit = 1000) =>
+        [.. JsonDocument.Parse(await Http.GetStringAsync($"/api/v1/jobs/{parent}/children?limit={limit}" + (state is null ? "" : $"&state={state}")))
+            .RootElement.GetProperty("items").EnumerateArray().Select(e => e.Clone())];
+
+    /// <summary>GET /api/v1/jobs with <paramref name="query"/> ("state=failed&amp;limit=1000", "schedule=ID"): the items of the first page.</summary>
+    public async Task<IReadOnlyList<JsonElement>> ListAsync(string query) =>
+        [.. JsonDocument.Parse(await Http.GetStringAsync("/api/v1/jobs?" + query)).RootElement.GetProperty("items").EnumerateArray().Select(e => e.Clone())];
     /// <summary>POST /api/v1/jobs/{id}/rerun, whatever the answer.</summary>
     public Task<HttpResponseMessage> RerunAsync(string id) => Http.PostAsync($"/api/v1/jobs/{id}/rerun", null);
 

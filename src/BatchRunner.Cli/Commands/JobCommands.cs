@@ -6,17 +6,20 @@ using BatchRunner.Cli.Output;
 
 namespace BatchRunner.Cli.Commands;
 
-/// <summary><c>status</c>, <c>list</c>, <c>logs</c>, <c>cancel</c>, <c>rerun</c>, <c>delete</c> and <c>outputs</c>: one job at a time, by id.</summary>
+/// <summary><c>status</c>, <c>list</c>, <c>children</c>, <c>logs</c>, <c>cancel</c>, <c>rerun</c>, <c>delete</c> and
+/// <c>outputs</c>: one job at a time, by id (an array's child as <c>PARENT:INDEX</c>).</summary>
 internal static class JobCommands
 {
     private static Argument<string> JobId() => new("id") { Description = "job id" };
 
-    public static IEnumerable<Command> Create() => [Status(), List(), Logs(), Cancel(), Rerun(), Delete(), Outputs()];
+    public static IEnumerable<Command> Create() => [Status(), List(), Children(), Logs(), Cancel(), Rerun(), Delete(), Outputs()];
+
+    private const string States = "waiting, queued, starting, running, succeeded, failed, cancelled";
 
     private static Command Status()
     {
         var id = JobId();
-        var command = new Command("status", "Show a job: state, reason, exit code, usage, outputs, attempts") { id };
+        var command = new Command("status", "Show a job: state, reason, exit code, usage, outputs, attempts; an array's progress, dependencies (a child: ID:INDEX)") { id };
         CliContext.SetAction(command, async (ctx, ct) =>
         {
             var job = await new JobWatcher(ctx.Api, ctx.Terminal).GetAsync(ctx.Get(id)!, ct);
@@ -29,46 +32,82 @@ internal static class JobCommands
 
     private static Command List()
     {
-        var state = new Option<string?>("--state") { Description = "only jobs in these states, comma-separated (queued, starting, running, succeeded, failed, cancelled)" };
+        var state = new Option<string?>("--state") { Description = $"only jobs in these states, comma-separated ({States})" };
         var name = new Option<string?>("--name") { Description = "only jobs of this name, or whose name starts so when it ends in * (train-*)" };
         var label = new Option<string[]>("--label", "-l") { Description = "only jobs with this label (K=V; repeat: all must match)", AllowMultipleArgumentsPerToken = false };
         var since = new Option<string?>("--since") { Description = "only jobs created at or after this time (RFC 3339: 2025-01-31T12:00:00Z, or 2025-01-31)" };
         var until = new Option<string?>("--until") { Description = "only jobs created before this time" };
         var queue = new Option<string?>("--queue") { Description = "only jobs of this queue" };
+        var schedule = new Option<string?>("--schedule") { Description = "only the runs of this schedule (its id)" };
         var limit = new Option<int?>("--limit", "-n") { Description = "at most this many (1-1000) [default: 50]" };
         var cursor = new Option<string?>("--cursor") { Description = "the nextCursor of a previous page" };
-        var command = new Command("list", "List jobs, newest first") { state, name, label, since, until, queue, limit, cursor };
+        var command = new Command("list", "List jobs, newest first (an array's children: batchrunner children ID)") { state, name, label, since, until, queue, schedule, limit, cursor };
         command.Aliases.Add("ls");
-        CliContext.SetAction(command, async (ctx, ct) =>
+        CliContext.SetAction(command, (ctx, ct) =>
         {
-            // The summary view: what the table shows, without the jobs' command lines and outputs.
+            // The summary view: what the table shows, without the jobs' command lines and outputs (an array's counts stay).
             var query = new List<string> { "view=summary" };
-            if (ctx.Get(state) is { } s) query.Add("state=" + ApiClient.Escape(s));
             if (ctx.Get(name) is { } n) query.Add("name=" + ApiClient.Escape(n));
             foreach (var l in ctx.Get(label) ?? []) query.Add("label=" + ApiClient.Escape(l));
             if (ctx.Get(since) is { } from) query.Add("since=" + ApiClient.Escape(from));
             if (ctx.Get(until) is { } to) query.Add("until=" + ApiClient.Escape(to));
             if (ctx.Get(queue) is { } q) query.Add("queue=" + ApiClient.Escape(q));
-            if (ctx.Get(limit) is { } lim) query.Add("limit=" + lim);
-            if (ctx.Get(cursor) is { } c) query.Add("cursor=" + ApiClient.Escape(c));
-            var page = await ctx.Api.GetJsonAsync("api/v1/jobs?" + string.Join('&', query), ct);
-            if (ctx.Terminal.Json)
-            {
-                Terminal.WriteJson(page);
-                return ExitCodes.Success;
-            }
-            var jobs = page.GetProperty("items").EnumerateArray().Select(j => new JobView(j)).ToList();
-            Terminal.WriteTable(["ID", "NAME", "STATE", "REASON", "EXIT", "IMAGE", "CREATED"], jobs.Select(j => (IReadOnlyList<string?>)
-            [
-                j.Id, j.Name ?? "-", j.State, j.Reason ?? "-", j.ExitCode?.ToString() ?? "-", j.Image,
-                j.Json.TryGetProperty("createdAt", out var at) ? at.GetDateTimeOffset().ToLocalTime().ToString("yyyy-MM-dd HH:mm:ss") : "",
-            ]));
-            if (page.TryGetProperty("nextCursor", out var next) && next.ValueKind == JsonValueKind.String)
-                ctx.Terminal.Info($"more: batchrunner list --cursor {next.GetString()}");
-            return ExitCodes.Success;
+            if (ctx.Get(schedule) is { } sid) query.Add("schedule=" + ApiClient.Escape(sid));
+            return ListPageAsync(ctx, "api/v1/jobs", "batchrunner list", Filters(ctx, state, limit, cursor, query), withIndex: false, ct);
         });
         return command;
     }
+
+    private static Command Children()
+    {
+        var id = JobId();
+        var state = new Option<string?>("--state") { Description = $"only children in this state ({States})" };
+        var limit = new Option<int?>("--limit", "-n") { Description = "at most this many (1-1000) [default: 50]" };
+        var cursor = new Option<string?>("--cursor") { Description = "the nextCursor of a previous page" };
+        var command = new Command("children", "List an array's children in index order (one child: batchrunner status ID:INDEX)") { id, state, limit, cursor };
+        CliContext.SetAction(command, (ctx, ct) =>
+            ListPageAsync(ctx, $"api/v1/jobs/{ApiClient.Escape(ctx.Get(id)!)}/children", $"batchrunner children {ctx.Get(id)}",
+                Filters(ctx, state, limit, cursor, []), withIndex: true, ct));
+        return command;
+    }
+
+    private static List<string> Filters(CliContext ctx, Option<string?> state, Option<int?> limit, Option<string?> cursor, List<string> query)
+    {
+        if (ctx.Get(state) is { } s) query.Add("state=" + ApiClient.Escape(s));
+        if (ctx.Get(limit) is { } l) query.Add("limit=" + l);
+        if (ctx.Get(cursor) is { } c) query.Add("cursor=" + ApiClient.Escape(c));
+        return query;
+    }
+
+    /// <summary>One page of jobs as a table (an array's STATE carries its children's progress), or the API's JSON.</summary>
+    private static async Task<int> ListPageAsync(CliContext ctx, string path, string again, List<string> query, bool withIndex, CancellationToken ct)
+    {
+        var page = await ctx.Api.GetJsonAsync(path + (query.Count > 0 ? "?" + string.Join('&', query) : ""), ct);
+        if (ctx.Terminal.Json)
+        {
+            Terminal.WriteJson(page);
+            return ExitCodes.Success;
+        }
+        var jobs = page.GetProperty("items").EnumerateArray().Select(j => new JobView(j)).ToList();
+        IReadOnlyList<string> head = ["ID", "NAME", "STATE", "REASON", "EXIT", "IMAGE", "CREATED"];
+        Terminal.WriteTable(withIndex ? ["INDEX", .. head] : head, jobs.Select(j =>
+        {
+            IReadOnlyList<string?> row =
+            [
+                j.Id, j.Name ?? "-", StateCell(j), j.Reason ?? "-", j.ExitCode?.ToString() ?? "-", j.Image,
+                j.Json.TryGetProperty("createdAt", out var at) ? at.GetDateTimeOffset().ToLocalTime().ToString("yyyy-MM-dd HH:mm:ss") : "",
+            ];
+            return withIndex ? [j.Json.TryGetProperty("arrayIndex", out var i) ? i.ToString() : "-", .. row] : row;
+        }));
+        if (page.TryGetProperty("nextCursor", out var next) && next.ValueKind == JsonValueKind.String)
+            ctx.Terminal.Info($"more: {again} --cursor {next.GetString()}");
+        return ExitCodes.Success;
+    }
+
+    /// <summary>"running (4/10 ended)" for an array's parent, else the state.</summary>
+    private static string StateCell(JobView job) => job.Array is { } a
+        ? $"{job.State} ({a.Counts.Where(c => JobView.FinalStates.Contains(c.Key)).Sum(c => c.Value)}/{a.Size} ended)"
+        : job.State;
 
     private static Command Logs()
     {

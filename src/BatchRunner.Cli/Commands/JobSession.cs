@@ -40,7 +40,9 @@ internal static class JobSession
         try
         {
             job = await watcher.WaitUntilStartedAsync(job, token);
-            if (watch == Watch.Follow)
+            // An array runs no container itself: its progress stands for its logs (each child has its own: logs ID:INDEX).
+            if (job.Array is not null) job = await watcher.FollowArrayAsync(job.Id, token);
+            else if (watch == Watch.Follow)
             {
                 // With --output json, stdout carries only the final job document; the job's stdout goes to stderr.
                 // Not disposed: they are the process's own descriptors.
@@ -57,7 +59,12 @@ internal static class JobSession
         watcher.ReportEnd(job);
         if (interrupt.CancelFailure is { } why && job.State != "cancelled")
             term.Info($"the cancel request failed: {why}", "yellow");
-        if (outputDir is not null && job.Outputs.Count > 0)
+        if (outputDir is not null && job.Array is not null)
+        {
+            var (files, bytes) = await watcher.DownloadChildrenOutputsAsync(job, outputDir, ct);
+            term.Info($"downloaded {files} output file(s) of the children, {Units.Bytes(bytes)}, to {outputDir}/INDEX/ (sha256 checked)");
+        }
+        else if (outputDir is not null && job.Outputs.Count > 0)
         {
             var bytes = await watcher.DownloadOutputsAsync(job, outputDir, ct);
             term.Info($"downloaded {job.Outputs.Count} output file(s), {Units.Bytes(bytes)}, to {outputDir} (sha256 checked)");

@@ -22,7 +22,7 @@ internal static class ScheduleCommands
         schedules.Add(Patch("pause", "Pause a schedule", _ => new JsonObject { ["paused"] = true }));
         schedules.Add(Patch("resume", "Resume a paused schedule", _ => new JsonObject { ["paused"] = false }));
         schedules.Add(Update());
-        schedules.Add(Simple("trigger", "Start a run now", HttpMethod.Post, "/trigger"));
+        schedules.Add(Trigger());
         schedules.Add(Simple("rm", "Delete a schedule", HttpMethod.Delete, ""));
         return schedules;
     }
@@ -119,6 +119,20 @@ internal static class ScheduleCommands
         CliContext.SetAction(command, async (ctx, ct) =>
         {
             Write(ctx, await ctx.Api.SendJsonAsync(HttpMethod.Patch, "api/v1/schedules/" + ApiClient.Escape(ctx.Get(id)!), body(ctx), ct));
+            return ExitCodes.Success;
+        });
+        return command;
+    }
+
+    private static Command Trigger()
+    {
+        var id = Id();
+        var command = new Command("trigger", "Start a run now (by the schedule's concurrency rule); prints the run's job id") { id };
+        CliContext.SetAction(command, async (ctx, ct) =>
+        {
+            var job = await ctx.Api.SendJsonAsync(HttpMethod.Post, "api/v1/schedules/" + ApiClient.Escape(ctx.Get(id)!) + "/trigger", null, ct);
+            if (ctx.Terminal.Json) Terminal.WriteJson(job);
+            else Console.Out.WriteLine(ApiKeyCommands.Text(job, "id"));
             return ExitCodes.Success;
         });
         return command;

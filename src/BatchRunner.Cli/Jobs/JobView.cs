@@ -19,6 +19,15 @@ internal sealed record JobView(JsonElement Json)
     public DateTimeOffset? StartedAt => Time("startedAt");
     public DateTimeOffset? FinishedAt => Time("finishedAt");
 
+    /// <summary>An array's parent: its size and children per state (null for other jobs).</summary>
+    public (int Size, IReadOnlyDictionary<string, int> Counts)? Array =>
+        Json.TryGetProperty("array", out var a) && a.ValueKind == JsonValueKind.Object
+            ? (a.GetProperty("size").GetInt32(),
+               a.TryGetProperty("counts", out var c) && c.ValueKind == JsonValueKind.Object
+                   ? c.EnumerateObject().ToDictionary(p => p.Name, p => p.Value.GetInt32())
+                   : new Dictionary<string, int>())
+            : null;
+
     public static readonly IReadOnlySet<string> FinalStates = new HashSet<string> { "succeeded", "failed", "cancelled" };
     public bool IsFinal => FinalStates.Contains(State);
 

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Text.Json;
 using System.Security.Cryptography;
 using BatchRunner.Cli.Http;
 using BatchRunner.Cli.Output;
@@ -87,7 +88,7 @@ internal sealed class JobWatcher(ApiClient api, Terminal term)
     private static string StateDetail(JobView job) => job.State switch
     {
         "running" when job.Node is { } node => $" on node {node}",
-        "queued" or "starting" when job.Message is { Length: > 0 } m => $": {m}",
+        "queued" or "starting" or "waiting" when job.Message is { Length: > 0 } m => $": {m}",
         _ => "",
     };
 
@@ -113,6 +114,56 @@ internal sealed class JobWatcher(ApiClient api, Terminal term)
         {
             term.Info($"the {stream} log stream of job {id} broke ({e.Message}); `batchrunner logs {id}` shows it all", "yellow");
         }
+    }
+
+    /// <summary>An array's progress, one line on stderr each time its children's counts change, until it has ended.</summary>
+    public async Task<JobView> FollowArrayAsync(string id, CancellationToken ct)
+    {
+        string? shown = null;
+        while (true)
+        {
+            var job = await GetAsync(id, ct);
+            if (job.Array is { } array)
+            {
+                var line = ArrayProgress(array.Size, array.Counts);
+                if (line != shown) term.Info(line);
+                shown = line;
+            }
+            if (job.IsFinal) return job;
+            await Task.Delay(PollInterval, ct);
+        }
+    }
+
+    /// <summary>"array: 4 of 6 ended (3 succeeded, 1 failed, 0 cancelled); 2 running, 0 queued".</summary>
+    internal static string ArrayProgress(int size, IReadOnlyDictionary<string, int> counts)
+    {
+        int N(string state) => counts.TryGetValue(state, out var n) ? n : 0;
+        var ended = N("succeeded") + N("failed") + N("cancelled");
+        return $"array: {ended} of {size} ended ({N("succeeded")} succeeded, {N("failed")} failed, {N("cancelled")} cancelled); " +
+               $"{N("running") + N("starting")} running, {N("queued") + N("waiting")} queued";
+    }
+
+    /// <summary>Downloads each child's outputs of array <paramref name="parent"/> into <c>DIR/INDEX/</c>; returns files and bytes.</summary>
+    public async Task<(int Files, long Bytes)> DownloadChildrenOutputsAsync(JobView parent, string dir, CancellationToken ct)
+    {
+        var files = 0;
+        long bytes = 0;
+        string? cursor = null;
+        do
+        {
+            var page = await api.GetJsonAsync($"api/v1/jobs/{ApiClient.Escape(parent.Id)}/children?limit=1000" + (cursor is null ? "" : "&cursor=" + ApiClient.Escape(cursor)), ct);
+            foreach (var listed in page.GetProperty("items").EnumerateArray().Select(c => new JobView(c)))
+            {
+                // A listed job carries no outputs (the API lists them only for one job): ask for each child itself.
+                var child = await GetAsync(listed.Id, ct);
+                if (child.Outputs.Count == 0) continue;
+                var index = child.Json.GetProperty("arrayIndex").GetInt32().ToString(System.Globalization.CultureInfo.InvariantCulture);
+                bytes += await DownloadOutputsAsync(child, Path.Combine(dir, index), ct);
+                files += child.Outputs.Count;
+            }
+            cursor = page.TryGetProperty("nextCursor", out var next) && next.ValueKind == JsonValueKind.String ? next.GetString() : null;
+        } while (cursor is not null);
+        return (files, bytes);
     }
 
     /// <summary>Polls until the job reaches a final state.</summary>

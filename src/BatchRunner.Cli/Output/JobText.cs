@@ -15,6 +15,12 @@ internal static class JobText
             ("queue", Str(j, "queue")), ("node", job.Node), ("attempt", Raw(j, "attempt")),
             ("created", Str(j, "createdAt")), ("started", Str(j, "startedAt")), ("finished", Str(j, "finishedAt")),
         };
+        if (job.Array is { } array)
+            rows.Add(("array", Jobs.JobWatcher.ArrayProgress(array.Size, array.Counts)[7..] + $" (children: batchrunner children {job.Id}; one: status {job.Id}:INDEX)"));
+        if (Str(j, "parentId") is { } parent) rows.Add(("array child", $"index {Raw(j, "arrayIndex")} of {parent}"));
+        if (j.TryGetProperty("dependsOn", out var deps) && deps.ValueKind == JsonValueKind.Array && deps.GetArrayLength() > 0)
+            rows.Add(("depends on", string.Join(", ", deps.EnumerateArray().Select(d => $"{Str(d, "job")} ({Str(d, "condition")})"))));
+        if (Str(j, "scheduleId") is { } schedule) rows.Add(("schedule", schedule));
         if (j.TryGetProperty("resources", out var r) && r.ValueKind == JsonValueKind.Object)
             rows.Add(("resources", string.Join(", ", r.EnumerateObject()
                 .Where(p => p.Value.ValueKind is not JsonValueKind.Null && p.Name != "memoryBytes")

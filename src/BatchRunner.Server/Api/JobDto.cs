@@ -37,6 +37,14 @@ public sealed record JobDto(
     IReadOnlyList<AttemptDto>? Attempts = null,
     // Null when the job has no node; false when that node stopped heartbeating (see JobNodeLiveness).
     bool? NodeAlive = null,
+    // An array's parent: its size, parallelism and children per state.
+    ArrayDto? Array = null,
+    // An array's child: its parent and index.
+    Guid? ParentId = null,
+    int? ArrayIndex = null,
+    IReadOnlyList<DependencyDto>? DependsOn = null,
+    IReadOnlyList<InputsFromDto>? InputsFrom = null,
+    Guid? ScheduleId = null,
     // Seconds between the stop signal and SIGKILL on cancel and timeout (null only for jobs from before it existed).
     int? StopGraceSeconds = null,
     // The files given at submission, under /inputs (the single-job view; null in list items).
@@ -69,6 +77,12 @@ public sealed record JobDto(
         j.Spec.PullPolicy,
         j.Spec.NodeSelector,
         j.Spec.Retry,
+        Array: j.IsArrayParent ? new ArrayDto(j.Spec.Array!.Size, j.Spec.Array.Parallelism, null) : null,
+        ParentId: j.ParentId,
+        ArrayIndex: j.ArrayIndex,
+        DependsOn: j.Spec.DependsOn.Select(d => new DependencyDto(d.Job, d.Condition)).ToList(),
+        InputsFrom: j.Spec.InputsFrom.Select(i => new InputsFromDto(i.Job, i.Path)).ToList(),
+        ScheduleId: j.ScheduleId,
         StopGraceSeconds: j.Spec.StopGraceSeconds,
         RerunOf: j.RerunOf,
         Env: j.IsSummary ? null : j.Spec.Env,
@@ -77,6 +91,16 @@ public sealed record JobDto(
         SubmittedBy: j.SubmittedBy,
         Notify: j.Notify is { } n ? new NotifyDto(n.Url, n.State, n.Attempts, n.LastError, n.DeliveredAt) : null,
         LogsTruncated: j.LogsTruncated);
+
+    /// <summary>An array parent's children per state (every state present, 0 when none).</summary>
+    public JobDto WithChildCounts(IReadOnlyDictionary<Guid, IReadOnlyDictionary<string, int>> counts) =>
+        Array is null ? this : this with
+        {
+            Array = Array with
+            {
+                Counts = JobState.All.ToDictionary(s => s, s => counts.TryGetValue(Id, out var c) && c.TryGetValue(s, out var n) ? n : 0),
+            },
+        };
 
     /// <summary>The single-job view: with the files it was given.</summary>
     public JobDto WithInputs(JobRecord j) => this with { Inputs = j.Inputs.Select(o => new OutputDto(o.Path, o.Size, o.Sha256)).ToList() };
@@ -87,6 +111,13 @@ public sealed record JobDto(
     public JobDto WithAttempts(IReadOnlyList<JobStore.AttemptRecord> attempts) =>
         this with { Attempts = attempts.Select(a => new AttemptDto(a.Attempt, a.Node, a.State, a.Reason, a.Message, a.ExitCode, a.StartedAt, a.FinishedAt)).ToList() };
 }
+
+/// <summary>An array's parent: <c>size</c> children, at most <c>parallelism</c> at once; <c>counts</c>: children per state.</summary>
+public sealed record ArrayDto(int Size, int Parallelism, IReadOnlyDictionary<string, int>? Counts);
+
+public sealed record DependencyDto(Guid Job, string Condition);
+
+public sealed record InputsFromDto(Guid Job, string? Path);
 
 /// <summary>A job's webhook (notify.url) and how its delivery went: state waiting (the job has not ended), pending
 /// (due, or waiting for its next try), delivered or failed.</summary>
@@ -158,12 +189,17 @@ public sealed record JobSummaryDto(
     string Tenant,
     string? SubmittedBy,
     NotifyDto? Notify,
-    bool LogsTruncated)
+    bool LogsTruncated,
+    // Workflows: an array's size, parallelism and children per state (small: one count per state), its dependencies,
+    // and the schedule that started it.
+    ArrayDto? Array = null,
+    IReadOnlyList<DependencyDto>? DependsOn = null,
+    Guid? ScheduleId = null)
 {
     public static JobSummaryDto From(JobDto j) => new(
         j.Id, j.Name, j.Image, j.ImageDigest, j.Queue, j.State, j.Reason, j.Message, j.ExitCode, j.Attempt,
         j.CreatedAt, j.StartedAt, j.FinishedAt, j.Resources, j.Labels, j.Usage, j.Node, j.NodeAlive, j.RerunOf,
-        j.EnvNames, j.SecretEnvNames, j.Tenant, j.SubmittedBy, j.Notify, j.LogsTruncated);
+        j.EnvNames, j.SecretEnvNames, j.Tenant, j.SubmittedBy, j.Notify, j.LogsTruncated, j.Array, j.DependsOn, j.ScheduleId);
 }
 
 public sealed record JobSummaryListDto(IReadOnlyList<JobSummaryDto> Items, string? NextCursor);

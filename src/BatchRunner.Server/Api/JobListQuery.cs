@@ -22,7 +22,7 @@ public static partial class JobListQuery
 
     /// <summary>The filter, or the errors (parameter → messages) when some value cannot be read.</summary>
     public static (JobFilter? Filter, Dictionary<string, string[]> Errors) Read(
-        string? state, string? name, string[]? label, string? since, string? until, string? queue)
+        string? state, string? name, string[]? label, string? since, string? until, string? queue, string? schedule = null)
     {
         var errors = new Dictionary<string, string[]>();
         var states = new List<string>();
@@ -61,6 +61,13 @@ public static partial class JobListQuery
 
         if (queue is { Length: 0 }) errors["queue"] = ["queue must name a queue"];
 
+        Guid? scheduleId = null;
+        if (schedule is not null)
+        {
+            if (Guid.TryParse(schedule, out var sid)) scheduleId = sid;
+            else errors["schedule"] = [$"\"{schedule}\" is not a schedule id"];
+        }
+
         return errors.Count > 0 ? (null, errors) : (new JobFilter
         {
             States = states,
@@ -70,6 +77,7 @@ public static partial class JobListQuery
             Since = from,
             Until = to,
             Queue = queue,
+            Schedule = scheduleId,
         }, errors);
     }
 

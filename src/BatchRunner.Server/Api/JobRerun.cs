@@ -22,7 +22,8 @@ namespace BatchRunner.Server.Api;
 /// packed again from the original's files where the tar is gone); when neither can be had, 409 says so and nothing is
 /// created, so a rerun never starts without its inputs. The rerun belongs to the caller (its tenant, its
 /// key as submittedBy), who can only rerun a job it can see (another tenant's job is 404), and carries the original's
-/// secrets (secretEnv, the webhook's key), encrypted anew.
+/// secrets (secretEnv, the webhook's key), encrypted anew. An array is rerun whole (a new parent and children); one of
+/// its children alone is not (409). A job with dependencies waits for them again (they have ended: it moves on at once).
 /// </remarks>
 public static class JobRerun
 {
@@ -35,6 +36,9 @@ public static class JobRerun
         var original = Guid.TryParse(id, out var originalId) ? await store.GetAsync(originalId, caller.Scope, ct) : null;
         if (original is null)
             return TypedResults.Problem(statusCode: StatusCodes.Status404NotFound, title: "Job not found", detail: $"no job with id \"{id}\"");
+        // A child runs as part of its array (its index, its slot): the array is what is rerun.
+        if (original.ParentId is { } parent)
+            return Conflict("The job is an array's child", $"job {id} is child {original.ArrayIndex} of array {parent}: rerun the array");
         if (!JobState.IsFinal(original.State))
             return Conflict("The job has not ended", $"job {id} is {original.State}: only a job that has ended can be rerun (wait for it, or cancel it)");
         if (original.ImageDigest is not { } digest || !ImageReference.TryParse(original.Spec.Image, out var reference, out _))

@@ -28,6 +28,7 @@ public static class JobsApi
             .RequireAuthorization(Policies.Submit);
         api.MapGet("/", ListAsync).WithName("ListJobs").RequireAuthorization(Policies.Read);
         api.MapGet("/{id}", GetAsync).WithName("GetJob").RequireAuthorization(Policies.Read);
+        api.MapGet("/{id}/children", ChildrenAsync).WithName("ListJobChildren").RequireAuthorization(Policies.Read);
         api.MapPost("/{id}/cancel", CancelAsync).WithName("CancelJob").RequireAuthorization(Policies.Submit);
         api.MapPost("/{id}/rerun", JobRerun.RerunAsync).WithName("RerunJob").RequireAuthorization(Policies.Submit);
         api.MapDelete("/{id}", DeleteAsync).WithName("DeleteJob").RequireAuthorization(Policies.Submit);
@@ -46,59 +47,24 @@ public static class JobsApi
     public const string IdempotencyKeyHeader = "Idempotency-Key";
 
     public static async Task<Results<Created<JobDto>, Ok<JobDto>, ValidationProblem, ProblemHttpResult>> SubmitAsync(
-        HttpRequest request, JobStore store, JobSecretStore secrets, LiveNodes liveNodes, JobQueue queue, WebhookPolicy webhooks,
-        NodeIdentity node, NodeAddress address, IOptions<BatchRunnerOptions> options, CancellationToken ct)
+        HttpRequest request, JobStore store, JobSecretStore secrets, JobDocuments documents, LiveNodes liveNodes, JobQueue queue,
+        WebhookPolicy webhooks, NodeIdentity node, NodeAddress address, IOptions<BatchRunnerOptions> options, CancellationToken ct)
     {
         var caller = Caller.Of(request.HttpContext);
         // JSON, or multipart with a spec part and input files (staged, not yet the job's).
         var read = await JobSubmissionReader.ReadAsync(request, ct);
         if (read.Invalid is { } invalid) return invalid;
         if (read.Problem is { } problem) return problem;
-        JobSubmission? submission = read.Submission;
 
-        // Every error at once: the document's shape, the spec's meaning, this node's policy, the server's settings.
-        var errors = new FieldErrors().Add(read.FieldErrors);
-        var result = submission is null ? null : JobSpecValidator.Validate(submission);
-        if (result is not null) errors.Add(result.Errors);
-        if (submission is not null)
-        {
-            // This node's CPUs (cpuset); network modes, capabilities and datasets are checked below, against the
-            // policies the live nodes publish (Scheduling/NodeFit), not this API node's settings.
-            errors.Add(JobSubmissionReader.NodeHardwareErrors(submission));
-            if (!string.IsNullOrWhiteSpace(submission.Image) && !ImageReference.TryParse(submission.Image, out _, out var refError))
-                errors.Add("image", refError ?? "invalid image reference");
-            var queueName = submission.Queue ?? JobDefaults.Queue;
-            if (!errors.Has("queue") && !options.Value.Queues.Contains(queueName))
-                errors.Add("queue", $"unknown queue \"{queueName}\"; configured queues: {string.Join(", ", options.Value.Queues)}");
-        }
-        if (submission?.StopGraceSeconds > options.Value.MaxStopGraceSeconds && !errors.Has("stopGraceSeconds"))
-            errors.Add("stopGraceSeconds", $"stopGraceSeconds must be at most {options.Value.MaxStopGraceSeconds} on this cluster (MaxStopGraceSeconds)");
-        if (result?.Spec?.Logs.MaxBytes is { } logCap && logCap > options.Value.MaxLogBytesValue())
-            errors.Add("logs.maxBytes", $"logs.maxBytes ({Quantity.Human(logCap)}) must not exceed this node's MaxLogBytes ({Quantity.Human(options.Value.MaxLogBytesValue())})");
-        foreach (var (field, message) in WebhookErrors(result?.Spec?.Notify, webhooks, options.Value.Webhooks))
-            errors.Add(field, message);
-        // resources.disk settled (this node's default when omitted) and checked against its maximum.
-        JobSpec? settled = null;
-        if (result?.Spec is { } valid)
-        {
-            (settled, var diskError) = DiskRequests.Settle(valid, options.Value.Disk);
-            if (diskError is not null) errors.Add("resources.disk", diskError);
-        }
         string? idempotencyKey = request.Headers[IdempotencyKeyHeader].FirstOrDefault();
+        var headerErrors = new Dictionary<string, string[]>();
         if (idempotencyKey is not null && (idempotencyKey.Length is 0 or > 255))
-            errors.Add(IdempotencyKeyHeader, "the Idempotency-Key header must be 1-255 characters");
-
-        // The node's default stop grace is written into the job: what it will get is on the job, whichever node runs it.
-        var spec = settled is null ? null : settled with { StopGraceSeconds = settled.StopGraceSeconds ?? options.Value.StopGraceSeconds };
-        // A job that no live node could ever run (too large for every one, or asking for a network mode, capability or
-        // dataset none allows) is refused now rather than queued forever, in the same answer as the other errors. It
-        // needs a valid spec: with a spec that is not, those fields are checked once it is.
-        var misfit = spec is not null && !errors.Has("resources.disk") ? await liveNodes.WhyNoNodeFitsAsync(spec, ct) : new Dictionary<string, string[]>();
-        if (errors.Count > 0 || spec is null)
-            return TypedResults.ValidationProblem(errors.Add(misfit).ToDictionary(), title: "The job spec is invalid");
-        if (misfit.Count > 0)
-            return TypedResults.ValidationProblem(misfit, title: "No live node can run this job");
-        var jobSecrets = new JobSecrets(spec.SecretEnv, spec.Notify?.Secret);
+            headerErrors[IdempotencyKeyHeader] = ["the Idempotency-Key header must be 1-255 characters"];
+        // Every error at once: the document's shape, the spec's meaning, this node's hardware, the server's settings, the
+        // live nodes' policies, and the jobs it names (within the caller's tenant).
+        var (spec, refused) = await JobSpecChecks.CheckAsync(read.Submission, read.FieldErrors, "", caller.Tenant, options.Value, liveNodes, store, webhooks, headerErrors, ct);
+        if (refused is not null) return refused;
+        var jobSecrets = new JobSecrets(spec!.SecretEnv, spec.Notify?.Secret);
         // The inputs travel with the job: a tar kept here under its digest, which the job's record names and the
         // node that runs the job fetches. Held until the record names it, so that no removal slips in between.
         using var packed = await JobSubmissionReader.PackInputsAsync(request, ct);
@@ -116,23 +82,16 @@ public static class JobsApi
             if (!sameRequest)
                 return TypedResults.Problem(statusCode: StatusCodes.Status409Conflict, title: "Idempotency-Key reused",
                     detail: $"the Idempotency-Key \"{idempotencyKey}\" was used for a different job spec (job {id})");
-            var existing = await store.GetAsync(id, caller.Tenant, ct);
-            return TypedResults.Ok(JobDto.From(existing!).WithInputs(existing!));
+            return TypedResults.Ok((await documents.GetAsync(id, caller.Tenant, ct))!);
         }
         return await EnqueueAsync(job, queue);
     }
 
-    /// <summary>A new queued job of <paramref name="spec"/>, given <paramref name="inputs"/> (packed in <paramref name="inputsTar"/>), owned by the tenant of
-    /// <paramref name="caller"/>, with its secrets already encrypted (<paramref name="protectedSecrets"/>).</summary>
-    internal static JobRecord NewJob(JobSpec spec, IReadOnlyList<OutputFile> inputs, InputsTar? inputsTar, Caller caller, byte[]? protectedSecrets, Guid? rerunOf = null) => new()
+    /// <summary>A new job of <paramref name="spec"/> (queued, or waiting when it has dependencies: <see cref="JobRecord.New"/>),
+    /// given <paramref name="inputs"/> (packed in <paramref name="inputsTar"/>; an array's children share it), owned by the
+    /// tenant of <paramref name="caller"/>, with its secrets already encrypted (<paramref name="protectedSecrets"/>).</summary>
+    internal static JobRecord NewJob(JobSpec spec, IReadOnlyList<OutputFile> inputs, InputsTar? inputsTar, Caller caller, byte[]? protectedSecrets, Guid? rerunOf = null) => JobRecord.New(spec) with
     {
-        Id = Guid.CreateVersion7(),
-        Name = spec.Name,
-        Image = spec.Image,
-        Queue = spec.Queue,
-        Spec = spec,
-        State = JobState.Queued,
-        CreatedAt = DateTimeOffset.UtcNow,
         Inputs = inputs,
         InputsTar = inputsTar,
         RerunOf = rerunOf,
@@ -141,45 +100,40 @@ public static class JobsApi
         ProtectedSecrets = protectedSecrets,
     };
 
-    /// <summary>Queues a stored job (its inputs tar named by its record) and answers 201 with it.</summary>
+    /// <summary>Gives a stored job (its inputs tar named by its record) its first Hangfire message and answers 201 with it:
+    /// Enqueued; or Awaiting while it waits for dependencies; or, for an array, the parent's message (its children get
+    /// theirs from the dispatcher, within its parallelism).</summary>
     internal static async Task<Created<JobDto>> EnqueueAsync(JobRecord job, JobQueue queue)
     {
         // The job exists from the commit on: an outage now must not become a 503 for a job that will run anyway.
-        var hangfireId = await queue.EnqueueAcceptedAsync(job.Id, job.Name ?? job.Image, job.Queue, job.Tenant, EnqueueDeadline);
+        var hangfireId = await queue.CreateAcceptedAsync(job, EnqueueDeadline);
         BatchRunnerMetrics.JobsSubmitted.WithLabels(job.Queue).Inc();
         // What was stored, without reading it back: its webhook (if any) is waiting for the job to end.
         var notify = job.Spec.Notify is { } n ? new NotificationRecord(n.Url, NotificationState.Waiting, 0, null, null) : null;
-        return TypedResults.Created($"/api/v1/jobs/{job.Id}", JobDto.From(job with { HangfireJobId = hangfireId, Notify = notify }).WithInputs(job));
+        var dto = JobDto.From(job with { HangfireJobId = hangfireId, Notify = notify }).WithInputs(job);
+        if (job.IsArrayParent) dto = dto.WithChildCounts(new Dictionary<Guid, IReadOnlyDictionary<string, int>> { [job.Id] = new Dictionary<string, int> { [JobState.Queued] = job.Spec.Array!.Size } });
+        return TypedResults.Created($"/api/v1/jobs/{job.Id}", dto);
     }
 
     /// <summary>How long a submission waits for the database to come back to enqueue a job it has already recorded.</summary>
     private static readonly TimeSpan EnqueueDeadline = TimeSpan.FromSeconds(20);
 
-    /// <summary>What the server has against a job's webhook: a host its policy refuses, or no key to sign with.</summary>
-    private static IEnumerable<(string Field, string Message)> WebhookErrors(JobNotify? notify, WebhookPolicy policy, WebhookOptions settings)
-    {
-        if (notify is null) yield break;
-        if (Uri.TryCreate(notify.Url, UriKind.Absolute, out var url) && policy.CheckUrl(url) is { } refused)
-            yield return ("notify.url", refused);
-        if (notify.Secret is null && string.IsNullOrEmpty(settings.Secret))
-            yield return ("notify.secret", "notify.secret is required: this server has no BatchRunner:Webhooks:Secret to sign the call with");
-    }
-
     /// <summary>
     /// Jobs, newest first, narrowed by every filter given (<see cref="JobListQuery"/>), within the caller's tenant: a user
     /// or viewer sees its own tenant's jobs; an admin every tenant's, or one (<paramref name="tenant"/>). The default view
     /// lists a job's fields but args and env (bounded only by the submission limit; envNames has the names);
-    /// <c>view=summary</c> also leaves out command and outputs.
+    /// <c>view=summary</c> also leaves out command and outputs. Arrays' children are listed under their parent
+    /// (<see cref="ChildrenAsync"/>), not here; <paramref name="schedule"/>: only that schedule's runs.
     /// </summary>
     public static async Task<Results<Ok<JobListDto>, Ok<JobSummaryListDto>, ValidationProblem, ProblemHttpResult>> ListAsync(
-        HttpContext http, JobStore store, JobNodeLiveness liveness, string? state, int? limit, string? cursor, string? tenant,
-        string? name, string[]? label, string? since, string? until, string? queue, string? view, CancellationToken ct)
+        HttpContext http, JobStore store, JobDocuments documents, string? state, int? limit, string? cursor, string? tenant,
+        string? name, string[]? label, string? since, string? until, string? queue, string? schedule, string? view, CancellationToken ct)
     {
         var caller = Caller.Of(http);
         if (tenant is not null && !caller.IsAdmin && tenant != caller.Tenant)
             return TypedResults.Problem(statusCode: StatusCodes.Status403Forbidden, title: "Forbidden",
                 detail: $"only admin keys list another tenant's jobs; this key's tenant is \"{caller.Tenant}\"");
-        var (filter, errors) = JobListQuery.Read(state, name, label, since, until, queue);
+        var (filter, errors) = JobListQuery.Read(state, name, label, since, until, queue, schedule);
         var summary = JobListQuery.Summary(view, errors);
         if (limit is < 1 or > MaxPageSize)
             errors["limit"] = [$"limit must be between 1 and {MaxPageSize}"];
@@ -188,40 +142,75 @@ public static class JobsApi
         if (errors.Count > 0 || filter is null || summary is null) return TypedResults.ValidationProblem(errors, title: "The list query is invalid");
 
         var (items, next) = await store.ListAsync(filter with { Tenant = tenant ?? caller.Scope }, limit ?? DefaultPageSize, cursor, summary.Value, ct);
-        var alive = await liveness.GetAsync(items.Select(j => j.Id).ToList(), ct);
-        var jobs = items.Select(j => JobDto.From(j).WithNodeAlive(alive)).ToList();
+        var jobs = await documents.ListItemsAsync(items, ct);
         return summary.Value
             ? TypedResults.Ok(new JobSummaryListDto(jobs.Select(JobSummaryDto.From).ToList(), next))
             : TypedResults.Ok(new JobListDto(jobs, next));
     }
 
-    public static async Task<Results<Ok<JobDto>, ProblemHttpResult>> GetAsync(string id, HttpContext http, JobDocuments documents, CancellationToken ct) =>
-        Guid.TryParse(id, out var jobId) && await documents.GetAsync(jobId, Caller.Of(http).Scope, ct) is { } job ? TypedResults.Ok(job) : NotFound(id);
+    /// <summary>A job by its id, or an array's child as <c>PARENT-ID:INDEX</c>.</summary>
+    public static async Task<Results<Ok<JobDto>, ProblemHttpResult>> GetAsync(string id, HttpContext http, JobStore store, JobDocuments documents, CancellationToken ct) =>
+        await FindAsync(id, Caller.Of(http).Scope, store, ct) is { } job ? TypedResults.Ok(await documents.DocumentAsync(job, ct)) : NotFound(id);
+
+    /// <summary>An array's children in index order: <c>?state=</c> filters, <c>nextCursor</c> pages.</summary>
+    public static async Task<Results<Ok<JobListDto>, ValidationProblem, ProblemHttpResult>> ChildrenAsync(
+        string id, HttpContext http, JobStore store, JobDocuments documents, string? state, int? limit, string? cursor, CancellationToken ct)
+    {
+        var errors = new Dictionary<string, string[]>();
+        if (state is not null && !JobState.IsKnown(state))
+            errors["state"] = [$"unknown state \"{state}\"; one of {string.Join(", ", JobState.All)}"];
+        if (limit is < 1 or > MaxPageSize)
+            errors["limit"] = [$"limit must be between 1 and {MaxPageSize}"];
+        var after = -1;
+        if (cursor is not null && !TryDecodeIndexCursor(cursor, out after))
+            errors["cursor"] = ["invalid cursor: pass the nextCursor of a previous page"];
+        if (errors.Count > 0) return TypedResults.ValidationProblem(errors);
+        // Children are their parent's tenant's: finding the parent within the caller's tenant scopes them.
+        var parent = await FindAsync(id, Caller.Of(http).Scope, store, ct);
+        if (parent is null) return NotFound(id);
+        if (!parent.IsArrayParent)
+            return TypedResults.Problem(statusCode: StatusCodes.Status404NotFound, title: "Not an array", detail: $"job {id} is not an array: it has no children");
+        var (items, next) = await store.ListChildrenAsync(parent.Id, state, limit ?? DefaultPageSize, after, ct);
+        return TypedResults.Ok(new JobListDto(await documents.ListItemsAsync(items, ct), next is { } n ? EncodeIndexCursor(n) : null));
+    }
+
+    private static string EncodeIndexCursor(int index) =>
+        Convert.ToBase64String(System.Text.Encoding.ASCII.GetBytes($"i:{index}")).TrimEnd('=').Replace('+', '-').Replace('/', '_');
+
+    private static bool TryDecodeIndexCursor(string cursor, out int index)
+    {
+        index = -1;
+        var s = cursor.Replace('-', '+').Replace('_', '/');
+        s = s.PadRight(s.Length + (4 - s.Length % 4) % 4, '=');
+        try
+        {
+            var text = System.Text.Encoding.ASCII.GetString(Convert.FromBase64String(s));
+            return text.StartsWith("i:", StringComparison.Ordinal) && int.TryParse(text.AsSpan(2), System.Globalization.CultureInfo.InvariantCulture, out index) && index >= 0;
+        }
+        catch (FormatException) { return false; }
+    }
 
     public static async Task<Results<Accepted<JobDto>, ProblemHttpResult>> CancelAsync(
-        string id, HttpContext http, JobStore store, JobNodeLiveness liveness, JobQueue queue, CancellationToken ct)
+        string id, HttpContext http, JobStore store, JobDocuments documents, JobQueue queue, CancellationToken ct)
     {
-        if (!Guid.TryParse(id, out var jobId)) return NotFound(id);
-        var (result, hangfireId) = await store.RequestCancelAsync(jobId, Caller.Of(http).Scope, ct);
-        switch (result)
+        var scope = Caller.Of(http).Scope;
+        var target = await FindAsync(id, scope, store, ct);
+        if (target is null) return NotFound(id);
+        // An array's parent takes its children with it; queued ones leave their queue, running ones are killed within a second.
+        var outcome = await queue.CancelAsync(target.Id, scope, ct);
+        switch (outcome.Result)
         {
             case JobStore.CancelResult.NotFound:
                 return NotFound(id);
             case JobStore.CancelResult.AlreadyFinal:
-                var final = await store.GetAsync(jobId, ct);
+                var final = await store.GetAsync(target.Id, ct);
                 return TypedResults.Problem(statusCode: StatusCodes.Status409Conflict, title: "The job has already ended",
-                    detail: $"job {id} is {final?.State}; only queued, starting or running jobs can be cancelled");
+                    detail: $"job {id} is {final?.State}; only waiting, queued, starting or running jobs can be cancelled");
         }
-        // Deleting the Hangfire job removes a queued one from its queue, and fires the cancellation
-        // token of a running one on whichever worker runs it (checked every CancellationCheckInterval).
-        if (hangfireId is not null) queue.Delete(hangfireId);
-        if (result == JobStore.CancelResult.CancelledWhileQueued)
-        {
-            var q = (await store.GetAsync(jobId, ct))!;
-            BatchRunnerMetrics.JobsFinished.WithLabels(q.Queue, JobState.Cancelled, FailureReason.Cancelled).Inc();
-        }
-        var job = await store.GetAsync(jobId, ct);
-        return TypedResults.Accepted($"/api/v1/jobs/{id}", JobDto.From(job!).WithNodeAlive(await liveness.GetAsync([jobId], ct)));
+        foreach (var (queueName, count) in outcome.CancelledNow)
+            BatchRunnerMetrics.JobsFinished.WithLabels(queueName, JobState.Cancelled, FailureReason.Cancelled).Inc(count);
+        var job = await store.GetAsync(target.Id, ct);
+        return TypedResults.Accepted($"/api/v1/jobs/{target.Id}", await documents.DocumentAsync(job!, ct));
     }
 
     /// <summary>
@@ -230,13 +219,20 @@ public static class JobsApi
     /// records which nodes owe a removal; this node removes its own files at once and asks the others to remove
     /// theirs. A node that cannot be reached removes them when it next sweeps (at start, then every
     /// Retention:SweepSeconds), so 204 means the job is gone and its files are going. Only a job of the caller's
-    /// tenant is found (another tenant's job is 404, as for every job endpoint).
+    /// tenant is found (another tenant's job is 404, as for every job endpoint). An array is deleted whole, its children
+    /// with its parent, once it has ended (409 while any child has not); a child alone is refused (409).
     /// </summary>
     public static async Task<Results<NoContent, ProblemHttpResult>> DeleteAsync(
         string id, HttpContext http, JobStore store, JobQueue queue, JobFiles files, NodeIdentity node, NodeClient nodes, ILogger<NodeClient> log, CancellationToken ct)
     {
-        if (!Guid.TryParse(id, out var jobId)) return NotFound(id);
-        var (result, deleted) = await store.DeleteFinishedAsync(jobId, Caller.Of(http).Scope, ct);
+        var scope = Caller.Of(http).Scope;
+        if (await FindAsync(id, scope, store, ct) is not { } target) return NotFound(id);
+        // A child is part of its array (its index, its counts): the array is deleted whole, once it has ended.
+        if (target.ParentId is { } parent)
+            return TypedResults.Problem(statusCode: StatusCodes.Status409Conflict, title: "The job is an array's child",
+                detail: $"job {id} is child {target.ArrayIndex} of array {parent}: delete the array (with all its children, once it has ended)");
+        var jobId = target.Id;
+        var (result, deleted) = await store.DeleteFinishedAsync(jobId, scope, ct);
         switch (result)
         {
             case JobStore.DeleteResult.NotFound:
@@ -246,11 +242,15 @@ public static class JobsApi
                 return TypedResults.Problem(statusCode: StatusCodes.Status409Conflict, title: "The job has not ended",
                     detail: $"job {id} is {state ?? "being deleted"}; only succeeded, failed or cancelled jobs can be deleted (cancel it first)");
         }
-        if (deleted!.HangfireJobId is { } hf) await queue.PurgeAsync(hf, CancellationToken.None);
-        foreach (var holder in deleted.Nodes)
+        // An array's parent comes with its children: each has its own message and files.
+        foreach (var gone in deleted)
         {
-            if (holder == node.Name) await files.RemoveOwedAsync(jobId, CancellationToken.None);
-            else await NodeFilesApi.ForwardRemovalAsync(nodes, holder, deleted.InputsNode == holder ? deleted.InputsUrl : null, jobId, log);
+            if (gone.HangfireJobId is { } hf) await queue.PurgeAsync(hf, CancellationToken.None);
+            foreach (var holder in gone.Nodes)
+            {
+                if (holder == node.Name) await files.RemoveOwedAsync(gone.Id, CancellationToken.None);
+                else await NodeFilesApi.ForwardRemovalAsync(nodes, holder, gone.InputsNode == holder ? gone.InputsUrl : null, gone.Id, log);
+            }
         }
         return TypedResults.NoContent();
     }
@@ -351,9 +351,17 @@ public static class JobsApi
     }
 
     /// <summary>The job, when it is one <paramref name="scope"/> may see: another tenant's job is not found (404, like a
-    /// job that does not exist: a 403 would tell that it does).</summary>
-    private static async Task<JobRecord?> FindAsync(string id, string? scope, JobStore store, CancellationToken ct) =>
-        Guid.TryParse(id, out var jobId) ? await store.GetAsync(jobId, scope, ct) : null;
+    /// job that does not exist: a 403 would tell that it does). <paramref name="id"/>: a job id, or an array's child as
+    /// <c>PARENT-ID:INDEX</c>.</summary>
+    private static async Task<JobRecord?> FindAsync(string id, string? scope, JobStore store, CancellationToken ct)
+    {
+        if (Guid.TryParse(id, out var jobId)) return await store.GetAsync(jobId, scope, ct);
+        var colon = id.LastIndexOf(':');
+        return colon > 0 && Guid.TryParse(id.AsSpan(0, colon), out var parent)
+               && int.TryParse(id.AsSpan(colon + 1), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var index)
+            ? await store.GetChildAsync(parent, index, scope, ct)
+            : null;
+    }
 
     private static ProblemHttpResult NotFound(string id) =>
         TypedResults.Problem(statusCode: StatusCodes.Status404NotFound, title: "Job not found", detail: $"no job with id \"{id}\"");

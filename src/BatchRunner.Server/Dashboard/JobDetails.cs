@@ -21,29 +21,39 @@ public static class JobDetails
 
     public static NonEscapedString Render(JobDetailsRendererDto dto)
     {
-        if (JobIdOf(dto) is not { } jobId) return new NonEscapedString("");
         var services = dto.Page.Context.GetHttpContext().RequestServices;
+        var store = services.GetRequiredService<JobStore>();
+        Guid? id = null;
         JobRecord? job;
+        string workflow;
         try
         {
-            // Renderers are synchronous; the lookup is one indexed query, bounded by a timeout.
+            // Renderers are synchronous; the lookups are a few indexed queries, bounded by a timeout.
             using var cts = new CancellationTokenSource(LookupTimeout);
-            job = services.GetRequiredService<JobStore>().GetAsync(jobId, cts.Token).GetAwaiter().GetResult();
+            id = JobIdOf(dto, store, cts.Token);
+            if (id is not { } jobId) return new NonEscapedString("");
+            job = store.GetAsync(jobId, cts.Token).GetAwaiter().GetResult();
+            workflow = job is null ? "" : WorkflowDetails.Html(job, store, dto.Page.Url, cts.Token);
         }
         catch (Exception e) when (DatabaseErrors.IsOutage(e) || e is OperationCanceledException or TimeoutException)
         {
-            return Block($"<div class=\"alert alert-warning\">BatchRunner job {H(jobId)}: the job database did not answer ({H(e.Message)}).</div>");
+            return Block($"<div class=\"alert alert-warning\">BatchRunner job {H(id)}: the job database did not answer ({H(e.Message)}).</div>");
         }
-        if (job is null) return Block($"<div class=\"alert alert-info\">BatchRunner job {H(jobId)} is not in the database (deleted?).</div>");
-        return Block(JobHtml(job, services.GetRequiredService<DataPaths>()));
+        if (job is null) return Block($"<div class=\"alert alert-info\">BatchRunner job {H(id)} is not in the database (deleted?).</div>");
+        return Block(JobHtml(job, services.GetRequiredService<DataPaths>(), workflow));
     }
 
-    /// <summary>IJobPerformer.RunAsync(Guid jobId, string displayName, ...): argument 0 is the BatchRunner job id. The
-    /// message names the interface, or (enqueued by an older version) the worker's class that implements it.</summary>
-    private static Guid? JobIdOf(JobDetailsRendererDto dto)
+    /// <summary>
+    /// The BatchRunner job a Hangfire job stands for. IJobPerformer.RunAsync(Guid jobId, string displayName, ...): argument 0
+    /// is the job id (the message names the interface, or, enqueued by an older version, the worker's class that implements
+    /// it). IScheduleRunner.RunAsync(Guid scheduleId, ...): a schedule's firing, whose run has this Hangfire job as its message.
+    /// </summary>
+    private static Guid? JobIdOf(JobDetailsRendererDto dto, JobStore store, CancellationToken ct)
     {
         var job = dto.JobDetails?.Job;
-        if (job is null || !typeof(IJobPerformer).IsAssignableFrom(job.Type) || job.Args.Count == 0) return null;
+        if (job is null || job.Args.Count == 0) return null;
+        if (typeof(IScheduleRunner).IsAssignableFrom(job.Type)) return store.ScheduledRunOfAsync(dto.JobId, ct).GetAwaiter().GetResult();
+        if (!typeof(IJobPerformer).IsAssignableFrom(job.Type)) return null;
         return job.Args[0] switch
         {
             Guid g => g,
@@ -54,14 +64,14 @@ public static class JobDetails
 
     private static NonEscapedString Block(string inner) => new($"<div class=\"batchrunner-job\">{inner}</div>");
 
-    internal static string JobHtml(JobRecord job, DataPaths paths)
+    internal static string JobHtml(JobRecord job, DataPaths paths, string workflowHtml = "")
     {
         var spec = job.Spec;
         var sb = new StringBuilder();
         sb.Append("<h3>BatchRunner job</h3><table class=\"table table-condensed\"><tbody>");
         Row(sb, "Id", H(job.Id));
         if (job.Name is not null) Row(sb, "Name", H(job.Name));
-        var state = $"<span class=\"label label-{StateStyle(job.State)}\">{H(job.State)}</span>";
+        var state = $"<span class=\"label label-{WorkflowDetails.StateStyle(job.State)}\">{H(job.State)}</span>";
         if (job.Reason is not null) state += $" {H(job.Reason)}";
         if (job.Message is not null) state += $": {H(job.Message)}";
         Row(sb, "State", state);
@@ -94,6 +104,9 @@ public static class JobDetails
             Row(sb, "Outputs", list.Append("</ul>").ToString());
         }
         sb.Append("</tbody></table>");
+        sb.Append(workflowHtml);
+        // An array's parent runs no container: no logs of its own.
+        if (job.IsArrayParent) return sb.ToString();
 
         foreach (var (stream, path) in new[] { ("stdout", paths.Stdout(job.Id)), ("stderr", paths.Stderr(job.Id)) })
         {
@@ -105,15 +118,6 @@ public static class JobDetails
         }
         return sb.ToString();
     }
-
-    private static string StateStyle(string state) => state switch
-    {
-        JobState.Succeeded => "success",
-        JobState.Failed => "danger",
-        JobState.Running or JobState.Starting => "primary",
-        JobState.Cancelled => "warning",
-        _ => "default",
-    };
 
     private static string Quote(string arg) =>
         arg.Length > 0 && arg.All(c => char.IsAsciiLetterOrDigit(c) || "-_./=:,@%+".Contains(c)) ? arg : "'" + arg.Replace("'", "'\\''") + "'";

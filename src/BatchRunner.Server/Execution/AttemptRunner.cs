@@ -6,7 +6,7 @@ using BatchRunner.Server.Storage;
 namespace BatchRunner.Server.Execution;
 
 /// <summary>
-/// Runs one attempt through its phases: inputs → image → disk → root filesystem → container → outputs. Each phase owns one
+/// Runs one attempt through its phases: inputs → inputsFrom → image → disk → root filesystem → container → outputs. Each phase owns one
 /// resource; the runner starts them in order, stops at the first that ends the attempt, and releases every
 /// phase it started in reverse order, whatever happened. Then <see cref="Outcomes.Decide"/> says how the attempt
 /// ends; recording that is the executor's job.
@@ -20,12 +20,12 @@ public sealed partial class AttemptRunner
     private readonly TimeProvider _time;
     private readonly ILogger<AttemptRunner> _log;
 
-    public AttemptRunner(InputsPhase inputs, ImagePhase image, DiskPhase disk, RootfsPhase rootfs, ContainerPhase container, OutputsPhase outputs,
+    public AttemptRunner(InputsPhase inputs, InputsFromPhase inputsFrom, ImagePhase image, DiskPhase disk, RootfsPhase rootfs, ContainerPhase container, OutputsPhase outputs,
         IAttemptStore store, DataPaths paths, NodeIdentity node, TimeProvider time, ILogger<AttemptRunner> log)
     {
-        // The order of an attempt. A new phase (a dependency's outputs) is one more entry here.
-        // Inputs first: a job whose inputs cannot be had fails before a long pull.
-        _phases = [inputs, image, disk, rootfs, container, outputs];
+        // The order of an attempt. A new phase is one more entry here. Inputs first: a job whose inputs (its own, or a
+        // dependency's outputs) cannot be had fails before a long pull.
+        _phases = [inputs, inputsFrom, image, disk, rootfs, container, outputs];
         _store = store;
         _paths = paths;
         _node = node;

@@ -15,8 +15,9 @@ public static class ContainerSpecs
 
     /// <param name="inputsDir">The job's uploaded inputs, mounted read-only at /inputs when the directory exists.</param>
     /// <param name="datasets">The worker's datasets (name → host dir); a volume naming another one is an <see cref="ArgumentException"/>.</param>
+    /// <param name="extraEnv">Set by BatchRunner over the job's own env (<see cref="BatchRunnerEnv"/>).</param>
     public static ContainerSpec For(string containerId, JobSpec spec, ImageConfig image, string rootfs, string outputsDir,
-        string? inputsDir = null, IReadOnlyDictionary<string, string>? datasets = null)
+        string? inputsDir = null, IReadOnlyDictionary<string, string>? datasets = null, IReadOnlyDictionary<string, string>? extraEnv = null)
     {
         var args = Args(spec, image);
         var user = UserResolver.Resolve(rootfs, spec.User ?? image.User);
@@ -25,7 +26,7 @@ public static class ContainerSpecs
             Id = containerId,
             RootfsPath = rootfs,
             Args = args,
-            Env = Env(spec, image),
+            Env = Env(spec, image, extraEnv),
             Cwd = spec.WorkingDir ?? (string.IsNullOrEmpty(image.WorkingDir) ? "/" : image.WorkingDir),
             Uid = user.Uid,
             Gid = user.Gid,
@@ -77,7 +78,25 @@ public static class ContainerSpecs
         return args;
     }
 
-    public static IReadOnlyList<string> Env(JobSpec spec, ImageConfig image)
+    public const string ArrayIndexVariable = "BATCHRUNNER_ARRAY_INDEX";
+    public const string ArraySizeVariable = "BATCHRUNNER_ARRAY_SIZE";
+    public const string AttemptVariable = "BATCHRUNNER_ATTEMPT";
+
+    /// <summary>What BatchRunner tells every job about itself: <c>BATCHRUNNER_ATTEMPT</c> (1 for the first run, 2 for its
+    /// first retry, ...; nothing else carries over between attempts: each has a disk of its own), and an array child's
+    /// <c>BATCHRUNNER_ARRAY_INDEX</c> (0..size-1) and <c>BATCHRUNNER_ARRAY_SIZE</c>.</summary>
+    public static IReadOnlyDictionary<string, string> BatchRunnerEnv(int attempt, int? index, ArraySpec? array)
+    {
+        var env = new Dictionary<string, string> { [AttemptVariable] = attempt.ToString(System.Globalization.CultureInfo.InvariantCulture) };
+        if (index is { } i && array is { } a)
+        {
+            env[ArrayIndexVariable] = i.ToString(System.Globalization.CultureInfo.InvariantCulture);
+            env[ArraySizeVariable] = a.Size.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        }
+        return env;
+    }
+
+    public static IReadOnlyList<string> Env(JobSpec spec, ImageConfig image, IReadOnlyDictionary<string, string>? extraEnv = null)
     {
         var env = new Dictionary<string, string>(StringComparer.Ordinal);
         foreach (var kv in image.Env)
@@ -88,6 +107,8 @@ public static class ContainerSpecs
         env.TryAdd("PATH", DefaultPath);
         foreach (var (k, v) in spec.Env) env[k] = v;
         foreach (var (k, v) in spec.SecretEnv) env[k] = v;
+        // BatchRunner's own variables (attempt, an array child's index and size) last: a job cannot give itself another index.
+        foreach (var (k, v) in extraEnv ?? new Dictionary<string, string>()) env[k] = v;
         env.TryAdd("HOME", "/");
         return env.Select(kv => $"{kv.Key}={kv.Value}").ToList();
     }

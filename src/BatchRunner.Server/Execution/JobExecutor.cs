@@ -22,12 +22,17 @@ namespace BatchRunner.Server.Execution;
 /// starts only when the previous one's node instance is dead, so a duplicate delivery runs nothing.
 /// How an attempt leaves this method:
 /// <list type="bullet">
-/// <item>returns: the job reached a final state (<see cref="AttemptEnd.Finished"/>, recorded unless a newer attempt
-/// or a final state exists), or there was nothing to run (final, cancelled, running on a live node, or already
-/// running in this process);</item>
+/// <item>returns: the job succeeded (<see cref="AttemptEnd.Finished"/>, recorded unless a newer attempt or a final state
+/// exists), or it had already succeeded;</item>
+/// <item><see cref="JobFailedException"/>: the job failed (recorded, or already so): Hangfire's Failed, with its reason and
+/// message (Hangfire's own retry is off for these jobs);</item>
+/// <item><see cref="JobStateException"/>: the job was cancelled, waits for dependencies, or is an array's parent: its Hangfire
+/// message goes to the state that says so (<see cref="HangfireStateMirror"/>), never Succeeded;</item>
 /// <item><see cref="JobRescheduleException"/>: this node cannot run it now (can never fit it, is full, the queue
-/// is at its limit, the tenant at its maxRunning quota: the job's message says which, in words), it failed and will be retried after a back-off (<see cref="AttemptEnd.Retry"/>), or this node
-/// is fenced (<see cref="AttemptEnd.Fenced"/>: nothing recorded; the next attempt closes this one as node_lost);</item>
+/// is at its limit, the tenant at its maxRunning quota: the job's message says which, in words), it failed and will be
+/// retried after a back-off (<see cref="AttemptEnd.Retry"/>), this node is fenced (<see cref="AttemptEnd.Fenced"/>:
+/// nothing recorded; the next attempt closes this one as node_lost), or the job runs on another live node or already in
+/// this process (a duplicate delivery looks again later);</item>
 /// <item><see cref="OperationCanceledException"/>: this worker is shutting down; the job was requeued
 /// (<see cref="AttemptEnd.Requeue"/>);</item>
 /// <item>a database outage (<see cref="DatabaseErrors.IsOutage"/>) that outlasted <see cref="Durably"/>'s retries:
@@ -61,7 +66,7 @@ public sealed partial class JobExecutor(
         if (!_active.TryAdd(jobId, 0))
         {
             LogAlreadyRunningHere(log, jobId);
-            return;
+            throw new JobRescheduleException("an attempt of this job runs in this process; this delivery looks again later", HangfireStateMirror.RunningElsewhereDelay);
         }
         try { await ExecuteOnceAsync(jobId, hangfireToken, turn); }
         finally { _active.TryRemove(jobId, out _); }
@@ -70,9 +75,15 @@ public sealed partial class JobExecutor(
     private async Task ExecuteOnceAsync(Guid jobId, CancellationToken hangfireToken, FetchTurn? turn)
     {
         var job = await Durably.RunAsync(c => store.GetAsync(jobId, c));
-        if (job is null || JobState.IsFinal(job.State) || job.CancelRequested)
+        if (job is null)
         {
             LogNothingToRun(log, jobId);
+            return;
+        }
+        if (JobState.IsFinal(job.State) || job.CancelRequested || job.State == JobState.Waiting || job.IsArrayParent)
+        {
+            LogNothingToRun(log, jobId);
+            await EndAsync(job, redelivered: JobState.IsFinal(job.State));
             return;
         }
         using var scope = log.BeginScope(new Dictionary<string, object> { ["JobId"] = jobId });
@@ -94,6 +105,7 @@ public sealed partial class JobExecutor(
                     throw new JobRescheduleException(why, QueueFullDelay);
                 case AttemptStart.NothingToRun:
                     LogNothingToRun(log, jobId);
+                    await EndAsync(await Durably.RunAsync(c => store.GetAsync(jobId, c)) ?? job, redelivered: false);
                     return;
                 case AttemptStart.Started start:
                     if (start.Attempt == 1)
@@ -177,18 +189,27 @@ public sealed partial class JobExecutor(
         }
     }
 
+    /// <summary>Records the end, then ends this delivery as the job's record now says (ours, or a newer one's when stale).</summary>
     private async Task FinishAsync(JobRecord job, int attempt, JobOutcome outcome)
     {
         if (await Durably.RunAsync(c => store.FinishAsync(job.Id, attempt, outcome, c)))
         {
             BatchRunnerMetrics.JobsFinished.WithLabels(job.Queue, outcome.State, outcome.Reason ?? BatchRunnerMetrics.NoReason).Inc();
             LogFinished(log, job.Id, attempt, outcome.State, outcome.Reason ?? "", outcome.Message ?? "");
+            await EndAsync(job with { State = outcome.State, Reason = outcome.Reason, Message = outcome.Message }, redelivered: false);
+            return;
         }
-        else
-        {
-            LogStale(log, job.Id, attempt);
-        }
+        LogStale(log, job.Id, attempt);
+        await EndAsync(await Durably.RunAsync(c => store.GetAsync(job.Id, c)) ?? job, redelivered: false);
     }
+
+    /// <summary>Ends this delivery in the Hangfire state the job's record calls for (<see cref="HangfireStateMirror"/>).</summary>
+    private Task EndAsync(JobRecord job, bool redelivered) =>
+        HangfireStateMirror.EndAsync(job, async () =>
+        {
+            var links = await Durably.RunAsync(c => store.DependencyLinksAsync(job.Id, dependents: false, c));
+            return links.FirstOrDefault(l => l.HangfireJobId is not null)?.HangfireJobId ?? links.FirstOrDefault()?.Job.ToString() ?? job.Id.ToString();
+        }, redelivered);
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "Job {JobId}: why it waits was not recorded: {Error}")]
     private static partial void LogWaitReasonLost(ILogger log, Guid jobId, string error);
@@ -196,7 +217,7 @@ public sealed partial class JobExecutor(
     [LoggerMessage(Level = LogLevel.Information, Message = "Job {JobId}: attempt {Attempt} started on {Node}")]
     private static partial void LogAttemptStarted(ILogger log, Guid jobId, int attempt, string node);
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "Job {JobId}: nothing to run (final, cancelled, or running on a live node)")]
+    [LoggerMessage(Level = LogLevel.Information, Message = "Job {JobId}: nothing to run (ended, cancelled, waiting, an array's parent, or running on a live node)")]
     private static partial void LogNothingToRun(ILogger log, Guid jobId);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Job {JobId}: delivered again while an attempt of it runs in this process; leaving that one alone")]

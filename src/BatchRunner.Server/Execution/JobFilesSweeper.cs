@@ -42,7 +42,7 @@ public sealed partial class JobFilesSweeper(JobStore store, JobQueue queue, JobF
                 foreach (var job in expired)
                     if (job.HangfireJobId is { } hf) await queue.PurgeAsync(hf, ct);
                 if (expired.Count > 0) LogExpired(log, expired.Count, age.TotalHours);
-            } while (expired.Count == Batch);
+            } while (expired.Count >= Batch); // (arrays' children come with their parents: a full batch may be more)
         }
         await files.RemoveAllOwedAsync(Batch, ct);
         await files.RemoveOrphanInputsAsync(OrphanInputsAge, ct);

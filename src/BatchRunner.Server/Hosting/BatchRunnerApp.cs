@@ -127,7 +127,10 @@ public static partial class BatchRunnerApp
             // Process-wide: forwards to a live host's loggers (see HangfireLogging).
             .UseLogProvider(HangfireLogging.Provider)
             // Jobs a node cannot run now, and retries with back-off, go back to the queue or the schedule.
-            .UseFilter(RescheduleFilter.Instance));
+            .UseFilter(RescheduleFilter.Instance)
+            // Jobs that failed, were cancelled, wait for dependencies or are arrays go to the Hangfire state that says so.
+            .UseFilter(HangfireStateMirrorFilter.Instance));
+        HangfireSetup.LeaveContinuationsToBatchRunner();
 
         services.AddSingleton<LiveNodes>();
         services.AddSingleton<IClusterAllocation>(sp => sp.GetRequiredService<LiveNodes>());
@@ -138,6 +141,9 @@ public static partial class BatchRunnerApp
         services.AddSingleton<ClusterToken>();
         services.AddSingleton<NodeClient>();
         services.AddHttpClient(Api.NodeFilesApi.HttpClientName, c => c.Timeout = Timeout.InfiniteTimeSpan);
+        services.AddSingleton<INodeFiles, NodeFilesClient>();
+        // Dependencies, arrays and schedules move on from every node (API and worker alike).
+        services.AddHostedService<Workflows.WorkflowSweeper>();
 
         // The image cache of this node; the images API (import, list, delete) works on it too.
         services.AddSingleton(sp => Components.CreateImageStore(options, paths, sp));
@@ -151,6 +157,7 @@ public static partial class BatchRunnerApp
             // The attempt's phases, in AttemptRunner's order; each owns one resource of an attempt.
             services.AddSingleton<IInputsSource, InputsSource>();
             services.AddSingleton<Execution.Phases.InputsPhase>();
+            services.AddSingleton<Execution.Phases.InputsFromPhase>();
             services.AddSingleton<Execution.Phases.ImagePhase>();
             if (options.Disk.Enforce)
                 services.AddSingleton<IDiskVolumes>(sp => new LoopDiskVolumes(new LoopDiskOptions(), sp.GetRequiredService<ILogger<LoopDiskVolumes>>()));
@@ -167,6 +174,8 @@ public static partial class BatchRunnerApp
             // New messages name IJobPerformer; messages enqueued by older versions name JobPerformer itself.
             services.AddTransient<JobPerformer>();
             services.AddTransient<IJobPerformer>(sp => sp.GetRequiredService<JobPerformer>());
+            // A schedule's firing: one run, which this worker then runs.
+            services.AddTransient<IScheduleRunner, ScheduledRunPerformer>();
             services.AddSingleton(gpus!);
             services.AddSingleton(sp => new Gpus.GpuMetricsPublisher(options.NodeName, gpus!.Gpus));
             services.AddSingleton(sp => new Gpus.GpuMonitor(gpuMetrics, sp.GetRequiredService<Gpus.GpuMetricsPublisher>(), TimeSpan.FromSeconds(Math.Max(1, options.Gpus.SampleSeconds)),
@@ -226,6 +235,7 @@ public static partial class BatchRunnerApp
         {
             app.MapOpenApi();
             app.MapJobsApiV1();
+            app.MapSchedulesApiV1();
             app.MapNodesApiV1();
             app.MapImagesApiV1();
             app.MapApiKeysApiV1();

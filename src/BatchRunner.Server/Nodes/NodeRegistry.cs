@@ -127,20 +127,22 @@ public sealed partial class NodeRegistry(
             }
             else
             {
-                await jobs.FailLostAsync(lost.JobId, lost.Attempt, $"node {lost.Node} was lost {lostCount} times; no retries left", ct);
-                if (lost.HangfireJobId is not null) queue.Delete(lost.HangfireJobId);
+                var message = $"node {lost.Node} was lost {lostCount} times; no retries left";
+                if (await jobs.FailLostAsync(lost.JobId, lost.Attempt, message, ct) && lost.HangfireJobId is not null)
+                    queue.Fail(lost.HangfireJobId, FailureReason.NodeLost, message);
                 LogFailedLost(log, lost.JobId, lost.Attempt, lost.Node);
             }
         }
     }
 
-    /// <summary>A job accepted by an API that died before creating its Hangfire message is enqueued here.</summary>
+    /// <summary>A job accepted by an API (or given a slot of its array) by a process that died before creating its Hangfire
+    /// message gets it here, in the state its row calls for (an array's undispatched children are not stranded).</summary>
     private async Task RescueStrandedAsync(CancellationToken ct)
     {
-        foreach (var (id, queueName, name, tenant) in await nodes.StrandedQueuedJobsAsync(TimeSpan.FromSeconds(30), ct))
+        foreach (var stranded in await nodes.StrandedJobsAsync(TimeSpan.FromSeconds(30), ct))
         {
-            await queue.EnqueueAsync(id, name, queueName, tenant, ct);
-            LogRescued(log, id);
+            await queue.CreateForAsync(stranded, ct);
+            LogRescued(log, stranded.Id);
         }
     }
 

@@ -45,7 +45,15 @@ public sealed partial class QueueReconciler(JobStore store, JobQueue queue, IOpt
     {
         foreach (var orphan in await store.FindOrphanedQueuedAsync(grace, BatchSize, ct))
         {
-            if (orphan.DeletedInHangfire)
+            if (orphan.DeletedInHangfire && orphan.IsArrayParent)
+            {
+                // The array is cancelled as through the API: its children with it.
+                var outcome = await queue.CancelAsync(orphan.Id, tenant: null, ct);
+                foreach (var (queueName, count) in outcome.CancelledNow)
+                    BatchRunnerMetrics.JobsFinished.WithLabels(queueName, JobState.Cancelled, FailureReason.Cancelled).Inc(count);
+                LogCancelled(log, orphan.Id, orphan.HangfireJobId);
+            }
+            else if (orphan.DeletedInHangfire)
             {
                 if (!await store.CancelOrphanAsync(orphan.Id, orphan.HangfireJobId, DeletedMessage, ct)) continue;
                 BatchRunnerMetrics.JobsFinished.WithLabels(orphan.Queue, JobState.Cancelled, FailureReason.Cancelled).Inc();

@@ -37,6 +37,12 @@ public static class BatchRunnerMetrics
         "same database-wide counts: aggregate with max, not sum.",
         "state", "queue");
 
+    public static readonly Gauge ArrayChildren = Metrics.CreateGauge(
+        "batchrunner_array_children",
+        "Children of each array job by state, read at scrape time (cached for 2 s), for arrays not ended and those ended in the " +
+        "last 15 minutes (at most 100, newest first). Database-wide, like batchrunner_jobs: aggregate with max.",
+        "job_id", "job_name", "state");
+
     public static readonly Gauge JobsRunning = Metrics.CreateGauge(
         "batchrunner_jobs_running", "Jobs whose container is running on this worker process.");
 

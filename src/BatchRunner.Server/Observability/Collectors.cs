@@ -30,6 +30,29 @@ internal sealed class JobCountsCollector(JobStore jobs, IReadOnlyList<string> co
 }
 
 /// <summary>
+/// <c>batchrunner_array_children{job_id,job_name,state}</c>: the progress of recent arrays (<see cref="JobStore.ArrayProgressAsync"/>),
+/// every state present for each array (0 when none), at most every 2 s.
+/// </summary>
+internal sealed class ArrayProgressCollector(JobStore jobs)
+{
+    private readonly CachedValue<Dictionary<LabelKey, double>> _progress = new(TimeSpan.FromSeconds(2), ct => ReadAsync(jobs, ct));
+
+    public async Task<Dictionary<LabelKey, double>> SnapshotAsync(CancellationToken ct) => (await _progress.GetAsync(ct)).Value!;
+
+    private static async Task<Dictionary<LabelKey, double>> ReadAsync(JobStore jobs, CancellationToken ct)
+    {
+        var result = new Dictionary<LabelKey, double>();
+        foreach (var (id, name, state, count) in await jobs.ArrayProgressAsync(ct))
+        {
+            var job = id.ToString();
+            foreach (var s in JobState.All) result.TryAdd(new LabelKey(job, name, s), 0);
+            result[new LabelKey(job, name, state)] = count;
+        }
+        return result;
+    }
+}
+
+/// <summary>
 /// Hangfire's view of the queue: <c>batchrunner_hangfire_queue_length{queue}</c>, <c>batchrunner_hangfire_servers</c>
 /// and <c>batchrunner_hangfire_workers</c>, from the storage's monitoring API, at most every 5 s.
 /// </summary>
@@ -59,14 +82,15 @@ internal sealed class HangfireCollector(JobStorage storage, IReadOnlyList<string
 internal static class StorageGauges
 {
     private static readonly Lock Gate = new();
-    private static readonly List<(JobCountsCollector Jobs, HangfireCollector Hangfire)> Sources = [];
+    private static readonly List<(JobCountsCollector Jobs, HangfireCollector Hangfire, ArrayProgressCollector Arrays)> Sources = [];
     private static readonly GaugeFamilyPublisher JobsPublisher = new(BatchRunnerMetrics.Jobs);
+    private static readonly GaugeFamilyPublisher ArraysPublisher = new(BatchRunnerMetrics.ArrayChildren);
     private static readonly GaugeFamilyPublisher QueuePublisher = new(BatchRunnerMetrics.HangfireQueueLength);
     private static IDisposable? _jobsHook, _hangfireHook;
 
-    public static IDisposable Add(JobCountsCollector jobs, HangfireCollector hangfire, ILogger log)
+    public static IDisposable Add(JobCountsCollector jobs, HangfireCollector hangfire, ArrayProgressCollector arrays, ILogger log)
     {
-        var source = (jobs, hangfire);
+        var source = (jobs, hangfire, arrays);
         lock (Gate)
         {
             Sources.Add(source);
@@ -76,7 +100,7 @@ internal static class StorageGauges
         return new Removal(source);
     }
 
-    private static (JobCountsCollector Jobs, HangfireCollector Hangfire)[] Snapshot()
+    private static (JobCountsCollector Jobs, HangfireCollector Hangfire, ArrayProgressCollector Arrays)[] Snapshot()
     {
         lock (Gate) return [.. Sources];
     }
@@ -85,6 +109,8 @@ internal static class StorageGauges
     {
         var parts = await Task.WhenAll(Snapshot().Select(s => s.Jobs.SnapshotAsync(ct)));
         JobsPublisher.Publish(Sum(parts));
+        var arrays = await Task.WhenAll(Snapshot().Select(s => s.Arrays.SnapshotAsync(ct)));
+        ArraysPublisher.Publish(Sum(arrays));
     }
 
     private static async Task CollectHangfireAsync(CancellationToken ct)
@@ -103,7 +129,7 @@ internal static class StorageGauges
         return sum;
     }
 
-    private sealed class Removal((JobCountsCollector, HangfireCollector) source) : IDisposable
+    private sealed class Removal((JobCountsCollector, HangfireCollector, ArrayProgressCollector) source) : IDisposable
     {
         public void Dispose()
         {
@@ -114,6 +140,7 @@ internal static class StorageGauges
                 _hangfireHook?.Dispose();
                 _jobsHook = _hangfireHook = null;
                 JobsPublisher.Clear();
+                ArraysPublisher.Clear();
                 QueuePublisher.Clear();
             }
         }

@@ -38,7 +38,7 @@ public static class ObservabilityServices
             var queues = options.Queues.Distinct(StringComparer.Ordinal).ToArray();
             var jobs = new JobCountsCollector(sp.GetRequiredService<JobStore>(), queues);
             var hangfire = new HangfireCollector(sp.GetRequiredService<JobStorage>(), queues);
-            _hooks.Add(StorageGauges.Add(jobs, hangfire, log));
+            _hooks.Add(StorageGauges.Add(jobs, hangfire, new ArrayProgressCollector(sp.GetRequiredService<JobStore>()), log));
             if (sp.GetService<EmbeddedPostgres>() is { } embedded)
             {
                 EmbeddedPostgresMetrics.Publish(embedded.Status); // the restart counter exists from the start, at 0

@@ -34,6 +34,12 @@ public interface IAttemptStore
     /// <summary>The attempt's final outcome (and outputs); false when the attempt was stale.</summary>
     Task<bool> FinishAsync(Guid id, int attempt, JobOutcome outcome, CancellationToken ct);
 
+    /// <summary>See <see cref="JobStore.DependencyLinksAsync"/> (the executor names a waiting job's first dependency to Hangfire).</summary>
+    Task<IReadOnlyList<JobStore.DependencyLink>> DependencyLinksAsync(Guid id, bool dependents, CancellationToken ct);
+
+    /// <summary>What <paramref name="producer"/> left in /outputs (each child's, for an array): what a job's <c>inputsFrom</c> mounts.</summary>
+    Task<IReadOnlyList<ProducedOutputs>> GetProducedOutputsAsync(Guid producer, CancellationToken ct);
+
     /// <summary>The worker is shutting down under the attempt: the job goes back to queued, the attempt is closed.</summary>
     Task RequeueAsync(Guid id, int attempt, string message, CancellationToken ct);
 }

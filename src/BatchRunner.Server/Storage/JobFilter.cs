@@ -18,6 +18,8 @@ public sealed record JobFilter
     /// <summary>Created before.</summary>
     public DateTimeOffset? Until { get; init; }
     public string? Queue { get; init; }
+    /// <summary>Only the runs of this schedule.</summary>
+    public Guid? Schedule { get; init; }
     /// <summary>Only this tenant's jobs; null: every tenant's (an admin's listing).</summary>
     public string? Tenant { get; init; }
 }

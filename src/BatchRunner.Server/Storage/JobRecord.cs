@@ -35,6 +35,34 @@ public sealed record JobRecord
     public InputsTar? InputsTar { get; init; }
     /// <summary>The job this one reruns (POST /api/v1/jobs/{id}/rerun).</summary>
     public Guid? RerunOf { get; init; }
+    /// <summary>An array's child: its parent's id and its index (0..size-1).</summary>
+    public Guid? ParentId { get; init; }
+    public int? ArrayIndex { get; init; }
+    /// <summary>The schedule that submitted this job, if any.</summary>
+    public Guid? ScheduleId { get; init; }
+
+    /// <summary>An array's parent: it runs no container, its children do.</summary>
+    public bool IsArrayParent => ParentId is null && Spec.Array is not null;
+
+    /// <summary>
+    /// A new job made from <paramref name="spec"/>: waiting when it has dependencies (the workflow sweeper queues it once
+    /// they hold, at once when they already do), queued otherwise.
+    /// </summary>
+    public static JobRecord New(JobSpec spec, Guid? scheduleId = null) => new()
+    {
+        Id = Guid.CreateVersion7(),
+        Name = spec.Name,
+        Image = spec.Image,
+        Queue = spec.Queue,
+        Spec = spec,
+        State = spec.DependsOn.Count > 0 ? JobState.Waiting : JobState.Queued,
+        Message = spec.DependsOn.Count > 0 ? $"waiting for {spec.DependsOn.Count} dependenc{(spec.DependsOn.Count == 1 ? "y" : "ies")}" : null,
+        CreatedAt = DateTimeOffset.UtcNow,
+        ScheduleId = scheduleId,
+    };
+
+    /// <summary>The name Hangfire shows: a child's carries its index.</summary>
+    public string DisplayName => (Name ?? Image) + (ArrayIndex is { } i ? $" [{i}]" : "");
     /// <summary>The tenant that owns the job: only its keys (and admins) see it.</summary>
     public string Tenant { get; init; } = DefaultTenant;
     /// <summary>Id of the key that submitted it ("bootstrap" for the configured key; null for jobs from before keys).</summary>

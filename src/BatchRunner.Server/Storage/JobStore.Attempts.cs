@@ -25,7 +25,8 @@ public sealed partial class JobStore
             lk.Parameters.AddWithValue("q", queue);
             await lk.ExecuteNonQueryAsync(ct);
             await using var count = new NpgsqlCommand(
-                "select count(*) from batchrunner.jobs where queue = @q and state in ('starting', 'running') and id <> @id", conn, tx);
+                // An array's parent runs no container (its children are counted): not a running job of the queue.
+                "select count(*) from batchrunner.jobs where queue = @q and state in ('starting', 'running') and array_size is null and id <> @id", conn, tx);
             count.Parameters.AddWithValue("q", queue);
             count.Parameters.AddWithValue("id", id);
             if ((long)(await count.ExecuteScalarAsync(ct))! >= limit) return new AttemptStart.QueueFull(limit);
@@ -115,7 +116,7 @@ public sealed partial class JobStore
             await lk.ExecuteNonQueryAsync(ct);
         }
         await using var sum = new NpgsqlCommand(
-            $"select {ResourceSums} from batchrunner.jobs j where j.tenant = @t and j.state in {TenantStore.RunningStates} and j.id <> @id", conn, tx);
+            $"select {ResourceSums} from batchrunner.jobs j where j.tenant = @t and j.state in {TenantStore.RunningStates} and {TenantStore.RunsContainer} and j.id <> @id", conn, tx);
         sum.Parameters.AddWithValue("t", tenant);
         sum.Parameters.AddWithValue("id", id);
         await using var r = await sum.ExecuteReaderAsync(ct);
@@ -173,7 +174,9 @@ public sealed partial class JobStore
         cmd.Parameters.AddWithValue("id", id);
         cmd.Parameters.AddWithValue("a", attempt);
         cmd.Parameters.AddWithValue("m", message);
-        return await cmd.ExecuteNonQueryAsync(ct) == 1;
+        if (await cmd.ExecuteNonQueryAsync(ct) != 1) return false;
+        signal?.Pulse();
+        return true;
     }
 
     public sealed record AttemptRecord(int Attempt, string Node, string State, string? Reason, string? Message, int? ExitCode,
@@ -215,17 +218,27 @@ public sealed partial class JobStore
         await cmd.ExecuteNonQueryAsync(ct);
     }
 
-    /// <summary>starting → running. False when the attempt was fenced off or the job cancelled meanwhile.</summary>
+    /// <summary>starting → running (and the job's array, if it was queued, with it). False when the attempt was fenced
+    /// off or the job cancelled meanwhile.</summary>
     public async Task<bool> MarkRunningAsync(Guid id, int attempt, DateTimeOffset startedAt, CancellationToken ct)
     {
+        // Data-modifying CTEs all run, referenced or not; the attempt and the parent follow only when the job moved.
         await using var cmd = db.CreateCommand("""
-            update batchrunner.jobs set state = 'running', started_at = @t where id = @id and attempt = @a and state = 'starting';
-            update batchrunner.attempts set state = 'running', started_at = @t where job_id = @id and attempt = @a;
+            with j as (
+                update batchrunner.jobs set state = 'running', started_at = @t
+                 where id = @id and attempt = @a and state = 'starting' returning parent_id),
+            a as (
+                update batchrunner.attempts set state = 'running', started_at = @t
+                 where job_id = @id and attempt = @a and exists (select 1 from j)),
+            p as (
+                update batchrunner.jobs set state = 'running', started_at = coalesce(started_at, @t)
+                 where id = (select parent_id from j) and state = 'queued')
+            select count(*) from j
             """);
         cmd.Parameters.AddWithValue("id", id);
         cmd.Parameters.AddWithValue("a", attempt);
         cmd.Parameters.AddWithValue("t", startedAt);
-        return await cmd.ExecuteNonQueryAsync(ct) > 1;
+        return (long)(await cmd.ExecuteScalarAsync(ct))! == 1;
     }
 
     /// <summary>
@@ -282,6 +295,8 @@ public sealed partial class JobStore
             await InsertFilesAsync(conn, tx, "outputs", id, o.Outputs, ct);
         }
         await tx.CommitAsync(ct);
+        // An array or a dependent may move now.
+        signal?.Pulse();
         return true;
     }
 

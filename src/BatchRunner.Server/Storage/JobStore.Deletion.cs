@@ -20,8 +20,10 @@ public sealed partial class JobStore
     public enum DeleteResult { NotFound, NotFinished, Deleted }
 
     /// <summary>Deletes the job's record if it is finished (succeeded, failed, cancelled) and belongs to tenant
-    /// <paramref name="tenant"/> (null: any tenant; another tenant's job is <see cref="DeleteResult.NotFound"/>).</summary>
-    public async Task<(DeleteResult Result, DeletedJob? Job)> DeleteFinishedAsync(Guid id, string? tenant, CancellationToken ct)
+    /// <paramref name="tenant"/> (null: any tenant; another tenant's job is <see cref="DeleteResult.NotFound"/>). An
+    /// array's parent takes its children with it (they have all ended once it has: it is not finished while one runs);
+    /// the jobs deleted are the parent first, then its children.</summary>
+    public async Task<(DeleteResult Result, IReadOnlyList<DeletedJob> Jobs)> DeleteFinishedAsync(Guid id, string? tenant, CancellationToken ct)
     {
         // Waits for a concurrent writer of the row (a cancel, the attempt's last write) rather than skipping it.
         var deleted = await DeleteWhereAsync("j.id = @id and (@t::text is null or j.tenant = @t) for update", c =>
@@ -29,19 +31,20 @@ public sealed partial class JobStore
             c.Parameters.AddWithValue("id", id);
             c.Parameters.Add(new NpgsqlParameter("t", NpgsqlTypes.NpgsqlDbType.Text) { Value = (object?)tenant ?? DBNull.Value });
         }, ct);
-        if (deleted.Count == 1) return (DeleteResult.Deleted, deleted[0]);
+        if (deleted.Count >= 1) return (DeleteResult.Deleted, deleted);
         await using var exists = db.CreateCommand("select 1 from batchrunner.jobs where id = @id and (@t::text is null or tenant = @t)");
         exists.Parameters.AddWithValue("id", id);
         exists.Parameters.Add(new NpgsqlParameter("t", NpgsqlTypes.NpgsqlDbType.Text) { Value = (object?)tenant ?? DBNull.Value });
-        return (await exists.ExecuteScalarAsync(ct) is null ? DeleteResult.NotFound : DeleteResult.NotFinished, null);
+        return (await exists.ExecuteScalarAsync(ct) is null ? DeleteResult.NotFound : DeleteResult.NotFinished, []);
     }
 
     /// <summary>
-    /// Deletes up to <paramref name="limit"/> jobs that finished more than <paramref name="age"/> ago, oldest first.
+    /// Deletes up to <paramref name="limit"/> top-level jobs that finished more than <paramref name="age"/> ago, oldest
+    /// first, an array's children with their parent (never alone: the array would lose part of what it reports).
     /// Safe on every node at once: a job being deleted by one caller is skipped by the others.
     /// </summary>
     public Task<IReadOnlyList<DeletedJob>> DeleteFinishedBeforeAsync(TimeSpan age, int limit, CancellationToken ct) =>
-        DeleteWhereAsync("j.finished_at < now() - @age order by j.finished_at limit @limit for update skip locked", c =>
+        DeleteWhereAsync("j.parent_id is null and j.finished_at < now() - @age order by j.finished_at limit @limit for update skip locked", c =>
         {
             c.Parameters.AddWithValue("age", age);
             c.Parameters.AddWithValue("limit", limit);
@@ -53,9 +56,14 @@ public sealed partial class JobStore
         // One statement: every part sees the rows as they were before it, so the holders are read from the
         // attempts that the job's deletion cascades away.
         await using var cmd = db.CreateCommand($"""
-            with doomed as (
+            with target as (
                 select j.id, j.hangfire_job_id, j.node, j.inputs_node, j.inputs_digest, j.inputs_url from batchrunner.jobs j
                  where j.state in ('succeeded', 'failed', 'cancelled') and {where}),
+            doomed as (
+                select t.*, 0 as ord from target t
+                union all
+                select c.id, c.hangfire_job_id, c.node, c.inputs_node, c.inputs_digest, c.inputs_url, 1 from batchrunner.jobs c
+                  join target t on c.parent_id = t.id),
             holders as (
                 select distinct d.id, h.node from doomed d
                  cross join lateral (
@@ -70,7 +78,7 @@ public sealed partial class JobStore
             select d.id, d.hangfire_job_id, d.inputs_digest,
                    coalesce((select array_agg(h.node order by h.node) from holders h where h.id = d.id), array[]::text[]),
                    d.inputs_node, d.inputs_url
-              from doomed d
+              from doomed d order by d.ord
             """);
         bind(cmd);
         var result = new List<DeletedJob>();

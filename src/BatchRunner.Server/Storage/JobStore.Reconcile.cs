@@ -3,7 +3,9 @@ namespace BatchRunner.Server.Storage;
 /// <summary>A queued job whose Hangfire message will never run it: deleted in Hangfire's dashboard, ended there
 /// (succeeded or failed while the job is still queued), or gone altogether.</summary>
 /// <param name="HangfireState">Hangfire's state of the message (<c>Deleted</c>, <c>Succeeded</c>, <c>Failed</c>); null when it is gone.</param>
-public sealed record OrphanedJob(Guid Id, string DisplayName, string Queue, string HangfireJobId, string? HangfireState, string Tenant = JobRecord.DefaultTenant)
+/// <param name="IsArrayParent">An array's parent: its message runs nothing (it mirrors the array), so it is only ever
+/// found deleted, and cancelling it must cancel its children too.</param>
+public sealed record OrphanedJob(Guid Id, string DisplayName, string Queue, string HangfireJobId, string? HangfireState, string Tenant = JobRecord.DefaultTenant, bool IsArrayParent = false)
 {
     public bool DeletedInHangfire => HangfireState == "Deleted";
 }
@@ -25,14 +27,14 @@ public sealed partial class JobStore
     public async Task<IReadOnlyList<OrphanedJob>> FindOrphanedQueuedAsync(TimeSpan grace, int max, CancellationToken ct)
     {
         await using var cmd = db.CreateCommand("""
-            select j.id, coalesce(j.name, j.image), j.queue, j.hangfire_job_id, h.statename, j.tenant
+            select j.id, coalesce(j.name, j.image), j.queue, j.hangfire_job_id, h.statename, j.tenant, j.array_size is not null
               from batchrunner.jobs j
               left join hangfire.job h on h.id = j.hangfire_job_id::bigint
               left join hangfire.state s on s.id = h.stateid
              where j.state = 'queued' and j.hangfire_job_id ~ '^[0-9]{1,18}$'
                and (h.statename = 'Deleted'
-                    or (h.id is null and j.created_at < now() - @grace)
-                    or (h.statename in ('Succeeded', 'Failed') and s.createdat < (now() at time zone 'utc') - @grace))
+                    or (j.array_size is null and h.id is null and j.created_at < now() - @grace)
+                    or (j.array_size is null and h.statename in ('Succeeded', 'Failed') and s.createdat < (now() at time zone 'utc') - @grace))
              limit @max
             """);
         cmd.Parameters.AddWithValue("grace", grace);
@@ -40,7 +42,7 @@ public sealed partial class JobStore
         var orphans = new List<OrphanedJob>();
         await using var rd = await cmd.ExecuteReaderAsync(ct);
         while (await rd.ReadAsync(ct))
-            orphans.Add(new OrphanedJob(rd.GetGuid(0), rd.GetString(1), rd.GetString(2), rd.GetString(3), rd.IsDBNull(4) ? null : rd.GetString(4), rd.GetString(5)));
+            orphans.Add(new OrphanedJob(rd.GetGuid(0), rd.GetString(1), rd.GetString(2), rd.GetString(3), rd.IsDBNull(4) ? null : rd.GetString(4), rd.GetString(5), rd.GetBoolean(6)));
         return orphans;
     }
 

@@ -10,7 +10,7 @@ namespace BatchRunner.Server.Storage;
 /// BatchRunner's job records in PostgreSQL. Every write after submission is fenced by the attempt number
 /// (and by the job not being final), so a late write from an attempt that was given up is ignored.
 /// </summary>
-public sealed partial class JobStore(NpgsqlDataSource db) : IAttemptStore
+public sealed partial class JobStore(NpgsqlDataSource db, WorkflowSignal? signal = null) : IAttemptStore
 {
     internal static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web);
 
@@ -18,10 +18,10 @@ public sealed partial class JobStore(NpgsqlDataSource db) : IAttemptStore
         "j.id, j.name, j.image, j.image_digest, j.queue, j.spec, j.state, j.reason, j.message, j.exit_code, j.attempt, j.created_at, " +
         "j.started_at, j.finished_at, j.usage, j.pull_progress, j.hangfire_job_id, j.cancel_requested, j.node, j.tenant, j.submitted_by, " +
         "n.url, n.state, n.attempts, n.last_error, n.delivered_at, j.logs_truncated, j.rerun_of, " +
-        "j.inputs_digest, j.inputs_bytes, j.inputs_node, j.inputs_url";
+        "j.inputs_digest, j.inputs_bytes, j.inputs_node, j.inputs_url, j.parent_id, j.array_index, j.schedule_id";
 
     /// <summary>The ordinal after <see cref="Columns"/>: a list adds the names of env there.</summary>
-    private const int EnvNamesOrdinal = 32;
+    private const int EnvNamesOrdinal = 35;
 
     /// <summary>Sums of what the jobs aliased <c>j</c> asked for: cpus (float8), memoryBytes (int8), gpus (int8; 0 for none).</summary>
     internal const string ResourceSums =
@@ -45,11 +45,12 @@ public sealed partial class JobStore(NpgsqlDataSource db) : IAttemptStore
         ", array(select jsonb_object_keys(coalesce(j.spec->'env', '{}')) order by 1)";
 
     /// <summary>
-    /// Inserts a new job (with its webhook delivery, when it asks for one). With an idempotency key, a key the job's
-    /// tenant used before returns the id of the job it created (and whether the request matched the first one)
-    /// instead, in the same transaction. Keys are per tenant: another tenant's job is never found by one. A tenant
-    /// at its maxQueuedJobs gets nothing inserted; concurrent submissions of one tenant are serialised for that check,
-    /// so two of them never both take the last place.
+    /// Inserts a new job, with its inputs, its webhook delivery (when it asks for one), its dependencies and, for an
+    /// array, its children (undispatched), in one transaction. With an idempotency key, a key the job's tenant used before
+    /// returns the id of the job it created (and whether the request matched the first one) instead, in the same
+    /// transaction. Keys are per tenant: another tenant's job is never found by one. A tenant at its maxQueuedJobs gets
+    /// nothing inserted; concurrent submissions of one tenant are serialised for that check, so two of them never both
+    /// take the last place.
     /// </summary>
     /// <param name="sharesInputsOf">A job whose inputs tar this one reuses (a rerun): the insert happens only while that
     /// job's record still names the tar (its row is share-locked until the commit), so that its deletion cannot leave
@@ -85,23 +86,7 @@ public sealed partial class JobStore(NpgsqlDataSource db) : IAttemptStore
             }
         }
         if (await QueuedLimitReachedAsync(conn, tx, job.Tenant, ct) is { } limit) return new InsertResult(job.Id, false, false, limit);
-        await using (var cmd = new NpgsqlCommand("""
-            insert into batchrunner.jobs (id, name, image, queue, spec, state, created_at, rerun_of, tenant, submitted_by, secrets,
-                                          inputs_digest, inputs_bytes, inputs_node, inputs_url)
-            values (@id, @name, @image, @queue, @spec, @state, @created, @rerun, @tenant, @by, @secrets, @idigest, @ibytes, @inode, @iurl)
-            """, conn, tx))
-        {
-            AddInsert(cmd, job);
-            await cmd.ExecuteNonQueryAsync(ct);
-        }
-        await InsertFilesAsync(conn, tx, "inputs", job.Id, job.Inputs, ct);
-        if (job.Spec.Notify is { } notify)
-        {
-            await using var n = new NpgsqlCommand("insert into batchrunner.notifications (job_id, url) values (@id, @u)", conn, tx);
-            n.Parameters.AddWithValue("id", job.Id);
-            n.Parameters.AddWithValue("u", notify.Url);
-            await n.ExecuteNonQueryAsync(ct);
-        }
+        await InsertRowsAsync(conn, tx, job, ct);
         if (idempotencyKey is not null)
         {
             await using var key = new NpgsqlCommand("insert into batchrunner.idempotency_keys (tenant, key, job_id, request_hash) values (@t, @k, @id, @h)", conn, tx);
@@ -112,6 +97,7 @@ public sealed partial class JobStore(NpgsqlDataSource db) : IAttemptStore
             await key.ExecuteNonQueryAsync(ct);
         }
         await tx.CommitAsync(ct);
+        if (job.Spec.DependsOn.Count > 0 || job.IsArrayParent) signal?.Pulse();
         return new InsertResult(job.Id, true, true);
     }
 
@@ -142,23 +128,48 @@ public sealed partial class JobStore(NpgsqlDataSource db) : IAttemptStore
         return rd.GetInt64(1) >= max ? max : null;
     }
 
-    private static void AddInsert(NpgsqlCommand cmd, JobRecord job)
+    /// <summary>The job's row, its dependencies and its children, in the caller's transaction.</summary>
+    internal static async Task InsertRowsAsync(NpgsqlConnection conn, NpgsqlTransaction tx, JobRecord job, CancellationToken ct)
     {
-        cmd.Parameters.AddWithValue("id", job.Id);
-        cmd.Parameters.AddWithValue("name", (object?)job.Name ?? DBNull.Value);
-        cmd.Parameters.AddWithValue("image", job.Image);
-        cmd.Parameters.AddWithValue("queue", job.Queue);
-        cmd.Parameters.Add(new NpgsqlParameter("spec", NpgsqlDbType.Jsonb) { Value = JsonSerializer.Serialize(job.Spec, Json) });
-        cmd.Parameters.AddWithValue("state", job.State);
-        cmd.Parameters.AddWithValue("created", job.CreatedAt);
-        cmd.Parameters.Add(new NpgsqlParameter("idigest", NpgsqlDbType.Text) { Value = (object?)job.InputsTar?.Digest ?? DBNull.Value });
-        cmd.Parameters.Add(new NpgsqlParameter("ibytes", NpgsqlDbType.Bigint) { Value = (object?)job.InputsTar?.Bytes ?? DBNull.Value });
-        cmd.Parameters.Add(new NpgsqlParameter("inode", NpgsqlDbType.Text) { Value = (object?)job.InputsTar?.Node ?? DBNull.Value });
-        cmd.Parameters.Add(new NpgsqlParameter("iurl", NpgsqlDbType.Text) { Value = (object?)job.InputsTar?.Url ?? DBNull.Value });
-        cmd.Parameters.AddWithValue("rerun", (object?)job.RerunOf ?? DBNull.Value);
-        cmd.Parameters.AddWithValue("tenant", job.Tenant);
-        cmd.Parameters.Add(new NpgsqlParameter("by", NpgsqlDbType.Text) { Value = (object?)job.SubmittedBy ?? DBNull.Value });
-        cmd.Parameters.Add(new NpgsqlParameter("secrets", NpgsqlDbType.Bytea) { Value = (object?)job.ProtectedSecrets ?? DBNull.Value });
+        await using (var cmd = new NpgsqlCommand("""
+            insert into batchrunner.jobs (id, name, image, queue, spec, state, message, created_at, rerun_of, tenant, submitted_by, secrets,
+                                          inputs_digest, inputs_bytes, inputs_node, inputs_url, array_size, schedule_id, hangfire_job_id)
+            values (@id, @name, @image, @queue, @spec, @state, @message, @created, @rerun, @tenant, @by, @secrets,
+                    @idigest, @ibytes, @inode, @iurl, @size, @schedule, @hangfire)
+            """, conn, tx))
+        {
+            cmd.Parameters.AddWithValue("id", job.Id);
+            cmd.Parameters.AddWithValue("name", (object?)job.Name ?? DBNull.Value);
+            cmd.Parameters.AddWithValue("image", job.Image);
+            cmd.Parameters.AddWithValue("queue", job.Queue);
+            cmd.Parameters.Add(new NpgsqlParameter("spec", NpgsqlDbType.Jsonb) { Value = JsonSerializer.Serialize(job.Spec, Json) });
+            cmd.Parameters.AddWithValue("state", job.State);
+            cmd.Parameters.Add(new NpgsqlParameter("message", NpgsqlDbType.Text) { Value = (object?)job.Message ?? DBNull.Value });
+            cmd.Parameters.AddWithValue("created", job.CreatedAt);
+            cmd.Parameters.AddWithValue("rerun", (object?)job.RerunOf ?? DBNull.Value);
+            cmd.Parameters.AddWithValue("tenant", job.Tenant);
+            cmd.Parameters.Add(new NpgsqlParameter("by", NpgsqlDbType.Text) { Value = (object?)job.SubmittedBy ?? DBNull.Value });
+            cmd.Parameters.Add(new NpgsqlParameter("secrets", NpgsqlDbType.Bytea) { Value = (object?)job.ProtectedSecrets ?? DBNull.Value });
+            cmd.Parameters.Add(new NpgsqlParameter("idigest", NpgsqlDbType.Text) { Value = (object?)job.InputsTar?.Digest ?? DBNull.Value });
+            cmd.Parameters.Add(new NpgsqlParameter("ibytes", NpgsqlDbType.Bigint) { Value = (object?)job.InputsTar?.Bytes ?? DBNull.Value });
+            cmd.Parameters.Add(new NpgsqlParameter("inode", NpgsqlDbType.Text) { Value = (object?)job.InputsTar?.Node ?? DBNull.Value });
+            cmd.Parameters.Add(new NpgsqlParameter("iurl", NpgsqlDbType.Text) { Value = (object?)job.InputsTar?.Url ?? DBNull.Value });
+            cmd.Parameters.Add(new NpgsqlParameter("size", NpgsqlDbType.Integer) { Value = job.IsArrayParent ? job.Spec.Array!.Size : DBNull.Value });
+            cmd.Parameters.Add(new NpgsqlParameter("schedule", NpgsqlDbType.Uuid) { Value = (object?)job.ScheduleId ?? DBNull.Value });
+            cmd.Parameters.Add(new NpgsqlParameter("hangfire", NpgsqlDbType.Text) { Value = (object?)job.HangfireJobId ?? DBNull.Value });
+            await cmd.ExecuteNonQueryAsync(ct);
+        }
+        await InsertFilesAsync(conn, tx, "inputs", job.Id, job.Inputs, ct);
+        // An array's webhook is its parent's alone (its children get no row): it is called once, when the array ends.
+        if (job.Spec.Notify is { } notify)
+        {
+            await using var n = new NpgsqlCommand("insert into batchrunner.notifications (job_id, url) values (@id, @u)", conn, tx);
+            n.Parameters.AddWithValue("id", job.Id);
+            n.Parameters.AddWithValue("u", notify.Url);
+            await n.ExecuteNonQueryAsync(ct);
+        }
+        await InsertDependenciesAsync(conn, tx, job, ct);
+        if (job.IsArrayParent) await InsertChildrenAsync(conn, tx, job, ct);
     }
 
     /// <summary>The rows of a job's inputs or outputs (<paramref name="table"/>), in the caller's transaction.</summary>
@@ -188,10 +199,19 @@ public sealed partial class JobStore(NpgsqlDataSource db) : IAttemptStore
 
     public async Task SetHangfireJobIdAsync(Guid id, string hangfireJobId, CancellationToken ct)
     {
-        await using var cmd = db.CreateCommand("update batchrunner.jobs set hangfire_job_id = @h where id = @id");
+        await using var cmd = db.CreateCommand("update batchrunner.jobs set hangfire_job_id = @h where id = @id returning hangfire_sync");
         cmd.Parameters.AddWithValue("id", id);
         cmd.Parameters.AddWithValue("h", hangfireJobId);
-        await cmd.ExecuteNonQueryAsync(ct);
+        // The job moved on before its message existed (a dependency ended meanwhile): the message must follow now.
+        if (await cmd.ExecuteScalarAsync(ct) is true) signal?.Pulse();
+    }
+
+    /// <summary>The run a schedule's Hangfire job started (its message is that job), if any.</summary>
+    public async Task<Guid?> ScheduledRunOfAsync(string hangfireJobId, CancellationToken ct)
+    {
+        await using var cmd = db.CreateCommand("select id from batchrunner.jobs where hangfire_job_id = @h and schedule_id is not null");
+        cmd.Parameters.AddWithValue("h", hangfireJobId);
+        return await cmd.ExecuteScalarAsync(ct) as Guid?;
     }
 
     public Task<JobRecord?> GetAsync(Guid id, CancellationToken ct) => GetAsync(id, tenant: null, ct);
@@ -215,14 +235,15 @@ public sealed partial class JobStore(NpgsqlDataSource db) : IAttemptStore
     }
 
     /// <summary>
-    /// The jobs <paramref name="filter"/> matches (of its tenant; null: every tenant), newest first; the cursor is opaque
-    /// to clients (created_at and id of the last item), so a page after it is exact under any filter. Items are
-    /// summaries (<see cref="JobRecord.IsSummary"/>: no args and env, but their names); with <paramref name="summary"/>,
-    /// the spec is read without command either: what a list item shows stays small whatever a job's command line.
+    /// The top-level jobs <paramref name="filter"/> matches (of its tenant; null: every tenant), newest first; an array's
+    /// children are listed under their parent, not here. The cursor is opaque to clients (created_at and id of the last
+    /// item), so a page after it is exact under any filter. Items are summaries (<see cref="JobRecord.IsSummary"/>: no
+    /// args and env, but their names); with <paramref name="summary"/>, the spec is read without command either: what a
+    /// list item shows stays small whatever a job's command line.
     /// </summary>
     public async Task<(IReadOnlyList<JobRecord> Items, string? NextCursor)> ListAsync(JobFilter filter, int limit, string? cursor, bool summary, CancellationToken ct)
     {
-        var sql = new StringBuilder($"select {ListColumns(summary)} from {From} where true");
+        var sql = new StringBuilder($"select {ListColumns(summary)} from {From} where j.parent_id is null");
         await using var cmd = db.CreateCommand();
         if (filter.Tenant is { } tenant)
         {
@@ -264,6 +285,11 @@ public sealed partial class JobStore(NpgsqlDataSource db) : IAttemptStore
         {
             sql.Append(" and j.queue = @queue");
             cmd.Parameters.AddWithValue("queue", queue);
+        }
+        if (filter.Schedule is { } schedule)
+        {
+            sql.Append(" and j.schedule_id = @schedule");
+            cmd.Parameters.AddWithValue("schedule", schedule);
         }
         if (cursor is not null)
         {
@@ -320,38 +346,74 @@ public sealed partial class JobStore(NpgsqlDataSource db) : IAttemptStore
 
     public enum CancelResult { NotFound, AlreadyFinal, CancelledWhileQueued, Signalled }
 
+    /// <summary>What a cancel request did: <see cref="HangfireJobIds"/> are the messages to delete (queued ones leave their
+    /// queue, running ones get their cancellation token fired); <see cref="CancelledNow"/> jobs reached <c>cancelled</c> at once.</summary>
+    public sealed record CancelOutcome(CancelResult Result, IReadOnlyList<string> HangfireJobIds, IReadOnlyList<(string Queue, int Count)> CancelledNow);
+
     /// <summary>
-    /// A queued job is cancelled at once; a starting or running one is flagged, and its worker kills
-    /// the container when it sees the flag (through Hangfire's cancellation token).
+    /// A queued or waiting job is cancelled at once; a starting or running one is flagged, and its worker kills the
+    /// container when it sees the flag (through Hangfire's cancellation token). An array's parent is flagged and every
+    /// child not ended is cancelled the same way (undispatched ones at once, in the same statement); the parent ends
+    /// <c>cancelled</c> once no child runs any more (now, when none had started).
     /// </summary>
     /// <remarks>Only a job of <paramref name="tenant"/> (null: any tenant) is found.</remarks>
-    public async Task<(CancelResult Result, string? HangfireJobId)> RequestCancelAsync(Guid id, string? tenant, CancellationToken ct)
+    public async Task<CancelOutcome> RequestCancelAsync(Guid id, string? tenant, CancellationToken ct)
     {
-        await using var cmd = db.CreateCommand("""
-            with j as (select id, state from batchrunner.jobs where id = @id and (@t::text is null or tenant = @t) for update)
+        await using var conn = await db.OpenConnectionAsync(ct);
+        await using var tx = await conn.BeginTransactionAsync(ct);
+        string? before;
+        string? hangfireId;
+        bool parent;
+        string queue;
+        await using (var cmd = new NpgsqlCommand("""
+            with j as (select id, state, array_size is not null as parent from batchrunner.jobs where id = @id and (@t::text is null or tenant = @t) for update)
             update batchrunner.jobs t set
                    cancel_requested = true,
-                   state = case when j.state = 'queued' then 'cancelled' else t.state end,
-                   reason = case when j.state = 'queued' then 'cancelled' else t.reason end,
-                   message = case when j.state = 'queued' then 'cancelled before it started' else t.message end,
-                   finished_at = case when j.state = 'queued' then now() else t.finished_at end
+                   state = case when j.state = 'waiting' or (j.state = 'queued' and not j.parent) then 'cancelled' else t.state end,
+                   reason = case when j.state = 'waiting' or (j.state = 'queued' and not j.parent) then 'cancelled' else t.reason end,
+                   message = case when j.state = 'waiting' or (j.state = 'queued' and not j.parent) then 'cancelled before it started' else t.message end,
+                   finished_at = case when j.state = 'waiting' or (j.state = 'queued' and not j.parent) then now() else t.finished_at end
               from j where t.id = j.id and j.state not in ('succeeded', 'failed', 'cancelled')
-            returning j.state, t.hangfire_job_id
-            """);
-        cmd.Parameters.AddWithValue("id", id);
-        cmd.Parameters.Add(new NpgsqlParameter("t", NpgsqlDbType.Text) { Value = (object?)tenant ?? DBNull.Value });
-        await using var rd = await cmd.ExecuteReaderAsync(ct);
-        if (await rd.ReadAsync(ct))
+            returning j.state, t.hangfire_job_id, j.parent, t.queue
+            """, conn, tx))
         {
-            var before = rd.GetString(0);
-            var hf = rd.IsDBNull(1) ? null : rd.GetString(1);
-            return (before == JobState.Queued ? CancelResult.CancelledWhileQueued : CancelResult.Signalled, hf);
+            cmd.Parameters.AddWithValue("id", id);
+            cmd.Parameters.Add(new NpgsqlParameter("t", NpgsqlDbType.Text) { Value = (object?)tenant ?? DBNull.Value });
+            await using var rd = await cmd.ExecuteReaderAsync(ct);
+            if (!await rd.ReadAsync(ct))
+            {
+                await rd.CloseAsync();
+                await using var exists = new NpgsqlCommand("select 1 from batchrunner.jobs where id = @id and (@t::text is null or tenant = @t)", conn, tx);
+                exists.Parameters.AddWithValue("id", id);
+                exists.Parameters.Add(new NpgsqlParameter("t", NpgsqlDbType.Text) { Value = (object?)tenant ?? DBNull.Value });
+                return new(await exists.ExecuteScalarAsync(ct) is null ? CancelResult.NotFound : CancelResult.AlreadyFinal, [], []);
+            }
+            before = rd.GetString(0);
+            hangfireId = rd.IsDBNull(1) ? null : rd.GetString(1);
+            parent = rd.GetBoolean(2);
+            queue = rd.GetString(3);
         }
-        await rd.CloseAsync();
-        await using var exists = db.CreateCommand("select 1 from batchrunner.jobs where id = @id and (@t::text is null or tenant = @t)");
-        exists.Parameters.AddWithValue("id", id);
-        exists.Parameters.Add(new NpgsqlParameter("t", NpgsqlDbType.Text) { Value = (object?)tenant ?? DBNull.Value });
-        return (await exists.ExecuteScalarAsync(ct) is null ? CancelResult.NotFound : CancelResult.AlreadyFinal, null);
+        var immediate = before == JobState.Waiting || (before == JobState.Queued && !parent);
+        var deletes = new List<string>();
+        var cancelled = new List<(string, int)>();
+        if (immediate)
+        {
+            cancelled.Add((queue, 1));
+            if (hangfireId is not null) deletes.Add(hangfireId);
+        }
+        // A running array's parent is not: its Hangfire state follows when it ends, once its children have.
+        else if (!parent && hangfireId is not null) deletes.Add(hangfireId);
+        if (parent)
+        {
+            var (children, count) = await CancelChildrenAsync(conn, tx, id, FailureReason.Cancelled, $"cancelled with its array {id}", ct);
+            deletes.AddRange(children);
+            if (count > 0) cancelled.Add((queue, count));
+            // No child runs: the array ends now (cancelled).
+            cancelled.AddRange((await FinishArraysAsync(conn, tx, id, ct)).Select(e => (e.Queue, 1)));
+        }
+        await tx.CommitAsync(ct);
+        signal?.Pulse();
+        return new(immediate ? CancelResult.CancelledWhileQueued : CancelResult.Signalled, deletes, cancelled);
     }
 
     public async Task<bool> IsCancelRequestedAsync(Guid id, CancellationToken ct)
@@ -400,6 +462,9 @@ public sealed partial class JobStore(NpgsqlDataSource db) : IAttemptStore
             LogsTruncated = rd.GetBoolean(26),
             InputsTar = rd.IsDBNull(28) ? null
                 : new InputsTar(rd.GetString(28), rd.IsDBNull(29) ? 0 : rd.GetInt64(29), rd.IsDBNull(30) ? "" : rd.GetString(30), rd.IsDBNull(31) ? null : rd.GetString(31)),
+            ParentId = rd.IsDBNull(32) ? null : rd.GetGuid(32),
+            ArrayIndex = rd.IsDBNull(33) ? null : rd.GetInt32(33),
+            ScheduleId = rd.IsDBNull(34) ? null : rd.GetGuid(34),
         };
     }
 }

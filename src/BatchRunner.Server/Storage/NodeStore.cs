@@ -179,18 +179,26 @@ public sealed class NodeStore(NpgsqlDataSource db)
         return lost;
     }
 
-    /// <summary>Jobs accepted by the API whose Hangfire message was never created (the API died in between).</summary>
-    public async Task<IReadOnlyList<(Guid Id, string Queue, string Name, string Tenant)>> StrandedQueuedJobsAsync(TimeSpan olderThan, CancellationToken ct)
+    /// <summary>A job without its Hangfire message: what to create it as (in its tenant's Hangfire queue).</summary>
+    public sealed record StrandedJob(Guid Id, string Queue, string DisplayName, string State, bool IsArrayParent, string Tenant);
+
+    /// <summary>
+    /// Jobs accepted by the API (or given a slot of their array) whose Hangfire message was never created: the process
+    /// died in between. An array's undispatched children have no message on purpose (the dispatcher gives them one within
+    /// the array's parallelism) and are not stranded.
+    /// </summary>
+    public async Task<IReadOnlyList<StrandedJob>> StrandedJobsAsync(TimeSpan olderThan, CancellationToken ct)
     {
         await using var cmd = db.CreateCommand("""
-            select id, queue, coalesce(name, image), tenant from batchrunner.jobs
-             where state = 'queued' and hangfire_job_id is null and created_at < now() - @age
+            select id, queue, coalesce(name, image) || coalesce(' [' || array_index || ']', ''), state, array_size is not null, tenant
+              from batchrunner.jobs
+             where state in ('queued', 'waiting') and hangfire_job_id is null and dispatched_at < now() - @age
              limit 100
             """);
         cmd.Parameters.AddWithValue("age", olderThan);
-        var result = new List<(Guid, string, string, string)>();
+        var result = new List<StrandedJob>();
         await using var rd = await cmd.ExecuteReaderAsync(ct);
-        while (await rd.ReadAsync(ct)) result.Add((rd.GetGuid(0), rd.GetString(1), rd.GetString(2), rd.GetString(3)));
+        while (await rd.ReadAsync(ct)) result.Add(new StrandedJob(rd.GetGuid(0), rd.GetString(1), rd.GetString(2), rd.GetString(3), rd.GetBoolean(4), rd.GetString(5)));
         return result;
     }
 }

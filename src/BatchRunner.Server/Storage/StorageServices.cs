@@ -28,7 +28,10 @@ public static class StorageServices
             throw;
         }
         services.AddSingleton(dataSource);
+        services.AddSingleton<WorkflowSignal>();
         services.AddSingleton<JobStore>();
+        services.AddSingleton<ScheduleStore>();
+        services.AddSingleton<ScheduleQueue>();
         services.AddSingleton<IAttemptStore>(sp => sp.GetRequiredService<JobStore>());
         services.AddSingleton<NodeStore>();
         services.AddSingleton<TenantStore>();

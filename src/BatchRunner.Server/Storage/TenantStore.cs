@@ -30,13 +30,17 @@ public sealed class TenantStore(NpgsqlDataSource db)
     /// <summary>States whose resources count as the tenant's running share (maxRunning, fair share).</summary>
     internal const string RunningStates = "('starting', 'running')";
 
+    /// <summary>With <see cref="RunningStates"/>: a job that holds resources. An array's parent is <c>running</c> while its
+    /// children run, but runs no container itself: its children's resources are counted, not its own.</summary>
+    internal const string RunsContainer = "j.array_size is null";
+
     private const string Select = $"""
         select t.name, t.created_at, t.max_queued_jobs, t.max_running_cpus, t.max_running_memory_bytes, t.max_running_gpus, t.weight,
                (select count(*) from batchrunner.jobs j where j.tenant = t.name and j.state in {QueuedStates}),
                r.jobs, r.cpus, r.mem, r.gpus
           from batchrunner.tenants t
           cross join lateral (select count(*) as jobs, {JobStore.ResourceSums} from batchrunner.jobs j
-                               where j.tenant = t.name and j.state in {RunningStates}) as r(jobs, cpus, mem, gpus)
+                               where j.tenant = t.name and j.state in {RunningStates} and {RunsContainer}) as r(jobs, cpus, mem, gpus)
         """;
 
     /// <summary>Sets the tenant's quota and weight (all of them: an omitted limit is no limit), creating the tenant if needed.</summary>

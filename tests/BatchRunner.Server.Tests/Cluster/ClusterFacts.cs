@@ -87,6 +87,35 @@ public sealed class ClusterFacts
         Assert.Contains("node \"w1\"", detail);
     }
 
+    [Fact]
+    public async Task InputsFrom_FetchesTheOutputs_FromTheNodeThatRanTheProducer()
+    {
+        await using var c = await TestCluster.StartAsync();
+        await c.StartNodeAsync("a", role: "all", extra: "--BatchRunner:Labels:disk=a");
+        await c.StartNodeAsync("b", extra: "--BatchRunner:Labels:disk=b");
+
+        // The producer runs on a, the consumer on b: b fetches the files through a's node endpoint (SHA-256 checked).
+        var producer = await c.Api.SubmitIdAsync(new
+        {
+            image = c.Busybox,
+            nodeSelector = new { disk = "a" },
+            command = new[] { "sh", "-c", "mkdir /outputs/set; seq 1 1000 > /outputs/set/numbers.txt; echo made-on-a > /outputs/set/origin.txt" },
+        });
+        var consumer = await c.Api.SubmitIdAsync(new
+        {
+            image = c.Busybox,
+            nodeSelector = new { disk = "b" },
+            inputsFrom = new[] { new { job = producer } },
+            command = new[] { "sh", "-c", $"cat /inputs/{producer}/set/origin.txt; wc -l < /inputs/{producer}/set/numbers.txt" },
+        });
+
+        var done = await c.WaitFinalAsync(consumer);
+        Assert.True(State(done) == "succeeded", done.ToString());
+        Assert.Equal("a", (await c.Api.GetJobAsync(producer)).GetProperty("node").GetString());
+        Assert.Equal("b", done.GetProperty("node").GetString());
+        Assert.Equal("made-on-a\n1000\n", await c.Api.Http.GetStringAsync($"/api/v1/jobs/{consumer}/logs?stream=stdout"));
+    }
+
     /// <summary>What someone who captured a node-to-node header can do with it: nothing, once it was used, for
     /// another file, or after its seconds. (Signed here with the cluster's secret, read from its database.)</summary>
     private static async Task AssertNodeSignaturesAreSingleUseAndShortLivedAsync(TestCluster c, NodeProcess worker, string id)

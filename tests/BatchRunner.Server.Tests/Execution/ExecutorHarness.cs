@@ -41,6 +41,7 @@ internal sealed class ExecutorHarness : IDisposable
         var gpus = new GpuNode(GpuInventory.None, new GpuMonitor(null, new GpuMetricsPublisher(node.Name, []), TimeSpan.FromSeconds(5), NullLogger<GpuMonitor>.Instance));
         var runner = new AttemptRunner(
             new InputsPhase(Paths, Inputs, options, NullLogger<InputsPhase>.Instance),
+            new InputsFromPhase(Store, Paths, node, NodeFiles, new ListLogger<InputsFromPhase>()),
             new ImagePhase(Images, Store),
             new DiskPhase(Disk, options, Volumes),
             new RootfsPhase(Snapshotter),
@@ -63,6 +64,8 @@ internal sealed class ExecutorHarness : IDisposable
     /// <summary>What the data directory's filesystem has free (statvfs), as the test sets it.</summary>
     public long DiskFreeBytes { get; set; } = 80L << 30;
     public FakeAttemptStore Store { get; } = new();
+    /// <summary>Other nodes' job files, as <see cref="InputsPhase"/> fetches them.</summary>
+    public FakeNodeFiles NodeFiles { get; } = new();
     /// <summary>Starts at the real time; only <see cref="FakeTimeProvider.Advance"/> moves it (timeouts, the grace period, polls).</summary>
     public FakeTimeProvider Time { get; } = new(DateTimeOffset.UtcNow);
     public NodeReservations Reservations { get; }
@@ -122,6 +125,17 @@ internal sealed class ExecutorHarness : IDisposable
     {
         string Field(string name) => File.ReadLines("/proc/self/status").First(l => l.StartsWith(name, StringComparison.Ordinal)).Split('\t', StringSplitOptions.RemoveEmptyEntries)[1];
         return $"{Field("Uid:")}:{Field("Gid:")}";
+    }
+
+    /// <summary>Outputs held by other nodes: (node, job, path) → content.</summary>
+    public sealed class FakeNodeFiles : INodeFiles
+    {
+        public Dictionary<(string Node, Guid Job, string Path), byte[]> Files { get; } = [];
+
+        public Task<Stream> OpenOutputAsync(string node, Guid jobId, string path, CancellationToken ct) =>
+            Files.TryGetValue((node, jobId, path), out var bytes)
+                ? Task.FromResult<Stream>(new MemoryStream(bytes))
+                : throw new NodeFilesUnavailableException($"node \"{node}\" is unreachable", nodeDown: false);
     }
 
     private sealed class Fence(CancellationToken fenced) : INodeFence

@@ -129,5 +129,14 @@ internal sealed class FakeAttemptStore : IAttemptStore, IJobSecrets
         return Task.CompletedTask;
     }
 
+    /// <summary>What <see cref="GetProducedOutputsAsync"/> answers, by producer.</summary>
+    public Dictionary<Guid, IReadOnlyList<ProducedOutputs>> Produced { get; } = [];
+
+    public Task<IReadOnlyList<ProducedOutputs>> GetProducedOutputsAsync(Guid producer, CancellationToken ct) =>
+        Task.FromResult(Produced.TryGetValue(producer, out var p) ? p : (IReadOnlyList<ProducedOutputs>)[]);
+
+    public Task<IReadOnlyList<JobStore.DependencyLink>> DependencyLinksAsync(Guid id, bool dependents, CancellationToken ct) =>
+        Task.FromResult<IReadOnlyList<JobStore.DependencyLink>>([]);
+
     private bool Current(Guid id, int attempt) => _jobs[id].Attempt == attempt;
 }

@@ -83,7 +83,7 @@ public sealed class InputsPhaseFacts : IDisposable
         for (var attempt = 1; attempt <= RetryPolicy.DefaultInfrastructureRetries; attempt++)
             await Assert.ThrowsAsync<JobRescheduleException>(() => _h.ExecuteAsync(id));
 
-        await _h.ExecuteAsync(id);
+        await Assert.ThrowsAsync<JobFailedException>(() => _h.ExecuteAsync(id));
 
         var last = _h.Store.Outcomes.Last();
         Assert.Equal(FailureReason.InputsUnavailable, last.Reason);

@@ -2,6 +2,7 @@ using BatchRunner.Core;
 using BatchRunner.Oci;
 using BatchRunner.Server.Execution;
 using BatchRunner.Server.Storage;
+using Hangfire.States;
 
 namespace BatchRunner.Server.Tests.Execution;
 
@@ -23,6 +24,14 @@ public sealed class JobExecutorFacts : IDisposable
         var run = _h.ExecuteAsync(id, hangfire);
         return (run, await _h.Runtime.WaitForStartAsync(n));
     }
+
+    /// <summary>A delivery that ended the job failed: the executor recorded it and leaves Hangfire's message Failed, with the
+    /// reason and message, never Succeeded (which Hangfire's dashboard once showed for every failed job).</summary>
+    private static async Task<JobFailedException> FailedAsync(Task delivery) => await Assert.ThrowsAsync<JobFailedException>(() => delivery);
+
+    /// <summary>A delivery that ended the job cancelled: its Hangfire message goes to Deleted.</summary>
+    private static async Task CancelledAsync(Task delivery) =>
+        Assert.IsType<DeletedState>((await Assert.ThrowsAsync<JobStateException>(() => delivery)).State);
 
     /// <summary>SIGTERM: returns once the running job has been granted its grace period.</summary>
     private async Task StopHostAsync()
@@ -73,7 +82,7 @@ public sealed class JobExecutorFacts : IDisposable
             _h.Volumes.Last!.UsedBytes = 70L << 20; // the sampler's first reading at stop sees it
             c.Exit(0);
         };
-        await _h.ExecuteAsync(id);
+        await FailedAsync(_h.ExecuteAsync(id));
 
         Assert.Equal(["Begin 1", "Running 1", "Finish 1 failed disk_quota_exceeded"], _h.Store.Writes);
         var job = _h.Store.Job(id);
@@ -164,8 +173,9 @@ public sealed class JobExecutorFacts : IDisposable
     {
         var id = _h.AddJob(ExecutorHarness.Job(retry: new RetrySubmission { Limit = 2, OnExitCodes = [3] }));
         _h.Runtime.OnStart = c => c.Exit(4);
-        await _h.ExecuteAsync(id);
+        var failed = await FailedAsync(_h.ExecuteAsync(id));
 
+        Assert.Equal("exit_code: exited with code 4", failed.Message);
         Assert.Equal(["Begin 1", "Running 1", "Finish 1 failed exit_code"], _h.Store.Writes);
         Assert.Equal("exited with code 4", Assert.Single(_h.Store.Outcomes).Message);
         _h.AssertNothingHeld();
@@ -184,7 +194,7 @@ public sealed class JobExecutorFacts : IDisposable
             File.AppendAllText(_h.Paths.Stderr(id), stderr);
             c.Exit(1);
         };
-        await _h.ExecuteAsync(id);
+        await FailedAsync(_h.ExecuteAsync(id));
 
         Assert.Equal(message, Assert.Single(_h.Store.Outcomes).Message);
     }
@@ -225,7 +235,7 @@ public sealed class JobExecutorFacts : IDisposable
 
         var permanent = _h.AddJob(ExecutorHarness.Job());
         _h.Images.FailWith(new ImagePullException("image registry.test/job:1: manifest unknown (HTTP 404)"));
-        await _h.ExecuteAsync(permanent);
+        await FailedAsync(_h.ExecuteAsync(permanent));
 
         Assert.Equal(["Begin 1", "Retry 1 failed image_pull_failed 00:00:05", "Begin 1", "Finish 1 failed image_pull_failed"], _h.Store.Writes);
         Assert.Contains("manifest unknown", _h.Store.Job(permanent).Message);
@@ -240,7 +250,7 @@ public sealed class JobExecutorFacts : IDisposable
         var (run, container) = await RunningAsync(id);
 
         _h.Time.Advance(TimeSpan.FromSeconds(61));
-        await run.WaitAsync(Deadline);
+        await FailedAsync(run.WaitAsync(Deadline));
 
         Assert.Equal(["SIGTERM"], container.StopSignals);
         Assert.False(container.Killed);
@@ -257,7 +267,7 @@ public sealed class JobExecutorFacts : IDisposable
         var (run, container) = await RunningAsync(id);
 
         _h.Time.Advance(TimeSpan.FromSeconds(61));
-        await run.WaitAsync(Deadline);
+        await FailedAsync(run.WaitAsync(Deadline));
 
         Assert.Equal(["SIGTERM"], container.StopSignals);
         Assert.True(container.Killed);
@@ -272,13 +282,13 @@ public sealed class JobExecutorFacts : IDisposable
         var graceful = _h.AddJob(ExecutorHarness.Job(timeoutSeconds: 60));
         var (run, container) = await RunningAsync(graceful);
         _h.Time.Advance(TimeSpan.FromSeconds(61));
-        await run.WaitAsync(Deadline);
+        await FailedAsync(run.WaitAsync(Deadline));
         Assert.Equal(["SIGINT"], container.StopSignals);
 
         var atOnce = _h.AddJob(ExecutorHarness.Job(timeoutSeconds: 60) with { StopGraceSeconds = 0 });
         var (run2, container2) = await RunningAsync(atOnce, n: 2);
         _h.Time.Advance(TimeSpan.FromSeconds(61));
-        await run2.WaitAsync(Deadline);
+        await FailedAsync(run2.WaitAsync(Deadline));
         Assert.True(container2.Killed);
         Assert.Equal("exceeded timeoutSeconds=60; killed (SIGKILL) at once: its stop grace period is 0 s", _h.Store.Job(atOnce).Message);
         _h.AssertNothingHeld();
@@ -296,7 +306,7 @@ public sealed class JobExecutorFacts : IDisposable
         // What the cancel API does: set the flag, delete the Hangfire job (which fires the worker's token).
         _h.Store.RequestCancel();
         await hangfire.CancelAsync();
-        await run.WaitAsync(Deadline);
+        await CancelledAsync(run.WaitAsync(Deadline));
 
         Assert.Equal(["Begin 1", "Finish 1 cancelled cancelled"], _h.Store.Writes);
         Assert.Empty(_h.Runtime.Started);
@@ -312,7 +322,7 @@ public sealed class JobExecutorFacts : IDisposable
 
         _h.Store.RequestCancel();
         await hangfire.CancelAsync();
-        await run.WaitAsync(Deadline);
+        await CancelledAsync(run.WaitAsync(Deadline));
 
         Assert.Equal(["SIGTERM"], container.StopSignals);
         Assert.Equal(["Begin 1", "Running 1", "Finish 1 cancelled cancelled"], _h.Store.Writes);
@@ -440,7 +450,7 @@ public sealed class JobExecutorFacts : IDisposable
     {
         var id = _h.AddJob(ExecutorHarness.Job());
         _h.Runtime.FailStart = _ => new BatchRunner.Runtime.ContainerStartException("exec: \"work\": executable file not found in $PATH");
-        await _h.ExecuteAsync(id);
+        await FailedAsync(_h.ExecuteAsync(id));
 
         Assert.Equal(["Begin 1", "Finish 1 failed start_failed"], _h.Store.Writes);
         Assert.Contains("executable file not found", _h.Store.Job(id).Message);
@@ -452,7 +462,7 @@ public sealed class JobExecutorFacts : IDisposable
     {
         var id = _h.AddJob(ExecutorHarness.Job());
         _h.Runtime.FailStart = _ => new InvalidOperationException("a bug in the runtime driver");
-        await _h.ExecuteAsync(id);
+        await FailedAsync(_h.ExecuteAsync(id));
 
         Assert.Equal(["Begin 1", "Finish 1 failed start_failed"], _h.Store.Writes);
         Assert.StartsWith("internal error on node", _h.Store.Job(id).Message);
@@ -466,7 +476,7 @@ public sealed class JobExecutorFacts : IDisposable
     {
         var id = _h.AddJob(ExecutorHarness.Job());
         _h.Store.LostAttempts = 4; // more than the default infrastructure retries (3)
-        await _h.ExecuteAsync(id);
+        await FailedAsync(_h.ExecuteAsync(id));
 
         Assert.Equal(["Begin 1", "Finish 1 failed node_lost"], _h.Store.Writes);
         Assert.Equal(0, _h.Images.Pulls);

@@ -68,6 +68,9 @@ public sealed class MetricsFacts(ServerFixture f)
     {
         var id = (await f.Api.SubmitAsync(new { image = f.Busybox, command = new[] { "/bin/true" } })).GetProperty("id").GetString()!;
         await f.Api.WaitForFinalAsync(id);
+        // The array panels read batchrunner_array_children, which has series for recent arrays.
+        var array = await f.Api.SubmitIdAsync(new { name = "dashboard-array", image = f.Busybox, command = new[] { "true" }, array = new { size = 1 } });
+        await f.Api.WaitForFinalAsync(array);
         await f.Client.GetStringAsync("/healthz");
 
         var m = await Poll.UntilAsync(() => MetricsText.ScrapeAsync(f.Anonymous),
@@ -156,6 +159,9 @@ public sealed class MetricsFacts(ServerFixture f)
         var during = await Poll.UntilAsync(() => MetricsText.ScrapeAsync(f.Anonymous),
             m => m.Where("container_cpu_usage_seconds_total", ("job_id", id)).Any(), Deadline, $"container series of job {id}", 100);
         await f.Api.WaitForFinalAsync(id);
+        // The array panels read batchrunner_array_children, which has series for recent arrays.
+        var array = await f.Api.SubmitIdAsync(new { name = "dashboard-array", image = f.Busybox, command = new[] { "true" }, array = new { size = 1 } });
+        await f.Api.WaitForFinalAsync(array);
         await f.Client.GetStringAsync("/healthz");
         var after = await Poll.UntilAsync(() => MetricsText.ScrapeAsync(f.Anonymous),
             m => m.Where("batchrunner_hangfire_servers").Any(), Deadline, "hangfire series", 200);

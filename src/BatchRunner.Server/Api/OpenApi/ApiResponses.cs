@@ -20,6 +20,7 @@ public static class ApiResponses
     private const string NoJob = "no job with this id (in the key's tenant)";
     private const string ForwardFailed = "the job ran on another node, whose files cannot be reached now (502: unreachable, 503: down)";
     private const string TooLarge = "the JSON body is over 1 MiB";
+    private const string NoSchedule = "no schedule with this id (in the key's tenant)";
 
     /// <summary>Status code → why this operation answers it. 400s are validation problems naming each field (<c>errors</c>).</summary>
     public static readonly IReadOnlyDictionary<string, IReadOnlyDictionary<int, string>> Errors = new Dictionary<string, IReadOnlyDictionary<int, string>>
@@ -31,6 +32,7 @@ public static class ApiResponses
             (413, TooLarge + ", or the multipart inputs exceed the node's MaxInputBytes; nothing was stored")),
         ["GET /api/v1/jobs"] = Map((400, "unknown state, limit out of range or invalid cursor"), (403, "tenant names another tenant and the key is not an admin's")),
         ["GET /api/v1/jobs/{id}"] = Map((404, NoJob)),
+        ["GET /api/v1/jobs/{id}/children"] = Map((400, "unknown state, limit out of range or invalid cursor"), (404, NoJob + ", or the job is not an array")),
         ["POST /api/v1/jobs/{id}/cancel"] = Map((404, NoJob), (409, "the job has already ended")),
         ["GET /api/v1/jobs/{id}/logs"] = Map((400, "stream is not stdout, stderr or combined, or timestamps without a stream"), (404, NoJob),
             (502, ForwardFailed), (503, ApiResponses.Outage + "; or " + ForwardFailed)),
@@ -44,6 +46,12 @@ public static class ApiResponses
             (409, "the job has not ended"), (502, ForwardFailed), (503, ApiResponses.Outage + "; or " + ForwardFailed)),
         ["GET /api/v1/jobs/{id}/outputs/{path}"] = Map((404, "no job with this id (in the key's tenant), or it has no such output file"),
             (502, ForwardFailed), (503, ApiResponses.Outage + "; or " + ForwardFailed)),
+        ["POST /api/v1/schedules"] = Map((400, "name, cron, timeZone, concurrency or the job (its fields under job.) are invalid, or the job names jobs not found in the key's tenant"), (413, TooLarge)),
+        ["GET /api/v1/schedules"] = Map(),
+        ["GET /api/v1/schedules/{id}"] = Map((404, NoSchedule)),
+        ["PATCH /api/v1/schedules/{id}"] = Map((400, "a field given is invalid (as for POST)"), (404, NoSchedule), (413, TooLarge)),
+        ["DELETE /api/v1/schedules/{id}"] = Map((404, NoSchedule)),
+        ["POST /api/v1/schedules/{id}/trigger"] = Map((404, NoSchedule), (409, "concurrency forbid: the previous run is still going (the skip is recorded)")),
         ["GET /api/v1/nodes"] = Map(),
         ["POST /api/v1/images"] = Map((400, "name missing or invalid, no file part, or the archive cannot be imported"), (415, "the body is neither an archive nor multipart/form-data")),
         ["GET /api/v1/images"] = Map(),

@@ -64,7 +64,8 @@ public sealed partial class ContainerPhase(
         ContainerSpec cspec;
         try
         {
-            cspec = ContainerSpecs.For(attempt.ContainerId, spec, attempt.Image!.Config, attempt.Rootfs!.RootfsPath, outputs, paths.Inputs(attempt.JobId), paths.Datasets);
+            cspec = ContainerSpecs.For(attempt.ContainerId, spec, attempt.Image!.Config, attempt.Rootfs!.RootfsPath, outputs,
+                paths.Inputs(attempt.JobId), paths.Datasets, ContainerSpecs.BatchRunnerEnv(attempt.Attempt, attempt.Job.ArrayIndex, spec.Array));
             if (attempt.Reservation.Gpus.Count > 0) cspec = cspec with { Gpus = new(attempt.Reservation.Gpus, gpus.Inventory.Common) };
         }
         catch (Exception e) when (e is ArgumentException or InvalidOperationException or FileNotFoundException or UserResolutionException)
