@@ -101,7 +101,14 @@ public sealed partial class RunCommandFacts(CliFixture f) : IDisposable
     [Fact]
     public async Task Run_CancelsTheJobAndExits130_WhenInterrupted()
     {
-        using var p = Process.Start(CliProcess.StartInfo(["run", f.Busybox, "--", "sh", "-c", "trap 'exit 143' TERM; echo started; sleep 120 & wait"], f.Env()))!;
+        // A process started in the background by a non-interactive shell (scripts/test.sh under `cmd &`) ignores SIGINT,
+        // and .NET keeps an inherited SIG_IGN as a shell's background job would: the CLI gets SIGINT's default back,
+        // as in a terminal, through env(1), which then execs it (same pid).
+        var psi = CliProcess.StartInfo(["run", f.Busybox, "--", "sh", "-c", "trap 'exit 143' TERM; echo started; sleep 120 & wait"], f.Env());
+        psi.ArgumentList.Insert(0, psi.FileName);
+        psi.ArgumentList.Insert(0, "--default-signal=INT");
+        psi.FileName = "env";
+        using var p = Process.Start(psi)!;
         var stdout = new OutputCollector();
         var stderr = new OutputCollector();
         stdout.Attach(p, stdout: true);
