@@ -61,7 +61,7 @@ public sealed partial class WorkflowSweeper(
             var (moved, ended) = await jobs.ResolveWaitingAsync(ct);
             var arrays = await jobs.FinishArraysAsync(ct);
             foreach (var e in ended.Concat(arrays))
-                BatchRunnerMetrics.JobsFinished.WithLabels(e.Queue, e.State, e.Reason ?? "").Inc();
+                BatchRunnerMetrics.JobsFinished.WithLabels(e.Queue, e.State, e.Reason ?? BatchRunnerMetrics.NoReason).Inc();
             if (moved == 0 && arrays.Count == 0) break;
         }
         foreach (var parent in await jobs.ArraysToDispatchAsync(ct))

@@ -55,6 +55,14 @@ public sealed class TestCluster : IAsyncDisposable
         _nodes.Add(node);
         await node.StartAsync();
         if (role is "all" or "api" && Api is null) Api = new BatchRunnerClient(node.Url, ApiKey, TimeSpan.FromSeconds(30));
+        if (role != "api" && Api is not null)
+        {
+            // A submission that needs this node (its labels) is judged against the live nodes the API node saw last:
+            // wait until the node is listed, then for the API's cache of live nodes (2 s) to have been refreshed.
+            await Poll.UntilAsync(async () => (await Api.NodesAsync()).EnumerateArray().Any(n => n.GetProperty("name").GetString() == name),
+                ok => ok, TimeSpan.FromSeconds(30), $"node {name} listed by the API", 100);
+            await Task.Delay(TimeSpan.FromSeconds(2.1));
+        }
         return node;
     }
 
