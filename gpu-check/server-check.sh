@@ -46,7 +46,8 @@ stop_server() {
   if [ -n "$PGBIN" ] && [ -n "$PGUSER" ] && [ -f "$WORK/data/postgres/postmaster.pid" ]; then
     LD_LIBRARY_PATH=$WORK/missing-lib runuser -u "$PGUSER" -- "$PGBIN/pg_ctl" -D "$WORK/data/postgres" -m fast -w -t 30 stop || true
   fi
-  cp "$WORK/data/postgres.log" "$OUT/postgres.log" 2>/dev/null || true
+  # The cluster logs into DATA/postgres/log (the logging collector, one file per weekday).
+  cat "$WORK"/data/postgres/log/*.log > "$OUT/postgres.log" 2>/dev/null || true
   if [ -n "$WORK_TMPFS" ]; then umount "$WORK" || echo "could not unmount the tmpfs on $WORK"; WORK_TMPFS=""; fi
 }
 trap stop_server EXIT
