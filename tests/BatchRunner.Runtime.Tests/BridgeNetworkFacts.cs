@@ -85,7 +85,9 @@ public sealed class BridgeNetworkFacts(BridgeFixture fx) : IClassFixture<BridgeF
     /// <summary>Starts a listener job that prints its address and then what it receives on port 7000.</summary>
     private async Task<(IRunningContainer Container, ContainerSpec Spec, string Address)> StartListenerAsync(RuncRuntime runtime)
     {
-        var spec = Bridge("ip -4 -o addr show eth0 | awk '{print $4}' | cut -d/ -f1; exec nc -l -p 7000");
+        // The address is printed once the port is open, so a sender that reads it never races the listen.
+        var spec = Bridge("nc -l -p 7000 & while ! netstat -ltn | grep -q ':7000 '; do usleep 10000; done; " +
+                          "ip -4 -o addr show eth0 | awk '{print $4}' | cut -d/ -f1; wait");
         var c = await StartAsync(runtime, spec);
         var addr = (await Poll.UntilAsync(() => Task.FromResult(Stdout(spec)), s => s.Contains('\n'), Deadline, "listener address")).Trim();
         return (c, spec, addr);
