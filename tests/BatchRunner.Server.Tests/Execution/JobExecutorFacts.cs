@@ -19,6 +19,14 @@ public sealed class JobExecutorFacts : IDisposable
     public void Dispose() => _h.Dispose();
 
     /// <summary>Starts one delivery of the job and waits until its container runs.</summary>
+    /// <summary>The container was never killed, the job was recorded once as succeeded, and nothing is held.</summary>
+    private void AssertEndedOnItsOwn(BatchRunner.Testing.Fakes.FakeContainer container)
+    {
+        Assert.False(container.Killed);
+        Assert.Equal(["Begin 1", "Running 1", "Finish 1 succeeded"], _h.Store.Writes);
+        _h.AssertNothingHeld();
+    }
+
     private async Task<(Task Run, BatchRunner.Testing.Fakes.FakeContainer Container)> RunningAsync(Guid id, CancellationToken hangfire = default, int n = 1)
     {
         var run = _h.ExecuteAsync(id, hangfire);
@@ -368,9 +376,7 @@ public sealed class JobExecutorFacts : IDisposable
         container.Exit(0);
         await run.WaitAsync(Deadline);
 
-        Assert.False(container.Killed);
-        Assert.Equal(["Begin 1", "Running 1", "Finish 1 succeeded"], _h.Store.Writes);
-        _h.AssertNothingHeld();
+        AssertEndedOnItsOwn(container);
     }
 
     [Fact]
@@ -389,9 +395,7 @@ public sealed class JobExecutorFacts : IDisposable
         _h.Store.DatabaseAway = false;
         await run.WaitAsync(Deadline);
 
-        Assert.False(container.Killed);
-        Assert.Equal(["Begin 1", "Running 1", "Finish 1 succeeded"], _h.Store.Writes);
-        _h.AssertNothingHeld();
+        AssertEndedOnItsOwn(container);
     }
 
     [Fact]
@@ -405,9 +409,7 @@ public sealed class JobExecutorFacts : IDisposable
         container.Exit(0);
         await run.WaitAsync(Deadline);
 
-        Assert.False(container.Killed);
-        Assert.Equal(["Begin 1", "Running 1", "Finish 1 succeeded"], _h.Store.Writes);
-        _h.AssertNothingHeld();
+        AssertEndedOnItsOwn(container);
     }
 
     [Fact]
