@@ -22,6 +22,9 @@ public sealed class ApiBenchServer : IAsyncDisposable
     public WebApplication App { get; }
     public Uri Address { get; }
 
+    /// <summary>The embedded cluster's data directory (its postmaster.pid names the cluster's processes).</summary>
+    public string PostgresDataDir => Path.Combine(_dir, "postgres");
+
     private ApiBenchServer(WebApplication app, string dir, Timer beat, Uri address) => (App, _dir, _beat, Address) = (app, dir, beat, address);
 
     public static async Task<ApiBenchServer> StartAsync(string name, params string[] extraArgs)
@@ -29,7 +32,12 @@ public sealed class ApiBenchServer : IAsyncDisposable
         var dir = Path.Combine("/var/tmp", "batchrunner-bench", name + "-" + Guid.NewGuid().ToString("N")[..8]);
         var app = await BatchRunnerApp.BuildAsync([
             "--urls", "http://127.0.0.1:0", $"--BatchRunner:DataDir={dir}", $"--BatchRunner:ApiKey={Key}",
-            "--BatchRunner:Role=api", "--Logging:LogLevel:Default=Warning", .. extraArgs,
+            "--BatchRunner:Role=api", "--Logging:LogLevel:Default=Warning",
+            // The shipped request line (one per request) would flood the bench's output; what it costs is measured by
+            // `logcost`. The per-key rate limits (429 past 200 requests/s for an admin key) are raised so that they never
+            // answer in place of the server being measured.
+            "--Logging:LogLevel:BatchRunner.Requests=Warning",
+            "--BatchRunner:Auth:RateLimits:admin:PermitsPerSecond=1000000", "--BatchRunner:Auth:RateLimits:admin:Burst=1000000", .. extraArgs,
         ]);
         await app.StartAsync();
         var nodes = app.Services.GetRequiredService<NodeStore>();

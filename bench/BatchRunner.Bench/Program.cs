@@ -10,6 +10,8 @@ using BatchRunner.Runtime;
 // dotnet run -c Release --project bench/BatchRunner.Bench -- retention [--jobs N]
 // dotnet run -c Release --project bench/BatchRunner.Bench -- logrelay [--rounds N] [--runtime /usr/sbin/runc]
 // dotnet run -c Release --project bench/BatchRunner.Bench -- disk [--rounds N]
+// dotnet run -c Release --project bench/BatchRunner.Bench -- idle [--seconds N] [--windows N] [-- SERVER-ARGS...]
+// dotnet run -c Release --project bench/BatchRunner.Bench -- summary [--api-jobs N] [--api-seconds N] [--api-rate N] [--idle-seconds N] [--idle-windows N]
 var command = args.FirstOrDefault();
 var rounds = args.SkipWhile(a => a != "--rounds").Skip(1).Select(int.Parse).FirstOrDefault(5);
 int Arg(string name, int fallback) => args.SkipWhile(a => a != name).Skip(1).Select(int.Parse).FirstOrDefault(fallback);
@@ -21,7 +23,7 @@ switch (command)
         return await StartBench.RunAsync(args.Contains("--rounds") ? rounds : 40,
             args.SkipWhile(a => a != "--runtime").Skip(1).FirstOrDefault() ?? RuntimeDetector.FindOnPath("runc") ?? "/usr/sbin/runc");
     case "load":
-        return await LoadBench.RunAsync(Arg("--jobs", 10_000), Arg("--clients", 8), Arg("--seconds", 20), Arg("--rate", 60));
+        return await LoadBench.RunAsync(Arg("--jobs", 10_000), Arg("--clients", 8), Arg("--seconds", 20), Arg("--rate", 100));
     case "logcost":
         return await LogCostBench.RunAsync(args.SkipWhile(a => a != "--jobs").Skip(1).Select(int.Parse).FirstOrDefault(30),
             args.Contains("--rounds") ? rounds : 2);
@@ -36,7 +38,20 @@ switch (command)
             args.SkipWhile(a => a != "--runtime").Skip(1).FirstOrDefault() ?? RuntimeDetector.FindOnPath("runc") ?? "/usr/sbin/runc");
     case "disk":
         return await DiskBench.RunAsync(rounds);
+    case "idle":
+        return await IdleBench.RunAsync(Arg("--seconds", 20), Arg("--windows", 3), args.SkipWhile(a => a != "--").Skip(1).ToArray());
+    case "hangfire-bare":
+        return await HangfireBare.RunAsync(args[1]);
+    case "summary":
+    {
+        // Issue 14's figures in one table: start rows, then pull, api, idle (each part adds its rows; a failed part says so).
+        var table = new SummaryTable();
+        await ApiSummary.AddRowsAsync(table, Arg("--api-jobs", 10_000), Arg("--api-seconds", 10), Arg("--api-rate", 100));
+        await IdleSummary.AddRowsAsync(table, Arg("--idle-seconds", 20), Arg("--idle-windows", 3));
+        table.Print(Console.Out);
+        return 0;
+    }
     default:
-        Console.Error.WriteLine("usage: BatchRunner.Bench pull [--rounds N] | start [--rounds N] [--runtime PATH] | load [--jobs N] [--clients N] [--seconds N] [--rate N] | logcost [--jobs N] [--rounds N] | array [--size N] [--parallelism N] [--rounds N] [--singles N] | list [--jobs N] [--requests N] [--clients N] | retention [--jobs N] | logrelay [--rounds N] [--runtime PATH] | disk [--rounds N]");
+        Console.Error.WriteLine("usage: BatchRunner.Bench pull [--rounds N] | start [--rounds N] [--runtime PATH] | load [--jobs N] [--clients N] [--seconds N] [--rate N] | logcost [--jobs N] [--rounds N] | array [--size N] [--parallelism N] [--rounds N] [--singles N] | list [--jobs N] [--requests N] [--clients N] | retention [--jobs N] | logrelay [--rounds N] [--runtime PATH] | disk [--rounds N] | idle [--seconds N] [--windows N] [-- SERVER-ARGS] | summary [...]");
         return 2;
 }

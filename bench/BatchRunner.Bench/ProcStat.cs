@@ -1,0 +1,86 @@
+using System.Globalization;
+
+namespace BatchRunner.Bench;
+
+/// <summary>CPU time and memory of processes, read from /proc: what the API and idle benches report per process.</summary>
+public static class ProcStat
+{
+    /// <summary>utime + stime of process <paramref name="pid"/> in ms (its own threads; children it waited for are not counted);
+    /// null when it is gone.</summary>
+    public static double? CpuMs(int pid, bool withReapedChildren = false)
+    {
+        string stat;
+        try { stat = File.ReadAllText($"/proc/{pid}/stat"); }
+        catch (IOException) { return null; }
+        catch (UnauthorizedAccessException) { return null; }
+        var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+        // After "(comm) ": field 3 is index 0, so utime (14) and stime (15) are 11 and 12; clock ticks are 1/100 s.
+        long F(int i) => long.Parse(fields[i], CultureInfo.InvariantCulture);
+        // cutime (16) and cstime (17): children waited for.
+        return (F(11) + F(12) + (withReapedChildren ? F(13) + F(14) : 0)) * 10.0;
+    }
+
+    /// <summary>CPU ms of <paramref name="pid"/> and of its descendants but PostgreSQL's (a node's embedded cluster is its child,
+    /// and is counted apart): each one's own time and that of the children it reaped (a watchdog shell's <c>sleep</c>s).</summary>
+    public static (double Self, double Helpers) TreeCpuMs(int pid)
+    {
+        var children = new Dictionary<int, List<int>>();
+        foreach (var dir in Directory.EnumerateDirectories("/proc"))
+            if (int.TryParse(Path.GetFileName(dir), out var p) && ParentOf(p) is { } parent)
+                (children.TryGetValue(parent, out var list) ? list : children[parent] = []).Add(p);
+        double helpers = 0;
+        var todo = new Stack<int>(children.GetValueOrDefault(pid) ?? []);
+        while (todo.TryPop(out var p))
+        {
+            if (Comm(p) == "postgres") continue;
+            helpers += CpuMs(p, withReapedChildren: true) ?? 0;
+            foreach (var c in children.GetValueOrDefault(p) ?? []) todo.Push(c);
+        }
+        return (CpuMs(pid) ?? 0, helpers);
+    }
+
+    private static string? Comm(int pid)
+    {
+        try { return File.ReadAllText($"/proc/{pid}/comm").Trim(); }
+        catch (IOException) { return null; }
+    }
+
+    /// <summary>The parent pid of <paramref name="pid"/>; null when it is gone.</summary>
+    public static int? ParentOf(int pid)
+    {
+        try
+        {
+            var stat = File.ReadAllText($"/proc/{pid}/stat");
+            return int.Parse(stat[(stat.LastIndexOf(')') + 2)..].Split(' ')[1], CultureInfo.InvariantCulture);
+        }
+        catch (IOException) { return null; }
+    }
+
+    /// <summary>A line of /proc/PID/status in bytes (VmRSS, RssAnon: "kB" values); 0 when the process is gone.</summary>
+    public static long StatusBytes(int pid, string field)
+    {
+        try
+        {
+            foreach (var line in File.ReadLines($"/proc/{pid}/status"))
+                if (line.StartsWith(field + ":", StringComparison.Ordinal))
+                    return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture) * 1024;
+        }
+        catch (IOException) { }
+        return 0;
+    }
+
+    /// <summary>The postmaster of the cluster in <paramref name="pgDataDir"/> and its children (backends and background processes).</summary>
+    public static IReadOnlyList<int> ClusterProcesses(string pgDataDir)
+    {
+        var pidFile = Path.Combine(pgDataDir, "postmaster.pid");
+        if (!File.Exists(pidFile)) return [];
+        var postmaster = int.Parse(File.ReadLines(pidFile).First(), CultureInfo.InvariantCulture);
+        var result = new List<int> { postmaster };
+        foreach (var dir in Directory.EnumerateDirectories("/proc"))
+            if (int.TryParse(Path.GetFileName(dir), out var pid) && ParentOf(pid) == postmaster) result.Add(pid);
+        return result;
+    }
+
+    /// <summary>CPU ms of every process of the cluster in <paramref name="pgDataDir"/>, summed (those alive now).</summary>
+    public static double ClusterCpuMs(string pgDataDir) => ClusterProcesses(pgDataDir).Sum(p => CpuMs(p) ?? 0);
+}
