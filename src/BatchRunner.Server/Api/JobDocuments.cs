@@ -9,11 +9,10 @@ public sealed class JobDocuments(JobStore store, JobNodeLiveness liveness) : IJo
 {
     /// <summary>The job with its inputs, attempts, node liveness and (an array) children per state; null when there is no
     /// such job in <paramref name="scope"/> (a tenant; null: any tenant).</summary>
-    public async Task<JobDto?> GetAsync(Guid id, string? scope, CancellationToken ct)
-    {
-        var job = await store.GetAsync(id, scope, ct);
-        return job is null ? null : await DocumentAsync(job, ct);
-    }
+    public async Task<JobDto?> GetAsync(Guid id, string? scope, CancellationToken ct) =>
+        await store.GetDocumentAsync(id, scope, ct) is { } d
+            ? JobDto.From(d.Job).WithNodeAlive(d.NodeAlive).WithChildCounts(d.ChildCounts).WithInputs(d.Job).WithAttempts(d.Attempts)
+            : null;
 
     /// <summary>The document of a job already read (found by the caller within its tenant).</summary>
     public async Task<JobDto> DocumentAsync(JobRecord job, CancellationToken ct) =>

@@ -149,8 +149,14 @@ public static class JobsApi
     }
 
     /// <summary>A job by its id, or an array's child as <c>PARENT-ID:INDEX</c>.</summary>
-    public static async Task<Results<Ok<JobDto>, ProblemHttpResult>> GetAsync(string id, HttpContext http, JobStore store, JobDocuments documents, CancellationToken ct) =>
-        await FindAsync(id, Caller.Of(http).Scope, store, ct) is { } job ? TypedResults.Ok(await documents.DocumentAsync(job, ct)) : NotFound(id);
+    public static async Task<Results<Ok<JobDto>, ProblemHttpResult>> GetAsync(string id, HttpContext http, JobStore store, JobDocuments documents, CancellationToken ct)
+    {
+        var scope = Caller.Of(http).Scope;
+        // A job id: the job and all its document shows in one round trip; a child's PARENT:INDEX is looked up first.
+        if (Guid.TryParse(id, out var jobId))
+            return await documents.GetAsync(jobId, scope, ct) is { } dto ? TypedResults.Ok(dto) : NotFound(id);
+        return await FindAsync(id, scope, store, ct) is { } job ? TypedResults.Ok(await documents.DocumentAsync(job, ct)) : NotFound(id);
+    }
 
     /// <summary>An array's children in index order: <c>?state=</c> filters, <c>nextCursor</c> pages.</summary>
     public static async Task<Results<Ok<JobListDto>, ValidationProblem, ProblemHttpResult>> ChildrenAsync(

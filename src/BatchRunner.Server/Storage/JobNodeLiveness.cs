@@ -16,18 +16,21 @@ namespace BatchRunner.Server.Storage;
 /// </remarks>
 public sealed class JobNodeLiveness(NpgsqlDataSource db)
 {
+    /// <summary>Rows (job id, its node is alive) for the jobs of <c>@ids</c> that have a node.</summary>
+    internal const string Sql = $"""
+        select j.id, exists (select 1 from batchrunner.nodes n
+                              where n.name = j.node
+                                and (j.state not in ('starting', 'running') or n.instance_id is not distinct from j.node_instance)
+                                and {NodeStore.AliveCondition})
+          from batchrunner.jobs j
+         where j.id = any(@ids) and j.node is not null
+        """;
+
     /// <summary>Job id → its node is alive, for the jobs of <paramref name="jobIds"/> that have a node; jobs without one are absent.</summary>
     public async Task<IReadOnlyDictionary<Guid, bool>> GetAsync(IReadOnlyCollection<Guid> jobIds, CancellationToken ct)
     {
         if (jobIds.Count == 0) return new Dictionary<Guid, bool>();
-        await using var cmd = db.CreateCommand($"""
-            select j.id, exists (select 1 from batchrunner.nodes n
-                                  where n.name = j.node
-                                    and (j.state not in ('starting', 'running') or n.instance_id is not distinct from j.node_instance)
-                                    and {NodeStore.AliveCondition})
-              from batchrunner.jobs j
-             where j.id = any(@ids) and j.node is not null
-            """);
+        await using var cmd = db.CreateCommand(Sql);
         cmd.Parameters.AddWithValue("ids", jobIds.ToArray());
         var result = new Dictionary<Guid, bool>(jobIds.Count);
         await using var rd = await cmd.ExecuteReaderAsync(ct);

@@ -182,19 +182,24 @@ public sealed partial class JobStore
     public sealed record AttemptRecord(int Attempt, string Node, string State, string? Reason, string? Message, int? ExitCode,
         DateTimeOffset StartedAt, DateTimeOffset? FinishedAt);
 
+    /// <summary>A job's attempts in order (<c>@id</c>); rows read by <see cref="ReadAttempt"/>.</summary>
+    internal const string AttemptsSql = """
+        select attempt, node, state, reason, message, exit_code, started_at, finished_at
+          from batchrunner.attempts where job_id = @id order by attempt
+        """;
+
+    internal static AttemptRecord ReadAttempt(NpgsqlDataReader rd) =>
+        new(rd.GetInt32(0), rd.GetString(1), rd.GetString(2), rd.IsDBNull(3) ? null : rd.GetString(3),
+            rd.IsDBNull(4) ? null : rd.GetString(4), rd.IsDBNull(5) ? null : rd.GetInt32(5),
+            rd.GetFieldValue<DateTimeOffset>(6), rd.IsDBNull(7) ? null : rd.GetFieldValue<DateTimeOffset>(7));
+
     public async Task<IReadOnlyList<AttemptRecord>> GetAttemptsAsync(Guid id, CancellationToken ct)
     {
-        await using var cmd = db.CreateCommand("""
-            select attempt, node, state, reason, message, exit_code, started_at, finished_at
-              from batchrunner.attempts where job_id = @id order by attempt
-            """);
+        await using var cmd = db.CreateCommand(AttemptsSql);
         cmd.Parameters.AddWithValue("id", id);
         var result = new List<AttemptRecord>();
         await using var rd = await cmd.ExecuteReaderAsync(ct);
-        while (await rd.ReadAsync(ct))
-            result.Add(new AttemptRecord(rd.GetInt32(0), rd.GetString(1), rd.GetString(2), rd.IsDBNull(3) ? null : rd.GetString(3),
-                rd.IsDBNull(4) ? null : rd.GetString(4), rd.IsDBNull(5) ? null : rd.GetInt32(5),
-                rd.GetFieldValue<DateTimeOffset>(6), rd.IsDBNull(7) ? null : rd.GetFieldValue<DateTimeOffset>(7)));
+        while (await rd.ReadAsync(ct)) result.Add(ReadAttempt(rd));
         return result;
     }
 

@@ -100,13 +100,19 @@ public sealed partial class JobStore
     /// <summary>Children per state of each array among <paramref name="parents"/> (one grouped query).</summary>
     public async Task<IReadOnlyDictionary<Guid, IReadOnlyDictionary<string, int>>> CountChildrenAsync(IReadOnlyCollection<Guid> parents, CancellationToken ct)
     {
-        var result = new Dictionary<Guid, IReadOnlyDictionary<string, int>>();
-        if (parents.Count == 0) return result;
-        await using var cmd = db.CreateCommand("""
-            select parent_id, state, count(*) from batchrunner.jobs where parent_id = any(@ids) group by parent_id, state
-            """);
+        if (parents.Count == 0) return new Dictionary<Guid, IReadOnlyDictionary<string, int>>();
+        await using var cmd = db.CreateCommand(ChildCountsSql);
         cmd.Parameters.AddWithValue("ids", parents.ToArray());
         await using var rd = await cmd.ExecuteReaderAsync(ct);
+        return await ReadChildCountsAsync(rd, ct);
+    }
+
+    /// <summary>Rows (parent, state, count) of the children of the arrays in <c>@ids</c>; read by <see cref="ReadChildCountsAsync"/>.</summary>
+    private const string ChildCountsSql = "select parent_id, state, count(*) from batchrunner.jobs where parent_id = any(@ids) group by parent_id, state";
+
+    private static async Task<IReadOnlyDictionary<Guid, IReadOnlyDictionary<string, int>>> ReadChildCountsAsync(NpgsqlDataReader rd, CancellationToken ct)
+    {
+        var result = new Dictionary<Guid, IReadOnlyDictionary<string, int>>();
         while (await rd.ReadAsync(ct))
         {
             var parent = rd.GetGuid(0);

@@ -187,16 +187,6 @@ public sealed partial class JobStore(NpgsqlDataSource db, WorkflowSignal? signal
         await cmd.ExecuteNonQueryAsync(ct);
     }
 
-    private static async Task<List<OutputFile>> ReadFilesAsync(NpgsqlConnection conn, string table, Guid id, CancellationToken ct)
-    {
-        var files = new List<OutputFile>();
-        await using var cmd = new NpgsqlCommand($"select path, size, sha256 from batchrunner.{table} where job_id = @id order by path", conn);
-        cmd.Parameters.AddWithValue("id", id);
-        await using var rd = await cmd.ExecuteReaderAsync(ct);
-        while (await rd.ReadAsync(ct)) files.Add(new OutputFile(rd.GetString(0), rd.GetInt64(1), rd.GetString(2)));
-        return files;
-    }
-
     public async Task SetHangfireJobIdAsync(Guid id, string hangfireJobId, CancellationToken ct)
     {
         await using var cmd = db.CreateCommand("update batchrunner.jobs set hangfire_job_id = @h where id = @id returning hangfire_sync");
@@ -218,20 +208,64 @@ public sealed partial class JobStore(NpgsqlDataSource db, WorkflowSignal? signal
 
     /// <summary>The job, with its outputs; null when there is none, or it belongs to another tenant than
     /// <paramref name="tenant"/> (null: any tenant). The API answers both alike (404), so that a job's existence is
-    /// never revealed to another tenant.</summary>
-    public async Task<JobRecord?> GetAsync(Guid id, string? tenant, CancellationToken ct)
+    /// never revealed to another tenant. One round trip (the row and its files in one batch).</summary>
+    public async Task<JobRecord?> GetAsync(Guid id, string? tenant, CancellationToken ct) => (await ReadAsync(id, tenant, document: false, ct))?.Job;
+
+    /// <summary>What a job's document shows besides its record (<see cref="GetDocumentAsync"/>): its attempts, whether its
+    /// node is alive (absent: it has none), and for an array's parent its children per state.</summary>
+    public sealed record JobWithDocument(JobRecord Job, IReadOnlyList<AttemptRecord> Attempts, IReadOnlyDictionary<Guid, bool> NodeAlive,
+        IReadOnlyDictionary<Guid, IReadOnlyDictionary<string, int>> ChildCounts);
+
+    /// <summary>As <see cref="GetAsync(Guid, string?, CancellationToken)"/>, with all its document shows besides, read in the
+    /// same round trip (GET /api/v1/jobs/{id}: one batch of six statements instead of five round trips).</summary>
+    public Task<JobWithDocument?> GetDocumentAsync(Guid id, string? tenant, CancellationToken ct) => ReadAsync(id, tenant, document: true, ct);
+
+    private async Task<JobWithDocument?> ReadAsync(Guid id, string? tenant, bool document, CancellationToken ct)
     {
-        await using var conn = await db.OpenConnectionAsync(ct);
-        JobRecord? job;
-        await using (var cmd = new NpgsqlCommand($"select {Columns} from {From} where j.id = @id and (@t::text is null or j.tenant = @t)", conn))
+        await using var batch = db.CreateBatch();
+        NpgsqlBatchCommand Add(string sql)
         {
-            cmd.Parameters.AddWithValue("id", id);
-            cmd.Parameters.Add(new NpgsqlParameter("t", NpgsqlDbType.Text) { Value = (object?)tenant ?? DBNull.Value });
-            await using var rd = await cmd.ExecuteReaderAsync(ct);
-            job = await rd.ReadAsync(ct) ? Read(rd) : null;
+            var c = new NpgsqlBatchCommand(sql);
+            c.Parameters.AddWithValue("id", id);
+            batch.BatchCommands.Add(c);
+            return c;
         }
-        if (job is null) return null;
-        return job with { Outputs = await ReadFilesAsync(conn, "outputs", id, ct), Inputs = await ReadFilesAsync(conn, "inputs", id, ct) };
+        // The files and the rest are read whatever the tenant; they are dropped unread below when the job is not the caller's.
+        Add($"select {Columns} from {From} where j.id = @id and (@t::text is null or j.tenant = @t)")
+            .Parameters.Add(new NpgsqlParameter("t", NpgsqlDbType.Text) { Value = (object?)tenant ?? DBNull.Value });
+        Add(FilesSql("outputs"));
+        Add(FilesSql("inputs"));
+        if (document)
+        {
+            Add(AttemptsSql);
+            Add(JobNodeLiveness.Sql).Parameters.AddWithValue("ids", new[] { id });
+            Add(ChildCountsSql).Parameters.AddWithValue("ids", new[] { id });
+        }
+        await using var rd = await batch.ExecuteReaderAsync(ct);
+        if (!await rd.ReadAsync(ct)) return null;
+        var job = Read(rd);
+        await rd.NextResultAsync(ct);
+        var outputs = await ReadFilesAsync(rd, ct);
+        await rd.NextResultAsync(ct);
+        job = job with { Outputs = outputs, Inputs = await ReadFilesAsync(rd, ct) };
+        if (!document) return new JobWithDocument(job, [], new Dictionary<Guid, bool>(), new Dictionary<Guid, IReadOnlyDictionary<string, int>>());
+        await rd.NextResultAsync(ct);
+        var attempts = new List<AttemptRecord>();
+        while (await rd.ReadAsync(ct)) attempts.Add(ReadAttempt(rd));
+        await rd.NextResultAsync(ct);
+        var alive = new Dictionary<Guid, bool>();
+        while (await rd.ReadAsync(ct)) alive[rd.GetGuid(0)] = rd.GetBoolean(1);
+        await rd.NextResultAsync(ct);
+        return new JobWithDocument(job, attempts, alive, await ReadChildCountsAsync(rd, ct));
+    }
+
+    private static string FilesSql(string table) => $"select path, size, sha256 from batchrunner.{table} where job_id = @id order by path";
+
+    private static async Task<List<OutputFile>> ReadFilesAsync(NpgsqlDataReader rd, CancellationToken ct)
+    {
+        var files = new List<OutputFile>();
+        while (await rd.ReadAsync(ct)) files.Add(new OutputFile(rd.GetString(0), rd.GetInt64(1), rd.GetString(2)));
+        return files;
     }
 
     /// <summary>
