@@ -62,4 +62,37 @@ public sealed class RequestRoundTripsFacts(ServerFixture f)
         // Another tenant's job is not found, whatever else the batch read.
         Assert.Null(await store.GetDocumentAsync(jobId, tenant: "someone-else", CancellationToken.None));
     }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task InsertRows_ChecksTheTenantsQueuedLimitInTheInsert_WhenAskedTo(bool limited)
+    {
+        // A submission's row goes in with one statement that also checks its tenant has no maxQueuedJobs; a tenant with
+        // one gets nothing inserted by it (and takes the serialised check, QuotaFacts).
+        var tenant = "insert-guard-" + Guid.NewGuid().ToString("N")[..6];
+        await f.Api.PutTenantAsync(tenant, limited ? new { maxQueuedJobs = 100 } : new { });
+        var spec = JobSpecValidator.Validate(new JobSubmission { Image = f.Busybox, Command = ["true"] }).Spec!;
+        var job = new JobRecord { Id = Guid.CreateVersion7(), Image = spec.Image, Queue = spec.Queue, Spec = spec, State = JobState.Queued, CreatedAt = DateTimeOffset.UtcNow, Tenant = tenant };
+        var db = f.App.Services.GetRequiredService<Npgsql.NpgsqlDataSource>();
+        var store = f.App.Services.GetRequiredService<JobStore>();
+        await using (var conn = await db.OpenConnectionAsync())
+        await using (var tx = await conn.BeginTransactionAsync())
+        {
+            Assert.Equal(!limited, await JobStore.InsertRowsAsync(conn, tx, job, CancellationToken.None, onlyIfTenantUnlimited: true));
+            await tx.CommitAsync();
+        }
+        Assert.Equal(limited ? null : JobState.Queued, await store.GetStateAsync(job.Id, CancellationToken.None));
+        if (!limited) await store.RequestCancelAsync(job.Id, tenant: null, CancellationToken.None);
+    }
+
+    [Fact]
+    public async Task Submit_StoresNoCultureWithTheMessage()
+    {
+        var id = await f.Api.SubmitIdAsync(new { image = f.Busybox, command = new[] { "true" } });
+        var hangfireId = (await f.App.Services.GetRequiredService<JobStore>().GetAsync(Guid.Parse(id), CancellationToken.None))!.HangfireJobId!;
+        using var connection = f.App.Services.GetRequiredService<JobStorage>().GetConnection();
+        Assert.Null(connection.GetJobParameter(hangfireId, "CurrentCulture"));
+        Assert.Equal("succeeded", (await f.Api.WaitForFinalAsync(id)).GetProperty("state").GetString());
+    }
 }

@@ -72,7 +72,8 @@ public static class JobsApi
         var job = NewJob(spec, await JobSubmissionReader.StagedInputsAsync(request, ct), inputsTar, caller, jobSecrets.IsEmpty ? null : secrets.Protect(jobSecrets));
         // The stored spec (secret names included, secret values never) identifies the request; the secret values
         // are compared by decrypting the first job's, so no hash of a secret is ever stored.
-        var requestHash = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(JsonSerializer.SerializeToUtf8Bytes(spec, JobStore.Json)));
+        // Only a request with an Idempotency-Key is ever compared.
+        var requestHash = idempotencyKey is null ? "" : Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(JsonSerializer.SerializeToUtf8Bytes(spec, JobStore.Json)));
         var (id, created, sameRequest, queuedLimit) = await store.InsertAsync(job, idempotencyKey, requestHash, ct);
         if (queuedLimit is { } limit)
             return TenantQuotaProblems.QueuedJobs(caller.Tenant, limit);

@@ -8,7 +8,7 @@ internal static class HangfireSetup
     private static int _done;
 
     /// <summary>
-    /// Removes Hangfire's continuation starter (<see cref="ContinuationsSupportAttribute"/>), once per process. BatchRunner's
+    /// Removes Hangfire's culture capture (see below) and its continuation starter (<see cref="ContinuationsSupportAttribute"/>), once per process. BatchRunner's
     /// waiting jobs sit in Hangfire's Awaiting state, but BatchRunner moves them on itself (the workflow sweeper): its
     /// conditions are Slurm's (a dependency that failed is finished, where Hangfire's Failed is not final), a job may wait
     /// for several jobs (Hangfire's continuation has one parent), and a dependency may be an array, which runs as many
@@ -19,5 +19,9 @@ internal static class HangfireSetup
     {
         if (Interlocked.Exchange(ref _done, 1) == 1) return;
         GlobalJobFilters.Filters.Remove(typeof(ContinuationsSupportAttribute));
+        // Nor does a job need the submitting thread's culture: the worker runs a container, whose environment is the job's
+        // own. Hangfire's CaptureCultureAttribute would store it as a job parameter with every message, one more statement
+        // per submission (a message stored with one still runs: the parameter is ignored).
+        GlobalJobFilters.Filters.Remove(typeof(CaptureCultureAttribute));
     }
 }

@@ -85,8 +85,13 @@ public sealed partial class JobStore(NpgsqlDataSource db, WorkflowSignal? signal
                     return new InsertResult(rd.GetGuid(0), false, rd.GetString(1) == requestHash);
             }
         }
-        if (await QueuedLimitReachedAsync(conn, tx, job.Tenant, ct) is { } limit) return new InsertResult(job.Id, false, false, limit);
-        await InsertRowsAsync(conn, tx, job, ct);
+        // Most tenants have no maxQueuedJobs: the row goes in with a statement that checks that itself (one round trip);
+        // a tenant with a limit takes the serialised check first.
+        if (!await InsertRowsAsync(conn, tx, job, ct, onlyIfTenantUnlimited: true))
+        {
+            if (await QueuedLimitReachedAsync(conn, tx, job.Tenant, ct) is { } limit) return new InsertResult(job.Id, false, false, limit);
+            await InsertRowsAsync(conn, tx, job, ct);
+        }
         if (idempotencyKey is not null)
         {
             await using var key = new NpgsqlCommand("insert into batchrunner.idempotency_keys (tenant, key, job_id, request_hash) values (@t, @k, @id, @h)", conn, tx);
@@ -128,25 +133,31 @@ public sealed partial class JobStore(NpgsqlDataSource db, WorkflowSignal? signal
         return rd.GetInt64(1) >= max ? max : null;
     }
 
-    /// <summary>The job's row, its dependencies and its children, in the caller's transaction.</summary>
-    internal static async Task InsertRowsAsync(NpgsqlConnection conn, NpgsqlTransaction tx, JobRecord job, CancellationToken ct)
+    /// <summary>The job's row, its dependencies and its children, in the caller's transaction. With
+    /// <paramref name="onlyIfTenantUnlimited"/>, nothing is inserted (false) when the job's tenant has a maxQueuedJobs, read in
+    /// the same statement as the insert.</summary>
+    internal static async Task<bool> InsertRowsAsync(NpgsqlConnection conn, NpgsqlTransaction tx, JobRecord job, CancellationToken ct, bool onlyIfTenantUnlimited = false)
     {
-        await using (var cmd = new NpgsqlCommand("""
+        var unlimited = onlyIfTenantUnlimited
+            ? " where not exists (select 1 from batchrunner.tenants t where t.name = @tenant and t.max_queued_jobs is not null)"
+            : "";
+        await using (var cmd = new NpgsqlCommand($"""
             insert into batchrunner.jobs (id, name, image, queue, spec, state, message, created_at, rerun_of, tenant, submitted_by, secrets,
                                           inputs_digest, inputs_bytes, inputs_node, inputs_url, array_size, schedule_id, hangfire_job_id)
-            values (@id, @name, @image, @queue, @spec, @state, @message, @created, @rerun, @tenant, @by, @secrets,
-                    @idigest, @ibytes, @inode, @iurl, @size, @schedule, @hangfire)
+            select @id, @name, @image, @queue, @spec, @state, @message, @created, @rerun, @tenant, @by, @secrets,
+                   @idigest, @ibytes, @inode, @iurl, @size, @schedule, @hangfire{unlimited}
             """, conn, tx))
         {
             cmd.Parameters.AddWithValue("id", job.Id);
-            cmd.Parameters.AddWithValue("name", (object?)job.Name ?? DBNull.Value);
+            // Every parameter typed: the values are a select list (for the tenant check), whose nulls take no type from the columns.
+            cmd.Parameters.Add(new NpgsqlParameter("name", NpgsqlDbType.Text) { Value = (object?)job.Name ?? DBNull.Value });
             cmd.Parameters.AddWithValue("image", job.Image);
             cmd.Parameters.AddWithValue("queue", job.Queue);
             cmd.Parameters.Add(new NpgsqlParameter("spec", NpgsqlDbType.Jsonb) { Value = JsonSerializer.Serialize(job.Spec, Json) });
             cmd.Parameters.AddWithValue("state", job.State);
             cmd.Parameters.Add(new NpgsqlParameter("message", NpgsqlDbType.Text) { Value = (object?)job.Message ?? DBNull.Value });
             cmd.Parameters.AddWithValue("created", job.CreatedAt);
-            cmd.Parameters.AddWithValue("rerun", (object?)job.RerunOf ?? DBNull.Value);
+            cmd.Parameters.Add(new NpgsqlParameter("rerun", NpgsqlDbType.Uuid) { Value = (object?)job.RerunOf ?? DBNull.Value });
             cmd.Parameters.AddWithValue("tenant", job.Tenant);
             cmd.Parameters.Add(new NpgsqlParameter("by", NpgsqlDbType.Text) { Value = (object?)job.SubmittedBy ?? DBNull.Value });
             cmd.Parameters.Add(new NpgsqlParameter("secrets", NpgsqlDbType.Bytea) { Value = (object?)job.ProtectedSecrets ?? DBNull.Value });
@@ -157,7 +168,7 @@ public sealed partial class JobStore(NpgsqlDataSource db, WorkflowSignal? signal
             cmd.Parameters.Add(new NpgsqlParameter("size", NpgsqlDbType.Integer) { Value = job.IsArrayParent ? job.Spec.Array!.Size : DBNull.Value });
             cmd.Parameters.Add(new NpgsqlParameter("schedule", NpgsqlDbType.Uuid) { Value = (object?)job.ScheduleId ?? DBNull.Value });
             cmd.Parameters.Add(new NpgsqlParameter("hangfire", NpgsqlDbType.Text) { Value = (object?)job.HangfireJobId ?? DBNull.Value });
-            await cmd.ExecuteNonQueryAsync(ct);
+            if (await cmd.ExecuteNonQueryAsync(ct) == 0) return false;
         }
         await InsertFilesAsync(conn, tx, "inputs", job.Id, job.Inputs, ct);
         // An array's webhook is its parent's alone (its children get no row): it is called once, when the array ends.
@@ -170,6 +181,7 @@ public sealed partial class JobStore(NpgsqlDataSource db, WorkflowSignal? signal
         }
         await InsertDependenciesAsync(conn, tx, job, ct);
         if (job.IsArrayParent) await InsertChildrenAsync(conn, tx, job, ct);
+        return true;
     }
 
     /// <summary>The rows of a job's inputs or outputs (<paramref name="table"/>), in the caller's transaction.</summary>
