@@ -23,5 +23,7 @@ internal static class HangfireSetup
         // own. Hangfire's CaptureCultureAttribute would store it as a job parameter with every message, one more statement
         // per submission (a message stored with one still runs: the parameter is ignored).
         GlobalJobFilters.Filters.Remove(typeof(CaptureCultureAttribute));
+        // Jobs scheduled here are enqueued when due, not at the delayed-job scheduler's next poll (see DueScheduledJobs).
+        GlobalJobFilters.Filters.Add(DueScheduledJobs.Instance);
     }
 }
