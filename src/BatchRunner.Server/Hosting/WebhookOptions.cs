@@ -21,8 +21,10 @@ public sealed class WebhookOptions
     /// <summary>How long one call may take (connect, send, response headers).</summary>
     public double TimeoutSeconds { get; set; } = 10;
 
-    /// <summary>How often a node looks for due deliveries.</summary>
-    public double PollSeconds { get; set; } = 1;
+    /// <summary>How often a node looks for due deliveries when nothing woke it: a job that ends on a node wakes that node's
+    /// sender at once, and a retry wakes it when due, so this only bounds how long a delivery waits whose node went away
+    /// before sending it.</summary>
+    public double PollSeconds { get; set; } = 10;
 
     public TimeSpan BackoffAfter(int attempt) =>
         TimeSpan.FromSeconds(Math.Min(InitialBackoffSeconds * Math.Pow(2, Math.Max(0, attempt - 1)), 3600));

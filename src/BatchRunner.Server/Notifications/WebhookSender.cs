@@ -26,8 +26,12 @@ public sealed partial class WebhookSender(
     IHttpClientFactory http,
     IOptions<BatchRunnerOptions> options,
     IOptions<Microsoft.AspNetCore.Http.Json.JsonOptions> json,
+    WorkflowSignal signal,
     ILogger<WebhookSender> log) : BackgroundService
 {
+    /// <summary>Pulsed when a job ends or is cancelled here: its delivery is due now.</summary>
+    private readonly WorkflowSignal.Subscription ended = signal.Subscribe();
+
     public const string HttpClientName = "webhooks";
     public const string DeliveryHeader = "X-BatchRunner-Delivery";
     public const string AttemptHeader = "X-BatchRunner-Attempt";
@@ -47,20 +51,31 @@ public sealed partial class WebhookSender(
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
-        using var timer = new PeriodicTimer(TimeSpan.FromSeconds(Settings.PollSeconds));
-        do
+        // Woken when a job ends here (its delivery becomes due at once) and when the next retry is due; otherwise it looks
+        // every PollSeconds, for deliveries of jobs that ended on a node that went away before sending them.
+        var idle = TimeSpan.FromSeconds(Settings.PollSeconds);
+        while (!stoppingToken.IsCancellationRequested)
         {
+            var wait = idle;
             try
             {
                 var due = await notifications.ClaimDueAsync(BatchSize, TimeSpan.FromSeconds(Settings.TimeoutSeconds + 30), stoppingToken);
                 await Task.WhenAll(due.Select(d => DeliverAsync(d, stoppingToken)));
+                // A full batch: more may be due now.
+                wait = due.Count == BatchSize ? TimeSpan.Zero
+                    : await notifications.NextDueInAsync(stoppingToken) is { } next && next < idle ? next : idle;
             }
             catch (Exception e) when (!stoppingToken.IsCancellationRequested)
             {
                 // The database being away, most likely; never a reason to stop sending for good.
                 LogClaimFailed(log, e.Message);
             }
-        } while (await timer.WaitForNextTickAsync(stoppingToken).ConfigureAwait(false));
+            try
+            {
+                if (wait > TimeSpan.Zero) await ended.WaitAsync(wait, stoppingToken);
+            }
+            catch (OperationCanceledException) { return; }
+        }
     }
 
     /// <summary>One try of one delivery; its outcome is recorded whatever happens (or, when not even that can be

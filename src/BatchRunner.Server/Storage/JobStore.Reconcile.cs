@@ -57,7 +57,10 @@ public sealed partial class JobStore
         cmd.Parameters.AddWithValue("id", id);
         cmd.Parameters.AddWithValue("h", hangfireJobId);
         cmd.Parameters.AddWithValue("m", message);
-        return await cmd.ExecuteNonQueryAsync(ct) == 1;
+        if (await cmd.ExecuteNonQueryAsync(ct) != 1) return false;
+        // Its dependents can never run now: the workflow sweeper ends them.
+        signal?.Pulse();
+        return true;
     }
 
     /// <summary>Records <paramref name="newHangfireJobId"/> as the queued job's message in place of <paramref name="oldHangfireJobId"/>;

@@ -47,6 +47,17 @@ public sealed class NotificationStore(NpgsqlDataSource db)
         return due;
     }
 
+    /// <summary>How long until a pending delivery is due (its next try, or the end of another sender's claim on it); null
+    /// when none is pending.</summary>
+    public async Task<TimeSpan?> NextDueInAsync(CancellationToken ct)
+    {
+        await using var cmd = db.CreateCommand("""
+            select extract(epoch from min(greatest(next_attempt_at, coalesce(locked_until, next_attempt_at))) - now())::float8
+              from batchrunner.notifications where state = 'pending'
+            """);
+        return await cmd.ExecuteScalarAsync(ct) is double seconds ? TimeSpan.FromSeconds(Math.Max(0, seconds)) : null;
+    }
+
     public async Task DeliveredAsync(Guid jobId, CancellationToken ct)
     {
         await using var cmd = db.CreateCommand("""

@@ -1,21 +1,48 @@
 namespace BatchRunner.Server.Storage;
 
 /// <summary>
-/// "Something a workflow waits for may have happened here": pulsed by <see cref="JobStore"/> after it committed a job's end,
-/// a cancel, or a job with dependencies or children, so that this process's workflow sweeper looks at once instead of at
-/// its next tick. Only a hint: the sweeper's periodic pass (and every other node's) finds the same work without it.
+/// "A job ended, was cancelled, or was submitted with dependencies or children here": pulsed by <see cref="JobStore"/> after
+/// it committed such a change, so that this process's workflow sweeper and webhook sender look at once instead of at their
+/// next tick. Only a hint: their periodic passes (and every other node's) find the same work without it.
 /// </summary>
+/// <remarks>Each consumer <see cref="Subscribe"/>s once and waits on its own subscription, so that one consumer never takes
+/// the pulse another was waiting for.</remarks>
 public sealed class WorkflowSignal
 {
-    private readonly SemaphoreSlim _pulses = new(0, 1);
+    private readonly object _gate = new();
+    private Subscription[] _subscribers = [];
+    private readonly Subscription _default;
+
+    public WorkflowSignal() => _default = Subscribe();
 
     public void Pulse()
     {
-        // At most one pending pulse: many ends while a pass runs need one more pass, not many.
-        try { _pulses.Release(); }
-        catch (SemaphoreFullException) { }
+        foreach (var s in Volatile.Read(ref _subscribers)) s.Pulse();
     }
 
-    /// <summary>Waits for a pulse or <paramref name="timeout"/>, whichever comes first.</summary>
-    public Task WaitAsync(TimeSpan timeout, CancellationToken ct) => _pulses.WaitAsync(timeout, ct);
+    /// <summary>A consumer's own view of the pulses: each is seen once, and a pulse while it was busy is kept for its next wait.</summary>
+    public Subscription Subscribe()
+    {
+        var s = new Subscription();
+        lock (_gate) _subscribers = [.. _subscribers, s];
+        return s;
+    }
+
+    /// <summary>Waits for a pulse or <paramref name="timeout"/>, whichever comes first (the workflow sweeper's subscription).</summary>
+    public Task WaitAsync(TimeSpan timeout, CancellationToken ct) => _default.WaitAsync(timeout, ct);
+
+    public sealed class Subscription
+    {
+        private readonly SemaphoreSlim _pulses = new(0, 1);
+
+        internal void Pulse()
+        {
+            // At most one pending pulse: many ends while a pass runs need one more pass, not many.
+            try { _pulses.Release(); }
+            catch (SemaphoreFullException) { }
+        }
+
+        /// <summary>Waits for a pulse or <paramref name="timeout"/>, whichever comes first; true for a pulse.</summary>
+        public Task<bool> WaitAsync(TimeSpan timeout, CancellationToken ct) => _pulses.WaitAsync(timeout, ct);
+    }
 }
