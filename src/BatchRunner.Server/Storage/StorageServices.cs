@@ -56,10 +56,20 @@ public static class StorageServices
             InvisibilityTimeout = TimeSpan.FromMinutes(5),
         };
         services.AddSingleton(storageOptions);
-        services.AddSingleton<JobStorage>(new PostgreSqlStorage(new NpgsqlConnectionFactory(connectionString, storageOptions), storageOptions));
+        services.AddSingleton<JobStorage>(new PostgreSqlStorage(new NpgsqlConnectionFactory(HangfireConnectionString(connectionString), storageOptions), storageOptions));
         // After a crash of the database (or of the whole machine) its Hangfire lock rows outlive their holders.
         await HangfireLocks.RemoveTakenBeforeDatabaseStartAsync(dataSource, HangfireSchema, log, ct);
     }
+
+    /// <summary>
+    /// Hangfire's connections skip the <c>DISCARD ALL</c> Npgsql sends when it reuses a pooled connection: with 10 jobs
+    /// running it was half of a node's statements (each running job's cancellation check opens one). Hangfire.PostgreSql
+    /// leaves no session state on them: no prepared statements, temporary tables or session settings (its transactions set
+    /// their isolation themselves), its locks are rows, and its one LISTEN (long polling in its own fetch) never runs here:
+    /// every queue a worker fetches is <see cref="FairShareQueueProvider"/>'s, which listens on a connection of its own.
+    /// </summary>
+    internal static string HangfireConnectionString(string connectionString) =>
+        new NpgsqlConnectionStringBuilder(connectionString) { NoResetOnClose = true }.ConnectionString;
 
     /// <summary>Registers this worker's <see cref="FairShareQueueProvider"/>, fetching in <paramref name="policy"/>'s order.</summary>
     public static void AddFairShareQueues(this IServiceCollection services, Func<IServiceProvider, IFetchPolicy> policy) =>
