@@ -62,7 +62,7 @@ public static class IdleBench
         await using var registry = await TestRegistry.StartAsync();
         var image = await TestImages.PushBusyboxAsync(registry);
         var dataDir = Path.Combine(Root, "node");
-        var port = FreePort();
+        var port = NodeProcess.FreePort();
         // BENCH_BATCHRUNNER: another build of the server to measure (an earlier commit's, for before/after figures).
         var psi = new ProcessStartInfo(Environment.GetEnvironmentVariable("BENCH_BATCHRUNNER") is { Length: > 0 } other ? other : Path.Combine(AppContext.BaseDirectory, "batchrunner"))
         {
@@ -80,12 +80,7 @@ public static class IdleBench
         http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", Key);
         try
         {
-            await Poll.UntilAsync(async () =>
-            {
-                if (node.HasExited) throw new InvalidOperationException($"batchrunner exited {node.ExitCode}");
-                try { return (await http.GetAsync("/healthz")).StatusCode == HttpStatusCode.OK; }
-                catch (HttpRequestException) { return false; }
-            }, ok => ok, TimeSpan.FromSeconds(60), "batchrunner to answer", 100);
+            await NodeProcess.WaitHealthyAsync(node, http, "idle");
 
             // The bare Hangfire server on its own database of the same cluster.
             var pgData = Path.Combine(dataDir, "postgres");
@@ -259,12 +254,5 @@ public static class IdleBench
             target[pid] = cpu;
         }
         return new Snapshot(ProcStat.TreeCpuMs(nodePid), ProcStat.TreeCpuMs(barePid), br, hf, others, brTx, hfTx);
-    }
-
-    private static int FreePort()
-    {
-        using var l = new System.Net.Sockets.TcpListener(IPAddress.Loopback, 0);
-        l.Start();
-        return ((IPEndPoint)l.LocalEndpoint).Port;
     }
 }

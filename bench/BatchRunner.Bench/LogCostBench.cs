@@ -66,7 +66,7 @@ public static class LogCostBench
     private static async Task<Result> RunOneAsync(string name, string[] args, bool json, string image, int jobs)
     {
         var dataDir = Path.Combine(Root, name + "-" + Guid.NewGuid().ToString("N")[..6]);
-        var port = FreePort();
+        var port = NodeProcess.FreePort();
         var psi = new ProcessStartInfo(Path.Combine(AppContext.BaseDirectory, "batchrunner"))
         {
             UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = true,
@@ -84,12 +84,7 @@ public static class LogCostBench
         http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", Key);
         try
         {
-            await Poll.UntilAsync(async () =>
-            {
-                if (process.HasExited) throw new InvalidOperationException($"batchrunner ({name}) exited {process.ExitCode}");
-                try { return (await http.GetAsync("/healthz")).StatusCode == HttpStatusCode.OK; }
-                catch (HttpRequestException) { return false; }
-            }, ok => ok, TimeSpan.FromSeconds(60), "batchrunner to answer", 100);
+            await NodeProcess.WaitHealthyAsync(process, http, name);
             await RunJobAsync(http, image); // warm-up: image pull, first container, JIT
 
             var (bytes0, lines0) = counter.Snapshot();
@@ -145,20 +140,7 @@ public static class LogCostBench
     }
 
     /// <summary>utime + stime of the process itself (its containers and runc are other processes).</summary>
-    private static double CpuMs(int pid)
-    {
-        var stat = File.ReadAllText($"/proc/{pid}/stat");
-        var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
-        // After "(comm) ": field 3 is index 0, so utime (14) and stime (15) are 11 and 12; clock ticks are 1/100 s.
-        return (long.Parse(fields[11]) + long.Parse(fields[12])) * 10.0;
-    }
-
-    private static int FreePort()
-    {
-        using var l = new System.Net.Sockets.TcpListener(IPAddress.Loopback, 0);
-        l.Start();
-        return ((IPEndPoint)l.LocalEndpoint).Port;
-    }
+    private static double CpuMs(int pid) => ProcStat.CpuMs(pid) ?? throw new InvalidOperationException($"process {pid} is gone");
 
     private sealed class OutputCounter
     {
