@@ -12,6 +12,7 @@
 #   postgresql/usr/share/postgresql/15/ what initdb and the server read (the usr/lib ↔ usr/share layout is kept:
 #                                       PostgreSQL finds its share dir relative to its own binary)
 #   runtimes/runc, runtimes/crun        this machine's runc and crun
+#   tools/busybox                       Debian's static busybox: CHECK=perf's job image and bare bundles
 #   lib/                                every shared library those binaries need except glibc's own
 #                                       (server-check.sh uses only the ones the GPU machine lacks)
 #   MANIFEST.txt                        versions, sizes, and which libraries Ubuntu 24.04 has no package for
@@ -27,7 +28,7 @@ PG_SHARE=/usr/share/postgresql/$PG_VERSION
 
 STAGE="$OUTDIR/server-check"
 rm -rf "$STAGE" "$ARCHIVE"
-mkdir -p "$STAGE"/{lib,runtimes/runc,runtimes/crun} "$STAGE/postgresql$PG_LIB"/{bin,lib} "$STAGE/postgresql$PG_SHARE"
+mkdir -p "$STAGE"/{lib,tools,runtimes/runc,runtimes/crun} "$STAGE/postgresql$PG_LIB"/{bin,lib} "$STAGE/postgresql$PG_SHARE"
 
 # --- the server. Self-contained, not trimmed: IL trimming (TrimMode=partial) halves the archive's server part
 # but the trimmed server aborts at start ("Reflection-based serialization has been disabled"), and Hangfire and
@@ -53,6 +54,11 @@ cp -p "$PG_SHARE"/extension/plpgsql* "$STAGE/postgresql$PG_SHARE/extension/"
 # --- OCI runtimes (Debian 12: runc 1.1.5, crun 1.8.1).
 cp "$(readlink -f "$(command -v runc || echo /usr/sbin/runc)")" "$STAGE/runtimes/runc/runc"
 cp "$(readlink -f "$(command -v crun || echo /usr/bin/crun)")" "$STAGE/runtimes/crun/crun"
+
+# --- a static busybox for CHECK=perf (Debian's busybox-static: no libraries).
+BUSYBOX=$(readlink -f /bin/busybox)
+file "$BUSYBOX" | grep -q 'statically linked' || { echo "/bin/busybox is not static: apt-get install busybox-static" >&2; exit 1; }
+cp "$BUSYBOX" "$STAGE/tools/busybox"
 
 # --- shared libraries: the closure of every carried ELF file, glibc excluded (the GPU machine's glibc 2.39 is
 # newer than Debian 12's 2.36, and glibc is backward compatible).

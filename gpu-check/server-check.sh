@@ -18,6 +18,11 @@
 #   TORCH_PYTHON its python3                              ($TORCH_DIR/.venv/bin/python3)
 #   PORT         the server's port on 127.0.0.1           (18080)
 #   RUNTIME      BATCHRUNNER_RUNTIME: auto, runc or crun  (auto: crun on a pure cgroup v2 host)
+#   CHECK        gpu (the GPU checks, server_check.py) or perf (issue 14's start and throughput figures,
+#                perf_check.py: no GPU needed; the server runs with its default workers)   (gpu)
+#   PERF_CPUS    with CHECK=perf: the CPU list the server, its PostgreSQL and the bare runs are pinned to,
+#                the node declaring that many CPUs                                          (0,1: two cores)
+#   PERF_ROUNDS, PERF_JOBS  with CHECK=perf: start rounds and throughput jobs               (30, 300)
 # Only for the local rehearsal (test-local.sh): GPU_CDI_DIR (test devices named by a CDI spec), NVIDIA_SMI (a fake
 # nvidia-smi for sampling), SERVER_CPUS (the node's declared CPUs), MATMUL_SECONDS, FAKE=1 (labels the results).
 set -u
@@ -61,7 +66,10 @@ echo "cgroup: $(stat -fc %T /sys/fs/cgroup) ($( [ -f /sys/fs/cgroup/cgroup.contr
 [ -f "$ARCHIVE" ] || fail preconditions "$ARCHIVE missing: run gpu-check/build-server.sh on the build machine and carry gpu-check/out/server-check.tar.xz"
 [ -x "$TORCH_PYTHON" ] || fail preconditions "no $TORCH_PYTHON (set TORCH_DIR / TORCH_PYTHON)"
 "$TORCH_PYTHON" -c 'import sys; assert sys.version_info >= (3, 8)' || fail preconditions "$TORCH_PYTHON is not a Python >= 3.8"
-if [ -n "${GPU_CDI_DIR:-}" ]; then
+CHECK=${CHECK:-gpu}
+if [ "$CHECK" = perf ]; then
+  echo "CHECK=perf: start and throughput figures; no GPU needed"
+elif [ -n "${GPU_CDI_DIR:-}" ]; then
   echo "LOCAL REHEARSAL: GPUs from the CDI spec in $GPU_CDI_DIR, sampled with $NVIDIA_SMI"
 else
   nvidia-smi -L 2>&1 | tee "$OUT/nvidia-smi-L.txt"
@@ -144,8 +152,16 @@ if [ ! -e /dev/loop-control ] || ! command -v mkfs.ext4 >/dev/null 2>&1; then
   echo "per-job disk limits off here (no /dev/loop-control or no mkfs.ext4): BATCHRUNNER_DISK_ENFORCE=false"
   GPU_ENV+=("BATCHRUNNER_DISK_ENFORCE=false")
 fi
-env BATCHRUNNER_DATA_DIR="$WORK/data" BATCHRUNNER_API_KEY="$KEY" BATCHRUNNER_URLS="http://127.0.0.1:$PORT" \
-    BATCHRUNNER_NODE_NAME=gpu-check BATCHRUNNER_WORKERS=4 BATCHRUNNER_RUNTIME="${RUNTIME:-auto}" \
+PIN=()
+if [ "$CHECK" = perf ]; then
+  PERF_CPUS=${PERF_CPUS:-0,1}
+  PIN=(taskset -c "$PERF_CPUS")
+  GPU_ENV+=("BATCHRUNNER_CPUS=$(taskset -c "$PERF_CPUS" nproc)")
+else
+  GPU_ENV+=("BATCHRUNNER_WORKERS=4")
+fi
+"${PIN[@]}" env BATCHRUNNER_DATA_DIR="$WORK/data" BATCHRUNNER_API_KEY="$KEY" BATCHRUNNER_URLS="http://127.0.0.1:$PORT" \
+    BATCHRUNNER_NODE_NAME=gpu-check BATCHRUNNER_RUNTIME="${RUNTIME:-auto}" \
     BATCHRUNNER_POSTGRES_BIN="$PGBIN" BATCHRUNNER_POSTGRES_USER="$PGUSER" LD_LIBRARY_PATH="$WORK/missing-lib" \
     BatchRunner__Isolation__Datasets__torch="$TORCH_DIR" BatchRunner__Gpus__SampleSeconds=1 \
     "${GPU_ENV[@]}" "$W/batchrunner/batchrunner" > "$OUT/server.log" 2>&1 &
@@ -154,9 +170,16 @@ echo "server pid $SERVER_PID"
 
 echo "== checks through the HTTP API"
 FAKE_ARG=(); [ "${FAKE:-}" = 1 ] && FAKE_ARG=(--fake)
+if [ "$CHECK" = perf ]; then
+  timeout 420 "${PIN[@]}" "$TORCH_PYTHON" "$HERE/perf_check.py" --url "http://127.0.0.1:$PORT" --key "$KEY" --out "$OUT" \
+    --work "$WORK" --server-pid "$SERVER_PID" --busybox "$W/tools/busybox" --cpus "$PERF_CPUS" \
+    --runtime "runc=$W/runtimes/runc/runc" --runtime "crun=$W/runtimes/crun/crun" \
+    --rounds "${PERF_ROUNDS:-30}" --jobs "${PERF_JOBS:-300}"
+else
 timeout 420 "$TORCH_PYTHON" "$HERE/server_check.py" --url "http://127.0.0.1:$PORT" --key "$KEY" --out "$OUT" --work "$WORK" \
   --torch-dir "$TORCH_DIR" --torch-python "$TORCH_PYTHON" --server-pid "$SERVER_PID" \
   --matmul-seconds "${MATMUL_SECONDS:-10}" "${FAKE_ARG[@]}"
+fi
 rc=$?
 [ $rc -eq 124 ] && echo "STEP checks: FAILED: server_check.py ran past 420 s"
 if ! kill -0 "$SERVER_PID" 2>/dev/null; then echo "the server exited early; the end of server.log:"; tail -30 "$OUT/server.log"; fi
@@ -164,6 +187,6 @@ grep -E '"(Level|LogLevel)":"(Error|Critical)"|^(fail|crit):' "$OUT/server.log" 
 stop_server
 trap - EXIT
 echo
-cat "$OUT/summary.md" 2>/dev/null
+cat "$OUT/summary.md" "$OUT/perf-summary.md" 2>/dev/null
 echo "== server-check $([ $rc = 0 ] && echo OK || echo FAILED) after $(( $(date +%s) - START )) s; results in $OUT"
 exit $rc

@@ -314,7 +314,7 @@ def write_blob(layout, data):
     return {"digest": "sha256:" + digest, "size": len(data)}
 
 
-def build_oci_archive(stage_dir, work):
+def build_oci_archive(stage_dir, work, image_name=IMAGE_NAME, archive_name="torch-host.oci.tar"):
     """An OCI image layout (one uncompressed layer) in a tar: what POST /api/v1/images takes."""
     t0 = time.time()
     layout = os.path.join(work, "layout")
@@ -338,10 +338,10 @@ def build_oci_archive(stage_dir, work):
     }).encode())
     with open(os.path.join(layout, "index.json"), "w") as f:
         json.dump({"schemaVersion": 2, "manifests": [dict(manifest, mediaType="application/vnd.oci.image.manifest.v1+json",
-                   annotations={"org.opencontainers.image.ref.name": IMAGE_NAME.rsplit(":", 1)[1]})]}, f)
+                   annotations={"org.opencontainers.image.ref.name": image_name.rsplit(":", 1)[1]})]}, f)
     with open(os.path.join(layout, "oci-layout"), "w") as f:
         json.dump({"imageLayoutVersion": "1.0.0"}, f)
-    archive = os.path.join(work, "torch-host.oci.tar")
+    archive = os.path.join(work, archive_name)
     subprocess.check_call(["tar", "-C", layout, "-cf", archive, "oci-layout", "index.json", "blobs"])
     shutil.rmtree(layout)
     return archive, {"layer_bytes": layer_size, "layer_digest": "sha256:" + layer_digest,
