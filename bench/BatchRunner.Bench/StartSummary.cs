@@ -13,7 +13,8 @@ namespace BatchRunner.Bench;
 /// <param name="Jobs">Jobs of the throughput run (and of the CPU-per-job figure).</param>
 /// <param name="RuntimePath">runc or crun: the server runs its jobs with it (BatchRunner:Runtime) and the baseline is a bare `RUNTIME run`.</param>
 /// <param name="Statements">Load pg_stat_statements in the server's embedded PostgreSQL and report statements per job (a restart more).</param>
-/// <param name="KeepServerLog">Keep the server's log (DATA.log under the bench root) for per-phase timings.</param>
+/// <param name="KeepServerLog">Keep the server's log (DATA.log under the bench root), with BatchRunner's debug lines and
+/// timestamps, for per-phase timings (more log lines per job: not for the CPU figure).</param>
 /// <param name="WarmupJobs">Jobs run before the throughput run, unmeasured: until the server's hot paths are compiled at tier 1.</param>
 public sealed record StartSummaryOptions(int Rounds = 20, int Jobs = 500, string RuntimePath = "/usr/sbin/runc", bool Statements = false, bool KeepServerLog = false, int WarmupJobs = 200);
 
@@ -87,7 +88,10 @@ public static class StartSummary
             var image = await TestImages.PushBusyboxAsync(registry);
             var rootfs = BusyboxRootfs.Create(Path.Combine(Root, "rootfs"));
             var dataDir = Path.Combine(Root, "server");
-            string[] args = [$"--BatchRunner:Runtime={o.RuntimePath}", "--Logging:LogLevel:BatchRunner=Debug", "--Logging:Console:TimestampFormat=HH:mm:ss.fff "];
+            // The shipped log levels for the figures; with --keep-server-log, BatchRunner's debug lines with timestamps (phases).
+            string[] args = o.KeepServerLog
+                ? [$"--BatchRunner:Runtime={o.RuntimePath}", "--Logging:LogLevel:BatchRunner=Debug", "--Logging:Console:TimestampFormat=HH:mm:ss.fff "]
+                : [$"--BatchRunner:Runtime={o.RuntimePath}"];
             var server = await BenchServerProcess.StartAsync(Root, "start-bench", Key, args, dataDir);
             NpgsqlDataSource? statements = null;
             if (o.Statements)
@@ -201,12 +205,14 @@ public static class StartSummary
         var running = new List<double>();
         var startedToFinished = new List<double>();
         var bare = new List<double>();
+        var ids = new List<string>();
         for (var i = 0; i < o.Rounds; i++)
         {
             async Task Ours()
             {
                 var (ms, job) = await c.RunJobAsync(pollMs: 5);
                 ours.Add(ms);
+                ids.Add(job.GetProperty("id").GetString()!);
                 var created = job.GetProperty("createdAt").GetDateTimeOffset();
                 var started = job.GetProperty("startedAt").GetDateTimeOffset();
                 var finished = job.GetProperty("finishedAt").GetDateTimeOffset();
@@ -222,6 +228,46 @@ public static class StartSummary
             "≤ bare + 30 ms", m <= b + 30));
         table.Add(new SummaryRow(Area, "submit → running (createdAt → startedAt, median)",
             $"{SummaryTable.Ms(Median(running))} ms; startedAt → finishedAt {SummaryTable.Ms(Median(startedToFinished))} ms", "—", null, "report", null));
+        if (o.KeepServerLog) PrintPhases(c.Server.LogPath, ids);
+    }
+
+    // The server's own lines for one attempt, in order: the step after each is timed from the one before.
+    private static readonly (string Step, string Text)[] PhaseLines =
+    [
+        ("attempt begun", "attempt 1 started"), ("disk volume made", "Disk volume"), ("overlay mounted", "Mounted overlay"),
+        ("runtime called", "Starting container"), ("container running", "running after"), ("container exited", "exited with code"),
+        ("container deleted", " deleted"), ("outputs moved", "moved 0 output"), ("released + recorded", "ended succeeded"),
+    ];
+
+    /// <summary>Per-phase medians of the latency rounds' jobs, from the server's debug lines (timestamps to the millisecond).</summary>
+    private static void PrintPhases(string logPath, List<string> jobIds)
+    {
+        var wanted = jobIds.ToDictionary(id => id.Replace("-", ""), _ => new Dictionary<string, double>());
+        double? at = null;
+        foreach (var line in File.ReadLines(logPath))
+        {
+            var stamp = System.Text.RegularExpressions.Regex.Match(line, @"^(\d\d):(\d\d):(\d\d\.\d+) ");
+            if (stamp.Success)
+            {
+                at = int.Parse(stamp.Groups[1].Value) * 3600 + int.Parse(stamp.Groups[2].Value) * 60
+                     + double.Parse(stamp.Groups[3].Value, System.Globalization.CultureInfo.InvariantCulture);
+                continue;
+            }
+            var id = System.Text.RegularExpressions.Regex.Match(line, @"Job ([0-9a-f-]{36})|br-[0-9a-f]+-([0-9a-f]{32})-");
+            if (!id.Success || at is null) continue;
+            var key = (id.Groups[1].Success ? id.Groups[1].Value : id.Groups[2].Value).Replace("-", "");
+            if (!wanted.TryGetValue(key, out var seen)) continue;
+            foreach (var (step, text) in PhaseLines)
+                if (line.Contains(text, StringComparison.Ordinal)) seen.TryAdd(step, at.Value);
+        }
+        var complete = wanted.Values.Where(v => v.Count == PhaseLines.Length).ToList();
+        Console.WriteLine($"start: phases of {complete.Count} latency-round jobs (server log, medians):");
+        for (var i = 1; i < PhaseLines.Length; i++)
+        {
+            var (from, to) = (PhaseLines[i - 1].Step, PhaseLines[i].Step);
+            if (complete.Count > 0)
+                Console.WriteLine($"  {to,-22} {Median(complete.Select(v => (v[to] - v[from]) * 1000).ToList()),7:0.0} ms");
+        }
     }
 
     private static async Task ThroughputAsync(SummaryTable table, Context c, StartSummaryOptions o)
