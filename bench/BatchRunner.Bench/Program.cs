@@ -10,7 +10,7 @@ using BatchRunner.Runtime;
 // dotnet run -c Release --project bench/BatchRunner.Bench -- retention [--jobs N]
 // dotnet run -c Release --project bench/BatchRunner.Bench -- logrelay [--rounds N] [--runtime /usr/sbin/runc]
 // dotnet run -c Release --project bench/BatchRunner.Bench -- disk [--rounds N]
-// dotnet run -c Release --project bench/BatchRunner.Bench -- summary [--pull-rounds N]
+// dotnet run -c Release --project bench/BatchRunner.Bench -- summary [--start-rounds N] [--start-jobs N] [--runtime PATH] [--start-warmup N] [--statements] [--keep-server-log] [--pull-rounds N]
 var command = args.FirstOrDefault();
 var rounds = args.SkipWhile(a => a != "--rounds").Skip(1).Select(int.Parse).FirstOrDefault(5);
 int Arg(string name, int fallback) => args.SkipWhile(a => a != name).Skip(1).Select(int.Parse).FirstOrDefault(fallback);
@@ -41,11 +41,14 @@ switch (command)
     {
         // Issue 14's figures in one table; each part measures side by side with its baseline and adds its rows.
         var table = new SummaryTable();
+        await StartSummary.AddRowsAsync(table, new StartSummaryOptions(Arg("--start-rounds", 20), Arg("--start-jobs", 500),
+            args.SkipWhile(a => a != "--runtime").Skip(1).FirstOrDefault() ?? RuntimeDetector.FindOnPath("runc") ?? "/usr/sbin/runc",
+            Statements: args.Contains("--statements"), KeepServerLog: args.Contains("--keep-server-log"), WarmupJobs: Arg("--start-warmup", 200)));
         await PullSummary.AddRowsAsync(table, Arg("--pull-rounds", 3));
         table.Print(Console.Out);
         return table.Rows.Any(r => r.BatchRunner.StartsWith("FAILED", StringComparison.Ordinal)) ? 1 : 0;
     }
     default:
-        Console.Error.WriteLine("usage: BatchRunner.Bench pull [--rounds N] | start [--rounds N] [--runtime PATH] | load [--jobs N] [--clients N] [--seconds N] [--rate N] | logcost [--jobs N] [--rounds N] | array [--size N] [--parallelism N] [--rounds N] [--singles N] | list [--jobs N] [--requests N] [--clients N] | retention [--jobs N] | logrelay [--rounds N] [--runtime PATH] | disk [--rounds N] | summary [--pull-rounds N]");
+        Console.Error.WriteLine("usage: BatchRunner.Bench pull [--rounds N] | start [--rounds N] [--runtime PATH] | load [--jobs N] [--clients N] [--seconds N] [--rate N] | logcost [--jobs N] [--rounds N] | array [--size N] [--parallelism N] [--rounds N] [--singles N] | list [--jobs N] [--requests N] [--clients N] | retention [--jobs N] | logrelay [--rounds N] [--runtime PATH] | disk [--rounds N] | summary [--start-rounds N] [--start-jobs N] [--runtime PATH] [--start-warmup N] [--statements] [--keep-server-log] [--pull-rounds N]");
         return 2;
 }
