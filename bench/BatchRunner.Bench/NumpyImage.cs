@@ -67,4 +67,49 @@ internal static class NumpyImage
 
         static Task<string> Umoci(params string[] args) => ExternalCommand.RunAsync("umoci", args, timeout: TimeSpan.FromMinutes(10));
     }
+
+    /// <summary>Directories of the numpy rootfs that each become a layer of their own in <see cref="EnsureLayeredAsync"/>.</summary>
+    private static readonly string[] LayerDirs = ["usr/lib/x86_64-linux-gnu", "usr/lib/python3", "usr/share"];
+
+    /// <summary>
+    /// The same files as the one-layer image, split into <c>1 + LayerDirs.Length</c> layers (everything else first,
+    /// then one layer per directory above), tagged <paramref name="layeredTag"/> in the same layout.
+    /// </summary>
+    public static async Task<int> EnsureLayeredAsync(string cacheDir, string tag, string layeredTag)
+    {
+        var layout = await EnsureLayoutAsync(cacheDir, tag);
+        var done = Path.Combine(cacheDir, "layered.done");
+        if (File.Exists(done)) return 1 + LayerDirs.Length;
+
+        var full = Path.Combine(cacheDir, "layered-full");
+        var bundle = Path.Combine(cacheDir, "layered-bundle");
+        var aside = Path.Combine(cacheDir, "layered-aside");
+        foreach (var d in new[] { full, bundle, aside })
+            if (Directory.Exists(d)) Directory.Delete(d, recursive: true);
+        Console.WriteLine($"building the {1 + LayerDirs.Length}-layer image (a minute)");
+        await Umoci("unpack", "--image", $"{layout}:{tag}", full);
+        Directory.CreateDirectory(aside);
+        for (var i = 0; i < LayerDirs.Length; i++) Directory.Move(Path.Combine(full, "rootfs", LayerDirs[i]), Path.Combine(aside, i.ToString()));
+
+        await Umoci("new", "--image", $"{layout}:{layeredTag}");
+        await Umoci("unpack", "--image", $"{layout}:{layeredTag}", bundle);
+        Directory.Delete(Path.Combine(bundle, "rootfs"));
+        Directory.Move(Path.Combine(full, "rootfs"), Path.Combine(bundle, "rootfs"));
+        await Umoci("repack", "--refresh-bundle", "--image", $"{layout}:{layeredTag}", bundle);
+        for (var i = 0; i < LayerDirs.Length; i++)
+        {
+            // With --refresh-bundle each repack writes what changed since the previous one: just this directory.
+            Directory.Move(Path.Combine(aside, i.ToString()), Path.Combine(bundle, "rootfs", LayerDirs[i]));
+            await Umoci("repack", "--refresh-bundle", "--image", $"{layout}:{layeredTag}", bundle);
+        }
+        await Umoci("config", "--image", $"{layout}:{layeredTag}", "--config.cmd", "python3",
+            "--config.env", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+        await Umoci("gc", "--layout", layout);
+        foreach (var d in new[] { full, bundle, aside })
+            if (Directory.Exists(d)) Directory.Delete(d, recursive: true);
+        await File.WriteAllTextAsync(done, DateTime.UtcNow.ToString("O"));
+        return 1 + LayerDirs.Length;
+
+        static Task<string> Umoci(params string[] args) => ExternalCommand.RunAsync("umoci", args, timeout: TimeSpan.FromMinutes(10));
+    }
 }

@@ -11,7 +11,8 @@ using BatchRunner.Runtime;
 // dotnet run -c Release --project bench/BatchRunner.Bench -- logrelay [--rounds N] [--runtime /usr/sbin/runc]
 // dotnet run -c Release --project bench/BatchRunner.Bench -- disk [--rounds N]
 // dotnet run -c Release --project bench/BatchRunner.Bench -- idle [--seconds N] [--windows N] [-- SERVER-ARGS...]
-// dotnet run -c Release --project bench/BatchRunner.Bench -- summary [--api-jobs N] [--api-seconds N] [--api-rate N] [--idle-seconds N] [--idle-windows N]
+// dotnet run -c Release --project bench/BatchRunner.Bench -- summary [--start-rounds N] [--start-jobs N] [--runtime PATH] [--start-warmup N] [--statements] [--keep-server-log] [--pull-rounds N]
+//                                                                    [--api-jobs N] [--api-seconds N] [--api-rate N] [--idle-seconds N] [--idle-windows N]
 var command = args.FirstOrDefault();
 var rounds = args.SkipWhile(a => a != "--rounds").Skip(1).Select(int.Parse).FirstOrDefault(5);
 int Arg(string name, int fallback) => args.SkipWhile(a => a != name).Skip(1).Select(int.Parse).FirstOrDefault(fallback);
@@ -44,14 +45,18 @@ switch (command)
         return await HangfireBare.RunAsync(args[1]);
     case "summary":
     {
-        // Issue 14's figures in one table: start rows, then pull, api, idle (each part adds its rows; a failed part says so).
+        // Issue 14's figures in one table; each part measures side by side with its baseline and adds its rows.
         var table = new SummaryTable();
+        await StartSummary.AddRowsAsync(table, new StartSummaryOptions(Arg("--start-rounds", 20), Arg("--start-jobs", 500),
+            args.SkipWhile(a => a != "--runtime").Skip(1).FirstOrDefault() ?? RuntimeDetector.FindOnPath("runc") ?? "/usr/sbin/runc",
+            Statements: args.Contains("--statements"), KeepServerLog: args.Contains("--keep-server-log"), WarmupJobs: Arg("--start-warmup", 200)));
+        await PullSummary.AddRowsAsync(table, Arg("--pull-rounds", 3));
         await ApiSummary.AddRowsAsync(table, Arg("--api-jobs", 10_000), Arg("--api-seconds", 10), Arg("--api-rate", 100));
         await IdleSummary.AddRowsAsync(table, Arg("--idle-seconds", 20), Arg("--idle-windows", 3));
         table.Print(Console.Out);
-        return 0;
+        return table.Rows.Any(r => r.BatchRunner.StartsWith("FAILED", StringComparison.Ordinal)) ? 1 : 0;
     }
     default:
-        Console.Error.WriteLine("usage: BatchRunner.Bench pull [--rounds N] | start [--rounds N] [--runtime PATH] | load [--jobs N] [--clients N] [--seconds N] [--rate N] | logcost [--jobs N] [--rounds N] | array [--size N] [--parallelism N] [--rounds N] [--singles N] | list [--jobs N] [--requests N] [--clients N] | retention [--jobs N] | logrelay [--rounds N] [--runtime PATH] | disk [--rounds N] | idle [--seconds N] [--windows N] [-- SERVER-ARGS] | summary [...]");
+        Console.Error.WriteLine("usage: BatchRunner.Bench pull [--rounds N] | start [--rounds N] [--runtime PATH] | load [--jobs N] [--clients N] [--seconds N] [--rate N] | logcost [--jobs N] [--rounds N] | array [--size N] [--parallelism N] [--rounds N] [--singles N] | list [--jobs N] [--requests N] [--clients N] | retention [--jobs N] | logrelay [--rounds N] [--runtime PATH] | disk [--rounds N] | idle [--seconds N] [--windows N] [-- SERVER-ARGS] | summary [--start-rounds N] [--start-jobs N] [--runtime PATH] [--start-warmup N] [--statements] [--keep-server-log] [--pull-rounds N] [--api-jobs N] [--api-seconds N] [--api-rate N] [--idle-seconds N] [--idle-windows N]");
         return 2;
 }

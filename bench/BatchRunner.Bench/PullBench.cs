@@ -14,15 +14,16 @@ namespace BatchRunner.Bench;
 /// <remarks>
 /// The page cache cannot be dropped reliably here, so "cold" means a fresh store directory, not a cold disk cache:
 /// the registry's blob is in memory for both contenders. <c>sync</c> runs before each measurement so that one
-/// run's writeback is not billed to the next.
+/// run's writeback is not billed to the next. Everything is written to a fresh <see cref="ScratchFs"/> (see there why).
 /// </remarks>
 internal static class PullBench
 {
     // The bench's registry is on 127.0.0.1, which the default policy refuses.
-    private static readonly BatchRunner.Oci.Registry.RegistryPolicy LocalRegistries = new(["*", "127.0.0.1"]);
+    internal static readonly BatchRunner.Oci.Registry.RegistryPolicy LocalRegistries = new(["*", "127.0.0.1"]);
 
-    private const string CacheDir = "/var/tmp/batchrunner-bench";
-    private const string Tag = "numpy";
+    internal const string CacheDir = "/var/tmp/batchrunner-bench";
+    internal const string Tag = "numpy";
+    internal const long ScratchBytes = 8L << 30;
 
     public static async Task<int> RunAsync(int rounds)
     {
@@ -33,8 +34,8 @@ internal static class PullBench
             timeout: TimeSpan.FromMinutes(5));
         Console.WriteLine($"image {reference} pushed from {layout}");
 
-        var work = Path.Combine(CacheDir, "runs");
-        if (Directory.Exists(work)) Directory.Delete(work, recursive: true);
+        await using var scratch = await ScratchFs.CreateAsync(CacheDir, ScratchBytes);
+        var work = Path.Combine(scratch.MountPoint, "runs");
         Directory.CreateDirectory(work);
         var br = new List<Sample>();
         var sk = new List<Sample>();
@@ -79,7 +80,24 @@ internal static class PullBench
 
     /// <param name="FlushMs">Part of <paramref name="UnpackMs"/> spent flushing the unpacked layer to disk before it is
     /// published (the durable cache's syncfs); skopeo and umoci do not flush, so their writeback is not timed.</param>
-    private sealed record Sample(double TotalMs, double FetchMs, double UnpackMs, double FlushMs = 0);
+    internal sealed record Sample(double TotalMs, double FetchMs, double UnpackMs, double FlushMs = 0);
+
+    /// <summary>One cold pull into a fresh store under <paramref name="work"/> (removed after).</summary>
+    internal static async Task<Sample> ColdAsync(string reference, string work, int? maxParallelUnpacks = null)
+    {
+        var root = Path.Combine(work, "br-" + Guid.NewGuid().ToString("N")[..8]);
+        await SyncAsync();
+        var log = new TimingLogger();
+        var options = new ImageStoreOptions { Root = root, RegistryPolicy = LocalRegistries, MaxParallelUnpacks = maxParallelUnpacks ?? 4 };
+        using (var store = new ImageStore(options, log))
+        {
+            var sw = Stopwatch.StartNew();
+            await store.PullAsync(ImageReference.Parse(reference), PullPolicy.IfNotPresent, null, CancellationToken.None);
+            var total = sw.Elapsed.TotalMilliseconds;
+            Directory.Delete(root, recursive: true);
+            return log.Sample(total);
+        }
+    }
 
     private static async Task<Sample> BatchRunnerAsync(string reference, string work, List<double> warm, List<double> restarted)
     {
@@ -103,11 +121,11 @@ internal static class PullBench
                 restarted.Add(sw.Elapsed.TotalMilliseconds);
             }
             Directory.Delete(root, recursive: true);
-            return new Sample(total, log.Sum(4202), log.Sum(4203), log.Sum(4203, "FlushMs"));
+            return log.Sample(total);
         }
     }
 
-    private static async Task<Sample> SkopeoUmociAsync(string reference, string work)
+    internal static async Task<Sample> SkopeoUmociAsync(string reference, string work)
     {
         var dir = Path.Combine(work, "sk-" + Guid.NewGuid().ToString("N")[..8]);
         Directory.CreateDirectory(dir);
@@ -123,17 +141,25 @@ internal static class PullBench
         return new Sample(fetch + unpack, fetch, unpack);
     }
 
-    private static Task SyncAsync() => ExternalCommand.RunAsync("sync", []);
+    internal static Task SyncAsync() => ExternalCommand.RunAsync("sync", []);
 
-    private static double Median(IEnumerable<double> values)
+    internal static double Median(IEnumerable<double> values)
     {
         var sorted = values.Order().ToArray();
         return sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[sorted.Length / 2 - 1] + sorted[sorted.Length / 2]) / 2;
     }
 
-    /// <summary>Collects the ElapsedMs (and FlushMs) of ImageStore's download (4202) and unpack (4203) log events.</summary>
+    /// <summary>
+    /// Collects the timings of ImageStore's log events: download (4202), unpack of a stored blob (4203), and a layer
+    /// downloaded and unpacked in one pass (4208: its download part counts as download, the rest as unpack).
+    /// </summary>
     private sealed class TimingLogger : ILogger<ImageStore>
     {
+        public Sample Sample(double totalMs) => new(totalMs,
+            Sum(4202) + Sum(4208, "DownloadMs"),
+            Sum(4203) + Sum(4208) - Sum(4208, "DownloadMs"),
+            Sum(4203, "FlushMs") + Sum(4208, "FlushMs"));
+
         private readonly ConcurrentBag<(int EventId, string Field, long Ms)> _events = [];
 
         public double Sum(int eventId, string field = "ElapsedMs") =>
@@ -143,7 +169,7 @@ internal static class PullBench
         {
             if (state is not IEnumerable<KeyValuePair<string, object?>> fields) return;
             foreach (var (key, value) in fields)
-                if (key is "ElapsedMs" or "FlushMs" && value is long ms) _events.Add((eventId.Id, key, ms));
+                if (key is "ElapsedMs" or "FlushMs" or "DownloadMs" && value is long ms) _events.Add((eventId.Id, key, ms));
         }
 
         public bool IsEnabled(LogLevel logLevel) => true;

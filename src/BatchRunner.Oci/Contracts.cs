@@ -45,6 +45,9 @@ public sealed class ImageStoreOptions
     /// host except loopback, link-local and cloud metadata addresses. Imports never contact a registry.</summary>
     public Registry.RegistryPolicy RegistryPolicy { get; init; } = Registry.RegistryPolicy.PublicHosts;
     public int MaxParallelDownloads { get; init; } = 4;
+    /// <summary>Layers unpacked at once (each on two threads: inflating and hashing, writing the files); the layers of
+    /// one image unpack in parallel, and a layer downloading is unpacked as its bytes arrive.</summary>
+    public int MaxParallelUnpacks { get; init; } = 4;
     /// <summary>Asked before a pull or import writes anything (and before it unpacks), with about how many bytes it will
     /// write: the blobs it must download plus <see cref="UnpackedSizeFactor"/> times the compressed size of the layers it
     /// must unpack. Returns why there is not room for that (the pull or import fails with it), or null to go on.</summary>

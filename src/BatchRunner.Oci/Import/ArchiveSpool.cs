@@ -270,7 +270,7 @@ internal sealed class ArchiveSpool : IDisposable
 }
 
 /// <summary>Replays the bytes read to sniff a format, then continues with the rest of the stream.</summary>
-internal sealed class PrefixedStream(byte[] prefix, int prefixLength, Stream inner) : Stream
+internal sealed class PrefixedStream(byte[] prefix, int prefixLength, Stream inner) : Layers.ForwardReadStream
 {
     private int _position;
 
@@ -286,8 +286,6 @@ internal sealed class PrefixedStream(byte[] prefix, int prefixLength, Stream inn
         return inner.Read(buffer);
     }
 
-    public override int Read(byte[] buffer, int offset, int count) => Read(buffer.AsSpan(offset, count));
-
     public override ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken ct = default)
     {
         if (_position < prefixLength) return ValueTask.FromResult(Read(buffer.Span));
@@ -296,14 +294,4 @@ internal sealed class PrefixedStream(byte[] prefix, int prefixLength, Stream inn
 
     public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken ct) =>
         ReadAsync(buffer.AsMemory(offset, count), ct).AsTask();
-
-    public override bool CanRead => true;
-    public override bool CanSeek => false;
-    public override bool CanWrite => false;
-    public override long Length => throw new NotSupportedException();
-    public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
-    public override void Flush() { }
-    public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-    public override void SetLength(long value) => throw new NotSupportedException();
-    public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
 }

@@ -36,9 +36,10 @@ public static class LayerUnpacker
             throw new UnsupportedLayerMediaTypeException(mediaType, why!);
         if (!Directory.Exists(targetDir))
             throw new DirectoryNotFoundException($"layer target directory {targetDir} does not exist");
-        // Decompression and the syscalls are all blocking; one pool thread per layer, not an async chain of
-        // small reads, is what makes this faster than tar(1).
-        return Task.Run(() => Unpack(blob, mediaType, compression, targetDir, options, ct), ct);
+        // Decompression and the syscalls are all blocking: a thread of its own per layer (plus its read-ahead
+        // thread), not a thread-pool thread that a blocking read could starve the pool of, nor an async chain of small reads.
+        return Task.Factory.StartNew(() => Unpack(blob, mediaType, compression, targetDir, options, ct), ct,
+            TaskCreationOptions.LongRunning, TaskScheduler.Default);
     }
 
     private static bool TryGetCompression(string? mediaType, out Compression compression, out string? why)
@@ -72,13 +73,17 @@ public static class LayerUnpacker
             _ => null,
         };
         using var digesting = new DigestingReadStream(decompressed ?? blob, options.MaxUncompressedBytes);
-        // Tar headers are read 512 bytes at a time; the buffer turns those into few decompressor calls, while
-        // file data (read in 1 MiB chunks) bypasses it.
-        using var buffered = new BufferedStream(new EndOfArchiveStream(digesting), 64 * 1024);
-        using var writer = new TreeWriter(targetDir, options);
         long entries = 0;
+        long skipped;
         try
         {
+            // Decompressing and hashing run one chunk ahead on a second thread while this one parses the tar and
+            // writes the files; disposing it joins that thread, so the digest below is final.
+            using var ahead = new ReadAheadStream(digesting);
+            // Tar headers are read 512 bytes at a time; the buffer turns those into few reads of the read-ahead, while
+            // file data (read in 1 MiB chunks) bypasses it.
+            using var buffered = new BufferedStream(new EndOfArchiveStream(ahead), 64 * 1024);
+            using var writer = new TreeWriter(targetDir, options);
             using var reader = new TarReader(buffered, leaveOpen: true);
             while (reader.GetNextEntry(copyData: false) is { } entry)
             {
@@ -90,13 +95,14 @@ public static class LayerUnpacker
             }
             writer.FinishDirectoryTimes();
             while (buffered.Read(writer.Buffer) > 0) { }
+            skipped = writer.SkippedEntries;
         }
         catch (Exception ex) when (ex is InvalidDataException or FormatException or EndOfStreamException or ZstdSharp.ZstdException
                                    && ex is not LayerUnpackException)
         {
             throw new LayerUnpackException(DescribeCorruption(mediaType, compression, digesting, ex), ex);
         }
-        return new LayerUnpackResult(digesting.DiffId(), digesting.BytesRead, entries, writer.SkippedEntries);
+        return new LayerUnpackResult(digesting.DiffId(), digesting.BytesRead, entries, skipped);
     }
 
     private static string DescribeCorruption(string mediaType, Compression compression, DigestingReadStream digesting, Exception ex)

@@ -82,8 +82,9 @@ internal sealed class TreeWriter : IDisposable
         if (entry is PaxTarEntry pax && pax.ExtendedAttributes.Keys.Any(k => k.StartsWith("GNU.sparse.", StringComparison.Ordinal)))
             throw new LayerUnpackException($"entry \"{name}\": GNU sparse files are not supported");
         var dirFd = _dirs.Open(parent, create: true, name);
-        RemoveExisting(dirFd, baseName, name, keepDirectory: false);
-        var fd = openat(dirFd, baseName, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC, 0x180 /* 0600 until chmod */);
+        var flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC;
+        var fd = openat(dirFd, baseName, flags, 0x180 /* 0600 until chmod */);
+        if (fd < 0 && ReplaceIfExists(dirFd, baseName, name)) fd = openat(dirFd, baseName, flags, 0x180);
         if (fd < 0) throw OsError("create file", name, Errno);
         try
         {
@@ -107,8 +108,13 @@ internal sealed class TreeWriter : IDisposable
     private void WriteDirectory(TarEntry entry, string name, string[] path, ReadOnlySpan<string> parent, string baseName)
     {
         var dirFd = _dirs.Open(parent, create: true, name);
-        var exists = RemoveExisting(dirFd, baseName, name, keepDirectory: true);
-        if (!exists && mkdirat(dirFd, baseName, 0x1C0 /* 0700 until chmod */) != 0) throw OsError("create directory", name, Errno);
+        if (mkdirat(dirFd, baseName, 0x1C0 /* 0700 until chmod */) != 0)
+        {
+            var errno = Errno;
+            if (errno != EEXIST) throw OsError("create directory", name, errno);
+            var exists = RemoveExisting(dirFd, baseName, name, keepDirectory: true);
+            if (!exists && mkdirat(dirFd, baseName, 0x1C0) != 0) throw OsError("create directory", name, Errno);
+        }
         var fd = openat(dirFd, baseName, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0);
         if (fd < 0) throw OsError("open directory", name, Errno);
         try { ApplyOwnerModeAndXattrs(fd, entry, name); }
@@ -122,8 +128,9 @@ internal sealed class TreeWriter : IDisposable
         if (string.IsNullOrEmpty(entry.LinkName) || entry.LinkName.Contains('\0'))
             throw new LayerUnpackException($"entry \"{name}\": symlink has an empty or invalid target");
         var dirFd = _dirs.Open(parent, create: true, name);
-        RemoveExisting(dirFd, baseName, name, keepDirectory: false);
-        if (symlinkat(entry.LinkName, dirFd, baseName) != 0) throw OsError("create symlink", name, Errno);
+        if (symlinkat(entry.LinkName, dirFd, baseName) != 0 &&
+            (!ReplaceIfExists(dirFd, baseName, name) || symlinkat(entry.LinkName, dirFd, baseName) != 0))
+            throw OsError("create symlink", name, Errno);
         ApplyOwnerAndTimesAt(dirFd, baseName, entry, name);
     }
 
@@ -134,14 +141,14 @@ internal sealed class TreeWriter : IDisposable
         if (target.AsSpan().SequenceEqual(path)) return;
 
         var dirFd = _dirs.Open(parent, create: true, name);
-        RemoveExisting(dirFd, baseName, name, keepDirectory: false);
         // The target's directory is resolved by the kernel with RESOLVE_IN_ROOT, and linkat without
         // AT_SYMLINK_FOLLOW links a symlink itself, never what it points to: the new name can only share an
         // inode that this layer created.
         var targetDirFd = OpenConfined(target.AsSpan(0, target.Length - 1), name, "hardlink target");
         try
         {
-            if (linkat(targetDirFd, target[^1], dirFd, baseName, 0) != 0)
+            if (linkat(targetDirFd, target[^1], dirFd, baseName, 0) != 0 &&
+                (!ReplaceIfExists(dirFd, baseName, name) || linkat(targetDirFd, target[^1], dirFd, baseName, 0) != 0))
             {
                 var errno = Errno;
                 throw errno switch
@@ -172,8 +179,9 @@ internal sealed class TreeWriter : IDisposable
                 break;
         }
         var dirFd = _dirs.Open(parent, create: true, name);
-        RemoveExisting(dirFd, baseName, name, keepDirectory: false);
-        if (mknodat(dirFd, baseName, type | 0x180, dev) != 0) throw OsError("create " + entry.EntryType, name, Errno);
+        if (mknodat(dirFd, baseName, type | 0x180, dev) != 0 &&
+            (!ReplaceIfExists(dirFd, baseName, name) || mknodat(dirFd, baseName, type | 0x180, dev) != 0))
+            throw OsError("create " + entry.EntryType, name, Errno);
         if (_options.PreserveOwnership && fchownat(dirFd, baseName, (uint)entry.Uid, (uint)entry.Gid, AT_SYMLINK_NOFOLLOW) != 0)
             throw OsError("chown", name, Errno);
         // fchmodat follows symlinks, but the name was created as a node just above by this single writer.
@@ -204,8 +212,21 @@ internal sealed class TreeWriter : IDisposable
         if (hidden is "" or "." or "..")
             throw new LayerUnpackException($"entry \"{name}\": whiteout names no file");
         var fd = _dirs.Open(parent, create: true, name);
-        RemoveExisting(fd, hidden, name, keepDirectory: false);
-        if (mknodat(fd, hidden, S_IFCHR, 0) != 0) throw OsError("create whiteout", name, Errno);
+        if (mknodat(fd, hidden, S_IFCHR, 0) != 0 && (!ReplaceIfExists(fd, hidden, name) || mknodat(fd, hidden, S_IFCHR, 0) != 0))
+            throw OsError("create whiteout", name, Errno);
+    }
+
+    /// <summary>
+    /// After a create that failed: when it failed because the name exists (EEXIST), removes what is there and returns
+    /// true so the caller creates again; otherwise false with errno kept. Creating first and looking only when
+    /// something is in the way saves a stat per entry: in a layer almost every name is new.
+    /// </summary>
+    private static bool ReplaceIfExists(int dirFd, string baseName, string name)
+    {
+        // Reading errno changes nothing: a false return leaves it for the caller's error message.
+        if (Errno != EEXIST) return false;
+        RemoveExisting(dirFd, baseName, name, keepDirectory: false);
+        return true;
     }
 
     /// <summary>Later entries replace earlier ones, as tar(1) does; a directory over a directory merges.</summary>

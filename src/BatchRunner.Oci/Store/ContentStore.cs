@@ -99,7 +99,11 @@ public sealed class ContentStore
     /// </summary>
     /// <param name="image">For error messages.</param>
     /// <param name="onBytes">Called with each chunk's size (including bytes recovered from a partial file).</param>
-    public async Task<long> DownloadAsync(string digest, long? expectedSize, BlobOpener open, string image, Action<long>? onBytes, CancellationToken ct)
+    /// <param name="onData">Given every byte of the blob once, in order, as it is written (a layer unpacked while it
+    /// downloads); bytes a registry sends again after ignoring a Range request are not given twice. Unverified until
+    /// this returns: whatever is made from them must not be published before.</param>
+    public async Task<long> DownloadAsync(string digest, long? expectedSize, BlobOpener open, string image, Action<long>? onBytes, CancellationToken ct,
+        Func<ReadOnlyMemory<byte>, CancellationToken, ValueTask>? onData = null)
     {
         var path = BlobPath(digest);
         if (File.Exists(path)) return new FileInfo(path).Length;
@@ -110,7 +114,7 @@ public sealed class ContentStore
         {
             try
             {
-                return await DownloadToPartialAsync(digest, expectedSize, open, image, onBytes, partial, path, ct);
+                return await DownloadToPartialAsync(digest, expectedSize, open, image, onBytes, onData, partial, path, ct);
             }
             catch (ImagePullException e) when (!e.Transient)
             {
@@ -119,15 +123,18 @@ public sealed class ContentStore
                 File.Delete(partial);
                 // A partial an earlier process left may end in bytes that never reached the disk before it died
                 // (zeros, or nothing): one fresh download tells that apart from a registry serving bad content.
-                if (!resumed) throw;
+                // onData has seen the bad bytes: a fresh download cannot take them back.
+                if (!resumed || onData is not null) throw;
                 resumed = false;
             }
         }
     }
 
     private static async Task<long> DownloadToPartialAsync(
-        string digest, long? expectedSize, BlobOpener open, string image, Action<long>? onBytes, string partial, string path, CancellationToken ct)
+        string digest, long? expectedSize, BlobOpener open, string image, Action<long>? onBytes,
+        Func<ReadOnlyMemory<byte>, CancellationToken, ValueTask>? onData, string partial, string path, CancellationToken ct)
     {
+        long given = 0; // bytes handed to onData so far: the blob's first `given` bytes
         using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
         await using (var file = new FileStream(partial, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None, 1 << 16, FileOptions.Asynchronous))
         {
@@ -136,7 +143,12 @@ public sealed class ContentStore
             if (file.Length > 0 && (expectedSize is null || file.Length < expectedSize))
             {
                 int n;
-                while ((n = await file.ReadAsync(buffer, ct)) > 0) hash.AppendData(buffer, 0, n);
+                while ((n = await file.ReadAsync(buffer, ct)) > 0)
+                {
+                    hash.AppendData(buffer, 0, n);
+                    if (onData is not null) await onData(buffer.AsMemory(0, n), ct);
+                    given += n;
+                }
                 onBytes?.Invoke(file.Length);
             }
             else
@@ -162,7 +174,14 @@ public sealed class ContentStore
                     int n;
                     while ((n = await blob.Content.ReadAsync(buffer, ct)) > 0)
                     {
+                        var at = file.Position;
                         await file.WriteAsync(buffer.AsMemory(0, n), ct);
+                        if (onData is not null && at + n > given)
+                        {
+                            var skip = (int)Math.Max(0, given - at);
+                            await onData(buffer.AsMemory(skip, n - skip), ct);
+                            given = at + n;
+                        }
                         hash.AppendData(buffer, 0, n);
                         onBytes?.Invoke(n);
                         if (expectedSize is { } max && file.Length > max)

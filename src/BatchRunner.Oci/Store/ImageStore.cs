@@ -45,16 +45,19 @@ public sealed partial class ImageStore : IImageStore, IDisposable
     private readonly SingleFlight _flights = new();
     private readonly ContentPins _pins = new();
     private readonly SemaphoreSlim _downloadSlots;
+    private readonly SemaphoreSlim _unpackSlots;
     private readonly ConcurrentDictionary<string, (PreparedImage Image, DateTime LastUsedWritten)> _resolved = new();
 
     /// <param name="httpHandler">Transport for tests (see <see cref="RegistryClient"/>); null for the default.</param>
     public ImageStore(ImageStoreOptions options, ILogger<ImageStore>? logger = null, HttpMessageHandler? httpHandler = null)
     {
         if (options.MaxParallelDownloads < 1) throw new ArgumentOutOfRangeException(nameof(options), "MaxParallelDownloads must be at least 1");
+        if (options.MaxParallelUnpacks < 1) throw new ArgumentOutOfRangeException(nameof(options), "MaxParallelUnpacks must be at least 1");
         _options = options;
         _logger = (ILogger?)logger ?? NullLogger.Instance;
         _registry = new RegistryClient(options, httpHandler, _logger);
         _downloadSlots = new SemaphoreSlim(options.MaxParallelDownloads);
+        _unpackSlots = new SemaphoreSlim(options.MaxParallelUnpacks);
         Content = new ContentStore(options.Root);
         Directory.CreateDirectory(LayersDir);
         Directory.CreateDirectory(ImagesDir);
@@ -74,6 +77,9 @@ public sealed partial class ImageStore : IImageStore, IDisposable
     private string LayersTempDir => Path.Combine(_options.Root, "layers", "tmp");
     private string ImagesDir => Path.Combine(_options.Root, "images");
 
+    /// <summary>For tests: awaited as each layer's unpack starts (after it got its unpack slot), with the layer digest.</summary>
+    internal Func<string, CancellationToken, Task>? UnpackStarting { get; set; }
+
     /// <summary>Where the layer with this (compressed) blob digest is unpacked.</summary>
     public string LayerPath(string layerDigest) => Path.Combine(LayersDir, Digests.Hex(layerDigest));
 
@@ -81,6 +87,7 @@ public sealed partial class ImageStore : IImageStore, IDisposable
     {
         _registry.Dispose();
         _downloadSlots.Dispose();
+        _unpackSlots.Dispose();
     }
 
     public async Task<PreparedImage> PullAsync(ImageReference reference, PullPolicy policy, IProgress<PullProgress>? progress, CancellationToken ct)
@@ -349,6 +356,12 @@ public sealed partial class ImageStore : IImageStore, IDisposable
         }
     }
 
+    /// <remarks>
+    /// Layers are independent directories (each an overlayfs lower dir; a later layer's whiteouts and opaque markers
+    /// are stored in its own directory and only take effect in the mount), so the layers of an image download and
+    /// unpack in parallel, up to <see cref="ImageStoreOptions.MaxParallelUnpacks"/> at a time, with the same result
+    /// as one after another. A layer whose blob is not stored is unpacked while it downloads.
+    /// </remarks>
     private async Task EnsureLayerAsync(ImageReference reference, Descriptor layer, string diffId, bool allowNetwork, ProgressTracker tracker, CancellationToken ct)
     {
         var target = LayerPath(layer.Digest);
@@ -356,6 +369,14 @@ public sealed partial class ImageStore : IImageStore, IDisposable
         {
             if (round > 2)
                 throw new ImagePullException($"image {reference}: layer blob {layer.Digest} was damaged on disk again after it was fetched anew");
+            if (allowNetwork && !Content.Contains(layer.Digest))
+            {
+                var joined = false;
+                await _flights.RunAsync("layer:" + layer.Digest, fct => FetchLayerAsync(reference, layer, diffId, target, tracker, fct), ct, () => joined = true);
+                // Someone else's download carried the bytes; count them here once it is done.
+                if (joined) tracker.Add(Math.Max(0, layer.Size));
+                continue;
+            }
             await EnsureBlobAsync(reference, layer, allowNetwork, tracker, ct);
             // Returns without publishing when the stored blob turned out damaged (and was removed): the next round
             // fetches it again.
@@ -363,15 +384,118 @@ public sealed partial class ImageStore : IImageStore, IDisposable
         }
     }
 
+    /// <summary>In the layer's flight: downloads and unpacks in one pass, or unpacks the blob if it is stored by now.</summary>
+    private async Task FetchLayerAsync(ImageReference reference, Descriptor layer, string diffId, string target, ProgressTracker tracker, CancellationToken ct)
+    {
+        if (IsLayerComplete(target)) return;
+        // A partial download an earlier process left is resumed first: its bytes are on disk, not in a stream.
+        if (!Content.Contains(layer.Digest) && !File.Exists(Content.PartialPath(layer.Digest)))
+            await _flights.RunAsync("blob:" + layer.Digest, fct => DownloadAndUnpackAsync(reference, layer, diffId, target, tracker, fct), ct);
+        if (IsLayerComplete(target)) return;
+        await EnsureBlobAsync(reference, layer, allowNetwork: true, tracker, ct);
+        await UnpackLayerAsync(reference, layer, diffId, target, ct);
+    }
+
+    /// <summary>
+    /// Tees the layer's HTTP body into the blob file (hashed, as any download) and into the unpacker, so the unpack
+    /// finishes with the download instead of starting after it. Nothing is published before both checks passed: the
+    /// blob is renamed into place only when its digest matched, and the layer only after that and its diff id.
+    /// </summary>
+    private async Task DownloadAndUnpackAsync(ImageReference reference, Descriptor layer, string diffId, string target, ProgressTracker tracker, CancellationToken ct)
+    {
+        if (Content.Contains(layer.Digest) || IsLayerComplete(target)) return;
+        // Always in this order (unpack, then download slot), and the other paths take one slot only: no deadlock.
+        await _unpackSlots.WaitAsync(ct);
+        try
+        {
+            await _downloadSlots.WaitAsync(ct);
+            try { await StreamLayerAsync(reference, layer, diffId, target, tracker, ct); }
+            finally { _downloadSlots.Release(); }
+        }
+        finally { _unpackSlots.Release(); }
+    }
+
+    private async Task StreamLayerAsync(ImageReference reference, Descriptor layer, string diffId, string target, ProgressTracker tracker, CancellationToken ct)
+    {
+        var sw = Stopwatch.StartNew();
+        var tmp = NewLayerTempDir(layer.Digest);
+        try
+        {
+            if (UnpackStarting is { } hook) await hook(layer.Digest, ct);
+            var feed = new ChunkPipe(StreamedChunksAhead);
+            var unpack = LayerUnpacker.UnpackAsync(feed.Reader, layer.MediaType!, tmp, new LayerUnpackOptions(), ct);
+            // Once the unpacker stops reading (done, or the layer is corrupt) the download goes on alone: the blob is
+            // still stored and verified, which tells a corrupt layer from a damaged transfer.
+            _ = unpack.ContinueWith(_ => feed.CloseReader(), CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+            long size;
+            try
+            {
+                size = await Content.DownloadAsync(
+                    layer.Digest, layer.Size > 0 ? layer.Size : null,
+                    (offset, oct) => _registry.OpenBlobAsync(reference, layer.Digest, offset, oct),
+                    reference.ToString(), tracker.Add, ct, feed.WriteAsync);
+                feed.Complete();
+            }
+            catch (Exception e)
+            {
+                feed.Complete(e);
+                // The unpacker writes into tmp until it has seen the failure: wait for it before removing tmp.
+                await unpack.ContinueWith(_ => { }, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+                throw;
+            }
+            var downloadMs = sw.ElapsedMilliseconds;
+            LayerUnpackResult result;
+            try { result = await unpack; }
+            catch (Exception e) when (e is NotSupportedException or InvalidDataException or LayerUnpackException)
+            {
+                // The blob's digest matched: these are the publisher's bytes, and they are not a layer we can unpack.
+                throw CannotUnpack(reference, layer, e);
+            }
+            if (!string.Equals(result.DiffId, diffId, StringComparison.Ordinal)) throw WrongDiffId(reference, layer, result.DiffId, diffId);
+            var flush = Stopwatch.StartNew();
+            PublishLayer(tmp, target, result.DiffId);
+            LogStreamed(_logger, reference.ToString(), layer.Digest, size, result.UncompressedBytes, downloadMs, sw.ElapsedMilliseconds, flush.ElapsedMilliseconds);
+        }
+        catch
+        {
+            DeleteTree(tmp);
+            throw;
+        }
+    }
+
+    /// <summary>Chunks of the HTTP body (up to 64 KiB each) buffered between the download and a slower unpacker.</summary>
+    private const int StreamedChunksAhead = 64;
+
+    private string NewLayerTempDir(string layerDigest)
+    {
+        // Short temp name in the same filesystem: the rename that publishes it is atomic, so jobs only ever see whole layers.
+        var tmp = Path.Combine(LayersTempDir, Digests.Hex(layerDigest)[..16] + "-" + Guid.NewGuid().ToString("N")[..8]);
+        Directory.CreateDirectory(tmp);
+        return tmp;
+    }
+
+    private static ImagePullException CannotUnpack(ImageReference reference, Descriptor layer, Exception e) =>
+        new($"image {reference}: layer {layer.Digest} cannot be unpacked: {e.Message}", e);
+
+    private static ImagePullException WrongDiffId(ImageReference reference, Descriptor layer, string actual, string expected) =>
+        new($"image {reference}: layer {layer.Digest} unpacks to diff id {actual}, but the image config says {expected}");
+
     private async Task UnpackLayerAsync(ImageReference reference, Descriptor layer, string diffId, string target, CancellationToken ct)
     {
         if (IsLayerComplete(target)) return;
+        await _unpackSlots.WaitAsync(ct);
+        try { await UnpackStoredLayerAsync(reference, layer, diffId, target, ct); }
+        finally { _unpackSlots.Release(); }
+    }
+
+    private async Task UnpackStoredLayerAsync(ImageReference reference, Descriptor layer, string diffId, string target, CancellationToken ct)
+    {
+        if (IsLayerComplete(target)) return;
         var sw = Stopwatch.StartNew();
-        // Short temp name in the same filesystem: the rename below is atomic, so jobs only ever see whole layers.
-        var tmp = Path.Combine(LayersTempDir, Digests.Hex(layer.Digest)[..16] + "-" + Guid.NewGuid().ToString("N")[..8]);
-        Directory.CreateDirectory(tmp);
+        var tmp = NewLayerTempDir(layer.Digest);
         try
         {
+            if (UnpackStarting is { } hook) await hook(layer.Digest, ct);
             LayerUnpackResult result;
             try
             {
@@ -381,17 +505,17 @@ public sealed partial class ImageStore : IImageStore, IDisposable
             catch (Exception e) when (e is NotSupportedException or InvalidDataException or LayerUnpackException)
             {
                 if (!Content.IsIntact(layer.Digest)) { LogDamagedBlob(_logger, reference.ToString(), layer.Digest); DeleteTree(tmp); return; }
-                throw new ImagePullException($"image {reference}: layer {layer.Digest} cannot be unpacked: {e.Message}", e);
+                throw CannotUnpack(reference, layer, e);
             }
             catch (FileNotFoundException)
             {
+                DeleteTree(tmp);
                 return; // removed as damaged by a concurrent pull's check: the caller's next round fetches it
             }
             if (!string.Equals(result.DiffId, diffId, StringComparison.Ordinal))
             {
                 if (!Content.IsIntact(layer.Digest)) { LogDamagedBlob(_logger, reference.ToString(), layer.Digest); DeleteTree(tmp); return; }
-                throw new ImagePullException(
-                    $"image {reference}: layer {layer.Digest} unpacks to diff id {result.DiffId}, but the image config says {diffId}");
+                throw WrongDiffId(reference, layer, result.DiffId, diffId);
             }
             var flush = Stopwatch.StartNew();
             PublishLayer(tmp, target, result.DiffId);
@@ -551,6 +675,9 @@ public sealed partial class ImageStore : IImageStore, IDisposable
 
     [LoggerMessage(EventId = 4203, Level = LogLevel.Information, Message = "Unpacked layer {Digest} of {Image}: {Bytes} bytes in {ElapsedMs} ms ({FlushMs} ms of it flushing it to disk)")]
     private static partial void LogUnpacked(ILogger logger, string image, string digest, long bytes, long elapsedMs, long flushMs);
+
+    [LoggerMessage(EventId = 4208, Level = LogLevel.Information, Message = "Downloaded and unpacked layer {Digest} of {Image} in one pass: {Bytes} bytes ({UncompressedBytes} unpacked), download done after {DownloadMs} ms, layer in {ElapsedMs} ms ({FlushMs} ms of it flushing it to disk)")]
+    private static partial void LogStreamed(ILogger logger, string image, string digest, long bytes, long uncompressedBytes, long downloadMs, long elapsedMs, long flushMs);
 
     [LoggerMessage(EventId = 4206, Level = LogLevel.Warning, Message = "Stored blob {Digest} of {Image} does not match its digest (damaged on disk); removed it to fetch it again")]
     private static partial void LogDamagedBlob(ILogger logger, string image, string digest);

@@ -7,6 +7,7 @@ namespace BatchRunner.Server.Storage;
 /// </summary>
 public interface IAttemptStore
 {
+    /// <summary>The job's record without the lists of its inputs and outputs (an attempt needs neither).</summary>
     Task<JobRecord?> GetAsync(Guid id, CancellationToken ct);
 
     /// <summary>See <see cref="JobStore.BeginAttemptAsync"/>.</summary>

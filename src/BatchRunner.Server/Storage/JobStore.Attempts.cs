@@ -9,6 +9,22 @@ namespace BatchRunner.Server.Storage;
 public sealed partial class JobStore
 {
     /// <summary>
+    /// The job as an attempt reads it: its row alone, in one statement, without the lists of its inputs and outputs
+    /// (<see cref="JobRecord.Inputs"/> and <see cref="JobRecord.Outputs"/> are empty): an attempt stages its inputs from
+    /// the inputs tar the row names and lists its outputs itself. It is read while this process holds its fetch turn,
+    /// so each statement saved here is a round trip off every job's start (and off the jobs/s one process can admit).
+    /// </summary>
+    Task<JobRecord?> IAttemptStore.GetAsync(Guid id, CancellationToken ct) => GetForAttemptAsync(id, ct);
+
+    private async Task<JobRecord?> GetForAttemptAsync(Guid id, CancellationToken ct)
+    {
+        await using var cmd = db.CreateCommand($"select {Columns} from {From} where j.id = @id");
+        cmd.Parameters.AddWithValue("id", id);
+        await using var rd = await cmd.ExecuteReaderAsync(ct);
+        return await rd.ReadAsync(ct) ? Read(rd) : null;
+    }
+
+    /// <summary>
     /// Starts a new attempt on this node instance: the job goes to <c>starting</c> and its attempt number
     /// is bumped. Allowed only when the job is queued, or when the instance running its current attempt
     /// is no longer alive (that attempt is closed as node_lost) — so two attempts never run at once.

@@ -1,0 +1,135 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Http.Headers;
+using BatchRunner.Testing;
+
+namespace BatchRunner.Bench;
+
+/// <summary>
+/// The built `batchrunner` (src/BatchRunner.Server, copied next to the bench) as a process of its own, role all, one
+/// node, its own data directory and embedded PostgreSQL, so that /proc/PID/stat counts the server's CPU alone and
+/// the postmaster's processes can be summed apart. Its stdout and stderr go to DATA/../NAME.log. Disposing sends
+/// SIGTERM, waits, and removes the data directory.
+/// </summary>
+public sealed class BenchServerProcess : IAsyncDisposable
+{
+    private readonly Process _process;
+    private readonly Task _pumps;
+    private readonly StreamWriter _log;
+
+    public string DataDir { get; }
+    public string LogPath { get; }
+    public HttpClient Http { get; }
+    public int Pid => _process.Id;
+
+    private BenchServerProcess(Process process, Task pumps, StreamWriter log, string dataDir, string logPath, HttpClient http) =>
+        (_process, _pumps, _log, DataDir, LogPath, Http) = (process, pumps, log, dataDir, logPath, http);
+
+    public static async Task<BenchServerProcess> StartAsync(string root, string name, string key, IEnumerable<string> args,
+        string? dataDir = null)
+    {
+        dataDir ??= Path.Combine(root, name + "-" + Guid.NewGuid().ToString("N")[..6]);
+        var port = FreePort();
+        var psi = new ProcessStartInfo(Path.Combine(AppContext.BaseDirectory, "batchrunner"))
+        {
+            UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = true,
+        };
+        foreach (var a in (string[])["--urls", $"http://127.0.0.1:{port}", $"--BatchRunner:DataDir={dataDir}", $"--BatchRunner:ApiKey={key}",
+                     $"--BatchRunner:NodeName={name}", .. TestRegistry.ServerArgs, .. args])
+            psi.ArgumentList.Add(a);
+        psi.Environment.Remove("BATCHRUNNER_LOG_FORMAT");
+        var process = Process.Start(psi)!;
+        process.StandardInput.Close();
+        var logPath = dataDir + ".log";
+        var log = new StreamWriter(logPath, append: true) { AutoFlush = true };
+        var pumps = Task.WhenAll(PumpAsync(process.StandardOutput, log), PumpAsync(process.StandardError, log));
+        var http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{port}"), Timeout = TimeSpan.FromSeconds(60) };
+        http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", key);
+        var server = new BenchServerProcess(process, pumps, log, dataDir, logPath, http);
+        try
+        {
+            await Poll.UntilAsync(async () =>
+            {
+                if (process.HasExited) throw new InvalidOperationException($"batchrunner ({name}) exited {process.ExitCode}; see {logPath}");
+                try { return (await http.GetAsync("/healthz")).StatusCode == HttpStatusCode.OK; }
+                catch (HttpRequestException) { return false; }
+            }, ok => ok, TimeSpan.FromSeconds(90), "batchrunner to answer", 100);
+        }
+        catch
+        {
+            await server.StopAsync(removeData: true);
+            throw;
+        }
+        return server;
+    }
+
+    private static async Task PumpAsync(StreamReader reader, StreamWriter log)
+    {
+        string? line;
+        while ((line = await reader.ReadLineAsync()) is not null)
+            lock (log) log.WriteLine(line);
+    }
+
+    /// <summary>The embedded postmaster's pid (first line of its postmaster.pid).</summary>
+    public int PostmasterPid() => int.Parse(File.ReadLines(Path.Combine(DataDir, "postgres", "postmaster.pid")).First().Trim());
+
+    /// <summary>SIGTERM, wait for the exit; the data directory stays unless <paramref name="removeData"/>.</summary>
+    public async Task StopAsync(bool removeData)
+    {
+        if (!_process.HasExited)
+        {
+            UnixSignals.Send(_process.Id, UnixSignals.Term);
+            await _process.WaitForExitAsync();
+        }
+        await _pumps;
+        await _log.DisposeAsync();
+        Http.Dispose();
+        _process.Dispose();
+        if (removeData && Directory.Exists(DataDir)) Directory.Delete(DataDir, recursive: true);
+    }
+
+    public async ValueTask DisposeAsync() => await StopAsync(removeData: true);
+
+    private static int FreePort()
+    {
+        using var l = new System.Net.Sockets.TcpListener(IPAddress.Loopback, 0);
+        l.Start();
+        return ((IPEndPoint)l.LocalEndpoint).Port;
+    }
+}
+
+/// <summary>CPU time of processes from /proc/PID/stat (clock ticks of 1/100 s).</summary>
+public static class ProcCpu
+{
+    /// <summary>utime + stime of the process itself, and cutime + cstime of its children it has reaped (ms).</summary>
+    public static (double SelfMs, double ChildrenMs) Of(int pid)
+    {
+        var f = Fields(pid) ?? throw new InvalidOperationException($"process {pid} is gone");
+        return ((long.Parse(f[11]) + long.Parse(f[12])) * 10.0, (long.Parse(f[13]) + long.Parse(f[14])) * 10.0);
+    }
+
+    /// <summary>The postmaster's own and reaped children's CPU plus every live child's own (ms): all of PostgreSQL's.</summary>
+    public static double TreeMs(int parent)
+    {
+        var (self, children) = Of(parent);
+        var total = self + children;
+        foreach (var dir in Directory.EnumerateDirectories("/proc"))
+        {
+            if (!int.TryParse(Path.GetFileName(dir), out var pid) || pid == parent) continue;
+            if (Fields(pid) is not { } f || int.Parse(f[1]) != parent) continue;
+            total += (long.Parse(f[11]) + long.Parse(f[12])) * 10.0;
+        }
+        return total;
+    }
+
+    // After "(comm) ": field 3 (state) is index 0, so ppid (4) is 1, utime (14) 11, stime 12, cutime 13, cstime 14.
+    private static string[]? Fields(int pid)
+    {
+        try
+        {
+            var stat = File.ReadAllText($"/proc/{pid}/stat");
+            return stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+        }
+        catch (IOException) { return null; }
+    }
+}

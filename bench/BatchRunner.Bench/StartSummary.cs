@@ -1,0 +1,362 @@
+using System.Diagnostics;
+using System.Net.Http.Json;
+using System.Text.Json;
+using BatchRunner.Runtime;
+using BatchRunner.Runtime.Spec;
+using BatchRunner.Testing;
+using Npgsql;
+
+namespace BatchRunner.Bench;
+
+/// <summary>What the start part of `summary` runs: rounds of the latency figure, jobs of the throughput and CPU figures.</summary>
+/// <param name="Rounds">Submit → succeeded rounds, each alternating with a bare run.</param>
+/// <param name="Jobs">Jobs of the throughput run (and of the CPU-per-job figure).</param>
+/// <param name="RuntimePath">runc or crun: the server runs its jobs with it (BatchRunner:Runtime) and the baseline is a bare `RUNTIME run`.</param>
+/// <param name="Statements">Load pg_stat_statements in the server's embedded PostgreSQL and report statements per job (a restart more).</param>
+/// <param name="KeepServerLog">Keep the server's log (DATA.log under the bench root), with BatchRunner's debug lines and
+/// timestamps, for per-phase timings (more log lines per job: not for the CPU figure).</param>
+/// <param name="WarmupJobs">Jobs run before the throughput run, unmeasured: until the server's hot paths are compiled at tier 1.</param>
+public sealed record StartSummaryOptions(int Rounds = 20, int Jobs = 500, string RuntimePath = "/usr/sbin/runc", bool Statements = false, bool KeepServerLog = false, int WarmupJobs = 200);
+
+/// <summary>
+/// Issue 14's start and throughput figures, measured from outside on a real BatchRunner process (the built
+/// `batchrunner`, role all, one node, its embedded PostgreSQL in a temp data directory) through the HTTP API, side by
+/// side with a bare `RUNTIME run` of an equivalent config.json (SpecBuilder's, the same limits, seccomp and masks) on
+/// a busybox rootfs:
+/// <list type="bullet">
+/// <item>submit → succeeded of a warm `/bin/true` job: POST, then GET every 5 ms until succeeded (client clock),
+///   rounds alternating with one bare run each; and submit → running from the job's own createdAt → startedAt;</item>
+/// <item>jobs/s: <see cref="StartSummaryOptions.Jobs"/> jobs submitted by 4 clients at once, from the first POST to the
+///   last job succeeded, against the same number of bare runs two at a time;</item>
+/// <item>CPU per job over that run: the server process's utime + stime from /proc/PID/stat, beside PostgreSQL's (the
+///   postmaster and all its processes) and the server's reaped children (runc, the containers).</item>
+/// </list>
+/// The jobs ask for 0.1 CPU and 32 MiB, so that admission lets the node run many trivial jobs at once; their disk
+/// is the node's default (a loop-device volume, as any job gets).
+/// </summary>
+public static class StartSummary
+{
+    private const string Root = "/var/tmp/batchrunner-bench/start-summary";
+    private const string Key = "start-summary-key";
+    private const string Area = "start";
+
+    public static async Task AddRowsAsync(SummaryTable table, StartSummaryOptions o)
+    {
+        var steps = new (string What, Func<Context, Task> Run)[]
+        {
+            ("submit → succeeded, warm /bin/true", c => LatencyAsync(table, c, o)),
+            ("trivial jobs/s, end to end", c => ThroughputAsync(table, c, o)),
+        };
+        Context? context = null;
+        try
+        {
+            context = await Context.StartAsync(o);
+            foreach (var (what, run) in steps)
+            {
+                try { await run(context); }
+                catch (Exception e) { table.Failed(Area, what, e); }
+            }
+        }
+        catch (Exception e)
+        {
+            table.Failed(Area, "start part (set-up)", e);
+        }
+        finally
+        {
+            if (context is not null) await context.DisposeAsync();
+        }
+    }
+
+    private sealed class Context : IAsyncDisposable
+    {
+        public required TestRegistry Registry { get; init; }
+        public required string Image { get; init; }
+        public required BenchServerProcess Server { get; init; }
+        public required string Rootfs { get; init; }
+        public required string RuntimeName { get; init; }
+        public required string RuntimePath { get; init; }
+        public required bool KeepLog { get; init; }
+        public NpgsqlDataSource? Statements { get; init; }
+
+        public static async Task<Context> StartAsync(StartSummaryOptions o)
+        {
+            if (Directory.Exists(Root)) Directory.Delete(Root, recursive: true);
+            Directory.CreateDirectory(Root);
+            var (name, version) = await RuntimeDetector.VersionAsync(o.RuntimePath, CancellationToken.None);
+            Console.WriteLine($"start: {name} {version} ({o.RuntimePath}), {o.Rounds} latency rounds, {o.Jobs} throughput jobs");
+            var registry = await TestRegistry.StartAsync();
+            var image = await TestImages.PushBusyboxAsync(registry);
+            var rootfs = BusyboxRootfs.Create(Path.Combine(Root, "rootfs"));
+            var dataDir = Path.Combine(Root, "server");
+            // The shipped log levels for the figures; with --keep-server-log, BatchRunner's debug lines with timestamps (phases).
+            string[] args = o.KeepServerLog
+                ? [$"--BatchRunner:Runtime={o.RuntimePath}", "--Logging:LogLevel:BatchRunner=Debug", "--Logging:Console:TimestampFormat=HH:mm:ss.fff "]
+                : [$"--BatchRunner:Runtime={o.RuntimePath}"];
+            var server = await BenchServerProcess.StartAsync(Root, "start-bench", Key, args, dataDir);
+            NpgsqlDataSource? statements = null;
+            if (o.Statements)
+            {
+                // pg_stat_statements must be preloaded: one restart of the server (and its postmaster) with it configured.
+                await server.StopAsync(removeData: false);
+                await File.AppendAllTextAsync(Path.Combine(dataDir, "postgres", "postgresql.conf"),
+                    "\nshared_preload_libraries = 'pg_stat_statements'\npg_stat_statements.track = all\n");
+                server = await BenchServerProcess.StartAsync(Root, "start-bench", Key, args, dataDir);
+                statements = NpgsqlDataSource.Create($"Host={Path.Combine(dataDir, "postgres-run")};Port=5432;Username=postgres;Database=batchrunner;Pooling=false");
+                await using var cmd = statements.CreateCommand("create extension if not exists pg_stat_statements");
+                await cmd.ExecuteNonQueryAsync();
+            }
+            var c = new Context
+            {
+                Registry = registry, Image = image, Server = server, Rootfs = rootfs, RuntimeName = name, RuntimePath = o.RuntimePath,
+                KeepLog = o.KeepServerLog, Statements = statements,
+            };
+            // Warm-up: the image pull, the first container, JIT on both sides.
+            await c.RunJobAsync(pollMs: 20);
+            await c.BareAsync("warm");
+            return c;
+        }
+
+        /// <summary>Submits one `/bin/true` job; polls until succeeded; returns (submit → succeeded ms by the client, the job).</summary>
+        public async Task<(double Ms, JsonElement Job)> RunJobAsync(int pollMs)
+        {
+            var sw = Stopwatch.StartNew();
+            var id = await SubmitAsync();
+            while (true)
+            {
+                var job = await GetAsync(id);
+                var state = job.GetProperty("state").GetString();
+                if (state == "succeeded") return (sw.Elapsed.TotalMilliseconds, job);
+                if (state is "failed" or "cancelled") throw new InvalidOperationException($"job {id} {state}: {job}");
+                if (sw.Elapsed > TimeSpan.FromSeconds(60)) throw new TimeoutException($"job {id} still {state} after 60 s");
+                await Task.Delay(pollMs);
+            }
+        }
+
+        public async Task<string> SubmitAsync()
+        {
+            var r = await Server.Http.PostAsJsonAsync("/api/v1/jobs",
+                new { image = Image, command = new[] { "/bin/true" }, resources = new { cpus = 0.1, memory = "32Mi" } });
+            var body = await r.Content.ReadAsStringAsync();
+            if (!r.IsSuccessStatusCode) throw new InvalidOperationException($"submit: {(int)r.StatusCode} {body}");
+            return JsonDocument.Parse(body).RootElement.GetProperty("id").GetString()!;
+        }
+
+        public async Task<JsonElement> GetAsync(string id) =>
+            JsonDocument.Parse(await Server.Http.GetStringAsync($"/api/v1/jobs/{id}")).RootElement.Clone();
+
+        /// <summary>A bare `RUNTIME run` of SpecBuilder's config.json for /bin/true (written before the clock starts): ms.</summary>
+        public async Task<double> BareAsync(string suffix)
+        {
+            var id = $"br-bench-bare-{suffix}";
+            var bundle = Path.Combine(Root, "bare", id);
+            Directory.CreateDirectory(bundle);
+            var spec = new ContainerSpec
+            {
+                Id = id, RootfsPath = Rootfs, Args = ["/bin/true"], ReadonlyRootfs = true, Cpus = 0.1, MemoryLimitBytes = 32 << 20, PidsLimit = 64,
+            };
+            await File.WriteAllTextAsync(Path.Combine(bundle, "config.json"), SpecBuilder.ForContainer(spec).ToJson());
+            var psi = new ProcessStartInfo(RuntimePath) { UseShellExecute = false, RedirectStandardInput = true };
+            foreach (var a in new[] { "--root", Path.Combine(Root, "bare-state"), "run", "--bundle", bundle, id }) psi.ArgumentList.Add(a);
+            var sw = Stopwatch.StartNew();
+            using (var p = Process.Start(psi)!)
+            {
+                p.StandardInput.Close();
+                await p.WaitForExitAsync();
+                var ms = sw.Elapsed.TotalMilliseconds;
+                if (p.ExitCode != 0) throw new InvalidOperationException($"bare {id} exited {p.ExitCode}");
+                Directory.Delete(bundle, recursive: true);
+                return ms;
+            }
+        }
+
+        public async Task ResetStatementsAsync()
+        {
+            if (Statements is null) return;
+            await using var cmd = Statements.CreateCommand("select pg_stat_statements_reset()");
+            await cmd.ExecuteNonQueryAsync();
+        }
+
+        /// <summary>Calls per statement since the reset, most first (the statement's first 110 characters).</summary>
+        public async Task<List<(long Calls, string Query)>> StatementsAsync()
+        {
+            var list = new List<(long, string)>();
+            if (Statements is null) return list;
+            await using var cmd = Statements.CreateCommand(
+                "select calls, regexp_replace(query, '\\s+', ' ', 'g') from pg_stat_statements where dbid = (select oid from pg_database where datname = 'batchrunner') order by calls desc");
+            await using var r = await cmd.ExecuteReaderAsync();
+            while (await r.ReadAsync()) list.Add((r.GetInt64(0), r.GetString(1)));
+            return list;
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            Statements?.Dispose();
+            await Server.StopAsync(removeData: !KeepLog);
+            if (KeepLog) Console.WriteLine($"start: server log kept at {Server.LogPath}");
+            await Registry.DisposeAsync();
+            try { Directory.Delete(Path.Combine(Root, "bare"), recursive: true); } catch (DirectoryNotFoundException) { }
+            try { Directory.Delete(Path.Combine(Root, "rootfs"), recursive: true); } catch (DirectoryNotFoundException) { }
+        }
+    }
+
+    private static async Task LatencyAsync(SummaryTable table, Context c, StartSummaryOptions o)
+    {
+        var ours = new List<double>();
+        var running = new List<double>();
+        var startedToFinished = new List<double>();
+        var bare = new List<double>();
+        var ids = new List<string>();
+        for (var i = 0; i < o.Rounds; i++)
+        {
+            async Task Ours()
+            {
+                var (ms, job) = await c.RunJobAsync(pollMs: 5);
+                ours.Add(ms);
+                ids.Add(job.GetProperty("id").GetString()!);
+                var created = job.GetProperty("createdAt").GetDateTimeOffset();
+                var started = job.GetProperty("startedAt").GetDateTimeOffset();
+                var finished = job.GetProperty("finishedAt").GetDateTimeOffset();
+                running.Add((started - created).TotalMilliseconds);
+                startedToFinished.Add((finished - started).TotalMilliseconds);
+            }
+            if (i % 2 == 0) { await Ours(); bare.Add(await c.BareAsync(i.ToString())); }
+            else { bare.Add(await c.BareAsync(i.ToString())); await Ours(); }
+        }
+        var (m, b) = (Median(ours), Median(bare));
+        table.Add(new SummaryRow(Area, "submit → succeeded, warm /bin/true (median)",
+            $"{SummaryTable.Ms(m)} ms (p90 {SummaryTable.Ms(Quantile(ours, .9))})", $"bare `{c.RuntimeName} run`: {SummaryTable.Ms(b)} ms", m / b,
+            "≤ bare + 30 ms", m <= b + 30));
+        table.Add(new SummaryRow(Area, "submit → running (createdAt → startedAt, median)",
+            $"{SummaryTable.Ms(Median(running))} ms; startedAt → finishedAt {SummaryTable.Ms(Median(startedToFinished))} ms", "—", null, "report", null));
+        if (o.KeepServerLog) PrintPhases(c.Server.LogPath, ids);
+    }
+
+    // The server's own lines for one attempt, in order: the step after each is timed from the one before.
+    private static readonly (string Step, string Text)[] PhaseLines =
+    [
+        ("attempt begun", "attempt 1 started"), ("disk volume made", "Disk volume"), ("overlay mounted", "Mounted overlay"),
+        ("runtime called", "Starting container"), ("container running", "running after"), ("container exited", "exited with code"),
+        ("container deleted", " deleted"), ("outputs moved", "moved 0 output"), ("released + recorded", "ended succeeded"),
+    ];
+
+    /// <summary>Per-phase medians of the latency rounds' jobs, from the server's debug lines (timestamps to the millisecond).</summary>
+    private static void PrintPhases(string logPath, List<string> jobIds)
+    {
+        var wanted = jobIds.ToDictionary(id => id.Replace("-", ""), _ => new Dictionary<string, double>());
+        double? at = null;
+        foreach (var line in File.ReadLines(logPath))
+        {
+            var stamp = System.Text.RegularExpressions.Regex.Match(line, @"^(\d\d):(\d\d):(\d\d\.\d+) ");
+            if (stamp.Success)
+            {
+                at = int.Parse(stamp.Groups[1].Value) * 3600 + int.Parse(stamp.Groups[2].Value) * 60
+                     + double.Parse(stamp.Groups[3].Value, System.Globalization.CultureInfo.InvariantCulture);
+                continue;
+            }
+            var id = System.Text.RegularExpressions.Regex.Match(line, @"Job ([0-9a-f-]{36})|br-[0-9a-f]+-([0-9a-f]{32})-");
+            if (!id.Success || at is null) continue;
+            var key = (id.Groups[1].Success ? id.Groups[1].Value : id.Groups[2].Value).Replace("-", "");
+            if (!wanted.TryGetValue(key, out var seen)) continue;
+            foreach (var (step, text) in PhaseLines)
+                if (line.Contains(text, StringComparison.Ordinal)) seen.TryAdd(step, at.Value);
+        }
+        var complete = wanted.Values.Where(v => v.Count == PhaseLines.Length).ToList();
+        Console.WriteLine($"start: phases of {complete.Count} latency-round jobs (server log, medians):");
+        for (var i = 1; i < PhaseLines.Length; i++)
+        {
+            var (from, to) = (PhaseLines[i - 1].Step, PhaseLines[i].Step);
+            if (complete.Count > 0)
+                Console.WriteLine($"  {to,-22} {Median(complete.Select(v => (v[to] - v[from]) * 1000).ToList()),7:0.0} ms");
+        }
+    }
+
+    private static async Task ThroughputAsync(SummaryTable table, Context c, StartSummaryOptions o)
+    {
+        // A warm-up batch first: a server that has run a few dozen jobs has its hot paths compiled at tier 1, as a
+        // long-running node has; without it the JIT's own thread is a fifth of the CPU of the first few hundred jobs.
+        await RunBatchAsync(c, o.WarmupJobs);
+        await c.ResetStatementsAsync();
+        var server0 = ProcCpu.Of(c.Server.Pid);
+        var postmaster = c.Server.PostmasterPid();
+        var pg0 = ProcCpu.TreeMs(postmaster);
+        // BENCH_PERF=FILE: `perf record -g` of the server during the throughput run (for profiling, not the figures; run the
+        // bench with DOTNET_PerfMapEnabled=1 so that perf can name the JIT-compiled methods).
+        Process? trace = null;
+        if (Environment.GetEnvironmentVariable("BENCH_PERF") is { Length: > 0 } traceFile)
+        {
+            trace = Process.Start(new ProcessStartInfo("perf", ["record", "-F", "499", "-g", "-p", c.Server.Pid.ToString(), "-o", traceFile, "--", "sleep", "12"])
+                { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true })!;
+            await Task.Delay(500);
+        }
+        var sw = Stopwatch.StartNew();
+        await RunBatchAsync(c, o.Jobs);
+        var wall = sw.Elapsed.TotalSeconds;
+        var server1 = ProcCpu.Of(c.Server.Pid);
+        var pg1 = ProcCpu.TreeMs(postmaster);
+        var statements = await c.StatementsAsync();
+        if (trace is not null) { await trace.WaitForExitAsync(); trace.Dispose(); }
+
+        // The baseline: the same number of bare runs, two at a time.
+        var bareSw = Stopwatch.StartNew();
+        var bareNext = -1;
+        await Task.WhenAll(Enumerable.Range(0, 2).Select(async _ =>
+        {
+            int i;
+            while ((i = Interlocked.Increment(ref bareNext)) < o.Jobs) await c.BareAsync("tp-" + i);
+        }));
+        var bareWall = bareSw.Elapsed.TotalSeconds;
+
+        var (ours, bare) = (o.Jobs / wall, o.Jobs / bareWall);
+        table.Add(new SummaryRow(Area, $"trivial jobs/s, end to end ({o.Jobs} jobs, {c.RuntimeName})",
+            $"{SummaryTable.Ms(ours)} jobs/s", $"bare `{c.RuntimeName} run` two at a time: {SummaryTable.Ms(bare)}/s", ours / bare,
+            "≥ 40/s (0.75×)", ours >= 40));
+        var serverMs = (server1.SelfMs - server0.SelfMs) / o.Jobs;
+        var childrenMs = (server1.ChildrenMs - server0.ChildrenMs) / o.Jobs;
+        var pgMs = (pg1 - pg0) / o.Jobs;
+        table.Add(new SummaryRow(Area, $"CPU per job in BatchRunner's process ({o.Jobs} jobs, /proc/PID/stat)",
+            $"{SummaryTable.Ms(serverMs)} ms", $"PostgreSQL {SummaryTable.Ms(pgMs)} ms; runc + containers (reaped children) {SummaryTable.Ms(childrenMs)} ms",
+            null, "≤ 10 ms", serverMs <= 10));
+        if (c.Statements is not null)
+        {
+            var calls = statements.Sum(s => s.Calls);
+            table.Add(new SummaryRow(Area, "database statements per job (pg_stat_statements)",
+                SummaryTable.Ms(calls / (double)o.Jobs), "—", null, "report", null));
+            Console.WriteLine($"start: statements per job, most called first ({calls} calls in all):");
+            foreach (var (n, q) in statements.Take(40))
+                Console.WriteLine($"  {n / (double)o.Jobs,6:0.00}  {(q.Length > 150 ? q[..150] : q)}");
+        }
+    }
+
+    /// <summary>Submits <paramref name="jobs"/> jobs from 4 clients at once, then waits until each has succeeded.</summary>
+    private static async Task RunBatchAsync(Context c, int jobs)
+    {
+        var sw = Stopwatch.StartNew();
+        var ids = new string[jobs];
+        var next = -1;
+        await Task.WhenAll(Enumerable.Range(0, 4).Select(async _ =>
+        {
+            int i;
+            while ((i = Interlocked.Increment(ref next)) < jobs) ids[i] = await c.SubmitAsync();
+        }));
+        // Waits for each job in submission order (most are done by the time it is asked about).
+        foreach (var id in ids)
+        {
+            while (true)
+            {
+                var state = (await c.GetAsync(id)).GetProperty("state").GetString();
+                if (state == "succeeded") break;
+                if (state is "failed" or "cancelled") throw new InvalidOperationException($"job {id} {state}");
+                if (sw.Elapsed > TimeSpan.FromMinutes(10)) throw new TimeoutException($"job {id} still {state} after 10 min");
+                await Task.Delay(20);
+            }
+        }
+    }
+
+    private static double Median(List<double> xs) => Quantile(xs, .5);
+
+    private static double Quantile(List<double> xs, double q)
+    {
+        var s = xs.Order().ToList();
+        return s[(int)Math.Round(q * (s.Count - 1))];
+    }
+}
