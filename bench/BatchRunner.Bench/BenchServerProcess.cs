@@ -90,7 +90,7 @@ public sealed class BenchServerProcess : IAsyncDisposable
 
     public async ValueTask DisposeAsync() => await StopAsync(removeData: true);
 
-    private static int FreePort()
+    public static int FreePort()
     {
         using var l = new System.Net.Sockets.TcpListener(IPAddress.Loopback, 0);
         l.Start();

@@ -62,7 +62,7 @@ public static class IdleBench
         await using var registry = await TestRegistry.StartAsync();
         var image = await TestImages.PushBusyboxAsync(registry);
         var dataDir = Path.Combine(Root, "node");
-        var port = NodeProcess.FreePort();
+        var port = BenchServerProcess.FreePort();
         // BENCH_BATCHRUNNER: another build of the server to measure (an earlier commit's, for before/after figures).
         var psi = new ProcessStartInfo(Environment.GetEnvironmentVariable("BENCH_BATCHRUNNER") is { Length: > 0 } other ? other : Path.Combine(AppContext.BaseDirectory, "batchrunner"))
         {

@@ -66,7 +66,7 @@ public static class LogCostBench
     private static async Task<Result> RunOneAsync(string name, string[] args, bool json, string image, int jobs)
     {
         var dataDir = Path.Combine(Root, name + "-" + Guid.NewGuid().ToString("N")[..6]);
-        var port = NodeProcess.FreePort();
+        var port = BenchServerProcess.FreePort();
         var psi = new ProcessStartInfo(Path.Combine(AppContext.BaseDirectory, "batchrunner"))
         {
             UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = true,

@@ -4,16 +4,9 @@ using BatchRunner.Testing;
 
 namespace BatchRunner.Bench;
 
-/// <summary>What the benches that run the real <c>batchrunner</c> process share: a free port, and waiting until it answers.</summary>
+/// <summary>Waiting until a real <c>batchrunner</c> process started by a bench answers (its port: <see cref="BenchServerProcess.FreePort"/>).</summary>
 public static class NodeProcess
 {
-    public static int FreePort()
-    {
-        using var l = new System.Net.Sockets.TcpListener(IPAddress.Loopback, 0);
-        l.Start();
-        return ((IPEndPoint)l.LocalEndpoint).Port;
-    }
-
     /// <summary>Waits (60 s at most) until <paramref name="process"/> answers <c>/healthz</c> with 200 on <paramref name="http"/>.</summary>
     public static Task WaitHealthyAsync(Process process, HttpClient http, string name) =>
         Poll.UntilAsync(async () =>
