@@ -25,9 +25,8 @@ import statistics
 import subprocess
 import sys
 import time
-import urllib.error
 
-from server_check import Api, CheckFailed, build_oci_archive, log, parse_time, until
+from server_check import Api, CheckFailed, build_oci_archive, log, parse_time, wait_healthy
 
 IMAGE = "perf/busybox:1"
 FINAL = ("succeeded", "failed", "cancelled")
@@ -86,15 +85,7 @@ class Perf:
 
     # --- set-up --------------------------------------------------------------------------------------------------
     def wait_healthy(self):
-        def probe():
-            if self.a.server_pid and not os.path.exists("/proc/%d" % self.a.server_pid):
-                raise CheckFailed("the server exited; see server.log")
-            try:
-                return self.api.request("GET", "/healthz", auth=False, timeout=5)
-            except (urllib.error.URLError, ConnectionError, OSError) as e:
-                return (0, str(e))
-        status, text = until(probe, lambda r: r[0] == 200, 120, "/healthz to answer 200", 0.2)
-        return json.loads(text)
+        return wait_healthy(self.api, self.a.server_pid, 0.2)
 
     def rootfs(self):
         stage = os.path.join(self.a.work, "perf-rootfs")

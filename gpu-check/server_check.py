@@ -136,6 +136,19 @@ def until(probe, done, timeout, what, interval=0.5):
     return last
 
 
+def wait_healthy(api, server_pid, interval):
+    """/healthz's document once it answers 200; fails at once if the server process has exited."""
+    def probe():
+        if server_pid is not None and not os.path.exists("/proc/%d" % server_pid):
+            raise CheckFailed("the server exited; see server.log")
+        try:
+            return api.request("GET", "/healthz", auth=False, timeout=5)
+        except (urllib.error.URLError, ConnectionError, OSError) as e:
+            return (0, str(e))
+    status, text = until(probe, lambda r: r[0] == 200, 120, "/healthz to answer 200", interval)
+    return json.loads(text)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # The jobs' root filesystem: the host's Python that the venv in TORCH_DIR uses (interpreter, standard library), every
 # shared library the interpreter and the venv's native modules load from outside TORCH_DIR (ldd), /bin/sh, and a
@@ -371,20 +384,8 @@ class Check:
         self.step(name, False, str(e))
         raise CheckFailed(name)
 
-    def server_alive(self):
-        pid = self.args.server_pid
-        return pid is None or os.path.exists("/proc/%d" % pid)
-
     def wait_healthy(self):
-        def probe():
-            if not self.server_alive():
-                raise CheckFailed("the server exited; see server.log")
-            try:
-                return self.api.request("GET", "/healthz", auth=False, timeout=5)
-            except (urllib.error.URLError, ConnectionError, OSError) as e:
-                return (0, str(e))
-        status, text = until(probe, lambda r: r[0] == 200, 120, "/healthz to answer 200", 0.5)
-        return json.loads(text)
+        return wait_healthy(self.api, self.args.server_pid, 0.5)
 
     def submit(self, name, gpus, seconds, cpus, memory):
         spec = {
