@@ -56,6 +56,8 @@ public sealed class LoopDiskVolumeFacts : IAsyncLifetime
         Assert.True(DiskTestHost.IsMounted(v.Path));
     }
 
+    private const long ExtentMetadataSlackBytes = 64 * 1024;
+
     [Fact]
     public async Task Writes_FailWithEnospcAndUsageIsOverLimit_WhenAJobWritesPastItsLimitAndHeadroom()
     {
@@ -75,7 +77,9 @@ public sealed class LoopDiskVolumeFacts : IAsyncLifetime
         Assert.Contains("No space left on device", e.Message);
         var usage = v.ReadUsage();
         Assert.True(usage.OverLimit);
-        Assert.InRange(usage.UsedBytes, 32 * MiB + 1, 32 * MiB + DiskImageSizing.DefaultHeadroomBytes);
+        // What the file's data took, plus the blocks ext4 allocates for it besides: an extent tree block once a file has
+        // more than four extents (seen once in a full run on a busy machine: 4 KiB over).
+        Assert.InRange(usage.UsedBytes, 32 * MiB + 1, 32 * MiB + DiskImageSizing.DefaultHeadroomBytes + ExtentMetadataSlackBytes);
         // The host holds no more than the grant, its headroom and the filesystem's own metadata.
         Assert.InRange(DiskTestHost.AllocatedBytes(Path.Combine(_dir, LoopDiskVolumes.ImageFileName)), 32 * MiB, 32 * MiB + DiskImageSizing.DefaultHeadroomBytes + 4 * MiB);
     }
