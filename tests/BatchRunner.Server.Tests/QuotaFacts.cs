@@ -69,6 +69,7 @@ public sealed class QuotaFacts(ServerFixture f)
         Assert.Equal("maxQueuedJobs", problem.GetProperty("quota").GetString());
         Assert.Equal(3, problem.GetProperty("limit").GetInt32());
         Assert.Contains("maxQueuedJobs", problem.GetProperty("detail").GetString());
+        Assert.All(refused, r => Assert.Equal(TimeSpan.FromSeconds(BatchRunner.Server.Api.TenantQuotaProblems.QueuedJobsRetryAfterSeconds), r.Headers.RetryAfter?.Delta));
 
         // The queued ones say why they do not start; once they are gone, the tenant may submit again.
         var ids = new List<string>();

@@ -64,7 +64,7 @@ public static class JobRerun
             try { inserted = await store.InsertAsync(job, idempotencyKey: null, requestHash: "", ct, sharesInputsOf: inputs.SharedWith); }
             catch (InputsGoneException e) { return Conflict("The job's inputs are gone", $"{e.Message}: submit it again with its inputs"); }
             // Nothing was stored when the tenant is at its maxQueuedJobs: nothing may be queued either.
-            if (inserted.QueuedLimit is { } limit) return TenantQuotaProblems.QueuedJobs(caller.Tenant, limit);
+            if (inserted.QueuedLimit is { } limit) return TenantQuotaProblems.QueuedJobs(http.Response, caller.Tenant, limit);
             return await JobsApi.EnqueueAsync(job, queue);
         }
     }

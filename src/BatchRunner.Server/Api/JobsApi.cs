@@ -76,7 +76,7 @@ public static class JobsApi
         var requestHash = idempotencyKey is null ? "" : Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(JsonSerializer.SerializeToUtf8Bytes(spec, JobStore.Json)));
         var (id, created, sameRequest, queuedLimit) = await store.InsertAsync(job, idempotencyKey, requestHash, ct);
         if (queuedLimit is { } limit)
-            return TenantQuotaProblems.QueuedJobs(caller.Tenant, limit);
+            return TenantQuotaProblems.QueuedJobs(request.HttpContext.Response, caller.Tenant, limit);
         if (!created)
         {
             if (sameRequest && !jobSecrets.SameAs(await secrets.GetAsync(id, ct))) sameRequest = false;

@@ -86,9 +86,17 @@ public static partial class TenantsApi
 /// <summary>The answers to a submission past its tenant's quota.</summary>
 public static class TenantQuotaProblems
 {
-    /// <summary>429: the tenant has <paramref name="limit"/> jobs queued, its maxQueuedJobs. Retrying later works once some start.</summary>
-    public static ProblemHttpResult QueuedJobs(string tenant, int limit) =>
-        TypedResults.Problem(statusCode: StatusCodes.Status429TooManyRequests, title: "Tenant quota exceeded: maxQueuedJobs",
+    /// <summary>How long a client is told to wait (<c>Retry-After</c>) before submitting again past maxQueuedJobs: a hint only,
+    /// since room comes when some of the tenant's queued jobs start, which nothing here can foresee.</summary>
+    public const int QueuedJobsRetryAfterSeconds = 5;
+
+    /// <summary>429 with <c>Retry-After</c>: the tenant has <paramref name="limit"/> jobs queued, its maxQueuedJobs. Retrying
+    /// later works once some start.</summary>
+    public static ProblemHttpResult QueuedJobs(HttpResponse response, string tenant, int limit)
+    {
+        response.Headers.RetryAfter = QueuedJobsRetryAfterSeconds.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        return TypedResults.Problem(statusCode: StatusCodes.Status429TooManyRequests, title: "Tenant quota exceeded: maxQueuedJobs",
             detail: $"tenant \"{tenant}\" already has {limit} queued {(limit == 1 ? "job" : "jobs")}, its maxQueuedJobs quota; submit again once some have started",
             extensions: new Dictionary<string, object?> { ["quota"] = "maxQueuedJobs", ["tenant"] = tenant, ["limit"] = limit });
+    }
 }
