@@ -74,7 +74,7 @@ public sealed partial class JobExecutor(
 
     private async Task ExecuteOnceAsync(Guid jobId, CancellationToken hangfireToken, FetchTurn? turn)
     {
-        var job = await Durably.RunAsync(c => store.GetAsync(jobId, c));
+        var job = await Durably.RunAsync(c => store.GetForAttemptAsync(jobId, c));
         if (job is null)
         {
             LogNothingToRun(log, jobId);
@@ -105,7 +105,7 @@ public sealed partial class JobExecutor(
                     throw new JobRescheduleException(why, QueueFullDelay);
                 case AttemptStart.NothingToRun:
                     LogNothingToRun(log, jobId);
-                    await EndAsync(await Durably.RunAsync(c => store.GetAsync(jobId, c)) ?? job, redelivered: false);
+                    await EndAsync(await Durably.RunAsync(c => store.GetForAttemptAsync(jobId, c)) ?? job, redelivered: false);
                     return;
                 case AttemptStart.Started start:
                     if (start.Attempt == 1)
@@ -200,7 +200,7 @@ public sealed partial class JobExecutor(
             return;
         }
         LogStale(log, job.Id, attempt);
-        await EndAsync(await Durably.RunAsync(c => store.GetAsync(job.Id, c)) ?? job, redelivered: false);
+        await EndAsync(await Durably.RunAsync(c => store.GetForAttemptAsync(job.Id, c)) ?? job, redelivered: false);
     }
 
     /// <summary>Ends this delivery in the Hangfire state the job's record calls for (<see cref="HangfireStateMirror"/>).</summary>

@@ -7,8 +7,9 @@ namespace BatchRunner.Server.Storage;
 /// </summary>
 public interface IAttemptStore
 {
-    /// <summary>The job's record without the lists of its inputs and outputs (an attempt needs neither).</summary>
-    Task<JobRecord?> GetAsync(Guid id, CancellationToken ct);
+    /// <summary>The job's record without the lists of its inputs and outputs (an attempt needs neither); see
+    /// <see cref="JobStore.GetForAttemptAsync"/>.</summary>
+    Task<JobRecord?> GetForAttemptAsync(Guid id, CancellationToken ct);
 
     /// <summary>See <see cref="JobStore.BeginAttemptAsync"/>.</summary>
     Task<AttemptStart> BeginAttemptAsync(Guid id, string node, Guid instance, string queue, int? queueLimit, CancellationToken ct);

@@ -14,9 +14,7 @@ public sealed partial class JobStore
     /// the inputs tar the row names and lists its outputs itself. It is read while this process holds its fetch turn,
     /// so each statement saved here is a round trip off every job's start (and off the jobs/s one process can admit).
     /// </summary>
-    Task<JobRecord?> IAttemptStore.GetAsync(Guid id, CancellationToken ct) => GetForAttemptAsync(id, ct);
-
-    private async Task<JobRecord?> GetForAttemptAsync(Guid id, CancellationToken ct)
+    public async Task<JobRecord?> GetForAttemptAsync(Guid id, CancellationToken ct)
     {
         await using var cmd = db.CreateCommand($"select {Columns} from {From} where j.id = @id");
         cmd.Parameters.AddWithValue("id", id);

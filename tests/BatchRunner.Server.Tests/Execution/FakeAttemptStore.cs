@@ -44,7 +44,7 @@ internal sealed class FakeAttemptStore : IAttemptStore, IJobSecrets
     /// <summary>What the API does on cancel: the flag the worker reads as a backstop.</summary>
     public void RequestCancel() => _cancelRequested = true;
 
-    public Task<JobRecord?> GetAsync(Guid id, CancellationToken ct) => Task.FromResult(_jobs.TryGetValue(id, out var j) ? j : null);
+    public Task<JobRecord?> GetForAttemptAsync(Guid id, CancellationToken ct) => Task.FromResult(_jobs.TryGetValue(id, out var j) ? j : null);
 
     public Task SetWaitReasonAsync(Guid id, string message, CancellationToken ct)
     {
