@@ -11,9 +11,6 @@ public sealed class WorkflowSignal
 {
     private readonly object _gate = new();
     private Subscription[] _subscribers = [];
-    private readonly Subscription _default;
-
-    public WorkflowSignal() => _default = Subscribe();
 
     public void Pulse()
     {
@@ -27,9 +24,6 @@ public sealed class WorkflowSignal
         lock (_gate) _subscribers = [.. _subscribers, s];
         return s;
     }
-
-    /// <summary>Waits for a pulse or <paramref name="timeout"/>, whichever comes first (the workflow sweeper's subscription).</summary>
-    public Task WaitAsync(TimeSpan timeout, CancellationToken ct) => _default.WaitAsync(timeout, ct);
 
     public sealed class Subscription
     {

@@ -26,6 +26,8 @@ public sealed partial class WorkflowSweeper(
     /// <summary>How often a pass runs without a pulse (it was 2 s, when it was also how another node's changes were found:
     /// idle, its five statements a pass were a tenth of a node's database traffic).</summary>
     public static readonly TimeSpan Tick = TimeSpan.FromSeconds(10);
+    /// <summary>Pulsed when a job ends, is cancelled, or is submitted with dependencies or children here.</summary>
+    private readonly WorkflowSignal.Subscription changed = signal.Subscribe();
     private static readonly TimeSpan ScheduleCheck = TimeSpan.FromMinutes(1);
     /// <summary>Children given a Hangfire message per array per round (each costs one Hangfire create, a few ms).</summary>
     public const int DispatchBatch = 100;
@@ -50,7 +52,7 @@ public sealed partial class WorkflowSweeper(
                 // The database away, most often: the next pass tries again.
                 LogPassFailed(log, e);
             }
-            try { await signal.WaitAsync(Tick, stoppingToken); }
+            try { await changed.WaitAsync(Tick, stoppingToken); }
             catch (OperationCanceledException) { return; }
         }
     }
