@@ -48,12 +48,7 @@ public sealed class BenchServerProcess : IAsyncDisposable
         var server = new BenchServerProcess(process, pumps, log, dataDir, logPath, http);
         try
         {
-            await Poll.UntilAsync(async () =>
-            {
-                if (process.HasExited) throw new InvalidOperationException($"batchrunner ({name}) exited {process.ExitCode}; see {logPath}");
-                try { return (await http.GetAsync("/healthz")).StatusCode == HttpStatusCode.OK; }
-                catch (HttpRequestException) { return false; }
-            }, ok => ok, TimeSpan.FromSeconds(90), "batchrunner to answer", 100);
+            await NodeProcess.WaitHealthyAsync(process, http, $"{name}; see {logPath}", TimeSpan.FromSeconds(90));
         }
         catch
         {
@@ -69,9 +64,6 @@ public sealed class BenchServerProcess : IAsyncDisposable
         while ((line = await reader.ReadLineAsync()) is not null)
             lock (log) log.WriteLine(line);
     }
-
-    /// <summary>The embedded postmaster's pid (first line of its postmaster.pid).</summary>
-    public int PostmasterPid() => int.Parse(File.ReadLines(Path.Combine(DataDir, "postgres", "postmaster.pid")).First().Trim());
 
     /// <summary>SIGTERM, wait for the exit; the data directory stays unless <paramref name="removeData"/>.</summary>
     public async Task StopAsync(bool removeData)
@@ -95,41 +87,5 @@ public sealed class BenchServerProcess : IAsyncDisposable
         using var l = new System.Net.Sockets.TcpListener(IPAddress.Loopback, 0);
         l.Start();
         return ((IPEndPoint)l.LocalEndpoint).Port;
-    }
-}
-
-/// <summary>CPU time of processes from /proc/PID/stat (clock ticks of 1/100 s).</summary>
-public static class ProcCpu
-{
-    /// <summary>utime + stime of the process itself, and cutime + cstime of its children it has reaped (ms).</summary>
-    public static (double SelfMs, double ChildrenMs) Of(int pid)
-    {
-        var f = Fields(pid) ?? throw new InvalidOperationException($"process {pid} is gone");
-        return ((long.Parse(f[11]) + long.Parse(f[12])) * 10.0, (long.Parse(f[13]) + long.Parse(f[14])) * 10.0);
-    }
-
-    /// <summary>The postmaster's own and reaped children's CPU plus every live child's own (ms): all of PostgreSQL's.</summary>
-    public static double TreeMs(int parent)
-    {
-        var (self, children) = Of(parent);
-        var total = self + children;
-        foreach (var dir in Directory.EnumerateDirectories("/proc"))
-        {
-            if (!int.TryParse(Path.GetFileName(dir), out var pid) || pid == parent) continue;
-            if (Fields(pid) is not { } f || int.Parse(f[1]) != parent) continue;
-            total += (long.Parse(f[11]) + long.Parse(f[12])) * 10.0;
-        }
-        return total;
-    }
-
-    // After "(comm) ": field 3 (state) is index 0, so ppid (4) is 1, utime (14) 11, stime 12, cutime 13, cstime 14.
-    private static string[]? Fields(int pid)
-    {
-        try
-        {
-            var stat = File.ReadAllText($"/proc/{pid}/stat");
-            return stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
-        }
-        catch (IOException) { return null; }
     }
 }

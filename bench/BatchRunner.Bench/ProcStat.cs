@@ -7,17 +7,22 @@ public static class ProcStat
 {
     /// <summary>utime + stime of process <paramref name="pid"/> in ms (its own threads; children it waited for are not counted);
     /// null when it is gone.</summary>
-    public static double? CpuMs(int pid, bool withReapedChildren = false)
+    public static double? CpuMs(int pid, bool withReapedChildren = false) =>
+        SelfAndReapedMs(pid) is { } cpu ? cpu.SelfMs + (withReapedChildren ? cpu.ReapedChildrenMs : 0) : null;
+
+    /// <summary>utime + stime of process <paramref name="pid"/>, and cutime + cstime of the children it waited for (ms);
+    /// null when it is gone.</summary>
+    public static (double SelfMs, double ReapedChildrenMs)? SelfAndReapedMs(int pid)
     {
         string stat;
         try { stat = File.ReadAllText($"/proc/{pid}/stat"); }
         catch (IOException) { return null; }
         catch (UnauthorizedAccessException) { return null; }
         var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
-        // After "(comm) ": field 3 is index 0, so utime (14) and stime (15) are 11 and 12; clock ticks are 1/100 s.
+        // After "(comm) ": field 3 is index 0, so utime (14) and stime (15) are 11 and 12, cutime (16) and cstime (17)
+        // 13 and 14; clock ticks are 1/100 s.
         long F(int i) => long.Parse(fields[i], CultureInfo.InvariantCulture);
-        // cutime (16) and cstime (17): children waited for.
-        return (F(11) + F(12) + (withReapedChildren ? F(13) + F(14) : 0)) * 10.0;
+        return ((F(11) + F(12)) * 10.0, (F(13) + F(14)) * 10.0);
     }
 
     /// <summary>CPU ms of <paramref name="pid"/> and of its descendants but PostgreSQL's (a node's embedded cluster is its child,
@@ -81,6 +86,11 @@ public static class ProcStat
         return result;
     }
 
-    /// <summary>CPU ms of every process of the cluster in <paramref name="pgDataDir"/>, summed (those alive now).</summary>
-    public static double ClusterCpuMs(string pgDataDir) => ClusterProcesses(pgDataDir).Sum(p => CpuMs(p) ?? 0);
+    /// <summary>CPU ms of the cluster in <paramref name="pgDataDir"/>: every live process's own, plus what the postmaster
+    /// collected from the children it reaped (backends that have exited): all of PostgreSQL's.</summary>
+    public static double ClusterCpuMs(string pgDataDir)
+    {
+        var processes = ClusterProcesses(pgDataDir);
+        return processes.Select((p, i) => CpuMs(p, withReapedChildren: i == 0) ?? 0).Sum();
+    }
 }
