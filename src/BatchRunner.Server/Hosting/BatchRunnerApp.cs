@@ -77,7 +77,7 @@ public static partial class BatchRunnerApp
             builder.AddBatchRunnerServices(options, connectionString, runtime, gpus, gpuMetrics);
             var app = builder.Build();
             embedded?.UseLogger(app.Services.GetRequiredService<ILogger<EmbeddedPostgres>>());
-            DashboardDeleteCancels.Register(app.Services.GetRequiredService<JobStorage>(), app.Services.GetRequiredService<Npgsql.NpgsqlDataSource>());
+            CancelSignalRequests.Register(app.Services);
             var hangfireLogs = HangfireLogging.Register(app.Services.GetRequiredService<ILoggerFactory>());
             app.Lifetime.ApplicationStopped.Register(hangfireLogs.Dispose);
             app.MapBatchRunner(options);

@@ -1,6 +1,4 @@
-using System.Runtime.CompilerServices;
 using BatchRunner.Server.Storage;
-using Hangfire;
 using Hangfire.States;
 using Hangfire.Storage;
 
@@ -15,28 +13,23 @@ namespace BatchRunner.Server.Hosting;
 /// <remarks>
 /// BatchRunner's own transitions from Processing to Deleted (a cancelled job ending, an API cancel's delete) find the
 /// flag already set or the job ended, and change nothing. Process-wide (Hangfire's filters are): the request goes to the
-/// database of the host whose storage the change was made in (<see cref="Register"/>), off the dashboard's thread; if the
-/// database is away, the delete is only Hangfire's (as before).
+/// database of the host whose storage the change was made in (<see cref="CancelSignalRequests.Register"/>), off the
+/// dashboard's thread; if the database is away, the delete is only Hangfire's (as before).
 /// </remarks>
 internal sealed class DashboardDeleteCancels : IApplyStateFilter
 {
     public static readonly DashboardDeleteCancels Instance = new();
 
-    private static readonly ConditionalWeakTable<JobStorage, Npgsql.NpgsqlDataSource> Databases = [];
-
-    /// <summary>Says which database holds the jobs of a host's Hangfire <paramref name="storage"/>.</summary>
-    public static void Register(JobStorage storage, Npgsql.NpgsqlDataSource db) => Databases.AddOrUpdate(storage, db);
-
     public void OnStateApplied(ApplyStateContext context, IWriteOnlyTransaction transaction)
     {
-        if (context.NewState is not DeletedState || context.OldStateName != ProcessingState.StateName || !Databases.TryGetValue(context.Storage, out var db)) return;
+        if (context.NewState is not DeletedState || context.OldStateName != ProcessingState.StateName) return;
+        var storage = context.Storage;
         var id = context.BackgroundJob.Id;
         _ = Task.Run(async () =>
         {
             try
             {
-                await using var conn = await db.OpenConnectionAsync();
-                await CancelSignalRequests.RequestForHangfireJobAsync(conn, id, CancellationToken.None);
+                await CancelSignalRequests.RequestForHangfireJobAsync(storage, id, CancellationToken.None);
             }
             catch (Exception e) when (DatabaseErrors.IsOutage(e) || e is ObjectDisposedException) { }
         });
