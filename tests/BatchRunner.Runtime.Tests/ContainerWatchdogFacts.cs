@@ -1,5 +1,3 @@
-using System.Diagnostics;
-
 namespace BatchRunner.Runtime.Tests;
 
 /// <summary>The watchdog shell that kills a dead worker's containers.</summary>
@@ -11,11 +9,10 @@ public sealed class ContainerWatchdogFacts
         // A test fixture (or an operator) removes the data dir after stopping the worker; `runc list` would
         // create <data dir>/runtime again, mode 0700, once the worker process has exited.
         var dataDir = Path.Combine("/tmp", "br-watchdog-tests-" + Guid.NewGuid().ToString("N")[..8]);
-        using var worker = Process.Start("true")!;
-        await worker.WaitForExitAsync();
-
-        using var watchdog = ContainerWatchdog.Launch(worker.Id, "/usr/sbin/runc", Path.Combine(dataDir, "runtime"), "br-none-");
-        await watchdog!.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(30));
+        var watchdog = ContainerWatchdog.Launch("/usr/sbin/runc", Path.Combine(dataDir, "runtime"), "br-none-");
+        var exited = watchdog.WaitForExitAsync();
+        watchdog.Dispose(); // the worker's end, as the watchdog sees it: its lifeline closed
+        await exited.WaitAsync(TimeSpan.FromSeconds(30));
 
         var created = Directory.Exists(dataDir);
         if (created) Directory.Delete(dataDir, recursive: true);
@@ -37,9 +34,15 @@ public sealed class ContainerWatchdogFacts
         var other = await Sleep($"br-other{tag}-1");
         try
         {
-            using var worker = Process.Start("sleep", "0.3")!;
-            using var watchdog = ContainerWatchdog.Launch(worker.Id, "/usr/sbin/runc", state, $"br-wd{tag}-");
-            await watchdog!.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(30));
+            var watchdog = ContainerWatchdog.Launch("/usr/sbin/runc", state, $"br-wd{tag}-");
+            var exited = watchdog.WaitForExitAsync();
+            // Armed: while its lifeline is held (this process lives), it waits and kills nothing.
+            await Task.Delay(TimeSpan.FromSeconds(1));
+            Assert.False(exited.IsCompleted, "the watchdog acted while its worker lived");
+            Assert.False(mine.WaitAsync(CancellationToken.None).IsCompleted, "a container was killed while its worker lived");
+
+            watchdog.Dispose();
+            await exited.WaitAsync(TimeSpan.FromSeconds(30));
 
             var exit = await mine.WaitAsync(new CancellationTokenSource(TimeSpan.FromSeconds(10)).Token);
             Assert.Equal(9, exit.Signal);

@@ -30,8 +30,9 @@ public sealed partial class NodeJanitor(IContainerRuntime runtime, RuntimeSelect
             LogCleaned(log, containers.Count, mounts.Count, loops.Count, dirs.Dirs);
         if (volumes is not null) await ProbeDiskAsync(volumes, ct);
 
-        using var watchdog = ContainerWatchdog.Launch(Environment.ProcessId, selection.Path, paths.RuntimeState, node.ContainerPrefix);
-        LogWatchdogStarted(log, watchdog?.Id ?? 0);
+        // Armed for the life of this process (the watchdog keeps itself): it acts when the process ends.
+        var watchdog = ContainerWatchdog.Launch(selection.Path, paths.RuntimeState, node.ContainerPrefix);
+        LogWatchdogStarted(log, watchdog.Pid);
     }
 
     public Task StopAsync(CancellationToken ct) => Task.CompletedTask;
