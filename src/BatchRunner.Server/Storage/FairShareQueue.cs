@@ -83,14 +83,16 @@ public sealed class FairShareQueueProvider : IPersistentJobQueueProvider, IDispo
     private readonly PostgreSqlStorageOptions _options;
     private readonly PostgreSqlJobQueueProvider _default;
     private readonly NpgsqlDataSource _db;
+    private readonly SessionConnections _sessions;
     private readonly IFetchPolicy _policy;
     private readonly AutoResetEvent _notified = new(false);
     private readonly CancellationTokenSource _stop = new();
     private readonly string _fetchSql;
     private Task? _listener;
 
-    public FairShareQueueProvider(PostgreSqlStorage storage, PostgreSqlStorageOptions options, NpgsqlDataSource db, IFetchPolicy policy)
+    public FairShareQueueProvider(PostgreSqlStorage storage, PostgreSqlStorageOptions options, NpgsqlDataSource db, SessionConnections sessions, IFetchPolicy policy)
     {
+        _sessions = sessions;
         _storage = storage;
         _options = options;
         _default = new PostgreSqlJobQueueProvider(storage, options);
@@ -168,7 +170,8 @@ public sealed class FairShareQueueProvider : IPersistentJobQueueProvider, IDispo
                 {
                     try
                     {
-                        await using var conn = await _db.OpenConnectionAsync(_stop.Token);
+                        // Unpooled: the LISTEN ends with the connection instead of going back to the pool with it.
+                        await using var conn = await _sessions.OpenAsync(_stop.Token);
                         conn.Notification += (_, _) => _notified.Set();
                         await using (var listen = new NpgsqlCommand("LISTEN new_job", conn)) await listen.ExecuteNonQueryAsync(_stop.Token);
                         while (true) await conn.WaitAsync(_stop.Token);
