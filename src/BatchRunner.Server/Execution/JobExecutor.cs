@@ -135,8 +135,14 @@ public sealed partial class JobExecutor(
         if (NodeFit.WhyNever(job.Spec, offer) is { } never)
             throw new JobRescheduleException($"node {node.Name} can never run it: {never}", NeverFitsDelay);
         if (reservations.TryReserve(job.Id, job.Spec.Resources) is { } reservation) return reservation;
-        await reservations.WaitForReleaseAsync(AdmissionWait, hangfireToken);
-        if (reservations.TryReserve(job.Id, job.Spec.Resources) is { } late) return late;
+        // Each release may be the one that makes room (other fetched jobs compete for it: FairShare's concurrent turns),
+        // so try again after every release until the wait is over.
+        var deadline = DateTime.UtcNow + AdmissionWait;
+        for (var left = AdmissionWait; left > TimeSpan.Zero && !hangfireToken.IsCancellationRequested; left = deadline - DateTime.UtcNow)
+        {
+            await reservations.WaitForReleaseAsync(left, hangfireToken);
+            if (reservations.TryReserve(job.Id, job.Spec.Resources) is { } late) return late;
+        }
         // Other nodes may take it; this one fetches others until a reservation is released here.
         turn?.NotNow();
         // The message describes the cluster (the job may run on any node), this node only declines it.

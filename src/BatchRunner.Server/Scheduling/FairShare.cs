@@ -1,4 +1,3 @@
-using System.Collections.Concurrent;
 using System.Globalization;
 using BatchRunner.Server.Storage;
 
@@ -6,8 +5,9 @@ namespace BatchRunner.Server.Scheduling;
 
 /// <summary>
 /// Who runs next when several tenants wait: the tenant furthest below its weighted share of the cluster. This
-/// process's <see cref="IFetchPolicy"/>: its workers fetch one job at a time (the turn lasts until that job's attempt
-/// has begun or it went back), only when this node has room for a job, and from the Hangfire queues in this order.
+/// process's <see cref="IFetchPolicy"/>: its workers fetch one job at a time, only when this node has room for a job,
+/// and from the Hangfire queues in this order; up to <see cref="ConcurrentTurns"/> fetched jobs may be on their way to
+/// their attempt's begin at once.
 /// </summary>
 /// <remarks>
 /// <para>The policy. Each BatchRunner queue has one Hangfire queue per tenant (<see cref="JobQueue.PhysicalQueue"/>).
@@ -22,51 +22,161 @@ namespace BatchRunner.Server.Scheduling;
 /// until a reservation is released here, so a large job at the head of a queue does not keep small ones off a node
 /// that has room for them. Backfill is no more than that: a large job of the tenant with the lowest share waits for
 /// room while smaller jobs of other tenants may start before it.</para>
+/// <para>Concurrent turns, and why the order stays exact. A turn lasts from the fetch until the fetched job's attempt has
+/// begun (or it went back): the Hangfire Processing transition, the job's read, admission and the begin take tens of
+/// milliseconds, and one turn at a time capped a process at about 21 jobs/s. So up to <see cref="ConcurrentTurns"/> turns
+/// run at once, but only one of them <em>fetches</em> at a time (waits for room, computes the order, takes a message):
+/// every decision is made one after the other, each knowing the ones before. A job fetched and not yet begun is not yet
+/// in the database's running sums, so this process counts it itself (<see cref="Pending"/>, its tenant and request as the
+/// fetch read them): the order adds it to its tenant's share (and reads the database's sums without it, so that a begin
+/// committing meanwhile is counted once, not twice), and the room check adds it to the node's reservations until it
+/// holds one of its own.</para>
 /// </remarks>
-public sealed class FairShare(TenantStore tenants, LiveNodes nodes, NodeReservations reservations) : IFetchPolicy
+public sealed class FairShare : IFetchPolicy
 {
+    /// <summary>Fetched jobs on their way to their attempt's begin at once, per process.</summary>
+    public const int ConcurrentTurns = 4;
+
     private static readonly TimeSpan SkipAtMost = TimeSpan.FromSeconds(30);
     private static readonly TimeSpan RoomWait = TimeSpan.FromSeconds(2);
-    private readonly SemaphoreSlim _turn = new(1, 1);
-    private readonly ConcurrentDictionary<long, (long Releases, DateTime At)> _skipped = new();
+
+    private readonly Func<IReadOnlyCollection<Guid>, CancellationToken, Task<IReadOnlyList<TenantRecord>>> _tenants;
+    private readonly Func<CancellationToken, Task<ResourceAmounts>> _cluster;
+    private readonly NodeReservations _reservations;
+    private readonly SemaphoreSlim _turns = new(ConcurrentTurns, ConcurrentTurns);
+    private readonly SemaphoreSlim _fetching = new(1, 1);
+    private readonly Lock _lock = new();
+    private readonly Dictionary<FetchTurn, Pending> _pending = [];
+    private readonly Dictionary<long, (long Releases, DateTime At)> _skipped = [];
+
+    public FairShare(TenantStore tenants, LiveNodes nodes, NodeReservations reservations)
+        : this((notCounted, ct) => tenants.ListSharesAsync(notCounted, ct), async ct => Cluster(await nodes.GetAsync(ct)), reservations)
+    {
+    }
+
+    /// <param name="tenants">Every tenant with its quota and the running sums the database holds, without the jobs given.</param>
+    /// <param name="cluster">What the live nodes offer in all.</param>
+    internal FairShare(Func<IReadOnlyCollection<Guid>, CancellationToken, Task<IReadOnlyList<TenantRecord>>> tenants,
+        Func<CancellationToken, Task<ResourceAmounts>> cluster, NodeReservations reservations)
+    {
+        _tenants = tenants;
+        _cluster = cluster;
+        _reservations = reservations;
+    }
+
+    /// <summary>A fetched job not yet begun: its tenant and what it asked for (null and zero when the fetch could not read them).</summary>
+    public sealed record Pending(Guid? JobId, string? Tenant, ResourceAmounts Amounts);
+
+    /// <summary>The fetched jobs not yet begun, now.</summary>
+    public IReadOnlyList<Pending> PendingJobs()
+    {
+        lock (_lock) return [.. _pending.Values];
+    }
 
     public FetchTurn WaitForTurn(CancellationToken ct)
     {
-        _turn.Wait(ct);
+        _turns.Wait(ct);
+        try
+        {
+            _fetching.Wait(ct);
+        }
+        catch
+        {
+            _turns.Release();
+            throw;
+        }
+        FetchTurn? turn = null;
+        var fetchReleased = 0;
+        void ReleaseFetching()
+        {
+            if (Interlocked.Exchange(ref fetchReleased, 1) == 0) _fetching.Release();
+        }
+        turn = new FetchTurn(
+            fetched: m =>
+            {
+                lock (_lock) _pending[turn!] = new Pending(m.JobId, m.Tenant, new ResourceAmounts(m.Cpus, m.MemoryBytes, m.Gpus, m.DiskBytes));
+                // The decision is made and counted: the next turn may decide.
+                ReleaseFetching();
+            },
+            release: () =>
+            {
+                lock (_lock) _pending.Remove(turn!);
+                ReleaseFetching();
+                _turns.Release();
+            },
+            skip: id =>
+            {
+                lock (_lock) _skipped[long.Parse(id, CultureInfo.InvariantCulture)] = (_reservations.Releases, DateTime.UtcNow);
+            });
         try
         {
             // Decide who goes next when there is room, against the shares of that moment. Without room for long, fetch
             // anyway now and then: the job fetched says why it waits (its message) and is then skipped here until a release.
             var deadline = DateTime.UtcNow + RoomWait;
-            while (!reservations.HasRoom && DateTime.UtcNow < deadline)
+            while (!HasRoom() && DateTime.UtcNow < deadline)
             {
                 ct.ThrowIfCancellationRequested();
-                reservations.WaitForReleaseAsync(TimeSpan.FromMilliseconds(500), ct).GetAwaiter().GetResult();
+                _reservations.WaitForReleaseAsync(TimeSpan.FromMilliseconds(100), ct).GetAwaiter().GetResult();
             }
         }
         catch
         {
-            _turn.Release();
+            turn.Dispose();
             throw;
         }
-        return new FetchTurn(() => _turn.Release(),
-            id => _skipped[long.Parse(id, CultureInfo.InvariantCulture)] = (reservations.Releases, DateTime.UtcNow));
+        return turn;
+    }
+
+    /// <summary>Room for the smallest job beside what is reserved and what fetched jobs not yet reserved will ask for.</summary>
+    private bool HasRoom()
+    {
+        Pending[] pending;
+        lock (_lock) pending = [.. _pending.Values];
+        return _reservations.HasRoomBeyond(pending.Select(p => (p.JobId, p.Amounts)));
     }
 
     public IReadOnlyList<string> Order(IReadOnlyList<string> queues)
     {
-        var all = tenants.ListAsync(null, CancellationToken.None).GetAwaiter().GetResult();
-        var live = nodes.GetAsync(CancellationToken.None).GetAwaiter().GetResult();
-        var cluster = live.Aggregate(ResourceAmounts.Zero, (sum, n) => sum + (ResourceAmounts.Of(n.Capacity) with { DiskBytes = 0 }));
-        return Order(queues, all, cluster);
+        var pending = PendingJobs();
+        var notCounted = pending.Where(p => p.JobId is not null).Select(p => p.JobId!.Value).ToList();
+        var all = _tenants(notCounted, CancellationToken.None).GetAwaiter().GetResult();
+        var cluster = _cluster(CancellationToken.None).GetAwaiter().GetResult();
+        return Order(queues, WithPending(all, pending), cluster);
     }
 
     public long[] Skipped()
     {
-        var releases = reservations.Releases;
-        foreach (var (id, skip) in _skipped)
-            if (skip.Releases != releases || DateTime.UtcNow - skip.At > SkipAtMost) _skipped.TryRemove(id, out _);
-        return [.. _skipped.Keys];
+        var releases = _reservations.Releases;
+        lock (_lock)
+        {
+            foreach (var (id, skip) in _skipped.ToList())
+                if (skip.Releases != releases || DateTime.UtcNow - skip.At > SkipAtMost) _skipped.Remove(id);
+            return [.. _skipped.Keys];
+        }
+    }
+
+    /// <summary>What the live nodes offer for fair share: CPUs, memory and GPUs (disk is not a share).</summary>
+    public static ResourceAmounts Cluster(IReadOnlyList<LiveNode> live) =>
+        live.Aggregate(ResourceAmounts.Zero, (sum, n) => sum + (ResourceAmounts.Of(n.Capacity) with { DiskBytes = 0 }));
+
+    /// <summary>The tenants' usage with the fetched jobs not yet begun added to their tenants'.</summary>
+    public static IReadOnlyList<TenantRecord> WithPending(IReadOnlyList<TenantRecord> tenants, IReadOnlyList<Pending> pending)
+    {
+        if (pending.Count == 0) return tenants;
+        return [.. tenants.Select(t =>
+        {
+            var mine = pending.Where(p => p.Tenant == t.Name).ToList();
+            if (mine.Count == 0) return t;
+            var u = t.Usage;
+            return t with
+            {
+                Usage = u with
+                {
+                    RunningJobs = u.RunningJobs + mine.Count, RunningCpus = u.RunningCpus + mine.Sum(p => p.Amounts.Cpus),
+                    RunningMemoryBytes = u.RunningMemoryBytes + mine.Sum(p => p.Amounts.MemoryBytes), RunningGpus = u.RunningGpus + mine.Sum(p => p.Amounts.Gpus),
+                },
+            };
+        })];
     }
 
     /// <summary>The Hangfire queues in fetch order: by queue priority, then tenants by <see cref="WeightedShare"/>.</summary>

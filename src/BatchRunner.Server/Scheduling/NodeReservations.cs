@@ -121,15 +121,26 @@ public sealed class NodeReservations
     }
 
     /// <summary>True when the smallest job a spec may ask for (0.01 CPU, 4Mi) could start here now: worth fetching one.</summary>
-    public bool HasRoom
+    public bool HasRoom => HasRoomBeyond([]);
+
+    /// <summary>
+    /// As <see cref="HasRoom"/>, with <paramref name="notYetReserved"/> counted as reserved too: jobs fetched for this node
+    /// that will ask for these amounts (those that hold a reservation by now are counted once, as theirs).
+    /// </summary>
+    public bool HasRoomBeyond(IEnumerable<(Guid? JobId, ResourceAmounts Amounts)> notYetReserved)
     {
-        get
+        var disk = _disk?.Read();
+        lock (_lock)
         {
-            lock (_lock)
-            {
-                var free = ResourceAmounts.Of(Capacity) - Sum();
-                return free.Cpus >= 0.01 - ResourceAmounts.CpuTolerance && free.MemoryBytes >= JobDefaults.MinMemoryBytes;
-            }
+            var reserved = Sum();
+            var pending = ResourceAmounts.Zero;
+            foreach (var (jobId, amounts) in notYetReserved)
+                if (jobId is not { } id || !_held.ContainsKey(id)) pending += amounts;
+            var free = ResourceAmounts.Of(Capacity) - reserved - pending;
+            // Disk as TryReserve counts it: the jobs' volumes against what the data directory has free now.
+            var diskRoom = disk is null || Capacity.DiskBytes is null || pending.DiskBytes == 0
+                || disk.AvailableBytes - reserved.DiskBytes - pending.DiskBytes >= DiskLimits.MinDiskBytes;
+            return free.Cpus >= 0.01 - ResourceAmounts.CpuTolerance && free.MemoryBytes >= JobDefaults.MinMemoryBytes && diskRoom;
         }
     }
 

@@ -5,13 +5,13 @@ using Npgsql;
 namespace BatchRunner.Server.Storage;
 
 /// <summary>
-/// What <see cref="FairShareQueue"/> asks the scheduler (Scheduling/FairShare): when this process may fetch, which
+/// What <see cref="FairShareQueueProvider"/> asks the scheduler (Scheduling/FairShare): when this process may fetch, which
 /// Hangfire queues to take from first, and which messages to leave for now.
 /// </summary>
 public interface IFetchPolicy
 {
-    /// <summary>Blocks until this process may fetch. The turn is held until the fetched job's admission is over
-    /// (<see cref="FetchTurn.Dispose"/>), so that one job at a time is fetched and admitted per process.</summary>
+    /// <summary>Blocks until this process may fetch: one turn fetches at a time, and a turn is held until the fetched
+    /// job's admission is over (<see cref="FetchTurn.Dispose"/>); <see cref="FetchTurn.Fetched"/> lets the next turn fetch.</summary>
     FetchTurn WaitForTurn(CancellationToken ct);
 
     /// <summary>The Hangfire queues to take from, best first, for the worker's BatchRunner queues (highest priority first).</summary>
@@ -21,13 +21,17 @@ public interface IFetchPolicy
     long[] Skipped();
 }
 
+/// <summary>A message fetched, with the BatchRunner job it delivers as the fetch read it (null and zero when it names none:
+/// a schedule's firing, or a job deleted meanwhile).</summary>
+public sealed record FetchedMessage(string HangfireJobId, string Queue, Guid? JobId, string? Tenant, double Cpus, long MemoryBytes, int Gpus, long DiskBytes = 0);
+
 /// <summary>
 /// A process's turn to fetch and admit one job (<see cref="IFetchPolicy.WaitForTurn"/>). The fetch hands it to the job
 /// it fetched (<see cref="TakeCurrent"/> in the performer); whoever ends the admission disposes it, and the fetched
 /// message's end disposes it too, so a message that Hangfire never performs (deleted meanwhile) cannot keep it.
 /// Idempotent.
 /// </summary>
-public sealed class FetchTurn(Action release, Action<string> skip) : IDisposable
+public sealed class FetchTurn(Action<FetchedMessage> fetched, Action release, Action<string> skip) : IDisposable
 {
     // Set by the fetch on the worker's thread; flows into the job method that Hangfire then invokes there.
     private static readonly AsyncLocal<FetchTurn?> Current = new();
@@ -44,10 +48,12 @@ public sealed class FetchTurn(Action release, Action<string> skip) : IDisposable
         return turn;
     }
 
-    internal void Fetched(string hangfireJobId)
+    /// <summary>The fetch took <paramref name="message"/> in this turn: the policy counts it, and the next turn may fetch.</summary>
+    internal void Fetched(FetchedMessage message)
     {
-        HangfireJobId = hangfireJobId;
+        HangfireJobId = message.HangfireJobId;
         Current.Value = this;
+        fetched(message);
     }
 
     /// <summary>The fetched job does not fit this node now: leave its message to others until capacity changes here.</summary>
@@ -65,7 +71,7 @@ public sealed class FetchTurn(Action release, Action<string> skip) : IDisposable
 /// <summary>
 /// Hangfire.PostgreSql's queue for the worker's BatchRunner queues, registered for their names: fetches in the order
 /// <see cref="IFetchPolicy"/> gives (queue priority, then the tenant furthest below its share), one fetch at a time per
-/// process. Enqueueing, acknowledging, requeueing and the dashboard's counts are Hangfire.PostgreSql's own.
+/// process (up to <c>FairShare.ConcurrentTurns</c> fetched jobs on their way to their begin). Enqueueing, acknowledging, requeueing and the dashboard's counts are Hangfire.PostgreSql's own.
 /// </summary>
 /// <remarks>
 /// Hangfire.PostgreSql fetches with <c>ORDER BY fetchedat NULLS FIRST, queue, jobid</c>: by queue <em>name</em>, not by
@@ -83,14 +89,17 @@ public sealed class FairShareQueueProvider : IPersistentJobQueueProvider, IDispo
     private readonly PostgreSqlStorageOptions _options;
     private readonly PostgreSqlJobQueueProvider _default;
     private readonly NpgsqlDataSource _db;
+    private readonly SessionConnections _sessions;
     private readonly IFetchPolicy _policy;
     private readonly AutoResetEvent _notified = new(false);
     private readonly CancellationTokenSource _stop = new();
     private readonly string _fetchSql;
+    private readonly string _anySql;
     private Task? _listener;
 
-    public FairShareQueueProvider(PostgreSqlStorage storage, PostgreSqlStorageOptions options, NpgsqlDataSource db, IFetchPolicy policy)
+    public FairShareQueueProvider(PostgreSqlStorage storage, PostgreSqlStorageOptions options, NpgsqlDataSource db, SessionConnections sessions, IFetchPolicy policy)
     {
+        _sessions = sessions;
         _storage = storage;
         _options = options;
         _default = new PostgreSqlJobQueueProvider(storage, options);
@@ -100,20 +109,43 @@ public sealed class FairShareQueueProvider : IPersistentJobQueueProvider, IDispo
         // The head of each queue (index on queue, fetchedat, jobid), then the first by the policy's order. A message fetched
         // longer ago than the invisibility timeout counts as not fetched (its worker is gone), as in Hangfire.PostgreSql.
         _fetchSql = $"""
-            update "{schema}".jobqueue set fetchedat = now()
-             where id = (
-                select h.id from unnest(@queues::text[]) with ordinality as o(queue, rank)
-                cross join lateral (
-                    select q.id, q.jobid from "{schema}".jobqueue q
-                     where q.queue = o.queue and (q.fetchedat is null or q.fetchedat < now() - @invisible)
-                       and q.jobid <> all(@skip)
-                     order by q.fetchedat nulls first, q.jobid
-                     limit 1 for update skip locked) h
-                 order by o.rank, h.jobid
-                 limit 1)
-            returning id, jobid, queue, fetchedat
+            with f as (
+                update "{schema}".jobqueue set fetchedat = now()
+                 where id = (
+                    select h.id from unnest(@queues::text[]) with ordinality as o(queue, rank)
+                    cross join lateral (
+                        select q.id, q.jobid from "{schema}".jobqueue q
+                         where q.queue = o.queue and (q.fetchedat is null or q.fetchedat < now() - @invisible)
+                           and q.jobid <> all(@skip)
+                         order by q.fetchedat nulls first, q.jobid
+                         limit 1 for update skip locked) h
+                     order by o.rank, h.jobid
+                     limit 1)
+                returning id, jobid, queue, fetchedat)
+            select f.id, f.jobid, f.queue, f.fetchedat, b.id, b.tenant,
+                   coalesce((b.spec->'resources'->>'cpus')::float8, 0), coalesce((b.spec->'resources'->>'memoryBytes')::int8, 0),
+                   coalesce((b.spec->'resources'->>'gpus')::int4, 0), coalesce((b.spec->'resources'->>'diskBytes')::int8, 0)
+              from f
+              left join "{schema}".job m on m.id = f.jobid
+              left join batchrunner.jobs b on b.id = {JobIdArgument}
+            """;
+        // Anything this process could fetch now, for the idle poll: the queues of the last order (a new tenant's first
+        // message notifies, which decides anew), without computing the order.
+        _anySql = $"""
+            select exists (select 1 from "{schema}".jobqueue q
+                            where q.queue = any(@queues) and (q.fetchedat is null or q.fetchedat < now() - @invisible)
+                              and q.jobid <> all(@skip))
             """;
     }
+
+    /// <summary>
+    /// The BatchRunner job a message delivers: the performer's first argument (<c>RunAsync(Guid jobId, …)</c>), which
+    /// Hangfire stores as a JSON string in a JSON array. Null for any other first argument (a schedule's firing names its
+    /// schedule, whose id matches no job; anything else is not a uuid and is not cast).
+    /// </summary>
+    private const string JobIdArgument =
+        "case when m.arguments->>0 ~ '^\"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\"$' " +
+        "then ((m.arguments->>0)::jsonb #>> '{}')::uuid end";
 
     public IPersistentJobQueue GetJobQueue() => new Queue(this, _default.GetJobQueue());
 
@@ -126,15 +158,25 @@ public sealed class FairShareQueueProvider : IPersistentJobQueueProvider, IDispo
         var turn = _policy.WaitForTurn(ct);
         try
         {
+            // The order (a read of every tenant's running sums) is computed for a real fetch only: at once, on a
+            // notification, and when the cheap look at the last order's queues finds a message; the poll in between is
+            // that one look, so an idle node costs one small statement a second.
+            string[]? lastOrder = null;
+            var decide = true;
             while (true)
             {
                 ct.ThrowIfCancellationRequested();
-                if (TryFetch(_policy.Order(queues), _policy.Skipped()) is { } fetched)
+                if (decide || lastOrder is null || AnyToFetch(lastOrder, _policy.Skipped()))
                 {
-                    turn.Fetched(fetched.JobId);
-                    return new TurnFetchedJob(fetched, turn);
+                    var order = _policy.Order(queues);
+                    lastOrder = [.. order];
+                    if (TryFetch(order, _policy.Skipped()) is { } fetched)
+                    {
+                        turn.Fetched(fetched.Message);
+                        return new TurnFetchedJob(fetched.Job, turn);
+                    }
                 }
-                WaitHandle.WaitAny([_notified, ct.WaitHandle], PollInterval);
+                decide = WaitHandle.WaitAny([_notified, ct.WaitHandle], PollInterval) == 0;
             }
         }
         catch
@@ -144,7 +186,16 @@ public sealed class FairShareQueueProvider : IPersistentJobQueueProvider, IDispo
         }
     }
 
-    private PostgreSqlFetchedJob? TryFetch(IReadOnlyList<string> queues, long[] skip)
+    private bool AnyToFetch(string[] queues, long[] skip)
+    {
+        using var cmd = _db.CreateCommand(_anySql);
+        cmd.Parameters.AddWithValue("queues", queues);
+        cmd.Parameters.AddWithValue("invisible", _options.InvisibilityTimeout);
+        cmd.Parameters.AddWithValue("skip", skip);
+        return (bool)cmd.ExecuteScalar()!;
+    }
+
+    private (PostgreSqlFetchedJob Job, FetchedMessage Message)? TryFetch(IReadOnlyList<string> queues, long[] skip)
     {
         using var cmd = _db.CreateCommand(_fetchSql);
         cmd.Parameters.AddWithValue("queues", queues.ToArray());
@@ -152,8 +203,13 @@ public sealed class FairShareQueueProvider : IPersistentJobQueueProvider, IDispo
         cmd.Parameters.AddWithValue("skip", skip);
         using var rd = cmd.ExecuteReader();
         if (!rd.Read()) return null;
-        return new PostgreSqlFetchedJob(_storage, rd.GetInt64(0), rd.GetInt64(1).ToString(System.Globalization.CultureInfo.InvariantCulture),
-            rd.GetString(2), rd.GetDateTime(3));
+        var hangfireId = rd.GetInt64(1).ToString(System.Globalization.CultureInfo.InvariantCulture);
+        var queue = rd.GetString(2);
+        var job = new PostgreSqlFetchedJob(_storage, rd.GetInt64(0), hangfireId, queue, rd.GetDateTime(3));
+        var message = rd.IsDBNull(4)
+            ? new FetchedMessage(hangfireId, queue, null, null, 0, 0, 0)
+            : new FetchedMessage(hangfireId, queue, rd.GetGuid(4), rd.GetString(5), rd.GetDouble(6), rd.GetInt64(7), rd.GetInt32(8), rd.GetInt64(9));
+        return (job, message);
     }
 
     /// <summary>One LISTEN per process on the channel Hangfire.PostgreSql notifies on each enqueue (EnableLongPolling).</summary>
@@ -168,7 +224,8 @@ public sealed class FairShareQueueProvider : IPersistentJobQueueProvider, IDispo
                 {
                     try
                     {
-                        await using var conn = await _db.OpenConnectionAsync(_stop.Token);
+                        // Unpooled: the LISTEN ends with the connection instead of going back to the pool with it.
+                        await using var conn = await _sessions.OpenAsync(_stop.Token);
                         conn.Notification += (_, _) => _notified.Set();
                         await using (var listen = new NpgsqlCommand("LISTEN new_job", conn)) await listen.ExecuteNonQueryAsync(_stop.Token);
                         while (true) await conn.WaitAsync(_stop.Token);

@@ -74,11 +74,14 @@ public sealed partial class JobStore
             attempt = r.GetInt32(0);
             own = r.GetBoolean(1);
         }
+        // One round trip: the previous attempt closed, the new one recorded, and the count of lost attempts (the spec's
+        // retry budget for node losses) read after both.
         int lost;
         await using (var cmd = new NpgsqlCommand("""
             update batchrunner.attempts set state = 'failed', reason = 'node_lost', finished_at = now(), message = @msg
              where job_id = @id and finished_at is null;
             insert into batchrunner.attempts (job_id, attempt, node, state, started_at) values (@id, @a, @node, 'starting', now());
+            select count(*) from batchrunner.attempts where job_id = @id and reason = 'node_lost';
             """, conn, tx))
         {
             cmd.Parameters.AddWithValue("id", id);
@@ -87,11 +90,6 @@ public sealed partial class JobStore
             cmd.Parameters.AddWithValue("msg", own
                 ? $"node {node} stopped this attempt while it could not reach the database (fenced)"
                 : "the node running this attempt stopped reporting");
-            await cmd.ExecuteNonQueryAsync(ct);
-        }
-        await using (var cmd = new NpgsqlCommand("select count(*) from batchrunner.attempts where job_id = @id and reason = 'node_lost'", conn, tx))
-        {
-            cmd.Parameters.AddWithValue("id", id);
             lost = (int)(long)(await cmd.ExecuteScalarAsync(ct))!;
         }
         await tx.CommitAsync(ct);

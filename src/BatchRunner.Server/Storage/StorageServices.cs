@@ -17,17 +17,21 @@ public static class StorageServices
     /// </summary>
     public static async Task AddBatchRunnerStorageAsync(this IServiceCollection services, string connectionString, ILogger log, CancellationToken ct)
     {
-        var dataSource = NpgsqlDataSource.Create(connectionString);
+        var dataSource = NpgsqlDataSource.Create(PooledConnectionString(connectionString));
+        var sessions = new SessionConnections(connectionString);
         try
         {
-            await Migrator.MigrateAsync(dataSource, log, ct);
+            // The migrator's advisory lock is a session's: on a connection of its own, closed after.
+            await Migrator.MigrateAsync(sessions.DataSource, log, ct);
         }
         catch
         {
             await dataSource.DisposeAsync();
+            await sessions.DisposeAsync();
             throw;
         }
         services.AddSingleton(dataSource);
+        services.AddSingleton(sessions);
         services.AddSingleton<WorkflowSignal>();
         services.AddSingleton<JobStore>();
         services.AddSingleton<ScheduleStore>();
@@ -56,25 +60,27 @@ public static class StorageServices
             InvisibilityTimeout = TimeSpan.FromMinutes(5),
         };
         services.AddSingleton(storageOptions);
-        services.AddSingleton<JobStorage>(new PostgreSqlStorage(new NpgsqlConnectionFactory(HangfireConnectionString(connectionString), storageOptions), storageOptions));
+        services.AddSingleton<JobStorage>(new PostgreSqlStorage(new NpgsqlConnectionFactory(PooledConnectionString(connectionString), storageOptions), storageOptions));
         // After a crash of the database (or of the whole machine) its Hangfire lock rows outlive their holders.
         await HangfireLocks.RemoveTakenBeforeDatabaseStartAsync(dataSource, HangfireSchema, log, ct);
     }
 
     /// <summary>
-    /// Hangfire's connections skip the <c>DISCARD ALL</c> Npgsql sends when it reuses a pooled connection: with 10 jobs
-    /// running it was half of a node's statements (each running job's cancellation check opens one). Hangfire.PostgreSql
-    /// leaves no session state on them: no prepared statements, temporary tables or session settings (its transactions set
-    /// their isolation themselves), its locks are rows, and its one LISTEN (long polling in its own fetch) never runs here:
-    /// every queue a worker fetches is <see cref="FairShareQueueProvider"/>'s, which listens on a connection of its own.
+    /// Pooled connections, BatchRunner's own and Hangfire's, skip the <c>DISCARD ALL</c> Npgsql sends when it reuses one:
+    /// it was a quarter of the statements per job (27 of 111) and, with 10 jobs running, half of a node's. What runs on
+    /// them leaves no session state behind: no prepared statements, temporary tables, session settings, LISTENs or session
+    /// advisory locks (transactions set their isolation themselves; Hangfire's locks are rows; an open transaction is rolled
+    /// back when the connection goes back, reset or not). What needs session state opens a <see cref="SessionConnections"/>
+    /// connection instead: the migrator's lock, <see cref="FairShareQueueProvider"/>'s LISTEN. Hangfire.PostgreSql's own
+    /// LISTEN (long polling in its fetch) never runs here: every queue a worker fetches is <see cref="FairShareQueueProvider"/>'s.
     /// </summary>
-    internal static string HangfireConnectionString(string connectionString) =>
+    internal static string PooledConnectionString(string connectionString) =>
         new NpgsqlConnectionStringBuilder(connectionString) { NoResetOnClose = true }.ConnectionString;
 
     /// <summary>Registers this worker's <see cref="FairShareQueueProvider"/>, fetching in <paramref name="policy"/>'s order.</summary>
     public static void AddFairShareQueues(this IServiceCollection services, Func<IServiceProvider, IFetchPolicy> policy) =>
         services.AddSingleton(sp => new FairShareQueueProvider((PostgreSqlStorage)sp.GetRequiredService<JobStorage>(), sp.GetRequiredService<PostgreSqlStorageOptions>(),
-            sp.GetRequiredService<NpgsqlDataSource>(), policy(sp)));
+            sp.GetRequiredService<NpgsqlDataSource>(), sp.GetRequiredService<SessionConnections>(), policy(sp)));
 
     /// <summary>Makes the worker's queues (<paramref name="queues"/>) fetched by the <see cref="FairShareQueueProvider"/>. Once per host.</summary>
     public static void UseFairShareQueues(this IServiceProvider sp, IEnumerable<string> queues)

@@ -69,6 +69,30 @@ public sealed class TenantStore(NpgsqlDataSource db)
     {
         await using var cmd = db.CreateCommand($"{Select} where @n::text is null or t.name = @n order by t.name");
         cmd.Parameters.Add(new NpgsqlParameter("n", NpgsqlDbType.Text) { Value = (object?)name ?? DBNull.Value });
+        return await ReadAsync(cmd, ct);
+    }
+
+    /// <summary>
+    /// Every tenant with its quota, weight and running sums, for fair share: without its queued count (0 here, not read),
+    /// and without the jobs in <paramref name="notCounted"/> (fetched and not yet begun: the caller counts them itself).
+    /// </summary>
+    public async Task<IReadOnlyList<TenantRecord>> ListSharesAsync(IReadOnlyCollection<Guid> notCounted, CancellationToken ct)
+    {
+        await using var cmd = db.CreateCommand($"""
+            select t.name, t.created_at, t.max_queued_jobs, t.max_running_cpus, t.max_running_memory_bytes, t.max_running_gpus, t.weight,
+                   0::int8, r.jobs, r.cpus, r.mem, r.gpus
+              from batchrunner.tenants t
+              cross join lateral (select count(*) as jobs, {JobStore.ResourceSums} from batchrunner.jobs j
+                                   where j.tenant = t.name and j.state in {RunningStates} and {RunsContainer}
+                                     and j.id <> all(@x)) as r(jobs, cpus, mem, gpus)
+             order by t.name
+            """);
+        cmd.Parameters.AddWithValue("x", notCounted.ToArray());
+        return await ReadAsync(cmd, ct);
+    }
+
+    private static async Task<IReadOnlyList<TenantRecord>> ReadAsync(NpgsqlCommand cmd, CancellationToken ct)
+    {
         var tenants = new List<TenantRecord>();
         await using var rd = await cmd.ExecuteReaderAsync(ct);
         while (await rd.ReadAsync(ct))
