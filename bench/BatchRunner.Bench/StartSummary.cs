@@ -47,6 +47,8 @@ public static class StartSummary
             ("submit → succeeded, warm /bin/true", c => LatencyAsync(table, c, o)),
             ("trivial jobs/s, end to end", c => ThroughputAsync(table, c, o)),
         };
+        // --start-jobs 0: the latency rounds only.
+        if (o.Jobs <= 0) steps = steps[..1];
         Context? context = null;
         try
         {
