@@ -238,7 +238,7 @@ public static class StartSummary
     [
         ("attempt begun", "attempt 1 started"), ("disk volume made", "Disk volume"), ("overlay mounted", "Mounted overlay"),
         ("runtime called", "Starting container"), ("container running", "running after"), ("container exited", "exited with code"),
-        ("container deleted", " deleted"), ("outputs moved", "moved 0 output"), ("released + recorded", "ended succeeded"),
+        ("outputs moved", "moved 0 output"), ("end recorded", "ended succeeded"), ("then container deleted", " deleted"),
     ];
 
     /// <summary>Per-phase medians of the latency rounds' jobs, from the server's debug lines (timestamps to the millisecond).</summary>
