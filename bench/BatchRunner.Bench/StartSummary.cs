@@ -236,7 +236,7 @@ public static class StartSummary
     // The server's own lines for one attempt, in order: the step after each is timed from the one before.
     private static readonly (string Step, string Text)[] PhaseLines =
     [
-        ("attempt begun", "attempt 1 started"), ("disk volume made", "Disk volume"), ("overlay mounted", "Mounted overlay"),
+        ("attempt begun", "attempt 1 started"), ("disk volume made", "Disk volume"), ("overlay mounted", "root filesystem mounted"),
         ("runtime called", "Starting container"), ("container running", "running after"), ("container exited", "exited with code"),
         ("outputs moved", "moved 0 output"), ("end recorded", "ended succeeded"), ("then container deleted", " deleted"),
     ];
