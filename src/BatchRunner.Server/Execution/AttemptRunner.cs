@@ -28,9 +28,11 @@ public sealed partial class AttemptRunner
     private readonly NodeIdentity _node;
     private readonly TimeProvider _time;
     private readonly ILogger<AttemptRunner> _log;
+    private readonly CancelSignal? _cancels;
 
+    /// <param name="cancels">Wakes the attempt when its job's cancel is requested (null: only Hangfire's token and the flag poll do).</param>
     public AttemptRunner(InputsPhase inputs, InputsFromPhase inputsFrom, ImagePhase image, DiskPhase disk, RootfsPhase rootfs, ContainerPhase container, OutputsPhase outputs,
-        IAttemptStore store, DataPaths paths, NodeIdentity node, TimeProvider time, ILogger<AttemptRunner> log)
+        IAttemptStore store, DataPaths paths, NodeIdentity node, TimeProvider time, ILogger<AttemptRunner> log, CancelSignal? cancels = null)
     {
         // The order of an attempt. A new phase is one more entry here. Inputs first: a job whose inputs (its own, or a
         // dependency's outputs) cannot be had fails before a long pull.
@@ -40,6 +42,7 @@ public sealed partial class AttemptRunner
         _node = node;
         _time = time;
         _log = log;
+        _cancels = cancels;
     }
 
     /// <summary>Runs attempt <paramref name="attempt"/> of <paramref name="job"/> (read before the attempt began) on
@@ -50,8 +53,9 @@ public sealed partial class AttemptRunner
     public async Task RunAsync(JobRecord job, int attempt, Reservation reservation,
         CancellationToken hangfire, CancellationToken stopping, CancellationToken fenced, Func<AttemptEnd, Task> record)
     {
+        using var cancelWatch = _cancels?.WatchJob(job.Id);
         using var signals = new StopSignals(TimeSpan.FromSeconds(job.Spec.TimeoutSeconds), _time, hangfire, stopping, fenced,
-            c => _store.IsCancelRequestedAsync(job.Id, c));
+            c => _store.IsCancelRequestedAsync(job.Id, c), cancelWatch?.Token ?? default);
         var containerId = _node.ContainerId(job.Id, attempt);
         var context = new AttemptContext(job, attempt, reservation, containerId, _paths.RunDir(containerId), signals);
         var started = new Stack<IAttemptPhase>();

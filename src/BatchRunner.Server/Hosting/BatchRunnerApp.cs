@@ -77,6 +77,7 @@ public static partial class BatchRunnerApp
             builder.AddBatchRunnerServices(options, connectionString, runtime, gpus, gpuMetrics);
             var app = builder.Build();
             embedded?.UseLogger(app.Services.GetRequiredService<ILogger<EmbeddedPostgres>>());
+            CancelSignalRequests.Register(app.Services);
             var hangfireLogs = HangfireLogging.Register(app.Services.GetRequiredService<ILoggerFactory>());
             app.Lifetime.ApplicationStopped.Register(hangfireLogs.Dispose);
             app.MapBatchRunner(options);
@@ -197,6 +198,9 @@ public static partial class BatchRunnerApp
             // Hosted services start in this order and stop in reverse: leftovers are removed and the node
             // registered before the Hangfire server fetches the first job; on shutdown the Hangfire server
             // (running jobs, grace period) stops first.
+            // A cancel wakes the attempt it stops at once, from any node (LISTEN/NOTIFY), so that no running job polls for it.
+            services.AddSingleton(sp => new CancelSignal(connectionString, sp.GetRequiredService<TimeProvider>(), sp.GetRequiredService<ILogger<CancelSignal>>()));
+            services.AddHostedService(sp => sp.GetRequiredService<CancelSignal>());
             services.AddHostedService<NodeJanitor>();
             services.AddHostedService(sp => sp.GetRequiredService<NodeRegistry>());
             services.AddSingleton<ImageCacheCollector>();
@@ -212,9 +216,9 @@ public static partial class BatchRunnerApp
                 o.ServerName = options.NodeName;
                 o.WorkerCount = options.Workers ?? BatchRunnerOptions.DefaultWorkers(Environment.ProcessorCount);
                 o.Queues = options.Queues.ToArray();
-                // A cancel request reaches a running job within a second: Hangfire reads each running job's state this often
-                // (at 500 ms, with 10 jobs running, these reads were a third of the node's statements).
-                o.CancellationCheckInterval = TimeSpan.FromSeconds(1);
+                // A cancel request reaches a running job at once through CancelSignal (LISTEN/NOTIFY); Hangfire's reads of each
+                // running job's state (at 1 s, with 10 jobs running, a third of the node's statements) are only a safety net.
+                o.CancellationCheckInterval = CancellationCheckInterval;
                 o.ShutdownTimeout = options.JobsStopTimeout + TimeSpan.FromSeconds(10);
                 // Retries with back-off and bounced jobs wait in the schedule; the process that scheduled one enqueues it
                 // when due (DueScheduledJobs), so this poll (about eight statements, on every node) is only the fallback and
@@ -223,6 +227,10 @@ public static partial class BatchRunnerApp
             });
         }
     }
+
+    /// <summary>How often Hangfire reads the state of each job running here, to fire its token when it was deleted or
+    /// handed elsewhere: a safety net behind <see cref="CancelSignal"/>, which wakes a cancelled job at once.</summary>
+    public static readonly TimeSpan CancellationCheckInterval = TimeSpan.FromSeconds(30);
 
     /// <summary>How often Hangfire's delayed-job and recurring-job schedulers look (it was 1 s: idle, their locks and reads
     /// were more than half of a node's database traffic).</summary>

@@ -25,5 +25,7 @@ internal static class HangfireSetup
         GlobalJobFilters.Filters.Remove(typeof(CaptureCultureAttribute));
         // Jobs scheduled here are enqueued when due, not at the delayed-job scheduler's next poll (see DueScheduledJobs).
         GlobalJobFilters.Filters.Add(DueScheduledJobs.Instance);
+        // A processing job deleted in the dashboard is cancelled (see DashboardDeleteCancels).
+        GlobalJobFilters.Filters.Add(DashboardDeleteCancels.Instance);
     }
 }

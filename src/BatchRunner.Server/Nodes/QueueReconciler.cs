@@ -13,8 +13,8 @@ namespace BatchRunner.Server.Nodes;
 /// </summary>
 /// <remarks>
 /// Idempotent across nodes: each change is a conditional write on the job's current message id, so two nodes
-/// reconciling at once change a job once. A running job whose message is deleted there is stopped by Hangfire's
-/// cancellation token, handed back to queued by its worker, and then ends here like a queued one.
+/// reconciling at once change a job once. A starting or running job whose message is deleted there is cancelled at once,
+/// as by the API (<see cref="Hosting.DashboardDeleteCancels"/>), not here.
 /// </remarks>
 public sealed partial class QueueReconciler(JobStore store, JobQueue queue, IOptions<BatchRunnerOptions> options, ILogger<QueueReconciler> log)
     : BackgroundService

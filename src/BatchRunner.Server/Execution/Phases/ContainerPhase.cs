@@ -31,7 +31,9 @@ public sealed partial class ContainerPhase(
     TimeProvider time,
     ILogger<ContainerPhase> log) : IAttemptPhase
 {
-    private static readonly TimeSpan CancelPollInterval = TimeSpan.FromSeconds(2);
+    /// <summary>The cancel flag's safety-net poll: a cancel wakes the wait at once through <see cref="StopSignals.CancelRequest"/>
+    /// (the cancel notification, Hangfire's token); this catches one whose notification was lost with no reconnect behind it.</summary>
+    internal static readonly TimeSpan CancelPollInterval = TimeSpan.FromSeconds(30);
     /// <summary>How much of stderr's last line a failed job's message quotes.</summary>
     private const int MaxMessageStderrChars = 200;
 
@@ -157,7 +159,7 @@ public sealed partial class ContainerPhase(
         Task Fired(CancellationToken t) => Task.Delay(Timeout.Infinite, t).ContinueWith(_ => { }, TaskScheduler.Default);
         var timeout = Fired(s.Timeout);
         var fenced = Fired(s.Fenced);
-        var hangfire = Fired(s.Hangfire);
+        var hangfire = Fired(s.CancelRequest);
         var stopping = Fired(s.Stopping);
         var why = StopCause.None;
         StopResult? stop = null;
