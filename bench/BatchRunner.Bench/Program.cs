@@ -11,7 +11,7 @@ using BatchRunner.Runtime;
 // dotnet run -c Release --project bench/BatchRunner.Bench -- logrelay [--rounds N] [--runtime /usr/sbin/runc]
 // dotnet run -c Release --project bench/BatchRunner.Bench -- disk [--rounds N]
 // dotnet run -c Release --project bench/BatchRunner.Bench -- idle [--seconds N] [--windows N] [-- SERVER-ARGS...]
-// dotnet run -c Release --project bench/BatchRunner.Bench -- summary [--start-rounds N] [--start-jobs N] [--runtime PATH] [--start-warmup N] [--statements] [--keep-server-log] [--pull-rounds N]
+// dotnet run -c Release --project bench/BatchRunner.Bench -- summary [--parts start,pull,api,idle] [--start-rounds N] [--start-jobs N] [--runtime PATH] [--start-warmup N] [--statements] [--keep-server-log] [--pull-rounds N]
 //                                                                    [--api-jobs N] [--api-seconds N] [--api-rate N] [--idle-seconds N] [--idle-windows N]
 var command = args.FirstOrDefault();
 var rounds = args.SkipWhile(a => a != "--rounds").Skip(1).Select(int.Parse).FirstOrDefault(5);

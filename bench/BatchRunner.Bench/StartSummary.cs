@@ -47,6 +47,8 @@ public static class StartSummary
             ("submit → succeeded, warm /bin/true", c => LatencyAsync(table, c, o)),
             ("trivial jobs/s, end to end", c => ThroughputAsync(table, c, o)),
         };
+        // --start-jobs 0: the latency rounds only.
+        if (o.Jobs <= 0) steps = steps[..1];
         Context? context = null;
         try
         {
@@ -234,9 +236,9 @@ public static class StartSummary
     // The server's own lines for one attempt, in order: the step after each is timed from the one before.
     private static readonly (string Step, string Text)[] PhaseLines =
     [
-        ("attempt begun", "attempt 1 started"), ("disk volume made", "Disk volume"), ("overlay mounted", "Mounted overlay"),
+        ("attempt begun", "attempt 1 started"), ("disk volume made", "Disk volume"), ("overlay mounted", "root filesystem mounted"),
         ("runtime called", "Starting container"), ("container running", "running after"), ("container exited", "exited with code"),
-        ("container deleted", " deleted"), ("outputs moved", "moved 0 output"), ("released + recorded", "ended succeeded"),
+        ("outputs moved", "moved 0 output"), ("end recorded", "ended succeeded"), ("then container deleted", " deleted"),
     ];
 
     /// <summary>Per-phase medians of the latency rounds' jobs, from the server's debug lines (timestamps to the millisecond).</summary>

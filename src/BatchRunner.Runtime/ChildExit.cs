@@ -2,7 +2,8 @@ using BatchRunner.Native;
 namespace BatchRunner.Runtime;
 
 /// <summary>
-/// The exit of a container's init, which is this process's child (we are its subreaper). One dedicated
+/// The exit of a child of this process that .NET's Process does not know: a container's init (we are its subreaper),
+/// or the runtime process that started it (<c>run --detach</c>, spawned by RuncRuntime). One dedicated
 /// thread blocks in waitid until the process is a zombie, then reaps it. Signals go through
 /// <see cref="Kill"/>, which never signals a reaped pid (that number may already be someone else's).
 /// </summary>

@@ -106,7 +106,7 @@ public sealed partial class RuncRuntime : IContainerRuntime
     {
         var sw = Stopwatch.StartNew();
         var pidFile = Path.Combine(bundleDir, PidFile);
-        Process run;
+        ChildExit run;
         LogRelay? relay = null;
         try
         {
@@ -116,19 +116,19 @@ public sealed partial class RuncRuntime : IContainerRuntime
             // config.json holds the container's environment, secrets included: owner-only from its creation.
             var configPath = Path.Combine(bundleDir, ConfigFile);
             File.Delete(configPath);
-            await using (var file = new FileStream(configPath, new FileStreamOptions
+            // A few kilobytes: written at once, without an asynchronous stream's machinery.
+            using (var file = new FileStream(configPath, new FileStreamOptions
             {
-                Mode = FileMode.CreateNew, Access = FileAccess.Write, UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite,
+                Mode = FileMode.CreateNew, Access = FileAccess.Write, UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite, BufferSize = 0,
             }))
-            await using (var writer = new StreamWriter(file))
-                await writer.WriteAsync(config.ToJson().AsMemory(), ct);
+                file.Write(System.Text.Encoding.UTF8.GetBytes(config.ToJson()));
             File.Delete(Path.Combine(bundleDir, LogFile));
             File.Delete(pidFile);
             // Opens (or continues) the job's log files here, so that a bad path is our precise error, not the shell's.
             relay = LogRelay.Start(spec.Id, bundleDir, io, _logger);
             run = LaunchRun(spec.Id, bundleDir, pidFile, relay);
         }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException or System.ComponentModel.Win32Exception)
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException)
         {
             relay?.Dispose();
             RemoveBundle(bundleDir);
@@ -140,21 +140,19 @@ public sealed partial class RuncRuntime : IContainerRuntime
         ChildExit exit;
         try
         {
-            using (run)
+            using var cts = CancellationTokenSource.CreateLinkedTokenSource(ct);
+            cts.CancelAfter(_options.StartTimeout);
+            (int Code, int? Signal) ran;
+            try { ran = await run.Task.WaitAsync(cts.Token); }
+            catch (OperationCanceledException)
             {
-                using var cts = CancellationTokenSource.CreateLinkedTokenSource(ct);
-                cts.CancelAfter(_options.StartTimeout);
-                try { await run.WaitForExitAsync(cts.Token); }
-                catch (OperationCanceledException)
-                {
-                    try { run.Kill(); } catch (InvalidOperationException) { }
-                    if (ct.IsCancellationRequested) throw;
-                    throw new ContainerStartException($"{Name} run {spec.Id} did not finish within {_options.StartTimeout.TotalSeconds:0.#} s");
-                }
-                // The container's processes hold their own write ends now (or there is no container).
-                relay.DetachKeepers();
-                if (run.ExitCode != 0) throw new ContainerStartException($"{Name} could not start container {spec.Id}: {LogReason(bundleDir, run.ExitCode)}");
+                run.Kill();
+                if (ct.IsCancellationRequested) throw;
+                throw new ContainerStartException($"{Name} run {spec.Id} did not finish within {_options.StartTimeout.TotalSeconds:0.#} s");
             }
+            // The container's processes hold their own write ends now (or there is no container).
+            relay.DetachKeepers();
+            if (ran.Code != 0) throw new ContainerStartException($"{Name} could not start container {spec.Id}: {LogReason(bundleDir, ran.Code)}");
             // `run --detach` has exited, so the container's init is now our child (we are its subreaper) and
             // its pid cannot be reused before we reap it, even if it has already exited.
             exit = ChildExit.Watch(ReadPid(pidFile));
@@ -189,22 +187,24 @@ public sealed partial class RuncRuntime : IContainerRuntime
             : throw new ContainerStartException($"the runtime wrote no pid to {pidFile}");
     }
 
-    // `sh -c 'exec runc ... run --detach'` with redirections: the container's init inherits the relay's FIFOs as
-    // fds 1 and 2 and /dev/null as fd 0. Only this shell opens the FIFOs for writing (by path), so no other child
-    // of this process holds a write end, and the relay sees end of file when the container's processes are gone.
-    // The shell is replaced by the runtime (exec).
-    private Process LaunchRun(string id, string bundleDir, string pidFile, LogRelay relay)
+    // `runc ... run --detach`, spawned with the relay's FIFOs opened as fds 1 and 2 and /dev/null as fd 0 by the child
+    // itself (posix_spawn's file actions), which the container's init inherits. Only that child opens the FIFOs for
+    // writing, so no other child of this process holds a write end, and the relay sees end of file when the container's
+    // processes are gone. (This was `sh -c 'exec runc ... >FIFO'`: the same guarantee, one program start more.)
+    // The runtime process is our child, reaped by its ChildExit (.NET's Process does not know it).
+    private ChildExit LaunchRun(string id, string bundleDir, string pidFile, LogRelay relay)
     {
         EnsureSubreaper();
-        var psi = new ProcessStartInfo("/bin/sh") { UseShellExecute = false };
-        psi.ArgumentList.Add("-c");
-        psi.ArgumentList.Add("exec \"$0\" \"$@\" >\"$BR_STDOUT\" 2>\"$BR_STDERR\" </dev/null");
-        psi.ArgumentList.Add(_options.BinaryPath);
-        foreach (var a in GlobalArgs(bundleDir)) psi.ArgumentList.Add(a);
-        foreach (var a in new[] { "run", "--detach", "--bundle", bundleDir, "--pid-file", pidFile, id }) psi.ArgumentList.Add(a);
-        psi.Environment["BR_STDOUT"] = relay.StdoutFifo;
-        psi.Environment["BR_STDERR"] = relay.StderrFifo;
-        return Process.Start(psi) ?? throw new IOException($"could not start {_options.BinaryPath}");
+        List<string> argv = [_options.BinaryPath, .. GlobalArgs(bundleDir), "run", "--detach", "--bundle", bundleDir, "--pid-file", pidFile, id];
+        var env = new List<string>();
+        foreach (System.Collections.DictionaryEntry e in Environment.GetEnvironmentVariables()) env.Add($"{e.Key}={e.Value}");
+        var pid = Libc.Spawn(_options.BinaryPath, argv, env,
+        [
+            new(0, "/dev/null", Libc.O_RDONLY),
+            new(1, relay.StdoutFifo, Libc.O_WRONLY),
+            new(2, relay.StderrFifo, Libc.O_WRONLY),
+        ]);
+        return ChildExit.Watch(pid);
     }
 
     private static int s_subreaper;

@@ -8,9 +8,18 @@ namespace BatchRunner.Server.Execution;
 /// <summary>
 /// Runs one attempt through its phases: inputs → inputsFrom → image → disk → root filesystem → container → outputs. Each phase owns one
 /// resource; the runner starts them in order, stops at the first that ends the attempt, and releases every
-/// phase it started in reverse order, whatever happened. Then <see cref="Outcomes.Decide"/> says how the attempt
-/// ends; recording that is the executor's job.
+/// phase it started in reverse order, whatever happened. <see cref="Outcomes.Decide"/> says how the attempt
+/// ends; recording that is the executor's job, which the runner calls at the right moment.
 /// </summary>
+/// <remarks>
+/// When the record is made: a final end (<see cref="AttemptEnd.Finished"/>: succeeded or failed, with its exit, usage and
+/// outputs) is recorded as soon as it is known, before the phases release the container, the root filesystem and the
+/// job's disk; by then the container's init has exited, which in its own PID namespace means every process of the
+/// container is gone, its usage has been read from its cgroup and its outputs are off its disk, so nothing the record
+/// says can change. Releasing then only removes what no one uses any more; if the worker dies before it is done, the
+/// <see cref="NodeJanitor"/> and the runtime's orphan cleanup remove it at the next start, as after any crash. Any other
+/// end (a retry, a requeue, fencing) is recorded after the release, as the next attempt may need what this one held.
+/// </remarks>
 public sealed partial class AttemptRunner
 {
     private readonly IReadOnlyList<IAttemptPhase> _phases;
@@ -36,11 +45,13 @@ public sealed partial class AttemptRunner
         _cancels = cancels;
     }
 
-    /// <summary>Runs attempt <paramref name="attempt"/> of <paramref name="job"/> (read before the attempt began) on <paramref name="reservation"/>.</summary>
+    /// <summary>Runs attempt <paramref name="attempt"/> of <paramref name="job"/> (read before the attempt began) on
+    /// <paramref name="reservation"/>, and has <paramref name="record"/> record how it ended (once; see the remarks for when).</summary>
     /// <exception cref="Exception">A database outage (<see cref="DatabaseErrors.IsOutage"/>) is not the job's failure: it
-    /// propagates, after every phase was released, and the job is delivered again.</exception>
-    public async Task<AttemptEnd> RunAsync(JobRecord job, int attempt, Reservation reservation,
-        CancellationToken hangfire, CancellationToken stopping, CancellationToken fenced)
+    /// propagates, after every phase was released, and the job is delivered again. What <paramref name="record"/> throws
+    /// propagates too, after the release.</exception>
+    public async Task RunAsync(JobRecord job, int attempt, Reservation reservation,
+        CancellationToken hangfire, CancellationToken stopping, CancellationToken fenced, Func<AttemptEnd, Task> record)
     {
         using var cancelWatch = _cancels?.WatchJob(job.Id);
         using var signals = new StopSignals(TimeSpan.FromSeconds(job.Spec.TimeoutSeconds), _time, hangfire, stopping, fenced,
@@ -48,25 +59,33 @@ public sealed partial class AttemptRunner
         var containerId = _node.ContainerId(job.Id, attempt);
         var context = new AttemptContext(job, attempt, reservation, containerId, _paths.RunDir(containerId), signals);
         var started = new Stack<IAttemptPhase>();
-        AttemptResult? result = null;
+        AttemptEnd? afterRelease;
         try
         {
-            foreach (var phase in _phases)
+            AttemptResult? result = null;
+            try
             {
-                started.Push(phase);
-                result = await phase.RunAsync(context);
-                if (result is not null) break;
+                foreach (var phase in _phases)
+                {
+                    started.Push(phase);
+                    result = await phase.RunAsync(context);
+                    if (result is not null) break;
+                }
+                result ??= context.Run is { } run
+                    ? new AttemptResult.Exited(run.Exit, run.Cause, run.Usage with { DiskBytes = context.DiskUsage?.PeakUsedBytes }, context.Outputs,
+                        context.DiskUsage, context.OutputsNote, run.LastStderrLine) { Stop = run.Stop }
+                    : throw new InvalidOperationException("the attempt's phases ended without running the container");
             }
-            result ??= context.Run is { } run
-                ? new AttemptResult.Exited(run.Exit, run.Cause, run.Usage with { DiskBytes = context.DiskUsage?.PeakUsedBytes }, context.Outputs,
-                    context.DiskUsage, context.OutputsNote, run.LastStderrLine) { Stop = run.Stop }
-                : throw new InvalidOperationException("the attempt's phases ended without running the container");
-        }
-        catch (Exception e) when (e is not OperationCanceledException && !DatabaseErrors.IsOutage(e))
-        {
-            // A bug or an unexpected host error must still end the job visibly, not leave it "running".
-            LogUnexpected(_log, e, job.Id, attempt);
-            result = new AttemptResult.Failed(Core.FailureReason.StartFailed, $"internal error on node {_node.Name}: {e.Message}", Infrastructure: false);
+            catch (Exception e) when (e is not OperationCanceledException && !DatabaseErrors.IsOutage(e))
+            {
+                // A bug or an unexpected host error must still end the job visibly, not leave it "running".
+                LogUnexpected(_log, e, job.Id, attempt);
+                result = new AttemptResult.Failed(Core.FailureReason.StartFailed, $"internal error on node {_node.Name}: {e.Message}", Infrastructure: false);
+            }
+            var end = Outcomes.Decide(result, job.Spec, attempt);
+            afterRelease = end is AttemptEnd.Finished ? null : end;
+            // A final end is recorded before the release (see the remarks): the job is visible as ended that much sooner.
+            if (afterRelease is null) await record(end);
         }
         finally
         {
@@ -76,7 +95,7 @@ public sealed partial class AttemptRunner
                 catch (Exception e) { LogReleaseFailed(_log, e, job.Id, phase.GetType().Name); }
             }
         }
-        return Outcomes.Decide(result, job.Spec, attempt);
+        if (afterRelease is not null) await record(afterRelease);
     }
 
     [LoggerMessage(Level = LogLevel.Error, Message = "Job {JobId}: attempt {Attempt} failed unexpectedly")]

@@ -111,9 +111,9 @@ public sealed partial class JobExecutor(
                     if (start.Attempt == 1)
                         BatchRunnerMetrics.JobQueueWaitSeconds.WithLabels(job.Queue).Observe(Math.Max(0, (DateTimeOffset.UtcNow - job.CreatedAt).TotalSeconds));
                     LogAttemptStarted(log, jobId, start.Attempt, node.Name);
-                    var end = Outcomes.BeforeRun(job.Spec, start.LostAttempts)
-                              ?? await runner.RunAsync(job, start.Attempt, reservation, hangfireToken, lifetime.ApplicationStopping, fence.Fenced);
-                    await RecordAsync(job, start.Attempt, end);
+                    if (Outcomes.BeforeRun(job.Spec, start.LostAttempts) is { } ended) await RecordAsync(job, start.Attempt, ended);
+                    else await runner.RunAsync(job, start.Attempt, reservation, hangfireToken, lifetime.ApplicationStopping, fence.Fenced,
+                        end => RecordAsync(job, start.Attempt, end));
                     return;
             }
         }

@@ -161,7 +161,15 @@ public static partial class BatchRunnerApp
             services.AddSingleton<Execution.Phases.InputsFromPhase>();
             services.AddSingleton<Execution.Phases.ImagePhase>();
             if (options.Disk.Enforce)
-                services.AddSingleton<IDiskVolumes>(sp => new LoopDiskVolumes(new LoopDiskOptions(), sp.GetRequiredService<ILogger<LoopDiskVolumes>>()));
+                // Disks of the default limit made ahead (Disk:PoolSize), named with the node's prefix so that its janitor removes them after a crash.
+                services.AddSingleton<IDiskVolumes>(sp =>
+                {
+                    var maker = new LoopDiskVolumes(new LoopDiskOptions(), sp.GetRequiredService<ILogger<LoopDiskVolumes>>());
+                    return options.Disk.PoolSize > 0
+                        ? new PooledDiskVolumes(maker, paths.RunRoot, node.ContainerPrefix + "disk-pool-", options.Disk.DefaultBytes(), options.Disk.PoolSize,
+                            sp.GetRequiredService<ILogger<PooledDiskVolumes>>())
+                        : maker;
+                });
             services.AddSingleton(sp => new Execution.Phases.DiskPhase(sp.GetRequiredService<NodeDisk>(),
                 sp.GetRequiredService<Microsoft.Extensions.Options.IOptions<BatchRunnerOptions>>(), sp.GetService<IDiskVolumes>()));
             services.AddSingleton<Execution.Phases.RootfsPhase>();

@@ -254,6 +254,7 @@ public static class EnvironmentShortcuts
         ["BATCHRUNNER_DISK_DEFAULT"] = "BatchRunner:Disk:Default",
         ["BATCHRUNNER_DISK_MAX"] = "BatchRunner:Disk:Max",
         ["BATCHRUNNER_DISK_ENFORCE"] = "BatchRunner:Disk:Enforce",
+        ["BATCHRUNNER_DISK_POOLSIZE"] = "BatchRunner:Disk:PoolSize",
     };
 
     public static IEnumerable<KeyValuePair<string, string?>> Read()

@@ -15,6 +15,10 @@ public sealed class DiskOptions
     /// <summary>The largest resources.disk this node's API accepts; unset: up to what a node offers.</summary>
     public string? Max { get; set; }
 
+    /// <summary>Job disks of <see cref="Default"/>'s size kept made ahead, so that a job asking for the default gets its
+    /// disk at once (about 7 ms of mkfs.ext4 and loop set-up saved per job); 0: each disk is made when its job starts.</summary>
+    public int PoolSize { get; set; } = 2;
+
     public long DefaultBytes() => Parse(Default, "Default") ?? throw new InvalidOperationException("BatchRunner:Disk:Default must be set");
 
     public long? MaxBytes() => Parse(Max, "Max");
@@ -22,6 +26,7 @@ public sealed class DiskOptions
     public void Validate()
     {
         var def = DefaultBytes();
+        if (PoolSize < 0) throw new InvalidOperationException("BatchRunner:Disk:PoolSize must be 0 or more");
         if (def < DiskLimits.MinDiskBytes) throw new InvalidOperationException($"BatchRunner:Disk:Default must be at least {Quantity.FormatBytes(DiskLimits.MinDiskBytes)}");
         if (MaxBytes() is { } max && max < def)
             throw new InvalidOperationException($"BatchRunner:Disk:Max ({Max}) is smaller than BatchRunner:Disk:Default ({Default})");

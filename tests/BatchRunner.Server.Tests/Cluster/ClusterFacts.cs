@@ -200,7 +200,8 @@ public sealed class ClusterFacts
         var id = await c.Api.SubmitIdAsync(new { image = c.Busybox, command = new[] { "/bin/sh", "-c", "sleep 8; echo done" } });
         await c.WaitAsync(id, j => State(j) == "running", TimeSpan.FromSeconds(30), "running on w1");
         var containerDir = Path.Combine(w1.DataDir, "run");
-        var firstContainer = Directory.GetDirectories(containerDir).Select(Path.GetFileName).Single()!;
+        // The attempt's run directory (beside it may wait disks the worker made ahead: they carry no job id).
+        var firstContainer = Directory.GetDirectories(containerDir).Select(Path.GetFileName).Single(n => n!.Contains(id.Replace("-", ""), StringComparison.Ordinal))!;
         // The attempt's disk: an image in its run directory, on a loop device, mounted.
         var image = Path.Combine(containerDir, firstContainer, "disk.img");
         Assert.True(File.Exists(image));

@@ -44,7 +44,7 @@ internal sealed class ExecutorHarness : IDisposable
             new InputsFromPhase(Store, Paths, node, NodeFiles, new ListLogger<InputsFromPhase>()),
             new ImagePhase(Images, Store),
             new DiskPhase(Disk, options, Volumes),
-            new RootfsPhase(Snapshotter),
+            new RootfsPhase(Snapshotter, NullLogger<RootfsPhase>.Instance),
             new ContainerPhase(Runtime, Store, Store, Paths, node, _telemetry, gpus, Live, options, Time, ContainerLog),
             new OutputsPhase(Paths, NullLogger<OutputsPhase>.Instance),
             Store, Paths, node, Time, RunnerLog);

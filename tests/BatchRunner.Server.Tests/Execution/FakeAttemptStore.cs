@@ -23,6 +23,9 @@ internal sealed class FakeAttemptStore : IAttemptStore, IJobSecrets
     /// <summary>Outcomes recorded by Finish and Retry, in order.</summary>
     public ConcurrentQueue<JobOutcome> Outcomes { get; } = new();
 
+    /// <summary>Called as Finish or Retry records an outcome (before it returns): a test looks at what is still held then.</summary>
+    public Action<JobOutcome>? OnRecord { get; set; }
+
     /// <summary>Attempts of the job already closed as node_lost, as the next begin reports them.</summary>
     public int LostAttempts { get; set; }
 
@@ -108,6 +111,7 @@ internal sealed class FakeAttemptStore : IAttemptStore, IJobSecrets
     {
         if (!Current(id, attempt) || _jobs[id].State is not (JobState.Starting or JobState.Running)) return Task.FromResult(false);
         _jobs[id] = _jobs[id] with { State = JobState.Queued };
+        OnRecord?.Invoke(outcome);
         Outcomes.Enqueue(outcome);
         _writes.Enqueue($"Retry {attempt} {outcome.State} {outcome.Reason} {delay}");
         return Task.FromResult(true);
@@ -117,6 +121,7 @@ internal sealed class FakeAttemptStore : IAttemptStore, IJobSecrets
     {
         if (!Current(id, attempt) || JobState.IsFinal(_jobs[id].State)) return Task.FromResult(false);
         _jobs[id] = _jobs[id] with { State = outcome.State, Reason = outcome.Reason, Message = outcome.Message, ExitCode = outcome.ExitCode, Outputs = outcome.Outputs };
+        OnRecord?.Invoke(outcome);
         Outcomes.Enqueue(outcome);
         _writes.Enqueue($"Finish {attempt} {outcome.State} {outcome.Reason}".TrimEnd());
         return Task.FromResult(true);

@@ -176,6 +176,45 @@ public sealed class JobExecutorFacts : IDisposable
         _h.AssertNothingHeld();
     }
 
+    /// <summary>What the attempt holds when its end is recorded: (containers, mounted root filesystems, disk volumes).</summary>
+    private List<(int Containers, int Rootfs, int Disks)> HeldAtRecord()
+    {
+        var held = new List<(int, int, int)>();
+        _h.Store.OnRecord = _ => held.Add((_h.Runtime.Live, _h.Snapshotter.Mounted, _h.Volumes.Live));
+        return held;
+    }
+
+    [Theory]
+    [InlineData(0)]
+    [InlineData(4)]
+    public async Task ExecuteAsync_RecordsAFinalEndBeforeReleasingTheContainerRootfsAndDisk_WhenTheContainerExited(int exitCode)
+    {
+        // The end (exit, usage, outputs) is known once the container has exited: the job shows as ended without
+        // waiting for `runc delete`, the unmounts and the disk's removal, which follow on the same delivery.
+        var id = _h.AddJob(ExecutorHarness.Job());
+        var held = HeldAtRecord();
+        _h.Runtime.OnStart = c => c.Exit(exitCode);
+        var delivery = _h.ExecuteAsync(id);
+        if (exitCode == 0) await delivery; else await FailedAsync(delivery);
+
+        Assert.Equal([(1, 1, 1)], held);
+        Assert.Equal(exitCode, Assert.Single(_h.Store.Outcomes).ExitCode);
+        _h.AssertNothingHeld();
+    }
+
+    [Fact]
+    public async Task ExecuteAsync_ReleasesEverythingBeforeRecordingARetry_WhenTheAttemptWillRunAgain()
+    {
+        // A retry makes the job queued again, and its next attempt may need what this one holds: released first.
+        var id = _h.AddJob(ExecutorHarness.Job(retry: new RetrySubmission { Limit = 2, OnExitCodes = [3], BackoffSeconds = 5 }));
+        var held = HeldAtRecord();
+        _h.Runtime.OnStart = c => c.Exit(3);
+        await Assert.ThrowsAsync<JobRescheduleException>(() => _h.ExecuteAsync(id));
+
+        Assert.Equal([(0, 0, 0)], held);
+        _h.AssertNothingHeld();
+    }
+
     [Fact]
     public async Task ExecuteAsync_RecordsFailed_WhenTheExitCodeIsNotListed()
     {

@@ -13,9 +13,9 @@ namespace BatchRunner.Server.Execution.Phases;
 /// <summary>
 /// Owns the attempt's container (and with it its cgroup and bundle): builds its spec, gives the job's user its
 /// /outputs (on the job's disk), starts it, marks the job running, and waits for it while watching what may stop it. Once it has
-/// exited, its usage is read and it is deleted, so that the phases after this one see only the job's directory.
-/// Released (when the attempt ends early): the container is killed and deleted. After a crash the watchdog kills
-/// it and the janitor deletes it. Its stdout and stderr go to the job's capped logs (the job's logs.maxBytes, at most
+/// exited, its usage is read; it is deleted when the phase is released, after the attempt's end is recorded (see
+/// <see cref="AttemptRunner"/>). Released: the container is killed if it still runs, and deleted. After a crash the
+/// watchdog kills it and the janitor deletes it. Its stdout and stderr go to the job's capped logs (the job's logs.maxBytes, at most
 /// the node's MaxLogBytes); the job record says so as soon as a stream goes over its cap.
 /// </summary>
 public sealed partial class ContainerPhase(
@@ -107,10 +107,10 @@ public sealed partial class ContainerPhase(
             await marking;
             BatchRunnerMetrics.JobRunSeconds.WithLabels(attempt.Job.Queue).Observe((time.GetUtcNow() - startedAt).TotalSeconds);
             liveUsage.Dispose();
+            // Its init has exited, and in the container's own PID namespace the kernel kills and reaps every other process
+            // before that exit is reported: its usage is final, its outputs and logs complete. The cgroup stays until the
+            // container is deleted in ReleaseAsync, after the end is recorded.
             var usage = WithGpus(container.ReadUsage(), gpuTracking);
-            // The container is gone from here on; results come from the job directory.
-            attempt.Container = null;
-            await container.DisposeAsync();
             var lastStderrLine = exit.ExitCode != 0 ? StoredLog.LastLine(io.StderrPath, stderrFrom, MaxMessageStderrChars) : null;
             attempt.Run = new ContainerRun(exit, why, usage, stop, lastStderrLine);
             return null;

@@ -4,7 +4,7 @@ using BatchRunner.Server.Storage;
 namespace BatchRunner.Server.Execution.Phases;
 
 /// <summary>
-/// Once the container is gone: reads the verdict on the job's disk (its peak usage, whether it went over its limit),
+/// Once the container has exited (its processes are gone; it is deleted later, at the release): reads the verdict on the job's disk (its peak usage, whether it went over its limit),
 /// then moves what the job left in /outputs from its disk to the job's directory (<see cref="OutputsTransfer"/>: regular
 /// files and directories only, setuid and setgid bits removed, devices, FIFOs, sockets and symlinks left out and named
 /// in the job's message; the disk's blocks handed back to the host as they are copied), and lists them with their

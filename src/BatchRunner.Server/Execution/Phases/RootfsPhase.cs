@@ -8,13 +8,15 @@ namespace BatchRunner.Server.Execution.Phases;
 /// Released: the root is unmounted and its directories removed (the snapshotter's guarantee: only once verified
 /// unmounted). A crash leaves it to the node janitor, which unmounts everything under DATA/run.
 /// </summary>
-public sealed class RootfsPhase(ISnapshotter snapshotter) : IAttemptPhase
+public sealed partial class RootfsPhase(ISnapshotter snapshotter, ILogger<RootfsPhase> log) : IAttemptPhase
 {
     public async Task<AttemptResult?> RunAsync(AttemptContext attempt)
     {
         try
         {
             attempt.Rootfs = await snapshotter.MountAsync(attempt.Image!.LayerPaths, attempt.ScratchDir, attempt.Signals.Preparation);
+            // The mount's own line names its path, which on a disk made ahead does not carry the job's id.
+            LogMounted(log, attempt.JobId, attempt.Rootfs.RootfsPath);
         }
         catch (OperationCanceledException) when (attempt.Signals.Preparation.IsCancellationRequested)
         {
@@ -31,4 +33,7 @@ public sealed class RootfsPhase(ISnapshotter snapshotter) : IAttemptPhase
             attempt.Rootfs = null;
         }
     }
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "Job {JobId}: root filesystem mounted at {Path}")]
+    private static partial void LogMounted(ILogger log, Guid jobId, string path);
 }

@@ -1,0 +1,86 @@
+using BatchRunner.Runtime.Disk;
+
+namespace BatchRunner.Runtime.Tests.Disk;
+
+/// <summary>Job disks made ahead, on real loop devices (the tests run as root); each test removes what it made.</summary>
+public sealed class PooledDiskVolumesFacts : IAsyncLifetime
+{
+    private const long LimitBytes = 64L << 20;
+    private const string Prefix = "br-test-pool-";
+    private readonly string _root = Path.Combine(Path.GetTempPath(), "br-pool-" + Guid.NewGuid().ToString("N")[..8]);
+    private readonly LoopDiskVolumes _maker = new();
+
+    public Task InitializeAsync()
+    {
+        Directory.CreateDirectory(Path.Combine(_root, "job"));
+        return Task.CompletedTask;
+    }
+
+    public Task DisposeAsync()
+    {
+        foreach (var dir in Directory.GetDirectories(_root))
+        {
+            DiskTestHost.Unmount(Path.Combine(dir, LoopDiskVolumes.MountDirName));
+            LoopDiskVolumes.RemoveLeftovers(dir);
+        }
+        Directory.Delete(_root, recursive: true);
+        return Task.CompletedTask;
+    }
+
+    private string[] PoolDirs() => Directory.GetDirectories(_root, Prefix + "*");
+
+    [Fact]
+    public async Task CreateAsync_HandsOutADiskMadeAhead_WithTheSameLimitAsOneMadeOnDemand()
+    {
+        await using var pool = new PooledDiskVolumes(_maker, _root, Prefix, LimitBytes, size: 1);
+        var job = Path.Combine(_root, "job");
+        // The first request starts the pool; its own disk is made on demand in the job's directory.
+        var first = await pool.CreateAsync(job, LimitBytes, CancellationToken.None);
+        await pool.FilledAsync();
+        Assert.Equal(1, pool.Ready);
+        Assert.Equal(Path.Combine(job, LoopDiskVolumes.MountDirName), first.Path);
+
+        var second = await pool.CreateAsync(job, LimitBytes, CancellationToken.None);
+        Assert.StartsWith(Path.Combine(_root, Prefix), second.Path);
+        Assert.True(DiskTestHost.IsMounted(second.Path));
+        Assert.Equal(first.ReadUsage(), second.ReadUsage());
+        Assert.Equal(first.LimitBytes, second.LimitBytes);
+
+        await pool.FilledAsync();
+        var poolDir = Path.GetDirectoryName(second.Path)!;
+        await second.DisposeAsync();
+        // The job's disposal removes the disk and the directory the pool made for it.
+        Assert.False(Directory.Exists(poolDir));
+        Assert.Empty(DiskTestHost.LoopsBackedUnder(poolDir));
+        await first.DisposeAsync();
+    }
+
+    [Fact]
+    public async Task CreateAsync_MakesTheDiskOnDemand_WhenTheLimitIsNotThePools()
+    {
+        await using var pool = new PooledDiskVolumes(_maker, _root, Prefix, LimitBytes, size: 1);
+        var job = Path.Combine(_root, "job");
+        await using (await pool.CreateAsync(job, LimitBytes, CancellationToken.None)) { }
+        await pool.FilledAsync();
+
+        await using var other = await pool.CreateAsync(job, 2 * LimitBytes, CancellationToken.None);
+
+        Assert.Equal(Path.Combine(job, LoopDiskVolumes.MountDirName), other.Path);
+        Assert.Equal(2 * LimitBytes, other.LimitBytes);
+        Assert.Equal(1, pool.Ready);
+    }
+
+    [Fact]
+    public async Task DisposeAsync_RemovesTheWaitingDisks_MountsLoopDevicesAndDirectories()
+    {
+        var pool = new PooledDiskVolumes(_maker, _root, Prefix, LimitBytes, size: 2);
+        await using (await pool.CreateAsync(Path.Combine(_root, "job"), LimitBytes, CancellationToken.None)) { }
+        await pool.FilledAsync();
+        Assert.Equal(2, PoolDirs().Length);
+
+        await pool.DisposeAsync();
+
+        Assert.Empty(PoolDirs());
+        Assert.Empty(DiskTestHost.LoopsBackedUnder(_root));
+    }
+}

@@ -1,0 +1,38 @@
+using BatchRunner.Runtime.Disk;
+using BatchRunner.Server.Storage;
+
+namespace BatchRunner.Server.Tests.Disk;
+
+/// <summary>What the node janitor removes at start (<see cref="RunDirectories.Remove"/>), on real loop devices.</summary>
+public sealed class RunDirectoriesFacts : IDisposable
+{
+    private const string Prefix = "br-janitor-test-";
+    private readonly string _root = Directory.CreateTempSubdirectory("br-rundirs-").FullName;
+
+    public void Dispose() => Directory.Delete(_root, recursive: true);
+
+    private IReadOnlyList<string> LoopsBackedUnderRoot() =>
+        Directory.EnumerateDirectories("/sys/block", "loop*")
+            .Select(b => Path.Combine(b, "loop", "backing_file"))
+            .Where(f => File.Exists(f) && File.ReadAllText(f).StartsWith(_root + "/", StringComparison.Ordinal)).ToList();
+
+    [Fact]
+    public async Task Remove_RemovesTheDisksAPoolMadeAhead_WhenTheWorkerDiedWithThem()
+    {
+        // As the server names them: the node's container prefix, then "disk-pool-".
+        var pool = new PooledDiskVolumes(new LoopDiskVolumes(), _root, Prefix + "disk-pool-", 16L << 20, size: 2);
+        var job = Directory.CreateDirectory(Path.Combine(_root, "job")).FullName;
+        await using (await pool.CreateAsync(job, 16L << 20, CancellationToken.None)) { }
+        await pool.FilledAsync();
+        Assert.Equal(2, pool.Ready);
+        Assert.Equal(2, LoopsBackedUnderRoot().Count);
+
+        // The worker dies: the pool is never disposed. Its next start:
+        var removal = RunDirectories.Remove(_root, Prefix);
+
+        Assert.Equal((2, 2), (removal.Dirs, removal.Mounts));
+        Assert.Empty(removal.Kept);
+        Assert.Empty(Directory.GetDirectories(_root, Prefix + "*"));
+        Assert.Empty(LoopsBackedUnderRoot());
+    }
+}
