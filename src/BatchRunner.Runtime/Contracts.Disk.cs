@@ -7,9 +7,8 @@ namespace BatchRunner.Runtime;
 public interface IDiskVolumes
 {
     /// <summary>Creates a filesystem of which a job may fill <paramref name="limitBytes"/> (rounded up to 4 KiB),
-    /// mounted at <c>DIR/disk</c>, its image kept in <paramref name="dir"/>; or hands out one made ahead for that limit
-    /// (<see cref="Disk.PooledDiskVolumes"/>), which lives in a directory of its own beside <paramref name="dir"/>:
-    /// use <see cref="IDiskVolume.Path"/>.</summary>
+    /// mounted at <c>DIR/disk</c>, its image <c>DIR/disk.img</c> (also when its image was formatted ahead:
+    /// <see cref="Disk.PooledDiskVolumes"/>).</summary>
     /// <param name="dir">An existing directory owned by the caller, on the filesystem the job's data should use.</param>
     /// <exception cref="IOException">The filesystem could not be made; the message says why. Nothing is left behind.</exception>
     Task<IDiskVolume> CreateAsync(string dir, long limitBytes, CancellationToken ct);

@@ -89,6 +89,8 @@ public sealed class JobDeletionFacts(ServerFixture f)
         // What a release that failed leaves behind: the attempt's run directory with its job disk still mounted.
         var container = f.App.Services.GetRequiredService<NodeIdentity>().ContainerId(Guid.Parse(id), 1);
         var runDir = Path.Combine(f.DataDir, "run", container);
+        // The attempt's own release follows its final record (README, "When a job's end becomes visible"): let it finish.
+        await Poll.UntilAsync(() => !Directory.Exists(runDir), TimeSpan.FromSeconds(10), "the attempt's own release");
         Directory.CreateDirectory(runDir);
         var volume = await f.App.Services.GetRequiredService<IDiskVolumes>().CreateAsync(runDir, 8L << 20, CancellationToken.None);
         try

@@ -38,21 +38,49 @@ public sealed partial class LoopDiskVolumes(LoopDiskOptions? options = null, ILo
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(limitBytes);
         dir = System.IO.Path.GetFullPath(dir);
         if (!Directory.Exists(dir)) throw new DirectoryNotFoundException($"disk volume directory {dir} does not exist");
-        var image = System.IO.Path.Combine(dir, ImageFileName);
-        var mountPoint = System.IO.Path.Combine(dir, MountDirName);
-        var writable = DiskImageSizing.WritableBytes(limitBytes, _options.HeadroomBytes);
-        var imageBytes = DiskImageSizing.ImageBytes(limitBytes, _options.HeadroomBytes);
         var started = Stopwatch.GetTimestamp();
+        await FormatImageAsync(dir, limitBytes, ct);
+        return Mount(dir, limitBytes, started);
+    }
 
-        LoopDevice? loop = null;
-        var mounted = false;
+    /// <summary>
+    /// Makes the empty filesystem of a volume of <paramref name="limitBytes"/> as <c>DIR/disk.img</c> (a sparse file and
+    /// mkfs.ext4), without mounting it: what <see cref="PooledDiskVolumes"/> makes ahead. On failure nothing is left.
+    /// </summary>
+    public async Task FormatImageAsync(string dir, long limitBytes, CancellationToken ct)
+    {
+        var image = System.IO.Path.Combine(dir, ImageFileName);
         try
         {
             // Sparse: the host's blocks are taken only as the job writes. 0600: the image is the job's raw data.
             using (var f = new FileStream(image, new FileStreamOptions
                    { Mode = FileMode.CreateNew, Access = FileAccess.Write, UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite }))
-                f.SetLength(imageBytes);
+                f.SetLength(DiskImageSizing.ImageBytes(limitBytes, _options.HeadroomBytes));
             await MakeFilesystemAsync(image, ct);
+        }
+        catch
+        {
+            TryDelete(image);
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Mounts the image <see cref="FormatImageAsync"/> made in <paramref name="dir"/> (for the same
+    /// <paramref name="limitBytes"/>) at <c>DIR/disk</c>: the volume, its one owner from here on. On failure the image is
+    /// deleted and nothing else is left.
+    /// </summary>
+    public IDiskVolume MountImage(string dir, long limitBytes) => Mount(System.IO.Path.GetFullPath(dir), limitBytes, Stopwatch.GetTimestamp());
+
+    private LoopDiskVolume Mount(string dir, long limitBytes, long started)
+    {
+        var image = System.IO.Path.Combine(dir, ImageFileName);
+        var mountPoint = System.IO.Path.Combine(dir, MountDirName);
+        var writable = DiskImageSizing.WritableBytes(limitBytes, _options.HeadroomBytes);
+        LoopDevice? loop = null;
+        var mounted = false;
+        try
+        {
             loop = LoopDevice.Attach(image);
             Directory.CreateDirectory(mountPoint);
             // nosuid, nodev: whatever a job leaves here is never a setuid program or a device on the host.
@@ -63,7 +91,7 @@ public sealed partial class LoopDiskVolumes(LoopDiskOptions? options = null, ILo
             // From here the mount is the device's only user: unmounting it unbinds the device (autoclear).
             loop.Dispose();
             var baseline = HoldBackBeyond(loop.Name, mountPoint, writable);
-            LogCreated(_logger, mountPoint, loop.DevicePath, limitBytes, imageBytes, Stopwatch.GetElapsedTime(started).TotalMilliseconds);
+            LogCreated(_logger, mountPoint, loop.DevicePath, limitBytes, new FileInfo(image).Length, Stopwatch.GetElapsedTime(started).TotalMilliseconds);
             return new LoopDiskVolume(mountPoint, image, DiskImageSizing.RoundUpToBlock(limitBytes), baseline, _logger);
         }
         catch

@@ -30,28 +30,37 @@ public sealed class PooledDiskVolumesFacts : IAsyncLifetime
     private string[] PoolDirs() => Directory.GetDirectories(_root, Prefix + "*");
 
     [Fact]
-    public async Task CreateAsync_HandsOutADiskMadeAhead_WithTheSameLimitAsOneMadeOnDemand()
+    public async Task CreateAsync_HandsOutADiskFormattedAhead_InTheJobsDirectory_WithTheSameLimitAsOneMadeOnDemand()
     {
         await using var pool = new PooledDiskVolumes(_maker, _root, Prefix, LimitBytes, size: 1);
         var job = Path.Combine(_root, "job");
+        var job2 = Directory.CreateDirectory(Path.Combine(_root, "job2")).FullName;
         // The first request starts the pool; its own disk is made on demand in the job's directory.
         var first = await pool.CreateAsync(job, LimitBytes, CancellationToken.None);
         await pool.FilledAsync();
         Assert.Equal(1, pool.Ready);
         Assert.Equal(Path.Combine(job, LoopDiskVolumes.MountDirName), first.Path);
+        // A waiting image is only a file: not mounted, bound to no loop device.
+        var poolDir = Assert.Single(PoolDirs());
+        Assert.True(File.Exists(Path.Combine(poolDir, LoopDiskVolumes.ImageFileName)));
+        Assert.Empty(DiskTestHost.LoopsBackedUnder(poolDir));
 
-        var second = await pool.CreateAsync(job, LimitBytes, CancellationToken.None);
-        Assert.StartsWith(Path.Combine(_root, Prefix), second.Path);
+        var second = await pool.CreateAsync(job2, LimitBytes, CancellationToken.None);
+        // Where an on-demand disk is: the job's own directory, image and mount point.
+        Assert.Equal(Path.Combine(job2, LoopDiskVolumes.MountDirName), second.Path);
+        Assert.True(File.Exists(Path.Combine(job2, LoopDiskVolumes.ImageFileName)));
         Assert.True(DiskTestHost.IsMounted(second.Path));
+        Assert.False(Directory.Exists(poolDir));
         Assert.Equal(first.ReadUsage(), second.ReadUsage());
         Assert.Equal(first.LimitBytes, second.LimitBytes);
 
-        await pool.FilledAsync();
-        var poolDir = Path.GetDirectoryName(second.Path)!;
         await second.DisposeAsync();
-        // The job's disposal removes the disk and the directory the pool made for it.
-        Assert.False(Directory.Exists(poolDir));
-        Assert.Empty(DiskTestHost.LoopsBackedUnder(poolDir));
+        // The job's disposal removes its disk; the pool then formats the next one.
+        Assert.False(DiskTestHost.IsMounted(Path.Combine(job2, LoopDiskVolumes.MountDirName)));
+        Assert.False(File.Exists(Path.Combine(job2, LoopDiskVolumes.ImageFileName)));
+        Assert.Empty(DiskTestHost.LoopsBackedUnder(job2));
+        await pool.FilledAsync();
+        Assert.Equal(1, pool.Ready);
         await first.DisposeAsync();
     }
 
@@ -71,7 +80,7 @@ public sealed class PooledDiskVolumesFacts : IAsyncLifetime
     }
 
     [Fact]
-    public async Task DisposeAsync_RemovesTheWaitingDisks_MountsLoopDevicesAndDirectories()
+    public async Task DisposeAsync_RemovesTheWaitingImagesAndTheirDirectories()
     {
         var pool = new PooledDiskVolumes(_maker, _root, Prefix, LimitBytes, size: 2);
         await using (await pool.CreateAsync(Path.Combine(_root, "job"), LimitBytes, CancellationToken.None)) { }
