@@ -35,8 +35,11 @@ public sealed class CliWithoutKeepFacts : IAsyncLifetime
     [Fact]
     public async Task ExitCodeAndOomOfShellChild_AreReported_WithoutRunKeep()
     {
+        // One process allocates (dd's 100 MiB buffer), so only it meets the limit: with a pipe (head | tail) the writer's
+        // pipe pages could meet it too while the killed reader's memory was not yet freed, and the kernel then took the
+        // shell (PID 1) as a second victim.
         var spec = _fx.Spec(_fx.NewId(), "sh", "-c",
-            "head -c 100m /dev/zero | sh -c 'echo 1000 >/proc/self/oom_score_adj; exec tail'; exit 0") with { MemoryLimitBytes = 32 << 20 };
+            "sh -c 'echo 1000 >/proc/self/oom_score_adj; exec dd if=/dev/zero of=/dev/null bs=100M count=1'; exit 0") with { MemoryLimitBytes = 32 << 20 };
         await using var c = await StartAsync(spec);
         var exit = await c.WaitAsync(new CancellationTokenSource(Deadline).Token);
         Assert.Equal(0, exit.ExitCode);

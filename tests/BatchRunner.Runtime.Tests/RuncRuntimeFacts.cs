@@ -70,15 +70,17 @@ public sealed class RuncRuntimeFacts(RuncFixture fx) : IClassFixture<RuncFixture
     public async Task WaitAsync_ReportsOomKilled_WhenShellChildIsKilledAndShellExitsZero()
     {
         // The hog raises its own oom_score_adj so that the OOM killer picks it, never the shell (PID 1),
-        // whatever the kernel's momentary accounting: the shell must live to exit 0.
+        // whatever the kernel's momentary accounting: the shell must live to exit 0. It is the only process that
+        // allocates (dd's 100 MiB buffer): with a pipe (head | tail) the writer's pipe pages could meet the limit again
+        // while the killed reader's memory was not yet freed, and the kernel then took the shell as a second victim.
         var spec = fx.Spec(fx.NewId(), "sh", "-c",
-            "head -c 100m /dev/zero | sh -c 'echo 1000 >/proc/self/oom_score_adj; exec tail'; echo tail-status=$?; exit 0") with { MemoryLimitBytes = 32 << 20 };
+            "sh -c 'echo 1000 >/proc/self/oom_score_adj; exec dd if=/dev/zero of=/dev/null bs=100M count=1'; echo hog-status=$?; exit 0") with { MemoryLimitBytes = 32 << 20 };
         var (exit, stdout, _) = await RunToEndAsync(spec);
         Assert.Equal(0, exit.ExitCode);
         Assert.Null(exit.Signal);
         Assert.True(exit.OomKilled);
         Assert.False(exit.Successful);
-        Assert.Contains("tail-status=137", stdout);
+        Assert.Contains("hog-status=137", stdout);
     }
 
     [Fact]
