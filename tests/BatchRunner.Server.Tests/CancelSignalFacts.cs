@@ -25,7 +25,8 @@ public sealed class CancelSignalFacts(ServerFixture f)
         var first = await StartedJobAsync();
         var second = await StartedJobAsync();
         // A listener of its own that is not listening yet: the cancel's notification passes it by.
-        using var signal = new CancelSignal(db.ConnectionString, TimeProvider.System, NullLogger<CancelSignal>.Instance);
+        await using var sessions = new SessionConnections(db.ConnectionString!);
+        using var signal = new CancelSignal(sessions, TimeProvider.System, NullLogger<CancelSignal>.Instance);
         using var missed = signal.WatchJob(Guid.Parse(first));
         Assert.Equal(HttpStatusCode.Accepted, (await f.Api.CancelAsync(first)).StatusCode);
         Assert.False(missed.Token.IsCancellationRequested);
@@ -66,7 +67,7 @@ public sealed class CancelSignalFacts(ServerFixture f)
     [Fact]
     public void WatchJob_Fires_ForACancelNotifiedJustBeforeItBegan_AndNotForAnotherJob()
     {
-        using var signal = new CancelSignal("Host=/nowhere", TimeProvider.System, NullLogger<CancelSignal>.Instance);
+        using var signal = new CancelSignal(new SessionConnections("Host=/nowhere"), TimeProvider.System, NullLogger<CancelSignal>.Instance);
         var cancelled = Guid.NewGuid();
         signal.Signal(cancelled);
         using var late = signal.WatchJob(cancelled);

@@ -199,7 +199,7 @@ public static partial class BatchRunnerApp
             // registered before the Hangfire server fetches the first job; on shutdown the Hangfire server
             // (running jobs, grace period) stops first.
             // A cancel wakes the attempt it stops at once, from any node (LISTEN/NOTIFY), so that no running job polls for it.
-            services.AddSingleton(sp => new CancelSignal(connectionString, sp.GetRequiredService<TimeProvider>(), sp.GetRequiredService<ILogger<CancelSignal>>()));
+            services.AddSingleton(sp => new CancelSignal(sp.GetRequiredService<SessionConnections>(), sp.GetRequiredService<TimeProvider>(), sp.GetRequiredService<ILogger<CancelSignal>>()));
             services.AddHostedService(sp => sp.GetRequiredService<CancelSignal>());
             services.AddHostedService<NodeJanitor>();
             services.AddHostedService(sp => sp.GetRequiredService<NodeRegistry>());

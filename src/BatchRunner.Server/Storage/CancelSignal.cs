@@ -16,8 +16,8 @@ namespace BatchRunner.Server.Storage;
 /// restarted, the embedded cluster was restarted by its supervisor), it listens again within
 /// <see cref="ReconnectDelay"/> of the database taking connections and then reads the flags of every job it watches once,
 /// so that a cancel made while it was away is not missed either.</para>
-/// <para>The connection is its own, outside the pool (a LISTEN must not go back to a pool, and a closed one must really
-/// close), with no timeout on its wait: it costs nothing while nothing is cancelled.</para>
+/// <para>The connection is its own, from <see cref="SessionConnections"/> (a LISTEN must not go back to a pool, and a
+/// closed one must really close), with no timeout on its wait: it costs nothing while nothing is cancelled.</para>
 /// </remarks>
 public sealed partial class CancelSignal : BackgroundService
 {
@@ -34,7 +34,7 @@ public sealed partial class CancelSignal : BackgroundService
     /// <summary>Between tries to listen again while the database is away.</summary>
     public static readonly TimeSpan ReconnectDelay = TimeSpan.FromMilliseconds(500);
 
-    private readonly string _connectionString;
+    private readonly SessionConnections _sessions;
     private readonly TimeProvider _time;
     private readonly ILogger<CancelSignal> _log;
     private readonly object _gate = new();
@@ -42,26 +42,10 @@ public sealed partial class CancelSignal : BackgroundService
     private readonly Dictionary<Guid, long> _recent = [];
     private readonly TaskCompletionSource _listening = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
-    public CancelSignal(string connectionString, TimeProvider time, ILogger<CancelSignal> log)
+    /// <param name="sessions">Where its listening connection comes from: unpooled, with keepalives over TCP.</param>
+    public CancelSignal(SessionConnections sessions, TimeProvider time, ILogger<CancelSignal> log)
     {
-        var builder = new NpgsqlConnectionStringBuilder(connectionString)
-        {
-            Pooling = false,
-            // The wait for notifications has no end; a statement (LISTEN, the catch-up read) still gives up.
-            CommandTimeout = 30,
-            // Its backend, in pg_stat_activity.
-            ApplicationName = ApplicationName,
-        };
-        // Over TCP, a peer that vanished without a word (a host down, a partition) is noticed within a minute and the
-        // connection listened again, instead of waiting forever on a dead socket. A Unix socket (the embedded database)
-        // refuses the option, and its peer cannot vanish that way.
-        if (builder.Host is { Length: > 0 } host && !host.StartsWith('/') && !host.StartsWith('@'))
-        {
-            builder.TcpKeepAlive = true;
-            builder.TcpKeepAliveTime = 30;
-            builder.TcpKeepAliveInterval = 5;
-        }
-        _connectionString = builder.ConnectionString;
+        _sessions = sessions;
         _time = time;
         _log = log;
     }
@@ -121,8 +105,7 @@ public sealed partial class CancelSignal : BackgroundService
         {
             try
             {
-                await using var conn = new NpgsqlConnection(_connectionString);
-                await conn.OpenAsync(stoppingToken);
+                await using var conn = await _sessions.OpenAsync(ApplicationName, stoppingToken);
                 conn.Notification += (_, e) =>
                 {
                     if (Guid.TryParse(e.Payload, out var id)) Signal(id);
