@@ -68,14 +68,36 @@ public static class StorageServices
     /// <summary>
     /// Pooled connections, BatchRunner's own and Hangfire's, skip the <c>DISCARD ALL</c> Npgsql sends when it reuses one:
     /// it was a quarter of the statements per job (27 of 111) and, with 10 jobs running, half of a node's. What runs on
-    /// them leaves no session state behind: no prepared statements, temporary tables, session settings, LISTENs or session
+    /// them leaves no session state behind but Npgsql's own prepared statements (below): no temporary tables, session settings, LISTENs or session
     /// advisory locks (transactions set their isolation themselves; Hangfire's locks are rows; an open transaction is rolled
     /// back when the connection goes back, reset or not). What needs session state opens a <see cref="SessionConnections"/>
     /// connection instead: the migrator's lock, <see cref="FairShareQueueProvider"/>'s LISTEN. Hangfire.PostgreSql's own
     /// LISTEN (long polling in its fetch) never runs here: every queue a worker fetches is <see cref="FairShareQueueProvider"/>'s.
     /// </summary>
+    /// <remarks>
+    /// They also prepare on the server what they run repeatedly (Npgsql's automatic preparation): a statement whose text
+    /// has run <see cref="AutoPrepareMinUsages"/> times on a physical connection is prepared there, and later runs skip
+    /// PostgreSQL's parse and plan. Each physical connection keeps at most <see cref="MaxAutoPrepare"/> of them, the least
+    /// recently used dropped first; a job's path runs about 45 distinct statements (BatchRunner's and Hangfire's). They
+    /// live as long as the physical connection (no reset drops them), die with it (a database restart: Npgsql prepares
+    /// again on the new one), and a statement whose result type a later migration changed fails once on each connection
+    /// that had it prepared ("cached plan must not change result type"), after which Npgsql forgets it; BatchRunner's SQL
+    /// names its columns, so only a column's type change could do that. A few statements built from a request (list
+    /// filters) vary in text; they rarely repeat, so they only pass through the candidates.
+    /// </remarks>
     internal static string PooledConnectionString(string connectionString) =>
-        new NpgsqlConnectionStringBuilder(connectionString) { NoResetOnClose = true }.ConnectionString;
+        new NpgsqlConnectionStringBuilder(connectionString)
+        {
+            NoResetOnClose = true,
+            MaxAutoPrepare = MaxAutoPrepare,
+            AutoPrepareMinUsages = AutoPrepareMinUsages,
+        }.ConnectionString;
+
+    /// <summary>Prepared statements kept per pooled physical connection.</summary>
+    internal const int MaxAutoPrepare = 100;
+
+    /// <summary>Runs of the same text on a connection before it is prepared there.</summary>
+    internal const int AutoPrepareMinUsages = 2;
 
     /// <summary>Registers this worker's <see cref="FairShareQueueProvider"/>, fetching in <paramref name="policy"/>'s order.</summary>
     public static void AddFairShareQueues(this IServiceCollection services, Func<IServiceProvider, IFetchPolicy> policy) =>
