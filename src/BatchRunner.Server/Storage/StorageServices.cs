@@ -60,7 +60,8 @@ public static class StorageServices
             InvisibilityTimeout = TimeSpan.FromMinutes(5),
         };
         services.AddSingleton(storageOptions);
-        services.AddSingleton<JobStorage>(new PostgreSqlStorage(new NpgsqlConnectionFactory(PooledConnectionString(connectionString), storageOptions), storageOptions));
+        services.AddSingleton<JobStorage>(new HangfireStorage(new NpgsqlConnectionFactory(PooledConnectionString(connectionString), storageOptions), storageOptions,
+            new HangfireTransactionLocks(dataSource, storageOptions)));
         // After a crash of the database (or of the whole machine) its Hangfire lock rows outlive their holders.
         await HangfireLocks.RemoveTakenBeforeDatabaseStartAsync(dataSource, HangfireSchema, log, ct);
     }
@@ -69,7 +70,7 @@ public static class StorageServices
     /// Pooled connections, BatchRunner's own and Hangfire's, skip the <c>DISCARD ALL</c> Npgsql sends when it reuses one:
     /// it was a quarter of the statements per job (27 of 111) and, with 10 jobs running, half of a node's. What runs on
     /// them leaves no session state behind but Npgsql's own prepared statements (below): no temporary tables, session settings, LISTENs or session
-    /// advisory locks (transactions set their isolation themselves; Hangfire's locks are rows; an open transaction is rolled
+    /// advisory locks (transactions set their isolation themselves; Hangfire's locks are transaction-scoped; an open transaction is rolled
     /// back when the connection goes back, reset or not). What needs session state opens a <see cref="SessionConnections"/>
     /// connection instead: the migrator's lock, <see cref="FairShareQueueProvider"/>'s LISTEN. Hangfire.PostgreSql's own
     /// LISTEN (long polling in its fetch) never runs here: every queue a worker fetches is <see cref="FairShareQueueProvider"/>'s.

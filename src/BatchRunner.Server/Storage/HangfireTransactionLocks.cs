@@ -1,0 +1,159 @@
+using Hangfire.PostgreSql;
+using Hangfire.Storage;
+using Npgsql;
+
+namespace BatchRunner.Server.Storage;
+
+/// <summary>
+/// This process's Hangfire storage: Hangfire.PostgreSql's, except that the distributed locks Hangfire takes through a
+/// storage connection (a job's state lock around each state transition, the schedulers' locks) are PostgreSQL
+/// transaction-scoped advisory locks (<see cref="HangfireTransactionLocks"/>) instead of rows of its <c>lock</c> table.
+/// </summary>
+public sealed class HangfireStorage(IConnectionFactory connections, PostgreSqlStorageOptions options, HangfireTransactionLocks locks)
+    : PostgreSqlStorage(connections, options)
+{
+    public override IStorageConnection GetConnection()
+    {
+        // The base checks the storage is initialised (schema prepared) before handing out a connection; the connection it
+        // makes holds nothing until used.
+        using (base.GetConnection()) { }
+        return new LockingConnection(this, locks);
+    }
+
+    /// <summary>Hangfire.PostgreSql's connection with <see cref="HangfireTransactionLocks"/> for its locks. Like the base, one
+    /// thread at a time; a resource locked again on the same connection is held once and released with its last holder.</summary>
+    private sealed class LockingConnection(PostgreSqlStorage storage, HangfireTransactionLocks locks) : PostgreSqlConnection(storage)
+    {
+        private readonly Dictionary<string, (HangfireTransactionLocks.Held Lock, int Holders)> _held = new(StringComparer.Ordinal);
+
+        public override IDisposable AcquireDistributedLock(string resource, TimeSpan timeout)
+        {
+            ArgumentException.ThrowIfNullOrEmpty(resource);
+            if (_held.TryGetValue(resource, out var held))
+                _held[resource] = (held.Lock, held.Holders + 1);
+            else
+                _held[resource] = (locks.Acquire(resource, timeout), 1);
+            return new Holder(this, resource);
+        }
+
+        private void Release(string resource)
+        {
+            if (!_held.TryGetValue(resource, out var held)) return;
+            if (held.Holders > 1)
+            {
+                _held[resource] = (held.Lock, held.Holders - 1);
+                return;
+            }
+            _held.Remove(resource);
+            held.Lock.Dispose();
+        }
+
+        public override void Dispose()
+        {
+            // A lock whose holder forgot it ends with the connection that Hangfire disposes, not later.
+            foreach (var (held, _) in _held.Values) held.Dispose();
+            _held.Clear();
+            base.Dispose();
+        }
+
+        private sealed class Holder(LockingConnection connection, string resource) : IDisposable
+        {
+            private int _disposed;
+
+            public void Dispose()
+            {
+                if (Interlocked.Exchange(ref _disposed, 1) == 0) connection.Release(resource);
+            }
+        }
+    }
+}
+
+/// <summary>
+/// Hangfire's distributed locks as transaction-scoped advisory locks: taking one opens a transaction on a pooled connection
+/// and waits in <c>pg_advisory_xact_lock</c> on a 64-bit hash of the resource's name (one round trip, with the
+/// <c>BEGIN</c>); releasing it rolls that transaction back (one more). Hangfire.PostgreSql's rows cost five round trips and
+/// two WAL flushes per lock (delete the expired, commit; insert, commit; delete), twice per job.
+/// </summary>
+/// <remarks>
+/// What is guaranteed:
+/// <list type="bullet">
+/// <item>Exclusion: PostgreSQL grants the lock to one session at a time; every process of the cluster takes these locks
+/// this way (all nodes must run a BatchRunner that does: one that still takes Hangfire.PostgreSql's rows would not
+/// exclude it). Two names with the same hash only wait for each other.</item>
+/// <item>No lock outlives its holder: it ends with its transaction, which ends with the release, with the holder's
+/// connection (a process killed, a connection broken) or with the database (a restart); a pooled connection never goes
+/// back to the pool inside the transaction (Npgsql rolls back an open transaction on close). Rows outlived a killed
+/// database (<see cref="HangfireLocks"/> removes those that Hangfire.PostgreSql's own expiration manager still takes).</item>
+/// <item>A holder that goes silent (a partition, a host gone) loses its lock when its transaction has been idle for
+/// Hangfire's <c>DistributedLockTimeout</c> (PostgreSQL ends the session: <c>idle_in_transaction_session_timeout</c>),
+/// as a row older than that was taken over.</item>
+/// <item>Waiting: at most the timeout Hangfire asks for (<c>lock_timeout</c>), then Hangfire's
+/// <see cref="DistributedLockTimeoutException"/>, as before; a deadlock between holders, which rows waited out, fails one
+/// of them at once with the same exception (Hangfire retries a state change that failed).</item>
+/// </list>
+/// The transaction writes nothing and holds no snapshot between statements, so it costs no WAL and does not hold back
+/// vacuum.
+/// </remarks>
+public sealed class HangfireTransactionLocks(NpgsqlDataSource db, PostgreSqlStorageOptions options)
+{
+    private const string SettingsSql =
+        "select set_config('lock_timeout', $1, true), set_config('idle_in_transaction_session_timeout', $2, true)";
+
+    private const string LockSql = "select pg_advisory_xact_lock(hashtextextended($1, 0))";
+
+    /// <summary>Takes <paramref name="resource"/>'s lock (Hangfire's name; the schema is prefixed as Hangfire.PostgreSql
+    /// does), waiting at most <paramref name="timeout"/>.</summary>
+    /// <exception cref="DistributedLockTimeoutException">Not granted within the timeout, or a deadlock.</exception>
+    public Held Acquire(string resource, TimeSpan timeout)
+    {
+        var conn = db.OpenConnection();
+        try
+        {
+            var tx = conn.BeginTransaction(System.Data.IsolationLevel.ReadCommitted);
+            using var batch = new NpgsqlBatch(conn, tx)
+            {
+                BatchCommands =
+                {
+                    new NpgsqlBatchCommand(SettingsSql) { Parameters = { new() { Value = Milliseconds(timeout) }, new() { Value = Milliseconds(options.DistributedLockTimeout) } } },
+                    new NpgsqlBatchCommand(LockSql) { Parameters = { new() { Value = $"{options.SchemaName}:{resource}" } } },
+                },
+                // lock_timeout ends the wait; the command's own timeout only backs it up.
+                Timeout = (int)Math.Min(int.MaxValue, Math.Ceiling(timeout.TotalSeconds) + 30),
+            };
+            batch.ExecuteNonQuery();
+            return new Held(conn, tx);
+        }
+        catch (PostgresException e) when (e.SqlState is PostgresErrorCodes.LockNotAvailable or PostgresErrorCodes.DeadlockDetected)
+        {
+            conn.Dispose();
+            throw new DistributedLockTimeoutException(resource);
+        }
+        catch
+        {
+            conn.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>At least 1 ms (PostgreSQL reads 0 as "no limit"), at most int.MaxValue.</summary>
+    private static string Milliseconds(TimeSpan span) =>
+        Math.Clamp(Math.Ceiling(span.TotalMilliseconds), 1, int.MaxValue).ToString("0", System.Globalization.CultureInfo.InvariantCulture);
+
+    /// <summary>A lock held: disposing it rolls its transaction back (releasing the lock) and returns the connection.</summary>
+    public sealed class Held(NpgsqlConnection connection, NpgsqlTransaction transaction) : IDisposable
+    {
+        private int _disposed;
+
+        public void Dispose()
+        {
+            if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
+            try { transaction.Rollback(); }
+            catch (Exception e) when (e is NpgsqlException or InvalidOperationException)
+            {
+                // The connection broke (the lock went with its session) or the server ended the session after the idle
+                // limit; either way nothing is held. Closing returns or discards the connection.
+            }
+            finally { connection.Dispose(); }
+        }
+    }
+}
