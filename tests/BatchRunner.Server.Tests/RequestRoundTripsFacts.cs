@@ -15,7 +15,7 @@ public sealed class RequestRoundTripsFacts(ServerFixture f)
 {
     /// <summary>Runs <paramref name="call"/> on a store of its own data source and counts the Npgsql commands and batches
     /// that data source ran (Npgsql's activities, named by the data source): no other work of the server is counted.</summary>
-    private async Task<(T Result, int RoundTrips)> CountAsync<T>(Func<JobStore, Task<T>> call)
+    private async Task<(T Result, int RoundTrips)> CountAsync<T>(Func<JobStore, Task<T>> call, WorkflowSignal? signal = null)
     {
         var name = "round-trips-" + Guid.NewGuid().ToString("N")[..8];
         var shared = f.App.Services.GetRequiredService<Npgsql.NpgsqlDataSource>();
@@ -34,7 +34,7 @@ public sealed class RequestRoundTripsFacts(ServerFixture f)
             },
         };
         ActivitySource.AddActivityListener(listener);
-        var result = await call(new JobStore(db));
+        var result = await call(new JobStore(db, signal));
         return (result, Volatile.Read(ref count));
     }
 
@@ -83,6 +83,43 @@ public sealed class RequestRoundTripsFacts(ServerFixture f)
         }
         Assert.Equal(limited ? null : JobState.Queued, await store.GetStateAsync(job.Id, CancellationToken.None));
         if (!limited) await store.RequestCancelAsync(job.Id, tenant: null, CancellationToken.None);
+    }
+
+    /// <summary>A job's rows alone (no Hangfire message: no worker takes it), to be begun and finished by hand as a worker would.</summary>
+    private async Task<JobRecord> InsertQueuedAsync(Guid? dependsOn = null)
+    {
+        var spec = JobSpecValidator.Validate(new JobSubmission { Image = f.Busybox, Command = ["true"] }).Spec!;
+        if (dependsOn is { } d) spec = spec with { DependsOn = [new JobDependency(d, DependencyCondition.Finished)] };
+        var job = new JobRecord { Id = Guid.CreateVersion7(), Image = spec.Image, Queue = spec.Queue, Spec = spec, State = dependsOn is null ? JobState.Queued : JobState.Waiting, CreatedAt = DateTimeOffset.UtcNow };
+        var db = f.App.Services.GetRequiredService<Npgsql.NpgsqlDataSource>();
+        await using var conn = await db.OpenConnectionAsync();
+        await using var tx = await conn.BeginTransactionAsync();
+        Assert.True(await JobStore.InsertRowsAsync(conn, tx, job, CancellationToken.None));
+        await tx.CommitAsync();
+        return job;
+    }
+
+    [Fact]
+    public async Task BeginAndFinish_TakeOneRoundTripEach_ForAJobOfAnUnlimitedTenantWithoutOutputs()
+    {
+        var store = f.App.Services.GetRequiredService<JobStore>();
+        var job = await InsertQueuedAsync();
+        var (start, beginTrips) = await CountAsync(s => s.BeginAttemptAsync(job.Id, "round-trips-node", Guid.NewGuid(), job.Queue, null, CancellationToken.None));
+        var begun = Assert.IsType<AttemptStart.Started>(start);
+        Assert.Equal((1, 0, 1), (begun.Attempt, begun.LostAttempts, beginTrips));
+        Assert.Equal(JobState.Starting, await store.GetStateAsync(job.Id, CancellationToken.None));
+        var outcome = new JobOutcome(JobState.Succeeded, null, "exited with code 0", 0, null, []);
+
+        var (finished, trips) = await CountAsync(s => s.FinishAsync(job.Id, begun.Attempt, outcome, CancellationToken.None));
+
+        Assert.True(finished);
+        Assert.Equal(1, trips);
+        Assert.Equal(JobState.Succeeded, await store.GetStateAsync(job.Id, CancellationToken.None));
+        Assert.Equal((JobState.Succeeded, 0), (await store.GetAttemptsAsync(job.Id, CancellationToken.None)).Select(a => (a.State, a.ExitCode ?? -1)).Single());
+        // Fenced as before: the ended job takes no other end, and its attempt keeps the one it has.
+        Assert.False(await store.FinishAsync(job.Id, begun.Attempt, outcome with { State = JobState.Failed, Reason = "exit_code", ExitCode = 3 }, CancellationToken.None));
+        Assert.Equal((JobState.Succeeded, 0), (await store.GetAttemptsAsync(job.Id, CancellationToken.None)).Select(a => (a.State, a.ExitCode ?? -1)).Single());
+        await store.DeleteFinishedAsync(job.Id, tenant: null, CancellationToken.None);
     }
 
     [Fact]

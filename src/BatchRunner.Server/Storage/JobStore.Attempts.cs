@@ -28,7 +28,25 @@ public sealed partial class JobStore
     /// is no longer alive (that attempt is closed as node_lost) — so two attempts never run at once.
     /// With a queue limit, also only while fewer than that many jobs of the queue start or run.
     /// </summary>
+    /// <remarks>
+    /// A job of a queue without a limit whose tenant has no maxRunning limit, most of them, begins in one statement (one
+    /// round trip, committed on its own): <see cref="BeginSql"/> with the condition that its tenant has no limits, read in
+    /// the same snapshot as the rest. When it has, nothing changed and the begin takes the serialised path: a transaction
+    /// in which the tenant's lock is held while its running sums are counted, then the same statement without that
+    /// condition.
+    /// </remarks>
     public async Task<AttemptStart> BeginAttemptAsync(Guid id, string node, Guid instance, string queue, int? queueLimit, CancellationToken ct)
+    {
+        if (queueLimit is null)
+        {
+            await using var conn = await db.OpenConnectionAsync(ct);
+            var (start, limited) = await BeginAsync(conn, null, id, node, instance, onlyIfTenantUnlimited: true, ct);
+            if (!limited) return start;
+        }
+        return await BeginSerialisedAsync(id, node, instance, queue, queueLimit, ct);
+    }
+
+    private async Task<AttemptStart> BeginSerialisedAsync(Guid id, string node, Guid instance, string queue, int? queueLimit, CancellationToken ct)
     {
         await using var conn = await db.OpenConnectionAsync(ct);
         await using var tx = await conn.BeginTransactionAsync(ct);
@@ -46,13 +64,40 @@ public sealed partial class JobStore
             if ((long)(await count.ExecuteScalarAsync(ct))! >= limit) return new AttemptStart.QueueFull(limit);
         }
         if (await TenantQuotaFullAsync(conn, tx, id, ct) is { } full) return full;
-        // A started attempt is taken over when its node instance is dead, or when it is the caller's own
-        // instance: the caller runs no attempt of this job (JobExecutor admits one delivery per job at a
-        // time), so that attempt was abandoned, e.g. stopped while this node was fenced.
-        int attempt;
-        bool own;
-        await using (var cmd = new NpgsqlCommand($"""
-            with prev as (select node_instance from batchrunner.jobs where id = @id for update)
+        var (start, _) = await BeginAsync(conn, tx, id, node, instance, onlyIfTenantUnlimited: false, ct);
+        await tx.CommitAsync(ct);
+        return start;
+    }
+
+    /// <summary>Runs <see cref="BeginSql"/>. Limited: <paramref name="onlyIfTenantUnlimited"/> and the job's tenant has a
+    /// maxRunning limit, so nothing changed.</summary>
+    private static async Task<(AttemptStart Start, bool Limited)> BeginAsync(NpgsqlConnection conn, NpgsqlTransaction? tx, Guid id, string node, Guid instance,
+        bool onlyIfTenantUnlimited, CancellationToken ct)
+    {
+        await using var cmd = new NpgsqlCommand(BeginSql, conn, tx);
+        cmd.Parameters.AddWithValue("id", id);
+        cmd.Parameters.AddWithValue("node", node);
+        cmd.Parameters.AddWithValue("inst", instance);
+        cmd.Parameters.AddWithValue("unlimited", onlyIfTenantUnlimited);
+        cmd.Parameters.AddWithValue("own", $"node {node} stopped this attempt while it could not reach the database (fenced)");
+        cmd.Parameters.AddWithValue("lost", "the node running this attempt stopped reporting");
+        await using var r = await cmd.ExecuteReaderAsync(ct);
+        await r.ReadAsync(ct);
+        if (r.IsDBNull(0)) return (new AttemptStart.NothingToRun(), r.GetBoolean(2));
+        return (new AttemptStart.Started(r.GetInt32(0), (int)r.GetInt64(1)), false);
+    }
+
+    /// <summary>
+    /// The begin in one statement (one row: the new attempt number or null, the job's lost attempts, and whether the
+    /// condition on the tenant held it back). A started attempt is taken over when its node instance is dead, or when it
+    /// is the caller's own instance: the caller runs no attempt of this job (JobExecutor admits one delivery per job at a
+    /// time), so that attempt was abandoned, e.g. stopped while this node was fenced. Only when the job's row moved: the
+    /// previous attempt is closed as node_lost and the new one recorded; the lost attempts are those closed so before
+    /// and now (the spec's retry budget for node losses).
+    /// </summary>
+    private static readonly string BeginSql = $"""
+        with prev as (select node_instance from batchrunner.jobs where id = @id for update),
+        j as (
             update batchrunner.jobs j set attempt = attempt + 1, state = 'starting', node = @node, node_instance = @inst,
                    reason = null, message = null, exit_code = null, pull_progress = null, not_before = null
               from prev
@@ -63,38 +108,25 @@ public sealed partial class JobStore
                              or not exists (select 1 from batchrunner.nodes n
                                              where n.name = j.node and n.instance_id is not distinct from j.node_instance
                                                and {NodeStore.AliveCondition}))))
-            returning j.attempt, prev.node_instance is not distinct from @inst
-            """, conn, tx))
-        {
-            cmd.Parameters.AddWithValue("id", id);
-            cmd.Parameters.AddWithValue("node", node);
-            cmd.Parameters.AddWithValue("inst", instance);
-            await using var r = await cmd.ExecuteReaderAsync(ct);
-            if (!await r.ReadAsync(ct)) return new AttemptStart.NothingToRun();
-            attempt = r.GetInt32(0);
-            own = r.GetBoolean(1);
-        }
-        // One round trip: the previous attempt closed, the new one recorded, and the count of lost attempts (the spec's
-        // retry budget for node losses) read after both.
-        int lost;
-        await using (var cmd = new NpgsqlCommand("""
-            update batchrunner.attempts set state = 'failed', reason = 'node_lost', finished_at = now(), message = @msg
-             where job_id = @id and finished_at is null;
-            insert into batchrunner.attempts (job_id, attempt, node, state, started_at) values (@id, @a, @node, 'starting', now());
-            select count(*) from batchrunner.attempts where job_id = @id and reason = 'node_lost';
-            """, conn, tx))
-        {
-            cmd.Parameters.AddWithValue("id", id);
-            cmd.Parameters.AddWithValue("a", attempt);
-            cmd.Parameters.AddWithValue("node", node);
-            cmd.Parameters.AddWithValue("msg", own
-                ? $"node {node} stopped this attempt while it could not reach the database (fenced)"
-                : "the node running this attempt stopped reporting");
-            lost = (int)(long)(await cmd.ExecuteScalarAsync(ct))!;
-        }
-        await tx.CommitAsync(ct);
-        return new AttemptStart.Started(attempt, lost);
-    }
+               and not (@unlimited and exists (select 1 from batchrunner.tenants t where t.name = j.tenant and {TenantLimited}))
+            returning j.attempt, prev.node_instance is not distinct from @inst as own),
+        closed as (
+            update batchrunner.attempts set state = 'failed', reason = 'node_lost', finished_at = now(),
+                   message = case when (select own from j) then @own else @lost end
+             where job_id = @id and finished_at is null and exists (select 1 from j)
+            returning 1),
+        added as (
+            insert into batchrunner.attempts (job_id, attempt, node, state, started_at)
+            select @id, attempt, @node, 'starting', now() from j)
+        select (select attempt from j),
+               (select count(*) from batchrunner.attempts where job_id = @id and reason = 'node_lost' and finished_at is not null)
+                 + (select count(*) from closed),
+               @unlimited and exists (select 1 from batchrunner.jobs b join batchrunner.tenants t on t.name = b.tenant
+                                       where b.id = @id and {TenantLimited})
+        """;
+
+    /// <summary>The tenant <c>t</c> has a maxRunning limit.</summary>
+    private const string TenantLimited = "(t.max_running_cpus is not null or t.max_running_memory_bytes is not null or t.max_running_gpus is not null)";
 
     /// <summary>
     /// Whether starting job <paramref name="id"/> would take its tenant past a maxRunning limit, counting the requests of
@@ -107,12 +139,12 @@ public sealed partial class JobStore
         string tenant;
         double?[] limits;
         double[] request;
-        await using (var cmd = new NpgsqlCommand("""
+        await using (var cmd = new NpgsqlCommand($"""
             select j.tenant, t.max_running_cpus, t.max_running_memory_bytes::float8, t.max_running_gpus::float8,
                    (j.spec->'resources'->>'cpus')::float8, (j.spec->'resources'->>'memoryBytes')::float8,
                    coalesce((j.spec->'resources'->>'gpus')::float8, 0)
               from batchrunner.jobs j join batchrunner.tenants t on t.name = j.tenant
-             where j.id = @id and (t.max_running_cpus is not null or t.max_running_memory_bytes is not null or t.max_running_gpus is not null)
+             where j.id = @id and {TenantLimited}
             """, conn, tx))
         {
             cmd.Parameters.AddWithValue("id", id);
@@ -287,22 +319,31 @@ public sealed partial class JobStore
         await cmd.ExecuteNonQueryAsync(ct);
     }
 
-    /// <summary>Records the final outcome of an attempt (and its outputs) in one transaction. Fenced by attempt.</summary>
+    /// <summary>
+    /// Records the final outcome of an attempt (and its outputs) atomically. Fenced by attempt: the job's row takes the end
+    /// only from its current attempt and while not final, and the attempt's row only when the job's did (one statement).
+    /// A job without outputs, most of them, is recorded in that one round trip; outputs add theirs in one transaction with it.
+    /// </summary>
     public async Task<bool> FinishAsync(Guid id, int attempt, JobOutcome o, CancellationToken ct)
     {
         await using var conn = await db.OpenConnectionAsync(ct);
-        await using var tx = await conn.BeginTransactionAsync(ct);
+        await using var tx = o.Outputs.Count > 0 ? await conn.BeginTransactionAsync(ct) : null;
         await using (var cmd = new NpgsqlCommand("""
-            update batchrunner.jobs set state = @s, reason = @r, message = @m, exit_code = @e, usage = @u,
-                   finished_at = now(), pull_progress = null
-             where id = @id and attempt = @a and state not in ('succeeded', 'failed', 'cancelled')
+            with j as (
+                update batchrunner.jobs set state = @s, reason = @r, message = @m, exit_code = @e, usage = @u,
+                       finished_at = now(), pull_progress = null
+                 where id = @id and attempt = @a and state not in ('succeeded', 'failed', 'cancelled')
+                returning 1),
+            a as (
+                update batchrunner.attempts set state = @s, reason = @r, message = @m, exit_code = @e, finished_at = now()
+                 where job_id = @id and attempt = @a and exists (select 1 from j))
+            select count(*) from j
             """, conn, tx))
         {
             AddOutcome(cmd, id, attempt, o);
-            if (await cmd.ExecuteNonQueryAsync(ct) == 0) return false;
+            if ((long)(await cmd.ExecuteScalarAsync(ct))! == 0) return false;
         }
-        await CloseAttemptAsync(conn, tx, id, attempt, o, ct);
-        if (o.Outputs.Count > 0)
+        if (tx is not null)
         {
             await using (var delete = new NpgsqlCommand("delete from batchrunner.outputs where job_id = @id", conn, tx))
             {
@@ -310,8 +351,8 @@ public sealed partial class JobStore
                 await delete.ExecuteNonQueryAsync(ct);
             }
             await InsertFilesAsync(conn, tx, "outputs", id, o.Outputs, ct);
+            await tx.CommitAsync(ct);
         }
-        await tx.CommitAsync(ct);
         // An array or a dependent may move now.
         signal?.Pulse();
         return true;
