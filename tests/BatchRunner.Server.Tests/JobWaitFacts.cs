@@ -125,6 +125,25 @@ public sealed class JobWaitFacts(ServerFixture f)
     }
 
     [Fact]
+    public async Task Wait_EndsWithTheJobAsItIs_WhenTheServerStops()
+    {
+        var id = await f.Api.SubmitIdAsync(new { image = f.Busybox, command = new[] { "sleep", "600" }, stopGraceSeconds = 1 });
+        try
+        {
+            await f.Api.WaitForStateAsync(id, s => s == "running");
+            using var stopping = new CancellationTokenSource(TimeSpan.FromMilliseconds(500));
+            var clock = Stopwatch.StartNew();
+            var (job, tooMany) = await Api.JobWait.WaitAsync(Guid.Parse(id), scope: null, TimeSpan.FromSeconds(30), whileState: null,
+                f.App.Services.GetRequiredService<Api.JobDocuments>(), f.App.Services.GetRequiredService<JobStateSignal>(), TimeProvider.System,
+                stopping.Token, CancellationToken.None);
+            Assert.False(tooMany);
+            Assert.Equal("running", job!.State);
+            Assert.True(clock.Elapsed < TimeSpan.FromSeconds(3), $"the wait went on {clock.Elapsed.TotalMilliseconds:F0} ms after the stop");
+        }
+        finally { await f.Api.CancelAsync(id); }
+    }
+
+    [Fact]
     public async Task Signal_ListensOnlyWhileSomeoneWaits()
     {
         var db = f.App.Services.GetRequiredService<NpgsqlDataSource>();
