@@ -100,25 +100,49 @@ public sealed class RequestRoundTripsFacts(ServerFixture f)
     }
 
     [Fact]
-    public async Task BeginAndFinish_TakeOneRoundTripEach_ForAJobOfAnUnlimitedTenantWithoutOutputs()
+    public async Task BeginAndFinish_TakeOneRoundTripEach_AndWakeNoSweeper_ForAJobThatNothingWaitsFor()
     {
         var store = f.App.Services.GetRequiredService<JobStore>();
         var job = await InsertQueuedAsync();
+        var signal = new WorkflowSignal();
+        var woken = signal.Subscribe();
+
         var (start, beginTrips) = await CountAsync(s => s.BeginAttemptAsync(job.Id, "round-trips-node", Guid.NewGuid(), job.Queue, null, CancellationToken.None));
         var begun = Assert.IsType<AttemptStart.Started>(start);
         Assert.Equal((1, 0, 1), (begun.Attempt, begun.LostAttempts, beginTrips));
         Assert.Equal(JobState.Starting, await store.GetStateAsync(job.Id, CancellationToken.None));
         var outcome = new JobOutcome(JobState.Succeeded, null, "exited with code 0", 0, null, []);
 
-        var (finished, trips) = await CountAsync(s => s.FinishAsync(job.Id, begun.Attempt, outcome, CancellationToken.None));
+        var (finished, trips) = await CountAsync(s => s.FinishAsync(job.Id, begun.Attempt, outcome, CancellationToken.None), signal);
 
+        // The record, then the look for dependents (after the commit).
         Assert.True(finished);
-        Assert.Equal(1, trips);
+        Assert.Equal(2, trips);
+        Assert.False(await woken.WaitAsync(TimeSpan.Zero, CancellationToken.None));
         Assert.Equal(JobState.Succeeded, await store.GetStateAsync(job.Id, CancellationToken.None));
         Assert.Equal((JobState.Succeeded, 0), (await store.GetAttemptsAsync(job.Id, CancellationToken.None)).Select(a => (a.State, a.ExitCode ?? -1)).Single());
         // Fenced as before: the ended job takes no other end, and its attempt keeps the one it has.
         Assert.False(await store.FinishAsync(job.Id, begun.Attempt, outcome with { State = JobState.Failed, Reason = "exit_code", ExitCode = 3 }, CancellationToken.None));
         Assert.Equal((JobState.Succeeded, 0), (await store.GetAttemptsAsync(job.Id, CancellationToken.None)).Select(a => (a.State, a.ExitCode ?? -1)).Single());
+        await store.DeleteFinishedAsync(job.Id, tenant: null, CancellationToken.None);
+    }
+
+    [Fact]
+    public async Task Finish_WakesTheSweeper_WhenAJobDependsOnTheOneThatEnded()
+    {
+        var store = f.App.Services.GetRequiredService<JobStore>();
+        var job = await InsertQueuedAsync();
+        var dependent = await InsertQueuedAsync(dependsOn: job.Id);
+        var signal = new WorkflowSignal();
+        var woken = signal.Subscribe();
+        var begun = Assert.IsType<AttemptStart.Started>(await store.BeginAttemptAsync(job.Id, "round-trips-node", Guid.NewGuid(), job.Queue, null, CancellationToken.None));
+
+        var (finished, _) = await CountAsync(s => s.FinishAsync(job.Id, begun.Attempt, new JobOutcome(JobState.Succeeded, null, null, 0, null, []), CancellationToken.None), signal);
+
+        Assert.True(finished);
+        Assert.True(await woken.WaitAsync(TimeSpan.Zero, CancellationToken.None));
+        // The fixture's own sweeper moves the dependent on (its server's signal was not pulsed: within its tick).
+        await store.RequestCancelAsync(dependent.Id, tenant: null, CancellationToken.None);
         await store.DeleteFinishedAsync(job.Id, tenant: null, CancellationToken.None);
     }
 

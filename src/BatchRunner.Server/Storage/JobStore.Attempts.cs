@@ -328,20 +328,25 @@ public sealed partial class JobStore
     {
         await using var conn = await db.OpenConnectionAsync(ct);
         await using var tx = o.Outputs.Count > 0 ? await conn.BeginTransactionAsync(ct) : null;
+        bool follows;
         await using (var cmd = new NpgsqlCommand("""
             with j as (
                 update batchrunner.jobs set state = @s, reason = @r, message = @m, exit_code = @e, usage = @u,
                        finished_at = now(), pull_progress = null
                  where id = @id and attempt = @a and state not in ('succeeded', 'failed', 'cancelled')
-                returning 1),
+                returning parent_id),
             a as (
                 update batchrunner.attempts set state = @s, reason = @r, message = @m, exit_code = @e, finished_at = now()
                  where job_id = @id and attempt = @a and exists (select 1 from j))
-            select count(*) from j
+            select count(*), coalesce(bool_or(parent_id is not null), false) or exists (select 1 from batchrunner.notifications where job_id = @id)
+              from j
             """, conn, tx))
         {
             AddOutcome(cmd, id, attempt, o);
-            if ((long)(await cmd.ExecuteScalarAsync(ct))! == 0) return false;
+            await using var r = await cmd.ExecuteReaderAsync(ct);
+            await r.ReadAsync(ct);
+            if (r.GetInt64(0) == 0) return false;
+            follows = r.GetBoolean(1);
         }
         if (tx is not null)
         {
@@ -353,9 +358,18 @@ public sealed partial class JobStore
             await InsertFilesAsync(conn, tx, "outputs", id, o.Outputs, ct);
             await tx.CommitAsync(ct);
         }
-        // An array or a dependent may move now.
-        signal?.Pulse();
+        // What waits for this end is moved on at once: its array (the sweeper), its webhook (the sender), its dependents.
+        // Dependents are looked up after the commit: one submitted meanwhile either is seen here or committed after this
+        // end, and its own submission's pass then sees the end. A job that nothing waits for (most) wakes neither.
+        if (follows || await HasDependentsAsync(conn, id, ct)) signal?.Pulse();
         return true;
+    }
+
+    private static async Task<bool> HasDependentsAsync(NpgsqlConnection conn, Guid id, CancellationToken ct)
+    {
+        await using var cmd = new NpgsqlCommand("select exists (select 1 from batchrunner.job_dependencies where depends_on = @id)", conn);
+        cmd.Parameters.AddWithValue("id", id);
+        return (bool)(await cmd.ExecuteScalarAsync(ct))!;
     }
 
     /// <summary>Records <paramref name="o"/> on the attempt's row, in the caller's transaction.</summary>
