@@ -9,9 +9,11 @@ namespace BatchRunner.Server.Storage;
 /// storage connection (a job's state lock around each state transition, the schedulers' locks) are PostgreSQL
 /// transaction-scoped advisory locks (<see cref="HangfireTransactionLocks"/>) instead of rows of its <c>lock</c> table.
 /// </summary>
-public sealed class HangfireStorage(IConnectionFactory connections, PostgreSqlStorageOptions options, HangfireTransactionLocks locks)
+public sealed class HangfireStorage(IConnectionFactory connections, PostgreSqlStorageOptions options)
     : PostgreSqlStorage(connections, options)
 {
+    private readonly HangfireTransactionLocks locks = new(connections, options);
+
     public override IStorageConnection GetConnection()
     {
         // The base checks the storage is initialised (schema prepared) before handing out a connection; the connection it
@@ -69,8 +71,8 @@ public sealed class HangfireStorage(IConnectionFactory connections, PostgreSqlSt
 }
 
 /// <summary>
-/// Hangfire's distributed locks as transaction-scoped advisory locks: taking one opens a transaction on a pooled connection
-/// and waits in <c>pg_advisory_xact_lock</c> on a 64-bit hash of the resource's name (one round trip, with the
+/// Hangfire's distributed locks as transaction-scoped advisory locks: taking one opens a transaction on a connection of
+/// Hangfire's pool (its connection factory's) and waits in <c>pg_advisory_xact_lock</c> on a 64-bit hash of the resource's name (one round trip, with the
 /// <c>BEGIN</c>); releasing it rolls that transaction back (one more). Hangfire.PostgreSql's rows cost five round trips and
 /// two WAL flushes per lock (delete the expired, commit; insert, commit; delete), twice per job.
 /// </summary>
@@ -94,7 +96,7 @@ public sealed class HangfireStorage(IConnectionFactory connections, PostgreSqlSt
 /// The transaction writes nothing and holds no snapshot between statements, so it costs no WAL and does not hold back
 /// vacuum.
 /// </remarks>
-public sealed class HangfireTransactionLocks(NpgsqlDataSource db, PostgreSqlStorageOptions options)
+public sealed class HangfireTransactionLocks(IConnectionFactory connections, PostgreSqlStorageOptions options)
 {
     private const string SettingsSql =
         "select set_config('lock_timeout', $1, true), set_config('idle_in_transaction_session_timeout', $2, true)";
@@ -102,13 +104,38 @@ public sealed class HangfireTransactionLocks(NpgsqlDataSource db, PostgreSqlStor
     private const string LockSql = "select pg_advisory_xact_lock(hashtextextended($1, 0))";
 
     /// <summary>Takes <paramref name="resource"/>'s lock (Hangfire's name; the schema is prefixed as Hangfire.PostgreSql
-    /// does), waiting at most <paramref name="timeout"/>.</summary>
+    /// does), waiting at most <paramref name="timeout"/>, on a connection of Hangfire's pool. The database being away is
+    /// tried again until the timeout, as Hangfire.PostgreSql's own lock does, and a failed connection clears that pool
+    /// first (whatever broke it): after a database restart its idle connections are dead, and the state change this lock
+    /// guards, which takes its connections from the same pool, would otherwise meet them next (Hangfire.PostgreSql ran it
+    /// on the lock's own connection, which its retries had renewed).</summary>
     /// <exception cref="DistributedLockTimeoutException">Not granted within the timeout, or a deadlock.</exception>
     public Held Acquire(string resource, TimeSpan timeout)
     {
-        var conn = db.OpenConnection();
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        for (var tries = 0; ; tries++)
+        {
+            try { return TryAcquire(resource, Max(timeout - clock.Elapsed, TimeSpan.FromMilliseconds(1))); }
+            catch (Exception e) when (DatabaseErrors.IsOutage(e) && clock.Elapsed < timeout)
+            {
+                using (var pooled = connections.GetOrCreateConnection()) NpgsqlConnection.ClearPool(pooled);
+                // At once after the first failure (most often one dead pooled connection), then up to a second apart.
+                var pause = TimeSpan.FromMilliseconds(Math.Min(1000, tries * 100));
+                Thread.Sleep(Max(TimeSpan.Zero, Min(pause, timeout - clock.Elapsed)));
+            }
+        }
+    }
+
+    private static TimeSpan Max(TimeSpan a, TimeSpan b) => a > b ? a : b;
+
+    private static TimeSpan Min(TimeSpan a, TimeSpan b) => a < b ? a : b;
+
+    private Held TryAcquire(string resource, TimeSpan timeout)
+    {
+        var conn = connections.GetOrCreateConnection();
         try
         {
+            conn.Open();
             var tx = conn.BeginTransaction(System.Data.IsolationLevel.ReadCommitted);
             using var batch = new NpgsqlBatch(conn, tx)
             {

@@ -60,8 +60,7 @@ public static class StorageServices
             InvisibilityTimeout = TimeSpan.FromMinutes(5),
         };
         services.AddSingleton(storageOptions);
-        services.AddSingleton<JobStorage>(new HangfireStorage(new NpgsqlConnectionFactory(PooledConnectionString(connectionString), storageOptions), storageOptions,
-            new HangfireTransactionLocks(dataSource, storageOptions)));
+        services.AddSingleton<JobStorage>(new HangfireStorage(new NpgsqlConnectionFactory(PooledConnectionString(connectionString), storageOptions), storageOptions));
         // After a crash of the database (or of the whole machine) its Hangfire lock rows outlive their holders.
         await HangfireLocks.RemoveTakenBeforeDatabaseStartAsync(dataSource, HangfireSchema, log, ct);
     }

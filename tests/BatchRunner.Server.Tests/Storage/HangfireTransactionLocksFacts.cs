@@ -1,7 +1,9 @@
 using System.Diagnostics;
 using BatchRunner.Server.Storage;
+using BatchRunner.Testing;
 using Hangfire;
 using Hangfire.PostgreSql;
+using Hangfire.PostgreSql.Factories;
 using Hangfire.Storage;
 using Microsoft.Extensions.DependencyInjection;
 using Npgsql;
@@ -124,12 +126,50 @@ public sealed class HangfireTransactionLocksFacts(ServerFixture f)
         // A holder that went silent (a partition) loses the lock after DistributedLockTimeout, as a row that old was taken
         // over; here with a 1 s timeout on locks of their own.
         var options = new PostgreSqlStorageOptions { SchemaName = StorageServices.HangfireSchema, DistributedLockTimeout = TimeSpan.FromSeconds(1) };
-        var locks = new HangfireTransactionLocks(Db, options);
+        var locks = new HangfireTransactionLocks(new NpgsqlConnectionFactory(Db.ConnectionString, options), options);
         var resource = NewResource();
         var held = locks.Acquire(resource, Short);
 
         EventuallyAcquire(() => locks.Acquire(resource, Short), TimeSpan.FromSeconds(15));
         held.Dispose();
+    }
+
+    [Fact]
+    public async Task Acquire_TakesTheLockAndLeavesHangfireAWorkingConnection_WhenThePoolsConnectionsDiedWithTheDatabase()
+    {
+        // After a database restart Hangfire's pool still holds connections to the dead server: the first use of each fails.
+        // The lock is taken on a new one, and the state change it guards finds no dead one left (a cancel right after a
+        // restart went 503 when the lock was taken elsewhere: CancelAcrossNodesFacts).
+        // A pool of its own (Npgsql pools by connection string).
+        var options = new PostgreSqlStorageOptions { SchemaName = StorageServices.HangfireSchema };
+        var connections = new NpgsqlConnectionFactory(new NpgsqlConnectionStringBuilder(Db.ConnectionString) { ApplicationName = "lock-test-" + Guid.NewGuid().ToString("N")[..8] }.ConnectionString, options);
+        var locks = new HangfireTransactionLocks(connections, options);
+        // Two idle connections in the pool, both of whose sessions then end.
+        var first = connections.GetOrCreateConnection();
+        var second = connections.GetOrCreateConnection();
+        long[] pids = [await BackendPidAsync(first), await BackendPidAsync(second)];
+        await first.DisposeAsync();
+        await second.DisposeAsync();
+        foreach (var pid in pids)
+        {
+            Assert.Equal(1, await ScalarAsync("select count(*) from (select pg_terminate_backend($1::int4)) t", pid));
+            await Poll.UntilAsync(() => ScalarAsync("select count(*) from pg_stat_activity where pid = $1::int4", pid), n => n == 0, TimeSpan.FromSeconds(10), "the backend to end");
+        }
+
+        using (locks.Acquire(NewResource(), TimeSpan.FromSeconds(5)))
+        {
+            // The other dead connection went with the pool: the next one Hangfire takes, while the lock holds its own,
+            // works at once.
+            await using var next = connections.GetOrCreateConnection();
+            Assert.DoesNotContain(await BackendPidAsync(next), pids);
+        }
+    }
+
+    private static async Task<long> BackendPidAsync(NpgsqlConnection conn)
+    {
+        if (conn.State != System.Data.ConnectionState.Open) await conn.OpenAsync();
+        await using var cmd = new NpgsqlCommand("select pg_backend_pid()", conn);
+        return Convert.ToInt64(await cmd.ExecuteScalarAsync());
     }
 
     [Fact]
