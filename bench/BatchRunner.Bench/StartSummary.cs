@@ -15,7 +15,7 @@ namespace BatchRunner.Bench;
 /// <param name="Statements">Load pg_stat_statements in the server's embedded PostgreSQL and report statements per job (a restart more).</param>
 /// <param name="KeepServerLog">Keep the server's log (DATA.log under the bench root), with BatchRunner's debug lines and
 /// timestamps, for per-phase timings (more log lines per job: not for the CPU figure).</param>
-/// <param name="WarmupJobs">Jobs run before the throughput run, unmeasured: until the server's hot paths are compiled at tier 1.</param>
+/// <param name="WarmupJobs">Jobs run before any figure, unmeasured: until the server's hot paths are compiled at tier 1.</param>
 public sealed record StartSummaryOptions(int Rounds = 20, int Jobs = 500, string RuntimePath = "/usr/sbin/runc", bool Statements = false, bool KeepServerLog = false, int WarmupJobs = 200);
 
 /// <summary>
@@ -44,11 +44,12 @@ public static class StartSummary
     {
         var steps = new (string What, Func<Context, Task> Run)[]
         {
+            ("warm-up", c => WarmUpAsync(c, o)),
             ("submit → succeeded, warm /bin/true", c => LatencyAsync(table, c, o)),
             ("trivial jobs/s, end to end", c => ThroughputAsync(table, c, o)),
         };
         // --start-jobs 0: the latency rounds only.
-        if (o.Jobs <= 0) steps = steps[..1];
+        if (o.Jobs <= 0) steps = steps[..2];
         Context? context = null;
         try
         {
@@ -201,6 +202,26 @@ public static class StartSummary
         }
     }
 
+    /// <summary>Unmeasured rounds of the latency step's own kind (one job, polled every 5 ms, then one bare run) after the warm-up batch.</summary>
+    private const int LatencyWarmupRounds = 10;
+
+    /// <summary>
+    /// Before any figure: <see cref="StartSummaryOptions.WarmupJobs"/> jobs from 4 clients, then a few rounds of the latency step's
+    /// own calls, so that the server's hot paths and the client's are compiled at tier 1, as on a node that has been up a while.
+    /// Without it the latency rounds ran with both JITs busy: during the server's `runc run --detach` (31 ms) the server's
+    /// tiered-compilation thread used 5.9 ms of CPU and the bench's 7.4 ms, on this 2-core host (perf sched, 2026-11-30),
+    /// while runc's own CPU was that of the bare run (22.7 against 22.8 ms).
+    /// </summary>
+    private static async Task WarmUpAsync(Context c, StartSummaryOptions o)
+    {
+        await RunBatchAsync(c, o.WarmupJobs);
+        for (var i = 0; i < LatencyWarmupRounds; i++)
+        {
+            await c.RunJobAsync(pollMs: 5);
+            await c.BareAsync("warm-" + i);
+        }
+    }
+
     private static async Task LatencyAsync(SummaryTable table, Context c, StartSummaryOptions o)
     {
         var ours = new List<double>();
@@ -277,9 +298,8 @@ public static class StartSummary
 
     private static async Task ThroughputAsync(SummaryTable table, Context c, StartSummaryOptions o)
     {
-        // A warm-up batch first: a server that has run a few dozen jobs has its hot paths compiled at tier 1, as a
+        // After the warm-up (WarmUpAsync): a server that has run a few dozen jobs has its hot paths compiled at tier 1, as a
         // long-running node has; without it the JIT's own thread is a fifth of the CPU of the first few hundred jobs.
-        await RunBatchAsync(c, o.WarmupJobs);
         await c.ResetStatementsAsync();
         var server0 = ServerCpu(c);
         var pgData = Path.Combine(c.Server.DataDir, "postgres");
