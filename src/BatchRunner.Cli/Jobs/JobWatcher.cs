@@ -16,10 +16,49 @@ internal sealed class JobWatcher(ApiClient api, Terminal term)
     private static readonly TimeSpan PollInterval = TimeSpan.FromMilliseconds(200);
     private static readonly TimeSpan PlainProgressInterval = TimeSpan.FromSeconds(2);
 
+    /// <summary>How long one long-polling request waits while a job is queued or waiting (its message may change meanwhile).</summary>
+    private static readonly TimeSpan QueuedWait = TimeSpan.FromSeconds(2);
+
+    /// <summary>How long one long-polling request waits for a job's end.</summary>
+    private static readonly TimeSpan FinalWait = TimeSpan.FromSeconds(30);
+
+    /// <summary>Whether the server takes <c>GET ?waitSeconds=&amp;whileState=</c>: false once one older than the long poll refused it.</summary>
+    private bool _longPoll = true;
+
     public async Task<JobView> GetAsync(string id, CancellationToken ct) =>
         new(await api.GetJsonAsync($"api/v1/jobs/{ApiClient.Escape(id)}", ct));
 
-    /// <summary>Polls until the job runs or has ended, showing each state change and the pull's bytes.</summary>
+    /// <summary>
+    /// The job as soon as its state is no longer <paramref name="job"/>'s, or after <paramref name="wait"/>: one request the
+    /// server answers at the change (its long poll), so that a state change shows within milliseconds; against a server
+    /// without it, the next poll after <see cref="PollInterval"/>.
+    /// </summary>
+    private async Task<JobView> NextAsync(JobView job, TimeSpan wait, CancellationToken ct)
+    {
+        if (_longPoll)
+        {
+            var clock = Stopwatch.StartNew();
+            try
+            {
+                var seconds = wait.TotalSeconds.ToString("0.###", System.Globalization.CultureInfo.InvariantCulture);
+                var next = new JobView(await api.GetJsonAsync($"api/v1/jobs/{ApiClient.Escape(job.Id)}?waitSeconds={seconds}&whileState={ApiClient.Escape(job.State)}", ct));
+                // An answer without a change that came early (the server stops) is not asked again in a tight loop.
+                if (next.State == job.State && clock.Elapsed < PollInterval) await Task.Delay(PollInterval - clock.Elapsed, ct);
+                return next;
+            }
+            catch (CliException e) when (e.Details.Any(d => d.StartsWith("waitSeconds:", StringComparison.Ordinal) || d.StartsWith("whileState:", StringComparison.Ordinal)))
+            {
+                _longPoll = false;
+            }
+        }
+        await Task.Delay(PollInterval, ct);
+        return await GetAsync(job.Id, ct);
+    }
+
+    /// <summary>While it starts, the pull's progress is shown every <see cref="PollInterval"/>; while it is queued, its message every few seconds.</summary>
+    private static TimeSpan StartWait(JobView job) => job.State == "starting" ? PollInterval : QueuedWait;
+
+    /// <summary>Waits until the job runs or has ended, showing each state change and the pull's bytes.</summary>
     public async Task<JobView> WaitUntilStartedAsync(JobView job, CancellationToken ct)
     {
         if (IsStarted(job)) return job;
@@ -50,8 +89,7 @@ internal sealed class JobWatcher(ApiClient api, Terminal term)
                     }
                     else task.Description = Markup.Escape(current.State);
                     if (IsStarted(current)) break;
-                    await Task.Delay(PollInterval, ct);
-                    current = await GetAsync(current.Id, ct);
+                    current = await NextAsync(current, StartWait(current), ct);
                 }
                 task.StopTask();
             });
@@ -78,8 +116,7 @@ internal sealed class JobWatcher(ApiClient api, Terminal term)
                 sincePull.Restart();
             }
             if (IsStarted(job)) return job;
-            await Task.Delay(PollInterval, ct);
-            job = await GetAsync(job.Id, ct);
+            job = await NextAsync(job, StartWait(job), ct);
         }
     }
 
@@ -166,15 +203,11 @@ internal sealed class JobWatcher(ApiClient api, Terminal term)
         return (files, bytes);
     }
 
-    /// <summary>Polls until the job reaches a final state.</summary>
+    /// <summary>Waits until the job reaches a final state (the server's long poll, one request per change or per <see cref="FinalWait"/>).</summary>
     public async Task<JobView> WaitForFinalAsync(string id, CancellationToken ct)
     {
         var job = await GetAsync(id, ct);
-        while (!job.IsFinal)
-        {
-            await Task.Delay(PollInterval, ct);
-            job = await GetAsync(id, ct);
-        }
+        while (!job.IsFinal) job = await NextAsync(job, FinalWait, ct);
         return job;
     }
 

@@ -149,13 +149,34 @@ public static class JobsApi
             : TypedResults.Ok(new JobListDto(jobs, next));
     }
 
-    /// <summary>A job by its id, or an array's child as <c>PARENT-ID:INDEX</c>.</summary>
-    public static async Task<Results<Ok<JobDto>, ProblemHttpResult>> GetAsync(string id, HttpContext http, JobStore store, JobDocuments documents, CancellationToken ct)
+    /// <summary>
+    /// A job by its id, or an array's child as <c>PARENT-ID:INDEX</c>. With <c>waitSeconds</c>, a long poll
+    /// (<see cref="JobWait"/>): the answer comes once the job has ended (or, with <c>whileState</c>, once its state is no
+    /// longer that one), or when the seconds are up, with the job as it is then.
+    /// </summary>
+    public static async Task<Results<Ok<JobDto>, ValidationProblem, ProblemHttpResult>> GetAsync(string id, HttpContext http, JobStore store, JobDocuments documents,
+        JobStateSignal signal, TimeProvider time, IHostApplicationLifetime lifetime, double? waitSeconds, string? whileState, CancellationToken ct)
     {
         var scope = Caller.Of(http).Scope;
+        var errors = JobWait.Check(waitSeconds, whileState);
+        if (errors.Count > 0) return TypedResults.ValidationProblem(errors, title: "The wait is invalid");
+        if (waitSeconds is { } seconds)
+        {
+            var jobId = Guid.TryParse(id, out var g) ? g : (await FindAsync(id, scope, store, ct))?.Id;
+            if (jobId is null) return NotFound(id);
+            var (dto, tooMany) = await JobWait.WaitAsync(jobId.Value, scope, TimeSpan.FromSeconds(seconds), whileState, documents, signal, time,
+                lifetime.ApplicationStopping, ct);
+            if (tooMany)
+            {
+                http.Response.Headers.RetryAfter = "1";
+                return TypedResults.Problem(statusCode: StatusCodes.Status429TooManyRequests, title: "Too many waiting requests",
+                    detail: $"this server already holds {JobWait.MaxWaiting} requests waiting for jobs; ask again without waitSeconds, or later");
+            }
+            return dto is not null ? TypedResults.Ok(dto) : NotFound(id);
+        }
         // A job id: the job and all its document shows in one round trip; a child's PARENT:INDEX is looked up first.
-        if (Guid.TryParse(id, out var jobId))
-            return await documents.GetAsync(jobId, scope, ct) is { } dto ? TypedResults.Ok(dto) : NotFound(id);
+        if (Guid.TryParse(id, out var plainId))
+            return await documents.GetAsync(plainId, scope, ct) is { } found ? TypedResults.Ok(found) : NotFound(id);
         return await FindAsync(id, scope, store, ct) is { } job ? TypedResults.Ok(await documents.DocumentAsync(job, ct)) : NotFound(id);
     }
 

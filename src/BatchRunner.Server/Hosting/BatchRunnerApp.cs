@@ -100,6 +100,9 @@ public static partial class BatchRunnerApp
         services.AddSingleton(node);
         services.AddSingleton(TimeProvider.System);
         services.AddSingleton<JobNodeLiveness>();
+        // GET /api/v1/jobs/{id}?waitSeconds= is woken by a job's state change on any node; it listens only while a request waits.
+        services.AddSingleton(sp => new JobStateSignal(sp.GetRequiredService<SessionConnections>(), sp.GetRequiredService<TimeProvider>(), sp.GetRequiredService<ILogger<JobStateSignal>>()));
+        services.AddHostedService(sp => sp.GetRequiredService<JobStateSignal>());
         services.AddBatchRunnerObservability(options);
         services.AddProblemDetails();
         services.AddBatchRunnerOpenApi();
