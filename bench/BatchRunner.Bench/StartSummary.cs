@@ -15,7 +15,7 @@ namespace BatchRunner.Bench;
 /// <param name="Statements">Load pg_stat_statements in the server's embedded PostgreSQL and report statements per job (a restart more).</param>
 /// <param name="KeepServerLog">Keep the server's log (DATA.log under the bench root), with BatchRunner's debug lines and
 /// timestamps, for per-phase timings (more log lines per job: not for the CPU figure).</param>
-/// <param name="WarmupJobs">Jobs run before the throughput run, unmeasured: until the server's hot paths are compiled at tier 1.</param>
+/// <param name="WarmupJobs">Jobs run before any figure, unmeasured: until the server's hot paths are compiled at tier 1.</param>
 public sealed record StartSummaryOptions(int Rounds = 20, int Jobs = 500, string RuntimePath = "/usr/sbin/runc", bool Statements = false, bool KeepServerLog = false, int WarmupJobs = 200);
 
 /// <summary>
@@ -24,7 +24,7 @@ public sealed record StartSummaryOptions(int Rounds = 20, int Jobs = 500, string
 /// side with a bare `RUNTIME run` of an equivalent config.json (SpecBuilder's, the same limits, seccomp and masks) on
 /// a busybox rootfs:
 /// <list type="bullet">
-/// <item>submit → succeeded of a warm `/bin/true` job: POST, then GET every 5 ms until succeeded (client clock),
+/// <item>submit → succeeded of a warm `/bin/true` job: POST, then the long poll `GET ?waitSeconds=` until succeeded (client clock),
 ///   rounds alternating with one bare run each; and submit → running from the job's own createdAt → startedAt;</item>
 /// <item>jobs/s: <see cref="StartSummaryOptions.Jobs"/> jobs submitted by 4 clients at once, from the first POST to the
 ///   last job succeeded, against the same number of bare runs two at a time;</item>
@@ -44,11 +44,12 @@ public static class StartSummary
     {
         var steps = new (string What, Func<Context, Task> Run)[]
         {
+            ("warm-up", c => WarmUpAsync(c, o)),
             ("submit → succeeded, warm /bin/true", c => LatencyAsync(table, c, o)),
             ("trivial jobs/s, end to end", c => ThroughputAsync(table, c, o)),
         };
         // --start-jobs 0: the latency rounds only.
-        if (o.Jobs <= 0) steps = steps[..1];
+        if (o.Jobs <= 0) steps = steps[..2];
         Context? context = null;
         try
         {
@@ -113,24 +114,25 @@ public static class StartSummary
                 KeepLog = o.KeepServerLog, Statements = statements,
             };
             // Warm-up: the image pull, the first container, JIT on both sides.
-            await c.RunJobAsync(pollMs: 20);
+            await c.RunJobAsync();
             await c.BareAsync("warm");
             return c;
         }
 
-        /// <summary>Submits one `/bin/true` job; polls until succeeded; returns (submit → succeeded ms by the client, the job).</summary>
-        public async Task<(double Ms, JsonElement Job)> RunJobAsync(int pollMs)
+        /// <summary>Submits one `/bin/true` job and waits for its end with the API's long poll (`?waitSeconds=`, as the CLI
+        /// does): one GET that the server answers as soon as the job has ended; returns (submit → succeeded ms by the client,
+        /// the job). It was a GET every 5 ms, which cost the server and this client CPU during the very launch measured.</summary>
+        public async Task<(double Ms, JsonElement Job)> RunJobAsync()
         {
             var sw = Stopwatch.StartNew();
             var id = await SubmitAsync();
             while (true)
             {
-                var job = await GetAsync(id);
+                var job = JsonDocument.Parse(await Server.Http.GetStringAsync($"/api/v1/jobs/{id}?waitSeconds=30")).RootElement.Clone();
                 var state = job.GetProperty("state").GetString();
                 if (state == "succeeded") return (sw.Elapsed.TotalMilliseconds, job);
                 if (state is "failed" or "cancelled") throw new InvalidOperationException($"job {id} {state}: {job}");
                 if (sw.Elapsed > TimeSpan.FromSeconds(60)) throw new TimeoutException($"job {id} still {state} after 60 s");
-                await Task.Delay(pollMs);
             }
         }
 
@@ -201,6 +203,27 @@ public static class StartSummary
         }
     }
 
+    /// <summary>Unmeasured rounds of the latency step's own kind (one job waited for, then one bare run) after the warm-up batch:
+    /// more than the JIT's 30 calls before tier 1, since only these rounds use the long poll.</summary>
+    private const int LatencyWarmupRounds = 40;
+
+    /// <summary>
+    /// Before any figure: <see cref="StartSummaryOptions.WarmupJobs"/> jobs from 4 clients, then a few rounds of the latency step's
+    /// own calls, so that the server's hot paths and the client's are compiled at tier 1, as on a node that has been up a while.
+    /// Without it the latency rounds ran with both JITs busy: during the server's `runc run --detach` (31 ms) the server's
+    /// tiered-compilation thread used 5.9 ms of CPU and the bench's 7.4 ms, on this 2-core host (perf sched, 2026-11-30),
+    /// while runc's own CPU was that of the bare run (22.7 against 22.8 ms).
+    /// </summary>
+    private static async Task WarmUpAsync(Context c, StartSummaryOptions o)
+    {
+        await RunBatchAsync(c, o.WarmupJobs);
+        for (var i = 0; i < LatencyWarmupRounds; i++)
+        {
+            await c.RunJobAsync();
+            await c.BareAsync("warm-" + i);
+        }
+    }
+
     private static async Task LatencyAsync(SummaryTable table, Context c, StartSummaryOptions o)
     {
         var ours = new List<double>();
@@ -212,7 +235,7 @@ public static class StartSummary
         {
             async Task Ours()
             {
-                var (ms, job) = await c.RunJobAsync(pollMs: 5);
+                var (ms, job) = await c.RunJobAsync();
                 ours.Add(ms);
                 ids.Add(job.GetProperty("id").GetString()!);
                 var created = job.GetProperty("createdAt").GetDateTimeOffset();
@@ -277,9 +300,8 @@ public static class StartSummary
 
     private static async Task ThroughputAsync(SummaryTable table, Context c, StartSummaryOptions o)
     {
-        // A warm-up batch first: a server that has run a few dozen jobs has its hot paths compiled at tier 1, as a
+        // After the warm-up (WarmUpAsync): a server that has run a few dozen jobs has its hot paths compiled at tier 1, as a
         // long-running node has; without it the JIT's own thread is a fifth of the CPU of the first few hundred jobs.
-        await RunBatchAsync(c, o.WarmupJobs);
         await c.ResetStatementsAsync();
         var server0 = ServerCpu(c);
         var pgData = Path.Combine(c.Server.DataDir, "postgres");

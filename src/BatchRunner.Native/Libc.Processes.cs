@@ -24,6 +24,36 @@ internal static unsafe partial class Libc
     [LibraryImport("libc", SetLastError = true)]
     private static partial int waitid(int idtype, int id, byte* infop, int options);
 
+    private const long SYS_pidfd_open = 434; // same number on x86-64 and arm64 (after the syscall tables unified)
+    private const int EFD_NONBLOCK = 0x800, EFD_CLOEXEC = 0x80000;
+
+    [LibraryImport("libc", EntryPoint = "syscall", SetLastError = true)]
+    private static partial long syscall_pidfd_open(long number, int pid, uint flags);
+
+    /// <summary>A pidfd of <paramref name="pid"/>: close-on-exec, readable (poll) once the process has exited, also while it is
+    /// an unreaped zombie. -1 with errno set where the kernel has none (ENOSYS before Linux 5.3) or the process is gone.</summary>
+    public static int PidfdOpen(int pid) => (int)syscall_pidfd_open(SYS_pidfd_open, pid, 0);
+
+    [LibraryImport("libc", SetLastError = true)]
+    private static partial int eventfd(uint initval, int flags);
+
+    /// <summary>A non-blocking, close-on-exec eventfd (a counter that wakes a poll), or -1 with errno set.</summary>
+    public static int EventFd() => eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+
+    /// <summary>Adds one to an eventfd's counter: a poll on it returns.</summary>
+    public static void EventFdSignal(int fd)
+    {
+        ulong one = 1;
+        write(fd, new ReadOnlySpan<byte>(&one, sizeof(ulong)), sizeof(ulong));
+    }
+
+    /// <summary>Resets an eventfd's counter (non-blocking: nothing to read is not an error).</summary>
+    public static void EventFdDrain(int fd)
+    {
+        ulong value;
+        read(fd, (byte*)&value, sizeof(ulong));
+    }
+
     /// <summary>Makes this process the reaper of its orphaned descendants (a container's init once the
     /// runtime's `create` has exited), so their exit status can be collected with <see cref="WaitForExit"/>.</summary>
     public static void BecomeChildSubreaper()

@@ -3,8 +3,8 @@ namespace BatchRunner.Runtime;
 
 /// <summary>
 /// The exit of a child of this process that .NET's Process does not know: a container's init (we are its subreaper),
-/// or the runtime process that started it (<c>run --detach</c>, spawned by RuncRuntime). One dedicated
-/// thread blocks in waitid until the process is a zombie, then reaps it. Signals go through
+/// or the runtime process that started it (<c>run --detach</c>, spawned by RuncRuntime). Once the process is a zombie
+/// (<see cref="ChildWaiter"/>'s pidfd poll, or where there are no pidfds a dedicated thread blocked in waitid), it is reaped. Signals go through
 /// <see cref="Kill"/>, which never signals a reaped pid (that number may already be someone else's).
 /// </summary>
 internal sealed class ChildExit
@@ -17,8 +17,21 @@ internal sealed class ChildExit
     {
         Pid = pid;
         s_watched[pid] = 0;
-        Task = System.Threading.Tasks.Task.Factory.StartNew(Wait, CancellationToken.None,
-            TaskCreationOptions.LongRunning | TaskCreationOptions.DenyChildAttach, TaskScheduler.Default);
+        // Continuations never run on the waiter's thread, which serves every child.
+        var exit = new TaskCompletionSource<(int Code, int? Signal)>(TaskCreationOptions.RunContinuationsAsynchronously);
+        Task = exit.Task;
+        if (ChildWaiter.TryWatch(pid, () => Reap(exit))) return;
+        System.Threading.Tasks.Task.Factory.StartNew(() =>
+        {
+            try { Libc.WaitUntilExited(Pid); }
+            catch (IOException e)
+            {
+                s_watched.TryRemove(Pid, out _);
+                exit.SetException(e);
+                return;
+            }
+            Reap(exit);
+        }, CancellationToken.None, TaskCreationOptions.LongRunning | TaskCreationOptions.DenyChildAttach, TaskScheduler.Default);
     }
 
     public int Pid { get; }
@@ -42,11 +55,12 @@ internal sealed class ChildExit
         }
     }
 
-    private (int, int?) Wait()
+    // The process has exited and is a zombie: its pid is still ours until this reaps it.
+    private void Reap(TaskCompletionSource<(int Code, int? Signal)> exit)
     {
-        Libc.WaitUntilExited(Pid);
         lock (_gate) _reaping = true;
-        try { return Libc.WaitForExit(Pid); }
+        try { exit.SetResult(Libc.WaitForExit(Pid)); }
+        catch (IOException e) { exit.SetException(e); }
         finally { s_watched.TryRemove(Pid, out _); }
     }
 }

@@ -22,13 +22,16 @@ internal sealed class RuncContainer : IRunningContainer
 
     private readonly Network.NetworkAttachment? _network;
     private readonly LogRelay _relay;
+    private readonly bool _hasPoststopHooks;
 
     /// <summary>How long the output may take to end once the init has exited: the kernel kills the rest of the
     /// container's processes with it, so this is only a bound for a process stuck in the kernel.</summary>
     private static readonly TimeSpan OutputDrainTimeout = TimeSpan.FromSeconds(5);
 
-    public RuncContainer(RuncRuntime runtime, string id, string bundleDir, ChildExit init, LogRelay relay, Network.NetworkAttachment? network = null)
+    public RuncContainer(RuncRuntime runtime, string id, string bundleDir, ChildExit init, LogRelay relay, Network.NetworkAttachment? network = null,
+        bool hasPoststopHooks = false)
     {
+        _hasPoststopHooks = hasPoststopHooks;
         _network = network;
         _relay = relay;
         _runtime = runtime;
@@ -97,6 +100,7 @@ internal sealed class RuncContainer : IRunningContainer
     {
         if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
         var opts = _runtime.Options;
+        var removed = false;
         try
         {
             if (!_init.HasExited)
@@ -106,22 +110,26 @@ internal sealed class RuncContainer : IRunningContainer
                 try { await _init.Task.WaitAsync(opts.KillTimeout); }
                 catch (TimeoutException)
                 {
-                    // The runtime's kill did not take: signal the init ourselves; `delete --force` below
-                    // kills what is left in the cgroup.
+                    // The runtime's kill did not take: signal the init ourselves; the removal below (ours or
+                    // `delete --force`) kills what is left in the cgroup.
                     _init.Kill();
                 }
             }
             await _exit; // records the final usage before the cgroup goes away
-            await _runtime.DeleteAsync(Id, CancellationToken.None);
+            // Its init is reaped, so the container is stopped: removed without a runc process where that is what
+            // `delete` would do, otherwise by `delete`.
+            removed = await _runtime.TryRemoveStoppedAsync(Id, _hasPoststopHooks);
+            if (!removed) await _runtime.DeleteAsync(Id, CancellationToken.None);
         }
         catch (Exception e) when (e is InvalidOperationException or TimeoutException or IOException)
         {
+            removed = false;
             RuntimeLog.CleanupIncomplete(_runtime.Logger, Id, e.Message);
         }
         try
         {
-            // Normally a no-op: `delete` removed the cgroup. This guarantees it when delete failed.
-            await _runtime.Cleaner.RemoveAsync(SpecBuilder.CgroupParent, Id, opts.KillTimeout, CancellationToken.None);
+            // Normally a no-op after `delete`, which removed the cgroup. This guarantees it when delete failed.
+            if (!removed) await _runtime.Cleaner.RemoveAsync(SpecBuilder.CgroupParent, Id, opts.KillTimeout, CancellationToken.None);
         }
         catch (IOException e)
         {

@@ -108,9 +108,11 @@ public sealed partial class RuncRuntime : IContainerRuntime
         var pidFile = Path.Combine(bundleDir, PidFile);
         ChildExit run;
         LogRelay? relay = null;
+        bool hasPoststopHooks;
         try
         {
             var config = SpecBuilder.ForContainer(spec, extra);
+            hasPoststopHooks = config.Hooks?.Poststop is { Count: > 0 };
             Directory.CreateDirectory(bundleDir);
             Directory.CreateDirectory(_options.StateRoot);
             // config.json holds the container's environment, secrets included: owner-only from its creation.
@@ -167,7 +169,7 @@ public sealed partial class RuncRuntime : IContainerRuntime
             throw e as ContainerStartException ?? new ContainerStartException($"container {spec.Id}: {e.Message}", e);
         }
         _logger.Started(spec.Id, sw.Elapsed.TotalMilliseconds);
-        return new RuncContainer(this, spec.Id, bundleDir, exit, relay, network);
+        return new RuncContainer(this, spec.Id, bundleDir, exit, relay, network, hasPoststopHooks);
     }
 
     private string[] GlobalArgs(string bundleDir) =>
@@ -316,7 +318,11 @@ public sealed partial class RuncRuntime : IContainerRuntime
     public async Task<IReadOnlyList<ListedContainer>> ListAsync(CancellationToken ct)
     {
         if (!Directory.Exists(_options.StateRoot)) return [];
+        // runc 1.1's list reads the state root, then stats each entry, and fails when one is removed in between (a container
+        // deleted meanwhile, by another owner of this root, e.g. a parallel test run): a new listing no longer holds it.
         var r = await Command.RunAsync(_options.BinaryPath, ["--root", _options.StateRoot, "list", "--format", "json"], _options.CommandTimeout, ct);
+        for (var retry = 0; !r.Ok && retry < 3 && IsGone(r.Message); retry++)
+            r = await Command.RunAsync(_options.BinaryPath, ["--root", _options.StateRoot, "list", "--format", "json"], _options.CommandTimeout, ct);
         if (!r.Ok) throw new InvalidOperationException($"{Name} list failed: {r.Message}");
         var list = new List<ListedContainer>();
         var text = r.Stdout.Trim();

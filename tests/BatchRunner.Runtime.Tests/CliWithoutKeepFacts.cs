@@ -17,15 +17,11 @@ public sealed class CliWithoutKeepFacts : IAsyncLifetime
 
     public CliWithoutKeepFacts()
     {
-        _wrapper = Path.Combine(_fx.BaseDir, "runc-without-keep");
-        File.WriteAllText(_wrapper, """
-            #!/bin/sh
+        _wrapper = _fx.RuncWrapper("runc-without-keep", """
             for a in "$@"; do
               if [ "$a" = "--keep" ]; then echo "crun: unrecognized option '--keep'" >&2; exit 1; fi
             done
-            exec /usr/sbin/runc "$@"
             """);
-        File.SetUnixFileMode(_wrapper, (UnixFileMode)0b111_101_101);
         _runtime = new RuncRuntime(new RuncRuntimeOptions { BinaryPath = _wrapper, StateRoot = RuncFixture.StateRoot });
     }
 

@@ -35,6 +35,16 @@ public sealed class RuncFixture : IAsyncLifetime
 
     public string BundleDir(string id) => Path.Combine(BaseDir, "bundles", id);
 
+    /// <summary>An executable /bin/sh script in <see cref="BaseDir"/> that stands in for runc: <paramref name="body"/>
+    /// then `exec /usr/sbin/runc "$@"`.</summary>
+    public string RuncWrapper(string name, string body)
+    {
+        var path = Path.Combine(BaseDir, name);
+        File.WriteAllText(path, $"#!/bin/sh\n{body}\nexec /usr/sbin/runc \"$@\"\n");
+        File.SetUnixFileMode(path, (UnixFileMode)0b111_101_101);
+        return path;
+    }
+
     public ContainerIo Io(string id)
     {
         var dir = Path.Combine(BaseDir, "io");
