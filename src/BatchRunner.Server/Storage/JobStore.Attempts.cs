@@ -329,15 +329,13 @@ public sealed partial class JobStore
         await using var conn = await db.OpenConnectionAsync(ct);
         await using var tx = o.Outputs.Count > 0 ? await conn.BeginTransactionAsync(ct) : null;
         bool follows;
-        await using (var cmd = new NpgsqlCommand("""
+        await using (var cmd = new NpgsqlCommand($"""
             with j as (
                 update batchrunner.jobs set state = @s, reason = @r, message = @m, exit_code = @e, usage = @u,
                        finished_at = now(), pull_progress = null
                  where id = @id and attempt = @a and state not in ('succeeded', 'failed', 'cancelled')
                 returning parent_id),
-            a as (
-                update batchrunner.attempts set state = @s, reason = @r, message = @m, exit_code = @e, finished_at = now()
-                 where job_id = @id and attempt = @a and exists (select 1 from j))
+            a as ({CloseAttemptSql} and exists (select 1 from j))
             select count(*), coalesce(bool_or(parent_id is not null), false) or exists (select 1 from batchrunner.notifications where job_id = @id)
               from j
             """, conn, tx))
@@ -375,13 +373,16 @@ public sealed partial class JobStore
     /// <summary>Records <paramref name="o"/> on the attempt's row, in the caller's transaction.</summary>
     private static async Task CloseAttemptAsync(NpgsqlConnection conn, NpgsqlTransaction tx, Guid id, int attempt, JobOutcome o, CancellationToken ct)
     {
-        await using var cmd = new NpgsqlCommand("""
-            update batchrunner.attempts set state = @s, reason = @r, message = @m, exit_code = @e, finished_at = now()
-             where job_id = @id and attempt = @a
-            """, conn, tx);
+        await using var cmd = new NpgsqlCommand(CloseAttemptSql, conn, tx);
         AddOutcome(cmd, id, attempt, o);
         await cmd.ExecuteNonQueryAsync(ct);
     }
+
+    /// <summary>An attempt's row takes its outcome (<see cref="AddOutcome"/>'s parameters); a final end adds its own condition.</summary>
+    private const string CloseAttemptSql = """
+        update batchrunner.attempts set state = @s, reason = @r, message = @m, exit_code = @e, finished_at = now()
+         where job_id = @id and attempt = @a
+        """;
 
     private static void AddOutcome(NpgsqlCommand cmd, Guid id, int attempt, JobOutcome o)
     {
