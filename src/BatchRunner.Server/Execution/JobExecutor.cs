@@ -181,7 +181,7 @@ public sealed partial class JobExecutor(
             case AttemptEnd.Retry retry:
                 if (await Durably.RunAsync(c => store.RetryLaterAsync(jobId, attempt, retry.Outcome, retry.Delay, c)))
                 {
-                    LogRetrying(log, jobId, attempt, retry.Outcome.Reason!, retry.Delay.TotalSeconds);
+                    LogRetrying(log, jobId, attempt, retry.Outcome.Reason!, retry.Outcome.Message ?? "", retry.Delay.TotalSeconds);
                     throw new JobRescheduleException($"attempt {attempt} failed ({retry.Outcome.Reason}); retry in {retry.Delay.TotalSeconds:0.#}s", retry.Delay);
                 }
                 // A stale attempt: the finish below is refused too, and says so.
@@ -232,8 +232,8 @@ public sealed partial class JobExecutor(
     [LoggerMessage(Level = LogLevel.Information, Message = "Job {JobId}: attempt {Attempt} ended {State} {Reason}: {Message}")]
     private static partial void LogFinished(ILogger log, Guid jobId, int attempt, string state, string reason, string message);
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "Job {JobId}: attempt {Attempt} failed ({Reason}); retrying in {Seconds}s")]
-    private static partial void LogRetrying(ILogger log, Guid jobId, int attempt, string reason, double seconds);
+    [LoggerMessage(Level = LogLevel.Information, Message = "Job {JobId}: attempt {Attempt} failed ({Reason}: {Message}); retrying in {Seconds}s")]
+    private static partial void LogRetrying(ILogger log, Guid jobId, int attempt, string reason, string message, double seconds);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Job {JobId}: result of attempt {Attempt} ignored (a newer attempt or a final state exists)")]
     private static partial void LogStale(ILogger log, Guid jobId, int attempt);
