@@ -9,7 +9,9 @@ public interface IDiskVolumes
     /// <summary>Creates a filesystem of which a job may fill <paramref name="limitBytes"/> (rounded up to 4 KiB),
     /// mounted at <c>DIR/disk</c>, its image <c>DIR/disk.img</c> (also when its image was formatted ahead:
     /// <see cref="Disk.PooledDiskVolumes"/>).</summary>
-    /// <param name="dir">An existing directory owned by the caller, on the filesystem the job's data should use.</param>
+    /// <param name="dir">The caller's directory for it, on the filesystem the job's data should use: an empty one, or a
+    /// path where nothing exists yet (its parent must), which is then made (a pooled disk's directory is moved there).
+    /// On failure what was made is removed.</param>
     /// <exception cref="IOException">The filesystem could not be made; the message says why. Nothing is left behind.</exception>
     Task<IDiskVolume> CreateAsync(string dir, long limitBytes, CancellationToken ct);
 }

@@ -53,26 +53,42 @@ internal sealed partial class LoopDiskVolume : IDiskVolume
         finally { close(fd); }
     }
 
-    public async ValueTask DisposeAsync()
+    public async ValueTask DisposeAsync() => await ReleaseAsync(keepShell: false).ConfigureAwait(false);
+
+    /// <summary>
+    /// As <see cref="DisposeAsync"/>, but a mount point that a clean unmount freed stays, an empty directory, for
+    /// <see cref="PooledDiskVolumes"/> to use again. The image is deleted all the same: formatting the same file again while
+    /// the kernel still ran down its previous loop device gave filesystems that would not mount ("Structure needs
+    /// cleaning") under load.
+    /// </summary>
+    /// <returns>True when the mount point stayed; false when the volume was removed as by <see cref="DisposeAsync"/> (it
+    /// had to be detached lazily, or was disposed already).</returns>
+    internal async ValueTask<bool> ReleaseKeepingShellAsync() => await ReleaseAsync(keepShell: true).ConfigureAwait(false);
+
+    private async ValueTask<bool> ReleaseAsync(bool keepShell)
     {
         await _disposeLock.WaitAsync().ConfigureAwait(false);
         try
         {
-            if (_disposed) return;
+            if (_disposed) return false;
             var deadline = DateTime.UtcNow + BusyRetry;
+            var clean = true;
             while (!UnmountNow(Path))
             {
                 if (DateTime.UtcNow < deadline) { await Task.Delay(50).ConfigureAwait(false); continue; }
                 if (umount2(Path, MNT_DETACH | UMOUNT_NOFOLLOW) != 0 && Errno is not (EINVAL or ENOENT))
                     throw new IOException($"cannot detach disk volume {Path}: {Describe(Errno)}");
                 LogDetached(_logger, Path);
+                clean = false;
                 break;
             }
             if (IsMounted(Path))
                 throw new IOException($"disk volume {Path} is still mounted after unmounting; its image was left in place");
             if (File.Exists(_image)) File.Delete(_image);
-            if (Directory.Exists(Path)) Directory.Delete(Path);
+            var kept = keepShell && clean && Directory.Exists(Path) && !Directory.EnumerateFileSystemEntries(Path).Any();
+            if (!kept && Directory.Exists(Path)) Directory.Delete(Path);
             _disposed = true;
+            return kept;
         }
         finally { _disposeLock.Release(); }
     }

@@ -37,10 +37,25 @@ public sealed partial class LoopDiskVolumes(LoopDiskOptions? options = null, ILo
     {
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(limitBytes);
         dir = System.IO.Path.GetFullPath(dir);
-        if (!Directory.Exists(dir)) throw new DirectoryNotFoundException($"disk volume directory {dir} does not exist");
+        var made = false;
+        if (!Directory.Exists(dir))
+        {
+            var parent = System.IO.Path.GetDirectoryName(dir);
+            if (parent is null || !Directory.Exists(parent)) throw new DirectoryNotFoundException($"disk volume directory {parent} does not exist");
+            Directory.CreateDirectory(dir);
+            made = true;
+        }
         var started = Stopwatch.GetTimestamp();
-        await FormatImageAsync(dir, limitBytes, ct);
-        return Mount(dir, limitBytes, started);
+        try
+        {
+            await FormatImageAsync(dir, limitBytes, ct);
+            return Mount(dir, limitBytes, started);
+        }
+        catch when (made)
+        {
+            try { Directory.Delete(dir); } catch (IOException) { }
+            throw;
+        }
     }
 
     /// <summary>

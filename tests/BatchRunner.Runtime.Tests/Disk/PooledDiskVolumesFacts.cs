@@ -65,6 +65,41 @@ public sealed class PooledDiskVolumesFacts : IAsyncLifetime
     }
 
     [Fact]
+    public async Task ADisksDirectory_IsRenamedIntoPlace_AndRecycledWhenReleased_WithTheJobsDataGone()
+    {
+        await using var pool = new PooledDiskVolumes(_maker, _root, Prefix, LimitBytes, size: 1);
+        await using (await pool.CreateAsync(Path.Combine(_root, "job"), LimitBytes, CancellationToken.None)) { }
+        await pool.FilledAsync();
+        var waiting = Assert.Single(PoolDirs());
+        var inode = Inode(waiting);
+
+        // The job's directory does not exist yet: the pool's is renamed to it, image and mount point in it.
+        var job = Path.Combine(_root, "job-a");
+        var disk = await pool.CreateAsync(job, LimitBytes, CancellationToken.None);
+        Assert.Equal(Path.Combine(job, LoopDiskVolumes.MountDirName), disk.Path);
+        Assert.Empty(PoolDirs());
+        Assert.Equal(inode, Inode(job));
+        await File.WriteAllTextAsync(Path.Combine(disk.Path, "secret.txt"), "the job's data");
+
+        await disk.DisposeAsync();
+
+        // Released cleanly: the image (the job's data) is gone, the directory went back to the pool, which formats a new
+        // image in it.
+        Assert.False(Directory.Exists(job));
+        Assert.Empty(DiskTestHost.LoopsBackedUnder(_root));
+        await pool.FilledAsync();
+        var again = Assert.Single(PoolDirs());
+        Assert.Equal(inode, Inode(again));
+        Assert.True(File.Exists(Path.Combine(again, LoopDiskVolumes.ImageFileName)));
+        await using var next = await pool.CreateAsync(Path.Combine(_root, "job-b"), LimitBytes, CancellationToken.None);
+        Assert.Empty(Directory.EnumerateFiles(next.Path));
+        Assert.Equal(0, next.ReadUsage().UsedBytes);
+    }
+
+    private static ulong Inode(string path) =>
+        BatchRunner.Native.Libc.TryStat(BatchRunner.Native.Libc.AT_FDCWD, path, out var st) ? st.Inode : throw new IOException($"stat {path}");
+
+    [Fact]
     public async Task CreateAsync_MakesTheDiskOnDemand_WhenTheLimitIsNotThePools()
     {
         await using var pool = new PooledDiskVolumes(_maker, _root, Prefix, LimitBytes, size: 1);

@@ -8,7 +8,7 @@ using Microsoft.Extensions.Options;
 namespace BatchRunner.Server.Execution.Phases;
 
 /// <summary>
-/// Owns the attempt's run directory (DATA/run/CONTAINER-ID) and, in it, the job's disk: a filesystem of
+/// Owns the attempt's run directory (DATA/run/CONTAINER-ID; made with the disk when there is one) and, in it, the job's disk: a filesystem of
 /// <c>resources.disk</c> (<see cref="IDiskVolumes"/>: a sparse ext4 image on a loop device) that holds everything the
 /// job writes on the host, its root layer and its /outputs, so that the kernel refuses writes past the limit. Its
 /// usage is sampled from here until <see cref="OutputsPhase"/> reads the verdict, and counted by <see cref="NodeDisk"/>
@@ -20,8 +20,10 @@ public sealed class DiskPhase(NodeDisk nodeDisk, IOptions<BatchRunnerOptions> op
 {
     public async Task<AttemptResult?> RunAsync(AttemptContext attempt)
     {
-        Directory.CreateDirectory(attempt.RunDir);
-        if (volumes is not null)
+        // With a disk its maker makes the run directory: a disk of the node's default comes with its directory, renamed
+        // into place (PooledDiskVolumes).
+        if (volumes is null) Directory.CreateDirectory(attempt.RunDir);
+        else
         {
             // Jobs stored before disk limits existed name none: they get this node's default.
             var limit = attempt.Spec.Resources.DiskBytes > 0 ? attempt.Spec.Resources.DiskBytes : options.Value.Disk.DefaultBytes();
