@@ -86,6 +86,23 @@ public sealed class RuncStoppedRemovalFacts : IAsyncLifetime
         Assert.Empty(CgroupDirs(spec.Id));
     }
 
+    [Fact]
+    public async Task CleanerRemoveAsync_KillsWhatStillRunsInTheCgroups_ThenRemovesThem()
+    {
+        // The cleaner first tries each cgroup with a plain rmdir, which the kernel refuses while a process is in it: then it
+        // must still kill, wait and remove, in every hierarchy.
+        var runtime = Runtime();
+        var spec = _fx.Spec(_fx.NewId(), "sleep", "600") with { PidsLimit = 16 };
+        await using var c = await runtime.StartAsync(spec, _fx.BundleDir(spec.Id), _fx.Io(spec.Id), CancellationToken.None);
+        Assert.NotEmpty(CgroupDirs(spec.Id));
+
+        await new CgroupCleaner(CgroupVersionDetector.Detect()).RemoveAsync(SpecBuilder.CgroupParent, spec.Id, TimeSpan.FromSeconds(10), CancellationToken.None);
+
+        Assert.Empty(CgroupDirs(spec.Id));
+        var exit = await c.WaitAsync(new CancellationTokenSource(Deadline).Token);
+        Assert.Equal(9, exit.Signal);
+    }
+
     public Task InitializeAsync() => _fx.InitializeAsync();
 
     public Task DisposeAsync() => _fx.DisposeAsync();
