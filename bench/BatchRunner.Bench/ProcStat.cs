@@ -25,6 +25,37 @@ public static class ProcStat
         return ((F(11) + F(12)) * 10.0, (F(13) + F(14)) * 10.0);
     }
 
+    /// <summary>utime and stime (ms) of process <paramref name="pid"/>'s live threads, summed by thread name (comm), and of the
+    /// whole process (dead threads included) under "(process)": where a process's CPU goes, user against kernel.</summary>
+    public static Dictionary<string, (double UserMs, double SysMs)> CpuByThread(int pid)
+    {
+        var byName = new Dictionary<string, (double, double)>();
+        void Add(string name, string statPath)
+        {
+            string stat;
+            try { stat = File.ReadAllText(statPath); }
+            catch (IOException) { return; }
+            var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+            double F(int i) => long.Parse(fields[i], CultureInfo.InvariantCulture) * 10.0;
+            var (u, s) = byName.GetValueOrDefault(name);
+            byName[name] = (u + F(11), s + F(12));
+        }
+        Add("(process)", $"/proc/{pid}/stat");
+        try
+        {
+            foreach (var task in Directory.EnumerateDirectories($"/proc/{pid}/task"))
+            {
+                string comm;
+                try { comm = File.ReadAllText(Path.Combine(task, "comm")).Trim(); }
+                catch (IOException) { continue; }
+                // Numbered pool threads (".NET TP Worker", "Npgsql 1") fold into one name.
+                Add(comm.TrimEnd('0', '1', '2', '3', '4', '5', '6', '7', '8', '9', ' '), Path.Combine(task, "stat"));
+            }
+        }
+        catch (DirectoryNotFoundException) { }
+        return byName;
+    }
+
     /// <summary>CPU ms of <paramref name="pid"/> and of its descendants but PostgreSQL's (a node's embedded cluster is its child,
     /// and is counted apart): each one's own time and that of the children it reaped (a watchdog shell's <c>sleep</c>s).</summary>
     public static (double Self, double Helpers) TreeCpuMs(int pid)

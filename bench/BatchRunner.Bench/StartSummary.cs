@@ -305,6 +305,7 @@ public static class StartSummary
         // long-running node has; without it the JIT's own thread is a fifth of the CPU of the first few hundred jobs.
         await c.ResetStatementsAsync();
         var server0 = ServerCpu(c);
+        var threads0 = ProcStat.CpuByThread(c.Server.Pid);
         var pgData = Path.Combine(c.Server.DataDir, "postgres");
         var pg0 = ProcStat.ClusterCpuMs(pgData);
         // BENCH_PERF=FILE: `perf record -g` of the server during the throughput run (for profiling, not the figures; run the
@@ -320,6 +321,7 @@ public static class StartSummary
         await RunBatchAsync(c, o.Jobs);
         var wall = sw.Elapsed.TotalSeconds;
         var server1 = ServerCpu(c);
+        var threads1 = ProcStat.CpuByThread(c.Server.Pid);
         var pg1 = ProcStat.ClusterCpuMs(pgData);
         var statements = await c.StatementsAsync();
         if (trace is not null) { await trace.WaitForExitAsync(); trace.Dispose(); }
@@ -344,6 +346,15 @@ public static class StartSummary
         table.Add(new SummaryRow(Area, $"CPU per job in BatchRunner's process ({o.Jobs} jobs, /proc/PID/stat)",
             $"{SummaryTable.Ms(serverMs)} ms", $"PostgreSQL {SummaryTable.Ms(pgMs)} ms; runc + containers (reaped children) {SummaryTable.Ms(childrenMs)} ms",
             null, "≤ 10 ms", serverMs <= 10));
+        // Where the server's CPU went: user against kernel, by thread name (live threads; a thread that ended during the run
+        // counts only in "(process)").
+        Console.WriteLine($"start: the server's CPU per job by thread, user + kernel ms ({o.Jobs} jobs):");
+        foreach (var (name, (u1, s1)) in threads1.OrderByDescending(t => t.Value.UserMs + t.Value.SysMs))
+        {
+            var (u0, s0) = threads0.GetValueOrDefault(name);
+            var (u, s) = ((u1 - u0) / o.Jobs, (s1 - s0) / o.Jobs);
+            if (u + s >= 0.05) Console.WriteLine($"  {name,-24} {u,6:0.00} + {s,6:0.00}");
+        }
         if (c.Statements is not null)
         {
             var calls = statements.Sum(s => s.Calls);

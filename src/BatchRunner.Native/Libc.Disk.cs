@@ -12,7 +12,7 @@ internal static unsafe partial class Libc
     public const int O_RDWR = 2;
     public const int ENXIO = 6, EACCES = 13, ENOSPC = 28;
     public const uint S_IFSOCK = 0xC000;
-    public const ulong MS_NOSUID = 2, MS_NODEV = 4, MS_NOATIME = 1024;
+    public const ulong MS_NOSUID = 2, MS_NODEV = 4, MS_NOEXEC = 8, MS_NOATIME = 1024;
 
     // <linux/loop.h>
     private const nuint LOOP_CLR_FD = 0x4C01, LOOP_SET_STATUS64 = 0x4C04, LOOP_GET_STATUS64 = 0x4C05, LOOP_CONFIGURE = 0x4C0A,

@@ -57,11 +57,13 @@ public sealed partial class RootfsMount : IRootfs
         // A bounded number of rounds: stacked mounts need one umount each, EBUSY gets retried until the deadline.
         for (var round = 0; round < 200; round++)
         {
-            MountCleanup.UnmountAllUnder(RootfsPath);
             if (umount2(RootfsPath, UMOUNT_NOFOLLOW) == 0) continue;
             var errno = Errno;
             if (errno is EINVAL or ENOENT) return;
             if (errno != EBUSY) throw new IOException($"cannot unmount {RootfsPath}: {ErrorText(errno)} (errno {errno})");
+            // Busy: a mount below it keeps it (one a crashed run left), or a process. The mount table is read only now: it
+            // is the kernel's text of every mount on the host, read on every job's unmount before (three times).
+            if (MountCleanup.UnmountAllUnder(RootfsPath).Count > 0) continue;
             if (DateTime.UtcNow < deadline)
             {
                 // Typically a container process that has not quite exited yet.

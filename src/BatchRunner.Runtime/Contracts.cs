@@ -31,6 +31,10 @@ public sealed partial record ContainerSpec
     public const int DefaultOomScoreAdj = 500;
     public bool ReadonlyRootfs { get; init; }
     public IReadOnlyList<BindMount> Mounts { get; init; } = [];
+    /// <summary>Where the container's /etc/hostname, /etc/hosts and /etc/resolv.conf are written before they are bound
+    /// into it (writable: a job may edit them). The job's disk, so that what it writes to them counts against its limit;
+    /// null: the bundle. Created if missing; the files (and the directory, once empty) go with the container.</summary>
+    public string? NameFilesDir { get; init; }
 }
 
 public sealed record BindMount(string Source, string Destination, bool ReadOnly);

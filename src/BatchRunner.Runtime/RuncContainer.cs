@@ -14,6 +14,7 @@ internal sealed class RuncContainer : IRunningContainer
 {
     private readonly RuncRuntime _runtime;
     private readonly string _bundleDir;
+    private readonly string? _nameFilesDir;
     private readonly ChildExit _init;
     private readonly ICgroupStatsReader _stats;
     private readonly Task<ExitResult> _exit;
@@ -29,8 +30,9 @@ internal sealed class RuncContainer : IRunningContainer
     private static readonly TimeSpan OutputDrainTimeout = TimeSpan.FromSeconds(5);
 
     public RuncContainer(RuncRuntime runtime, string id, string bundleDir, ChildExit init, LogRelay relay, Network.NetworkAttachment? network = null,
-        bool hasPoststopHooks = false)
+        bool hasPoststopHooks = false, string? nameFilesDir = null)
     {
+        _nameFilesDir = nameFilesDir;
         _hasPoststopHooks = hasPoststopHooks;
         _network = network;
         _relay = relay;
@@ -141,6 +143,6 @@ internal sealed class RuncContainer : IRunningContainer
         // After delete: the namespace's last process is gone, so DEL sees a quiet interface.
         if (_network is not null && _runtime.BridgeNetwork is { } bridge)
             await bridge.DetachAsync(_network.ContainerId, CancellationToken.None);
-        RuncRuntime.RemoveBundle(_bundleDir);
+        RuncRuntime.RemoveBundle(_bundleDir, _nameFilesDir);
     }
 }

@@ -105,11 +105,12 @@ public sealed partial class RuncRuntime
 
     /// <summary>
     /// Writes the container's /etc/hostname, /etc/hosts and (host and bridge modes) /etc/resolv.conf into
-    /// its bundle and returns the option that binds them (per-container copies: a job may edit them).
+    /// <paramref name="dir"/> (<see cref="ContainerSpec.NameFilesDir"/> or the bundle) and returns the option that binds
+    /// them (per-container copies: a job may edit them).
     /// </summary>
-    private SpecOpt WriteNameFiles(ContainerSpec spec, string bundleDir, NetworkAttachment? network)
+    private SpecOpt WriteNameFiles(ContainerSpec spec, string dir, NetworkAttachment? network)
     {
-        Directory.CreateDirectory(bundleDir);
+        Directory.CreateDirectory(dir);
         var host = spec.Network == ContainerNetworkMode.Host;
         var files = new List<(string Name, string Destination, string Text)>
         {
@@ -128,8 +129,8 @@ public sealed partial class RuncRuntime
         // impossible (the image has a directory at /etc/hosts, say), the image's own file stays.
         if (_options.UserNamespace is not null)
             files.RemoveAll(f => !Libc.EnsureFileInRoot(spec.RootfsPath, f.Destination.TrimStart('/')));
-        foreach (var f in files) File.WriteAllText(Path.Combine(bundleDir, f.Name), f.Text);
-        return SpecOpts.WithBindMounts(files.Select(f => new BindMount(Path.Combine(bundleDir, f.Name), f.Destination, ReadOnly: false)));
+        foreach (var f in files) File.WriteAllText(Path.Combine(dir, f.Name), f.Text);
+        return SpecOpts.WithBindMounts(files.Select(f => new BindMount(Path.Combine(dir, f.Name), f.Destination, ReadOnly: false)));
     }
 
     private static string? ReadOrNull(string path)

@@ -87,10 +87,10 @@ public sealed partial class RuncRuntime : IContainerRuntime
         {
             List<SpecOpt> gpus = spec.Gpus is { Devices.Count: > 0 } g ? [Gpus.GpuSpecOpts.WithGpus(g)] : [];
             SpecOpt names;
-            try { names = WriteNameFiles(spec, bundleDir, network); }
+            try { names = WriteNameFiles(spec, spec.NameFilesDir ?? bundleDir, network); }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException)
             {
-                RemoveBundle(bundleDir);
+                RemoveBundle(bundleDir, spec.NameFilesDir);
                 throw new ContainerStartException($"container {spec.Id}: writing its /etc files failed: {e.Message}", e);
             }
             return await StartPreparedAsync(spec, bundleDir, io, [.. isolation, names, .. gpus, .. _options.ExtraSpecOptions], network, ct);
@@ -133,7 +133,7 @@ public sealed partial class RuncRuntime : IContainerRuntime
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException)
         {
             relay?.Dispose();
-            RemoveBundle(bundleDir);
+            RemoveBundle(bundleDir, spec.NameFilesDir);
             _logger.StartFailed(spec.Id, e.Message);
             throw new ContainerStartException($"container {spec.Id}: {e.Message}", e);
         }
@@ -161,7 +161,7 @@ public sealed partial class RuncRuntime : IContainerRuntime
         }
         catch (Exception e)
         {
-            await AbortStartAsync(spec.Id, bundleDir);
+            await AbortStartAsync(spec.Id, bundleDir, spec.NameFilesDir);
             await relay.StopAsync(_options.KillTimeout);
             relay.Dispose();
             if (e is OperationCanceledException && ct.IsCancellationRequested) throw;
@@ -169,7 +169,7 @@ public sealed partial class RuncRuntime : IContainerRuntime
             throw e as ContainerStartException ?? new ContainerStartException($"container {spec.Id}: {e.Message}", e);
         }
         _logger.Started(spec.Id, sw.Elapsed.TotalMilliseconds);
-        return new RuncContainer(this, spec.Id, bundleDir, exit, relay, network, hasPoststopHooks);
+        return new RuncContainer(this, spec.Id, bundleDir, exit, relay, network, hasPoststopHooks, spec.NameFilesDir);
     }
 
     private string[] GlobalArgs(string bundleDir) =>
@@ -222,7 +222,7 @@ public sealed partial class RuncRuntime : IContainerRuntime
 
     // A failed `run` leaves nothing running, but a timed-out one may have: `delete --force` kills it, and
     // the OrphanReaper reaps its init, which no ChildExit watches.
-    private async Task AbortStartAsync(string id, string bundleDir)
+    private async Task AbortStartAsync(string id, string bundleDir, string? nameFilesDir)
     {
         try
         {
@@ -234,7 +234,7 @@ public sealed partial class RuncRuntime : IContainerRuntime
         }
         finally
         {
-            RemoveBundle(bundleDir);
+            RemoveBundle(bundleDir, nameFilesDir);
         }
     }
 
@@ -298,16 +298,25 @@ public sealed partial class RuncRuntime : IContainerRuntime
 
     /// <summary>Removes what StartAsync wrote (config.json, the runtime's log) and the directory if it is
     /// then empty. Never recursive: the directory may hold the job's output files or a mounted rootfs.</summary>
-    internal static void RemoveBundle(string bundleDir)
+    /// <summary>Deletes the files the runtime made in the bundle (and in <paramref name="nameFilesDir"/>, the container's
+    /// /etc name files when they are elsewhere), then each directory once empty: never recursively, so that nothing it did
+    /// not make is deleted.</summary>
+    internal static void RemoveBundle(string bundleDir, string? nameFilesDir = null)
     {
-        foreach (var f in new[] { ConfigFile, LogFile, PidFile, HostnameFile, HostsFile, ResolvConfFile, LogRelay.StdoutFifoName, LogRelay.StderrFifoName })
+        RemoveOwnFiles(bundleDir, [ConfigFile, LogFile, PidFile, HostnameFile, HostsFile, ResolvConfFile, LogRelay.StdoutFifoName, LogRelay.StderrFifoName]);
+        if (nameFilesDir is not null) RemoveOwnFiles(nameFilesDir, [HostnameFile, HostsFile, ResolvConfFile]);
+    }
+
+    private static void RemoveOwnFiles(string dir, string[] names)
+    {
+        foreach (var f in names)
         {
-            try { File.Delete(Path.Combine(bundleDir, f)); }
+            try { File.Delete(Path.Combine(dir, f)); }
             catch (DirectoryNotFoundException) { }
         }
         try
         {
-            if (Directory.Exists(bundleDir) && !Directory.EnumerateFileSystemEntries(bundleDir).Any()) Directory.Delete(bundleDir);
+            if (Directory.Exists(dir) && !Directory.EnumerateFileSystemEntries(dir).Any()) Directory.Delete(dir);
         }
         catch (IOException) { }
     }

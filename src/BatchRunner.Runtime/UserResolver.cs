@@ -128,11 +128,28 @@ public static class UserResolver
         if (!Libc.IsRegularFile(fd))
             throw new UserResolutionException($"the image's {pathInRootfs} is not a regular file");
         using var stream = new FileStream(handle, FileAccess.Read, bufferSize: 0);
-        var buffer = new byte[MaxFileBytes + 1];
+        // Sized by the file (fstat), one byte over to see it grow meanwhile: a buffer of the limit (4 MiB) was a large-object
+        // heap allocation twice per job (passwd, group), each zeroed and each bringing the next background GC closer.
+        var size = stream.Length;
+        if (size > MaxFileBytes) throw new UserResolutionException($"the image's {pathInRootfs} is larger than {MaxFileBytes} bytes");
+        var buffer = new byte[size + 1];
+        var total = ReadUpTo(stream, buffer);
+        if (total == buffer.Length)
+        {
+            // It grew after the fstat: read it again within the limit.
+            stream.Position = 0;
+            buffer = new byte[MaxFileBytes + 1];
+            total = ReadUpTo(stream, buffer);
+            if (total > MaxFileBytes) throw new UserResolutionException($"the image's {pathInRootfs} is larger than {MaxFileBytes} bytes");
+        }
+        return Encoding.UTF8.GetString(buffer, 0, total);
+    }
+
+    private static int ReadUpTo(FileStream stream, byte[] buffer)
+    {
         int total = 0, n;
         while (total < buffer.Length && (n = stream.Read(buffer, total, buffer.Length - total)) > 0) total += n;
-        if (total > MaxFileBytes) throw new UserResolutionException($"the image's {pathInRootfs} is larger than {MaxFileBytes} bytes");
-        return Encoding.UTF8.GetString(buffer, 0, total);
+        return total;
     }
 
     /// <summary>

@@ -46,7 +46,7 @@ public sealed class DataDirectoryAccessFacts : IDisposable
         DataDirectoryAccess.For(104, null).Apply(paths, userNamespaceGid: null);
 
         Assert.Equal("710 0:104", await ModeAsync(_root));
-        foreach (var dir in new[] { paths.Images, paths.JobsRoot, paths.RunRoot, paths.RuntimeState, paths.InputsStaging, paths.InputsStore })
+        foreach (var dir in new[] { paths.Images, paths.JobsRoot, paths.RunRoot, paths.State, paths.InputsStaging, paths.InputsStore })
             Assert.Equal("700 0:0", await ModeAsync(dir));
         Assert.Equal("600 0:0", await ModeAsync(Path.Combine(_root, "postgres.log")));
     }

@@ -122,6 +122,32 @@ public sealed class JobLifecycleFacts(ServerFixture f)
     }
 
     [Fact]
+    public async Task RunningJob_HasItsBundleOnTheNodesStateTmpfs_AndItsNameFilesOnItsDisk()
+    {
+        var id = await f.Api.SubmitIdAsync(new { image = f.Busybox, command = new[] { "/bin/sh", "-c", "echo 10.9.9.9 extra >>/etc/hosts; sleep 600" }, stopGraceSeconds = 0 });
+        await f.Api.WaitForStateAsync(id, s => s == "running", TimeSpan.FromSeconds(30));
+        var containerId = f.App.Services.GetRequiredService<NodeIdentity>().ContainerId(Guid.Parse(id), 1);
+        var paths = f.App.Services.GetRequiredService<DataPaths>();
+
+        // config.json (the job's environment, secrets included) on a tmpfs, owner-only; nothing of the bundle on the data disk.
+        var state = File.ReadLines("/proc/self/mountinfo").Last(l => l.Split(' ')[4] == paths.State);
+        Assert.Contains(" - tmpfs ", state);
+        Assert.Contains("noexec", state.Split(' ')[5].Split(','));
+        var config = Path.Combine(paths.Bundle(containerId), "config.json");
+        Assert.True(File.Exists(config));
+        Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(config));
+        Assert.Contains(containerId, await ExternalCommand.RunAsync("runc", ["--root", paths.RuntimeState, "list", "-q"]));
+        Assert.False(Directory.Exists(Path.Combine(paths.RunDir(containerId), "bundle")));
+        // The /etc/hosts the job edits is on its disk (counted against its limit).
+        var hosts = Path.Combine(paths.RunDir(containerId), "disk", "names", "hosts");
+        await Poll.UntilAsync(() => File.Exists(hosts) && File.ReadAllText(hosts).Contains("10.9.9.9 extra"), TimeSpan.FromSeconds(10), "the job's line in its hosts file");
+
+        Assert.Equal(HttpStatusCode.Accepted, (await f.Api.CancelAsync(id)).StatusCode);
+        Assert.Equal("cancelled", (await f.Api.WaitForFinalAsync(id, TimeSpan.FromSeconds(20))).GetProperty("state").GetString());
+        await AssertNoLeftoversAsync(id, 1);
+    }
+
+    [Fact]
     public async Task MissingTag_FailsWithImagePullFailed_AndTheRegistrysReason()
     {
         var image = f.Busybox[..f.Busybox.LastIndexOf(':')] + ":does-not-exist";
@@ -205,6 +231,7 @@ public sealed class JobLifecycleFacts(ServerFixture f)
         var containerId = f.App.Services.GetRequiredService<NodeIdentity>().ContainerId(Guid.Parse(id), attempt);
         var paths = f.App.Services.GetRequiredService<DataPaths>();
         await Poll.UntilAsync(() => !Directory.Exists(paths.RunDir(containerId)), TimeSpan.FromSeconds(10), "run dir removed");
+        Assert.False(Directory.Exists(paths.Bundle(containerId)), "bundle removed");
         Assert.DoesNotContain(File.ReadAllLines("/proc/self/mountinfo"), l => l.Contains(containerId));
         foreach (var controller in new[] { "memory", "cpu", "pids", "cpuacct", "devices", "freezer" })
             Assert.False(Directory.Exists($"/sys/fs/cgroup/{controller}/batchrunner/{containerId}"), $"{controller} cgroup of {containerId} remains");

@@ -29,9 +29,12 @@ public sealed partial class ServerProcess : IAsyncDisposable
     public IReadOnlyList<string> Lines => _lines.ToArray();
 
     /// <param name="args">Settings beyond the data directory, the key and a free loopback port.</param>
-    public static async Task<ServerProcess> StartAsync(string name, IEnumerable<string> args, IReadOnlyDictionary<string, string>? environment = null)
+    /// <param name="dataDir">An existing data directory to start on (removed on disposal too); null: a new one.</param>
+    /// <param name="nodeName">null: NAME-random.</param>
+    public static async Task<ServerProcess> StartAsync(string name, IEnumerable<string> args, IReadOnlyDictionary<string, string>? environment = null,
+        string? dataDir = null, string? nodeName = null)
     {
-        var dataDir = Path.Combine("/tmp", $"br-{name}-" + Guid.NewGuid().ToString("N")[..8]);
+        dataDir ??= Path.Combine("/tmp", $"br-{name}-" + Guid.NewGuid().ToString("N")[..8]);
         var key = name + "-key";
         var psi = new ProcessStartInfo(Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") ?? "dotnet")
         {
@@ -41,7 +44,7 @@ public sealed partial class ServerProcess : IAsyncDisposable
                 "--urls", "http://127.0.0.1:0",
                 $"--BatchRunner:DataDir={dataDir}",
                 $"--BatchRunner:ApiKey={key}",
-                $"--BatchRunner:NodeName={name}-" + Guid.NewGuid().ToString("N")[..6],
+                "--BatchRunner:NodeName=" + (nodeName ?? $"{name}-" + Guid.NewGuid().ToString("N")[..6]),
             },
             RedirectStandardOutput = true,
             RedirectStandardError = true,
@@ -96,6 +99,8 @@ public sealed partial class ServerProcess : IAsyncDisposable
         }
         _process.Dispose();
         await StopEmbeddedPostgresAsync();
+        // A killed process leaves its state tmpfs (and any job's mounts) mounted.
+        BatchRunner.Oci.Snapshots.MountCleanup.UnmountAllUnder(DataDir);
         if (Directory.Exists(DataDir)) Directory.Delete(DataDir, recursive: true);
     }
 

@@ -59,7 +59,11 @@ public static class OutputsTransfer
             }
             finally { close(dst); }
         }
-        finally { close(src); }
+        finally
+        {
+            close(src);
+            run.ReturnBuffer();
+        }
         run.ReleaseNow();
         return run.Report();
     }
@@ -71,7 +75,16 @@ public static class OutputsTransfer
         private readonly List<string> _stripped = [];
         private readonly List<NotKeptEntry> _notKept = [];
         private readonly Dictionary<ulong, string> _linked = [];
-        private readonly byte[] _buffer = new byte[BufferBytes];
+        // Rented when the first file's data is copied, returned by Move: most jobs write no outputs, and a new 1 MiB buffer
+        // per job was a large-object heap allocation each time.
+        private byte[]? _rented;
+        private byte[] Buffer => _rented ??= System.Buffers.ArrayPool<byte>.Shared.Rent(BufferBytes);
+
+        public void ReturnBuffer()
+        {
+            if (_rented is { } b) System.Buffers.ArrayPool<byte>.Shared.Return(b);
+            _rented = null;
+        }
         private long _files, _bytes, _punchedSinceRelease;
         public int Root { get; set; } = -1;
 
@@ -165,12 +178,12 @@ public static class OutputsTransfer
                 for (var at = data; at < hole;)
                 {
                     ct.ThrowIfCancellationRequested();
-                    var read = pread(src, _buffer.AsSpan(0, (int)Math.Min(BufferBytes, hole - at)), at);
+                    var read = pread(src, Buffer.AsSpan(0, (int)Math.Min(BufferBytes, hole - at)), at);
                     if (read < 0) throw new IOException($"cannot read output {rel}: {Describe(Errno)}");
                     if (read == 0) break;
                     for (var done = 0; done < read;)
                     {
-                        var wrote = pwrite(dst, _buffer.AsSpan(done, (int)read - done), at + done);
+                        var wrote = pwrite(dst, Buffer.AsSpan(done, (int)read - done), at + done);
                         if (wrote < 0) throw new IOException($"cannot write output {rel}: {Describe(Errno)}");
                         done += (int)wrote;
                     }

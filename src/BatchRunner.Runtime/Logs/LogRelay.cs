@@ -137,7 +137,8 @@ public sealed partial class LogRelay : IDisposable
     private void Run()
     {
         var fds = new Libc.PollFd[2];
-        var buffer = new byte[ReadBytes];
+        // Pooled: a new 256 KiB buffer per container was a large-object heap allocation per job.
+        var buffer = System.Buffers.ArrayPool<byte>.Shared.Rent(ReadBytes);
         try
         {
             for (int i = 0; i < 2; i++) fds[i] = new Libc.PollFd { Fd = _readFds[i], Events = Libc.POLLIN };
@@ -175,6 +176,7 @@ public sealed partial class LogRelay : IDisposable
                 w.Dispose();
             }
             CloseFds();
+            System.Buffers.ArrayPool<byte>.Shared.Return(buffer);
             _done.TrySetResult();
         }
     }

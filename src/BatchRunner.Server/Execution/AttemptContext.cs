@@ -23,8 +23,8 @@ public sealed class AttemptContext(JobRecord job, int attempt, Reservation reser
     public Reservation Reservation { get; } = reservation;
     /// <summary>Runtime id of this attempt's container (and cgroup): the node's prefix, the job id, the attempt.</summary>
     public string ContainerId { get; } = containerId;
-    /// <summary>DATA/run/CONTAINER-ID: the job's disk (or its scratch directories), the rootfs mount and the bundle; exists
-    /// only while the attempt runs.</summary>
+    /// <summary>DATA/run/CONTAINER-ID: the job's disk (or its scratch directories) with the rootfs mount; exists only while
+    /// the attempt runs. The container's bundle is on the node's state tmpfs (<see cref="Storage.DataPaths.Bundle"/>).</summary>
     public string RunDir { get; } = runDir;
     public StopSignals Signals { get; } = signals;
 
@@ -41,7 +41,8 @@ public sealed class AttemptContext(JobRecord job, int attempt, Reservation reser
     /// <summary>Set by <see cref="Phases.DiskPhase"/> with <see cref="Disk"/>: the node's count of what it holds (<see cref="NodeDisk.Track"/>).</summary>
     public IDisposable? DiskCounted { get; set; }
 
-    /// <summary>Where everything the job writes goes: the root layer's upper and work directories and /outputs.
+    /// <summary>Where everything the job writes goes: the root layer's upper and work directories, /outputs and its /etc
+    /// name files.
     /// The job's disk when it has one, else the run directory.</summary>
     public string ScratchDir => Disk?.Path ?? RunDir;
 

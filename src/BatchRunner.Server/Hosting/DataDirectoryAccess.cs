@@ -51,7 +51,7 @@ public sealed record DataDirectoryAccess(uint? Group, UnixFileMode Mode, string 
         if (Group is { } group) HostFiles.Chown(root, 0, group);
         File.SetUnixFileMode(root, Mode);
 
-        foreach (var dir in new[] { paths.Images, paths.JobsRoot, paths.RunRoot, paths.RuntimeState, paths.InputsStaging, paths.InputsStore })
+        foreach (var dir in new[] { paths.Images, paths.JobsRoot, paths.RunRoot, paths.State, paths.InputsStaging, paths.InputsStore })
             Directory.CreateDirectory(dir);
         // The user namespace's root must search these on the way to a job's rootfs, /inputs and /outputs.
         var namespaceSearched = new HashSet<string>(StringComparer.Ordinal) { paths.JobsRoot, paths.RunRoot };

@@ -2,14 +2,24 @@ namespace BatchRunner.Server.Storage;
 
 /// <summary>
 /// The layout of the data directory. Job directories (logs, outputs) outlive their containers; run
-/// directories (overlay rootfs, bundle) exist only while a container does and are swept at start-up.
+/// directories (the job's disk, with its rootfs) exist only while a container does and are swept at start-up, as is
+/// <see cref="State"/>, a tmpfs for the runtime's state and the containers' bundles.
 /// </summary>
 public sealed class DataPaths(string root)
 {
     public string Root { get; } = root;
     public string Images => Path.Combine(Root, "images");
     public string RunRoot => Path.Combine(Root, "run");
-    public string RuntimeState => Path.Combine(Root, "runtime");
+    /// <summary>A tmpfs the node mounts (<c>Execution.StateFilesystem</c>): what lives only as long as a container and is
+    /// not the job's data. Holds <see cref="RuntimeState"/> and <see cref="Bundles"/>.</summary>
+    public string State => Path.Combine(Root, "state");
+    /// <summary>The OCI runtime's state root (<c>runc --root</c>).</summary>
+    public string RuntimeState => Path.Combine(State, "runc");
+    /// <summary>Parent of every container's bundle (config.json, runc's log, the pid file, the stdout/stderr FIFOs).</summary>
+    public string Bundles => Path.Combine(State, "bundles");
+    public string Bundle(string containerId) => Path.Combine(Bundles, containerId);
+    /// <summary>The runtime's state root before 2026-11-30 (on the data disk); swept once by a node that finds it.</summary>
+    public string LegacyRuntimeState => Path.Combine(Root, "runtime");
     /// <summary>Parent of every job's directory.</summary>
     public string JobsRoot => Path.Combine(Root, "jobs");
     public string JobDir(Guid id) => Path.Combine(JobsRoot, id.ToString("N"));

@@ -53,6 +53,8 @@ public sealed partial class JobFiles(DataPaths paths, InputsStore inputs, JobSto
         {
             var left = RunDirectories.Remove(paths.RunRoot, $"{runDirPrefix}{removal.JobId:N}-");
             if (left.Kept.Count > 0) throw new IOException($"its run directory {left.Kept[0].Dir} stays: {left.Kept[0].Why}");
+            var bundles = RunDirectories.Remove(paths.Bundles, $"{runDirPrefix}{removal.JobId:N}-");
+            if (bundles.Kept.Count > 0) throw new IOException($"its bundle {bundles.Kept[0].Dir} stays: {bundles.Kept[0].Why}");
         }
         var dir = paths.JobDir(removal.JobId);
         // Symlinks a job left in its outputs are removed, never followed (Directory.Delete does not follow them).

@@ -222,7 +222,7 @@ public sealed class ClusterFacts
         Assert.Equal("succeeded", attempts[1].GetProperty("state").GetString());
         // The first attempt's container was stopped by the watchdog when w1 died: it never ran beside the retry.
         Assert.True(attempts[0].GetProperty("finishedAt").GetDateTimeOffset() <= attempts[1].GetProperty("startedAt").GetDateTimeOffset());
-        var state = Path.Combine(w1.DataDir, "runtime");
+        var state = Path.Combine(w1.DataDir, "state", "runc");
         var running = await ExternalCommand.RunAsync("runc", ["--root", state, "list", "--format", "json"]);
         Assert.DoesNotContain("\"running\"", running);
 
@@ -303,7 +303,7 @@ public sealed class ClusterFacts
         w1.Terminate();
         await w1.WaitForExitAsync(TimeSpan.FromSeconds(30));
         Assert.Equal("queued", State(await c.Api.GetJobAsync(id)));
-        Assert.Empty(await ExternalCommand.RunAsync("runc", ["--root", Path.Combine(w1.DataDir, "runtime"), "list", "-q"]));
+        Assert.Empty(await ExternalCommand.RunAsync("runc", ["--root", Path.Combine(w1.DataDir, "state", "runc"), "list", "-q"]));
 
         await c.StartNodeAsync("w2");
         var done = await c.WaitFinalAsync(id);

@@ -147,7 +147,7 @@ public sealed class SeveralMachinesFacts : IAsyncLifetime
             await m.Process.DisposeAsync();
             m.Notify.Dispose();
             // A killed worker's container (stopped by its watchdog) and its mounts.
-            var state = Path.Combine(m.DataDir, "runtime");
+            var state = Path.Combine(m.DataDir, "state", "runc");
             if (Directory.Exists(state))
                 foreach (var id in (await ExternalCommand.RunAsync("runc", ["--root", state, "list", "-q"])).Split('\n', StringSplitOptions.RemoveEmptyEntries))
                     await ExternalCommand.RunAsync("runc", ["--root", state, "delete", "--force", id.Trim()]);

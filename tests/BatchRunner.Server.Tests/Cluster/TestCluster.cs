@@ -90,7 +90,7 @@ public sealed class TestCluster : IAsyncDisposable
         // Whatever a killed node left and no restart removed: containers, then mounts.
         foreach (var n in _nodes)
         {
-            var state = Path.Combine(n.DataDir, "runtime");
+            var state = Path.Combine(n.DataDir, "state", "runc");
             if (!Directory.Exists(state)) continue;
             var ids = await ExternalCommand.RunAsync("runc", ["--root", state, "list", "-q"]);
             foreach (var id in ids.Split('\n', StringSplitOptions.RemoveEmptyEntries))

@@ -53,6 +53,18 @@ public sealed class DiskLimitFacts(ServerFixture f)
     }
 
     [Fact]
+    public async Task Job_EndsDiskQuotaExceeded_WhenItFillsItsEtcHosts_WhichIsOnItsDiskNotTheHosts()
+    {
+        // /etc/hosts, /etc/hostname and /etc/resolv.conf are writable per-container copies bound into the container: they
+        // are on the job's disk (they were in the bundle, on the data directory's filesystem, outside any limit).
+        var done = await RunAsync("dd if=/dev/zero of=/etc/hosts bs=1M count=128 2>/dev/null; echo wrote $(wc -c </etc/hosts)");
+
+        Assert.Equal(("failed", "disk_quota_exceeded"), (State(done), Reason(done)));
+        var wrote = long.Parse((await f.Api.LogsAsync(done.GetProperty("id").GetString()!, "stdout")).Trim().Split(' ')[1]);
+        Assert.InRange(wrote, 1, 64 * MiB + Headroom);
+    }
+
+    [Fact]
     public async Task Job_EndsDiskQuotaExceeded_EvenWhenItsProcessCatchesEnospcAndExitsZero()
     {
         var done = await RunAsync("dd if=/dev/zero of=/outputs/big bs=1M count=128 2>/outputs/dd.err || echo caught; exit 0");

@@ -192,7 +192,7 @@ public sealed partial class ServiceFacts(ServerFixture f) : IAsyncLifetime
     /// <summary>The containers in the data directory's runtime state root (runc list).</summary>
     private async Task<IReadOnlyList<Container>> RuntimeListAsync()
     {
-        var state = Path.Combine(DataDir, "runtime");
+        var state = Path.Combine(DataDir, "state", "runc");
         if (!Directory.Exists(state)) return [];
         var json = await ExternalCommand.RunAsync("runc", ["--root", state, "list", "--format", "json"]);
         if (string.IsNullOrWhiteSpace(json) || json.Trim() == "null") return [];
@@ -205,7 +205,7 @@ public sealed partial class ServiceFacts(ServerFixture f) : IAsyncLifetime
     public async Task DisposeAsync()
     {
         // Whatever a failed test left: containers first, then mounts, then the files.
-        var state = Path.Combine(DataDir, "runtime");
+        var state = Path.Combine(DataDir, "state", "runc");
         if (Directory.Exists(state))
             foreach (var c in await RuntimeListAsync())
                 await ExternalCommand.RunAsync("runc", ["--root", state, "delete", "--force", c.Id]);

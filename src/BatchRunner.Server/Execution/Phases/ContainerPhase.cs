@@ -36,6 +36,8 @@ public sealed partial class ContainerPhase(
     internal static readonly TimeSpan CancelPollInterval = TimeSpan.FromSeconds(30);
     /// <summary>How much of stderr's last line a failed job's message quotes.</summary>
     private const int MaxMessageStderrChars = 200;
+    /// <summary>The directory of the container's /etc/hostname, /etc/hosts and /etc/resolv.conf in its scratch directory.</summary>
+    internal const string NameFilesDirName = "names";
 
     public async Task<AttemptResult?> RunAsync(AttemptContext attempt)
     {
@@ -69,6 +71,8 @@ public sealed partial class ContainerPhase(
             cspec = ContainerSpecs.For(attempt.ContainerId, spec, attempt.Image!.Config, attempt.Rootfs!.RootfsPath, outputs,
                 paths.Inputs(attempt.JobId), paths.Datasets, ContainerSpecs.BatchRunnerEnv(attempt.Attempt, attempt.Job.ArrayIndex, spec.Array));
             if (attempt.Reservation.Gpus.Count > 0) cspec = cspec with { Gpus = new(attempt.Reservation.Gpus, gpus.Inventory.Common) };
+            // On the job's disk: what the job writes to its /etc/hosts counts against its limit, like the rest of its writes.
+            cspec = cspec with { NameFilesDir = Path.Combine(attempt.ScratchDir, NameFilesDirName) };
         }
         catch (Exception e) when (e is ArgumentException or InvalidOperationException or FileNotFoundException or UserResolutionException)
         {
@@ -80,7 +84,8 @@ public sealed partial class ContainerPhase(
         IRunningContainer container;
         try
         {
-            container = await runtime.StartAsync(cspec, Path.Combine(attempt.RunDir, "bundle"), io, attempt.Signals.Preparation);
+            // The bundle is on the node's state tmpfs (DATA/state, the janitor's), beside the runtime's state.
+            container = await runtime.StartAsync(cspec, paths.Bundle(attempt.ContainerId), io, attempt.Signals.Preparation);
         }
         catch (ContainerStartException e)
         {
