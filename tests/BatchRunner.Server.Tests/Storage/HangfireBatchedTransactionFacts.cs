@@ -41,12 +41,12 @@ public sealed class HangfireBatchedTransactionFacts(ServerFixture f)
         public string Name => name;
         public HangfireStorage Storage => storage;
 
-        public static Schema Create(NpgsqlDataSource db, bool batched)
+        public static Schema Create(NpgsqlDataSource db, bool batched, string? sessionOptions = null)
         {
             var name = (batched ? "p4hf_batched_" : "p4hf_stock_") + Guid.NewGuid().ToString("N")[..8];
             var options = new PostgreSqlStorageOptions { SchemaName = name, PrepareSchemaIfNecessary = true, EnableLongPolling = true };
             // A pool of its own, not shared with the fixture's server (Npgsql pools by connection string).
-            var cs = new NpgsqlConnectionStringBuilder(db.ConnectionString) { ApplicationName = name }.ConnectionString;
+            var cs = new NpgsqlConnectionStringBuilder(db.ConnectionString) { ApplicationName = name, Options = sessionOptions }.ConnectionString;
             return new Schema(db, name, new HangfireStorage(new NpgsqlConnectionFactory(cs, options), options) { BatchedTransactions = batched });
         }
 
@@ -244,6 +244,50 @@ public sealed class HangfireBatchedTransactionFacts(ServerFixture f)
         return (trips, statements, recorded);
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task Commit_RunsItsStatementsInOneReadCommittedTransaction_WhateverTheSessionsDefaultIsolation(bool batched)
+    {
+        // The library's transaction scope asks for read committed; the batch says so in its BEGIN. Seen from inside: a
+        // trigger on the counter table records the isolation and the transaction of each statement.
+        await using var schema = Schema.Create(Db, batched, sessionOptions: "-c default_transaction_isolation=serializable");
+        await using (var cmd = Db.CreateCommand($"""
+            create table "{schema.Name}".seen (isolation text, xid int8);
+            create function "{schema.Name}".record_seen() returns trigger language plpgsql as $$
+            begin
+                insert into "{schema.Name}".seen values (current_setting('transaction_isolation'), txid_current());
+                return new;
+            end $$;
+            create trigger record_seen after insert on "{schema.Name}".counter for each row execute function "{schema.Name}".record_seen();
+            """))
+            await cmd.ExecuteNonQueryAsync();
+        using var connection = schema.Storage.GetConnection();
+
+        // A few times, so that Npgsql's automatic preparation (after two uses) has prepared the batch's statements.
+        for (var i = 0; i < 4; i++)
+        {
+            using var tx = connection.CreateWriteTransaction();
+            Assert.Equal(batched, tx is HangfireBatchedTransaction);
+            tx.IncrementCounter("c:one");
+            tx.IncrementCounter("c:two", TimeSpan.FromHours(1));
+            tx.Commit();
+        }
+
+        Assert.Equal(["read committed"], await StringsAsync($"select distinct isolation from \"{schema.Name}\".seen"));
+        Assert.Equal(4, await ScalarAsync($"select count(distinct xid) from \"{schema.Name}\".seen"));
+        Assert.Equal(8, await ScalarAsync($"select count(*) from \"{schema.Name}\".seen"));
+    }
+
+    private async Task<List<string>> StringsAsync(string sql)
+    {
+        await using var cmd = Db.CreateCommand(sql);
+        await using var reader = await cmd.ExecuteReaderAsync();
+        var values = new List<string>();
+        while (await reader.ReadAsync()) values.Add(reader.GetString(0));
+        return values;
+    }
+
     [Fact]
     public async Task Commit_EnqueuesWithTheLibrarysInsertAndNotify_AndSignalsTheQueueInThisProcessOnlyOnceCommitted()
     {
@@ -272,6 +316,8 @@ public sealed class HangfireBatchedTransactionFacts(ServerFixture f)
             Assert.Equal(2, tx.Record()!.Count);
             Assert.Contains("\"jobqueue\" (\"jobid\", \"queue\")", tx.Record()![0].Text);
             Assert.Equal("NOTIFY new_job", tx.Record()![1].Text);
+            // The queue's code (Dapper.AOT) sets the command timeout 0, no limit as Npgsql reads it: so the batch has none.
+            Assert.Equal([0, 0], tx.Record()!.Select(c => c.TimeoutSeconds));
             tx.Commit();
         }
         Assert.True(signalled.WaitOne(0));
