@@ -86,17 +86,31 @@ public sealed class RequestRoundTripsFacts(ServerFixture f)
     }
 
     /// <summary>A job's rows alone (no Hangfire message: no worker takes it), to be begun and finished by hand as a worker would.</summary>
-    private async Task<JobRecord> InsertQueuedAsync(Guid? dependsOn = null)
+    private async Task<JobRecord> InsertQueuedAsync(Guid? dependsOn = null, byte[]? protectedSecrets = null)
     {
         var spec = JobSpecValidator.Validate(new JobSubmission { Image = f.Busybox, Command = ["true"] }).Spec!;
         if (dependsOn is { } d) spec = spec with { DependsOn = [new JobDependency(d, DependencyCondition.Finished)] };
-        var job = new JobRecord { Id = Guid.CreateVersion7(), Image = spec.Image, Queue = spec.Queue, Spec = spec, State = dependsOn is null ? JobState.Queued : JobState.Waiting, CreatedAt = DateTimeOffset.UtcNow };
+        var job = new JobRecord { Id = Guid.CreateVersion7(), Image = spec.Image, Queue = spec.Queue, Spec = spec, State = dependsOn is null ? JobState.Queued : JobState.Waiting,
+            CreatedAt = DateTimeOffset.UtcNow, ProtectedSecrets = protectedSecrets };
         var db = f.App.Services.GetRequiredService<Npgsql.NpgsqlDataSource>();
         await using var conn = await db.OpenConnectionAsync();
         await using var tx = await conn.BeginTransactionAsync();
         Assert.True(await JobStore.InsertRowsAsync(conn, tx, job, CancellationToken.None));
         await tx.CommitAsync();
         return job;
+    }
+
+    [Fact]
+    public async Task GetForAttempt_SaysWhetherTheJobHasSecrets_SoThatAJobWithoutSkipsTheirRead()
+    {
+        var plain = await InsertQueuedAsync();
+        var withSecrets = await InsertQueuedAsync(protectedSecrets: [1, 2, 3]);
+        var store = f.App.Services.GetRequiredService<JobStore>();
+
+        Assert.False((await store.GetForAttemptAsync(plain.Id, CancellationToken.None))!.HasSecrets);
+        Assert.True((await store.GetForAttemptAsync(withSecrets.Id, CancellationToken.None))!.HasSecrets);
+        // Read any other way, a job is never taken for one without secrets.
+        Assert.True((await store.GetAsync(plain.Id, CancellationToken.None))!.HasSecrets);
     }
 
     [Fact]

@@ -91,6 +91,7 @@ public sealed partial class LoopDiskVolumes(LoopDiskOptions? options = null, ILo
             // From here the mount is the device's only user: unmounting it unbinds the device (autoclear).
             loop.Dispose();
             var baseline = HoldBackBeyond(loop.Name, mountPoint, writable);
+            NoBitmapPrefetch(loop.Name);
             LogCreated(_logger, mountPoint, loop.DevicePath, limitBytes, new FileInfo(image).Length, Stopwatch.GetElapsedTime(started).TotalMilliseconds);
             return new LoopDiskVolume(mountPoint, image, DiskImageSizing.RoundUpToBlock(limitBytes), baseline, _logger);
         }
@@ -121,6 +122,19 @@ public sealed partial class LoopDiskVolumes(LoopDiskOptions? options = null, ILo
             "-O", "^has_journal,^resize_inode", "-E", "root_owner=0:0", image];
         var result = await Command.RunAsync(_mkfs, args, MkfsTimeout, ct);
         if (!result.Ok) throw new IOException($"{_mkfs} {image} failed (exit {result.ExitCode}): {result.Message}");
+    }
+
+    /// <summary>
+    /// Stops the block allocator reading other groups' bitmaps ahead (<c>mb_prefetch</c> 0; kernels since 5.9). On a
+    /// fresh filesystem its first allocations (the job's rootfs, upper, work, outputs directories) otherwise read up to 8
+    /// groups' bitmaps through the loop device each: the five directories took 0.85–0.9 ms of CPU and 1.3–1.45 ms (medians
+    /// of 15, 10 GiB images made as here), 0.23–0.37 and 0.5–0.7 ms without. A later large write reads each bitmap
+    /// when it reaches that group (4 KiB each), which its own writes dwarf. Best effort: without the knob nothing changes.
+    /// </summary>
+    private static void NoBitmapPrefetch(string device)
+    {
+        try { File.WriteAllText($"/sys/fs/ext4/{device}/mb_prefetch", "0"); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
     }
 
     /// <summary>Holds back every block beyond <paramref name="writableBytes"/> from writers, on top of what the kernel

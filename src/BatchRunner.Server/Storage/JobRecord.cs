@@ -69,6 +69,9 @@ public sealed record JobRecord
     public string? SubmittedBy { get; init; }
     /// <summary>Its secrets, encrypted (<see cref="JobSecretStore.Protect"/>); set for an insert only, never read back here.</summary>
     public byte[]? ProtectedSecrets { get; init; }
+    /// <summary>Whether it has stored secrets (environment or webhook key); read for an attempt only
+    /// (<see cref="JobStore.GetForAttemptAsync"/>), true elsewhere so that nobody skips a read on a guess.</summary>
+    public bool HasSecrets { get; init; } = true;
     /// <summary>Its webhook delivery, when it asked for one (notify.url).</summary>
     public NotificationRecord? Notify { get; init; }
     /// <summary>Read for a list: <see cref="Spec"/> lacks <c>args</c> and <c>env</c> (their size is only bounded by

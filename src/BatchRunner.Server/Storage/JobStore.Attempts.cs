@@ -16,10 +16,11 @@ public sealed partial class JobStore
     /// </summary>
     public async Task<JobRecord?> GetForAttemptAsync(Guid id, CancellationToken ct)
     {
-        await using var cmd = db.CreateCommand($"select {Columns} from {From} where j.id = @id");
+        // Whether it has secrets at all: a job without (most) skips their read before its container starts.
+        await using var cmd = db.CreateCommand($"select {Columns}, j.secrets is not null from {From} where j.id = @id");
         cmd.Parameters.AddWithValue("id", id);
         await using var rd = await cmd.ExecuteReaderAsync(ct);
-        return await rd.ReadAsync(ct) ? Read(rd) : null;
+        return await rd.ReadAsync(ct) ? Read(rd) with { HasSecrets = rd.GetBoolean(AfterColumns) } : null;
     }
 
     /// <summary>

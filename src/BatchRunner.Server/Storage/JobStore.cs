@@ -20,8 +20,10 @@ public sealed partial class JobStore(NpgsqlDataSource db, WorkflowSignal? signal
         "n.url, n.state, n.attempts, n.last_error, n.delivered_at, j.logs_truncated, j.rerun_of, " +
         "j.inputs_digest, j.inputs_bytes, j.inputs_node, j.inputs_url, j.parent_id, j.array_index, j.schedule_id";
 
-    /// <summary>The ordinal after <see cref="Columns"/>: a list adds the names of env there.</summary>
-    private const int EnvNamesOrdinal = 35;
+    /// <summary>The ordinal after <see cref="Columns"/>, where a read adds what it needs besides.</summary>
+    private const int AfterColumns = 35;
+    /// <summary>A list adds the names of env after <see cref="Columns"/>.</summary>
+    private const int EnvNamesOrdinal = AfterColumns;
 
     /// <summary>Sums of what the jobs aliased <c>j</c> asked for: cpus (float8), memoryBytes (int8), gpus (int8; 0 for none).</summary>
     internal const string ResourceSums =

@@ -85,6 +85,17 @@ public sealed class LoopDiskVolumeFacts : IAsyncLifetime
     }
 
     [Fact]
+    public async Task CreateAsync_TurnsOffTheBlockAllocatorsBitmapPrefetch()
+    {
+        var volume = await Create(64 * MiB);
+
+        var fields = File.ReadLines("/proc/self/mountinfo").Select(l => l.Split(' ')).Single(f => f[4] == volume.Path);
+        var device = Path.GetFileName(fields[Array.IndexOf(fields, "-", 5) + 2]);
+        Assert.StartsWith("loop", device);
+        Assert.Equal("0", File.ReadAllText($"/sys/fs/ext4/{device}/mb_prefetch").Trim());
+    }
+
+    [Fact]
     public async Task ReadUsage_CountsWhatWasWritten_FromTheEmptyFilesystem()
     {
         var v = await Create(64 * MiB);

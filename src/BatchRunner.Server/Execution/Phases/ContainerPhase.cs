@@ -49,11 +49,15 @@ public sealed partial class ContainerPhase(
         // Earlier attempts' stderr stays in the log; the message quotes only this attempt's.
         var stderrFrom = StoredLog.End(io.StderrPath);
 
-        // The stored spec never holds secret values: they are decrypted here, for the container's environment only.
+        // The stored spec never holds secret values: they are decrypted here, for the container's environment only (a job
+        // with none stored skips the read).
         try
         {
-            var jobSecrets = await Durably.RunAsync(c => secrets.GetAsync(attempt.JobId, c), attempt.Signals.Preparation);
-            spec = spec with { SecretEnv = jobSecrets.Env };
+            if (attempt.Job.HasSecrets)
+            {
+                var jobSecrets = await Durably.RunAsync(c => secrets.GetAsync(attempt.JobId, c), attempt.Signals.Preparation);
+                spec = spec with { SecretEnv = jobSecrets.Env };
+            }
         }
         catch (System.Security.Cryptography.CryptographicException)
         {
