@@ -7,26 +7,39 @@ namespace BatchRunner.Server.Storage;
 /// <summary>
 /// This process's Hangfire storage: Hangfire.PostgreSql's, except that the distributed locks Hangfire takes through a
 /// storage connection (a job's state lock around each state transition, the schedulers' locks) are PostgreSQL
-/// transaction-scoped advisory locks (<see cref="HangfireTransactionLocks"/>) instead of rows of its <c>lock</c> table.
+/// transaction-scoped advisory locks (<see cref="HangfireTransactionLocks"/>) instead of rows of its <c>lock</c> table, and
+/// that its write transactions (state transitions) commit their statements in one round trip
+/// (<see cref="HangfireBatchedTransaction"/>).
 /// </summary>
 public sealed class HangfireStorage(IConnectionFactory connections, PostgreSqlStorageOptions options)
     : PostgreSqlStorage(connections, options)
 {
     private readonly HangfireTransactionLocks locks = new(connections, options);
+    private readonly IConnectionFactory _connections = connections;
+    private readonly PostgreSqlStorageOptions _options = options;
+
+    /// <summary>Whether write transactions commit in one round trip (<see cref="HangfireBatchedTransaction"/>); false gives
+    /// Hangfire.PostgreSql's own, statement by statement (for tests that compare the two).</summary>
+    internal bool BatchedTransactions { get; init; } = true;
 
     public override IStorageConnection GetConnection()
     {
         // The base checks the storage is initialised (schema prepared) before handing out a connection; the connection it
         // makes holds nothing until used.
         using (base.GetConnection()) { }
-        return new LockingConnection(this, locks);
+        return new LockingConnection(this, locks, BatchedTransactions
+            ? () => new HangfireBatchedTransaction(this, _connections, _options)
+            : () => new PostgreSqlWriteOnlyTransaction(this, () => null));
     }
 
     /// <summary>Hangfire.PostgreSql's connection with <see cref="HangfireTransactionLocks"/> for its locks. Like the base, one
     /// thread at a time; a resource locked again on the same connection is held once and released with its last holder.</summary>
-    private sealed class LockingConnection(PostgreSqlStorage storage, HangfireTransactionLocks locks) : PostgreSqlConnection(storage)
+    private sealed class LockingConnection(PostgreSqlStorage storage, HangfireTransactionLocks locks, Func<IWriteOnlyTransaction> writeTransaction)
+        : PostgreSqlConnection(storage)
     {
         private readonly Dictionary<string, (HangfireTransactionLocks.Held Lock, int Holders)> _held = new(StringComparer.Ordinal);
+
+        public override IWriteOnlyTransaction CreateWriteTransaction() => writeTransaction();
 
         public override IDisposable AcquireDistributedLock(string resource, TimeSpan timeout)
         {
