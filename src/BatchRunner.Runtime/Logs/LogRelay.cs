@@ -77,7 +77,7 @@ public sealed partial class LogRelay : IDisposable
                 // A larger pipe lets a job write in bursts while the relay is busy on the disk; failure is harmless.
                 Libc.SetPipeSize(relay._readFds[i], PipeBytes);
             }
-            new Thread(relay.Run) { IsBackground = true, Name = "log relay " + id }.Start();
+            RelayThreads.Run(relay.Run);
             return relay;
         }
         catch
