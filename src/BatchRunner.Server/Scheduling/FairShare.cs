@@ -43,8 +43,8 @@ public sealed class FairShare : IFetchPolicy
     private readonly Func<IReadOnlyCollection<Guid>, CancellationToken, Task<IReadOnlyList<TenantRecord>>> _tenants;
     private readonly Func<CancellationToken, Task<ResourceAmounts>> _cluster;
     private readonly NodeReservations _reservations;
-    private readonly SemaphoreSlim _turns = new(ConcurrentTurns, ConcurrentTurns);
-    private readonly SemaphoreSlim _fetching = new(1, 1);
+    private readonly WaitingSemaphore _turns = new(ConcurrentTurns);
+    private readonly WaitingSemaphore _fetching = new(1);
     private readonly Lock _lock = new();
     private readonly Dictionary<FetchTurn, Pending> _pending = [];
     private readonly Dictionary<long, (long Releases, DateTime At)> _skipped = [];
