@@ -12,7 +12,9 @@ namespace BatchRunner.Runtime.Disk;
 /// </summary>
 /// <remarks>
 /// <para>A disk's directory is recycled: when its job's disk is released cleanly, its image is deleted (the job's data
-/// goes then) and the directory with its empty mount point comes back to the pool, which formats a new image in it. So a
+/// goes then) and the directory with its empty mount point comes back to the pool, which formats a new image in it (a
+/// disk of the default limit made on demand, the pool being empty, is made in a spare directory when there is one, and
+/// comes back the same way). So a
 /// job of the default limit makes and deletes one file of the data disk's for its disk, not one file and three
 /// directories: on ext4 without a journal each new inode costs a scan past every inode of its group deleted in the last
 /// 5–10 s (<c>recently_deleted</c>), which at 30 jobs/s was about a sixth of the worker's CPU. (The image itself is not
@@ -90,8 +92,34 @@ public sealed partial class PooledDiskVolumes : IDiskVolumes, IAsyncDisposable, 
                 LogTaken(_logger, waiting, dir);
                 return new PooledDiskVolume((LoopDiskVolume)_maker.MountImage(dir, limitBytes), this, recyclable: moved);
             }
-            // Empty (at the first request, or jobs take disks faster than they give them back): start making more now.
+            // Empty (at the first request, or jobs take disks faster than they give them back): start making more now, and
+            // make this one here, in a spare directory when there is one; it comes back to the pool like the others.
+            string? spare = null;
+            lock (_gate)
+            {
+                if (_spare.Count > 0 && !Directory.Exists(dir)) spare = _spare.Dequeue();
+            }
             Refill();
+            var recyclable = !Directory.Exists(dir);
+            if (spare is not null)
+            {
+                try { Directory.Move(spare, dir); }
+                catch
+                {
+                    RemoveShell(spare);
+                    throw;
+                }
+            }
+            try
+            {
+                return new PooledDiskVolume((LoopDiskVolume)await _maker.CreateAsync(dir, limitBytes, ct), this, recyclable);
+            }
+            catch when (spare is not null)
+            {
+                // The maker removed what it made (the image); the spare's mount point and the directory go too.
+                RemoveShell(dir);
+                throw;
+            }
         }
         return await _maker.CreateAsync(dir, limitBytes, ct);
     }

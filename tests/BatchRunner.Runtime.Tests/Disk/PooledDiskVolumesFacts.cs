@@ -96,6 +96,27 @@ public sealed class PooledDiskVolumesFacts : IAsyncLifetime
         Assert.Equal(0, next.ReadUsage().UsedBytes);
     }
 
+    [Fact]
+    public async Task ADiskMadeOnDemand_OfThePoolsLimit_ComesBackToThePoolToo()
+    {
+        await using var pool = new PooledDiskVolumes(_maker, _root, Prefix, LimitBytes, size: 1);
+        // The first request finds the pool empty: its disk is made on demand, in a directory the maker makes.
+        var job = Path.Combine(_root, "job-on-demand");
+        var onDemand = await pool.CreateAsync(job, LimitBytes, CancellationToken.None);
+        var inode = Inode(job);
+        await pool.FilledAsync();
+        await using var pooled = await pool.CreateAsync(Path.Combine(_root, "job-pooled"), LimitBytes, CancellationToken.None);
+        Assert.Empty(PoolDirs());
+
+        await onDemand.DisposeAsync();
+
+        // The pool was short: the on-demand disk's directory came back, and the next image is formatted in it.
+        Assert.False(Directory.Exists(job));
+        await pool.FilledAsync();
+        Assert.Equal(1, pool.Ready);
+        Assert.Equal(inode, Inode(Assert.Single(PoolDirs())));
+    }
+
     private static ulong Inode(string path) =>
         BatchRunner.Native.Libc.TryStat(BatchRunner.Native.Libc.AT_FDCWD, path, out var st) ? st.Inode : throw new IOException($"stat {path}");
 
