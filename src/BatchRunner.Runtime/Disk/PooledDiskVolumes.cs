@@ -14,9 +14,8 @@ namespace BatchRunner.Runtime.Disk;
 /// <para>A disk's directory is recycled: when its job's disk is released cleanly, its image is deleted (the job's data
 /// goes then) and the directory with its empty mount point comes back to the pool, which formats a new image in it (a
 /// disk of the default limit made on demand, the pool being empty, is made in a spare directory when there is one, and
-/// comes back the same way). So a
-/// job of the default limit makes and deletes one file of the data disk's for its disk, not one file and three
-/// directories: on ext4 without a journal each new inode costs a scan past every inode of its group deleted in the last
+/// comes back the same way). So a job of the default limit makes and deletes one file of the data disk's for its disk,
+/// not one file and three directories: on ext4 without a journal each new inode costs a scan past every inode of its group deleted in the last
 /// 5–10 s (<c>recently_deleted</c>), which at 30 jobs/s was about a sixth of the worker's CPU. (The image itself is not
 /// reused: formatting the same file again while the kernel still ran down its previous loop device gave filesystems that
 /// would not mount under load.)</para>
@@ -37,7 +36,7 @@ public sealed partial class PooledDiskVolumes : IDiskVolumes, IAsyncDisposable, 
     private readonly int _size;
     private readonly ILogger _logger;
     private readonly Queue<string> _ready = new();
-    /// <summary>Directories handed back by released disks, with their emptied image and mount point, to format again.</summary>
+    /// <summary>Directories handed back by released disks (their image deleted, their mount point empty), to format in again.</summary>
     private readonly Queue<string> _spare = new();
     private readonly object _gate = new();
     private readonly List<Task> _making = [];
