@@ -105,12 +105,7 @@ public sealed partial class CancelSignal : BackgroundService
         {
             try
             {
-                await using var conn = await _sessions.OpenAsync(ApplicationName, stoppingToken);
-                conn.Notification += (_, e) =>
-                {
-                    if (Guid.TryParse(e.Payload, out var id)) Signal(id);
-                };
-                await using (var listen = new NpgsqlCommand($"LISTEN {Channel}", conn)) await listen.ExecuteNonQueryAsync(stoppingToken);
+                await using var conn = await _sessions.ListenAsync(ApplicationName, Channel, Signal, stoppingToken);
                 Listens++;
                 // Listening from here on; a cancel made before this (while the connection was away, or before the first
                 // LISTEN of a worker that already runs jobs) is in the flags.

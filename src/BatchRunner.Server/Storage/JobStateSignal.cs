@@ -1,5 +1,3 @@
-using Npgsql;
-
 namespace BatchRunner.Server.Storage;
 
 /// <summary>
@@ -131,12 +129,7 @@ public sealed partial class JobStateSignal : BackgroundService
             try
             {
                 while (Volatile.Read(ref _waiters) == 0) await _demand.WaitAsync(stoppingToken);
-                await using var conn = await _sessions.OpenAsync(ApplicationName, stoppingToken);
-                conn.Notification += (_, e) =>
-                {
-                    if (Guid.TryParse(e.Payload, out var id)) Signal(id);
-                };
-                await using (var listen = new NpgsqlCommand($"LISTEN {Channel}", conn)) await listen.ExecuteNonQueryAsync(stoppingToken);
+                await using var conn = await _sessions.ListenAsync(ApplicationName, Channel, Signal, stoppingToken);
                 Listens++;
                 lock (_gate) _listening.TrySetResult();
                 away = false;

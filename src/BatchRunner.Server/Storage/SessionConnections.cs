@@ -52,5 +52,29 @@ public sealed class SessionConnections : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// Opens one as <paramref name="applicationName"/> that LISTENs on <paramref name="channel"/>, whose notifications carry a
+    /// job's id: each is handed to <paramref name="onJob"/> (others are dropped) while the caller waits on the connection
+    /// (<see cref="NpgsqlConnection.WaitAsync(CancellationToken)"/>). The caller owns it: disposing it ends the LISTEN.
+    /// </summary>
+    public async Task<NpgsqlConnection> ListenAsync(string applicationName, string channel, Action<Guid> onJob, CancellationToken ct)
+    {
+        var conn = await OpenAsync(applicationName, ct);
+        try
+        {
+            conn.Notification += (_, e) =>
+            {
+                if (Guid.TryParse(e.Payload, out var id)) onJob(id);
+            };
+            await using (var listen = new NpgsqlCommand($"LISTEN {channel}", conn)) await listen.ExecuteNonQueryAsync(ct);
+            return conn;
+        }
+        catch
+        {
+            await conn.DisposeAsync();
+            throw;
+        }
+    }
+
     public ValueTask DisposeAsync() => _db.DisposeAsync();
 }
