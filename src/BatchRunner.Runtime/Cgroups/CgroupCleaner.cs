@@ -11,9 +11,12 @@ public sealed class CgroupCleaner(CgroupVersion version, string root = CgroupVer
 {
     /// <summary>Directories named <paramref name="name"/> under /PARENT in every hierarchy (v1: one per
     /// controller mount, the unified mount included on hybrid hosts; v2: one).</summary>
-    public IReadOnlyList<string> FindDirs(string parent, Func<string, bool> nameMatches)
+    public IReadOnlyList<string> FindDirs(string parent, Func<string, bool> nameMatches) =>
+        ParentDirs(parent).SelectMany(SafeEnumerate).Where(dir => nameMatches(Path.GetFileName(dir))).ToList();
+
+    /// <summary>/PARENT in every hierarchy where it exists, each hierarchy once.</summary>
+    private IEnumerable<string> ParentDirs(string parent)
     {
-        var found = new List<string>();
         var seen = new HashSet<string>(StringComparer.Ordinal);
         IEnumerable<string> hierarchies = version == CgroupVersion.V2 ? [root] : SafeEnumerate(root);
         foreach (var h in hierarchies)
@@ -22,11 +25,8 @@ public sealed class CgroupCleaner(CgroupVersion version, string root = CgroupVer
             if (!Directory.Exists(parentDir)) continue;
             // "cpu" and "cpuacct" are often symlinks to one "cpu,cpuacct" mount: visit it once.
             var real = new DirectoryInfo(h).ResolveLinkTarget(true)?.FullName ?? h;
-            if (!seen.Add(real)) continue;
-            foreach (var dir in SafeEnumerate(parentDir))
-                if (nameMatches(Path.GetFileName(dir))) found.Add(dir);
+            if (seen.Add(real)) yield return parentDir;
         }
-        return found;
     }
 
     /// <summary>Removes every cgroup under /PARENT whose name starts with <paramref name="prefix"/>, except
@@ -50,20 +50,8 @@ public sealed class CgroupCleaner(CgroupVersion version, string root = CgroupVer
     }
 
     /// <summary>/PARENT/NAME in every hierarchy where it exists (as <see cref="FindDirs"/>, without listing the siblings).</summary>
-    private List<string> DirsNamed(string parent, string name)
-    {
-        var found = new List<string>();
-        var seen = new HashSet<string>(StringComparer.Ordinal);
-        IEnumerable<string> hierarchies = version == CgroupVersion.V2 ? [root] : SafeEnumerate(root);
-        foreach (var h in hierarchies)
-        {
-            var dir = Path.Combine(h, parent, name);
-            if (!Directory.Exists(dir)) continue;
-            var real = new DirectoryInfo(h).ResolveLinkTarget(true)?.FullName ?? h;
-            if (seen.Add(real)) found.Add(dir);
-        }
-        return found;
-    }
+    private List<string> DirsNamed(string parent, string name) =>
+        ParentDirs(parent).Select(p => Path.Combine(p, name)).Where(Directory.Exists).ToList();
 
     private static bool TryRemoveEmpty(string dir)
     {
