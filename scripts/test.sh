@@ -46,6 +46,25 @@ test_rc=$?
 [ "$build_rc" -eq 0 ] || test_rc=$build_rc
 set -e
 
+# failures_digest DIR: each failed test of DIR's TRX files, with the first lines of its message.
+failures_digest() {
+    local trx r name msg
+    echo
+    echo "test: failed tests:"
+    while IFS= read -r -d '' trx; do
+        # One line per <UnitTestResult>, its own newlines as \001.
+        tr '\n\r' '\001\001' <"$trx" | sed 's/<UnitTestResult /\n<UnitTestResult /g' |
+            { grep '^<UnitTestResult [^>]*outcome="\(Failed\|Error\|Timeout\|Aborted\)"' || true; } |
+            while IFS= read -r r; do
+                r="${r%%</UnitTestResult>*}"
+                name="$(sed -n 's/.*testName="\([^"]*\)".*/\1/p' <<<"${r%%>*}")"
+                msg="$(sed -n 's/.*<Message>\([^<]*\)<\/Message>.*/\1/p' <<<"$r" | tr '\001' '\n' | head -n 8)"
+                echo "  FAILED ${name:-?}"
+                [ -z "$msg" ] || sed 's/^/      /' <<<"$msg"
+            done
+    done < <(find "$1" -name '*.trx' -type f -print0)
+}
+
 # Sum the <Counters .../> element of every TRX file (one per test assembly).
 num() { # num ATTR ELEMENT -> the attribute's integer value, 0 when absent
     local v
@@ -86,6 +105,11 @@ fi
 if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then
     echo "test: counting the failed run as 1 failure" >&2
     failed=1
+fi
+
+# CI keeps only the tail of the output: name each failed test and its message's first lines there.
+if [ "$failed" -gt 0 ]; then
+    failures_digest "$results"
 fi
 
 summary="$passed passed, $failed failed"
