@@ -32,6 +32,8 @@ public sealed partial class LoopDiskVolumes(LoopDiskOptions? options = null, ILo
     private readonly LoopDiskOptions _options = options ?? new LoopDiskOptions();
     private readonly ILogger _logger = logger ?? (ILogger)NullLogger.Instance;
     private string? _mkfs;
+    /// <summary>The empty images mkfs.ext4 made, by size: the next one of a size is a copy (<see cref="EmptyImageTemplates"/>).</summary>
+    private readonly EmptyImageTemplates _templates = new();
 
     public async Task<IDiskVolume> CreateAsync(string dir, long limitBytes, CancellationToken ct)
     {
@@ -60,7 +62,8 @@ public sealed partial class LoopDiskVolumes(LoopDiskOptions? options = null, ILo
 
     /// <summary>
     /// Makes the empty filesystem of a volume of <paramref name="limitBytes"/> as <c>DIR/disk.img</c> (a sparse file and
-    /// mkfs.ext4), without mounting it: what <see cref="PooledDiskVolumes"/> makes ahead. On failure nothing is left.
+    /// mkfs.ext4 the first time for a size, a copy of that first one's data after), without mounting it: what
+    /// <see cref="PooledDiskVolumes"/> makes ahead. On failure nothing is left.
     /// </summary>
     public async Task FormatImageAsync(string dir, long limitBytes, CancellationToken ct)
     {
@@ -68,10 +71,19 @@ public sealed partial class LoopDiskVolumes(LoopDiskOptions? options = null, ILo
         try
         {
             // Sparse: the host's blocks are taken only as the job writes. 0600: the image is the job's raw data.
-            using (var f = new FileStream(image, new FileStreamOptions
+            var imageBytes = DiskImageSizing.ImageBytes(limitBytes, _options.HeadroomBytes);
+            using (var file = new FileStream(image, new FileStreamOptions
                    { Mode = FileMode.CreateNew, Access = FileAccess.Write, UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite }))
-                f.SetLength(DiskImageSizing.ImageBytes(limitBytes, _options.HeadroomBytes));
+            {
+                if (_templates.TryGet(imageBytes, out var template))
+                {
+                    template.WriteTo(file.SafeFileHandle);
+                    return;
+                }
+                file.SetLength(imageBytes);
+            }
             await MakeFilesystemAsync(image, ct);
+            _templates.Capture(image);
         }
         catch
         {

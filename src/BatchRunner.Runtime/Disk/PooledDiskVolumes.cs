@@ -4,8 +4,8 @@ using Microsoft.Extensions.Logging.Abstractions;
 namespace BatchRunner.Runtime.Disk;
 
 /// <summary>
-/// Keeps up to <c>size</c> job disks of the node's default limit formatted ahead (the sparse image and mkfs.ext4, most
-/// of what making one costs), so that a job asking for that limit only has a directory renamed into place and its image
+/// Keeps up to <c>size</c> job disks of the node's default limit formatted ahead (the sparse image and its empty ext4:
+/// <see cref="LoopDiskVolumes.FormatImageAsync"/>), so that a job asking for that limit only has a directory renamed into place and its image
 /// mounted there; any other limit, or an empty pool, is made on demand as before. Each image is made by the same maker
 /// for the same limit and mounted by it as an on-demand one is, so it holds back exactly what an on-demand one would, and
 /// the job's disk is where it always is: <c>DIR/disk.img</c> mounted at <c>DIR/disk</c>.

@@ -85,6 +85,42 @@ public sealed class LoopDiskVolumeFacts : IAsyncLifetime
     }
 
     [Fact]
+    public async Task FormatImageAsync_CopiesTheFirstEmptyImageOfASize_InsteadOfRunningMkfsAgain()
+    {
+        // mkfs.ext4 behind a wrapper that counts its runs.
+        var runs = Path.Combine(_dir, "mkfs-runs");
+        var wrapper = Path.Combine(_dir, "mkfs-counting");
+        var mkfs = new[] { "/usr/sbin/mkfs.ext4", "/sbin/mkfs.ext4" }.First(File.Exists);
+        await File.WriteAllTextAsync(wrapper, $"#!/bin/sh\necho run >> '{runs}'\nexec {mkfs} \"$@\"\n");
+        File.SetUnixFileMode(wrapper, (UnixFileMode)0b111_101_101);
+        var volumes = new LoopDiskVolumes(new LoopDiskOptions { MkfsPath = wrapper });
+        string Dir(string name) => Directory.CreateDirectory(Path.Combine(_dir, name)).FullName;
+        var (first, copy, other) = (Dir("first"), Dir("copy"), Dir("other"));
+
+        await volumes.FormatImageAsync(first, 64 * MiB, CancellationToken.None);
+        await volumes.FormatImageAsync(copy, 64 * MiB, CancellationToken.None);
+        await volumes.FormatImageAsync(other, 96 * MiB, CancellationToken.None);
+
+        // One mkfs per size: the second image of 64 MiB is the first one's bytes, holes where it has holes.
+        Assert.Equal(2, File.ReadAllLines(runs).Length);
+        string Image(string dir) => Path.Combine(dir, LoopDiskVolumes.ImageFileName);
+        Assert.True(File.ReadAllBytes(Image(first)).AsSpan().SequenceEqual(File.ReadAllBytes(Image(copy))));
+        // No more of the host's disk than the first: mkfs's zeroed ranges (allocated, unwritten) are holes in the copy.
+        Assert.InRange(DiskTestHost.AllocatedBytes(Image(copy)), 1, DiskTestHost.AllocatedBytes(Image(first)));
+        Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(Image(copy)));
+        // A clean filesystem by e2fsck's full check, and a volume like any other once mounted.
+        var fsck = await Command.RunAsync(new[] { "/usr/sbin/e2fsck", "/sbin/e2fsck" }.First(File.Exists), ["-fn", Image(copy)],
+            TimeSpan.FromSeconds(60), CancellationToken.None);
+        Assert.True(fsck.Ok, fsck.Message);
+        var volume = volumes.MountImage(copy, 64 * MiB);
+        _made.Add(volume);
+        Assert.Equal(0, volume.ReadUsage().UsedBytes);
+        Assert.Equal(64 * MiB + DiskImageSizing.DefaultHeadroomBytes, volume.ReadUsage().AvailableBytes);
+        await File.WriteAllBytesAsync(Path.Combine(volume.Path, "ten"), new byte[10 * MiB]);
+        Assert.InRange(volume.ReadUsage().UsedBytes, 10 * MiB, 10 * MiB + 64 * 1024);
+    }
+
+    [Fact]
     public async Task CreateAsync_TurnsOffTheBlockAllocatorsBitmapPrefetch()
     {
         var volume = await Create(64 * MiB);
