@@ -252,8 +252,8 @@ public sealed partial class JobStore(NpgsqlDataSource db, WorkflowSignal? signal
         if (document)
         {
             Add(AttemptsSql);
-            Add(JobNodeLiveness.Sql).Parameters.AddWithValue("ids", new[] { id });
-            Add(ChildCountsSql).Parameters.AddWithValue("ids", new[] { id });
+            Add(JobNodeLiveness.OneSql);
+            Add(OneChildCountsSql);
         }
         await using var rd = await batch.ExecuteReaderAsync(ct);
         if (!await rd.ReadAsync(ct)) return null;

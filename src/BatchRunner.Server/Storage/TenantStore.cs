@@ -72,21 +72,28 @@ public sealed class TenantStore(NpgsqlDataSource db)
         return await ReadAsync(cmd, ct);
     }
 
+    /// <summary>What <see cref="ListSharesAsync"/> runs: <c>@x</c> the jobs not counted.</summary>
+    internal const string SharesSql = $"""
+        select t.name, t.created_at, t.max_queued_jobs, t.max_running_cpus, t.max_running_memory_bytes, t.max_running_gpus, t.weight,
+               0::int8, r.jobs, r.cpus, r.mem, r.gpus
+          from batchrunner.tenants t
+          cross join lateral (select count(*) as jobs, {JobStore.ResourceSums} from batchrunner.jobs j
+                               where j.tenant = t.name and j.state in {RunningStates} and {RunsContainer}
+                                 and j.id <> all(@x)
+                                 and (select count(*) from batchrunner.tenants) > 1) as r(jobs, cpus, mem, gpus)
+         order by t.name
+        """;
+
     /// <summary>
     /// Every tenant with its quota, weight and running sums, for fair share: without its queued count (0 here, not read),
     /// and without the jobs in <paramref name="notCounted"/> (fetched and not yet begun: the caller counts them itself).
+    /// When there is only one tenant there is nothing to rank, and its sums are zeros, not read: they cost a scan of its
+    /// starting and running jobs at every fetch (0.5 ms of PostgreSQL's execution time per fetch in the 300-job benchmark,
+    /// the most expensive statement of a trivial job's).
     /// </summary>
     public async Task<IReadOnlyList<TenantRecord>> ListSharesAsync(IReadOnlyCollection<Guid> notCounted, CancellationToken ct)
     {
-        await using var cmd = db.CreateCommand($"""
-            select t.name, t.created_at, t.max_queued_jobs, t.max_running_cpus, t.max_running_memory_bytes, t.max_running_gpus, t.weight,
-                   0::int8, r.jobs, r.cpus, r.mem, r.gpus
-              from batchrunner.tenants t
-              cross join lateral (select count(*) as jobs, {JobStore.ResourceSums} from batchrunner.jobs j
-                                   where j.tenant = t.name and j.state in {RunningStates} and {RunsContainer}
-                                     and j.id <> all(@x)) as r(jobs, cpus, mem, gpus)
-             order by t.name
-            """);
+        await using var cmd = db.CreateCommand(SharesSql);
         cmd.Parameters.AddWithValue("x", notCounted.ToArray());
         return await ReadAsync(cmd, ct);
     }
