@@ -102,7 +102,7 @@ public static class StartSummary
                 // pg_stat_statements must be preloaded: one restart of the server (and its postmaster) with it configured.
                 await server.StopAsync(removeData: false);
                 await File.AppendAllTextAsync(Path.Combine(dataDir, "postgres", "postgresql.conf"),
-                    "\nshared_preload_libraries = 'pg_stat_statements'\npg_stat_statements.track = all\n");
+                    "\nshared_preload_libraries = 'pg_stat_statements'\npg_stat_statements.track = all\npg_stat_statements.track_planning = on\n");
                 server = await BenchServerProcess.StartAsync(Root, "start-bench", Key, args, dataDir);
                 statements = NpgsqlDataSource.Create($"Host={Path.Combine(dataDir, "postgres-run")};Port=5432;Username=postgres;Database=batchrunner;Pooling=false");
                 await using var cmd = statements.CreateCommand("create extension if not exists pg_stat_statements");
@@ -181,15 +181,16 @@ public static class StartSummary
             await cmd.ExecuteNonQueryAsync();
         }
 
-        /// <summary>Calls per statement since the reset, most first (the statement's first 110 characters).</summary>
-        public async Task<List<(long Calls, string Query)>> StatementsAsync()
+        /// <summary>Calls, plannings and planning and execution time (ms) per statement since the reset, most called first.</summary>
+        public async Task<List<(long Calls, long Plans, double PlanMs, double ExecMs, string Query)>> StatementsAsync()
         {
-            var list = new List<(long, string)>();
+            var list = new List<(long, long, double, double, string)>();
             if (Statements is null) return list;
             await using var cmd = Statements.CreateCommand(
-                "select calls, regexp_replace(query, '\\s+', ' ', 'g') from pg_stat_statements where dbid = (select oid from pg_database where datname = 'batchrunner') order by calls desc");
+                "select calls, plans, total_plan_time, total_exec_time, regexp_replace(query, '\\s+', ' ', 'g') from pg_stat_statements " +
+                "where dbid = (select oid from pg_database where datname = 'batchrunner') order by calls desc");
             await using var r = await cmd.ExecuteReaderAsync();
-            while (await r.ReadAsync()) list.Add((r.GetInt64(0), r.GetString(1)));
+            while (await r.ReadAsync()) list.Add((r.GetInt64(0), r.GetInt64(1), r.GetDouble(2), r.GetDouble(3), r.GetString(4)));
             return list;
         }
 
@@ -360,9 +361,10 @@ public static class StartSummary
             var calls = statements.Sum(s => s.Calls);
             table.Add(new SummaryRow(Area, "database statements per job (pg_stat_statements)",
                 SummaryTable.Ms(calls / (double)o.Jobs), "—", null, "report", null));
-            Console.WriteLine($"start: statements per job, most called first ({calls} calls in all):");
-            foreach (var (n, q) in statements.Take(40))
-                Console.WriteLine($"  {n / (double)o.Jobs,6:0.00}  {(q.Length > 150 ? q[..150] : q)}");
+            Console.WriteLine($"start: statements per job, most called first: calls, plannings, planning and execution ms per job ({calls} calls; " +
+                $"{statements.Sum(s => s.PlanMs) / o.Jobs:0.00} ms planning and {statements.Sum(s => s.ExecMs) / o.Jobs:0.00} ms execution per job):");
+            foreach (var (n, plans, planMs, execMs, q) in statements.Take(40))
+                Console.WriteLine($"  {n / (double)o.Jobs,6:0.00} {plans / (double)o.Jobs,6:0.00} {planMs / o.Jobs,6:0.000} {execMs / o.Jobs,6:0.000}  {(q.Length > 140 ? q[..140] : q)}");
         }
     }
 
