@@ -83,6 +83,10 @@ public sealed partial class AttemptRunner
                 result = new AttemptResult.Failed(Core.FailureReason.StartFailed, $"internal error on node {_node.Name}: {e.Message}", Infrastructure: false);
             }
             var end = Outcomes.Decide(result, job.Spec, attempt);
+            // The image's digest is recorded with the running mark; an attempt that resolved its image and ends, or is
+            // retried, before its container ran records it now, so that its end still names what it was to run.
+            if (context.Image is { } image && context.Container is null && end is AttemptEnd.Finished or AttemptEnd.Retry)
+                await Durably.RunAsync(c => _store.SetImageDigestAsync(job.Id, attempt, image.ManifestDigest, c));
             afterRelease = end is AttemptEnd.Finished ? null : end;
             // A final end is recorded before the release (see the remarks): the job is visible as ended that much sooner.
             if (afterRelease is null) await record(end);

@@ -22,7 +22,7 @@ public interface IAttemptStore
     Task SetImageDigestAsync(Guid id, int attempt, string digest, CancellationToken ct);
 
     /// <summary>starting → running. False when the attempt was fenced off or the job cancelled meanwhile.</summary>
-    Task<bool> MarkRunningAsync(Guid id, int attempt, DateTimeOffset startedAt, CancellationToken ct);
+    Task<bool> MarkRunningAsync(Guid id, int attempt, DateTimeOffset startedAt, string? imageDigest, CancellationToken ct);
 
     /// <summary>The job's output went over its cap (<c>logsTruncated</c>).</summary>
     Task MarkLogsTruncatedAsync(Guid id, int attempt, CancellationToken ct);

@@ -268,14 +268,15 @@ public sealed partial class JobStore
         await cmd.ExecuteNonQueryAsync(ct);
     }
 
-    /// <summary>starting → running (and the job's array, if it was queued, with it). False when the attempt was fenced
+    /// <summary>starting → running (and the job's array, if it was queued, with it), with the digest of the image it runs
+    /// (written with this mark rather than in a statement of its own after the pull). False when the attempt was fenced
     /// off or the job cancelled meanwhile.</summary>
-    public async Task<bool> MarkRunningAsync(Guid id, int attempt, DateTimeOffset startedAt, CancellationToken ct)
+    public async Task<bool> MarkRunningAsync(Guid id, int attempt, DateTimeOffset startedAt, string? imageDigest, CancellationToken ct)
     {
         // Data-modifying CTEs all run, referenced or not; the attempt and the parent follow only when the job moved.
         await using var cmd = db.CreateCommand("""
             with j as (
-                update batchrunner.jobs set state = 'running', started_at = @t
+                update batchrunner.jobs set state = 'running', started_at = @t, image_digest = coalesce(@d, image_digest)
                  where id = @id and attempt = @a and state = 'starting' returning parent_id),
             a as (
                 update batchrunner.attempts set state = 'running', started_at = @t
@@ -288,6 +289,7 @@ public sealed partial class JobStore
         cmd.Parameters.AddWithValue("id", id);
         cmd.Parameters.AddWithValue("a", attempt);
         cmd.Parameters.AddWithValue("t", startedAt);
+        cmd.Parameters.Add(new NpgsqlParameter("d", NpgsqlDbType.Text) { Value = (object?)imageDigest ?? DBNull.Value });
         return (long)(await cmd.ExecuteScalarAsync(ct))! == 1;
     }
 

@@ -78,10 +78,10 @@ internal sealed class FakeAttemptStore : IAttemptStore, IJobSecrets
         return Task.CompletedTask;
     }
 
-    public Task<bool> MarkRunningAsync(Guid id, int attempt, DateTimeOffset startedAt, CancellationToken ct)
+    public Task<bool> MarkRunningAsync(Guid id, int attempt, DateTimeOffset startedAt, string? imageDigest, CancellationToken ct)
     {
         if (!Current(id, attempt) || _jobs[id].State != JobState.Starting) return Task.FromResult(false);
-        _jobs[id] = _jobs[id] with { State = JobState.Running, StartedAt = startedAt };
+        _jobs[id] = _jobs[id] with { State = JobState.Running, StartedAt = startedAt, ImageDigest = imageDigest ?? _jobs[id].ImageDigest };
         _writes.Enqueue($"Running {attempt}");
         return Task.FromResult(true);
     }

@@ -495,6 +495,8 @@ public sealed class JobExecutorFacts : IDisposable
 
         Assert.Equal(["Begin 1", "Finish 1 failed start_failed"], _h.Store.Writes);
         Assert.Contains("executable file not found", _h.Store.Job(id).Message);
+        // The digest is written with the running mark; a container that never ran still has its image's digest recorded.
+        Assert.Equal(FakeImageStoreDigest, _h.Store.Job(id).ImageDigest);
         _h.AssertNothingHeld();
     }
 

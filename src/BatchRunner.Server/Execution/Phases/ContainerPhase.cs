@@ -101,7 +101,7 @@ public sealed partial class ContainerPhase(
         }
         attempt.Container = container;
         var startedAt = time.GetUtcNow();
-        await Durably.RunAsync(c => store.MarkRunningAsync(attempt.JobId, attempt.Attempt, startedAt, c));
+        await Durably.RunAsync(c => store.MarkRunningAsync(attempt.JobId, attempt.Attempt, startedAt, attempt.Image?.ManifestDigest, c));
         BatchRunnerMetrics.JobsRunning.Inc();
         var tracking = telemetry.TrackContainer(attempt.Job, node.Name, cspec, container, attempt.DiskWatch);
         using var gpuTracking = attempt.Reservation.Gpus.Count > 0 ? gpus.Monitor.TrackJob(attempt.JobId, spec.Name, attempt.Reservation.Gpus) : null;

@@ -47,8 +47,8 @@ public sealed class ImagePhase(IImageStore images, IAttemptStore store) : IAttem
             return await attempt.Signals.InterruptedAsync();
         }
         BatchRunnerMetrics.ImagePullSeconds.Observe(watch.Elapsed.TotalSeconds);
+        // Its digest is recorded with the running mark (ContainerPhase), or by the runner when the attempt ends before that.
         attempt.Image = image;
-        await Durably.RunAsync(c => store.SetImageDigestAsync(attempt.JobId, attempt.Attempt, image.ManifestDigest, c));
         return null;
     }
 
