@@ -78,6 +78,9 @@ public sealed partial class LoopDiskVolumes(LoopDiskOptions? options = null, ILo
                 if (_templates.TryGet(imageBytes, out var template))
                 {
                     template.WriteTo(file.SafeFileHandle);
+                    // To the disk now, as mkfs.ext4 does before it exits: attaching a loop device for direct I/O writes back
+                    // what the file still has in the page cache, which would then be on the path of the job taking a pooled disk.
+                    file.Flush(flushToDisk: true);
                     return;
                 }
                 file.SetLength(imageBytes);
