@@ -56,14 +56,13 @@ internal sealed partial class LoopDiskVolume : IDiskVolume
     public async ValueTask DisposeAsync() => await ReleaseAsync(keepShell: false).ConfigureAwait(false);
 
     /// <summary>
-    /// As <see cref="DisposeAsync"/>, but after a clean unmount the mount point stays, an empty directory, and so does the
-    /// image file, emptied (truncated to nothing: the job's data goes with its blocks), for <see cref="PooledDiskVolumes"/>
-    /// to write the next empty filesystem into. Keeping the file keeps its inode: on ext4 without a journal (this project's
-    /// hosts) every inode freed makes each new inode of its group for the next 5 to 305 seconds scan past it
-    /// (<c>recently_deleted</c>), which at 30 jobs/s was 6 % of the server's CPU.
+    /// As <see cref="DisposeAsync"/>, but a mount point that a clean unmount freed stays, an empty directory, for
+    /// <see cref="PooledDiskVolumes"/> to use again. The image is deleted all the same: formatting the same file again while
+    /// the kernel still ran down its previous loop device gave filesystems that would not mount ("Structure needs
+    /// cleaning") under load.
     /// </summary>
-    /// <returns>True when the mount point and the emptied image stayed; false when the volume was removed as by
-    /// <see cref="DisposeAsync"/> (it had to be detached lazily, or was disposed already).</returns>
+    /// <returns>True when the mount point stayed; false when the volume was removed as by <see cref="DisposeAsync"/> (it
+    /// had to be detached lazily, or was disposed already).</returns>
     internal async ValueTask<bool> ReleaseKeepingShellAsync() => await ReleaseAsync(keepShell: true).ConfigureAwait(false);
 
     private async ValueTask<bool> ReleaseAsync(bool keepShell)
@@ -85,15 +84,8 @@ internal sealed partial class LoopDiskVolume : IDiskVolume
             }
             if (IsMounted(Path))
                 throw new IOException($"disk volume {Path} is still mounted after unmounting; its image was left in place");
+            if (File.Exists(_image)) File.Delete(_image);
             var kept = keepShell && clean && Directory.Exists(Path) && !Directory.EnumerateFileSystemEntries(Path).Any();
-            if (kept && File.Exists(_image))
-            {
-                // The unmount returned after the loop device, its last user, was cleared (lo_release): nothing writes to
-                // the file any more. Emptied now, not when it is reused: the job's data never waits in the pool.
-                using var image = File.OpenHandle(_image, FileMode.Open, FileAccess.Write);
-                RandomAccess.SetLength(image, 0);
-            }
-            else if (File.Exists(_image)) File.Delete(_image);
             if (!kept && Directory.Exists(Path)) Directory.Delete(Path);
             _disposed = true;
             return kept;

@@ -72,12 +72,8 @@ public sealed partial class LoopDiskVolumes(LoopDiskOptions? options = null, ILo
         {
             // Sparse: the host's blocks are taken only as the job writes. 0600: the image is the job's raw data.
             var imageBytes = DiskImageSizing.ImageBytes(limitBytes, _options.HeadroomBytes);
-            // An emptied image a released disk left (PooledDiskVolumes) is written into again when there is a copy to
-            // write; mkfs.ext4 is only ever run on a new file.
-            var reuse = _templates.TryGet(imageBytes, out _) && File.Exists(image) && new FileInfo(image).Length == 0;
-            if (!reuse && File.Exists(image)) File.Delete(image);
             using (var file = new FileStream(image, new FileStreamOptions
-                   { Mode = reuse ? FileMode.Open : FileMode.CreateNew, Access = FileAccess.Write, UnixCreateMode = reuse ? null : UnixFileMode.UserRead | UnixFileMode.UserWrite }))
+                   { Mode = FileMode.CreateNew, Access = FileAccess.Write, UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite }))
             {
                 if (_templates.TryGet(imageBytes, out var template))
                 {

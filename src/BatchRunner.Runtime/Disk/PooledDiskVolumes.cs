@@ -11,16 +11,14 @@ namespace BatchRunner.Runtime.Disk;
 /// the job's disk is where it always is: <c>DIR/disk.img</c> mounted at <c>DIR/disk</c>.
 /// </summary>
 /// <remarks>
-/// <para>A disk's directory is recycled, image file included: when its job's disk is released cleanly, its image is
-/// emptied (truncated: the job's data goes then) and the directory with its empty mount point and empty image comes back
-/// to the pool, which writes a new empty filesystem into that same file (a disk of the default limit made on demand, the
-/// pool being empty, is made in a spare directory when there is one, and comes back the same way). So a job of the
-/// default limit makes and deletes no file or directory of the data disk's for its disk: on ext4 without a journal each
-/// new inode costs a scan past every inode of its group freed in the last 5 to 305 s (<c>recently_deleted</c>), which at
-/// 30 jobs/s was first a sixth, then (one image file per job left) 6 % of the server's CPU. (mkfs.ext4 is never run on a
-/// used file: formatting the same file again gave filesystems that would not mount under load, the cause not found; a
-/// used file only ever gets a copy of the empty filesystem (<see cref="LoopDiskVolumes.FormatImageAsync"/>), and a disk
-/// taken from the pool that will not mount is made anew on a new file.)</para>
+/// <para>A disk's directory is recycled: when its job's disk is released cleanly, its image is deleted (the job's data
+/// goes then) and the directory with its empty mount point comes back to the pool, which formats a new image in it (a
+/// disk of the default limit made on demand, the pool being empty, is made in a spare directory when there is one, and
+/// comes back the same way). So a job of the default limit makes and deletes one file of the data disk's for its disk,
+/// not one file and three directories: on ext4 without a journal each new inode costs a scan past every inode of its group deleted in the last
+/// 5–10 s (<c>recently_deleted</c>), which at 30 jobs/s was about a sixth of the worker's CPU. (The image itself is not
+/// reused: formatting the same file again while the kernel still ran down its previous loop device gave filesystems that
+/// would not mount under load.)</para>
 /// <para>Ownership: a waiting or spare directory is the pool's, <c>ROOT/PREFIXN</c>, its image never mounted and never
 /// bound to a loop device; once renamed to a job's directory the disk is that job's volume, whose release unmounts it and
 /// hands the directory back (or deletes it, when it was not released cleanly). The pool starts formatting at its first
@@ -91,16 +89,7 @@ public sealed partial class PooledDiskVolumes : IDiskVolumes, IAsyncDisposable, 
                 }
                 if (!moved) RemoveShell(waiting);
                 LogTaken(_logger, waiting, dir);
-                try
-                {
-                    return new PooledDiskVolume((LoopDiskVolume)_maker.MountImage(dir, limitBytes), this, recyclable: moved);
-                }
-                catch (IOException e)
-                {
-                    // Not the job's failure: the image (deleted by the failed mount) is made again here, on a new file.
-                    LogMountFailed(_logger, dir, e.Message);
-                    return new PooledDiskVolume((LoopDiskVolume)await _maker.CreateAsync(dir, limitBytes, ct), this, recyclable: moved);
-                }
+                return new PooledDiskVolume((LoopDiskVolume)_maker.MountImage(dir, limitBytes), this, recyclable: moved);
             }
             // Empty (at the first request, or jobs take disks faster than they give them back): start making more now, and
             // make this one here, in a spare directory when there is one; it comes back to the pool like the others.
@@ -178,16 +167,13 @@ public sealed partial class PooledDiskVolumes : IDiskVolumes, IAsyncDisposable, 
         }
     }
 
-    /// <summary>A released disk's directory (<paramref name="dir"/>, the job's, holding only the empty mount point and the
-    /// emptied image) comes back as a spare, under a name of the pool's; when the pool has enough, or is disposed, or the
-    /// directory holds anything else, its mount point and image are deleted instead (and the directory too, unless it
-    /// holds anything else).</summary>
+    /// <summary>A released disk's directory (<paramref name="dir"/>, the job's, holding only the empty mount point) comes
+    /// back as a spare, under a name of the pool's; when the pool has enough, or is disposed, or the directory holds
+    /// anything else, its mount point is deleted instead (and the directory too, unless it holds anything else).</summary>
     private void Recycle(string dir)
     {
-        var entries = Directory.EnumerateFileSystemEntries(dir).Select(System.IO.Path.GetFileName).Order(StringComparer.Ordinal).ToList();
-        var image = System.IO.Path.Combine(dir, LoopDiskVolumes.ImageFileName);
-        var shell = entries is [LoopDiskVolumes.MountDirName]
-            || (entries is [LoopDiskVolumes.MountDirName, LoopDiskVolumes.ImageFileName] && new FileInfo(image).Length == 0);
+        var entries = Directory.EnumerateFileSystemEntries(dir).Select(System.IO.Path.GetFileName).ToList();
+        var shell = entries is [LoopDiskVolumes.MountDirName];
         string? spare = null;
         lock (_gate)
         {
@@ -204,10 +190,9 @@ public sealed partial class PooledDiskVolumes : IDiskVolumes, IAsyncDisposable, 
             RemoveShell(dir);
             return;
         }
-        // Not the pool's to take: the mount point and the image go as a plain disposal's would, the directory stays its owner's.
+        // Not the pool's to take: the mount point goes as a plain disposal's would, the directory stays its owner's.
         try
         {
-            if (File.Exists(image)) File.Delete(image);
             var mountPoint = System.IO.Path.Combine(dir, LoopDiskVolumes.MountDirName);
             if (Directory.Exists(mountPoint)) Directory.Delete(mountPoint);
         }
@@ -275,9 +260,6 @@ public sealed partial class PooledDiskVolumes : IDiskVolumes, IAsyncDisposable, 
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Formatting a job disk ahead in {Dir} failed: {Error}; jobs make their own meanwhile")]
     private static partial void LogMakeFailed(ILogger logger, string dir, string error);
-
-    [LoggerMessage(Level = LogLevel.Warning, Message = "Mounting the job disk formatted ahead in {Dir} failed: {Error}; making one anew")]
-    private static partial void LogMountFailed(ILogger logger, string dir, string error);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Removing the waiting job disk image in {Dir} failed: {Error}")]
     private static partial void LogRemoveFailed(ILogger logger, string dir, string error);
