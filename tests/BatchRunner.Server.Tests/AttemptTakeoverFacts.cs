@@ -14,6 +14,34 @@ namespace BatchRunner.Server.Tests;
 public sealed class AttemptTakeoverFacts(ServerFixture f)
 {
     [Fact]
+    public async Task LostAttemptsReaper_LeavesARunningJobWithoutANode_AsAnArraysParentIs()
+    {
+        var db = f.App.Services.GetRequiredService<Npgsql.NpgsqlDataSource>();
+        var nodes = f.App.Services.GetRequiredService<NodeStore>();
+        var id = Guid.CreateVersion7();
+        async Task<string> ExecAsync(string sql)
+        {
+            await using var cmd = db.CreateCommand(sql);
+            cmd.Parameters.AddWithValue("id", id);
+            return (await cmd.ExecuteScalarAsync())?.ToString() ?? "";
+        }
+        // An array's parent runs no container: running while its children run, with no node and no attempt of its own.
+        await ExecAsync("""
+            insert into batchrunner.jobs (id, image, queue, spec, state, created_at, array_size)
+            values (@id, 'example.invalid/none:1', 'default', '{}', 'running', now(), 2)
+            """);
+        try
+        {
+            // It used to be taken as lost (no live node of its name) and put back to queued, then the reaper failed reading its
+            // node (null), every heartbeat.
+            var lost = await nodes.ReapLostAttemptsAsync(CancellationToken.None);
+            Assert.DoesNotContain(lost, l => l.JobId == id);
+            Assert.Equal("running", await ExecAsync("select state from batchrunner.jobs where id = @id"));
+        }
+        finally { await ExecAsync("delete from batchrunner.jobs where id = @id"); }
+    }
+
+    [Fact]
     public async Task StartedAttempt_IsTakenOverByItsOwnLiveInstance_ButNotByAnotherWhileItLives()
     {
         var store = f.App.Services.GetRequiredService<JobStore>();

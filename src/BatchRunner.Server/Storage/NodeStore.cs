@@ -151,8 +151,9 @@ public sealed class NodeStore(NpgsqlDataSource db)
     {
         await using var cmd = db.CreateCommand($"""
             with lost as (
+                -- A job with no node has no attempt to lose: an array's parent is running while its children run.
                 select j.id from batchrunner.jobs j
-                 where j.state in ('starting', 'running')
+                 where j.state in ('starting', 'running') and j.node is not null
                    and not exists (select 1 from batchrunner.nodes n
                                     where n.name = j.node and n.instance_id is not distinct from j.node_instance and {AliveCondition})
                  for update skip locked)

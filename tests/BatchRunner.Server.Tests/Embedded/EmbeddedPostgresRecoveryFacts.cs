@@ -137,27 +137,39 @@ public sealed class EmbeddedPostgresRecoveryFacts(EmbeddedNodeFixture fx, ITestO
     {
         var c = fx.Cluster;
         await fx.WaitHealthyAsync();
-        var tag = Guid.NewGuid().ToString("N")[..8];
-        var answers = new ConcurrentDictionary<string, HttpResponseMessage>();
-        var requests = new List<Task>();
-        var killed = 0;
-        for (int i = 0; i < 50; i++)
+        // A burst whose kill landed between submissions (the database back before the next one) refused none: then the
+        // property is not exercised, and another burst is sent, three at most.
+        ConcurrentDictionary<string, HttpResponseMessage> answers = null!;
+        Dictionary<HttpStatusCode, List<string>> byStatus = null!;
+        for (var burst = 0; burst < 3; burst++)
         {
-            var name = $"burst-{tag}-{i}";
-            requests.Add(Task.Run(async () => answers[name] = await c.Api.PostJobAsync(
-                new { name, image = c.Busybox, command = new[] { "true" }, resources = new { cpus = 0.1, memory = "16Mi" } })));
-            if (i == 10) killed = fx.KillPostmaster();
-            await Task.Delay(40);
-        }
-        await Task.WhenAll(requests);
-        await fx.WaitApiBackAsync(killed, Stopwatch.StartNew(), ApiBackWithin);
+            var tag = Guid.NewGuid().ToString("N")[..8];
+            answers = new ConcurrentDictionary<string, HttpResponseMessage>();
+            var requests = new List<Task>();
+            var killed = 0;
+            for (int i = 0; i < 50; i++)
+            {
+                var name = $"burst-{tag}-{i}";
+                requests.Add(Task.Run(async () => answers[name] = await c.Api.PostJobAsync(
+                    new { name, image = c.Busybox, command = new[] { "true" }, resources = new { cpus = 0.1, memory = "16Mi" } })));
+                if (i == 10) killed = fx.KillPostmaster();
+                await Task.Delay(40);
+            }
+            await Task.WhenAll(requests);
+            await fx.WaitApiBackAsync(killed, Stopwatch.StartNew(), ApiBackWithin);
 
-        var byStatus = answers.GroupBy(a => a.Value.StatusCode).ToDictionary(g => g.Key, g => g.Select(a => a.Key).ToList());
-        output.WriteLine(string.Join(", ", byStatus.Select(s => $"{(int)s.Key}: {s.Value.Count}")));
-        Assert.All(answers.Values, r => Assert.True(r.StatusCode is HttpStatusCode.Created or HttpStatusCode.ServiceUnavailable, $"{(int)r.StatusCode}"));
+            byStatus = answers.GroupBy(a => a.Value.StatusCode).ToDictionary(g => g.Key, g => g.Select(a => a.Key).ToList());
+            output.WriteLine(string.Join(", ", byStatus.Select(s => $"{(int)s.Key}: {s.Value.Count}")));
+            // Anything else is shown with its body: a 400 was seen in a full run, without it.
+            var unexpected = new List<string>();
+            foreach (var r in answers.Values.Where(r => r.StatusCode is not (HttpStatusCode.Created or HttpStatusCode.ServiceUnavailable)))
+                unexpected.Add($"{(int)r.StatusCode}: {await r.Content.ReadAsStringAsync()}");
+            Assert.True(unexpected.Count == 0, string.Join("\n", unexpected));
+            if (byStatus.ContainsKey(HttpStatusCode.ServiceUnavailable)) break;
+        }
         var accepted = byStatus.GetValueOrDefault(HttpStatusCode.Created) ?? [];
         var refused = byStatus.GetValueOrDefault(HttpStatusCode.ServiceUnavailable) ?? [];
-        Assert.NotEmpty(refused); // the kill landed in the middle of the burst
+        Assert.NotEmpty(refused); // the kill landed in the middle of a burst
         Assert.NotEmpty(accepted);
         foreach (var name in refused)
         {

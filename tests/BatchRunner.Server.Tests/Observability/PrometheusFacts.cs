@@ -28,8 +28,9 @@ public sealed class PrometheusFacts(ServerFixture f)
         {
             name = "prometheus-burn",
             image = f.Busybox,
-            // Busy for about 4 s of wall time: several 1 s scrapes see the container.
-            command = new[] { "/bin/sh", "-c", "end=$(( $(date +%s) + 4 )); while [ $(date +%s) -lt $end ]; do :; done" },
+            // Busy for about 6 s of wall time: several 1 s scrapes see the container past 1 s of CPU, also on a loaded
+            // machine (with 4 s, a run under the full suite's load saw 0.91 s at its last scrape).
+            command = new[] { "/bin/sh", "-c", "end=$(( $(date +%s) + 6 )); while [ $(date +%s) -lt $end ]; do :; done" },
             resources = new { cpus = 1 },
         })).GetProperty("id").GetString()!;
         var done = await f.Api.WaitForFinalAsync(id);
