@@ -1,5 +1,4 @@
 using Microsoft.Win32.SafeHandles;
-using static BatchRunner.Native.Libc;
 
 namespace BatchRunner.Runtime.Disk;
 
@@ -55,12 +54,8 @@ internal sealed class EmptyImageTemplates
         var length = RandomAccess.GetLength(handle);
         var ranges = new List<(long Offset, byte[] Data)>();
         long held = 0;
-        for (long offset = 0; offset < length;)
+        foreach (var (data, hole) in SparseFile.DataRanges(fd, length))
         {
-            var data = NextData(fd, offset);
-            if (data < 0) break; // ENXIO: holes to the end
-            var hole = Math.Min(NextHole(fd, data), length);
-            if (hole <= data) throw new IOException($"{image}: SEEK_HOLE at {data} gave {hole}");
             held += hole - data;
             if (held > MaxBytes || ranges.Count == MaxRanges) return null;
             var bytes = new byte[hole - data];
@@ -71,7 +66,6 @@ internal sealed class EmptyImageTemplates
                 read += n;
             }
             ranges.Add((data, bytes));
-            offset = hole;
         }
         return new Template(length, ranges, held);
     }

@@ -169,12 +169,8 @@ public static class OutputsTransfer
         /// <summary>Copies the data extents only (SEEK_DATA/SEEK_HOLE), punching each out of the source once copied.</summary>
         private void CopyData(int src, int dst, long size, string rel)
         {
-            var offset = 0L;
-            while (offset < size)
+            foreach (var (data, hole) in SparseFile.DataRanges(src, size))
             {
-                var data = NextData(src, offset);
-                if (data < 0) break; // ENXIO: nothing but a hole up to the end
-                var hole = Math.Min(NextHole(src, data), size);
                 for (var at = data; at < hole;)
                 {
                     ct.ThrowIfCancellationRequested();
@@ -191,7 +187,6 @@ public static class OutputsTransfer
                     at += read;
                     _bytes += read;
                 }
-                offset = hole;
             }
         }
 

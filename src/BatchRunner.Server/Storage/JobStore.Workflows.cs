@@ -108,11 +108,14 @@ public sealed partial class JobStore
     }
 
     /// <summary>Rows (parent, state, count) of the children of the arrays in <c>@ids</c>; read by <see cref="ReadChildCountsAsync"/>.</summary>
-    private const string ChildCountsSql = "select parent_id, state, count(*) from batchrunner.jobs where parent_id = any(@ids) group by parent_id, state";
+    private const string ChildCountsSql = $"{ChildCountsSelect} where parent_id = any(@ids) {ChildCountsGroup}";
 
     /// <summary>As <see cref="ChildCountsSql"/> for one parent <c>@id</c>: a scalar, which PostgreSQL's generic plan serves
     /// (see <see cref="JobNodeLiveness.OneSql"/>).</summary>
-    internal const string OneChildCountsSql = "select parent_id, state, count(*) from batchrunner.jobs where parent_id = @id group by parent_id, state";
+    internal const string OneChildCountsSql = $"{ChildCountsSelect} where parent_id = @id {ChildCountsGroup}";
+
+    private const string ChildCountsSelect = "select parent_id, state, count(*) from batchrunner.jobs";
+    private const string ChildCountsGroup = "group by parent_id, state";
 
     private static async Task<IReadOnlyDictionary<Guid, IReadOnlyDictionary<string, int>>> ReadChildCountsAsync(NpgsqlDataReader rd, CancellationToken ct)
     {
