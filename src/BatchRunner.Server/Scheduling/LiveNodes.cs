@@ -12,7 +12,8 @@ public interface IClusterAllocation
 
 /// <summary>
 /// The live nodes' records, for submission checks: a job that <see cref="NodeFit"/> says fits no live node is
-/// refused at once instead of waiting forever. Cached for two seconds so submission stays cheap under load.
+/// refused at once instead of waiting forever. Cached for two seconds so submission stays cheap under load; an empty
+/// list (which refuses every job) is read again at the next submission instead, so that a worker coming up is seen at once.
 /// </summary>
 public sealed class LiveNodes(NodeStore nodes) : IClusterAllocation
 {
@@ -23,7 +24,7 @@ public sealed class LiveNodes(NodeStore nodes) : IClusterAllocation
     {
         if (_cache is { } c && DateTime.UtcNow - c.At < CacheFor) return c.Nodes;
         var list = await nodes.ListLiveAsync(ct);
-        _cache = (DateTime.UtcNow, list);
+        _cache = list.Count > 0 ? (DateTime.UtcNow, list) : null;
         return list;
     }
 

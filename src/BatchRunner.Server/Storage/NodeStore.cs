@@ -8,15 +8,29 @@ namespace BatchRunner.Server.Storage;
 /// <summary>
 /// Node records in batchrunner.nodes. Liveness is judged by the database's clock: a node is alive
 /// while its heartbeat is younger than its lease, so no two machines' clocks need to agree. The lease
-/// counts from the later of the heartbeat and the database's start: after a database restart (an outage
-/// no node could heartbeat through) every node has a full lease to heartbeat again before it is dead.
+/// counts from the later of the heartbeat and the moment the database last began to accept connections
+/// (<see cref="DatabaseUpSince"/>): after a database restart (an outage no node could heartbeat through)
+/// every node has a full lease to heartbeat again before it is dead, however long the crash recovery took.
 /// </summary>
 public sealed class NodeStore(NpgsqlDataSource db)
 {
     private static readonly JsonSerializerOptions Json = JobStore.Json;
 
+    /// <summary>
+    /// When the database last began to accept connections. The postmaster's start is not that moment: crash recovery
+    /// (WAL replay and its checkpoint) runs between the two, and took longer than a one-second heartbeat's lease on a
+    /// loaded machine, so every node looked dead to the first requests after a restart. The WAL writer is started when
+    /// recovery has ended, just before connections are accepted; its start is read where the role may see it (a
+    /// superuser or pg_read_all_stats; otherwise null, and the postmaster's start remains).
+    /// </summary>
+    public const string DatabaseUpSince =
+        "greatest(pg_postmaster_start_time(), (select a.backend_start from pg_stat_get_activity(null) a where a.backend_type = 'walwriter'))";
+
+    /// <summary>A live node <c>n</c>. The restart's part is a subquery PostgreSQL runs at most once per statement, and only
+    /// for a node whose own heartbeat is older than its lease.</summary>
     public const string AliveCondition =
-        "n.stopped_at is null and greatest(n.heartbeat_at, pg_postmaster_start_time()) > now() - make_interval(secs => n.lease_seconds)";
+        "n.stopped_at is null and (n.heartbeat_at > now() - make_interval(secs => n.lease_seconds) or " +
+        DatabaseUpSince + " > now() - make_interval(secs => n.lease_seconds))";
 
     public async Task RegisterAsync(string name, Guid instance, IReadOnlyDictionary<string, string> labels, NodeCapacity capacity,
         IReadOnlyList<string> queues, TimeSpan lease, CancellationToken ct, NodePolicy? policy = null)
