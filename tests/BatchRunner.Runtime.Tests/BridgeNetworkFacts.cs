@@ -85,8 +85,11 @@ public sealed class BridgeNetworkFacts(BridgeFixture fx) : IClassFixture<BridgeF
     /// <summary>Starts a listener job that prints its address and then what it receives on port 7000.</summary>
     private async Task<(IRunningContainer Container, ContainerSpec Spec, string Address)> StartListenerAsync(RuncRuntime runtime)
     {
-        // The address is printed once the port is open, so a sender that reads it never races the listen.
-        var spec = Bridge("nc -l -p 7000 & while ! netstat -ltn | grep -q ':7000 '; do usleep 10000; done; " +
+        // The address is printed once the port is open, so a sender that reads it never races the listen. The listener's
+        // input stays open (a sleep's pipe, not the /dev/null of a background job): at its input's end, nc half-closes
+        // the connection, and a sender whose own input had not arrived yet (a loaded machine) then read that end and
+        // exited 0 without sending anything.
+        var spec = Bridge("sleep 600 | nc -l -p 7000 & while ! netstat -ltn | grep -q ':7000 '; do usleep 10000; done; " +
                           "ip -4 -o addr show eth0 | awk '{print $4}' | cut -d/ -f1; wait");
         var c = await StartAsync(runtime, spec);
         var addr = (await Poll.UntilAsync(() => Task.FromResult(Stdout(spec)), s => s.Contains('\n'), Deadline, "listener address")).Trim();
