@@ -95,7 +95,8 @@ public sealed class TenantStore(NpgsqlDataSource db)
     /// </summary>
     public async Task<IReadOnlyList<TenantRecord>> ListSharesAsync(IReadOnlyCollection<Guid> notCounted, CancellationToken ct)
     {
-        await using var cmd = db.CreateCommand(SharesSql);
+        await using var conn = await db.OpenConnectionAsync(ct);
+        await using var cmd = new NpgsqlCommand(SharesSql, conn);
         cmd.Parameters.AddWithValue("x", notCounted.ToArray());
         return await ReadAsync(cmd, ct);
     }
