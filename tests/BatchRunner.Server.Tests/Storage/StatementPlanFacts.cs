@@ -106,9 +106,8 @@ public sealed class FairShareSumsFacts(FreshServerFixture f)
     public async Task TheRead_KeepsItsGenericPlan_WhenManyJobsRun()
     {
         // Read at every fetch, with the jobs fetched and not yet begun left out (an array of a few ids). Left out with
-        // "<> all(@x)", whose generic plan PostgreSQL costs for ten elements, it was planned afresh at 77 % of the fetches of
-        // the 500-job benchmark: 0.29 ms of PostgreSQL's CPU per job, the most planning of any statement. The planner's
-        // estimate of the running jobs is what made the ten elements cost more than a plan made afresh.
+        // "<> all(@x)", whose generic plan PostgreSQL costs for ten elements, it was planned afresh at every fetch once many
+        // jobs ran: the ten elements' cost, over the running jobs the planner expects, outweighed planning anew.
         var db = f.App.Services.GetRequiredService<NpgsqlDataSource>();
         await using var connection = await db.OpenConnectionAsync();
         await using var tx = await connection.BeginTransactionAsync();
