@@ -1,6 +1,11 @@
 using System.Net;
 using System.Net.Http.Json;
 using System.Text.Json;
+using BatchRunner.Core;
+using BatchRunner.Server.Storage;
+using BatchRunner.Testing;
+using Microsoft.Extensions.DependencyInjection;
+using Npgsql;
 
 namespace BatchRunner.Server.Tests;
 
@@ -30,6 +35,51 @@ public sealed class SchedulingFacts(ServerFixture f)
 
         var id = (await f.Api.SubmitAsync(new { image = f.Busybox, command = new[] { "true" }, nodeSelector = new { zone = "a" } })).GetProperty("id").GetString()!;
         Assert.Equal("succeeded", State(await f.Api.WaitForFinalAsync(id)));
+    }
+
+    [Fact]
+    public async Task Submit_ChecksAgainstANodeWhoseHeartbeatIsLate_ButNotOneSilentPastTheGrace()
+    {
+        // A node's heartbeat held up past its lease (a loaded machine; the embedded database coming back) made every
+        // submission meanwhile "no live worker node" (400). Submissions count a node for a minute past its lease.
+        var nodes = f.App.Services.GetRequiredService<NodeStore>();
+        var db = f.App.Services.GetRequiredService<NpgsqlDataSource>();
+        var tag = Guid.NewGuid().ToString("N")[..6];
+        var late = "late-" + tag;
+        await nodes.RegisterAsync(late, Guid.NewGuid(), new Dictionary<string, string> { ["late"] = tag }, new NodeCapacity(1, 1L << 30, 0),
+            ["default"], TimeSpan.FromSeconds(3), CancellationToken.None);
+        async Task LastBeatAsync(string ago)
+        {
+            await using var cmd = db.CreateCommand($"update batchrunner.nodes set heartbeat_at = now() - interval '{ago}' where name = '{late}'");
+            await cmd.ExecuteNonQueryAsync();
+        }
+        var created = new List<string>();
+        async Task<HttpStatusCode> SubmitAsync()
+        {
+            var r = await f.Client.PostAsJsonAsync("/api/v1/jobs", new { image = f.Busybox, command = new[] { "true" }, nodeSelector = new Dictionary<string, string> { ["late"] = tag } });
+            if (r.StatusCode == HttpStatusCode.Created)
+                created.Add(JsonDocument.Parse(await r.Content.ReadAsStringAsync()).RootElement.GetProperty("id").GetString()!);
+            return r.StatusCode;
+        }
+        try
+        {
+            await LastBeatAsync("10 seconds");
+            // Dead for the nodes API and the lost-attempt reaper (its 3 s lease is over)...
+            var listed = JsonDocument.Parse(await f.Client.GetStringAsync("/api/v1/nodes")).RootElement.EnumerateArray().Select(n => n.GetProperty("name").GetString());
+            Assert.DoesNotContain(late, listed);
+            // ...but a job only it could run is accepted (once the submission checks' 2 s cache has seen the node), and waits for it.
+            await Poll.UntilAsync(SubmitAsync, s => s == HttpStatusCode.Created, TimeSpan.FromSeconds(10), "accepted", 500);
+
+            // Silent for longer than its lease and the grace: refused, naming the selector (once the 2 s cache has passed).
+            await LastBeatAsync($"{NodeStore.SubmissionGrace.TotalSeconds + 10} seconds");
+            Assert.Equal(HttpStatusCode.BadRequest, await Poll.UntilAsync(SubmitAsync, s => s != HttpStatusCode.Created, TimeSpan.FromSeconds(10), "refused", 500));
+        }
+        finally
+        {
+            foreach (var id in created) await f.Api.CancelAsync(id);
+            await using var rm = db.CreateCommand($"delete from batchrunner.nodes where name = '{late}'");
+            await rm.ExecuteNonQueryAsync();
+        }
     }
 
     [Fact]

@@ -99,10 +99,26 @@ public sealed class NodeStore(NpgsqlDataSource db)
         await cmd.ExecuteNonQueryAsync(ct);
     }
 
-    /// <summary>Name, labels, capacity and policy of every live node: what submission checks a job against.</summary>
+    /// <summary>How long past its lease a node that did not stop still counts for <see cref="ListLiveAsync"/>.</summary>
+    public static readonly TimeSpan SubmissionGrace = TimeSpan.FromSeconds(60);
+
+    /// <summary>
+    /// A node <c>n</c> that submissions are checked against: not stopped, and its heartbeat less than its lease plus
+    /// <see cref="SubmissionGrace"/> ago (or the database's restart less than its lease ago, as for <see cref="AliveCondition"/>). A node whose heartbeat is late, on a loaded machine or while
+    /// the database comes back, is not a reason to refuse a job: with a 1 s heartbeat, a node's beat was once held up for
+    /// 7.5 s right after a restart of its embedded database, and every submission meanwhile was refused "no live worker
+    /// node". Lost attempts are still judged by the lease alone (<see cref="AliveCondition"/>).
+    /// </summary>
+    private static readonly string SubmittableCondition =
+        "n.stopped_at is null and (n.heartbeat_at > now() - make_interval(secs => n.lease_seconds + @grace) or " +
+        DatabaseUpSince + " > now() - make_interval(secs => n.lease_seconds))";
+
+    /// <summary>Name, labels, capacity and policy of every node a job could be run on soon (<see cref="SubmittableCondition"/>):
+    /// what submission checks a job against.</summary>
     public async Task<IReadOnlyList<LiveNode>> ListLiveAsync(CancellationToken ct)
     {
-        await using var cmd = db.CreateCommand($"select n.name, n.labels, n.capacity, n.policy from batchrunner.nodes n where {AliveCondition}");
+        await using var cmd = db.CreateCommand($"select n.name, n.labels, n.capacity, n.policy from batchrunner.nodes n where {SubmittableCondition}");
+        cmd.Parameters.AddWithValue("grace", (int)SubmissionGrace.TotalSeconds);
         var list = new List<LiveNode>();
         await using var rd = await cmd.ExecuteReaderAsync(ct);
         while (await rd.ReadAsync(ct))
