@@ -108,7 +108,8 @@ public sealed class FairShareSumsFacts(FreshServerFixture f)
         // Read at every fetch, with the jobs fetched and not yet begun left out (an array of a few ids). Left out with
         // "<> all(@x)", whose generic plan PostgreSQL costs for ten elements, it was planned afresh at every fetch once many
         // jobs ran: the ten elements' cost, over the running jobs the planner expects, outweighed planning anew.
-        var db = f.App.Services.GetRequiredService<NpgsqlDataSource>();
+        // A connection of its own: a pooled one may hold other prepared statements (Npgsql's automatic preparation).
+        await using var db = new NpgsqlDataSourceBuilder(f.App.Services.GetRequiredService<NpgsqlDataSource>().ConnectionString).Build();
         await using var connection = await db.OpenConnectionAsync();
         await using var tx = await connection.BeginTransactionAsync();
         await using (var fill = new NpgsqlCommand("""
@@ -126,7 +127,7 @@ public sealed class FairShareSumsFacts(FreshServerFixture f)
                 await using (var rd = await cmd.ExecuteReaderAsync())
                     while (await rd.ReadAsync()) { }
         }
-        await using var plans = new NpgsqlCommand("select generic_plans, custom_plans from pg_prepared_statements where not from_sql", connection, tx);
+        await using var plans = new NpgsqlCommand("select generic_plans, custom_plans from pg_prepared_statements where not from_sql and statement like '%array_position%'", connection, tx);
         await using (var r = await plans.ExecuteReaderAsync())
         {
             Assert.True(await r.ReadAsync());
