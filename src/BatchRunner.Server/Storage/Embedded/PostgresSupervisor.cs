@@ -321,6 +321,11 @@ internal sealed partial class PostgresSupervisor : IAsyncDisposable
                 await ExitedWithinAsync(pm, TimeSpan.FromSeconds(5));
             }
         }
+        // The logger process outlives the postmaster by a moment (it writes the shutdown's last lines): stopped means that
+        // nothing of the cluster runs in its data directory any more, so wait for it too (a backup or a new start may follow).
+        var quiet = Stopwatch.StartNew();
+        while (PostgresProcesses.In(_dataDir).Count > 0 && quiet.Elapsed < TimeSpan.FromSeconds(5))
+            await Task.Delay(20);
         pm?.Dispose();
         await _probe.DisposeAsync();
         _stopped = true;
