@@ -29,8 +29,10 @@ public sealed class NodeStore(NpgsqlDataSource db)
     /// <summary>A live node <c>n</c>. The restart's part is a subquery PostgreSQL runs at most once per statement, and only
     /// for a node whose own heartbeat is older than its lease.</summary>
     public const string AliveCondition =
-        "n.stopped_at is null and (n.heartbeat_at > now() - make_interval(secs => n.lease_seconds) or " +
-        DatabaseUpSince + " > now() - make_interval(secs => n.lease_seconds))";
+        "n.stopped_at is null and (n.heartbeat_at > now() - make_interval(secs => n.lease_seconds) or " + RestartedWithinLease + ")";
+
+    /// <summary>The database began to accept connections less than node <c>n</c>'s lease ago.</summary>
+    private const string RestartedWithinLease = DatabaseUpSince + " > now() - make_interval(secs => n.lease_seconds)";
 
     public async Task RegisterAsync(string name, Guid instance, IReadOnlyDictionary<string, string> labels, NodeCapacity capacity,
         IReadOnlyList<string> queues, TimeSpan lease, CancellationToken ct, NodePolicy? policy = null)
@@ -109,9 +111,8 @@ public sealed class NodeStore(NpgsqlDataSource db)
     /// 7.5 s right after a restart of its embedded database, and every submission meanwhile was refused "no live worker
     /// node". Lost attempts are still judged by the lease alone (<see cref="AliveCondition"/>).
     /// </summary>
-    private static readonly string SubmittableCondition =
-        "n.stopped_at is null and (n.heartbeat_at > now() - make_interval(secs => n.lease_seconds + @grace) or " +
-        DatabaseUpSince + " > now() - make_interval(secs => n.lease_seconds))";
+    private const string SubmittableCondition =
+        "n.stopped_at is null and (n.heartbeat_at > now() - make_interval(secs => n.lease_seconds + @grace) or " + RestartedWithinLease + ")";
 
     /// <summary>Name, labels, capacity and policy of every node a job could be run on soon (<see cref="SubmittableCondition"/>):
     /// what submission checks a job against.</summary>

@@ -202,17 +202,24 @@ internal sealed partial class PostgresSupervisor : IAsyncDisposable
     /// </summary>
     private async Task ClearOrphansAsync(CancellationToken ct)
     {
-        var sw = Stopwatch.StartNew();
-        IReadOnlyList<int> left;
-        while ((left = PostgresProcesses.In(_dataDir)).Count > 0 && sw.Elapsed < OrphanGrace)
-            await Task.Delay(50, ct);
-        if (left.Count == 0) return;
+        if (await QuietWithinAsync(OrphanGrace, ct)) return;
+        var left = PostgresProcesses.In(_dataDir);
         LogKillingOrphans(Log, _dataDir, string.Join(", ", left));
         foreach (var pid in left)
             if (PostgresProcesses.RunsIn(pid, _dataDir)) HostProcesses.Signal(pid, SIGKILL);
-        sw.Restart();
-        while (PostgresProcesses.In(_dataDir).Count > 0 && sw.Elapsed < TimeSpan.FromSeconds(5))
+        await QuietWithinAsync(TimeSpan.FromSeconds(5), ct);
+    }
+
+    /// <summary>Waits until no postgres process runs in the data directory, at most <paramref name="timeout"/>; whether none does.</summary>
+    private async Task<bool> QuietWithinAsync(TimeSpan timeout, CancellationToken ct)
+    {
+        var sw = Stopwatch.StartNew();
+        while (PostgresProcesses.In(_dataDir).Count > 0)
+        {
+            if (sw.Elapsed >= timeout) return false;
             await Task.Delay(50, ct);
+        }
+        return true;
     }
 
     /// <summary>
@@ -323,9 +330,7 @@ internal sealed partial class PostgresSupervisor : IAsyncDisposable
         }
         // The logger process outlives the postmaster by a moment (it writes the shutdown's last lines): stopped means that
         // nothing of the cluster runs in its data directory any more, so wait for it too (a backup or a new start may follow).
-        var quiet = Stopwatch.StartNew();
-        while (PostgresProcesses.In(_dataDir).Count > 0 && quiet.Elapsed < TimeSpan.FromSeconds(5))
-            await Task.Delay(20);
+        await QuietWithinAsync(TimeSpan.FromSeconds(5), CancellationToken.None);
         pm?.Dispose();
         await _probe.DisposeAsync();
         _stopped = true;
