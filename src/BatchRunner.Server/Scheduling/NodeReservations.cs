@@ -158,6 +158,21 @@ public sealed class NodeReservations
     /// <summary>Why no job can be reserved now for lack of disk, in words; null when the data directory is above its reserve.</summary>
     public string? DiskPressure => _disk?.Read().Pressure;
 
+    /// <summary>Why a job asking <paramref name="request"/> cannot have its disk here now, in words, as
+    /// <see cref="TryReserve"/> counts it (the disks reserved, this one's added, against what the data directory has free
+    /// above its reserve); null when it fits, or when disk is not limited here.</summary>
+    public string? DiskShortFor(ResourceRequest request)
+    {
+        if (_disk is null || Capacity.DiskBytes is null || request.DiskBytes == 0) return null;
+        var disk = _disk.Read();
+        if (disk.Pressure is { } pressure) return pressure;
+        long reserved;
+        lock (_lock) reserved = Sum().DiskBytes;
+        return reserved + request.DiskBytes <= disk.AvailableBytes ? null
+            : $"its jobs' disks ({Quantity.Human(reserved)}) and this one ({Quantity.Human(request.DiskBytes)}) need more than the " +
+              $"{Quantity.Human(disk.AvailableBytes)} {disk.DataDir} has for jobs (free space above the reserve MinFreeDisk={Quantity.Human(disk.ReserveBytes)})";
+    }
+
     /// <summary>GPUs free now, optionally of one model.</summary>
     public int FreeGpus(string? model = null)
     {

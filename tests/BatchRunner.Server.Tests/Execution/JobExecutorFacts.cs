@@ -142,9 +142,10 @@ public sealed class JobExecutorFacts : IDisposable
 
         var e = await Assert.ThrowsAsync<JobRescheduleException>(() => _h.ExecuteAsync(id));
 
-        Assert.Contains("is full", e.Message);
-        // Only why it waits is written (against the harness's empty cluster).
-        Assert.StartsWith("Wait waiting for 1 CPU, 512Mi memory", Assert.Single(_h.Store.Writes));
+        // Why it waits names the disk (it said "waiting for 1 CPU, 512Mi memory together on one node", which every node had).
+        Assert.Contains("need more than the 19Gi", e.Message);
+        Assert.Equal($"Wait waiting for disk space: node {_h.Reservations.NodeName}: its jobs' disks (0) and this one (20Gi) need more than the 19Gi "
+            + $"{_h.Paths.Root} has for jobs (free space above the reserve MinFreeDisk=5Gi)", Assert.Single(_h.Store.Writes));
         _h.AssertNothingHeld();
     }
 
