@@ -10,6 +10,17 @@ public static class ProcStat
     public static double? CpuMs(int pid, bool withReapedChildren = false) =>
         SelfAndReapedMs(pid) is { } cpu ? cpu.SelfMs + (withReapedChildren ? cpu.ReapedChildrenMs : 0) : null;
 
+    /// <summary>The whole machine's CPU time from /proc/stat's first line, in ms: (busy, all), busy being all but idle and
+    /// iowait: what every process and kernel thread used, to tell what the processes measured leave out.</summary>
+    public static (double BusyMs, double AllMs) MachineMs()
+    {
+        var f = File.ReadLines("/proc/stat").First().Split(' ', StringSplitOptions.RemoveEmptyEntries).Skip(1)
+            .Take(8).Select(v => long.Parse(v, CultureInfo.InvariantCulture) * 10.0).ToArray();
+        var all = f.Sum();
+        // user nice system idle iowait irq softirq steal
+        return (all - f[3] - f[4], all);
+    }
+
     /// <summary>utime + stime of process <paramref name="pid"/>, and cutime + cstime of the children it waited for (ms);
     /// null when it is gone.</summary>
     public static (double SelfMs, double ReapedChildrenMs)? SelfAndReapedMs(int pid)
