@@ -33,10 +33,13 @@ internal static unsafe partial class Libc
         [FieldOffset(8 + 56)] public fixed byte FileName[64];
     }
 
-    /// <summary>struct loop_info64 (232 bytes): only lo_flags (byte 52) is read or changed here.</summary>
+    /// <summary>struct loop_info64 (232 bytes): lo_device and lo_inode (the backing file's, bytes 0 and 8) are read, only
+    /// lo_flags (byte 52) is changed here.</summary>
     [StructLayout(LayoutKind.Explicit, Size = 232)]
     private struct LoopInfo64
     {
+        [FieldOffset(0)] public ulong Device;
+        [FieldOffset(8)] public ulong Inode;
         [FieldOffset(52)] public uint Flags;
     }
 
@@ -117,6 +120,20 @@ internal static unsafe partial class Libc
         info.Flags |= LO_FLAGS_AUTOCLEAR;
         return ioctl(loopFd, LOOP_SET_STATUS64, &info);
     }
+
+    /// <summary>LOOP_GET_STATUS64: the file a loop device is bound to, as the device it is on (in the kernel's
+    /// <c>new_encode_dev</c> form: <see cref="EncodeDevice"/>) and its inode. Returns 0, or -1 with errno (ENXIO: the device
+    /// is bound to nothing).</summary>
+    public static int LoopBacking(int loopFd, out ulong device, out ulong inode)
+    {
+        var info = new LoopInfo64();
+        var rc = ioctl(loopFd, LOOP_GET_STATUS64, &info);
+        (device, inode) = rc == 0 ? (info.Device, info.Inode) : (0UL, 0UL);
+        return rc;
+    }
+
+    /// <summary>A device number as loop_info64's lo_device holds it (the kernel's <c>new_encode_dev</c>).</summary>
+    public static ulong EncodeDevice(uint major, uint minor) => (minor & 0xff) | ((ulong)major << 8) | ((ulong)(minor & ~0xffu) << 12);
 
     /// <summary>FITRIM: discards the filesystem's free blocks (a loop device passes discards on as holes in its image).</summary>
     public static int Trim(int fd)

@@ -80,6 +80,27 @@ internal sealed class LoopDevice : IDisposable
         if (fd >= 0) close(fd);
     }
 
+    /// <summary>
+    /// Whether loop device <paramref name="name"/> ("loop7") is still bound to the file that is <paramref name="imagePath"/>
+    /// now, told by the file's device and inode (a path can read differently: renamed since, or reached through another
+    /// mount). False once it is unbound or bound to another file; true when that cannot be read (assume the worst).
+    /// </summary>
+    /// <remarks>A device bound to an image stays bound while any filesystem on it lives: after the unmount of its last
+    /// mount, which may be in a container's mount namespace that is still going away. Only then does no one write the
+    /// image but its owner.</remarks>
+    public static bool IsBoundTo(string name, string imagePath)
+    {
+        if (!TryStat(AT_FDCWD, imagePath, out var image, followTrailingSymlink: true)) return true;
+        var fd = open("/dev/" + name, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) return Errno is not (ENOENT or ENXIO);
+        try
+        {
+            if (LoopBacking(fd, out var device, out var inode) != 0) return Errno != ENXIO;
+            return inode == image.Inode && device == EncodeDevice(image.DevMajor, image.DevMinor);
+        }
+        finally { close(fd); }
+    }
+
     /// <summary>Bound loop devices whose backing file lies under <paramref name="dir"/>, from /sys/block/loop*/loop/backing_file.</summary>
     public static IReadOnlyList<(int Number, string BackingFile)> BackedUnder(string dir)
     {

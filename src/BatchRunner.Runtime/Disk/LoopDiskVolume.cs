@@ -20,10 +20,11 @@ internal sealed partial class LoopDiskVolume : IDiskVolume
     private readonly SemaphoreSlim _disposeLock = new(1, 1);
     private bool _disposed;
 
-    public LoopDiskVolume(string mountPoint, string image, long limitBytes, long baselineUsedBytes, ILogger logger)
+    public LoopDiskVolume(string mountPoint, string image, string loopName, long limitBytes, long baselineUsedBytes, ILogger logger)
     {
         Path = mountPoint;
         _image = image;
+        LoopName = loopName;
         LimitBytes = limitBytes;
         _baselineUsedBytes = baselineUsedBytes;
         _logger = logger;
@@ -32,6 +33,8 @@ internal sealed partial class LoopDiskVolume : IDiskVolume
 
     public string Path { get; }
     public long LimitBytes { get; }
+    /// <summary>The loop device its image was bound to ("loop7"), which unbinds itself once the filesystem is gone.</summary>
+    internal string LoopName { get; }
 
     public DiskUsage ReadUsage()
     {
@@ -53,19 +56,19 @@ internal sealed partial class LoopDiskVolume : IDiskVolume
         finally { close(fd); }
     }
 
-    public async ValueTask DisposeAsync() => await ReleaseAsync(keepShell: false).ConfigureAwait(false);
+    public async ValueTask DisposeAsync() => await ReleaseAsync(keepImage: false).ConfigureAwait(false);
 
     /// <summary>
-    /// As <see cref="DisposeAsync"/>, but a mount point that a clean unmount freed stays, an empty directory, for
-    /// <see cref="PooledDiskVolumes"/> to use again. The image is deleted all the same: formatting the same file again while
-    /// the kernel still ran down its previous loop device gave filesystems that would not mount ("Structure needs
-    /// cleaning") under load.
+    /// As <see cref="DisposeAsync"/>, but when the unmount was clean the image and the empty mount point stay, for
+    /// <see cref="PooledDiskVolumes"/> to make an empty filesystem in again (<see cref="LoopDiskVolumes.ReformatImageAsync"/>,
+    /// which waits until <see cref="LoopName"/> no longer holds the image: the filesystem can outlive this unmount in a
+    /// container's mount namespace that is still going away, and writes to the image until then).
     /// </summary>
-    /// <returns>True when the mount point stayed; false when the volume was removed as by <see cref="DisposeAsync"/> (it
-    /// had to be detached lazily, or was disposed already).</returns>
-    internal async ValueTask<bool> ReleaseKeepingShellAsync() => await ReleaseAsync(keepShell: true).ConfigureAwait(false);
+    /// <returns>True when the image and mount point stayed; false when the volume was removed as by
+    /// <see cref="DisposeAsync"/> (it had to be detached lazily, or was disposed already).</returns>
+    internal async ValueTask<bool> ReleaseKeepingImageAsync() => await ReleaseAsync(keepImage: true).ConfigureAwait(false);
 
-    private async ValueTask<bool> ReleaseAsync(bool keepShell)
+    private async ValueTask<bool> ReleaseAsync(bool keepImage)
     {
         await _disposeLock.WaitAsync().ConfigureAwait(false);
         try
@@ -84,9 +87,12 @@ internal sealed partial class LoopDiskVolume : IDiskVolume
             }
             if (IsMounted(Path))
                 throw new IOException($"disk volume {Path} is still mounted after unmounting; its image was left in place");
-            if (File.Exists(_image)) File.Delete(_image);
-            var kept = keepShell && clean && Directory.Exists(Path) && !Directory.EnumerateFileSystemEntries(Path).Any();
-            if (!kept && Directory.Exists(Path)) Directory.Delete(Path);
+            var kept = keepImage && clean && File.Exists(_image) && Directory.Exists(Path) && !Directory.EnumerateFileSystemEntries(Path).Any();
+            if (!kept)
+            {
+                if (File.Exists(_image)) File.Delete(_image);
+                if (Directory.Exists(Path)) Directory.Delete(Path);
+            }
             _disposed = true;
             return kept;
         }

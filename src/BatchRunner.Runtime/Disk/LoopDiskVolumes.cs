@@ -96,6 +96,66 @@ public sealed partial class LoopDiskVolumes(LoopDiskOptions? options = null, ILo
     }
 
     /// <summary>
+    /// Makes the image a released volume left in <paramref name="dir"/> (<see cref="LoopDiskVolume.ReleaseKeepingImageAsync"/>)
+    /// an empty filesystem of <paramref name="limitBytes"/> again, in place: every block of it freed (a hole reads as
+    /// zeros), then the empty filesystem's data written as <see cref="FormatImageAsync"/> writes a copy. Nothing of the
+    /// last job's data is left in the file, byte for byte the image a new file would be; the file's inode is kept,
+    /// so the data disk frees and makes no inode per job (on an ext4 without a journal each new inode is a scan past
+    /// every inode freed in the last 60 s).
+    /// </summary>
+    /// <remarks>
+    /// Only once <paramref name="loopName"/>, the loop device the image was bound to, no longer is
+    /// (<see cref="LoopDevice.IsBoundTo"/>): the unmount may not have been the filesystem's last (a container's mount
+    /// namespace still going away holds it), and until the last, the old filesystem writes to the image (its superblock,
+    /// its inode tables) over the new one. Waiting up to <paramref name="wait"/> for that; after it, or when the image
+    /// is not as expected, the image is deleted (a bound device keeps its inode alive, unseen) and a new one made.
+    /// </remarks>
+    public async Task ReformatImageAsync(string dir, long limitBytes, string loopName, TimeSpan wait, CancellationToken ct)
+    {
+        var image = System.IO.Path.Combine(dir, ImageFileName);
+        var imageBytes = DiskImageSizing.ImageBytes(limitBytes, _options.HeadroomBytes);
+        var started = Stopwatch.GetTimestamp();
+        while (LoopDevice.IsBoundTo(loopName, image))
+        {
+            if (Stopwatch.GetElapsedTime(started) >= wait)
+            {
+                LogStillBound(_logger, image, loopName, wait.TotalMilliseconds);
+                await MakeNewAsync();
+                return;
+            }
+            await Task.Delay(10, ct);
+        }
+        if (!_templates.TryGet(imageBytes, out var template))
+        {
+            await MakeNewAsync();
+            return;
+        }
+        try
+        {
+            using var file = new FileStream(image, new FileStreamOptions { Mode = FileMode.Open, Access = FileAccess.Write });
+            var handle = file.SafeFileHandle;
+            if (RandomAccess.GetLength(handle) != imageBytes)
+                throw new IOException($"{image} is {RandomAccess.GetLength(handle)} bytes, not {imageBytes}");
+            if (PunchHole((int)handle.DangerousGetHandle(), 0, imageBytes) != 0)
+                throw new IOException($"freeing the blocks of {image} failed: {Describe(Errno)}");
+            template.WriteTo(handle);
+            // As FormatImageAsync: to the disk now, not on the path of the job that mounts it.
+            file.Flush(flushToDisk: true);
+        }
+        catch (IOException e)
+        {
+            LogReformatFailed(_logger, image, e.Message);
+            await MakeNewAsync();
+        }
+
+        async Task MakeNewAsync()
+        {
+            TryDelete(image);
+            await FormatImageAsync(dir, limitBytes, ct);
+        }
+    }
+
+    /// <summary>
     /// Mounts the image <see cref="FormatImageAsync"/> made in <paramref name="dir"/> (for the same
     /// <paramref name="limitBytes"/>) at <c>DIR/disk</c>: the volume, its one owner from here on. On failure the image is
     /// deleted and nothing else is left.
@@ -123,7 +183,7 @@ public sealed partial class LoopDiskVolumes(LoopDiskOptions? options = null, ILo
             var baseline = HoldBackBeyond(loop.Name, mountPoint, writable);
             NoBitmapPrefetch(loop.Name);
             LogCreated(_logger, mountPoint, loop.DevicePath, limitBytes, new FileInfo(image).Length, Stopwatch.GetElapsedTime(started).TotalMilliseconds);
-            return new LoopDiskVolume(mountPoint, image, DiskImageSizing.RoundUpToBlock(limitBytes), baseline, _logger);
+            return new LoopDiskVolume(mountPoint, image, loop.Name, DiskImageSizing.RoundUpToBlock(limitBytes), baseline, _logger);
         }
         catch
         {
@@ -198,6 +258,12 @@ public sealed partial class LoopDiskVolumes(LoopDiskOptions? options = null, ILo
         try { File.Delete(file); }
         catch (IOException) { }
     }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Disk image {Image}: its loop device {Loop} was still bound to it after {Milliseconds:0} ms (its filesystem still in use somewhere); a new image is made instead")]
+    private static partial void LogStillBound(ILogger logger, string image, string loop, double milliseconds);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Disk image {Image} could not be emptied in place ({Error}); a new image is made instead")]
+    private static partial void LogReformatFailed(ILogger logger, string image, string error);
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "Disk volume {MountPoint} on {Device}: limit {LimitBytes} bytes, image {ImageBytes} bytes, made in {Milliseconds:0.0} ms")]
     private static partial void LogCreated(ILogger logger, string mountPoint, string device, long limitBytes, long imageBytes, double milliseconds);

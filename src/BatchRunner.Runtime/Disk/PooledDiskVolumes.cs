@@ -11,14 +11,16 @@ namespace BatchRunner.Runtime.Disk;
 /// the job's disk is where it always is: <c>DIR/disk.img</c> mounted at <c>DIR/disk</c>.
 /// </summary>
 /// <remarks>
-/// <para>A disk's directory is recycled: when its job's disk is released cleanly, its image is deleted (the job's data
-/// goes then) and the directory with its empty mount point comes back to the pool, which formats a new image in it (a
-/// disk of the default limit made on demand, the pool being empty, is made in a spare directory when there is one, and
-/// comes back the same way). So a job of the default limit makes and deletes one file of the data disk's for its disk,
-/// not one file and three directories: on ext4 without a journal each new inode costs a scan past every inode of its group deleted in the last
-/// 5–10 s (<c>recently_deleted</c>), which at 30 jobs/s was about a sixth of the worker's CPU. (The image itself is not
-/// reused: formatting the same file again while the kernel still ran down its previous loop device gave filesystems that
-/// would not mount under load.)</para>
+/// <para>A disk's directory is recycled, image and all: when its job's disk is released cleanly, the directory with its
+/// empty mount point and the used image comes back to the pool, which empties the image in place
+/// (<see cref="LoopDiskVolumes.ReformatImageAsync"/>: every block freed, the empty filesystem written again; the job's
+/// data goes then) once the loop device it was bound to has let go of it, or makes a new image when that takes longer
+/// than <see cref="ReuseWait"/>. A disk of the default limit made on demand, the pool being empty, is made in a spare
+/// directory when there is one, and comes back the same way. So a job of the default limit makes and deletes no file
+/// of the data disk's for its disk: on ext4 without a journal each new inode costs a scan past every inode of its group
+/// deleted in the last 60 s (<c>recently_deleted</c>), which at 30 jobs/s was about a sixth of the worker's CPU.
+/// (Formatting a used image again without that wait gave filesystems that would not mount, or failed their checksums,
+/// under load: the old filesystem, still alive in a container's mount namespace going away, wrote over the new one.)</para>
 /// <para>Ownership: a waiting or spare directory is the pool's, <c>ROOT/PREFIXN</c>, its image never mounted and never
 /// bound to a loop device; once renamed to a job's directory the disk is that job's volume, whose release unmounts it and
 /// hands the directory back (or deletes it, when it was not released cleanly). The pool starts formatting at its first
@@ -29,6 +31,10 @@ namespace BatchRunner.Runtime.Disk;
 /// </remarks>
 public sealed partial class PooledDiskVolumes : IDiskVolumes, IAsyncDisposable, IDisposable
 {
+    /// <summary>How long the pool waits for a used image's loop device to let go of it before it makes a new image instead
+    /// (<see cref="LoopDiskVolumes.ReformatImageAsync"/>). Off the jobs' path.</summary>
+    internal static readonly TimeSpan ReuseWait = TimeSpan.FromSeconds(2);
+
     private readonly LoopDiskVolumes _maker;
     private readonly string _root;
     private readonly string _namePrefix;
@@ -36,8 +42,9 @@ public sealed partial class PooledDiskVolumes : IDiskVolumes, IAsyncDisposable, 
     private readonly int _size;
     private readonly ILogger _logger;
     private readonly Queue<string> _ready = new();
-    /// <summary>Directories handed back by released disks (their image deleted, their mount point empty), to format in again.</summary>
-    private readonly Queue<string> _spare = new();
+    /// <summary>Directories handed back by released disks, to format in again: their empty mount point, and the image of
+    /// the job that used it with the loop device it was bound to (none when it came back without one).</summary>
+    private readonly Queue<Spare> _spare = new();
     private readonly object _gate = new();
     private readonly List<Task> _making = [];
     private bool _disposed;
@@ -93,7 +100,7 @@ public sealed partial class PooledDiskVolumes : IDiskVolumes, IAsyncDisposable, 
             }
             // Empty (at the first request, or jobs take disks faster than they give them back): start making more now, and
             // make this one here, in a spare directory when there is one; it comes back to the pool like the others.
-            string? spare = null;
+            Spare? spare = null;
             lock (_gate)
             {
                 if (_spare.Count > 0 && !Directory.Exists(dir)) spare = _spare.Dequeue();
@@ -102,15 +109,22 @@ public sealed partial class PooledDiskVolumes : IDiskVolumes, IAsyncDisposable, 
             var recyclable = !Directory.Exists(dir);
             if (spare is not null)
             {
-                try { Directory.Move(spare, dir); }
+                try { Directory.Move(spare.Dir, dir); }
                 catch
                 {
-                    RemoveShell(spare);
+                    RemoveShell(spare.Dir);
                     throw;
                 }
             }
             try
             {
+                // A spare's used image is emptied in place when its loop device has let go of it already (no waiting on
+                // the job's path); otherwise a new one is made.
+                if (spare?.UsedLoop is { } loop)
+                {
+                    await _maker.ReformatImageAsync(dir, limitBytes, loop, TimeSpan.Zero, ct);
+                    return new PooledDiskVolume((LoopDiskVolume)_maker.MountImage(dir, limitBytes), this, recyclable);
+                }
                 return new PooledDiskVolume((LoopDiskVolume)await _maker.CreateAsync(dir, limitBytes, ct), this, recyclable);
             }
             catch when (spare is not null)
@@ -143,14 +157,17 @@ public sealed partial class PooledDiskVolumes : IDiskVolumes, IAsyncDisposable, 
 
     private async Task MakeOneAsync()
     {
-        string? dir;
-        lock (_gate) dir = _spare.Count > 0 ? _spare.Dequeue() : null;
-        dir ??= System.IO.Path.Combine(_root, _namePrefix + Guid.NewGuid().ToString("N")[..12]);
+        Spare? spare;
+        lock (_gate) spare = _spare.Count > 0 ? _spare.Dequeue() : null;
+        var dir = spare?.Dir ?? System.IO.Path.Combine(_root, _namePrefix + Guid.NewGuid().ToString("N")[..12]);
         try
         {
             // The mount point is made here, off the path of the job that takes the disk (a spare has it already).
             Directory.CreateDirectory(System.IO.Path.Combine(dir, LoopDiskVolumes.MountDirName));
-            await _maker.FormatImageAsync(dir, _limitBytes, CancellationToken.None);
+            if (spare?.UsedLoop is { } loop)
+                await _maker.ReformatImageAsync(dir, _limitBytes, loop, ReuseWait, CancellationToken.None);
+            else
+                await _maker.FormatImageAsync(dir, _limitBytes, CancellationToken.None);
             bool keep;
             lock (_gate)
             {
@@ -167,20 +184,21 @@ public sealed partial class PooledDiskVolumes : IDiskVolumes, IAsyncDisposable, 
         }
     }
 
-    /// <summary>A released disk's directory (<paramref name="dir"/>, the job's, holding only the empty mount point) comes
-    /// back as a spare, under a name of the pool's; when the pool has enough, or is disposed, or the directory holds
-    /// anything else, its mount point is deleted instead (and the directory too, unless it holds anything else).</summary>
-    private void Recycle(string dir)
+    /// <summary>A released disk's directory (<paramref name="dir"/>, the job's, holding only the empty mount point and the
+    /// used image, last bound to <paramref name="loopName"/>) comes back as a spare, under a name of the pool's; when the
+    /// pool has enough, or is disposed, or the directory holds anything else, the image and the mount point are deleted
+    /// instead (and the directory too, unless it holds anything else).</summary>
+    private void Recycle(string dir, string loopName)
     {
-        var entries = Directory.EnumerateFileSystemEntries(dir).Select(System.IO.Path.GetFileName).ToList();
-        var shell = entries is [LoopDiskVolumes.MountDirName];
+        var entries = Directory.EnumerateFileSystemEntries(dir).Select(System.IO.Path.GetFileName).Order(StringComparer.Ordinal).ToList();
+        var shell = entries is [LoopDiskVolumes.MountDirName, LoopDiskVolumes.ImageFileName];
         string? spare = null;
         lock (_gate)
         {
             if (shell && !_disposed && _spare.Count + _ready.Count < _size)
             {
                 spare = System.IO.Path.Combine(_root, _namePrefix + Guid.NewGuid().ToString("N")[..12]);
-                try { Directory.Move(dir, spare); _spare.Enqueue(spare); }
+                try { Directory.Move(dir, spare); _spare.Enqueue(new Spare(spare, loopName)); }
                 catch (IOException) { spare = null; }
             }
         }
@@ -190,9 +208,11 @@ public sealed partial class PooledDiskVolumes : IDiskVolumes, IAsyncDisposable, 
             RemoveShell(dir);
             return;
         }
-        // Not the pool's to take: the mount point goes as a plain disposal's would, the directory stays its owner's.
+        // Not the pool's to take: the image and the mount point go as a plain disposal's would, the directory stays its owner's.
         try
         {
+            var image = System.IO.Path.Combine(dir, LoopDiskVolumes.ImageFileName);
+            if (File.Exists(image)) File.Delete(image);
             var mountPoint = System.IO.Path.Combine(dir, LoopDiskVolumes.MountDirName);
             if (Directory.Exists(mountPoint)) Directory.Delete(mountPoint);
         }
@@ -225,7 +245,7 @@ public sealed partial class PooledDiskVolumes : IDiskVolumes, IAsyncDisposable, 
         List<string> ready;
         lock (_gate)
         {
-            ready = [.. _ready, .. _spare];
+            ready = [.. _ready, .. _spare.Select(s => s.Dir)];
             _ready.Clear();
             _spare.Clear();
         }
@@ -247,13 +267,17 @@ public sealed partial class PooledDiskVolumes : IDiskVolumes, IAsyncDisposable, 
 
         public async ValueTask DisposeAsync()
         {
-            if (recyclable && await inner.ReleaseKeepingShellAsync())
-                pool.Recycle(System.IO.Path.GetDirectoryName(inner.Path)!);
+            if (recyclable && await inner.ReleaseKeepingImageAsync())
+                pool.Recycle(System.IO.Path.GetDirectoryName(inner.Path)!, inner.LoopName);
             else
                 await inner.DisposeAsync();
             pool.Refill();
         }
     }
+
+    /// <summary>A directory handed back: <paramref name="UsedLoop"/> names the loop device its image was last bound to
+    /// (null: it has no image).</summary>
+    private sealed record Spare(string Dir, string? UsedLoop);
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "Disk image formatted ahead in {PoolDir} taken for {Dir}")]
     private static partial void LogTaken(ILogger logger, string poolDir, string dir);

@@ -1,4 +1,6 @@
+using BatchRunner.Runtime;
 using BatchRunner.Runtime.Disk;
+using BatchRunner.Testing;
 
 namespace BatchRunner.Runtime.Tests.Disk;
 
@@ -79,21 +81,77 @@ public sealed class PooledDiskVolumesFacts : IAsyncLifetime
         Assert.Equal(Path.Combine(job, LoopDiskVolumes.MountDirName), disk.Path);
         Assert.Empty(PoolDirs());
         Assert.Equal(inode, Inode(job));
-        await File.WriteAllTextAsync(Path.Combine(disk.Path, "secret.txt"), "the job's data");
+        var imageInode = Inode(Path.Combine(job, LoopDiskVolumes.ImageFileName));
+        Directory.CreateDirectory(Path.Combine(disk.Path, "deep", "er"));
+        await File.WriteAllTextAsync(Path.Combine(disk.Path, "deep", "er", "secret.txt"), string.Concat(Enumerable.Repeat(Secret, 4096)));
 
         await disk.DisposeAsync();
 
-        // Released cleanly: the image (the job's data) is gone, the directory went back to the pool, which formats a new
-        // image in it.
+        // Released cleanly: the directory went back to the pool with the image, which the pool empties in place: the same
+        // file (no inode freed and made on the data disk), a clean empty filesystem, not one byte of the job's data in it.
         Assert.False(Directory.Exists(job));
         Assert.Empty(DiskTestHost.LoopsBackedUnder(_root));
         await pool.FilledAsync();
         var again = Assert.Single(PoolDirs());
         Assert.Equal(inode, Inode(again));
-        Assert.True(File.Exists(Path.Combine(again, LoopDiskVolumes.ImageFileName)));
+        var image = Path.Combine(again, LoopDiskVolumes.ImageFileName);
+        Assert.Equal(imageInode, Inode(image));
+        await AssertEmptyFilesystemAsync(image);
         await using var next = await pool.CreateAsync(Path.Combine(_root, "job-b"), LimitBytes, CancellationToken.None);
-        Assert.Empty(Directory.EnumerateFiles(next.Path));
+        Assert.Equal(["lost+found"], Directory.EnumerateFileSystemEntries(next.Path).Select(Path.GetFileName));
         Assert.Equal(0, next.ReadUsage().UsedBytes);
+    }
+
+    [Fact]
+    public async Task AUsedImageWhoseFilesystemStillLivesElsewhere_IsNotWrittenOver_ANewImageIsMadeInstead()
+    {
+        await using var pool = new PooledDiskVolumes(_maker, _root, Prefix, LimitBytes, size: 1);
+        await using (await pool.CreateAsync(Path.Combine(_root, "job"), LimitBytes, CancellationToken.None)) { }
+        await pool.FilledAsync();
+        var disk = await pool.CreateAsync(Path.Combine(_root, "job-a"), LimitBytes, CancellationToken.None);
+        var imageInode = Inode(Path.Combine(_root, "job-a", LoopDiskVolumes.ImageFileName));
+        await File.WriteAllTextAsync(Path.Combine(disk.Path, "kept.txt"), Secret);
+        // What a container's mount namespace that is still going away does: a second mount of the job's filesystem, which
+        // outlives the volume's own unmount, and with it the loop device and the filesystem's writes to the image.
+        var held = Directory.CreateDirectory(Path.Combine(_root, "held")).FullName;
+        DiskTestHost.Run("mount", "--bind", disk.Path, held);
+        try
+        {
+            var released = System.Diagnostics.Stopwatch.StartNew();
+            await disk.DisposeAsync();
+            await pool.FilledAsync();
+
+            // The pool waited for the device (ReuseWait), then made a new image: another file, clean and empty.
+            Assert.True(released.Elapsed >= PooledDiskVolumes.ReuseWait, $"the pool made its image after {released.Elapsed.TotalMilliseconds:0} ms");
+            var image = Path.Combine(Assert.Single(PoolDirs()), LoopDiskVolumes.ImageFileName);
+            Assert.NotEqual(imageInode, Inode(image));
+            await AssertEmptyFilesystemAsync(image);
+            // And the old filesystem, still mounted there, is whole.
+            await File.WriteAllTextAsync(Path.Combine(held, "later.txt"), "written after the release");
+            Assert.Equal(Secret, await File.ReadAllTextAsync(Path.Combine(held, "kept.txt")));
+            await using var next = await pool.CreateAsync(Path.Combine(_root, "job-b"), LimitBytes, CancellationToken.None);
+            Assert.Equal(["lost+found"], Directory.EnumerateFileSystemEntries(next.Path).Select(Path.GetFileName));
+        }
+        finally { DiskTestHost.Unmount(held); }
+        await Poll.UntilAsync(() => Task.FromResult(DiskTestHost.LoopsBackedUnder(_root).Count), n => n == 0, TimeSpan.FromSeconds(10),
+            "the old loop device to go with its last mount");
+    }
+
+    private const string Secret = "the job's data, 7f3a9c";
+
+    /// <summary>A clean ext4 by e2fsck's full check, with nothing in it but what mkfs makes, and no byte of
+    /// <see cref="Secret"/> anywhere in the file.</summary>
+    private static async Task AssertEmptyFilesystemAsync(string image)
+    {
+        var fsck = await Command.RunAsync(new[] { "/usr/sbin/e2fsck", "/sbin/e2fsck" }.First(File.Exists), ["-fn", image],
+            TimeSpan.FromSeconds(60), CancellationToken.None);
+        Assert.True(fsck.Ok, fsck.Message);
+        var listing = await Command.RunAsync(new[] { "/usr/sbin/debugfs", "/sbin/debugfs" }.First(File.Exists), ["-R", "ls -l /", image],
+            TimeSpan.FromSeconds(60), CancellationToken.None);
+        Assert.DoesNotContain("secret", listing.Stdout);
+        Assert.DoesNotContain("deep", listing.Stdout);
+        var bytes = await File.ReadAllBytesAsync(image);
+        Assert.Equal(-1, bytes.AsSpan().IndexOf(System.Text.Encoding.UTF8.GetBytes(Secret)));
     }
 
     [Fact]
