@@ -1,4 +1,5 @@
 using Microsoft.Win32.SafeHandles;
+using static BatchRunner.Native.Libc;
 
 namespace BatchRunner.Runtime.Disk;
 
@@ -76,6 +77,44 @@ internal sealed class EmptyImageTemplates
         public long Length { get; } = length;
         public IReadOnlyList<(long Offset, byte[] Data)> Ranges { get; } = ranges;
         public long DataBytes { get; } = dataBytes;
+
+        /// <summary>
+        /// Makes <paramref name="file"/>, an image of this size that a filesystem was used in, read as this image again:
+        /// everything outside this image's own data ranges is punched out (a hole reads as zeros; on the host the blocks
+        /// are freed), and this image's data is written over its ranges. The same bytes as <see cref="WriteTo"/> into a new
+        /// file, without freeing and allocating again the blocks both hold: punching the whole file instead was 3 % of
+        /// a worker's samples, each freed range a discard on a host mounted with <c>discard</c>.
+        /// </summary>
+        /// <exception cref="IOException">The file is not this image's size, or a hole could not be punched.</exception>
+        public void RewriteOver(SafeFileHandle file)
+        {
+            if (RandomAccess.GetLength(file) != Length) throw new IOException($"the image is {RandomAccess.GetLength(file)} bytes, not {Length}");
+            var fd = (int)file.DangerousGetHandle();
+            // Every gap between this image's ranges, not only the data SEEK_DATA finds: the loop device turns a filesystem's
+            // write-zeroes into unwritten extents, which read as holes and still hold the host's blocks. A gap that is a
+            // hole already costs a walk of an empty extent range.
+            foreach (var (from, to) in Outside(0, Length))
+                if (PunchHole(fd, from, to - from) != 0)
+                    throw new IOException($"freeing bytes {from}–{to} of the image failed: {Describe(Errno)}");
+            foreach (var (offset, data) in Ranges) RandomAccess.Write(file, data, offset);
+        }
+
+        /// <summary>The parts of [<paramref name="start"/>, <paramref name="end"/>) that none of <see cref="Ranges"/>
+        /// (in order, not overlapping) covers.</summary>
+        internal IEnumerable<(long From, long To)> Outside(long start, long end)
+        {
+            var at = start;
+            foreach (var (offset, data) in Ranges)
+            {
+                var rangeEnd = offset + data.Length;
+                if (rangeEnd <= at) continue;
+                if (offset >= end) break;
+                if (offset > at) yield return (at, offset);
+                at = Math.Max(at, rangeEnd);
+                if (at >= end) yield break;
+            }
+            if (at < end) yield return (at, end);
+        }
 
         /// <summary>Writes the image into <paramref name="file"/>, new and empty: its size, then its data.</summary>
         public void WriteTo(SafeFileHandle file)

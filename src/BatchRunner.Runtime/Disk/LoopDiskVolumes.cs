@@ -97,9 +97,10 @@ public sealed partial class LoopDiskVolumes(LoopDiskOptions? options = null, ILo
 
     /// <summary>
     /// Makes the image a released volume left in <paramref name="dir"/> (<see cref="LoopDiskVolume.ReleaseKeepingImageAsync"/>)
-    /// an empty filesystem of <paramref name="limitBytes"/> again, in place: every block of it freed (a hole reads as
-    /// zeros), then the empty filesystem's data written as <see cref="FormatImageAsync"/> writes a copy. Nothing of the
-    /// last job's data is left in the file, byte for byte the image a new file would be; the file's inode is kept,
+    /// an empty filesystem of <paramref name="limitBytes"/> again, in place: every block of it outside the empty
+    /// filesystem's data freed (a hole reads as zeros), and that data written over the rest
+    /// (<see cref="EmptyImageTemplates.Template.RewriteOver"/>). Nothing of the last job's data is left in the file, byte
+    /// for byte the image a new file would be; the file's inode is kept,
     /// so the data disk frees and makes no inode per job (on an ext4 without a journal each new inode is a scan past
     /// every inode freed in the last 60 s).
     /// </summary>
@@ -132,13 +133,9 @@ public sealed partial class LoopDiskVolumes(LoopDiskOptions? options = null, ILo
         }
         try
         {
-            using var file = new FileStream(image, new FileStreamOptions { Mode = FileMode.Open, Access = FileAccess.Write });
-            var handle = file.SafeFileHandle;
-            if (RandomAccess.GetLength(handle) != imageBytes)
-                throw new IOException($"{image} is {RandomAccess.GetLength(handle)} bytes, not {imageBytes}");
-            if (PunchHole((int)handle.DangerousGetHandle(), 0, imageBytes) != 0)
-                throw new IOException($"freeing the blocks of {image} failed: {Describe(Errno)}");
-            template.WriteTo(handle);
+            // Read and written: SEEK_DATA finds what the last filesystem wrote.
+            using var file = new FileStream(image, new FileStreamOptions { Mode = FileMode.Open, Access = FileAccess.ReadWrite });
+            template.RewriteOver(file.SafeFileHandle);
             // As FormatImageAsync: to the disk now, not on the path of the job that mounts it.
             file.Flush(flushToDisk: true);
         }

@@ -85,6 +85,52 @@ public sealed class LoopDiskVolumeFacts : IAsyncLifetime
     }
 
     [Fact]
+    public async Task ReformatImageAsync_MakesAUsedImageTheSameBytesAsANewOne_InTheSameFile()
+    {
+        string Dir(string name) => Directory.CreateDirectory(Path.Combine(_dir, name)).FullName;
+        string Image(string dir) => Path.Combine(dir, LoopDiskVolumes.ImageFileName);
+        var (used, fresh) = (Dir("used"), Dir("fresh"));
+        await _volumes.FormatImageAsync(used, 64 * MiB, CancellationToken.None);
+        await _volumes.FormatImageAsync(fresh, 64 * MiB, CancellationToken.None);
+        var volume = (LoopDiskVolume)_volumes.MountImage(used, 64 * MiB);
+        // A job's worth of writes: data in many ranges, directories, a file deleted again, inodes in use.
+        var marker = System.Text.Encoding.UTF8.GetBytes("job data 4c1d");
+        for (var i = 0; i < 40; i++)
+        {
+            var dir = Directory.CreateDirectory(Path.Combine(volume.Path, $"d{i % 7}", $"e{i}")).FullName;
+            await File.WriteAllBytesAsync(Path.Combine(dir, "f"), [.. Enumerable.Repeat(marker, 1000 + i * 300).SelectMany(b => b)]);
+        }
+        File.Delete(Path.Combine(volume.Path, "d0", "e0", "f"));
+        var inode = DiskTestHost.Stat(Image(used)).Inode;
+        Assert.True(await volume.ReleaseKeepingImageAsync());
+
+        await _volumes.ReformatImageAsync(used, 64 * MiB, volume.LoopName, TimeSpan.FromSeconds(10), CancellationToken.None);
+
+        // The same file, now byte for byte a new copy, holding no more of the host's disk than one (but the block of its
+        // extent tree, a file of more than four extents has: its data ranges are laid out otherwise than a copy's).
+        Assert.Equal(inode, DiskTestHost.Stat(Image(used)).Inode);
+        Assert.True(File.ReadAllBytes(Image(used)).AsSpan().SequenceEqual(File.ReadAllBytes(Image(fresh))));
+        Assert.InRange(DiskTestHost.AllocatedBytes(Image(used)), DiskTestHost.AllocatedBytes(Image(fresh)),
+            DiskTestHost.AllocatedBytes(Image(fresh)) + ExtentMetadataSlackBytes);
+        var again = _volumes.MountImage(used, 64 * MiB);
+        _made.Add(again);
+        Assert.Equal(["lost+found"], Directory.EnumerateFileSystemEntries(again.Path).Select(Path.GetFileName));
+        Assert.Equal(0, again.ReadUsage().UsedBytes);
+    }
+
+    [Fact]
+    public void TemplateOutside_IsWhatTheRangesLeaveOfARange()
+    {
+        var template = new EmptyImageTemplates.Template(100, [(10, new byte[10]), (30, new byte[5]), (50, new byte[20])], 35);
+        Assert.Equal([(0L, 10L), (20L, 30L), (35L, 50L), (70L, 100L)], template.Outside(0, 100));
+        Assert.Equal([(22L, 30L), (35L, 40L)], template.Outside(22, 40));
+        Assert.Empty(template.Outside(12, 18));
+        Assert.Equal([(70L, 80L)], template.Outside(55, 80));
+        Assert.Equal([(1L, 5L)], template.Outside(1, 5));
+        Assert.Equal([(20L, 25L)], template.Outside(15, 25));
+    }
+
+    [Fact]
     public async Task FormatImageAsync_CopiesTheFirstEmptyImageOfASize_InsteadOfRunningMkfsAgain()
     {
         // mkfs.ext4 behind a wrapper that counts its runs.
