@@ -133,7 +133,6 @@ public sealed partial class LoopDiskVolumes(LoopDiskOptions? options = null, ILo
         }
         try
         {
-            // Read and written: SEEK_DATA finds what the last filesystem wrote.
             using var file = new FileStream(image, new FileStreamOptions { Mode = FileMode.Open, Access = FileAccess.ReadWrite });
             template.RewriteOver(file.SafeFileHandle);
             // As FormatImageAsync: to the disk now, not on the path of the job that mounts it.

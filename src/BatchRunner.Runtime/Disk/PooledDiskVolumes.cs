@@ -13,16 +13,17 @@ namespace BatchRunner.Runtime.Disk;
 /// <remarks>
 /// <para>A disk's directory is recycled, image and all: when its job's disk is released cleanly, the directory with its
 /// empty mount point and the used image comes back to the pool, which empties the image in place
-/// (<see cref="LoopDiskVolumes.ReformatImageAsync"/>: every block freed, the empty filesystem written again; the job's
-/// data goes then) once the loop device it was bound to has let go of it, or makes a new image when that takes longer
+/// (<see cref="LoopDiskVolumes.ReformatImageAsync"/>: every block outside the empty filesystem's data freed, that data
+/// written over the rest; the job's data goes then) once the loop device it was bound to has let go of it, or makes a new image when that takes longer
 /// than <see cref="ReuseWait"/>. A disk of the default limit made on demand, the pool being empty, is made in a spare
 /// directory when there is one, and comes back the same way. So a job of the default limit makes and deletes no file
 /// of the data disk's for its disk: on ext4 without a journal each new inode costs a scan past every inode of its group
 /// deleted in the last 60 s (<c>recently_deleted</c>), which at 30 jobs/s was about a sixth of the worker's CPU.
 /// (Formatting a used image again without that wait gave filesystems that would not mount, or failed their checksums,
 /// under load: the old filesystem, still alive in a container's mount namespace going away, wrote over the new one.)</para>
-/// <para>Ownership: a waiting or spare directory is the pool's, <c>ROOT/PREFIXN</c>, its image never mounted and never
-/// bound to a loop device; once renamed to a job's directory the disk is that job's volume, whose release unmounts it and
+/// <para>Ownership: a waiting or spare directory is the pool's, <c>ROOT/PREFIXN</c>: a waiting image never mounted and
+/// never bound to a loop device, a spare's image unmounted (its loop device may still hold it until the filesystem that
+/// used it is gone, which is what the pool waits for); once renamed to a job's directory the disk is that job's volume, whose release unmounts it and
 /// hands the directory back (or deletes it, when it was not released cleanly). The pool starts formatting at its first
 /// request (after the node janitor has run), when a request finds it empty, and when a disk it handed out has been
 /// released (so that formatting the next one is not on the path of the job that takes one); disposing the pool deletes
