@@ -43,8 +43,8 @@ public sealed partial class PooledDiskVolumes : IDiskVolumes, IAsyncDisposable, 
     private readonly int _size;
     private readonly ILogger _logger;
     private readonly Queue<string> _ready = new();
-    /// <summary>Directories handed back by released disks, to format in again: their empty mount point, and the image of
-    /// the job that used it with the loop device it was bound to (none when it came back without one).</summary>
+    /// <summary>Directories handed back by released disks, to empty again: their empty mount point, and the image of the
+    /// job that used it with the loop device it was bound to.</summary>
     private readonly Queue<Spare> _spare = new();
     private readonly object _gate = new();
     private readonly List<Task> _making = [];
@@ -121,9 +121,9 @@ public sealed partial class PooledDiskVolumes : IDiskVolumes, IAsyncDisposable, 
             {
                 // A spare's used image is emptied in place when its loop device has let go of it already (no waiting on
                 // the job's path); otherwise a new one is made.
-                if (spare?.UsedLoop is { } loop)
+                if (spare is not null)
                 {
-                    await _maker.ReformatImageAsync(dir, limitBytes, loop, TimeSpan.Zero, ct);
+                    await _maker.ReformatImageAsync(dir, limitBytes, spare.Loop, TimeSpan.Zero, ct);
                     return new PooledDiskVolume((LoopDiskVolume)_maker.MountImage(dir, limitBytes), this, recyclable);
                 }
                 return new PooledDiskVolume((LoopDiskVolume)await _maker.CreateAsync(dir, limitBytes, ct), this, recyclable);
@@ -165,8 +165,8 @@ public sealed partial class PooledDiskVolumes : IDiskVolumes, IAsyncDisposable, 
         {
             // The mount point is made here, off the path of the job that takes the disk (a spare has it already).
             Directory.CreateDirectory(System.IO.Path.Combine(dir, LoopDiskVolumes.MountDirName));
-            if (spare?.UsedLoop is { } loop)
-                await _maker.ReformatImageAsync(dir, _limitBytes, loop, ReuseWait, CancellationToken.None);
+            if (spare is not null)
+                await _maker.ReformatImageAsync(dir, _limitBytes, spare.Loop, ReuseWait, CancellationToken.None);
             else
                 await _maker.FormatImageAsync(dir, _limitBytes, CancellationToken.None);
             bool keep;
@@ -276,9 +276,9 @@ public sealed partial class PooledDiskVolumes : IDiskVolumes, IAsyncDisposable, 
         }
     }
 
-    /// <summary>A directory handed back: <paramref name="UsedLoop"/> names the loop device its image was last bound to
-    /// (null: it has no image).</summary>
-    private sealed record Spare(string Dir, string? UsedLoop);
+    /// <summary>A directory handed back with its used image; <paramref name="Loop"/> names the loop device the image was
+    /// last bound to.</summary>
+    private sealed record Spare(string Dir, string Loop);
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "Disk image formatted ahead in {PoolDir} taken for {Dir}")]
     private static partial void LogTaken(ILogger logger, string poolDir, string dir);

@@ -146,7 +146,7 @@ public sealed partial class JobExecutor(
         // Other nodes may take it; this one fetches others until a reservation is released here.
         turn?.NotNow();
         // The message describes the cluster (the job may run on any node), this node only declines it.
-        if ((reservations.DiskShortFor(job.Spec.Resources) ?? reservations.DiskPressure) is { } pressure)
+        if (reservations.DiskShortFor(job.Spec.Resources) is { } pressure)
         {
             await SayWhyItWaitsAsync(job, $"waiting for disk space: node {node.Name}: {pressure}");
             throw new JobRescheduleException($"node {node.Name}: {pressure}");

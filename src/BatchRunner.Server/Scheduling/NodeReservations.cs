@@ -88,11 +88,10 @@ public sealed class NodeReservations
         lock (_lock)
         {
             if (_held.TryGetValue(jobId, out var held)) return held;
-            if (disk is { UnderReserve: true }) return null;
             var amounts = ResourceAmounts.Of(request);
             var total = Sum() + amounts;
             if (!total.FitsWithin(ResourceAmounts.Of(Capacity))) return null;
-            if (disk is not null && Capacity.DiskBytes is not null && total.DiskBytes > disk.AvailableBytes) return null;
+            if (DiskShortage(disk, total.DiskBytes, amounts.DiskBytes) is not null) return null;
             var gpus = Gpus.Where(g => !_gpuHolders.ContainsKey(g.Uuid) && GpuCapacity.ModelMatches(g.Model, request.GpuModel)).Take(request.Gpus).ToList();
             if (gpus.Count < request.Gpus) return null;
             reservation = new Reservation(jobId, amounts, gpus);
@@ -155,22 +154,26 @@ public sealed class NodeReservations
         await Task.WhenAny(released, Task.Delay(timeout, ct));
     }
 
-    /// <summary>Why no job can be reserved now for lack of disk, in words; null when the data directory is above its reserve.</summary>
-    public string? DiskPressure => _disk?.Read().Pressure;
-
-    /// <summary>Why a job asking <paramref name="request"/> cannot have its disk here now, in words, as
-    /// <see cref="TryReserve"/> counts it (the disks reserved, this one's added, against what the data directory has free
-    /// above its reserve); null when it fits, or when disk is not limited here.</summary>
+    /// <summary>Why a job asking <paramref name="request"/> cannot be reserved here now for lack of disk, in words, as
+    /// <see cref="TryReserve"/> decides it; null when its disk fits (or disk is neither counted nor watched here).</summary>
     public string? DiskShortFor(ResourceRequest request)
     {
-        if (_disk is null || Capacity.DiskBytes is null || request.DiskBytes == 0) return null;
-        var disk = _disk.Read();
+        var disk = _disk?.Read();
+        lock (_lock) return DiskShortage(disk, Sum().DiskBytes + request.DiskBytes, request.DiskBytes);
+    }
+
+    /// <summary>
+    /// The one disk rule of a reservation: nothing while the data directory is below its reserve, and, where jobs' disks
+    /// are limited, the disks reserved (<paramref name="totalBytes"/>, the job's <paramref name="requestBytes"/> included)
+    /// within what the data directory has free above the reserve. Returns why not, or null.
+    /// </summary>
+    private string? DiskShortage(DiskStatus? disk, long totalBytes, long requestBytes)
+    {
+        if (disk is null) return null;
         if (disk.Pressure is { } pressure) return pressure;
-        long reserved;
-        lock (_lock) reserved = Sum().DiskBytes;
-        return reserved + request.DiskBytes <= disk.AvailableBytes ? null
-            : $"its jobs' disks ({Quantity.Human(reserved)}) and this one ({Quantity.Human(request.DiskBytes)}) need more than the " +
-              $"{Quantity.Human(disk.AvailableBytes)} {disk.DataDir} has for jobs (free space above the reserve MinFreeDisk={Quantity.Human(disk.ReserveBytes)})";
+        if (Capacity.DiskBytes is null || totalBytes <= disk.AvailableBytes) return null;
+        return $"its jobs' disks ({Quantity.Human(totalBytes - requestBytes)}) and this one ({Quantity.Human(requestBytes)}) need more than the " +
+               $"{Quantity.Human(disk.AvailableBytes)} {disk.DataDir} has for jobs (free space above the reserve MinFreeDisk={Quantity.Human(disk.ReserveBytes)})";
     }
 
     /// <summary>GPUs free now, optionally of one model.</summary>
