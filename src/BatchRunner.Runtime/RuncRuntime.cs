@@ -123,7 +123,7 @@ public sealed partial class RuncRuntime : IContainerRuntime
             {
                 Mode = FileMode.CreateNew, Access = FileAccess.Write, UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite, BufferSize = 0,
             }))
-                file.Write(System.Text.Encoding.UTF8.GetBytes(config.ToJson()));
+                file.Write(config.ToUtf8Json());
             File.Delete(Path.Combine(bundleDir, LogFile));
             File.Delete(pidFile);
             // Opens (or continues) the job's log files here, so that a bad path is our precise error, not the shell's.

@@ -141,6 +141,21 @@ public sealed class SpecBuilderFacts
     }
 
     [Fact]
+    public void TheSharedDefaultSeccompProfile_IsWrittenAsAFreshCopyOfItIs_AndConfigJsonIsCompactUtf8()
+    {
+        var spec = SpecBuilder.ForContainer(Minimal);
+        var fresh = SpecBuilder.ForContainer(Minimal);
+        fresh.Linux!.Seccomp = SeccompProfiles.Default(); // a profile of its own: written node by node
+        Assert.NotSame(spec.Linux!.Seccomp, fresh.Linux.Seccomp);
+        Assert.Equal(fresh.ToJson(), spec.ToJson());
+        Assert.Equal(System.Text.Encoding.UTF8.GetBytes(spec.ToJson()), spec.ToUtf8Json());
+        Assert.DoesNotContain('\n', spec.ToJson());
+        // Two containers' specs share the one profile object, which writing leaves as it was.
+        Assert.Same(spec.Linux.Seccomp, SpecBuilder.ForContainer(Minimal with { Id = "br-2" }).Linux!.Seccomp);
+        Assert.Equal(fresh.ToJson(), spec.ToJson());
+    }
+
+    [Fact]
     public void ToJson_RoundTrips()
     {
         var spec = SpecBuilder.ForContainer(Minimal with { MemoryLimitBytes = 1 << 30 });

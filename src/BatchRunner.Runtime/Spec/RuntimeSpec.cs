@@ -19,14 +19,17 @@ public sealed class RuntimeSpec
     public HooksSpec? Hooks { get; set; }
     public Dictionary<string, string>? Annotations { get; set; }
 
+    // Compact: only the runtime reads it (indenting a trivial job's config.json was a visible part of its CPU).
     private static readonly JsonSerializerOptions JsonOptions = new()
     {
         PropertyNamingPolicy = JsonNamingPolicy.CamelCase,
         DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
-        WriteIndented = true,
     };
 
     public string ToJson() => JsonSerializer.Serialize(this, JsonOptions);
+
+    /// <summary>config.json's bytes (UTF-8), as the runtime reads them.</summary>
+    public byte[] ToUtf8Json() => JsonSerializer.SerializeToUtf8Bytes(this, JsonOptions);
 
     public static RuntimeSpec FromJson(string json) =>
         JsonSerializer.Deserialize<RuntimeSpec>(json, JsonOptions) ?? throw new JsonException("config.json is null");
@@ -94,6 +97,7 @@ public sealed class LinuxSpec
     public List<string>? MaskedPaths { get; set; }
     public List<string>? ReadonlyPaths { get; set; }
     /// <summary>linux.seccomp; kept as raw JSON until a profile model is needed (a seccomp option sets it).</summary>
+    [JsonConverter(typeof(SeccompJsonConverter))]
     public JsonObject? Seccomp { get; set; }
     public List<IdMappingSpec>? UidMappings { get; set; }
     public List<IdMappingSpec>? GidMappings { get; set; }

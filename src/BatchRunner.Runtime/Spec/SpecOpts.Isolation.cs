@@ -75,8 +75,8 @@ public static partial class SpecOpts
         };
     }
 
-    /// <summary>BatchRunner's default seccomp profile (<see cref="SeccompProfiles.Default"/>).</summary>
-    public static SpecOpt WithDefaultSeccomp() => s => Linux(s).Seccomp = SeccompProfiles.Default();
+    /// <summary>BatchRunner's default seccomp profile (<see cref="SeccompProfiles.Default"/>; the one shared instance).</summary>
+    public static SpecOpt WithDefaultSeccomp() => s => Linux(s).Seccomp = SeccompProfiles.Shared;
 }
 
 public static partial class SpecOpts
