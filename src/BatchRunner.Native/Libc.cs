@@ -63,6 +63,47 @@ internal static unsafe partial class Libc
     [LibraryImport("libc", SetLastError = true)]
     public static partial int close(int fd);
 
+    /// <summary>
+    /// The text of a small file (a cgroup's or /proc's counters), read with open, read until end of file, and close: four
+    /// calls, where <see cref="File.ReadAllText(string)"/> also asks the size and takes and drops an advisory lock.
+    /// Null when it cannot be opened or read (gone, not permitted), never a partial text.
+    /// </summary>
+    public static string? ReadSmallFile(string path)
+    {
+        var fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) return null;
+        byte[]? rented = null;
+        try
+        {
+            Span<byte> buffer = stackalloc byte[4096];
+            var used = 0;
+            while (true)
+            {
+                if (used == buffer.Length)
+                {
+                    var bigger = System.Buffers.ArrayPool<byte>.Shared.Rent(buffer.Length * 2);
+                    buffer.CopyTo(bigger);
+                    if (rented is not null) System.Buffers.ArrayPool<byte>.Shared.Return(rented);
+                    rented = bigger;
+                    buffer = bigger;
+                }
+                var n = Read(fd, buffer[used..]);
+                if (n < 0)
+                {
+                    if (Errno == EINTR) continue;
+                    return null;
+                }
+                if (n == 0) return System.Text.Encoding.UTF8.GetString(buffer[..used]);
+                used += (int)n;
+            }
+        }
+        finally
+        {
+            close(fd);
+            if (rented is not null) System.Buffers.ArrayPool<byte>.Shared.Return(rented);
+        }
+    }
+
     [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     public static partial int mkdirat(int dirfd, string path, uint mode);
 

@@ -54,9 +54,10 @@ internal sealed class RuncContainer : IRunningContainer
         catch (TimeoutException) { }
         // The OOM killer may hit any process of the cgroup (a shell's child, say) while the main process
         // exits 0, and exit code 137 can be a plain `kill -9`: only the cgroup's counter is evidence.
-        var oomKills = _stats.ReadOomKills();
-        _finalUsage = _stats.Read();
-        var result = new ExitResult(code, signal, oomKills > 0);
+        // One read of the cgroup: its usage, with the OOM kill count among it, is final now.
+        var usage = _stats.Read();
+        _finalUsage = usage;
+        var result = new ExitResult(code, signal, usage.OomKills > 0);
         RuntimeLog.Exited(_runtime.Logger, Id, result.ExitCode, result.Signal, result.OomKilled);
         return result;
     }
@@ -95,8 +96,12 @@ internal sealed class RuncContainer : IRunningContainer
         return new StopResult(signal, grace, Killed: true);
     }
 
+    /// <summary>The cgroup's figures while the container runs; once it has exited (its init reaped, its output drained), the
+    /// final usage read then, without reading the cgroup again.</summary>
     public ResourceUsage ReadUsage() =>
-        Volatile.Read(ref _disposed) != 0 ? _finalUsage ?? ResourceUsage.Empty : _stats.Read();
+        _exit.IsCompletedSuccessfully ? _finalUsage ?? ResourceUsage.Empty
+        : Volatile.Read(ref _disposed) != 0 ? _finalUsage ?? ResourceUsage.Empty
+        : _stats.Read();
 
     public async ValueTask DisposeAsync()
     {

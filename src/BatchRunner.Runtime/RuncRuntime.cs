@@ -183,7 +183,7 @@ public sealed partial class RuncRuntime : IContainerRuntime
 
     private static int ReadPid(string pidFile)
     {
-        var text = File.Exists(pidFile) ? File.ReadAllText(pidFile).Trim() : "";
+        var text = Libc.ReadSmallFile(pidFile)?.Trim() ?? "";
         return int.TryParse(text, out var pid) && pid > 0
             ? pid
             : throw new ContainerStartException($"the runtime wrote no pid to {pidFile}");

@@ -28,6 +28,27 @@ public sealed class CgroupStatsFacts
     }
 
     [Fact]
+    public void ReadSmallFile_ReadsAFileOfAnySize_WholeAndOnlyWhole_AndNullWhenItCannotBeOpened()
+    {
+        var dir = Directory.CreateTempSubdirectory("br-readsmall-");
+        try
+        {
+            // Over the first 4 KiB buffer (the reader grows it), and empty.
+            var big = string.Concat(Enumerable.Range(0, 2000).Select(i => $"key{i} {i}\n"));
+            File.WriteAllText(Path.Combine(dir.FullName, "big"), big);
+            File.WriteAllText(Path.Combine(dir.FullName, "empty"), "");
+            Assert.True(big.Length > 4096 * 4);
+            Assert.Equal(big, Native.Libc.ReadSmallFile(Path.Combine(dir.FullName, "big")));
+            Assert.Equal("", Native.Libc.ReadSmallFile(Path.Combine(dir.FullName, "empty")));
+            Assert.Null(Native.Libc.ReadSmallFile(Path.Combine(dir.FullName, "missing")));
+            Assert.Null(Native.Libc.ReadSmallFile(dir.FullName)); // a directory: read fails (EISDIR)
+            // A real kernel file, as the readers use it.
+            Assert.StartsWith("cpu ", Native.Libc.ReadSmallFile("/proc/stat"));
+        }
+        finally { dir.Delete(recursive: true); }
+    }
+
+    [Fact]
     public void V1Reader_ReturnsNulls_WhenCgroupIsMissing()
     {
         var reader = new CgroupV1Reader(Tree("v1"), "/batchrunner/br-missing");
