@@ -131,12 +131,16 @@ public interface ISnapshotter
 {
     /// <param name="lowerDirs">Bottom layer first (the order of <see cref="PreparedImage.LayerPaths"/>).</param>
     /// <param name="workDir">An empty directory owned by the caller; the snapshotter creates its directories (rootfs/, ...) in it.</param>
-    Task<IRootfs> MountAsync(IReadOnlyList<string> lowerDirs, string workDir, CancellationToken ct);
+    /// <param name="scratchDiscarded">The caller discards <paramref name="workDir"/>'s whole filesystem once the root is released
+    /// (a job's own disk, emptied or deleted as one): the root's writes need not reach that filesystem durably, and
+    /// releasing it only unmounts it, leaving its directories and what the container wrote to that discard.</param>
+    Task<IRootfs> MountAsync(IReadOnlyList<string> lowerDirs, string workDir, bool scratchDiscarded, CancellationToken ct);
 }
 
 /// <summary>
 /// A writable root filesystem for one container. Disposing it unmounts it and removes the directories its
-/// snapshotter made (never the caller's work directory); dispose is idempotent and may be retried after it failed.
+/// snapshotter made (never the caller's work directory; none when the caller discards them itself); dispose is
+/// idempotent and may be retried after it failed.
 /// </summary>
 public interface IRootfs : IAsyncDisposable
 {

@@ -29,6 +29,11 @@ public sealed partial class RootfsMount : IRootfs
     public string RootfsPath { get; }
     public string WorkDir { get; }
 
+    /// <summary>Disposal only unmounts: the directories (and what the container wrote in them) are left to the owner of
+    /// <see cref="WorkDir"/>'s filesystem, which discards it whole (a job's disk). Deleting them file by file first was
+    /// work thrown away with the disk, and for a job that wrote many files in its root, much of it.</summary>
+    public bool KeepsDirectories { get; init; }
+
     /// <summary>Where the container's writes and whiteouts land.</summary>
     public string UpperPath => Path.Combine(WorkDir, OverlaySnapshotter.UpperDirName);
 
@@ -39,6 +44,13 @@ public sealed partial class RootfsMount : IRootfs
         {
             if (_disposed) return;
             await UnmountAsync().ConfigureAwait(false);
+            if (KeepsDirectories)
+            {
+                // Unmounted: the loop above ends only when the path is no mount point (EINVAL). Nothing is deleted, so the
+                // mount table need not be read to make sure.
+                _disposed = true;
+                return;
+            }
             if (StillMounted())
                 throw new IOException($"root filesystem {RootfsPath} is still mounted after unmounting; its directories were left in place");
             foreach (var name in new[] { OverlaySnapshotter.RootfsDirName, OverlaySnapshotter.UpperDirName, OverlaySnapshotter.WorkDirName })

@@ -35,6 +35,9 @@ public sealed partial record ContainerSpec
     /// into it (writable: a job may edit them). The job's disk, so that what it writes to them counts against its limit;
     /// null: the bundle. Created if missing; the files (and the directory, once empty) go with the container.</summary>
     public string? NameFilesDir { get; init; }
+    /// <summary>The owner of <see cref="NameFilesDir"/> discards its filesystem whole after the container (a job's disk): the
+    /// files are left to that, not deleted one by one.</summary>
+    public bool NameFilesDiscarded { get; init; }
 }
 
 public sealed record BindMount(string Source, string Destination, bool ReadOnly);

@@ -169,7 +169,7 @@ public sealed partial class RuncRuntime : IContainerRuntime
             throw e as ContainerStartException ?? new ContainerStartException($"container {spec.Id}: {e.Message}", e);
         }
         _logger.Started(spec.Id, sw.Elapsed.TotalMilliseconds);
-        return new RuncContainer(this, spec.Id, bundleDir, exit, relay, network, hasPoststopHooks, spec.NameFilesDir);
+        return new RuncContainer(this, spec.Id, bundleDir, exit, relay, network, hasPoststopHooks, spec.NameFilesDiscarded ? null : spec.NameFilesDir);
     }
 
     private string[] GlobalArgs(string bundleDir) =>

@@ -84,6 +84,40 @@ public sealed class OverlaySnapshotterFacts : IDisposable
     }
 
     [Fact]
+    public async Task ADiscardedScratch_IsMountedVolatile_AndDisposalOnlyUnmounts_LeavingItsDirectoriesToTheirOwner()
+    {
+        var layers = await TwoLayers();
+        var work = Path.Combine(_box.Root, "job");
+        var layerFiles = Snapshot(Path.Combine(_box.Root, "layers"));
+        var mount = await _snapshotter.MountAsync(layers, work, scratchDiscarded: true, CancellationToken.None);
+        await File.WriteAllTextAsync(Path.Combine(mount.RootfsPath, "scratch"), "x");
+        // The kernel's options for this mount (its super options, the last field of mountinfo): "volatile" (shown as
+        // "fsync=volatile" since Linux 6.6) skips the overlay's syncs of an upper directory that is thrown away.
+        Assert.Contains(SuperOptions(mount.RootfsPath), o => o is "volatile" or "fsync=volatile");
+
+        await mount.DisposeAsync();
+        await mount.DisposeAsync();
+
+        Assert.False(IsMounted(mount.RootfsPath));
+        // Nothing deleted: the upper directory keeps the container's write, for the owner's discard of the whole filesystem.
+        Assert.Equal("x", File.ReadAllText(Path.Combine(work, "upper", "scratch")));
+        Assert.True(Directory.Exists(mount.RootfsPath));
+        Assert.Empty(Directory.EnumerateFileSystemEntries(mount.RootfsPath));
+        Assert.Equal(layerFiles, Snapshot(Path.Combine(_box.Root, "layers")));
+    }
+
+    [Fact]
+    public async Task AKeptScratch_IsNotVolatile()
+    {
+        var layers = await TwoLayers();
+        await using var mount = await _snapshotter.MountAsync(layers, Path.Combine(_box.Root, "job"), CancellationToken.None);
+        Assert.DoesNotContain(SuperOptions(mount.RootfsPath), o => o is "volatile" or "fsync=volatile");
+    }
+
+    private static string[] SuperOptions(string mountPoint) =>
+        File.ReadLines("/proc/self/mountinfo").Single(l => l.Split(' ')[4] == mountPoint).Split(' ')[^1].Split(',');
+
+    [Fact]
     public async Task DisposeAsync_RemovesSubmountsFirst_WhenSomethingIsMountedInsideRootfs()
     {
         var layers = await TwoLayers();

@@ -17,11 +17,21 @@ public sealed partial class OverlaySnapshotter(ILogger<OverlaySnapshotter>? logg
 
     private readonly ILogger _logger = logger ?? (ILogger)NullLogger.Instance;
 
-    async Task<IRootfs> ISnapshotter.MountAsync(IReadOnlyList<string> lowerDirs, string workDir, CancellationToken ct) =>
-        await MountAsync(lowerDirs, workDir, ct);
+    /// <summary>Whether the kernel took the overlay option "volatile" (Linux 5.10); cleared by the first mount it refuses.</summary>
+    private static volatile bool s_volatileSupported = true;
+
+    async Task<IRootfs> ISnapshotter.MountAsync(IReadOnlyList<string> lowerDirs, string workDir, bool scratchDiscarded, CancellationToken ct) =>
+        await MountAsync(lowerDirs, workDir, scratchDiscarded, ct);
 
     /// <inheritdoc cref="ISnapshotter.MountAsync"/>
-    public Task<RootfsMount> MountAsync(IReadOnlyList<string> lowerDirs, string workDir, CancellationToken ct)
+    public Task<RootfsMount> MountAsync(IReadOnlyList<string> lowerDirs, string workDir, CancellationToken ct) =>
+        MountAsync(lowerDirs, workDir, scratchDiscarded: false, ct);
+
+    /// <inheritdoc cref="ISnapshotter.MountAsync"/>
+    /// <remarks>A discarded scratch is mounted "volatile" where the kernel has it: the overlay then never syncs its upper
+    /// directory (not on the container's fsync, nor on unmount, which otherwise writes back the job's disk that is about to
+    /// be emptied). A job's /outputs is a bind mount of its disk, not part of the overlay: its fsync still syncs.</remarks>
+    public Task<RootfsMount> MountAsync(IReadOnlyList<string> lowerDirs, string workDir, bool scratchDiscarded, CancellationToken ct)
     {
         ct.ThrowIfCancellationRequested();
         ArgumentNullException.ThrowIfNull(lowerDirs);
@@ -61,10 +71,16 @@ public sealed partial class OverlaySnapshotter(ILogger<OverlaySnapshotter>? logg
             }
             // The upper directory's attributes become those of the container's "/".
             if (fchmodat(AT_FDCWD, upper, 0x1ED /* 0755 */, 0) != 0) throw new IOException($"chmod {upper} failed: {ErrorText(Errno)}");
-            if (mount("overlay", rootfs, "overlay", 0, options) != 0)
+            var tryVolatile = scratchDiscarded && s_volatileSupported;
+            if (!tryVolatile || mount("overlay", rootfs, "overlay", 0, options + ",volatile") != 0)
             {
-                var errno = Errno;
-                throw new IOException($"mounting overlay at {rootfs} failed: {ErrorText(errno)} (errno {errno}); options: {options}");
+                if (mount("overlay", rootfs, "overlay", 0, options) != 0)
+                {
+                    var errno = Errno;
+                    throw new IOException($"mounting overlay at {rootfs} failed: {ErrorText(errno)} (errno {errno}); options: {options}");
+                }
+                // Refused with "volatile" and taken without: a kernel before 5.10. Plain mounts from then on.
+                if (tryVolatile) s_volatileSupported = false;
             }
         }
         catch
@@ -73,7 +89,7 @@ public sealed partial class OverlaySnapshotter(ILogger<OverlaySnapshotter>? logg
             throw;
         }
         LogMounted(_logger, rootfs, lowerDirs.Count);
-        return Task.FromResult(new RootfsMount(rootfs, workDir, _logger));
+        return Task.FromResult(new RootfsMount(rootfs, workDir, _logger) { KeepsDirectories = scratchDiscarded });
     }
 
     private static void TryDelete(string dir)

@@ -13,7 +13,7 @@ public sealed class FakeSnapshotter : ISnapshotter
 
     public int Mounted => Volatile.Read(ref _mounted);
 
-    public Task<IRootfs> MountAsync(IReadOnlyList<string> lowerDirs, string workDir, CancellationToken ct)
+    public Task<IRootfs> MountAsync(IReadOnlyList<string> lowerDirs, string workDir, bool scratchDiscarded, CancellationToken ct)
     {
         ct.ThrowIfCancellationRequested();
         var rootfs = Path.Combine(workDir, "rootfs");

@@ -76,7 +76,7 @@ public sealed partial class ContainerPhase(
                 paths.Inputs(attempt.JobId), paths.Datasets, ContainerSpecs.BatchRunnerEnv(attempt.Attempt, attempt.Job.ArrayIndex, spec.Array));
             if (attempt.Reservation.Gpus.Count > 0) cspec = cspec with { Gpus = new(attempt.Reservation.Gpus, gpus.Inventory.Common) };
             // On the job's disk: what the job writes to its /etc/hosts counts against its limit, like the rest of its writes.
-            cspec = cspec with { NameFilesDir = Path.Combine(attempt.ScratchDir, NameFilesDirName) };
+            cspec = cspec with { NameFilesDir = Path.Combine(attempt.ScratchDir, NameFilesDirName), NameFilesDiscarded = attempt.Disk is not null };
         }
         catch (Exception e) when (e is ArgumentException or InvalidOperationException or FileNotFoundException or UserResolutionException)
         {
