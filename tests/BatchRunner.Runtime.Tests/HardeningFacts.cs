@@ -1,3 +1,4 @@
+using BatchRunner.Runtime.Logs;
 using System.Net;
 using System.Net.Sockets;
 using BatchRunner.Core;
@@ -16,7 +17,7 @@ public sealed class HardeningFacts(RuncFixture fx) : IClassFixture<RuncFixture>
         var io = fx.Io(spec.Id);
         await using var c = await (runtime ?? fx.Runtime).StartAsync(spec, fx.BundleDir(spec.Id), io, CancellationToken.None);
         var exit = await c.WaitAsync(new CancellationTokenSource(Deadline).Token);
-        return (exit, await File.ReadAllTextAsync(io.StdoutPath), await File.ReadAllTextAsync(io.StderrPath));
+        return (exit, await StoredLog.ReadAllTextAsync(io.StdoutPath, "stdout"), await StoredLog.ReadAllTextAsync(io.StderrPath, "stderr"));
     }
 
     private ContainerSpec Sh(string script) => fx.Spec(fx.NewId(), "sh", "-c", script);

@@ -1,3 +1,4 @@
+using BatchRunner.Runtime.Logs;
 using System.Diagnostics;
 using BatchRunner.Runtime;
 using BatchRunner.Testing;
@@ -14,7 +15,7 @@ public sealed class RuncRuntimeFacts(RuncFixture fx) : IClassFixture<RuncFixture
         await using var c = await fx.StartAsync(spec);
         var exit = await c.WaitAsync(new CancellationTokenSource(Deadline).Token);
         var io = fx.Io(spec.Id);
-        return (exit, await File.ReadAllTextAsync(io.StdoutPath), await File.ReadAllTextAsync(io.StderrPath));
+        return (exit, await StoredLog.ReadAllTextAsync(io.StdoutPath, "stdout"), await StoredLog.ReadAllTextAsync(io.StderrPath, "stderr"));
     }
 
     [Fact]
@@ -33,7 +34,7 @@ public sealed class RuncRuntimeFacts(RuncFixture fx) : IClassFixture<RuncFixture
     {
         var spec = fx.Spec(fx.NewId(), "sh", "-c", "echo first-line; exec sleep 600");
         await using var c = await fx.StartAsync(spec);
-        await Poll.UntilAsync(() => File.ReadAllText(fx.Io(spec.Id).StdoutPath).Contains("first-line"), Deadline, "output of a running job");
+        await Poll.UntilAsync(() => File.Exists(fx.Io(spec.Id).StdoutPath) && File.ReadAllText(fx.Io(spec.Id).StdoutPath).Contains("first-line"), Deadline, "output of a running job");
         await c.KillAsync(CancellationToken.None);
     }
 
@@ -107,8 +108,8 @@ public sealed class RuncRuntimeFacts(RuncFixture fx) : IClassFixture<RuncFixture
         var exit = await c.WaitAsync(new CancellationTokenSource(Deadline).Token);
         var io = fx.Io(spec.Id);
         Assert.NotEqual(0, exit.ExitCode); // busybox sh gives up when fork fails
-        Assert.DoesNotContain("all-forked", await File.ReadAllTextAsync(io.StdoutPath));
-        Assert.Contains("can't fork", await File.ReadAllTextAsync(io.StderrPath));
+        Assert.DoesNotContain("all-forked", await StoredLog.ReadAllTextAsync(io.StdoutPath, "stdout"));
+        Assert.Contains("can't fork", await StoredLog.ReadAllTextAsync(io.StderrPath, "stderr"));
         Assert.True(c.ReadUsage().PidsLimitHits > 0, $"pids.events max: {c.ReadUsage().PidsLimitHits}");
         // The pid namespace's init exited, so the kernel kills the sleeps; pids.current drops as they are reaped.
         await Poll.UntilAsync(() => c.ReadUsage().Pids == 0, Deadline, "the container's processes to be gone");
@@ -131,9 +132,10 @@ public sealed class RuncRuntimeFacts(RuncFixture fx) : IClassFixture<RuncFixture
     [Fact]
     public async Task DisposeAsync_RemovesContainerCgroupAndBundle_WhenStillRunning()
     {
-        var spec = fx.Spec(fx.NewId(), "sleep", "600") with { MemoryLimitBytes = 64 << 20 };
+        var spec = fx.Spec(fx.NewId(), "sh", "-c", "echo up; exec sleep 600") with { MemoryLimitBytes = 64 << 20 };
         var c = await fx.StartAsync(spec);
         Assert.True(Directory.Exists(fx.MemoryCgroupDir(spec.Id)));
+        await Poll.UntilAsync(() => StoredLog.ReadAllTextAsync(fx.Io(spec.Id).StdoutPath, "stdout"), s => s == "up\n", TimeSpan.FromSeconds(30), "the job's output");
         await c.DisposeAsync();
         Assert.False(Directory.Exists(fx.MemoryCgroupDir(spec.Id)));
         Assert.DoesNotContain(await fx.Runtime.ListAsync(CancellationToken.None), l => l.Id == spec.Id);

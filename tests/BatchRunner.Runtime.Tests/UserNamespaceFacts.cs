@@ -1,3 +1,4 @@
+using BatchRunner.Runtime.Logs;
 using BatchRunner.Runtime;
 using BatchRunner.Testing;
 
@@ -25,7 +26,7 @@ public sealed class UserNamespaceFacts(RuncFixture fx) : IClassFixture<RuncFixtu
         };
         var io = fx.Io(spec.Id);
         await using var c = await runtime.StartAsync(spec, fx.BundleDir(spec.Id), io, CancellationToken.None);
-        var stdout = await Poll.UntilAsync(() => Task.FromResult(File.ReadAllText(io.StdoutPath)),
+        var stdout = await Poll.UntilAsync(() => StoredLog.ReadAllTextAsync(io.StdoutPath, "stdout"),
             s => s.Split('\n', StringSplitOptions.RemoveEmptyEntries).Length >= 3, TimeSpan.FromSeconds(30), "job output");
         var lines = stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries);
         Assert.Equal("0", lines[0]);

@@ -23,6 +23,8 @@ public sealed class CappedLogWriter : IDisposable
     /// <summary>Kept files before the current one (head first), with the bytes each holds (data and index).</summary>
     private readonly List<(string Path, long Offset, long Used)> _older = [];
     private OpenFile? _current;
+    /// <summary>Nothing was stored when this writer opened and nothing has been written since: the head is made by the first write.</summary>
+    private bool _noFileYet;
     private bool _groupOpen;
     private long _lastChunkSeq;
     private long _groupStartMicros;
@@ -33,7 +35,6 @@ public sealed class CappedLogWriter : IDisposable
     {
         _head = Path.GetFullPath(headPath);
         _limits = limits;
-        Directory.CreateDirectory(Path.GetDirectoryName(_head)!);
         Recover();
     }
 
@@ -93,6 +94,14 @@ public sealed class CappedLogWriter : IDisposable
     private OpenFile Writable()
     {
         if (_current is { IsClosed: false } open) return open;
+        if (_noFileYet)
+        {
+            _noFileYet = false;
+            // A stream with nothing stored yet gets its head with its first bytes: a job that prints nothing makes no file.
+            Directory.CreateDirectory(Path.GetDirectoryName(_head)!);
+            _current = OpenFile.Create(_head, 0, _limits.HeadBytes, _limits.AlignBytes);
+            return _current;
+        }
         if (_current is { } closed)
         {
             _older.Add((closed.Path, closed.Offset, closed.Used));
@@ -121,9 +130,20 @@ public sealed class CappedLogWriter : IDisposable
 
     private void Recover()
     {
-        var files = LogFiles.List(_head);
-        foreach (var idx in Directory.EnumerateFiles(Path.GetDirectoryName(_head)!, Path.GetFileName(_head) + ".*" + LogFiles.IndexSuffix, LogFiles.Simple))
-            if (!File.Exists(idx[..^LogFiles.IndexSuffix.Length])) File.Delete(idx);
+        var indexes = new List<string>();
+        var files = LogFiles.List(_head, indexes);
+        // An index whose data file is gone (deleted first, see EnforceCap) goes too.
+        foreach (var idx in indexes)
+        {
+            var data = idx[..^LogFiles.IndexSuffix.Length];
+            if (!files.Any(f => f.Exists && f.Path == data)) File.Delete(idx);
+        }
+        // Nothing stored yet (the first attempt): no file until the first bytes (Writable).
+        if (files is [{ Exists: false }])
+        {
+            _noFileYet = true;
+            return;
+        }
         _truncated = files.Count > 1 && files[1].Offset > files[0].Length;
         var last = files[^1];
         End = last.End;

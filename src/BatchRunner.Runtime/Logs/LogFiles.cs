@@ -29,7 +29,11 @@ public static class LogFiles
     public static string IndexPath(string file) => file + IndexSuffix;
 
     /// <summary>The stream's data files as they are now: the head (offset 0; length 0 when absent) then the parts by offset.</summary>
-    public static IReadOnlyList<LogFile> List(string headPath)
+    public static IReadOnlyList<LogFile> List(string headPath) => List(headPath, indexes: null);
+
+    /// <summary><see cref="List(string)"/>, and into <paramref name="indexes"/> (when given) the stream's index files
+    /// (<c>F.idx</c> for any <c>F</c>, whether or not <c>F</c> exists), from the same one listing of the directory.</summary>
+    public static IReadOnlyList<LogFile> List(string headPath, List<string>? indexes)
     {
         var dir = Path.GetDirectoryName(Path.GetFullPath(headPath))!;
         var name = Path.GetFileName(headPath);
@@ -40,6 +44,11 @@ public static class LogFiles
         foreach (var path in Directory.EnumerateFiles(dir, name + ".*", Simple))
         {
             var suffix = Path.GetFileName(path).AsSpan(name.Length + 1);
+            if (path.EndsWith(IndexSuffix, StringComparison.Ordinal))
+            {
+                indexes?.Add(path);
+                continue;
+            }
             if (suffix.Length != OffsetDigits || !long.TryParse(suffix, NumberStyles.None, CultureInfo.InvariantCulture, out var offset)) continue;
             var info = new FileInfo(path);
             if (info.Exists) parts.Add(new LogFile(path, offset, info.Length, true));

@@ -1,3 +1,4 @@
+using BatchRunner.Runtime.Logs;
 using BatchRunner.Runtime.Gpus;
 using BatchRunner.Runtime.Spec;
 using BatchRunner.Testing;
@@ -34,7 +35,7 @@ public sealed class GpuRuncFixture : IAsyncLifetime
         var spec = new ContainerSpec { Id = id, RootfsPath = Rootfs, Args = ["sh", "-c", script], ReadonlyRootfs = true };
         await using var c = await Runtime(extra).StartAsync(spec, Path.Combine(BaseDir, "bundles", id), io, CancellationToken.None);
         var exit = await c.WaitAsync(new CancellationTokenSource(TimeSpan.FromSeconds(30)).Token);
-        return (exit.ExitCode, await File.ReadAllTextAsync(io.StdoutPath), await File.ReadAllTextAsync(io.StderrPath));
+        return (exit.ExitCode, await StoredLog.ReadAllTextAsync(io.StdoutPath, "stdout"), await StoredLog.ReadAllTextAsync(io.StderrPath, "stderr"));
     }
 
     public async Task DisposeAsync()

@@ -25,6 +25,44 @@ public sealed class CappedLogWriterFacts
     }
 
     [Fact]
+    public async Task AStreamThatGetsNoBytes_HasNoFile_AndItsFirstBytesMakeTheHeadAndIndex()
+    {
+        using var d = new LogDir(64 * 1024);
+        d.Read(0, "only stdout\n");
+        d.Out.Dispose();
+        d.Err.Dispose();
+
+        // stderr got nothing: no file at all (a silent job creates none), and every reader sees an empty stream.
+        Assert.Equal(["stdout.log", "stdout.log.idx"], Directory.GetFiles(d.Dir).Select(Path.GetFileName).Order(StringComparer.Ordinal));
+        Assert.Equal("", await StoredLog.ReadAllTextAsync(d.StderrPath, "stderr"));
+        Assert.Equal(0, StoredLog.End(d.StderrPath));
+        Assert.Equal("only stdout\n", await d.OrderedAsync(timestamps: false));
+
+        // The next attempt's writer continues after the last read, and its first stderr bytes make the head.
+        d.Reopen(dispose: false);
+        d.Read(1, "late\n");
+        d.Out.Dispose();
+        d.Err.Dispose();
+        Assert.Equal("late\n", await StoredLog.ReadAllTextAsync(d.StderrPath, "stderr"));
+        Assert.Equal("only stdout\nlate\n", await d.OrderedAsync(timestamps: false));
+    }
+
+    [Fact]
+    public void AnIndexLeftWithoutItsData_IsDeleted_WhenTheNextWriterOpens()
+    {
+        using var d = new LogDir(64 * 1024);
+        d.Out.Dispose();
+        d.Err.Dispose();
+        // A crash between deleting a file's data and its index (EnforceCap deletes data first).
+        File.WriteAllBytes(LogFiles.IndexPath(d.StdoutPath), [0, 0, 0]);
+        File.WriteAllBytes(LogFiles.IndexPath(LogFiles.PartPath(d.StdoutPath, 4096)), [0, 0, 0]);
+
+        d.Reopen(dispose: false);
+
+        Assert.Empty(Directory.GetFiles(d.Dir));
+    }
+
+    [Fact]
     public async Task Write_KeepsHeadOneMarkerAndTail_WhenTheStreamGoesFarOverItsCap()
     {
         const long cap = 64 * 1024;

@@ -56,7 +56,7 @@ public sealed class LogRelayFacts(RuncFixture fx, ITestOutputHelper output) : IC
 
         Assert.True(exit.Successful);
         Assert.Equal("a\nb\nc\nno newline", await CombinedAsync(io));
-        Assert.Equal("a\nc\n", await File.ReadAllTextAsync(io.StdoutPath));
-        Assert.Equal("b\nno newline", await File.ReadAllTextAsync(io.StderrPath));
+        Assert.Equal("a\nc\n", await StoredLog.ReadAllTextAsync(io.StdoutPath, "stdout"));
+        Assert.Equal("b\nno newline", await StoredLog.ReadAllTextAsync(io.StderrPath, "stderr"));
     }
 }
