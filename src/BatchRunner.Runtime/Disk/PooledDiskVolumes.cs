@@ -187,8 +187,9 @@ public sealed partial class PooledDiskVolumes : IDiskVolumes, IAsyncDisposable, 
 
     /// <summary>A released disk's directory (<paramref name="dir"/>, the job's, holding only the empty mount point and the
     /// used image, last bound to <paramref name="loopName"/>) comes back as a spare, under a name of the pool's; when the
-    /// pool has enough, or is disposed, or the directory holds anything else, the image and the mount point are deleted
-    /// instead (and the directory too, unless it holds anything else).</summary>
+    /// pool has as many spares as it keeps images, or is disposed, or the directory holds anything else, the image and the
+    /// mount point are deleted instead (and the directory too, unless it holds anything else). So the pool holds at most
+    /// twice its size: the formatted images waiting, and as many used ones to empty next.</summary>
     private void Recycle(string dir, string loopName)
     {
         var entries = Directory.EnumerateFileSystemEntries(dir).Select(System.IO.Path.GetFileName).Order(StringComparer.Ordinal).ToList();
@@ -196,7 +197,10 @@ public sealed partial class PooledDiskVolumes : IDiskVolumes, IAsyncDisposable, 
         string? spare = null;
         lock (_gate)
         {
-            if (shell && !_disposed && _spare.Count + _ready.Count < _size)
+            // Kept whatever the number waiting: the next refill, or the next disk made on demand, empties it in place instead
+            // of deleting it now and making a new file then (a freed and a new inode of the data disk, and the new file's
+            // fsync). Counting the waiting ones too, as at first, deleted most released images in a steady stream of jobs.
+            if (shell && !_disposed && _spare.Count < _size)
             {
                 spare = System.IO.Path.Combine(_root, _namePrefix + Guid.NewGuid().ToString("N")[..12]);
                 try { Directory.Move(dir, spare); _spare.Enqueue(new Spare(spare, loopName)); }

@@ -175,6 +175,33 @@ public sealed class PooledDiskVolumesFacts : IAsyncLifetime
         Assert.Equal(inode, Inode(Assert.Single(PoolDirs())));
     }
 
+    [Fact]
+    public async Task AReleasedDisk_IsKeptToEmptyAgain_EvenWhenTheFormattedOnesWaitingAreEnough()
+    {
+        await using var pool = new PooledDiskVolumes(_maker, _root, Prefix, LimitBytes, size: 1);
+        var first = await pool.CreateAsync(Path.Combine(_root, "job"), LimitBytes, CancellationToken.None);
+        await pool.FilledAsync();
+        var a = await pool.CreateAsync(Path.Combine(_root, "job-a"), LimitBytes, CancellationToken.None);
+        var aImage = Inode(Path.Combine(_root, "job-a", LoopDiskVolumes.ImageFileName));
+        // The first disk comes back and is emptied into the one image waiting.
+        await first.DisposeAsync();
+        await pool.FilledAsync();
+        Assert.Equal(1, pool.Ready);
+
+        await a.DisposeAsync();
+
+        // One image waits already, yet A's is kept, not deleted: the next refill empties it in place, the same file.
+        Assert.Equal(2, PoolDirs().Length);
+        var b = await pool.CreateAsync(Path.Combine(_root, "job-b"), LimitBytes, CancellationToken.None);
+        await b.DisposeAsync();
+        await pool.FilledAsync();
+        // B's image went (a spare was kept already); A's was emptied into the one waiting.
+        Assert.Equal(1, pool.Ready);
+        var image = Path.Combine(Assert.Single(PoolDirs()), LoopDiskVolumes.ImageFileName);
+        Assert.Equal(aImage, Inode(image));
+        await AssertEmptyFilesystemAsync(image);
+    }
+
     private static ulong Inode(string path) =>
         BatchRunner.Native.Libc.TryStat(BatchRunner.Native.Libc.AT_FDCWD, path, out var st) ? st.Inode : throw new IOException($"stat {path}");
 
