@@ -15,19 +15,8 @@ public sealed class CgroupCleaner(CgroupVersion version, string root = CgroupVer
         ParentDirs(parent).SelectMany(SafeEnumerate).Where(dir => nameMatches(Path.GetFileName(dir))).ToList();
 
     /// <summary>/PARENT in every hierarchy where it exists, each hierarchy once.</summary>
-    private IEnumerable<string> ParentDirs(string parent)
-    {
-        var seen = new HashSet<string>(StringComparer.Ordinal);
-        IEnumerable<string> hierarchies = version == CgroupVersion.V2 ? [root] : SafeEnumerate(root);
-        foreach (var h in hierarchies)
-        {
-            var parentDir = Path.Combine(h, parent);
-            if (!Directory.Exists(parentDir)) continue;
-            // "cpu" and "cpuacct" are often symlinks to one "cpu,cpuacct" mount: visit it once.
-            var real = new DirectoryInfo(h).ResolveLinkTarget(true)?.FullName ?? h;
-            if (seen.Add(real)) yield return parentDir;
-        }
-    }
+    private IEnumerable<string> ParentDirs(string parent) =>
+        Hierarchies.Select(h => Path.Combine(h, parent.TrimStart('/'))).Where(Directory.Exists);
 
     /// <summary>Removes every cgroup under /PARENT whose name starts with <paramref name="prefix"/>, except
     /// those in <paramref name="keep"/>. Returns the distinct names removed (or attempted).</summary>
@@ -43,26 +32,39 @@ public sealed class CgroupCleaner(CgroupVersion version, string root = CgroupVer
     /// namespace with it): each is first tried with one rmdir, which the kernel refuses (EBUSY) while a process or a child
     /// cgroup is left; only then is it thawed, killed and waited for. A dozen hierarchies on a hybrid host: the probes of
     /// freezer state, processes and children were about 5 % of a worker's CPU per trivial job.</remarks>
+    /// <remarks>The hierarchies are listed once (<see cref="Hierarchies"/>); a hierarchy without the cgroup answers the rmdir
+    /// with ENOENT. Listing them, and asking whether each parent and each cgroup exists, at every removal was three dozen
+    /// calls on the cgroup and sysfs file systems per job.</remarks>
     public async Task RemoveAsync(string parent, string name, TimeSpan timeout, CancellationToken ct)
     {
-        foreach (var dir in DirsNamed(parent, name))
-            if (!TryRemoveEmpty(dir)) await RemoveAsync(dir, timeout, ct);
-    }
-
-    /// <summary>/PARENT/NAME in every hierarchy where it exists (as <see cref="FindDirs"/>, without listing the siblings).</summary>
-    private List<string> DirsNamed(string parent, string name) =>
-        ParentDirs(parent).Select(p => Path.Combine(p, name)).Where(Directory.Exists).ToList();
-
-    private static bool TryRemoveEmpty(string dir)
-    {
-        try
+        foreach (var hierarchy in Hierarchies)
         {
-            Directory.Delete(dir, recursive: false);
-            return true;
+            var dir = Path.Combine(hierarchy, parent.TrimStart('/'), name);
+            if (!TryRemoveEmpty(dir)) await RemoveAsync(dir, timeout, ct);
         }
-        catch (DirectoryNotFoundException) { return true; }
-        catch (IOException) { return false; }
     }
+
+    private IReadOnlyList<string>? _hierarchies;
+
+    /// <summary>Every hierarchy once (v1: one per controller mount, the unified mount included on hybrid hosts, "cpu" and
+    /// "cpuacct" once when they are links to one mount; v2: the root), listed at the first removal: a host's cgroup mounts
+    /// do not change under a running node.</summary>
+    private IReadOnlyList<string> Hierarchies => _hierarchies ??= ListHierarchies();
+
+    private List<string> ListHierarchies()
+    {
+        if (version == CgroupVersion.V2) return [root];
+        var seen = new HashSet<string>(StringComparer.Ordinal);
+        var list = new List<string>();
+        foreach (var h in SafeEnumerate(root))
+            if (seen.Add(new DirectoryInfo(h).ResolveLinkTarget(true)?.FullName ?? h)) list.Add(h);
+        return list;
+    }
+
+    /// <summary>One rmdir: true when the cgroup is gone (or was never there), false when the kernel keeps it (EBUSY: a
+    /// process or a child cgroup is left) or refuses otherwise, for the slow path to deal with.</summary>
+    private static bool TryRemoveEmpty(string dir) =>
+        Libc.unlinkat(Libc.AT_FDCWD, dir, Libc.AT_REMOVEDIR) == 0 || Libc.Errno == Libc.ENOENT;
 
     /// <summary>Kills the processes of one cgroup directory (and its children) and removes it.
     /// Throws <see cref="IOException"/> when it is still busy after <paramref name="timeout"/>.</summary>
