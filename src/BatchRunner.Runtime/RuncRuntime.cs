@@ -126,7 +126,7 @@ public sealed partial class RuncRuntime : IContainerRuntime
                 file.Write(config.ToUtf8Json());
             File.Delete(Path.Combine(bundleDir, LogFile));
             File.Delete(pidFile);
-            // Opens (or continues) the job's log files here, so that a bad path is our precise error, not the shell's.
+            // Continues the job's log files here (a stream with none yet gets its file with its first bytes), and makes the FIFOs.
             relay = LogRelay.Start(spec.Id, bundleDir, io, _logger);
             run = LaunchRun(spec.Id, bundleDir, pidFile, relay);
         }
