@@ -99,9 +99,7 @@ internal sealed class RuncContainer : IRunningContainer
     /// <summary>The cgroup's figures while the container runs; once it has exited (its init reaped, its output drained), the
     /// final usage read then, without reading the cgroup again.</summary>
     public ResourceUsage ReadUsage() =>
-        _exit.IsCompletedSuccessfully ? _finalUsage ?? ResourceUsage.Empty
-        : Volatile.Read(ref _disposed) != 0 ? _finalUsage ?? ResourceUsage.Empty
-        : _stats.Read();
+        _exit.IsCompletedSuccessfully || Volatile.Read(ref _disposed) != 0 ? _finalUsage ?? ResourceUsage.Empty : _stats.Read();
 
     public async ValueTask DisposeAsync()
     {

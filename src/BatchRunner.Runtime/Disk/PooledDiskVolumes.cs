@@ -214,18 +214,13 @@ public sealed partial class PooledDiskVolumes : IDiskVolumes, IAsyncDisposable, 
             return;
         }
         // Not the pool's to take: the image and the mount point go as a plain disposal's would, the directory stays its owner's.
-        try
-        {
-            var image = System.IO.Path.Combine(dir, LoopDiskVolumes.ImageFileName);
-            if (File.Exists(image)) File.Delete(image);
-            var mountPoint = System.IO.Path.Combine(dir, LoopDiskVolumes.MountDirName);
-            if (Directory.Exists(mountPoint)) Directory.Delete(mountPoint);
-        }
-        catch (IOException e) { LogRemoveFailed(_logger, dir, e.Message); }
+        RemoveDisk(dir, withDirectory: false);
     }
 
     /// <summary>Deletes a pool directory: its image, its mount point (never mounted while the pool holds it), itself.</summary>
-    private void RemoveShell(string dir)
+    private void RemoveShell(string dir) => RemoveDisk(dir, withDirectory: true);
+
+    private void RemoveDisk(string dir, bool withDirectory)
     {
         try
         {
@@ -233,7 +228,7 @@ public sealed partial class PooledDiskVolumes : IDiskVolumes, IAsyncDisposable, 
             if (File.Exists(image)) File.Delete(image);
             var mountPoint = System.IO.Path.Combine(dir, LoopDiskVolumes.MountDirName);
             if (Directory.Exists(mountPoint)) Directory.Delete(mountPoint);
-            if (Directory.Exists(dir)) Directory.Delete(dir);
+            if (withDirectory && Directory.Exists(dir)) Directory.Delete(dir);
         }
         catch (IOException e) { LogRemoveFailed(_logger, dir, e.Message); }
     }
