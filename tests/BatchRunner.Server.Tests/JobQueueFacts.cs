@@ -2,6 +2,7 @@ using BatchRunner.Core;
 using BatchRunner.Server.Execution;
 using BatchRunner.Server.Storage;
 using Hangfire;
+using Hangfire.Common;
 using Hangfire.States;
 using Microsoft.Extensions.DependencyInjection;
 
@@ -43,5 +44,54 @@ public sealed class JobQueueFacts(ServerFixture f)
         Assert.Equal("old message\n", await f.Client.GetStringAsync($"/api/v1/jobs/{id}/logs?stream=stdout"));
         using var connection = f.App.Services.GetRequiredService<JobStorage>().GetConnection();
         Assert.Equal(typeof(JobPerformer), connection.GetJobData(hangfireId)!.Job.Type);
+    }
+
+    /// <summary>
+    /// Hangfire's client blocks its thread for a round trip: the queue makes its calls on <see cref="HangfireCalls"/>'
+    /// threads, so that a submit load cannot starve the thread pool (2026-11-30: 8 submitters on 2 cores held every
+    /// connection of the pool in transactions waiting for the pool's threads, and the API answered 503).
+    /// </summary>
+    [Fact]
+    public async Task HangfiresCalls_RunOffTheThreadPool()
+    {
+        var services = f.App.Services;
+        var store = services.GetRequiredService<JobStore>();
+        var client = new ThreadRecordingClient(services.GetRequiredService<IBackgroundJobClient>());
+        var queue = new JobQueue(client, services.GetRequiredService<JobStorage>(), store, services.GetRequiredService<Npgsql.NpgsqlDataSource>(),
+            services.GetRequiredService<HangfireCalls>());
+        var spec = JobSpecValidator.Validate(new JobSubmission { Image = f.Busybox, Command = ["sleep", "60"] }).Spec!;
+        var job = JobRecord.New(spec);
+        await store.InsertAsync(job, null, "threads", CancellationToken.None);
+
+        Assert.NotNull(await queue.CreateAcceptedAsync(job, TimeSpan.FromSeconds(20)));
+        await queue.CancelAsync(job.Id, tenant: null, CancellationToken.None);
+
+        Assert.Equal(["create", "change state"], client.Calls.Select(c => c.Call));
+        Assert.All(client.Calls, c => Assert.False(c.OnPool, $"{c.Call} ran on a thread-pool thread"));
+        Assert.All(client.Calls, c => Assert.StartsWith("Hangfire call ", c.Thread));
+        Assert.Equal("cancelled", (await f.Api.WaitForFinalAsync(job.Id.ToString())).GetProperty("state").GetString());
+    }
+
+    /// <summary>The real client, noting which thread each call ran on.</summary>
+    private sealed class ThreadRecordingClient(IBackgroundJobClient inner) : IBackgroundJobClient
+    {
+        public List<(string Call, bool OnPool, string? Thread)> Calls { get; } = [];
+
+        public string Create(Job job, IState state)
+        {
+            Note("create");
+            return inner.Create(job, state);
+        }
+
+        public bool ChangeState(string jobId, IState state, string expectedState)
+        {
+            Note("change state");
+            return inner.ChangeState(jobId, state, expectedState);
+        }
+
+        private void Note(string call)
+        {
+            lock (Calls) Calls.Add((call, Thread.CurrentThread.IsThreadPoolThread, Thread.CurrentThread.Name));
+        }
     }
 }

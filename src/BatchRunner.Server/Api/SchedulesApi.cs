@@ -96,7 +96,7 @@ public static class SchedulesApi
         var (schedule, problem) = await CheckAsync(draft, body.Job, missing, jobs, secrets, liveNodes, webhooks, options.Value, ct);
         if (problem is not null) return problem;
         await schedules.InsertAsync(schedule!, ct);
-        try { recurring.Register(schedule!); }
+        try { await recurring.RegisterAsync(schedule!); }
         catch
         {
             await schedules.DeleteAsync(schedule!.Id, tenant: null, CancellationToken.None);
@@ -134,7 +134,7 @@ public static class SchedulesApi
         var (schedule, problem) = await CheckAsync(draft, body.Job, [], jobs, secrets, liveNodes, webhooks, options.Value, ct, keepSpec: body.Job is null ? existing.Spec : null);
         if (problem is not null) return problem;
         if (!await schedules.UpdateAsync(schedule!, newSecrets: body.Job is not null, ct)) return NotFound(id);
-        recurring.Register(schedule!);
+        await recurring.RegisterAsync(schedule!);
         return TypedResults.Ok(ScheduleDto.From((await schedules.GetAsync(schedule!.Id, tenant: null, ct))!));
     }
 
@@ -143,7 +143,7 @@ public static class SchedulesApi
     {
         var scope = Caller.Of(http).Scope;
         if (await FindAsync(id, scope, schedules, ct) is not { } s || !await schedules.DeleteAsync(s.Id, scope, ct)) return NotFound(id);
-        recurring.Remove(s.Id);
+        await recurring.RemoveAsync(s.Id);
         return TypedResults.NoContent();
     }
 

@@ -122,14 +122,14 @@ public sealed partial class NodeRegistry(
             var lostCount = (await jobs.GetAttemptsAsync(lost.JobId, ct)).Count(a => a.Reason == FailureReason.NodeLost);
             if (lost.Spec.Retry.ShouldRetry(lostCount, FailureReason.NodeLost, null, infrastructureFailure: true))
             {
-                if (lost.HangfireJobId is not null) queue.Requeue(lost.HangfireJobId);
+                if (lost.HangfireJobId is not null) await queue.RequeueAsync(lost.HangfireJobId);
                 LogRequeuedLost(log, lost.JobId, lost.Attempt, lost.Node);
             }
             else
             {
                 var message = $"node {lost.Node} was lost {lostCount} times; no retries left";
                 if (await jobs.FailLostAsync(lost.JobId, lost.Attempt, message, ct) && lost.HangfireJobId is not null)
-                    queue.Fail(lost.HangfireJobId, FailureReason.NodeLost, message);
+                    await queue.FailAsync(lost.HangfireJobId, FailureReason.NodeLost, message);
                 LogFailedLost(log, lost.JobId, lost.Attempt, lost.Node);
             }
         }

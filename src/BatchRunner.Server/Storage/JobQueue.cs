@@ -34,8 +34,10 @@ public interface IJobPerformer
 /// sets these for the jobs it runs; <see cref="SyncStatesAsync"/> for jobs that change outside a worker.</para>
 /// <para>Messages enqueued before this type existed name <c>BatchRunner.Server.Execution.JobPerformer</c>, the class
 /// that implements <see cref="IJobPerformer"/>: it is kept, and registered, so that they still run.</para>
+/// <para>Hangfire's client is synchronous: every call to it here runs on <see cref="HangfireCalls"/>' threads, never blocking the
+/// thread pool.</para>
 /// </remarks>
-public sealed class JobQueue(IBackgroundJobClient hangfire, JobStorage storage, JobStore store, Npgsql.NpgsqlDataSource db)
+public sealed class JobQueue(IBackgroundJobClient hangfire, JobStorage storage, JobStore store, Npgsql.NpgsqlDataSource db, HangfireCalls calls)
 {
     /// <summary>
     /// The Hangfire queue that holds <paramref name="tenant"/>'s jobs of BatchRunner queue <paramref name="queue"/>: one per
@@ -79,7 +81,7 @@ public sealed class JobQueue(IBackgroundJobClient hangfire, JobStorage storage, 
 
     private async Task<string> CreateAsync(Guid id, string displayName, string physicalQueue, IState state, CancellationToken ct)
     {
-        var hangfireId = Create(id, displayName, physicalQueue, state);
+        var hangfireId = await CreateAsync(id, displayName, physicalQueue, state);
         await store.SetHangfireJobIdAsync(id, hangfireId, ct);
         return hangfireId;
     }
@@ -102,7 +104,7 @@ public sealed class JobQueue(IBackgroundJobClient hangfire, JobStorage storage, 
     public async Task<JobStore.CancelOutcome> CancelAsync(Guid id, string? tenant, CancellationToken ct)
     {
         var outcome = await store.RequestCancelAsync(id, tenant, ct);
-        foreach (var hangfireId in outcome.HangfireJobIds) hangfire.Delete(hangfireId);
+        foreach (var hangfireId in outcome.HangfireJobIds) await DeleteAsync(hangfireId);
         return outcome;
     }
 
@@ -111,9 +113,9 @@ public sealed class JobQueue(IBackgroundJobClient hangfire, JobStorage storage, 
     public async Task<bool> ReplaceAsync(OrphanedJob orphan, CancellationToken ct)
     {
         var physical = PhysicalQueue(orphan.Queue, orphan.Tenant);
-        var hangfireId = Create(orphan.Id, orphan.DisplayName, physical, new EnqueuedState(physical));
+        var hangfireId = await CreateAsync(orphan.Id, orphan.DisplayName, physical, new EnqueuedState(physical));
         if (await store.ReplaceHangfireJobIdAsync(orphan.Id, orphan.HangfireJobId, hangfireId, ct)) return true;
-        hangfire.Delete(hangfireId);
+        await DeleteAsync(hangfireId);
         return false;
     }
 
@@ -130,7 +132,7 @@ public sealed class JobQueue(IBackgroundJobClient hangfire, JobStorage storage, 
         {
             var physical = PhysicalQueue(job.Queue, job.Tenant);
             var state = await Durably.RunAsync(c => InitialStateAsync(job.Id, job.State, physical, job.Message, job.IsArrayParent ? job.Spec.Array : null, c), deadline: deadline);
-            var hangfireId = await Durably.RunAsync(_ => Task.FromResult(Create(job.Id, job.DisplayName, physical, state)), deadline: deadline);
+            var hangfireId = await Durably.RunAsync(_ => CreateAsync(job.Id, job.DisplayName, physical, state), deadline: deadline);
             await Durably.RunAsync(c => store.SetHangfireJobIdAsync(job.Id, hangfireId, c), deadline: deadline);
             return hangfireId;
         }
@@ -142,24 +144,25 @@ public sealed class JobQueue(IBackgroundJobClient hangfire, JobStorage storage, 
 
     /// <summary>The message names its queue itself (Hangfire's Job.Queue), so that it goes back to the same queue when it is
     /// bounced, rescheduled or retried; a message without one would go back to Hangfire's "default".</summary>
-    private string Create(Guid id, string displayName, string physicalQueue, IState state) =>
-        hangfire.Create<IJobPerformer>(physicalQueue, p => p.RunAsync(id, displayName, CancellationToken.None), state);
+    private Task<string> CreateAsync(Guid id, string displayName, string physicalQueue, IState state) =>
+        calls.RunAsync(() => hangfire.Create<IJobPerformer>(physicalQueue, p => p.RunAsync(id, displayName, CancellationToken.None), state));
 
     /// <summary>Removes a queued message, or fires the cancellation token of the worker running it.</summary>
-    public void Delete(string hangfireJobId) => hangfire.Delete(hangfireJobId);
+    private Task DeleteAsync(string hangfireJobId) => calls.RunAsync(() => hangfire.Delete(hangfireJobId));
 
     /// <summary>Hands the message back to its queue (its node was lost).</summary>
-    public void Requeue(string hangfireJobId) => hangfire.Requeue(hangfireJobId);
+    public Task RequeueAsync(string hangfireJobId) => calls.RunAsync(() => hangfire.Requeue(hangfireJobId));
 
     /// <summary>A job that failed outside a worker (its node was lost for good): Hangfire's Failed, with the reason.</summary>
-    public void Fail(string hangfireJobId, string reason, string message) => hangfire.ChangeState(hangfireJobId, HangfireStates.Failed(reason, message));
+    public Task FailAsync(string hangfireJobId, string reason, string message) =>
+        calls.RunAsync(() => hangfire.ChangeState(hangfireJobId, HangfireStates.Failed(reason, message)));
 
     /// <summary>
     /// Brings the Hangfire state of every job flagged by a transition made outside a worker (a dependency resolved, an
     /// array ended) in line with its row. Idempotent: a message already in the right state is left alone, and a message
     /// a worker holds (Processing) is never moved to Enqueued again. Returns how many were looked at.
     /// </summary>
-    public Task<int> SyncStatesAsync(CancellationToken ct) => store.SyncHangfireStatesAsync(item =>
+    public Task<int> SyncStatesAsync(CancellationToken ct) => store.SyncHangfireStatesAsync(item => calls.RunAsync(() =>
     {
         using var connection = storage.GetConnection();
         var current = connection.GetStateData(item.HangfireJobId)?.Name;
@@ -173,8 +176,7 @@ public sealed class JobQueue(IBackgroundJobClient hangfire, JobStorage storage, 
             _ => null,
         };
         if (target is not null && current is not null) hangfire.ChangeState(item.HangfireJobId, target, current);
-        return Task.CompletedTask;
-    }, ct);
+    }), ct);
 
     /// <summary>
     /// Removes a finished job's message from Hangfire's tables at once (its states and parameters go with it, by

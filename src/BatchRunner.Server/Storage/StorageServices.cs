@@ -40,6 +40,7 @@ public static class StorageServices
         services.AddSingleton<NodeStore>();
         services.AddSingleton<TenantStore>();
         services.AddSingleton<DatabaseHealth>();
+        services.AddSingleton(_ => new HangfireCalls());
         services.AddSingleton<JobQueue>();
 
         // This process's own Hangfire storage instance, registered before AddHangfire so that the job client, the

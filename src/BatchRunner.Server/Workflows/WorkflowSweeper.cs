@@ -89,16 +89,16 @@ public sealed partial class WorkflowSweeper(
     private async Task ReconcileSchedulesAsync(CancellationToken ct)
     {
         var wanted = (await schedules.ListAsync(tenant: null, ct)).Where(s => !s.Paused).ToDictionary(s => s.Id);
-        var registered = recurring.Registered().ToDictionary(r => r.Id);
+        var registered = (await recurring.RegisteredAsync()).ToDictionary(r => r.Id);
         foreach (var s in wanted.Values)
             if (!registered.TryGetValue(s.Id, out var r) || r.Cron != s.Cron)
             {
-                recurring.Register(s);
+                await recurring.RegisterAsync(s);
                 LogScheduleRegistered(log, s.Id, s.Name);
             }
         foreach (var id in registered.Keys.Where(id => !wanted.ContainsKey(id)))
         {
-            recurring.Remove(id);
+            await recurring.RemoveAsync(id);
             LogScheduleRemoved(log, id);
         }
     }
