@@ -7,13 +7,15 @@ internal static partial class RuntimeLog
     [LoggerMessage(EventId = 3001, Level = LogLevel.Debug, Message = "Starting container {ContainerId} with {Runtime} (bundle {BundleDir})")]
     public static partial void Starting(this ILogger logger, string containerId, string runtime, string bundleDir);
 
-    [LoggerMessage(EventId = 3002, Level = LogLevel.Information, Message = "Container {ContainerId} running after {StartMs:0.0} ms")]
+    // The container's start and exit are Debug: the executor's lines for the job's attempt ("started on NODE", "ended
+    // STATE: REASON") say the same at Information, and two more lines per job were a third of a node's log.
+    [LoggerMessage(EventId = 3002, Level = LogLevel.Debug, Message = "Container {ContainerId} running after {StartMs:0.0} ms")]
     public static partial void Started(this ILogger logger, string containerId, double startMs);
 
     [LoggerMessage(EventId = 3003, Level = LogLevel.Warning, Message = "Container {ContainerId} failed to start: {Reason}")]
     public static partial void StartFailed(this ILogger logger, string containerId, string reason);
 
-    [LoggerMessage(EventId = 3004, Level = LogLevel.Information, Message = "Container {ContainerId} exited with code {ExitCode} (signal {Signal}, OOM-killed {OomKilled})")]
+    [LoggerMessage(EventId = 3004, Level = LogLevel.Debug, Message = "Container {ContainerId} exited with code {ExitCode} (signal {Signal}, OOM-killed {OomKilled})")]
     public static partial void Exited(this ILogger logger, string containerId, int exitCode, int? signal, bool oomKilled);
 
     [LoggerMessage(EventId = 3005, Level = LogLevel.Information, Message = "Killing container {ContainerId}")]

@@ -133,12 +133,46 @@ public sealed class JobWaitFacts(ServerFixture f)
             await f.Api.WaitForStateAsync(id, s => s == "running");
             using var stopping = new CancellationTokenSource(TimeSpan.FromMilliseconds(500));
             var clock = Stopwatch.StartNew();
-            var (job, tooMany) = await Api.JobWait.WaitAsync(Guid.Parse(id), scope: null, TimeSpan.FromSeconds(30), whileState: null,
-                f.App.Services.GetRequiredService<Api.JobDocuments>(), f.App.Services.GetRequiredService<JobStateSignal>(), TimeProvider.System,
-                stopping.Token, CancellationToken.None);
+            var documents = f.App.Services.GetRequiredService<Api.JobDocuments>();
+            var (job, tooMany) = await Api.JobWait.WaitAsync(c => documents.GetAsync(Guid.Parse(id), null, c), Guid.Parse(id), TimeSpan.FromSeconds(30), whileState: null,
+                f.App.Services.GetRequiredService<JobStateSignal>(), TimeProvider.System, stopping.Token, CancellationToken.None);
             Assert.False(tooMany);
             Assert.Equal("running", job!.State);
             Assert.True(clock.Elapsed < TimeSpan.FromSeconds(3), $"the wait went on {clock.Elapsed.TotalMilliseconds:F0} ms after the stop");
+        }
+        finally { await f.Api.CancelAsync(id); }
+    }
+
+    /// <summary>While the signal listens already, a wait reads its job once before it waits (watching first), not twice,
+    /// and once more per change it is woken by: the long poll's cost per job, which every client that waits pays.</summary>
+    [Fact]
+    public async Task Wait_WhileTheSignalListens_ReadsTheJobOnceBeforeItWaits_AndOncePerWakeUp()
+    {
+        var signal = f.App.Services.GetRequiredService<JobStateSignal>();
+        var documents = f.App.Services.GetRequiredService<Api.JobDocuments>();
+        var id = await f.Api.SubmitIdAsync(new { image = f.Busybox, command = new[] { "sleep", "600" }, stopGraceSeconds = 1 });
+        var jobId = Guid.Parse(id);
+        try
+        {
+            await f.Api.WaitForStateAsync(id, s => s == "running");
+            // Another wait keeps the listener up (as waiting clients do), and has had its catch-up wake-up.
+            using var other = signal.Watch(Guid.NewGuid());
+            Assert.True(await signal.ListeningAsync(TimeSpan.FromSeconds(10), CancellationToken.None));
+            await Task.Delay(300);
+
+            var reads = 0;
+            var waiting = Api.JobWait.WaitAsync(c => { Interlocked.Increment(ref reads); return documents.GetAsync(jobId, null, c); }, jobId,
+                TimeSpan.FromSeconds(30), whileState: null, signal, TimeProvider.System, CancellationToken.None, CancellationToken.None);
+            await Poll.UntilAsync(() => Volatile.Read(ref reads) >= 1, TimeSpan.FromSeconds(10), "the wait's first read");
+            await Task.Delay(300);
+            Assert.Equal(1, Volatile.Read(ref reads));
+
+            await f.Api.CancelAsync(id);
+            var (job, tooMany) = await waiting;
+            Assert.False(tooMany);
+            Assert.Equal("cancelled", job!.State);
+            // cancel requested, then cancelled: one read per notification that woke it, at most two.
+            Assert.InRange(Volatile.Read(ref reads), 2, 3);
         }
         finally { await f.Api.CancelAsync(id); }
     }

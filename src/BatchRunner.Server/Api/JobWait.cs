@@ -44,18 +44,28 @@ public static class JobWait
 
     /// <summary>
     /// The job's document once it is no longer waited out, or at the end of <paramref name="wait"/>; null when it is not
-    /// (or no longer) a job <paramref name="scope"/> may see. <c>TooMany</c>: this process already had
-    /// <see cref="MaxWaiting"/> waiting requests, so this one did not wait.
+    /// (or no longer) a job the caller may see (<paramref name="read"/>: the job's document as the caller may see it, or
+    /// null). <c>TooMany</c>: this process already had <see cref="MaxWaiting"/> waiting requests, so this one did not wait.
     /// </summary>
-    public static async Task<(JobDto? Job, bool TooMany)> WaitAsync(Guid jobId, string? scope, TimeSpan wait, string? whileState, JobDocuments documents,
-        JobStateSignal signal, TimeProvider time, CancellationToken stopping, CancellationToken ct)
+    /// <remarks>While the signal listens already (the usual case when requests wait), the wait is watched before the job is
+    /// read, so one read is enough to compare: a change committed after it wakes the waiter. Otherwise the job is read
+    /// first, and the listener starts only for a job that is to be waited out; then it is read again once the listen is in
+    /// place.</remarks>
+    public static async Task<(JobDto? Job, bool TooMany)> WaitAsync(Func<CancellationToken, Task<JobDto?>> read, Guid jobId, TimeSpan wait,
+        string? whileState, JobStateSignal signal, TimeProvider time, CancellationToken stopping, CancellationToken ct)
     {
-        var job = await documents.GetAsync(jobId, scope, ct);
-        if (job is null || wait <= TimeSpan.Zero || !StillWaiting(job.State, whileState)) return (job, false);
+        JobDto? job = null;
+        var readBefore = wait <= TimeSpan.Zero || !signal.IsListening || Volatile.Read(ref _waiting) >= MaxWaiting;
+        if (readBefore)
+        {
+            job = await read(ct);
+            if (job is null || wait <= TimeSpan.Zero || !StillWaiting(job.State, whileState)) return (job, false);
+        }
         if (Interlocked.Increment(ref _waiting) > MaxWaiting)
         {
             Interlocked.Decrement(ref _waiting);
-            return (job, true);
+            if (!readBefore) job = await read(ct);
+            return job is null || !StillWaiting(job.State, whileState) ? (job, false) : (job, true);
         }
         try
         {
@@ -63,21 +73,21 @@ public static class JobWait
             using var both = CancellationTokenSource.CreateLinkedTokenSource(ct, stopping);
             using var waiter = signal.Watch(jobId);
             // Listening first, then the read that is compared: a change committed after the listen wakes the waiter.
-            if (await signal.ListeningAsync(ListenTimeout, both.Token)) job = await documents.GetAsync(jobId, scope, ct);
+            if (await signal.ListeningAsync(ListenTimeout, both.Token) || !readBefore) job = await read(ct);
             while (job is not null && StillWaiting(job.State, whileState))
             {
                 var left = wait - time.GetElapsedTime(start);
                 if (left <= TimeSpan.Zero) break;
                 try { await waiter.WaitAsync(left < JobStateSignal.SafetyPollInterval ? left : JobStateSignal.SafetyPollInterval, both.Token); }
                 catch (OperationCanceledException) when (stopping.IsCancellationRequested && !ct.IsCancellationRequested) { break; }
-                job = await documents.GetAsync(jobId, scope, ct);
+                job = await read(ct);
             }
             return (job, false);
         }
         catch (OperationCanceledException) when (stopping.IsCancellationRequested && !ct.IsCancellationRequested)
         {
             // The server stops: the job as it is now.
-            return (await documents.GetAsync(jobId, scope, ct), false);
+            return (await read(ct), false);
         }
         finally { Interlocked.Decrement(ref _waiting); }
     }

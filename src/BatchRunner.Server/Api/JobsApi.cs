@@ -164,8 +164,8 @@ public static class JobsApi
         {
             var jobId = Guid.TryParse(id, out var g) ? g : (await FindAsync(id, scope, store, ct))?.Id;
             if (jobId is null) return NotFound(id);
-            var (dto, tooMany) = await JobWait.WaitAsync(jobId.Value, scope, TimeSpan.FromSeconds(seconds), whileState, documents, signal, time,
-                lifetime.ApplicationStopping, ct);
+            var (dto, tooMany) = await JobWait.WaitAsync(c => documents.GetAsync(jobId.Value, scope, c), jobId.Value, TimeSpan.FromSeconds(seconds), whileState,
+                signal, time, lifetime.ApplicationStopping, ct);
             if (tooMany)
             {
                 http.Response.Headers.RetryAfter = "1";
