@@ -1,3 +1,4 @@
+using BatchRunner.Server.Storage;
 using Hangfire;
 using Hangfire.Common;
 using Hangfire.States;
@@ -16,10 +17,15 @@ namespace BatchRunner.Server.Hosting;
 /// since, say). The change is Hangfire's own (Scheduled → Enqueued, only from Scheduled, the job's own queue), as the
 /// scheduler makes it, so of the two only the first moves the job; a job scheduled again for later meanwhile is left to its
 /// new wake-up. Process-wide (Hangfire's filters are), each wake-up uses the storage of the host that scheduled the job.
+/// The wake-ups' Hangfire calls run on two threads of the filter's own (<see cref="HangfireCalls"/>), never on the
+/// thread pool: a full node bouncing many jobs at once would otherwise block as many pool threads at their due time.
 /// </remarks>
 internal sealed class DueScheduledJobs : IApplyStateFilter
 {
     public static readonly DueScheduledJobs Instance = new();
+
+    /// <summary>For the process's lifetime, as the filter: its threads wait for work without holding anything.</summary>
+    private static readonly HangfireCalls Calls = new(2);
 
     public void OnStateApplied(ApplyStateContext context, IWriteOnlyTransaction transaction)
     {
@@ -28,7 +34,7 @@ internal sealed class DueScheduledJobs : IApplyStateFilter
         var id = context.BackgroundJob.Id;
         var delay = scheduled.EnqueueAt - DateTime.UtcNow;
         // The state is committed after this filter runs: a job due at once waits a moment for that.
-        _ = Task.Delay(delay > MinDelay ? delay : MinDelay).ContinueWith(_ => EnqueueIfDue(storage, id), TaskScheduler.Default);
+        _ = Task.Delay(delay > MinDelay ? delay : MinDelay).ContinueWith(_ => Calls.RunAsync(() => EnqueueIfDue(storage, id)), TaskScheduler.Default);
     }
 
     public void OnStateUnapplied(ApplyStateContext context, IWriteOnlyTransaction transaction) { }
