@@ -47,7 +47,9 @@ public sealed class AttemptContext(JobRecord job, int attempt, Reservation reser
     public string ScratchDir => Disk?.Path ?? RunDir;
 
     /// <summary>The directory the container sees as /outputs; its contents move to the job's directory once it has exited.</summary>
-    public string OutputsDir => Path.Combine(ScratchDir, "outputs");
+    public string OutputsDir => Path.Combine(ScratchDir, OutputsDirName);
+
+    public const string OutputsDirName = "outputs";
 
     /// <summary>Set by <see cref="Phases.RootfsPhase"/>; released by it.</summary>
     public IRootfs? Rootfs { get; set; }

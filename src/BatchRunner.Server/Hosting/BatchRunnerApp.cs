@@ -167,7 +167,8 @@ public static partial class BatchRunnerApp
                 // Disks of the default limit made ahead (Disk:PoolSize), named with the node's prefix so that its janitor removes them after a crash.
                 services.AddSingleton<IDiskVolumes>(sp =>
                 {
-                    var maker = new LoopDiskVolumes(new LoopDiskOptions(), sp.GetRequiredService<ILogger<LoopDiskVolumes>>());
+                    var maker = new LoopDiskVolumes(new LoopDiskOptions { Directories = Execution.Phases.DiskPhase.DiskDirectories },
+                        sp.GetRequiredService<ILogger<LoopDiskVolumes>>());
                     return options.Disk.PoolSize > 0
                         ? new PooledDiskVolumes(maker, paths.RunRoot, node.ContainerPrefix + "disk-pool-", options.Disk.DefaultBytes(), options.Disk.PoolSize,
                             sp.GetRequiredService<ILogger<PooledDiskVolumes>>())

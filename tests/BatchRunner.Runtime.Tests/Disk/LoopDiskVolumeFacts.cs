@@ -22,6 +22,8 @@ public sealed class LoopDiskVolumeFacts : IAsyncLifetime
     {
         foreach (var v in _made) await v.DisposeAsync();
         DiskTestHost.Unmount(Path.Combine(_dir, LoopDiskVolumes.MountDirName));
+        // Volumes a test made in directories of its own under this one, left mounted by a failed assertion.
+        foreach (var sub in Directory.EnumerateDirectories(_dir)) DiskTestHost.Unmount(Path.Combine(sub, LoopDiskVolumes.MountDirName));
         LoopDiskVolumes.RemoveLeftovers(_dir);
         Directory.Delete(_dir, recursive: true);
     }
@@ -116,6 +118,58 @@ public sealed class LoopDiskVolumeFacts : IAsyncLifetime
         _made.Add(again);
         Assert.Equal(["lost+found"], Directory.EnumerateFileSystemEntries(again.Path).Select(Path.GetFileName));
         Assert.Equal(0, again.ReadUsage().UsedBytes);
+    }
+
+    /// <summary>The directories a job's disk needs at its top (LoopDiskOptions.Directories) are in every new filesystem:
+    /// the one mkfs.ext4 made, a copy of it (the template) and an image made empty again after a job; empty, root's, 0755,
+    /// and counted in the empty filesystem's usage, not the job's.</summary>
+    [Fact]
+    public async Task Directories_AreInEveryNewFilesystem_MadeOrCopied_EmptyAndUncounted()
+    {
+        string[] names = ["outputs", "rootfs", "upper", "work"];
+        var volumes = new LoopDiskVolumes(new LoopDiskOptions { Directories = names });
+        var made = Path.Combine(_dir, "made");
+        var copied = Path.Combine(_dir, "copied");
+        Directory.CreateDirectory(made);
+        Directory.CreateDirectory(copied);
+        var first = await volumes.CreateAsync(made, 64 * MiB, CancellationToken.None);
+        _made.Add(first);
+        var second = (LoopDiskVolume)await volumes.CreateAsync(copied, 64 * MiB, CancellationToken.None);
+        foreach (var v in new[] { first, second })
+        {
+            Assert.Equal(["lost+found", .. names], Directory.EnumerateFileSystemEntries(v.Path).Select(Path.GetFileName).Order(StringComparer.Ordinal));
+            foreach (var name in names)
+            {
+                var dir = Path.Combine(v.Path, name);
+                Assert.Empty(Directory.EnumerateFileSystemEntries(dir));
+                Assert.Equal((UnixFileMode)0x1ED /* 0755 */, File.GetUnixFileMode(dir));
+                Assert.Equal(0u, DiskTestHost.Stat(dir).Uid);
+            }
+            Assert.Equal(0, v.ReadUsage().UsedBytes);
+        }
+
+        // A job's files in them; the image made empty again holds the directories, empty.
+        File.WriteAllText(Path.Combine(second.Path, "outputs", "result.txt"), "job data");
+        Directory.CreateDirectory(Path.Combine(second.Path, "upper", "etc"));
+        Assert.True(await second.ReleaseKeepingImageAsync());
+        await volumes.ReformatImageAsync(copied, 64 * MiB, second.LoopName, TimeSpan.FromSeconds(10), CancellationToken.None);
+        var again = volumes.MountImage(copied, 64 * MiB);
+        _made.Add(again);
+        Assert.Equal(["lost+found", .. names], Directory.EnumerateFileSystemEntries(again.Path).Select(Path.GetFileName).Order(StringComparer.Ordinal));
+        Assert.All(names, name => Assert.Empty(Directory.EnumerateFileSystemEntries(Path.Combine(again.Path, name))));
+        Assert.Equal(0, again.ReadUsage().UsedBytes);
+    }
+
+    [Theory]
+    [InlineData("a/b")]
+    [InlineData("..")]
+    [InlineData("lost+found")]
+    [InlineData("")]
+    public async Task Directories_RefusesANameThatIsNotOneNewDirectory(string name)
+    {
+        var volumes = new LoopDiskVolumes(new LoopDiskOptions { Directories = [name] });
+        await Assert.ThrowsAsync<ArgumentException>(() => volumes.CreateAsync(_dir, 64 * MiB, CancellationToken.None));
+        Assert.False(File.Exists(Path.Combine(_dir, LoopDiskVolumes.ImageFileName)));
     }
 
     [Fact]
