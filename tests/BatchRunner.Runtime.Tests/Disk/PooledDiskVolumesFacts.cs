@@ -60,7 +60,7 @@ public sealed class PooledDiskVolumesFacts : IAsyncLifetime
         // The job's disposal removes its disk; the pool then formats the next one.
         Assert.False(DiskTestHost.IsMounted(Path.Combine(job2, LoopDiskVolumes.MountDirName)));
         Assert.False(File.Exists(Path.Combine(job2, LoopDiskVolumes.ImageFileName)));
-        Assert.Empty(DiskTestHost.LoopsBackedUnder(job2));
+        await Poll.UntilAsync(() => Task.FromResult(DiskTestHost.LoopsBackedUnder(job2)), l => l.Count == 0, TimeSpan.FromSeconds(10), "loop device unbound");
         await pool.FilledAsync();
         Assert.Equal(1, pool.Ready);
         await first.DisposeAsync();
@@ -90,7 +90,8 @@ public sealed class PooledDiskVolumesFacts : IAsyncLifetime
         // Released cleanly: the directory went back to the pool with the image, which the pool empties in place: the same
         // file (no inode freed and made on the data disk), a clean empty filesystem, not one byte of the job's data in it.
         Assert.False(Directory.Exists(job));
-        Assert.Empty(DiskTestHost.LoopsBackedUnder(_root));
+        // The unmount unbinds the loop device (autoclear), which the kernel may finish a moment after umount returns.
+        await Poll.UntilAsync(() => Task.FromResult(DiskTestHost.LoopsBackedUnder(_root)), l => l.Count == 0, TimeSpan.FromSeconds(10), "loop device unbound");
         await pool.FilledAsync();
         var again = Assert.Single(PoolDirs());
         Assert.Equal(inode, Inode(again));
