@@ -25,7 +25,6 @@ public sealed class HangfireCalls : IDisposable
     public static int DefaultThreads => Math.Max(4, 2 * Environment.ProcessorCount);
 
     private readonly BlockingCollection<Action> _work = new();
-    private readonly Thread[] _threads;
     private int _disposed;
 
     public HangfireCalls() : this(DefaultThreads) { }
@@ -33,15 +32,11 @@ public sealed class HangfireCalls : IDisposable
     public HangfireCalls(int threads)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(threads, 1);
-        _threads = new Thread[threads];
-        for (var i = 0; i < threads; i++)
-        {
-            _threads[i] = new Thread(Loop) { IsBackground = true, Name = $"Hangfire call {i + 1}" };
-            _threads[i].Start();
-        }
+        Threads = threads;
+        for (var i = 0; i < threads; i++) new Thread(Loop) { IsBackground = true, Name = $"Hangfire call {i + 1}" }.Start();
     }
 
-    public int Threads => _threads.Length;
+    public int Threads { get; }
 
     /// <summary>Runs <paramref name="call"/> on one of the threads; the returned task completes on the thread pool.</summary>
     public Task<T> RunAsync<T>(Func<T> call)

@@ -81,7 +81,7 @@ public sealed class JobQueue(IBackgroundJobClient hangfire, JobStorage storage, 
 
     private async Task<string> CreateAsync(Guid id, string displayName, string physicalQueue, IState state, CancellationToken ct)
     {
-        var hangfireId = await CreateAsync(id, displayName, physicalQueue, state);
+        var hangfireId = await CreateMessageAsync(id, displayName, physicalQueue, state);
         await store.SetHangfireJobIdAsync(id, hangfireId, ct);
         return hangfireId;
     }
@@ -113,7 +113,7 @@ public sealed class JobQueue(IBackgroundJobClient hangfire, JobStorage storage, 
     public async Task<bool> ReplaceAsync(OrphanedJob orphan, CancellationToken ct)
     {
         var physical = PhysicalQueue(orphan.Queue, orphan.Tenant);
-        var hangfireId = await CreateAsync(orphan.Id, orphan.DisplayName, physical, new EnqueuedState(physical));
+        var hangfireId = await CreateMessageAsync(orphan.Id, orphan.DisplayName, physical, new EnqueuedState(physical));
         if (await store.ReplaceHangfireJobIdAsync(orphan.Id, orphan.HangfireJobId, hangfireId, ct)) return true;
         await DeleteAsync(hangfireId);
         return false;
@@ -132,7 +132,7 @@ public sealed class JobQueue(IBackgroundJobClient hangfire, JobStorage storage, 
         {
             var physical = PhysicalQueue(job.Queue, job.Tenant);
             var state = await Durably.RunAsync(c => InitialStateAsync(job.Id, job.State, physical, job.Message, job.IsArrayParent ? job.Spec.Array : null, c), deadline: deadline);
-            var hangfireId = await Durably.RunAsync(_ => CreateAsync(job.Id, job.DisplayName, physical, state), deadline: deadline);
+            var hangfireId = await Durably.RunAsync(_ => CreateMessageAsync(job.Id, job.DisplayName, physical, state), deadline: deadline);
             await Durably.RunAsync(c => store.SetHangfireJobIdAsync(job.Id, hangfireId, c), deadline: deadline);
             return hangfireId;
         }
@@ -144,7 +144,7 @@ public sealed class JobQueue(IBackgroundJobClient hangfire, JobStorage storage, 
 
     /// <summary>The message names its queue itself (Hangfire's Job.Queue), so that it goes back to the same queue when it is
     /// bounced, rescheduled or retried; a message without one would go back to Hangfire's "default".</summary>
-    private Task<string> CreateAsync(Guid id, string displayName, string physicalQueue, IState state) =>
+    private Task<string> CreateMessageAsync(Guid id, string displayName, string physicalQueue, IState state) =>
         calls.RunAsync(() => hangfire.Create<IJobPerformer>(physicalQueue, p => p.RunAsync(id, displayName, CancellationToken.None), state));
 
     /// <summary>Removes a queued message, or fires the cancellation token of the worker running it.</summary>

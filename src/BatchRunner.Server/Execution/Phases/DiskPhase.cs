@@ -73,7 +73,7 @@ public sealed class DiskPhase(NodeDisk nodeDisk, IOptions<BatchRunnerOptions> op
             attempt.Disk = null;
         }
         // Without a disk the scratch directories (the emptied /outputs) are the run directory's own.
-        var outputs = Path.Combine(attempt.RunDir, "outputs");
+        var outputs = Path.Combine(attempt.RunDir, AttemptContext.OutputsDirName);
         if (Directory.Exists(outputs)) Directory.Delete(outputs, recursive: true);
         // Not recursive otherwise: anything left inside (a mount that would not go) must not be deleted through.
         if (Directory.Exists(attempt.RunDir)) Directory.Delete(attempt.RunDir, recursive: false);
