@@ -324,11 +324,13 @@ public static class StartSummary
         var (machine0, machineAll0) = ProcStat.MachineMs();
         var bench0 = Environment.CpuUsage.TotalTime.TotalMilliseconds;
         // BENCH_PERF=FILE: `perf record -g` of the server during the throughput run (for profiling, not the figures; run the
-        // bench with DOTNET_PerfMapEnabled=1 so that perf can name the JIT-compiled methods).
+        // bench with DOTNET_PerfMapEnabled=1 so that perf can name the JIT-compiled methods). BENCH_PERF_ALL=1: of the whole
+        // machine (every process and kernel thread) instead.
         Process? trace = null;
         if (Environment.GetEnvironmentVariable("BENCH_PERF") is { Length: > 0 } traceFile)
         {
-            trace = Process.Start(new ProcessStartInfo("perf", ["record", "-F", "499", "-g", "-p", c.Server.Pid.ToString(), "-o", traceFile, "--", "sleep", "12"])
+            string[] target = Environment.GetEnvironmentVariable("BENCH_PERF_ALL") == "1" ? ["-a"] : ["-p", c.Server.Pid.ToString()];
+            trace = Process.Start(new ProcessStartInfo("perf", ["record", "-F", "499", "-g", .. target, "-o", traceFile, "--", "sleep", "12"])
                 { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true })!;
             await Task.Delay(500);
         }
