@@ -9,8 +9,9 @@ namespace BatchRunner.Runtime.Disk;
 /// usage sampler's interval near the limit (<see cref="DiskUsageWatch"/>);</item>
 /// <item>the image is A plus what ext4 keeps for itself: its inode tables (256 bytes per 16 KiB of image, 1/64),
 /// bitmaps, group descriptors and superblock copies (a fraction of a percent), and the clusters the kernel holds back
-/// for metadata it must always be able to allocate (at most 16 MiB). No journal (the image is thrown away after a
-/// crash) and no blocks reserved for root (<c>-m 0</c>);</item>
+/// for metadata it must always be able to allocate (at most 16 MiB), and a 4 MiB journal (<see cref="JournalBytes"/>:
+/// not for crashes, the image is thrown away after one, but so that a filesystem can be emptied and used again while
+/// mounted; see <see cref="PooledDiskVolumes"/>). No blocks reserved for root (<c>-m 0</c>);</item>
 /// <item>once mounted, whatever the image has beyond A is added to those held-back clusters
 /// (<c>/sys/fs/ext4/loopN/reserved_clusters</c>), so writers get exactly A.</item>
 /// </list>
@@ -23,6 +24,8 @@ public static class DiskImageSizing
 
     /// <summary>The kernel holds back min(2%, 4096 clusters) of an ext4 filesystem for metadata.</summary>
     private const long KernelReserveBytes = 4096 * BlockBytes;
+    /// <summary>The journal mkfs.ext4 makes (<c>-J size=4</c>, its least: 1024 blocks).</summary>
+    public const long JournalBytes = 4L << 20;
     /// <summary>Group descriptors, bitmaps, superblock copies, the root and lost+found directories: measured well under
     /// 0.1% plus a few blocks; 0.2% and 4 MiB leave room for other e2fsprogs versions.</summary>
     private const long FixedMetadataBytes = 4L << 20;
@@ -35,7 +38,7 @@ public static class DiskImageSizing
     /// <summary>The image's apparent size for <paramref name="limitBytes"/>, a whole number of MiB.</summary>
     public static long ImageBytes(long limitBytes, long headroomBytes)
     {
-        var needed = (double)WritableBytes(limitBytes, headroomBytes) + KernelReserveBytes + FixedMetadataBytes;
+        var needed = (double)WritableBytes(limitBytes, headroomBytes) + KernelReserveBytes + FixedMetadataBytes + JournalBytes;
         // The inode tables and the other per-group metadata grow with the image itself, not with what it must hold.
         var image = needed / (1 - 1.0 / 64 - 0.002);
         const long mib = 1L << 20;

@@ -20,6 +20,7 @@ internal sealed partial class LoopDiskVolume : IDiskVolume
     private readonly SemaphoreSlim _disposeLock = new(1, 1);
     private bool _disposed;
 
+    /// <summary>Of a filesystem just mounted, empty: its free inodes now are what <see cref="IsEmpty"/> compares with.</summary>
     public LoopDiskVolume(string mountPoint, string image, string loopName, long limitBytes, long baselineUsedBytes, ILogger logger)
     {
         Path = mountPoint;
@@ -28,8 +29,48 @@ internal sealed partial class LoopDiskVolume : IDiskVolume
         LimitBytes = limitBytes;
         _baselineUsedBytes = baselineUsedBytes;
         _logger = logger;
-        _fsId = TryStatVfs(mountPoint, out var fs) ? fs.FsId : throw new IOException($"statvfs {mountPoint} failed: {Describe(Errno)}");
+        if (!TryStatVfs(mountPoint, out var fs)) throw new IOException($"statvfs {mountPoint} failed: {Describe(Errno)}");
+        _fsId = fs.FsId;
+        _baselineFreeInodes = fs.FreeInodes;
     }
+
+    private LoopDiskVolume(LoopDiskVolume moved, string dir)
+    {
+        Path = System.IO.Path.Combine(dir, LoopDiskVolumes.MountDirName);
+        _image = System.IO.Path.Combine(dir, LoopDiskVolumes.ImageFileName);
+        LoopName = moved.LoopName;
+        LimitBytes = moved.LimitBytes;
+        _baselineUsedBytes = moved._baselineUsedBytes;
+        _baselineFreeInodes = moved._baselineFreeInodes;
+        _fsId = moved._fsId;
+        _logger = moved._logger;
+    }
+
+    private readonly long _baselineFreeInodes;
+
+    /// <summary>
+    /// The same mounted filesystem after its directory (the one holding the image and the mount point) was renamed to
+    /// <paramref name="dir"/>: the volume returned owns it from here on, and this one is spent (as if disposed, without
+    /// touching the filesystem).
+    /// </summary>
+    internal LoopDiskVolume MovedTo(string dir)
+    {
+        _disposeLock.Wait();
+        try
+        {
+            if (_disposed) throw new InvalidOperationException($"disk volume {Path} was released already");
+            _disposed = true;
+            return new LoopDiskVolume(this, dir);
+        }
+        finally { _disposeLock.Release(); }
+    }
+
+    /// <summary>Files the filesystem holds beyond the empty one's (inodes in use, counted from the mount).</summary>
+    internal long ExtraInodes => TryStatVfs(Path, out var fs) && fs.FsId == _fsId ? _baselineFreeInodes - fs.FreeInodes
+        : throw new InvalidOperationException($"disk volume {Path} is not mounted");
+
+    /// <summary>Uses exactly the blocks and inodes it did when it was mounted, empty.</summary>
+    internal bool IsEmpty => TryStatVfs(Path, out var fs) && fs.FsId == _fsId && fs.UsedBytes == _baselineUsedBytes && fs.FreeInodes == _baselineFreeInodes;
 
     public string Path { get; }
     public long LimitBytes { get; }
@@ -46,11 +87,13 @@ internal sealed partial class LoopDiskVolume : IDiskVolume
 
     public void ReleaseFreedSpace()
     {
-        // FITRIM discards the free blocks; the loop device turns discards into holes punched in the image file.
+        // FITRIM discards the free blocks; the loop device turns discards into holes punched in the image file. The
+        // journal frees a deleted file's blocks only once the transaction that deleted it commits: syncfs commits it now.
         var fd = open(Path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (fd < 0) return;
         try
         {
+            if (syncfs(fd) != 0) LogTrimFailed(_logger, Path, "syncfs: " + Describe(Errno));
             if (Trim(fd) != 0) LogTrimFailed(_logger, Path, Describe(Errno));
         }
         finally { close(fd); }

@@ -34,6 +34,9 @@ public sealed partial class LoopDiskVolumes(LoopDiskOptions? options = null, ILo
     private static readonly TimeSpan MkfsTimeout = TimeSpan.FromSeconds(60);
 
     private readonly LoopDiskOptions _options = options ?? new LoopDiskOptions();
+
+    /// <summary>The directories every new filesystem holds (<see cref="LoopDiskOptions.Directories"/>).</summary>
+    internal IReadOnlyList<string> Directories => _options.Directories;
     private readonly ILogger _logger = logger ?? (ILogger)NullLogger.Instance;
     private string? _mkfs;
     /// <summary>The empty images mkfs.ext4 made, by size: the next one of a size is a copy (<see cref="EmptyImageTemplates"/>).</summary>
@@ -205,11 +208,16 @@ public sealed partial class LoopDiskVolumes(LoopDiskOptions? options = null, ILo
     private async Task MakeFilesystemAsync(string image, CancellationToken ct)
     {
         _mkfs ??= ResolveMkfs(_options.MkfsPath);
-        // -b/-i/-I fixed so that DiskImageSizing's overhead holds whatever /etc/mke2fs.conf says; no journal, no
-        // root reserve, no online-resize reserve. mke2fs discards (punches) the sparse file first, which lets it mark
-        // the inode tables zeroed instead of writing them.
+        // -b/-i/-I fixed so that DiskImageSizing's overhead holds whatever /etc/mke2fs.conf says; no root reserve, no
+        // online-resize reserve. mke2fs discards (punches) the sparse file first, which lets it mark the inode tables
+        // zeroed instead of writing them, and leave the journal's blocks unwritten (lazy_journal_init).
+        // The smallest journal (4 MiB, DiskImageSizing.JournalBytes), not for crashes (the image is thrown away after
+        // one) but for reuse: without a journal ext4 will not give a new file an inode freed in the last 60 s (300 more
+        // while its inode table block is dirty) and scans past each of them at every file it creates, so a filesystem
+        // emptied and used again while mounted (PooledDiskVolumes) got slower with every job: a create-and-delete of 20
+        // files went 0.59 -> 0.87 ms in 6 s on this VM, and stayed at 0.69 ms with the journal (2026-12-01).
         List<string> args = ["-q", "-F", "-t", "ext4", "-b", "4096", "-i", "16384", "-I", "256", "-m", "0",
-            "-O", "^has_journal,^resize_inode", "-E", "root_owner=0:0"];
+            "-O", "^resize_inode", "-J", "size=4", "-E", "root_owner=0:0,lazy_journal_init=1"];
         // -d copies a directory's tree into the new filesystem (its root keeps root_owner's owner and mode 0755).
         var tree = _options.Directories.Count > 0 ? Directory.CreateTempSubdirectory("batchrunner-mkfs-") : null;
         try

@@ -164,14 +164,15 @@ public static partial class BatchRunnerApp
             services.AddSingleton<Execution.Phases.InputsFromPhase>();
             services.AddSingleton<Execution.Phases.ImagePhase>();
             if (options.Disk.Enforce)
-                // Disks of the default limit made ahead (Disk:PoolSize), named with the node's prefix so that its janitor removes them after a crash.
+                // Disks of the default limit made ahead (Disk:PoolSize), and released ones emptied while still mounted, named
+                // with the node's prefix so that its janitor removes them (unmounting them first) after a crash.
                 services.AddSingleton<IDiskVolumes>(sp =>
                 {
                     var maker = new LoopDiskVolumes(new LoopDiskOptions { Directories = Execution.Phases.DiskPhase.DiskDirectories },
                         sp.GetRequiredService<ILogger<LoopDiskVolumes>>());
                     return options.Disk.PoolSize > 0
                         ? new PooledDiskVolumes(maker, paths.RunRoot, node.ContainerPrefix + "disk-pool-", options.Disk.DefaultBytes(), options.Disk.PoolSize,
-                            sp.GetRequiredService<ILogger<PooledDiskVolumes>>())
+                            sp.GetRequiredService<ILogger<PooledDiskVolumes>>(), new KeepMounted(Execution.Phases.DiskPhase.RenewedDirectories))
                         : maker;
                 });
             services.AddSingleton(sp => new Execution.Phases.DiskPhase(sp.GetRequiredService<NodeDisk>(),

@@ -160,6 +160,19 @@ public sealed class LoopDiskVolumeFacts : IAsyncLifetime
         Assert.Equal(0, again.ReadUsage().UsedBytes);
     }
 
+    [Fact]
+    public async Task ANewFilesystem_HasTheSmallestJournal_AndStillGivesWritersTheLimit()
+    {
+        var volume = await new LoopDiskVolumes().CreateAsync(_dir, 64 * MiB, CancellationToken.None);
+        _made.Add(volume);
+        // Read from the image: the journal (a disk emptied in place relies on it, PooledDiskVolumes) and its size.
+        var header = DiskTestHost.Run(new[] { "/usr/sbin/dumpe2fs", "/sbin/dumpe2fs" }.First(File.Exists), "-h", Path.Combine(_dir, LoopDiskVolumes.ImageFileName));
+        Assert.Contains("has_journal", header);
+        Assert.Matches(@"Total journal size:\s+4096k", header);
+        Assert.Equal(0, volume.ReadUsage().UsedBytes);
+        Assert.Equal(DiskImageSizing.WritableBytes(64 * MiB, DiskImageSizing.DefaultHeadroomBytes), volume.ReadUsage().AvailableBytes);
+    }
+
     [Theory]
     [InlineData("a/b")]
     [InlineData("..")]

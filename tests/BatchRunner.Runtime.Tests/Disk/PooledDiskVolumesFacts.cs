@@ -203,6 +203,135 @@ public sealed class PooledDiskVolumesFacts : IAsyncLifetime
         await AssertEmptyFilesystemAsync(image);
     }
 
+    private static readonly string[] TopDirectories = ["outputs", "upper", "work"];
+
+    private static PooledDiskVolumes KeepingMounted(string root, int size = 1) =>
+        new(new LoopDiskVolumes(new LoopDiskOptions { Directories = TopDirectories }), root, Prefix, LimitBytes, size, keepMounted: new KeepMounted(["outputs", "upper"]));
+
+    [Fact]
+    public async Task AReleasedDisk_IsEmptiedWhileMounted_AndHandedOutAgain_WithNothingOfItsJobLeft()
+    {
+        await using var pool = KeepingMounted(_root);
+        var outside = Directory.CreateDirectory(Path.Combine(_root, "outside")).FullName;
+        await File.WriteAllTextAsync(Path.Combine(outside, "keep.txt"), "not the job's");
+        var jobA = Path.Combine(_root, "job-a");
+        var disk = await pool.CreateAsync(jobA, LimitBytes, CancellationToken.None);
+        var loop = Assert.Single(DiskTestHost.LoopsBackedUnder(jobA));
+        // What a job may leave: a tree with its data, links out of its disk, its root directory's mode changed.
+        var upper = Path.Combine(disk.Path, "upper");
+        Directory.CreateDirectory(Path.Combine(upper, "deep", "er"));
+        await File.WriteAllTextAsync(Path.Combine(upper, "deep", "er", "secret.txt"), Secret);
+        // More than TrimAboveBytes: its blocks go back to the host.
+        await File.WriteAllBytesAsync(Path.Combine(upper, "deep", "big.bin"), Enumerable.Repeat((byte)7, 4 << 20).ToArray());
+        File.CreateSymbolicLink(Path.Combine(upper, "to-outside"), outside);
+        File.CreateSymbolicLink(Path.Combine(disk.Path, "outputs", "escape.txt"), Path.Combine(outside, "keep.txt"));
+        DiskTestHost.MakeFifo(Path.Combine(upper, "fifo"));
+        File.SetUnixFileMode(upper, UnixFileMode.UserRead | UnixFileMode.UserExecute);
+        DiskTestHost.Chown(Path.Combine(disk.Path, "outputs"), 1000, 1000);
+        Directory.CreateDirectory(Path.Combine(disk.Path, "work", "work"));
+        // (A mark on a directory no job reaches, which emptying keeps.)
+        File.SetUnixFileMode(Path.Combine(disk.Path, "work"), UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        Assert.True(disk.ReadUsage().UsedBytes > 0);
+
+        await disk.DisposeAsync();
+
+        // The job's directory went at once; the disk waits, still mounted on the same loop device, emptied.
+        Assert.False(Directory.Exists(jobA));
+        await pool.FilledAsync();
+        Assert.Equal(1, pool.Mounted);
+        // (Beside it, the image the pool formatted ahead at its first request, unmounted.)
+        Assert.Single(PoolDirs(), d => DiskTestHost.IsMounted(Path.Combine(d, LoopDiskVolumes.MountDirName)));
+
+        var jobB = Path.Combine(_root, "job-b");
+        await using var next = await pool.CreateAsync(jobB, LimitBytes, CancellationToken.None);
+        Assert.Equal(0, pool.Mounted);
+        Assert.Equal(Path.Combine(jobB, LoopDiskVolumes.MountDirName), next.Path);
+        Assert.Equal(loop, Assert.Single(DiskTestHost.LoopsBackedUnder(jobB)));
+        Assert.Equal(["lost+found", .. TopDirectories], Directory.EnumerateFileSystemEntries(next.Path).Select(Path.GetFileName).Order(StringComparer.Ordinal));
+        foreach (var name in TopDirectories)
+        {
+            var dir = Path.Combine(next.Path, name);
+            Assert.Empty(Directory.EnumerateFileSystemEntries(dir));
+            Assert.Equal(name == "work" ? (UnixFileMode)0x1C0 /* 0700 */ : (UnixFileMode)0x1ED /* 0755 */, File.GetUnixFileMode(dir));
+            Assert.Equal(0u, DiskTestHost.Stat(dir).Uid);
+            Assert.Equal(0u, DiskTestHost.Stat(dir).Gid);
+        }
+        Assert.Equal(0, next.ReadUsage().UsedBytes);
+        Assert.Equal(LimitBytes, next.LimitBytes);
+        // The directories a job reaches (outputs, upper) are new, root's and 0755 whatever the job made of them; the others
+        // were only emptied (work keeps its mark). Links were deleted, not followed.
+        Assert.Equal("not the job's", await File.ReadAllTextAsync(Path.Combine(outside, "keep.txt")));
+        // The blocks of what the job wrote were given back to the host (a journal commit, then FITRIM punching them out of the image).
+        Assert.InRange(DiskTestHost.AllocatedBytes(Path.Combine(jobB, LoopDiskVolumes.ImageFileName)), 0, 2L << 20);
+    }
+
+    [Fact]
+    public async Task ADiskWithAMountLeftOnIt_IsNeverEmptiedThrough_ItIsReleasedAsBefore()
+    {
+        await using var pool = KeepingMounted(_root);
+        var disk = await pool.CreateAsync(Path.Combine(_root, "job-a"), LimitBytes, CancellationToken.None);
+        // A root filesystem's overlay that was not unmounted: here a bind of a directory outside the disk.
+        var source = Directory.CreateDirectory(Path.Combine(_root, "source")).FullName;
+        await File.WriteAllTextAsync(Path.Combine(source, "keep.txt"), "not the job's");
+        DiskTestHost.Run("mount", "--bind", source, Path.Combine(disk.Path, "upper"));
+
+        await disk.DisposeAsync();
+        await pool.FilledAsync();
+
+        // Not kept mounted; unmounted (lazily, being busy), and nothing deleted through the mount.
+        Assert.Equal(0, pool.Mounted);
+        Assert.Equal("not the job's", await File.ReadAllTextAsync(Path.Combine(source, "keep.txt")));
+        Assert.All(PoolDirs(), d => Assert.False(DiskTestHost.IsMounted(Path.Combine(d, LoopDiskVolumes.MountDirName))));
+    }
+
+    [Fact]
+    public async Task ADiskStillHeldElsewhere_IsNotHandedOutAgain_ItIsUnmountedAndANewImageMade()
+    {
+        await using var pool = KeepingMounted(_root);
+        var jobA = Path.Combine(_root, "job-a");
+        var disk = await pool.CreateAsync(jobA, LimitBytes, CancellationToken.None);
+        var loop = Assert.Single(DiskTestHost.LoopsBackedUnder(jobA));
+        await File.WriteAllTextAsync(Path.Combine(disk.Path, "outputs", "kept.txt"), Secret);
+        // What a container's mount namespace still going away does: its /outputs, a bind of the disk's, outlives the release.
+        var held = Directory.CreateDirectory(Path.Combine(_root, "held")).FullName;
+        DiskTestHost.Run("mount", "--bind", Path.Combine(disk.Path, "outputs"), held);
+        try
+        {
+            var released = System.Diagnostics.Stopwatch.StartNew();
+            await disk.DisposeAsync();
+            await pool.FilledAsync();
+
+            // Emptied, but the old /outputs still held its inode: after ReuseWait the disk was unmounted instead.
+            Assert.True(released.Elapsed >= PooledDiskVolumes.ReuseWait, $"given up after {released.Elapsed.TotalMilliseconds:0} ms");
+            Assert.Equal(0, pool.Mounted);
+            var jobB = Path.Combine(_root, "job-b");
+            await using var next = await pool.CreateAsync(jobB, LimitBytes, CancellationToken.None);
+            // A new image (the old one stays bound to its device, deleted, while the old filesystem lives).
+            Assert.Contains(DiskTestHost.LoopsBackedUnder(jobB), l => l != loop);
+            Assert.Equal(["lost+found", .. TopDirectories], Directory.EnumerateFileSystemEntries(next.Path).Select(Path.GetFileName).Order(StringComparer.Ordinal));
+            Assert.Equal(0, next.ReadUsage().UsedBytes);
+        }
+        finally { DiskTestHost.Unmount(held); }
+    }
+
+    [Fact]
+    public async Task DisposeAsync_UnmountsAndRemovesTheDisksKeptMounted()
+    {
+        var pool = KeepingMounted(_root, size: 2);
+        var a = await pool.CreateAsync(Path.Combine(_root, "job-a"), LimitBytes, CancellationToken.None);
+        var b = await pool.CreateAsync(Path.Combine(_root, "job-b"), LimitBytes, CancellationToken.None);
+        await a.DisposeAsync();
+        await b.DisposeAsync();
+        await pool.FilledAsync();
+        Assert.Equal(2, pool.Mounted);
+
+        await pool.DisposeAsync();
+
+        Assert.Empty(PoolDirs());
+        Assert.DoesNotContain(File.ReadAllLines("/proc/self/mountinfo"), l => l.Contains(_root));
+        await Poll.UntilAsync(() => Task.FromResult(DiskTestHost.LoopsBackedUnder(_root).Count), n => n == 0, TimeSpan.FromSeconds(10), "loop devices unbound");
+    }
+
     private static ulong Inode(string path) =>
         BatchRunner.Native.Libc.TryStat(BatchRunner.Native.Libc.AT_FDCWD, path, out var st) ? st.Inode : throw new IOException($"stat {path}");
 

@@ -36,4 +36,26 @@ public sealed class RunDirectoriesFacts : IDisposable
         Assert.Empty(Directory.GetDirectories(_root, Prefix + "*"));
         Assert.Empty(LoopsBackedUnderRoot());
     }
+
+    [Fact]
+    public async Task Remove_UnmountsAndRemovesTheDisksAPoolKeptMounted_WhenTheWorkerDiedWithThem()
+    {
+        var pool = new PooledDiskVolumes(new LoopDiskVolumes(), _root, Prefix + "disk-pool-", 16L << 20, size: 1, keepMounted: new KeepMounted([]));
+        await using (await pool.CreateAsync(Path.Combine(_root, "job-a"), 16L << 20, CancellationToken.None)) { }
+        await pool.FilledAsync();
+        Assert.Equal(1, pool.Mounted);
+
+        // The worker dies: the pool is never disposed. Its next start:
+        var removal = RunDirectories.Remove(_root, Prefix);
+
+        // The disk kept mounted and the image formatted ahead.
+        Assert.Equal((2, 1), (removal.Dirs, removal.Mounts));
+        Assert.Empty(removal.Kept);
+        Assert.Empty(Directory.GetDirectories(_root, Prefix + "*"));
+        Assert.DoesNotContain(File.ReadAllLines("/proc/self/mountinfo"), l => l.Contains(_root));
+        // The loop device unbinds itself once its filesystem is gone, a moment after the unmount.
+        var deadline = DateTime.UtcNow.AddSeconds(10);
+        while (LoopsBackedUnderRoot().Count > 0 && DateTime.UtcNow < deadline) await Task.Delay(50);
+        Assert.Empty(LoopsBackedUnderRoot());
+    }
 }

@@ -29,6 +29,11 @@ public sealed class DiskPhase(NodeDisk nodeDisk, IOptions<BatchRunnerOptions> op
         Oci.Snapshots.OverlaySnapshotter.WorkDirName, ContainerPhase.NameFilesDirName,
     ];
 
+    /// <summary>Of <see cref="DiskDirectories"/>, those a job reaches itself (its /outputs, and the overlay's upper directory,
+    /// which is its root directory): a disk kept mounted for the next job has them made anew, not only emptied
+    /// (<see cref="KeepMounted"/>).</summary>
+    public static readonly IReadOnlyList<string> RenewedDirectories = [AttemptContext.OutputsDirName, Oci.Snapshots.OverlaySnapshotter.UpperDirName];
+
     public async Task<AttemptResult?> RunAsync(AttemptContext attempt)
     {
         // With a disk its maker makes the run directory: a disk of the node's default comes with its directory, renamed
