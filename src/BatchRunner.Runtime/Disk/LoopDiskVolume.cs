@@ -19,8 +19,11 @@ internal sealed partial class LoopDiskVolume : IDiskVolume
     private readonly ILogger _logger;
     private readonly SemaphoreSlim _disposeLock = new(1, 1);
     private bool _disposed;
+    /// <summary>The empty filesystem's free inodes, read when it was mounted: what <see cref="IsEmpty"/> and
+    /// <see cref="InodesInUse"/> count from.</summary>
+    private readonly long _baselineFreeInodes;
 
-    /// <summary>Of a filesystem just mounted, empty: its free inodes now are what <see cref="IsEmpty"/> compares with.</summary>
+    /// <summary>Of a filesystem just mounted, empty.</summary>
     public LoopDiskVolume(string mountPoint, string image, string loopName, long limitBytes, long baselineUsedBytes, ILogger logger)
     {
         Path = mountPoint;
@@ -46,8 +49,6 @@ internal sealed partial class LoopDiskVolume : IDiskVolume
         _logger = moved._logger;
     }
 
-    private readonly long _baselineFreeInodes;
-
     /// <summary>
     /// The same mounted filesystem after its directory (the one holding the image and the mount point) was renamed to
     /// <paramref name="dir"/>: the volume returned owns it from here on, and this one is spent (as if disposed, without
@@ -65,9 +66,8 @@ internal sealed partial class LoopDiskVolume : IDiskVolume
         finally { _disposeLock.Release(); }
     }
 
-    /// <summary>Files the filesystem holds beyond the empty one's (inodes in use, counted from the mount).</summary>
-    internal long ExtraInodes => TryStatVfs(Path, out var fs) && fs.FsId == _fsId ? _baselineFreeInodes - fs.FreeInodes
-        : throw new InvalidOperationException($"disk volume {Path} is not mounted");
+    /// <summary>Files the filesystem holds beyond the empty one's, by a reading of <see cref="ReadUsage"/>.</summary>
+    internal long InodesInUse(DiskUsage usage) => _baselineFreeInodes - usage.FreeInodes;
 
     /// <summary>Uses exactly the blocks and inodes it did when it was mounted, empty.</summary>
     internal bool IsEmpty => TryStatVfs(Path, out var fs) && fs.FsId == _fsId && fs.UsedBytes == _baselineUsedBytes && fs.FreeInodes == _baselineFreeInodes;

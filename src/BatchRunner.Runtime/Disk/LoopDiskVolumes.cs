@@ -33,12 +33,16 @@ public sealed partial class LoopDiskVolumes(LoopDiskOptions? options = null, ILo
     public const string MountDirName = "disk";
     private static readonly TimeSpan MkfsTimeout = TimeSpan.FromSeconds(60);
 
+    /// <summary>The mode of the directories a new filesystem holds (<see cref="LoopDiskOptions.Directories"/>): 0755.</summary>
+    internal const UnixFileMode DirectoryMode = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute |
+        UnixFileMode.GroupRead | UnixFileMode.GroupExecute | UnixFileMode.OtherRead | UnixFileMode.OtherExecute;
+
     private readonly LoopDiskOptions _options = options ?? new LoopDiskOptions();
+    private readonly ILogger _logger = logger ?? (ILogger)NullLogger.Instance;
+    private string? _mkfs;
 
     /// <summary>The directories every new filesystem holds (<see cref="LoopDiskOptions.Directories"/>).</summary>
     internal IReadOnlyList<string> Directories => _options.Directories;
-    private readonly ILogger _logger = logger ?? (ILogger)NullLogger.Instance;
-    private string? _mkfs;
     /// <summary>The empty images mkfs.ext4 made, by size: the next one of a size is a copy (<see cref="EmptyImageTemplates"/>).</summary>
     private readonly EmptyImageTemplates _templates = new();
 
@@ -228,8 +232,7 @@ public sealed partial class LoopDiskVolumes(LoopDiskOptions? options = null, ILo
                 {
                     if (name.Length == 0 || name is "." or ".." || name.Contains('/') || name == "lost+found")
                         throw new ArgumentException($"\"{name}\" is not a directory name a new filesystem can hold", nameof(LoopDiskOptions.Directories));
-                    Directory.CreateDirectory(System.IO.Path.Combine(tree.FullName, name), UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute |
-                        UnixFileMode.GroupRead | UnixFileMode.GroupExecute | UnixFileMode.OtherRead | UnixFileMode.OtherExecute);
+                    Directory.CreateDirectory(System.IO.Path.Combine(tree.FullName, name), DirectoryMode);
                 }
                 args.AddRange(["-d", tree.FullName]);
             }

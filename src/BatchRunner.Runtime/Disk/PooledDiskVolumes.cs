@@ -212,37 +212,34 @@ public sealed partial class PooledDiskVolumes : IDiskVolumes, IAsyncDisposable, 
     private bool TryKeepMounted(LoopDiskVolume volume)
     {
         if (_keepMounted is null) return false;
+        var dir = System.IO.Path.GetDirectoryName(volume.Path)!;
+        DiskUsage left;
+        try
+        {
+            if (!IsShell(dir) || !OnlyTheDiskMountedAt(volume.Path)) return false;
+            left = volume.ReadUsage();
+            if (left.UsedBytes > MaxBytesToEmpty || volume.InodesInUse(left) > MaxInodesToEmpty) return false;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or InvalidOperationException)
+        {
+            return false;
+        }
+        // In one hold of the lock: a disposal either sees the emptying task and waits for it, or comes first and keeps none.
         lock (_gate)
         {
             _emptying.RemoveAll(t => t.IsCompleted);
             if (_disposed || _mounted.Count + _emptyingNow >= 2 * _size) return false;
-            _emptyingNow++;
-        }
-        string pooled;
-        try
-        {
-            var dir = System.IO.Path.GetDirectoryName(volume.Path)!;
-            if (!IsShell(dir) || !OnlyTheDiskMountedAt(volume.Path) || volume.ExtraInodes > MaxInodesToEmpty || volume.ReadUsage().UsedBytes > MaxBytesToEmpty)
+            var pooled = System.IO.Path.Combine(_root, _namePrefix + Guid.NewGuid().ToString("N")[..12]);
+            try { Directory.Move(dir, pooled); }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
             {
-                EmptyingDone();
                 return false;
             }
-            pooled = System.IO.Path.Combine(_root, _namePrefix + Guid.NewGuid().ToString("N")[..12]);
-            Directory.Move(dir, pooled);
+            var moved = volume.MovedTo(pooled);
+            _emptyingNow++;
+            _emptying.Add(Task.Run(() => EmptyAsync(pooled, moved, left.UsedBytes)));
+            return true;
         }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException or InvalidOperationException)
-        {
-            EmptyingDone();
-            return false;
-        }
-        var moved = volume.MovedTo(pooled);
-        lock (_gate) _emptying.Add(Task.Run(() => EmptyAsync(pooled, moved)));
-        return true;
-    }
-
-    private void EmptyingDone()
-    {
-        lock (_gate) _emptyingNow--;
     }
 
     /// <summary>The disk is mounted at <paramref name="mountPoint"/> and nothing is mounted on any of its directories (a
@@ -253,12 +250,12 @@ public sealed partial class PooledDiskVolumes : IDiskVolumes, IAsyncDisposable, 
     /// <summary>Deletes what the job left on the mounted <paramref name="volume"/> (in the pool's <paramref name="dir"/>),
     /// makes its top directories again and hands it out once it is exactly as empty as when it was mounted; otherwise
     /// unmounts it and empties its image as any released disk's (<see cref="Recycle"/>).</summary>
-    private async Task EmptyAsync(string dir, LoopDiskVolume volume)
+    /// <param name="leftBytes">What the job left in use when it released the disk.</param>
+    private async Task EmptyAsync(string dir, LoopDiskVolume volume, long leftBytes)
     {
         var kept = false;
         try
         {
-            var left = volume.ReadUsage().UsedBytes;
             var top = _maker.Directories;
             foreach (var entry in Directory.GetFileSystemEntries(volume.Path))
             {
@@ -269,14 +266,12 @@ public sealed partial class PooledDiskVolumes : IDiskVolumes, IAsyncDisposable, 
                 else
                     Delete(entry);
             }
-            const UnixFileMode mode = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute |
-                UnixFileMode.GroupRead | UnixFileMode.GroupExecute | UnixFileMode.OtherRead | UnixFileMode.OtherExecute;
             foreach (var name in top)
             {
                 var path = System.IO.Path.Combine(volume.Path, name);
                 if (Directory.Exists(path)) continue;
-                Directory.CreateDirectory(path, mode);
-                File.SetUnixFileMode(path, mode); // whatever the process's umask
+                Directory.CreateDirectory(path, LoopDiskVolumes.DirectoryMode);
+                File.SetUnixFileMode(path, LoopDiskVolumes.DirectoryMode); // whatever the process's umask
             }
             // What a container's mount namespace still going away holds (its /outputs, its overlay's directories) is freed
             // with it, a moment later.
@@ -289,7 +284,7 @@ public sealed partial class PooledDiskVolumes : IDiskVolumes, IAsyncDisposable, 
             }
             // The host's blocks under what was deleted go back to it (a journal commit and FITRIM) when there were more than a
             // few: a trivial job's few blocks stay in the image, where the next job's files take them again.
-            if (left > TrimAboveBytes) volume.ReleaseFreedSpace();
+            if (leftBytes > TrimAboveBytes) volume.ReleaseFreedSpace();
             lock (_gate)
             {
                 if (!_disposed)
@@ -303,7 +298,10 @@ public sealed partial class PooledDiskVolumes : IDiskVolumes, IAsyncDisposable, 
         {
             LogNotEmptied(_logger, dir, e.Message);
         }
-        finally { EmptyingDone(); }
+        finally
+        {
+            lock (_gate) _emptyingNow--;
+        }
         if (kept) return;
         try
         {
