@@ -19,8 +19,12 @@ public sealed class BridgeFirewallFacts : IAsyncLifetime
 
     private static Task<string> Rules(string tool = "iptables") => ExternalCommand.RunAsync(tool, ["-w", "-S"]);
 
-    private static string FirstRule(string rules, string chain) =>
-        rules.Split('\n').First(l => l.StartsWith($"-A {chain} ", StringComparison.Ordinal));
+    /// <summary>The first rule of <paramref name="chain"/>, past other BatchRunner bridges' jumps: tests running beside
+    /// this one put their own bridge's jumps first too (the clean-clone run at cf24198 found one ahead in INPUT).</summary>
+    private string FirstRule(string rules, string chain) =>
+        rules.Split('\n').First(l => l.StartsWith($"-A {chain} ", StringComparison.Ordinal) &&
+            !(l.Contains(" -j BRUNNER-", StringComparison.Ordinal) && !l.EndsWith($"-j {_firewall.HostChain}", StringComparison.Ordinal) &&
+              !l.EndsWith($"-j {_firewall.ForwardChain}", StringComparison.Ordinal)));
 
     [Fact]
     public async Task EnsureAsync_PutsItsJumpsFirst_OnceEach_AndFirstAgainAfterAnotherRuleWentAhead()
