@@ -129,9 +129,9 @@ public sealed class RequestRoundTripsFacts(ServerFixture f)
 
         var (finished, trips) = await CountAsync(s => s.FinishAsync(job.Id, begun.Attempt, outcome, CancellationToken.None), signal);
 
-        // The record, then the look for dependents (after the commit).
+        // The record alone: whether anything depends on the job comes back with it (its row's has_dependents).
         Assert.True(finished);
-        Assert.Equal(2, trips);
+        Assert.Equal(1, trips);
         Assert.False(await woken.WaitAsync(TimeSpan.Zero, CancellationToken.None));
         Assert.Equal(JobState.Succeeded, await store.GetStateAsync(job.Id, CancellationToken.None));
         Assert.Equal((JobState.Succeeded, 0), (await store.GetAttemptsAsync(job.Id, CancellationToken.None)).Select(a => (a.State, a.ExitCode ?? -1)).Single());
@@ -157,6 +157,44 @@ public sealed class RequestRoundTripsFacts(ServerFixture f)
         Assert.True(await woken.WaitAsync(TimeSpan.Zero, CancellationToken.None));
         // The fixture's own sweeper moves the dependent on (its server's signal was not pulsed: within its tick).
         await store.RequestCancelAsync(dependent.Id, tenant: null, CancellationToken.None);
+        await store.DeleteFinishedAsync(job.Id, tenant: null, CancellationToken.None);
+    }
+
+    [Fact]
+    public async Task Finish_WakesTheSweeper_WhenADependentsSubmissionCommitsWhileTheEndWaitsForTheRow()
+    {
+        var store = f.App.Services.GetRequiredService<JobStore>();
+        var job = await InsertQueuedAsync();
+        var begun = Assert.IsType<AttemptStart.Started>(await store.BeginAttemptAsync(job.Id, "round-trips-node", Guid.NewGuid(), job.Queue, null, CancellationToken.None));
+        var signal = new WorkflowSignal();
+        var woken = signal.Subscribe();
+        var db = f.App.Services.GetRequiredService<Npgsql.NpgsqlDataSource>();
+
+        // A dependent's submission in flight: its transaction has inserted the dependency and set the flag (what
+        // InsertDependenciesAsync does), not yet committed. The end waits for the row, then returns the committed flag.
+        Guid dependent;
+        await using (var conn = await db.OpenConnectionAsync())
+        await using (var tx = await conn.BeginTransactionAsync())
+        {
+            dependent = (await InsertQueuedAsync()).Id;
+            await using (var cmd = new Npgsql.NpgsqlCommand("""
+                insert into batchrunner.job_dependencies (job_id, depends_on, condition) values (@d, @j, 'succeeded');
+                update batchrunner.jobs set has_dependents = true where id = @j;
+                """, conn, tx))
+            {
+                cmd.Parameters.AddWithValue("d", dependent);
+                cmd.Parameters.AddWithValue("j", job.Id);
+                await cmd.ExecuteNonQueryAsync();
+            }
+            var finishing = new JobStore(db, signal).FinishAsync(job.Id, begun.Attempt, new JobOutcome(JobState.Succeeded, null, null, 0, null, []), CancellationToken.None);
+            await Task.Delay(300);
+            Assert.False(finishing.IsCompleted);
+            await tx.CommitAsync();
+            Assert.True(await finishing.WaitAsync(TimeSpan.FromSeconds(10)));
+        }
+
+        Assert.True(await woken.WaitAsync(TimeSpan.Zero, CancellationToken.None));
+        await store.RequestCancelAsync(dependent, tenant: null, CancellationToken.None);
         await store.DeleteFinishedAsync(job.Id, tenant: null, CancellationToken.None);
     }
 

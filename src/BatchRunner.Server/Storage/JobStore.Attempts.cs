@@ -337,9 +337,9 @@ public sealed partial class JobStore
                 update batchrunner.jobs set state = @s, reason = @r, message = @m, exit_code = @e, usage = @u,
                        finished_at = now(), pull_progress = null
                  where id = @id and attempt = @a and state not in ('succeeded', 'failed', 'cancelled')
-                returning parent_id),
+                returning parent_id, has_dependents),
             a as ({CloseAttemptSql} and exists (select 1 from j))
-            select count(*), coalesce(bool_or(parent_id is not null), false) or exists (select 1 from batchrunner.notifications where job_id = @id)
+            select count(*), coalesce(bool_or(parent_id is not null or has_dependents), false) or exists (select 1 from batchrunner.notifications where job_id = @id)
               from j
             """, conn, tx))
         {
@@ -360,17 +360,11 @@ public sealed partial class JobStore
             await tx.CommitAsync(ct);
         }
         // What waits for this end is moved on at once: its array (the sweeper), its webhook (the sender), its dependents.
-        // Dependents are looked up after the commit: one submitted meanwhile either is seen here or committed after this
-        // end, and its own submission's pass then sees the end. A job that nothing waits for (most) wakes neither.
-        if (follows || await HasDependentsAsync(conn, id, ct)) signal?.Pulse();
+        // Dependents by the row's flag, as the update returned it: a dependent submitted meanwhile set it under the row's
+        // lock, so it either committed before this update read the row (the flag is seen) or waited for this end's commit
+        // (and its own submission's pass sees the end). A job that nothing waits for (most) wakes neither.
+        if (follows) signal?.Pulse();
         return true;
-    }
-
-    private static async Task<bool> HasDependentsAsync(NpgsqlConnection conn, Guid id, CancellationToken ct)
-    {
-        await using var cmd = new NpgsqlCommand("select exists (select 1 from batchrunner.job_dependencies where depends_on = @id)", conn);
-        cmd.Parameters.AddWithValue("id", id);
-        return (bool)(await cmd.ExecuteScalarAsync(ct))!;
     }
 
     /// <summary>Records <paramref name="o"/> on the attempt's row, in the caller's transaction.</summary>

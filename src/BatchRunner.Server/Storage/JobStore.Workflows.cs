@@ -12,12 +12,22 @@ public sealed partial class JobStore
 {
     private const string FinalStates = "('succeeded', 'failed', 'cancelled')";
 
+    /// <summary>
+    /// The job's dependencies, and the flag on each dependency's row that its end reads (<see cref="FinishAsync"/>): set
+    /// with an update's row lock, always, so that this transaction and a dependency's end are ordered (see the migration
+    /// 0105_has_dependents).
+    /// </summary>
     private static async Task InsertDependenciesAsync(NpgsqlConnection conn, NpgsqlTransaction tx, JobRecord job, CancellationToken ct)
     {
         if (job.Spec.DependsOn.Count == 0) return;
         await using var cmd = new NpgsqlCommand("""
-            insert into batchrunner.job_dependencies (job_id, depends_on, condition)
-            select @id, d.job, d.condition from unnest(@jobs, @conditions) as d(job, condition)
+            with d as (
+                insert into batchrunner.job_dependencies (job_id, depends_on, condition)
+                select @id, d.job, d.condition from unnest(@jobs, @conditions) as d(job, condition)
+                returning depends_on),
+            -- Locked in id order, so that two submissions naming the same dependencies never wait for each other in a cycle.
+            l as (select id from batchrunner.jobs where id in (select depends_on from d) order by id for no key update)
+            update batchrunner.jobs set has_dependents = true where id in (select id from l)
             """, conn, tx);
         cmd.Parameters.AddWithValue("id", job.Id);
         cmd.Parameters.AddWithValue("jobs", job.Spec.DependsOn.Select(d => d.Job).ToArray());
