@@ -1,3 +1,5 @@
+using System.Data;
+using System.Reflection;
 using Hangfire.PostgreSql;
 using Hangfire.Storage;
 using Npgsql;
@@ -173,7 +175,7 @@ public sealed class FairShareQueueProvider : IPersistentJobQueueProvider, IDispo
                     if (TryFetch(order, _policy.Skipped()) is { } fetched)
                     {
                         turn.Fetched(fetched.Message);
-                        return new TurnFetchedJob(fetched.Job, turn);
+                        return new TurnFetchedJob(fetched.Job, turn, _options.SchemaName);
                     }
                 }
                 decide = WaitHandle.WaitAny([_notified, ct.WaitHandle], PollInterval) == 0;
@@ -257,13 +259,61 @@ public sealed class FairShareQueueProvider : IPersistentJobQueueProvider, IDispo
     }
 
     /// <summary>The fetched message, and the turn it ends when Hangfire is done with it (performed or not).</summary>
-    private sealed class TurnFetchedJob(PostgreSqlFetchedJob inner, FetchTurn turn) : IFetchedJob
+    internal sealed class TurnFetchedJob(PostgreSqlFetchedJob inner, FetchTurn turn, string schema) : IFetchedJob
     {
+        private const BindingFlags Private = BindingFlags.NonPublic | BindingFlags.Instance;
+        // The library's fetched job's own lock (its keep-alive and removal take it), its "removed" flag and the fetch time
+        // its statements match (the keep-alive moves it on).
+        private static readonly FieldInfo? SyncRootField = typeof(PostgreSqlFetchedJob).GetField("_syncRoot", Private);
+        private static readonly FieldInfo? RemovedField = typeof(PostgreSqlFetchedJob).GetField("_removedFromQueue", Private);
+        private static readonly PropertyInfo? FetchedAtProperty = typeof(PostgreSqlFetchedJob).GetProperty("FetchedAt", Private);
+
+        /// <summary>Whether Hangfire.PostgreSql's fetched job has the members <see cref="RemoveWithin"/> relies on.</summary>
+        public static bool CanRemoveWithin =>
+            SyncRootField?.FieldType == typeof(object) && RemovedField?.FieldType == typeof(bool) && FetchedAtProperty?.PropertyType == typeof(DateTime?);
+
+        private bool _removedWithin;
+
         public string JobId => inner.JobId;
 
-        public void RemoveFromQueue() => inner.RemoveFromQueue();
+        /// <summary>The library's removal, unless a committed transaction removed the message already.</summary>
+        public void RemoveFromQueue()
+        {
+            if (!_removedWithin) inner.RemoveFromQueue();
+        }
 
         public void Requeue() => inner.Requeue();
+
+        /// <summary>
+        /// Runs <paramref name="commit"/> with the library's own removal of this message among its statements
+        /// (<paramref name="enqueue"/>: the transaction's command queue), holding the library's lock on the message so that
+        /// its keep-alive cannot move the fetch time in between. Once committed, the message counts as removed, as after the
+        /// library's removal: its later removal and disposal run nothing. A message handed back meanwhile is not removed.
+        /// </summary>
+        internal void RemoveWithin(Action<Action<IDbConnection>> enqueue, Action commit)
+        {
+            lock (SyncRootField!.GetValue(inner)!)
+            {
+                if (FetchedAtProperty!.GetValue(inner) is not DateTime fetchedAt)
+                {
+                    commit();
+                    return;
+                }
+                var id = inner.Id;
+                enqueue(connection =>
+                {
+                    using var command = connection.CreateCommand();
+                    command.CommandText = $@"DELETE FROM ""{schema}"".""jobqueue"" WHERE ""id"" = @Id AND ""fetchedat"" = @FetchedAt;";
+                    command.Parameters.Add(new NpgsqlParameter("Id", NpgsqlTypes.NpgsqlDbType.Bigint) { Value = id });
+                    // The column is timestamptz; the fetch and the keep-alive read it as UTC.
+                    command.Parameters.Add(new NpgsqlParameter("FetchedAt", NpgsqlTypes.NpgsqlDbType.TimestampTz) { Value = fetchedAt });
+                    command.ExecuteNonQuery();
+                });
+                commit();
+                RemovedField!.SetValue(inner, true);
+                _removedWithin = true;
+            }
+        }
 
         public void Dispose()
         {

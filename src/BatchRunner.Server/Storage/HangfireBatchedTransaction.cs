@@ -16,7 +16,8 @@ namespace BatchRunner.Server.Storage;
 /// <remarks>
 /// What is guaranteed:
 /// <list type="bullet">
-/// <item>The same statements: every operation is the library's own (this class overrides only <see cref="Commit"/>), and at
+/// <item>The same statements: every operation is the library's own (this class overrides <see cref="Commit"/>, and the state setters only to note
+/// whose state the transaction sets), and at
 /// the commit the commands it queued run, as in the library's commit, but against a connection that only records each
 /// command's text and parameters (as the library's Dapper code built them: text, types, sizes, values, in order; the
 /// time-dependent values, <c>DateTime.UtcNow</c>, taken at the commit as before). Those commands then go to PostgreSQL
@@ -29,6 +30,13 @@ namespace BatchRunner.Server.Storage;
 /// Hangfire.PostgreSql 1.21.1), an ambient <see cref="System.Transactions.TransactionScope"/> that the library would join,
 /// a storage on one existing connection, or a library whose internals are not the ones this relies on
 /// (<see cref="IsSupported"/>, pinned by a test).</item>
+/// <item>A state change made under its job's state lock (Hangfire's state changer: the lock, the job's read, this
+/// transaction, the release) commits in the lock's own transaction (<see cref="HangfireTransactionLocks.Held.CommitWith"/>):
+/// the statements and the lock's release in one round trip, where they were two (this batch, then the lock's rollback).
+/// The lock ends with the commit, the end of the state changer's scope; the statements run as in a transaction of
+/// their own (read committed, <c>lock_timeout</c> the session's).</item>
+/// <item>The worker's final state change removes the message it performed, with the library's own statement, in this
+/// transaction (Hangfire's transactional acknowledge), where the worker removed it in a round trip of its own after it.</item>
 /// </list>
 /// The timeout: each statement had its own (the connection's command timeout; none for the queue's two, whose code sets 0);
 /// the batch has their sum, none when one had none.
@@ -52,14 +60,52 @@ public sealed class HangfireBatchedTransaction : PostgreSqlWriteOnlyTransaction
 
     private readonly IConnectionFactory _connections;
     private readonly PostgreSqlStorageOptions _options;
+    private readonly Func<string, HangfireTransactionLocks.Held?>? _stateLock;
+    private readonly List<FairShareQueueProvider.TurnFetchedJob> _acknowledged = [];
+    // The one Hangfire job whose state this transaction sets (null: none, or several).
+    private string? _stateOf;
+    private bool _severalStates;
 
-    public HangfireBatchedTransaction(PostgreSqlStorage storage, IConnectionFactory connections, PostgreSqlStorageOptions options)
+    /// <param name="stateLock">Hands over the connection's state lock of a job (<c>LockingConnection.TakeStateLock</c>), so
+    /// that a state change's transaction commits in the lock's own transaction; null: never.</param>
+    public HangfireBatchedTransaction(PostgreSqlStorage storage, IConnectionFactory connections, PostgreSqlStorageOptions options,
+        Func<string, HangfireTransactionLocks.Held?>? stateLock = null)
         // The library's connection hands its transaction a "dedicated connection" that is always null in 1.21.1 (each
         // commit takes a connection of the pool): the same for the fallback.
         : base(storage, () => null)
     {
         _connections = connections;
         _options = options;
+        _stateLock = stateLock;
+    }
+
+    public override void SetJobState(string jobId, Hangfire.States.IState state)
+    {
+        NoteStateOf(jobId);
+        base.SetJobState(jobId, state);
+    }
+
+    public override void AddJobState(string jobId, Hangfire.States.IState state)
+    {
+        NoteStateOf(jobId);
+        base.AddJobState(jobId, state);
+    }
+
+    private void NoteStateOf(string jobId)
+    {
+        if (_stateOf is null && !_severalStates) _stateOf = jobId;
+        else if (_stateOf != jobId) (_stateOf, _severalStates) = (null, true);
+    }
+
+    /// <summary>
+    /// Hangfire's transactional acknowledge (<see cref="HangfireStorage.TransactionalAcknowledge"/>): the worker's final
+    /// state change removes the message it performed in the same transaction, instead of in a round trip of its own after
+    /// it. The removal is the library's own statement (<see cref="FairShareQueueProvider.TurnFetchedJob.RemoveWithin"/>).
+    /// </summary>
+    public override void RemoveFromQueue(Hangfire.Storage.IFetchedJob fetchedJob)
+    {
+        if (fetchedJob is FairShareQueueProvider.TurnFetchedJob turn && FairShareQueueProvider.TurnFetchedJob.CanRemoveWithin) _acknowledged.Add(turn);
+        else base.RemoveFromQueue(fetchedJob);
     }
 
     /// <summary>Whether this version of Hangfire.PostgreSql has the internals this class reads; when not, every commit is
@@ -67,11 +113,35 @@ public sealed class HangfireBatchedTransaction : PostgreSqlWriteOnlyTransaction
     public static bool IsSupported =>
         CommandsField?.FieldType == typeof(Queue<Action<IDbConnection>>) && QueuesField?.FieldType == typeof(List<string>) && QueueEvents is not null;
 
-    public override void Commit()
+    public override void Commit() => CommitRemoving(0);
+
+    /// <summary>Commits with the removal of each acknowledged message from <paramref name="next"/> on (each holds its
+    /// message's own lock against the keep-alive meanwhile).</summary>
+    private void CommitRemoving(int next)
+    {
+        if (next < _acknowledged.Count)
+            _acknowledged[next].RemoveWithin(Enqueue, () => CommitRemoving(next + 1));
+        else
+            CommitQueued();
+    }
+
+    /// <summary>Adds a command to the library's queue, as its own operations do.</summary>
+    private void Enqueue(Action<IDbConnection> command) => ((Queue<Action<IDbConnection>>)CommandsField!.GetValue(this)!).Enqueue(command);
+
+    private void CommitQueued()
     {
         if (!CanBatch() || Record() is not { Count: > 0 } commands)
         {
             base.Commit();
+            return;
+        }
+
+        // A state change under its job's lock (Hangfire's state changer: lock, read, this transaction, release) commits in
+        // the lock's transaction: one round trip for the statements and the lock's release together.
+        if (_stateOf is { } job && _stateLock?.Invoke(job) is { } held)
+        {
+            held.CommitWith(commands.Select(c => c.ToBatchCommand()), TimeoutSeconds(held.Connection, commands));
+            SignalQueues();
             return;
         }
 
@@ -91,6 +161,11 @@ public sealed class HangfireBatchedTransaction : PostgreSqlWriteOnlyTransaction
             throw;
         }
 
+        SignalQueues();
+    }
+
+    private void SignalQueues()
+    {
         foreach (var queue in (List<string>)QueuesField!.GetValue(this)!) QueueEvents!.Set(queue);
     }
 
