@@ -72,6 +72,53 @@ public sealed class JobQueueFacts(ServerFixture f)
         Assert.Equal("cancelled", (await f.Api.WaitForFinalAsync(job.Id.ToString())).GetProperty("state").GetString());
     }
 
+    [Fact]
+    public async Task Enqueue_RecordsTheMessagesIdInTheTransactionThatCreatesIt_AndWakesTheSweeperForAJobThatMovedOn()
+    {
+        var services = f.App.Services;
+        var db = services.GetRequiredService<Npgsql.NpgsqlDataSource>();
+        var signal = new WorkflowSignal();
+        var woken = signal.Subscribe();
+        var store = new JobStore(db, signal);
+        // A call thread of its own, so that the round trips counted are this enqueue's.
+        using var calls = new HangfireCalls(1);
+        var thread = await calls.RunAsync(() => Environment.CurrentManagedThreadId);
+        var queue = new JobQueue(services.GetRequiredService<IBackgroundJobClient>(), services.GetRequiredService<JobStorage>(), store, db, calls);
+        var spec = JobSpecValidator.Validate(new JobSubmission { Image = f.Busybox, Command = ["true"] }).Spec!;
+        var job = JobRecord.New(spec);
+        await store.InsertAsync(job, null, "recorded", CancellationToken.None);
+        // The job moved on before its message existed (what a dependency's end does to a waiting job): its flag is set.
+        await using (var cmd = db.CreateCommand($"update batchrunner.jobs set hangfire_sync = true where id = '{job.Id}'"))
+            await cmd.ExecuteNonQueryAsync();
+
+        var trips = new List<string>();
+        var ownUpdates = 0;
+        using (var listener = new System.Diagnostics.ActivityListener
+        {
+            ShouldListenTo = s => s.Name == "Npgsql",
+            Sample = (ref System.Diagnostics.ActivityCreationOptions<System.Diagnostics.ActivityContext> _) => System.Diagnostics.ActivitySamplingResult.AllData,
+            ActivityStopped = a =>
+            {
+                var text = a.GetTagItem("db.query.text") as string ?? a.DisplayName;
+                if (Environment.CurrentManagedThreadId == thread) lock (trips) trips.Add(text);
+                // The record of the id as a statement of its own, on whichever thread (the queue's caller made it before).
+                if (text.TrimStart().StartsWith("update batchrunner.jobs set hangfire_job_id", StringComparison.Ordinal)) Interlocked.Increment(ref ownUpdates);
+            },
+        })
+        {
+            System.Diagnostics.ActivitySource.AddActivityListener(listener);
+            var hangfireId = await queue.EnqueueAsync(job.Id, job.DisplayName, job.Queue, job.Tenant, CancellationToken.None);
+            Assert.Equal(hangfireId, (await store.GetAsync(job.Id, CancellationToken.None))!.HangfireJobId);
+        }
+
+        // The message's creation (the job's insert, then its first state's batch, which records the id too): no update of
+        // its own after them.
+        Assert.Equal(2, trips.Count);
+        Assert.Equal(0, Volatile.Read(ref ownUpdates));
+        Assert.True(await woken.WaitAsync(TimeSpan.Zero, CancellationToken.None));
+        Assert.Equal("succeeded", (await f.Api.WaitForFinalAsync(job.Id.ToString())).GetProperty("state").GetString());
+    }
+
     /// <summary>The real client, noting which thread each call ran on.</summary>
     private sealed class ThreadRecordingClient(IBackgroundJobClient inner) : IBackgroundJobClient
     {

@@ -27,5 +27,7 @@ internal static class HangfireSetup
         GlobalJobFilters.Filters.Add(DueScheduledJobs.Instance);
         // A processing job deleted in the dashboard is cancelled (see DashboardDeleteCancels).
         GlobalJobFilters.Filters.Add(DashboardDeleteCancels.Instance);
+        // A new message's id is recorded on its job in the transaction that creates it (see HangfireMessageIds).
+        GlobalJobFilters.Filters.Add(Storage.HangfireMessageIds.Filter);
     }
 }

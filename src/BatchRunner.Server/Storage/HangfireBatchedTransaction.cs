@@ -128,6 +128,17 @@ public sealed class HangfireBatchedTransaction : PostgreSqlWriteOnlyTransaction
     /// <summary>Adds a command to the library's queue, as its own operations do.</summary>
     private void Enqueue(Action<IDbConnection> command) => ((Queue<Action<IDbConnection>>)CommandsField!.GetValue(this)!).Enqueue(command);
 
+    /// <summary>
+    /// A statement of the caller's own, committed in this transaction's batch after the library's statements (all or
+    /// nothing, in the same round trip); <paramref name="committed"/> gets the value of its one column (null without a
+    /// row) once the batch committed. Never run when the commit is the library's own (<see cref="CanBatch"/> false):
+    /// the caller, seeing no value, runs it itself.
+    /// </summary>
+    /// <param name="column">The name of its one result column, unique in the batch (the library's statements return no rows).</param>
+    internal void AddStatement(NpgsqlBatchCommand command, string column, Action<object?> committed) => _statements.Add((command, column, committed));
+
+    private readonly List<(NpgsqlBatchCommand Command, string Column, Action<object?> Committed)> _statements = [];
+
     private void CommitQueued()
     {
         if (!CanBatch() || Record() is not { Count: > 0 } commands)
@@ -138,7 +149,7 @@ public sealed class HangfireBatchedTransaction : PostgreSqlWriteOnlyTransaction
 
         // A state change under its job's lock (Hangfire's state changer: lock, read, this transaction, release) commits in
         // the lock's transaction: one round trip for the statements and the lock's release together.
-        if (_stateOf is { } job && _stateLock?.Invoke(job) is { } held)
+        if (_statements.Count == 0 && _stateOf is { } job && _stateLock?.Invoke(job) is { } held)
         {
             held.CommitWith(commands.Select(c => c.ToBatchCommand()), TimeoutSeconds(held.Connection, commands));
             SignalQueues();
@@ -150,10 +161,25 @@ public sealed class HangfireBatchedTransaction : PostgreSqlWriteOnlyTransaction
         using var batch = new NpgsqlBatch(connection) { Timeout = TimeoutSeconds(connection, commands) };
         batch.BatchCommands.Add(new NpgsqlBatchCommand(BeginSql));
         foreach (var command in commands) batch.BatchCommands.Add(command.ToBatchCommand());
+        foreach (var statement in _statements) batch.BatchCommands.Add(statement.Command);
         batch.BatchCommands.Add(new NpgsqlBatchCommand(CommitSql));
+        var values = new Dictionary<string, object?>(StringComparer.Ordinal);
         try
         {
-            batch.ExecuteNonQuery();
+            if (_statements.Count == 0)
+            {
+                batch.ExecuteNonQuery();
+            }
+            else
+            {
+                // Each statement that returns rows is a result of the reader, in order; ours are told by their column.
+                using var reader = batch.ExecuteReader();
+                do
+                {
+                    if (reader.FieldCount == 1 && _statements.Exists(s => s.Column == reader.GetName(0)))
+                        values[reader.GetName(0)] = reader.Read() ? reader.GetValue(0) : null;
+                } while (reader.NextResult());
+            }
         }
         catch
         {
@@ -162,6 +188,8 @@ public sealed class HangfireBatchedTransaction : PostgreSqlWriteOnlyTransaction
         }
 
         SignalQueues();
+        foreach (var statement in _statements)
+            statement.Committed(values.TryGetValue(statement.Column, out var value) && value is not DBNull ? value : null);
     }
 
     private void SignalQueues()

@@ -81,8 +81,8 @@ public sealed class JobQueue(IBackgroundJobClient hangfire, JobStorage storage, 
 
     private async Task<string> CreateAsync(Guid id, string displayName, string physicalQueue, IState state, CancellationToken ct)
     {
-        var hangfireId = await CreateMessageAsync(id, displayName, physicalQueue, state);
-        await store.SetHangfireJobIdAsync(id, hangfireId, ct);
+        var (hangfireId, recorded) = await CreateRecordedMessageAsync(id, displayName, physicalQueue, state);
+        if (!recorded) await store.SetHangfireJobIdAsync(id, hangfireId, ct);
         return hangfireId;
     }
 
@@ -132,8 +132,8 @@ public sealed class JobQueue(IBackgroundJobClient hangfire, JobStorage storage, 
         {
             var physical = PhysicalQueue(job.Queue, job.Tenant);
             var state = await Durably.RunAsync(c => InitialStateAsync(job.Id, job.State, physical, job.Message, job.IsArrayParent ? job.Spec.Array : null, c), deadline: deadline);
-            var hangfireId = await Durably.RunAsync(_ => CreateMessageAsync(job.Id, job.DisplayName, physical, state), deadline: deadline);
-            await Durably.RunAsync(c => store.SetHangfireJobIdAsync(job.Id, hangfireId, c), deadline: deadline);
+            var (hangfireId, recorded) = await Durably.RunAsync(_ => CreateRecordedMessageAsync(job.Id, job.DisplayName, physical, state), deadline: deadline);
+            if (!recorded) await Durably.RunAsync(c => store.SetHangfireJobIdAsync(job.Id, hangfireId, c), deadline: deadline);
             return hangfireId;
         }
         catch (Exception e) when (DatabaseErrors.IsOutage(e))
@@ -141,6 +141,16 @@ public sealed class JobQueue(IBackgroundJobClient hangfire, JobStorage storage, 
             return null;
         }
     }
+
+    /// <summary><see cref="CreateMessageAsync"/>, recording the message's id on the job in the same transaction where it can
+    /// (<see cref="HangfireMessageIds"/>): true when it did, else the caller records it.</summary>
+    private Task<(string HangfireId, bool Recorded)> CreateRecordedMessageAsync(Guid id, string displayName, string physicalQueue, IState state) =>
+        calls.RunAsync(() =>
+        {
+            using var recording = HangfireMessageIds.Begin(id, store);
+            var hangfireId = hangfire.Create<IJobPerformer>(physicalQueue, p => p.RunAsync(id, displayName, CancellationToken.None), state);
+            return (hangfireId, recording.Recorded == hangfireId);
+        });
 
     /// <summary>The message names its queue itself (Hangfire's Job.Queue), so that it goes back to the same queue when it is
     /// bounced, rescheduled or retried; a message without one would go back to Hangfire's "default".</summary>

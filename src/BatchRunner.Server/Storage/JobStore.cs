@@ -203,11 +203,27 @@ public sealed partial class JobStore(NpgsqlDataSource db, WorkflowSignal? signal
 
     public async Task SetHangfireJobIdAsync(Guid id, string hangfireJobId, CancellationToken ct)
     {
-        await using var cmd = db.CreateCommand("update batchrunner.jobs set hangfire_job_id = @h where id = @id returning hangfire_sync");
-        cmd.Parameters.AddWithValue("id", id);
-        cmd.Parameters.AddWithValue("h", hangfireJobId);
-        // The job moved on before its message existed (a dependency ended meanwhile): the message must follow now.
-        if (await cmd.ExecuteScalarAsync(ct) is true) signal?.Pulse();
+        await using var cmd = db.CreateCommand(HangfireJobIdSql);
+        cmd.Parameters.Add(new NpgsqlParameter { Value = hangfireJobId });
+        cmd.Parameters.Add(new NpgsqlParameter { Value = id });
+        HangfireJobIdRecorded(await cmd.ExecuteScalarAsync(ct));
+    }
+
+    private const string HangfireJobIdSql = $"update batchrunner.jobs set hangfire_job_id = $1 where id = $2 returning hangfire_sync as {HangfireSyncColumn}";
+
+    /// <summary>The column <see cref="HangfireJobIdCommand"/> returns.</summary>
+    internal const string HangfireSyncColumn = "batchrunner_hangfire_sync";
+
+    /// <summary><see cref="SetHangfireJobIdAsync"/>'s statement, for the batch of the transaction that creates the message
+    /// (<see cref="HangfireMessageIds"/>); its value goes to <see cref="HangfireJobIdRecorded"/>.</summary>
+    internal NpgsqlBatchCommand HangfireJobIdCommand(Guid id, string hangfireJobId) =>
+        new(HangfireJobIdSql) { Parameters = { new NpgsqlParameter { Value = hangfireJobId }, new NpgsqlParameter { Value = id } } };
+
+    /// <summary>The job's sync flag as the id's record returned it: the job moved on before its message existed (a
+    /// dependency ended meanwhile), so the message must follow now.</summary>
+    internal void HangfireJobIdRecorded(object? hangfireSync)
+    {
+        if (hangfireSync is true) signal?.Pulse();
     }
 
     /// <summary>The run a schedule's Hangfire job started (its message is that job), if any.</summary>
