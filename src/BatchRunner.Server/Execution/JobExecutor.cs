@@ -74,7 +74,8 @@ public sealed partial class JobExecutor(
 
     private async Task ExecuteOnceAsync(Guid jobId, CancellationToken hangfireToken, FetchTurn? turn)
     {
-        var job = await Durably.RunAsync(c => store.GetForAttemptAsync(jobId, c));
+        // As the fetch that delivered it read it, in the fetch's round trip; else (a delivery of another kind) read now.
+        var job = turn?.FetchedJob is { } fetched && fetched.Id == jobId ? fetched : await Durably.RunAsync(c => store.GetForAttemptAsync(jobId, c));
         if (job is null)
         {
             LogNothingToRun(log, jobId);

@@ -25,7 +25,10 @@ public interface IFetchPolicy
 
 /// <summary>A message fetched, with the BatchRunner job it delivers as the fetch read it (null and zero when it names none:
 /// a schedule's firing, or a job deleted meanwhile).</summary>
-public sealed record FetchedMessage(string HangfireJobId, string Queue, Guid? JobId, string? Tenant, double Cpus, long MemoryBytes, int Gpus, long DiskBytes = 0);
+/// <param name="Job">The job as <see cref="JobStore.GetForAttemptAsync"/> reads it, read by the fetch (null: none, or
+/// not read).</param>
+public sealed record FetchedMessage(string HangfireJobId, string Queue, Guid? JobId, string? Tenant, double Cpus, long MemoryBytes, int Gpus, long DiskBytes = 0,
+    JobRecord? Job = null);
 
 /// <summary>
 /// A process's turn to fetch and admit one job (<see cref="IFetchPolicy.WaitForTurn"/>). The fetch hands it to the job
@@ -42,6 +45,14 @@ public sealed class FetchTurn(Action<FetchedMessage> fetched, Action release, Ac
     /// <summary>The Hangfire job id of the message fetched in this turn.</summary>
     public string? HangfireJobId { get; private set; }
 
+    /// <summary>
+    /// The job the message fetched in this turn delivers, as the fetch read it (<see cref="JobStore.GetForAttemptAsync"/>'s
+    /// columns, in the fetch's round trip): what the executor decides on instead of reading it again. Read before Hangfire's
+    /// Processing change: every decision taken on it that matters is fenced again by the attempt's begin, which starts
+    /// only a queued job with no cancel asked for, and its spec never changes once submitted.
+    /// </summary>
+    public JobRecord? FetchedJob { get; private set; }
+
     /// <summary>The turn of the message this worker fetched last, once (null when there is none, or it was taken).</summary>
     public static FetchTurn? TakeCurrent()
     {
@@ -54,6 +65,7 @@ public sealed class FetchTurn(Action<FetchedMessage> fetched, Action release, Ac
     internal void Fetched(FetchedMessage message)
     {
         HangfireJobId = message.HangfireJobId;
+        FetchedJob = message.Job;
         Current.Value = this;
         fetched(message);
     }
@@ -124,12 +136,14 @@ public sealed class FairShareQueueProvider : IPersistentJobQueueProvider, IDispo
                      order by o.rank, h.jobid
                      limit 1)
                 returning id, jobid, queue, fetchedat)
-            select f.id, f.jobid, f.queue, f.fetchedat, b.id, b.tenant,
-                   coalesce((b.spec->'resources'->>'cpus')::float8, 0), coalesce((b.spec->'resources'->>'memoryBytes')::int8, 0),
-                   coalesce((b.spec->'resources'->>'gpus')::int4, 0), coalesce((b.spec->'resources'->>'diskBytes')::int8, 0)
+            select {JobStore.ForAttemptColumns},
+                   f.id, f.jobid, f.queue, f.fetchedat,
+                   coalesce((j.spec->'resources'->>'cpus')::float8, 0), coalesce((j.spec->'resources'->>'memoryBytes')::int8, 0),
+                   coalesce((j.spec->'resources'->>'gpus')::int4, 0), coalesce((j.spec->'resources'->>'diskBytes')::int8, 0)
               from f
               left join "{schema}".job m on m.id = f.jobid
-              left join batchrunner.jobs b on b.id = {JobIdArgument}
+              left join batchrunner.jobs j on j.id = {JobIdArgument}
+              {JobStore.NotificationJoin}
             """;
         // Anything this process could fetch now, for the idle poll: the queues of the last order (a new tenant's first
         // message notifies, which decides anew), without computing the order.
@@ -205,12 +219,14 @@ public sealed class FairShareQueueProvider : IPersistentJobQueueProvider, IDispo
         cmd.Parameters.AddWithValue("skip", skip);
         using var rd = cmd.ExecuteReader();
         if (!rd.Read()) return null;
-        var hangfireId = rd.GetInt64(1).ToString(System.Globalization.CultureInfo.InvariantCulture);
-        var queue = rd.GetString(2);
-        var job = new PostgreSqlFetchedJob(_storage, rd.GetInt64(0), hangfireId, queue, rd.GetDateTime(3));
-        var message = rd.IsDBNull(4)
+        // The job first (JobStore's reader), then the message and the job's resources.
+        const int at = JobStore.ForAttemptFieldCount;
+        var hangfireId = rd.GetInt64(at + 1).ToString(System.Globalization.CultureInfo.InvariantCulture);
+        var queue = rd.GetString(at + 2);
+        var job = new PostgreSqlFetchedJob(_storage, rd.GetInt64(at), hangfireId, queue, rd.GetDateTime(at + 3));
+        var message = JobStore.ReadForAttempt(rd) is not { } record
             ? new FetchedMessage(hangfireId, queue, null, null, 0, 0, 0)
-            : new FetchedMessage(hangfireId, queue, rd.GetGuid(4), rd.GetString(5), rd.GetDouble(6), rd.GetInt64(7), rd.GetInt32(8), rd.GetInt64(9));
+            : new FetchedMessage(hangfireId, queue, record.Id, record.Tenant, rd.GetDouble(at + 4), rd.GetInt64(at + 5), rd.GetInt32(at + 6), rd.GetInt64(at + 7), record);
         return (job, message);
     }
 

@@ -16,12 +16,27 @@ public sealed partial class JobStore
     /// </summary>
     public async Task<JobRecord?> GetForAttemptAsync(Guid id, CancellationToken ct)
     {
-        // Whether it has secrets at all: a job without (most) skips their read before its container starts.
-        await using var cmd = db.CreateCommand($"select {Columns}, j.secrets is not null from {From} where j.id = @id");
+        await using var cmd = db.CreateCommand($"select {ForAttemptColumns} from {From} where j.id = @id");
         cmd.Parameters.AddWithValue("id", id);
         await using var rd = await cmd.ExecuteReaderAsync(ct);
-        return await rd.ReadAsync(ct) ? Read(rd) with { HasSecrets = rd.GetBoolean(AfterColumns) } : null;
+        return await rd.ReadAsync(ct) ? ReadForAttempt(rd) : null;
     }
+
+    /// <summary>
+    /// What <see cref="GetForAttemptAsync"/> reads of job <c>j</c> (left joined to its notification <c>n</c>,
+    /// <see cref="NotificationJoin"/>), for a statement that reads it with other things (the worker's fetch,
+    /// <see cref="FairShareQueueProvider"/>): the first <see cref="ForAttemptFieldCount"/> fields, for <see cref="ReadForAttempt"/>.
+    /// </summary>
+    /// <remarks>Whether it has secrets at all: a job without (most) skips their read before its container starts.</remarks>
+    internal const string ForAttemptColumns = Columns + ", j.secrets is not null";
+
+    internal const int ForAttemptFieldCount = AfterColumns + 1;
+
+    internal const string NotificationJoin = "left join batchrunner.notifications n on n.job_id = j.id";
+
+    /// <summary>The job a row of <see cref="ForAttemptColumns"/> holds (its first field null: none).</summary>
+    internal static JobRecord? ReadForAttempt(NpgsqlDataReader rd) =>
+        rd.IsDBNull(0) ? null : Read(rd) with { HasSecrets = rd.GetBoolean(AfterColumns) };
 
     /// <summary>
     /// Starts a new attempt on this node instance: the job goes to <c>starting</c> and its attempt number

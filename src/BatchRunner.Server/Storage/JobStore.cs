@@ -31,7 +31,7 @@ public sealed partial class JobStore(NpgsqlDataSource db, WorkflowSignal? signal
         "coalesce(sum((j.spec->'resources'->>'memoryBytes')::int8), 0), " +
         "coalesce(sum(coalesce((j.spec->'resources'->>'gpus')::int4, 0)), 0)";
 
-    private const string From = "batchrunner.jobs j left join batchrunner.notifications n on n.job_id = j.id";
+    private const string From = "batchrunner.jobs j " + NotificationJoin;
 
     /// <summary>What <see cref="InsertAsync"/> did: created the job, found the one an idempotency key names, or refused
     /// it because its tenant has <see cref="QueuedLimit"/> jobs queued already (nothing stored).</summary>

@@ -210,9 +210,48 @@ public sealed class HangfireStateCommitFacts(ServerFixture f)
 
     private sealed class EveryTurn : IFetchPolicy
     {
-        public FetchTurn WaitForTurn(CancellationToken ct) => new(_ => { }, () => { }, _ => { });
+        public FetchTurn? Last { get; private set; }
+
+        public FetchTurn WaitForTurn(CancellationToken ct) => Last = new(_ => { }, () => { }, _ => { });
         public IReadOnlyList<string> Order(IReadOnlyList<string> queues) => queues;
         public long[] Skipped() => [];
+    }
+
+    [Fact]
+    public async Task Fetch_ReadsTheJobItDelivers_AsTheExecutorsReadDoes_InTheFetchsRoundTrip()
+    {
+        await using var schema = Schema.Create(Db, batched: true);
+        var policy = new EveryTurn();
+        using var provider = new FairShareQueueProvider(schema.Storage, schema.Options, Db, f.App.Services.GetRequiredService<SessionConnections>(), policy);
+        var store = f.App.Services.GetRequiredService<JobStore>();
+        // A stored job with secrets, and a message delivering it (no worker fetches this schema).
+        var spec = BatchRunner.Core.JobSpecValidator.Validate(new BatchRunner.Core.JobSubmission
+        {
+            Image = f.Busybox, Command = ["true"], Name = "fetched",
+        }).Spec!;
+        var record = JobRecord.New(spec) with { ProtectedSecrets = [1, 2, 3] };
+        await using (var conn = await Db.OpenConnectionAsync())
+        await using (var tx = await conn.BeginTransactionAsync())
+        {
+            Assert.True(await JobStore.InsertRowsAsync(conn, tx, record, CancellationToken.None));
+            await tx.CommitAsync();
+        }
+        var id = record.Id;
+        new BackgroundJobClient(schema.Storage).Create(Job.FromExpression<IJobPerformer>(p => p.RunAsync(id, "fetched", CancellationToken.None)), new EnqueuedState("hfsc"));
+
+        List<string> trips = [];
+        IFetchedJob? fetched = null;
+        trips = Trips(() => fetched = provider.GetJobQueue().Dequeue(["hfsc"], CancellationToken.None));
+        using (fetched)
+        {
+            Assert.Single(trips);
+            var read = policy.Last!.FetchedJob;
+            Assert.NotNull(read);
+            var expected = await store.GetForAttemptAsync(id, CancellationToken.None);
+            Assert.True(read.HasSecrets);
+            Assert.Equal(System.Text.Json.JsonSerializer.Serialize(expected), System.Text.Json.JsonSerializer.Serialize(read));
+        }
+        await store.RequestCancelAsync(id, tenant: null, CancellationToken.None);
     }
 
     [Fact]
