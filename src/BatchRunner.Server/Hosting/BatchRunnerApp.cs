@@ -48,19 +48,21 @@ public static partial class BatchRunnerApp
         // Storage: one code path whether the database is embedded or external.
         EmbeddedPostgres? embedded = null;
         var connectionString = options.ConnectionString;
-        var embeddedUser = string.IsNullOrWhiteSpace(connectionString) ? await EmbeddedPostgres.RunAsUserAsync(ct) : null;
-        // Before anything writes there: no host user but root may use the data directory (see DataDirectoryAccess).
-        var userNamespaceGid = options.RunsWorker && options.Isolation.UserNamespace.Enabled ? options.Isolation.UserNamespace.HostGidStart : (uint?)null;
-        var access = DataDirectoryAccess.For(embeddedUser?.Gid, userNamespaceGid);
-        access.Apply(new DataPaths(options.DataDir), userNamespaceGid);
-        LogDataDirectoryMode(bootLog, options.DataDir, Convert.ToString((int)access.Mode, 8), access.Reason);
-        if (string.IsNullOrWhiteSpace(connectionString))
-        {
-            embedded = await EmbeddedPostgres.StartAsync(options.DataDir, bootLog, ct);
-            connectionString = embedded.ConnectionString;
-        }
+        // Before anything touches the data directory: no other process may be using it (see DataDirectoryLock).
+        var dataLock = DataDirectoryLock.Acquire(options.DataDir);
         try
         {
+            var embeddedUser = string.IsNullOrWhiteSpace(connectionString) ? await EmbeddedPostgres.RunAsUserAsync(ct) : null;
+            // Before anything writes there: no host user but root may use the data directory (see DataDirectoryAccess).
+            var userNamespaceGid = options.RunsWorker && options.Isolation.UserNamespace.Enabled ? options.Isolation.UserNamespace.HostGidStart : (uint?)null;
+            var access = DataDirectoryAccess.For(embeddedUser?.Gid, userNamespaceGid);
+            access.Apply(new DataPaths(options.DataDir), userNamespaceGid);
+            LogDataDirectoryMode(bootLog, options.DataDir, Convert.ToString((int)access.Mode, 8), access.Reason);
+            if (string.IsNullOrWhiteSpace(connectionString))
+            {
+                embedded = await EmbeddedPostgres.StartAsync(options.DataDir, bootLog, ct);
+                connectionString = embedded.ConnectionString;
+            }
             await builder.Services.AddBatchRunnerStorageAsync(connectionString, bootLog, ct);
             // What the node knows of its database's outages (fencing), the cluster's recovery after each restart.
             builder.Services.AddEmbeddedPostgres(embedded);
@@ -75,7 +77,10 @@ public static partial class BatchRunnerApp
             var gpus = options.RunsWorker ? await Gpus.GpuNode.DiscoverAsync(options.Gpus, bootLog, ct) : null;
             var gpuMetrics = gpus is null ? null : Gpus.GpuNode.MetricsSource(options.Gpus, gpus, bootLog);
             builder.AddBatchRunnerServices(options, connectionString, runtime, gpus, gpuMetrics);
+            // Released when the application is disposed, after every other service (it is the first the container makes).
+            builder.Services.AddSingleton(_ => dataLock);
             var app = builder.Build();
+            app.Services.GetRequiredService<DataDirectoryLock>();
             embedded?.UseLogger(app.Services.GetRequiredService<ILogger<EmbeddedPostgres>>());
             CancelSignalRequests.Register(app.Services);
             var hangfireLogs = HangfireLogging.Register(app.Services.GetRequiredService<ILoggerFactory>());
@@ -86,6 +91,7 @@ public static partial class BatchRunnerApp
         catch
         {
             if (embedded is not null) await embedded.StopAsync();
+            dataLock.Dispose();
             throw;
         }
     }
