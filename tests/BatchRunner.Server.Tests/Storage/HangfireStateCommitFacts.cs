@@ -270,8 +270,9 @@ public sealed class HangfireStateCommitFacts(ServerFixture f)
             schema.Storage.QueueProviders.Add(provider, ["hfsc"]);
             var job = new BackgroundJobClient(schema.Storage).Create(Job.FromExpression(() => ScenarioJobs.Noop("performed")), new EnqueuedState("hfsc"));
 
-            // Hangfire's own worker, once: fetch, Processing, perform, Succeeded, acknowledge.
-            var worker = new Worker(["hfsc"], new BackgroundJobPerformer(), new BackgroundJobStateChanger());
+            // Hangfire's own worker, once: fetch, Processing, perform, Succeeded, acknowledge. With an activator of its own:
+            // JobActivator.Current is process-wide, and the last host that set it (another fixture's) may be disposed.
+            var worker = new Worker(["hfsc"], new BackgroundJobPerformer(JobFilterProviders.Providers, new JobActivator()), new BackgroundJobStateChanger());
             using var stop = new CancellationTokenSource();
             var context = new BackgroundProcessContext("server-1", schema.Storage, new Dictionary<string, object>(), Guid.NewGuid(), stop.Token, stop.Token, stop.Token);
             trips[schema == batched] = Trips(() => worker.Execute(context));
