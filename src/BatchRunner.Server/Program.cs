@@ -2,7 +2,16 @@ using BatchRunner.Server.Hosting;
 
 if (args is [NetworkCleanup.Command, .. var settings]) return await NetworkCleanup.RunAsync(settings, Console.Out);
 
-var app = await BatchRunnerApp.BuildAsync(args);
+WebApplication app;
+try
+{
+    app = await BatchRunnerApp.BuildAsync(args);
+}
+catch (StartupRefusedException e)
+{
+    Console.Error.WriteLine($"batchrunner: {e.Message}");
+    return 2;
+}
 await app.RunAsync();
 return 0;
 

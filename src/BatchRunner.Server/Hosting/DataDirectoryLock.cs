@@ -22,7 +22,7 @@ public sealed class DataDirectoryLock : IDisposable
     private DataDirectoryLock(FileStream file) => _file = file;
 
     /// <summary>Takes the lock of <paramref name="dataDir"/> (made if missing).</summary>
-    /// <exception cref="InvalidOperationException">Another process holds it.</exception>
+    /// <exception cref="StartupRefusedException">Another process holds it.</exception>
     public static DataDirectoryLock Acquire(string dataDir)
     {
         Directory.CreateDirectory(dataDir);
@@ -41,7 +41,7 @@ public sealed class DataDirectoryLock : IDisposable
                     holder = $"another BatchRunner process (pid {pid})";
             }
             catch (IOException) { }
-            throw new InvalidOperationException(
+            throw new StartupRefusedException(
                 $"the data directory {dataDir} is in use by {holder}: each BatchRunner process needs a data directory of its own " +
                 "(BATCHRUNNER_DATA_DIR or BatchRunner:DataDir); stop that process first, or give this one another directory");
         }
@@ -52,3 +52,7 @@ public sealed class DataDirectoryLock : IDisposable
     /// <summary>Releases the lock (the process's end releases it too).</summary>
     public void Dispose() => _file.Dispose();
 }
+
+/// <summary>The server refuses to start, for a reason its message gives in full (no stack trace helps): the entry point
+/// prints the message alone and exits with status 2.</summary>
+public sealed class StartupRefusedException(string message) : InvalidOperationException(message);
