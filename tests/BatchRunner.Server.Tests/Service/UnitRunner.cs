@@ -164,9 +164,13 @@ public sealed class UnitProcess : IAsyncDisposable
             ? File.ReadAllLines(System.IO.Path.Combine(_cgroup, "cgroup.procs")).Where(l => l.Length > 0).Select(int.Parse).ToList()
             : [];
 
-    /// <summary>SIGKILL to every process of the unit's cgroup, until it is empty.</summary>
+    /// <summary>SIGKILL to every process of the unit's cgroup, until it is empty: all at once first (<c>cgroup.kill</c>, as
+    /// systemd does on cgroup v2), so that none of them (the container watchdog) sees another die and acts before its own
+    /// end, as one by one it could under load.</summary>
     public async Task KillCgroupAsync()
     {
+        var kill = System.IO.Path.Combine(_cgroup, "cgroup.kill");
+        if (File.Exists(kill)) await File.WriteAllTextAsync(kill, "1");
         await Poll.UntilAsync(() =>
         {
             var pids = CgroupPids();
