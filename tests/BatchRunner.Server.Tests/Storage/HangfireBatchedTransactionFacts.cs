@@ -30,33 +30,6 @@ public sealed class HangfireBatchedTransactionFacts(ServerFixture f)
 
     private NpgsqlDataSource Db => f.App.Services.GetRequiredService<NpgsqlDataSource>();
 
-        /// <summary>Hangfire's Processing state as its worker makes it (the constructor is internal to Hangfire.Core).</summary>
-    private static ProcessingState Processing(string serverId, string workerId) =>
-        (ProcessingState)Activator.CreateInstance(typeof(ProcessingState), System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Instance,
-            null, [serverId, workerId], CultureInfo.InvariantCulture)!;
-
-    /// <summary>A Hangfire storage on a new schema of its own, dropped on disposal.</summary>
-    private sealed class Schema(NpgsqlDataSource db, string name, HangfireStorage storage) : IAsyncDisposable
-    {
-        public string Name => name;
-        public HangfireStorage Storage => storage;
-
-        public static Schema Create(NpgsqlDataSource db, bool batched, string? sessionOptions = null)
-        {
-            var name = (batched ? "p4hf_batched_" : "p4hf_stock_") + Guid.NewGuid().ToString("N")[..8];
-            var options = new PostgreSqlStorageOptions { SchemaName = name, PrepareSchemaIfNecessary = true, EnableLongPolling = true };
-            // A pool of its own, not shared with the fixture's server (Npgsql pools by connection string).
-            var cs = new NpgsqlConnectionStringBuilder(db.ConnectionString) { ApplicationName = name, Options = sessionOptions }.ConnectionString;
-            return new Schema(db, name, new HangfireStorage(new NpgsqlConnectionFactory(cs, options), options) { BatchedTransactions = batched });
-        }
-
-        public async ValueTask DisposeAsync()
-        {
-            await using var cmd = db.CreateCommand($"drop schema if exists \"{name}\" cascade");
-            await cmd.ExecuteNonQueryAsync();
-        }
-    }
-
     /// <summary>Hangfire's work for the comparison: what a BatchRunner job's life and the dashboard cause, and a recurring job.</summary>
     private static void RunScenario(JobStorage storage)
     {
@@ -65,12 +38,12 @@ public sealed class HangfireBatchedTransactionFacts(ServerFixture f)
 
         // Enqueued -> Processing -> Succeeded.
         var succeeded = client.Create(Job.FromExpression(() => ScenarioJobs.Noop("succeeded")), new EnqueuedState("p4hf"));
-        Assert.True(client.ChangeState(succeeded, Processing("server-1", "worker-1"), EnqueuedState.StateName));
+        Assert.True(client.ChangeState(succeeded, HangfireTestSchema.Processing("server-1", "worker-1"), EnqueuedState.StateName));
         Assert.True(client.ChangeState(succeeded, new SucceededState("result", 5, 7) { Reason = "done" }, ProcessingState.StateName));
 
         // Failed with a retry (AutomaticRetry elects Scheduled and records the Failed state beside it), then deleted.
         var retried = client.Create(Job.FromExpression(() => ScenarioJobs.Noop("retried")), new EnqueuedState("p4hf"));
-        Assert.True(client.ChangeState(retried, Processing("server-1", "worker-2"), EnqueuedState.StateName));
+        Assert.True(client.ChangeState(retried, HangfireTestSchema.Processing("server-1", "worker-2"), EnqueuedState.StateName));
         // False: the state applied is not the one asked for (Scheduled instead of Failed).
         Assert.False(client.ChangeState(retried, new FailedState(Failure, "server-1"), ProcessingState.StateName));
         using (var connection = storage.GetConnection())
@@ -79,7 +52,7 @@ public sealed class HangfireBatchedTransactionFacts(ServerFixture f)
 
         // Failed for good (a failure with no retries left is final, as BatchRunner's own are), then requeued from the dashboard.
         var failed = client.Create(Job.FromExpression(() => ScenarioJobs.Noop("failed")), new EnqueuedState("p4hf"));
-        Assert.True(client.ChangeState(failed, Processing("server-1", "worker-3"), EnqueuedState.StateName));
+        Assert.True(client.ChangeState(failed, HangfireTestSchema.Processing("server-1", "worker-3"), EnqueuedState.StateName));
         using (var connection = storage.GetConnection())
             connection.SetJobParameter(failed, "RetryCount", "10");
         Assert.True(client.ChangeState(failed, new FailedState(Failure, "server-1"), ProcessingState.StateName));
@@ -127,7 +100,7 @@ public sealed class HangfireBatchedTransactionFacts(ServerFixture f)
                 if (round == 1) tx.RemoveHash("h:two");
                 tx.ExpireJob(succeeded, TimeSpan.FromHours(5));
                 tx.PersistJob(failed);
-                tx.AddJobState(succeeded, Processing("server-2", "worker-" + round));
+                tx.AddJobState(succeeded, HangfireTestSchema.Processing("server-2", "worker-" + round));
                 tx.SetJobState(deleted, new DeletedState { Reason = "again " + round });
                 tx.AddToQueue("p4hf-direct", succeeded);
                 tx.Commit();
@@ -140,8 +113,8 @@ public sealed class HangfireBatchedTransactionFacts(ServerFixture f)
     [Fact]
     public async Task Commit_LeavesHangfiresTablesAsTheLibrarysTransactionDoes_ForJobTransitionsRecurringJobsAndEveryOperation()
     {
-        await using var stock = Schema.Create(Db, batched: false);
-        await using var batched = Schema.Create(Db, batched: true);
+        await using var stock = HangfireTestSchema.Create(Db, batched: false, "p4hf");
+        await using var batched = HangfireTestSchema.Create(Db, batched: true, "p4hf");
 
         RunScenario(stock.Storage);
         RunScenario(batched.Storage);
@@ -161,7 +134,7 @@ public sealed class HangfireBatchedTransactionFacts(ServerFixture f)
     [Fact]
     public async Task Commit_WritesNothingAndThrows_WhenAStatementInTheMiddleFails()
     {
-        await using var schema = Schema.Create(Db, batched: true);
+        await using var schema = HangfireTestSchema.Create(Db, batched: true, "p4hf");
         using var connection = schema.Storage.GetConnection();
         var job = new BackgroundJobClient(schema.Storage).Create(Job.FromExpression(() => ScenarioJobs.Noop("atomic")), new EnqueuedState("p4hf"));
 
@@ -192,8 +165,8 @@ public sealed class HangfireBatchedTransactionFacts(ServerFixture f)
     [Fact]
     public async Task Commit_TakesOneRoundTripForTheLibrarysStatements_WhereTheLibrarysTakesOnePerStatement()
     {
-        await using var stock = Schema.Create(Db, batched: false);
-        await using var batched = Schema.Create(Db, batched: true);
+        await using var stock = HangfireTestSchema.Create(Db, batched: false, "p4hf");
+        await using var batched = HangfireTestSchema.Create(Db, batched: true, "p4hf");
 
         // A job's Succeeded transition: the state, expiry, counters, as Hangfire's state machine writes them.
         var (stockTrips, stockStatements, _) = CountSucceededTransition(stock.Storage);
@@ -215,7 +188,7 @@ public sealed class HangfireBatchedTransactionFacts(ServerFixture f)
     {
         var client = new BackgroundJobClient(storage);
         var job = client.Create(Job.FromExpression(() => ScenarioJobs.Noop("counted")), new EnqueuedState("p4hf"));
-        Assert.True(client.ChangeState(job, Processing("server-1", "worker-1"), EnqueuedState.StateName));
+        Assert.True(client.ChangeState(job, HangfireTestSchema.Processing("server-1", "worker-1"), EnqueuedState.StateName));
 
         using var connection = storage.GetConnection();
         using var tx = connection.CreateWriteTransaction();
@@ -251,7 +224,7 @@ public sealed class HangfireBatchedTransactionFacts(ServerFixture f)
     {
         // The library's transaction scope asks for read committed; the batch says so in its BEGIN. Seen from inside: a
         // trigger on the counter table records the isolation and the transaction of each statement.
-        await using var schema = Schema.Create(Db, batched, sessionOptions: "-c default_transaction_isolation=serializable");
+        await using var schema = HangfireTestSchema.Create(Db, batched, "p4hf", sessionOptions: "-c default_transaction_isolation=serializable");
         await using (var cmd = Db.CreateCommand($"""
             create table "{schema.Name}".seen (isolation text, xid int8);
             create function "{schema.Name}".record_seen() returns trigger language plpgsql as $$
@@ -291,7 +264,7 @@ public sealed class HangfireBatchedTransactionFacts(ServerFixture f)
     [Fact]
     public async Task Commit_EnqueuesWithTheLibrarysInsertAndNotify_AndSignalsTheQueueInThisProcessOnlyOnceCommitted()
     {
-        await using var schema = Schema.Create(Db, batched: true);
+        await using var schema = HangfireTestSchema.Create(Db, batched: true, "p4hf");
         using var connection = schema.Storage.GetConnection();
         var job = new BackgroundJobClient(schema.Storage).Create(Job.FromExpression(() => ScenarioJobs.Noop("enqueued")), new ScheduledState(TimeSpan.FromHours(1)));
         var queue = "p4hf-" + Guid.NewGuid().ToString("N")[..8];

@@ -24,31 +24,6 @@ public sealed class HangfireStateCommitFacts(ServerFixture f)
 {
     private NpgsqlDataSource Db => f.App.Services.GetRequiredService<NpgsqlDataSource>();
 
-    private sealed class Schema(NpgsqlDataSource db, string name, HangfireStorage storage, PostgreSqlStorageOptions options) : IAsyncDisposable
-    {
-        public string Name => name;
-        public HangfireStorage Storage => storage;
-        public PostgreSqlStorageOptions Options => options;
-
-        public static Schema Create(NpgsqlDataSource db, bool batched)
-        {
-            var name = (batched ? "hfsc_batched_" : "hfsc_stock_") + Guid.NewGuid().ToString("N")[..8];
-            var options = new PostgreSqlStorageOptions { SchemaName = name, PrepareSchemaIfNecessary = true, EnableLongPolling = true };
-            var cs = new NpgsqlConnectionStringBuilder(db.ConnectionString) { ApplicationName = name }.ConnectionString;
-            return new Schema(db, name, new HangfireStorage(new NpgsqlConnectionFactory(cs, options), options) { BatchedTransactions = batched }, options);
-        }
-
-        public async ValueTask DisposeAsync()
-        {
-            await using var cmd = db.CreateCommand($"drop schema if exists \"{name}\" cascade");
-            await cmd.ExecuteNonQueryAsync();
-        }
-    }
-
-    private static ProcessingState Processing() =>
-        (ProcessingState)Activator.CreateInstance(typeof(ProcessingState), System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Instance,
-            null, ["server-1", "worker-1"], CultureInfo.InvariantCulture)!;
-
     /// <summary>The texts of the round trips (Npgsql commands and batches) <paramref name="work"/> makes on this thread.</summary>
     private static List<string> Trips(Action work)
     {
@@ -87,8 +62,8 @@ public sealed class HangfireStateCommitFacts(ServerFixture f)
     [Fact]
     public async Task ChangeState_CommitsInItsJobLocksTransaction_OneRoundTripFewerThanTheLibrarysAndTheLockFreeAtOnce()
     {
-        await using var stock = Schema.Create(Db, batched: false);
-        await using var batched = Schema.Create(Db, batched: true);
+        await using var stock = HangfireTestSchema.Create(Db, batched: false, "hfsc");
+        await using var batched = HangfireTestSchema.Create(Db, batched: true, "hfsc");
         var counted = new Dictionary<bool, List<string>>();
         foreach (var schema in new[] { stock, batched })
         {
@@ -107,7 +82,7 @@ public sealed class HangfireStateCommitFacts(ServerFixture f)
                 await cmd.ExecuteNonQueryAsync();
             var client = new BackgroundJobClient(schema.Storage);
             var job = client.Create(Job.FromExpression(() => ScenarioJobs.Noop("locked")), new EnqueuedState("hfsc"));
-            Assert.True(client.ChangeState(job, Processing(), EnqueuedState.StateName));
+            Assert.True(client.ChangeState(job, HangfireTestSchema.Processing(), EnqueuedState.StateName));
             counted[schema == batched] = Trips(() => Assert.True(client.ChangeState(job, new SucceededState("r", 1, 2), ProcessingState.StateName)));
 
             // The lock ended with the change: another connection takes it at once.
@@ -138,7 +113,7 @@ public sealed class HangfireStateCommitFacts(ServerFixture f)
     [Fact]
     public async Task GetJobData_UnderTheJobsStateLock_IsTheLibrarysReadMadeWithTheLock()
     {
-        await using var schema = Schema.Create(Db, batched: true);
+        await using var schema = HangfireTestSchema.Create(Db, batched: true, "hfsc");
         var client = new BackgroundJobClient(schema.Storage);
         var plain = client.Create(Job.FromExpression(() => ScenarioJobs.Noop("read")), new EnqueuedState("hfsc"));
         var unloadable = client.Create(Job.FromExpression(() => ScenarioJobs.Noop("gone")), new ScheduledState(TimeSpan.FromHours(1)));
@@ -220,7 +195,7 @@ public sealed class HangfireStateCommitFacts(ServerFixture f)
     [Fact]
     public async Task Fetch_ReadsTheJobItDelivers_AsTheExecutorsReadDoes_InTheFetchsRoundTrip()
     {
-        await using var schema = Schema.Create(Db, batched: true);
+        await using var schema = HangfireTestSchema.Create(Db, batched: true, "hfsc");
         var policy = new EveryTurn();
         using var provider = new FairShareQueueProvider(schema.Storage, schema.Options, Db, f.App.Services.GetRequiredService<SessionConnections>(), policy);
         var store = f.App.Services.GetRequiredService<JobStore>();
@@ -257,8 +232,8 @@ public sealed class HangfireStateCommitFacts(ServerFixture f)
     [Fact]
     public async Task Worker_RemovesThePerformedMessageInItsLastStateChange_WithoutARoundTripOfItsOwn()
     {
-        await using var stock = Schema.Create(Db, batched: false);
-        await using var batched = Schema.Create(Db, batched: true);
+        await using var stock = HangfireTestSchema.Create(Db, batched: false, "hfsc");
+        await using var batched = HangfireTestSchema.Create(Db, batched: true, "hfsc");
         Assert.True(batched.Storage.HasFeature(HangfireStorage.TransactionalAcknowledge));
         Assert.False(stock.Storage.HasFeature(HangfireStorage.TransactionalAcknowledge));
         Assert.True(FairShareQueueProvider.TurnFetchedJob.CanRemoveWithin);
