@@ -35,8 +35,7 @@ public static partial class BatchRunnerApp
         builder.AddBatchRunnerLogging();
         if (string.IsNullOrEmpty(builder.Configuration["urls"])) builder.WebHost.UseUrls(DefaultUrl);
 
-        var options = BatchRunnerOptions.From(builder.Configuration);
-        options.Validate();
+        var options = BatchRunnerOptions.ReadValid(builder.Configuration);
         builder.Services.AddSingleton(Microsoft.Extensions.Options.Options.Create(options));
 
         using var bootLogs = LoggerFactory.Create(b => LoggingSetup.ConfigureBootLogging(b, builder.Configuration));

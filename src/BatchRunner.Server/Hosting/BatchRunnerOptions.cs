@@ -169,6 +169,26 @@ public sealed class BatchRunnerOptions
         return options;
     }
 
+    /// <summary>
+    /// <see cref="From"/> and <see cref="Validate"/>: the settings, or a <see cref="StartupRefusedException"/> that names the
+    /// setting at fault, for a value the binder cannot convert ("BatchRunner:Workers" of "four") as for one out of range.
+    /// </summary>
+    public static BatchRunnerOptions ReadValid(IConfiguration configuration)
+    {
+        try
+        {
+            var options = From(configuration);
+            options.Validate();
+            return options;
+        }
+        catch (InvalidOperationException e) when (e is not StartupRefusedException)
+        {
+            // The binder's own message names the value, the key and the type: "Failed to convert configuration value
+            // 'four' at 'BatchRunner:Workers' to type 'System.Int32'."
+            throw new StartupRefusedException($"invalid setting: {e.Message}", e);
+        }
+    }
+
     public bool RunsApi => Role is "all" or "api";
     public bool RunsWorker => Role is "all" or "worker";
 
@@ -182,6 +202,9 @@ public sealed class BatchRunnerOptions
         if (Role is not ("all" or "api" or "worker"))
             throw new InvalidOperationException($"BatchRunner:Role must be all, api or worker, not \"{Role}\"");
         if (Workers < 1) throw new InvalidOperationException("BatchRunner:Workers must be at least 1");
+        if (Capacity.Cpus is { } cpus && !(cpus > 0)) throw new InvalidOperationException("BatchRunner:Capacity:Cpus must be more than 0");
+        if (!string.IsNullOrWhiteSpace(Capacity.Memory) && !(Core.Quantity.TryParseBytes(Capacity.Memory, out var memory) && memory > 0))
+            throw new InvalidOperationException($"BatchRunner:Capacity:Memory \"{Capacity.Memory}\" is not a quantity of memory such as 8Gi");
         Workers ??= DefaultWorkers(Capacity.Cpus ?? Environment.ProcessorCount);
         if (Queues.Length == 0) throw new InvalidOperationException("BatchRunner:Queues must name at least one queue");
         // A queue has one Hangfire queue per tenant, QUEUE--TENANT (Storage/JobQueue.PhysicalQueue): "--" would make two alike.

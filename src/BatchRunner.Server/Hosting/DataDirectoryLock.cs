@@ -55,4 +55,4 @@ public sealed class DataDirectoryLock : IDisposable
 
 /// <summary>The server refuses to start, for a reason its message gives in full (no stack trace helps): the entry point
 /// prints the message alone and exits with status 2.</summary>
-public sealed class StartupRefusedException(string message) : InvalidOperationException(message);
+public sealed class StartupRefusedException(string message, Exception? inner = null) : InvalidOperationException(message, inner);
