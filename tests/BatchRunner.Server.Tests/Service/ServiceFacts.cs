@@ -53,6 +53,8 @@ public sealed partial class ServiceFacts(ServerFixture f) : IAsyncLifetime
         Assert.Equal("notify", unit.Value("Type"));
         Assert.Equal("mixed", unit.Value("KillMode"));
         Assert.Equal("on-failure", unit.Value("Restart"));
+        // A refused start (StartupFailureFacts: exit status 2) is not retried every RestartSec.
+        Assert.Equal("2", unit.Value("RestartPreventExitStatus"));
         Assert.True(int.Parse(unit.Required("LimitNOFILE")) >= 65536);
         Assert.Equal(Path.Combine(Prefix, "batchrunner"), unit.Value("ExecStart"));
         Assert.Equal(EnvFile, unit.Value("EnvironmentFile"));
