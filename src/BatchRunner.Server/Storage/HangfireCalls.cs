@@ -1,5 +1,3 @@
-using System.Collections.Concurrent;
-
 namespace BatchRunner.Server.Storage;
 
 /// <summary>
@@ -18,13 +16,17 @@ namespace BatchRunner.Server.Storage;
 /// <para>The threads also bound how many of these calls hold a database connection at once (<see cref="Threads"/>); the
 /// others wait in line, in memory, rather than for a connection.</para>
 /// <para>Once disposed (the host stopping), a call runs on its caller's thread, as it would without this class.</para>
+/// <para>An idle thread sleeps on a monitor until a call is queued, without spinning first: a BlockingCollection's wait
+/// (SemaphoreSlim) spins and yields before it blocks each time its queue is empty, which was 2.7 % of the server's CPU
+/// samples at 36 trivial jobs/s on 2 cores (2026-12-01), as <c>WaitingSemaphore</c> found for the fetch turns.</para>
 /// </remarks>
 public sealed class HangfireCalls : IDisposable
 {
     /// <summary>Two per core, at least 4: a call mostly waits for PostgreSQL, not for a core.</summary>
     public static int DefaultThreads => Math.Max(4, 2 * Environment.ProcessorCount);
 
-    private readonly BlockingCollection<Action> _work = new();
+    private readonly Queue<Action> _work = new();
+    private bool _completed;
     private int _disposed;
 
     public HangfireCalls() : this(DefaultThreads) { }
@@ -61,19 +63,31 @@ public sealed class HangfireCalls : IDisposable
 
     private bool TryAdd(Action work)
     {
-        try
+        lock (_work)
         {
-            return _work.TryAdd(work);
-        }
-        catch (InvalidOperationException)
-        {
-            return false; // adding completed: disposed meanwhile
+            if (_completed) return false; // disposed meanwhile
+            _work.Enqueue(work);
+            Monitor.Pulse(_work);
+            return true;
         }
     }
 
     private void Loop()
     {
-        foreach (var work in _work.GetConsumingEnumerable()) work();
+        while (true)
+        {
+            Action work;
+            lock (_work)
+            {
+                while (_work.Count == 0)
+                {
+                    if (_completed) return;
+                    Monitor.Wait(_work);
+                }
+                work = _work.Dequeue();
+            }
+            work();
+        }
     }
 
     /// <summary>The threads finish what is queued, then end (not waited for: a call may be waiting out a database outage);
@@ -81,6 +95,10 @@ public sealed class HangfireCalls : IDisposable
     public void Dispose()
     {
         if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
-        _work.CompleteAdding();
+        lock (_work)
+        {
+            _completed = true;
+            Monitor.PulseAll(_work);
+        }
     }
 }
