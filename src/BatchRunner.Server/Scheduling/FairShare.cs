@@ -40,7 +40,14 @@ public sealed class FairShare : IFetchPolicy
     private static readonly TimeSpan SkipAtMost = TimeSpan.FromSeconds(30);
     private static readonly TimeSpan RoomWait = TimeSpan.FromSeconds(2);
 
+    /// <summary>How long a fetch order may rest on knowing that there is one tenant without reading the tenants again,
+    /// even with no change heard (<see cref="TenantChanges"/>): a bound, should a notification ever go unheard.</summary>
+    internal static readonly TimeSpan OnlyTenantFor = TimeSpan.FromSeconds(30);
+
     private readonly Func<IReadOnlyCollection<Guid>, CancellationToken, Task<IReadOnlyList<TenantRecord>>> _tenants;
+    private readonly TenantChanges _changes;
+    // The one tenant the last read found, the change mark taken before that read, and when: touched by the fetching turn only.
+    private (TenantRecord Tenant, long Mark, DateTime At)? _onlyTenant;
     private readonly Func<CancellationToken, Task<ResourceAmounts>> _cluster;
     private readonly NodeReservations _reservations;
     private readonly WaitingSemaphore _turns = new(ConcurrentTurns);
@@ -49,17 +56,19 @@ public sealed class FairShare : IFetchPolicy
     private readonly Dictionary<FetchTurn, Pending> _pending = [];
     private readonly Dictionary<long, (long Releases, DateTime At)> _skipped = [];
 
-    public FairShare(TenantStore tenants, LiveNodes nodes, NodeReservations reservations)
-        : this((notCounted, ct) => tenants.ListSharesAsync(notCounted, ct), async ct => Cluster(await nodes.GetAsync(ct)), reservations)
+    public FairShare(TenantStore tenants, LiveNodes nodes, NodeReservations reservations, TenantChanges changes)
+        : this((notCounted, ct) => tenants.ListSharesAsync(notCounted, ct), async ct => Cluster(await nodes.GetAsync(ct)), reservations, changes)
     {
     }
 
     /// <param name="tenants">Every tenant with its quota and the running sums the database holds, without the jobs given.</param>
     /// <param name="cluster">What the live nodes offer in all.</param>
+    /// <param name="changes">Tenants made or removed, as heard (null: never known unchanged, so read at every order).</param>
     internal FairShare(Func<IReadOnlyCollection<Guid>, CancellationToken, Task<IReadOnlyList<TenantRecord>>> tenants,
-        Func<CancellationToken, Task<ResourceAmounts>> cluster, NodeReservations reservations)
+        Func<CancellationToken, Task<ResourceAmounts>> cluster, NodeReservations reservations, TenantChanges? changes = null)
     {
         _tenants = tenants;
+        _changes = changes ?? new TenantChanges();
         _cluster = cluster;
         _reservations = reservations;
     }
@@ -135,11 +144,20 @@ public sealed class FairShare : IFetchPolicy
         return _reservations.HasRoomBeyond(pending.Select(p => (p.JobId, p.Amounts)));
     }
 
+    /// <remarks>With one tenant there is nothing to rank: its queues in priority order, whatever it uses. So once a read
+    /// finds one tenant, the orders after it are made without reading the tenants (a round trip per fetch) for as long as
+    /// no tenant is made or removed (<see cref="TenantChanges"/>, heard from the database) and at most
+    /// <see cref="OnlyTenantFor"/>.</remarks>
     public IReadOnlyList<string> Order(IReadOnlyList<string> queues)
     {
+        if (_onlyTenant is { } only && _changes.Unchanged(only.Mark) && DateTime.UtcNow - only.At < OnlyTenantFor)
+            return Order(queues, [only.Tenant], ResourceAmounts.Zero);
         var pending = PendingJobs();
         var notCounted = pending.Where(p => p.JobId is not null).Select(p => p.JobId!.Value).ToList();
+        var mark = _changes.Mark();
         var all = _tenants(notCounted, CancellationToken.None).GetAwaiter().GetResult();
+        _onlyTenant = all.Count == 1 ? (all[0], mark, DateTime.UtcNow) : null;
+        if (all.Count == 1) return Order(queues, all, ResourceAmounts.Zero);
         var cluster = _cluster(CancellationToken.None).GetAwaiter().GetResult();
         return Order(queues, WithPending(all, pending), cluster);
     }

@@ -105,14 +105,18 @@ public sealed class FairShareQueueProvider : IPersistentJobQueueProvider, IDispo
     private readonly NpgsqlDataSource _db;
     private readonly SessionConnections _sessions;
     private readonly IFetchPolicy _policy;
+    private readonly TenantChanges _tenants;
     private readonly AutoResetEvent _notified = new(false);
     private readonly CancellationTokenSource _stop = new();
     private readonly string _fetchSql;
     private readonly string _anySql;
     private Task? _listener;
 
-    public FairShareQueueProvider(PostgreSqlStorage storage, PostgreSqlStorageOptions options, NpgsqlDataSource db, SessionConnections sessions, IFetchPolicy policy)
+    /// <param name="tenants">Where the LISTEN connection reports tenants made or removed (null: nowhere).</param>
+    public FairShareQueueProvider(PostgreSqlStorage storage, PostgreSqlStorageOptions options, NpgsqlDataSource db, SessionConnections sessions, IFetchPolicy policy,
+        TenantChanges? tenants = null)
     {
+        _tenants = tenants ?? new TenantChanges();
         _sessions = sessions;
         _storage = storage;
         _options = options;
@@ -230,8 +234,9 @@ public sealed class FairShareQueueProvider : IPersistentJobQueueProvider, IDispo
         return (job, message);
     }
 
-    /// <summary>One LISTEN per process on the channel Hangfire.PostgreSql notifies on each enqueue (EnableLongPolling).</summary>
-    private void EnsureListening()
+    /// <summary>One LISTEN per process on the channel Hangfire.PostgreSql notifies on each enqueue (EnableLongPolling),
+    /// and on <see cref="TenantChanges.Channel"/>. Started by the first fetch.</summary>
+    internal void EnsureListening()
     {
         if (_listener is not null) return;
         lock (_notified)
@@ -244,9 +249,24 @@ public sealed class FairShareQueueProvider : IPersistentJobQueueProvider, IDispo
                     {
                         // Unpooled: the LISTEN ends with the connection instead of going back to the pool with it.
                         await using var conn = await _sessions.OpenAsync(_stop.Token);
-                        conn.Notification += (_, _) => _notified.Set();
-                        await using (var listen = new NpgsqlCommand("LISTEN new_job", conn)) await listen.ExecuteNonQueryAsync(_stop.Token);
-                        while (true) await conn.WaitAsync(_stop.Token);
+                        // One connection delivers in commit order, one at a time: a new tenant's change is taken before
+                        // its first job's enqueue wakes the fetch.
+                        conn.Notification += (_, e) =>
+                        {
+                            if (e.Channel == TenantChanges.Channel) _tenants.Changed();
+                            else _notified.Set();
+                        };
+                        try
+                        {
+                            await using (var listen = new NpgsqlCommand($"LISTEN new_job; LISTEN {TenantChanges.Channel}", conn))
+                                await listen.ExecuteNonQueryAsync(_stop.Token);
+                            _tenants.Listening();
+                            while (true) await conn.WaitAsync(_stop.Token);
+                        }
+                        finally
+                        {
+                            _tenants.Lost();
+                        }
                     }
                     catch (OperationCanceledException) when (_stop.IsCancellationRequested) { return; }
                     catch (Exception) when (!_stop.IsCancellationRequested)

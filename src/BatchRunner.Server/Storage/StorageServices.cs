@@ -39,6 +39,7 @@ public static class StorageServices
         services.AddSingleton<IAttemptStore>(sp => sp.GetRequiredService<JobStore>());
         services.AddSingleton<NodeStore>();
         services.AddSingleton<TenantStore>();
+        services.AddSingleton<TenantChanges>();
         services.AddSingleton<DatabaseHealth>();
         services.AddSingleton(_ => new HangfireCalls());
         services.AddSingleton<JobQueue>();
@@ -103,7 +104,7 @@ public static class StorageServices
     /// <summary>Registers this worker's <see cref="FairShareQueueProvider"/>, fetching in <paramref name="policy"/>'s order.</summary>
     public static void AddFairShareQueues(this IServiceCollection services, Func<IServiceProvider, IFetchPolicy> policy) =>
         services.AddSingleton(sp => new FairShareQueueProvider((PostgreSqlStorage)sp.GetRequiredService<JobStorage>(), sp.GetRequiredService<PostgreSqlStorageOptions>(),
-            sp.GetRequiredService<NpgsqlDataSource>(), sp.GetRequiredService<SessionConnections>(), policy(sp)));
+            sp.GetRequiredService<NpgsqlDataSource>(), sp.GetRequiredService<SessionConnections>(), policy(sp), sp.GetRequiredService<TenantChanges>()));
 
     /// <summary>Makes the worker's queues (<paramref name="queues"/>) fetched by the <see cref="FairShareQueueProvider"/>. Once per host.</summary>
     public static void UseFairShareQueues(this IServiceProvider sp, IEnumerable<string> queues)

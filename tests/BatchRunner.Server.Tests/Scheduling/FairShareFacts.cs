@@ -128,4 +128,68 @@ public sealed class FairShareFacts
         using var next = p.WaitForTurn(CancellationToken.None);
         foreach (var t in turns) t.Dispose();
     }
+
+    [Fact]
+    public void Order_WithOneTenant_ReadsTheTenantsOnce_UntilATenantIsMadeOrTheListenerIsLost()
+    {
+        var changes = new TenantChanges();
+        string[] names = ["a"];
+        var reads = 0;
+        var p = new FairShare((_, _) =>
+        {
+            reads++;
+            IReadOnlyList<TenantRecord> list = [.. names.Select(n => new TenantRecord(n, DateTimeOffset.UnixEpoch, TenantQuota.None, new TenantUsage(0, 0, 0, 0, 0)))];
+            return Task.FromResult(list);
+        }, _ => Task.FromResult(Cluster), _node, changes);
+
+        // Nothing listens yet: nothing is known to stay unchanged, so every order reads.
+        Assert.Equal(["high--a", "default--a"], p.Order(["high", "default"]));
+        Assert.Equal(["high--a", "default--a"], p.Order(["high", "default"]));
+        Assert.Equal(2, reads);
+
+        // Listening: one read, then the same order without reading.
+        changes.Listening();
+        p.Order(["default"]);
+        Assert.Equal(3, reads);
+        for (var i = 0; i < 5; i++) Assert.Equal(["high--a", "default--a"], p.Order(["high", "default"]));
+        Assert.Equal(3, reads);
+
+        // A tenant is made (the trigger's notification): read again, and with two tenants at every order.
+        names = ["a", "b"];
+        changes.Changed();
+        Assert.Equal(["default--a", "default--b"], p.Order(["default"]));
+        Assert.Equal(["default--a", "default--b"], p.Order(["default"]));
+        Assert.Equal(5, reads);
+
+        // Back to one; then the listener is lost: a change may go unheard, so read again; and once more after it is back.
+        names = ["b"];
+        changes.Changed();
+        Assert.Equal(["default--b"], p.Order(["default"]));
+        Assert.Equal(["default--b"], p.Order(["default"]));
+        Assert.Equal(6, reads);
+        changes.Lost();
+        p.Order(["default"]);
+        p.Order(["default"]);
+        Assert.Equal(8, reads);
+        changes.Listening();
+        p.Order(["default"]);
+        p.Order(["default"]);
+        Assert.Equal(9, reads);
+    }
+
+    [Fact]
+    public void TenantChanges_AMarkTakenWhileNotListening_OrFollowedByAChangeOrALoss_IsNeverUnchanged()
+    {
+        var changes = new TenantChanges();
+        Assert.False(changes.Unchanged(changes.Mark()));
+        changes.Listening();
+        var mark = changes.Mark();
+        Assert.True(changes.Unchanged(mark));
+        changes.Changed();
+        Assert.False(changes.Unchanged(mark));
+        mark = changes.Mark();
+        changes.Lost();
+        changes.Listening();
+        Assert.False(changes.Unchanged(mark));
+    }
 }
