@@ -46,28 +46,13 @@ public sealed class DataDirectoryLockFacts(ServerFixture f)
     [Fact]
     public async Task TheServerProcess_OnADirectoryInUse_SaysWhyInOneLine_AndExitsWith2()
     {
-        var psi = new System.Diagnostics.ProcessStartInfo(Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") ?? "dotnet")
-        {
-            ArgumentList =
-            {
-                Path.Combine(AppContext.BaseDirectory, "batchrunner.dll"), "--urls", "http://127.0.0.1:0",
-                $"--BatchRunner:DataDir={f.DataDir}", "--BatchRunner:ApiKey=second-process-key",
-            },
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-        };
         // What a start-up janitor takes for a crashed run's leftover of this node (its container prefix): it must survive.
         var sentinel = Path.Combine(f.DataDir, "run", f.App.Services.GetRequiredService<BatchRunner.Server.Nodes.NodeIdentity>().ContainerPrefix + "lock-sentinel");
         Directory.CreateDirectory(sentinel);
-        using var process = System.Diagnostics.Process.Start(psi)!;
-        var stdout = process.StandardOutput.ReadToEndAsync();
-        var stderr = process.StandardError.ReadToEndAsync();
-        using var deadline = new CancellationTokenSource(TimeSpan.FromSeconds(60));
-        await process.WaitForExitAsync(deadline.Token);
+        var (code, said, stdout) = await ServerProcess.RunToExitAsync(
+            ["--urls", "http://127.0.0.1:0", $"--BatchRunner:DataDir={f.DataDir}", "--BatchRunner:ApiKey=second-process-key"], TimeSpan.FromSeconds(60));
 
-        Assert.True(process.ExitCode == 2, $"exit {process.ExitCode}: {await stdout}{await stderr}");
-        var said = (await stderr).Trim();
+        Assert.True(code == 2, $"exit {code}: {stdout}{said}");
         Assert.StartsWith($"batchrunner: the data directory {f.DataDir} is in use by another BatchRunner process (pid {Environment.ProcessId})", said);
         Assert.DoesNotContain("\n", said);
         Assert.DoesNotContain(" at ", said);

@@ -98,16 +98,42 @@ public sealed partial class ServerProcess : IAsyncDisposable
             await _process.WaitForExitAsync();
         }
         _process.Dispose();
-        await StopEmbeddedPostgresAsync();
-        // A killed process leaves its state tmpfs (and any job's mounts) mounted.
-        BatchRunner.Oci.Snapshots.MountCleanup.UnmountAllUnder(DataDir);
-        if (Directory.Exists(DataDir)) Directory.Delete(DataDir, recursive: true);
+        await RemoveLeftoversAsync(DataDir);
+    }
+
+    /// <summary>Runs the server with <paramref name="args"/> alone (a start expected to be refused) until it exits: its
+    /// exit status, stderr (trimmed) and stdout.</summary>
+    public static async Task<(int Code, string Stderr, string Stdout)> RunToExitAsync(IEnumerable<string> args, TimeSpan timeout)
+    {
+        var psi = new ProcessStartInfo(Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") ?? "dotnet")
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "batchrunner.dll"));
+        foreach (var a in args) psi.ArgumentList.Add(a);
+        using var process = Process.Start(psi)!;
+        var stdout = process.StandardOutput.ReadToEndAsync();
+        var stderr = process.StandardError.ReadToEndAsync();
+        using var deadline = new CancellationTokenSource(timeout);
+        await process.WaitForExitAsync(deadline.Token);
+        return (process.ExitCode, (await stderr).Trim(), await stdout);
+    }
+
+    /// <summary>What a server process on <paramref name="dataDir"/> may have left: its embedded PostgreSQL (stopped), its
+    /// state tmpfs and any job's mounts (unmounted), then the directory itself.</summary>
+    public static async Task RemoveLeftoversAsync(string dataDir)
+    {
+        await StopEmbeddedPostgresAsync(dataDir);
+        BatchRunner.Oci.Snapshots.MountCleanup.UnmountAllUnder(dataDir);
+        if (Directory.Exists(dataDir)) Directory.Delete(dataDir, recursive: true);
     }
 
     /// <summary>When the process had to be killed, its PostgreSQL is still running: stop it before removing the directory.</summary>
-    private async Task StopEmbeddedPostgresAsync()
+    private static async Task StopEmbeddedPostgresAsync(string dataDir)
     {
-        var pgData = Path.Combine(DataDir, "postgres");
+        var pgData = Path.Combine(dataDir, "postgres");
         if (!File.Exists(Path.Combine(pgData, "postmaster.pid"))) return;
         var pgCtl = Directory.GetDirectories("/usr/lib/postgresql").Select(d => Path.Combine(d, "bin", "pg_ctl")).First(File.Exists);
         try { await ExternalCommand.RunAsync("runuser", ["-u", "postgres", "--", pgCtl, "-D", pgData, "-m", "immediate", "-w", "stop"]); }

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
 
@@ -11,23 +10,8 @@ namespace BatchRunner.Server.Tests;
 /// </summary>
 public sealed class StartupFailureFacts
 {
-    private static async Task<(int Code, string Stderr, string Stdout)> RunServerAsync(params string[] args)
-    {
-        var psi = new ProcessStartInfo(Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") ?? "dotnet")
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-        };
-        psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "batchrunner.dll"));
-        foreach (var a in args) psi.ArgumentList.Add(a);
-        using var process = Process.Start(psi)!;
-        var stdout = process.StandardOutput.ReadToEndAsync();
-        var stderr = process.StandardError.ReadToEndAsync();
-        using var deadline = new CancellationTokenSource(TimeSpan.FromSeconds(120));
-        await process.WaitForExitAsync(deadline.Token);
-        return (process.ExitCode, (await stderr).Trim(), await stdout);
-    }
+    private static Task<(int Code, string Stderr, string Stdout)> RunServerAsync(params string[] args) =>
+        ServerProcess.RunToExitAsync(args, TimeSpan.FromSeconds(120));
 
     [Theory]
     [InlineData("--BatchRunner:Workers=four", "batchrunner: invalid setting: Failed to convert configuration value 'four' at 'BatchRunner:Workers' to type 'System.Int32'")]
@@ -49,7 +33,7 @@ public sealed class StartupFailureFacts
         }
         finally
         {
-            if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true);
+            await ServerProcess.RemoveLeftoversAsync(dir);
         }
     }
 
@@ -74,9 +58,7 @@ public sealed class StartupFailureFacts
         }
         finally
         {
-            foreach (var m in File.ReadAllLines("/proc/self/mounts").Select(l => l.Split(' ')[1]).Where(m => m.StartsWith(dir + "/", StringComparison.Ordinal)).Reverse())
-                Process.Start("umount", ["-l", m])!.WaitForExit();
-            if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true);
+            await ServerProcess.RemoveLeftoversAsync(dir);
         }
     }
 }

@@ -189,6 +189,12 @@ public sealed class BatchRunnerOptions
         }
     }
 
+    /// <summary>Capacity:Memory in bytes; null when not set (the machine's memory less a reserve).</summary>
+    public long? CapacityMemoryBytes() =>
+        string.IsNullOrWhiteSpace(Capacity.Memory) ? null
+        : Core.Quantity.TryParseBytes(Capacity.Memory, out var memory) && memory > 0 ? memory
+        : throw new InvalidOperationException($"BatchRunner:Capacity:Memory \"{Capacity.Memory}\" is not a quantity of memory such as 8Gi");
+
     public bool RunsApi => Role is "all" or "api";
     public bool RunsWorker => Role is "all" or "worker";
 
@@ -203,8 +209,7 @@ public sealed class BatchRunnerOptions
             throw new InvalidOperationException($"BatchRunner:Role must be all, api or worker, not \"{Role}\"");
         if (Workers < 1) throw new InvalidOperationException("BatchRunner:Workers must be at least 1");
         if (Capacity.Cpus is { } cpus && !(cpus > 0)) throw new InvalidOperationException("BatchRunner:Capacity:Cpus must be more than 0");
-        if (!string.IsNullOrWhiteSpace(Capacity.Memory) && !(Core.Quantity.TryParseBytes(Capacity.Memory, out var memory) && memory > 0))
-            throw new InvalidOperationException($"BatchRunner:Capacity:Memory \"{Capacity.Memory}\" is not a quantity of memory such as 8Gi");
+        _ = CapacityMemoryBytes();
         Workers ??= DefaultWorkers(Capacity.Cpus ?? Environment.ProcessorCount);
         if (Queues.Length == 0) throw new InvalidOperationException("BatchRunner:Queues must name at least one queue");
         // A queue has one Hangfire queue per tenant, QUEUE--TENANT (Storage/JobQueue.PhysicalQueue): "--" would make two alike.

@@ -45,11 +45,7 @@ internal static partial class Components
     /// else the machine's CPUs and its memory less a reserve for the host itself (10%, at most 2Gi).</summary>
     public static NodeCapacity Capacity(BatchRunnerOptions options)
     {
-        long? memory = null;
-        if (!string.IsNullOrWhiteSpace(options.Capacity.Memory))
-            memory = Core.Quantity.TryParseBytes(options.Capacity.Memory, out var m) ? m
-                : throw new InvalidOperationException($"BatchRunner:Capacity:Memory \"{options.Capacity.Memory}\" is not a quantity");
-        return new NodeCapacity(options.Capacity.Cpus ?? Environment.ProcessorCount, memory ?? MachineMemoryBytes(), 0);
+        return new NodeCapacity(options.Capacity.Cpus ?? Environment.ProcessorCount, options.CapacityMemoryBytes() ?? MachineMemoryBytes(), 0);
     }
 
     /// <summary>MemTotal from /proc/meminfo, less a reserve for the host itself.</summary>
