@@ -325,12 +325,16 @@ public static class StartSummary
         var bench0 = Environment.CpuUsage.TotalTime.TotalMilliseconds;
         // BENCH_PERF=FILE: `perf record -g` of the server during the throughput run (for profiling, not the figures; run the
         // bench with DOTNET_PerfMapEnabled=1 so that perf can name the JIT-compiled methods). BENCH_PERF_ALL=1: of the whole
-        // machine (every process and kernel thread) instead.
+        // machine (every process and kernel thread) instead. BENCH_PERF_ARGS="...": perf record's arguments instead of
+        // "-F 499 -g", split at spaces (e.g. "-e raw_syscalls:sys_enter" to count the server's system calls per job with
+        // `perf script`, or "-g -e raw_syscalls:sys_enter --filter id==24" for the stacks of one call).
         Process? trace = null;
         if (Environment.GetEnvironmentVariable("BENCH_PERF") is { Length: > 0 } traceFile)
         {
             string[] target = Environment.GetEnvironmentVariable("BENCH_PERF_ALL") == "1" ? ["-a"] : ["-p", c.Server.Pid.ToString()];
-            trace = Process.Start(new ProcessStartInfo("perf", ["record", "-F", "499", "-g", .. target, "-o", traceFile, "--", "sleep", "12"])
+            string[] what = Environment.GetEnvironmentVariable("BENCH_PERF_ARGS") is { Length: > 0 } args
+                ? args.Split(' ', StringSplitOptions.RemoveEmptyEntries) : ["-F", "499", "-g"];
+            trace = Process.Start(new ProcessStartInfo("perf", ["record", .. what, .. target, "-o", traceFile, "--", "sleep", "12"])
                 { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true })!;
             await Task.Delay(500);
         }
