@@ -23,27 +23,49 @@ public sealed class JobQueueFacts(ServerFixture f)
         await f.Api.WaitForFinalAsync(id);
         var hangfireId = (await f.App.Services.GetRequiredService<JobStore>().GetAsync(Guid.Parse(id), CancellationToken.None))!.HangfireJobId!;
         using var connection = f.App.Services.GetRequiredService<JobStorage>().GetConnection();
-        Assert.Equal(typeof(IJobPerformer), connection.GetJobData(hangfireId)!.Job.Type);
+        var job = connection.GetJobData(hangfireId)!.Job;
+        Assert.Equal(typeof(IJobPerformer), job.Type);
+        // The synchronous method: Hangfire calls it on its worker thread, which waits for the job without spinning
+        // (QuietWait), instead of starting a task-returning one on the thread pool and spinning in two waits for it.
+        Assert.Equal(nameof(IJobPerformer.Run), job.Method.Name);
+        Assert.Equal(typeof(void), job.Method.ReturnType);
+    }
+
+    [Fact]
+    public async Task MessageNamingIJobPerformerRunAsync_AsVersionsBeforeRunEnqueued_StillRunsTheJob()
+    {
+        var hangfireId = await RunOldMessageAsync("async message",
+            (client, id) => client.Create<IJobPerformer>(p => p.RunAsync(id, "async message", CancellationToken.None), new EnqueuedState("default")));
+        using var connection = f.App.Services.GetRequiredService<JobStorage>().GetConnection();
+        Assert.Equal(nameof(IJobPerformer.RunAsync), connection.GetJobData(hangfireId)!.Job.Method.Name);
     }
 
     [Fact]
     public async Task MessageNamingTheWorkersClass_AsOlderVersionsEnqueued_StillRunsTheJob()
     {
+        // Exactly what versions before IJobPerformer enqueued: serialized as "BatchRunner.Server.Execution.JobPerformer, batchrunner".
+        var hangfireId = await RunOldMessageAsync("old message",
+            (client, id) => client.Create<JobPerformer>(p => p.RunAsync(id, "old message", CancellationToken.None), new EnqueuedState("default")));
+        using var connection = f.App.Services.GetRequiredService<JobStorage>().GetConnection();
+        Assert.Equal(typeof(JobPerformer), connection.GetJobData(hangfireId)!.Job.Type);
+    }
+
+    /// <summary>A stored job that echoes <paramref name="text"/>, whose message <paramref name="create"/> makes as an older
+    /// version did: it runs to success with that output. Returns the message's id.</summary>
+    private async Task<string> RunOldMessageAsync(string text, Func<IBackgroundJobClient, Guid, string> create)
+    {
         var store = f.App.Services.GetRequiredService<JobStore>();
-        var spec = JobSpecValidator.Validate(new JobSubmission { Image = f.Busybox, Command = ["/bin/sh", "-c", "echo old message"] }).Spec!;
+        var spec = JobSpecValidator.Validate(new JobSubmission { Image = f.Busybox, Command = ["/bin/sh", "-c", "echo " + text] }).Spec!;
         var id = Guid.CreateVersion7();
         await store.InsertAsync(new JobRecord { Id = id, Image = spec.Image, Queue = spec.Queue, Spec = spec, State = JobState.Queued, CreatedAt = DateTimeOffset.UtcNow },
-            null, "old-message", CancellationToken.None);
-        // Exactly what versions before IJobPerformer enqueued: serialized as "BatchRunner.Server.Execution.JobPerformer, batchrunner".
-        var hangfireId = f.App.Services.GetRequiredService<IBackgroundJobClient>()
-            .Create<JobPerformer>(p => p.RunAsync(id, "old message", CancellationToken.None), new EnqueuedState("default"));
+            null, text.Replace(' ', '-'), CancellationToken.None);
+        var hangfireId = create(f.App.Services.GetRequiredService<IBackgroundJobClient>(), id);
         await store.SetHangfireJobIdAsync(id, hangfireId, CancellationToken.None);
 
         var done = await f.Api.WaitForFinalAsync(id.ToString());
         Assert.Equal("succeeded", done.GetProperty("state").GetString());
-        Assert.Equal("old message\n", await f.Client.GetStringAsync($"/api/v1/jobs/{id}/logs?stream=stdout"));
-        using var connection = f.App.Services.GetRequiredService<JobStorage>().GetConnection();
-        Assert.Equal(typeof(JobPerformer), connection.GetJobData(hangfireId)!.Job.Type);
+        Assert.Equal(text + "\n", await f.Client.GetStringAsync($"/api/v1/jobs/{id}/logs?stream=stdout"));
+        return hangfireId;
     }
 
     /// <summary>

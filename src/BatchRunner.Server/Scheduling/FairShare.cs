@@ -125,7 +125,9 @@ public sealed class FairShare : IFetchPolicy
             while (!HasRoom() && DateTime.UtcNow < deadline)
             {
                 ct.ThrowIfCancellationRequested();
-                _reservations.WaitForReleaseAsync(TimeSpan.FromMilliseconds(100), ct).GetAwaiter().GetResult();
+                // On the worker's own thread (Hangfire's fetch): a wait without spinning, which would take the CPU from the
+                // jobs whose release it waits for.
+                QuietWait.Wait(_reservations.WaitForReleaseAsync(TimeSpan.FromMilliseconds(100), ct));
             }
         }
         catch
@@ -155,10 +157,10 @@ public sealed class FairShare : IFetchPolicy
         var pending = PendingJobs();
         var notCounted = pending.Where(p => p.JobId is not null).Select(p => p.JobId!.Value).ToList();
         var mark = _changes.Mark();
-        var all = _tenants(notCounted, CancellationToken.None).GetAwaiter().GetResult();
+        var all = QuietWait.Wait(_tenants(notCounted, CancellationToken.None));
         _onlyTenant = all.Count == 1 ? (all[0], mark, DateTime.UtcNow) : null;
         if (all.Count == 1) return Order(queues, all, ResourceAmounts.Zero);
-        var cluster = _cluster(CancellationToken.None).GetAwaiter().GetResult();
+        var cluster = QuietWait.Wait(_cluster(CancellationToken.None));
         return Order(queues, WithPending(all, pending), cluster);
     }
 

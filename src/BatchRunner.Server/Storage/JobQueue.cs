@@ -19,6 +19,12 @@ public interface IJobPerformer
     [AutomaticRetry(Attempts = 0, OnAttemptsExceeded = AttemptsExceededAction.Fail)]
     [JobDisplayName("{1}")]
     [DisplayName("{1}")]
+    void Run(Guid jobId, string displayName, CancellationToken cancellationToken);
+
+    /// <summary>What messages enqueued before <see cref="Run"/> existed name (up to 2026-12-01): kept so that they still run.</summary>
+    [AutomaticRetry(Attempts = 0, OnAttemptsExceeded = AttemptsExceededAction.Fail)]
+    [JobDisplayName("{1}")]
+    [DisplayName("{1}")]
     Task RunAsync(Guid jobId, string displayName, CancellationToken cancellationToken);
 }
 
@@ -148,14 +154,14 @@ public sealed class JobQueue(IBackgroundJobClient hangfire, JobStorage storage, 
         calls.RunAsync(() =>
         {
             using var recording = HangfireMessageIds.Begin(id, store);
-            var hangfireId = hangfire.Create<IJobPerformer>(physicalQueue, p => p.RunAsync(id, displayName, CancellationToken.None), state);
+            var hangfireId = hangfire.Create<IJobPerformer>(physicalQueue, p => p.Run(id, displayName, CancellationToken.None), state);
             return (hangfireId, recording.Recorded == hangfireId);
         });
 
     /// <summary>The message names its queue itself (Hangfire's Job.Queue), so that it goes back to the same queue when it is
     /// bounced, rescheduled or retried; a message without one would go back to Hangfire's "default".</summary>
     private Task<string> CreateMessageAsync(Guid id, string displayName, string physicalQueue, IState state) =>
-        calls.RunAsync(() => hangfire.Create<IJobPerformer>(physicalQueue, p => p.RunAsync(id, displayName, CancellationToken.None), state));
+        calls.RunAsync(() => hangfire.Create<IJobPerformer>(physicalQueue, p => p.Run(id, displayName, CancellationToken.None), state));
 
     /// <summary>Removes a queued message, or fires the cancellation token of the worker running it.</summary>
     private Task DeleteAsync(string hangfireJobId) => calls.RunAsync(() => hangfire.Delete(hangfireJobId));
