@@ -20,10 +20,8 @@ public sealed class JobPerformer(JobExecutor executor) : IJobPerformer
     /// <summary>What new messages name. Synchronous, so Hangfire calls it on its worker thread itself (a method returning a
     /// task it starts on the thread pool and then waits for twice, spinning each time); the worker waits here for the job
     /// without spinning (<see cref="QuietWait"/>). The worker's thread is held as before, for as long as the job runs; no
-    /// thread-pool thread is.</summary>
-    [AutomaticRetry(Attempts = 0, OnAttemptsExceeded = AttemptsExceededAction.Fail)]
-    [JobDisplayName("{1}")]
-    [DisplayName("{1}")]
+    /// thread-pool thread is. No attributes here: the messages that name this method name <see cref="IJobPerformer"/>,
+    /// and Hangfire reads their filters and display name from its declaration.</summary>
     public void Run(Guid jobId, string displayName, CancellationToken cancellationToken) =>
         // The fetch that delivered this message took this process's turn to admit a job (Scheduling/FairShare), on this
         // very thread; the executor gives it back once the job has begun or gone back.
