@@ -86,16 +86,15 @@ public sealed class DiskUsageWatch : IAsyncDisposable
 
     private async Task SampleAsync(TimeSpan maxInterval, TimeProvider time)
     {
-        try
+        // The stop ends the delay without an exception thrown (one TaskCanceledException per job before).
+        while (true)
         {
-            while (true)
-            {
-                await Task.Delay(NextInterval(Last.AvailableBytes, maxInterval), time, _stop.Token);
-                try { Observe(_volume.ReadUsage()); }
-                catch (InvalidOperationException) { return; } // unmounted under us: nothing more to see
-            }
+            await Task.Delay(NextInterval(Last.AvailableBytes, maxInterval), time, _stop.Token)
+                .ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+            if (_stop.IsCancellationRequested) return;
+            try { Observe(_volume.ReadUsage()); }
+            catch (InvalidOperationException) { return; } // unmounted under us: nothing more to see
         }
-        catch (OperationCanceledException) { }
     }
 }
 

@@ -74,8 +74,7 @@ public sealed partial class JobStateSignal : BackgroundService
             list.Add(waiter);
             _waiters++;
         }
-        try { _demand.Release(); }
-        catch (SemaphoreFullException) { }
+        PendingPulse.Release(_demand);
         return waiter;
     }
 
@@ -182,8 +181,7 @@ public sealed partial class JobStateSignal : BackgroundService
         internal void Pulse()
         {
             // At most one pending pulse: several changes while the request reads need one more read, not several.
-            try { _pulses.Release(); }
-            catch (SemaphoreFullException) { }
+            try { PendingPulse.Release(_pulses); }
             catch (ObjectDisposedException) { }
         }
 

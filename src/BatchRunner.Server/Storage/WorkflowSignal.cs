@@ -32,8 +32,7 @@ public sealed class WorkflowSignal
         internal void Pulse()
         {
             // At most one pending pulse: many ends while a pass runs need one more pass, not many.
-            try { _pulses.Release(); }
-            catch (SemaphoreFullException) { }
+            PendingPulse.Release(_pulses);
         }
 
         /// <summary>Waits for a pulse or <paramref name="timeout"/>, whichever comes first; true for a pulse.</summary>

@@ -59,6 +59,33 @@ public sealed class DiskUsageWatchFacts
         Assert.Equal(new DiskUsageSummary(100, 100, 100, OverLimit: false, OutOfInodes: false), summary);
     }
 
+    /// <summary>The stop ends the sampling loop's wait without an exception thrown: one per job before (a
+    /// TaskCanceledException, each a stack walk in the server's process).</summary>
+    [Fact]
+    public async Task StopAsync_EndsTheSampling_WithoutAnExceptionThrown()
+    {
+        var thrown = 0;
+        void Count(object? _, System.Runtime.ExceptionServices.FirstChanceExceptionEventArgs e)
+        {
+            if (e.Exception is OperationCanceledException && (e.Exception.StackTrace ?? "").Contains(nameof(DiskUsageWatch)))
+                Interlocked.Increment(ref thrown);
+        }
+        AppDomain.CurrentDomain.FirstChanceException += Count;
+        try
+        {
+            var volume = new ScriptedVolume(100);
+            var watch = DiskUsageWatch.Start(volume, TimeSpan.FromMilliseconds(10));
+            await Poll.UntilAsync(() => Task.FromResult(volume.Reads), r => r > 2, TimeSpan.FromSeconds(10), "a few readings");
+            await watch.StopAsync();
+            await watch.DisposeAsync();
+        }
+        finally
+        {
+            AppDomain.CurrentDomain.FirstChanceException -= Count;
+        }
+        Assert.Equal(0, thrown);
+    }
+
     [Fact]
     public async Task StopAsync_SaysOutOfInodes_WhenTheFilesRanOutFirst()
     {

@@ -172,9 +172,12 @@ public sealed partial class ContainerPhase(
         var stopping = Fired(s.Stopping);
         var why = StopCause.None;
         StopResult? stop = null;
+        // The poll's timer goes with the wait: a job that ends first left it behind for up to CancelPollInterval (30 s), a
+        // timer per job for the timer thread to fire.
+        using var pollDone = new CancellationTokenSource();
         while (!exit.IsCompleted)
         {
-            await Task.WhenAny(exit, timeout, fenced, hangfire, stopping, Task.Delay(CancelPollInterval, time));
+            await Task.WhenAny(exit, timeout, fenced, hangfire, stopping, Task.Delay(CancelPollInterval, time, pollDone.Token));
             if (exit.IsCompleted) break;
             why = await s.CauseAsync();
             if (why == StopCause.Shutdown)
@@ -203,6 +206,7 @@ public sealed partial class ContainerPhase(
             }
             if (hangfire.IsCompleted) hangfire = new TaskCompletionSource().Task; // spurious: stop listening
         }
+        pollDone.Cancel();
         return (await exit, why, stop);
     }
 
