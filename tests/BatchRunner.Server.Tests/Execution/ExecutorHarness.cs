@@ -67,7 +67,7 @@ internal sealed class ExecutorHarness : IDisposable
     /// <summary>Other nodes' job files, as <see cref="InputsPhase"/> fetches them.</summary>
     public FakeNodeFiles NodeFiles { get; } = new();
     /// <summary>Starts at the real time; only <see cref="FakeTimeProvider.Advance"/> moves it (timeouts, the grace period, polls).</summary>
-    public FakeTimeProvider Time { get; } = new(DateTimeOffset.UtcNow);
+    public TimerCountingTimeProvider Time { get; } = new(DateTimeOffset.UtcNow);
     public NodeReservations Reservations { get; }
     /// <summary>The running containers whose usage is published while they run.</summary>
     public LiveUsage Live { get; } = new();
@@ -125,6 +125,31 @@ internal sealed class ExecutorHarness : IDisposable
     {
         string Field(string name) => File.ReadLines("/proc/self/status").First(l => l.StartsWith(name, StringComparison.Ordinal)).Split('\t', StringSplitOptions.RemoveEmptyEntries)[1];
         return $"{Field("Uid:")}:{Field("Gid:")}";
+    }
+
+    /// <summary>A <see cref="FakeTimeProvider"/> that knows which of its timers are still alive (created and not disposed),
+    /// by their due time: a wait that ends leaves none of its own behind.</summary>
+    public sealed class TimerCountingTimeProvider(DateTimeOffset start) : FakeTimeProvider(start)
+    {
+        private readonly List<Counted> _live = [];
+
+        /// <summary>The due times of the timers not yet disposed.</summary>
+        public IReadOnlyList<TimeSpan> LiveDueTimes { get { lock (_live) return _live.Select(t => t.DueTime).ToList(); } }
+
+        public override ITimer CreateTimer(TimerCallback callback, object? state, TimeSpan dueTime, TimeSpan period)
+        {
+            var timer = new Counted(base.CreateTimer(callback, state, dueTime, period), dueTime, this);
+            lock (_live) _live.Add(timer);
+            return timer;
+        }
+
+        private sealed class Counted(ITimer inner, TimeSpan dueTime, TimerCountingTimeProvider owner) : ITimer
+        {
+            public TimeSpan DueTime { get; } = dueTime;
+            public bool Change(TimeSpan dueTime, TimeSpan period) => inner.Change(dueTime, period);
+            public void Dispose() { inner.Dispose(); lock (owner._live) owner._live.Remove(this); }
+            public ValueTask DisposeAsync() { Dispose(); return ValueTask.CompletedTask; }
+        }
     }
 
     /// <summary>Outputs held by other nodes: (node, job, path) → content.</summary>
