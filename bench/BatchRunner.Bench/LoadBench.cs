@@ -6,6 +6,7 @@ using BatchRunner.Server.Storage;
 using Hangfire;
 using Hangfire.States;
 using Microsoft.Extensions.DependencyInjection;
+using BatchRunner.Oci.Store;
 using Npgsql;
 
 namespace BatchRunner.Bench;
@@ -135,7 +136,7 @@ public static class LoadBench
         for (var i = 0; i < 100; i++) rawIds.Add(hangfire.Create<JobPerformer>(p => p.RunAsync(Guid.NewGuid(), "raw", CancellationToken.None), new EnqueuedState("default")));
         // Each phase starts on a settled machine (Settle): what the ones before it wrote is on disk.
         var db = app.Services.GetRequiredService<NpgsqlDataSource>();
-        Task<Latencies[]> Phase(Func<long, (int Kind, Task Request)> next) => OpenLoop(rate, seconds, next, server.PostgresDataDir, () => Settle(db));
+        Task<Latencies[]> Phase(Func<long, (int Kind, Task Request)> next) => OpenLoop(rate, seconds, next, server.PostgresDataDir, db);
         var post = await Phase(_ => (0, Post()));
         var rawCreate = await Phase(_ => (0, Raw()));
         var getOne = await Phase(_ => (0, GetOne(sample[Random.Shared.Next(sample.Length)])));
@@ -149,25 +150,26 @@ public static class LoadBench
     }
 
     /// <summary>
-    /// Writes what PostgreSQL and the kernel hold dirty to disk (a checkpoint, then <c>sync</c>) before a phase. Without
+    /// Writes what PostgreSQL and the kernel hold dirty to disk (a checkpoint, then syncfs of the cluster's filesystem)
+    /// before a phase. Without
     /// it the phase right after the fill paid for the fill: its 10,000 jobs left about 55 MB of dirty pages (the tables'
     /// and indexes' new pages), which the kernel writes back some 30 s later, and every commit's WAL fsync waits behind
     /// that writeback (stalls of 50–200 ms, logged with /proc/meminfo's Dirty falling at the same moments, 2026-12-02).
     /// Whichever phase ran first took them: POST p99 29–68 ms when first against 14.9 ms when second, raw Hangfire
     /// Create's 45.9 ms when first against 14.6 ms when second.
     /// </summary>
-    private static async Task Settle(NpgsqlDataSource db)
+    private static async Task Settle(NpgsqlDataSource db, string pgDataDir)
     {
         await using (var checkpoint = db.CreateCommand("CHECKPOINT")) await checkpoint.ExecuteNonQueryAsync();
-        using var sync = Process.Start("sync")!;
-        await sync.WaitForExitAsync();
+        Durable.SyncFileSystemOf(pgDataDir);
     }
 
     /// <summary>Sends <paramref name="rate"/> requests per second for <paramref name="seconds"/>, each started on schedule
-    /// (<paramref name="next"/>: kind 0 or 1, and the request), once <paramref name="settle"/> is done; latencies per kind.</summary>
-    private static async Task<Latencies[]> OpenLoop(int rate, int seconds, Func<long, (int Kind, Task Request)> next, string pgDataDir, Func<Task> settle)
+    /// (<paramref name="next"/>: kind 0 or 1, and the request), once the machine has settled (<see cref="Settle"/>); latencies
+    /// per kind.</summary>
+    private static async Task<Latencies[]> OpenLoop(int rate, int seconds, Func<long, (int Kind, Task Request)> next, string pgDataDir, NpgsqlDataSource db)
     {
-        await settle();
+        await Settle(db, pgDataDir);
         var cpu0 = ProcStat.CpuMs(Environment.ProcessId)!.Value;
         var pg0 = ProcStat.ClusterCpuMs(pgDataDir);
         var ms = new[] { new List<double>(), new List<double>() };
