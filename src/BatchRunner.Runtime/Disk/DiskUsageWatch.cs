@@ -12,7 +12,8 @@ namespace BatchRunner.Runtime.Disk;
 /// the limit, which at that rate takes longer than the interval. What it can still miss: a job that passes its limit
 /// and frees the space again faster than that (or while the sampler is starved of CPU), and a write refused as a
 /// whole (fallocate of more than is left) that never changed the usage. A disk found over its limit at the end is
-/// always seen: <see cref="StopAsync"/> reads once more.
+/// always seen: <see cref="StopAsync"/> reads once more. The readings of every watch are taken by one thread, in
+/// shared rounds (<see cref="DiskUsageSampler"/>).
 /// </remarks>
 public sealed class DiskUsageWatch : IAsyncDisposable
 {
@@ -22,24 +23,34 @@ public sealed class DiskUsageWatch : IAsyncDisposable
     public const long AssumedWriteBytesPerSecond = 8L << 30;
 
     private readonly IDiskVolume _volume;
-    private readonly CancellationTokenSource _stop = new();
-    private readonly Task _loop;
+    private readonly TimeSpan _maxInterval;
+    private readonly DiskUsageSampler _sampler;
     private readonly object _gate = new();
+    // Held while the sampler reads: a stop waits for a reading under way, and none starts after it.
+    private readonly object _reading = new();
+    private bool _stopped;
+    private Exception? _fault;
     private long _peakUsedBytes;
     private bool _overLimit;
     private bool _outOfInodes;
     private DiskUsage _last;
 
-    private DiskUsageWatch(IDiskVolume volume, TimeSpan maxInterval, TimeProvider time)
+    private DiskUsageWatch(IDiskVolume volume, TimeSpan maxInterval, DiskUsageSampler sampler)
     {
         _volume = volume;
+        _maxInterval = maxInterval;
+        _sampler = sampler;
         Observe(volume.ReadUsage());
-        _loop = SampleAsync(maxInterval, time);
+        sampler.Add(this, NextInterval(Last.AvailableBytes, maxInterval));
     }
 
     /// <summary>Reads <paramref name="volume"/> now and then again and again until stopped, at most <paramref name="maxInterval"/> apart.</summary>
-    public static DiskUsageWatch Start(IDiskVolume volume, TimeSpan? maxInterval = null, TimeProvider? time = null) =>
-        new(volume, maxInterval ?? MaxInterval, time ?? TimeProvider.System);
+    public static DiskUsageWatch Start(IDiskVolume volume, TimeSpan? maxInterval = null) =>
+        new(volume, maxInterval ?? MaxInterval, DiskUsageSampler.Shared);
+
+    /// <summary>As <see cref="Start(IDiskVolume, TimeSpan?)"/>, read by <paramref name="sampler"/> (tests).</summary>
+    internal static DiskUsageWatch Start(IDiskVolume volume, TimeSpan maxInterval, DiskUsageSampler sampler) =>
+        new(volume, maxInterval, sampler);
 
     /// <summary>When to look again after a reading that left <paramref name="availableBytes"/>: before a fast writer could use it up.</summary>
     public static TimeSpan NextInterval(long availableBytes, TimeSpan maxInterval)
@@ -57,20 +68,48 @@ public sealed class DiskUsageWatch : IAsyncDisposable
     /// <summary>The latest reading.</summary>
     public DiskUsage Last { get { lock (_gate) return _last; } }
 
+    // The sampler's schedule of this watch (its Stopwatch timestamps; read and written under the sampler's lock).
+    internal long DueTimestamp;
+    internal long EarlyTimestamp;
+
     /// <summary>Stops sampling and reads once more (the final state, after the job's processes are gone).</summary>
-    public async Task<DiskUsageSummary> StopAsync()
+    /// <exception cref="Exception">What a reading of the sampler's threw, other than the volume found unmounted.</exception>
+    public ValueTask<DiskUsageSummary> StopAsync()
     {
-        await _stop.CancelAsync();
-        await _loop;
+        Stop();
+        if (_fault is { } fault) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(fault);
         Observe(_volume.ReadUsage());
-        lock (_gate) return new DiskUsageSummary(_peakUsedBytes, _last.UsedBytes, _volume.LimitBytes, _overLimit, _outOfInodes);
+        lock (_gate) return ValueTask.FromResult(new DiskUsageSummary(_peakUsedBytes, _last.UsedBytes, _volume.LimitBytes, _overLimit, _outOfInodes));
     }
 
-    public async ValueTask DisposeAsync()
+    public ValueTask DisposeAsync()
     {
-        await _stop.CancelAsync();
-        await _loop;
-        _stop.Dispose();
+        Stop();
+        return ValueTask.CompletedTask;
+    }
+
+    private void Stop()
+    {
+        _sampler.Remove(this);
+        lock (_reading) _stopped = true;
+    }
+
+    /// <summary>The sampler's reading: the interval to the next one, or null when there is nothing more to read.</summary>
+    internal TimeSpan? SampleNow()
+    {
+        lock (_reading)
+        {
+            if (_stopped) return null;
+            try
+            {
+                Observe(_volume.ReadUsage());
+                return NextInterval(Last.AvailableBytes, _maxInterval);
+            }
+            catch (InvalidOperationException) { } // unmounted under us: nothing more to see
+            catch (Exception e) { _fault = e; }   // the stop rethrows it, as the watch's own loop used to
+            _stopped = true;
+            return null;
+        }
     }
 
     private void Observe(DiskUsage usage)
@@ -81,19 +120,6 @@ public sealed class DiskUsageWatch : IAsyncDisposable
             _peakUsedBytes = Math.Max(_peakUsedBytes, usage.UsedBytes);
             _overLimit |= usage.OverLimit;
             _outOfInodes |= usage.FreeInodes <= 0;
-        }
-    }
-
-    private async Task SampleAsync(TimeSpan maxInterval, TimeProvider time)
-    {
-        // The stop ends the delay without an exception thrown (one TaskCanceledException per job before).
-        while (true)
-        {
-            await Task.Delay(NextInterval(Last.AvailableBytes, maxInterval), time, _stop.Token)
-                .ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
-            if (_stop.IsCancellationRequested) return;
-            try { Observe(_volume.ReadUsage()); }
-            catch (InvalidOperationException) { return; } // unmounted under us: nothing more to see
         }
     }
 }

@@ -99,6 +99,61 @@ public sealed class DiskUsageWatchFacts
         Assert.True(summary.OutOfInodes);
     }
 
+    /// <summary>The watches of jobs running side by side are read in shared rounds, one wake-up of the sampler's thread
+    /// each: with a loop per watch (as before), every reading was a wake-up of its own.</summary>
+    [Fact]
+    public async Task WatchesRunningSideBySide_AreReadInSharedRounds()
+    {
+        var sampler = new DiskUsageSampler("disk usage (test)");
+        var volumes = Enumerable.Range(0, 10).Select(_ => new ScriptedVolume(1L << 40)).ToArray();
+        var watches = new List<DiskUsageWatch>();
+        foreach (var v in volumes)
+        {
+            watches.Add(DiskUsageWatch.Start(v, TimeSpan.FromMilliseconds(20), sampler));
+            await Task.Delay(3); // started at different moments, as jobs are
+        }
+        await Poll.UntilAsync(() => Task.FromResult(volumes.Min(v => v.Reads)), r => r > 10, TimeSpan.FromSeconds(20), "ten readings of each disk");
+        var rounds = sampler.Rounds;
+        var readings = volumes.Sum(v => v.Reads) - volumes.Length; // less each watch's first reading, taken by Start
+        foreach (var w in watches) await w.StopAsync();
+
+        Assert.True(rounds * 4 <= readings, $"{readings} readings took {rounds} rounds: not shared");
+    }
+
+    /// <summary>A watch near its limit is read as often as its own interval says, whatever the others need.</summary>
+    [Fact]
+    public async Task AWatchNearItsLimit_IsReadAtItsOwnPace_BesideSlowerOnes()
+    {
+        var sampler = new DiskUsageSampler("disk usage (test)");
+        var relaxed = new ScriptedVolume(1L << 40);
+        var tight = new ScriptedVolume(100);
+        await using var slow = DiskUsageWatch.Start(relaxed, TimeSpan.FromHours(1), sampler);
+        await using var fast = DiskUsageWatch.Start(tight, TimeSpan.FromMilliseconds(5), sampler);
+
+        await Poll.UntilAsync(() => Task.FromResult(tight.Reads), r => r > 20, TimeSpan.FromSeconds(20), "readings of the disk near its limit");
+
+        Assert.Equal(1, relaxed.Reads); // Start's only: an hour away, never within half of it
+    }
+
+    /// <summary>Once stopped, a watch is never read again (its volume is about to be unmounted and reused).</summary>
+    [Fact]
+    public async Task AStoppedWatch_IsNotReadAgain()
+    {
+        var sampler = new DiskUsageSampler("disk usage (test)");
+        var volume = new ScriptedVolume(100);
+        var other = new ScriptedVolume(100);
+        var watch = DiskUsageWatch.Start(volume, TimeSpan.FromMilliseconds(2), sampler);
+        await using var keepsTheSamplerBusy = DiskUsageWatch.Start(other, TimeSpan.FromMilliseconds(2), sampler);
+        await Poll.UntilAsync(() => Task.FromResult(volume.Reads), r => r > 3, TimeSpan.FromSeconds(10), "a few readings");
+
+        await watch.StopAsync();
+        var reads = volume.Reads;
+        var otherReads = other.Reads;
+        await Poll.UntilAsync(() => Task.FromResult(other.Reads), r => r > otherReads + 10, TimeSpan.FromSeconds(10), "more rounds of the sampler");
+
+        Assert.Equal(reads, volume.Reads);
+    }
+
     [Theory]
     [InlineData(100L << 30, 200)]
     [InlineData(800L << 20, 97.65625)]
