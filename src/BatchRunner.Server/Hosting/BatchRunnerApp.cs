@@ -256,7 +256,7 @@ public static partial class BatchRunnerApp
         app.UseAuthentication();
         app.UseAuthorization();
         app.UseAntiforgery();
-        app.UseRateLimiter();
+        app.UseBatchRunnerRateLimits();
         app.UseHttpMetrics();
         // Every endpoint refuses a query parameter it does not take (a misspelt filter must not match everything).
         app.UseQueryParameterCheck();

@@ -1,44 +1,33 @@
-using System.Threading.RateLimiting;
 using BatchRunner.Server.Auth;
-using Microsoft.AspNetCore.RateLimiting;
 
 namespace BatchRunner.Server.Hosting;
 
 /// <summary>
-/// Per-key request rates (ASP.NET Core's rate limiter): one token bucket per key id, sized by the key's role
-/// (<see cref="AuthOptions.RateLimits"/>). A request past it gets 429 problem details with Retry-After. Requests
-/// without a key (health, metrics, refused ones) and node-to-node calls are not limited here.
+/// Per-key request rates (<see cref="KeyRateLimiter"/>): a request past its key's role's rate gets 429 problem details
+/// with Retry-After. Requests without a key (health, metrics, refused ones) and node-to-node calls are not limited here.
 /// </summary>
 public static class RateLimiting
 {
     public static IServiceCollection AddBatchRunnerRateLimits(this IServiceCollection services, AuthOptions auth)
     {
-        var limits = auth.RateLimits.ToDictionary(kv => kv.Key.ToLowerInvariant(), kv => Bucket(kv.Value));
-        return services.AddRateLimiter(o =>
-        {
-            o.GlobalLimiter = PartitionedRateLimiter.Create<HttpContext, string>(http =>
-                Caller.From(http.User) is { } caller && limits.TryGetValue(caller.Role, out var bucket)
-                    ? RateLimitPartition.GetTokenBucketLimiter(caller.KeyId, _ => bucket)
-                    : RateLimitPartition.GetNoLimiter(""));
-            o.OnRejected = RejectAsync;
-        });
+        var limits = auth.RateLimits.ToDictionary(kv => kv.Key.ToLowerInvariant(), kv => kv.Value);
+        return services.AddSingleton(sp => new KeyRateLimiter(limits, sp.GetRequiredService<TimeProvider>()));
     }
 
-    /// <summary>The partitioned limiter refills its buckets on a 100 ms timer, one period's tokens per refill:
-    /// whole seconds with the rate's tokens (at least one), or one token per period below one per second.</summary>
-    private static TokenBucketRateLimiterOptions Bucket(RateLimitOptions l) => new()
+    /// <summary>After authentication and authorization: the caller is known, and only callers that may call get this far.</summary>
+    public static IApplicationBuilder UseBatchRunnerRateLimits(this IApplicationBuilder app)
     {
-        TokenLimit = l.Burst,
-        TokensPerPeriod = l.PermitsPerSecond >= 1 ? (int)Math.Round(l.PermitsPerSecond) : 1,
-        ReplenishmentPeriod = l.PermitsPerSecond >= 1 ? TimeSpan.FromSeconds(1) : TimeSpan.FromSeconds(1 / l.PermitsPerSecond),
-        QueueLimit = 0,
-        AutoReplenishment = true,
-    };
+        var limiter = app.ApplicationServices.GetRequiredService<KeyRateLimiter>();
+        return app.Use((http, next) =>
+            Caller.From(http.User) is { } caller && !limiter.TryAcquire(caller, out var retryAfter)
+                ? RejectAsync(http, retryAfter)
+                : next(http));
+    }
 
-    private static async ValueTask RejectAsync(OnRejectedContext ctx, CancellationToken ct)
+    private static async Task RejectAsync(HttpContext http, TimeSpan wait)
     {
-        var http = ctx.HttpContext;
-        var retryAfter = ctx.Lease.TryGetMetadata(MetadataName.RetryAfter, out var wait) ? Math.Max(1, (int)Math.Ceiling(wait.TotalSeconds)) : 1;
+        var retryAfter = Math.Max(1, (int)Math.Ceiling(wait.TotalSeconds));
+        http.Response.StatusCode = StatusCodes.Status429TooManyRequests;
         http.Response.Headers.RetryAfter = retryAfter.ToString(System.Globalization.CultureInfo.InvariantCulture);
         await TypedResults.Problem(statusCode: StatusCodes.Status429TooManyRequests, title: "Too many requests",
             detail: $"this key sent more requests than its role allows (BatchRunner:Auth:RateLimits); retry in {retryAfter} s").ExecuteAsync(http);
