@@ -4,7 +4,8 @@ namespace BatchRunner.Runtime.Disk;
 /// How big a job's ext4 image must be for the job to get its limit. The rule, for a limit L (rounded up to 4 KiB):
 /// <list type="bullet">
 /// <item>writers may take A = L + headroom. The headroom (32 MiB by default) is why exceeding the limit is not
-/// missed: a writer that meets ENOSPC has used more than L, whatever the size of its last write (a refused write can
+/// missed: a writer that meets ENOSPC has used more than L plus the slack for ext4's preallocations
+/// (<see cref="PreallocationSlackBytes"/>, 16 MiB), whatever the size of its last write (a refused write can
 /// leave up to about 2 MiB unused), and stays past L for as long as writing the headroom takes, longer than the
 /// usage sampler's interval near the limit (<see cref="DiskUsageWatch"/>);</item>
 /// <item>the image is A plus what ext4 keeps for itself: its inode tables (256 bytes per 16 KiB of image, 1/64),
@@ -21,6 +22,10 @@ public static class DiskImageSizing
 {
     public const long BlockBytes = 4096;
     public const long DefaultHeadroomBytes = 32L << 20;
+    /// <summary>How far past its limit a disk's usage may read before the job counts as over it: what ext4 preallocates
+    /// for files being written (<see cref="DiskUsage.OverLimit"/>). Well below the headroom, so a writer that meets
+    /// ENOSPC is always over.</summary>
+    public const long PreallocationSlackBytes = 16L << 20;
 
     /// <summary>The kernel holds back min(2%, 4096 clusters) of an ext4 filesystem for metadata.</summary>
     private const long KernelReserveBytes = 4096 * BlockBytes;

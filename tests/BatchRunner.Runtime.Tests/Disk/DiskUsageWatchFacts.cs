@@ -6,6 +6,8 @@ namespace BatchRunner.Runtime.Tests.Disk;
 /// <summary>The sampling logic, over a volume whose readings the test sets.</summary>
 public sealed class DiskUsageWatchFacts
 {
+    private const long Slack = DiskImageSizing.PreallocationSlackBytes;
+
     private sealed class ScriptedVolume(long limitBytes) : IDiskVolume
     {
         private readonly object _gate = new();
@@ -25,12 +27,12 @@ public sealed class DiskUsageWatchFacts
         var volume = new ScriptedVolume(100);
         await using var watch = DiskUsageWatch.Start(volume, TimeSpan.FromMilliseconds(10));
 
-        volume.Set(150);
+        volume.Set(150 + Slack);
         await Poll.UntilAsync(() => Task.FromResult(watch.OverLimit), o => o, TimeSpan.FromSeconds(10), "an over-limit reading");
         volume.Set(20); // the job deleted its files and exited 0
         var summary = await watch.StopAsync();
 
-        Assert.Equal(new DiskUsageSummary(150, 20, 100, OverLimit: true, OutOfInodes: false), summary);
+        Assert.Equal(new DiskUsageSummary(150 + Slack, 20, 100, OverLimit: true, OutOfInodes: false), summary);
     }
 
     [Fact]
@@ -39,11 +41,11 @@ public sealed class DiskUsageWatchFacts
         var volume = new ScriptedVolume(100);
         var watch = DiskUsageWatch.Start(volume, TimeSpan.FromHours(1));
 
-        volume.Set(101);
+        volume.Set(101 + Slack);
         var summary = await watch.StopAsync();
 
         Assert.True(summary.OverLimit);
-        Assert.Equal(101, summary.PeakUsedBytes);
+        Assert.Equal(101 + Slack, summary.PeakUsedBytes);
     }
 
     [Fact]
@@ -51,12 +53,12 @@ public sealed class DiskUsageWatchFacts
     {
         var volume = new ScriptedVolume(100);
         var watch = DiskUsageWatch.Start(volume, TimeSpan.FromMilliseconds(10));
-        volume.Set(100);
+        volume.Set(100 + Slack); // at most the slack past the limit: ext4's preallocations, not the job's (DiskUsage.OverLimit)
         await Poll.UntilAsync(() => Task.FromResult(volume.Reads), r => r > 3, TimeSpan.FromSeconds(10), "a few readings");
 
         var summary = await watch.StopAsync();
 
-        Assert.Equal(new DiskUsageSummary(100, 100, 100, OverLimit: false, OutOfInodes: false), summary);
+        Assert.Equal(new DiskUsageSummary(100 + Slack, 100 + Slack, 100, OverLimit: false, OutOfInodes: false), summary);
     }
 
     /// <summary>The stop ends the sampling loop's wait without an exception thrown: one per job before (a
@@ -153,6 +155,16 @@ public sealed class DiskUsageWatchFacts
 
         Assert.Equal(reads, volume.Reads);
     }
+
+    /// <summary>What ext4 preallocates for files being written reads as used (7 MiB past a 64 MiB limit in a job that wrote
+    /// 60): up to the slack, a reading is not over the limit; past it, it is.</summary>
+    [Theory]
+    [InlineData(64, 60, false)]
+    [InlineData(64, 67, false)]
+    [InlineData(64, 64 + 16, false)]
+    [InlineData(64, 64 + 17, true)]
+    public void AReading_IsOverTheLimit_OnlyPastTheSlackForPreallocations(long limitMiB, long usedMiB, bool over) =>
+        Assert.Equal(over, new DiskUsage(usedMiB << 20, limitMiB << 20, 1L << 30, 100).OverLimit);
 
     [Theory]
     [InlineData(100L << 30, 200)]

@@ -88,16 +88,16 @@ public sealed class JobExecutorFacts : IDisposable
         var id = _h.AddJob(ExecutorHarness.Job() with { Resources = new ResourceSubmission { Disk = System.Text.Json.JsonDocument.Parse("\"64Mi\"").RootElement } });
         _h.Runtime.OnStart = c =>
         {
-            _h.Volumes.Last!.UsedBytes = 70L << 20; // the sampler's first reading at stop sees it
+            _h.Volumes.Last!.UsedBytes = 90L << 20; // the sampler's first reading at stop sees it
             c.Exit(0);
         };
         await FailedAsync(_h.ExecuteAsync(id));
 
         Assert.Equal(["Begin 1", "Running 1", "Finish 1 failed disk_quota_exceeded"], _h.Store.Writes);
         var job = _h.Store.Job(id);
-        Assert.Equal("disk limit 64Mi exceeded: the job's files reached 70Mi (root filesystem and /outputs together); exit code 0", job.Message);
+        Assert.Equal("disk limit 64Mi exceeded: the job's files reached 90Mi (root filesystem and /outputs together); exit code 0", job.Message);
         Assert.Equal(0, job.ExitCode);
-        Assert.Equal(70L << 20, Assert.Single(_h.Store.Outcomes).Usage!.DiskBytes);
+        Assert.Equal(90L << 20, Assert.Single(_h.Store.Outcomes).Usage!.DiskBytes);
         _h.AssertNothingHeld();
     }
 
