@@ -61,9 +61,16 @@ public sealed class QuietWaitFacts
         }
         ThreadCpuMs(QuietWait.Wait); // both paths compiled before they are measured
         ThreadCpuMs(t => t.Wait());
-        var quiet = ThreadCpuMs(QuietWait.Wait);
-        var spinning = ThreadCpuMs(t => t.Wait());
-        Assert.True(quiet < spinning, $"the quiet wait took {quiet:F2} ms of its thread's CPU, Task.Wait {spinning:F2} ms");
+        // The least of three alternating rounds each: on 2 busy cores one round of either can be off (the clean-clone run
+        // at 02c4ec8 once measured the quiet wait at 22.15 ms against Task.Wait's 16.84).
+        var quiet = double.MaxValue;
+        var spinning = double.MaxValue;
+        for (var round = 0; round < 3; round++)
+        {
+            quiet = Math.Min(quiet, ThreadCpuMs(QuietWait.Wait));
+            spinning = Math.Min(spinning, ThreadCpuMs(t => t.Wait()));
+        }
+        Assert.True(quiet < spinning, $"the quiet wait took {quiet:F2} ms of its thread's CPU, Task.Wait {spinning:F2} ms (the least of 3 rounds each)");
     }
 
     private const int ClockThreadCpuTime = 3; // CLOCK_THREAD_CPUTIME_ID
