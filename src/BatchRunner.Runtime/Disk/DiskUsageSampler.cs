@@ -25,6 +25,9 @@ internal sealed class DiskUsageSampler
     private readonly List<DiskUsageWatch> _watches = [];
     private readonly List<DiskUsageWatch> _round = [];
     private Thread? _thread;
+    // The due time the thread sleeps until (MaxValue: until a watch comes; MinValue: not asleep, it looks again before it
+    // sleeps): a watch added is worth waking it for only when it is due before that.
+    private long _sleepsUntil = long.MinValue;
     private long _rounds;
 
     public DiskUsageSampler(string threadName) => _threadName = threadName;
@@ -44,7 +47,8 @@ internal sealed class DiskUsageSampler
                 _thread = new Thread(Loop) { IsBackground = true, Name = _threadName };
                 _thread.Start();
             }
-            Monitor.Pulse(_gate); // it may be due before what the thread waits for now
+            // Each job's start adds one: most are due after what the thread already waits for, and need no wake-up.
+            if (watch.DueTimestamp < _sleepsUntil) Monitor.Pulse(_gate);
         }
     }
 
@@ -71,7 +75,9 @@ internal sealed class DiskUsageSampler
                 {
                     if (_watches.Count == 0)
                     {
+                        _sleepsUntil = long.MaxValue;
                         Monitor.Wait(_gate);
+                        _sleepsUntil = long.MinValue;
                         continue;
                     }
                     var now = Stopwatch.GetTimestamp();
@@ -81,7 +87,9 @@ internal sealed class DiskUsageSampler
                     {
                         // Whole milliseconds, rounded up: a wait that ends before the due time would only wait again.
                         var ms = (int)Math.Min(int.MaxValue, ((first - now) * 1000 + Stopwatch.Frequency - 1) / Stopwatch.Frequency);
+                        _sleepsUntil = first;
                         Monitor.Wait(_gate, ms);
+                        _sleepsUntil = long.MinValue;
                         continue;
                     }
                     // Every watch due within half its interval joins this round.

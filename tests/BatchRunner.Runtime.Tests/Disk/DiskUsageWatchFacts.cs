@@ -130,6 +130,7 @@ public sealed class DiskUsageWatchFacts
         var relaxed = new ScriptedVolume(1L << 40);
         var tight = new ScriptedVolume(100);
         await using var slow = DiskUsageWatch.Start(relaxed, TimeSpan.FromHours(1), sampler);
+        await Task.Delay(200); // the sampler asleep until the slow one is due: the fast one must wake it
         await using var fast = DiskUsageWatch.Start(tight, TimeSpan.FromMilliseconds(5), sampler);
 
         await Poll.UntilAsync(() => Task.FromResult(tight.Reads), r => r > 20, TimeSpan.FromSeconds(20), "readings of the disk near its limit");
