@@ -36,6 +36,9 @@ internal static partial class RuntimeLog
     [LoggerMessage(EventId = 3009, Level = LogLevel.Debug, Message = "Container {ContainerId} deleted")]
     public static partial void Deleted(this ILogger logger, string containerId);
 
+    [LoggerMessage(EventId = 3012, Level = LogLevel.Warning, Message = "Containers start from {Binary} itself, not from a sealed copy of it (one program start and three mounts more per container): {Reason}")]
+    public static partial void SealedBinaryUnavailable(this ILogger logger, string binary, string reason);
+
     [LoggerMessage(EventId = 3010, Level = LogLevel.Warning, Message = "Container {ContainerId}: {Warning}")]
     public static partial void NameResolutionWarning(this ILogger logger, string containerId, string warning);
 }
