@@ -32,6 +32,9 @@ public sealed partial record RuncRuntimeOptions
     /// <summary>runc only: start containers from a sealed in-memory copy of the binary (<see cref="SealedBinary"/>), which
     /// spares each start runc's own re-execution; false: from the file (the bench's comparison).</summary>
     public bool RunFromSealedCopy { get; init; } = true;
+    /// <summary>runc only: GOMAXPROCS for its `run` (its init sets 1 itself), unless this process's environment has one;
+    /// null: the Go runtime's default, a scheduler slot per CPU.</summary>
+    public int? GoMaxProcs { get; init; } = 1;
 }
 
 /// <summary>
@@ -215,6 +218,9 @@ public sealed partial class RuncRuntime : IContainerRuntime
         List<string> argv = [_options.BinaryPath, .. GlobalArgs(bundleDir), "run", "--detach", "--bundle", bundleDir, "--pid-file", pidFile, id];
         var env = new List<string>();
         foreach (System.Collections.DictionaryEntry e in Environment.GetEnvironmentVariables()) env.Add($"{e.Key}={e.Value}");
+        // `run --detach` is one short sequence of steps: a scheduler slot per CPU only adds idle Go threads that spin
+        // (about 5 % of its CPU on 2 cores, bench/README.md's sixteenth round).
+        if (_options is { Name: "runc", GoMaxProcs: { } procs } && Environment.GetEnvironmentVariable("GOMAXPROCS") is null) env.Add($"GOMAXPROCS={procs}");
         var pid = Libc.Spawn(program, argv, env,
         [
             new(0, "/dev/null", Libc.O_RDONLY),

@@ -5,7 +5,8 @@ namespace BatchRunner.Runtime.Tests;
 /// <summary>
 /// How the driver starts runc for a container, seen from hooks of a real container: a createRuntime hook runs as a child
 /// of `runc run` on the host, a startContainer hook as a child of the container's runc init (its pid 1) in the container.
-/// runc runs from its sealed copy (SealedBinary), so its init does not re-execute itself from a bind mount of the file.
+/// runc runs from its sealed copy (SealedBinary), so its init does not re-execute itself from a bind mount of the file,
+/// and its `run` with one Go scheduler slot.
 /// </summary>
 public sealed class RuncLaunchFacts : IAsyncLifetime
 {
@@ -45,6 +46,19 @@ public sealed class RuncLaunchFacts : IAsyncLifetime
         var init = File.ReadAllText(Path.Combine(outputs, "init-exe")).Trim();
         if (initExe is not null) Assert.Equal(initExe, init);
         else Assert.DoesNotContain("memfd", init); // runc's own re-execution, from a bind mount of the file it removed at once
+    }
+
+    [Theory]
+    [InlineData(1, "GOMAXPROCS=1")]
+    [InlineData(null, "")]
+    public async Task RuncRun_HasOneGoSchedulerSlot_UnlessTheEnvironmentSaysOtherwise(int? goMaxProcs, string expected)
+    {
+        Assert.Null(Environment.GetEnvironmentVariable("GOMAXPROCS")); // the test host's own would win
+        var outputs = await RunWithHooksAsync(
+            new RuncRuntimeOptions { BinaryPath = Runc, StateRoot = RuncFixture.StateRoot, GoMaxProcs = goMaxProcs },
+            "tr '\\0' '\\n' < /proc/$PPID/environ | grep '^GOMAXPROCS=' > OUT/run-env; true", "true");
+
+        Assert.Equal(expected, File.ReadAllText(Path.Combine(outputs, "run-env")).Trim());
     }
 
     public Task InitializeAsync() => _fx.InitializeAsync();
