@@ -36,22 +36,22 @@ public static class ProcStat
         return ((F(11) + F(12)) * 10.0, (F(13) + F(14)) * 10.0);
     }
 
-    /// <summary>utime and stime (ms) of process <paramref name="pid"/>'s live threads, summed by thread name (comm), and of the
-    /// whole process (dead threads included) under "(process)": where a process's CPU goes, user against kernel.</summary>
-    public static Dictionary<string, (double UserMs, double SysMs)> CpuByThread(int pid)
+    /// <summary>utime and stime (ms) of each live thread of process <paramref name="pid"/> by thread id, with its name (comm;
+    /// numbered pool threads such as ".NET TP Worker" and "Npgsql 1" folded into one name), and of the whole process (dead
+    /// threads included) under thread id 0, named "(process)".</summary>
+    public static Dictionary<int, (string Name, double UserMs, double SysMs)> ThreadsCpu(int pid)
     {
-        var byName = new Dictionary<string, (double, double)>();
-        void Add(string name, string statPath)
+        var threads = new Dictionary<int, (string, double, double)>();
+        void Add(int tid, string name, string statPath)
         {
             string stat;
             try { stat = File.ReadAllText(statPath); }
             catch (IOException) { return; }
             var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
             double F(int i) => long.Parse(fields[i], CultureInfo.InvariantCulture) * 10.0;
-            var (u, s) = byName.GetValueOrDefault(name);
-            byName[name] = (u + F(11), s + F(12));
+            threads[tid] = (name, F(11), F(12));
         }
-        Add("(process)", $"/proc/{pid}/stat");
+        Add(0, "(process)", $"/proc/{pid}/stat");
         try
         {
             foreach (var task in Directory.EnumerateDirectories($"/proc/{pid}/task"))
@@ -59,11 +59,29 @@ public static class ProcStat
                 string comm;
                 try { comm = File.ReadAllText(Path.Combine(task, "comm")).Trim(); }
                 catch (IOException) { continue; }
-                // Numbered pool threads (".NET TP Worker", "Npgsql 1") fold into one name.
-                Add(comm.TrimEnd('0', '1', '2', '3', '4', '5', '6', '7', '8', '9', ' '), Path.Combine(task, "stat"));
+                Add(int.Parse(Path.GetFileName(task), CultureInfo.InvariantCulture), comm.TrimEnd('0', '1', '2', '3', '4', '5', '6', '7', '8', '9', ' '), Path.Combine(task, "stat"));
             }
         }
         catch (DirectoryNotFoundException) { }
+        return threads;
+    }
+
+    /// <summary>
+    /// The CPU (ms) the threads alive at <paramref name="end"/> used since <paramref name="start"/>, summed by thread name
+    /// (<see cref="ThreadsCpu"/>): a thread started in between counts whole, one that ended in between only in "(process)".
+    /// Thread by thread, so that a thread the runtime ended and started again (the JIT's, the pool's) is never subtracted
+    /// from another one of its name.
+    /// </summary>
+    public static Dictionary<string, (double UserMs, double SysMs)> CpuByThreadSince(
+        Dictionary<int, (string Name, double UserMs, double SysMs)> start, Dictionary<int, (string Name, double UserMs, double SysMs)> end)
+    {
+        var byName = new Dictionary<string, (double, double)>();
+        foreach (var (tid, (name, u1, s1)) in end)
+        {
+            var (u0, s0) = start.TryGetValue(tid, out var was) && was.Name == name ? (was.UserMs, was.SysMs) : (0, 0);
+            var (u, s) = byName.GetValueOrDefault(name);
+            byName[name] = (u + u1 - u0, s + s1 - s0);
+        }
         return byName;
     }
 

@@ -318,7 +318,7 @@ public static class StartSummary
         // long-running node has; without it the JIT's own thread is a fifth of the CPU of the first few hundred jobs.
         await c.ResetStatementsAsync();
         var server0 = ServerCpu(c);
-        var threads0 = ProcStat.CpuByThread(c.Server.Pid);
+        var threads0 = ProcStat.ThreadsCpu(c.Server.Pid);
         var pgData = Path.Combine(c.Server.DataDir, "postgres");
         var pg0 = ProcStat.ClusterCpuMs(pgData);
         var (machine0, machineAll0) = ProcStat.MachineMs();
@@ -342,7 +342,8 @@ public static class StartSummary
         await RunBatchAsync(c, o.Jobs);
         var wall = sw.Elapsed.TotalSeconds;
         var server1 = ServerCpu(c);
-        var threads1 = ProcStat.CpuByThread(c.Server.Pid);
+        var threads1 = ProcStat.ThreadsCpu(c.Server.Pid);
+        var byThread = ProcStat.CpuByThreadSince(threads0, threads1);
         var pg1 = ProcStat.ClusterCpuMs(pgData);
         var (machine1, machineAll1) = ProcStat.MachineMs();
         var bench1 = Environment.CpuUsage.TotalTime.TotalMilliseconds;
@@ -370,9 +371,8 @@ public static class StartSummary
         // runs of 400 jobs after 200 of warm-up (2026-12-01): one-off work of a process still warming up, and most of the
         // spread between runs. Shown, not subtracted.
         const string jitThread = ".NET Tiered Com"; // the thread's name as /proc shows it (15 characters)
-        var (jitUser1, jitSys1) = threads1.GetValueOrDefault(jitThread);
-        var (jitUser0, jitSys0) = threads0.GetValueOrDefault(jitThread);
-        var jitMs = (jitUser1 + jitSys1 - jitUser0 - jitSys0) / o.Jobs;
+        var (jitUser, jitSys) = byThread.GetValueOrDefault(jitThread);
+        var jitMs = (jitUser + jitSys) / o.Jobs;
         table.Add(new SummaryRow(Area, $"CPU per job in BatchRunner's process ({o.Jobs} jobs, /proc/PID/stat)",
             $"{SummaryTable.Ms(serverMs)} ms (JIT {SummaryTable.Ms(jitMs)} of it)", $"PostgreSQL {SummaryTable.Ms(pgMs)} ms; runc + containers (reaped children) {SummaryTable.Ms(childrenMs)} ms",
             null, "≤ 10 ms", serverMs <= 10));
@@ -383,13 +383,12 @@ public static class StartSummary
         Console.WriteLine($"start: the machine's CPU per job: {machineMs:0.0} ms, busy {(machine1 - machine0) / (machineAll1 - machineAll0) * 100:0} % of " +
             $"{Environment.ProcessorCount} CPUs: server {serverMs:0.0}, PostgreSQL {pgMs:0.0}, runc + containers {childrenMs:0.0}, " +
             $"this bench {benchMs:0.0}, the rest (kernel threads, other processes) {machineMs - serverMs - pgMs - childrenMs - benchMs:0.0}");
-        // Where the server's CPU went: user against kernel, by thread name (live threads; a thread that ended during the run
-        // counts only in "(process)").
+        // Where the server's CPU went: user against kernel, by thread name (threads alive at the end; a thread that ended during
+        // the run counts only in "(process)").
         Console.WriteLine($"start: the server's CPU per job by thread, user + kernel ms ({o.Jobs} jobs):");
-        foreach (var (name, (u1, s1)) in threads1.OrderByDescending(t => t.Value.UserMs + t.Value.SysMs))
+        foreach (var (name, (ut, st)) in byThread.OrderByDescending(t => t.Value.UserMs + t.Value.SysMs))
         {
-            var (u0, s0) = threads0.GetValueOrDefault(name);
-            var (u, s) = ((u1 - u0) / o.Jobs, (s1 - s0) / o.Jobs);
+            var (u, s) = (ut / o.Jobs, st / o.Jobs);
             if (u + s >= 0.05) Console.WriteLine($"  {name,-24} {u,6:0.00} + {s,6:0.00}");
         }
         if (c.Statements is not null)
