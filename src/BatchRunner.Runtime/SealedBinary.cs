@@ -18,9 +18,10 @@ namespace BatchRunner.Runtime;
 /// One per binary in a process (<see cref="For"/>), kept for its life like the runtime that uses it. The copy follows
 /// the file: each start compares the binary's status (device, inode, size, mtime) with that of the file copied, and a
 /// replaced binary (a package upgrade) is copied again before its first use, so a container never runs a runc older
-/// than the one installed. A copy superseded that way stays open (a start may be about to execute it): one per upgrade. The copy is executed as <c>/proc/self/fd/N</c>, which the child of posix_spawn resolves in
+/// than the one installed. The copy is executed as <c>/proc/self/fd/N</c>, which the child of posix_spawn resolves in
 /// its own table (a copy of ours, close-on-exec descriptors included until the exec succeeds); it is never inherited by
-/// runc or the container. Where a sealed executable memfd cannot be made or run (a kernel without sealing, Linux 6.3's
+/// runc or the container. So no copy is ever closed, a superseded one included (one per upgrade): a start may hold its
+/// path, and a descriptor number closed and reused would name another file. Where a sealed executable memfd cannot be made or run (a kernel without sealing, Linux 6.3's
 /// <c>vm.memfd_noexec = 2</c>), it logs why once and the file is executed, as before.
 /// </remarks>
 internal sealed class SealedBinary
@@ -104,15 +105,11 @@ internal sealed class SealedBinary
         {
             check = await Command.RunAsync(copy.ExecPath, ["--version"], _checkTimeout, ct);
         }
-        catch (Exception e) when (e is not OperationCanceledException || !ct.IsCancellationRequested)
+        catch (Exception e)
         {
             handle.Dispose();
+            if (e is OperationCanceledException && ct.IsCancellationRequested) throw;
             return GiveUp($"running it failed: {e.Message}");
-        }
-        catch
-        {
-            handle.Dispose();
-            throw;
         }
         if (!check.Ok)
         {
