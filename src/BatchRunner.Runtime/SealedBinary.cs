@@ -21,8 +21,9 @@ namespace BatchRunner.Runtime;
 /// than the one installed. The copy is executed as <c>/proc/self/fd/N</c>, which the child of posix_spawn resolves in
 /// its own table (a copy of ours, close-on-exec descriptors included until the exec succeeds); it is never inherited by
 /// runc or the container. So no copy is ever closed, a superseded one included (one per upgrade): a start may hold its
-/// path, and a descriptor number closed and reused would name another file. Where a sealed executable memfd cannot be made or run (a kernel without sealing, Linux 6.3's
-/// <c>vm.memfd_noexec = 2</c>), it logs why once and the file is executed, as before.
+/// path, and a descriptor number closed and reused would name another file. Where a sealed executable memfd cannot be
+/// made or run (a kernel without sealing, Linux 6.3's <c>vm.memfd_noexec = 2</c>), it logs why once and the file is
+/// executed, as before.
 /// </remarks>
 internal sealed class SealedBinary
 {
