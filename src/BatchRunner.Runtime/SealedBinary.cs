@@ -16,7 +16,7 @@ namespace BatchRunner.Runtime;
 /// </summary>
 /// <remarks>
 /// One per binary in a process (<see cref="For"/>), kept for its life like the runtime that uses it. The copy follows
-/// the file: each start compares the binary's status (device, inode, size, mtime) with that of the file copied, and a
+/// the file: each start compares the binary's status (device, inode, size, mtime, mode) with that of the file copied, and a
 /// replaced binary (a package upgrade) is copied again before its first use, so a container never runs a runc older
 /// than the one installed. The copy is executed as <c>/proc/self/fd/N</c>, which the child of posix_spawn resolves in
 /// its own table (a copy of ours, close-on-exec descriptors included until the exec succeeds); it is never inherited by
@@ -80,10 +80,9 @@ internal sealed class SealedBinary
         }
     }
 
+    // The whole status: a change of its mode or owner also makes a new copy, which is only the safer for it.
     private bool IsCopyOf(Copy copy) =>
-        Libc.TryStat(Libc.AT_FDCWD, _path, out var now, followTrailingSymlink: true)
-        && (now.DevMajor, now.DevMinor, now.Inode, now.Size, now.MtimeSeconds, now.MtimeNanoseconds)
-        == (copy.Source.DevMajor, copy.Source.DevMinor, copy.Source.Inode, copy.Source.Size, copy.Source.MtimeSeconds, copy.Source.MtimeNanoseconds);
+        Libc.TryStat(Libc.AT_FDCWD, _path, out var now, followTrailingSymlink: true) && now == copy.Source;
 
     // A copy, checked by running it (`--version`), or null (and the file from now on) where that cannot be done.
     private async Task<Copy?> MakeCopyAsync(CancellationToken ct)
