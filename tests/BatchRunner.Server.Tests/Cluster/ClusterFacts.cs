@@ -249,7 +249,7 @@ public sealed class ClusterFacts
     public async Task PostgresRestart_UnderLoad_LosesNoJob_AndTheApiAnswers503Meanwhile()
     {
         await using var c = await TestCluster.StartAsync();
-        await c.StartNodeAsync("n1", role: "all", cpus: 2, workers: 4);
+        var n1 = await c.StartNodeAsync("n1", role: "all", cpus: 2, workers: 4);
         var ids = new List<string>();
         for (int i = 0; i < 20; i++)
             ids.Add(await c.Api.SubmitIdAsync(new
@@ -269,7 +269,8 @@ public sealed class ClusterFacts
         for (int i = 0; i < ids.Count; i++)
         {
             var done = await c.WaitFinalAsync(ids[i], TimeSpan.FromSeconds(120));
-            Assert.Equal("succeeded", State(done));
+            // Once failed in a full clean-clone run (2026-12-02, not again in 6 runs alone): say why, should it again.
+            Assert.True(State(done) == "succeeded", $"job {i} ended {State(done)}: {done}\nthe node's log about it:\n{n1.LogAbout(ids[i])}");
             Assert.Equal($"{i}\n", await c.Api.Http.GetStringAsync($"/api/v1/jobs/{ids[i]}/outputs/n.txt"));
         }
     }
