@@ -119,7 +119,9 @@ public sealed class DiskUsageWatchFacts
         var readings = volumes.Sum(v => v.Reads) - volumes.Length; // less each watch's first reading, taken by Start
         foreach (var w in watches) await w.StopAsync();
 
-        Assert.True(rounds * 4 <= readings, $"{readings} readings took {rounds} rounds: not shared");
+        // A round per watch gave 1.4 readings a round (107 in 78); shared, 4 and more on a quiet machine, 3.8 in a clean-clone
+        // run on a VM 3-4 times slower than usual (248 in 65, 2026-12-02), where the thread woke late and rounds split.
+        Assert.True(rounds * 3 <= readings, $"{readings} readings took {rounds} rounds: not shared");
     }
 
     /// <summary>A watch near its limit is read as often as its own interval says, whatever the others need.</summary>
