@@ -11,7 +11,7 @@ using BatchRunner.Runtime;
 // dotnet run -c Release --project bench/BatchRunner.Bench -- logrelay [--rounds N] [--runtime /usr/sbin/runc]
 // dotnet run -c Release --project bench/BatchRunner.Bench -- disk [--rounds N]
 // dotnet run -c Release --project bench/BatchRunner.Bench -- idle [--seconds N] [--windows N] [-- SERVER-ARGS...]
-// dotnet run -c Release --project bench/BatchRunner.Bench -- summary [--parts start,pull,api,idle] [--start-rounds N] [--start-jobs N] [--runtime PATH] [--start-warmup N] [--statements] [--keep-server-log] [--pull-rounds N]
+// dotnet run -c Release --project bench/BatchRunner.Bench -- summary [--parts start,pull,api,idle] [--start-rounds N] [--start-jobs N] [--runtime PATH] [--start-warmup N] [--start-cpus X] [--statements] [--keep-server-log] [--pull-rounds N]
 //                                                                    [--api-jobs N] [--api-seconds N] [--api-rate N] [--idle-seconds N] [--idle-windows N]
 var command = args.FirstOrDefault();
 var rounds = args.SkipWhile(a => a != "--rounds").Skip(1).Select(int.Parse).FirstOrDefault(5);
@@ -52,7 +52,8 @@ switch (command)
         if (parts.Contains("start"))
             await StartSummary.AddRowsAsync(table, new StartSummaryOptions(Arg("--start-rounds", 20), Arg("--start-jobs", 500),
             args.SkipWhile(a => a != "--runtime").Skip(1).FirstOrDefault() ?? RuntimeDetector.FindOnPath("runc") ?? "/usr/sbin/runc",
-            Statements: args.Contains("--statements"), KeepServerLog: args.Contains("--keep-server-log"), WarmupJobs: Arg("--start-warmup", 200)));
+            Statements: args.Contains("--statements"), KeepServerLog: args.Contains("--keep-server-log"), WarmupJobs: Arg("--start-warmup", 200),
+            Cpus: double.Parse(args.SkipWhile(a => a != "--start-cpus").Skip(1).FirstOrDefault() ?? "0.1", System.Globalization.CultureInfo.InvariantCulture)));
         if (parts.Contains("pull")) await PullSummary.AddRowsAsync(table, Arg("--pull-rounds", 3));
         if (parts.Contains("api")) await ApiSummary.AddRowsAsync(table, Arg("--api-jobs", 10_000), Arg("--api-seconds", 10), Arg("--api-rate", 100));
         if (parts.Contains("idle")) await IdleSummary.AddRowsAsync(table, Arg("--idle-seconds", 20), Arg("--idle-windows", 3));
@@ -60,6 +61,6 @@ switch (command)
         return table.Rows.Any(r => r.BatchRunner.StartsWith("FAILED", StringComparison.Ordinal)) ? 1 : 0;
     }
     default:
-        Console.Error.WriteLine("usage: BatchRunner.Bench pull [--rounds N] | start [--rounds N] [--runtime PATH] | load [--jobs N] [--clients N] [--seconds N] [--rate N] | logcost [--jobs N] [--rounds N] | array [--size N] [--parallelism N] [--rounds N] [--singles N] | list [--jobs N] [--requests N] [--clients N] | retention [--jobs N] | logrelay [--rounds N] [--runtime PATH] | disk [--rounds N] | idle [--seconds N] [--windows N] [-- SERVER-ARGS] | summary [--parts start,pull,api,idle] [--start-rounds N] [--start-jobs N] [--runtime PATH] [--start-warmup N] [--statements] [--keep-server-log] [--pull-rounds N] [--api-jobs N] [--api-seconds N] [--api-rate N] [--idle-seconds N] [--idle-windows N]");
+        Console.Error.WriteLine("usage: BatchRunner.Bench pull [--rounds N] | start [--rounds N] [--runtime PATH] | load [--jobs N] [--clients N] [--seconds N] [--rate N] | logcost [--jobs N] [--rounds N] | array [--size N] [--parallelism N] [--rounds N] [--singles N] | list [--jobs N] [--requests N] [--clients N] | retention [--jobs N] | logrelay [--rounds N] [--runtime PATH] | disk [--rounds N] | idle [--seconds N] [--windows N] [-- SERVER-ARGS] | summary [--parts start,pull,api,idle] [--start-rounds N] [--start-jobs N] [--runtime PATH] [--start-warmup N] [--start-cpus X] [--statements] [--keep-server-log] [--pull-rounds N] [--api-jobs N] [--api-seconds N] [--api-rate N] [--idle-seconds N] [--idle-windows N]");
         return 2;
 }

@@ -16,7 +16,8 @@ namespace BatchRunner.Bench;
 /// <param name="KeepServerLog">Keep the server's log (DATA.log under the bench root), with BatchRunner's debug lines and
 /// timestamps, for per-phase timings (more log lines per job: not for the CPU figure).</param>
 /// <param name="WarmupJobs">Jobs run before any figure, unmeasured: until the server's hot paths are compiled at tier 1.</param>
-public sealed record StartSummaryOptions(int Rounds = 20, int Jobs = 500, string RuntimePath = "/usr/sbin/runc", bool Statements = false, bool KeepServerLog = false, int WarmupJobs = 200);
+public sealed record StartSummaryOptions(int Rounds = 20, int Jobs = 500, string RuntimePath = "/usr/sbin/runc", bool Statements = false, bool KeepServerLog = false, int WarmupJobs = 200,
+    double Cpus = 0.1);
 
 /// <summary>
 /// Issue 14's start and throughput figures, measured from outside on a real BatchRunner process (the built
@@ -79,6 +80,10 @@ public static class StartSummary
         public required string RuntimeName { get; init; }
         public required string RuntimePath { get; init; }
         public required bool KeepLog { get; init; }
+        /// <summary>Every job's and bare run's CPU limit (<c>--start-cpus</c>): 0.1 by default. A container's cgroup is charged
+        /// for runc's own init too, so under a small limit its start and exit wait out CFS throttling (bench/README,
+        /// seventeenth round).</summary>
+        public required double Cpus { get; init; }
         public NpgsqlDataSource? Statements { get; init; }
 
         public static async Task<Context> StartAsync(StartSummaryOptions o)
@@ -123,7 +128,7 @@ public static class StartSummary
             var c = new Context
             {
                 Registry = registry, Image = image, Server = server, Rootfs = rootfs, RuntimeName = name, RuntimePath = o.RuntimePath,
-                KeepLog = o.KeepServerLog, Statements = statements,
+                KeepLog = o.KeepServerLog, Statements = statements, Cpus = o.Cpus,
             };
             // Warm-up: the image pull, the first container, JIT on both sides.
             await c.RunJobAsync();
@@ -151,7 +156,7 @@ public static class StartSummary
         public async Task<string> SubmitAsync()
         {
             var r = await Server.Http.PostAsJsonAsync("/api/v1/jobs",
-                new { image = Image, command = new[] { "/bin/true" }, resources = new { cpus = 0.1, memory = "32Mi" } });
+                new { image = Image, command = new[] { "/bin/true" }, resources = new { cpus = Cpus, memory = "32Mi" } });
             var body = await r.Content.ReadAsStringAsync();
             if (!r.IsSuccessStatusCode) throw new InvalidOperationException($"submit: {(int)r.StatusCode} {body}");
             return JsonDocument.Parse(body).RootElement.GetProperty("id").GetString()!;
@@ -169,7 +174,7 @@ public static class StartSummary
             Directory.CreateDirectory(bundle);
             var spec = new ContainerSpec
             {
-                Id = id, RootfsPath = Rootfs, Args = ["/bin/true"], ReadonlyRootfs = true, Cpus = 0.1, MemoryLimitBytes = 32 << 20, PidsLimit = 64,
+                Id = id, RootfsPath = Rootfs, Args = ["/bin/true"], ReadonlyRootfs = true, Cpus = Cpus, MemoryLimitBytes = 32 << 20, PidsLimit = 64,
             };
             await File.WriteAllTextAsync(Path.Combine(bundle, "config.json"), SpecBuilder.ForContainer(spec).ToJson());
             var psi = new ProcessStartInfo(RuntimePath) { UseShellExecute = false, RedirectStandardInput = true };
@@ -244,15 +249,16 @@ public static class StartSummary
         var running = new List<double>();
         var startedToFinished = new List<double>();
         var bare = new List<double>();
-        var ids = new List<string>();
+        var ids = new List<(string Id, DateTimeOffset Created, DateTimeOffset Seen)>();
         for (var i = 0; i < o.Rounds; i++)
         {
             async Task Ours()
             {
                 var (ms, job) = await c.RunJobAsync();
+                var seen = DateTimeOffset.Now;
                 ours.Add(ms);
-                ids.Add(job.GetProperty("id").GetString()!);
                 var created = job.GetProperty("createdAt").GetDateTimeOffset();
+                ids.Add((job.GetProperty("id").GetString()!, created, seen));
                 var started = job.GetProperty("startedAt").GetDateTimeOffset();
                 var finished = job.GetProperty("finishedAt").GetDateTimeOffset();
                 running.Add((started - created).TotalMilliseconds);
@@ -270,18 +276,24 @@ public static class StartSummary
         if (o.KeepServerLog) PrintPhases(c.Server.LogPath, ids);
     }
 
-    // The server's own lines for one attempt, in order: the step after each is timed from the one before.
+    // The server's own lines for one attempt, in order: the step after each is timed from the one before. A job's disk is
+    // made for it ("Disk volume ... made in") or, when the node's pool has one, taken formatted ahead ("... taken for").
     private static readonly (string Step, string Text)[] PhaseLines =
     [
-        ("attempt begun", "attempt 1 started"), ("disk volume made", "Disk volume"), ("overlay mounted", "root filesystem mounted"),
+        ("attempt begun", "attempt 1 started"), ("disk volume ready", "Disk volume|taken for"), ("overlay mounted", "root filesystem mounted"),
         ("runtime called", "Starting container"), ("container running", "running after"), ("container exited", "exited with code"),
         ("outputs moved", "moved 0 output"), ("end recorded", "ended succeeded"), ("then container deleted", " deleted"),
     ];
 
-    /// <summary>Per-phase medians of the latency rounds' jobs, from the server's debug lines (timestamps to the millisecond).</summary>
-    private static void PrintPhases(string logPath, List<string> jobIds)
+    /// <summary>Per-phase medians of the latency rounds' jobs, from the server's debug lines (timestamps to the millisecond,
+    /// the machine's local time), between the job's createdAt and the moment this client had its end.</summary>
+    private static void PrintPhases(string logPath, List<(string Id, DateTimeOffset Created, DateTimeOffset Seen)> jobs)
     {
-        var wanted = jobIds.ToDictionary(id => id.Replace("-", ""), _ => new Dictionary<string, double>());
+        static double SecondsOfDay(DateTimeOffset t) => t.ToLocalTime().TimeOfDay.TotalSeconds;
+        var wanted = jobs.ToDictionary(j => j.Id.Replace("-", ""), j => new Dictionary<string, double>
+        {
+            ["queued (createdAt)"] = SecondsOfDay(j.Created), ["client had its end"] = SecondsOfDay(j.Seen),
+        });
         double? at = null;
         foreach (var line in File.ReadLines(logPath))
         {
@@ -297,16 +309,16 @@ public static class StartSummary
             var key = (id.Groups[1].Success ? id.Groups[1].Value : id.Groups[2].Value).Replace("-", "");
             if (!wanted.TryGetValue(key, out var seen)) continue;
             foreach (var (step, text) in PhaseLines)
-                if (line.Contains(text, StringComparison.Ordinal)) seen.TryAdd(step, at.Value);
+                if (text.Split('|').Any(t => line.Contains(t, StringComparison.Ordinal))) seen.TryAdd(step, at.Value);
         }
-        var complete = wanted.Values.Where(v => v.Count == PhaseLines.Length).ToList();
+        var complete = wanted.Values.Where(v => v.Count == PhaseLines.Length + 2).ToList();
         Console.WriteLine($"start: phases of {complete.Count} latency-round jobs (server log, medians):");
-        for (var i = 1; i < PhaseLines.Length; i++)
-        {
-            var (from, to) = (PhaseLines[i - 1].Step, PhaseLines[i].Step);
+        string[] steps = ["queued (createdAt)", .. PhaseLines.Select(p => p.Step).Where(s => s != "then container deleted"), "client had its end"];
+        for (var i = 1; i < steps.Length; i++)
             if (complete.Count > 0)
-                Console.WriteLine($"  {to,-22} {Median(complete.Select(v => (v[to] - v[from]) * 1000).ToList()),7:0.0} ms");
-        }
+                Console.WriteLine($"  {steps[i],-22} {Median(complete.Select(v => (v[steps[i]] - v[steps[i - 1]]) * 1000).ToList()),7:0.0} ms");
+        if (complete.Count > 0)
+            Console.WriteLine($"  (container deleted {Median(complete.Select(v => (v["then container deleted"] - v["end recorded"]) * 1000).ToList()):0.0} ms after the end was recorded)");
     }
 
     private static (double SelfMs, double ReapedChildrenMs) ServerCpu(Context c) =>
