@@ -278,11 +278,11 @@ public static class StartSummary
 
     // The server's own lines for one attempt, in order: the step after each is timed from the one before. A job's disk is
     // made for it ("Disk volume ... made in") or, when the node's pool has one, taken formatted ahead ("... taken for").
-    private static readonly (string Step, string Text)[] PhaseLines =
+    private static readonly (string Step, string[] Texts)[] PhaseLines =
     [
-        ("attempt begun", "attempt 1 started"), ("disk volume ready", "Disk volume|taken for"), ("overlay mounted", "root filesystem mounted"),
-        ("runtime called", "Starting container"), ("container running", "running after"), ("container exited", "exited with code"),
-        ("outputs moved", "moved 0 output"), ("end recorded", "ended succeeded"), ("then container deleted", " deleted"),
+        ("attempt begun", ["attempt 1 started"]), ("disk volume ready", ["Disk volume", "taken for"]), ("overlay mounted", ["root filesystem mounted"]),
+        ("runtime called", ["Starting container"]), ("container running", ["running after"]), ("container exited", ["exited with code"]),
+        ("outputs moved", ["moved 0 output"]), ("end recorded", ["ended succeeded"]), ("then container deleted", [" deleted"]),
     ];
 
     /// <summary>Per-phase medians of the latency rounds' jobs, from the server's debug lines (timestamps to the millisecond,
@@ -308,8 +308,8 @@ public static class StartSummary
             if (!id.Success || at is null) continue;
             var key = (id.Groups[1].Success ? id.Groups[1].Value : id.Groups[2].Value).Replace("-", "");
             if (!wanted.TryGetValue(key, out var seen)) continue;
-            foreach (var (step, text) in PhaseLines)
-                if (text.Split('|').Any(t => line.Contains(t, StringComparison.Ordinal))) seen.TryAdd(step, at.Value);
+            foreach (var (step, texts) in PhaseLines)
+                if (texts.Any(t => line.Contains(t, StringComparison.Ordinal))) seen.TryAdd(step, at.Value);
         }
         var complete = wanted.Values.Where(v => v.Count == PhaseLines.Length + 2).ToList();
         Console.WriteLine($"start: phases of {complete.Count} latency-round jobs (server log, medians):");

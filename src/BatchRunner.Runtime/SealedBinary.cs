@@ -16,7 +16,7 @@ namespace BatchRunner.Runtime;
 /// </summary>
 /// <remarks>
 /// One per binary in a process (<see cref="For"/>), kept for its life like the runtime that uses it. The copy follows
-/// the file: each start compares the binary's status (device, inode, size, mtime, mode) with that of the file copied, and a
+/// the file: each start compares the binary's status (device, inode, size, mtime, mode, owner, links) with that of the file copied, and a
 /// replaced binary (a package upgrade) is copied again before its first use, so a container never runs a runc older
 /// than the one installed. The copy is executed as <c>/proc/self/fd/N</c>, which the child of posix_spawn resolves in
 /// its own table (a copy of ours, close-on-exec descriptors included until the exec succeeds); it is never inherited by
