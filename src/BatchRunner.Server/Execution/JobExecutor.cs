@@ -31,7 +31,8 @@ namespace BatchRunner.Server.Execution;
 /// <item><see cref="JobRescheduleException"/>: this node cannot run it now (can never fit it, is full, the queue
 /// is at its limit, the tenant at its maxRunning quota: the job's message says which, in words), it failed and will be
 /// retried after a back-off (<see cref="AttemptEnd.Retry"/>), this node is fenced (<see cref="AttemptEnd.Fenced"/>:
-/// nothing recorded; the next attempt closes this one as node_lost), or the job runs on another live node or already in
+/// nothing recorded; the next attempt closes this one as node_lost; or fenced already when the job came, so no attempt
+/// begins, and the job waits a heartbeat), or the job runs on another live node or already in
 /// this process (a duplicate delivery looks again later);</item>
 /// <item><see cref="OperationCanceledException"/>: this worker is shutting down; the job was requeued
 /// (<see cref="AttemptEnd.Requeue"/>);</item>
@@ -88,6 +89,15 @@ public sealed partial class JobExecutor(
             return;
         }
         using var scope = log.BeginScope(new Dictionary<string, object> { ["JobId"] = jobId });
+        // A fenced node begins nothing: its attempt would be stopped at once and count as lost, and the job, back in the
+        // queue, fetched here again, so that a node fenced for a heartbeat's time used up a job's retries in milliseconds.
+        // The fence lifts with the next heartbeat that succeeds; until then the job waits a heartbeat, for any node.
+        if (fence.Fenced.IsCancellationRequested)
+        {
+            LogNotWhileFenced(log, jobId, node.Name);
+            throw new JobRescheduleException($"node {node.Name} is fenced (its heartbeats failed); it begins no attempt until one succeeds",
+                TimeSpan.FromSeconds(options.Value.HeartbeatSeconds));
+        }
         var reservation = await AdmitAsync(job, turn, hangfireToken);
         try
         {
@@ -238,6 +248,9 @@ public sealed partial class JobExecutor(
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Job {JobId}: result of attempt {Attempt} ignored (a newer attempt or a final state exists)")]
     private static partial void LogStale(ILogger log, Guid jobId, int attempt);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Job {JobId}: not begun on {Node}, which is fenced until a heartbeat succeeds; delivered again after one")]
+    private static partial void LogNotWhileFenced(ILogger log, Guid jobId, string node);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Job {JobId}: attempt {Attempt} stopped because this node is fenced")]
     private static partial void LogFenced(ILogger log, Guid jobId, int attempt);

@@ -276,6 +276,50 @@ public sealed class ClusterFacts
     }
 
     [Fact]
+    public async Task FencedNode_WhileTheDatabaseAnswers_BeginsNoAttempt_AndRunsTheJobsOnceAHeartbeatSucceeds()
+    {
+        // Found by restarting PostgreSQL under load: a heartbeat failed after the restart (a pooled connection the restart
+        // had ended), the node fenced itself while its workers could fetch again, and it began an attempt for every job it
+        // fetched, stopped it at once as fenced and fetched the job again: jobs ended "node_lost: the job's node was lost
+        // 4 times" in a tenth of a second, never started. Here only the heartbeat fails (a trigger refuses it), for as long
+        // as the test likes.
+        await using var c = await TestCluster.StartAsync();
+        var n1 = await c.StartNodeAsync("n1", role: "all", cpus: 2, workers: 4);
+        await using var db = Npgsql.NpgsqlDataSource.Create(c.Postgres!.ConnectionString);
+        await using (var refuse = db.CreateCommand("""
+            create function test_refuses_heartbeat() returns trigger language plpgsql as
+              $$ begin raise exception 'heartbeat refused by the test'; end $$;
+            create trigger refuse_heartbeat before update of heartbeat_at on batchrunner.nodes
+              for each row execute function test_refuses_heartbeat();
+            """))
+            await refuse.ExecuteNonQueryAsync();
+        await Poll.UntilAsync(() => Task.FromResult(n1.LogAbout("fencing")), l => l.Length > 0, TimeSpan.FromSeconds(30), "the node to fence itself", 100);
+
+        var ids = new List<string>();
+        for (int i = 0; i < 4; i++)
+            ids.Add(await c.Api.SubmitIdAsync(new { image = c.Busybox, command = new[] { "/bin/sh", "-c", $"echo {i} > /outputs/n.txt" } }));
+        // Several deliveries' time (each waits a heartbeat, a second here): the jobs wait, no attempt begun.
+        await Task.Delay(TimeSpan.FromSeconds(3));
+        foreach (var id in ids)
+        {
+            var job = await c.Api.GetJobAsync(id);
+            Assert.True(State(job) == "queued" && Attempts(job).Count == 0, $"while the node is fenced: {job}");
+        }
+        Assert.Contains("which is fenced", n1.LogAbout(ids[0]));
+
+        await using (var allow = db.CreateCommand("drop trigger refuse_heartbeat on batchrunner.nodes; drop function test_refuses_heartbeat()"))
+            await allow.ExecuteNonQueryAsync();
+        for (int i = 0; i < ids.Count; i++)
+        {
+            var done = await c.WaitFinalAsync(ids[i], TimeSpan.FromSeconds(60));
+            Assert.True(State(done) == "succeeded", $"job {i} ended {State(done)}: {done}\nthe node's log about it:\n{n1.LogAbout(ids[i])}");
+            Assert.Single(Attempts(done));
+            Assert.Equal($"{i}\n", await c.Api.Http.GetStringAsync($"/api/v1/jobs/{ids[i]}/outputs/n.txt"));
+        }
+        Assert.NotEmpty(n1.LogAbout("no longer fenced"));
+    }
+
+    [Fact]
     public async Task Sigterm_LetsARunningJobFinishWithinTheGracePeriod()
     {
         await using var c = await TestCluster.StartAsync();
