@@ -57,7 +57,20 @@ public sealed class NodeStore(NpgsqlDataSource db)
     /// <summary>Renews the node's lease and records where it answers HTTP (<paramref name="apiUrl"/>; null: unchanged) and
     /// its data directory (<paramref name="disk"/>; null: unchanged). False when another instance has taken over this
     /// node name (this process must stop working).</summary>
+    /// <remarks>A database restart leaves the pool's idle connections dead (Npgsql does not clear its pool then), and the
+    /// first statement on one fails although the database answers. Heartbeats are what a node's fencing counts, so such a
+    /// failure clears the pool and the heartbeat is tried once more at once, on a new connection.</remarks>
     public async Task<bool> HeartbeatAsync(string name, Guid instance, CancellationToken ct, string? apiUrl = null, NodeDiskRecord? disk = null)
+    {
+        try { return await BeatAsync(name, instance, apiUrl, disk, ct); }
+        catch (Exception e) when (DatabaseErrors.IsOutage(e) && !ct.IsCancellationRequested)
+        {
+            db.Clear();
+            return await BeatAsync(name, instance, apiUrl, disk, ct);
+        }
+    }
+
+    private async Task<bool> BeatAsync(string name, Guid instance, string? apiUrl, NodeDiskRecord? disk, CancellationToken ct)
     {
         await using var cmd = db.CreateCommand("""
             update batchrunner.nodes set heartbeat_at = now(), api_url = coalesce(@u, api_url), disk = coalesce(@d, disk)
