@@ -50,6 +50,8 @@ public sealed partial class RuncRuntime : IContainerRuntime
     internal const string ConfigFile = "config.json";
     internal const string LogFile = "runc.log";
     internal const string PidFile = "init.pid";
+    /// <summary>Where runc writes <see cref="PidFile"/> before renaming it into place: left behind by a `run` killed in between.</summary>
+    internal const string PidFileBeingWritten = "." + PidFile;
 
     private readonly RuncRuntimeOptions _options;
     private readonly ILogger _logger;
@@ -166,6 +168,8 @@ public sealed partial class RuncRuntime : IContainerRuntime
             catch (OperationCanceledException)
             {
                 run.Kill();
+                // Reaped before anything is removed: a `run` still alive could make the cgroups after their removal.
+                await run.Task;
                 if (ct.IsCancellationRequested) throw;
                 throw new ContainerStartException($"{Name} run {spec.Id} did not finish within {_options.StartTimeout.TotalSeconds:0.#} s");
             }
@@ -242,12 +246,15 @@ public sealed partial class RuncRuntime : IContainerRuntime
     }
 
     // A failed `run` leaves nothing running, but a timed-out one may have: `delete --force` kills it, and
-    // the OrphanReaper reaps its init, which no ChildExit watches.
+    // the OrphanReaper reaps its init, which no ChildExit watches. A `run` killed (a cancelled or timed-out start) after
+    // it made the container's cgroups and before it recorded its state leaves cgroups that `delete` does not know (it
+    // removes such a state directory only): they are removed here, with anything still in them.
     private async Task AbortStartAsync(string id, string bundleDir, string? nameFilesDir)
     {
         try
         {
             await DeleteAsync(id, CancellationToken.None);
+            await Cleaner.RemoveAsync(SpecBuilder.CgroupParent, id, _options.KillTimeout, CancellationToken.None);
         }
         catch (Exception e) when (e is not OutOfMemoryException)
         {
@@ -317,14 +324,12 @@ public sealed partial class RuncRuntime : IContainerRuntime
         || message.Contains("not exist", StringComparison.OrdinalIgnoreCase)
         || message.Contains("no such file", StringComparison.OrdinalIgnoreCase);
 
-    /// <summary>Removes what StartAsync wrote (config.json, the runtime's log) and the directory if it is
-    /// then empty. Never recursive: the directory may hold the job's output files or a mounted rootfs.</summary>
     /// <summary>Deletes the files the runtime made in the bundle (and in <paramref name="nameFilesDir"/>, the container's
     /// /etc name files when they are elsewhere), then each directory once empty: never recursively, so that nothing it did
     /// not make is deleted.</summary>
     internal static void RemoveBundle(string bundleDir, string? nameFilesDir = null)
     {
-        RemoveOwnFiles(bundleDir, [ConfigFile, LogFile, PidFile, HostnameFile, HostsFile, ResolvConfFile, LogRelay.StdoutFifoName, LogRelay.StderrFifoName]);
+        RemoveOwnFiles(bundleDir, [ConfigFile, LogFile, PidFile, PidFileBeingWritten, HostnameFile, HostsFile, ResolvConfFile, LogRelay.StdoutFifoName, LogRelay.StderrFifoName]);
         if (nameFilesDir is not null) RemoveOwnFiles(nameFilesDir, [HostnameFile, HostsFile, ResolvConfFile]);
     }
 
