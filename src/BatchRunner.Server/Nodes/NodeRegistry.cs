@@ -40,7 +40,10 @@ public sealed partial class NodeRegistry(
     private NodePolicy Policy => NodeOffer.PolicyOf(_options.Isolation);
 
     public TimeSpan Interval => TimeSpan.FromSeconds(_options.HeartbeatSeconds);
-    public TimeSpan Lease => Interval * 3;
+    public TimeSpan Lease => LeaseOf(_options.HeartbeatSeconds);
+
+    /// <summary>How long a node with this heartbeat stays alive without one: three intervals.</summary>
+    public static TimeSpan LeaseOf(int heartbeatSeconds) => TimeSpan.FromSeconds(heartbeatSeconds) * 3;
 
     public override async Task StartAsync(CancellationToken ct)
     {

@@ -9,7 +9,8 @@ namespace BatchRunner.Server.Nodes;
 /// <summary>
 /// A queued job never stays queued because of what was done to its message in Hangfire's own dashboard: every
 /// <see cref="BatchRunnerOptions.ReconcileSeconds"/>, on every node, a job whose message was deleted there ends
-/// <c>cancelled</c> (saying so), and one whose message ended there or is gone gets a new message (re-enqueued).
+/// <c>cancelled</c> (saying so), and one whose message ended there or is gone gets a new message (re-enqueued); nor because
+/// a worker died between fetching its message and beginning it (the message is made fetchable again after a lease).
 /// </summary>
 /// <remarks>
 /// Idempotent across nodes: each change is a conditional write on the job's current message id, so two nodes
@@ -43,6 +44,9 @@ public sealed partial class QueueReconciler(JobStore store, JobQueue queue, IOpt
     /// <summary>One pass; <paramref name="grace"/>: how long a message must have looked ended or gone (<see cref="Grace"/>).</summary>
     public async Task ReconcileAsync(TimeSpan grace, CancellationToken ct)
     {
+        // Fetched by a worker that died before it began the job: fetchable again once a node's lease has passed.
+        foreach (var (id, hangfireJobId) in await store.ReleaseAbandonedFetchesAsync(NodeRegistry.LeaseOf(options.Value.HeartbeatSeconds), ct))
+            LogReleased(log, id, hangfireJobId);
         foreach (var orphan in await store.FindOrphanedQueuedAsync(grace, BatchSize, ct))
         {
             if (orphan.DeletedInHangfire && orphan.IsArrayParent)
@@ -69,6 +73,9 @@ public sealed partial class QueueReconciler(JobStore store, JobQueue queue, IOpt
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Job {JobId}: queued, but its Hangfire job {HangfireJobId} is {HangfireState}; enqueued again")]
     private static partial void LogReenqueued(ILogger log, Guid jobId, string hangfireJobId, string hangfireState);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Job {JobId}: its Hangfire job {HangfireJobId} was fetched by a worker that never began it (the worker died); it can be fetched again")]
+    private static partial void LogReleased(ILogger log, Guid jobId, string hangfireJobId);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Queue reconciliation failed ({Reason}); trying again")]
     private static partial void LogFailed(ILogger log, string reason);

@@ -46,6 +46,34 @@ public sealed partial class JobStore
         return orphans;
     }
 
+    /// <summary>
+    /// Makes fetchable again the Hangfire messages of queued jobs that a worker fetched more than <paramref name="after"/>
+    /// ago and never began: the worker died between its fetch and the attempt's begin (a kill -9, a crash), and its fetch
+    /// would otherwise hide the message for Hangfire's invisibility timeout (minutes). A live worker begins what it fetched
+    /// within seconds or hands it back, so only the database being away could make it take longer: it must have been up
+    /// for <paramref name="after"/> too. Should a live worker hold one all the same, the job is delivered twice, and the
+    /// attempt's begin lets one delivery run it. Returns the jobs and their messages.
+    /// </summary>
+    /// <remarks>Reads and writes Hangfire.PostgreSql's <c>hangfire.jobqueue</c> (<c>jobid</c>, <c>fetchedat</c>), as its
+    /// fetch does; led by the index on <c>fetchedat</c>, so a pass costs the fetched messages, not the queued jobs.</remarks>
+    public async Task<IReadOnlyList<(Guid Id, string HangfireJobId)>> ReleaseAbandonedFetchesAsync(TimeSpan after, CancellationToken ct)
+    {
+        await using var cmd = db.CreateCommand($$"""
+            update hangfire.jobqueue q set fetchedat = null
+              from batchrunner.jobs j
+             where q.fetchedat < now() - @after
+               and j.state = 'queued'
+               and q.jobid = case when j.hangfire_job_id ~ '^[0-9]{1,18}$' then j.hangfire_job_id::bigint end
+               and {{NodeStore.DatabaseUpSince}} < now() - @after
+            returning j.id, j.hangfire_job_id
+            """);
+        cmd.Parameters.AddWithValue("after", after);
+        var released = new List<(Guid, string)>();
+        await using var rd = await cmd.ExecuteReaderAsync(ct);
+        while (await rd.ReadAsync(ct)) released.Add((rd.GetGuid(0), rd.GetString(1)));
+        return released;
+    }
+
     /// <summary>Ends a queued job whose message was deleted in Hangfire: <c>cancelled</c>, with <paramref name="message"/>.
     /// False when it is no longer queued with that message.</summary>
     public async Task<bool> CancelOrphanAsync(Guid id, string hangfireJobId, string message, CancellationToken ct)

@@ -238,6 +238,34 @@ public sealed class ClusterFacts
             TimeSpan.FromSeconds(10), "the killed attempt's loop device to be unbound", 100);
     }
 
+    [Fact]
+    public async Task WorkerKilledBetweenFetchAndBegin_TheJobRunsAfterALease_NotAfterHangfiresInvisibilityTimeout()
+    {
+        // What a worker killed just after its fetch leaves: the message marked fetched, no attempt begun. (Found killing a
+        // worker three times under a stream of jobs: one job stayed queued for Hangfire's five minutes; a kill lands in that
+        // window rarely, so the test makes the window's state itself.)
+        await using var c = await TestCluster.StartAsync();
+        await c.StartNodeAsync("api", role: "api");
+        var w1 = await c.StartNodeAsync("w1", extra: "--BatchRunner:ReconcileSeconds=1");
+        w1.Kill();
+        await w1.WaitForExitAsync(TimeSpan.FromSeconds(10));
+        // Within its lease the killed worker still counts as live, so the API accepts the job; nothing fetches it.
+        var id = await c.Api.SubmitIdAsync(new { image = c.Busybox, command = new[] { "echo", "ran" } });
+        await using (var db = Npgsql.NpgsqlDataSource.Create(c.Postgres!.ConnectionString))
+        await using (var fetch = db.CreateCommand(
+            "update hangfire.jobqueue q set fetchedat = now() from batchrunner.jobs j where j.id = $1 and q.jobid = j.hangfire_job_id::bigint"))
+        {
+            fetch.Parameters.Add(new Npgsql.NpgsqlParameter { Value = Guid.Parse(id) });
+            Assert.Equal(1, await fetch.ExecuteNonQueryAsync());
+        }
+
+        await w1.StartAsync();
+        var done = await c.WaitFinalAsync(id, TimeSpan.FromSeconds(60));
+        Assert.Equal("succeeded", State(done));
+        Assert.Single(Attempts(done));
+        Assert.Contains("was fetched by a worker that never began it", w1.LogAbout(id));
+    }
+
     /// <summary>The files loop devices are bound to now (a deleted one without its " (deleted)" suffix).</summary>
     private static List<string> LoopBackingFiles() =>
         Directory.EnumerateDirectories("/sys/block", "loop*")
